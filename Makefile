@@ -1,0 +1,69 @@
+# lorac — build, test, sanitize, fuzz.
+#   make            build/lorac
+#   make test       install missing Debian packages (scripts/deps.sh), build, run every test
+#   make asan       the tests under AddressSanitizer + UBSan (build-asan/)
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS each (default 300)
+#   make demo       the main job on the embedded default (see README)
+
+CC       ?= cc
+BUILD    ?= build
+OPT      ?= -O2 -g
+SAN      ?=
+CPPFLAGS := -Isrc -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
+CFLAGS   := -std=c11 -Wall -Wextra -MMD -MP $(OPT) $(SAN)
+LDLIBS   := -lcjson -lyaml -lpcre2-8 -lutf8proc -lm -lpthread
+
+LIB_SRC  := $(shell find src -name '*.c' ! -name main.c ! -path 'src/backend/cuda/*' | sort)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC := $(shell find tests -name 'test_*.c' | sort)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(shell find fuzz -name 'fuzz_*.c' | sort)
+FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=build-fuzz/bin/%)
+FUZZ_SECONDS ?= 300
+
+.PHONY: all deps test asan fuzz fuzz-build demo clean
+all: deps $(BUILD)/lorac
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/liblorac.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/lorac: $(BUILD)/src/main.o $(BUILD)/liblorac.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/liblorac.a tests/harness.h
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Itests $(CFLAGS) $< $(BUILD)/liblorac.a -o $@ $(LDLIBS)
+
+test: deps $(BUILD)/lorac $(TEST_BIN) fuzz-build
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-10} tests/run.sh $(BUILD)
+
+asan:
+	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+
+# libFuzzer targets: clang builds the library again with coverage instrumentation.
+build-fuzz/%.o: %.c
+	@mkdir -p $(@D)
+	clang $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+
+build-fuzz/bin/%: fuzz/%.c $(LIB_SRC:%.c=build-fuzz/%.o)
+	@mkdir -p $(@D)
+	clang $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined $^ -o $@ $(LDLIBS)
+
+fuzz-build: deps $(FUZZ_BIN)
+
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/src/main.d

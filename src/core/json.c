@@ -1,0 +1,187 @@
+/*
+ * json.c — JSON access with located errors. See json.h.
+ */
+#include "core/json.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/file.h"
+
+/* True when text ends inside a string or with brackets left open: a truncated file. */
+static bool ends_open(const char *text, size_t len) {
+    long depth = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return in_str || depth > 0;
+}
+
+int lc_json_parse(const char *text, size_t len, const char *what, cJSON **out) {
+    const char *end = NULL;
+    *out = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (*out) return 0;
+    size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
+    size_t line = 1, col = 1;
+    for (size_t i = 0; i < off; i++) {
+        if (text[i] == '\n') {
+            line++;
+            col = 1;
+        } else {
+            col++;
+        }
+    }
+    if (off >= len || (off + 1 >= len && ends_open(text, len)))
+        return lc_fail("%s: invalid JSON: unexpected end of input at line %zu, column %zu "
+                       "(is the file truncated?)",
+                       what, line, col);
+    return lc_fail("%s: invalid JSON at line %zu, column %zu (byte %zu)", what, line, col, off);
+}
+
+int lc_json_parse_file(const char *path, size_t max_bytes, cJSON **out) {
+    char *text;
+    size_t len;
+    *out = NULL;
+    if (lc_read_file(path, max_bytes, &text, &len) != 0) return -1;
+    int rc = lc_json_parse(text, len, path, out);
+    free(text);
+    return rc;
+}
+
+const char *lc_json_type_name(const cJSON *v) {
+    if (!v) return "nothing";
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsNumber(v)) return "a number";
+    if (cJSON_IsBool(v)) return "a boolean";
+    if (cJSON_IsNull(v)) return "null";
+    if (cJSON_IsArray(v)) return "an array";
+    if (cJSON_IsObject(v)) return "an object";
+    return "an invalid value";
+}
+
+static const cJSON *get(const cJSON *obj, const char *key) {
+    if (!cJSON_IsObject(obj)) return NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsNull(v) ? NULL : v;
+}
+
+static int wrong(const cJSON *v, const char *key, const char *want, const char *what) {
+    return lc_fail("%s: \"%s\" must be %s, found %s", what, key, want, lc_json_type_name(v));
+}
+
+int lc_json_int(const cJSON *obj, const char *key, int64_t *out, const char *what) {
+    const cJSON *v = get(obj, key);
+    if (!v) return 0;
+    if (!cJSON_IsNumber(v)) return wrong(v, key, "an integer", what);
+    double d = v->valuedouble;
+    if (!isfinite(d) || d != floor(d) || d < -9007199254740992.0 || d > 9007199254740992.0)
+        return lc_fail("%s: \"%s\" must be an integer, found %g", what, key, d);
+    *out = (int64_t)d;
+    return 1;
+}
+
+int lc_json_num(const cJSON *obj, const char *key, double *out, const char *what) {
+    const cJSON *v = get(obj, key);
+    if (!v) return 0;
+    if (!cJSON_IsNumber(v)) return wrong(v, key, "a number", what);
+    if (!isfinite(v->valuedouble))
+        return lc_fail("%s: \"%s\" must be a finite number", what, key);
+    *out = v->valuedouble;
+    return 1;
+}
+
+int lc_json_bool(const cJSON *obj, const char *key, bool *out, const char *what) {
+    const cJSON *v = get(obj, key);
+    if (!v) return 0;
+    if (!cJSON_IsBool(v)) return wrong(v, key, "true or false", what);
+    *out = cJSON_IsTrue(v);
+    return 1;
+}
+
+int lc_json_str(const cJSON *obj, const char *key, const char **out, const char *what) {
+    const cJSON *v = get(obj, key);
+    if (!v) return 0;
+    if (!cJSON_IsString(v)) return wrong(v, key, "a string", what);
+    *out = v->valuestring;
+    return 1;
+}
+
+int lc_json_obj(const cJSON *obj, const char *key, const cJSON **out, const char *what) {
+    const cJSON *v = get(obj, key);
+    if (!v) return 0;
+    if (!cJSON_IsObject(v)) return wrong(v, key, "an object", what);
+    *out = v;
+    return 1;
+}
+
+int lc_json_arr(const cJSON *obj, const char *key, const cJSON **out, const char *what) {
+    const cJSON *v = get(obj, key);
+    if (!v) return 0;
+    if (!cJSON_IsArray(v)) return wrong(v, key, "an array", what);
+    *out = v;
+    return 1;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when it is invalid. */
+static size_t utf8_valid_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    size_t len;
+    unsigned min;
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) len = 2, min = 0x80;
+    else if ((c & 0xF0) == 0xE0) len = 3, min = 0x800;
+    else if ((c & 0xF8) == 0xF0) len = 4, min = 0x10000;
+    else return 0;
+    if (len > n) return 0;
+    unsigned cp = c & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
+void lc_json_quote(lc_buf *b, const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    lc_buf_putc(b, '"');
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i];
+        if (c == '"' || c == '\\') {
+            lc_buf_putc(b, '\\');
+            lc_buf_putc(b, (char)c);
+            i++;
+        } else if (c == '\n') {
+            lc_buf_puts(b, "\\n"), i++;
+        } else if (c == '\t') {
+            lc_buf_puts(b, "\\t"), i++;
+        } else if (c == '\r') {
+            lc_buf_puts(b, "\\r"), i++;
+        } else if (c < 0x20 || c == 0x7F) {
+            lc_buf_printf(b, "\\u%04x", c), i++;
+        } else {
+            size_t l = utf8_valid_len(p + i, n - i);
+            if (l == 0) {
+                lc_buf_puts(b, "\\ufffd");
+                i++;
+            } else {
+                lc_buf_append(b, p + i, l);
+                i += l;
+            }
+        }
+    }
+    lc_buf_putc(b, '"');
+}

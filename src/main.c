@@ -1,0 +1,40 @@
+/*
+ * main.c — the lorac binary: dispatches to one command (src/cmd). Nothing else.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd/cmd.h"
+
+static const lc_command COMMANDS[] = {
+    {"version", NULL, "print the version"},
+};
+static const int N_COMMANDS = (int)(sizeof COMMANDS / sizeof COMMANDS[0]);
+
+static void usage(FILE *f) {
+    fprintf(f, "lorac %s — LoRA fine-tuning of Llama/Mistral/Qwen2 models, in C\n\n", LORAC_VERSION);
+    fprintf(f, "usage: lorac COMMAND [options]   (lorac COMMAND --help for its options)\n\ncommands:\n");
+    for (int i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(f, "\n  --version  print the version and the compute backends built in\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *name = argv[1];
+    if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(name, "--version")) {
+        printf("lorac %s (backends: cpu)\n", LORAC_VERSION);
+        return 0;
+    }
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (COMMANDS[i].run && !strcmp(name, COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "error: unknown command '%s' (run 'lorac --help' for the list)\n", name);
+    return 2;
+}

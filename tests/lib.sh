@@ -1,0 +1,32 @@
+# lib.sh — helpers for the command-line tests (tests/**/test_*.sh), sourced by them.
+# Each test is a function; `run_test NAME` runs it and counts; `finish` prints the
+# RESULT line that tests/run.sh adds up. $LORAC is the binary under test.
+T_PASSED=0 T_FAILED=0 T_SKIPPED=0 T_CUR=0 T_SKIP=0
+T_TMP=$(mktemp -d)
+trap 'rm -rf "$T_TMP"' EXIT
+SHARED=${LORAC_SHARED:-../shared}
+
+fail() { echo "  FAIL: $*"; T_CUR=$((T_CUR + 1)); }
+skip() { echo "  skip: $*"; T_SKIP=1; }
+
+# expect_exit CODE CMD... : runs CMD, keeps stdout in $OUT_TXT and stderr in $ERR_TXT.
+expect_exit() {
+    want=$1; shift
+    "$@" >"$T_TMP/out" 2>"$T_TMP/err"
+    got=$?
+    OUT_TXT=$(cat "$T_TMP/out"); ERR_TXT=$(cat "$T_TMP/err")
+    [ "$got" -eq "$want" ] || fail "'$*' exited $got, expected $want; stderr: $ERR_TXT"
+}
+# contains HAYSTACK NEEDLE
+contains() { case "$1" in *"$2"*) ;; *) fail "expected '$2' in: $1" ;; esac; }
+# one_line TEXT : the text is exactly one line (error messages are one line).
+one_line() { [ "$(printf '%s\n' "$1" | wc -l)" -eq 1 ] || fail "expected one line, got: $1"; }
+
+run_test() {
+    T_CUR=0 T_SKIP=0
+    "$1"
+    if [ "$T_CUR" -ne 0 ]; then T_FAILED=$((T_FAILED + 1)); echo "FAIL $1"
+    elif [ "$T_SKIP" -ne 0 ]; then T_SKIPPED=$((T_SKIPPED + 1)); echo "skip $1"
+    else T_PASSED=$((T_PASSED + 1)); echo "ok   $1"; fi
+}
+finish() { echo "RESULT $T_PASSED $T_FAILED $T_SKIPPED"; [ "$T_FAILED" -eq 0 ]; }
