@@ -18,13 +18,19 @@ int lc_fail(const char *fmt, ...) {
 }
 
 int lc_fail_prefix(const char *fmt, ...) {
-    char prefix[LC_ERRMSG_MAX], old[LC_ERRMSG_MAX];
+    char old[LC_ERRMSG_MAX];
+    memcpy(old, g_msg, sizeof old);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int n = vsnprintf(g_msg, sizeof g_msg, fmt, ap);
     va_end(ap);
-    memcpy(old, g_msg, sizeof old);
-    snprintf(g_msg, sizeof g_msg, "%s: %s", prefix, old);
+    if (n < 0 || (size_t)n + 2 >= sizeof g_msg) return -1;
+    memcpy(g_msg + n, ": ", 2);
+    size_t room = sizeof g_msg - (size_t)n - 2;
+    size_t len = strnlen(old, sizeof old - 1);
+    if (len >= room) len = room - 1;
+    memcpy(g_msg + n + 2, old, len);
+    g_msg[n + 2 + len] = '\0';
     return -1;
 }
 
