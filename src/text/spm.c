@@ -25,8 +25,8 @@
 #define SPM_MAX_PIECE_LEN 8000           // sentencepiece rejects pieces this long
 #define SPM_MAX_TEXT ((size_t)512 << 20) // encode input limit (symbol indices are int32)
 
-static const char kSpace[] = "\xe2\x96\x81";           // U+2581, what a space becomes
-static const char kReplacement[] = "\xef\xbf\xbd";     // U+FFFD
+static const char kSpace[] = "\xe2\x96\x81";               // U+2581, what a space becomes
+static const char kReplacement[] = "\xef\xbf\xbd";         // U+FFFD
 static const char kDefaultUnkSurface[] = " \xe2\x81\x87 "; // " ⁇ "
 
 typedef struct {
@@ -36,17 +36,17 @@ typedef struct {
 } trie_node;
 
 struct lc_spm {
-    char *what; // the file name, for errors and describe
-    int32_t n;  // number of pieces
-    char *arena;     // every piece, NUL-terminated, back to back
-    size_t *off;     // (n) offset of piece i in arena
-    uint32_t *len;   // (n) byte length of piece i
-    float *score;    // (n)
-    uint8_t *type;   // (n) LC_SPM_NORMAL ...
-    int32_t *canon;  // (n) PieceToId(piece(i)): i unless a reserved piece shares the string
-    int32_t *table;  // (mask + 1) open-addressing hash of piece -> id, -1 empty
+    char *what;     // the file name, for errors and describe
+    int32_t n;      // number of pieces
+    char *arena;    // every piece, NUL-terminated, back to back
+    size_t *off;    // (n) offset of piece i in arena
+    uint32_t *len;  // (n) byte length of piece i
+    float *score;   // (n)
+    uint8_t *type;  // (n) LC_SPM_NORMAL ...
+    int32_t *canon; // (n) PieceToId(piece(i)): i unless a reserved piece shares the string
+    int32_t *table; // (mask + 1) open-addressing hash of piece -> id, -1 empty
     size_t mask;
-    int32_t unk_id;      // the UNKNOWN piece
+    int32_t unk_id;       // the UNKNOWN piece
     int32_t byte_id[256]; // <0xXX> pieces (-1 without byte_fallback)
     bool has_unused;
     trie_node *trie; // user-defined symbols; NULL when there are none
@@ -55,8 +55,7 @@ struct lc_spm {
     // trainer_spec
     int model_type;
     int32_t vocab_size;
-    bool byte_fallback, treat_ws_as_suffix, split_by_whitespace, allow_ws_only_pieces,
-        split_digits;
+    bool byte_fallback, treat_ws_as_suffix, split_by_whitespace, allow_ws_only_pieces, split_digits;
     char *unk_piece, *bos_piece, *eos_piece, *pad_piece, *unk_surface;
     // normalizer_spec
     char *norm_name;
@@ -68,7 +67,7 @@ struct lc_spm {
 
 /* Length of the UTF-8 character that starts with byte b, as sentencepiece's OneCharLen. */
 static size_t one_char_len(unsigned char b) {
-    return (size_t)"\1\1\1\1\1\1\1\1\1\1\1\1\2\2\3\4"[b >> 4];
+    return (size_t) "\1\1\1\1\1\1\1\1\1\1\1\1\2\2\3\4"[b >> 4];
 }
 
 /* sentencepiece's IsValidDecodeUTF8: the length of the valid character at p, or 0 when
@@ -81,8 +80,8 @@ static size_t utf8_valid_len(const unsigned char *p, size_t n) {
         uint32_t cp = ((uint32_t)(c & 0x1F) << 6) | (p[1] & 0x3Fu);
         if ((p[1] & 0xC0) == 0x80 && cp >= 0x80) return 2;
     } else if (n >= 3 && (c & 0xF0) == 0xE0) {
-        uint32_t cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(p[1] & 0x3F) << 6) |
-                      (p[2] & 0x3Fu);
+        uint32_t cp =
+            ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(p[1] & 0x3F) << 6) | (p[2] & 0x3Fu);
         if ((p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80 && cp >= 0x800 &&
             !(cp >= 0xD800 && cp < 0xE000))
             return 3;
@@ -119,8 +118,10 @@ typedef struct {
 } pb_reader;
 
 static const char *pb_msg(const pb_reader *r, char *tmp, size_t cap) {
-    if (r->idx >= 0) snprintf(tmp, cap, "%s[%ld]", r->msg, r->idx);
-    else snprintf(tmp, cap, "%s", r->msg);
+    if (r->idx >= 0)
+        snprintf(tmp, cap, "%s[%ld]", r->msg, r->idx);
+    else
+        snprintf(tmp, cap, "%s", r->msg);
     return tmp;
 }
 
@@ -190,12 +191,14 @@ static int pb_skip(pb_reader *r, int wire, size_t at) {
     uint64_t v;
     size_t off, n;
     switch (wire) {
-    case 0: return pb_varint(r, "unknown field", &v);
+    case 0:
+        return pb_varint(r, "unknown field", &v);
     case 1:
         if (pb_need(r, 8, "unknown fixed64 field", at)) return -1;
         r->pos += 8;
         return 0;
-    case 2: return pb_bytes(r, "unknown field", at, &off, &n);
+    case 2:
+        return pb_bytes(r, "unknown field", at, &off, &n);
     default:
         if (pb_need(r, 4, "unknown fixed32 field", at)) return -1;
         r->pos += 4;
@@ -203,8 +206,7 @@ static int pb_skip(pb_reader *r, int wire, size_t at) {
     }
 }
 
-static int pb_expect(pb_reader *r, const char *field, uint32_t num, int wire, int want,
-                     size_t at) {
+static int pb_expect(pb_reader *r, const char *field, uint32_t num, int wire, int want, size_t at) {
     static const char *names[] = {"varint", "fixed64", "length-delimited", "", "", "fixed32"};
     char m[64];
     if (wire == want) return 0;
@@ -244,11 +246,11 @@ static pb_reader pb_sub(const pb_reader *r, size_t off, size_t n, const char *ms
 /* ------------------------------------------------------------- parsing ----- */
 
 typedef struct {
-    size_t *off;    // piece string in the file
+    size_t *off; // piece string in the file
     uint32_t *len;
     float *score;
     uint8_t *type;
-    size_t *at;     // where the piece's message starts, for errors
+    size_t *at; // where the piece's message starts, for errors
     size_t n, cap;
     bool charsmap, denorm_charsmap;
     size_t charsmap_len;
@@ -268,8 +270,7 @@ static int parse_piece(pb_reader *r, parsed *p) {
         size_t at;
         if (pb_key(r, &f, &w, &at)) return -1;
         if (f == 1) {
-            if (pb_expect(r, "piece", f, w, 2, at) || pb_bytes(r, "piece", at, &off, &n))
-                return -1;
+            if (pb_expect(r, "piece", f, w, 2, at) || pb_bytes(r, "piece", at, &off, &n)) return -1;
             has_piece = true;
         } else if (f == 2) {
             if (pb_expect(r, "score", f, w, 5, at) || pb_float(r, "score", at, &score)) return -1;
@@ -353,22 +354,41 @@ static int parse_trainer(pb_reader *r, lc_spm *s) {
                                r->what, pb_msg(r, m, sizeof m), at, mt);
             s->model_type = mt;
             break;
-        case 4: rc = read_int32(r, "vocab_size", f, w, at, &s->vocab_size); break;
-        case 22: rc = read_bool(r, "split_by_whitespace", f, w, at, &s->split_by_whitespace); break;
+        case 4:
+            rc = read_int32(r, "vocab_size", f, w, at, &s->vocab_size);
+            break;
+        case 22:
+            rc = read_bool(r, "split_by_whitespace", f, w, at, &s->split_by_whitespace);
+            break;
         case 24:
             rc = read_bool(r, "treat_whitespace_as_suffix", f, w, at, &s->treat_ws_as_suffix);
             break;
-        case 25: rc = read_bool(r, "split_digits", f, w, at, &s->split_digits); break;
+        case 25:
+            rc = read_bool(r, "split_digits", f, w, at, &s->split_digits);
+            break;
         case 26:
             rc = read_bool(r, "allow_whitespace_only_pieces", f, w, at, &s->allow_ws_only_pieces);
             break;
-        case 35: rc = read_bool(r, "byte_fallback", f, w, at, &s->byte_fallback); break;
-        case 44: rc = read_str(r, "unk_surface", f, w, at, &s->unk_surface); break;
-        case 45: rc = read_str(r, "unk_piece", f, w, at, &s->unk_piece); break;
-        case 46: rc = read_str(r, "bos_piece", f, w, at, &s->bos_piece); break;
-        case 47: rc = read_str(r, "eos_piece", f, w, at, &s->eos_piece); break;
-        case 48: rc = read_str(r, "pad_piece", f, w, at, &s->pad_piece); break;
-        default: rc = pb_skip(r, w, at);
+        case 35:
+            rc = read_bool(r, "byte_fallback", f, w, at, &s->byte_fallback);
+            break;
+        case 44:
+            rc = read_str(r, "unk_surface", f, w, at, &s->unk_surface);
+            break;
+        case 45:
+            rc = read_str(r, "unk_piece", f, w, at, &s->unk_piece);
+            break;
+        case 46:
+            rc = read_str(r, "bos_piece", f, w, at, &s->bos_piece);
+            break;
+        case 47:
+            rc = read_str(r, "eos_piece", f, w, at, &s->eos_piece);
+            break;
+        case 48:
+            rc = read_str(r, "pad_piece", f, w, at, &s->pad_piece);
+            break;
+        default:
+            rc = pb_skip(r, w, at);
         }
         if (rc) return -1;
     }
@@ -415,7 +435,8 @@ static int parse_normalizer(pb_reader *r, lc_spm *s, bool *charsmap, size_t *cha
             rc = read_bool(r, "escape_whitespaces", f, w, at, &b);
             if (s) s->escape_ws = b;
             break;
-        default: rc = pb_skip(r, w, at);
+        default:
+            rc = pb_skip(r, w, at);
         }
         if (rc) return -1;
     }
@@ -429,13 +450,13 @@ static int parse_model(pb_reader *r, lc_spm *s, parsed *p) {
         size_t at, off, n;
         if (pb_key(r, &f, &w, &at)) return -1;
         if (f == 1 || f == 2 || f == 3 || f == 5) {
-            static const char *names[] = {"", "pieces", "trainer_spec", "normalizer_spec", "",
-                                          "denormalizer_spec"};
+            static const char *names[] = {"", "pieces",           "trainer_spec", "normalizer_spec",
+                                          "", "denormalizer_spec"};
             if (pb_expect(r, names[f], f, w, 2, at) || pb_bytes(r, names[f], at, &off, &n))
                 return -1;
             if (f == 1 && p->n >= SPM_MAX_PIECES)
-                return lc_fail("%s: more than %zu pieces at byte %zu; the file is corrupt",
-                               r->what, SPM_MAX_PIECES, at);
+                return lc_fail("%s: more than %zu pieces at byte %zu; the file is corrupt", r->what,
+                               SPM_MAX_PIECES, at);
             pb_reader sub = pb_sub(r, off, n, names[f], f == 1 ? (long)p->n : -1);
             int rc = f == 1   ? parse_piece(&sub, p)
                      : f == 2 ? parse_trainer(&sub, s)
@@ -453,7 +474,8 @@ static int parse_model(pb_reader *r, lc_spm *s, parsed *p) {
 
 static uint64_t hash_bytes(const char *p, size_t n) {
     uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 0x100000001b3ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 0x100000001b3ull;
     return h ^ (h >> 29);
 }
 
@@ -489,7 +511,8 @@ static void trie_insert(lc_spm *s, const char *p, size_t n) {
     int32_t node = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t c = s->trie[node].child;
-        while (c >= 0 && s->trie[c].byte != (uint8_t)p[i]) c = s->trie[c].sibling;
+        while (c >= 0 && s->trie[c].byte != (uint8_t)p[i])
+            c = s->trie[c].sibling;
         if (c < 0) {
             if ((s->trie_n & (s->trie_n - 1)) == 0 && s->trie_n >= 16)
                 s->trie = xrealloc(s->trie, 2 * s->trie_n * sizeof *s->trie);
@@ -510,7 +533,8 @@ static size_t prefix_match(const lc_spm *s, const char *p, size_t n, bool *found
         int32_t node = 0;
         for (size_t i = 0; i < n; i++) {
             int32_t c = s->trie[node].child;
-            while (c >= 0 && s->trie[c].byte != (uint8_t)p[i]) c = s->trie[c].sibling;
+            while (c >= 0 && s->trie[c].byte != (uint8_t)p[i])
+                c = s->trie[c].sibling;
             if (c < 0) break;
             node = c;
             if (s->trie[node].terminal) best = i + 1;
@@ -557,7 +581,8 @@ static int build(lc_spm *s, const unsigned char *buf, parsed *p) {
     if (p->n == 0) return lc_fail("%s: the model has no pieces; unk is not defined", what);
 
     size_t n = p->n, total = 0;
-    for (size_t i = 0; i < n; i++) total += (size_t)p->len[i] + 1;
+    for (size_t i = 0; i < n; i++)
+        total += (size_t)p->len[i] + 1;
     s->n = (int32_t)n;
     s->arena = xmalloc(total);
     s->off = xmalloc(n * sizeof *s->off);
@@ -576,12 +601,15 @@ static int build(lc_spm *s, const unsigned char *buf, parsed *p) {
     }
 
     size_t cap = 16;
-    while (cap < 2 * n) cap *= 2;
+    while (cap < 2 * n)
+        cap *= 2;
     s->table = xmalloc(cap * sizeof *s->table);
-    for (size_t i = 0; i < cap; i++) s->table[i] = -1;
+    for (size_t i = 0; i < cap; i++)
+        s->table[i] = -1;
     s->mask = cap - 1;
     s->unk_id = -1;
-    for (int i = 0; i < 256; i++) s->byte_id[i] = -1;
+    for (int i = 0; i < 256; i++)
+        s->byte_id[i] = -1;
     bool bytes_seen[256] = {false};
     for (size_t i = 0; i < n; i++) {
         const char *str = s->arena + s->off[i];
@@ -592,7 +620,8 @@ static int build(lc_spm *s, const unsigned char *buf, parsed *p) {
                            "rejects this model",
                            what, i, str, p->at[i], dup);
         size_t h = (size_t)hash_bytes(str, s->len[i]) & s->mask;
-        while (s->table[h] >= 0) h = (h + 1) & s->mask;
+        while (s->table[h] >= 0)
+            h = (h + 1) & s->mask;
         s->table[h] = (int32_t)i;
         if (type == LC_SPM_USER_DEFINED) trie_insert(s, str, s->len[i]);
         if (type == LC_SPM_UNUSED) s->has_unused = true;
@@ -614,8 +643,8 @@ static int build(lc_spm *s, const unsigned char *buf, parsed *p) {
             static const char hex[] = "0123456789ABCDEF";
             if (s->len[i] != 6 || sscanf(str, "<0x%2X%c", &v, &tail) != 2 || tail != '>' ||
                 str[3] != hex[v >> 4] || str[4] != hex[v & 15])
-                return lc_fail("%s: byte piece %zu '%s' (byte %zu) is not of the form <0xXX>",
-                               what, i, str, p->at[i]);
+                return lc_fail("%s: byte piece %zu '%s' (byte %zu) is not of the form <0xXX>", what,
+                               i, str, p->at[i]);
             bytes_seen[v] = true;
             s->byte_id[v] = (int32_t)i;
         }
@@ -725,8 +754,10 @@ static size_t norm_prefix(const lc_spm *s, const char *p, size_t n, const char *
 }
 
 static void add_ws(const lc_spm *s, lc_buf *out) {
-    if (s->escape_ws) lc_buf_append(out, kSpace, 3);
-    else lc_buf_putc(out, ' ');
+    if (s->escape_ws)
+        lc_buf_append(out, kSpace, 3);
+    else
+        lc_buf_putc(out, ' ');
 }
 
 /* Normalizer::Normalize for an identity normalizer (no charsmap): appends to out. */
@@ -754,11 +785,14 @@ static void normalize(const lc_spm *s, const char *text, size_t len, lc_buf *out
         } else {
             k = norm_prefix(s, text + pos, len - pos, &c, &cn);
         }
-        while (prev_space && cn && c[0] == ' ') c++, cn--;
+        while (prev_space && cn && c[0] == ' ')
+            c++, cn--;
         if (cn) {
             for (size_t i = 0; i < cn; i++) {
-                if (s->escape_ws && c[i] == ' ') lc_buf_append(out, kSpace, 3);
-                else lc_buf_putc(out, c[i]);
+                if (s->escape_ws && c[i] == ' ')
+                    lc_buf_append(out, kSpace, 3);
+                else
+                    lc_buf_putc(out, c[i]);
             }
             prev_space = c[cn - 1] == ' ';
         }
@@ -778,7 +812,7 @@ static void normalize(const lc_spm *s, const char *text, size_t len, lc_buf *out
 /* ------------------------------------------------------------ BPE encode ----- */
 
 typedef struct {
-    int32_t prev, next; // neighbours in the list, -1 at the ends
+    int32_t prev, next;  // neighbours in the list, -1 at the ends
     uint32_t start, len; // bytes of the normalized text; len 0 once merged away
     bool freeze;         // a user-defined symbol: never merged
 } symbol;
@@ -843,11 +877,13 @@ static void rev_put(scratch *w, int32_t id, uint32_t left) {
         size_t cap = w->rev_cap ? 2 * w->rev_cap : 64;
         int32_t *k = xmalloc(cap * sizeof *k);
         uint32_t *v = xmalloc(cap * sizeof *v);
-        for (size_t i = 0; i < cap; i++) k[i] = -1;
+        for (size_t i = 0; i < cap; i++)
+            k[i] = -1;
         for (size_t i = 0; i < w->rev_cap; i++) {
             if (w->rev_key[i] < 0) continue;
             size_t h = ((uint32_t)w->rev_key[i] * 2654435761u) & (cap - 1);
-            while (k[h] >= 0) h = (h + 1) & (cap - 1);
+            while (k[h] >= 0)
+                h = (h + 1) & (cap - 1);
             k[h] = w->rev_key[i];
             v[h] = w->rev_left[i];
         }
@@ -858,7 +894,8 @@ static void rev_put(scratch *w, int32_t id, uint32_t left) {
         w->rev_cap = cap;
     }
     size_t h = ((uint32_t)id * 2654435761u) & (w->rev_cap - 1);
-    while (w->rev_key[h] >= 0 && w->rev_key[h] != id) h = (h + 1) & (w->rev_cap - 1);
+    while (w->rev_key[h] >= 0 && w->rev_key[h] != id)
+        h = (h + 1) & (w->rev_cap - 1);
     if (w->rev_key[h] < 0) w->rev_n++;
     w->rev_key[h] = id;
     w->rev_left[h] = left; // the latest proposal wins, as rev_merge[piece] = ... does
@@ -897,8 +934,8 @@ static void stack_push(scratch *w, uint32_t start, uint32_t len) {
 
 /* Emits the final ids of one piece [start, start + len) of the normalized text, as the
  * resegment step of bpe_model.cc then PopulateSentencePieceText do. */
-static void emit_piece(const lc_spm *s, scratch *w, uint32_t start, uint32_t len,
-                       bool *prev_unk, lc_ids *out) {
+static void emit_piece(const lc_spm *s, scratch *w, uint32_t start, uint32_t len, bool *prev_unk,
+                       lc_ids *out) {
     stack_push(w, start, len);
     while (w->nstack) {
         uint32_t l = w->stack[--w->nstack], st = w->stack[--w->nstack];
@@ -913,7 +950,8 @@ static void emit_piece(const lc_spm *s, scratch *w, uint32_t start, uint32_t len
         }
         bool unk = s->type[id] == LC_SPM_UNKNOWN;
         if (unk && s->byte_fallback) {
-            for (uint32_t i = 0; i < l; i++) lc_ids_push(out, s->byte_id[(unsigned char)p[i]]);
+            for (uint32_t i = 0; i < l; i++)
+                lc_ids_push(out, s->byte_id[(unsigned char)p[i]]);
         } else if (!(unk && *prev_unk)) { // a run of unknowns becomes one unk
             lc_ids_push(out, id);
         }
@@ -953,7 +991,8 @@ int lc_spm_encode(const lc_spm *s, const char *text, size_t len, lc_ids *out) {
         w.sym[i] = (symbol){i - 1, pos + k < nlen ? i + 1 : -1, (uint32_t)pos, (uint32_t)k, found};
         pos += k;
     }
-    for (size_t i = 1; i < w.nsym; i++) maybe_add_pair(s, &w, (int32_t)i - 1, (int32_t)i);
+    for (size_t i = 1; i < w.nsym; i++)
+        maybe_add_pair(s, &w, (int32_t)i - 1, (int32_t)i);
     // Merge the best pair until none is left.
     while (w.nheap) {
         pair top = heap_pop(&w);

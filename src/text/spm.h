@@ -76,9 +76,9 @@ int32_t lc_spm_unk(const lc_spm *s);
 int32_t lc_spm_pad(const lc_spm *s);
 
 /* For `lorac info`. */
-int lc_spm_model_type(const lc_spm *s);          // LC_SPM_BPE
-bool lc_spm_byte_fallback(const lc_spm *s);       // trainer_spec.byte_fallback
-bool lc_spm_add_dummy_prefix(const lc_spm *s);    // normalizer_spec.add_dummy_prefix
+int lc_spm_model_type(const lc_spm *s);        // LC_SPM_BPE
+bool lc_spm_byte_fallback(const lc_spm *s);    // trainer_spec.byte_fallback
+bool lc_spm_add_dummy_prefix(const lc_spm *s); // normalizer_spec.add_dummy_prefix
 bool lc_spm_remove_extra_whitespaces(const lc_spm *s);
 /* normalizer_spec.name ("identity" for Llama-2/Mistral; "" when absent). Owned by s. */
 const char *lc_spm_normalizer_name(const lc_spm *s);
