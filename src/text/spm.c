@@ -638,13 +638,14 @@ static int build(lc_spm *s, const unsigned char *buf, parsed *p) {
                                "trainer_spec.byte_fallback is false; sentencepiece rejects "
                                "this model",
                                what, i, str, p->at[i]);
-            unsigned v;
-            char tail;
+            // Exactly "<0xXX>" with upper-case hex digits, as ByteToPiece writes it.
             static const char hex[] = "0123456789ABCDEF";
-            if (s->len[i] != 6 || sscanf(str, "<0x%2X%c", &v, &tail) != 2 || tail != '>' ||
-                str[3] != hex[v >> 4] || str[4] != hex[v & 15])
+            const char *h1 = s->len[i] == 6 ? memchr(hex, str[3], 16) : NULL;
+            const char *h2 = s->len[i] == 6 ? memchr(hex, str[4], 16) : NULL;
+            if (!h1 || !h2 || !str[3] || !str[4] || memcmp(str, "<0x", 3) || str[5] != '>')
                 return lc_fail("%s: byte piece %zu '%s' (byte %zu) is not of the form <0xXX>", what,
                                i, str, p->at[i]);
+            unsigned v = (unsigned)((h1 - hex) * 16 + (h2 - hex));
             bytes_seen[v] = true;
             s->byte_id[v] = (int32_t)i;
         }

@@ -364,6 +364,9 @@ static void test_bad_protobufs(void) {
     tpiece stray_byte[] = {{"<0x41>", 0, LC_SPM_BYTE}};
     make_model(&m, stray_byte, 1, (topts){0});
     CHECK_FAILS(lc_spm_load_mem(m.data, m.len, "x.model", &s), "byte_fallback is false");
+    tpiece bad_byte[] = {{"<0x-1>", 0, LC_SPM_BYTE}}; // found by fuzzing: sscanf took "-1"
+    make_model(&m, bad_byte, 1, (topts){.byte_fallback = true});
+    CHECK_FAILS(lc_spm_load_mem(m.data, m.len, "x.model", &s), "not of the form <0xXX>");
     tpiece empty[] = {{"", 0, 0}};
     make_model(&m, empty, 1, (topts){0});
     CHECK_FAILS(lc_spm_load_mem(m.data, m.len, "x.model", &s), "empty piece");
