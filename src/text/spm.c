@@ -35,6 +35,11 @@ typedef struct {
     uint8_t terminal; // a user-defined symbol ends here
 } trie_node;
 
+typedef struct {
+    uint32_t tag; // high bits of the piece's hash: most misses end here
+    int32_t id;   // -1: empty
+} slot;
+
 struct lc_spm {
     char *what;     // the file name, for errors and describe
     int32_t n;      // number of pieces
@@ -44,7 +49,7 @@ struct lc_spm {
     float *score;   // (n)
     uint8_t *type;  // (n) LC_SPM_NORMAL ...
     int32_t *canon; // (n) PieceToId(piece(i)): i unless a reserved piece shares the string
-    int32_t *table; // (mask + 1) open-addressing hash of piece -> id, -1 empty
+    slot *table;    // (mask + 1) open-addressing hash of piece -> id
     size_t mask;
     int32_t unk_id;       // the UNKNOWN piece
     int32_t byte_id[256]; // <0xXX> pieces (-1 without byte_fallback)
@@ -476,6 +481,8 @@ static uint64_t hash_bytes(const char *p, size_t n) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < n; i++)
         h = (h ^ (unsigned char)p[i]) * 0x100000001b3ull;
+    h ^= h >> 31;
+    h *= 0x9e3779b97f4a7c15ull;
     return h ^ (h >> 29);
 }
 
@@ -485,11 +492,13 @@ static bool is_normal_class(int type) {
 
 /* The id of piece p[0..n) in one class (normal or reserved), or -1. */
 static int32_t find_piece(const lc_spm *s, const char *p, size_t n, bool normal) {
-    size_t i = (size_t)hash_bytes(p, n) & s->mask;
-    for (;; i = (i + 1) & s->mask) {
-        int32_t id = s->table[i];
+    uint64_t h = hash_bytes(p, n);
+    uint32_t tag = (uint32_t)(h >> 32);
+    for (size_t i = (size_t)h & s->mask;; i = (i + 1) & s->mask) {
+        int32_t id = s->table[i].id;
         if (id < 0) return -1;
-        if (s->len[id] == n && is_normal_class(s->type[id]) == normal &&
+        if (s->table[i].tag == tag && s->len[id] == n &&
+            is_normal_class(s->type[id]) == normal &&
             memcmp(s->arena + s->off[id], p, n) == 0)
             return id;
     }
@@ -605,7 +614,7 @@ static int build(lc_spm *s, const unsigned char *buf, parsed *p) {
         cap *= 2;
     s->table = xmalloc(cap * sizeof *s->table);
     for (size_t i = 0; i < cap; i++)
-        s->table[i] = -1;
+        s->table[i] = (slot){0, -1};
     s->mask = cap - 1;
     s->unk_id = -1;
     for (int i = 0; i < 256; i++)
@@ -619,10 +628,11 @@ static int build(lc_spm *s, const unsigned char *buf, parsed *p) {
             return lc_fail("%s: piece %zu '%s' (byte %zu) duplicates piece %d; sentencepiece "
                            "rejects this model",
                            what, i, str, p->at[i], dup);
-        size_t h = (size_t)hash_bytes(str, s->len[i]) & s->mask;
-        while (s->table[h] >= 0)
+        uint64_t hv = hash_bytes(str, s->len[i]);
+        size_t h = (size_t)hv & s->mask;
+        while (s->table[h].id >= 0)
             h = (h + 1) & s->mask;
-        s->table[h] = (int32_t)i;
+        s->table[h] = (slot){(uint32_t)(hv >> 32), (int32_t)i};
         if (type == LC_SPM_USER_DEFINED) trie_insert(s, str, s->len[i]);
         if (type == LC_SPM_UNUSED) s->has_unused = true;
         if (type == LC_SPM_UNKNOWN) {
