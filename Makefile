@@ -52,9 +52,13 @@ asan:
 # libFuzzer targets: clang builds the library again with coverage instrumentation.
 build-fuzz/%.o: %.c
 	@mkdir -p $(@D)
-	clang $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
+	clang $(CPPFLAGS) -std=c11 -g -O1 -MMD -MP -fsanitize=fuzzer-no-link,address,undefined -c $< -o $@
 
-build-fuzz/bin/%: fuzz/%.c $(LIB_SRC:%.c=build-fuzz/%.o)
+build-fuzz/liblorac.a: $(LIB_SRC:%.c=build-fuzz/%.o)
+	@rm -f $@
+	ar rcs $@ $^
+
+build-fuzz/bin/%: fuzz/%.c build-fuzz/liblorac.a
 	@mkdir -p $(@D)
 	clang $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined $^ -o $@ $(LDLIBS)
 
@@ -66,4 +70,6 @@ fuzz: fuzz-build
 clean:
 	rm -rf build build-asan build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/src/main.d
+.SECONDARY:
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/src/main.d $(LIB_SRC:%.c=build-fuzz/%.d)
