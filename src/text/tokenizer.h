@@ -42,6 +42,11 @@ int lc_tokenizer_load_dir(const char *dir, lc_tokenizer **out);
  * content); config_path (tokenizer_config.json) may be NULL. */
 int lc_tokenizer_load_file(const char *path, const char *config_path, lc_tokenizer **out);
 
+/* Loads a tokenizer from memory: data is a tokenizer.json text or a .model file, config
+ * (may be NULL) a tokenizer_config.json text; what / config_what name them in errors. */
+int lc_tokenizer_load_mem(const char *data, size_t len, const char *config, size_t config_len,
+                          const char *what, const char *config_what, lc_tokenizer **out);
+
 void lc_tokenizer_free(lc_tokenizer *t);
 
 /* Appends the ids of text[0..len) to out. Returns 0 or -1 (e.g. an unknown byte with no
