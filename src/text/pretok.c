@@ -713,7 +713,8 @@ static int pre_apply(const lc_pretok *p, const char *s, size_t n, bool origin, w
     switch (p->type) {
     case PT_METASPACE: {
         lc_buf t = {0};
-        bool starts = n >= p->rep_len && !memcmp(s, p->rep, p->rep_len);
+        // the check is on the text after ' ' became the replacement
+        bool starts = (n && s[0] == ' ') || (n >= p->rep_len && !memcmp(s, p->rep, p->rep_len));
         if (n && !starts &&
             (p->prepend == PREPEND_ALWAYS || (p->prepend == PREPEND_FIRST && origin)))
             lc_buf_append(&t, p->rep, p->rep_len);
