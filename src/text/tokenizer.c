@@ -304,6 +304,21 @@ static int dec_apply(const decoder *d, tlist *in, tlist *out) {
     return lc_fail("internal: unknown decoder");
 }
 
+/* Whether decoding can restart at a token boundary: no Strip that cuts the end. */
+static bool dec_is_local(const decoder *d) {
+    if (d->type == D_STRIP && d->stop > 0) return false;
+    for (size_t i = 0; i < d->n_kids; i++)
+        if (!dec_is_local(d->kids[i])) return false;
+    return true;
+}
+
+static bool dec_has(const decoder *d, int type) {
+    if (d->type == type) return true;
+    for (size_t i = 0; i < d->n_kids; i++)
+        if (dec_has(d->kids[i], type)) return true;
+    return false;
+}
+
 static int one_char(const char *s, uint32_t *cp) {
     size_t n = strlen(s);
     size_t l = n ? lc_utf8_dec((const unsigned char *)s, n, cp) : 0;
@@ -415,6 +430,8 @@ struct lc_tokenizer {
     int32_t vocab_size, bos, eos, unk, pad;
     char *chat_template;
     char kind[200];
+    bool local_decode; // the decoder chain allows lc_detok's checkpoints (see detok_emit)
+    bool byte_runs;    // <0xXX> pieces decode by runs, all or nothing (ByteFallback, .model)
 };
 
 void lc_tokenizer_free(lc_tokenizer *t) {
@@ -686,6 +703,8 @@ static int load_json(lc_tokenizer *t, const char *text, size_t len) {
         // they change batch encodings only; lorac truncates and pads itself
     }
     if (index_added(t)) goto out;
+    t->local_decode = t->dec && dec_is_local(t->dec);
+    t->byte_runs = t->dec && dec_has(t->dec, D_BYTEFALLBACK);
     bool meta = false;
     const cJSON *pt = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
     const cJSON *ptt = pt ? cJSON_GetObjectItemCaseSensitive(pt, "type") : NULL;
@@ -722,6 +741,7 @@ static int load_spm(lc_tokenizer *t, const void *data, size_t len) {
     t->unk = lc_spm_unk(t->spm), t->pad = lc_spm_pad(t->spm);
     if (t->bos >= 0) lc_ids_push(&t->prefix, t->bos); // sentencepiece Llama: add_bos by default
     snprintf(t->kind, sizeof t->kind, "SentencePiece from tokenizer.model");
+    t->byte_runs = true;
     return index_added(t);
 }
 
@@ -1106,35 +1126,111 @@ void lc_detok_init(lc_detok *d, const lc_tokenizer *t, bool skip_special) {
     d->skip_special = skip_special;
 }
 
+static bool ends_with_fffd(const lc_buf *b) {
+    return b->len >= 3 && !memcmp(b->data + b->len - 3, "\xEF\xBF\xBD", 3);
+}
+
+/* Decodes what follows ids[0..base): with a checkpoint, the context token ids[base-1]
+ * and the tail are decoded together and the context's own text is cut off, which equals
+ * the full decode's tail for the decoders allowed by local_decode (per-token Replace /
+ * Metaspace, ByteFallback runs that the non-byte context ends, complete ByteLevel bytes,
+ * a Strip of the start that the context absorbs). Returns 1 when the check fails. */
+static int detok_tail(const lc_detok *d, lc_buf *tail) {
+    const lc_tokenizer *t = d->t;
+    if (d->base == 0)
+        return lc_tokenizer_decode(t, d->ids.data, d->ids.len, d->skip_special, tail);
+    lc_buf ctx = {0}, all = {0};
+    int rc = lc_tokenizer_decode(t, d->ids.data + d->base - 1, 1, d->skip_special, &ctx);
+    if (rc == 0)
+        rc = lc_tokenizer_decode(t, d->ids.data + d->base - 1, d->ids.len - d->base + 1,
+                                 d->skip_special, &all);
+    if (rc == 0) {
+        if (all.len >= ctx.len && !memcmp(all.data, ctx.data, ctx.len))
+            lc_buf_append(tail, all.data + ctx.len, all.len - ctx.len);
+        else
+            rc = 1;
+    }
+    lc_buf_free(&ctx), lc_buf_free(&all);
+    return rc;
+}
+
+/* Whether the last id may be the context of a checkpoint: not a byte piece (it ends a
+ * ByteFallback run), not skipped, and decoding alone to text that starts with no space
+ * and ends with a complete character. */
+static bool detok_can_anchor(const lc_detok *d) {
+    const lc_tokenizer *t = d->t;
+    int32_t id = d->ids.data[d->ids.len - 1];
+    const char *p = lc_tokenizer_piece(t, id);
+    if (!t->local_decode || !p || byte_token(p, strlen(p)) >= 0) return false;
+    if (d->skip_special && lc_tokenizer_is_special(t, id)) return false;
+    lc_buf one = {0};
+    bool ok = lc_tokenizer_decode(t, &id, 1, d->skip_special, &one) == 0 && one.len > 0 &&
+              !ends_with_fffd(&one) && one.data[0] != ' ' &&
+              lc_utf8_check(one.data, one.len) == one.len;
+    lc_buf_free(&one);
+    return ok;
+}
+
 /* Emits the part of the full decode past d->emitted that can no longer change: it holds
  * back a trailing U+FFFD run (bytes still arriving) and an incomplete UTF-8 tail. */
 static int detok_emit(lc_detok *d, bool final, lc_buf *out) {
-    lc_buf full = {0};
-    if (lc_tokenizer_decode(d->t, d->ids.data, d->ids.len, d->skip_special, &full)) {
-        lc_buf_free(&full);
+    lc_buf tail = {0};
+    int rc = detok_tail(d, &tail);
+    if (rc == 1) { // the checkpoint does not hold here: decode everything
+        d->base = d->base_len = 0;
+        lc_buf_clear(&tail);
+        rc = detok_tail(d, &tail);
+    }
+    if (rc) {
+        lc_buf_free(&tail);
         return -1;
     }
-    size_t end = full.len;
+    size_t end = tail.len; // offsets in tail; the full text is base_len bytes longer
     if (!final) {
-        while (end >= 3 && !memcmp(full.data + end - 3, "\xEF\xBF\xBD", 3)) end -= 3;
+        while (end >= 3 && !memcmp(tail.data + end - 3, "\xEF\xBF\xBD", 3)) end -= 3;
         size_t k = end;
-        while (k > 0 && ((unsigned char)full.data[k - 1] & 0xC0) == 0x80 && end - k < 3) k--;
-        if (k > 0 && (unsigned char)full.data[k - 1] >= 0xC0 &&
-            lc_utf8_len((unsigned char)full.data[k - 1]) > end - (k - 1))
+        while (k > 0 && ((unsigned char)tail.data[k - 1] & 0xC0) == 0x80 && end - k < 3) k--;
+        if (k > 0 && (unsigned char)tail.data[k - 1] >= 0xC0 &&
+            lc_utf8_len((unsigned char)tail.data[k - 1]) > end - (k - 1))
             end = k - 1;
     }
-    if (end > d->emitted) {
-        lc_buf_append(out, full.data + d->emitted, end - d->emitted);
-        d->emitted = end;
+    size_t done = d->emitted - d->base_len;
+    if (end > done) {
+        lc_buf_append(out, tail.data + done, end - done);
+        d->emitted = d->base_len + end;
     }
-    lc_buf_free(&full);
+    if (!final && end == tail.len && d->ids.len && detok_can_anchor(d)) {
+        d->base = d->ids.len;
+        d->base_len = d->emitted;
+    }
+    lc_buf_free(&tail);
     return 0;
+}
+
+/* Whether id is a <0xXX> byte piece. */
+static bool is_byte_piece(const lc_tokenizer *t, int32_t id) {
+    const char *p = lc_tokenizer_piece(t, id);
+    return p && byte_token(p, strlen(p)) >= 0;
 }
 
 int lc_detok_push(lc_detok *d, int32_t id, lc_buf *out) {
     if (check_ids(d->t, &id, 1)) return -1;
     lc_ids_push(&d->ids, id);
-    return detok_emit(d, false, out);
+    if (!d->t->byte_runs) return detok_emit(d, false, out);
+    // a run of byte pieces still open may yet turn out invalid and become all U+FFFD:
+    // emit only what comes before it
+    // (tokens that decode leaves out, skipped specials and holes, do not end a run)
+    size_t n = d->ids.len, run = n, k = n;
+    while (k > 0) {
+        int32_t x = d->ids.data[k - 1];
+        if (is_byte_piece(d->t, x)) run = --k;
+        else if (!lc_tokenizer_piece(d->t, x) || (d->skip_special && lc_tokenizer_is_special(d->t, x))) k--;
+        else break;
+    }
+    d->ids.len = run;
+    int rc = detok_emit(d, false, out);
+    d->ids.len = n;
+    return rc;
 }
 
 int lc_detok_finish(lc_detok *d, lc_buf *out) { return detok_emit(d, true, out); }

@@ -66,6 +66,8 @@ typedef struct {
     lc_ids ids;       // every id fed so far
     size_t emitted;   // bytes of the full decode already handed out
     bool skip_special;
+    size_t base;      // ids[base..] are decoded after the context token ids[base-1] (0: all)
+    size_t base_len;  // bytes of the full decode that come from ids[0..base)
 } lc_detok;
 
 void lc_detok_init(lc_detok *d, const lc_tokenizer *t, bool skip_special);
