@@ -1114,7 +1114,7 @@ int lc_tokenizer_decode(const lc_tokenizer *t, const int32_t *ids, size_t n, boo
         }
     }
     tl_free(&a), tl_free(&b);
-    if (!out->data) lc_buf_reserve(out, 0);
+    lc_buf_append(out, "", 0); // a C string even when nothing was written
     return rc;
 }
 

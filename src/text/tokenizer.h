@@ -25,12 +25,14 @@ typedef struct lc_tokenizer lc_tokenizer;
 enum {
     /* Apply the post-processor / add_bos_token / add_eos_token (e.g. prepend <s>). */
     LC_TOK_ADD_SPECIAL = 1 << 0,
-    /* Treat added/special tokens written in the text as plain text (default: recognised,
-     * as the `tokenizers` library does). */
+    /* Treat special tokens written in the text as plain text (default: recognised, as the
+     * `tokenizers` library does). As its encode_special_tokens, non-special added tokens
+     * are still recognised. With a .model: the text is plain sp.encode(text). */
     LC_TOK_NO_PARSE_SPECIAL = 1 << 1,
     /* The text continues an input (it does not start it): a Metaspace pre-tokenizer with
      * prepend_scheme "first" does not prepend its replacement, as for any section of an
-     * input after its first. Used by chat templates that encode a conversation in pieces. */
+     * input after its first. Used by chat templates that encode a conversation in pieces.
+     * (No effect with a .model: every segment is sp.encode'd.) */
     LC_TOK_CONTINUATION = 1 << 2,
 };
 

@@ -46,7 +46,7 @@ static int json_string_field(const char *line, const char *key, lc_buf *out) {
     if (!p) return -1;
     p += strlen(pat);
     lc_buf_clear(out);
-    lc_buf_reserve(out, 0);
+    lc_buf_append(out, "", 0);
     while (*p && *p != '"') {
         if (*p != '\\') {
             lc_buf_putc(out, *p++);
@@ -602,7 +602,75 @@ static void test_stream_random_mistral(void) { check_stream_random("mistral-json
 static void test_stream_random_demo_spm(void) { check_stream_random("demo-spm"); }
 static void test_stream_random_bl_qwen2(void) { check_stream_random("bl-qwen2"); }
 
+/* tokenizer_config.json: transformers' LlamaTokenizerFast rebuilds the post-processor
+ * from add_bos_token / add_eos_token; other classes keep the file's post-processor. */
+static void test_config(void) {
+    lc_tokenizer *t = NULL;
+    const char *llama = "{\"tokenizer_class\": \"LlamaTokenizerFast\", \"add_bos_token\": false, "
+                        "\"add_eos_token\": true, \"bos_token\": \"<s>\", \"eos_token\": "
+                        "{\"content\": \"<unk>\"}, \"chat_template\": [{\"name\": \"tool_use\", "
+                        "\"template\": \"T\"}, {\"name\": \"default\", \"template\": \"D\"}]}";
+    CHECK_OK(lc_tokenizer_load_mem(TINY, strlen(TINY), llama, strlen(llama), "tiny.json",
+                                   "tiny_config.json", &t));
+    if (t) {
+        expect(t, "ab", LC_TOK_ADD_SPECIAL, (int32_t[]){11, 0}, 2);
+        CHECK(!lc_tokenizer_adds_bos(t));
+        CHECK(lc_tokenizer_adds_eos(t));
+        CHECK_EQ_INT(lc_tokenizer_eos(t), 0);
+        CHECK_EQ_STR(lc_tokenizer_chat_template(t), "D");
+        lc_tokenizer_free(t);
+    }
+    const char *other = "{\"tokenizer_class\": \"PreTrainedTokenizerFast\", \"add_bos_token\": "
+                        "false, \"chat_template\": \"{{ x }}\"}";
+    CHECK_OK(lc_tokenizer_load_mem(TINY, strlen(TINY), other, strlen(other), "tiny.json",
+                                   "tiny_config.json", &t));
+    if (t) {
+        expect(t, "ab", LC_TOK_ADD_SPECIAL, (int32_t[]){1, 11}, 2);
+        CHECK_EQ_STR(lc_tokenizer_chat_template(t), "{{ x }}");
+        lc_tokenizer_free(t);
+    }
+    const char *bad = "{\"bos_token\": \"<bos>\"}";
+    CHECK_FAILS(lc_tokenizer_load_mem(TINY, strlen(TINY), bad, strlen(bad), "tiny.json",
+                                      "tiny_config.json", &t),
+                "tiny_config.json: bos_token \"<bos>\" is not a token of tiny.json");
+    const char *bad2 = "{\"add_bos_token\": 1}";
+    CHECK_FAILS(lc_tokenizer_load_mem(TINY, strlen(TINY), bad2, strlen(bad2), "tiny.json",
+                                      "tiny_config.json", &t),
+                "tiny_config.json: \"add_bos_token\" must be true or false");
+}
+
+/* The Mistral folder: tokenizer.json + tokenizer_config.json (README of the shared assets:
+ * <unk>=0 <s>=1 </s>=2 [INST]=3 [/INST]=4; the config says add_bos_token). */
+static void test_mistral_dir(void) {
+    const char *a = t_assets();
+    if (!a) SKIP("shared assets absent (../shared/assets)");
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/mistral-7b-instruct-v0.3-tokenizer", a);
+    lc_tokenizer *t = NULL;
+    CHECK_OK(lc_tokenizer_load_dir(dir, &t));
+    if (!t) return;
+    CHECK_EQ_INT(lc_tokenizer_vocab_size(t), 32768);
+    CHECK_EQ_INT(lc_tokenizer_bos(t), 1);
+    CHECK_EQ_INT(lc_tokenizer_eos(t), 2);
+    CHECK_EQ_INT(lc_tokenizer_unk(t), 0);
+    CHECK_EQ_INT(lc_tokenizer_pad(t), -1);
+    CHECK(lc_tokenizer_adds_bos(t));
+    CHECK(!lc_tokenizer_adds_eos(t));
+    CHECK(lc_tokenizer_is_special(t, 3));
+    CHECK_EQ_INT(lc_tokenizer_token_id(t, "[/INST]"), 4);
+    CHECK_EQ_INT(lc_tokenizer_token_id(t, "<0x0A>"), 771 + 10);
+    CHECK(lc_tokenizer_chat_template(t) != NULL);
+    CHECK(strstr(lc_tokenizer_kind(t), "SentencePiece-style") != NULL);
+    lc_ids ids = {0};
+    CHECK_OK(lc_tokenizer_encode(t, "[INST]", 6, LC_TOK_ADD_SPECIAL, &ids));
+    CHECK(ids.len == 2 && ids.data[0] == 1 && ids.data[1] == 3);
+    lc_ids_free(&ids);
+    lc_tokenizer_free(t);
+}
+
 int main(void) {
+    RUN(test_mistral_dir);
+    RUN(test_config);
     RUN(test_stream_random_mistral);
     RUN(test_stream_random_demo_spm);
     RUN(test_stream_random_bl_qwen2);
