@@ -172,10 +172,11 @@ int lc_bpe_build(const cJSON *m, const char *what, lc_bpe **out) {
     int32_t max_id = -1;
     for (const cJSON *e = vocab->child; e; e = e->next) {
         if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int64_t)e->valuedouble ||
-            e->valuedouble < 0 || e->valuedouble > 2147483646.0) {
-            lc_fail("%s: model.vocab[\"%s\"] must be an id (an integer from 0 to 2^31-2), "
+            e->valuedouble < 0 || e->valuedouble >= LC_MAX_TOKEN_ID) {
+            lc_fail("%s: model.vocab[\"%s\"] must be an id (an integer from 0 to %d), "
                     "found %s",
-                    what, e->string, cJSON_IsNumber(e) ? "a non-integer" : lc_json_type_name(e));
+                    what, e->string, LC_MAX_TOKEN_ID - 1,
+                    cJSON_IsNumber(e) ? "an out-of-range number" : lc_json_type_name(e));
             goto fail;
         }
         size_t len = strlen(e->string), k = b->n_entries;

@@ -20,6 +20,10 @@
 
 typedef struct lc_bpe lc_bpe;
 
+/* Ids must be below this (real vocabularies have at most a few hundred thousand); a file
+ * with larger ids is rejected rather than allocating tables for them. */
+#define LC_MAX_TOKEN_ID (1 << 24)
+
 /* Per-call working memory for lc_bpe_encode_word; zero-initialise, free when done. */
 typedef struct {
     int32_t *id, *prev, *next;

@@ -537,8 +537,9 @@ static int load_added(lc_tokenizer *t, const cJSON *arr) {
             lc_json_bool(e, "rstrip", &a.rstrip, wp) < 0 ||
             lc_json_bool(e, "normalized", &a.normalized, wp) < 0)
             return -1;
-        if (id < 0 || id > 0x7FFFFFF0)
-            return lc_fail("%s: \"id\" %lld is out of range", wp, (long long)id);
+        if (id < 0 || id >= LC_MAX_TOKEN_ID)
+            return lc_fail("%s: \"id\" %lld is out of range (0..%d)", wp, (long long)id,
+                           LC_MAX_TOKEN_ID - 1);
         if (!*content) continue; // the library ignores empty added tokens
         int32_t vid = lc_bpe_id(t->bpe, content, strlen(content));
         if (vid >= 0 && vid != id)

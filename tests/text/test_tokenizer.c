@@ -498,6 +498,8 @@ static void test_bad_files(void) {
                 "decoder.decoders[2]: decoder type \"CTC\"");
     CHECK_FAILS(load_edited("\"c\":8", "\"c\":\"8\"", &t), "model.vocab[\"c\"] must be an id");
     CHECK_FAILS(load_edited("\"c\":8", "\"c\":7", &t), "id 7 is given to both");
+    CHECK_FAILS(load_edited("\"c\":8", "\"c\":2000000000", &t), "model.vocab[\"c\"] must be an id");
+    CHECK_FAILS(load_edited("{\"id\":1,", "{\"id\":-1,", &t), "added_tokens[1]: \"id\" -1 is out of range");
     CHECK_FAILS(load_edited("[\"b\",\"c\"]", "[\"b\",\"q\"]", &t),
                 "model.merges[1]: token \"q\" is not in model.vocab");
     CHECK_FAILS(load_edited("\"a b\"", "\"c a\"", &t),
