@@ -2,11 +2,11 @@
  * pretok.h — the normalizer and pre-tokenizer stages of a tokenizer.json pipeline,
  * with the semantics of Hugging Face's `tokenizers` library.
  *
- * Normalizers: Prepend, Replace, NFC (through utf8proc), Sequence (of those), and
- * whatever else is implemented in pretok.c; pre-tokenizers: Metaspace (replacement,
- * prepend_scheme first/always/never, split), ByteLevel (add_prefix_space, use_regex),
- * Split (String or Regex pattern through PCRE2, behavior, invert), Sequence, and
- * whatever else is implemented in pretok.c. A type the file uses that is not
+ * Normalizers: Prepend, Replace, NFC/NFD/NFKC/NFKD (through utf8proc), Lowercase,
+ * Strip, Sequence; pre-tokenizers: Metaspace (replacement, prepend_scheme
+ * first/always/never, split), ByteLevel (add_prefix_space, use_regex), Split (String or
+ * Regex pattern through PCRE2, behavior, invert), Digits, Whitespace, WhitespaceSplit,
+ * Sequence. A type the file uses that is not
  * implemented is an error naming it and the JSON path, never a silent approximation.
  * Built once from the JSON, immutable after, shareable between threads (per-call
  * scratch lives in the caller's lc_pretok_out).
@@ -59,5 +59,16 @@ bool lc_pretok_is_byte_level(const lc_pretok *p);
  * no byte). */
 const char *lc_byte_level_char(unsigned char b);
 int lc_byte_level_byte(uint32_t codepoint);
+
+/* A String or Regex pattern of tokenizer.json ({"String": s} or {"Regex": r}; regexes
+ * through PCRE2 with UTF and UCP). Immutable once built. */
+typedef struct lc_pattern lc_pattern;
+/* Builds a pattern from node; `place` is its JSON path for errors. Returns 0 or -1. */
+int lc_pattern_build(const cJSON *node, const char *what, const char *place, lc_pattern **out);
+void lc_pattern_free(lc_pattern *p);
+/* Appends s[0..n) to out with every (non-overlapping, leftmost) match replaced by `with`.
+ * Returns 0 or -1. */
+int lc_pattern_replace(const lc_pattern *p, const char *s, size_t n, const char *with,
+                       size_t with_len, lc_buf *out);
 
 #endif

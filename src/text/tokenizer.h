@@ -25,12 +25,14 @@ typedef struct lc_tokenizer lc_tokenizer;
 enum {
     /* Apply the post-processor / add_bos_token / add_eos_token (e.g. prepend <s>). */
     LC_TOK_ADD_SPECIAL = 1 << 0,
-    /* Treat added/special tokens written in the text as plain text (default: recognised,
-     * as the `tokenizers` library does). */
+    /* Treat special tokens written in the text as plain text (default: recognised, as the
+     * `tokenizers` library does). As its encode_special_tokens, non-special added tokens
+     * are still recognised. With a .model: the text is plain sp.encode(text). */
     LC_TOK_NO_PARSE_SPECIAL = 1 << 1,
     /* The text continues an input (it does not start it): a Metaspace pre-tokenizer with
      * prepend_scheme "first" does not prepend its replacement, as for any section of an
-     * input after its first. Used by chat templates that encode a conversation in pieces. */
+     * input after its first. Used by chat templates that encode a conversation in pieces.
+     * (No effect with a .model: every segment is sp.encode'd.) */
     LC_TOK_CONTINUATION = 1 << 2,
 };
 
@@ -41,6 +43,11 @@ int lc_tokenizer_load_dir(const char *dir, lc_tokenizer **out);
 /* Loads one tokenizer file (tokenizer.json or a SentencePiece .model, told apart by
  * content); config_path (tokenizer_config.json) may be NULL. */
 int lc_tokenizer_load_file(const char *path, const char *config_path, lc_tokenizer **out);
+
+/* Loads a tokenizer from memory: data is a tokenizer.json text or a .model file, config
+ * (may be NULL) a tokenizer_config.json text; what / config_what name them in errors. */
+int lc_tokenizer_load_mem(const char *data, size_t len, const char *config, size_t config_len,
+                          const char *what, const char *config_what, lc_tokenizer **out);
 
 void lc_tokenizer_free(lc_tokenizer *t);
 
@@ -61,6 +68,8 @@ typedef struct {
     lc_ids ids;       // every id fed so far
     size_t emitted;   // bytes of the full decode already handed out
     bool skip_special;
+    size_t base;      // ids[base..] are decoded after the context token ids[base-1] (0: all)
+    size_t base_len;  // bytes of the full decode that come from ids[0..base)
 } lc_detok;
 
 void lc_detok_init(lc_detok *d, const lc_tokenizer *t, bool skip_special);
