@@ -590,8 +590,8 @@ static int cmp_layout(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-static int cmp_meta(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+static int cmp_meta(const void *a, const void *b) { // elements: char ** (a key, its value after)
+    return strcmp(**(char **const *)a, **(char **const *)b);
 }
 
 /* Lays out file f (its tensors' begin offsets) and returns its header, padded. */

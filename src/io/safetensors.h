@@ -105,7 +105,7 @@ const char *lc_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape);
 
 float lc_bf16_to_f32(uint16_t h);
 float lc_f16_to_f32(uint16_t h);
-/* Round to nearest even; NaN becomes the quiet NaN 0x7FC0 as in PyTorch. */
+/* Round to nearest even; any NaN becomes the quiet NaN 0x7FC0. */
 uint16_t lc_f32_to_bf16(float f);
 /* Round to nearest even; overflow becomes infinity. */
 uint16_t lc_f32_to_f16(float f);
