@@ -41,7 +41,14 @@ static int parse_ids(const cJSON *root, const char *key, int64_t *ids, int max, 
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!v || cJSON_IsNull(v)) return 0;
     *n = 0;
-    if (cJSON_IsNumber(v)) return lc_json_int(root, key, &ids[(*n)++], what) < 0 ? -1 : 1;
+    if (cJSON_IsNumber(v)) {
+        if (lc_json_int(root, key, &ids[0], what) < 0) return -1;
+        if (ids[0] < 0 || ids[0] > MAX_DIM)
+            return lc_fail("%s: \"%s\" must be a non-negative token id, found %lld", what, key,
+                           (long long)ids[0]);
+        *n = 1;
+        return 1;
+    }
     if (!cJSON_IsArray(v))
         return lc_fail("%s: \"%s\" must be an integer or a list of integers, found %s", what, key,
                        lc_json_type_name(v));
@@ -321,7 +328,7 @@ int lc_config_validate(const lc_model_config *c, const char *what) {
     if (c->sliding_window < 0 || c->sliding_window > MAX_DIM)
         return lc_fail("%s: sliding_window (%lld) must be null or a positive integer", what,
                        (long long)c->sliding_window);
-    if (c->bos_token_id >= c->vocab_size)
+    if (c->bos_token_id < -1 || c->bos_token_id >= c->vocab_size)
         return lc_fail("%s: bos_token_id %lld is outside the vocabulary (vocab_size %lld)", what,
                        (long long)c->bos_token_id, (long long)c->vocab_size);
     for (int i = 0; i < c->n_eos; i++)

@@ -305,7 +305,7 @@ static int parse_file(lc_safetensors *st, size_t *cap, int fi, const unsigned ch
     // Overlaps: in offset order, each tensor must start at or after the previous end.
     lc_tensor *ts = st->tensors + first;
     size_t nt = st->n_tensors - first;
-    qsort(ts, nt, sizeof *ts, cmp_offset);
+    if (nt > 1) qsort(ts, nt, sizeof *ts, cmp_offset);
     size_t end = data_start;
     const lc_tensor *prev = NULL;
     for (size_t i = 0; i < nt; i++) {

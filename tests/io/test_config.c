@@ -220,6 +220,7 @@ static void test_bad_configs(void) {
     BAD(",\"rms_norm_eps\":0", "rms_norm_eps");
     BAD(",\"eos_token_id\":[1,\"x\"]", "non-negative integer token ids");
     BAD(",\"eos_token_id\":100", "eos_token_id 100 is outside the vocabulary");
+    BAD(",\"bos_token_id\":-1e05", "must be a non-negative token id");
     BAD(",\"torch_dtype\":\"int8\"", "'int8' is not supported");
     BAD(",\"hidden_size\":\"64\"", "must be an integer");
     // linear rope and 5.x keys are read.
