@@ -8,6 +8,7 @@
 
 static const lc_command COMMANDS[] = {
     {"version", NULL, "print the version"},
+    {"init", cmd_init, "create a random-weight model folder from a config.json"},
 };
 static const int N_COMMANDS = (int)(sizeof COMMANDS / sizeof COMMANDS[0]);
 
