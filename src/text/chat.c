@@ -96,8 +96,8 @@ static void put_stripped(lc_buf *out, const char *s, size_t len) {
     size_t i = 0, begin = len, end = 0;
     while (i < len) {
         utf8proc_int32_t c;
-        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i,
-                                              (utf8proc_ssize_t)(len - i), &c);
+        utf8proc_ssize_t k =
+            utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(len - i), &c);
         if (k <= 0) k = 1; // unreachable: contents are checked first
         if (!py_space(c)) {
             if (begin == len) begin = i;
@@ -110,13 +110,14 @@ static void put_stripped(lc_buf *out, const char *s, size_t len) {
 
 /* Checks every message has a role and valid UTF-8 content. */
 static int check_msgs(lc_chat_family f, const lc_chat_msg *msgs, size_t n) {
-    if (n == 0) return lc_fail("%s chat template: the conversation has no messages", family_names[f]);
+    if (n == 0)
+        return lc_fail("%s chat template: the conversation has no messages", family_names[f]);
     for (size_t i = 0; i < n; i++) {
         if (!msgs[i].role || !*msgs[i].role)
             return lc_fail("%s chat template: message %zu has no role", family_names[f], i);
         if (!msgs[i].content)
-            return lc_fail("%s chat template: message %zu (%s) has no content", family_names[f],
-                           i, msgs[i].role);
+            return lc_fail("%s chat template: message %zu (%s) has no content", family_names[f], i,
+                           msgs[i].role);
         const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)msgs[i].content;
         size_t len = strlen(msgs[i].content), at = 0;
         while (at < len) {
@@ -243,7 +244,8 @@ static int mistral_walk(msink *s, const lc_chat_msg *msgs, size_t n) {
     if (m_ctrl(s, M_BOS)) goto done;
     for (size_t i = 0; i < ng; i++) {
         if (!strcmp(g[i].role, "user")) {
-            /* '[INST] ' + (system_message + '\n\n' on the last user message) + content + '[/INST]' */
+            /* '[INST] ' + (system_message + '\n\n' on the last user message) + content + '[/INST]'
+             */
             if (m_ctrl(s, M_INST)) goto done;
             if (i == last_user && system.len) {
                 lc_buf both = {0};
@@ -270,7 +272,8 @@ static int mistral_walk(msink *s, const lc_chat_msg *msgs, size_t n) {
     }
     rc = 0;
 done:
-    for (size_t i = 0; i < ng; i++) lc_buf_free(&g[i].content);
+    for (size_t i = 0; i < ng; i++)
+        lc_buf_free(&g[i].content);
     free(g);
     lc_buf_free(&system);
     return rc;
@@ -357,8 +360,7 @@ static void render_chatml(const lc_chat_msg *msgs, size_t n, bool gen, lc_buf *o
     if (gen) lc_buf_puts(out, "<|im_start|>assistant\n");
 }
 
-static int render_phi3(const lc_chat_msg *msgs, size_t n, bool gen, const char *eos,
-                       lc_buf *out) {
+static int render_phi3(const lc_chat_msg *msgs, size_t n, bool gen, const char *eos, lc_buf *out) {
     for (size_t i = 0; i < n; i++) {
         const char *tag = is_role(&msgs[i], "system")      ? "<|system|>\n"
                           : is_role(&msgs[i], "user")      ? "<|user|>\n"
@@ -384,7 +386,8 @@ static int render_phi3(const lc_chat_msg *msgs, size_t n, bool gen, const char *
 int lc_chat_render_text(lc_chat_family f, const lc_chat_msg *msgs, size_t n,
                         bool add_generation_prompt, const char *bos_text, const char *eos_text,
                         lc_buf *out) {
-    if ((unsigned)f >= LC_CHAT_N_FAMILIES) return lc_fail("chat template: unknown family %d", (int)f);
+    if ((unsigned)f >= LC_CHAT_N_FAMILIES)
+        return lc_fail("chat template: unknown family %d", (int)f);
     if (check_msgs(f, msgs, n)) return -1;
     lc_buf_puts(out, ""); // out->data is a string even when the render is empty
     switch (f) {
@@ -392,11 +395,17 @@ int lc_chat_render_text(lc_chat_family f, const lc_chat_msg *msgs, size_t n,
         msink s = {.text = out, .bos = bos_text, .eos = eos_text};
         return mistral_walk(&s, msgs, n);
     }
-    case LC_CHAT_LLAMA2: return render_llama2(msgs, n, bos_text, eos_text, out);
-    case LC_CHAT_LLAMA3: return render_llama3(msgs, n, add_generation_prompt, bos_text, out);
-    case LC_CHAT_CHATML: render_chatml(msgs, n, add_generation_prompt, out); return 0;
-    case LC_CHAT_PHI3: return render_phi3(msgs, n, add_generation_prompt, eos_text, out);
-    default: return -1;
+    case LC_CHAT_LLAMA2:
+        return render_llama2(msgs, n, bos_text, eos_text, out);
+    case LC_CHAT_LLAMA3:
+        return render_llama3(msgs, n, add_generation_prompt, bos_text, out);
+    case LC_CHAT_CHATML:
+        render_chatml(msgs, n, add_generation_prompt, out);
+        return 0;
+    case LC_CHAT_PHI3:
+        return render_phi3(msgs, n, add_generation_prompt, eos_text, out);
+    default:
+        return -1;
     }
 }
 
@@ -422,16 +431,18 @@ static const char *special_text(const lc_tokenizer *t, int32_t id) {
 static int probe_space_cont(const lc_tokenizer *t, bool *space_cont) {
     lc_ids a = {0}, b = {0};
     int rc = lc_tokenizer_encode(t, "a", 1, LC_TOK_NO_PARSE_SPECIAL, &a);
-    if (!rc) rc = lc_tokenizer_encode(t, " a", 2, LC_TOK_NO_PARSE_SPECIAL | LC_TOK_CONTINUATION, &b);
+    if (!rc)
+        rc = lc_tokenizer_encode(t, " a", 2, LC_TOK_NO_PARSE_SPECIAL | LC_TOK_CONTINUATION, &b);
     *space_cont = !rc && a.len == b.len && !memcmp(a.data, b.data, a.len * sizeof *a.data);
     lc_ids_free(&a);
     lc_ids_free(&b);
     return rc;
 }
 
-int lc_chat_render_ids(const lc_tokenizer *t, lc_chat_family f, const lc_chat_msg *msgs,
-                       size_t n, bool add_generation_prompt, lc_ids *out) {
-    if ((unsigned)f >= LC_CHAT_N_FAMILIES) return lc_fail("chat template: unknown family %d", (int)f);
+int lc_chat_render_ids(const lc_tokenizer *t, lc_chat_family f, const lc_chat_msg *msgs, size_t n,
+                       bool add_generation_prompt, lc_ids *out) {
+    if ((unsigned)f >= LC_CHAT_N_FAMILIES)
+        return lc_fail("chat template: unknown family %d", (int)f);
     if (check_msgs(f, msgs, n)) return -1;
     if (f == LC_CHAT_MISTRAL) {
         msink s = {.t = t, .ids = out};
@@ -455,9 +466,9 @@ int lc_chat_render_ids(const lc_tokenizer *t, lc_chat_family f, const lc_chat_ms
         if (need_token(t, f, needs[f][i]) < 0) return -1;
 
     lc_buf text = {0};
-    int rc = lc_chat_render_text(f, msgs, n, add_generation_prompt,
-                                 special_text(t, lc_tokenizer_bos(t)),
-                                 special_text(t, lc_tokenizer_eos(t)), &text);
+    int rc =
+        lc_chat_render_text(f, msgs, n, add_generation_prompt, special_text(t, lc_tokenizer_bos(t)),
+                            special_text(t, lc_tokenizer_eos(t)), &text);
     if (!rc) rc = lc_tokenizer_encode(t, text.data, text.len, 0, out);
     lc_buf_free(&text);
     return rc;

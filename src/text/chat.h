@@ -64,7 +64,7 @@ int lc_chat_render_text(lc_chat_family f, const lc_chat_msg *msgs, size_t n,
  * vocabulary: Mistral's own encoding for mistral, else the encoding of the rendered text
  * with special tokens recognised. Fails when t lacks the family's control tokens.
  * Returns 0, or -1 (out then unspecified). */
-int lc_chat_render_ids(const lc_tokenizer *t, lc_chat_family f, const lc_chat_msg *msgs,
-                       size_t n, bool add_generation_prompt, lc_ids *out);
+int lc_chat_render_ids(const lc_tokenizer *t, lc_chat_family f, const lc_chat_msg *msgs, size_t n,
+                       bool add_generation_prompt, lc_ids *out);
 
 #endif

@@ -49,7 +49,10 @@ int lc_detok_finish(lc_detok *d, lc_buf *out) {
 }
 void lc_detok_free(lc_detok *d) { lc_ids_free(&d->ids); }
 
-int32_t lc_tokenizer_vocab_size(const lc_tokenizer *t) { (void)t; return 0; }
+int32_t lc_tokenizer_vocab_size(const lc_tokenizer *t) {
+    (void)t;
+    return 0;
+}
 int32_t lc_tokenizer_token_id(const lc_tokenizer *t, const char *token) {
     (void)t, (void)token;
     return -1;
@@ -62,11 +65,35 @@ bool lc_tokenizer_is_special(const lc_tokenizer *t, int32_t id) {
     (void)t, (void)id;
     return false;
 }
-int32_t lc_tokenizer_bos(const lc_tokenizer *t) { (void)t; return -1; }
-int32_t lc_tokenizer_eos(const lc_tokenizer *t) { (void)t; return -1; }
-int32_t lc_tokenizer_unk(const lc_tokenizer *t) { (void)t; return -1; }
-int32_t lc_tokenizer_pad(const lc_tokenizer *t) { (void)t; return -1; }
-bool lc_tokenizer_adds_bos(const lc_tokenizer *t) { (void)t; return false; }
-bool lc_tokenizer_adds_eos(const lc_tokenizer *t) { (void)t; return false; }
-const char *lc_tokenizer_kind(const lc_tokenizer *t) { (void)t; return "not built"; }
-const char *lc_tokenizer_chat_template(const lc_tokenizer *t) { (void)t; return NULL; }
+int32_t lc_tokenizer_bos(const lc_tokenizer *t) {
+    (void)t;
+    return -1;
+}
+int32_t lc_tokenizer_eos(const lc_tokenizer *t) {
+    (void)t;
+    return -1;
+}
+int32_t lc_tokenizer_unk(const lc_tokenizer *t) {
+    (void)t;
+    return -1;
+}
+int32_t lc_tokenizer_pad(const lc_tokenizer *t) {
+    (void)t;
+    return -1;
+}
+bool lc_tokenizer_adds_bos(const lc_tokenizer *t) {
+    (void)t;
+    return false;
+}
+bool lc_tokenizer_adds_eos(const lc_tokenizer *t) {
+    (void)t;
+    return false;
+}
+const char *lc_tokenizer_kind(const lc_tokenizer *t) {
+    (void)t;
+    return "not built";
+}
+const char *lc_tokenizer_chat_template(const lc_tokenizer *t) {
+    (void)t;
+    return NULL;
+}

@@ -6,6 +6,8 @@ with transformers' apply_chat_template, with and without the generation prompt, 
   tests/fixtures/chat/<family>.jsonl   one line per (conversation, add_generation_prompt):
       {"family", "name", "tokenizer", "tokenizer_config", "messages",
        "add_generation_prompt", "text" (tokenize=False), "ids" (tokenize=True)}
+    mistral lines also get "ids_spm": Mistral's own encoding with tokenizer.model through
+    the sentencepiece library (what golden_tokens_v3.json shows), when it is installed;
     or, where the template raises, {"...", "error": "<the template's message>"} instead of
     text/ids. "ids" is null (with "ids_note") where the reference is not comparable (see
     MISTRAL_IDS_NOTES), or in --text-only mode.
@@ -180,6 +182,31 @@ def hf_ids(tok, messages, gen):
     return [int(i) for i in r]
 
 
+def mistral_spm_ids(sp, messages):
+    """Mistral's own encoding with its SentencePiece model (mistral_common's v3 instruct
+    tokenizer, as golden_tokens_v3.json shows it): each message encoded on its own, control
+    tokens as ids; systems joined before the last user message; same-role runs joined."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    groups = []
+    for msg in messages:
+        if msg["role"] == "system":
+            continue
+        if groups and groups[-1][0] == msg["role"]:
+            groups[-1][1] += "\n\n" + msg["content"]
+        else:
+            groups.append([msg["role"], msg["content"]])
+    last_user = max((i for i, g in enumerate(groups) if g[0] == "user"), default=-1)
+    inst, inst_end = sp.piece_to_id("[INST]"), sp.piece_to_id("[/INST]")
+    ids = [sp.bos_id()]
+    for i, (role, content) in enumerate(groups):
+        if role == "user":
+            text = system + "\n\n" + content if i == last_user and system else content
+            ids += [inst] + sp.encode(text) + [inst_end]
+        else:
+            ids += sp.encode(content) + [sp.eos_id()]
+    return ids
+
+
 def resolve(path, assets):
     return os.path.join(assets, path[len("$ASSETS/"):]) if path.startswith("$ASSETS/") else path
 
@@ -235,6 +262,14 @@ def make_family(fam, spec, out, assets, env):
         hf.chat_template = template
         from tokenizers import Tokenizer
         raw = Tokenizer.from_file(resolve(tok_path, assets))
+        sp = None
+        if fam == "mistral":
+            try:
+                import sentencepiece
+                sp = sentencepiece.SentencePieceProcessor(
+                    model_file=os.path.join(assets, MISTRAL_DIR, "tokenizer.model"))
+            except ImportError:
+                print("  WARNING: no sentencepiece: mistral fixtures get no ids_spm", file=sys.stderr)
 
     lines, n_err, n_noids = [], 0, 0
     for name, messages in CONVERSATIONS:
@@ -266,6 +301,8 @@ def make_family(fam, spec, out, assets, env):
                           f"encode(text); keeping transformers'", file=sys.stderr)
                     rec["ids_tokenizers"] = raw_ids
                 rec["ids"] = ids
+                if sp is not None:
+                    rec["ids_spm"] = mistral_spm_ids(sp, messages)
                 if fam == "mistral" and name in MISTRAL_IDS_NOTES:
                     rec["ids"], rec["ids_note"] = None, MISTRAL_IDS_NOTES[name]
             if rec["ids"] is None:

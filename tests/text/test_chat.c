@@ -105,8 +105,8 @@ static bool same_ids(const lc_ids *got, const cJSON *want, const char *what) {
         i++;
     }
     if (i == n && got->len == n) return true;
-    printf("  %s: ids differ at %zu (got %zu ids, want %zu): got %d, want %d\n", what, i,
-           got->len, n, i < got->len ? got->data[i] : -1,
+    printf("  %s: ids differ at %zu (got %zu ids, want %zu): got %d, want %d\n", what, i, got->len,
+           n, i < got->len ? got->data[i] : -1,
            i < n ? cJSON_GetArrayItem(want, (int)i)->valueint : -1);
     return false;
 }
@@ -153,7 +153,8 @@ static void test_detect_published_templates(void) {
         free(src);
         found++;
     }
-    if (!found) SKIP("no templates in " FIXTURES "/templates (run tests/reference/make_chat_fixtures.py)");
+    if (!found)
+        SKIP("no templates in " FIXTURES "/templates (run tests/reference/make_chat_fixtures.py)");
 }
 
 static void test_detect_mistral_assets(void) {
@@ -189,12 +190,13 @@ static void test_detect_variants(void) {
                  "Date: December 2023\\n\" }}{{- \"<|eot_id|>\" }}",
                  LC_CHAT_LLAMA3, "llama 3.1");
     /* Phi-3.5-mini: skips empty system messages. */
-    check_detect("{% for message in messages %}{% if message['role'] == 'system' and "
-                 "message['content'] %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif "
-                 "message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + "
-                 "'<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + "
-                 "message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}",
-                 LC_CHAT_PHI3, "phi 3.5");
+    check_detect(
+        "{% for message in messages %}{% if message['role'] == 'system' and "
+        "message['content'] %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif "
+        "message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + "
+        "'<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + "
+        "message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}",
+        LC_CHAT_PHI3, "phi 3.5");
 
     const char *want = "chat template not recognised; pass --chat-template NAME (one of mistral, "
                        "llama2, llama3, chatml, phi3)";
@@ -299,14 +301,18 @@ static void test_text_phi3(void) { run_text("phi3"); }
 static lc_tokenizer *load_tokenizer(const char *tok, const char *cfg) {
     char *tp = resolve(tok), *cp = cfg ? resolve(cfg) : NULL;
     lc_tokenizer *t = NULL;
-    if (!tp) lc_fail("shared assets absent for %s", tok);
-    else if (lc_tokenizer_load_file(tp, cp, &t)) t = NULL;
+    if (!tp)
+        lc_fail("shared assets absent for %s", tok);
+    else if (lc_tokenizer_load_file(tp, cp, &t))
+        t = NULL;
     free(tp);
     free(cp);
     return t;
 }
 
-static void run_ids(const char *family) {
+/* Checks render_ids against the records' `field` ids; tok_override (a path) replaces the
+ * records' tokenizer. */
+static void run_ids_field(const char *family, const char *field, const char *tok_override) {
     char path[256];
     snprintf(path, sizeof path, FIXTURES "/%s.jsonl", family);
     cJSON *recs = read_jsonl(path);
@@ -317,15 +323,16 @@ static void run_ids(const char *family) {
     lc_tokenizer *t = NULL;
     const cJSON *rec;
     cJSON_ArrayForEach(rec, recs) {
-        const cJSON *want = cJSON_GetObjectItemCaseSensitive(rec, "ids");
+        const cJSON *want = cJSON_GetObjectItemCaseSensitive(rec, field);
         if (!cJSON_IsArray(want)) continue;
         const char *name = rec_str(rec, "name");
-        if (!t && !(t = load_tokenizer(rec_str(rec, "tokenizer"), rec_str(rec, "tokenizer_config")))) {
+        const char *tok = tok_override ? tok_override : rec_str(rec, "tokenizer");
+        if (!t && !(t = load_tokenizer(tok, rec_str(rec, "tokenizer_config")))) {
             if (tokenizer_absent()) {
                 cJSON_Delete(recs);
                 SKIP("the tokenizer is not built on this branch (%s)", lc_errmsg());
             }
-            CHECK_MSG(0, "%s: loading %s: %s", family, rec_str(rec, "tokenizer"), lc_errmsg());
+            CHECK_MSG(0, "%s: loading %s: %s", family, tok, lc_errmsg());
             break;
         }
         size_t n;
@@ -333,21 +340,26 @@ static void run_ids(const char *family) {
         bool gen = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rec, "add_generation_prompt"));
         lc_ids ids = {0};
         char what[256];
-        snprintf(what, sizeof what, "%s/%s gen=%d", family, name, gen);
+        snprintf(what, sizeof what, "%s/%s gen=%d (%s)", family, name, gen, field);
         if (lc_chat_render_ids(t, f, msgs, n, gen, &ids))
             CHECK_MSG(0, "%s: %s", what, lc_errmsg());
         else
-            CHECK_MSG(same_ids(&ids, want, what), "%s: ids differ from transformers'", what);
+            CHECK_MSG(same_ids(&ids, want, what), "%s: ids differ from the reference", what);
         checked++;
         lc_ids_free(&ids);
         free(msgs);
     }
     lc_tokenizer_free(t);
     cJSON_Delete(recs);
-    if (!checked) SKIP("%s: no record has ids (a --text-only run?)", path);
+    if (!checked) SKIP("%s: no record has %s (a --text-only run?)", path, field);
 }
 
+static void run_ids(const char *family) { run_ids_field(family, "ids", NULL); }
+
 static void test_ids_mistral(void) { run_ids("mistral"); }
+static void test_ids_mistral_spm(void) {
+    run_ids_field("mistral", "ids_spm", "$ASSETS/" MISTRAL_DIR "/tokenizer.model");
+}
 static void test_ids_llama2(void) { run_ids("llama2"); }
 static void test_ids_llama3(void) { run_ids("llama3"); }
 static void test_ids_chatml(void) { run_ids("chatml"); }
@@ -427,7 +439,8 @@ static void run_golden(const char *file) {
     lc_ids ids = {0};
     CHECK_OK(lc_chat_render_ids(t, LC_CHAT_MISTRAL, sneaky, 1, true, &ids));
     CHECK(ids.len > 4 && ids.data[0] == 1 && ids.data[1] == 3 && ids.data[ids.len - 1] == 4);
-    for (size_t i = 2; i + 1 < ids.len; i++) CHECK(ids.data[i] > 9);
+    for (size_t i = 2; i + 1 < ids.len; i++)
+        CHECK(ids.data[i] > 9);
     lc_ids_free(&ids);
     lc_tokenizer_free(t);
     lc_ids_free(&want);
@@ -482,6 +495,7 @@ int main(void) {
     RUN(test_text_chatml);
     RUN(test_text_phi3);
     RUN(test_ids_mistral);
+    RUN(test_ids_mistral_spm);
     RUN(test_ids_llama2);
     RUN(test_ids_llama3);
     RUN(test_ids_chatml);
