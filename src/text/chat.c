@@ -53,9 +53,9 @@ int lc_chat_detect(const char *src, lc_chat_family *out) {
     }
     /* Mistral v3 (every revision of Mistral-7B-Instruct-v0.3's template): [INST] ...[/INST]
      * with no space before [/INST]. The v1 layout "[INST] x [/INST]" (v0.1/v0.2, where
-     * [INST] is plain text) renders differently and is not this family. */
+     * [INST] is plain text) and the v7 [SYSTEM_PROMPT] family render differently. */
     if (has(src, "[INST]") && has(src, "[/INST]") && !has(src, "' [/INST]'") &&
-        !has(src, "\" [/INST]\"")) {
+        !has(src, "\" [/INST]\"") && !has(src, "[SYSTEM_PROMPT]")) {
         *out = LC_CHAT_MISTRAL;
         return 0;
     }

@@ -213,6 +213,11 @@ static void test_detect_variants(void) {
                                "message['content'] + ' [/INST]' }}{% endfor %}",
                                &f),
                 want);
+    /* Mistral v7 (system prompt as [SYSTEM_PROMPT] control tokens). */
+    CHECK_FAILS(lc_chat_detect("{{- '[SYSTEM_PROMPT]' + system_message + '[/SYSTEM_PROMPT]' }}"
+                               "{{- '[INST]' + message['content'] + '[/INST]' }}",
+                               &f),
+                want);
     /* Phi-4 (ChatML tokens with <|im_sep|>). */
     CHECK_FAILS(lc_chat_detect("{{'<|im_start|>system<|im_sep|>' + message['content'] + "
                                "'<|im_end|>'}} You are a helpful assistant.",
