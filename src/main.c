@@ -7,7 +7,7 @@
 #include "cmd/cmd.h"
 
 static const lc_command COMMANDS[] = {
-    {"version", NULL, "print the version"},
+    {"tokenize", cmd_tokenize, "turn text into token ids with a model's tokenizer"},
     {"init", cmd_init, "create a random-weight model folder from a config.json"},
 };
 static const int N_COMMANDS = (int)(sizeof COMMANDS / sizeof COMMANDS[0]);
