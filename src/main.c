@@ -7,6 +7,7 @@
 #include "cmd/cmd.h"
 
 static const lc_command COMMANDS[] = {
+    {"info", cmd_info, "describe a model folder: architecture, sizes, tokenizer, specials"},
     {"tokenize", cmd_tokenize, "turn text into token ids with a model's tokenizer"},
     {"init", cmd_init, "create a random-weight model folder from a config.json"},
 };

@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/vec.h"
+#include "text/chat.h"
 #include "text/tokenizer.h"
 
 static void usage(FILE *f) {
@@ -31,6 +32,11 @@ static void usage(FILE *f) {
             "  --no-parse-special     treat special tokens written in the text as text\n"
             "  --jsonl                read one JSON string per line, print one array per line\n"
             "  --pieces               print the token strings instead of the ids\n"
+            "  --chat                 TEXT is a conversation, a JSON array of {\"role\", \"content\"}:\n"
+            "                         print the ids of its chat-template rendering\n"
+            "  --add-generation-prompt  with --chat: end with the assistant's turn opening\n"
+            "  --chat-template NAME   with --chat: mistral, llama2, llama3, chatml or phi3\n"
+            "                         (default: detected from tokenizer_config.json)\n"
             "  --count                print the token count and encoding rate only\n"
             "  --json                 with --count: print {\"tokens\", \"bytes\", \"lines\", \"seconds\"}\n"
             "  -h, --help             this help\n");
@@ -38,12 +44,16 @@ static void usage(FILE *f) {
 
 typedef struct {
     int flags;
+    bool chat, gen_prompt;
+    const char *chat_template;
     bool pieces, count, json;
     size_t tokens, bytes, lines;
     double seconds;
     lc_ids ids;
     lc_buf out;
 } tok_run;
+
+static int print_ids(const lc_tokenizer *t, tok_run *r);
 
 /* Encodes one text and prints it (or only counts it). Returns 0 or -1. */
 static int emit(const lc_tokenizer *t, tok_run *r, const char *text, size_t len) {
@@ -54,7 +64,11 @@ static int emit(const lc_tokenizer *t, tok_run *r, const char *text, size_t len)
     r->tokens += r->ids.len;
     r->bytes += len;
     r->lines++;
-    if (r->count) return 0;
+    return r->count ? 0 : print_ids(t, r);
+}
+
+/* Prints r->ids (or their pieces) as one JSON array line. Returns 0. */
+static int print_ids(const lc_tokenizer *t, tok_run *r) {
     lc_buf_clear(&r->out);
     lc_buf_putc(&r->out, '[');
     for (size_t i = 0; i < r->ids.len; i++) {
@@ -71,6 +85,45 @@ static int emit(const lc_tokenizer *t, tok_run *r, const char *text, size_t len)
     return 0;
 }
 
+/* Renders a conversation (a JSON array of {"role", "content"}) with the chat template
+ * into r->ids and prints them like emit(). Returns 0 or -1. */
+static int emit_chat(const lc_tokenizer *t, tok_run *r, const char *text, size_t len) {
+    lc_chat_family fam;
+    if (r->chat_template) {
+        if (lc_chat_family_parse(r->chat_template, &fam) != 0) return -1;
+    } else if (!lc_tokenizer_chat_template(t)) {
+        return lc_fail("the tokenizer has no chat_template; pass --chat-template NAME (one of "
+                       "mistral, llama2, llama3, chatml, phi3)");
+    } else if (lc_chat_detect(lc_tokenizer_chat_template(t), &fam) != 0) {
+        return -1;
+    }
+    cJSON *j;
+    if (lc_json_parse(text, len, "--chat conversation", &j) != 0) return -1;
+    int n = cJSON_IsArray(j) ? cJSON_GetArraySize(j) : -1;
+    if (n < 0) {
+        cJSON_Delete(j);
+        return lc_fail("--chat conversation: expected a JSON array of {\"role\", \"content\"}");
+    }
+    lc_chat_msg *msgs = xcalloc((size_t)n + 1, sizeof *msgs);
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        const cJSON *m = cJSON_GetArrayItem(j, i);
+        char what[64];
+        snprintf(what, sizeof what, "--chat conversation: message %d", i);
+        if (lc_json_str(m, "role", &msgs[i].role, what) != 1 ||
+            lc_json_str(m, "content", &msgs[i].content, what) != 1)
+            rc = lc_errmsg()[0] ? -1 : lc_fail("%s: needs \"role\" and \"content\" strings", what);
+    }
+    lc_ids_clear(&r->ids);
+    if (rc == 0) rc = lc_chat_render_ids(t, fam, msgs, (size_t)n, r->gen_prompt, &r->ids);
+    free(msgs);
+    cJSON_Delete(j);
+    if (rc != 0) return -1;
+    r->tokens += r->ids.len;
+    r->lines++;
+    return r->count ? 0 : print_ids(t, r);
+}
+
 /* Reads all of a stream into b. */
 static void slurp(FILE *f, lc_buf *b) {
     char chunk[65536];
@@ -81,6 +134,7 @@ static void slurp(FILE *f, lc_buf *b) {
 static int run_jsonl(const lc_tokenizer *t, tok_run *r) {
     size_t lineno = 0;
     int rc = 0;
+    lc_buf text = {0};
     char *buf = NULL;
     size_t cap = 0;
     ssize_t n;
@@ -88,27 +142,20 @@ static int run_jsonl(const lc_tokenizer *t, tok_run *r) {
         lineno++;
         while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) n--;
         if (n == 0) continue;
-        cJSON *j;
         char what[64];
         snprintf(what, sizeof what, "stdin line %zu", lineno);
-        if (lc_json_parse(buf, (size_t)n, what, &j) != 0) {
+        if (lc_json_unquote(buf, (size_t)n, what, &text) != 0) {
             rc = -1;
             break;
         }
-        if (!cJSON_IsString(j)) {
-            cJSON_Delete(j);
-            rc = lc_fail("stdin line %zu: expected a JSON string (e.g. \"some text\"), found %s",
-                         lineno, lc_json_type_name(j));
-            break;
-        }
-        rc = emit(t, r, j->valuestring, strlen(j->valuestring));
-        cJSON_Delete(j);
+        rc = emit(t, r, text.data ? text.data : "", text.len);
         if (rc != 0) {
-            lc_fail_prefix("stdin line %zu", lineno);
+            lc_fail_prefix("%s", what);
             break;
         }
     }
     free(buf);
+    lc_buf_free(&text);
     return rc;
 }
 
@@ -118,6 +165,8 @@ int cmd_tokenize(int argc, char **argv) {
         {"add-special-tokens", no_argument, 0, 'a'}, {"no-parse-special", no_argument, 0, 'n'},
         {"jsonl", no_argument, 0, 'j'},        {"pieces", no_argument, 0, 'p'},
         {"count", no_argument, 0, 'c'},        {"json", no_argument, 0, 'J'},
+        {"chat", no_argument, 0, 'C'},         {"add-generation-prompt", no_argument, 0, 'g'},
+        {"chat-template", required_argument, 0, 'T'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     const char *model = NULL, *tokfile = NULL;
     bool jsonl = false;
@@ -134,6 +183,9 @@ int cmd_tokenize(int argc, char **argv) {
         case 'p': r.pieces = true; break;
         case 'c': r.count = true; break;
         case 'J': r.json = true; break;
+        case 'C': r.chat = true; break;
+        case 'g': r.gen_prompt = true; break;
+        case 'T': r.chat_template = optarg; break;
         case 'h': usage(stdout); return 0;
         default: return lc_cmd_usage_error("tokenize", "invalid option");
         }
@@ -165,7 +217,17 @@ int cmd_tokenize(int argc, char **argv) {
     }
     if (rc != 0) return lc_cmd_fail();
 
-    if (jsonl) {
+    if (r.chat && jsonl) {
+        lc_tokenizer_free(t);
+        return lc_cmd_usage_error("tokenize", "--chat and --jsonl do not go together");
+    }
+    if (r.chat) {
+        lc_buf in = {0};
+        if (optind < argc) lc_buf_puts(&in, argv[optind]);
+        else slurp(stdin, &in);
+        rc = emit_chat(t, &r, in.data ? in.data : "", in.len);
+        lc_buf_free(&in);
+    } else if (jsonl) {
         rc = run_jsonl(t, &r);
     } else if (optind < argc) {
         rc = emit(t, &r, argv[optind], strlen(argv[optind]));

@@ -185,3 +185,82 @@ void lc_json_quote(lc_buf *b, const char *s, size_t n) {
     }
     lc_buf_putc(b, '"');
 }
+
+static int hex4(const char *p, unsigned *out) {
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void put_utf8(lc_buf *b, unsigned cp) {
+    char u[4];
+    size_t n;
+    if (cp < 0x80) u[0] = (char)cp, n = 1;
+    else if (cp < 0x800) u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 0x3F)), n = 2;
+    else if (cp < 0x10000)
+        u[0] = (char)(0xE0 | cp >> 12), u[1] = (char)(0x80 | ((cp >> 6) & 0x3F)),
+        u[2] = (char)(0x80 | (cp & 0x3F)), n = 3;
+    else
+        u[0] = (char)(0xF0 | cp >> 18), u[1] = (char)(0x80 | ((cp >> 12) & 0x3F)),
+        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)), u[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
+    lc_buf_append(b, u, n);
+}
+
+int lc_json_unquote(const char *text, size_t len, const char *what, lc_buf *out) {
+    size_t i = 0;
+    lc_buf_clear(out);
+    while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n')) i++;
+    if (i >= len || text[i] != '"')
+        return lc_fail("%s: expected a JSON string (e.g. \"some text\") at column %zu", what, i + 1);
+    for (i++;; i++) {
+        if (i >= len) return lc_fail("%s: unterminated JSON string", what);
+        unsigned char c = (unsigned char)text[i];
+        if (c == '"') break;
+        if (c < 0x20)
+            return lc_fail("%s: raw control character in JSON string at column %zu (escape it)", what,
+                           i + 1);
+        if (c != '\\') {
+            lc_buf_putc(out, (char)c);
+            continue;
+        }
+        if (++i >= len) return lc_fail("%s: unterminated JSON string", what);
+        switch (text[i]) {
+        case '"': lc_buf_putc(out, '"'); break;
+        case '\\': lc_buf_putc(out, '\\'); break;
+        case '/': lc_buf_putc(out, '/'); break;
+        case 'b': lc_buf_putc(out, '\b'); break;
+        case 'f': lc_buf_putc(out, '\f'); break;
+        case 'n': lc_buf_putc(out, '\n'); break;
+        case 'r': lc_buf_putc(out, '\r'); break;
+        case 't': lc_buf_putc(out, '\t'); break;
+        case 'u': {
+            unsigned cp, lo;
+            if (i + 4 >= len || hex4(text + i + 1, &cp) != 0)
+                return lc_fail("%s: bad \\u escape at column %zu", what, i);
+            i += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 < len && text[i + 1] == '\\' &&
+                text[i + 2] == 'u' && hex4(text + i + 3, &lo) == 0 && lo >= 0xDC00 && lo <= 0xDFFF) {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                i += 6;
+            } else if (cp >= 0xD800 && cp <= 0xDFFF) {
+                cp = 0xFFFD; /* a lone surrogate, as Python's json would refuse to encode */
+            }
+            put_utf8(out, cp);
+            break;
+        }
+        default: return lc_fail("%s: bad escape '\\%c' at column %zu", what, text[i], i);
+        }
+    }
+    for (i++; i < len; i++)
+        if (!(text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n'))
+            return lc_fail("%s: unexpected text after the JSON string at column %zu", what, i + 1);
+    return 0;
+}

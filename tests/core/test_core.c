@@ -74,6 +74,19 @@ static void test_json_quote(void) {
     lc_buf_free(&b);
 }
 
+static void test_json_unquote(void) {
+    lc_buf b = {0};
+    const char *in = " \"a\\u0000b\\n\\ud83d\\ude00\\u00e9\\\"\" ";
+    CHECK_OK(lc_json_unquote(in, strlen(in), "x", &b));
+    CHECK_EQ_INT(b.len, 11);
+    CHECK(!memcmp(b.data, "a\0b\n\xf0\x9f\x98\x80\xc3\xa9\"", 11));
+    CHECK_FAILS(lc_json_unquote("\"abc", 4, "line 3", &b), "line 3: unterminated");
+    CHECK_FAILS(lc_json_unquote("12", 2, "line 3", &b), "expected a JSON string");
+    CHECK_FAILS(lc_json_unquote("\"a\" x", 6, "line 3", &b), "after the JSON string");
+    CHECK_FAILS(lc_json_unquote("\"\\q\"", 4, "line 3", &b), "bad escape");
+    lc_buf_free(&b);
+}
+
 int main(void) {
     if (!mkdtemp(g_dir)) return 1;
     RUN(test_error_prefix);
@@ -81,6 +94,7 @@ int main(void) {
     RUN(test_atomic_write_keeps_old_on_abort);
     RUN(test_json_errors_are_located);
     RUN(test_json_quote);
+    RUN(test_json_unquote);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
     if (system(cmd) != 0) return 1;
