@@ -67,8 +67,19 @@ fuzz-build: deps $(FUZZ_BIN)
 fuzz: fuzz-build
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
+# The main job on the embedded default: until training lands, it makes the project's
+# demo model (random weights, the project's own small tokenizer), describes it and
+# tokenizes one of the recipe's rows with it.
+DEMO_ROW := <s>[INST] Write the RISC-V assembly instruction for the following operation:\nAdds the values in rs1 and rs2, stores the result in rd[/INST] add rd, rs1, rs2</s>
+demo: all
+	$(BUILD)/lorac init --config models/demo/config.json \
+	    --tokenizer tests/fixtures/tokenizers/demo-spm/tokenizer.json --out demo/model --seed 0
+	$(BUILD)/lorac info demo/model
+	$(BUILD)/lorac tokenize --model demo/model --pieces "$$(printf '$(DEMO_ROW)')"
+	$(BUILD)/lorac tokenize --model demo/model "$$(printf '$(DEMO_ROW)')"
+
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz demo
 
 .SECONDARY:
 

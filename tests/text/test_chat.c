@@ -429,7 +429,7 @@ static void run_golden(const char *file) {
     }
     CHECK_OK(lc_chat_render_ids(t, LC_CHAT_MISTRAL, golden_msgs,
                                 sizeof golden_msgs / sizeof *golden_msgs, true, &got));
-    bool same = got.len == want.len && !memcmp(got.data, want.data, got.len * sizeof *got.data);
+    bool same = got.len == want.len && (!got.len || !memcmp(got.data, want.data, got.len * sizeof *got.data));
     for (size_t i = 0; !same && i < want.len; i++)
         if (i >= got.len || got.data[i] != want.data[i]) {
             printf("  %s: first difference at %zu: got %d, want %d\n", file, i,
