@@ -10,8 +10,8 @@ BUILD    ?= build
 OPT      ?= -O2 -g
 SAN      ?=
 CPPFLAGS := -Isrc -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
-CFLAGS   := -std=c11 -Wall -Wextra -MMD -MP $(OPT) $(SAN)
-LDLIBS   := -lcjson -lyaml -lpcre2-8 -lutf8proc -lm -lpthread
+CFLAGS   := -std=c11 -Wall -Wextra -fopenmp -MMD -MP $(OPT) $(SAN)
+LDLIBS   := -lcjson -lyaml -lpcre2-8 -lutf8proc -lopenblas -lm -lpthread
 
 LIB_SRC  := $(shell find src -name '*.c' ! -name main.c ! -path 'src/backend/cuda/*' | sort)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

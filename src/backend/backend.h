@@ -1,0 +1,113 @@
+/*
+ * backend.h — the compute interface the transformer is written over.
+ *
+ * A backend is a table of operations on float32 activations that live in the backend's
+ * memory (host memory for the CPU backend, device memory for a CUDA one). The model
+ * layer calls these and never loops over tensor elements itself, so one model
+ * implementation runs on every backend. Frozen weights are passed as lc_wt: a view of
+ * a matrix in its stored dtype (F32, F16 or BF16), never converted whole.
+ *
+ * Conventions: outputs first; sizes are int64_t, offsets size_t; every backward says
+ * whether it overwrites (=) or accumulates (+=) its outputs. Dimension letters:
+ * N rows (B*T), B batch, T time, S key capacity, C channels, I/O in/out features,
+ * H heads, KV kv-heads, D head dim, V vocab.
+ *
+ * This header owns no memory; a backend owns its scratch buffers and frees them in
+ * ->free. Operations do not fail (sizes are checked by the model before calling).
+ */
+#ifndef LC_BACKEND_H
+#define LC_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io/safetensors.h"
+
+/* A frozen weight matrix (rows, cols) in row-major order, stored as dtype. A linear
+ * layer of Hugging Face stores (out, in); an embedding table (V, C). */
+typedef struct {
+    const void *data;
+    lc_dtype dtype; // LC_DT_F32, LC_DT_F16 or LC_DT_BF16
+    int64_t rows, cols;
+} lc_wt;
+
+typedef struct lc_backend lc_backend;
+
+struct lc_backend {
+    const char *name;
+    void *impl;
+    int threads;
+
+    /* ---- memory ---- */
+    void *(*alloc)(lc_backend *be, size_t bytes);        // zeroed; aborts when out of memory
+    void (*release)(lc_backend *be, void *p);
+    void (*upload)(lc_backend *be, void *dst, const void *host, size_t bytes);
+    void (*download)(lc_backend *be, void *host, const void *src, size_t bytes);
+    void (*free)(lc_backend *be); // frees the backend itself
+
+    /* ---- elementwise ---- */
+    void (*zero)(lc_backend *be, float *x, size_t n);                            // x = 0
+    void (*copy)(lc_backend *be, float *out, const float *x, size_t n);          // out = x
+    void (*add)(lc_backend *be, float *out, const float *a, const float *b, size_t n); // out = a + b
+    void (*axpy)(lc_backend *be, float *y, float a, const float *x, size_t n);   // y += a x
+    /* Inverted dropout: out[i] = x[i] * keep(seed, i) / (1 - p), keep false with
+     * probability p, from a counter-based hash of (seed, i) (so forward and backward see
+     * the same mask without storing it; its own backward is the same call on gradients). */
+    void (*dropout)(lc_backend *be, float *out, const float *x, size_t n, float p, uint64_t seed);
+
+    /* ---- matrix products ---- */
+    /* out (N,O) = x (N,I) W^T + bias (O, may be NULL); += when accumulate. */
+    void (*matmul)(lc_backend *be, float *out, const float *x, const lc_wt *w, const float *bias,
+                   int64_t N, bool accumulate);
+    /* Backward of matmul for its input: dx (N,I) = (or += when accumulate) dy (N,O) W. */
+    void (*matmul_dx)(lc_backend *be, float *dx, const float *dy, const lc_wt *w, int64_t N,
+                      bool accumulate);
+    /* C (M,N) = alpha op(A) op(B) + beta C, all float32 row-major (cblas_sgemm's meaning). */
+    void (*gemm)(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                 int64_t ldc);
+
+    /* ---- layers ---- */
+    /* out (N,C) = table[tokens[n]] (tokens already checked to lie in [0, V)). */
+    void (*embedding)(lc_backend *be, float *out, const int32_t *tokens, const lc_wt *table, int64_t N);
+    /* out (N,C) = x * rstd * w, rstd (N) = 1 / sqrt(mean(x^2) + eps). out may alias x. */
+    void (*rmsnorm)(lc_backend *be, float *out, float *rstd, const float *x, const float *w,
+                    int64_t N, int64_t C, float eps);
+    /* dx (N,C) += d/dx of the rmsnorm above, given dout, x, w and the saved rstd. */
+    void (*rmsnorm_bwd)(lc_backend *be, float *dx, const float *dout, const float *x, const float *w,
+                        const float *rstd, int64_t N, int64_t C);
+    /* Rotary embedding, rotate-half layout, in place on x (B,T,H,D): position of row t is
+     * pos0 + t; cos/sin tables (P, D/2) cover every position used. */
+    void (*rope)(lc_backend *be, float *x, const float *cos, const float *sin, int64_t B, int64_t T,
+                 int64_t H, int64_t D, int64_t pos0);
+    /* Backward of rope, in place on dx (the inverse rotation): dx = R^T dx. */
+    void (*rope_bwd)(lc_backend *be, float *dx, const float *cos, const float *sin, int64_t B,
+                     int64_t T, int64_t H, int64_t D, int64_t pos0);
+    /* Causal grouped-query attention. q (B,Tq,H,D); k, v (B,S,KV,D); query t sits at
+     * position pos0 + t and sees keys 0..pos0+t. out (B,Tq,H,D) =; lse (B,H,Tq) = the
+     * log-sum-exp of each score row (may be NULL). Scores are scaled by 1/sqrt(D). */
+    void (*attention)(lc_backend *be, float *out, float *lse, const float *q, const float *k,
+                      const float *v, int64_t B, int64_t Tq, int64_t S, int64_t H, int64_t KV,
+                      int64_t D, int64_t pos0);
+    /* Backward of attention with pos0 = 0, Tq = S = T: dq, dk, dv =. */
+    void (*attention_bwd)(lc_backend *be, float *dq, float *dk, float *dv, const float *dout,
+                          const float *q, const float *k, const float *v, const float *out,
+                          const float *lse, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
+    /* out (N,I) = silu(gate) * up. */
+    void (*swiglu)(lc_backend *be, float *out, const float *gate, const float *up, size_t n);
+    /* dgate =, dup = backward of swiglu given dout. */
+    void (*swiglu_bwd)(lc_backend *be, float *dgate, float *dup, const float *dout, const float *gate,
+                       const float *up, size_t n);
+    /* Cross-entropy over rows of logits (N,V): returns the sum over rows with
+     * targets[n] >= 0 of logsumexp(row) - row[target] (rows with -1 are ignored). When
+     * grad_scale != 0, logits are overwritten (=) with grad_scale * d(loss)/d(logits)
+     * (softmax - onehot; ignored rows become 0). */
+    double (*cross_entropy)(lc_backend *be, float *logits, const int32_t *targets, int64_t N,
+                            int64_t V, float grad_scale);
+};
+
+/* A CPU backend with `threads` OpenMP threads (0: OpenMP's default). Never NULL. */
+lc_backend *lc_backend_cpu_new(int threads);
+
+#endif

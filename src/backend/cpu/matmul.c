@@ -1,0 +1,136 @@
+/*
+ * matmul.c — the CPU backend's matrix products: frozen weights in their stored dtype
+ * times float32 activations (forward and input-gradient), and plain float32 gemm.
+ *
+ * OpenMP splits each product into blocks (of output columns for the forward, of input
+ * columns for the backward) and each thread calls a single-threaded OpenBLAS sgemm on
+ * its block. A BF16/F16 weight block is first converted into that thread's scratch; an
+ * aligned F32 weight is used in place. So a weight is never converted whole and never
+ * held twice. Owns nothing (scratch belongs to the backend).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cblas.h>
+#undef I // <cblas.h> pulls in <complex.h>, whose I we do not use
+
+#include "backend/cpu/cpu.h"
+
+void lc_cpu_convert_block(float *dst, const lc_wt *w, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    int64_t wc = c1 - c0;
+    for (int64_t r = r0; r < r1; r++) {
+        float *d = dst + (size_t)(r - r0) * wc;
+        size_t base = (size_t)r * w->cols + c0;
+        if (w->dtype == LC_DT_BF16) {
+            const unsigned char *p = (const unsigned char *)w->data + 2 * base;
+            for (int64_t c = 0; c < wc; c++) {
+                uint16_t h;
+                memcpy(&h, p + 2 * c, 2);
+                uint32_t u = (uint32_t)h << 16;
+                memcpy(&d[c], &u, 4);
+            }
+        } else if (w->dtype == LC_DT_F32) {
+            memcpy(d, (const unsigned char *)w->data + 4 * base, (size_t)wc * 4);
+        } else {
+            for (int64_t c = 0; c < wc; c++) d[c] = lc_cpu_wget(w, base + (size_t)c);
+        }
+    }
+}
+
+static bool f32_direct(const lc_wt *w) {
+    return w->dtype == LC_DT_F32 && ((uintptr_t)w->data % sizeof(float)) == 0;
+}
+
+/* A block width for splitting n among nt threads: about four blocks per thread, a
+ * multiple of 16, at least 16 and at most cap. */
+static int64_t block_width(int64_t n, int nt, int64_t cap) {
+    int64_t b = (n + 4 * nt - 1) / (4 * nt);
+    b = (b + 15) / 16 * 16;
+    if (b > cap) b = cap;
+    if (b < 16) b = 16;
+    return b;
+}
+
+/* Floats of scratch a thread may use for one weight block (4 MiB). */
+#define PANEL_FLOATS ((int64_t)1 << 20)
+
+void lc_cpu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w, const float *bias,
+                   int64_t N, bool accumulate) {
+    lc_cpu *c = be->impl;
+    int64_t O = w->rows, I = w->cols;
+    int64_t cap = PANEL_FLOATS / I > 16 ? PANEL_FLOATS / I : 16;
+    int64_t bw = block_width(O, c->nt, cap), nb = (O + bw - 1) / bw;
+    bool direct = f32_direct(w);
+#pragma omp parallel for num_threads(c->nt) schedule(dynamic, 1)
+    for (int64_t blk = 0; blk < nb; blk++) {
+        int64_t o0 = blk * bw, o1 = o0 + bw < O ? o0 + bw : O, n = o1 - o0;
+        const float *wp;
+        if (direct) {
+            wp = (const float *)w->data + (size_t)o0 * I;
+        } else {
+            float *s = lc_cpu_scratch_get(c, lc_cpu_tid(), (size_t)n * I);
+            lc_cpu_convert_block(s, w, o0, o1, 0, I);
+            wp = s;
+        }
+        float beta = accumulate ? 1.0f : 0.0f;
+        if (bias) { // out = bias (+ out), then += x W^T
+            for (int64_t r = 0; r < N; r++) {
+                float *o = out + (size_t)r * O + o0;
+                for (int64_t j = 0; j < n; j++) o[j] = (accumulate ? o[j] : 0.0f) + bias[o0 + j];
+            }
+            beta = 1.0f;
+        }
+        // out[:, o0:o1] (N,n) = x (N,I) * Wblk^T (I,n)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)n, (int)I, 1.0f, x, (int)I,
+                    wp, (int)I, beta, out + o0, (int)O);
+    }
+}
+
+void lc_cpu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt *w, int64_t N,
+                      bool accumulate) {
+    lc_cpu *c = be->impl;
+    int64_t O = w->rows, I = w->cols;
+    int64_t cap = PANEL_FLOATS / O > 16 ? PANEL_FLOATS / O : 16;
+    int64_t bw = block_width(I, c->nt, cap), nb = (I + bw - 1) / bw;
+    bool direct = f32_direct(w);
+    float beta = accumulate ? 1.0f : 0.0f;
+#pragma omp parallel for num_threads(c->nt) schedule(dynamic, 1)
+    for (int64_t blk = 0; blk < nb; blk++) {
+        int64_t i0 = blk * bw, i1 = i0 + bw < I ? i0 + bw : I, n = i1 - i0;
+        // forward: out = x W^T  =>  dx[:, i0:i1] (N,n) = dy (N,O) * W[:, i0:i1] (O,n)
+        if (direct) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)n, (int)O, 1.0f, dy,
+                        (int)O, (const float *)w->data + i0, (int)I, beta, dx + i0, (int)I);
+        } else {
+            float *s = lc_cpu_scratch_get(c, lc_cpu_tid(), (size_t)O * n);
+            lc_cpu_convert_block(s, w, 0, O, i0, i1);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)n, (int)O, 1.0f, dy,
+                        (int)O, s, (int)n, beta, dx + i0, (int)I);
+        }
+    }
+}
+
+void lc_cpu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                 int64_t ldc) {
+    lc_cpu *c = be->impl;
+    if (M <= 0 || N <= 0) return;
+    CBLAS_TRANSPOSE tA = ta ? CblasTrans : CblasNoTrans, tB = tb ? CblasTrans : CblasNoTrans;
+    bool split_m = M >= N;
+    int64_t len = split_m ? M : N;
+    int64_t bw = block_width(len, c->nt, INT64_MAX / 2), nb = (len + bw - 1) / bw;
+    if ((double)M * N * K < 1e6) nb = 1, bw = len; // not worth the threads
+#pragma omp parallel for num_threads(c->nt) schedule(dynamic, 1) if (nb > 1)
+    for (int64_t blk = 0; blk < nb; blk++) {
+        int64_t s0 = blk * bw, n = s0 + bw < len ? bw : len - s0;
+        if (split_m) { // rows s0.. of C and of op(A)
+            const float *a = ta ? A + s0 : A + (size_t)s0 * lda;
+            cblas_sgemm(CblasRowMajor, tA, tB, (int)n, (int)N, (int)K, alpha, a, (int)lda, B, (int)ldb,
+                        beta, C + (size_t)s0 * ldc, (int)ldc);
+        } else { // columns s0.. of C and of op(B)
+            const float *b = tb ? B + (size_t)s0 * ldb : B + s0;
+            cblas_sgemm(CblasRowMajor, tA, tB, (int)M, (int)n, (int)K, alpha, A, (int)lda, b, (int)ldb,
+                        beta, C + s0, (int)ldc);
+        }
+    }
+}

@@ -1,0 +1,95 @@
+/*
+ * internal.h — the model layer's private structures, shared by its files (model.c:
+ * loading, arena, forward/backward; lora.c: adapters; rope.c: rotary tables; kv.c:
+ * generation). Not for use outside src/model.
+ */
+#ifndef LC_MODEL_INTERNAL_H
+#define LC_MODEL_INTERNAL_H
+
+#include "backend/backend.h"
+#include "model/model.h"
+
+/* One block's frozen weights and its adapters. */
+typedef struct {
+    lc_wt w[LC_NKEYS];      // q (H*D, C), k, v (KV*D, C), o (C, H*D), gate, up (I, C), down (C, I)
+    float *ln1, *ln2;       // (C) input / post-attention RMSNorm weights, fp32
+    float *bias[3];         // (out) q, k, v biases (Qwen2), fp32, else NULL
+    lc_lora_param *lora[LC_NKEYS]; // NULL where no adapter
+} lc_block;
+
+/* One block's activations (pointers into an arena; NULL where not kept). */
+typedef struct {
+    float *x;                  // (N, C) block input (the residual stream)
+    float *rstd1, *rstd2;      // (N)
+    float *xn1, *xn2;          // (N, C) normed inputs of attention and MLP
+    float *q, *k, *v;          // (N, H*D), (N, KV*D) x2; q, k after rope
+    float *att;                // (N, H*D) attention output (input of o_proj)
+    float *lse;                // (B, H, T) attention row log-sum-exp (training)
+    float *xmid;               // (N, C) residual after attention
+    float *gate, *up, *h;      // (N, I); h = silu(gate) * up
+    float *u[LC_NKEYS];        // (N, r) adapter intermediates A x
+} lc_acts;
+
+enum { LC_MODE_EVAL, LC_MODE_TRAIN };
+
+/* The activation arena of one mode and shape. */
+typedef struct {
+    int mode;
+    int64_t B, T;
+    bool ckpt;
+    float *base;
+    size_t floats;
+    lc_acts *saved;          // (L) training: full (no checkpointing) or x only, for l >= first
+    lc_acts scratch;         // one block's activations (eval, unadapted blocks, recompute)
+    float *xpp[2];           // (N, C) ping-pong residuals for blocks without saved input
+    float *xf, *rstdf, *xnf; // (N, C), (N), (N, C) final norm
+    float *logits;           // (chunk, V)
+    int64_t chunk;
+    float *dres, *dxn;       // (N, C) gradient of the residual stream; of a normed input
+    float *g1;               // (N, max(3I, 2HD + 2KVD)) dh|dgate|dup, later datt|dq|dk|dv
+    float *du;               // (N, r)
+    float *xd;               // (N, max in) dropout scratch (when dropout > 0)
+    int32_t *tok, *tgt;      // (N)
+} lc_arena;
+
+struct lc_model {
+    lc_model_config cfg;
+    lc_safetensors st;
+    lc_backend *be;
+    lc_wt embed, lm_head;
+    float *norm_f; // (C)
+    lc_block *blocks;
+    float *rope_cos, *rope_sin; // (rope_len, D/2)
+    int64_t rope_len;
+    // adapters
+    bool has_lora;
+    lc_lora_config lcfg;
+    lc_lora_param *params;
+    size_t n_params;
+    float *lora_mem, *grad_mem;
+    int first; // lowest block with adapters (L when none)
+    bool ckpt;
+    lc_arena ar[2]; // by mode
+};
+
+/* in/out features of a key's projection. */
+void lc_key_dims(const lc_model_config *c, lc_lora_key k, int64_t *in, int64_t *out);
+/* The lowest adapted block for a LoRA config (L when lora is NULL or has no keys). */
+int lc_lora_first_layer(const lc_model_config *c, const lc_lora_config *lora);
+
+/* inv_freq (D/2) exactly as transformers computes it (float32 arithmetic), with
+ * linear / llama3 scaling. */
+void lc_rope_inv_freq(const lc_model_config *c, float *inv);
+/* Makes the model's cos/sin tables cover positions [0, n). */
+void lc_rope_ensure(lc_model *m, int64_t n);
+
+/* Prepares the arena of a mode for (B, T); returns it. */
+lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T);
+/* One block forward; see model.c. */
+void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xout, int64_t B,
+                      int64_t T, int64_t pos0, float *kdst, float *vdst, const float *kall,
+                      const float *vall, int64_t S, bool train, uint64_t seed, lc_arena *a);
+/* Checks tokens (and targets when non-NULL) against the vocabulary. Returns 0 or -1. */
+int lc_check_ids(const lc_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T);
+
+#endif

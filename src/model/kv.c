@@ -1,0 +1,75 @@
+/*
+ * kv.c — generation: a key/value cache for one sequence and the step that appends
+ * tokens to it and returns the next-token logits.
+ *
+ * The cache holds, for each block, the rotated keys and the values of every position
+ * so far ((L, capacity, KV, D) each, fp32, backend memory); a step runs the blocks on
+ * the new tokens only, attending to the cache. Owns the cache's memory.
+ */
+#include <stdlib.h>
+
+#include "core/error.h"
+#include "core/mem.h"
+#include "model/internal.h"
+
+struct lc_kv_cache {
+    lc_backend *be;
+    int64_t cap, len, L, KVD;
+    float *k, *v; // (L, cap, KV, D)
+};
+
+int lc_kv_cache_create(const lc_model *m, int64_t capacity, lc_kv_cache **out) {
+    *out = NULL;
+    const lc_model_config *c = &m->cfg;
+    if (capacity <= 0 || capacity > (int64_t)1 << 24)
+        return lc_fail("kv cache: capacity %lld must be between 1 and 16M positions", (long long)capacity);
+    lc_kv_cache *kv = xcalloc(1, sizeof *kv);
+    kv->be = m->be, kv->cap = capacity, kv->L = c->num_hidden_layers;
+    kv->KVD = c->num_key_value_heads * c->head_dim;
+    size_t bytes = (size_t)(kv->L * capacity * kv->KVD) * sizeof(float);
+    kv->k = m->be->alloc(m->be, bytes), kv->v = m->be->alloc(m->be, bytes);
+    *out = kv;
+    return 0;
+}
+
+void lc_kv_cache_free(lc_kv_cache *kv) {
+    if (!kv) return;
+    kv->be->release(kv->be, kv->k), kv->be->release(kv->be, kv->v);
+    free(kv);
+}
+
+void lc_kv_cache_reset(lc_kv_cache *kv) { kv->len = 0; }
+
+int64_t lc_kv_cache_len(const lc_kv_cache *kv) { return kv->len; }
+
+int lc_model_step(lc_model *m, lc_kv_cache *kv, const int32_t *tokens, int64_t n, float *logits) {
+    if (n <= 0) return lc_fail("step: needs at least one token");
+    if (kv->len + n > kv->cap)
+        return lc_fail("step: %lld cached + %lld new positions exceed the cache's capacity %lld; "
+                       "create a larger cache or shorten the prompt",
+                       (long long)kv->len, (long long)n, (long long)kv->cap);
+    if (lc_check_ids(m, tokens, NULL, 1, n) < 0) return -1;
+    if (m->cfg.sliding_window > 0 && kv->len + n > m->cfg.sliding_window)
+        return lc_fail("step: position %lld is past the model's sliding_window (%lld), which lorac "
+                       "does not implement",
+                       (long long)(kv->len + n), (long long)m->cfg.sliding_window);
+    lc_backend *be = m->be;
+    int64_t C = m->cfg.hidden_size, V = m->cfg.vocab_size, pos0 = kv->len;
+    int L = (int)m->cfg.num_hidden_layers;
+    lc_rope_ensure(m, pos0 + n);
+    lc_arena *a = lc_arena_prepare(m, LC_MODE_EVAL, 1, n);
+    be->upload(be, a->tok, tokens, (size_t)n * sizeof(int32_t));
+    be->embedding(be, a->xpp[0], a->tok, &m->embed, n);
+    for (int l = 0; l < L; l++) {
+        float *kl = kv->k + (size_t)(l * kv->cap * kv->KVD), *vl = kv->v + (size_t)(l * kv->cap * kv->KVD);
+        float *xo = l + 1 == L ? a->xf : a->xpp[(l + 1) & 1];
+        lc_block_forward(m, l, &a->scratch, a->xpp[l & 1], xo, 1, n, pos0, kl + pos0 * kv->KVD,
+                         vl + pos0 * kv->KVD, kl, vl, kv->cap, false, 0, a);
+    }
+    const float *last = a->xf + (n - 1) * C;
+    be->rmsnorm(be, a->xnf, a->rstdf, last, m->norm_f, 1, C, (float)m->cfg.rms_norm_eps);
+    be->matmul(be, a->logits, a->xnf, &m->lm_head, NULL, 1, false);
+    be->download(be, logits, a->logits, (size_t)V * sizeof(float));
+    kv->len += n;
+    return 0;
+}

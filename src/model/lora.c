@@ -1,0 +1,119 @@
+/*
+ * lora.c — LoRA adapters on a model: configuration, naming, creation and
+ * initialisation.
+ *
+ * A (in, r) starts uniform in ±1/sqrt(in) from a generator that gives the same bits on
+ * every machine (splitmix64 keyed by the seed and the adapter's name, 53-bit uniforms,
+ * IEEE-exact arithmetic); B (r, out) starts at zero, so a fresh adapter changes
+ * nothing. Owns the adapter and gradient memory (freed with the model).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/mem.h"
+#include "model/internal.h"
+
+static const char *KEY_NAMES[LC_NKEYS] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                          "gate_proj", "up_proj", "down_proj"};
+
+void lc_lora_config_default(lc_lora_config *c) {
+    c->rank = 8;
+    c->scale = 20.0f;
+    c->dropout = 0.0f;
+    c->keys = LC_KEYS_ALL;
+    c->num_layers = 16;
+}
+
+const char *lc_lora_key_name(lc_lora_key k) { return (unsigned)k < LC_NKEYS ? KEY_NAMES[k] : "?"; }
+
+int lc_lora_key_parse(const char *s, lc_lora_key *k) {
+    const char *dot = strrchr(s, '.');
+    const char *name = dot ? dot + 1 : s;
+    for (int i = 0; i < LC_NKEYS; i++)
+        if (!strcmp(name, KEY_NAMES[i])) return *k = (lc_lora_key)i, 0;
+    return lc_fail("lora keys: '%s' is not a projection lorac adapts (use q_proj, k_proj, v_proj, "
+                   "o_proj, gate_proj, up_proj, down_proj)",
+                   s);
+}
+
+static uint64_t splitmix(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t stream_of(uint64_t seed, const char *name) {
+    uint64_t h = 0xCBF29CE484222325ULL;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 0x100000001B3ULL;
+    return h ^ (seed * 0x9E3779B97F4A7C15ULL);
+}
+
+int lc_model_add_lora(lc_model *m, const lc_lora_config *c, uint64_t seed) {
+    if (m->has_lora) return lc_fail("lora: the model already has adapters");
+    if (c->rank <= 0 || c->rank > 4096)
+        return lc_fail("lora: rank %d must be between 1 and 4096", c->rank);
+    if (!(c->keys & LC_KEYS_ALL))
+        return lc_fail("lora: no keys chosen (choose some of q_proj, k_proj, v_proj, o_proj, "
+                       "gate_proj, up_proj, down_proj)");
+    if (!(c->dropout >= 0.0f && c->dropout < 1.0f))
+        return lc_fail("lora: dropout %g must be in [0, 1)", (double)c->dropout);
+    if (!isfinite(c->scale)) return lc_fail("lora: scale must be a finite number");
+    if (c->num_layers == 0 || c->num_layers < -1)
+        return lc_fail("lora: num_layers %d must be positive or -1 (all)", c->num_layers);
+    const lc_model_config *cfg = &m->cfg;
+    int L = (int)cfg->num_hidden_layers;
+    m->lcfg = *c;
+    if (m->lcfg.num_layers > L) m->lcfg.num_layers = L; // mlx-lm's default 16 on a smaller model
+    m->first = lc_lora_first_layer(cfg, &m->lcfg);
+    size_t n = 0, floats = 0;
+    for (int l = m->first; l < L; l++)
+        for (int k = 0; k < LC_NKEYS; k++)
+            if (c->keys & (1u << k)) {
+                int64_t in, out;
+                lc_key_dims(cfg, (lc_lora_key)k, &in, &out);
+                n++, floats += (size_t)((in + out) * c->rank);
+            }
+    lc_backend *be = m->be;
+    m->params = xcalloc(n, sizeof *m->params);
+    m->lora_mem = be->alloc(be, floats * sizeof(float));
+    m->grad_mem = be->alloc(be, floats * sizeof(float));
+    size_t i = 0, off = 0;
+    for (int l = m->first; l < L; l++)
+        for (int k = 0; k < LC_NKEYS; k++) {
+            if (!(c->keys & (1u << k))) continue;
+            lc_lora_param *p = &m->params[i++];
+            snprintf(p->name, sizeof p->name, "model.layers.%d.%s.%s", l,
+                     k < LC_KEY_GATE ? "self_attn" : "mlp", KEY_NAMES[k]);
+            p->layer = l, p->key = (lc_lora_key)k, p->r = c->rank;
+            lc_key_dims(cfg, (lc_lora_key)k, &p->in, &p->out);
+            size_t na = (size_t)(p->in * p->r), nb = (size_t)(p->r * p->out);
+            p->a = m->lora_mem + off, p->ga = m->grad_mem + off, off += na;
+            p->b = m->lora_mem + off, p->gb = m->grad_mem + off, off += nb;
+            uint64_t st = stream_of(seed, p->name);
+            double bound = 1.0 / sqrt((double)p->in);
+            for (size_t j = 0; j < na; j++) {
+                double u = (double)(splitmix(&st) >> 11) * 0x1.0p-53; // [0, 1)
+                p->a[j] = (float)((2.0 * u - 1.0) * bound);
+            }
+            m->blocks[l].lora[k] = p;
+        }
+    m->n_params = n;
+    m->has_lora = true;
+    for (int mode = 0; mode < 2; mode++) { // the arenas now need room for adapters
+        if (m->ar[mode].base) be->release(be, m->ar[mode].base);
+        free(m->ar[mode].saved);
+        memset(&m->ar[mode], 0, sizeof m->ar[mode]);
+    }
+    return 0;
+}
+
+lc_lora_param *lc_model_lora(lc_model *m, size_t *n) {
+    *n = m->n_params;
+    return m->params;
+}
+
+const lc_lora_config *lc_model_lora_config(const lc_model *m) { return m->has_lora ? &m->lcfg : NULL; }

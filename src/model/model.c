@@ -1,0 +1,534 @@
+/*
+ * model.c — loading a model folder, the activation arena, and the transformer's
+ * forward and backward (LoRA gradients only), loss and logits.
+ *
+ * Owns the model: the mapped weights (through lc_safetensors), fp32 copies of the
+ * small vectors (norm weights, biases), the rotary tables, the adapters and the
+ * arenas. All arithmetic goes through the backend (m->be); this file only sequences
+ * operations and lays out memory. The arena layout is one function, used both to
+ * allocate and to plan (lc_model_memory_plan), so the printed plan is the truth.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/mem.h"
+#include "model/internal.h"
+
+/* ------------------------------------------------------------ shapes */
+
+void lc_key_dims(const lc_model_config *c, lc_lora_key k, int64_t *in, int64_t *out) {
+    int64_t C = c->hidden_size, HD = c->num_attention_heads * c->head_dim;
+    int64_t KVD = c->num_key_value_heads * c->head_dim, I = c->intermediate_size;
+    switch (k) {
+    case LC_KEY_Q: *in = C, *out = HD; break;
+    case LC_KEY_K:
+    case LC_KEY_V: *in = C, *out = KVD; break;
+    case LC_KEY_O: *in = HD, *out = C; break;
+    case LC_KEY_GATE:
+    case LC_KEY_UP: *in = C, *out = I; break;
+    default: *in = I, *out = C; break;
+    }
+}
+
+int lc_lora_first_layer(const lc_model_config *c, const lc_lora_config *lora) {
+    int L = (int)c->num_hidden_layers;
+    if (!lora || !(lora->keys & LC_KEYS_ALL) || lora->rank <= 0 || lora->num_layers == 0) return L;
+    if (lora->num_layers < 0 || lora->num_layers >= L) return 0;
+    return L - lora->num_layers;
+}
+
+/* ------------------------------------------------------------ arena layout */
+
+static float *take(size_t *off, float *base, size_t n) {
+    float *p = base ? base + *off : NULL;
+    *off += (n + 15) & ~(size_t)15; // 64-byte steps
+    return p;
+}
+
+/* Lays out one block's activations at *off (pointers set only when base is given). */
+static void acts_layout(size_t *off, float *base, const lc_model_config *c, const lc_lora_config *lora,
+                        int64_t B, int64_t T, bool with_x, bool train, lc_acts *s) {
+    size_t N = (size_t)(B * T), C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t HD = (size_t)(c->num_attention_heads * c->head_dim);
+    size_t KVD = (size_t)(c->num_key_value_heads * c->head_dim);
+    lc_acts t = {0};
+    if (with_x) t.x = take(off, base, N * C);
+    t.rstd1 = take(off, base, N);
+    t.rstd2 = take(off, base, N);
+    t.xn1 = take(off, base, N * C);
+    t.xn2 = take(off, base, N * C);
+    t.q = take(off, base, N * HD);
+    t.k = take(off, base, N * KVD);
+    t.v = take(off, base, N * KVD);
+    t.att = take(off, base, N * HD);
+    if (train) t.lse = take(off, base, (size_t)(B * c->num_attention_heads * T));
+    t.xmid = take(off, base, N * C);
+    t.gate = take(off, base, N * I);
+    t.up = take(off, base, N * I);
+    t.h = take(off, base, N * I);
+    if (lora && lora->rank > 0)
+        for (int k = 0; k < LC_NKEYS; k++)
+            if (lora->keys & (1u << k)) t.u[k] = take(off, base, N * (size_t)lora->rank);
+    if (s) *s = t;
+}
+
+/* The arena of a mode and shape: returns its size in floats; sets a's pointers when
+ * a->base is set (a->saved then has L entries). */
+static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora, int mode, int64_t B,
+                           int64_t T, bool ckpt, lc_arena *a) {
+    float *base = a ? a->base : NULL;
+    size_t off = 0, N = (size_t)(B * T), C = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
+    size_t I = (size_t)c->intermediate_size, HD = (size_t)(c->num_attention_heads * c->head_dim);
+    size_t KVD = (size_t)(c->num_key_value_heads * c->head_dim);
+    int L = (int)c->num_hidden_layers, first = lc_lora_first_layer(c, lora);
+    bool train = mode == LC_MODE_TRAIN;
+    if (train)
+        for (int l = first; l < L; l++) {
+            if (!ckpt) acts_layout(&off, base, c, lora, B, T, true, true, a ? &a->saved[l] : NULL);
+            else if (a) a->saved[l].x = take(&off, base, N * C); // only the input is kept
+            else take(&off, base, N * C);
+        }
+    if (!train || ckpt || first > 0)
+        acts_layout(&off, base, c, lora, B, T, false, train, a ? &a->scratch : NULL);
+    float *xpp0 = NULL, *xpp1 = NULL;
+    if (!train || first > 0) xpp0 = take(&off, base, N * C), xpp1 = take(&off, base, N * C);
+    float *xf = take(&off, base, N * C), *rstdf = take(&off, base, N), *xnf = take(&off, base, N * C);
+    int64_t chunk = (int64_t)((1u << 22) / V);
+    if (chunk < 16) chunk = 16;
+    if (chunk > (int64_t)N) chunk = (int64_t)N;
+    float *logits = take(&off, base, (size_t)chunk * V);
+    float *dres = NULL, *dxn = NULL, *g1 = NULL, *du = NULL, *xd = NULL;
+    if (train) {
+        dres = take(&off, base, N * C);
+        dxn = take(&off, base, N * C);
+        size_t g = 3 * I > 2 * HD + 2 * KVD ? 3 * I : 2 * HD + 2 * KVD;
+        g1 = take(&off, base, N * g);
+        if (lora && lora->rank > 0) du = take(&off, base, N * (size_t)lora->rank);
+        if (lora && lora->dropout > 0) {
+            size_t mx = C > I ? C : I;
+            xd = take(&off, base, N * (mx > HD ? mx : HD));
+        }
+    }
+    int32_t *tok = (int32_t *)take(&off, base, N), *tgt = (int32_t *)take(&off, base, N);
+    if (a && base) {
+        a->xpp[0] = xpp0, a->xpp[1] = xpp1;
+        a->xf = xf, a->rstdf = rstdf, a->xnf = xnf, a->logits = logits, a->chunk = chunk;
+        a->dres = dres, a->dxn = dxn, a->g1 = g1, a->du = du, a->xd = xd, a->tok = tok, a->tgt = tgt;
+    }
+    return off;
+}
+
+lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
+    lc_arena *a = &m->ar[mode];
+    bool ckpt = mode == LC_MODE_TRAIN && m->ckpt;
+    if (a->base && a->B == B && a->T == T && a->ckpt == ckpt) return a;
+    if (a->base) m->be->release(m->be, a->base);
+    free(a->saved);
+    const lc_lora_config *lora = m->has_lora ? &m->lcfg : NULL;
+    memset(a, 0, sizeof *a);
+    a->mode = mode, a->B = B, a->T = T, a->ckpt = ckpt;
+    a->floats = arena_layout(&m->cfg, lora, mode, B, T, ckpt, NULL);
+    a->base = m->be->alloc(m->be, a->floats * sizeof(float));
+    a->saved = xcalloc((size_t)m->cfg.num_hidden_layers, sizeof *a->saved);
+    arena_layout(&m->cfg, lora, mode, B, T, ckpt, a);
+    return a;
+}
+
+static size_t lora_floats(const lc_model_config *c, const lc_lora_config *lora) {
+    int L = (int)c->num_hidden_layers, first = lc_lora_first_layer(c, lora);
+    size_t n = 0;
+    for (int l = first; l < L; l++)
+        for (int k = 0; k < LC_NKEYS; k++)
+            if (lora->keys & (1u << k)) {
+                int64_t in, out;
+                lc_key_dims(c, (lc_lora_key)k, &in, &out);
+                n += (size_t)((in + out) * lora->rank);
+            }
+    return n;
+}
+
+int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora, int64_t B,
+                         int64_t T, bool grad_checkpoint, lc_memory_plan *plan) {
+    if (B <= 0 || T <= 0)
+        return lc_fail("memory plan: batch size (%lld) and sequence length (%lld) must be positive",
+                       (long long)B, (long long)T);
+    memset(plan, 0, sizeof *plan);
+    size_t es = cfg->has_dtype ? lc_dtype_size(cfg->dtype) : 4;
+    plan->weights = (size_t)lc_config_param_count(cfg) * es;
+    if (lora && lc_lora_first_layer(cfg, lora) < cfg->num_hidden_layers)
+        plan->adapters = lora_floats(cfg, lora) * sizeof(float);
+    plan->gradients = plan->adapters;
+    plan->optimizer = 2 * plan->adapters;
+    plan->activations = arena_layout(cfg, lora, LC_MODE_TRAIN, B, T, grad_checkpoint, NULL) * sizeof(float);
+    plan->total = plan->weights + plan->adapters + plan->gradients + plan->optimizer + plan->activations;
+    return 0;
+}
+
+/* ------------------------------------------------------------ loading */
+
+static const char *KEY_PATH[LC_NKEYS] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                         "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                         "mlp.down_proj"};
+
+static const lc_tensor *need(lc_model *m, const char *name, const char *dir) {
+    const lc_tensor *t = lc_st_find(&m->st, name);
+    if (!t) lc_fail("%s: tensor '%s' is missing", dir, name);
+    return t;
+}
+
+static int wt_of(lc_model *m, const char *name, const char *dir, lc_wt *w) {
+    const lc_tensor *t = need(m, name, dir);
+    if (!t) return -1;
+    w->data = t->data, w->dtype = t->dtype, w->rows = t->shape[0], w->cols = t->ndim > 1 ? t->shape[1] : 1;
+    return 0;
+}
+
+/* An fp32 copy of a small tensor (a norm weight or a bias) in backend memory. */
+static float *vec_of(lc_model *m, const char *name, const char *dir) {
+    const lc_tensor *t = need(m, name, dir);
+    if (!t) return NULL;
+    float *host = xmalloc(t->numel * sizeof(float));
+    lc_to_f32(host, t->data, t->dtype, t->numel);
+    float *d = m->be->alloc(m->be, t->numel * sizeof(float));
+    m->be->upload(m->be, d, host, t->numel * sizeof(float));
+    free(host);
+    return d;
+}
+
+int lc_model_load(const char *dir, lc_model **out) {
+    *out = NULL;
+    lc_model *m = xcalloc(1, sizeof *m);
+    if (lc_config_load(&m->cfg, dir) < 0 || lc_st_open(&m->st, dir) < 0 ||
+        lc_config_check_weights(&m->cfg, &m->st, dir) < 0) {
+        lc_model_free(m);
+        return -1;
+    }
+    const lc_model_config *c = &m->cfg;
+    m->be = lc_backend_cpu_new(0);
+    int L = (int)c->num_hidden_layers;
+    m->first = L;
+    m->blocks = xcalloc((size_t)L, sizeof *m->blocks);
+    char name[160];
+    int rc = wt_of(m, "model.embed_tokens.weight", dir, &m->embed);
+    if (rc == 0 && !c->tie_word_embeddings) rc = wt_of(m, "lm_head.weight", dir, &m->lm_head);
+    else m->lm_head = m->embed;
+    if (rc == 0 && !(m->norm_f = vec_of(m, "model.norm.weight", dir))) rc = -1;
+    for (int l = 0; l < L && rc == 0; l++) {
+        lc_block *b = &m->blocks[l];
+        for (int k = 0; k < LC_NKEYS && rc == 0; k++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, KEY_PATH[k]);
+            rc = wt_of(m, name, dir, &b->w[k]);
+            if (rc == 0 && k < 3 && c->attention_bias) {
+                snprintf(name, sizeof name, "model.layers.%d.%s.bias", l, KEY_PATH[k]);
+                if (!(b->bias[k] = vec_of(m, name, dir))) rc = -1;
+            }
+        }
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        if (rc == 0 && !(b->ln1 = vec_of(m, name, dir))) rc = -1;
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        if (rc == 0 && !(b->ln2 = vec_of(m, name, dir))) rc = -1;
+    }
+    if (rc < 0) {
+        lc_model_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+void lc_model_free(lc_model *m) {
+    if (!m) return;
+    lc_backend *be = m->be;
+    if (be) {
+        for (int mode = 0; mode < 2; mode++)
+            if (m->ar[mode].base) be->release(be, m->ar[mode].base);
+        if (m->blocks)
+            for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+                lc_block *b = &m->blocks[l];
+                be->release(be, b->ln1), be->release(be, b->ln2);
+                for (int k = 0; k < 3; k++) be->release(be, b->bias[k]);
+            }
+        be->release(be, m->norm_f);
+        be->release(be, m->rope_cos), be->release(be, m->rope_sin);
+        be->release(be, m->lora_mem), be->release(be, m->grad_mem);
+        be->free(be);
+    }
+    for (int mode = 0; mode < 2; mode++) free(m->ar[mode].saved);
+    free(m->blocks);
+    free(m->params);
+    lc_st_close(&m->st);
+    free(m);
+}
+
+const lc_model_config *lc_model_cfg(const lc_model *m) { return &m->cfg; }
+
+void lc_model_set_grad_checkpoint(lc_model *m, bool on) { m->ckpt = on; }
+
+int lc_check_ids(const lc_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T) {
+    int64_t V = m->cfg.vocab_size;
+    for (int64_t i = 0; i < B * T; i++) {
+        if (tok[i] < 0 || tok[i] >= V)
+            return lc_fail("batch: token id %d at row %lld, position %lld is outside the model's "
+                           "vocabulary (0..%lld); is the tokenizer the model's own?",
+                           tok[i], (long long)(i / T), (long long)(i % T), (long long)V - 1);
+        if (tgt && (tgt[i] < -1 || tgt[i] >= V))
+            return lc_fail("batch: target %d at row %lld, position %lld must be -1 (ignored) or a "
+                           "token id below %lld",
+                           tgt[i], (long long)(i / T), (long long)(i % T), (long long)V);
+    }
+    if (m->cfg.sliding_window > 0 && T > m->cfg.sliding_window)
+        return lc_fail("batch: sequence length %lld exceeds the model's sliding_window (%lld), "
+                       "which lorac does not implement; use --max-seq-length %lld or less",
+                       (long long)T, (long long)m->cfg.sliding_window,
+                       (long long)m->cfg.sliding_window);
+    return 0;
+}
+
+static int check_batch(const lc_model *m, const lc_batch *b, bool need_targets) {
+    if (b->B <= 0 || b->T <= 0 || !b->tokens || (need_targets && !b->targets))
+        return lc_fail("batch: needs B > 0, T > 0, tokens%s (got B %lld, T %lld)",
+                       need_targets ? " and targets" : "", (long long)b->B, (long long)b->T);
+    if (b->B * b->T > INT32_MAX / 4)
+        return lc_fail("batch: %lld × %lld tokens is too many for one step; lower the batch size",
+                       (long long)b->B, (long long)b->T);
+    return lc_check_ids(m, b->tokens, need_targets ? b->targets : NULL, b->B, b->T);
+}
+
+/* ------------------------------------------------------------ projections */
+
+/* The dropout seed of one adapter in one step. */
+static uint64_t drop_seed(uint64_t seed, int l, int k) {
+    return seed * 0x9E3779B97F4A7C15ULL + (uint64_t)(l * LC_NKEYS + k + 1) * 0xD1B54A32D192ED03ULL;
+}
+
+/* out (N, out) (+)= x W^T + bias, plus the adapter's scale · (drop(x) A) B with A x
+ * kept in u. */
+static void proj_fwd(lc_model *m, lc_arena *a, float *out, bool acc, const float *x, const lc_wt *w,
+                     const float *bias, lc_lora_param *p, float *u, int64_t N, bool train, uint64_t ds) {
+    lc_backend *be = m->be;
+    be->matmul(be, out, x, w, bias, N, acc);
+    if (!p) return;
+    const float *xin = x;
+    if (train && m->lcfg.dropout > 0) {
+        be->dropout(be, a->xd, x, (size_t)(N * p->in), m->lcfg.dropout, ds);
+        xin = a->xd;
+    }
+    be->gemm(be, false, false, N, p->r, p->in, 1.0f, xin, p->in, p->a, p->r, 0.0f, u, p->r);
+    be->gemm(be, false, false, N, p->out, p->r, m->lcfg.scale, u, p->r, p->b, p->out, 1.0f, out, p->out);
+}
+
+/* Backward of proj_fwd (train): ga, gb = their gradients; dx (N, in) (+)= dy W + the
+ * adapter's path when need_dx. */
+static void proj_bwd(lc_model *m, lc_arena *a, float *dx, bool acc, const float *dy, const float *x,
+                     const lc_wt *w, lc_lora_param *p, const float *u, int64_t N, bool need_dx,
+                     uint64_t ds) {
+    lc_backend *be = m->be;
+    float s = m->lcfg.scale;
+    bool drop = m->lcfg.dropout > 0;
+    if (p) {
+        // forward: out += s · u b, u = xin a
+        be->gemm(be, true, false, p->r, p->out, N, s, u, p->r, dy, p->out, 0.0f, p->gb, p->out); // gb = s u^T dy
+        be->gemm(be, false, true, N, p->r, p->out, s, dy, p->out, p->b, p->out, 0.0f, a->du, p->r); // du = s dy b^T
+        const float *xin = x;
+        if (drop) {
+            be->dropout(be, a->xd, x, (size_t)(N * p->in), m->lcfg.dropout, ds);
+            xin = a->xd;
+        }
+        be->gemm(be, true, false, p->in, p->r, N, 1.0f, xin, p->in, a->du, p->r, 0.0f, p->ga, p->r); // ga = xin^T du
+    }
+    if (!need_dx) return;
+    be->matmul_dx(be, dx, dy, w, N, acc); // forward: out = x W^T
+    if (!p) return;
+    if (drop) { // forward: xin = drop(x)  =>  dx += drop(du a^T)
+        be->gemm(be, false, true, N, p->in, p->r, 1.0f, a->du, p->r, p->a, p->r, 0.0f, a->xd, p->in);
+        be->dropout(be, a->xd, a->xd, (size_t)(N * p->in), m->lcfg.dropout, ds);
+        be->axpy(be, dx, 1.0f, a->xd, (size_t)(N * p->in));
+    } else { // dx += du a^T
+        be->gemm(be, false, true, N, p->in, p->r, 1.0f, a->du, p->r, p->a, p->r, 1.0f, dx, p->in);
+    }
+}
+
+/* ------------------------------------------------------------ blocks */
+
+/* Block l: x (N, C) -> xout (N, C), activations into s. New keys/values go to kdst/vdst
+ * (rows of (B, S, KV, D) at pos0); attention reads kall/vall (B, S, KV, D). */
+void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xout, int64_t B,
+                      int64_t T, int64_t pos0, float *kdst, float *vdst, const float *kall,
+                      const float *vall, int64_t S, bool train, uint64_t seed, lc_arena *a) {
+    lc_backend *be = m->be;
+    const lc_model_config *c = &m->cfg;
+    lc_block *bk = &m->blocks[l];
+    int64_t N = B * T, C = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
+    int64_t D = c->head_dim, I = c->intermediate_size;
+    float eps = (float)c->rms_norm_eps;
+#define P(k) bk->lora[k], s->u[k], N, train, drop_seed(seed, l, k)
+    be->rmsnorm(be, s->xn1, s->rstd1, x, bk->ln1, N, C, eps);
+    proj_fwd(m, a, s->q, false, s->xn1, &bk->w[LC_KEY_Q], bk->bias[0], P(LC_KEY_Q));
+    proj_fwd(m, a, kdst, false, s->xn1, &bk->w[LC_KEY_K], bk->bias[1], P(LC_KEY_K));
+    proj_fwd(m, a, vdst, false, s->xn1, &bk->w[LC_KEY_V], bk->bias[2], P(LC_KEY_V));
+    be->rope(be, s->q, m->rope_cos, m->rope_sin, B, T, H, D, pos0);
+    be->rope(be, kdst, m->rope_cos, m->rope_sin, B, T, KV, D, pos0);
+    be->attention(be, s->att, s->lse, s->q, kall, vall, B, T, S, H, KV, D, pos0);
+    be->copy(be, s->xmid, x, (size_t)(N * C)); // xmid = x + att Wo^T
+    proj_fwd(m, a, s->xmid, true, s->att, &bk->w[LC_KEY_O], NULL, P(LC_KEY_O));
+    be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
+    proj_fwd(m, a, s->gate, false, s->xn2, &bk->w[LC_KEY_GATE], NULL, P(LC_KEY_GATE));
+    proj_fwd(m, a, s->up, false, s->xn2, &bk->w[LC_KEY_UP], NULL, P(LC_KEY_UP));
+    be->swiglu(be, s->h, s->gate, s->up, (size_t)(N * I));
+    be->copy(be, xout, s->xmid, (size_t)(N * C)); // xout = xmid + h Wd^T
+    proj_fwd(m, a, xout, true, s->h, &bk->w[LC_KEY_DOWN], NULL, P(LC_KEY_DOWN));
+#undef P
+}
+
+/* Backward of block l (training, pos0 0): on entry a->dres = d(block output); on return
+ * it is d(block input) when need_dx (else partial). Every adapter's ga/gb =. */
+static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64_t B, int64_t T,
+                           bool need_dx, uint64_t seed, lc_arena *a) {
+    lc_backend *be = m->be;
+    const lc_model_config *c = &m->cfg;
+    lc_block *bk = &m->blocks[l];
+    int64_t N = B * T, C = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
+    int64_t D = c->head_dim, I = c->intermediate_size;
+#define P(k) bk->lora[k], s->u[k], N
+#define DS(k) drop_seed(seed, l, k)
+    float *dh = a->g1, *dgate = dh + N * I, *dup = dgate + N * I;
+    proj_bwd(m, a, dh, false, a->dres, s->h, &bk->w[LC_KEY_DOWN], P(LC_KEY_DOWN), true, DS(LC_KEY_DOWN));
+    be->swiglu_bwd(be, dgate, dup, dh, s->gate, s->up, (size_t)(N * I));
+    proj_bwd(m, a, a->dxn, false, dgate, s->xn2, &bk->w[LC_KEY_GATE], P(LC_KEY_GATE), true, DS(LC_KEY_GATE));
+    proj_bwd(m, a, a->dxn, true, dup, s->xn2, &bk->w[LC_KEY_UP], P(LC_KEY_UP), true, DS(LC_KEY_UP));
+    be->rmsnorm_bwd(be, a->dres, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C); // dres = d xmid
+    float *datt = a->g1, *dq = datt + N * H * D, *dk = dq + N * H * D, *dv = dk + N * KV * D;
+    proj_bwd(m, a, datt, false, a->dres, s->att, &bk->w[LC_KEY_O], P(LC_KEY_O), true, DS(LC_KEY_O));
+    be->attention_bwd(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
+    be->rope_bwd(be, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
+    be->rope_bwd(be, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
+    proj_bwd(m, a, a->dxn, false, dq, s->xn1, &bk->w[LC_KEY_Q], P(LC_KEY_Q), need_dx, DS(LC_KEY_Q));
+    proj_bwd(m, a, a->dxn, true, dk, s->xn1, &bk->w[LC_KEY_K], P(LC_KEY_K), need_dx, DS(LC_KEY_K));
+    proj_bwd(m, a, a->dxn, true, dv, s->xn1, &bk->w[LC_KEY_V], P(LC_KEY_V), need_dx, DS(LC_KEY_V));
+    if (need_dx) be->rmsnorm_bwd(be, a->dres, a->dxn, x, bk->ln1, s->rstd1, N, C); // dres = d x
+#undef P
+#undef DS
+}
+
+/* ------------------------------------------------------------ whole model */
+
+/* The residual stream entering block l (l == L: the final one). */
+static float *xin(lc_model *m, lc_arena *a, int l) {
+    if (l == m->cfg.num_hidden_layers) return a->xf;
+    if (a->mode == LC_MODE_TRAIN && l >= m->first) return a->saved[l].x;
+    return a->xpp[l & 1];
+}
+
+/* The acts block l keeps its forward in. */
+static lc_acts *acts_of(lc_model *m, lc_arena *a, int l) {
+    if (a->mode == LC_MODE_TRAIN && l >= m->first && !a->ckpt) return &a->saved[l];
+    return &a->scratch;
+}
+
+/* Embedding and all blocks: leaves the final residual stream in a->xf. */
+static void forward_blocks(lc_model *m, lc_arena *a, int64_t B, int64_t T, bool train, uint64_t seed) {
+    lc_backend *be = m->be;
+    int L = (int)m->cfg.num_hidden_layers;
+    be->embedding(be, xin(m, a, 0), a->tok, &m->embed, B * T);
+    for (int l = 0; l < L; l++) {
+        lc_acts *s = acts_of(m, a, l);
+        lc_block_forward(m, l, s, xin(m, a, l), xin(m, a, l + 1), B, T, 0, s->k, s->v, s->k, s->v, T,
+                         train, seed, a);
+    }
+}
+
+/* Final norm, lm_head and cross-entropy in chunks of rows; with grad_scale != 0 also
+ * a->dxn = d(loss · grad_scale)/d(normed final stream). Returns the summed loss. */
+static double head_loss(lc_model *m, lc_arena *a, int64_t N, float grad_scale) {
+    lc_backend *be = m->be;
+    int64_t C = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    be->rmsnorm(be, a->xnf, a->rstdf, a->xf, m->norm_f, N, C, (float)m->cfg.rms_norm_eps);
+    double total = 0;
+    for (int64_t r0 = 0; r0 < N; r0 += a->chunk) {
+        int64_t n = N - r0 < a->chunk ? N - r0 : a->chunk;
+        be->matmul(be, a->logits, a->xnf + r0 * C, &m->lm_head, NULL, n, false);
+        total += be->cross_entropy(be, a->logits, a->tgt + r0, n, V, grad_scale);
+        if (grad_scale != 0.0f) be->matmul_dx(be, a->dxn + r0 * C, a->logits, &m->lm_head, n, false);
+    }
+    return total;
+}
+
+static int64_t count_targets(const lc_batch *b) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < b->B * b->T; i++) n += b->targets[i] >= 0;
+    return n;
+}
+
+static void upload_ids(lc_model *m, lc_arena *a, const lc_batch *b) {
+    size_t n = (size_t)(b->B * b->T) * sizeof(int32_t);
+    m->be->upload(m->be, a->tok, b->tokens, n);
+    if (b->targets) m->be->upload(m->be, a->tgt, b->targets, n);
+}
+
+int lc_model_forward_backward(lc_model *m, const lc_batch *b, double *loss, int64_t *ntok) {
+    if (!m->has_lora || m->n_params == 0)
+        return lc_fail("forward_backward: the model has no adapters (call lc_model_add_lora first)");
+    if (check_batch(m, b, true) < 0) return -1;
+    int64_t B = b->B, T = b->T, N = B * T, C = m->cfg.hidden_size;
+    int L = (int)m->cfg.num_hidden_layers;
+    lc_rope_ensure(m, T);
+    lc_arena *a = lc_arena_prepare(m, LC_MODE_TRAIN, B, T);
+    upload_ids(m, a, b);
+    int64_t nt = count_targets(b);
+    *ntok = nt;
+    float gs = nt > 0 ? (float)(1.0 / (double)nt) : 0.0f;
+    forward_blocks(m, a, B, T, true, b->seed);
+    double sum = head_loss(m, a, N, gs);
+    *loss = nt > 0 ? sum / (double)nt : 0.0;
+    lc_backend *be = m->be;
+    if (nt == 0) { // no targets: every gradient is zero
+        for (size_t i = 0; i < m->n_params; i++) {
+            lc_lora_param *p = &m->params[i];
+            be->zero(be, p->ga, (size_t)(p->in * p->r));
+            be->zero(be, p->gb, (size_t)(p->r * p->out));
+        }
+        return 0;
+    }
+    be->zero(be, a->dres, (size_t)(N * C));
+    be->rmsnorm_bwd(be, a->dres, a->dxn, a->xf, m->norm_f, a->rstdf, N, C);
+    for (int l = L - 1; l >= m->first; l--) {
+        lc_acts *s = acts_of(m, a, l);
+        if (a->ckpt) // recompute this block's activations from its saved input
+            lc_block_forward(m, l, s, xin(m, a, l), xin(m, a, l + 1), B, T, 0, s->k, s->v, s->k, s->v,
+                             T, true, b->seed, a);
+        block_backward(m, l, s, xin(m, a, l), B, T, l > m->first, b->seed, a);
+    }
+    return 0;
+}
+
+int lc_model_loss(lc_model *m, const lc_batch *b, double *sum_loss, int64_t *ntok) {
+    if (check_batch(m, b, true) < 0) return -1;
+    lc_rope_ensure(m, b->T);
+    lc_arena *a = lc_arena_prepare(m, LC_MODE_EVAL, b->B, b->T);
+    upload_ids(m, a, b);
+    *ntok = count_targets(b);
+    forward_blocks(m, a, b->B, b->T, false, 0);
+    *sum_loss = head_loss(m, a, b->B * b->T, 0.0f);
+    return 0;
+}
+
+int lc_model_logits(lc_model *m, const lc_batch *b, float *logits) {
+    if (check_batch(m, b, false) < 0) return -1;
+    lc_rope_ensure(m, b->T);
+    lc_arena *a = lc_arena_prepare(m, LC_MODE_EVAL, b->B, b->T);
+    lc_batch nb = *b;
+    nb.targets = NULL;
+    upload_ids(m, a, &nb);
+    lc_backend *be = m->be;
+    int64_t N = b->B * b->T, C = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    forward_blocks(m, a, b->B, b->T, false, 0);
+    be->rmsnorm(be, a->xnf, a->rstdf, a->xf, m->norm_f, N, C, (float)m->cfg.rms_norm_eps);
+    for (int64_t r0 = 0; r0 < N; r0 += a->chunk) {
+        int64_t n = N - r0 < a->chunk ? N - r0 : a->chunk;
+        be->matmul(be, a->logits, a->xnf + r0 * C, &m->lm_head, NULL, n, false);
+        be->download(be, logits + r0 * V, a->logits, (size_t)(n * V) * sizeof(float));
+    }
+    return 0;
+}

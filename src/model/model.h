@@ -1,0 +1,132 @@
+/*
+ * model.h — the transformer (Llama, Mistral, Qwen2) with LoRA adapters: loading,
+ * forward, backward for the LoRA parameters only, loss, logits, and generation with a
+ * KV cache. Written once over the backend interface (src/backend/backend.h).
+ *
+ * Base weights stay memory-mapped in their stored dtype and never get gradients: no
+ * gradient buffer for a base weight exists. LoRA follows DESIGN.md: for a projection
+ * y = W x (+ bias), an adapter adds scale · B (A x), with A (in, r) initialised
+ * uniform ±1/sqrt(in) from a seeded portable generator and B (r, out) zero; adapters
+ * sit on the last num_layers blocks on the chosen keys; dropout (inverted, seeded)
+ * applies to the adapter's input in training only.
+ *
+ * Activations live in one arena per shape, sized by the same layout that
+ * lc_model_memory_plan reports, so a run can print its plan before anything is
+ * allocated. Library code: returns 0/-1 with lc_fail messages; never prints or exits.
+ */
+#ifndef LC_MODEL_H
+#define LC_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io/config.h"
+
+typedef enum {
+    LC_KEY_Q,
+    LC_KEY_K,
+    LC_KEY_V,
+    LC_KEY_O,
+    LC_KEY_GATE,
+    LC_KEY_UP,
+    LC_KEY_DOWN,
+    LC_NKEYS
+} lc_lora_key;
+
+#define LC_KEYS_ALL 0x7Fu
+
+typedef struct {
+    int rank;          // r
+    float scale;       // y += scale · B(A x)
+    float dropout;     // probability on the adapter's input, training only
+    unsigned keys;     // bitmask of 1u << lc_lora_key
+    int num_layers;    // the last N blocks (capped at the model's count); -1: all
+} lc_lora_config;
+
+/* mlx-lm's defaults with the seven keys: rank 8, scale 20, dropout 0, 16 layers. */
+void lc_lora_config_default(lc_lora_config *c);
+/* "q_proj" ... "down_proj" for a key. */
+const char *lc_lora_key_name(lc_lora_key k);
+/* Sets *k from "q_proj" (or "self_attn.q_proj", "mlp.up_proj"); returns 0 or -1. */
+int lc_lora_key_parse(const char *s, lc_lora_key *k);
+
+/* One adapter: A (in, r) and B (r, out), their gradients, row-major fp32. */
+typedef struct {
+    char name[96]; // mlx-lm naming: "model.layers.N.self_attn.q_proj"
+    int layer;
+    lc_lora_key key;
+    int64_t in, out, r;
+    float *a, *b;   // (in, r), (r, out)
+    float *ga, *gb; // same shapes: d(mean loss)/d(a), d(...)/d(b)
+} lc_lora_param;
+
+/* A batch: B rows of T tokens, right-padded. targets[b][t] is the token that should
+ * follow position t (-1: not a target: padding, masked prompt). */
+typedef struct {
+    int64_t B, T;
+    const int32_t *tokens;  // (B, T)
+    const int32_t *targets; // (B, T); may be NULL for lc_model_logits
+    uint64_t seed;          // dropout seed of this step
+} lc_batch;
+
+typedef struct lc_model lc_model;
+
+/* Loads a model folder (config.json, weights mapped), checks every tensor against the
+ * config, and creates its CPU backend. *out is owned by the caller (lc_model_free).
+ * Returns 0 or -1. */
+int lc_model_load(const char *dir, lc_model **out);
+void lc_model_free(lc_model *m);
+/* The model's config (owned by the model). */
+const lc_model_config *lc_model_cfg(const lc_model *m);
+
+/* Adds adapters per c (A uniform ±1/sqrt(in) from seed, B zero). Once per model.
+ * Returns 0 or -1. */
+int lc_model_add_lora(lc_model *m, const lc_lora_config *c, uint64_t seed);
+/* The adapters (n of them, by layer then key q,k,v,o,gate,up,down); NULL when none. */
+lc_lora_param *lc_model_lora(lc_model *m, size_t *n);
+/* The LoRA config in force (NULL before lc_model_add_lora). */
+const lc_lora_config *lc_model_lora_config(const lc_model *m);
+/* Recompute each block's activations in the backward instead of keeping them. */
+void lc_model_set_grad_checkpoint(lc_model *m, bool on);
+
+/* Forward and backward: *loss = mean cross-entropy over the targets != -1, *ntok =
+ * their count; every ga/gb = (overwritten with) its gradient. Dropout on. The backward
+ * stops at the lowest block that carries adapters. Returns 0 or -1. */
+int lc_model_forward_backward(lc_model *m, const lc_batch *b, double *loss, int64_t *ntok);
+/* Evaluation (no dropout, no gradients): *sum_loss = summed cross-entropy over the
+ * targets != -1, *ntok = their count. Returns 0 or -1. */
+int lc_model_loss(lc_model *m, const lc_batch *b, double *sum_loss, int64_t *ntok);
+/* logits (B, T, V) of the batch (no dropout). Returns 0 or -1. */
+int lc_model_logits(lc_model *m, const lc_batch *b, float *logits);
+
+/* ---- generation ---- */
+typedef struct lc_kv_cache lc_kv_cache;
+/* A cache for one sequence of up to capacity positions; *out owned by the caller.
+ * Returns 0 or -1. */
+int lc_kv_cache_create(const lc_model *m, int64_t capacity, lc_kv_cache **out);
+void lc_kv_cache_free(lc_kv_cache *kv);
+/* Forgets the cached positions (the cache can be reused for a new sequence). */
+void lc_kv_cache_reset(lc_kv_cache *kv);
+/* The number of positions cached. */
+int64_t lc_kv_cache_len(const lc_kv_cache *kv);
+/* Appends n tokens at the cache's end and writes the logits (V) that follow the last
+ * one (prefill: n = prompt length; decode: n = 1). Returns 0 or -1. */
+int lc_model_step(lc_model *m, lc_kv_cache *kv, const int32_t *tokens, int64_t n, float *logits);
+
+/* ---- memory ---- */
+typedef struct {
+    size_t weights;     // the mapped base weights (stored dtype)
+    size_t adapters;    // LoRA A and B, fp32
+    size_t gradients;   // their gradients, fp32
+    size_t optimizer;   // Adam moments: 2 × adapters
+    size_t activations; // the training arena for (B, T)
+    size_t total;
+} lc_memory_plan;
+
+/* The memory a training run of (B, T) needs, from the config alone (weights counted
+ * in cfg's dtype, F32 when it has none). lora may be NULL (no adapters). Returns 0 or -1. */
+int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora, int64_t B,
+                         int64_t T, bool grad_checkpoint, lc_memory_plan *plan);
+
+#endif

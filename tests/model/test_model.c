@@ -1,0 +1,394 @@
+/*
+ * test_model.c — lorac's transformer with LoRA against transformers 5.17 + PEFT 0.21 in
+ * float64 (tests/fixtures/model-ref, made by tests/reference/make_model_fixtures.py on
+ * three tiny models: Mistral with GQA and head_dim != hidden/heads, tied Llama with one
+ * kv head and llama3 rope, Qwen2 with biases and linear rope).
+ *
+ * Checked: rotary inv_freq, logits with and without adapters (real positions of a
+ * right-padded batch), the loss with and without a masked prompt span, every LoRA
+ * gradient, greedy generation through the KV cache (tokens and each step's logits),
+ * gradient checkpointing (same gradients), and the memory plan against the arena.
+ *
+ * Tolerances: lorac computes in float32 over float32 weights; the reference is float64
+ * on the same (float32-representable) weights and adapters. Float32 rounding (6e-8)
+ * grows with the depth of each sum (at most a few hundred terms here) and through ~10
+ * sequential ops per block: errors of ~1e-6 relative to the largest magnitude are
+ * expected, so 1e-5 of the tensor's largest magnitude is the bound (the brief's ~1e-5);
+ * the losses (means of O(1) terms) must agree to 1e-6 relative.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "harness.h"
+#include "io/safetensors.h"
+#include "model/internal.h"
+#include "model/model.h"
+
+#define MODELS "tests/fixtures/models/"
+#define REF "tests/fixtures/model-ref/"
+
+typedef struct {
+    cJSON *j;
+    lc_safetensors ref, ad;
+    lc_model *m;
+    int64_t B, T, V;
+    int32_t *tok, *tgt, *tgtm;
+    int lengths[8];
+} fixture;
+
+static int64_t jint(const cJSON *j, const char *k) { return (int64_t)cJSON_GetObjectItem(j, k)->valuedouble; }
+static double jnum(const cJSON *j, const char *k) { return cJSON_GetObjectItem(j, k)->valuedouble; }
+
+static void fill_ids(int32_t *dst, const cJSON *rows, int64_t T) {
+    int b = 0;
+    for (const cJSON *r = rows->child; r; r = r->next, b++) {
+        int t = 0;
+        for (const cJSON *v = r->child; v; v = v->next, t++) dst[b * T + t] = (int32_t)v->valuedouble;
+    }
+}
+
+/* The F64 reference tensor `name` (must exist, n elements). */
+static const double *ref64(fixture *f, const char *name, size_t n) {
+    const lc_tensor *t = lc_st_find(&f->ref, name);
+    if (!t || t->dtype != LC_DT_F64 || t->numel != n || ((uintptr_t)t->data % 8)) {
+        printf("  reference tensor %s missing or malformed\n", name);
+        return NULL;
+    }
+    return t->data;
+}
+
+static bool open_fixture(fixture *f, const char *name, bool with_lora) {
+    memset(f, 0, sizeof *f);
+    char p[256];
+    snprintf(p, sizeof p, REF "%s.json", name);
+    if (lc_json_parse_file(p, 1 << 20, &f->j) < 0) return printf("  %s\n", lc_errmsg()), false;
+    snprintf(p, sizeof p, REF "%s.ref.safetensors", name);
+    if (lc_st_open(&f->ref, p) < 0) return printf("  %s\n", lc_errmsg()), false;
+    snprintf(p, sizeof p, REF "%s.adapters.safetensors", name);
+    if (lc_st_open(&f->ad, p) < 0) return printf("  %s\n", lc_errmsg()), false;
+    snprintf(p, sizeof p, MODELS "%s", name);
+    if (lc_model_load(p, &f->m) < 0) return printf("  %s\n", lc_errmsg()), false;
+    f->B = jint(f->j, "B"), f->T = jint(f->j, "T"), f->V = lc_model_cfg(f->m)->vocab_size;
+    size_t n = (size_t)(f->B * f->T);
+    f->tok = malloc(n * 4), f->tgt = malloc(n * 4), f->tgtm = malloc(n * 4);
+    fill_ids(f->tok, cJSON_GetObjectItem(f->j, "tokens"), f->T);
+    fill_ids(f->tgt, cJSON_GetObjectItem(f->j, "targets"), f->T);
+    fill_ids(f->tgtm, cJSON_GetObjectItem(f->j, "targets_masked"), f->T);
+    int b = 0;
+    for (const cJSON *v = cJSON_GetObjectItem(f->j, "lengths")->child; v; v = v->next) f->lengths[b++] = (int)v->valuedouble;
+    if (!with_lora) return true;
+    lc_lora_config lc;
+    lc_lora_config_default(&lc);
+    lc.rank = (int)jint(f->j, "rank");
+    lc.scale = (float)jnum(f->j, "scale");
+    lc.num_layers = (int)jint(f->j, "num_layers");
+    lc.keys = 0;
+    for (const cJSON *k = cJSON_GetObjectItem(f->j, "keys")->child; k; k = k->next) {
+        lc_lora_key key;
+        if (lc_lora_key_parse(k->valuestring, &key) < 0) return printf("  %s\n", lc_errmsg()), false;
+        lc.keys |= 1u << key;
+    }
+    if (lc_model_add_lora(f->m, &lc, 7) < 0) return printf("  %s\n", lc_errmsg()), false;
+    size_t np;
+    lc_lora_param *ps = lc_model_lora(f->m, &np);
+    if (np * 2 != f->ad.n_tensors) return printf("  %zu adapters, file has %zu tensors\n", np, f->ad.n_tensors), false;
+    for (size_t i = 0; i < np; i++) {
+        char an[160], bn[160];
+        snprintf(an, sizeof an, "%s.lora_a", ps[i].name);
+        snprintf(bn, sizeof bn, "%s.lora_b", ps[i].name);
+        const lc_tensor *ta = lc_st_find(&f->ad, an), *tb = lc_st_find(&f->ad, bn);
+        if (!ta || !tb || ta->numel != (size_t)(ps[i].in * ps[i].r) || tb->numel != (size_t)(ps[i].r * ps[i].out))
+            return printf("  adapter %s missing or misshapen\n", ps[i].name), false;
+        lc_to_f32(ps[i].a, ta->data, ta->dtype, ta->numel);
+        lc_to_f32(ps[i].b, tb->data, tb->dtype, tb->numel);
+    }
+    return true;
+}
+
+static void close_fixture(fixture *f) {
+    lc_model_free(f->m);
+    lc_st_close(&f->ref), lc_st_close(&f->ad);
+    cJSON_Delete(f->j);
+    free(f->tok), free(f->tgt), free(f->tgtm);
+}
+
+/* max |a - ref| / max |ref| over n elements (the elements where keep is set). */
+static double rel_err(const float *a, const double *ref, size_t n, const bool *keep) {
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (keep && !keep[i]) continue;
+        double d = fabs((double)a[i] - ref[i]);
+        md = d > md ? d : md;
+        mr = fabs(ref[i]) > mr ? fabs(ref[i]) : mr;
+    }
+    return mr > 0 ? md / mr : md;
+}
+
+static const char *NAMES[] = {"tiny-mistral", "tiny-llama", "tiny-qwen2"};
+
+static bool fixtures_present(void) {
+    FILE *fp = fopen(REF "tiny-mistral.json", "r");
+    if (fp) fclose(fp);
+    return fp != NULL;
+}
+
+static void test_rope_inv_freq(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    for (int i = 0; i < 3; i++) {
+        fixture f;
+        if (!open_fixture(&f, NAMES[i], false)) {
+            CHECK_MSG(0, "%s: fixture", NAMES[i]);
+            close_fixture(&f);
+            continue;
+        }
+        int64_t half = lc_model_cfg(f.m)->head_dim / 2;
+        float inv[512];
+        lc_rope_inv_freq(lc_model_cfg(f.m), inv);
+        const double *r = ref64(&f, "inv_freq", (size_t)half);
+        CHECK(r != NULL);
+        for (int64_t k = 0; r && k < half; k++)
+            CHECK_MSG(fabs(inv[k] - r[k]) <= 2e-7 * fabs(r[k]), "%s inv_freq[%lld] %.9g vs %.9g", NAMES[i],
+                      (long long)k, (double)inv[k], r[k]);
+        close_fixture(&f);
+    }
+}
+
+static void check_logits(fixture *f, const char *what, const char *refname) {
+    size_t n = (size_t)(f->B * f->T * f->V);
+    float *lg = malloc(n * sizeof(float));
+    bool *keep = calloc(n, 1);
+    for (int64_t b = 0; b < f->B; b++)
+        for (int64_t t = 0; t < f->lengths[b]; t++)
+            memset(keep + (size_t)((b * f->T + t) * f->V), 1, (size_t)f->V);
+    lc_batch bt = {f->B, f->T, f->tok, NULL, 0};
+    CHECK_OK(lc_model_logits(f->m, &bt, lg));
+    const double *r = ref64(f, refname, n);
+    CHECK(r != NULL);
+    if (r) {
+        double e = rel_err(lg, r, n, keep);
+        printf("  %s %s: logits rel err %.2e\n", what, refname, e);
+        CHECK_MSG(e < 1e-5, "%s %s rel err %.3e", what, refname, e);
+    }
+    free(lg), free(keep);
+}
+
+static void test_logits_base(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    for (int i = 0; i < 3; i++) {
+        fixture f;
+        if (open_fixture(&f, NAMES[i], false)) check_logits(&f, NAMES[i], "logits_base");
+        else CHECK_MSG(0, "%s: fixture", NAMES[i]);
+        close_fixture(&f);
+    }
+}
+
+static void test_logits_lora(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    for (int i = 0; i < 3; i++) {
+        fixture f;
+        if (open_fixture(&f, NAMES[i], true)) check_logits(&f, NAMES[i], "logits");
+        else CHECK_MSG(0, "%s: fixture", NAMES[i]);
+        close_fixture(&f);
+    }
+}
+
+/* Runs forward_backward on targets and checks loss and every gradient. */
+static void check_grads(fixture *f, const char *name, const int32_t *tgt, const char *lossk,
+                        const char *ntokk, const char *prefix, bool ckpt) {
+    lc_model_set_grad_checkpoint(f->m, ckpt);
+    lc_batch bt = {f->B, f->T, f->tok, tgt, 0};
+    double loss;
+    int64_t nt;
+    CHECK_OK(lc_model_forward_backward(f->m, &bt, &loss, &nt));
+    double want = jnum(f->j, lossk);
+    CHECK_EQ_INT(nt, jint(f->j, ntokk));
+    CHECK_MSG(fabs(loss - want) <= 1e-6 * fabs(want), "%s %s: loss %.10g vs %.10g", name, lossk, loss, want);
+    size_t np;
+    lc_lora_param *ps = lc_model_lora(f->m, &np);
+    double worst = 0;
+    for (size_t i = 0; i < np; i++) {
+        char n[200];
+        snprintf(n, sizeof n, "%s.%s.lora_a", prefix, ps[i].name);
+        const double *ra = ref64(f, n, (size_t)(ps[i].in * ps[i].r));
+        snprintf(n, sizeof n, "%s.%s.lora_b", prefix, ps[i].name);
+        const double *rb = ref64(f, n, (size_t)(ps[i].r * ps[i].out));
+        CHECK(ra && rb);
+        if (!ra || !rb) continue;
+        double ea = rel_err(ps[i].ga, ra, (size_t)(ps[i].in * ps[i].r), NULL);
+        double eb = rel_err(ps[i].gb, rb, (size_t)(ps[i].r * ps[i].out), NULL);
+        CHECK_MSG(ea < 1e-5 && eb < 1e-5, "%s %s %s: grad rel err A %.3e B %.3e", name, prefix, ps[i].name, ea, eb);
+        worst = fmax(worst, fmax(ea, eb));
+    }
+    printf("  %s %s%s: loss %.9f (ref %.9f), %zu adapters, worst grad rel err %.2e\n", name, prefix,
+           ckpt ? " (checkpointed)" : "", loss, want, np, worst);
+}
+
+static void test_loss_and_grads(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    for (int i = 0; i < 3; i++) {
+        fixture f;
+        if (open_fixture(&f, NAMES[i], true)) {
+            check_grads(&f, NAMES[i], f.tgt, "loss", "ntok", "grad", false);
+            check_grads(&f, NAMES[i], f.tgtm, "loss_masked", "ntok_masked", "grad_masked", false);
+            // eval loss: no gradients, same number
+            lc_batch bt = {f.B, f.T, f.tok, f.tgt, 0};
+            double sum;
+            int64_t nt;
+            CHECK_OK(lc_model_loss(f.m, &bt, &sum, &nt));
+            double want = jnum(f.j, "loss");
+            CHECK_MSG(nt > 0 && fabs(sum / (double)nt - want) <= 1e-6 * want, "%s eval loss %.10g vs %.10g",
+                      NAMES[i], sum / (double)nt, want);
+        } else CHECK_MSG(0, "%s: fixture", NAMES[i]);
+        close_fixture(&f);
+    }
+}
+
+static void test_grad_checkpoint(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    for (int i = 0; i < 3; i++) {
+        fixture f;
+        if (!open_fixture(&f, NAMES[i], true)) {
+            CHECK_MSG(0, "%s: fixture", NAMES[i]);
+            close_fixture(&f);
+            continue;
+        }
+        check_grads(&f, NAMES[i], f.tgt, "loss", "ntok", "grad", true);
+        // the same numbers bit for bit as without checkpointing (same ops, same order)
+        size_t np;
+        lc_lora_param *ps = lc_model_lora(f.m, &np);
+        size_t tot = 0;
+        for (size_t k = 0; k < np; k++) tot += (size_t)((ps[k].in + ps[k].out) * ps[k].r);
+        float *g1 = malloc(tot * 4);
+        memcpy(g1, ps[0].ga, tot * 4); // gradients are one contiguous block
+        lc_model_set_grad_checkpoint(f.m, false);
+        lc_batch bt = {f.B, f.T, f.tok, f.tgt, 0};
+        double loss;
+        int64_t nt;
+        CHECK_OK(lc_model_forward_backward(f.m, &bt, &loss, &nt));
+        CHECK_MSG(!memcmp(g1, ps[0].ga, tot * 4), "%s: checkpointed gradients differ", NAMES[i]);
+        free(g1);
+        close_fixture(&f);
+    }
+}
+
+static void test_greedy(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    for (int i = 0; i < 3; i++) {
+        fixture f;
+        if (!open_fixture(&f, NAMES[i], true)) {
+            CHECK_MSG(0, "%s: fixture", NAMES[i]);
+            close_fixture(&f);
+            continue;
+        }
+        int32_t prompt[64], want[64];
+        int np = 0, ng = 0;
+        for (const cJSON *v = cJSON_GetObjectItem(f.j, "gen_prompt")->child; v; v = v->next) prompt[np++] = (int32_t)v->valuedouble;
+        for (const cJSON *v = cJSON_GetObjectItem(f.j, "gen_tokens")->child; v; v = v->next) want[ng++] = (int32_t)v->valuedouble;
+        const double *rl = ref64(&f, "gen_logits", (size_t)(ng * f.V));
+        CHECK(rl != NULL);
+        lc_kv_cache *kv;
+        CHECK_OK(lc_kv_cache_create(f.m, 32, &kv));
+        float *lg = malloc((size_t)f.V * 4);
+        CHECK_OK(lc_model_step(f.m, kv, prompt, np, lg));
+        double worst = 0;
+        for (int s = 0; s < ng && rl; s++) {
+            double e = rel_err(lg, rl + (size_t)s * f.V, (size_t)f.V, NULL);
+            worst = fmax(worst, e);
+            CHECK_MSG(e < 1e-5, "%s step %d logits rel err %.3e", NAMES[i], s, e);
+            int32_t best = 0;
+            for (int64_t v = 1; v < f.V; v++) best = lg[v] > lg[best] ? (int32_t)v : best;
+            CHECK_MSG(best == want[s], "%s step %d: greedy token %d, reference %d", NAMES[i], s, best, want[s]);
+            CHECK_OK(lc_model_step(f.m, kv, &best, 1, lg));
+        }
+        CHECK_EQ_INT(lc_kv_cache_len(kv), np + ng);
+        printf("  %s: %d greedy tokens equal, worst step logits rel err %.2e\n", NAMES[i], ng, worst);
+        // a full cache refuses more
+        int32_t many[32] = {0};
+        CHECK_FAILS(lc_model_step(f.m, kv, many, 32, lg), "capacity");
+        free(lg);
+        lc_kv_cache_free(kv);
+        close_fixture(&f);
+    }
+}
+
+static void test_memory_plan(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    fixture f;
+    if (!open_fixture(&f, "tiny-mistral", true)) {
+        CHECK(0);
+        close_fixture(&f);
+        return;
+    }
+    for (int ck = 0; ck < 2; ck++) {
+        lc_memory_plan p;
+        CHECK_OK(lc_model_memory_plan(lc_model_cfg(f.m), lc_model_lora_config(f.m), f.B, f.T, ck, &p));
+        lc_model_set_grad_checkpoint(f.m, ck);
+        lc_batch bt = {f.B, f.T, f.tok, f.tgt, 0};
+        double loss;
+        int64_t nt;
+        CHECK_OK(lc_model_forward_backward(f.m, &bt, &loss, &nt));
+        CHECK_EQ_INT(p.activations, f.m->ar[LC_MODE_TRAIN].floats * sizeof(float));
+        size_t np, tot = 0;
+        lc_lora_param *ps = lc_model_lora(f.m, &np);
+        for (size_t k = 0; k < np; k++) tot += (size_t)((ps[k].in + ps[k].out) * ps[k].r) * 4;
+        CHECK_EQ_INT(p.adapters, tot);
+        CHECK_EQ_INT(p.optimizer, 2 * tot);
+        CHECK_EQ_INT(p.weights, (size_t)lc_config_param_count(lc_model_cfg(f.m)) * 4);
+        printf("  plan (ckpt %d): weights %zu, adapters %zu, activations %zu bytes\n", ck, p.weights,
+               p.adapters, p.activations);
+    }
+    lc_memory_plan p0, p1;
+    CHECK_OK(lc_model_memory_plan(lc_model_cfg(f.m), lc_model_lora_config(f.m), 8, 512, false, &p0));
+    CHECK_OK(lc_model_memory_plan(lc_model_cfg(f.m), lc_model_lora_config(f.m), 8, 512, true, &p1));
+    CHECK(p1.activations < p0.activations);
+    CHECK_FAILS(lc_model_memory_plan(lc_model_cfg(f.m), NULL, 0, 5, false, &p0), "positive");
+    close_fixture(&f);
+}
+
+static void test_bad_input(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    lc_model *m;
+    CHECK_FAILS(lc_model_load("tests/fixtures/models/no-such-model", &m), "no-such-model");
+    fixture f;
+    if (!open_fixture(&f, "tiny-qwen2", false)) {
+        CHECK(0);
+        close_fixture(&f);
+        return;
+    }
+    int32_t tok[4] = {1, 2, 3, 256}, tgt[4] = {2, 3, -1, -1};
+    lc_batch bt = {1, 4, tok, tgt, 0};
+    double loss;
+    int64_t nt;
+    CHECK_FAILS(lc_model_forward_backward(f.m, &bt, &loss, &nt), "add_lora");
+    CHECK_FAILS(lc_model_loss(f.m, &bt, &loss, &nt), "outside the model's vocabulary");
+    tok[3] = 4, tgt[1] = -2;
+    CHECK_FAILS(lc_model_loss(f.m, &bt, &loss, &nt), "must be -1");
+    lc_lora_config lc;
+    lc_lora_config_default(&lc);
+    lc.rank = 0;
+    CHECK_FAILS(lc_model_add_lora(f.m, &lc, 1), "rank");
+    lc_lora_config_default(&lc);
+    lc.keys = 0;
+    CHECK_FAILS(lc_model_add_lora(f.m, &lc, 1), "no keys");
+    lc_lora_config_default(&lc);
+    CHECK_OK(lc_model_add_lora(f.m, &lc, 1)); // num_layers 16 capped at 2
+    CHECK_EQ_INT(lc_model_lora_config(f.m)->num_layers, 2);
+    CHECK_FAILS(lc_model_add_lora(f.m, &lc, 1), "already");
+    lc_lora_key k;
+    CHECK_FAILS(lc_lora_key_parse("lm_head", &k), "lm_head");
+    close_fixture(&f);
+}
+
+int main(void) {
+    RUN(test_rope_inv_freq);
+    RUN(test_logits_base);
+    RUN(test_logits_lora);
+    RUN(test_loss_and_grads);
+    RUN(test_grad_checkpoint);
+    RUN(test_greedy);
+    RUN(test_memory_plan);
+    RUN(test_bad_input);
+    return t_summary();
+}
