@@ -80,7 +80,7 @@ for name, a in mlx.items():
 # every LoRA module PEFT made must come from the mlx-lm file
 for lname, mod in model.named_modules():
     if hasattr(mod, "lora_A") and "default" in mod.lora_A:
-        rel = lname.split("model.model.", 1)[1] if "model.model." in lname else lname
+        rel = lname[lname.index("layers."):]  # base_model.model.model.layers.N...
         if "model." + rel + ".lora_a" not in mlx:
             report["errors"].append(f"PEFT made a LoRA module not in the lorac file: {lname}")
 report["ok"] = not report["errors"] and report["checked"] > 0
