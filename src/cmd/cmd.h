@@ -6,6 +6,14 @@
 #ifndef LC_CMD_H
 #define LC_CMD_H
 
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "core/vec.h"
+#include "model/model.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
+
 #define LORAC_VERSION "0.1.0"
 
 typedef struct {
@@ -19,7 +27,29 @@ int lc_cmd_fail(void);
 /* Prints "error: <formatted message>" to stderr; returns 2. */
 int lc_cmd_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Parses an integer option in [min, max]; prints the error and returns 2 when it is not. */
+int lc_cmd_parse_int(const char *s, const char *name, long long min, long long max, long long *out);
+/* Parses a finite number; prints the error and returns 2 when it is not. */
+int lc_cmd_parse_float(const char *s, const char *name, float *out);
+/* Appends all of a stream to b. */
+void lc_cmd_slurp(FILE *f, lc_buf *b);
+/* Loads a model folder, its tokenizer and (adapter_path may be NULL) adapters of either
+ * layout; checks that they fit together. Returns 0 or -1. */
+int lc_cmd_load_model(const char *model_dir, const char *adapter_path, lc_model **m,
+                      lc_tokenizer **t);
+/* The chat family: `name` when given, else detected from the tokenizer's chat_template.
+ * Returns 0 or -1 (telling to pass --chat-template). */
+int lc_cmd_chat_family(const lc_tokenizer *t, const char *name, lc_chat_family *f);
+/* The ids of a one-question prompt: rendered with the chat template (system may be NULL),
+ * or, raw, the text encoded with BOS (never two). Returns 0 or -1. */
+int lc_cmd_prompt_ids(const lc_tokenizer *t, const char *chat_template, bool raw,
+                      const char *system, const char *user, lc_ids *out);
+
 int cmd_info(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 

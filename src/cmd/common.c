@@ -1,11 +1,17 @@
 /*
- * common.c — what every command shares: printing errors the one agreed way.
+ * common.c — what the commands share: printing errors the one agreed way, parsing
+ * numbers, loading a model with its adapters and tokenizer, building prompts.
  */
+#include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cmd/cmd.h"
 #include "core/error.h"
+#include "model/lora_io.h"
 
 int lc_cmd_fail(void) {
     fprintf(stderr, "error: %s\n", lc_errmsg()[0] ? lc_errmsg() : "unknown failure");
@@ -20,4 +26,94 @@ int lc_cmd_usage_error(const char *cmd, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, " (see 'lorac %s --help')\n", cmd);
     return 2;
+}
+
+/* ---- shared by the commands that run a model ---- */
+
+int lc_cmd_load_model(const char *model_dir, const char *adapter_path, lc_model **m,
+                      lc_tokenizer **t) {
+    *m = NULL;
+    *t = NULL;
+    if (!model_dir) return lc_fail("give --model DIR (a Hugging Face model folder)");
+    if (lc_model_load(model_dir, m) != 0) return -1;
+    if (lc_tokenizer_load_dir(model_dir, t) != 0) goto fail;
+    if (lc_tokenizer_vocab_size(*t) > lc_model_cfg(*m)->vocab_size) {
+        lc_fail("%s: the tokenizer has %d tokens, the model's vocab_size is %lld", model_dir,
+                (int)lc_tokenizer_vocab_size(*t), (long long)lc_model_cfg(*m)->vocab_size);
+        goto fail;
+    }
+    if (adapter_path) {
+        lc_adapter_set s;
+        if (lc_adapters_load(adapter_path, &s) != 0) goto fail;
+        int rc = lc_model_apply_adapters(*m, &s, adapter_path);
+        lc_adapters_free(&s);
+        if (rc != 0) goto fail;
+    }
+    return 0;
+fail:
+    lc_tokenizer_free(*t);
+    lc_model_free(*m);
+    *m = NULL;
+    *t = NULL;
+    return -1;
+}
+
+int lc_cmd_chat_family(const lc_tokenizer *t, const char *name, lc_chat_family *f) {
+    if (name) return lc_chat_family_parse(name, f);
+    if (!lc_tokenizer_chat_template(t))
+        return lc_fail("the tokenizer has no chat_template: pass --chat-template NAME (mistral, "
+                       "llama2, llama3, chatml, phi3), or --ignore-chat-template for raw text");
+    return lc_chat_detect(lc_tokenizer_chat_template(t), f);
+}
+
+int lc_cmd_prompt_ids(const lc_tokenizer *t, const char *chat_template, bool raw,
+                      const char *system, const char *user, lc_ids *out) {
+    lc_ids_clear(out);
+    if (raw) {
+        if (lc_tokenizer_encode(t, user, strlen(user), LC_TOK_ADD_SPECIAL, out) != 0) return -1;
+        /* never a double BOS: a prompt that spells "<s>" itself keeps just that one */
+        int32_t bos = lc_tokenizer_bos(t);
+        if (out->len >= 2 && bos >= 0 && out->data[0] == bos && out->data[1] == bos) {
+            memmove(out->data, out->data + 1, (out->len - 1) * sizeof *out->data);
+            out->len--;
+        }
+        return 0;
+    }
+    lc_chat_family f;
+    if (lc_cmd_chat_family(t, chat_template, &f) != 0) return -1;
+    lc_chat_msg msgs[2];
+    size_t n = 0;
+    if (system) msgs[n++] = (lc_chat_msg){"system", system};
+    msgs[n++] = (lc_chat_msg){"user", user};
+    return lc_chat_render_ids(t, f, msgs, n, true, out);
+}
+
+int lc_cmd_parse_int(const char *s, const char *name, long long min, long long max, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        fprintf(stderr, "error: %s must be an integer from %lld to %lld, got '%s'\n", name, min, max, s);
+        return 2;
+    }
+    *out = v;
+    return 0;
+}
+
+int lc_cmd_parse_float(const char *s, const char *name, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) {
+        fprintf(stderr, "error: %s must be a number, got '%s'\n", name, s);
+        return 2;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+void lc_cmd_slurp(FILE *f, lc_buf *b) {
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) lc_buf_append(b, chunk, n);
 }

@@ -16,27 +16,12 @@
 #include "core/mem.h"
 #include "model/internal.h"
 
-static const char *KEY_NAMES[LC_NKEYS] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                          "gate_proj", "up_proj", "down_proj"};
-
 void lc_lora_config_default(lc_lora_config *c) {
     c->rank = 8;
     c->scale = 20.0f;
     c->dropout = 0.0f;
     c->keys = LC_KEYS_ALL;
     c->num_layers = 16;
-}
-
-const char *lc_lora_key_name(lc_lora_key k) { return (unsigned)k < LC_NKEYS ? KEY_NAMES[k] : "?"; }
-
-int lc_lora_key_parse(const char *s, lc_lora_key *k) {
-    const char *dot = strrchr(s, '.');
-    const char *name = dot ? dot + 1 : s;
-    for (int i = 0; i < LC_NKEYS; i++)
-        if (!strcmp(name, KEY_NAMES[i])) return *k = (lc_lora_key)i, 0;
-    return lc_fail("lora keys: '%s' is not a projection lorac adapts (use q_proj, k_proj, v_proj, "
-                   "o_proj, gate_proj, up_proj, down_proj)",
-                   s);
 }
 
 static uint64_t splitmix(uint64_t *x) {
@@ -87,7 +72,7 @@ int lc_model_add_lora(lc_model *m, const lc_lora_config *c, uint64_t seed) {
             if (!(c->keys & (1u << k))) continue;
             lc_lora_param *p = &m->params[i++];
             snprintf(p->name, sizeof p->name, "model.layers.%d.%s.%s", l,
-                     k < LC_KEY_GATE ? "self_attn" : "mlp", KEY_NAMES[k]);
+                     k < LC_KEY_GATE ? "self_attn" : "mlp", lc_lora_key_short((lc_lora_key)k));
             p->layer = l, p->key = (lc_lora_key)k, p->r = c->rank;
             lc_key_dims(cfg, (lc_lora_key)k, &p->in, &p->out);
             size_t na = (size_t)(p->in * p->r), nb = (size_t)(p->r * p->out);

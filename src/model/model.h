@@ -21,20 +21,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/adapters.h"
 #include "io/config.h"
 
-typedef enum {
-    LC_KEY_Q,
-    LC_KEY_K,
-    LC_KEY_V,
-    LC_KEY_O,
-    LC_KEY_GATE,
-    LC_KEY_UP,
-    LC_KEY_DOWN,
-    LC_NKEYS
-} lc_lora_key;
-
-#define LC_KEYS_ALL 0x7Fu
+/* The projections (lc_lora_key of io/adapters.h) under the model's short names. */
+#define LC_KEY_Q LC_LORA_Q
+#define LC_KEY_K LC_LORA_K
+#define LC_KEY_V LC_LORA_V
+#define LC_KEY_O LC_LORA_O
+#define LC_KEY_GATE LC_LORA_GATE
+#define LC_KEY_UP LC_LORA_UP
+#define LC_KEY_DOWN LC_LORA_DOWN
+#define LC_NKEYS LC_LORA_N_KEYS
+#define LC_KEYS_ALL LC_LORA_ALL_KEYS
 
 typedef struct {
     int rank;          // r
@@ -46,10 +45,6 @@ typedef struct {
 
 /* mlx-lm's defaults with the seven keys: rank 8, scale 20, dropout 0, 16 layers. */
 void lc_lora_config_default(lc_lora_config *c);
-/* "q_proj" ... "down_proj" for a key. */
-const char *lc_lora_key_name(lc_lora_key k);
-/* Sets *k from "q_proj" (or "self_attn.q_proj", "mlp.up_proj"); returns 0 or -1. */
-int lc_lora_key_parse(const char *s, lc_lora_key *k);
 
 /* One adapter: A (in, r) and B (r, out), their gradients, row-major fp32. */
 typedef struct {

@@ -1,0 +1,492 @@
+/*
+ * trainer.c — the LoRA training loop. See trainer.h.
+ *
+ * Sections: memory (plan and the host's RAM), evaluation, checkpoints, the loop.
+ * Step numbering follows mlx-lm: iterations are 1-based ("Iter 1" is after the first
+ * update); validation runs at iteration 1, every steps_per_eval and at the end; train
+ * reports every steps_per_report and at the end; adapters are saved every save_every
+ * and at the end. A step's dropout seed is derived from (seed, step), so a resumed run
+ * draws what the uninterrupted run drew.
+ */
+#include "train/trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "io/adapters.h"
+#include "model/lora_io.h"
+#include "train/optim.h"
+
+/* ---------------------------------------------------------------- memory */
+
+static double peak_rss_gb(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_maxrss * 1024.0 / 1e9; /* ru_maxrss is in KiB on Linux */
+}
+
+/* MemAvailable from /proc/meminfo in bytes, or 0 when unknown. */
+static size_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}
+
+static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
+
+/* Prints the plan; fails (before anything big is allocated) when it cannot fit. The
+ * mapped weights are paged in from the file as needed and count against RAM only as
+ * the page cache allows, so the check is on what must be resident: adapters,
+ * gradients, optimizer and activations, plus the weights when RAM holds them. */
+static int plan_memory(const lc_model_config *cfg, const lc_lora_config *lc,
+                       const lc_train_options *o, int64_t T) {
+    lc_memory_plan p;
+    if (lc_model_memory_plan(cfg, lc, o->batch_size, T, o->grad_checkpoint, &p) != 0) return -1;
+    printf("Memory plan (batch %lld x %lld tokens%s): weights %.2f GiB (mapped), adapters %.3f GiB, "
+           "gradients %.3f GiB, optimizer %.3f GiB, activations %.2f GiB; total %.2f GiB\n",
+           (long long)o->batch_size, (long long)T, o->grad_checkpoint ? ", checkpointing" : "",
+           gib(p.weights), gib(p.adapters), gib(p.gradients), gib(p.optimizer), gib(p.activations),
+           gib(p.total));
+    size_t avail = mem_available();
+    size_t must = p.total - p.weights;
+    if (avail && must > avail)
+        return lc_fail("the run needs %.2f GiB besides the mapped weights and %.2f GiB are "
+                       "available: lower batch_size (now %lld) or max_seq_length (now %lld)%s",
+                       gib(must), gib(avail), (long long)o->batch_size, (long long)o->max_seq_length,
+                       o->grad_checkpoint ? "" : ", or set grad_checkpoint: true");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- evaluation */
+
+int lc_eval_loss(lc_model *m, const lc_dataset *d, int64_t B, int64_t max_seq_length,
+                 int64_t max_batches, double *loss, int64_t *ntok) {
+    *loss = 0;
+    *ntok = 0;
+    if (d->n == 0) return lc_fail("evaluation: the data set has no examples");
+    size_t *idx = xmalloc(d->n * sizeof *idx);
+    size_t n = lc_dataset_sorted(d, idx);
+    lc_batch_buf bb = {0};
+    double sum = 0;
+    int64_t tok = 0;
+    int rc = 0;
+    int64_t nb = 0;
+    for (size_t i = 0; i < n && (max_batches < 0 || nb < max_batches); i += (size_t)B, nb++) {
+        size_t k = n - i < (size_t)B ? n - i : (size_t)B;
+        lc_batch_fill(d, idx + i, k, max_seq_length, &bb);
+        lc_batch b = {bb.B, bb.T, bb.tokens, bb.targets, 0};
+        double s;
+        int64_t t;
+        if ((rc = lc_model_loss(m, &b, &s, &t)) != 0) break;
+        sum += s;
+        tok += t;
+    }
+    lc_batch_buf_free(&bb);
+    free(idx);
+    if (rc != 0) return -1;
+    *loss = tok ? sum / (double)tok : 0;
+    *ntok = tok;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- checkpoints */
+
+typedef struct {
+    lc_model *m;
+    lc_adapter_set view; // the model's adapters, not owned
+    lc_lora_moments *mom; // (view.n)
+    const lc_train_options *o;
+    char *config_json; // the options as adapter_config.json holds them
+} run_state;
+
+/* Writes the mlx-lm folder (adapters.safetensors, adapter_config.json), a numbered
+ * checkpoint when step > 0, the PEFT copy, and the resumable train state. */
+static int save_all(run_state *rs, int64_t step, const lc_batcher *bt, bool checkpoint) {
+    const char *dir = rs->o->adapter_path;
+    if (lc_mkdirs(dir) != 0) return -1;
+    char *main_path = lc_path_join(dir, "adapters.safetensors");
+    int rc = lc_adapters_write_mlx(main_path, &rs->view);
+    free(main_path);
+    if (rc == 0) rc = lc_adapters_write_mlx_config(dir, &rs->view, rs->config_json);
+    if (rc == 0 && checkpoint) {
+        char *p = lc_adapters_checkpoint_path(dir, step);
+        rc = lc_adapters_write_mlx(p, &rs->view);
+        free(p);
+    }
+    if (rc == 0) {
+        char *peft = lc_path_join(dir, "peft");
+        rc = lc_adapters_write_peft(peft, &rs->view, rs->o->model);
+        free(peft);
+    }
+    if (rc == 0) {
+        lc_train_state_meta meta = {0};
+        meta.step = step;
+        meta.options_hash = lc_train_options_hash(rs->o);
+        snprintf(meta.rng, sizeof meta.rng, "%lld", (long long)rs->o->seed);
+        lc_data_pos pos = lc_batcher_pos(bt);
+        lc_data_pos_format(&pos, meta.data_pos, sizeof meta.data_pos);
+        char *p = lc_train_state_path(dir, step);
+        rc = lc_train_state_write(p, &rs->view, rs->mom, &meta);
+        free(p);
+    }
+    return rc;
+}
+
+/* Restores adapters, moments, step and data position from the newest train state. */
+static int resume_from(run_state *rs, lc_batcher *bt, int64_t *step) {
+    char *path = NULL;
+    int64_t found_step;
+    int f = lc_train_state_find_latest(rs->o->adapter_path, &path, &found_step);
+    if (f < 0) return -1;
+    if (f == 0)
+        return lc_fail("%s: no complete train state to resume from (run without --resume to "
+                       "start afresh)",
+                       rs->o->adapter_path);
+    lc_adapter_set s;
+    lc_lora_moments *mom = NULL;
+    lc_train_state_meta meta;
+    int rc = lc_train_state_read(path, &s, &mom, &meta);
+    if (rc == 0 && meta.options_hash != lc_train_options_hash(rs->o))
+        rc = lc_fail("%s: written by a run with other options (model, data, batching, LoRA, "
+                     "optimizer, schedule or seed differ); resume with the same options",
+                     path);
+    if (rc == 0 && s.n != rs->view.n)
+        rc = lc_fail("%s: holds %zu adapters, this run has %zu", path, s.n, rs->view.n);
+    lc_data_pos pos;
+    if (rc == 0 && lc_data_pos_parse(meta.data_pos, &pos) != 0) rc = lc_fail_prefix("%s", path);
+    if (rc == 0 && lc_batcher_seek(bt, &pos) != 0) rc = lc_fail_prefix("%s", path);
+    for (size_t i = 0; rc == 0 && i < s.n; i++) {
+        lc_lora_tensor *dst = &rs->view.t[i], *src = &s.t[i];
+        if (dst->layer != src->layer || dst->key != src->key || dst->in != src->in ||
+            dst->out != src->out || dst->r != src->r) {
+            rc = lc_fail("%s: tensor %s does not match this run's %s", path, src->name, dst->name);
+            break;
+        }
+        size_t na = (size_t)(src->in * src->r), nb = (size_t)(src->r * src->out);
+        memcpy(dst->a, src->a, na * sizeof(float));
+        memcpy(dst->b, src->b, nb * sizeof(float));
+        memcpy(rs->mom[i].m_a, mom[i].m_a, na * sizeof(float));
+        memcpy(rs->mom[i].v_a, mom[i].v_a, na * sizeof(float));
+        memcpy(rs->mom[i].m_b, mom[i].m_b, nb * sizeof(float));
+        memcpy(rs->mom[i].v_b, mom[i].v_b, nb * sizeof(float));
+    }
+    if (rc == 0) {
+        *step = meta.step;
+        printf("Resuming from %s (iteration %lld)\n", path, (long long)meta.step);
+    }
+    lc_train_state_free_moments(mom, s.n);
+    lc_adapters_free(&s);
+    free(path);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+static uint64_t mix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+static int load_split(const lc_train_options *o, const char *split, const lc_tokenizer *t,
+                      const lc_data_options *dopt, lc_dataset *d, bool required) {
+    char name[32];
+    snprintf(name, sizeof name, "%s.jsonl", split);
+    char *path = lc_path_join(o->data, name);
+    int rc = 0;
+    memset(d, 0, sizeof *d);
+    if (!lc_is_file(path)) {
+        rc = required ? lc_fail("%s: not found (the data folder needs %s)", path, name) : 1;
+    } else if (lc_dataset_load(d, path, t, dopt) != 0) {
+        rc = -1;
+    } else {
+        lc_data_stats st;
+        lc_dataset_stats(d, &st);
+        printf("%s: %zu examples (%s), %zu tokens, length %zu/%zu/%zu (min/median/max)\n", path,
+               st.count, lc_data_form_name(d->form), st.tokens, st.min, st.median, st.max);
+        if (st.n_truncated)
+            lc_warn("%s: %zu examples are longer than max_seq_length %lld and are truncated", path,
+                    st.n_truncated, (long long)o->max_seq_length);
+    }
+    free(path);
+    return rc;
+}
+
+static void metrics_line(const char *dir, const char *json) {
+    char *p = lc_path_join(dir, "metrics.jsonl");
+    FILE *f = fopen(p, "a");
+    if (f) {
+        fputs(json, f);
+        fputc('\n', f);
+        fclose(f);
+    }
+    free(p);
+}
+
+int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
+                 volatile sig_atomic_t *stop) {
+    lc_model *m = NULL;
+    lc_tokenizer *t = NULL;
+    lc_dataset train = {0}, valid = {0}, test = {0};
+    bool have_valid = false, have_test = false;
+    lc_batcher bt = {0};
+    lc_batch_buf bb = {0};
+    run_state rs = {0};
+    lc_buf cfg = {0};
+    float **accum = NULL;
+    int rc = -1;
+
+    if (lc_model_load(o->model, &m) != 0 || lc_tokenizer_load_dir(o->model, &t) != 0) goto done;
+    const lc_model_config *mc = lc_model_cfg(m);
+    lc_data_options dopt = {o->mask_prompt, o->max_seq_length, chat_family};
+    if (load_split(o, "train", t, &dopt, &train, o->train) < 0) goto done;
+    int v = load_split(o, "valid", t, &dopt, &valid, false);
+    if (v < 0) goto done;
+    have_valid = v == 0;
+    if (o->test) {
+        if (load_split(o, "test", t, &dopt, &test, true) != 0) goto done;
+        have_test = true;
+    }
+
+    lc_lora_config lc;
+    lc_lora_config_default(&lc);
+    lc.rank = (int)o->lora.rank;
+    lc.scale = (float)lc_train_options_lora_scale(o);
+    lc.dropout = (float)o->lora.dropout;
+    lc.keys = o->lora.keys;
+    lc.num_layers = (int)o->num_layers;
+    if (lc.num_layers > mc->num_hidden_layers) lc.num_layers = (int)mc->num_hidden_layers;
+    if (lc_model_add_lora(m, &lc, (uint64_t)o->seed) != 0) goto done;
+    lc_model_set_grad_checkpoint(m, o->grad_checkpoint);
+    if (o->resume_adapter_file[0]) {
+        lc_adapter_set s;
+        if (lc_adapters_load(o->resume_adapter_file, &s) != 0) goto done;
+        int r = lc_model_copy_adapters(m, &s, o->resume_adapter_file);
+        lc_adapters_free(&s);
+        if (r != 0) goto done;
+        printf("Loaded adapter weights from %s\n", o->resume_adapter_file);
+    }
+    if (lc_model_adapter_view(m, &rs.view) != 0) goto done;
+    rs.m = m;
+    rs.o = o;
+    size_t n_params = 0;
+    for (size_t i = 0; i < rs.view.n; i++)
+        n_params += (size_t)(rs.view.t[i].in * rs.view.t[i].r + rs.view.t[i].r * rs.view.t[i].out);
+    printf("Trainable parameters: %.3f%% (%.3fM/%.3fM)\n",
+           100.0 * (double)n_params / (double)lc_config_param_count(mc), (double)n_params / 1e6,
+           (double)lc_config_param_count(mc) / 1e6);
+
+    int64_t T = o->max_seq_length;
+    size_t longest = 0;
+    for (size_t i = 0; i < train.n; i++)
+        if (lc_dataset_len(&train, i) > longest) longest = lc_dataset_len(&train, i);
+    if ((int64_t)longest < T) T = (int64_t)longest;
+    if (plan_memory(mc, &lc, o, T) != 0) goto done;
+
+    /* optimizer moments and gradient accumulators */
+    rs.mom = xcalloc(rs.view.n ? rs.view.n : 1, sizeof *rs.mom);
+    size_t np = 0;
+    lc_lora_param *lp = lc_model_lora(m, &np);
+    accum = xcalloc(2 * np + 1, sizeof *accum);
+    for (size_t i = 0; i < rs.view.n; i++) {
+        size_t na = (size_t)(rs.view.t[i].in * rs.view.t[i].r);
+        size_t nb = (size_t)(rs.view.t[i].r * rs.view.t[i].out);
+        rs.mom[i].m_a = xcalloc(na, sizeof(float));
+        rs.mom[i].v_a = xcalloc(na, sizeof(float));
+        rs.mom[i].m_b = xcalloc(nb, sizeof(float));
+        rs.mom[i].v_b = xcalloc(nb, sizeof(float));
+        if (o->grad_accumulation_steps > 1) {
+            accum[2 * i] = xcalloc(na, sizeof(float));
+            accum[2 * i + 1] = xcalloc(nb, sizeof(float));
+        }
+    }
+    lc_train_options_to_json(o, &cfg);
+    rs.config_json = cfg.data;
+
+    if (lc_batcher_init(&bt, &train, o->batch_size, o->max_seq_length, (uint64_t)o->seed, true) != 0)
+        goto done;
+    int64_t step = 0;
+    if (resume && resume_from(&rs, &bt, &step) != 0) goto done;
+    if (lc_mkdirs(o->adapter_path) != 0) goto done;
+    if (!resume) {
+        char *mp = lc_path_join(o->adapter_path, "metrics.jsonl");
+        unlink(mp);
+        free(mp);
+    }
+
+    const lc_adam_config *adam = lc_train_options_adam(o);
+    double loss_sum = 0;
+    int64_t loss_steps = 0, tokens_since = 0, trained_tokens = 0;
+    double t_report = lc_now();
+    int64_t steps_since = 0;
+    lc_progress prog;
+    lc_progress_start(&prog, "train", o->iters);
+    lc_progress_update(&prog, step);
+    printf("Starting training..., iters: %lld\n", (long long)o->iters);
+    rc = 0;
+    while (step < o->iters) {
+        if (stop && *stop) {
+            lc_progress_finish(&prog);
+            printf("Interrupted at iteration %lld: saving a resumable checkpoint\n", (long long)step);
+            rc = save_all(&rs, step, &bt, false);
+            if (rc == 0)
+                printf("Saved to %s; continue with --resume\n", o->adapter_path);
+            goto done;
+        }
+        int64_t it = step + 1;
+        /* --- one optimizer update over grad_accumulation_steps micro-batches --- */
+        int64_t acc = o->grad_accumulation_steps > 1 ? o->grad_accumulation_steps : 1;
+        double step_loss = 0;
+        int64_t step_tok = 0;
+        for (int64_t micro = 0; micro < acc; micro++) {
+            lc_batcher_next(&bt, &bb);
+            lc_batch b = {bb.B, bb.T, bb.tokens, bb.targets,
+                          mix64((uint64_t)o->seed * 0x9E3779B97F4A7C15ull + (uint64_t)(step * acc + micro))};
+            double loss;
+            int64_t ntok;
+            if ((rc = lc_model_forward_backward(m, &b, &loss, &ntok)) != 0) goto done;
+            if (!isfinite(loss)) {
+                rc = lc_fail("iteration %lld: the loss is %g; the adapters of the last save in %s "
+                             "are kept; try a lower learning_rate (now %g)",
+                             (long long)it, loss, o->adapter_path, o->learning_rate);
+                goto done;
+            }
+            step_loss += loss;
+            step_tok += ntok;
+            if (acc > 1)
+                for (size_t i = 0; i < np; i++) {
+                    size_t na = (size_t)(lp[i].in * lp[i].r), nb = (size_t)(lp[i].r * lp[i].out);
+                    if (micro == 0) {
+                        memset(accum[2 * i], 0, na * sizeof(float));
+                        memset(accum[2 * i + 1], 0, nb * sizeof(float));
+                    }
+                    lc_grad_accumulate(accum[2 * i], lp[i].ga, na);
+                    lc_grad_accumulate(accum[2 * i + 1], lp[i].gb, nb);
+                }
+        }
+        float **g = xmalloc(2 * np * sizeof *g + 1);
+        size_t *gn = xmalloc(2 * np * sizeof *gn + 1);
+        for (size_t i = 0; i < np; i++) {
+            gn[2 * i] = (size_t)(lp[i].in * lp[i].r);
+            gn[2 * i + 1] = (size_t)(lp[i].r * lp[i].out);
+            g[2 * i] = acc > 1 ? accum[2 * i] : lp[i].ga;
+            g[2 * i + 1] = acc > 1 ? accum[2 * i + 1] : lp[i].gb;
+            if (acc > 1) {
+                lc_grad_accumulate_finish(g[2 * i], gn[2 * i], acc);
+                lc_grad_accumulate_finish(g[2 * i + 1], gn[2 * i + 1], acc);
+            }
+        }
+        if (o->clip_grad_norm > 0) lc_clip_grad_norm(g, gn, 2 * np, o->clip_grad_norm);
+        double lr = lc_schedule_lr(&o->lr_schedule, o->learning_rate, step);
+        for (size_t i = 0; i < np; i++) {
+            lc_adam_update(adam, lr, step + 1, lp[i].a, g[2 * i], rs.mom[i].m_a, rs.mom[i].v_a, gn[2 * i]);
+            lc_adam_update(adam, lr, step + 1, lp[i].b, g[2 * i + 1], rs.mom[i].m_b, rs.mom[i].v_b,
+                           gn[2 * i + 1]);
+        }
+        free(g);
+        free(gn);
+        step = it;
+        loss_sum += step_loss / (double)acc;
+        loss_steps++;
+        steps_since++;
+        tokens_since += step_tok;
+        trained_tokens += step_tok;
+        lc_progress_update(&prog, step);
+
+        bool report = it % o->steps_per_report == 0 || it == o->iters;
+        bool eval = have_valid && o->steps_per_eval > 0 &&
+                    (it == 1 || it % o->steps_per_eval == 0 || it == o->iters);
+        lc_buf mj = {0};
+        if (report) {
+            double el = lc_now() - t_report;
+            double tl = loss_sum / (double)loss_steps;
+            lc_progress_finish(&prog);
+            printf("Iter %lld: Train loss %.3f, Learning Rate %.3e, It/sec %.3f, Tokens/sec %.3f, "
+                   "Trained Tokens %lld, Peak mem %.3f GB\n",
+                   (long long)it, tl, lr, steps_since / el, tokens_since / el,
+                   (long long)trained_tokens, peak_rss_gb());
+            lc_buf_printf(&mj, "{\"step\": %lld, \"train_loss\": %.6f, \"learning_rate\": %.6e, "
+                               "\"tokens_per_sec\": %.3f, \"peak_mem_gb\": %.3f",
+                          (long long)it, tl, lr, tokens_since / el, peak_rss_gb());
+            loss_sum = 0;
+            loss_steps = steps_since = tokens_since = 0;
+            t_report = lc_now();
+            lc_progress_start(&prog, "train", o->iters);
+            lc_progress_update(&prog, step);
+        }
+        if (eval) {
+            double t0 = lc_now(), vl;
+            int64_t vt;
+            if ((rc = lc_eval_loss(m, &valid, o->batch_size, o->max_seq_length, o->val_batches, &vl,
+                                   &vt)) != 0) {
+                lc_buf_free(&mj);
+                goto done;
+            }
+            lc_progress_finish(&prog);
+            printf("Iter %lld: Val loss %.3f, Val took %.3fs\n", (long long)it, vl, lc_now() - t0);
+            if (!mj.len) lc_buf_printf(&mj, "{\"step\": %lld", (long long)it);
+            lc_buf_printf(&mj, ", \"val_loss\": %.6f", vl);
+            t_report += lc_now() - t0; /* keep eval time out of the training rate */
+            lc_progress_start(&prog, "train", o->iters);
+            lc_progress_update(&prog, step);
+        }
+        if (mj.len) {
+            lc_buf_puts(&mj, "}");
+            metrics_line(o->adapter_path, mj.data);
+        }
+        lc_buf_free(&mj);
+        if (o->save_every > 0 && it % o->save_every == 0 && it != o->iters) {
+            if ((rc = save_all(&rs, step, &bt, true)) != 0) goto done;
+            printf("Iter %lld: Saved adapter weights to %s/adapters.safetensors and "
+                   "%s/%07lld_adapters.safetensors.\n",
+                   (long long)it, o->adapter_path, o->adapter_path, (long long)it);
+        }
+    }
+    lc_progress_finish(&prog);
+    if ((rc = save_all(&rs, step, &bt, o->save_every > 0 && step % o->save_every == 0)) != 0) goto done;
+    printf("Saved final weights to %s/adapters.safetensors.\n", o->adapter_path);
+    if (have_test) {
+        double tl;
+        int64_t tt;
+        if ((rc = lc_eval_loss(m, &test, o->batch_size, o->max_seq_length, o->test_batches, &tl,
+                               &tt)) != 0)
+            goto done;
+        printf("Test loss %.3f, Test ppl %.3f.\n", tl, exp(tl));
+    }
+done:
+    if (rs.mom) {
+        for (size_t i = 0; i < rs.view.n; i++) {
+            free(rs.mom[i].m_a), free(rs.mom[i].v_a), free(rs.mom[i].m_b), free(rs.mom[i].v_b);
+            if (accum) free(accum[2 * i]), free(accum[2 * i + 1]);
+        }
+        free(rs.mom);
+    }
+    free(accum);
+    lc_model_adapter_view_free(&rs.view);
+    lc_buf_free(&cfg);
+    lc_batch_buf_free(&bb);
+    lc_batcher_free(&bt);
+    lc_dataset_free(&train);
+    if (have_valid) lc_dataset_free(&valid);
+    if (have_test) lc_dataset_free(&test);
+    lc_tokenizer_free(t);
+    lc_model_free(m);
+    return rc;
+}
