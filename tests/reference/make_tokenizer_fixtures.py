@@ -35,6 +35,13 @@ FIX = os.path.join(ROOT, "tests", "fixtures", "tokenizer")
 GPT2_RE = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 LLAMA3_RE = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"""
              r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
+# The demo tokenizer's chat template: the Mistral [INST] framing (lorac detects the
+# family from it), without system prompts.
+DEMO_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + '[/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' ' + message['content'] + eos_token }}{% endif %}{% endfor %}")
+
 QWEN2_RE = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"""
             r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 
@@ -165,7 +172,7 @@ def make_own(assets):
     save_own("demo-spm", demo, {
         "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>",
         "unk_token": "<unk>", "pad_token": None, "tokenizer_class": "LlamaTokenizerFast",
-        "clean_up_tokenization_spaces": False})
+        "clean_up_tokenization_spaces": False, "chat_template": DEMO_CHAT_TEMPLATE})
 
     gpt2 = byte_level(texts, None, 1200, ["<|endoftext|>"])
     gpt2.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, special=True, normalized=False)])

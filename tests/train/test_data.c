@@ -246,8 +246,11 @@ static void test_errors(void) {
                 "train.jsonl:1: messages[0]: missing \"content\"");
     CHECK_FAILS(parse(&d, "\n\n", t, opts(false)), "holds no examples");
     lc_data_options o = {false, 2048, -1};
-    CHECK_FAILS(lc_dataset_parse(&d, "{\"prompt\": \"a\", \"completion\": \"b\"}", 35, "x.jsonl", t, &o),
+    lc_tokenizer *plain; /* a tokenizer without a chat_template */
+    CHECK_OK(lc_tokenizer_load_dir("tests/fixtures/tokenizers/bl-gpt2", &plain));
+    CHECK_FAILS(lc_dataset_parse(&d, "{\"prompt\": \"a\", \"completion\": \"b\"}", 35, "x.jsonl", plain, &o),
                 "x.jsonl:1: chat data needs a chat template");
+    lc_tokenizer_free(plain);
     CHECK_FAILS(lc_dataset_load(&d, "/nonexistent/train.jsonl", t, &o), "/nonexistent/train.jsonl");
     lc_tokenizer_free(t);
 }
