@@ -35,6 +35,7 @@ int lc_cmd_load_model(const char *model_dir, const char *adapter_path, lc_model 
     *m = NULL;
     *t = NULL;
     if (!model_dir) return lc_fail("give --model DIR (a Hugging Face model folder)");
+    if (lc_model_dir_check(model_dir) != 0) return -1;
     if (lc_model_load(model_dir, m) != 0) return -1;
     if (lc_tokenizer_load_dir(model_dir, t) != 0) goto fail;
     if (lc_tokenizer_vocab_size(*t) > lc_model_cfg(*m)->vocab_size) {

@@ -538,3 +538,17 @@ int lc_config_check_weights(const lc_model_config *c, const lc_safetensors *st, 
     free(s);
     return rc;
 }
+
+int lc_model_dir_check(const char *path) {
+    if (lc_is_dir(path)) return 0;
+    if (lc_is_file(path))
+        return lc_fail("%s: is a file; give the model's folder (config.json, tokenizer, *.safetensors)",
+                       path);
+    const char *slash = strchr(path, '/');
+    if (slash && slash != path && !strchr(slash + 1, '/') && path[0] != '.')
+        return lc_fail("%s: no such folder; it looks like a Hugging Face repo id, and lorac cannot "
+                       "download yet: fetch the model folder (e.g. with huggingface-cli download) and "
+                       "give its path",
+                       path);
+    return lc_fail("%s: no such model folder", path);
+}

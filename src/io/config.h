@@ -58,6 +58,9 @@ int lc_config_merge_generation(lc_model_config *c, const char *text, size_t len,
 /* Reads path (a config.json, or a folder holding one) and, when it sits beside it,
  * generation_config.json. Returns 0 or -1. */
 int lc_config_load(lc_model_config *c, const char *path);
+/* Checks that path is a model folder, with a message that says what to do when it is a
+ * file, a Hub repo id or missing. Returns 0 or -1. */
+int lc_model_dir_check(const char *path);
 /* Checks ranges and divisibility (parse calls it). Returns 0 or -1. */
 int lc_config_validate(const lc_model_config *c, const char *what);
 

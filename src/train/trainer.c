@@ -253,7 +253,7 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     float **accum = NULL;
     int rc = -1;
 
-    if (lc_model_load(o->model, &m) != 0 || lc_tokenizer_load_dir(o->model, &t) != 0) goto done;
+    if (lc_model_dir_check(o->model) != 0 || lc_model_load(o->model, &m) != 0 || lc_tokenizer_load_dir(o->model, &t) != 0) goto done;
     const lc_model_config *mc = lc_model_cfg(m);
     lc_data_options dopt = {o->mask_prompt, o->max_seq_length, chat_family};
     if (load_split(o, "train", t, &dopt, &train, o->train) < 0) goto done;
