@@ -45,17 +45,18 @@ int cmd_chat(int argc, char **argv) {
         {"model", required_argument, 0, 'm'},      {"adapter-path", required_argument, 0, 'a'},
         {"prefix", required_argument, 0, 'x'},     {"system-prompt", required_argument, 0, 's'},
         {"no-history", no_argument, 0, 'H'},       {"max-tokens", required_argument, 0, 'n'},
-        {"temp", required_argument, 0, 't'},       {"top-p", required_argument, 0, 'P'},
-        {"top-k", required_argument, 0, 'K'},      {"min-p", required_argument, 0, 'M'},
-        {"seed", required_argument, 0, 'S'},       {"chat-template", required_argument, 0, 'c'},
+        LC_SAMPLE_OPTIONS,                         {"chat-template", required_argument, 0, 'c'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     const char *model = NULL, *adapters = NULL, *prefix = "", *system = NULL, *chat = NULL;
-    long long max_tokens = 256, v;
+    long long max_tokens = 256;
     bool history = true;
     lc_sample_config sc = lc_sample_defaults();
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        int so = lc_cmd_sample_opt(c, optarg, &sc);
+        if (so == 2) return 2;
+        if (so == 1) continue;
         switch (c) {
         case 'm': model = optarg; break;
         case 'a': adapters = optarg; break;
@@ -64,23 +65,6 @@ int cmd_chat(int argc, char **argv) {
         case 'H': history = false; break;
         case 'n':
             if (lc_cmd_parse_int(optarg, "--max-tokens", 1, 1 << 24, &max_tokens)) return 2;
-            break;
-        case 't':
-            if (lc_cmd_parse_float(optarg, "--temp", &sc.temp)) return 2;
-            break;
-        case 'P':
-            if (lc_cmd_parse_float(optarg, "--top-p", &sc.top_p)) return 2;
-            break;
-        case 'K':
-            if (lc_cmd_parse_int(optarg, "--top-k", 0, 1 << 30, &v)) return 2;
-            sc.top_k = (int)v;
-            break;
-        case 'M':
-            if (lc_cmd_parse_float(optarg, "--min-p", &sc.min_p)) return 2;
-            break;
-        case 'S':
-            if (lc_cmd_parse_int(optarg, "--seed", 0, 1ll << 62, &v)) return 2;
-            sc.seed = (uint64_t)v;
             break;
         case 'c': chat = optarg; break;
         case 'h': usage(stdout); return 0;

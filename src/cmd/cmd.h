@@ -11,6 +11,7 @@
 
 #include "core/vec.h"
 #include "model/model.h"
+#include "model/sample.h"
 #include "text/chat.h"
 #include "text/tokenizer.h"
 
@@ -44,6 +45,15 @@ int lc_cmd_chat_family(const lc_tokenizer *t, const char *name, lc_chat_family *
  * or, raw, the text encoded with BOS (never two). Returns 0 or -1. */
 int lc_cmd_prompt_ids(const lc_tokenizer *t, const char *chat_template, bool raw,
                       const char *system, const char *user, lc_ids *out);
+
+/* The sampling options shared by generate, chat (and serve): getopt_long entries and
+ * their parser. lc_cmd_sample_opt returns 1 when c was a sampling option (applied to
+ * *sc), 0 when it was not, 2 after printing an error for a bad value. */
+#define LC_SAMPLE_OPTIONS                                                                          \
+    {"temp", required_argument, 0, 't'}, {"top-p", required_argument, 0, 'P'},                     \
+        {"top-k", required_argument, 0, 'K'}, {"min-p", required_argument, 0, 'M'},                \
+        {"seed", required_argument, 0, 'S'}
+int lc_cmd_sample_opt(int c, const char *arg, lc_sample_config *sc);
 
 int cmd_info(int argc, char **argv);
 int cmd_generate(int argc, char **argv);

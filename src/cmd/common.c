@@ -113,6 +113,24 @@ int lc_cmd_parse_float(const char *s, const char *name, float *out) {
     return 0;
 }
 
+int lc_cmd_sample_opt(int c, const char *arg, lc_sample_config *sc) {
+    long long v;
+    switch (c) {
+    case 't': return lc_cmd_parse_float(arg, "--temp", &sc->temp) ? 2 : 1;
+    case 'P': return lc_cmd_parse_float(arg, "--top-p", &sc->top_p) ? 2 : 1;
+    case 'M': return lc_cmd_parse_float(arg, "--min-p", &sc->min_p) ? 2 : 1;
+    case 'K':
+        if (lc_cmd_parse_int(arg, "--top-k", 0, 1 << 30, &v)) return 2;
+        sc->top_k = (int)v;
+        return 1;
+    case 'S':
+        if (lc_cmd_parse_int(arg, "--seed", 0, 1ll << 62, &v)) return 2;
+        sc->seed = (uint64_t)v;
+        return 1;
+    default: return 0;
+    }
+}
+
 void lc_cmd_slurp(FILE *f, lc_buf *b) {
     char chunk[65536];
     size_t n;

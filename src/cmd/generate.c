@@ -55,9 +55,7 @@ int cmd_generate(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},       {"adapter-path", required_argument, 0, 'a'},
         {"prompt", required_argument, 0, 'p'},      {"system-prompt", required_argument, 0, 's'},
-        {"max-tokens", required_argument, 0, 'n'},  {"temp", required_argument, 0, 't'},
-        {"top-p", required_argument, 0, 'P'},       {"top-k", required_argument, 0, 'K'},
-        {"min-p", required_argument, 0, 'M'},       {"seed", required_argument, 0, 'S'},
+        {"max-tokens", required_argument, 0, 'n'},  LC_SAMPLE_OPTIONS,
         {"chat-template", required_argument, 0, 'c'}, {"ignore-chat-template", no_argument, 0, 'r'},
         {"json", no_argument, 0, 'j'},              {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
@@ -68,6 +66,9 @@ int cmd_generate(int argc, char **argv) {
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
+        int so = lc_cmd_sample_opt(c, optarg, &sc);
+        if (so == 2) return 2;
+        if (so == 1) continue;
         switch (c) {
         case 'm': model = optarg; break;
         case 'a': adapters = optarg; break;
@@ -76,27 +77,6 @@ int cmd_generate(int argc, char **argv) {
         case 'n':
             if (lc_cmd_parse_int(optarg, "--max-tokens", 0, 1 << 24, &max_tokens)) return 2;
             break;
-        case 't':
-            if (lc_cmd_parse_float(optarg, "--temp", &sc.temp)) return 2;
-            break;
-        case 'P':
-            if (lc_cmd_parse_float(optarg, "--top-p", &sc.top_p)) return 2;
-            break;
-        case 'K': {
-            long long k;
-            if (lc_cmd_parse_int(optarg, "--top-k", 0, 1 << 30, &k)) return 2;
-            sc.top_k = (int)k;
-            break;
-        }
-        case 'M':
-            if (lc_cmd_parse_float(optarg, "--min-p", &sc.min_p)) return 2;
-            break;
-        case 'S': {
-            long long s;
-            if (lc_cmd_parse_int(optarg, "--seed", 0, (1ll << 62), &s)) return 2;
-            sc.seed = (uint64_t)s;
-            break;
-        }
         case 'c': chat = optarg; break;
         case 'r': raw = true; break;
         case 'j': json = true; break;

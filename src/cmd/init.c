@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "cmd/cmd.h"
+#include "core/rng.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
@@ -33,13 +34,6 @@
 typedef struct {
     uint64_t s[4];
 } rng;
-
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
@@ -60,7 +54,7 @@ static void rng_seed(rng *r, uint64_t seed, const char *name) {
     for (const unsigned char *p = (const unsigned char *)name; *p; p++)
         h = (h ^ *p) * 0x100000001B3ULL;
     uint64_t x = seed ^ h;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++) r->s[i] = lc_splitmix64(&x);
 }
 
 /* Uniform in (-1, 1) with 53 random bits. */

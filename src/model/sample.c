@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/mem.h"
+#include "core/rng.h"
 
 struct lc_sample_item {
     float p;
@@ -44,13 +45,6 @@ void lc_sampler_free(lc_sampler *s) {
     free(s->items);
     s->items = NULL;
     s->cap = 0;
-}
-
-static uint64_t splitmix(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 static int by_prob_desc(const void *a, const void *b) {
@@ -101,7 +95,7 @@ int32_t lc_sample(lc_sampler *s, const float *logits, int64_t V) {
     }
     double total = 0;
     for (int64_t i = 0; i < n; i++) total += s->items[i].p;
-    double u = (double)(splitmix(&s->rng) >> 11) * (1.0 / 9007199254740992.0) * total;
+    double u = lc_uniform(&s->rng) * total;
     for (int64_t i = 0; i < n; i++) {
         u -= s->items[i].p;
         if (u < 0) return s->items[i].id;

@@ -12,6 +12,7 @@
 #include "core/file.h"
 #include "core/json.h"
 #include "core/mem.h"
+#include "core/rng.h"
 #include "core/vec.h"
 #include "text/chat.h"
 
@@ -262,13 +263,6 @@ static int cmp_by_len(const void *x, const void *y) {
     return a < b ? -1 : a > b; // stable, as Python's sorted
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* This epoch's batch order: a Fisher-Yates shuffle seeded by (seed, epoch) alone, so that
  * any position can be rebuilt from its numbers. */
 static void make_order(lc_batcher *b) {
@@ -277,7 +271,7 @@ static void make_order(lc_batcher *b) {
     uint64_t s = b->pos.seed ^ (0xd1b54a32d192ed03ull * (uint64_t)(b->pos.epoch + 1));
     for (size_t i = b->n_batches; i > 1; i--) {
         uint64_t bound = i, limit = UINT64_MAX - UINT64_MAX % bound, r;
-        do r = splitmix64(&s);
+        do r = lc_splitmix64(&s);
         while (r >= limit); // no modulo bias
         size_t j = (size_t)(r % bound), tmp = b->order[i - 1];
         b->order[i - 1] = b->order[j];

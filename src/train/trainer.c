@@ -23,6 +23,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/mem.h"
+#include "core/rng.h"
 #include "io/adapters.h"
 #include "model/lora_io.h"
 #include "train/optim.h"
@@ -197,14 +198,6 @@ static int resume_from(run_state *rs, lc_batcher *bt, int64_t *step) {
 
 /* ---------------------------------------------------------------- the loop */
 
-static uint64_t mix64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
-}
-
 static int load_split(const lc_train_options *o, const char *split, const lc_tokenizer *t,
                       const lc_data_options *dopt, lc_dataset *d, bool required) {
     char name[32];
@@ -358,7 +351,7 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         for (int64_t micro = 0; micro < acc; micro++) {
             lc_batcher_next(&bt, &bb);
             lc_batch b = {bb.B, bb.T, bb.tokens, bb.targets,
-                          mix64((uint64_t)o->seed * 0x9E3779B97F4A7C15ull + (uint64_t)(step * acc + micro))};
+                          lc_mix64((uint64_t)o->seed * 0x9E3779B97F4A7C15ull + (uint64_t)(step * acc + micro))};
             double loss;
             int64_t ntok;
             if ((rc = lc_model_forward_backward(m, &b, &loss, &ntok)) != 0) goto done;
