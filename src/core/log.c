@@ -56,7 +56,7 @@ static void draw(lc_progress *p, bool final) {
     bar[30] = '\0';
     char e[32], eta[32];
     fmt_secs(e, sizeof e, el);
-    double rate = el > 0 ? (double)p->done / el : 0;
+    double rate = el > 0 ? (double)(p->done - p->done0) / el : 0;
     fmt_secs(eta, sizeof eta, rate > 0 ? (double)(p->total - p->done) / rate : -1);
     fprintf(stderr, "\r%s [%s] %3.0f%% %lld/%lld %s<%s %.1f/s%s", p->label, bar, 100 * frac,
             (long long)p->done, (long long)p->total, e, eta, rate, final ? "\n" : "");
@@ -66,7 +66,7 @@ static void draw(lc_progress *p, bool final) {
 void lc_progress_start(lc_progress *p, const char *label, int64_t total) {
     p->label = label;
     p->total = total;
-    p->done = 0;
+    p->done = p->done0 = 0;
     p->t0 = lc_now();
     p->last_draw = 0;
     p->tty = !g_quiet && isatty(fileno(stderr));
@@ -80,6 +80,19 @@ void lc_progress_update(lc_progress *p, int64_t done) {
     if (t - p->last_draw < 0.1) return;
     p->last_draw = t;
     draw(p, false);
+}
+
+void lc_progress_resume_at(lc_progress *p, int64_t done) {
+    p->done = p->done0 = done;
+    p->t0 = lc_now();
+    if (p->tty) draw(p, false);
+}
+
+void lc_progress_clear(lc_progress *p) {
+    if (!p->tty) return;
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+    p->last_draw = 0;
 }
 
 void lc_progress_finish(lc_progress *p) {

@@ -20,13 +20,17 @@ double lc_now(void);
 
 typedef struct {
     const char *label;
-    int64_t total, done;
+    int64_t total, done, done0; // done0: where this run started (a resumed run)
     double t0, last_draw;
     bool tty;
 } lc_progress;
 
 void lc_progress_start(lc_progress *p, const char *label, int64_t total);
 void lc_progress_update(lc_progress *p, int64_t done);
+/* Sets the starting point of a resumed run (the rate and ETA count from there). */
+void lc_progress_resume_at(lc_progress *p, int64_t done);
+/* Erases the bar so that a log line can be printed; the next update draws it again. */
+void lc_progress_clear(lc_progress *p);
 void lc_progress_finish(lc_progress *p);
 
 #endif

@@ -330,13 +330,13 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     double t_report = lc_now();
     int64_t steps_since = 0;
     lc_progress prog;
-    lc_progress_start(&prog, "train", o->iters);
-    lc_progress_update(&prog, step);
     printf("Starting training..., iters: %lld\n", (long long)o->iters);
+    lc_progress_start(&prog, "train", o->iters);
+    lc_progress_resume_at(&prog, step);
     rc = 0;
     while (step < o->iters) {
         if (stop && *stop) {
-            lc_progress_finish(&prog);
+            lc_progress_clear(&prog);
             printf("Interrupted at iteration %lld: saving a resumable checkpoint\n", (long long)step);
             rc = save_all(&rs, step, &bt, false);
             if (rc == 0)
@@ -410,7 +410,7 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         if (report) {
             double el = lc_now() - t_report;
             double tl = loss_sum / (double)loss_steps;
-            lc_progress_finish(&prog);
+            lc_progress_clear(&prog);
             printf("Iter %lld: Train loss %.3f, Learning Rate %.3e, It/sec %.3f, Tokens/sec %.3f, "
                    "Trained Tokens %lld, Peak mem %.3f GB\n",
                    (long long)it, tl, lr, steps_since / el, tokens_since / el,
@@ -421,8 +421,6 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
             loss_sum = 0;
             loss_steps = steps_since = tokens_since = 0;
             t_report = lc_now();
-            lc_progress_start(&prog, "train", o->iters);
-            lc_progress_update(&prog, step);
         }
         if (eval) {
             double t0 = lc_now(), vl;
@@ -432,13 +430,11 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
                 lc_buf_free(&mj);
                 goto done;
             }
-            lc_progress_finish(&prog);
+            lc_progress_clear(&prog);
             printf("Iter %lld: Val loss %.3f, Val took %.3fs\n", (long long)it, vl, lc_now() - t0);
             if (!mj.len) lc_buf_printf(&mj, "{\"step\": %lld", (long long)it);
             lc_buf_printf(&mj, ", \"val_loss\": %.6f", vl);
             t_report += lc_now() - t0; /* keep eval time out of the training rate */
-            lc_progress_start(&prog, "train", o->iters);
-            lc_progress_update(&prog, step);
         }
         if (mj.len) {
             lc_buf_puts(&mj, "}");
@@ -447,12 +443,13 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         lc_buf_free(&mj);
         if (o->save_every > 0 && it % o->save_every == 0 && it != o->iters) {
             if ((rc = save_all(&rs, step, &bt, true)) != 0) goto done;
+            lc_progress_clear(&prog);
             printf("Iter %lld: Saved adapter weights to %s/adapters.safetensors and "
                    "%s/%07lld_adapters.safetensors.\n",
                    (long long)it, o->adapter_path, o->adapter_path, (long long)it);
         }
     }
-    lc_progress_finish(&prog);
+    lc_progress_clear(&prog);
     if ((rc = save_all(&rs, step, &bt, o->save_every > 0 && step % o->save_every == 0)) != 0) goto done;
     printf("Saved final weights to %s/adapters.safetensors.\n", o->adapter_path);
     if (have_test) {
