@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="make gcc pkg-config libcjson-dev libyaml-dev libpcre2-dev libutf8proc-dev libopenblas-dev
-      libcurl4-openssl-dev clang libclang-rt-14-dev python3"
+      libcurl4-openssl-dev clang libclang-rt-14-dev python3 binutils-riscv64-linux-gnu"
 
 missing=""
 for p in $PKGS; do

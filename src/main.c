@@ -11,6 +11,7 @@ static const lc_command COMMANDS[] = {
     {"generate", cmd_generate, "answer one prompt, streaming, with or without adapters"},
     {"chat", cmd_chat, "an interactive session with a model and its adapters"},
     {"eval", cmd_eval, "loss and perplexity of a data split"},
+    {"prepare", cmd_prepare, "turn a data set file into train/valid/test JSONL"},
     {"info", cmd_info, "describe a model folder: architecture, sizes, tokenizer, specials"},
     {"tokenize", cmd_tokenize, "turn text into token ids with a model's tokenizer"},
     {"init", cmd_init, "create a random-weight model folder from a config.json"},

@@ -1,0 +1,201 @@
+/*
+ * prepare.c — `lorac prepare`: a data set file to train/valid/test JSONL.
+ *
+ * Thin: parses options, reads the rows and formats/splits them (train/prepare), writes
+ * the three files, prints counts, leaks and token-length statistics.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/cmd.h"
+#include "core/error.h"
+#include "core/mem.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
+#include "train/prepare.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: lorac prepare --input FILE --out DIR [options]\n\n"
+            "Turns a data set file into train.jsonl, valid.jsonl and test.jsonl for lorac train.\n\n"
+            "  --input FILE            rows as JSONL, a JSON array (.json) or CSV with a header (.csv)\n"
+            "  --out DIR               where the three files go (created; written atomically)\n"
+            "  --model DIR             the model folder whose tokenizer and chat template are used\n"
+            "                          (needed by --format text; gives token statistics)\n"
+            "  --input-field NAME      the input field (default description)\n"
+            "  --output-field NAME     the target field (default instructions)\n"
+            "  --prompt-template T     the prompt, {field} replaced by the row's field; \\n, \\t and\n"
+            "                          \\\\ are escapes, {{ and }} braces (default: \"Write the RISC-V\n"
+            "                          assembly instruction for the following operation:\\n{description}\")\n"
+            "  --format F              text (the chat template applied: {\"text\"}), chat\n"
+            "                          ({\"messages\"}) or completions ({\"prompt\", \"completion\"});\n"
+            "                          default text\n"
+            "  --chat-template NAME    with --format text: mistral, llama2, llama3, chatml or phi3\n"
+            "                          (default: detected from the model's tokenizer_config.json)\n"
+            "  --valid-fraction X      share of rows for valid.jsonl (default 0.1)\n"
+            "  --test-fraction X       share of rows for test.jsonl (default 0.1)\n"
+            "  --seed N                the shuffle's seed (default 0)\n"
+            "  --no-shuffle            keep the file's order: train takes the first\n"
+            "                          floor(n*(1-valid-test)) rows, then valid, then test\n"
+            "  --dedupe                drop rows whose formatted line repeats an earlier one\n"
+            "  --split-by UNIT         row (default); a field name such as mnemonic (all rows with\n"
+            "                          one value go to one split: held-out groups); or paraphrase\n"
+            "                          (valid/test get unseen wordings of targets seen in train)\n"
+            "  --max-seq-length N      report rows longer than N tokens (default 2048)\n"
+            "  -h, --help              this help\n");
+}
+
+/* Turns the escapes \n, \t and \\ of a command-line template into characters (new string). */
+static char *unescape(const char *s) {
+    char *out = xmalloc(strlen(s) + 1), *q = out;
+    for (; *s; s++) {
+        if (s[0] == '\\' && (s[1] == 'n' || s[1] == 't' || s[1] == '\\')) {
+            *q++ = s[1] == 'n' ? '\n' : s[1] == 't' ? '\t' : '\\';
+            s++;
+        } else {
+            *q++ = *s;
+        }
+    }
+    *q = 0;
+    return out;
+}
+
+static void print_stats(const char *name, const lc_data_stats *s, long long max_len) {
+    if (!s->count) {
+        printf("  %-5s  no rows\n", name);
+        return;
+    }
+    printf("  %-5s  %zu tokens; per row min %zu, median %zu, max %zu; %zu over %lld\n", name,
+           s->tokens, s->min, s->median, s->max, s->n_truncated, max_len);
+}
+
+int cmd_prepare(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"input", required_argument, 0, 'i'},
+        {"out", required_argument, 0, 'o'},
+        {"model", required_argument, 0, 'm'},
+        {"input-field", required_argument, 0, 'I'},
+        {"output-field", required_argument, 0, 'O'},
+        {"prompt-template", required_argument, 0, 'p'},
+        {"format", required_argument, 0, 'f'},
+        {"chat-template", required_argument, 0, 'T'},
+        {"valid-fraction", required_argument, 0, 'v'},
+        {"test-fraction", required_argument, 0, 't'},
+        {"seed", required_argument, 0, 's'},
+        {"no-shuffle", no_argument, 0, 'N'},
+        {"dedupe", no_argument, 0, 'd'},
+        {"split-by", required_argument, 0, 'b'},
+        {"max-seq-length", required_argument, 0, 'L'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *input = NULL, *out = NULL, *model = NULL, *chat_template = NULL;
+    const char *tpl_arg = NULL;
+    lc_prep_options o = {.input_field = "description",
+                         .output_field = "instructions",
+                         .format = LC_PREP_TEXT,
+                         .chat_family = -1,
+                         .valid_fraction = 0.1,
+                         .test_fraction = 0.1,
+                         .shuffle = true};
+    long long seed = 0, max_len = 2048;
+    float frac;
+    int c, e;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'i': input = optarg; break;
+        case 'o': out = optarg; break;
+        case 'm': model = optarg; break;
+        case 'I': o.input_field = optarg; break;
+        case 'O': o.output_field = optarg; break;
+        case 'p': tpl_arg = optarg; break;
+        case 'T': chat_template = optarg; break;
+        case 'f':
+            if (!strcmp(optarg, "text")) o.format = LC_PREP_TEXT;
+            else if (!strcmp(optarg, "chat")) o.format = LC_PREP_CHAT;
+            else if (!strcmp(optarg, "completions")) o.format = LC_PREP_COMPLETIONS;
+            else
+                return lc_cmd_usage_error("prepare", "--format '%s': use text, chat or completions",
+                                          optarg);
+            break;
+        case 'v':
+        case 't':
+            if ((e = lc_cmd_parse_float(optarg, c == 'v' ? "--valid-fraction" : "--test-fraction",
+                                        &frac)))
+                return e;
+            /* keep the decimal value exactly as typed: 0.1 as a double, not a float */
+            *(c == 'v' ? &o.valid_fraction : &o.test_fraction) = strtod(optarg, NULL);
+            break;
+        case 's':
+            if ((e = lc_cmd_parse_int(optarg, "--seed", 0, (long long)1 << 62, &seed))) return e;
+            break;
+        case 'L':
+            if ((e = lc_cmd_parse_int(optarg, "--max-seq-length", 1, (long long)1 << 40, &max_len)))
+                return e;
+            break;
+        case 'N': o.shuffle = false; break;
+        case 'd': o.dedupe = true; break;
+        case 'b': o.split_by = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: return lc_cmd_usage_error("prepare", "invalid option");
+        }
+    }
+    if (optind < argc)
+        return lc_cmd_usage_error("prepare", "unexpected argument '%s'", argv[optind]);
+    if (!input) return lc_cmd_usage_error("prepare", "give --input FILE (JSONL, JSON or CSV)");
+    if (!out) return lc_cmd_usage_error("prepare", "give --out DIR");
+    if (o.format == LC_PREP_TEXT && !model)
+        return lc_cmd_usage_error("prepare", "--format text applies the chat template of a model: "
+                                             "give --model DIR (or use --format chat/completions)");
+    o.seed = (uint64_t)seed;
+
+    lc_tokenizer *t = NULL;
+    cJSON *rows = NULL;
+    lc_prep_result r = {0};
+    char *tpl = unescape(tpl_arg ? tpl_arg : LC_PREP_DEFAULT_TEMPLATE);
+    o.prompt_template = tpl;
+    int rc = -1;
+    lc_chat_family fam = LC_CHAT_MISTRAL;
+    bool have_fam = false;
+    if (model) {
+        if (lc_tokenizer_load_dir(model, &t) != 0) goto done;
+        if (chat_template || lc_tokenizer_chat_template(t) || o.format == LC_PREP_TEXT) {
+            if (lc_cmd_chat_family(t, chat_template, &fam) != 0) goto done;
+            have_fam = true;
+        }
+        int32_t bos = lc_tokenizer_bos(t), eos = lc_tokenizer_eos(t);
+        o.bos_text = bos >= 0 ? lc_tokenizer_piece(t, bos) : NULL;
+        o.eos_text = eos >= 0 ? lc_tokenizer_piece(t, eos) : NULL;
+        if (have_fam) o.chat_family = (int)fam;
+    }
+    if (lc_rows_load(input, &rows) != 0) goto done;
+    if (lc_prepare(rows, input, &o, &r) != 0) goto done;
+    if (lc_prepare_write(&r, out) != 0) goto done;
+
+    printf("%zu rows from %s", r.n_in, input);
+    if (o.dedupe) printf(" (%zu repeated rows dropped)", r.n_dupes);
+    printf("\ntrain %zu, valid %zu, test %zu rows -> %s/{train,valid,test}.jsonl\n",
+           r.n[LC_SPLIT_TRAIN], r.n[LC_SPLIT_VALID], r.n[LC_SPLIT_TEST], out);
+    if (r.n_leaks)
+        printf("leaks: %zu %s values occur in more than one split (e.g. \"%.60s\")\n", r.n_leaks,
+               o.input_field, r.leak_example);
+    else
+        printf("leaks: none (no %s value occurs in two splits)\n", o.input_field);
+    if (t) {
+        lc_data_stats st[LC_N_SPLITS];
+        if (lc_prepare_stats(&r, t, have_fam ? (int)fam : -1, max_len, st) != 0) goto done;
+        printf("token lengths (%s's tokenizer, as lorac train reads the files):\n", model);
+        for (int sp = 0; sp < LC_N_SPLITS; sp++) print_stats(lc_split_names[sp], &st[sp], max_len);
+    } else {
+        printf("token lengths: give --model DIR to count them\n");
+    }
+    rc = 0;
+done:
+    free(tpl);
+    lc_prep_result_free(&r);
+    cJSON_Delete(rows);
+    lc_tokenizer_free(t);
+    return rc == 0 ? 0 : lc_cmd_fail();
+}
