@@ -1510,6 +1510,7 @@ int32_t lc_spm_eos(const lc_spm *s) { return special(s, s->eos_piece, "</s>", LC
 int32_t lc_spm_pad(const lc_spm *s) { return special(s, s->pad_piece, "<pad>", LC_SPM_CONTROL); }
 int32_t lc_spm_unk(const lc_spm *s) { return special(s, s->unk_piece, "<unk>", LC_SPM_UNKNOWN); }
 
+bool lc_spm_fast_encode(const lc_spm *s) { return s->segmentable; }
 int lc_spm_model_type(const lc_spm *s) { return s->model_type; }
 bool lc_spm_byte_fallback(const lc_spm *s) { return s->byte_fallback; }
 bool lc_spm_add_dummy_prefix(const lc_spm *s) { return s->add_dummy_prefix; }
