@@ -949,7 +949,8 @@ static bool pair_before(const pair *a, const pair *b) {
 }
 
 #define SMALL_MAX 64                // segments of at most this many characters: linear scan
-#define CACHE_SLOTS ((size_t)1 << 16) // cache hash slots (at most half are used)
+#define CACHE_MIN ((size_t)1 << 10)   // cache hash slots at first (at most half are used)
+#define CACHE_MAX ((size_t)1 << 16)   // ... and at most
 #define CACHE_MAX_SEG 96            // longer segments are not cached
 #define CACHE_MAX_BYTES ((size_t)2 << 20)
 #define SCRATCH_KEEP ((size_t)4 << 20) // larger buffers are freed after a call
@@ -982,7 +983,7 @@ typedef struct {
     // The segment cache, valid for the model whose gen is cache_gen.
     uint64_t cache_gen;
     cache_slot *cache;
-    size_t cache_n;
+    size_t cache_n, cache_cap; // cache_cap: a power of two
     lc_buf cache_bytes;
     lc_ids cache_ids;
 } scratch;
@@ -1241,8 +1242,11 @@ static uint64_t seg_hash(const char *p, size_t n) {
 }
 
 static void cache_reset(scratch *w, uint64_t gen) {
-    if (!w->cache) w->cache = xmalloc(CACHE_SLOTS * sizeof *w->cache);
-    memset(w->cache, 0, CACHE_SLOTS * sizeof *w->cache);
+    if (!w->cache) {
+        w->cache_cap = CACHE_MIN;
+        w->cache = xmalloc(w->cache_cap * sizeof *w->cache);
+    }
+    memset(w->cache, 0, w->cache_cap * sizeof *w->cache);
     w->cache_n = 0;
     w->cache_gen = gen;
     lc_buf_clear(&w->cache_bytes);
@@ -1266,9 +1270,10 @@ static void encode_segment(const lc_spm *s, scratch *w, size_t a, size_t b, bool
     size_t len = b - a, h = 0;
     uint64_t hv = 0;
     bool cacheable = len <= CACHE_MAX_SEG;
+    size_t mask = w->cache_cap - 1;
     if (cacheable) {
         hv = seg_hash(p, len);
-        for (h = (size_t)hv & (CACHE_SLOTS - 1); w->cache[h].len; h = (h + 1) & (CACHE_SLOTS - 1)) {
+        for (h = (size_t)hv & mask; w->cache[h].len; h = (h + 1) & mask) {
             const cache_slot *c = &w->cache[h];
             if (c->hash == hv && c->len == len && memcmp(w->cache_bytes.data + c->off, p, len) == 0) {
                 append_seg(s, w->cache_ids.data + c->ids, c->nids, prev_unk, out);
@@ -1281,11 +1286,25 @@ static void encode_segment(const lc_spm *s, scratch *w, size_t a, size_t b, bool
     if (!bpe_small(s, w, a, b, &seg_unk, &w->seg)) bpe_heap(s, w, a, b, &seg_unk, &w->seg);
     append_seg(s, w->seg.data, w->seg.len, prev_unk, out);
     if (!cacheable || w->seg.len > UINT16_MAX) return;
-    if (2 * (w->cache_n + 1) > CACHE_SLOTS || w->cache_bytes.len + len > CACHE_MAX_BYTES) {
+    if (2 * (w->cache_n + 1) > w->cache_cap && w->cache_cap < CACHE_MAX) { // grow
+        cache_slot *old = w->cache;
+        size_t oldcap = w->cache_cap;
+        w->cache_cap *= 2;
+        mask = w->cache_cap - 1;
+        w->cache = xcalloc(w->cache_cap, sizeof *w->cache);
+        for (size_t i = 0; i < oldcap; i++) {
+            if (!old[i].len) continue;
+            for (h = (size_t)old[i].hash & mask; w->cache[h].len; h = (h + 1) & mask)
+                ;
+            w->cache[h] = old[i];
+        }
+        free(old);
+    } else if (2 * (w->cache_n + 1) > w->cache_cap ||
+               w->cache_bytes.len + len > CACHE_MAX_BYTES) { // full: start again
         cache_reset(w, s->gen);
-        for (h = (size_t)hv & (CACHE_SLOTS - 1); w->cache[h].len; h = (h + 1) & (CACHE_SLOTS - 1))
-            ;
     }
+    for (h = (size_t)hv & mask; w->cache[h].len; h = (h + 1) & mask)
+        ;
     w->cache[h] = (cache_slot){hv, (uint32_t)w->cache_bytes.len, (uint32_t)w->cache_ids.len,
                                (uint16_t)len, (uint16_t)w->seg.len};
     w->cache_n++;

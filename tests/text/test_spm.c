@@ -839,7 +839,7 @@ static void random_text(const lc_spm *s, size_t parts, const char **extra, size_
             const char *p = lc_spm_piece(s, (int32_t)(rnd() % (uint32_t)lc_spm_size(s)));
             bool keep = rnd() % 4 == 0;
             for (; *p; p++) {
-                if (!keep && !memcmp(p, SP, 3)) {
+                if (!keep && !strncmp(p, SP, 3)) {
                     lc_buf_putc(out, ' ');
                     p += 2;
                 } else {
@@ -873,8 +873,9 @@ static int random_fast_checks(const lc_spm *s, int n, const char **extra, size_t
 }
 
 static void test_fast_path_hand_models(void) {
-    const char *extra[] = {SP, SP SP, "<u>", "a<u>b", "zz", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-                                                         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+    const char *extra[] = {SP,   SP SP,
+                           "<u>", "a<u>b",
+                           "zz",  ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")};
     // Equal scores (ties go to the leftmost pair), pieces that start with runs of U+2581,
     // a user-defined symbol, characters without a piece ('z', 'q').
     tpiece base[] = {{SP, -1, 0},       {"a", -1, 0},        {"b", -1, 0},
