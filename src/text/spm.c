@@ -5,16 +5,22 @@
  * classes sentencepiece keeps: "normal" = NORMAL/USER_DEFINED/UNUSED and "reserved" =
  * UNKNOWN/CONTROL/BYTE), the trie of user-defined symbols, the identity normalizer, the
  * BPE encoder (a binary heap of candidate pairs over a linked list of symbols, as
- * bpe_model.cc does) and the decoder.
+ * bpe_model.cc does, plus a faster path with identical output: the text cut into
+ * segments no merge crosses, merges looked up by pairs of ids, a per-thread cache of
+ * segment -> ids; see "BPE encode") and the decoder.
+ * Each thread that encodes keeps one scratch area (buffers and that cache, a few MB at
+ * most), freed when the thread exits.
  * Must not: print, exit, or approximate a construct it does not implement (a
  * precompiled_charsmap normalizer, a non-BPE model): those are errors naming them.
  * Field numbers are those of google/sentencepiece's sentencepiece_model.proto.
  */
 #include "text/spm.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #include "core/error.h"
 #include "core/file.h"
@@ -40,6 +46,13 @@ typedef struct {
     int32_t id;   // -1: empty
 } slot;
 
+typedef struct {
+    uint64_t key; // left id << 32 | right id; PAIR_EMPTY: empty
+    int32_t id;   // the normal-class piece spelled left + right
+} pair_slot;
+
+#define PAIR_EMPTY UINT64_MAX
+
 struct lc_spm {
     char *what;     // the file name, for errors and describe
     int32_t n;      // number of pieces
@@ -54,6 +67,13 @@ struct lc_spm {
     int32_t unk_id;       // the UNKNOWN piece
     int32_t byte_id[256]; // <0xXX> pieces (-1 without byte_fallback)
     bool has_unused;
+    // The fast encode path (see lc_spm_encode): usable when no merge can cross the point
+    // before a U+2581 that follows another character, and no piece is unused.
+    bool segmentable;
+    int32_t ascii_id[128]; // normal-class piece of each ASCII character, -1 for none
+    pair_slot *pairs;      // (pair_mask + 1) hash of (left id, right id) -> merged piece
+    size_t pair_mask;
+    uint64_t gen; // unique per loaded model: tags the per-thread encode cache
     trie_node *trie; // user-defined symbols; NULL when there are none
     size_t trie_n;
 
@@ -565,6 +585,82 @@ static void parsed_free(parsed *p) {
     free(p->at);
 }
 
+static void pair_insert(lc_spm *s, int32_t left, int32_t right, int32_t id) {
+    uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+    size_t h = (size_t)((key * 0x9e3779b97f4a7c15ull) >> 20) & s->pair_mask;
+    while (s->pairs[h].key != PAIR_EMPTY && s->pairs[h].key != key)
+        h = (h + 1) & s->pair_mask;
+    s->pairs[h] = (pair_slot){key, id};
+}
+
+/* The normal-class piece spelled piece(left) + piece(right), or -1. */
+static inline int32_t pair_find(const lc_spm *s, int32_t left, int32_t right) {
+    uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+    for (size_t h = (size_t)((key * 0x9e3779b97f4a7c15ull) >> 20) & s->pair_mask;;
+         h = (h + 1) & s->pair_mask) {
+        if (s->pairs[h].key == key) return s->pairs[h].id;
+        if (s->pairs[h].key == PAIR_EMPTY) return -1;
+    }
+}
+
+/* Whether the normal-class piece p[0..n) holds a U+2581 right after another character:
+ * then a merge could cross the segment boundaries of the fast encode path. */
+static bool crosses_space(const char *p, size_t n) {
+    for (size_t i = 1; i + 3 <= n; i++)
+        if (memcmp(p + i, kSpace, 3) == 0 && (i < 3 || memcmp(p + i - 3, kSpace, 3) != 0))
+            return true;
+    return false;
+}
+
+/* The tables of the fast encode path: the ASCII characters' ids, every merge as a pair
+ * of ids (each normal-class piece split at each character boundary into two
+ * normal-class pieces), and whether segmenting is exact for this vocabulary. */
+static void build_fast_tables(lc_spm *s) {
+    static atomic_uint_fast64_t next_gen = 1;
+    s->gen = (uint64_t)atomic_fetch_add(&next_gen, 1);
+    for (int c = 0; c < 128; c++) {
+        char ch = (char)c;
+        s->ascii_id[c] = find_piece(s, &ch, 1, true);
+    }
+    size_t cap = 16, n = (size_t)s->n;
+    while (cap < 4 * n)
+        cap *= 2;
+    s->pairs = xmalloc(cap * sizeof *s->pairs);
+    for (size_t i = 0; i < cap; i++)
+        s->pairs[i] = (pair_slot){PAIR_EMPTY, -1};
+    s->pair_mask = cap - 1;
+    size_t npairs = 0;
+    s->segmentable = !s->has_unused;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_normal_class(s->type[i])) continue;
+        const char *p = s->arena + s->off[i];
+        size_t len = s->len[i];
+        // A NaN score orders pairs differently in a heap and in a scan.
+        if (crosses_space(p, len) || s->score[i] != s->score[i]) s->segmentable = false;
+        for (size_t k = one_char_len((unsigned char)p[0]); k < len;
+             k += one_char_len((unsigned char)p[k])) {
+            int32_t l = find_piece(s, p, k, true), r = find_piece(s, p + k, len - k, true);
+            if (l < 0 || r < 0) continue;
+            if (2 * (npairs + 1) > cap) { // more splits than expected: grow
+                pair_slot *old = s->pairs;
+                size_t oldcap = cap;
+                cap *= 2;
+                s->pairs = xmalloc(cap * sizeof *s->pairs);
+                for (size_t j = 0; j < cap; j++)
+                    s->pairs[j] = (pair_slot){PAIR_EMPTY, -1};
+                s->pair_mask = cap - 1;
+                for (size_t j = 0; j < oldcap; j++)
+                    if (old[j].key != PAIR_EMPTY)
+                        pair_insert(s, (int32_t)(old[j].key >> 32), (int32_t)(uint32_t)old[j].key,
+                                    old[j].id);
+                free(old);
+            }
+            pair_insert(s, l, r, (int32_t)i);
+            npairs++;
+        }
+    }
+}
+
 /* Builds the tables from the parsed pieces and checks what sentencepiece's
  * InitializePieces checks. */
 static int build(lc_spm *s, const unsigned char *buf, parsed *p) {
@@ -673,6 +769,7 @@ static int build(lc_spm *s, const unsigned char *buf, parsed *p) {
     s->canon = xmalloc(n * sizeof *s->canon);
     for (size_t i = 0; i < n; i++)
         s->canon[i] = piece_to_id(s, s->arena + s->off[i], s->len[i]);
+    build_fast_tables(s);
 
     lc_buf d = {0};
     lc_buf_printf(&d, "SentencePiece BPE, %d pieces%s, normalizer %s%s%s", s->n,
@@ -728,6 +825,7 @@ void lc_spm_free(lc_spm *s) {
     free(s->canon);
     free(s->table);
     free(s->trie);
+    free(s->pairs);
     free(s->unk_piece);
     free(s->bos_piece);
     free(s->eos_piece);
@@ -822,6 +920,17 @@ static void normalize(const lc_spm *s, const char *text, size_t len, lc_buf *out
 
 /* ------------------------------------------------------------ BPE encode ----- */
 
+/*
+ * Two paths give the same ids. The plain path runs bpe_model.cc's algorithm on the
+ * whole normalized text. The fast path (when s->segmentable) cuts the normalized text
+ * before every U+2581 that follows another character: no piece spans such a point and
+ * no piece is unused (whose resegmenting depends on merges proposed anywhere in the
+ * text), so every merge stays inside one segment and the segments' merges do not
+ * interact. Each segment is then encoded alone (a linear scan for the best pair when it
+ * is short, the heap otherwise), through a per-thread cache of segment -> ids; a run of
+ * unknowns across segments still becomes one unk.
+ */
+
 typedef struct {
     int32_t prev, next;  // neighbours in the list, -1 at the ends
     uint32_t start, len; // bytes of the normalized text; len 0 once merged away
@@ -839,10 +948,24 @@ static bool pair_before(const pair *a, const pair *b) {
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
+#define SMALL_MAX 64                // segments of at most this many characters: linear scan
+#define CACHE_MIN ((size_t)1 << 10)   // cache hash slots at first (at most half are used)
+#define CACHE_MAX ((size_t)1 << 16)   // ... and at most
+#define CACHE_MAX_SEG 96            // longer segments are not cached
+#define CACHE_MAX_BYTES ((size_t)2 << 20)
+#define SCRATCH_KEEP ((size_t)4 << 20) // larger buffers are freed after a call
+
+typedef struct {
+    uint64_t hash;
+    uint32_t off, ids;   // bytes in cache_bytes, first id in cache_ids
+    uint16_t len, nids;  // len 0: empty slot
+} cache_slot;
+
+/* Per-thread working memory, reused between calls. */
 typedef struct {
     lc_buf norm;
     symbol *sym;
-    size_t nsym, capsym;
+    size_t capsym;
     pair *heap;
     size_t nheap, capheap;
     // rev_merge of bpe_model.cc for unused pieces: id -> length of its left part.
@@ -851,6 +974,18 @@ typedef struct {
     size_t rev_n, rev_cap; // rev_cap: power of two or 0
     uint32_t *stack;       // (start, len) pairs still to resegment
     size_t nstack, capstack;
+    // Short segments: symbol ids (-1: no normal piece), starts, lengths, frozen flags
+    // and the piece each adjacent pair merges into (-1: none).
+    int32_t sid[SMALL_MAX], spair[SMALL_MAX];
+    uint32_t sstart[SMALL_MAX], slen[SMALL_MAX];
+    bool sfrz[SMALL_MAX];
+    lc_ids seg; // ids of the segment being encoded
+    // The segment cache, valid for the model whose gen is cache_gen.
+    uint64_t cache_gen;
+    cache_slot *cache;
+    size_t cache_n, cache_cap; // cache_cap: a power of two
+    lc_buf cache_bytes;
+    lc_ids cache_ids;
 } scratch;
 
 static void heap_push(scratch *w, pair p) {
@@ -913,7 +1048,7 @@ static void rev_put(scratch *w, int32_t id, uint32_t left) {
 }
 
 static bool rev_get(const scratch *w, int32_t id, uint32_t *left) {
-    if (!w->rev_cap) return false;
+    if (!w->rev_n) return false;
     size_t h = ((uint32_t)id * 2654435761u) & (w->rev_cap - 1);
     for (; w->rev_key[h] >= 0; h = (h + 1) & (w->rev_cap - 1))
         if (w->rev_key[h] == id) {
@@ -921,6 +1056,14 @@ static bool rev_get(const scratch *w, int32_t id, uint32_t *left) {
             return true;
         }
     return false;
+}
+
+/* Forgets every proposal: rev_merge lives for one Encode call. */
+static void rev_clear(scratch *w) {
+    if (!w->rev_n) return;
+    for (size_t i = 0; i < w->rev_cap; i++)
+        w->rev_key[i] = -1;
+    w->rev_n = 0;
 }
 
 /* MaybeAddNewSymbolPair of bpe_model.cc. */
@@ -943,6 +1086,21 @@ static void stack_push(scratch *w, uint32_t start, uint32_t len) {
     w->stack[w->nstack++] = len;
 }
 
+/* Appends the ids of one final piece p[0..l) whose PieceToId is id, as
+ * PopulateSentencePieceText does: an unknown becomes its bytes under byte fallback, else
+ * a run of unknowns becomes one unk. */
+static inline void emit_id(const lc_spm *s, int32_t id, const char *p, uint32_t l, bool *prev_unk,
+                           lc_ids *out) {
+    bool unk = id == s->unk_id;
+    if (unk && s->byte_fallback) {
+        for (uint32_t i = 0; i < l; i++)
+            lc_ids_push(out, s->byte_id[(unsigned char)p[i]]);
+    } else if (!(unk && *prev_unk)) {
+        lc_ids_push(out, id);
+    }
+    *prev_unk = unk;
+}
+
 /* Emits the final ids of one piece [start, start + len) of the normalized text, as the
  * resegment step of bpe_model.cc then PopulateSentencePieceText do. */
 static void emit_piece(const lc_spm *s, scratch *w, uint32_t start, uint32_t len, bool *prev_unk,
@@ -959,15 +1117,222 @@ static void emit_piece(const lc_spm *s, scratch *w, uint32_t start, uint32_t len
             stack_push(w, st, left);
             continue;
         }
-        bool unk = s->type[id] == LC_SPM_UNKNOWN;
-        if (unk && s->byte_fallback) {
-            for (uint32_t i = 0; i < l; i++)
-                lc_ids_push(out, s->byte_id[(unsigned char)p[i]]);
-        } else if (!(unk && *prev_unk)) { // a run of unknowns becomes one unk
-            lc_ids_push(out, id);
-        }
-        *prev_unk = unk;
+        emit_id(s, id, p, l, prev_unk, out);
     }
+}
+
+/* bpe_model.cc's Encode on the normalized text [a, b): characters (user-defined symbols
+ * whole and frozen) in a linked list, candidate pairs in a heap, best pair merged until
+ * none is left; then the pieces are emitted. */
+static void bpe_heap(const lc_spm *s, scratch *w, size_t a, size_t b, bool *prev_unk,
+                     lc_ids *out) {
+    const char *norm = w->norm.data;
+    if (b - a > w->capsym) {
+        free(w->sym);
+        w->capsym = b - a;
+        w->sym = xmalloc(w->capsym * sizeof *w->sym);
+    }
+    int32_t nsym = 0;
+    for (size_t pos = a; pos < b;) {
+        bool found;
+        size_t k = prefix_match(s, norm + pos, b - pos, &found);
+        int32_t i = nsym++;
+        w->sym[i] = (symbol){i - 1, pos + k < b ? i + 1 : -1, (uint32_t)pos, (uint32_t)k, found};
+        pos += k;
+    }
+    w->nheap = 0;
+    for (int32_t i = 1; i < nsym; i++)
+        maybe_add_pair(s, w, i - 1, i);
+    while (w->nheap) {
+        pair top = heap_pop(w);
+        symbol *l = &w->sym[top.left], *r = &w->sym[top.right];
+        if (l->len == 0 || r->len == 0 || l->len + r->len != top.size) continue; // stale
+        l->len += r->len;
+        l->next = r->next;
+        if (r->next >= 0) w->sym[r->next].prev = top.left;
+        r->len = 0;
+        maybe_add_pair(s, w, l->prev, top.left);
+        maybe_add_pair(s, w, top.left, l->next);
+    }
+    for (int32_t i = 0; i >= 0; i = w->sym[i].next)
+        emit_piece(s, w, w->sym[i].start, w->sym[i].len, prev_unk, out);
+}
+
+/* The piece symbols i and i + 1 of a short segment merge into, or -1. */
+static inline int32_t small_merge(const lc_spm *s, const scratch *w, int i) {
+    if (w->sfrz[i] || w->sfrz[i + 1]) return -1;
+    if (w->sid[i] >= 0 && w->sid[i + 1] >= 0) return pair_find(s, w->sid[i], w->sid[i + 1]);
+    return find_piece(s, w->norm.data + w->sstart[i], w->slen[i] + w->slen[i + 1], true);
+}
+
+/* The same merges as bpe_heap for a segment [a, b) of at most SMALL_MAX characters
+ * (fast path only: no unused pieces), found by scanning for the best pair (highest
+ * score, leftmost on ties) with the merges looked up by id pairs. Returns false, having
+ * done nothing, when the segment has more characters. */
+static bool bpe_small(const lc_spm *s, scratch *w, size_t a, size_t b, bool *prev_unk,
+                      lc_ids *out) {
+    const char *norm = w->norm.data;
+    int n = 0;
+    for (size_t pos = a; pos < b; n++) {
+        if (n == SMALL_MAX) return false;
+        unsigned char c = (unsigned char)norm[pos];
+        bool found = false;
+        size_t k;
+        int32_t id;
+        if (c < 0x80 && !s->trie) {
+            k = 1;
+            id = s->ascii_id[c];
+        } else {
+            k = prefix_match(s, norm + pos, b - pos, &found);
+            id = k == 1 && c < 0x80 ? s->ascii_id[c] : find_piece(s, norm + pos, k, true);
+        }
+        w->sid[n] = id;
+        w->sstart[n] = (uint32_t)pos;
+        w->slen[n] = (uint32_t)k;
+        w->sfrz[n] = found;
+        pos += k;
+    }
+    for (int i = 0; i + 1 < n; i++)
+        w->spair[i] = small_merge(s, w, i);
+    for (;;) {
+        int best = -1;
+        float bs = 0;
+        for (int i = 0; i + 1 < n; i++) {
+            int32_t m = w->spair[i];
+            if (m >= 0 && (best < 0 || s->score[m] > bs)) {
+                best = i;
+                bs = s->score[m];
+            }
+        }
+        if (best < 0) break;
+        w->sid[best] = w->spair[best];
+        w->slen[best] += w->slen[best + 1];
+        size_t tail = (size_t)(n - best - 2);
+        memmove(w->sid + best + 1, w->sid + best + 2, tail * sizeof *w->sid);
+        memmove(w->sstart + best + 1, w->sstart + best + 2, tail * sizeof *w->sstart);
+        memmove(w->slen + best + 1, w->slen + best + 2, tail * sizeof *w->slen);
+        memmove(w->sfrz + best + 1, w->sfrz + best + 2, tail * sizeof *w->sfrz);
+        memmove(w->spair + best + 1, w->spair + best + 2, tail * sizeof *w->spair);
+        n--;
+        if (best > 0) w->spair[best - 1] = small_merge(s, w, best - 1);
+        if (best + 1 < n) w->spair[best] = small_merge(s, w, best);
+    }
+    for (int i = 0; i < n; i++) {
+        const char *p = norm + w->sstart[i];
+        int32_t id = w->sid[i] >= 0 ? s->canon[w->sid[i]] : piece_to_id(s, p, w->slen[i]);
+        emit_id(s, id, p, w->slen[i], prev_unk, out);
+    }
+    return true;
+}
+
+static uint64_t seg_hash(const char *p, size_t n) {
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        h = (h ^ v) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t v = 0;
+    memcpy(&v, p, n);
+    h = (h ^ v) * 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 29);
+}
+
+static void cache_reset(scratch *w, uint64_t gen) {
+    if (!w->cache) {
+        w->cache_cap = CACHE_MIN;
+        w->cache = xmalloc(w->cache_cap * sizeof *w->cache);
+    }
+    memset(w->cache, 0, w->cache_cap * sizeof *w->cache);
+    w->cache_n = 0;
+    w->cache_gen = gen;
+    lc_buf_clear(&w->cache_bytes);
+    lc_ids_clear(&w->cache_ids);
+}
+
+/* Appends a segment's ids (encoded with no unknown before it) to out, dropping a leading
+ * unk that continues a run of unknowns. */
+static void append_seg(const lc_spm *s, const int32_t *ids, size_t n, bool *prev_unk,
+                       lc_ids *out) {
+    if (!n) return;
+    size_t skip = *prev_unk && ids[0] == s->unk_id;
+    lc_ids_append(out, ids + skip, n - skip);
+    *prev_unk = ids[n - 1] == s->unk_id;
+}
+
+/* Encodes the segment [a, b) of the normalized text through the cache. */
+static void encode_segment(const lc_spm *s, scratch *w, size_t a, size_t b, bool *prev_unk,
+                           lc_ids *out) {
+    const char *p = w->norm.data + a;
+    size_t len = b - a, h = 0;
+    uint64_t hv = 0;
+    bool cacheable = len <= CACHE_MAX_SEG;
+    size_t mask = w->cache_cap - 1;
+    if (cacheable) {
+        hv = seg_hash(p, len);
+        for (h = (size_t)hv & mask; w->cache[h].len; h = (h + 1) & mask) {
+            const cache_slot *c = &w->cache[h];
+            if (c->hash == hv && c->len == len && memcmp(w->cache_bytes.data + c->off, p, len) == 0) {
+                append_seg(s, w->cache_ids.data + c->ids, c->nids, prev_unk, out);
+                return;
+            }
+        }
+    }
+    bool seg_unk = false;
+    lc_ids_clear(&w->seg);
+    if (!bpe_small(s, w, a, b, &seg_unk, &w->seg)) bpe_heap(s, w, a, b, &seg_unk, &w->seg);
+    append_seg(s, w->seg.data, w->seg.len, prev_unk, out);
+    if (!cacheable || w->seg.len > UINT16_MAX) return;
+    if (2 * (w->cache_n + 1) > w->cache_cap && w->cache_cap < CACHE_MAX) { // grow
+        cache_slot *old = w->cache;
+        size_t oldcap = w->cache_cap;
+        w->cache_cap *= 2;
+        mask = w->cache_cap - 1;
+        w->cache = xcalloc(w->cache_cap, sizeof *w->cache);
+        for (size_t i = 0; i < oldcap; i++) {
+            if (!old[i].len) continue;
+            for (h = (size_t)old[i].hash & mask; w->cache[h].len; h = (h + 1) & mask)
+                ;
+            w->cache[h] = old[i];
+        }
+        free(old);
+    } else if (2 * (w->cache_n + 1) > w->cache_cap ||
+               w->cache_bytes.len + len > CACHE_MAX_BYTES) { // full: start again
+        cache_reset(w, s->gen);
+    }
+    for (h = (size_t)hv & mask; w->cache[h].len; h = (h + 1) & mask)
+        ;
+    w->cache[h] = (cache_slot){hv, (uint32_t)w->cache_bytes.len, (uint32_t)w->cache_ids.len,
+                               (uint16_t)len, (uint16_t)w->seg.len};
+    w->cache_n++;
+    lc_buf_append(&w->cache_bytes, p, len);
+    lc_ids_append(&w->cache_ids, w->seg.data, w->seg.len);
+}
+
+/* The fast path on the normalized text in w->norm: segment by segment. */
+static void encode_fast(const lc_spm *s, scratch *w, lc_ids *out) {
+    if (w->cache_gen != s->gen || !w->cache) cache_reset(w, s->gen);
+    const char *norm = w->norm.data;
+    size_t n = w->norm.len, a = 0;
+    bool prev_unk = false;
+    for (size_t p = 1; p + 3 <= n;) {
+        const char *q = memchr(norm + p, 0xE2, n - p - 2);
+        if (!q) break;
+        p = (size_t)(q - norm);
+        if (memcmp(q, kSpace, 3) == 0) {
+            if (p < 3 || memcmp(q - 3, kSpace, 3) != 0) {
+                encode_segment(s, w, a, p, &prev_unk, out);
+                a = p;
+            }
+            p += 3;
+        } else {
+            p++;
+        }
+    }
+    encode_segment(s, w, a, n, &prev_unk, out);
 }
 
 static void scratch_free(scratch *w) {
@@ -977,50 +1342,89 @@ static void scratch_free(scratch *w) {
     free(w->rev_key);
     free(w->rev_left);
     free(w->stack);
+    lc_ids_free(&w->seg);
+    free(w->cache);
+    lc_buf_free(&w->cache_bytes);
+    lc_ids_free(&w->cache_ids);
+    free(w);
 }
 
-int lc_spm_encode(const lc_spm *s, const char *text, size_t len, lc_ids *out) {
+/* Frees what one long text made grow, keeping the rest for the next call. */
+static void scratch_trim(scratch *w) {
+    if (w->norm.cap > SCRATCH_KEEP) lc_buf_free(&w->norm);
+    if (w->capsym * sizeof *w->sym > SCRATCH_KEEP) {
+        free(w->sym);
+        w->sym = NULL;
+        w->capsym = 0;
+    }
+    if (w->capheap * sizeof *w->heap > SCRATCH_KEEP) {
+        free(w->heap);
+        w->heap = NULL;
+        w->capheap = 0;
+    }
+    if (w->rev_cap * sizeof *w->rev_key > SCRATCH_KEEP) {
+        free(w->rev_key);
+        free(w->rev_left);
+        w->rev_key = NULL;
+        w->rev_left = NULL;
+        w->rev_cap = w->rev_n = 0;
+    }
+    if (w->seg.cap * sizeof *w->seg.data > SCRATCH_KEEP) lc_ids_free(&w->seg);
+}
+
+/* Each thread's scratch lives in a tss slot whose destructor frees it at thread exit. */
+static tss_t scratch_key;
+static bool scratch_key_ok;
+static once_flag scratch_once = ONCE_FLAG_INIT;
+
+static void scratch_destroy(void *p) { scratch_free(p); }
+static void scratch_key_init(void) {
+    scratch_key_ok = tss_create(&scratch_key, scratch_destroy) == thrd_success;
+}
+
+/* This thread's scratch, or a new one that the caller frees when *owned. */
+static scratch *scratch_get(bool *owned) {
+    call_once(&scratch_once, scratch_key_init);
+    *owned = false;
+    scratch *w = scratch_key_ok ? tss_get(scratch_key) : NULL;
+    if (w) return w;
+    w = xcalloc(1, sizeof *w);
+    if (scratch_key_ok && tss_set(scratch_key, w) == thrd_success) return w;
+    *owned = true;
+    return w;
+}
+
+static int encode(const lc_spm *s, const char *text, size_t len, lc_ids *out, bool fast) {
     if (len > SPM_MAX_TEXT)
         return lc_fail("%s: text of %zu bytes is too long to encode at once (limit %zu); split "
                        "it",
                        s->what, len, SPM_MAX_TEXT);
-    scratch w = {0};
-    normalize(s, text, len, &w.norm);
-    const char *norm = w.norm.data;
-    size_t nlen = w.norm.len;
-    if (nlen == 0) {
-        scratch_free(&w);
-        return 0;
+    bool owned;
+    scratch *w = scratch_get(&owned);
+    lc_buf_clear(&w->norm);
+    normalize(s, text, len, &w->norm);
+    if (w->norm.len) {
+        if (fast && s->segmentable) {
+            encode_fast(s, w, out);
+        } else {
+            bool prev_unk = false;
+            rev_clear(w);
+            bpe_heap(s, w, 0, w->norm.len, &prev_unk, out);
+        }
     }
-    // Split into characters (user-defined symbols whole and frozen).
-    w.capsym = nlen;
-    w.sym = xmalloc(w.capsym * sizeof *w.sym);
-    for (size_t pos = 0; pos < nlen;) {
-        bool found;
-        size_t k = prefix_match(s, norm + pos, nlen - pos, &found);
-        int32_t i = (int32_t)w.nsym++;
-        w.sym[i] = (symbol){i - 1, pos + k < nlen ? i + 1 : -1, (uint32_t)pos, (uint32_t)k, found};
-        pos += k;
-    }
-    for (size_t i = 1; i < w.nsym; i++)
-        maybe_add_pair(s, &w, (int32_t)i - 1, (int32_t)i);
-    // Merge the best pair until none is left.
-    while (w.nheap) {
-        pair top = heap_pop(&w);
-        symbol *l = &w.sym[top.left], *r = &w.sym[top.right];
-        if (l->len == 0 || r->len == 0 || l->len + r->len != top.size) continue; // stale
-        l->len += r->len;
-        l->next = r->next;
-        if (r->next >= 0) w.sym[r->next].prev = top.left;
-        r->len = 0;
-        maybe_add_pair(s, &w, l->prev, top.left);
-        maybe_add_pair(s, &w, top.left, l->next);
-    }
-    bool prev_unk = false;
-    for (int32_t i = 0; i >= 0; i = w.sym[i].next)
-        emit_piece(s, &w, w.sym[i].start, w.sym[i].len, &prev_unk, out);
-    scratch_free(&w);
+    if (owned)
+        scratch_free(w);
+    else
+        scratch_trim(w);
     return 0;
+}
+
+int lc_spm_encode(const lc_spm *s, const char *text, size_t len, lc_ids *out) {
+    return encode(s, text, len, out, true);
+}
+
+int lc_spm_encode_plain(const lc_spm *s, const char *text, size_t len, lc_ids *out) {
+    return encode(s, text, len, out, false);
 }
 
 /* ---------------------------------------------------------------- decode ----- */
@@ -1125,6 +1529,7 @@ int32_t lc_spm_eos(const lc_spm *s) { return special(s, s->eos_piece, "</s>", LC
 int32_t lc_spm_pad(const lc_spm *s) { return special(s, s->pad_piece, "<pad>", LC_SPM_CONTROL); }
 int32_t lc_spm_unk(const lc_spm *s) { return special(s, s->unk_piece, "<unk>", LC_SPM_UNKNOWN); }
 
+bool lc_spm_fast_encode(const lc_spm *s) { return s->segmentable; }
 int lc_spm_model_type(const lc_spm *s) { return s->model_type; }
 bool lc_spm_byte_fallback(const lc_spm *s) { return s->byte_fallback; }
 bool lc_spm_add_dummy_prefix(const lc_spm *s) { return s->add_dummy_prefix; }

@@ -50,6 +50,12 @@ void lc_spm_free(lc_spm *s);
  * (no BOS/EOS). Invalid UTF-8 in text becomes U+FFFD per byte, as sentencepiece does.
  * Returns 0 or -1 (only for a text too long to index, > 512 MiB). */
 int lc_spm_encode(const lc_spm *s, const char *text, size_t len, lc_ids *out);
+/* The same ids as lc_spm_encode, always through the plain path (bpe_model.cc's algorithm
+ * on the whole text, no segments, no cache): for tests of the fast path. */
+int lc_spm_encode_plain(const lc_spm *s, const char *text, size_t len, lc_ids *out);
+/* Whether lc_spm_encode takes the fast path for this model (no piece has U+2581 after
+ * another character, no piece is unused, no score is NaN); else it is the plain path. */
+bool lc_spm_fast_encode(const lc_spm *s);
 /* Appends the text of ids to out, exactly as sp.decode(ids): U+2581 becomes a space, the
  * first piece's leading one is dropped under add_dummy_prefix, byte pieces are assembled
  * (invalid UTF-8 becomes U+FFFD per byte), control pieces vanish, unknown is " ⁇ ".

@@ -10,7 +10,10 @@
  *  - small hand-made models whose encodings follow from sentencepiece's rules by hand
  *    (bpe_model.cc: best score first, leftmost on ties, unused pieces resegmented;
  *    normalizer.cc; PopulateSentencePieceText; Decode);
- *  - hand-made broken protobufs, which must fail with one located line, never crash.
+ *  - hand-made broken protobufs, which must fail with one located line, never crash;
+ *  - the fast encode path (segments, id-pair merges, cache) against the plain one
+ *    (bpe_model.cc's algorithm on the whole text, itself checked against the fixtures):
+ *    identical ids on the fixture texts, the RISC-V rows, and random texts.
  */
 #include <stdint.h>
 #include <time.h>
@@ -790,6 +793,201 @@ static void test_riscv_rows(void) {
     cJSON_Delete(fx);
 }
 
+/* ---------------------------------------- fast path against the plain path ----- */
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 11);
+}
+
+/* Encodes text with both paths (the fast one twice: cold and cached) and compares. */
+static bool fast_matches_plain(const lc_spm *s, const char *text, size_t len) {
+    lc_ids fast = {0}, again = {0}, plain = {0};
+    bool ok = !lc_spm_encode(s, text, len, &fast) && !lc_spm_encode(s, text, len, &again) &&
+              !lc_spm_encode_plain(s, text, len, &plain);
+    ok = ok && fast.len == plain.len && again.len == plain.len &&
+         (!plain.len || (!memcmp(fast.data, plain.data, plain.len * sizeof *plain.data) &&
+                         !memcmp(again.data, plain.data, plain.len * sizeof *plain.data)));
+    if (!ok) {
+        printf("  fast path differs on \"%.*s\" (%zu bytes): %zu/%zu ids fast, %zu plain\n",
+               len < 80 ? (int)len : 80, text, len, fast.len, again.len, plain.len);
+        for (size_t i = 0; i < plain.len && i < fast.len; i++)
+            if (plain.data[i] != fast.data[i]) {
+                printf("  first difference at id %zu: %d fast, %d plain\n", i, fast.data[i],
+                       plain.data[i]);
+                break;
+            }
+    }
+    lc_ids_free(&fast);
+    lc_ids_free(&again);
+    lc_ids_free(&plain);
+    return ok;
+}
+
+/* A random text of `parts` parts: pieces of s (with U+2581 written as a space or kept),
+ * runs of spaces, newlines, the extra strings given, and random bytes (often invalid
+ * UTF-8). */
+static void random_text(const lc_spm *s, size_t parts, const char **extra, size_t nextra,
+                        lc_buf *out) {
+    lc_buf_clear(out);
+    for (size_t i = 0; i < parts; i++) {
+        uint32_t r = rnd() % 16;
+        if (r < 9) {
+            const char *p = lc_spm_piece(s, (int32_t)(rnd() % (uint32_t)lc_spm_size(s)));
+            bool keep = rnd() % 4 == 0;
+            for (; *p; p++) {
+                if (!keep && !strncmp(p, SP, 3)) {
+                    lc_buf_putc(out, ' ');
+                    p += 2;
+                } else {
+                    lc_buf_putc(out, *p);
+                }
+            }
+        } else if (r < 11) {
+            for (uint32_t k = rnd() % 4 + 1; k; k--)
+                lc_buf_putc(out, ' ');
+        } else if (r < 12) {
+            lc_buf_putc(out, rnd() % 2 ? '\n' : '\t');
+        } else if (r < 14 && nextra) {
+            lc_buf_puts(out, extra[rnd() % nextra]);
+        } else {
+            for (uint32_t k = rnd() % 3 + 1; k; k--)
+                lc_buf_putc(out, (char)(rnd() % 256 ? rnd() % 256 : 1));
+        }
+    }
+}
+
+/* `n` random texts of up to 40 parts (some of up to 400) through both paths. */
+static int random_fast_checks(const lc_spm *s, int n, const char **extra, size_t nextra) {
+    lc_buf t = {0};
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        random_text(s, rnd() % (i % 50 ? 40 : 400), extra, nextra, &t);
+        if (!fast_matches_plain(s, t.data ? t.data : "", t.len) && ++bad >= 5) break;
+    }
+    lc_buf_free(&t);
+    return bad;
+}
+
+static void test_fast_path_hand_models(void) {
+    const char *extra[] = {SP,   SP SP,
+                           "<u>", "a<u>b",
+                           "zz",  ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")};
+    // Equal scores (ties go to the leftmost pair), pieces that start with runs of U+2581,
+    // a user-defined symbol, characters without a piece ('z', 'q').
+    tpiece base[] = {{SP, -1, 0},       {"a", -1, 0},        {"b", -1, 0},
+                     {"c", -1, 0},      {SP "a", -2, 0},     {"ab", -2, 0},
+                     {"bc", -2, 0},     {SP SP, -3, 0},      {SP SP "a", -3, 0},
+                     {"abc", -1.5f, 0}, {SP "ab", -2.5f, 0}, {"aa", -4, 0},
+                     {"aaaa", -4, 0},   {"<u>", 0, LC_SPM_USER_DEFINED}};
+    size_t nb = sizeof base / sizeof *base;
+    struct {
+        topts o;
+        bool fast;
+        const char *what;
+    } cases[] = {
+        {{.byte_fallback = true}, true, "byte fallback"},
+        {{0}, true, "unknowns without byte fallback"},
+        {{.remove_extra_ws = true}, true, "remove_extra_whitespaces"},
+        {{.no_dummy_prefix = true, .byte_fallback = true}, true, "no dummy prefix"},
+        {{.ws_suffix = true}, true, "whitespace as suffix"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        lc_spm *s = load_model(base, nb, cases[c].o);
+        if (!s) {
+            CHECK(0);
+            continue;
+        }
+        CHECK_MSG(lc_spm_fast_encode(s) == cases[c].fast, "%s: fast path %d", cases[c].what,
+                  (int)lc_spm_fast_encode(s));
+        CHECK_MSG(random_fast_checks(s, 3000, extra, sizeof extra / sizeof *extra) == 0, "%s",
+                  cases[c].what);
+        // A run of unknowns across a segment boundary is still one unk.
+        CHECK(fast_matches_plain(s, "zz zq z", 7));
+        lc_spm_free(s);
+    }
+    // No U+2581 piece and no byte fallback: segments start with an unknown, and a run of
+    // unknowns across segments is one unk ("▁z▁za" -> <unk> a).
+    tpiece nospace[] = {{"a", -1, 0}, {"b", -1, 0}, {"ab", -2, 0}};
+    lc_spm *s = load_model(nospace, 3, (topts){0});
+    CHECK(s && lc_spm_fast_encode(s));
+    if (s) {
+        CHECK(check_pieces(s, "z za", "<unk> a"));
+        CHECK(check_pieces(s, "a b", "<unk> a <unk> b"));
+        CHECK(random_fast_checks(s, 3000, extra, sizeof extra / sizeof *extra) == 0);
+    }
+    lc_spm_free(s);
+    // A piece with U+2581 after another character, or an unused piece: the plain path.
+    tpiece cross[] = {{SP, -1, 0}, {"a", -1, 0}, {"a" SP, -0.5f, 0}};
+    tpiece unused[] = {{SP, -1, 0}, {"a", -1, 0}, {SP "a", -0.5f, LC_SPM_UNUSED}};
+    s = load_model(cross, 3, (topts){.byte_fallback = true});
+    CHECK(s && !lc_spm_fast_encode(s));
+    if (s) CHECK(random_fast_checks(s, 300, extra, 2) == 0);
+    lc_spm_free(s);
+    s = load_model(unused, 3, (topts){.byte_fallback = true});
+    CHECK(s && !lc_spm_fast_encode(s));
+    lc_spm_free(s);
+}
+
+/* Calls fn(s, text, len) for every fixture text and RISC-V row; returns the count. */
+static int each_corpus_text(const lc_spm *s, lc_buf *all, int *bad) {
+    const char *paths[3] = {"tests/fixtures/tokenizer/mistral-spm.jsonl", NULL, NULL};
+    char p1[4200], p2[4200];
+    const char *a = t_assets();
+    if (a) {
+        snprintf(p1, sizeof p1, "%s/riscv-instruction-specification/train.jsonl", a);
+        snprintf(p2, sizeof p2, "%s/riscv-instruction-specification/valid.jsonl", a);
+        paths[1] = p1;
+        paths[2] = p2;
+    }
+    lc_buf text = {0};
+    int n = 0;
+    for (int f = 0; f < 3; f++) {
+        char *data;
+        size_t len;
+        if (!paths[f] || !lc_is_file(paths[f])) continue;
+        CHECK_OK(lc_read_file(paths[f], (size_t)1 << 28, &data, &len));
+        for (char *line = data, *nl; data && *line; line = nl + 1) {
+            nl = strchr(line, '\n');
+            if (!nl) nl = line + strlen(line);
+            char save = *nl;
+            *nl = '\0';
+            if (json_raw_string(line, "text", &text) == 0) {
+                const char *t = text.data ? text.data : "";
+                if (!fast_matches_plain(s, t, text.len)) ++*bad;
+                lc_buf_append(all, t, text.len);
+                lc_buf_putc(all, '\n');
+                n++;
+            }
+            *nl = save;
+            if (!save || *bad >= 5) break;
+        }
+        free(data);
+    }
+    lc_buf_free(&text);
+    return n;
+}
+
+static void test_fast_path_mistral(void) {
+    lc_spm *s = mistral();
+    if (!s) SKIP("shared assets absent (../shared/assets)");
+    CHECK(lc_spm_fast_encode(s));
+    lc_buf all = {0};
+    int bad = 0, n = each_corpus_text(s, &all, &bad);
+    printf("  %d corpus texts, %d differ\n", n, bad);
+    CHECK(n >= 2094);
+    CHECK_EQ_INT(bad, 0);
+    // Everything as one text: segments of every row in one call.
+    CHECK(fast_matches_plain(s, all.data ? all.data : "", all.len));
+    const char *extra[] = {"<s>", "[INST]", SP, "\xe2\x96\x81\xe2\x96\x81x", "\xf0\x9f\x98\x80"};
+    CHECK_EQ_INT(random_fast_checks(s, 5000, extra, sizeof extra / sizeof *extra), 0);
+    lc_buf_free(&all);
+    lc_spm_free(s);
+}
+
 int main(void) {
     RUN(test_bpe_merge_order);
     RUN(test_bpe_unused_and_user_defined);
@@ -803,5 +1001,7 @@ int main(void) {
     RUN(test_mistral_truncated);
     RUN(test_fixture_jsonl);
     RUN(test_riscv_rows);
+    RUN(test_fast_path_hand_models);
+    RUN(test_fast_path_mistral);
     return t_summary();
 }
