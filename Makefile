@@ -67,16 +67,11 @@ fuzz-build: deps $(FUZZ_BIN)
 fuzz: fuzz-build
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
-# The main job on the embedded default: until training lands, it makes the project's
-# demo model (random weights, the project's own small tokenizer), describes it and
-# tokenizes one of the recipe's rows with it.
-DEMO_ROW := <s>[INST] Write the RISC-V assembly instruction for the following operation:\nAdds the values in rs1 and rs2, stores the result in rd[/INST] add rd, rs1, rs2</s>
+# The main job on the embedded default: make the demo model, prepare the project's
+# RISC-V data, fine-tune it for a couple of minutes, show losses and answers before and
+# after (scripts/demo.sh).
 demo: all
-	$(BUILD)/lorac init --config models/demo/config.json \
-	    --tokenizer tests/fixtures/tokenizers/demo-spm/tokenizer.json --out demo/model --seed 0
-	$(BUILD)/lorac info demo/model
-	$(BUILD)/lorac tokenize --model demo/model --pieces "$$(printf '$(DEMO_ROW)')"
-	$(BUILD)/lorac tokenize --model demo/model "$$(printf '$(DEMO_ROW)')"
+	scripts/demo.sh $(BUILD)/lorac
 
 clean:
 	rm -rf build build-asan build-fuzz demo
