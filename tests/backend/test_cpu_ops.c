@@ -332,8 +332,10 @@ static void test_gemm_vs_naive(void) {
     }
 }
 
-static void test_attention_vs_naive(void) {
-    int64_t B = 2, T = 13, H = 6, KV = 2, D = 16;
+/* T = 13 fits one block of query rows; T = 150 spans three (the fast kernel's blocks
+ * are 64 rows). */
+static void attention_vs_naive(int64_t T) {
+    int64_t B = 2, H = 6, KV = 2, D = 16;
     size_t nq = (size_t)(B * T * H * D), nk = (size_t)(B * T * KV * D);
     float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1);
     float *o1 = malloc(nq * 4), *o2 = malloc(nq * 4);
@@ -362,6 +364,11 @@ static void test_attention_vs_naive(void) {
     CHECK(!memcmp(of, o1, (size_t)(Tq * H * D) * 4));
     free(q), free(k), free(v), free(o1), free(o2), free(l1), free(l2), free(dout), free(kc), free(vc), free(qd), free(of);
     for (int i = 0; i < 3; i++) free(g1[i]), free(g2[i]);
+}
+
+static void test_attention_vs_naive(void) {
+    attention_vs_naive(13);
+    attention_vs_naive(150);
 }
 
 static void test_cross_entropy_vs_naive(void) {
