@@ -95,7 +95,9 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     float *xpp0 = NULL, *xpp1 = NULL;
     if (!train || first > 0) xpp0 = take(&off, base, N * C), xpp1 = take(&off, base, N * C);
     float *xf = take(&off, base, N * C), *rstdf = take(&off, base, N), *xnf = take(&off, base, N * C);
-    int64_t chunk = (int64_t)((1u << 22) / V);
+    // Rows of logits at a time (up to 64 MiB): every chunk converts the whole lm_head
+    // twice (forward and input gradient), so fewer chunks convert less.
+    int64_t chunk = (int64_t)((1u << 24) / V);
     if (chunk < 16) chunk = 16;
     if (chunk > (int64_t)N) chunk = (int64_t)N;
     float *logits = take(&off, base, (size_t)chunk * V);

@@ -212,13 +212,14 @@ static double cpu_cross_entropy(lc_backend *be, float *logits, const int32_t *ta
         }
         float mx = l[0];
         for (int64_t j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-        double s = 0;
-        for (int64_t j = 0; j < V; j++) s += exp((double)(l[j] - mx));
+        double s = 0; // float exponentials (each within an ulp), summed in double
+        for (int64_t j = 0; j < V; j++) s += expf(l[j] - mx);
         double lse = (double)mx + log(s);
         total += lse - (double)l[t];
         if (grad_scale != 0.0f) {
             // loss = lse - l[t]  =>  dl[j] = softmax[j] - [j == t]
-            for (int64_t j = 0; j < V; j++) l[j] = (float)exp((double)l[j] - lse) * grad_scale;
+            float f = (float)((double)grad_scale / s);
+            for (int64_t j = 0; j < V; j++) l[j] = expf(l[j] - mx) * f;
             l[t] -= grad_scale;
         }
     }
