@@ -7,7 +7,8 @@
  * first --warmup steps are not timed. Prints one JSON line on stdout: tokens/s, the
  * median step time, the peak resident set (getrusage) and, with --decode N, decoding
  * tokens/s (batch 1, greedy, N new tokens after a 16-token prompt). Owns everything it
- * allocates; a benchmark program, so it prints errors and exits.
+ * allocates; a benchmark program, so it prints errors and exits. --fp32 turns off bf16
+ * products (lc_model_set_bf16_matmul), which are on by default where the CPU has them.
  */
 #include <getopt.h>
 #include <math.h>
@@ -53,11 +54,12 @@ static void adamw(float *w, const float *g, float *m1, float *m2, size_t n, int 
 
 int main(int argc, char **argv) {
     const char *dir = NULL;
-    int B = 4, T = 128, steps = 10, warmup = 2, rank = 16, decode = 0, ckpt = 0;
+    int B = 4, T = 128, steps = 10, warmup = 2, rank = 16, decode = 0, ckpt = 0, fp32 = 0;
     static const struct option opts[] = {{"model", 1, 0, 'm'},  {"batch", 1, 0, 'b'},
                                          {"seq", 1, 0, 't'},    {"steps", 1, 0, 's'},
                                          {"warmup", 1, 0, 'w'}, {"rank", 1, 0, 'r'},
                                          {"decode", 1, 0, 'd'}, {"checkpoint", 0, 0, 'c'},
+                                         {"fp32", 0, 0, 'f'},
                                          {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -70,9 +72,10 @@ int main(int argc, char **argv) {
         case 'r': rank = atoi(optarg); break;
         case 'd': decode = atoi(optarg); break;
         case 'c': ckpt = 1; break;
+        case 'f': fp32 = 1; break;
         default:
             fprintf(stderr, "usage: bench_train --model DIR [--batch 4] [--seq 128] [--steps 10] "
-                            "[--warmup 2] [--rank 16] [--decode N] [--checkpoint]\n");
+                            "[--warmup 2] [--rank 16] [--decode N] [--checkpoint] [--fp32]\n");
             return 2;
         }
     }
@@ -88,6 +91,7 @@ int main(int argc, char **argv) {
     lc.rank = rank, lc.scale = 2.0f, lc.dropout = 0.0f, lc.keys = LC_KEYS_ALL, lc.num_layers = -1;
     if (lc_model_add_lora(m, &lc, 1) < 0) die();
     lc_model_set_grad_checkpoint(m, ckpt != 0);
+    bool bf16 = lc_model_set_bf16_matmul(m, !fp32);
     size_t np;
     lc_lora_param *ps = lc_model_lora(m, &np);
     size_t nparam = 0;
@@ -141,10 +145,10 @@ int main(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"impl\": \"lorac\", \"B\": %d, \"T\": %d, \"steps\": %d, \"lora_params\": %zu, "
+    printf("{\"impl\": \"lorac-%s\", \"B\": %d, \"T\": %d, \"steps\": %d, \"lora_params\": %zu, "
            "\"step_s\": %.5f, \"mean_step_s\": %.5f, \"tokens_per_s\": %.2f, "
            "\"peak_rss_bytes\": %lld, \"loss\": %.5f, \"decode_tokens_per_s\": %.3f}\n",
-           B, T, steps, nparam, med, t_all / steps, (double)N / med, (long long)ru.ru_maxrss * 1024,
+           bf16 ? "bf16" : "fp32", B, T, steps, nparam, med, t_all / steps, (double)N / med, (long long)ru.ru_maxrss * 1024,
            loss, dec_tps);
     free(dt), free(tok), free(tgt), free(mom);
     lc_model_free(m);

@@ -6,7 +6,8 @@ training step (build/bench_train: forward + backward + AdamW on LoRA r16 over al
 projections of every layer, random token ids) and the same step in a plain-PyTorch
 model of the same shape and data, each in its own process so that its peak RSS is its
 own. PyTorch runs in two configurations (frozen weights bf16 / fp32, LoRA fp32) and the
-faster is the peer. Runs alternate lorac / torch `--repeat` times (the machine is noisy)
+faster is the peer; lorac too (bf16 products, its default on CPUs with AVX512-BF16, and
+float32 ones). Runs alternate lorac / torch `--repeat` times (the machine is noisy)
 and the table shows medians.
 
   make && python3 bench/cpu_train.py                 # 60M shape, B4×T128
@@ -173,6 +174,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--decode", type=int, default=0, help="also time N decoded tokens (lorac)")
     ap.add_argument("--torch-modes", default="bf16,fp32")
+    ap.add_argument("--lorac-modes", default="bf16,fp32",
+                    help="bf16: bf16 products (the default where the CPU has AVX512-BF16); "
+                    "fp32: bench_train --fp32")
     ap.add_argument("--torch-python", help="the Python that has torch (default: this one, "
                     "else /usr/bin/python3)")
     ap.add_argument("--lorac-build", default=os.path.join(ROOT, "build"))
@@ -221,18 +225,21 @@ def main():
     res = {}
     modes = [m for m in args.torch_modes.split(",") if m] if have_torch else []
     for rep in range(args.repeat):
-        r = run_json([driver, "--model", model, "--batch", str(B), "--seq", str(T),
-                      "--steps", str(args.steps), "--warmup", str(args.warmup),
-                      "--rank", str(args.rank), "--decode", str(args.decode)], env)
-        res.setdefault("lorac", []).append(r)
-        print(f"run {rep + 1}: lorac {r['tokens_per_s']:.0f} tok/s", file=sys.stderr, end="")
+        print(f"run {rep + 1}:", file=sys.stderr, end="")
+        for mode in [m for m in args.lorac_modes.split(",") if m]:
+            r = run_json([driver, "--model", model, "--batch", str(B), "--seq", str(T),
+                          "--steps", str(args.steps), "--warmup", str(args.warmup),
+                          "--rank", str(args.rank), "--decode", str(args.decode)]
+                         + (["--fp32"] if mode == "fp32" else []), env)
+            res.setdefault(r["impl"], []).append(r)
+            print(f" {r['impl']} {r['tokens_per_s']:.0f} tok/s", file=sys.stderr, end="")
         for mode in modes:
             r = run_json([torch_py, os.path.abspath(__file__), "--worker",
                           "--torch-mode", mode, "--model", model, "--B", str(B), "--T", str(T),
                           "--steps", str(args.steps), "--warmup", str(args.warmup),
                           "--rank", str(args.rank), "--threads", str(args.threads)], env)
             res.setdefault(r["impl"], []).append(r)
-            print(f", {r['impl']} {r['tokens_per_s']:.0f} tok/s", file=sys.stderr, end="")
+            print(f" {r['impl']} {r['tokens_per_s']:.0f} tok/s", file=sys.stderr, end="")
         print(file=sys.stderr)
 
     def med(impl, key):
@@ -248,14 +255,18 @@ def main():
         print(f"| {impl} | {med(impl, 'step_s'):.3f} | {med(impl, 'tokens_per_s'):.0f} | "
               f"{med(impl, 'peak_rss_bytes') / gib:.2f} |")
     peers = [i for i in res if i.startswith("torch")]
+    ours = [i for i in res if i.startswith("lorac")]
     if peers:
         best = max(peers, key=lambda i: med(i, "tokens_per_s"))
-        print(f"\nlorac / {best} (the faster PyTorch): speed "
-              f"{med('lorac', 'tokens_per_s') / med(best, 'tokens_per_s'):.2f}×, peak RSS "
-              f"{med('lorac', 'peak_rss_bytes') / med(best, 'peak_rss_bytes'):.2f}×")
+        print()
+        for impl in ours:
+            print(f"{impl} / {best} (the faster PyTorch): speed "
+                  f"{med(impl, 'tokens_per_s') / med(best, 'tokens_per_s'):.2f}×, peak RSS "
+                  f"{med(impl, 'peak_rss_bytes') / med(best, 'peak_rss_bytes'):.2f}×")
     if args.decode:
-        print(f"lorac decode (batch 1, greedy, {args.decode} tokens): "
-              f"{med('lorac', 'decode_tokens_per_s'):.1f} tokens/s")
+        for impl in ours:
+            print(f"{impl} decode (batch 1, greedy, {args.decode} tokens after 16): "
+                  f"{med(impl, 'decode_tokens_per_s'):.1f} tokens/s")
 
 
 if __name__ == "__main__":

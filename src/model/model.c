@@ -209,6 +209,7 @@ int lc_model_load(const char *dir, lc_model **out) {
     }
     const lc_model_config *c = &m->cfg;
     m->be = lc_backend_cpu_new(0);
+    lc_backend_cpu_set_bf16(m->be, true);
     int L = (int)c->num_hidden_layers;
     m->first = L;
     m->blocks = xcalloc((size_t)L, sizeof *m->blocks);
@@ -267,6 +268,8 @@ void lc_model_free(lc_model *m) {
 const lc_model_config *lc_model_cfg(const lc_model *m) { return &m->cfg; }
 
 void lc_model_set_grad_checkpoint(lc_model *m, bool on) { m->ckpt = on; }
+
+bool lc_model_set_bf16_matmul(lc_model *m, bool on) { return lc_backend_cpu_set_bf16(m->be, on); }
 
 int lc_check_ids(const lc_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T) {
     int64_t V = m->cfg.vocab_size;

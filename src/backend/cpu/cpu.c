@@ -60,6 +60,7 @@ static void cpu_free(lc_backend *be) {
     lc_cpu *c = be->impl;
     for (int i = 0; i < c->nt; i++) free(c->scr[i].p);
     free(c->scr);
+    free(c->xb);
     free(c);
     free(be);
 }
@@ -198,6 +199,30 @@ static void cpu_swiglu_bwd(lc_backend *be, float *dgate, float *dup, const float
     }
 }
 
+/* e^x for x <= 0 (softmax terms), within about 2 ulp (Cephes' expf polynomial on
+ * x - n ln 2), written so that loops over it vectorize; below -87 it returns about
+ * 1e-38 instead of underflowing. */
+static inline float exp_neg(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    float t = x * 1.44269504088896341f - 0.5f; // n = round(x / ln 2), x <= 0
+    int32_t n = (int32_t)t;                    // truncation toward zero of a value <= -0.5
+    n = (float)n > t ? n - 1 : n;              // floor
+    n += 1;
+    float fn = (float)n;
+    float r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    int32_t bits = (n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return y * scale;
+}
+
 static double cpu_cross_entropy(lc_backend *be, float *logits, const int32_t *targets, int64_t N,
                                 int64_t V, float grad_scale) {
     int nt = ((lc_cpu *)be->impl)->nt;
@@ -212,14 +237,16 @@ static double cpu_cross_entropy(lc_backend *be, float *logits, const int32_t *ta
         }
         float mx = l[0];
         for (int64_t j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-        double s = 0; // float exponentials (each within an ulp), summed in double
-        for (int64_t j = 0; j < V; j++) s += expf(l[j] - mx);
+        double s = 0; // float exponentials, summed in double
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < V; j++) s += exp_neg(l[j] - mx);
         double lse = (double)mx + log(s);
         total += lse - (double)l[t];
         if (grad_scale != 0.0f) {
             // loss = lse - l[t]  =>  dl[j] = softmax[j] - [j == t]
             float f = (float)((double)grad_scale / s);
-            for (int64_t j = 0; j < V; j++) l[j] = expf(l[j] - mx) * f;
+#pragma omp simd
+            for (int64_t j = 0; j < V; j++) l[j] = exp_neg(l[j] - mx) * f;
             l[t] -= grad_scale;
         }
     }
@@ -266,4 +293,10 @@ lc_backend *lc_backend_cpu_new(int threads) {
     be->swiglu_bwd = cpu_swiglu_bwd;
     be->cross_entropy = cpu_cross_entropy;
     return be;
+}
+
+bool lc_backend_cpu_set_bf16(lc_backend *be, bool on) {
+    lc_cpu *c = be->impl;
+    c->bf16 = on && lc_cpu_bf16_available();
+    return c->bf16;
 }
