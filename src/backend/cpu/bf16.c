@@ -126,7 +126,7 @@ static TGT void rows_to_bf16_avx512(uint16_t *dst, const float *src, int64_t N, 
 
 /* R rows × 32 columns: out[r][0..nc) (+)= sum_p x[r] pair p · tile pair p (+ bias). */
 static inline __attribute__((always_inline)) TGT void tile(int R, float *out, int64_t ldo,
-                                                            const uint32_t *x, int64_t ldx,
+                                                            const uint16_t *x, int64_t ldx,
                                                             const uint32_t *pk, int64_t P, int nc,
                                                             bool acc, const float *bias) {
     __m512 c0[8], c1[8];
@@ -136,7 +136,9 @@ static inline __attribute__((always_inline)) TGT void tile(int R, float *out, in
         __m512i w0 = _mm512_loadu_si512(pk + p * 32), w1 = _mm512_loadu_si512(pk + p * 32 + 16);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
-            __m512i xv = _mm512_set1_epi32((int)x[(size_t)r * ldx + p]);
+            int32_t xp; // the bf16 pair (k, k+1) of row r; memcpy: the buffer holds uint16_t
+            memcpy(&xp, x + 2 * ((size_t)r * ldx + p), 4);
+            __m512i xv = _mm512_set1_epi32(xp);
             c0[r] = _mm512_dpbf16_ps(c0[r], (__m512bh)xv, (__m512bh)w0);
             c1[r] = _mm512_dpbf16_ps(c1[r], (__m512bh)xv, (__m512bh)w1);
         }
@@ -161,16 +163,15 @@ static inline __attribute__((always_inline)) TGT void tile(int R, float *out, in
 TGT void lc_cpu_bf16_gemm(float *out, int64_t ldo, const uint16_t *xb, int64_t N, int64_t Kp,
                           const uint32_t *pk, int64_t n, bool acc, const float *bias) {
     int64_t P = Kp / 2, tiles = (n + 31) / 32;
-    const uint32_t *x = (const uint32_t *)(const void *)xb;
     for (int64_t t = 0; t < tiles; t++) {
         int nc = n - t * 32 < 32 ? (int)(n - t * 32) : 32;
         const uint32_t *tp = pk + (size_t)t * P * 32;
         const float *bt = bias ? bias + t * 32 : NULL;
         int64_t r = 0;
         for (; r + 8 <= N; r += 8)
-            tile(8, out + (size_t)r * ldo + t * 32, ldo, x + (size_t)r * P, P, tp, P, nc, acc, bt);
+            tile(8, out + (size_t)r * ldo + t * 32, ldo, xb + (size_t)r * Kp, P, tp, P, nc, acc, bt);
         for (; r < N; r++)
-            tile(1, out + (size_t)r * ldo + t * 32, ldo, x + (size_t)r * P, P, tp, P, nc, acc, bt);
+            tile(1, out + (size_t)r * ldo + t * 32, ldo, xb + (size_t)r * Kp, P, tp, P, nc, acc, bt);
     }
 }
 
