@@ -24,6 +24,7 @@ typedef struct {
 typedef struct {
     int nt;               // threads
     lc_cpu_scratch *scr;  // (nt) one per thread
+    bool avx512;          // the CPU runs AVX-512F code (row exponentials)
     bool bf16;            // BF16 weights multiply in bf16 (lc_backend_cpu_set_bf16)
     uint16_t *xb;         // activations rounded to bf16 for those products
     size_t xb_cap;        // its capacity in elements
