@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -210,9 +211,12 @@ def main():
 
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(args.threads))
-    # One threading layer on 2 cores: idle OpenMP workers must not spin against the
-    # BLAS threads (FACTS.md: 239 vs 542 tok/s for PyTorch with Debian's pthread OpenBLAS).
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # PyTorch's best on 2 cores: idle OpenMP workers must not spin against Debian's
+    # pthread OpenBLAS threads (239 vs 542 tok/s measured). lorac runs OpenBLAS
+    # single-threaded inside its OpenMP tasks (one threading layer), so it keeps
+    # OpenMP's default policy.
+    torch_env = dict(env)
+    torch_env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     tmp = tempfile.mkdtemp(prefix="lorac-bench-")
     cfg_path = os.path.join(tmp, "config.json")
     with open(cfg_path, "w") as f:
@@ -222,6 +226,13 @@ def main():
     subprocess.run([lorac, "init", "--config", cfg_path, "--tokenizer", tok, "--out", model,
                     "--dtype", "bf16", "-q"], check=True)
 
+    try:
+        run_all(args, B, T, driver, model, torch_py, have_torch, env, torch_env)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_all(args, B, T, driver, model, torch_py, have_torch, env, torch_env):
     res = {}
     modes = [m for m in args.torch_modes.split(",") if m] if have_torch else []
     for rep in range(args.repeat):
@@ -237,7 +248,7 @@ def main():
             r = run_json([torch_py, os.path.abspath(__file__), "--worker",
                           "--torch-mode", mode, "--model", model, "--B", str(B), "--T", str(T),
                           "--steps", str(args.steps), "--warmup", str(args.warmup),
-                          "--rank", str(args.rank), "--threads", str(args.threads)], env)
+                          "--rank", str(args.rank), "--threads", str(args.threads)], torch_env)
             res.setdefault(r["impl"], []).append(r)
             print(f" {r['impl']} {r['tokens_per_s']:.0f} tok/s", file=sys.stderr, end="")
         print(file=sys.stderr)

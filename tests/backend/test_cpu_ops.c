@@ -387,17 +387,17 @@ static void test_cross_entropy_vs_naive(void) {
  * of two bf16 values is exact in float32, so the fast result is the naive one on the
  * rounded activations within float32 accumulation error. N = 3 reads the weight in
  * place (gemv), N = 21 packs it (8-row tiles and a 5-row tail); odd sizes exercise the
- * padding of the contraction and partial 32-column tiles. */
+ * padding of the contraction and partial 32-column tiles, even ones the fast packing. */
 static void test_matmul_bf16(void) {
     lc_backend *bb = lc_backend_cpu_new(0);
     if (!lc_backend_cpu_set_bf16(bb, true)) {
         bb->free(bb);
         SKIP("this CPU has no AVX512-BF16");
     }
-    int64_t O = 203, I = 149, Ns[2] = {3, 21};
-    for (int t = 0; t < 2; t++)
+    int64_t O = 203, Ns[2] = {3, 21};
+    for (int t = 0; t < 4; t++)
         for (int acc = 0; acc < 2; acc++) {
-            int64_t N = Ns[t];
+            int64_t N = Ns[t % 2], I = t < 2 ? 149 : 96; // 96: whole pairs, the transposing pack
             lc_wt w;
             float *vals;
             make_wt(&w, &vals, LC_DT_BF16, O, I);

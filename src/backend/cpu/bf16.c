@@ -54,6 +54,23 @@ static inline uint16_t wbits(const lc_wt *w, int64_t r, int64_t c) {
 
 void lc_cpu_bf16_pack_rows(uint32_t *pk, const lc_wt *w, int64_t o0, int64_t o1) {
     int64_t K = w->cols, P = (K + 1) / 2, n = o1 - o0, tiles = (n + 31) / 32;
+    if (K % 2 == 0 && (uintptr_t)w->data % 4 == 0) { // each row is P whole pairs: transpose
+        for (int64_t t = 0; t < tiles; t++)
+            for (int64_t p0 = 0; p0 < P; p0 += 64) { // 64 pairs × 32 rows at a time
+                int64_t p1 = p0 + 64 < P ? p0 + 64 : P;
+                for (int64_t c = 0; c < 32; c++) {
+                    int64_t o = o0 + t * 32 + c;
+                    uint32_t *d = pk + (size_t)t * P * 32 + c;
+                    if (o >= o1) {
+                        for (int64_t p = p0; p < p1; p++) d[(size_t)p * 32] = 0;
+                        continue;
+                    }
+                    const uint32_t *src = (const uint32_t *)w->data + (size_t)o * P;
+                    for (int64_t p = p0; p < p1; p++) d[(size_t)p * 32] = src[p];
+                }
+            }
+        return;
+    }
     for (int64_t t = 0; t < tiles; t++)
         for (int64_t c = 0; c < 32; c++) {
             int64_t o = o0 + t * 32 + c;
