@@ -1,5 +1,5 @@
 # lorac — build, test, sanitize, fuzz.
-#   make            build/lorac
+#   make            build/lorac (and the bench drivers build/bench_*)
 #   make test       install missing Debian packages (scripts/deps.sh), build, run every test
 #   make asan       the tests under AddressSanitizer + UBSan (build-asan/)
 #   make fuzz       every libFuzzer target for FUZZ_SECONDS each (default 300)
@@ -17,12 +17,14 @@ LIB_SRC  := $(shell find src -name '*.c' ! -name main.c ! -path 'src/backend/cud
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC := $(shell find tests -name 'test_*.c' | sort)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/%)
 FUZZ_SRC := $(shell find fuzz -name 'fuzz_*.c' | sort)
 FUZZ_BIN := $(FUZZ_SRC:fuzz/%.c=build-fuzz/bin/%)
 FUZZ_SECONDS ?= 300
 
 .PHONY: all deps test asan fuzz fuzz-build demo clean
-all: deps $(BUILD)/lorac
+all: deps $(BUILD)/lorac $(BENCH_BIN)
 
 deps:
 	@scripts/deps.sh
@@ -38,11 +40,15 @@ $(BUILD)/liblorac.a: $(LIB_OBJ)
 $(BUILD)/lorac: $(BUILD)/src/main.o $(BUILD)/liblorac.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
+# Benchmark drivers (bench/*.c), each one program over the library.
+$(BUILD)/%: bench/%.c $(BUILD)/liblorac.a
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(BUILD)/liblorac.a -o $@ $(LDLIBS)
+
 $(BUILD)/tests/%: tests/%.c $(BUILD)/liblorac.a tests/harness.h
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Itests $(CFLAGS) $< $(BUILD)/liblorac.a -o $@ $(LDLIBS)
 
-test: deps $(BUILD)/lorac $(TEST_BIN) fuzz-build
+test: deps $(BUILD)/lorac $(BENCH_BIN) $(TEST_BIN) fuzz-build
 	@FUZZ_SECONDS=$${FUZZ_SECONDS:-10} tests/run.sh $(BUILD)
 
 asan:

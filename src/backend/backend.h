@@ -107,7 +107,12 @@ struct lc_backend {
                             int64_t V, float grad_scale);
 };
 
-/* A CPU backend with `threads` OpenMP threads (0: OpenMP's default). Never NULL. */
+/* A CPU backend with `threads` OpenMP threads (0: OpenMP's default). Never NULL.
+ * Products with BF16 weights start in float32 (the weight converted panel by panel). */
 lc_backend *lc_backend_cpu_new(int threads);
+/* on: products with BF16 weights round their activations to bf16 and multiply in bf16
+ * with float32 accumulation (PyTorch's bf16 arithmetic; about twice the speed), where the
+ * CPU has AVX512-BF16; off: float32. Returns whether bf16 products are now on. */
+bool lc_backend_cpu_set_bf16(lc_backend *be, bool on);
 
 #endif

@@ -95,7 +95,9 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     float *xpp0 = NULL, *xpp1 = NULL;
     if (!train || first > 0) xpp0 = take(&off, base, N * C), xpp1 = take(&off, base, N * C);
     float *xf = take(&off, base, N * C), *rstdf = take(&off, base, N), *xnf = take(&off, base, N * C);
-    int64_t chunk = (int64_t)((1u << 22) / V);
+    // Rows of logits at a time (up to 64 MiB): every chunk converts the whole lm_head
+    // twice (forward and input gradient), so fewer chunks convert less.
+    int64_t chunk = (int64_t)((1u << 24) / V);
     if (chunk < 16) chunk = 16;
     if (chunk > (int64_t)N) chunk = (int64_t)N;
     float *logits = take(&off, base, (size_t)chunk * V);
@@ -207,6 +209,7 @@ int lc_model_load(const char *dir, lc_model **out) {
     }
     const lc_model_config *c = &m->cfg;
     m->be = lc_backend_cpu_new(0);
+    lc_backend_cpu_set_bf16(m->be, true);
     int L = (int)c->num_hidden_layers;
     m->first = L;
     m->blocks = xcalloc((size_t)L, sizeof *m->blocks);
@@ -265,6 +268,8 @@ void lc_model_free(lc_model *m) {
 const lc_model_config *lc_model_cfg(const lc_model *m) { return &m->cfg; }
 
 void lc_model_set_grad_checkpoint(lc_model *m, bool on) { m->ckpt = on; }
+
+bool lc_model_set_bf16_matmul(lc_model *m, bool on) { return lc_backend_cpu_set_bf16(m->be, on); }
 
 int lc_check_ids(const lc_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T) {
     int64_t V = m->cfg.vocab_size;

@@ -332,8 +332,10 @@ static void test_gemm_vs_naive(void) {
     }
 }
 
-static void test_attention_vs_naive(void) {
-    int64_t B = 2, T = 13, H = 6, KV = 2, D = 16;
+/* T = 13 fits one block of query rows; T = 150 spans three (the fast kernel's blocks
+ * are 64 rows). */
+static void attention_vs_naive(int64_t T) {
+    int64_t B = 2, H = 6, KV = 2, D = 16;
     size_t nq = (size_t)(B * T * H * D), nk = (size_t)(B * T * KV * D);
     float *q = rnd(nq, 1), *k = rnd(nk, 1), *v = rnd(nk, 1);
     float *o1 = malloc(nq * 4), *o2 = malloc(nq * 4);
@@ -364,6 +366,11 @@ static void test_attention_vs_naive(void) {
     for (int i = 0; i < 3; i++) free(g1[i]), free(g2[i]);
 }
 
+static void test_attention_vs_naive(void) {
+    attention_vs_naive(13);
+    attention_vs_naive(150);
+}
+
 static void test_cross_entropy_vs_naive(void) {
     int64_t N = 9, V = 1000;
     float *l1 = rnd((size_t)(N * V), 5), *l2 = malloc((size_t)(N * V) * 4);
@@ -374,6 +381,48 @@ static void test_cross_entropy_vs_naive(void) {
     CHECK_MSG(fabs(s1 - s2) <= 1e-6 * fabs(s2), "ce %.9g vs %.9g", s1, s2);
     cmp("cross_entropy grad", l1, l2, (size_t)(N * V), 16.0);
     free(l1), free(l2);
+}
+
+/* bf16 products (AVX512-BF16): the activations are rounded to bf16 and every product
+ * of two bf16 values is exact in float32, so the fast result is the naive one on the
+ * rounded activations within float32 accumulation error. N = 3 reads the weight in
+ * place (gemv), N = 21 packs it (8-row tiles and a 5-row tail); odd sizes exercise the
+ * padding of the contraction and partial 32-column tiles, even ones the fast packing. */
+static void test_matmul_bf16(void) {
+    lc_backend *bb = lc_backend_cpu_new(0);
+    if (!lc_backend_cpu_set_bf16(bb, true)) {
+        bb->free(bb);
+        SKIP("this CPU has no AVX512-BF16");
+    }
+    int64_t O = 203, Ns[2] = {3, 21};
+    for (int t = 0; t < 4; t++)
+        for (int acc = 0; acc < 2; acc++) {
+            int64_t N = Ns[t % 2], I = t < 2 ? 149 : 96; // 96: whole pairs, the transposing pack
+            lc_wt w;
+            float *vals;
+            make_wt(&w, &vals, LC_DT_BF16, O, I);
+            float *x = rnd((size_t)(N * I), 1), *bias = rnd((size_t)O, 1);
+            float *xr = malloc((size_t)(N * I) * 4);
+            uint16_t *tmp = malloc((size_t)(N * (I > O ? I : O)) * 2);
+            lc_from_f32(tmp, LC_DT_BF16, x, (size_t)(N * I));
+            lc_to_f32(xr, tmp, LC_DT_BF16, (size_t)(N * I));
+            float *o1 = rnd((size_t)(N * O), 1), *o2 = malloc((size_t)(N * O) * 4);
+            memcpy(o2, o1, (size_t)(N * O) * 4);
+            bb->matmul(bb, o1, x, &w, acc ? bias : NULL, N, acc);
+            lc_cpu_matmul_naive(o2, xr, &w, acc ? bias : NULL, N, acc);
+            cmp("bf16 matmul", o1, o2, (size_t)(N * O), (double)I + 2);
+            float *dy = rnd((size_t)(N * O), 1), *dyr = malloc((size_t)(N * O) * 4);
+            lc_from_f32(tmp, LC_DT_BF16, dy, (size_t)(N * O));
+            lc_to_f32(dyr, tmp, LC_DT_BF16, (size_t)(N * O));
+            float *d1 = rnd((size_t)(N * I), 1), *d2 = malloc((size_t)(N * I) * 4);
+            memcpy(d2, d1, (size_t)(N * I) * 4);
+            bb->matmul_dx(bb, d1, dy, &w, N, acc);
+            lc_cpu_matmul_dx_naive(d2, dyr, &w, N, acc);
+            cmp("bf16 matmul_dx", d1, d2, (size_t)(N * I), (double)O + 2);
+            free((void *)w.data), free(vals), free(x), free(bias), free(xr), free(tmp), free(o1), free(o2);
+            free(dy), free(dyr), free(d1), free(d2);
+        }
+    bb->free(bb);
 }
 
 static void test_embedding(void) {
@@ -398,6 +447,7 @@ int main(void) {
     RUN(test_matmul_dx_fd);
     RUN(test_dropout);
     RUN(test_matmul_vs_naive);
+    RUN(test_matmul_bf16);
     RUN(test_gemm_vs_naive);
     RUN(test_attention_vs_naive);
     RUN(test_cross_entropy_vs_naive);

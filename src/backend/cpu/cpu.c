@@ -60,6 +60,7 @@ static void cpu_free(lc_backend *be) {
     lc_cpu *c = be->impl;
     for (int i = 0; i < c->nt; i++) free(c->scr[i].p);
     free(c->scr);
+    free(c->xb);
     free(c);
     free(be);
 }
@@ -198,9 +199,110 @@ static void cpu_swiglu_bwd(lc_backend *be, float *dgate, float *dup, const float
     }
 }
 
+/* e^x for x <= 0 (softmax terms), within 1e-7 relative (Cephes' expf polynomial on
+ * x - n ln 2, n = round(x / ln 2)); below -87 it returns about 1e-38 instead of
+ * underflowing. AVX-512 rows use exp_neg16 below, the same arithmetic on 16 lanes. */
+static inline float exp_neg(float x) {
+    x = x > -87.0f ? x : -87.0f;
+    // n = round(x / ln 2) by adding 1.5 * 2^23: the sum's low mantissa bits hold n
+    union {
+        float f;
+        int32_t i;
+    } t = {x * 1.44269504088896341f + 12582912.0f}, sc;
+    float fn = t.f - 12582912.0f;
+    int32_t n = t.i - 0x4B400000;
+    float r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    sc.i = (n + 127) * (1 << 23); // -126 <= n <= 0: a normal power of two
+    return y * sc.f;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define LC_HAVE_AVX512_EXP 1
+#define TGT512 __attribute__((target("avx512f")))
+
+/* exp_neg on 16 lanes (the same polynomial). */
+static inline __attribute__((always_inline)) TGT512 __m512 exp_neg16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 magic = _mm512_set1_ps(12582912.0f);
+    __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic);
+    __m512 fn = _mm512_sub_ps(t, magic);
+    __m512i n = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000));
+    __m512 r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fmadd_ps(fn, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+/* sum_j exp(l[j] - mx), the terms in float, the sum in double. */
+static TGT512 double row_expsum512(const float *l, int64_t V, float mx) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    __m512 m = _mm512_set1_ps(mx);
+    int64_t j = 0;
+    for (; j + 16 <= V; j += 16) {
+        __m512 e = exp_neg16(_mm512_sub_ps(_mm512_loadu_ps(l + j), m));
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    double s = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    for (; j < V; j++) s += exp_neg(l[j] - mx);
+    return s;
+}
+
+/* l[j] = exp(l[j] - mx) * f. */
+static TGT512 void row_scaled_exp512(float *l, int64_t V, float mx, float f) {
+    __m512 m = _mm512_set1_ps(mx), fv = _mm512_set1_ps(f);
+    int64_t j = 0;
+    for (; j + 16 <= V; j += 16)
+        _mm512_storeu_ps(l + j, _mm512_mul_ps(exp_neg16(_mm512_sub_ps(_mm512_loadu_ps(l + j), m)), fv));
+    for (; j < V; j++) l[j] = exp_neg(l[j] - mx) * f;
+}
+
+static bool have_avx512f(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+}
+#endif
+
+static double row_expsum(const lc_cpu *c, const float *l, int64_t V, float mx) {
+#ifdef LC_HAVE_AVX512_EXP
+    if (c->avx512) return row_expsum512(l, V, mx);
+#endif
+    (void)c;
+    double s = 0;
+    for (int64_t j = 0; j < V; j++) s += exp_neg(l[j] - mx);
+    return s;
+}
+
+static void row_scaled_exp(const lc_cpu *c, float *l, int64_t V, float mx, float f) {
+#ifdef LC_HAVE_AVX512_EXP
+    if (c->avx512) {
+        row_scaled_exp512(l, V, mx, f);
+        return;
+    }
+#endif
+    (void)c;
+    for (int64_t j = 0; j < V; j++) l[j] = exp_neg(l[j] - mx) * f;
+}
+
 static double cpu_cross_entropy(lc_backend *be, float *logits, const int32_t *targets, int64_t N,
                                 int64_t V, float grad_scale) {
-    int nt = ((lc_cpu *)be->impl)->nt;
+    const lc_cpu *c = be->impl;
+    int nt = c->nt;
     double total = 0;
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : total)
     for (int64_t n = 0; n < N; n++) {
@@ -212,13 +314,13 @@ static double cpu_cross_entropy(lc_backend *be, float *logits, const int32_t *ta
         }
         float mx = l[0];
         for (int64_t j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-        double s = 0;
-        for (int64_t j = 0; j < V; j++) s += exp((double)(l[j] - mx));
+        double s = row_expsum(c, l, V, mx); // float exponentials, summed in double
         double lse = (double)mx + log(s);
         total += lse - (double)l[t];
         if (grad_scale != 0.0f) {
             // loss = lse - l[t]  =>  dl[j] = softmax[j] - [j == t]
-            for (int64_t j = 0; j < V; j++) l[j] = (float)exp((double)l[j] - lse) * grad_scale;
+            float f = (float)((double)grad_scale / s);
+            row_scaled_exp(c, l, V, mx, f);
             l[t] -= grad_scale;
         }
     }
@@ -236,6 +338,9 @@ lc_backend *lc_backend_cpu_new(int threads) {
     openblas_set_num_threads(1); // one threading layer: OpenMP splits, sgemm runs serially
     lc_cpu *c = xcalloc(1, sizeof *c);
     c->nt = threads;
+#ifdef LC_HAVE_AVX512_EXP
+    c->avx512 = have_avx512f();
+#endif
     c->scr = xcalloc((size_t)threads, sizeof *c->scr);
     lc_backend *be = xcalloc(1, sizeof *be);
     be->name = "cpu";
@@ -265,4 +370,10 @@ lc_backend *lc_backend_cpu_new(int threads) {
     be->swiglu_bwd = cpu_swiglu_bwd;
     be->cross_entropy = cpu_cross_entropy;
     return be;
+}
+
+bool lc_backend_cpu_set_bf16(lc_backend *be, bool on) {
+    lc_cpu *c = be->impl;
+    c->bf16 = on && lc_cpu_bf16_available();
+    return c->bf16;
 }

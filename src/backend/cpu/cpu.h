@@ -24,6 +24,10 @@ typedef struct {
 typedef struct {
     int nt;               // threads
     lc_cpu_scratch *scr;  // (nt) one per thread
+    bool avx512;          // the CPU runs AVX-512F code (row exponentials)
+    bool bf16;            // BF16 weights multiply in bf16 (lc_backend_cpu_set_bf16)
+    uint16_t *xb;         // activations rounded to bf16 for those products
+    size_t xb_cap;        // its capacity in elements
 } lc_cpu;
 
 /* Thread tid's scratch of at least n floats (grown as needed; owned by the backend). */
@@ -52,6 +56,29 @@ static inline float lc_cpu_wget(const lc_wt *w, size_t idx) {
 
 /* dst (r1-r0, c1-c0) = w[r0:r1, c0:c1] as float32. */
 void lc_cpu_convert_block(float *dst, const lc_wt *w, int64_t r0, int64_t r1, int64_t c0, int64_t c1);
+
+/* ---- bf16 products (bf16.c; AVX512-BF16, fp32 accumulation) ---- */
+/* Rows at or below which a bf16 product reads the weight directly (gemv) instead of
+ * packing it. */
+#define LC_BF16_GEMV_ROWS 4
+/* Whether this CPU and OS run the bf16 kernels. */
+bool lc_cpu_bf16_available(void);
+/* dst (N, Kp) = src (N, K) rounded to bf16 (nearest even); columns K..Kp-1 = 0. Like
+ * the kernels below, only for a CPU where lc_cpu_bf16_available(). */
+void lc_cpu_rows_to_bf16(uint16_t *dst, const float *src, int64_t N, int64_t K, int64_t Kp);
+/* Packs rows o0..o1 of a BF16 weight (out, in) for lc_cpu_bf16_gemm (the forward):
+ * ceil((o1-o0)/32) tiles of ceil(in/2) × 32 bf16 pairs. */
+void lc_cpu_bf16_pack_rows(uint32_t *pk, const lc_wt *w, int64_t o0, int64_t o1);
+/* Packs columns i0..i1 of a BF16 weight (out, in) (the input gradient): tiles of
+ * ceil(out/2) × 32 pairs. */
+void lc_cpu_bf16_pack_cols(uint32_t *pk, const lc_wt *w, int64_t i0, int64_t i1);
+/* out (N, n; row stride ldo) (+)= xb (N, Kp) times the packed tiles (+ bias (n)). */
+void lc_cpu_bf16_gemm(float *out, int64_t ldo, const uint16_t *xb, int64_t N, int64_t Kp,
+                      const uint32_t *pk, int64_t n, bool acc, const float *bias);
+/* out (N <= LC_BF16_GEMV_ROWS, o1-o0) (+)= xb (N, Kp) w[o0:o1]^T (+ bias), reading the
+ * BF16 weight in place. */
+void lc_cpu_bf16_gemv(float *out, int64_t ldo, const uint16_t *xb, int64_t N, int64_t Kp,
+                      const lc_wt *w, int64_t o0, int64_t o1, bool acc, const float *bias);
 
 /* The fast kernels (the vtable's entries). */
 void lc_cpu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w, const float *bias,

@@ -1,0 +1,156 @@
+/*
+ * bench_train.c — `build/bench_train`: times lorac's LoRA training step and greedy
+ * decoding on a model folder (e.g. one made by `lorac init`), for bench/cpu_train.py.
+ *
+ * A step is forward + backward (lc_model_forward_backward) + an AdamW update of every
+ * adapter, on random token ids (targets: the next id, the last position ignored). The
+ * first --warmup steps are not timed. Prints one JSON line on stdout: tokens/s, the
+ * median step time, the peak resident set (getrusage) and, with --decode N, decoding
+ * tokens/s (batch 1, greedy, N new tokens after a 16-token prompt). Owns everything it
+ * allocates; a benchmark program, so it prints errors and exits. --fp32 turns off bf16
+ * products (lc_model_set_bf16_matmul), which are on by default where the CPU has them.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "model/model.h"
+
+static void die(void) {
+    fprintf(stderr, "error: %s\n", lc_errmsg());
+    exit(1);
+}
+
+static uint64_t rnd(uint64_t *s) { // splitmix64
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* AdamW (PyTorch's formulation) on one array. */
+static void adamw(float *w, const float *g, float *m1, float *m2, size_t n, int step, float lr) {
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.01f;
+    float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);
+    float sc2 = sqrtf(c2);
+    for (size_t i = 0; i < n; i++) {
+        w[i] *= 1.0f - lr * wd;
+        m1[i] = b1 * m1[i] + (1 - b1) * g[i];
+        m2[i] = b2 * m2[i] + (1 - b2) * g[i] * g[i];
+        w[i] -= lr / c1 * m1[i] / (sqrtf(m2[i]) / sc2 + eps);
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *dir = NULL;
+    int B = 4, T = 128, steps = 10, warmup = 2, rank = 16, decode = 0, ckpt = 0, fp32 = 0;
+    static const struct option opts[] = {{"model", 1, 0, 'm'},  {"batch", 1, 0, 'b'},
+                                         {"seq", 1, 0, 't'},    {"steps", 1, 0, 's'},
+                                         {"warmup", 1, 0, 'w'}, {"rank", 1, 0, 'r'},
+                                         {"decode", 1, 0, 'd'}, {"checkpoint", 0, 0, 'c'},
+                                         {"fp32", 0, 0, 'f'},
+                                         {0, 0, 0, 0}};
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'm': dir = optarg; break;
+        case 'b': B = atoi(optarg); break;
+        case 't': T = atoi(optarg); break;
+        case 's': steps = atoi(optarg); break;
+        case 'w': warmup = atoi(optarg); break;
+        case 'r': rank = atoi(optarg); break;
+        case 'd': decode = atoi(optarg); break;
+        case 'c': ckpt = 1; break;
+        case 'f': fp32 = 1; break;
+        default:
+            fprintf(stderr, "usage: bench_train --model DIR [--batch 4] [--seq 128] [--steps 10] "
+                            "[--warmup 2] [--rank 16] [--decode N] [--checkpoint] [--fp32]\n");
+            return 2;
+        }
+    }
+    if (!dir || B <= 0 || T <= 1 || steps <= 0 || warmup < 0 || rank <= 0) {
+        fprintf(stderr, "bench_train: --model DIR is required; sizes must be positive\n");
+        return 2;
+    }
+    lc_model *m;
+    if (lc_model_load(dir, &m) < 0) die();
+    const lc_model_config *c = lc_model_cfg(m);
+    lc_lora_config lc;
+    lc_lora_config_default(&lc);
+    lc.rank = rank, lc.scale = 2.0f, lc.dropout = 0.0f, lc.keys = LC_KEYS_ALL, lc.num_layers = -1;
+    if (lc_model_add_lora(m, &lc, 1) < 0) die();
+    lc_model_set_grad_checkpoint(m, ckpt != 0);
+    bool bf16 = lc_model_set_bf16_matmul(m, !fp32);
+    size_t np;
+    lc_lora_param *ps = lc_model_lora(m, &np);
+    size_t nparam = 0;
+    for (size_t i = 0; i < np; i++) nparam += (size_t)((ps[i].in + ps[i].out) * ps[i].r);
+    float *mom = xcalloc(2 * nparam, sizeof(float));
+
+    size_t N = (size_t)B * (size_t)T;
+    int32_t *tok = xmalloc(N * sizeof *tok), *tgt = xmalloc(N * sizeof *tgt);
+    uint64_t seed = 42;
+    double *dt = xmalloc((size_t)steps * sizeof *dt), loss = 0, t_all = 0;
+    int64_t ntok;
+    for (int s = 0; s < warmup + steps; s++) {
+        for (size_t i = 0; i < N; i++) tok[i] = (int32_t)(rnd(&seed) % (uint64_t)c->vocab_size);
+        for (size_t i = 0; i < N; i++) tgt[i] = (i + 1) % (size_t)T ? tok[i + 1] : -1;
+        lc_batch bt = {B, T, tok, tgt, (uint64_t)s};
+        double t0 = lc_now();
+        if (lc_model_forward_backward(m, &bt, &loss, &ntok) < 0) die();
+        float *mm = mom;
+        for (size_t i = 0; i < np; i++) {
+            size_t na = (size_t)(ps[i].in * ps[i].r), nb = (size_t)(ps[i].r * ps[i].out);
+            adamw(ps[i].a, ps[i].ga, mm, mm + na, na, s + 1, 1e-4f);
+            mm += 2 * na;
+            adamw(ps[i].b, ps[i].gb, mm, mm + nb, nb, s + 1, 1e-4f);
+            mm += 2 * nb;
+        }
+        double t1 = lc_now() - t0;
+        if (s >= warmup) dt[s - warmup] = t1, t_all += t1;
+    }
+    qsort(dt, (size_t)steps, sizeof *dt, cmp_double);
+    double med = dt[steps / 2];
+
+    double dec_tps = 0;
+    if (decode > 0) {
+        int64_t V = c->vocab_size, P = 16;
+        lc_kv_cache *kv;
+        if (lc_kv_cache_create(m, P + decode, &kv) < 0) die();
+        float *logits = xmalloc((size_t)V * sizeof(float));
+        int32_t prompt[16], next;
+        for (int i = 0; i < P; i++) prompt[i] = (int32_t)(rnd(&seed) % (uint64_t)V);
+        if (lc_model_step(m, kv, prompt, P, logits) < 0) die();
+        double t0 = lc_now();
+        for (int i = 0; i < decode; i++) {
+            next = 0;
+            for (int64_t v = 1; v < V; v++)
+                if (logits[v] > logits[next]) next = (int32_t)v;
+            if (lc_model_step(m, kv, &next, 1, logits) < 0) die();
+        }
+        dec_tps = decode / (lc_now() - t0);
+        free(logits);
+        lc_kv_cache_free(kv);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"impl\": \"lorac-%s\", \"B\": %d, \"T\": %d, \"steps\": %d, \"lora_params\": %zu, "
+           "\"step_s\": %.5f, \"mean_step_s\": %.5f, \"tokens_per_s\": %.2f, "
+           "\"peak_rss_bytes\": %lld, \"loss\": %.5f, \"decode_tokens_per_s\": %.3f}\n",
+           bf16 ? "bf16" : "fp32", B, T, steps, nparam, med, t_all / steps, (double)N / med, (long long)ru.ru_maxrss * 1024,
+           loss, dec_tps);
+    free(dt), free(tok), free(tgt), free(mom);
+    lc_model_free(m);
+    return 0;
+}
