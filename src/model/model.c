@@ -209,7 +209,9 @@ int lc_model_load(const char *dir, lc_model **out) {
     }
     const lc_model_config *c = &m->cfg;
     m->be = lc_backend_cpu_new(0);
-    lc_backend_cpu_set_bf16(m->be, true);
+    /* LORAC_MATMUL=fp32 keeps every product in float32 (exact fp32 math over bf16 weights) */
+    const char *mm = getenv("LORAC_MATMUL");
+    lc_backend_cpu_set_bf16(m->be, !(mm && !strcmp(mm, "fp32")));
     int L = (int)c->num_hidden_layers;
     m->first = L;
     m->blocks = xcalloc((size_t)L, sizeof *m->blocks);

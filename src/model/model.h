@@ -84,7 +84,7 @@ lc_lora_param *lc_model_lora(lc_model *m, size_t *n);
 const lc_lora_config *lc_model_lora_config(const lc_model *m);
 /* Recompute each block's activations in the backward instead of keeping them. */
 void lc_model_set_grad_checkpoint(lc_model *m, bool on);
-/* on (the default after loading): products with BF16 base weights run in bf16 with
+/* on (the default after loading, unless the environment sets LORAC_MATMUL=fp32): products with BF16 base weights run in bf16 with
  * float32 accumulation where the CPU has AVX512-BF16 (as PyTorch computes with bf16
  * weights); off: in float32. F32/F16 weights always run in float32. Returns whether bf16
  * products are on. */

