@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/json.h"
+#include "core/vec.h"
 
 static int t_passed, t_failed, t_skipped;
 static int t_cur_failed, t_cur_skipped;
@@ -114,6 +116,20 @@ __attribute__((unused)) static const char *t_assets(void) {
     if (!(f = fopen(probe, "r"))) return NULL;
     fclose(f);
     return path;
+}
+
+/* Decodes the string value of "key" in a one-line JSON object through lc_json_unquote
+ * (cJSON stops at \u0000, which fixture corpora hold). Returns 0, or -1 when absent. */
+__attribute__((unused)) static int t_json_string_field(const char *line, const char *key,
+                                                       lc_buf *out) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": \"", key);
+    const char *p = strstr(line, pat);
+    if (!p) return -1;
+    const char *start = p + strlen(pat) - 1, *e = start + 1;
+    while (*e && *e != '"') e += (*e == '\\' && e[1]) ? 2 : 1;
+    if (!*e) return -1;
+    return lc_json_unquote(start, (size_t)(e - start) + 1, key, out);
 }
 
 #endif

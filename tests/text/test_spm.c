@@ -582,67 +582,6 @@ static void test_mistral_truncated(void) {
 
 /* ------------------------------------------------- reference fixtures ----- */
 
-/* Decodes the JSON string value of "key" in one JSON line (cJSON would stop at \u0000). */
-static int json_raw_string(const char *line, const char *key, lc_buf *out) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\": \"", key);
-    const char *p = strstr(line, pat);
-    if (!p) return -1;
-    p += strlen(pat);
-    lc_buf_clear(out);
-    while (*p && *p != '"') {
-        if (*p != '\\') {
-            lc_buf_putc(out, *p++);
-            continue;
-        }
-        p++;
-        char c = *p++;
-        switch (c) {
-        case 'n':
-            lc_buf_putc(out, '\n');
-            break;
-        case 't':
-            lc_buf_putc(out, '\t');
-            break;
-        case 'r':
-            lc_buf_putc(out, '\r');
-            break;
-        case 'b':
-            lc_buf_putc(out, '\b');
-            break;
-        case 'f':
-            lc_buf_putc(out, '\f');
-            break;
-        case 'u': {
-            unsigned cp = 0, lo = 0;
-            if (sscanf(p, "%4x", &cp) != 1) return -1;
-            p += 4;
-            if (cp >= 0xD800 && cp < 0xDC00 && p[0] == '\\' && p[1] == 'u' &&
-                sscanf(p + 2, "%4x", &lo) == 1 && lo >= 0xDC00 && lo < 0xE000) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                p += 6;
-            }
-            char u[4];
-            int k = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
-            if (k == 1)
-                u[0] = (char)cp;
-            else if (k == 2)
-                u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 63));
-            else if (k == 3)
-                u[0] = (char)(0xE0 | cp >> 12), u[1] = (char)(0x80 | (cp >> 6 & 63)),
-                u[2] = (char)(0x80 | (cp & 63));
-            else
-                u[0] = (char)(0xF0 | cp >> 18), u[1] = (char)(0x80 | (cp >> 12 & 63)),
-                u[2] = (char)(0x80 | (cp >> 6 & 63)), u[3] = (char)(0x80 | (cp & 63));
-            lc_buf_append(out, u, (size_t)k);
-            break;
-        }
-        default:
-            lc_buf_putc(out, c);
-        }
-    }
-    return *p == '"' ? 0 : -1;
-}
 
 static bool ids_equal(const lc_ids *a, const cJSON *arr, size_t skip_first) {
     if (!arr || (size_t)cJSON_GetArraySize(arr) != a->len + skip_first) return false;
@@ -672,7 +611,7 @@ static void test_fixture_jsonl(void) {
         char save = *nl;
         *nl = '\0';
         cJSON *j = cJSON_Parse(line);
-        if (!j || json_raw_string(line, "text", &text) || json_raw_string(line, "decoded", &want)) {
+        if (!j || t_json_string_field(line, "text", &text) || t_json_string_field(line, "decoded", &want)) {
             CHECK_MSG(0, "%s line %d is not a fixture line", path, lines + 1);
             cJSON_Delete(j);
             break;
@@ -749,7 +688,7 @@ static void test_riscv_rows(void) {
             if (!nl) nl = line + strlen(line);
             char save = *nl;
             *nl = '\0';
-            if (json_raw_string(line, "text", &text) == 0) {
+            if (t_json_string_field(line, "text", &text) == 0) {
                 lc_ids ids = {0};
                 struct timespec t0, t1;
                 clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -955,7 +894,7 @@ static int each_corpus_text(const lc_spm *s, lc_buf *all, int *bad) {
             if (!nl) nl = line + strlen(line);
             char save = *nl;
             *nl = '\0';
-            if (json_raw_string(line, "text", &text) == 0) {
+            if (t_json_string_field(line, "text", &text) == 0) {
                 const char *t = text.data ? text.data : "";
                 if (!fast_matches_plain(s, t, text.len)) ++*bad;
                 lc_buf_append(all, t, text.len);

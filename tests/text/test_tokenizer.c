@@ -20,66 +20,6 @@
 
 /* ---------------------------------------------------------- helpers */
 
-static int hexv(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-static void put_cp(lc_buf *b, unsigned cp) {
-    char o[4];
-    int n;
-    if (cp < 0x80) o[0] = (char)cp, n = 1;
-    else if (cp < 0x800) o[0] = (char)(0xC0 | cp >> 6), o[1] = (char)(0x80 | (cp & 63)), n = 2;
-    else if (cp < 0x10000)
-        o[0] = (char)(0xE0 | cp >> 12), o[1] = (char)(0x80 | ((cp >> 6) & 63)), o[2] = (char)(0x80 | (cp & 63)), n = 3;
-    else
-        o[0] = (char)(0xF0 | cp >> 18), o[1] = (char)(0x80 | ((cp >> 12) & 63)),
-        o[2] = (char)(0x80 | ((cp >> 6) & 63)), o[3] = (char)(0x80 | (cp & 63)), n = 4;
-    lc_buf_append(b, o, (size_t)n);
-}
-
-/* Decodes the JSON string value of "key" in a one-line object (cJSON stops at \u0000,
- * which the corpus has). Returns 0 when found. */
-static int json_string_field(const char *line, const char *key, lc_buf *out) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\": \"", key);
-    const char *p = strstr(line, pat);
-    if (!p) return -1;
-    p += strlen(pat);
-    lc_buf_clear(out);
-    lc_buf_append(out, "", 0);
-    while (*p && *p != '"') {
-        if (*p != '\\') {
-            lc_buf_putc(out, *p++);
-            continue;
-        }
-        p++;
-        char c = *p++;
-        switch (c) {
-        case 'n': lc_buf_putc(out, '\n'); break;
-        case 't': lc_buf_putc(out, '\t'); break;
-        case 'r': lc_buf_putc(out, '\r'); break;
-        case 'b': lc_buf_putc(out, '\b'); break;
-        case 'f': lc_buf_putc(out, '\f'); break;
-        case 'u': {
-            unsigned cp = 0;
-            for (int i = 0; i < 4; i++) cp = cp * 16 + (unsigned)hexv(*p++);
-            if (cp >= 0xD800 && cp < 0xDC00 && p[0] == '\\' && p[1] == 'u') {
-                unsigned lo = 0;
-                for (int i = 0; i < 4; i++) lo = lo * 16 + (unsigned)hexv(p[2 + i]);
-                if (lo >= 0xDC00 && lo < 0xE000) {
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                    p += 6;
-                }
-            }
-            put_cp(out, cp);
-            break;
-        }
-        default: lc_buf_putc(out, c);
-        }
-    }
-    return 0;
-}
-
 static void ids_of(const cJSON *o, const char *key, lc_ids *out) {
     lc_ids_clear(out);
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -178,9 +118,9 @@ static void check_fixture(const char *name) {
             CHECK_MSG(0, "%s", lc_errmsg());
             break;
         }
-        json_string_field(line, "text", &text);
-        json_string_field(line, "decoded", &want_dec);
-        json_string_field(line, "decoded_skip", &want_skip);
+        t_json_string_field(line, "text", &text);
+        t_json_string_field(line, "decoded", &want_dec);
+        t_json_string_field(line, "decoded_skip", &want_skip);
         ids_of(o, "ids", &want);
         ids_of(o, "ids_special", &want_sp);
         cJSON_Delete(o);
@@ -301,7 +241,7 @@ static void check_riscv(const char *name) {
             nl = strchr(line, '\n');
             if (nl) *nl = '\0';
             if (!*line) continue;
-            json_string_field(line, "text", &text);
+            t_json_string_field(line, "text", &text);
             lc_ids_clear(&ids);
             struct timespec t0, t1;
             clock_gettime(CLOCK_MONOTONIC, &t0);
