@@ -72,8 +72,6 @@ struct lc_model {
     lc_arena ar[2]; // by mode
 };
 
-/* in/out features of a key's projection. */
-void lc_key_dims(const lc_model_config *c, lc_lora_key k, int64_t *in, int64_t *out);
 /* The lowest adapted block for a LoRA config (L when lora is NULL or has no keys). */
 int lc_lora_first_layer(const lc_model_config *c, const lc_lora_config *lora);
 

@@ -59,7 +59,7 @@ int lc_model_add_lora(lc_model *m, const lc_lora_config *c, uint64_t seed) {
         for (int k = 0; k < LC_NKEYS; k++)
             if (c->keys & (1u << k)) {
                 int64_t in, out;
-                lc_key_dims(cfg, (lc_lora_key)k, &in, &out);
+                lc_lora_key_dims(cfg, (lc_lora_key)k, &in, &out);
                 n++, floats += (size_t)((in + out) * c->rank);
             }
     lc_backend *be = m->be;
@@ -74,7 +74,7 @@ int lc_model_add_lora(lc_model *m, const lc_lora_config *c, uint64_t seed) {
             snprintf(p->name, sizeof p->name, "model.layers.%d.%s.%s", l,
                      k < LC_KEY_GATE ? "self_attn" : "mlp", lc_lora_key_short((lc_lora_key)k));
             p->layer = l, p->key = (lc_lora_key)k, p->r = c->rank;
-            lc_key_dims(cfg, (lc_lora_key)k, &p->in, &p->out);
+            lc_lora_key_dims(cfg, (lc_lora_key)k, &p->in, &p->out);
             size_t na = (size_t)(p->in * p->r), nb = (size_t)(p->r * p->out);
             p->a = m->lora_mem + off, p->ga = m->grad_mem + off, off += na;
             p->b = m->lora_mem + off, p->gb = m->grad_mem + off, off += nb;

@@ -18,20 +18,6 @@
 
 /* ------------------------------------------------------------ shapes */
 
-void lc_key_dims(const lc_model_config *c, lc_lora_key k, int64_t *in, int64_t *out) {
-    int64_t C = c->hidden_size, HD = c->num_attention_heads * c->head_dim;
-    int64_t KVD = c->num_key_value_heads * c->head_dim, I = c->intermediate_size;
-    switch (k) {
-    case LC_KEY_Q: *in = C, *out = HD; break;
-    case LC_KEY_K:
-    case LC_KEY_V: *in = C, *out = KVD; break;
-    case LC_KEY_O: *in = HD, *out = C; break;
-    case LC_KEY_GATE:
-    case LC_KEY_UP: *in = C, *out = I; break;
-    default: *in = I, *out = C; break;
-    }
-}
-
 int lc_lora_first_layer(const lc_model_config *c, const lc_lora_config *lora) {
     int L = (int)c->num_hidden_layers;
     if (!lora || !(lora->keys & LC_KEYS_ALL) || lora->rank <= 0 || lora->num_layers == 0) return L;
@@ -145,7 +131,7 @@ static size_t lora_floats(const lc_model_config *c, const lc_lora_config *lora) 
         for (int k = 0; k < LC_NKEYS; k++)
             if (lora->keys & (1u << k)) {
                 int64_t in, out;
-                lc_key_dims(c, (lc_lora_key)k, &in, &out);
+                lc_lora_key_dims(c, (lc_lora_key)k, &in, &out);
                 n += (size_t)((in + out) * lora->rank);
             }
     return n;
