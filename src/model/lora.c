@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/mem.h"
+#include "core/rng.h"
 #include "model/internal.h"
 
 void lc_lora_config_default(lc_lora_config *c) {
@@ -22,13 +23,6 @@ void lc_lora_config_default(lc_lora_config *c) {
     c->dropout = 0.0f;
     c->keys = LC_KEYS_ALL;
     c->num_layers = 16;
-}
-
-static uint64_t splitmix(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
 }
 
 static uint64_t stream_of(uint64_t seed, const char *name) {
@@ -81,7 +75,7 @@ int lc_model_add_lora(lc_model *m, const lc_lora_config *c, uint64_t seed) {
             uint64_t st = stream_of(seed, p->name);
             double bound = 1.0 / sqrt((double)p->in);
             for (size_t j = 0; j < na; j++) {
-                double u = (double)(splitmix(&st) >> 11) * 0x1.0p-53; // [0, 1)
+                double u = lc_uniform(&st); // [0, 1)
                 p->a[j] = (float)((2.0 * u - 1.0) * bound);
             }
             m->blocks[l].lora[k] = p;
