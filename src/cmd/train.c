@@ -28,7 +28,6 @@ static void usage(FILE *f) {
             "Trains LoRA adapters. The YAML file takes mlx-lm's keys (the recipe's\n"
             "lora_config.yaml runs unchanged); every key is also a flag (batch_size is\n"
             "--batch-size), and flags override the file.\n\n"
-            "  -c, --config FILE      YAML configuration\n"
             "  --resume               continue from the newest complete checkpoint in adapter_path\n"
             "  --chat-template NAME   chat family for prompt/completion and messages data\n"
             "                         (mistral, llama2, llama3, chatml, phi3; default: detected)\n"
