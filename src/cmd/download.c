@@ -41,6 +41,7 @@ int cmd_download(int argc, char **argv) {
     size_t n_inc = 0;
     int c, rc = 0;
     optind = 1;
+    opterr = 0;
     while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
         switch (c) {
         case 'r': o.revision = optarg; break;
