@@ -9,7 +9,10 @@ Failure injection, by organisation name or file name:
   org "broken":  every file is sent truncated (half the bytes, full Content-Length, then close)
   org "flaky":   the first full (non-Range) request of each *.safetensors is truncated
   tokenizer.json is answered with a 302 redirect to /cdn/<org>/<name>/<path>
+  org "private": 401 unless the request carries "Authorization: Bearer sekrit"
+  org "gated":   403 always
   an unknown repo is a 404 with the Hub's JSON error body.
+Data sets live under ROOT/datasets/<org>/<name>, at /api/datasets/... and /datasets/<org>/<name>/resolve/...
 Binds 127.0.0.1 on a free port and writes the port number to PORT_FILE.
 """
 import hashlib
@@ -24,8 +27,8 @@ SEEN = set()
 LOCK = threading.Lock()
 
 
-def repo_dir(org, name):
-    d = os.path.join(ROOT, org, name)
+def repo_dir(org, name, kind=""):
+    d = os.path.join(ROOT, kind, org, name)
     return d if os.path.isdir(d) and ".." not in (org, name) else None
 
 
@@ -49,8 +52,17 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         path = self.path.split("?", 1)[0]
         parts = path.strip("/").split("/")
-        if len(parts) >= 6 and parts[0] == "api" and parts[1] == "models" and parts[4] == "revision":
-            return self.listing(parts[2], parts[3])
+        org = parts[3] if parts[0] in ("api", "datasets") and len(parts) > 3 else parts[0]
+        if parts[0] == "datasets" and len(parts) > 1:
+            org = parts[1]
+        if org == "private" and self.headers.get("Authorization") != "Bearer sekrit":
+            return self.send_json(401, {"error": "Invalid credentials"})
+        if org == "gated":
+            return self.send_json(403, {"error": "Access to this repo is restricted"})
+        if len(parts) >= 6 and parts[0] == "api" and parts[1] in ("models", "datasets") and parts[4] == "revision":
+            return self.listing(parts[2], parts[3], "" if parts[1] == "models" else "datasets")
+        if len(parts) >= 6 and parts[0] == "datasets" and parts[3] == "resolve":
+            return self.serve(parts[1], parts[2], "/".join(parts[5:]), "datasets")
         if len(parts) >= 5 and parts[2] == "resolve":
             org, name, rel = parts[0], parts[1], "/".join(parts[4:])
             if rel == "tokenizer.json":
@@ -64,8 +76,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.serve(parts[1], parts[2], "/".join(parts[3:]))
         self.not_found()
 
-    def listing(self, org, name):
-        d = repo_dir(org, name)
+    def listing(self, org, name, kind=""):
+        d = repo_dir(org, name, kind)
         if not d:
             return self.not_found()
         sib = []
@@ -76,8 +88,8 @@ class Handler(BaseHTTPRequestHandler):
         sha = hashlib.sha1((org + "/" + name).encode()).hexdigest()
         self.send_json(200, {"id": org + "/" + name, "sha": sha, "siblings": sib})
 
-    def serve(self, org, name, rel):
-        d = repo_dir(org, name)
+    def serve(self, org, name, rel, kind=""):
+        d = repo_dir(org, name, kind)
         full = os.path.normpath(os.path.join(d, rel)) if d else None
         if not full or not full.startswith(d + os.sep) or not os.path.isfile(full):
             return self.not_found()

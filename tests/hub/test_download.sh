@@ -117,6 +117,27 @@ errors_are_one_line() {
     done
 }
 
+token_and_access_errors() {
+    expect_exit 2 "$LORAC" download private/tiny -q
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "401"; contains "$ERR_TXT" "HF_TOKEN"
+    expect_exit 0 env HF_TOKEN=sekrit "$LORAC" download private/tiny
+    case "$ERR_TXT$OUT_TXT" in *sekrit*) fail "the token was printed" ;; esac
+    cmp -s "$HUBROOT/private/tiny/model.safetensors" "$OUT_TXT/model.safetensors" || fail "private repo not fetched with the token"
+    # the token file that huggingface-cli login writes
+    printf 'sekrit\n' >"$HF_HOME/token"
+    expect_exit 0 "$LORAC" download private/tiny -q
+    rm -f "$HF_HOME/token"
+    expect_exit 2 "$LORAC" download gated/tiny -q
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "403"; contains "$ERR_TXT" "$HF_ENDPOINT/gated/tiny"
+}
+
+dataset_repo() {
+    expect_exit 0 "$LORAC" download acme/rows --repo-type dataset -q
+    contains "$OUT_TXT" "/datasets--acme--rows/snapshots/"
+    cmp -s "$HUBROOT/datasets/acme/rows/data/train.jsonl" "$OUT_TXT/data/train.jsonl" || fail "data set file differs"
+    cmp -s "$HUBROOT/datasets/acme/rows/weights.bin" "$OUT_TXT/weights.bin" || fail "data sets skip no format"
+}
+
 truncated_then_resumed() {
     expect_exit 2 "$LORAC" download flaky/tiny -q
     [ -n "$SHOW" ] && echo "$ERR_TXT"
@@ -132,6 +153,11 @@ truncated_then_resumed() {
 make_repo acme/tiny
 make_repo broken/tiny
 make_repo flaky/tiny
+make_repo private/tiny
+make_repo gated/tiny
+mkdir -p "$HUBROOT/datasets/acme/rows/data"
+printf '{"description": "add", "instructions": "add rd, rs1, rs2"}\n' >"$HUBROOT/datasets/acme/rows/data/train.jsonl"
+printf 'x\n' >"$HUBROOT/datasets/acme/rows/weights.bin"
 if start_server; then
     run_test download_and_layout
     run_test second_run_fetches_nothing
@@ -139,6 +165,8 @@ if start_server; then
     run_test model_repo_id_from_cache
     run_test model_repo_id_downloads_when_missing
     run_test errors_are_one_line
+    run_test token_and_access_errors
+    run_test dataset_repo
     run_test truncated_then_resumed
 else
     skip_all() { skip "python3 or the loopback server is not available"; }
