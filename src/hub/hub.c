@@ -318,7 +318,8 @@ done:
 
 static const char *const SKIPPED_FORMATS[] = {"*.bin",  "*.pt",   "*.pth",  "*.h5",     "*.msgpack",
                                               "*.onnx", "*.ot",   "*.gguf", "*.ckpt",   "*.tflite",
-                                              "original/*", "*.onnx_data"};
+                                              "original/*", "*.onnx_data",
+                                              "consolidated*"}; // Mistral's own format, beside the HF shards
 
 static bool wanted(const char *path, const lc_hub_options *o, bool *format_skip) {
     *format_skip = false;
@@ -532,7 +533,8 @@ int lc_hub_resolve_model(const char *name, char **dir) {
                        "with network first",
                        name, name);
     lc_hub_options o = {0};
-    if (lc_hub_download(name, &o, dir, NULL) != 0) return -1;
+    if (lc_hub_download(name, &o, dir, NULL) != 0)
+        return lc_fail_prefix("no local folder '%s', so it was taken for a Hub repo id", name);
     char *cfg = lc_path_join(*dir, "config.json");
     bool ok = lc_is_file(cfg);
     free(cfg);

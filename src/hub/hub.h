@@ -37,7 +37,7 @@ typedef struct {
 /* Downloads the files of repo that the options select into the cache; *dir (owned by the
  * caller) is the snapshot folder, *st (may be NULL) counts what was done. Files already
  * complete are not fetched again; model formats lorac cannot load (*.bin, *.pt, *.pth,
- * *.h5, *.msgpack, *.onnx, *.ot, *.gguf, *.ckpt, *.tflite, files under original/) are skipped unless
+ * *.h5, *.msgpack, *.onnx, *.ot, *.gguf, *.ckpt, *.tflite, Mistral's consolidated*, files under original/) are skipped unless
  * an include glob asks. Returns 0 or -1 (one line naming the repo, the URL and the fix). */
 int lc_hub_download(const char *repo, const lc_hub_options *o, char **dir, lc_hub_stats *st);
 

@@ -26,6 +26,7 @@ JSON
     printf 'weights in pickle\n' >"$d/pytorch_model.bin"
     printf 'gguf\n' >"$d/model.Q4_K_M.gguf"
     printf 'pth\n' >"$d/original/consolidated.00.pth"
+    printf 'mistral format\n' >"$d/consolidated.safetensors"
     printf '# tiny\n' >"$d/README.md"
     printf 'nested\n' >"$d/extra/notes.txt"
 }
@@ -51,11 +52,11 @@ download_and_layout() {
              model.safetensors README.md extra/notes.txt; do
         cmp -s "$HUBROOT/acme/tiny/$f" "$SNAP/$f" || fail "$f differs from the served file (or is missing)"
     done
-    for f in pytorch_model.bin model.Q4_K_M.gguf original/consolidated.00.pth; do
+    for f in pytorch_model.bin model.Q4_K_M.gguf original/consolidated.00.pth consolidated.safetensors; do
         [ -e "$SNAP/$f" ] && fail "$f should have been skipped"
     done
     find "$HF_HOME" -name '*.incomplete' | grep -q . && fail "a temporary file was left behind"
-    contains "$ERR_TXT" "3 skipped"
+    contains "$ERR_TXT" "4 skipped"
 }
 
 second_run_fetches_nothing() {
