@@ -124,6 +124,7 @@ typedef struct {
     bool write_error;
     lc_progress *bar;
     int64_t offset;   // bytes already on disk before this request (a resume)
+    CURL *h;          // to see the status: an error page never goes into a file
 } sink;
 
 static size_t on_data(char *p, size_t size, size_t n, void *ud) {
@@ -132,9 +133,14 @@ static size_t on_data(char *p, size_t size, size_t n, void *ud) {
     if (s->mem) {
         if (s->mem->len + len > ((size_t)64 << 20)) return 0; // a listing is never this big
         lc_buf_append(s->mem, p, len);
-    } else if (fwrite(p, 1, len, s->f) != len) {
-        s->write_error = true;
-        return 0;
+    } else {
+        long status = 0;
+        curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 300) return len; // the body of an error answer: dropped
+        if (fwrite(p, 1, len, s->f) != len) {
+            s->write_error = true;
+            return 0;
+        }
     }
     return len;
 }
@@ -186,6 +192,7 @@ static int http_get(const char *url, const char *what, sink *s, int64_t range_fr
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);  // for a minute
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    s->h = c;
     curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(c, CURLOPT_FAILONERROR, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);

@@ -11,6 +11,7 @@
 #include "core/file.h"
 #include "harness.h"
 #include "hub/hub.h"
+#include "hub/sha256.h"
 
 static void repo_ids(void) {
     CHECK(lc_hub_is_repo_id("mistralai/Mistral-7B-Instruct-v0.3"));
@@ -65,7 +66,38 @@ static void folder_wins_and_offline_cache(void) {
     free(snaps), free(repo), free(hub), free(snap), free(ref), free(reff), free(cfg);
 }
 
+/* FIPS 180-4 example digests, and one computed by Python's hashlib for a million 'a's fed
+ * in uneven pieces (crossing the block boundary every way). */
+static void sha256_vectors(void) {
+    struct {
+        const char *msg, *hex;
+    } V[] = {{"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+             {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+             {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+              "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"}};
+    char hex[65];
+    for (size_t i = 0; i < sizeof V / sizeof V[0]; i++) {
+        lc_sha256 s;
+        lc_sha256_init(&s);
+        lc_sha256_update(&s, V[i].msg, strlen(V[i].msg));
+        lc_sha256_final_hex(&s, hex);
+        CHECK_EQ_STR(hex, V[i].hex);
+    }
+    static char a[1000000];
+    memset(a, 'a', sizeof a);
+    lc_sha256 s;
+    lc_sha256_init(&s);
+    for (size_t off = 0, k = 1; off < sizeof a; k = k % 97 + 1) {
+        size_t n = off + k < sizeof a ? k : sizeof a - off;
+        lc_sha256_update(&s, a + off, n);
+        off += n;
+    }
+    lc_sha256_final_hex(&s, hex);
+    CHECK_EQ_STR(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
 int main(void) {
+    RUN(sha256_vectors);
     RUN(repo_ids);
     RUN(folder_wins_and_offline_cache);
     return t_summary();
