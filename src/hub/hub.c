@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/vec.h"
+#include "hub/sha256.h"
 
 /* ------------------------------------------------------------ settings */
 
@@ -236,7 +237,8 @@ static int http_status_fail(const char *repo, const char *url, long status, cons
 
 typedef struct {
     char *path;
-    int64_t size; // -1: unknown
+    int64_t size;     // -1: unknown
+    char sha256[65];  // the LFS digest in hex, "" when the listing gives none
 } entry;
 
 static void entries_free(entry *e, size_t n) {
@@ -304,6 +306,11 @@ static int list_repo(const char *ep, const char *repo, bool dataset, const char 
         const cJSON *size = cJSON_GetObjectItemCaseSensitive(it, "size");
         e[n].path = xstrdup(name->valuestring);
         e[n].size = cJSON_IsNumber(size) && size->valuedouble >= 0 ? (int64_t)size->valuedouble : -1;
+        const cJSON *lfs = cJSON_GetObjectItemCaseSensitive(it, "lfs");
+        const cJSON *dig = cJSON_GetObjectItemCaseSensitive(lfs, "sha256");
+        if (cJSON_IsString(dig) && strlen(dig->valuestring) == 64 &&
+            strspn(dig->valuestring, "0123456789abcdef") == 64)
+            memcpy(e[n].sha256, dig->valuestring, 65);
         n++;
     }
     rc = 0;
@@ -361,6 +368,18 @@ static int mkdirs_for(const char *path) {
     }
     free(d);
     return rc;
+}
+
+/* The sha256 of a file's bytes in hex. Returns 0 or -1. */
+static int file_sha256(const char *path, char hex[65]) {
+    lc_map m;
+    if (lc_map_file(path, &m) != 0) return -1;
+    lc_sha256 s;
+    lc_sha256_init(&s);
+    if (m.len) lc_sha256_update(&s, m.data, m.len);
+    lc_sha256_final_hex(&s, hex);
+    lc_unmap(&m);
+    return 0;
 }
 
 /* Fetches one file to dst through dst.incomplete (resumed when present). */
@@ -424,6 +443,16 @@ static int fetch_file(const char *ep, const char *repo, const lc_hub_options *o,
                 repo, url.data, (long long)got, (long long)e->size);
         unlink(tmp.data);
         goto done;
+    }
+    if (e->sha256[0]) {
+        char got_hex[65];
+        if (file_sha256(tmp.data, got_hex) != 0) goto done;
+        if (strcmp(got_hex, e->sha256) != 0) {
+            lc_fail("%s: %s has sha256 %s, the Hub's LFS digest is %s; the file was removed, run again",
+                    repo, url.data, got_hex, e->sha256);
+            unlink(tmp.data);
+            goto done;
+        }
     }
     if (rename(tmp.data, dst) != 0) {
         lc_fail("%s: cannot rename to %s: %s", tmp.data, dst, strerror(errno));

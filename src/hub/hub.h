@@ -13,7 +13,8 @@
  * snapshots/COMMIT/PATH the files. lorac writes the files straight into the snapshot
  * folder (no blobs/ and symlinks; huggingface_hub reads such a snapshot as it is). A
  * file is fetched into PATH.incomplete (resumed with a Range request on the next run)
- * and renamed only once complete, so no final name ever holds a partial file.
+ * and renamed only once complete (the size of the listing, and the sha256 of the Hub's
+ * LFS digest when the listing gives one), so no final name ever holds a partial file.
  * This module never prints except the progress bar (core/log.h) and never exits.
  */
 #ifndef LC_HUB_H

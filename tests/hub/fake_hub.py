@@ -11,6 +11,8 @@ Failure injection, by organisation name or file name:
   tokenizer.json is answered with a 302 redirect to /cdn/<org>/<name>/<path>
   org "private": 401 unless the request carries "Authorization: Bearer sekrit"
   org "gated":   403 always
+  org "corrupt": the listing gives a wrong LFS sha256 for *.safetensors
+Files over 1 KiB are listed with {"lfs": {"sha256", "size"}} as the Hub does for LFS files.
   an unknown repo is a 404 with the Hub's JSON error body.
 Data sets live under ROOT/datasets/<org>/<name>, at /api/datasets/... and /datasets/<org>/<name>/resolve/...
 Binds 127.0.0.1 on a free port and writes the port number to PORT_FILE.
@@ -84,7 +86,13 @@ class Handler(BaseHTTPRequestHandler):
         for base, _, files in os.walk(d):
             for f in sorted(files):
                 full = os.path.join(base, f)
-                sib.append({"rfilename": os.path.relpath(full, d), "size": os.path.getsize(full)})
+                item = {"rfilename": os.path.relpath(full, d), "size": os.path.getsize(full)}
+                if item["size"] > 1024:
+                    digest = hashlib.sha256(open(full, "rb").read()).hexdigest()
+                    if org == "corrupt" and f.endswith(".safetensors"):
+                        digest = hashlib.sha256(b"something else").hexdigest()
+                    item["lfs"] = {"sha256": digest, "size": item["size"]}
+                sib.append(item)
         sha = hashlib.sha1((org + "/" + name).encode()).hexdigest()
         self.send_json(200, {"id": org + "/" + name, "sha": sha, "siblings": sib})
 

@@ -139,6 +139,14 @@ dataset_repo() {
     cmp -s "$HUBROOT/datasets/acme/rows/weights.bin" "$OUT_TXT/weights.bin" || fail "data sets skip no format"
 }
 
+wrong_checksum_rejected() {
+    expect_exit 2 "$LORAC" download corrupt/tiny -q
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "sha256"; contains "$ERR_TXT" "model.safetensors"
+    snap=$(ls -d "$HF_HOME"/hub/models--corrupt--tiny/snapshots/*)
+    ls "$snap" | grep -q 'model.safetensors' && fail "a corrupt file was left: $(ls "$snap")"
+}
+
 truncated_then_resumed() {
     expect_exit 2 "$LORAC" download flaky/tiny -q
     [ -n "$SHOW" ] && echo "$ERR_TXT"
@@ -156,6 +164,7 @@ make_repo broken/tiny
 make_repo flaky/tiny
 make_repo private/tiny
 make_repo gated/tiny
+make_repo corrupt/tiny
 mkdir -p "$HUBROOT/datasets/acme/rows/data"
 printf '{"description": "add", "instructions": "add rd, rs1, rs2"}\n' >"$HUBROOT/datasets/acme/rows/data/train.jsonl"
 printf 'x\n' >"$HUBROOT/datasets/acme/rows/weights.bin"
@@ -168,6 +177,7 @@ if start_server; then
     run_test errors_are_one_line
     run_test token_and_access_errors
     run_test dataset_repo
+    run_test wrong_checksum_rejected
     run_test truncated_then_resumed
 else
     skip_all() { skip "python3 or the loopback server is not available"; }
