@@ -46,10 +46,41 @@ static char *cache_root(void) {
     return lc_path_join(home && *home ? home : ".", ".cache/huggingface/hub");
 }
 
-/* The token: $HF_TOKEN, else $HF_HOME/token (or ~/.cache/huggingface/token). NULL if none. */
+/* HF_TOKEN=VALUE (quotes optional, "export " allowed) from a .env file in the working
+ * folder, or NULL. */
+static char *dotenv_token(void) {
+    if (!lc_is_file(".env")) return NULL;
+    char *data = NULL, *out = NULL;
+    size_t len;
+    if (lc_read_file(".env", (size_t)1 << 20, &data, &len) != 0) {
+        lc_err_clear();
+        return NULL;
+    }
+    for (char *line = data; line && *line && !out;) {
+        char *next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        while (*line == ' ' || *line == '\t') line++;
+        if (!strncmp(line, "export ", 7)) line += 7;
+        if (!strncmp(line, "HF_TOKEN=", 9)) {
+            char *v = line + 9;
+            size_t n = strcspn(v, "\r");
+            if (n >= 2 && (v[0] == '"' || v[0] == '\'') && v[n - 1] == v[0]) v++, n -= 2;
+            if (n > 0) out = xstrndup(v, n);
+        }
+        line = next;
+    }
+    memset(data, 0, len);
+    free(data);
+    return out;
+}
+
+/* The token: $HF_TOKEN, else ./.env's HF_TOKEN, else $HF_HOME/token (or
+ * ~/.cache/huggingface/token, where `huggingface-cli login` writes it). NULL if none. */
 static char *token(void) {
     const char *t = getenv("HF_TOKEN");
     if (t && *t) return xstrdup(t);
+    char *d = dotenv_token();
+    if (d) return d;
     const char *h = getenv("HF_HOME");
     char *path;
     if (h && *h) path = lc_path_join(h, "token");

@@ -6,7 +6,8 @@
  * Protocol: GET {endpoint}/api/{models|datasets}/{repo}/revision/{rev} gives the commit
  * ("sha") and the file names ("siblings"); each file comes from
  * {endpoint}/[datasets/]{repo}/resolve/{rev}/{path}, redirects followed. The endpoint is
- * $HF_ENDPOINT (default https://huggingface.co); the token $HF_TOKEN, else the file that
+ * $HF_ENDPOINT (default https://huggingface.co); the token $HF_TOKEN, else HF_TOKEN= in a
+ * .env file of the working folder, else the file that
  * `huggingface-cli login` writes ($HF_HOME/token), sent as a Bearer header and never
  * printed. The cache is $HF_HUB_CACHE, else $HF_HOME/hub, else
  * ~/.cache/huggingface/hub: {models|datasets}--org--name/refs/REV holds the commit and

@@ -128,6 +128,14 @@ token_and_access_errors() {
     printf 'sekrit\n' >"$HF_HOME/token"
     expect_exit 0 "$LORAC" download private/tiny -q
     rm -f "$HF_HOME/token"
+    # a .env file in the working folder
+    mkdir -p "$T_TMP/wd" && printf '# x\nexport HF_TOKEN="sekrit"\n' >"$T_TMP/wd/.env"
+    root=$PWD
+    cd "$T_TMP/wd" && expect_exit 0 "$LORAC" download private/tiny -q
+    printf 'HF_TOKEN=wrong\n' >"$T_TMP/wd/.env"
+    expect_exit 2 env HF_HOME="$T_TMP/hf5" "$LORAC" download private/tiny -q
+    cd "$root" || fail "cd back"
+    contains "$ERR_TXT" "401"
     expect_exit 2 "$LORAC" download gated/tiny -q
     one_line "$ERR_TXT"; contains "$ERR_TXT" "403"; contains "$ERR_TXT" "$HF_ENDPOINT/gated/tiny"
 }
