@@ -11,7 +11,7 @@ OPT      ?= -O2 -g
 SAN      ?=
 CPPFLAGS := -Isrc -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
 CFLAGS   := -std=c11 -Wall -Wextra -fopenmp -MMD -MP $(OPT) $(SAN)
-LDLIBS   := -lcjson -lyaml -lpcre2-8 -lutf8proc -lopenblas -lm -lpthread
+LDLIBS   := -lcjson -lyaml -lpcre2-8 -lutf8proc -lopenblas -lcurl -lm -lpthread
 
 LIB_SRC  := $(shell find src -name '*.c' ! -name main.c ! -path 'src/backend/cuda/*' | sort)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

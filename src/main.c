@@ -12,6 +12,7 @@ static const lc_command COMMANDS[] = {
     {"chat", cmd_chat, "an interactive session with a model and its adapters"},
     {"eval", cmd_eval, "loss and perplexity of a data split"},
     {"prepare", cmd_prepare, "turn a data set file into train/valid/test JSONL"},
+    {"download", cmd_download, "fetch a model or data set from the Hugging Face Hub into its cache"},
     {"info", cmd_info, "describe a model folder: architecture, sizes, tokenizer, specials"},
     {"tokenize", cmd_tokenize, "turn text into token ids with a model's tokenizer"},
     {"init", cmd_init, "create a random-weight model folder from a config.json"},

@@ -63,5 +63,6 @@ int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
+int cmd_download(int argc, char **argv);
 
 #endif

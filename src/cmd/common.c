@@ -11,6 +11,7 @@
 
 #include "cmd/cmd.h"
 #include "core/error.h"
+#include "hub/hub.h"
 #include "model/lora_io.h"
 
 int lc_cmd_fail(void) {
@@ -34,12 +35,14 @@ int lc_cmd_load_model(const char *model_dir, const char *adapter_path, lc_model 
                       lc_tokenizer **t) {
     *m = NULL;
     *t = NULL;
-    if (!model_dir) return lc_fail("give --model DIR (a Hugging Face model folder)");
-    if (lc_model_dir_check(model_dir) != 0) return -1;
-    if (lc_model_load(model_dir, m) != 0) return -1;
-    if (lc_tokenizer_load_dir(model_dir, t) != 0) goto fail;
+    if (!model_dir) return lc_fail("give --model DIR (a Hugging Face model folder or repo id)");
+    char *dir = NULL;
+    if (lc_hub_resolve_model(model_dir, &dir) != 0) return -1;
+    if (lc_model_dir_check(dir) != 0) goto fail;
+    if (lc_model_load(dir, m) != 0) goto fail;
+    if (lc_tokenizer_load_dir(dir, t) != 0) goto fail;
     if (lc_tokenizer_vocab_size(*t) > lc_model_cfg(*m)->vocab_size) {
-        lc_fail("%s: the tokenizer has %d tokens, the model's vocab_size is %lld", model_dir,
+        lc_fail("%s: the tokenizer has %d tokens, the model's vocab_size is %lld", dir,
                 (int)lc_tokenizer_vocab_size(*t), (long long)lc_model_cfg(*m)->vocab_size);
         goto fail;
     }
@@ -50,8 +53,10 @@ int lc_cmd_load_model(const char *model_dir, const char *adapter_path, lc_model 
         lc_adapters_free(&s);
         if (rc != 0) goto fail;
     }
+    free(dir);
     return 0;
 fail:
+    free(dir);
     lc_tokenizer_free(*t);
     lc_model_free(*m);
     *m = NULL;

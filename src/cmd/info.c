@@ -19,6 +19,7 @@
 #include "core/json.h"
 #include "core/mem.h"
 #include "core/vec.h"
+#include "hub/hub.h"
 #include "io/config.h"
 #include "io/safetensors.h"
 #include "text/chat.h"
@@ -224,15 +225,19 @@ int cmd_info(int argc, char **argv) {
         }
     }
     if (optind + 1 != argc) return lc_cmd_usage_error("info", "give one model folder");
-    const char *dir = argv[optind];
-    if (!lc_is_dir(dir)) {
-        lc_fail("%s: not a folder (give a Hugging Face model folder)", dir);
+    const char *name = argv[optind];
+    if (!lc_is_dir(name) && !lc_hub_is_repo_id(name)) {
+        lc_fail("%s: not a folder (give a Hugging Face model folder or repo id)", name);
         return lc_cmd_fail();
     }
+    char *local = NULL; // a repo id: its cached snapshot, downloaded when missing
+    if (lc_hub_resolve_model(name, &local) != 0) return lc_cmd_fail();
+    const char *dir = local;
     put_str(&r, "model", dir);
     bool has_config;
     int rc = report_model(&r, dir, &has_config);
     if (rc == 0) rc = report_tokenizer(&r, dir, chat);
+    free(local);
     if (rc != 0) {
         lc_buf_free(&r.out);
         return lc_cmd_fail();

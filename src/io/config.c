@@ -546,9 +546,8 @@ int lc_model_dir_check(const char *path) {
                        path);
     const char *slash = strchr(path, '/');
     if (slash && slash != path && !strchr(slash + 1, '/') && path[0] != '.')
-        return lc_fail("%s: no such folder; it looks like a Hugging Face repo id, and lorac cannot "
-                       "download yet: fetch the model folder (e.g. with huggingface-cli download) and "
-                       "give its path",
-                       path);
+        return lc_fail("%s: no such folder; it looks like a Hugging Face repo id: fetch it with "
+                       "'lorac download %s' and give the folder it prints",
+                       path, path);
     return lc_fail("%s: no such model folder", path);
 }

@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/rng.h"
+#include "hub/hub.h"
 #include "io/adapters.h"
 #include "model/lora_io.h"
 #include "train/optim.h"
@@ -244,9 +245,13 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     run_state rs = {0};
     lc_buf cfg = {0};
     float **accum = NULL;
+    char *model_dir = NULL;
     int rc = -1;
 
-    if (lc_model_dir_check(o->model) != 0 || lc_model_load(o->model, &m) != 0 || lc_tokenizer_load_dir(o->model, &t) != 0) goto done;
+    /* a Hub repo id resolves to its cached snapshot (downloaded when missing) */
+    if (lc_hub_resolve_model(o->model, &model_dir) != 0 || lc_model_dir_check(model_dir) != 0 ||
+        lc_model_load(model_dir, &m) != 0 || lc_tokenizer_load_dir(model_dir, &t) != 0)
+        goto done;
     const lc_model_config *mc = lc_model_cfg(m);
     lc_data_options dopt = {o->mask_prompt, o->max_seq_length, chat_family};
     if (load_split(o, "train", t, &dopt, &train, o->train) < 0) goto done;
@@ -461,6 +466,7 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         printf("Test loss %.3f, Test ppl %.3f.\n", tl, exp(tl));
     }
 done:
+    free(model_dir);
     if (rs.mom) {
         for (size_t i = 0; i < rs.view.n; i++) {
             free(rs.mom[i].m_a), free(rs.mom[i].v_a), free(rs.mom[i].m_b), free(rs.mom[i].v_b);

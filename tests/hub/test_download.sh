@@ -1,0 +1,194 @@
+# test_download.sh — `lorac download` and `--model REPO_ID` against a Hub look-alike on
+# loopback (tests/hub/fake_hub.py): files byte-identical to the served ones in the
+# huggingface_hub cache layout, unwanted formats skipped, nothing fetched twice, a
+# redirect followed, a truncated transfer rejected then resumed, and one-line errors
+# with exit status 2 for 404, a refused connection and a truncated file.
+. tests/lib.sh
+HUBROOT="$T_TMP/served"
+TOK=tests/fixtures/tokenizers/demo-spm/tokenizer.json
+SRV_PID=""
+trap '[ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null; rm -rf "$T_TMP"' EXIT
+# no token or cache of the machine's user leaks in
+unset HF_TOKEN HF_HUB_OFFLINE HF_HUB_CACHE XDG_CACHE_HOME
+export HF_HOME="$T_TMP/hf"
+
+make_repo() { # make_repo ORG/NAME: a tiny model by lorac init plus files to skip
+    d="$HUBROOT/$1"
+    mkdir -p "$d/original" "$d/extra"
+    cat >"$T_TMP/config.json" <<'JSON'
+{"architectures": ["MistralForCausalLM"], "vocab_size": 1040, "hidden_size": 32,
+ "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+ "num_key_value_heads": 2, "rope_theta": 1000000.0, "torch_dtype": "bfloat16",
+ "bos_token_id": 1, "eos_token_id": 2, "sliding_window": null}
+JSON
+    "$LORAC" init --config "$T_TMP/config.json" --tokenizer "$TOK" --out "$d" --seed 3 -q >/dev/null ||
+        fail "lorac init failed"
+    printf 'weights in pickle\n' >"$d/pytorch_model.bin"
+    printf 'gguf\n' >"$d/model.Q4_K_M.gguf"
+    printf 'pth\n' >"$d/original/consolidated.00.pth"
+    printf 'mistral format\n' >"$d/consolidated.safetensors"
+    printf '# tiny\n' >"$d/README.md"
+    printf 'nested\n' >"$d/extra/notes.txt"
+}
+
+start_server() {
+    command -v python3 >/dev/null || return 1
+    python3 tests/hub/fake_hub.py "$HUBROOT" "$T_TMP/port" &
+    SRV_PID=$!
+    i=0
+    while [ ! -s "$T_TMP/port" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    [ -s "$T_TMP/port" ] || return 1
+    export HF_ENDPOINT="http://127.0.0.1:$(cat "$T_TMP/port")"
+}
+
+SNAP=""
+download_and_layout() {
+    expect_exit 0 "$LORAC" download acme/tiny
+    SNAP=$OUT_TXT
+    sha=$(cat "$HF_HOME/hub/models--acme--tiny/refs/main" 2>/dev/null)
+    [ -n "$sha" ] || fail "no refs/main"
+    [ "$SNAP" = "$HF_HOME/hub/models--acme--tiny/snapshots/$sha" ] || fail "printed '$SNAP', expected the snapshot of $sha"
+    for f in config.json generation_config.json tokenizer.json tokenizer_config.json \
+             model.safetensors README.md extra/notes.txt; do
+        cmp -s "$HUBROOT/acme/tiny/$f" "$SNAP/$f" || fail "$f differs from the served file (or is missing)"
+    done
+    for f in pytorch_model.bin model.Q4_K_M.gguf original/consolidated.00.pth consolidated.safetensors; do
+        [ -e "$SNAP/$f" ] && fail "$f should have been skipped"
+    done
+    find "$HF_HOME" -name '*.incomplete' | grep -q . && fail "a temporary file was left behind"
+    contains "$ERR_TXT" "4 skipped"
+}
+
+second_run_fetches_nothing() {
+    expect_exit 0 "$LORAC" download acme/tiny
+    contains "$ERR_TXT" "0 downloaded"
+    [ "$OUT_TXT" = "$SNAP" ] || fail "a second snapshot: $OUT_TXT"
+}
+
+include_asks_for_skipped() {
+    expect_exit 0 "$LORAC" download acme/tiny --include '*.bin' --include 'original/*' -q
+    cmp -s "$HUBROOT/acme/tiny/pytorch_model.bin" "$SNAP/pytorch_model.bin" || fail "--include '*.bin' not fetched"
+    cmp -s "$HUBROOT/acme/tiny/original/consolidated.00.pth" "$SNAP/original/consolidated.00.pth" ||
+        fail "--include 'original/*' not fetched"
+    [ -e "$SNAP/model.Q4_K_M.gguf" ] && fail "gguf fetched without being asked"
+}
+
+model_repo_id_from_cache() {
+    expect_exit 0 "$LORAC" info acme/tiny
+    contains "$OUT_TXT" "MistralForCausalLM"
+    # the cache alone, offline, and with the server unreachable
+    expect_exit 0 env HF_HUB_OFFLINE=1 HF_ENDPOINT=http://127.0.0.1:1 "$LORAC" info acme/tiny
+    contains "$OUT_TXT" "MistralForCausalLM"
+}
+
+model_repo_id_downloads_when_missing() {
+    expect_exit 0 env HF_HOME="$T_TMP/hf2" "$LORAC" generate --model acme/tiny --max-tokens 2 \
+        --ignore-chat-template --prompt "add"
+    snap=$(ls -d "$T_TMP"/hf2/hub/models--acme--tiny/snapshots/*)
+    cmp -s "$HUBROOT/acme/tiny/model.safetensors" "$snap/model.safetensors" || fail "not downloaded on demand"
+    expect_exit 2 env HF_HOME="$T_TMP/hf3" HF_HUB_OFFLINE=1 "$LORAC" info acme/tiny
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "HF_HUB_OFFLINE"
+}
+
+errors_are_one_line() {
+    expect_exit 2 "$LORAC" download acme/missing -q
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "404"; contains "$ERR_TXT" "acme/missing"
+    expect_exit 2 env HF_ENDPOINT=http://127.0.0.1:1 "$LORAC" download acme/tiny -q
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "http://127.0.0.1:1/api/models/acme/tiny"
+    contains "$ERR_TXT" "curl error"; contains "$ERR_TXT" "huggingface-cli download"
+    expect_exit 2 env HF_HOME="$T_TMP/hf4" HF_ENDPOINT=http://127.0.0.1:1 "$LORAC" info acme/tiny
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "acme/tiny"
+    expect_exit 2 "$LORAC" download broken/tiny -q
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "broken/tiny"
+    snap=$(ls -d "$HF_HOME"/hub/models--broken--tiny/snapshots/* 2>/dev/null)
+    for f in config.json model.safetensors tokenizer.json; do
+        [ -e "$snap/$f" ] && fail "a truncated $f under its final name"
+    done
+    for args in "" "a/b c/d" "acme/tiny --repo-type space" "acme/tiny --bogus" "../x" "acme/tiny --revision ../x"; do
+        # shellcheck disable=SC2086
+        expect_exit 2 "$LORAC" download $args
+        [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "error:"
+        [ -n "$SHOW" ] && echo "$ERR_TXT"
+    done
+}
+
+token_and_access_errors() {
+    expect_exit 2 "$LORAC" download private/tiny -q
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "401"; contains "$ERR_TXT" "HF_TOKEN"
+    expect_exit 0 env HF_TOKEN=sekrit "$LORAC" download private/tiny
+    case "$ERR_TXT$OUT_TXT" in *sekrit*) fail "the token was printed" ;; esac
+    cmp -s "$HUBROOT/private/tiny/model.safetensors" "$OUT_TXT/model.safetensors" || fail "private repo not fetched with the token"
+    # the token file that huggingface-cli login writes
+    printf 'sekrit\n' >"$HF_HOME/token"
+    expect_exit 0 "$LORAC" download private/tiny -q
+    rm -f "$HF_HOME/token"
+    # a .env file in the working folder
+    mkdir -p "$T_TMP/wd" && printf '# x\nexport HF_TOKEN="sekrit"\n' >"$T_TMP/wd/.env"
+    root=$PWD
+    cd "$T_TMP/wd" && expect_exit 0 "$LORAC" download private/tiny -q
+    printf 'HF_TOKEN=wrong\n' >"$T_TMP/wd/.env"
+    expect_exit 2 env HF_HOME="$T_TMP/hf5" "$LORAC" download private/tiny -q
+    cd "$root" || fail "cd back"
+    contains "$ERR_TXT" "401"
+    expect_exit 2 "$LORAC" download gated/tiny -q
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "403"; contains "$ERR_TXT" "$HF_ENDPOINT/gated/tiny"
+}
+
+dataset_repo() {
+    expect_exit 0 "$LORAC" download acme/rows --repo-type dataset -q
+    contains "$OUT_TXT" "/datasets--acme--rows/snapshots/"
+    cmp -s "$HUBROOT/datasets/acme/rows/data/train.jsonl" "$OUT_TXT/data/train.jsonl" || fail "data set file differs"
+    cmp -s "$HUBROOT/datasets/acme/rows/weights.bin" "$OUT_TXT/weights.bin" || fail "data sets skip no format"
+}
+
+wrong_checksum_rejected() {
+    expect_exit 2 "$LORAC" download corrupt/tiny -q
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "sha256"; contains "$ERR_TXT" "model.safetensors"
+    snap=$(ls -d "$HF_HOME"/hub/models--corrupt--tiny/snapshots/*)
+    ls "$snap" | grep -q 'model.safetensors' && fail "a corrupt file was left: $(ls "$snap")"
+}
+
+truncated_then_resumed() {
+    expect_exit 2 "$LORAC" download flaky/tiny -q
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "model.safetensors"
+    snap=$(ls -d "$HF_HOME"/hub/models--flaky--tiny/snapshots/*)
+    [ -e "$snap/model.safetensors" ] && fail "a truncated model.safetensors under its final name"
+    [ -s "$snap/model.safetensors.incomplete" ] || fail "the part fetched was not kept for resuming"
+    expect_exit 0 "$LORAC" download flaky/tiny -q
+    cmp -s "$HUBROOT/flaky/tiny/model.safetensors" "$snap/model.safetensors" || fail "resumed file differs"
+    [ -e "$snap/model.safetensors.incomplete" ] && fail ".incomplete left after the resume"
+}
+
+make_repo acme/tiny
+make_repo broken/tiny
+make_repo flaky/tiny
+make_repo private/tiny
+make_repo gated/tiny
+make_repo corrupt/tiny
+mkdir -p "$HUBROOT/datasets/acme/rows/data"
+printf '{"description": "add", "instructions": "add rd, rs1, rs2"}\n' >"$HUBROOT/datasets/acme/rows/data/train.jsonl"
+printf 'x\n' >"$HUBROOT/datasets/acme/rows/weights.bin"
+if start_server; then
+    run_test download_and_layout
+    run_test second_run_fetches_nothing
+    run_test include_asks_for_skipped
+    run_test model_repo_id_from_cache
+    run_test model_repo_id_downloads_when_missing
+    run_test errors_are_one_line
+    run_test token_and_access_errors
+    run_test dataset_repo
+    run_test wrong_checksum_rejected
+    run_test truncated_then_resumed
+else
+    skip_all() { skip "python3 or the loopback server is not available"; }
+    run_test skip_all
+fi
+finish
