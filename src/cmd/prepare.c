@@ -4,6 +4,7 @@
  * Thin: parses options, reads the rows and formats/splits them (train/prepare), writes
  * the three files, prints counts, leaks and token-length statistics.
  */
+#include <dirent.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +12,10 @@
 
 #include "cmd/cmd.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/mem.h"
+#include "core/vec.h"
+#include "hub/hub.h"
 #include "text/chat.h"
 #include "text/tokenizer.h"
 #include "train/prepare.h"
@@ -21,6 +25,9 @@ static void usage(FILE *f) {
             "usage: lorac prepare --input FILE --out DIR [options]\n\n"
             "Turns a data set file into train.jsonl, valid.jsonl and test.jsonl for lorac train.\n\n"
             "  --input FILE            rows as JSONL, a JSON array (.json) or CSV with a header (.csv)\n"
+            "  --dataset REPO_ID       instead of --input: a Hugging Face data set, downloaded into\n"
+            "                          the cache; its one JSONL/JSON/CSV file is read\n"
+            "  --dataset-file PATH     with --dataset: which file of the repository to read\n"
             "  --out DIR               where the three files go (created; written atomically)\n"
             "  --model DIR             the model folder whose tokenizer and chat template are used\n"
             "                          (needed by --format text; gives token statistics)\n"
@@ -71,9 +78,71 @@ static void print_stats(const char *name, const lc_data_stats *s, long long max_
            s->tokens, s->min, s->median, s->max, s->n_truncated, max_len);
 }
 
+/* Appends to v the files under dir (relative paths) whose names end in .jsonl, .json or
+ * .csv, leaving out the Hub's metadata files. */
+static void find_data_files(const char *root, const char *rel, lc_buf *list, int *n) {
+    char *dir = rel[0] ? lc_path_join(root, rel) : xstrdup(root);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char *r = rel[0] ? lc_path_join(rel, e->d_name) : xstrdup(e->d_name);
+        char *full = lc_path_join(root, r);
+        size_t L = strlen(e->d_name);
+        if (lc_is_dir(full)) {
+            find_data_files(root, r, list, n);
+        } else if ((L > 6 && !strcmp(e->d_name + L - 6, ".jsonl")) ||
+                   (L > 5 && !strcmp(e->d_name + L - 5, ".json") &&
+                    strcmp(e->d_name, "dataset_infos.json") && strcmp(e->d_name, "dataset_info.json")) ||
+                   (L > 4 && !strcmp(e->d_name + L - 4, ".csv"))) {
+            if ((*n)++) lc_buf_puts(list, ", ");
+            lc_buf_puts(list, r);
+        }
+        free(full);
+        free(r);
+    }
+    if (d) closedir(d);
+    free(dir);
+}
+
+/* Downloads a Hub data set and sets *path (owned by the caller) to the file to read:
+ * `file` when given, else its one JSONL/JSON/CSV file. Returns 0 or -1. */
+static int dataset_input(const char *repo, const char *file, char **path) {
+    const char *globs[] = {file ? file : "*.jsonl", "*.json", "*.csv", "*.md"};
+    lc_hub_options ho = {.dataset = true, .include = globs, .n_include = file ? 1 : 4};
+    char *snap = NULL;
+    if (lc_hub_download(repo, &ho, &snap, NULL) != 0) return -1;
+    int rc = 0;
+    if (file) {
+        *path = lc_path_join(snap, file);
+        if (!lc_is_file(*path)) {
+            rc = lc_fail("%s: the data set has no file '%s' (see the repository's file list)", repo, file);
+            free(*path);
+            *path = NULL;
+        }
+    } else {
+        lc_buf list = {0};
+        int n = 0;
+        find_data_files(snap, "", &list, &n);
+        if (n == 1) *path = lc_path_join(snap, list.data);
+        else if (n == 0)
+            rc = lc_fail("%s: the data set has no JSONL, JSON or CSV file (lorac does not read "
+                         "Parquet): convert one and pass it with --input",
+                         repo);
+        else
+            rc = lc_fail("%s: the data set has %d data files (%s): pick one with --dataset-file", repo,
+                         n, list.data);
+        lc_buf_free(&list);
+    }
+    free(snap);
+    return rc;
+}
+
 int cmd_prepare(int argc, char **argv) {
     static const struct option opts[] = {
         {"input", required_argument, 0, 'i'},
+        {"dataset", required_argument, 0, 'D'},
+        {"dataset-file", required_argument, 0, 'F'},
         {"out", required_argument, 0, 'o'},
         {"model", required_argument, 0, 'm'},
         {"input-field", required_argument, 0, 'I'},
@@ -91,6 +160,8 @@ int cmd_prepare(int argc, char **argv) {
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *input = NULL, *out = NULL, *model = NULL, *chat_template = NULL;
+    const char *dataset = NULL, *dataset_file = NULL;
+    char *input_owned = NULL, *model_dir = NULL;
     const char *tpl_arg = NULL;
     lc_prep_options o = {.input_field = "description",
                          .output_field = "instructions",
@@ -106,6 +177,8 @@ int cmd_prepare(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'i': input = optarg; break;
+        case 'D': dataset = optarg; break;
+        case 'F': dataset_file = optarg; break;
         case 'o': out = optarg; break;
         case 'm': model = optarg; break;
         case 'I': o.input_field = optarg; break;
@@ -144,7 +217,10 @@ int cmd_prepare(int argc, char **argv) {
     }
     if (optind < argc)
         return lc_cmd_usage_error("prepare", "unexpected argument '%s'", argv[optind]);
-    if (!input) return lc_cmd_usage_error("prepare", "give --input FILE (JSONL, JSON or CSV)");
+    if (input && dataset) return lc_cmd_usage_error("prepare", "give --input or --dataset, not both");
+    if (!input && !dataset)
+        return lc_cmd_usage_error("prepare", "give --input FILE (JSONL, JSON or CSV) or --dataset REPO_ID");
+    if (dataset_file && !dataset) return lc_cmd_usage_error("prepare", "--dataset-file needs --dataset");
     if (!out) return lc_cmd_usage_error("prepare", "give --out DIR");
     if (o.format == LC_PREP_TEXT && !model)
         return lc_cmd_usage_error("prepare", "--format text applies the chat template of a model: "
@@ -159,8 +235,13 @@ int cmd_prepare(int argc, char **argv) {
     int rc = -1;
     lc_chat_family fam = LC_CHAT_MISTRAL;
     bool have_fam = false;
+    if (dataset) {
+        if (dataset_input(dataset, dataset_file, &input_owned) != 0) goto done;
+        input = input_owned;
+    }
     if (model) {
-        if (lc_tokenizer_load_dir(model, &t) != 0) goto done;
+        if (lc_hub_resolve_model(model, &model_dir) != 0) goto done;
+        if (lc_tokenizer_load_dir(model_dir, &t) != 0) goto done;
         if (chat_template || lc_tokenizer_chat_template(t) || o.format == LC_PREP_TEXT) {
             if (lc_cmd_chat_family(t, chat_template, &fam) != 0) goto done;
             have_fam = true;
@@ -193,6 +274,8 @@ int cmd_prepare(int argc, char **argv) {
     }
     rc = 0;
 done:
+    free(input_owned);
+    free(model_dir);
     free(tpl);
     lc_prep_result_free(&r);
     cJSON_Delete(rows);

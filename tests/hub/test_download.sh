@@ -140,6 +140,20 @@ token_and_access_errors() {
     one_line "$ERR_TXT"; contains "$ERR_TXT" "403"; contains "$ERR_TXT" "$HF_ENDPOINT/gated/tiny"
 }
 
+prepare_from_hub() {
+    expect_exit 0 "$LORAC" prepare --dataset acme/rows --format completions --no-shuffle \
+        --valid-fraction 0.2 --test-fraction 0 --out "$T_TMP/prep"
+    [ "$(wc -l <"$T_TMP/prep/train.jsonl")" -eq 8 ] || fail "expected 8 train rows"
+    grep -q '"completion": "add rd, rs1, rs2"' "$T_TMP/prep/train.jsonl" || fail "completion missing"
+    expect_exit 2 "$LORAC" prepare --dataset acme/two --format completions --out "$T_TMP/prep2"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "--dataset-file"
+    expect_exit 0 "$LORAC" prepare --dataset acme/two --dataset-file b.csv --format completions \
+        --valid-fraction 0 --test-fraction 0 --out "$T_TMP/prep3"
+    grep -q '"sub rd, rs1, rs2"' "$T_TMP/prep3/train.jsonl" || fail "csv row missing"
+    expect_exit 2 "$LORAC" prepare --dataset acme/nothere --format completions --out "$T_TMP/prep4"
+    one_line "$ERR_TXT"
+}
+
 dataset_repo() {
     expect_exit 0 "$LORAC" download acme/rows --repo-type dataset -q
     contains "$OUT_TXT" "/datasets--acme--rows/snapshots/"
@@ -174,7 +188,12 @@ make_repo private/tiny
 make_repo gated/tiny
 make_repo corrupt/tiny
 mkdir -p "$HUBROOT/datasets/acme/rows/data"
-printf '{"description": "add", "instructions": "add rd, rs1, rs2"}\n' >"$HUBROOT/datasets/acme/rows/data/train.jsonl"
+for i in 0 1 2 3 4 5 6 7 8 9; do
+    printf '{"description": "add %s", "instructions": "add rd, rs1, rs2"}\n' "$i"
+done >"$HUBROOT/datasets/acme/rows/data/train.jsonl"
+mkdir -p "$HUBROOT/datasets/acme/two"
+cp "$HUBROOT/datasets/acme/rows/data/train.jsonl" "$HUBROOT/datasets/acme/two/a.jsonl"
+printf 'description,instructions\nsub,"sub rd, rs1, rs2"\n' >"$HUBROOT/datasets/acme/two/b.csv"
 printf 'x\n' >"$HUBROOT/datasets/acme/rows/weights.bin"
 if start_server; then
     run_test download_and_layout
@@ -185,6 +204,7 @@ if start_server; then
     run_test errors_are_one_line
     run_test token_and_access_errors
     run_test dataset_repo
+    run_test prepare_from_hub
     run_test wrong_checksum_rejected
     run_test truncated_then_resumed
 else
