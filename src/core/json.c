@@ -217,6 +217,7 @@ static void put_utf8(lc_buf *b, unsigned cp) {
 int lc_json_unquote(const char *text, size_t len, const char *what, lc_buf *out) {
     size_t i = 0;
     lc_buf_clear(out);
+    lc_buf_append(out, "", 0); /* out->data is a string even when the value is "" */
     while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n')) i++;
     if (i >= len || text[i] != '"')
         return lc_fail("%s: expected a JSON string (e.g. \"some text\") at column %zu", what, i + 1);

@@ -40,7 +40,7 @@ void lc_json_quote(lc_buf *b, const char *s, size_t n);
 
 /* Decodes text[0..len), which must be exactly one JSON string literal (whitespace around
  * it allowed), into out — unlike cJSON, keeping "\u0000" as a NUL byte; out->len is the
- * decoded length. Returns 0 or -1 naming `what` and the column. */
+ * decoded length and out->data a NUL-terminated buffer (never NULL). Returns 0 or -1 naming `what` and the column. */
 int lc_json_unquote(const char *text, size_t len, const char *what, lc_buf *out);
 
 #endif
