@@ -11,6 +11,8 @@ static const lc_command COMMANDS[] = {
     {"generate", cmd_generate, "answer one prompt, streaming, with or without adapters"},
     {"chat", cmd_chat, "an interactive session with a model and its adapters"},
     {"eval", cmd_eval, "loss and perplexity of a data split"},
+    {"fuse", cmd_fuse, "merge adapters into the base weights; write a Hugging Face model folder"},
+    {"plot", cmd_plot, "draw the train/validation loss curves of a run as an SVG"},
     {"prepare", cmd_prepare, "turn a data set file into train/valid/test JSONL"},
     {"download", cmd_download, "fetch a model or data set from the Hugging Face Hub into its cache"},
     {"info", cmd_info, "describe a model folder: architecture, sizes, tokenizer, specials"},

@@ -32,6 +32,9 @@ int lc_cmd_usage_error(const char *cmd, const char *fmt, ...) __attribute__((for
 int lc_cmd_parse_int(const char *s, const char *name, long long min, long long max, long long *out);
 /* Parses a finite number; prints the error and returns 2 when it is not. */
 int lc_cmd_parse_float(const char *s, const char *name, float *out);
+/* Parses a size: "5GB" (10^9), "2GiB" (2^30), "500MB", "4096" bytes. Returns 0, or -1
+ * (nothing printed) when it is not one. */
+int lc_cmd_parse_size(const char *s, size_t *out);
 /* Appends all of a stream to b. */
 void lc_cmd_slurp(FILE *f, lc_buf *b);
 /* Loads a model folder, its tokenizer and (adapter_path may be NULL) adapters of either
@@ -64,5 +67,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_download(int argc, char **argv);
+int cmd_fuse(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 #endif

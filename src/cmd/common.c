@@ -136,6 +136,30 @@ int lc_cmd_sample_opt(int c, const char *arg, lc_sample_config *sc) {
     }
 }
 
+int lc_cmd_parse_size(const char *s, size_t *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0)) return -1;
+    static const struct {
+        const char *unit;
+        double mul;
+    } U[] = {{"", 1},     {"B", 1},           {"KB", 1e3},      {"MB", 1e6},
+             {"GB", 1e9}, {"TB", 1e12},       {"KIB", 1024.0},  {"MIB", 1048576.0},
+             {"GIB", 1073741824.0}, {"TIB", 1099511627776.0}};
+    char unit[8] = {0};
+    size_t n = strlen(end);
+    if (n >= sizeof unit) return -1;
+    for (size_t i = 0; i < n; i++) unit[i] = (char)(end[i] >= 'a' && end[i] <= 'z' ? end[i] - 32 : end[i]);
+    for (size_t i = 0; i < sizeof U / sizeof U[0]; i++)
+        if (!strcmp(unit, U[i].unit)) {
+            double b = v * U[i].mul;
+            if (b < 1 || b > 1.8e19) return -1;
+            *out = (size_t)b;
+            return 0;
+        }
+    return -1;
+}
+
 void lc_cmd_slurp(FILE *f, lc_buf *b) {
     char chunk[65536];
     size_t n;

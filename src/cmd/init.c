@@ -103,31 +103,6 @@ static void usage(FILE *f) {
             "  -h, --help         this help\n");
 }
 
-/* "5GB" (10^9), "2GiB" (2^30), "500MB", "4096" bytes. Returns 0 or -1. */
-static int parse_size(const char *s, size_t *out) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || !(v > 0)) return -1;
-    static const struct {
-        const char *unit;
-        double mul;
-    } U[] = {{"", 1},     {"B", 1},           {"KB", 1e3},      {"MB", 1e6},
-             {"GB", 1e9}, {"TB", 1e12},       {"KIB", 1024.0},  {"MIB", 1048576.0},
-             {"GIB", 1073741824.0}, {"TIB", 1099511627776.0}};
-    char unit[8] = {0};
-    size_t n = strlen(end);
-    if (n >= sizeof unit) return -1;
-    for (size_t i = 0; i < n; i++) unit[i] = (char)(end[i] >= 'a' && end[i] <= 'z' ? end[i] - 32 : end[i]);
-    for (size_t i = 0; i < sizeof U / sizeof U[0]; i++)
-        if (!strcmp(unit, U[i].unit)) {
-            double b = v * U[i].mul;
-            if (b < 1 || b > 1.8e19) return -1;
-            *out = (size_t)b;
-            return 0;
-        }
-    return -1;
-}
-
 /* ------------------------------------------------------------ the files */
 
 static int copy_file(const char *src, const char *dst) {
@@ -259,7 +234,7 @@ int cmd_init(int argc, char **argv) {
             break;
         }
         case 'S':
-            if (parse_size(optarg, &shard) != 0)
+            if (lc_cmd_parse_size(optarg, &shard) != 0)
                 return lc_cmd_usage_error("init", "--shard-size must be a size like 5GB, 500MB or "
                                                   "2GiB, not '%s'",
                                           optarg);

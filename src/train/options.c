@@ -194,6 +194,7 @@ static const field fields[] = {
     F(test_batches, V_INT, 1, 1, "test batches, -1 all (default 500)"),
     F(grad_accumulation_steps, V_INT, 1, 0, "micro-batches per update (default 1)"),
     F(clip_grad_norm, V_NUM, 0, 0, "clip the global gradient norm to this (default 0: off)"),
+    F(plot, V_STR, 0, 0, "SVG of the loss curves (default <adapter_path>/loss.svg; none: off)"),
     {"optimizer", K_OPTIMIZER, V_STR, 0, 0, 0, false, "adam or adamw (default adam)"},
     {"fine_tune_type", K_FINETUNE, V_STR, 0, 0, 0, false, "lora (the only one lorac trains)"},
     {"lora_parameters", K_LORA, V_STR, 0, 0, 0, false, NULL},
@@ -863,5 +864,7 @@ const char *lc_train_options_help(void) {
            "  --lr-schedule NAME --lr-schedule-args a,b,c --warmup N --warmup-init X\n"
            "                            cosine_decay [init, steps, end], linear_schedule\n"
            "                            [init, end, steps], constant [lr]\n"
-           "  --clip-grad-norm X        clip the global gradient norm (default off)\n";
+           "  --clip-grad-norm X        clip the global gradient norm (default off)\n"
+           "  --plot FILE               SVG of the train/validation loss curves, rewritten at\n"
+           "                            each report (default <adapter-path>/loss.svg; none: off)\n";
 }

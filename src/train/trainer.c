@@ -28,6 +28,7 @@
 #include "io/adapters.h"
 #include "model/lora_io.h"
 #include "train/optim.h"
+#include "train/plot.h"
 
 /* ---------------------------------------------------------------- memory */
 
@@ -221,6 +222,24 @@ static int load_split(const lc_train_options *o, const char *split, const lc_tok
     }
     free(path);
     return rc;
+}
+
+/* Redraws the loss-curve SVG from metrics.jsonl (o->plot, default <adapter_path>/loss.svg;
+ * "none": off). A failure is a warning: the picture is not worth a training run. */
+static void redraw_plot(const lc_train_options *o) {
+    if (!strcmp(o->plot, "none")) return;
+    char *metrics = lc_path_join(o->adapter_path, "metrics.jsonl");
+    char *svg = o->plot[0] ? xstrdup(o->plot) : lc_path_join(o->adapter_path, "loss.svg");
+    const char *mb = strrchr(o->model, '/'), *db = o->data;
+    mb = mb && mb[1] ? mb + 1 : o->model;
+    char title[512], sub[512];
+    snprintf(title, sizeof title, "LoRA training of %.200s on %.200s", mb, db);
+    snprintf(sub, sizeof sub, "rank %lld, scale %g, learning rate %g, batch %lld, %lld iterations",
+             (long long)o->lora.rank, lc_train_options_lora_scale(o), o->learning_rate,
+             (long long)o->batch_size, (long long)o->iters);
+    if (lc_loss_plot_file(metrics, svg, title, sub) != 0) lc_warn("loss plot: %s", lc_errmsg());
+    free(metrics);
+    free(svg);
 }
 
 static void metrics_line(const char *dir, const char *json) {
@@ -444,6 +463,7 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         if (mj.len) {
             lc_buf_puts(&mj, "}");
             metrics_line(o->adapter_path, mj.data);
+            redraw_plot(o);
         }
         lc_buf_free(&mj);
         if (o->save_every > 0 && it % o->save_every == 0 && it != o->iters) {

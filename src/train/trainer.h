@@ -3,7 +3,8 @@
  *
  * Loads the model and data, prints the memory plan (and refuses a run that would not
  * fit, before allocating), trains with Adam/AdamW, reports in mlx-lm's words and to
- * <adapter_path>/metrics.jsonl, evaluates, checkpoints, resumes, and tests. Every file
+ * <adapter_path>/metrics.jsonl (redrawing the loss curves, <adapter_path>/loss.svg or the
+ * `plot` option, after each record), evaluates, checkpoints, resumes, and tests. Every file
  * is written atomically. Library code: messages go to stderr/stdout through the
  * reporting it was asked for, errors are returned (0/-1 with lc_fail).
  */

@@ -1,0 +1,513 @@
+/*
+ * fuse.c — merging LoRA adapters into the base weights; writing a Hugging Face model
+ * folder. See fuse.h.
+ *
+ * Sections: the config text, planning (open), the weights, the folder (temporary
+ * folder, rename into place, clean-up).
+ */
+#include "model/fuse.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "core/file.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/mem.h"
+#include "core/vec.h"
+
+/* The files of a tokenizer that transformers and the other tools look for beside a
+ * model; the ones present are copied. */
+static const char *const TOKENIZER_FILES[] = {
+    "tokenizer.json",    "tokenizer.model",          "tokenizer.model.v3",  "tekken.json",
+    "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+    "merges.txt",        "chat_template.jinja",      "chat_template.json",  NULL};
+
+/* Elements converted per piece when a tensor streams through fp32. */
+enum { CHUNK = 1 << 20 };
+
+struct lc_fuser {
+    char *dir;           // the base model folder
+    char *what;          // names the adapters in errors
+    lc_fuse_options o;
+    lc_model_config cfg;
+    char *config_text;   // config.json with the output dtype
+    lc_safetensors st;
+    lc_adapter_set ad;   // a copy of the caller's set
+    lc_param_spec *spec; // the tensors to write, in transformers' order
+    size_t n_spec;
+    int *adapter_of;     // (n_spec): index into ad.t, or -1
+    lc_fuse_plan plan;
+};
+
+/* ---------------------------------------------------------- the config text */
+
+static const char *torch_dtype_name(lc_dtype dt) {
+    return dt == LC_DT_BF16 ? "bfloat16" : dt == LC_DT_F16 ? "float16" : "float32";
+}
+
+static size_t skip_ws(const char *s, size_t i, size_t n) {
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
+    return i;
+}
+
+/* s[i] is '"': returns the index just past the closing quote. */
+static size_t skip_string(const char *s, size_t i, size_t n) {
+    for (i++; i < n && s[i] != '"'; i++)
+        if (s[i] == '\\') i++;
+    return i < n ? i + 1 : n;
+}
+
+/* Returns the index just past the JSON value at s[i] (the text is known to be valid). */
+static size_t skip_value(const char *s, size_t i, size_t n) {
+    if (s[i] == '"') return skip_string(s, i, n);
+    if (s[i] == '{' || s[i] == '[') {
+        int depth = 0;
+        while (i < n) {
+            char c = s[i];
+            if (c == '"') {
+                i = skip_string(s, i, n);
+                continue;
+            }
+            if (c == '{' || c == '[') depth++;
+            else if ((c == '}' || c == ']') && --depth == 0) return i + 1;
+            i++;
+        }
+        return n;
+    }
+    while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\n' &&
+           s[i] != '\t' && s[i] != '\r')
+        i++;
+    return i;
+}
+
+int lc_config_text_set_dtype(const char *text, size_t len, lc_dtype dt, const char *what,
+                             char **out) {
+    *out = NULL;
+    cJSON *j;
+    if (lc_json_parse(text, len, what, &j) != 0) return -1;
+    bool obj = cJSON_IsObject(j);
+    cJSON_Delete(j);
+    if (!obj) return lc_fail("%s: expected a JSON object", what);
+    /* Walk the top-level members and note the value spans of the dtype keys. */
+    size_t spans[4][2], ns = 0, members = 0;
+    size_t i = skip_ws(text, 0, len) + 1; // past '{'
+    size_t open = i;
+    for (;;) {
+        i = skip_ws(text, i, len);
+        if (i >= len || text[i] == '}') break;
+        size_t k0 = i;
+        i = skip_string(text, i, len);
+        size_t klen = i - k0;
+        i = skip_ws(text, i, len) + 1; // past ':'
+        i = skip_ws(text, i, len);
+        size_t v0 = i;
+        i = skip_value(text, i, len);
+        members++;
+        if (ns < 4 && ((klen == 13 && !memcmp(text + k0, "\"torch_dtype\"", 13)) ||
+                       (klen == 7 && !memcmp(text + k0, "\"dtype\"", 7)))) {
+            spans[ns][0] = v0;
+            spans[ns][1] = i;
+            ns++;
+        }
+        i = skip_ws(text, i, len);
+        if (i < len && text[i] == ',') i++;
+    }
+    char value[32];
+    snprintf(value, sizeof value, "\"%s\"", torch_dtype_name(dt));
+    lc_buf b = {0};
+    if (ns == 0) {
+        lc_buf_append(&b, text, open);
+        lc_buf_printf(&b, "\n  \"torch_dtype\": %s%s", value, members ? "," : "\n");
+        lc_buf_append(&b, text + open, len - open);
+    } else {
+        size_t at = 0;
+        for (size_t k = 0; k < ns; k++) {
+            lc_buf_append(&b, text + at, spans[k][0] - at);
+            lc_buf_puts(&b, value);
+            at = spans[k][1];
+        }
+        lc_buf_append(&b, text + at, len - at);
+    }
+    *out = b.data;
+    return 0;
+}
+
+/* ---------------------------------------------------------- planning */
+
+void lc_fuser_free(lc_fuser *f) {
+    if (!f) return;
+    free(f->dir);
+    free(f->what);
+    free(f->config_text);
+    lc_st_close(&f->st);
+    lc_adapters_free(&f->ad);
+    free(f->spec);
+    free(f->adapter_of);
+    free(f);
+}
+
+const lc_fuse_plan *lc_fuser_plan(const lc_fuser *f) { return &f->plan; }
+
+/* A deep copy of s (lc_adapters_free frees it). */
+static void copy_adapters(lc_adapter_set *dst, const lc_adapter_set *s) {
+    *dst = *s;
+    dst->t = xcalloc(s->n ? s->n : 1, sizeof *dst->t);
+    for (size_t i = 0; i < s->n; i++) {
+        dst->t[i] = s->t[i];
+        size_t na = (size_t)(s->t[i].in * s->t[i].r), nb = (size_t)(s->t[i].r * s->t[i].out);
+        dst->t[i].a = xmalloc(na * sizeof(float) + 1);
+        dst->t[i].b = xmalloc(nb * sizeof(float) + 1);
+        memcpy(dst->t[i].a, s->t[i].a, na * sizeof(float));
+        memcpy(dst->t[i].b, s->t[i].b, nb * sizeof(float));
+    }
+}
+
+static size_t spec_numel(const lc_param_spec *p) {
+    return (size_t)p->shape[0] * (size_t)(p->ndim > 1 ? p->shape[1] : 1);
+}
+
+int lc_fuser_open(lc_fuser **out, const char *model_dir, const lc_adapter_set *s,
+                  const char *what, const lc_fuse_options *o) {
+    *out = NULL;
+    if (!o->keep_dtype && o->dtype != LC_DT_F32 && o->dtype != LC_DT_F16 && o->dtype != LC_DT_BF16)
+        return lc_fail("fuse: the output dtype must be F32, F16 or BF16, not %s",
+                       lc_dtype_name(o->dtype));
+    if (lc_model_dir_check(model_dir) != 0) return -1;
+    lc_fuser *f = xcalloc(1, sizeof *f);
+    f->dir = xstrdup(model_dir);
+    f->what = xstrdup(what);
+    f->o = *o;
+    copy_adapters(&f->ad, s);
+    char *cpath = lc_path_join(model_dir, "config.json");
+    char *text = NULL;
+    size_t len = 0;
+    cJSON *cj = NULL;
+    int rc = lc_read_file(cpath, (size_t)16 << 20, &text, &len);
+    if (rc == 0) rc = lc_json_parse(text, len, cpath, &cj);
+    if (rc == 0 && cJSON_GetObjectItemCaseSensitive(cj, "quantization_config"))
+        rc = lc_fail("%s: the model is quantized (quantization_config); lorac fuse merges into "
+                     "F32, F16 or BF16 weights: fuse into the unquantized base model",
+                     cpath);
+    cJSON_Delete(cj);
+    if (rc == 0) rc = lc_config_load(&f->cfg, model_dir);
+    if (rc == 0) rc = lc_st_open(&f->st, model_dir);
+    if (rc == 0) rc = lc_config_check_weights(&f->cfg, &f->st, model_dir);
+    if (rc == 0) rc = lc_adapters_check(&f->ad, &f->cfg, what);
+    if (rc != 0) goto fail;
+
+    f->n_spec = lc_config_tensors(&f->cfg, &f->spec);
+    f->adapter_of = xmalloc(f->n_spec * sizeof *f->adapter_of + 1);
+    lc_fuse_plan *p = &f->plan;
+    for (size_t i = 0; i < f->n_spec; i++) {
+        f->adapter_of[i] = -1;
+        for (size_t k = 0; k < f->ad.n; k++) {
+            char wname[128];
+            snprintf(wname, sizeof wname, "%s.weight", f->ad.t[k].name);
+            if (!strcmp(wname, f->spec[i].name)) f->adapter_of[i] = (int)k;
+        }
+    }
+    for (size_t k = 0; k < f->ad.n; k++) {
+        bool found = false;
+        for (size_t i = 0; i < f->n_spec && !found; i++) found = f->adapter_of[i] == (int)k;
+        if (!found) {
+            rc = lc_fail("%s: adapter %s has no weight %s.weight in %s to merge into", what,
+                         f->ad.t[k].name, f->ad.t[k].name, model_dir);
+            goto fail;
+        }
+        p->adapter_bytes += (size_t)(f->ad.t[k].in + f->ad.t[k].out) * (size_t)f->ad.t[k].r * 4;
+    }
+
+    /* the plan: sizes, files (the writer's rule: a new file when the next tensor would
+     * overflow a non-empty one), dtype */
+    size_t shard = 0;
+    p->n_files = 1;
+    p->work_bytes = (size_t)CHUNK * (4 + 4);
+    size_t biggest = 0;
+    for (size_t i = 0; i < f->n_spec; i++) {
+        const lc_tensor *t = lc_st_find(&f->st, f->spec[i].name);
+        lc_dtype dt = o->keep_dtype ? t->dtype : o->dtype;
+        size_t nb = spec_numel(&f->spec[i]) * lc_dtype_size(dt);
+        if (o->max_shard_bytes && shard > 0 && shard + nb > o->max_shard_bytes) {
+            p->n_files++;
+            shard = 0;
+        }
+        shard += nb;
+        p->out_bytes += nb;
+        p->n_tensors++;
+        if (f->adapter_of[i] >= 0) {
+            p->n_fused++;
+            if (spec_numel(&f->spec[i]) * 4 > biggest) biggest = spec_numel(&f->spec[i]) * 4;
+        }
+    }
+    p->work_bytes += biggest;
+    for (int k = 0; k < f->st.n_files; k++) p->mapped_bytes += f->st.files[k].n_bytes;
+    const lc_tensor *emb = lc_st_find(&f->st, "model.embed_tokens.weight");
+    p->config_dtype = o->keep_dtype ? emb->dtype : o->dtype;
+    size_t nt = 0;
+    for (size_t k = 0; TOKENIZER_FILES[k]; k++) {
+        char *tp = lc_path_join(model_dir, TOKENIZER_FILES[k]);
+        if (lc_is_file(tp) && nt + 1 < sizeof p->tokenizer_files / sizeof p->tokenizer_files[0])
+            p->tokenizer_files[nt++] = TOKENIZER_FILES[k];
+        free(tp);
+    }
+    rc = lc_config_text_set_dtype(text, len, p->config_dtype, cpath, &f->config_text);
+    if (rc != 0) goto fail;
+    free(cpath);
+    free(text);
+    *out = f;
+    return 0;
+fail:
+    free(cpath);
+    free(text);
+    lc_fuser_free(f);
+    return -1;
+}
+
+/* ---------------------------------------------------------- the weights */
+
+/* Writes n elements at src (dtype sdt) as dtype ddt to tensor `name`, through fp32 in
+ * pieces (bytes copied as they are when the dtypes agree). */
+static int write_converted(lc_st_writer *w, const char *name, const void *src, lc_dtype sdt,
+                           lc_dtype ddt, size_t n, float *f32, unsigned char *bytes,
+                           lc_progress *bar, size_t *done) {
+    size_t es = lc_dtype_size(sdt), ed = lc_dtype_size(ddt);
+    for (size_t at = 0; at < n; at += CHUNK) {
+        size_t k = n - at < CHUNK ? n - at : CHUNK;
+        const unsigned char *s = (const unsigned char *)src + at * es;
+        int rc;
+        if (sdt == ddt) {
+            rc = lc_st_writer_write(w, name, s, k * es);
+        } else {
+            rc = lc_to_f32(f32, s, sdt, k);
+            if (rc == 0) rc = lc_from_f32(bytes, ddt, f32, k);
+            if (rc == 0) rc = lc_st_writer_write(w, name, bytes, k * ed);
+        }
+        if (rc != 0) return -1;
+        *done += k * ed;
+        if (bar) lc_progress_update(bar, (int64_t)*done);
+    }
+    return 0;
+}
+
+/* W (out, in) in fp32 += scale · (A B)^T: C (out, in) = scale · op(B) op(A) with
+ * op(B) = B^T (out, r) from B stored (r, out), op(A) = A^T (r, in) from A stored (in, r). */
+static void add_delta(lc_backend *be, float *w, const lc_lora_tensor *t, float scale) {
+    be->gemm(be, true, true, t->out, t->in, t->r, scale, t->b, t->out, t->a, t->r, 1.0f, w, t->in);
+}
+
+static int write_weights(lc_fuser *f, const char *dir) {
+    const lc_fuse_options *o = &f->o;
+    lc_st_writer *w = lc_st_writer_new();
+    lc_st_writer_meta(w, "format", "pt");
+    int rc = 0;
+    for (size_t i = 0; i < f->n_spec && rc == 0; i++) {
+        const lc_tensor *t = lc_st_find(&f->st, f->spec[i].name);
+        rc = lc_st_writer_add(w, f->spec[i].name, o->keep_dtype ? t->dtype : o->dtype, t->ndim,
+                              t->shape);
+    }
+    if (rc == 0) rc = lc_st_writer_begin_dir(w, dir, o->max_shard_bytes);
+    float *f32 = xmalloc((size_t)CHUNK * sizeof *f32);
+    unsigned char *bytes = xmalloc((size_t)CHUNK * 4);
+    float *big = NULL;
+    lc_backend *be = f->plan.n_fused ? lc_backend_cpu_new(0) : NULL;
+    lc_progress bar;
+    size_t done = 0;
+    if (o->progress) lc_progress_start(&bar, "fuse", (int64_t)f->plan.out_bytes);
+    for (size_t i = 0; i < f->n_spec && rc == 0; i++) {
+        const lc_tensor *t = lc_st_find(&f->st, f->spec[i].name);
+        lc_dtype dt = o->keep_dtype ? t->dtype : o->dtype;
+        size_t n = t->numel;
+        if (f->adapter_of[i] < 0) {
+            rc = write_converted(w, t->name, t->data, t->dtype, dt, n, f32, bytes,
+                                 o->progress ? &bar : NULL, &done);
+            continue;
+        }
+        const lc_lora_tensor *a = &f->ad.t[f->adapter_of[i]];
+        if (!big) big = xmalloc(f->plan.work_bytes - (size_t)CHUNK * 8 + 4);
+        rc = lc_to_f32(big, t->data, t->dtype, n);
+        if (rc != 0) {
+            lc_fail("%s: cannot read %s as %s", f->dir, t->name, lc_dtype_name(t->dtype));
+            break;
+        }
+        add_delta(be, big, a, (float)f->ad.scale);
+        rc = write_converted(w, t->name, big, LC_DT_F32, dt, n, f32, bytes,
+                             o->progress ? &bar : NULL, &done);
+    }
+    if (rc == 0) rc = lc_st_writer_commit(w);
+    if (o->progress) lc_progress_finish(&bar);
+    if (be) be->free(be);
+    lc_st_writer_free(w);
+    free(big);
+    free(f32);
+    free(bytes);
+    return rc;
+}
+
+/* ---------------------------------------------------------- the folder */
+
+static int copy_file(const char *src, const char *dst) {
+    char *data;
+    size_t len;
+    if (lc_read_file(src, (size_t)4 << 30, &data, &len) != 0) return -1;
+    int rc = lc_write_file_atomic(dst, data, len);
+    free(data);
+    return rc;
+}
+
+static int write_in(const char *dir, const char *name, const char *text) {
+    char *p = lc_path_join(dir, name);
+    int rc = lc_write_file_atomic(p, text, strlen(text));
+    free(p);
+    return rc;
+}
+
+/* Removes a folder holding only plain files (what this module writes). Returns 0 or -1
+ * (no error recorded: used on the way out of a failure, whose message stands). */
+static int remove_flat_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *p = lc_path_join(dir, e->d_name);
+        unlink(p);
+        free(p);
+    }
+    closedir(d);
+    return rmdir(dir);
+}
+
+/* 0: absent; 1: an empty folder; 2: a folder of plain files; 3: a folder with
+ * subfolders; 4: not a folder. */
+static int dest_state(const char *path) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0) return 0;
+    if (!S_ISDIR(sb.st_mode)) return 4;
+    DIR *d = opendir(path);
+    if (!d) return 3;
+    int state = 1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *p = lc_path_join(path, e->d_name);
+        struct stat fs;
+        if (lstat(p, &fs) == 0 && S_ISDIR(fs.st_mode)) state = 3;
+        else if (state < 2) state = 2;
+        free(p);
+    }
+    closedir(d);
+    return state;
+}
+
+/* fsyncs a folder so that renames inside it survive a crash (best effort). */
+static void sync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+static char *parent_of(const char *path) {
+    char *p = xstrdup(path);
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/') p[--n] = '\0';
+    char *slash = strrchr(p, '/');
+    if (!slash) {
+        free(p);
+        return xstrdup(".");
+    }
+    if (slash == p) slash[1] = '\0';
+    else *slash = '\0';
+    return p;
+}
+
+int lc_fuser_write(lc_fuser *f, const char *save_path) {
+    int state = dest_state(save_path);
+    if (state == 4)
+        return lc_fail("%s: exists and is not a folder; choose another --save-path", save_path);
+    if (state >= 2 && !f->o.force)
+        return lc_fail("%s: exists and is not empty; pass --force to replace it, or choose "
+                       "another --save-path",
+                       save_path);
+    if (state == 3)
+        return lc_fail("%s: holds subfolders; --force replaces only a flat model folder (remove "
+                       "it yourself, or choose another --save-path)",
+                       save_path);
+    char *parent = parent_of(save_path);
+    if (lc_mkdirs(parent) != 0) {
+        free(parent);
+        return -1;
+    }
+    /* the new folder is built beside the destination, then renamed into place */
+    size_t n = strlen(save_path);
+    while (n > 1 && save_path[n - 1] == '/') n--;
+    char *tmp = xmalloc(n + 16);
+    snprintf(tmp, n + 16, "%.*s.tmp-XXXXXX", (int)n, save_path);
+    if (!mkdtemp(tmp)) {
+        int e = errno;
+        free(tmp);
+        free(parent);
+        return lc_fail("%s: cannot create a temporary folder beside it: %s", save_path,
+                       strerror(e));
+    }
+    int rc = write_in(tmp, "config.json", f->config_text);
+    char *gsrc = lc_path_join(f->dir, "generation_config.json");
+    if (rc == 0) {
+        char *gdst = lc_path_join(tmp, "generation_config.json");
+        if (lc_is_file(gsrc)) {
+            rc = copy_file(gsrc, gdst);
+        } else {
+            char *g = lc_generation_config_to_json(&f->cfg);
+            rc = lc_write_file_atomic(gdst, g, strlen(g));
+            free(g);
+        }
+        free(gdst);
+    }
+    free(gsrc);
+    for (size_t k = 0; rc == 0 && f->plan.tokenizer_files[k]; k++) {
+        char *src = lc_path_join(f->dir, f->plan.tokenizer_files[k]);
+        char *dst = lc_path_join(tmp, f->plan.tokenizer_files[k]);
+        rc = copy_file(src, dst);
+        free(src);
+        free(dst);
+    }
+    if (rc == 0) rc = write_weights(f, tmp);
+    char *old = NULL;
+    if (rc == 0 && state == 1 && rmdir(save_path) != 0)
+        rc = lc_fail("%s: cannot replace the empty folder: %s", save_path, strerror(errno));
+    if (rc == 0 && state == 2) { // --force: move the old folder aside first
+        old = xmalloc(n + 16);
+        snprintf(old, n + 16, "%.*s.old-XXXXXX", (int)n, save_path);
+        if (!mkdtemp(old) || rename(save_path, old) != 0) {
+            rc = lc_fail("%s: cannot move the old folder aside: %s", save_path, strerror(errno));
+            rmdir(old);
+            free(old);
+            old = NULL;
+        }
+    }
+    if (rc == 0 && rename(tmp, save_path) != 0) {
+        rc = lc_fail("%s: cannot rename %s into place: %s", save_path, tmp, strerror(errno));
+        if (old) rename(old, save_path); // put the old folder back
+    }
+    if (rc == 0) {
+        sync_dir(parent);
+        if (old) remove_flat_dir(old);
+    } else {
+        remove_flat_dir(tmp);
+        if (old) rmdir(old);
+    }
+    free(old);
+    free(tmp);
+    free(parent);
+    return rc;
+}
