@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@ struct lc_fuser {
     lc_param_spec *spec; // the tensors to write, in transformers' order
     size_t n_spec;
     int *adapter_of;     // (n_spec): index into ad.t, or -1
+    size_t chunk;        // elements per conversion piece (at most CHUNK)
     lc_fuse_plan plan;
 };
 
@@ -181,6 +183,10 @@ int lc_fuser_open(lc_fuser **out, const char *model_dir, const lc_adapter_set *s
     if (!o->keep_dtype && o->dtype != LC_DT_F32 && o->dtype != LC_DT_F16 && o->dtype != LC_DT_BF16)
         return lc_fail("fuse: the output dtype must be F32, F16 or BF16, not %s",
                        lc_dtype_name(o->dtype));
+    if (!(s->scale != 0 && isfinite(s->scale)))
+        return lc_fail("%s: the LoRA scale is unknown or zero (an adapters .safetensors file needs "
+                       "its adapter_config.json beside it): give the adapter folder",
+                       what);
     if (lc_model_dir_check(model_dir) != 0) return -1;
     lc_fuser *f = xcalloc(1, sizeof *f);
     f->dir = xstrdup(model_dir);
@@ -230,8 +236,8 @@ int lc_fuser_open(lc_fuser **out, const char *model_dir, const lc_adapter_set *s
      * overflow a non-empty one), dtype */
     size_t shard = 0;
     p->n_files = 1;
-    p->work_bytes = (size_t)CHUNK * (4 + 4);
     size_t biggest = 0;
+    f->chunk = 1;
     for (size_t i = 0; i < f->n_spec; i++) {
         const lc_tensor *t = lc_st_find(&f->st, f->spec[i].name);
         lc_dtype dt = o->keep_dtype ? t->dtype : o->dtype;
@@ -242,13 +248,15 @@ int lc_fuser_open(lc_fuser **out, const char *model_dir, const lc_adapter_set *s
         }
         shard += nb;
         p->out_bytes += nb;
+        if (spec_numel(&f->spec[i]) > f->chunk) f->chunk = spec_numel(&f->spec[i]);
         p->n_tensors++;
         if (f->adapter_of[i] >= 0) {
             p->n_fused++;
             if (spec_numel(&f->spec[i]) * 4 > biggest) biggest = spec_numel(&f->spec[i]) * 4;
         }
     }
-    p->work_bytes += biggest;
+    if (f->chunk > CHUNK) f->chunk = CHUNK;
+    p->work_bytes = biggest + f->chunk * (4 + 4);
     for (int k = 0; k < f->st.n_files; k++) p->mapped_bytes += f->st.files[k].n_bytes;
     const lc_tensor *emb = lc_st_find(&f->st, "model.embed_tokens.weight");
     p->config_dtype = o->keep_dtype ? emb->dtype : o->dtype;
@@ -277,11 +285,11 @@ fail:
 /* Writes n elements at src (dtype sdt) as dtype ddt to tensor `name`, through fp32 in
  * pieces (bytes copied as they are when the dtypes agree). */
 static int write_converted(lc_st_writer *w, const char *name, const void *src, lc_dtype sdt,
-                           lc_dtype ddt, size_t n, float *f32, unsigned char *bytes,
+                           lc_dtype ddt, size_t n, size_t chunk, float *f32, unsigned char *bytes,
                            lc_progress *bar, size_t *done) {
     size_t es = lc_dtype_size(sdt), ed = lc_dtype_size(ddt);
-    for (size_t at = 0; at < n; at += CHUNK) {
-        size_t k = n - at < CHUNK ? n - at : CHUNK;
+    for (size_t at = 0; at < n; at += chunk) {
+        size_t k = n - at < chunk ? n - at : chunk;
         const unsigned char *s = (const unsigned char *)src + at * es;
         int rc;
         if (sdt == ddt) {
@@ -315,8 +323,8 @@ static int write_weights(lc_fuser *f, const char *dir) {
                               t->shape);
     }
     if (rc == 0) rc = lc_st_writer_begin_dir(w, dir, o->max_shard_bytes);
-    float *f32 = xmalloc((size_t)CHUNK * sizeof *f32);
-    unsigned char *bytes = xmalloc((size_t)CHUNK * 4);
+    float *f32 = xmalloc(f->chunk * sizeof *f32);
+    unsigned char *bytes = xmalloc(f->chunk * 4);
     float *big = NULL;
     lc_backend *be = f->plan.n_fused ? lc_backend_cpu_new(0) : NULL;
     lc_progress bar;
@@ -327,19 +335,19 @@ static int write_weights(lc_fuser *f, const char *dir) {
         lc_dtype dt = o->keep_dtype ? t->dtype : o->dtype;
         size_t n = t->numel;
         if (f->adapter_of[i] < 0) {
-            rc = write_converted(w, t->name, t->data, t->dtype, dt, n, f32, bytes,
+            rc = write_converted(w, t->name, t->data, t->dtype, dt, n, f->chunk, f32, bytes,
                                  o->progress ? &bar : NULL, &done);
             continue;
         }
         const lc_lora_tensor *a = &f->ad.t[f->adapter_of[i]];
-        if (!big) big = xmalloc(f->plan.work_bytes - (size_t)CHUNK * 8 + 4);
+        if (!big) big = xmalloc(f->plan.work_bytes - f->chunk * 8 + 4);
         rc = lc_to_f32(big, t->data, t->dtype, n);
         if (rc != 0) {
             lc_fail("%s: cannot read %s as %s", f->dir, t->name, lc_dtype_name(t->dtype));
             break;
         }
         add_delta(be, big, a, (float)f->ad.scale);
-        rc = write_converted(w, t->name, big, LC_DT_F32, dt, n, f32, bytes,
+        rc = write_converted(w, t->name, big, LC_DT_F32, dt, n, f->chunk, f32, bytes,
                              o->progress ? &bar : NULL, &done);
     }
     if (rc == 0) rc = lc_st_writer_commit(w);
@@ -460,6 +468,9 @@ int lc_fuser_write(lc_fuser *f, const char *save_path) {
         return lc_fail("%s: cannot create a temporary folder beside it: %s", save_path,
                        strerror(e));
     }
+    mode_t mask = umask(0); // mkdtemp makes 0700; a model folder is as readable as any other
+    umask(mask);
+    chmod(tmp, 0777 & ~mask);
     int rc = write_in(tmp, "config.json", f->config_text);
     char *gsrc = lc_path_join(f->dir, "generation_config.json");
     if (rc == 0) {
