@@ -69,7 +69,7 @@ static int get_json(const char *url, const char *repo, cJSON **out) {
     cJSON *j = body.len ? cJSON_ParseWithLength(body.data, body.len) : NULL;
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(j, "error");
     if (cJSON_IsString(err)) {
-        snprintf(reason, sizeof reason, ": %s", err->valuestring);
+        snprintf(reason, sizeof reason, " (\"%.280s\")", err->valuestring);
         for (char *p = reason; *p; p++)
             if (*p == '\n' || *p == '\r') *p = ' ';
     }

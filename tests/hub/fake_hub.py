@@ -28,6 +28,7 @@ Failure injection, by organisation name or file name:
   org "gated":   403 always
   org "corrupt": the listing gives a wrong LFS sha256 for *.safetensors
   org "noetag":  no ETag headers and no blobId/lfs in the listing
+  org "rowsprivate": the datasets server wants the token (the Hub does not)
   org "rowsbusy": the first request for rows at offset 100 answers 500 (then it works)
   org "rowsfail": rows from offset 100 on answer 500 {"error": ...} always
   org "rowscut":  row 3 comes with truncated_cells ["description"]
@@ -212,7 +213,7 @@ class Handler(BaseHTTPRequestHandler):
     def datasets_server(self, parts, q):
         ds = q.get("dataset", [""])[0]
         org = ds.split("/")[0]
-        if org == "private" and self.headers.get("Authorization") != "Bearer sekrit":
+        if org in ("private", "rowsprivate") and self.headers.get("Authorization") != "Bearer sekrit":
             return self.send_json(401, {"error": "The dataset does not exist, or is not accessible without authentication (private or gated). Please check the spelling of the dataset name or retry with authentication."})
         base = os.path.join(ROOT, "rows", ds)
         if not ds or ".." in ds or not os.path.isdir(base):
