@@ -202,12 +202,11 @@ static int disk_full_fail(const job *j, const char *tmp, int err, int64_t on_dis
     int64_t avail = lc_hub_free_bytes(blobs.data);
     lc_buf_free(&blobs);
     long long need = j->size >= 0 ? (long long)(j->size - on_disk) : -1;
-    return lc_fail("%s: %s (%s) after %lld of %lld bytes were written to %s: %lld more bytes are needed, the "
-                   "file system has %lld free%s; make room (or point HF_HUB_CACHE at a larger disk) and run again: "
-                   "the part written stays in the .incomplete file and the download resumes from there",
-                   j->e->path, err == EFBIG ? "file too large" : "disk full", strerror(err), (long long)on_disk,
-                   (long long)j->size, tmp, need, (long long)avail,
-                   err == EFBIG ? " (a file-size limit, ulimit -f, also gives this)" : "");
+    return lc_fail("%s: writing %s stopped: %s%s, after %lld of %lld bytes: %lld more bytes are needed and the "
+                   "file system has %lld free; make room (or point HF_HUB_CACHE at a larger disk) and run again: "
+                   "the part written stays in that .incomplete file and the download resumes from it",
+                   j->e->path, tmp, strerror(err), err == EFBIG ? " (also what a file-size limit, ulimit -f, gives)" : "",
+                   (long long)on_disk, (long long)j->size, need, (long long)avail);
 }
 
 /* Holds {cache}/.locks/{repo folder}/{etag}.lock (huggingface_hub's lock file) so that no

@@ -1,8 +1,9 @@
 # test_download.sh — `lorac download` and `--model REPO_ID` against a Hub look-alike on
 # loopback (tests/hub/fake_hub.py): files byte-identical to the served ones in the
 # huggingface_hub cache layout, unwanted formats skipped, nothing fetched twice, a
-# redirect followed, a truncated transfer rejected then resumed, and one-line errors
-# with exit status 2 for 404, a refused connection and a truncated file.
+# redirect followed, a truncated transfer rejected then resumed, a full disk refused up
+# front (free-space check) or met mid-file (ulimit -f: EFBIG), and one-line errors with
+# exit status 2 for 404, a refused connection, a truncated file and a missing ETag.
 . tests/lib.sh
 . tests/hub/hub_lib.sh
 
@@ -153,7 +154,44 @@ truncated_then_resumed() {
     check_layout model flaky/tiny main --served "$HUBROOT/flaky/tiny" --complete
 }
 
+disk_full_refused_up_front() {
+    total=0
+    for f in README.md config.json generation_config.json model.safetensors tokenizer.json \
+             tokenizer_config.json extra/notes.txt; do
+        total=$((total + $(wc -c <"$HUBROOT/acme/tiny/$f")))
+    done
+    expect_exit 2 env HF_HOME="$T_TMP/hf6" LORAC_HUB_FREE_BYTES=1000 "$LORAC" download acme/tiny -q
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "need $total more bytes"; contains "$ERR_TXT" "has 1000 free"
+    contains "$ERR_TXT" "the 7 files"
+    find "$T_TMP/hf6" -type f -path '*blobs*' | grep -q . && fail "something was written to blobs/"
+}
+
+# a write that fails with EFBIG (RLIMIT_FSIZE: no root needed) in the middle of the weights
+disk_full_mid_file() {
+    expect_exit 2 env HF_HOME="$T_TMP/hf7" sh -c 'ulimit -f 100 && exec "$0" download acme/tiny -q' "$LORAC"
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "model.safetensors"; contains "$ERR_TXT" "File too large"
+    contains "$ERR_TXT" "of $(wc -c <"$HUBROOT/acme/tiny/model.safetensors") bytes"
+    contains "$ERR_TXT" "more bytes are needed"; contains "$ERR_TXT" ".incomplete"; contains "$ERR_TXT" "resumes"
+    sha=$(sha256sum "$HUBROOT/acme/tiny/model.safetensors" | cut -d' ' -f1)
+    blobs="$T_TMP/hf7/hub/models--acme--tiny/blobs"
+    [ -e "$blobs/$sha" ] && fail "a partial blob under its final name"
+    [ -s "$blobs/$sha.incomplete" ] || fail "the part written was not kept"
+    ls "$T_TMP"/hf7/hub/models--acme--tiny/snapshots/*/model.safetensors 2>/dev/null && fail "a pointer to a partial file"
+    expect_exit 0 env HF_HOME="$T_TMP/hf7" "$LORAC" download acme/tiny -q
+    HF_HOME="$T_TMP/hf7" check_layout model acme/tiny main --served "$HUBROOT/acme/tiny" --complete --files model.safetensors
+}
+
+no_etag_is_an_error() {
+    expect_exit 2 "$LORAC" download noetag/tiny -q
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "no ETag"
+    find "$HF_HOME/hub/models--noetag--tiny/blobs" -type f | grep -q . && fail "a blob without a name was written"
+}
+
 make_repo acme/tiny
+make_repo noetag/tiny
 make_repo broken/tiny
 make_repo flaky/tiny
 make_repo private/tiny
@@ -179,6 +217,9 @@ if start_server; then
     run_test prepare_from_hub
     run_test wrong_checksum_rejected
     run_test truncated_then_resumed
+    run_test disk_full_refused_up_front
+    run_test disk_full_mid_file
+    run_test no_etag_is_an_error
 else
     skip_all() { skip "python3 or the loopback server is not available"; }
     run_test skip_all
