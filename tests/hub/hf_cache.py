@@ -90,7 +90,8 @@ def check(cache, kind, repo_id, revision, served, files, complete):
             bad.append("refs/%s holds %r, not exactly a 40-hex commit (R4)" % (revision, commit))
     snap = os.path.join(folder, "snapshots", commit)
     if not os.path.isdir(snap):
-        print("FAIL: no snapshot folder for commit %s" % commit)
+        for b in bad + ["no snapshot folder for commit %r" % commit]:
+            print("FAIL: " + b)
         return 1
     blobs = os.path.realpath(os.path.join(folder, "blobs"))
     seen = []
