@@ -26,8 +26,13 @@ static void usage(FILE *f) {
             "Turns a data set file into train.jsonl, valid.jsonl and test.jsonl for lorac train.\n\n"
             "  --input FILE            rows as JSONL, a JSON array (.json) or CSV with a header (.csv)\n"
             "  --dataset REPO_ID       instead of --input: a Hugging Face data set, downloaded into\n"
-            "                          the cache; its one JSONL/JSON/CSV file is read\n"
+            "                          the cache; its one JSONL/JSON/CSV file is read, or, when it\n"
+            "                          has none (Parquet only), its rows come from the Hub's\n"
+            "                          datasets server ($HF_DATASETS_SERVER)\n"
             "  --dataset-file PATH     with --dataset: which file of the repository to read\n"
+            "  --dataset-config NAME   with --dataset, rows from the datasets server: the config\n"
+            "                          (default: the only one, else \"default\")\n"
+            "  --dataset-split NAME    ... and the split (default: train, else the only one)\n"
             "  --out DIR               where the three files go (created; written atomically)\n"
             "  --model DIR             the model folder whose tokenizer and chat template are used\n"
             "                          (needed by --format text; gives token statistics)\n"
@@ -106,10 +111,11 @@ static void find_data_files(const char *root, const char *rel, lc_buf *list, int
 }
 
 /* Downloads a Hub data set and sets *path (owned by the caller) to the file to read:
- * `file` when given, else its one JSONL/JSON/CSV file. Returns 0 or -1. */
-static int dataset_input(const char *repo, const char *file, char **path) {
+ * `file` when given, else its one JSONL/JSON/CSV file, else (a data set published as
+ * Parquet) the rows of one split from the datasets server, cached as JSONL. */
+static int dataset_input(const char *repo, const char *file, const lc_hub_rows_options *ro, char **path) {
     const char *globs[] = {file ? file : "*.jsonl", "*.json", "*.csv", "*.md"};
-    lc_hub_options ho = {.dataset = true, .include = globs, .n_include = file ? 1 : 4};
+    lc_hub_options ho = {.dataset = true, .include = globs, .n_include = file ? 1 : 4, .quiet = ro->quiet};
     char *snap = NULL;
     if (lc_hub_download(repo, &ho, &snap, NULL) != 0) return -1;
     int rc = 0;
@@ -125,11 +131,13 @@ static int dataset_input(const char *repo, const char *file, char **path) {
         int n = 0;
         find_data_files(snap, "", &list, &n);
         if (n == 1) *path = lc_path_join(snap, list.data);
-        else if (n == 0)
-            rc = lc_fail("%s: the data set has no JSONL, JSON or CSV file (lorac does not read "
-                         "Parquet): convert one and pass it with --input",
-                         repo);
-        else
+        else if (n == 0) {
+            const char *slash = strrchr(snap, '/');
+            if (lc_hub_dataset_rows(repo, slash ? slash + 1 : snap, ro, path) != 0)
+                rc = lc_fail_prefix("%s has no JSONL, JSON or CSV file (lorac does not read Parquet), so its "
+                                    "rows were asked of the datasets server",
+                                    repo);
+        } else
             rc = lc_fail("%s: the data set has %d data files (%s): pick one with --dataset-file", repo,
                          n, list.data);
         lc_buf_free(&list);
@@ -143,6 +151,8 @@ int cmd_prepare(int argc, char **argv) {
         {"input", required_argument, 0, 'i'},
         {"dataset", required_argument, 0, 'D'},
         {"dataset-file", required_argument, 0, 'F'},
+        {"dataset-config", required_argument, 0, 'C'},
+        {"dataset-split", required_argument, 0, 'S'},
         {"out", required_argument, 0, 'o'},
         {"model", required_argument, 0, 'm'},
         {"input-field", required_argument, 0, 'I'},
@@ -161,6 +171,7 @@ int cmd_prepare(int argc, char **argv) {
         {0, 0, 0, 0}};
     const char *input = NULL, *out = NULL, *model = NULL, *chat_template = NULL;
     const char *dataset = NULL, *dataset_file = NULL;
+    lc_hub_rows_options ro = {0};
     char *input_owned = NULL, *model_dir = NULL;
     const char *tpl_arg = NULL;
     lc_prep_options o = {.input_field = "description",
@@ -179,6 +190,8 @@ int cmd_prepare(int argc, char **argv) {
         case 'i': input = optarg; break;
         case 'D': dataset = optarg; break;
         case 'F': dataset_file = optarg; break;
+        case 'C': ro.config = optarg; break;
+        case 'S': ro.split = optarg; break;
         case 'o': out = optarg; break;
         case 'm': model = optarg; break;
         case 'I': o.input_field = optarg; break;
@@ -220,7 +233,8 @@ int cmd_prepare(int argc, char **argv) {
     if (input && dataset) return lc_cmd_usage_error("prepare", "give --input or --dataset, not both");
     if (!input && !dataset)
         return lc_cmd_usage_error("prepare", "give --input FILE (JSONL, JSON or CSV) or --dataset REPO_ID");
-    if (dataset_file && !dataset) return lc_cmd_usage_error("prepare", "--dataset-file needs --dataset");
+    if ((dataset_file || ro.config || ro.split) && !dataset)
+        return lc_cmd_usage_error("prepare", "--dataset-file, --dataset-config and --dataset-split need --dataset");
     if (!out) return lc_cmd_usage_error("prepare", "give --out DIR");
     if (o.format == LC_PREP_TEXT && !model)
         return lc_cmd_usage_error("prepare", "--format text applies the chat template of a model: "
@@ -236,7 +250,7 @@ int cmd_prepare(int argc, char **argv) {
     lc_chat_family fam = LC_CHAT_MISTRAL;
     bool have_fam = false;
     if (dataset) {
-        if (dataset_input(dataset, dataset_file, &input_owned) != 0) goto done;
+        if (dataset_input(dataset, dataset_file, &ro, &input_owned) != 0) goto done;
         input = input_owned;
     }
     if (model) {

@@ -1,17 +1,19 @@
 /*
- * hub.c — Hugging Face Hub downloads over libcurl into huggingface_hub's cache layout
- * (see hub.h). Owns: the endpoint, token and cache paths, the file listing, the file
- * transfers (.incomplete, resume, size checks, rename) and the default file filter.
+ * hub.c — Hugging Face Hub downloads into huggingface_hub's cache layout (see hub.h and
+ * cache.h). Owns: the file listing, the default file filter, the plan of what to fetch
+ * (metadata by HEAD, the free-space check), the blob transfers (.incomplete, resume,
+ * size and sha256 checks, lock, rename, symlink) and the model look-up by repo id.
  * Must not: print (beyond the progress bar and lc_info lines), exit, or log the token.
  */
 #include "hub/hub.h"
 
-#include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,104 +25,9 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/vec.h"
+#include "hub/cache.h"
+#include "hub/http.h"
 #include "hub/sha256.h"
-
-/* ------------------------------------------------------------ settings */
-
-static char *endpoint(void) {
-    const char *e = getenv("HF_ENDPOINT");
-    char *s = xstrdup(e && *e ? e : "https://huggingface.co");
-    size_t n = strlen(s);
-    while (n > 0 && s[n - 1] == '/') s[--n] = 0;
-    return s;
-}
-
-static char *cache_root(void) {
-    const char *c = getenv("HF_HUB_CACHE");
-    if (c && *c) return xstrdup(c);
-    const char *h = getenv("HF_HOME");
-    if (h && *h) return lc_path_join(h, "hub");
-    const char *x = getenv("XDG_CACHE_HOME");
-    if (x && *x) return lc_path_join(x, "huggingface/hub");
-    const char *home = getenv("HOME");
-    return lc_path_join(home && *home ? home : ".", ".cache/huggingface/hub");
-}
-
-/* HF_TOKEN=VALUE (quotes optional, "export " allowed) from a .env file in the working
- * folder, or NULL. */
-static char *dotenv_token(void) {
-    if (!lc_is_file(".env")) return NULL;
-    char *data = NULL, *out = NULL;
-    size_t len;
-    if (lc_read_file(".env", (size_t)1 << 20, &data, &len) != 0) {
-        lc_err_clear();
-        return NULL;
-    }
-    for (char *line = data; line && *line && !out;) {
-        char *next = strchr(line, '\n');
-        if (next) *next++ = 0;
-        while (*line == ' ' || *line == '\t') line++;
-        if (!strncmp(line, "export ", 7)) line += 7;
-        if (!strncmp(line, "HF_TOKEN=", 9)) {
-            char *v = line + 9;
-            size_t n = strcspn(v, "\r");
-            if (n >= 2 && (v[0] == '"' || v[0] == '\'') && v[n - 1] == v[0]) v++, n -= 2;
-            if (n > 0) out = xstrndup(v, n);
-        }
-        line = next;
-    }
-    memset(data, 0, len);
-    free(data);
-    return out;
-}
-
-/* The token: $HF_TOKEN, else ./.env's HF_TOKEN, else $HF_HOME/token (or
- * ~/.cache/huggingface/token, where `huggingface-cli login` writes it). NULL if none. */
-static char *token(void) {
-    const char *t = getenv("HF_TOKEN");
-    if (t && *t) return xstrdup(t);
-    char *d = dotenv_token();
-    if (d) return d;
-    const char *h = getenv("HF_HOME");
-    char *path;
-    if (h && *h) path = lc_path_join(h, "token");
-    else {
-        const char *home = getenv("HOME");
-        path = lc_path_join(home && *home ? home : ".", ".cache/huggingface/token");
-    }
-    char *data = NULL;
-    size_t len = 0;
-    if (!lc_is_file(path) || lc_read_file(path, 4096, &data, &len) != 0) {
-        lc_err_clear();
-        free(path);
-        return NULL;
-    }
-    free(path);
-    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r' || data[len - 1] == ' ')) data[--len] = 0;
-    if (len == 0) {
-        free(data);
-        return NULL;
-    }
-    return data;
-}
-
-static bool offline(void) {
-    const char *o = getenv("HF_HUB_OFFLINE");
-    return o && *o && strcmp(o, "0") != 0;
-}
-
-/* "{cache}/models--org--name" */
-static char *repo_folder(const char *repo, bool dataset) {
-    lc_buf b = {0};
-    char *root = cache_root();
-    lc_buf_printf(&b, "%s/%s--", root, dataset ? "datasets" : "models");
-    free(root);
-    for (const char *p = repo; *p; p++) {
-        if (*p == '/') lc_buf_puts(&b, "--");
-        else lc_buf_putc(&b, *p);
-    }
-    return b.data;
-}
 
 /* "org/name" (or "name" when plain is allowed) of the characters the Hub allows. */
 static bool repo_id_shape(const char *name, bool plain) {
@@ -129,8 +36,8 @@ static bool repo_id_shape(const char *name, bool plain) {
     if (!slash && !plain) return false;
     if (slash && (!slash[1] || strchr(slash + 1, '/'))) return false;
     for (const char *p = name; *p; p++)
-        if (!(( *p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_' || *p == '.' || *p == '/'))
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+              *p == '_' || *p == '.' || *p == '/'))
             return false;
     return !strstr(name, "..");
 }
@@ -139,137 +46,13 @@ bool lc_hub_is_repo_id(const char *name) {
     return repo_id_shape(name, false) && !lc_is_dir(name) && !lc_is_file(name);
 }
 
-/* -------------------------------------------------------------- HTTP */
-
-static bool curl_ready;
-
-static int ensure_curl(void) {
-    if (curl_ready) return 0;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) return lc_fail("libcurl: initialisation failed");
-    curl_ready = true;
-    return 0;
-}
-
-typedef struct {
-    lc_buf *mem;      // a body kept in memory, or
-    FILE *f;          // one written to a file
-    bool write_error;
-    lc_progress *bar;
-    int64_t offset;   // bytes already on disk before this request (a resume)
-    CURL *h;          // to see the status: an error page never goes into a file
-} sink;
-
-static size_t on_data(char *p, size_t size, size_t n, void *ud) {
-    sink *s = ud;
-    size_t len = size * n;
-    if (s->mem) {
-        if (s->mem->len + len > ((size_t)64 << 20)) return 0; // a listing is never this big
-        lc_buf_append(s->mem, p, len);
-    } else {
-        long status = 0;
-        curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &status);
-        if (status >= 300) return len; // the body of an error answer: dropped
-        if (fwrite(p, 1, len, s->f) != len) {
-            s->write_error = true;
-            return 0;
-        }
-    }
-    return len;
-}
-
-static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ult, curl_off_t uln) {
-    (void)ult;
-    (void)uln;
-    sink *s = ud;
-    if (s->bar) {
-        if (dltotal > 0 && s->bar->total <= 0) s->bar->total = s->offset + dltotal;
-        lc_progress_update(s->bar, s->offset + dlnow);
-    }
-    return 0;
-}
-
-/* One GET of url into the sink; range_from > 0 asks for the rest from there. *status is
- * the final HTTP status; *resumed says the server answered 206. Returns 0 when the
- * transfer completed (any status), -1 with a message naming what and url otherwise. */
-static int http_get(const char *url, const char *what, sink *s, int64_t range_from, long *status,
-                    bool *resumed) {
-    if (ensure_curl() != 0) return -1;
-    CURL *c = curl_easy_init();
-    if (!c) return lc_fail("libcurl: cannot create a handle");
-    char errbuf[CURL_ERROR_SIZE] = {0};
-    struct curl_slist *hdr = NULL;
-    char *tok = token();
-    if (tok) {
-        lc_buf h = {0};
-        lc_buf_printf(&h, "Authorization: Bearer %s", tok);
-        hdr = curl_slist_append(hdr, h.data);
-        memset(h.data, 0, h.len);
-        lc_buf_free(&h);
-        memset(tok, 0, strlen(tok));
-        free(tok);
-    }
-    char range[64];
-    if (range_from > 0) {
-        snprintf(range, sizeof range, "%lld-", (long long)range_from);
-        curl_easy_setopt(c, CURLOPT_RANGE, range);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 10L);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "lorac/0.1 (huggingface_hub-compatible)");
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);  // abort a transfer stalled
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);  // for a minute
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    s->h = c;
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
-    curl_easy_setopt(c, CURLOPT_FAILONERROR, 0L);
-    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, s);
-    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    CURLcode rc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    if (resumed) *resumed = *status == 206;
-    curl_slist_free_all(hdr);
-    curl_easy_cleanup(c);
-    if (rc != CURLE_OK) {
-        if (s->write_error) return lc_fail("%s: writing failed: %s (is the disk full?)", what, strerror(errno));
-        if (*status >= 400) return 0; // the status explains it better
-        return lc_fail("%s: cannot fetch %s: %s (curl error %d)", what, url, errbuf[0] ? errbuf : curl_easy_strerror(rc),
-                       (int)rc);
-    }
-    return 0;
-}
-
-/* The one-line explanation of an HTTP error status. */
-static int http_status_fail(const char *repo, const char *url, long status, const char *ep, bool dataset) {
-    const char *kind = dataset ? "datasets/" : "";
-    switch (status) {
-    case 401:
-        return lc_fail("%s: %s answered 401 Unauthorized: the repo is private or gated; set HF_TOKEN "
-                       "(or run 'huggingface-cli login') with a token that can read it",
-                       repo, url);
-    case 403:
-        return lc_fail("%s: %s answered 403 Forbidden: the repo is gated; accept its licence at %s/%s%s "
-                       "with the account whose token you use",
-                       repo, url, ep, kind, repo);
-    case 404:
-        return lc_fail("%s: %s answered 404 Not Found: no such %s or revision (check the id, "
-                       "--revision, --repo-type)",
-                       repo, url, dataset ? "data set" : "model");
-    default: return lc_fail("%s: %s answered HTTP %ld", repo, url, status);
-    }
-}
-
 /* ----------------------------------------------------------- listing */
 
 typedef struct {
     char *path;
     int64_t size;     // -1: unknown
     char sha256[65];  // the LFS digest in hex, "" when the listing gives none
+    char blob_id[41]; // the git blob sha1 ("blobId"), "" when none
 } entry;
 
 static void entries_free(entry *e, size_t n) {
@@ -277,37 +60,30 @@ static void entries_free(entry *e, size_t n) {
     free(e);
 }
 
-/* A path from the listing is safe to join under the snapshot folder. */
-static bool safe_path(const char *p) {
-    if (!*p || p[0] == '/' || strstr(p, "\\")) return false;
-    for (const char *s = p; *s;) {
-        const char *e = strchr(s, '/');
-        size_t n = e ? (size_t)(e - s) : strlen(s);
-        if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.')) return false;
-        if (!e) break;
-        s = e + 1;
-    }
-    return true;
-}
+static bool hex_of_len(const char *s, size_t n) { return strlen(s) == n && strspn(s, "0123456789abcdef") == n; }
 
-static int list_repo(const char *ep, const char *repo, bool dataset, const char *rev, char **sha,
-                     entry **out, size_t *n_out) {
+/* GET {ep}/api/{models|datasets}/{repo}/revision/{rev}?blobs=true: the commit and the
+ * files (path, size, LFS sha256, blob id). */
+static int list_repo(const char *ep, const char *repo, bool dataset, const char *rev, char **sha, entry **out,
+                     size_t *n_out) {
     lc_buf url = {0}, body = {0};
-    lc_buf_printf(&url, "%s/api/%s/%s/revision/%s?blobs=true", ep, dataset ? "datasets" : "models", repo, rev);
-    sink s = {.mem = &body};
+    lc_buf_printf(&url, "%s/api/%s/%s/revision/", ep, dataset ? "datasets" : "models", repo);
+    lc_hub_url_escape(&url, rev, true);
+    lc_buf_puts(&url, "?blobs=true");
+    lc_hub_sink s = {.mem = &body};
     long status = 0;
     int rc = -1;
     cJSON *j = NULL;
     entry *e = NULL;
     size_t n = 0;
-    if (http_get(url.data, repo, &s, 0, &status, NULL) != 0) {
+    if (lc_hub_http_get(url.data, repo, &s, 0, &status) != 0) {
         lc_fail_prefix("cannot list the files of the Hub repo (no network? for offline use fetch the folder by hand, "
                        "e.g. 'huggingface-cli download %s --local-dir DIR', and give DIR)",
                        repo);
         goto done;
     }
     if (status != 200) {
-        http_status_fail(repo, url.data, status, ep, dataset);
+        lc_hub_status_fail(repo, url.data, status, dataset);
         goto done;
     }
     lc_buf what = {0};
@@ -321,7 +97,7 @@ static int list_repo(const char *ep, const char *repo, bool dataset, const char 
         goto done;
     }
     const cJSON *shaj = cJSON_GetObjectItemCaseSensitive(j, "sha");
-    *sha = xstrdup(cJSON_IsString(shaj) && safe_path(shaj->valuestring) && !strchr(shaj->valuestring, '/')
+    *sha = xstrdup(cJSON_IsString(shaj) && lc_hub_safe_path(shaj->valuestring) && !strchr(shaj->valuestring, '/')
                        ? shaj->valuestring
                        : rev);
     size_t cap = (size_t)cJSON_GetArraySize(sib) + 1;
@@ -330,7 +106,7 @@ static int list_repo(const char *ep, const char *repo, bool dataset, const char 
     cJSON_ArrayForEach(it, sib) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "rfilename");
         if (!cJSON_IsString(name)) continue;
-        if (!safe_path(name->valuestring)) {
+        if (!lc_hub_safe_path(name->valuestring)) {
             lc_fail("%s: the Hub's listing names an unsafe path '%s'", repo, name->valuestring);
             goto done;
         }
@@ -339,9 +115,9 @@ static int list_repo(const char *ep, const char *repo, bool dataset, const char 
         e[n].size = cJSON_IsNumber(size) && size->valuedouble >= 0 ? (int64_t)size->valuedouble : -1;
         const cJSON *lfs = cJSON_GetObjectItemCaseSensitive(it, "lfs");
         const cJSON *dig = cJSON_GetObjectItemCaseSensitive(lfs, "sha256");
-        if (cJSON_IsString(dig) && strlen(dig->valuestring) == 64 &&
-            strspn(dig->valuestring, "0123456789abcdef") == 64)
-            memcpy(e[n].sha256, dig->valuestring, 65);
+        if (cJSON_IsString(dig) && hex_of_len(dig->valuestring, 64)) memcpy(e[n].sha256, dig->valuestring, 65);
+        const cJSON *bid = cJSON_GetObjectItemCaseSensitive(it, "blobId");
+        if (cJSON_IsString(bid) && hex_of_len(bid->valuestring, 40)) memcpy(e[n].blob_id, bid->valuestring, 41);
         n++;
     }
     rc = 0;
@@ -361,9 +137,9 @@ done:
 
 /* ------------------------------------------------------------ filter */
 
-static const char *const SKIPPED_FORMATS[] = {"*.bin",  "*.pt",   "*.pth",  "*.h5",     "*.msgpack",
-                                              "*.onnx", "*.ot",   "*.gguf", "*.ckpt",   "*.tflite",
-                                              "original/*", "*.onnx_data",
+static const char *const SKIPPED_FORMATS[] = {"*.bin",       "*.pt",         "*.pth",  "*.h5",   "*.msgpack",
+                                              "*.onnx",      "*.ot",         "*.gguf", "*.ckpt", "*.tflite",
+                                              "original/*",  "*.onnx_data",
                                               "consolidated*"}; // Mistral's own format, beside the HF shards
 
 static bool wanted(const char *path, const lc_hub_options *o, bool *format_skip) {
@@ -389,18 +165,6 @@ static int64_t file_size(const char *path) {
     return stat(path, &st) == 0 && S_ISREG(st.st_mode) ? (int64_t)st.st_size : -1;
 }
 
-static int mkdirs_for(const char *path) {
-    char *d = xstrdup(path);
-    char *slash = strrchr(d, '/');
-    int rc = 0;
-    if (slash) {
-        *slash = 0;
-        rc = lc_mkdirs(d);
-    }
-    free(d);
-    return rc;
-}
-
 /* The sha256 of a file's bytes in hex. Returns 0 or -1. */
 static int file_sha256(const char *path, char hex[65]) {
     lc_map m;
@@ -413,30 +177,90 @@ static int file_sha256(const char *path, char hex[65]) {
     return 0;
 }
 
-/* Fetches one file to dst through dst.incomplete (resumed when present). */
-static int fetch_file(const char *ep, const char *repo, const lc_hub_options *o, const char *rev,
-                      const entry *e, const char *dst) {
-    lc_buf url = {0}, tmp = {0};
-    lc_buf_printf(&url, "%s/%s%s/resolve/%s/%s", ep, o->dataset ? "datasets/" : "", repo, rev, e->path);
-    lc_buf_printf(&tmp, "%s.incomplete", dst);
-    int rc = -1;
+/* One file to fetch: where from, under which blob name, how big, which digest. */
+typedef struct {
+    const entry *e;
+    char *url;     // {ep}/[datasets/]{repo}/resolve/{commit}/{path}
+    char *blob;    // {folder}/blobs/{etag}
+    char *pointer; // {folder}/snapshots/{commit}/{path}
+    char etag[136];
+    int64_t size;  // -1 unknown
+    char sha256[65];
+} job;
+
+static bool disk_full_errno(int e) {
+#ifdef EDQUOT
+    if (e == EDQUOT) return true;
+#endif
+    return e == ENOSPC || e == EFBIG;
+}
+
+/* The one-line message for a write that ran out of room. */
+static int disk_full_fail(const job *j, const char *tmp, int err, int64_t on_disk) {
+    lc_buf blobs = {0};
+    lc_buf_append(&blobs, j->blob, (size_t)(strrchr(j->blob, '/') - j->blob));
+    int64_t avail = lc_hub_free_bytes(blobs.data);
+    lc_buf_free(&blobs);
+    long long need = j->size >= 0 ? (long long)(j->size - on_disk) : -1;
+    return lc_fail("%s: writing %s stopped: %s%s, after %lld of %lld bytes: %lld more bytes are needed and the "
+                   "file system has %lld free; make room (or point HF_HUB_CACHE at a larger disk) and run again: "
+                   "the part written stays in that .incomplete file and the download resumes from it",
+                   j->e->path, tmp, strerror(err), err == EFBIG ? " (also what a file-size limit, ulimit -f, gives)" : "",
+                   (long long)on_disk, (long long)j->size, need, (long long)avail);
+}
+
+/* Holds {cache}/.locks/{repo folder}/{etag}.lock (huggingface_hub's lock file) so that no
+ * other lorac or Python process writes the same blob at once. Returns the descriptor or -1. */
+static int lock_blob(const char *folder, const char *etag) {
+    const char *base = strrchr(folder, '/');
+    lc_buf p = {0};
+    lc_buf_append(&p, folder, base ? (size_t)(base - folder) : 0);
+    lc_buf_printf(&p, "/.locks/%s/%s.lock", base ? base + 1 : folder, etag);
+    int fd = -1;
+    if (lc_hub_mkdirs_for(p.data) != 0) goto done;
+    fd = open(p.data, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        lc_fail("%s: cannot open the lock file: %s", p.data, strerror(errno));
+        goto done;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        lc_fail("%s: another process is downloading this file (it holds the lock); wait for it to finish and run "
+                "again",
+                p.data);
+        close(fd);
+        fd = -1;
+    }
+done:
+    lc_buf_free(&p);
+    return fd;
+}
+
+/* Fetches one blob into blob.incomplete (resumed when present), checks its size and
+ * digest and renames it to the blob; then links the snapshot's pointer to it. */
+static int fetch_job(const char *repo, const char *folder, const lc_hub_options *o, const job *j) {
+    lc_buf tmp = {0};
+    lc_buf_printf(&tmp, "%s.incomplete", j->blob);
+    int rc = -1, lock = -1;
     FILE *f = NULL;
-    if (mkdirs_for(dst) != 0) goto done;
+    if (lc_hub_mkdirs_for(j->blob) != 0) goto done;
+    if ((lock = lock_blob(folder, j->etag)) < 0) goto done;
+    int64_t done_already = file_size(j->blob);
+    if (done_already >= 0 && (j->size < 0 || done_already == j->size)) goto link; // two paths, one blob
     int64_t have = file_size(tmp.data);
     if (have < 0) have = 0;
-    if (e->size >= 0 && have > e->size) have = 0;
+    if (j->size >= 0 && have > j->size) have = 0;
     f = fopen(tmp.data, have > 0 ? "ab" : "wb");
     if (!f) {
         lc_fail("%s: cannot write: %s", tmp.data, strerror(errno));
         goto done;
     }
+    setvbuf(f, NULL, _IONBF, 0); // every byte handed over is on disk or its error is seen
     lc_progress bar;
-    lc_progress_start(&bar, e->path, e->size);
+    lc_progress_start(&bar, j->e->path, j->size);
     if (have > 0) lc_progress_resume_at(&bar, have);
-    sink s = {.f = f, .bar = o->quiet ? NULL : &bar, .offset = have};
+    lc_hub_sink s = {.f = f, .bar = o->quiet ? NULL : &bar, .offset = have};
     long status = 0;
-    bool resumed = false;
-    int g = http_get(url.data, repo, &s, have, &status, &resumed);
+    int g = lc_hub_http_get(j->url, repo, &s, have, &status);
     if (g == 0 && have > 0 && status == 200) {
         /* the server ignored the range: it sent the whole file; start again from zero */
         fclose(f);
@@ -445,56 +269,106 @@ static int fetch_file(const char *ep, const char *repo, const lc_hub_options *o,
             lc_fail("%s: cannot write: %s", tmp.data, strerror(errno));
             goto done;
         }
-        s = (sink){.f = f, .bar = o->quiet ? NULL : &bar, .offset = 0};
-        g = http_get(url.data, repo, &s, 0, &status, &resumed);
+        setvbuf(f, NULL, _IONBF, 0);
+        have = 0;
+        s = (lc_hub_sink){.f = f, .bar = o->quiet ? NULL : &bar, .offset = 0};
+        g = lc_hub_http_get(j->url, repo, &s, 0, &status);
     }
     if (!o->quiet) lc_progress_finish(&bar);
     if (g != 0) {
-        lc_fail_prefix("%s: download interrupted (the part fetched is kept as %s and resumed by the next run)",
-                       e->path, tmp.data);
+        if (disk_full_errno(s.write_errno)) {
+            fclose(f);
+            f = NULL;
+            int64_t on_disk = file_size(tmp.data);
+            disk_full_fail(j, tmp.data, s.write_errno, on_disk < 0 ? 0 : on_disk);
+        } else {
+            lc_fail_prefix("%s: download interrupted (the part fetched is kept as %s and resumed by the next run)",
+                           j->e->path, tmp.data);
+        }
         goto done;
     }
-    if (status == 416 && e->size >= 0 && have == e->size) status = 206; // it was complete already
+    if (status == 416 && j->size >= 0 && have == j->size) status = 206; // it was complete already
     if (status != 200 && status != 206) {
-        http_status_fail(repo, url.data, status, ep, o->dataset);
+        lc_hub_status_fail(repo, j->url, status, o->dataset);
         fclose(f);
         f = NULL;
         unlink(tmp.data);
         goto done;
     }
     if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        lc_fail("%s: writing failed: %s (is the disk full?)", tmp.data, strerror(errno));
+        int err = errno;
+        if (disk_full_errno(err)) disk_full_fail(j, tmp.data, err, file_size(tmp.data));
+        else lc_fail("%s: writing failed: %s", tmp.data, strerror(err));
         goto done;
     }
     fclose(f);
     f = NULL;
     int64_t got = file_size(tmp.data);
-    if (e->size >= 0 && got != e->size) {
-        lc_fail("%s: %s gave %lld bytes, the Hub's listing says %lld; the file was removed, run again",
-                repo, url.data, (long long)got, (long long)e->size);
+    if (j->size >= 0 && got != j->size) {
+        lc_fail("%s: %s gave %lld bytes, the Hub says %lld; the file was removed, run again", repo, j->url,
+                (long long)got, (long long)j->size);
         unlink(tmp.data);
         goto done;
     }
-    if (e->sha256[0]) {
+    if (j->sha256[0]) {
         char got_hex[65];
         if (file_sha256(tmp.data, got_hex) != 0) goto done;
-        if (strcmp(got_hex, e->sha256) != 0) {
-            lc_fail("%s: %s has sha256 %s, the Hub's LFS digest is %s; the file was removed, run again",
-                    repo, url.data, got_hex, e->sha256);
+        if (strcmp(got_hex, j->sha256) != 0) {
+            lc_fail("%s: %s has sha256 %s, the Hub's LFS digest is %s; the file was removed, run again", repo, j->url,
+                    got_hex, j->sha256);
             unlink(tmp.data);
             goto done;
         }
     }
-    if (rename(tmp.data, dst) != 0) {
-        lc_fail("%s: cannot rename to %s: %s", tmp.data, dst, strerror(errno));
+    if (rename(tmp.data, j->blob) != 0) {
+        lc_fail("%s: cannot rename to %s: %s", tmp.data, j->blob, strerror(errno));
         goto done;
     }
-    rc = 0;
+link:;
+    char *target = lc_hub_blob_target(j->e->path, j->etag);
+    rc = lc_hub_link(j->pointer, target);
+    free(target);
 done:
     if (f) fclose(f);
-    lc_buf_free(&url);
+    if (lock >= 0) close(lock);
     lc_buf_free(&tmp);
     return rc;
+}
+
+/* Fills j (url, etag, size, digest) for entry e at commit: the Hub's HEAD headers as
+ * huggingface_hub reads them, the listing's blob id and LFS digest where headers lack. */
+static int plan_job(const char *ep, const char *repo, const char *folder, const char *commit, const lc_hub_options *o,
+                    const entry *e, const char *pointer, job *j) {
+    memset(j, 0, sizeof *j);
+    j->e = e;
+    lc_buf url = {0};
+    lc_buf_printf(&url, "%s/%s%s/resolve/%s/", ep, o->dataset ? "datasets/" : "", repo, commit);
+    lc_hub_url_escape(&url, e->path, false);
+    j->url = url.data;
+    j->pointer = xstrdup(pointer);
+    lc_hub_meta m;
+    if (lc_hub_http_head(j->url, repo, &m) != 0) return -1;
+    if (m.status >= 400) return lc_hub_status_fail(repo, j->url, m.status, o->dataset);
+    const char *etag = m.etag[0] ? m.etag : e->sha256[0] ? e->sha256 : e->blob_id;
+    if (!etag[0])
+        return lc_fail("%s: %s gives no ETag (and the listing no blob id): lorac cannot name the file in the cache; "
+                       "is HF_ENDPOINT a Hugging Face Hub?",
+                       repo, j->url);
+    if (!lc_hub_safe_path(etag) || strchr(etag, '/') || strlen(etag) >= sizeof j->etag)
+        return lc_fail("%s: %s gives the ETag '%s', which is not a file name", repo, j->url, etag);
+    snprintf(j->etag, sizeof j->etag, "%s", etag);
+    j->size = e->size >= 0 ? e->size : m.size;
+    if (e->sha256[0]) memcpy(j->sha256, e->sha256, 65);
+    else if (hex_of_len(j->etag, 64)) memcpy(j->sha256, j->etag, 65); // an LFS file's etag is its sha256
+    lc_buf b = {0};
+    lc_buf_printf(&b, "%s/blobs/%s", folder, j->etag);
+    j->blob = b.data;
+    return 0;
+}
+
+static void jobs_free(job *jobs, size_t n) {
+    for (size_t i = 0; i < n; i++) free(jobs[i].url), free(jobs[i].blob), free(jobs[i].pointer);
+    free(jobs);
 }
 
 /* ------------------------------------------------------------ public */
@@ -507,78 +381,105 @@ int lc_hub_download(const char *repo, const lc_hub_options *o, char **dir, lc_hu
     if (!repo_id_shape(repo, true))
         return lc_fail("'%s' is not a Hugging Face repo id (org/name)", repo ? repo : "");
     const char *rev = o->revision ? o->revision : "main";
-    if (!safe_path(rev) || strchr(rev, '/')) return lc_fail("--revision '%s': not a branch, tag or commit name", rev);
-    if (offline())
-        return lc_fail("%s: HF_HUB_OFFLINE is set, so lorac does not reach the Hub; unset it to download", repo);
-    char *ep = endpoint();
+    if (!lc_hub_safe_path(rev)) return lc_fail("--revision '%s': not a branch, tag or commit name", rev);
+    if (lc_hub_offline()) {
+        if (lc_hub_cached_snapshot(repo, o->dataset, rev, dir) != 0)
+            return lc_fail_prefix("HF_HUB_OFFLINE is set, so lorac uses the cache only");
+        return 0;
+    }
+    char *ep = lc_hub_endpoint();
     char *sha = NULL;
     entry *e = NULL;
-    size_t n = 0;
-    char *folder = repo_folder(repo, o->dataset);
-    lc_buf snap = {0}, ref = {0};
+    size_t n = 0, n_jobs = 0;
+    job *jobs = NULL;
+    char *folder = lc_hub_repo_folder(repo, o->dataset);
+    lc_buf snap = {0}, blobs = {0};
     int rc = -1;
     if (list_repo(ep, repo, o->dataset, rev, &sha, &e, &n) != 0) goto done;
     lc_buf_printf(&snap, "%s/snapshots/%s", folder, sha);
-    if (lc_mkdirs(snap.data) != 0) goto done;
-    if (strcmp(sha, rev) != 0) {
-        lc_buf_printf(&ref, "%s/refs/%s", folder, rev);
-        if (mkdirs_for(ref.data) != 0 || lc_write_file_atomic(ref.data, sha, strlen(sha)) != 0) goto done;
-    }
+    lc_buf_printf(&blobs, "%s/blobs", folder);
+    if (lc_mkdirs(snap.data) != 0 || lc_mkdirs(blobs.data) != 0) goto done;
+    if (lc_hub_write_ref(folder, rev, sha) != 0) goto done;
     st->listed = n;
+    jobs = xcalloc(n + 1, sizeof *jobs);
+    int64_t need = 0;
     for (size_t i = 0; i < n; i++) {
         bool fmt;
         if (!wanted(e[i].path, o, &fmt)) {
             if (fmt) st->skipped_format++;
             continue;
         }
-        char *dst = lc_path_join(snap.data, e[i].path);
-        int64_t have = file_size(dst);
+        char *pointer = lc_path_join(snap.data, e[i].path);
+        int64_t have = file_size(pointer); // follows the symlink to its blob
         if (have >= 0 && (e[i].size < 0 || have == e[i].size)) {
             st->skipped_present++;
-            free(dst);
+            free(pointer);
             continue;
         }
-        /* pin the download to the commit so that every file comes from one revision */
-        int f = fetch_file(ep, repo, o, sha, &e[i], dst);
-        free(dst);
-        if (f != 0) goto done;
+        job *j = &jobs[n_jobs];
+        int p = plan_job(ep, repo, folder, sha, o, &e[i], pointer, j);
+        free(pointer);
+        n_jobs++;
+        if (p != 0) goto done;
+        int64_t blob = file_size(j->blob);
+        if (blob >= 0 && (j->size < 0 || blob == j->size)) {
+            /* the bytes are cached already (another revision, or Python fetched them) */
+            char *target = lc_hub_blob_target(e[i].path, j->etag);
+            int l = lc_hub_link(j->pointer, target);
+            free(target);
+            if (l != 0) goto done;
+            st->skipped_present++;
+            free(j->url), free(j->blob), free(j->pointer);
+            n_jobs--;
+            continue;
+        }
+        if (j->size > 0) {
+            lc_buf t = {0};
+            lc_buf_printf(&t, "%s.incomplete", j->blob);
+            int64_t part = file_size(t.data);
+            lc_buf_free(&t);
+            need += j->size - (part > 0 && part <= j->size ? part : 0);
+        }
+    }
+    int64_t avail = lc_hub_free_bytes(blobs.data);
+    if (avail >= 0 && need > avail) {
+        lc_fail("%s: the %zu files to download need %lld more bytes but the file system of %s has %lld free; "
+                "make room, or point HF_HUB_CACHE (or HF_HOME) at a larger disk, and run again",
+                repo, n_jobs, (long long)need, blobs.data, (long long)avail);
+        goto done;
+    }
+    for (size_t i = 0; i < n_jobs; i++) {
+        if (fetch_job(repo, folder, o, &jobs[i]) != 0) goto done;
         st->fetched++;
     }
     *dir = xstrdup(snap.data);
     rc = 0;
 done:
+    jobs_free(jobs, n_jobs);
     entries_free(e, n);
     free(sha);
     free(ep);
     free(folder);
     lc_buf_free(&snap);
-    lc_buf_free(&ref);
+    lc_buf_free(&blobs);
     return rc;
 }
 
 /* The cached snapshot of main for a model repo (config.json present), or NULL. */
-static char *cached_snapshot(const char *repo) {
-    char *folder = repo_folder(repo, false);
-    lc_buf ref = {0};
-    lc_buf_printf(&ref, "%s/refs/main", folder);
-    char *sha = NULL, *out = NULL;
-    size_t len;
-    if (lc_is_file(ref.data) && lc_read_file(ref.data, 256, &sha, &len) == 0) {
-        while (len > 0 && (sha[len - 1] == '\n' || sha[len - 1] == ' ')) sha[--len] = 0;
-        if (len > 0 && safe_path(sha) && !strchr(sha, '/')) {
-            lc_buf d = {0};
-            lc_buf_printf(&d, "%s/snapshots/%s", folder, sha);
-            char *cfg = lc_path_join(d.data, "config.json");
-            if (lc_is_file(cfg)) out = xstrdup(d.data);
-            free(cfg);
-            lc_buf_free(&d);
-        }
+static char *cached_model(const char *repo) {
+    char *d = NULL;
+    if (lc_hub_cached_snapshot(repo, false, "main", &d) != 0) {
+        lc_err_clear();
+        return NULL;
     }
-    lc_err_clear();
-    free(sha);
-    free(folder);
-    lc_buf_free(&ref);
-    return out;
+    char *cfg = lc_path_join(d, "config.json");
+    bool ok = lc_is_file(cfg);
+    free(cfg);
+    if (!ok) {
+        free(d);
+        return NULL;
+    }
+    return d;
 }
 
 int lc_hub_resolve_model(const char *name, char **dir) {
@@ -593,9 +494,9 @@ int lc_hub_resolve_model(const char *name, char **dir) {
             return lc_fail("%s: is a file; give the model's folder (config.json, tokenizer, *.safetensors)", name);
         return lc_fail("%s: no such model folder (nor a Hugging Face repo id org/name)", name);
     }
-    *dir = cached_snapshot(name);
+    *dir = cached_model(name);
     if (*dir) return 0;
-    if (offline())
+    if (lc_hub_offline())
         return lc_fail("%s: not in the Hugging Face cache and HF_HUB_OFFLINE is set; run 'lorac download %s' "
                        "with network first",
                        name, name);

@@ -1,45 +1,11 @@
 # test_download.sh — `lorac download` and `--model REPO_ID` against a Hub look-alike on
 # loopback (tests/hub/fake_hub.py): files byte-identical to the served ones in the
 # huggingface_hub cache layout, unwanted formats skipped, nothing fetched twice, a
-# redirect followed, a truncated transfer rejected then resumed, and one-line errors
-# with exit status 2 for 404, a refused connection and a truncated file.
+# redirect followed, a truncated transfer rejected then resumed, a full disk refused up
+# front (free-space check) or met mid-file (ulimit -f: EFBIG), and one-line errors with
+# exit status 2 for 404, a refused connection, a truncated file and a missing ETag.
 . tests/lib.sh
-HUBROOT="$T_TMP/served"
-TOK=tests/fixtures/tokenizers/demo-spm/tokenizer.json
-SRV_PID=""
-trap '[ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null; rm -rf "$T_TMP"' EXIT
-# no token or cache of the machine's user leaks in
-unset HF_TOKEN HF_HUB_OFFLINE HF_HUB_CACHE XDG_CACHE_HOME
-export HF_HOME="$T_TMP/hf"
-
-make_repo() { # make_repo ORG/NAME: a tiny model by lorac init plus files to skip
-    d="$HUBROOT/$1"
-    mkdir -p "$d/original" "$d/extra"
-    cat >"$T_TMP/config.json" <<'JSON'
-{"architectures": ["MistralForCausalLM"], "vocab_size": 1040, "hidden_size": 32,
- "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
- "num_key_value_heads": 2, "rope_theta": 1000000.0, "torch_dtype": "bfloat16",
- "bos_token_id": 1, "eos_token_id": 2, "sliding_window": null}
-JSON
-    "$LORAC" init --config "$T_TMP/config.json" --tokenizer "$TOK" --out "$d" --seed 3 -q >/dev/null ||
-        fail "lorac init failed"
-    printf 'weights in pickle\n' >"$d/pytorch_model.bin"
-    printf 'gguf\n' >"$d/model.Q4_K_M.gguf"
-    printf 'pth\n' >"$d/original/consolidated.00.pth"
-    printf 'mistral format\n' >"$d/consolidated.safetensors"
-    printf '# tiny\n' >"$d/README.md"
-    printf 'nested\n' >"$d/extra/notes.txt"
-}
-
-start_server() {
-    command -v python3 >/dev/null || return 1
-    python3 tests/hub/fake_hub.py "$HUBROOT" "$T_TMP/port" &
-    SRV_PID=$!
-    i=0
-    while [ ! -s "$T_TMP/port" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-    [ -s "$T_TMP/port" ] || return 1
-    export HF_ENDPOINT="http://127.0.0.1:$(cat "$T_TMP/port")"
-}
+. tests/hub/hub_lib.sh
 
 SNAP=""
 download_and_layout() {
@@ -57,6 +23,8 @@ download_and_layout() {
     done
     find "$HF_HOME" -name '*.incomplete' | grep -q . && fail "a temporary file was left behind"
     contains "$ERR_TXT" "4 skipped"
+    check_layout model acme/tiny main --served "$HUBROOT/acme/tiny" --complete \
+        --files config.json tokenizer.json model.safetensors README.md extra/notes.txt
 }
 
 second_run_fetches_nothing() {
@@ -167,6 +135,7 @@ wrong_checksum_rejected() {
     one_line "$ERR_TXT"; contains "$ERR_TXT" "sha256"; contains "$ERR_TXT" "model.safetensors"
     snap=$(ls -d "$HF_HOME"/hub/models--corrupt--tiny/snapshots/*)
     ls "$snap" | grep -q 'model.safetensors' && fail "a corrupt file was left: $(ls "$snap")"
+    ls "$HF_HOME/hub/models--corrupt--tiny/blobs" | grep -q incomplete && fail "the corrupt part was kept"
 }
 
 truncated_then_resumed() {
@@ -175,13 +144,54 @@ truncated_then_resumed() {
     one_line "$ERR_TXT"; contains "$ERR_TXT" "model.safetensors"
     snap=$(ls -d "$HF_HOME"/hub/models--flaky--tiny/snapshots/*)
     [ -e "$snap/model.safetensors" ] && fail "a truncated model.safetensors under its final name"
-    [ -s "$snap/model.safetensors.incomplete" ] || fail "the part fetched was not kept for resuming"
+    sha=$(sha256sum "$HUBROOT/flaky/tiny/model.safetensors" | cut -d' ' -f1)
+    blobs="$HF_HOME/hub/models--flaky--tiny/blobs"
+    [ -e "$blobs/$sha" ] && fail "a truncated blob under its final name"
+    [ -s "$blobs/$sha.incomplete" ] || fail "the part fetched was not kept for resuming as blobs/SHA256.incomplete"
     expect_exit 0 "$LORAC" download flaky/tiny -q
     cmp -s "$HUBROOT/flaky/tiny/model.safetensors" "$snap/model.safetensors" || fail "resumed file differs"
-    [ -e "$snap/model.safetensors.incomplete" ] && fail ".incomplete left after the resume"
+    [ -e "$blobs/$sha.incomplete" ] && fail ".incomplete left after the resume"
+    check_layout model flaky/tiny main --served "$HUBROOT/flaky/tiny" --complete
+}
+
+disk_full_refused_up_front() {
+    total=0
+    for f in README.md config.json generation_config.json model.safetensors tokenizer.json \
+             tokenizer_config.json extra/notes.txt; do
+        total=$((total + $(wc -c <"$HUBROOT/acme/tiny/$f")))
+    done
+    expect_exit 2 env HF_HOME="$T_TMP/hf6" LORAC_HUB_FREE_BYTES=1000 "$LORAC" download acme/tiny -q
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "need $total more bytes"; contains "$ERR_TXT" "has 1000 free"
+    contains "$ERR_TXT" "the 7 files"
+    find "$T_TMP/hf6" -type f -path '*blobs*' | grep -q . && fail "something was written to blobs/"
+}
+
+# a write that fails with EFBIG (RLIMIT_FSIZE: no root needed) in the middle of the weights
+disk_full_mid_file() {
+    expect_exit 2 env HF_HOME="$T_TMP/hf7" sh -c 'ulimit -f 100 && exec "$0" download acme/tiny -q' "$LORAC"
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "model.safetensors"; contains "$ERR_TXT" "File too large"
+    contains "$ERR_TXT" "of $(wc -c <"$HUBROOT/acme/tiny/model.safetensors") bytes"
+    contains "$ERR_TXT" "more bytes are needed"; contains "$ERR_TXT" ".incomplete"; contains "$ERR_TXT" "resumes"
+    sha=$(sha256sum "$HUBROOT/acme/tiny/model.safetensors" | cut -d' ' -f1)
+    blobs="$T_TMP/hf7/hub/models--acme--tiny/blobs"
+    [ -e "$blobs/$sha" ] && fail "a partial blob under its final name"
+    [ -s "$blobs/$sha.incomplete" ] || fail "the part written was not kept"
+    ls "$T_TMP"/hf7/hub/models--acme--tiny/snapshots/*/model.safetensors 2>/dev/null && fail "a pointer to a partial file"
+    expect_exit 0 env HF_HOME="$T_TMP/hf7" "$LORAC" download acme/tiny -q
+    HF_HOME="$T_TMP/hf7" check_layout model acme/tiny main --served "$HUBROOT/acme/tiny" --complete --files model.safetensors
+}
+
+no_etag_is_an_error() {
+    expect_exit 2 "$LORAC" download noetag/tiny -q
+    [ -n "$SHOW" ] && echo "$ERR_TXT"
+    one_line "$ERR_TXT"; contains "$ERR_TXT" "no ETag"
+    find "$HF_HOME/hub/models--noetag--tiny/blobs" -type f | grep -q . && fail "a blob without a name was written"
 }
 
 make_repo acme/tiny
+make_repo noetag/tiny
 make_repo broken/tiny
 make_repo flaky/tiny
 make_repo private/tiny
@@ -207,6 +217,9 @@ if start_server; then
     run_test prepare_from_hub
     run_test wrong_checksum_rejected
     run_test truncated_then_resumed
+    run_test disk_full_refused_up_front
+    run_test disk_full_mid_file
+    run_test no_etag_is_an_error
 else
     skip_all() { skip "python3 or the loopback server is not available"; }
     run_test skip_all
