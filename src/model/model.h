@@ -71,6 +71,11 @@ typedef struct lc_model lc_model;
  * config, and creates its CPU backend. *out is owned by the caller (lc_model_free).
  * Returns 0 or -1. */
 int lc_model_load(const char *dir, lc_model **out);
+/* lc_model_load on a named backend (lc_backend_new: "cpu", "cuda", "cuda:N", "auto"); on
+ * CUDA the frozen weights are copied to the card. Returns 0 or -1. */
+int lc_model_load_on(const char *dir, const char *device, lc_model **out);
+/* The device the model runs on, in words ("cpu", or the card's name). */
+const char *lc_model_device(const lc_model *m);
 void lc_model_free(lc_model *m);
 /* The model's config (owned by the model). */
 const lc_model_config *lc_model_cfg(const lc_model *m);

@@ -56,7 +56,7 @@ static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
  * the page cache allows, so the check is on what must be resident: adapters,
  * gradients, optimizer and activations, plus the weights when RAM holds them. */
 static int plan_memory(const lc_model_config *cfg, const lc_lora_config *lc,
-                       const lc_train_options *o, int64_t T) {
+                       const lc_train_options *o, int64_t T, bool on_cpu) {
     lc_memory_plan p;
     if (lc_model_memory_plan(cfg, lc, o->batch_size, T, o->grad_checkpoint, &p) != 0) return -1;
     printf("Memory plan (batch %lld x %lld tokens%s): weights %.2f GiB (mapped), adapters %.3f GiB, "
@@ -64,7 +64,7 @@ static int plan_memory(const lc_model_config *cfg, const lc_lora_config *lc,
            (long long)o->batch_size, (long long)T, o->grad_checkpoint ? ", checkpointing" : "",
            gib(p.weights), gib(p.adapters), gib(p.gradients), gib(p.optimizer), gib(p.activations),
            gib(p.total));
-    size_t avail = mem_available();
+    size_t avail = on_cpu ? mem_available() : 0; // on a GPU the activations live on the card
     size_t must = p.total - p.weights;
     if (avail && must > avail)
         return lc_fail("the run needs %.2f GiB besides the mapped weights and %.2f GiB are "
@@ -250,7 +250,7 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
 
     /* a Hub repo id resolves to its cached snapshot (downloaded when missing) */
     if (lc_hub_resolve_model(o->model, &model_dir) != 0 || lc_model_dir_check(model_dir) != 0 ||
-        lc_model_load(model_dir, &m) != 0 || lc_tokenizer_load_dir(model_dir, &t) != 0)
+        lc_model_load_on(model_dir, o->device, &m) != 0 || lc_tokenizer_load_dir(model_dir, &t) != 0)
         goto done;
     const lc_model_config *mc = lc_model_cfg(m);
     lc_data_options dopt = {o->mask_prompt, o->max_seq_length, chat_family};
@@ -296,7 +296,8 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     for (size_t i = 0; i < train.n; i++)
         if (lc_dataset_len(&train, i) > longest) longest = lc_dataset_len(&train, i);
     if ((int64_t)longest < T) T = (int64_t)longest;
-    if (plan_memory(mc, &lc, o, T) != 0) goto done;
+    printf("Device: %s\n", lc_model_device(m));
+    if (plan_memory(mc, &lc, o, T, !strcmp(lc_model_device(m), "cpu")) != 0) goto done;
 
     /* optimizer moments and gradient accumulators */
     rs.mom = xcalloc(rs.view.n ? rs.view.n : 1, sizeof *rs.mom);

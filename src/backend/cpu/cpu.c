@@ -55,6 +55,16 @@ static void cpu_copy_bytes(lc_backend *be, void *dst, const void *src, size_t by
     if (bytes) memcpy(dst, src, bytes);
 }
 
+static int cpu_sync(lc_backend *be) {
+    (void)be;
+    return 0;
+}
+
+static int cpu_weight(lc_backend *be, lc_wt *w) {
+    (void)be, (void)w; // products read the mapped weight in place
+    return 0;
+}
+
 static void cpu_free(lc_backend *be) {
     if (!be) return;
     lc_cpu *c = be->impl;
@@ -351,6 +361,9 @@ lc_backend *lc_backend_cpu_new(int threads) {
     be->upload = cpu_copy_bytes;
     be->download = cpu_copy_bytes;
     be->free = cpu_free;
+    be->alloc_shared = cpu_alloc;
+    be->sync = cpu_sync;
+    be->weight = cpu_weight;
     be->zero = cpu_zero;
     be->copy = cpu_copy;
     be->add = cpu_add;
