@@ -10,8 +10,9 @@
  * allocates; a benchmark program, so it prints errors and exits. --fp32 turns off bf16
  * products (lc_model_set_bf16_matmul), which are on by default where the CPU has them.
  * --device cuda runs on the card (bench/cuda_train.sh); --num-layers N adapts the last N
- * blocks only (default -1: all). The AdamW update runs on the host over the adapters'
- * shared memory; its time is reported apart (opt_s) and is part of step_s.
+ * blocks only (default -1: all). The AdamW update runs through the model's device
+ * (lc_model_adam; --host-optimizer: a loop on the host); its time is reported apart
+ * (opt_s) and is part of step_s.
  */
 #include <getopt.h>
 #include <math.h>
@@ -24,6 +25,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "model/model.h"
+#include "train/optim.h"
 
 static void die(void) {
     fprintf(stderr, "error: %s\n", lc_errmsg());
@@ -59,12 +61,13 @@ int main(int argc, char **argv) {
     const char *dir = NULL;
     int B = 4, T = 128, steps = 10, warmup = 2, rank = 16, decode = 0, ckpt = 0, fp32 = 0, nl = -1;
     const char *device = "cpu";
+    int host_opt = 0; // --host-optimizer: the AdamW loop on the host (the CPU bench's way)
     static const struct option opts[] = {{"model", 1, 0, 'm'},  {"batch", 1, 0, 'b'},
                                          {"seq", 1, 0, 't'},    {"steps", 1, 0, 's'},
                                          {"warmup", 1, 0, 'w'}, {"rank", 1, 0, 'r'},
                                          {"decode", 1, 0, 'd'}, {"checkpoint", 0, 0, 'c'},
                                          {"fp32", 0, 0, 'f'},   {"device", 1, 0, 'D'},
-                                         {"num-layers", 1, 0, 'L'},
+                                         {"num-layers", 1, 0, 'L'}, {"host-optimizer", 0, 0, 'H'},
                                          {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -80,6 +83,7 @@ int main(int argc, char **argv) {
         case 'f': fp32 = 1; break;
         case 'D': device = optarg; break;
         case 'L': nl = atoi(optarg); break;
+        case 'H': host_opt = 1; break;
         default:
             fprintf(stderr, "usage: bench_train --model DIR [--batch 4] [--seq 128] [--steps 10] "
                             "[--warmup 2] [--rank 16] [--decode N] [--checkpoint] [--fp32] "
@@ -104,7 +108,8 @@ int main(int argc, char **argv) {
     lc_lora_param *ps = lc_model_lora(m, &np);
     size_t nparam = 0;
     for (size_t i = 0; i < np; i++) nparam += (size_t)((ps[i].in + ps[i].out) * ps[i].r);
-    float *mom = xcalloc(2 * nparam, sizeof(float));
+    float *mom = lc_model_shared_alloc(m, 2 * nparam);
+    lc_adam_config acfg = lc_adam_defaults(LC_OPTIM_ADAMW);
 
     size_t N = (size_t)B * (size_t)T;
     int32_t *tok = xmalloc(N * sizeof *tok), *tgt = xmalloc(N * sizeof *tgt);
@@ -119,13 +124,19 @@ int main(int argc, char **argv) {
         if (lc_model_forward_backward(m, &bt, &loss, &ntok) < 0) die();
         double t_fb = lc_now();
         float *mm = mom;
+        lc_adam_args aa = lc_adam_args_make(&acfg, 1e-4, s + 1);
         for (size_t i = 0; i < np; i++) {
             size_t na = (size_t)(ps[i].in * ps[i].r), nb = (size_t)(ps[i].r * ps[i].out);
-            adamw(ps[i].a, ps[i].ga, mm, mm + na, na, s + 1, 1e-4f);
-            mm += 2 * na;
-            adamw(ps[i].b, ps[i].gb, mm, mm + nb, nb, s + 1, 1e-4f);
-            mm += 2 * nb;
+            if (host_opt) {
+                adamw(ps[i].a, ps[i].ga, mm, mm + na, na, s + 1, 1e-4f);
+                adamw(ps[i].b, ps[i].gb, mm + 2 * na, mm + 2 * na + nb, nb, s + 1, 1e-4f);
+            } else { // on the model's device (the card for --device cuda)
+                lc_model_adam(m, &aa, ps[i].a, ps[i].ga, mm, mm + na, na);
+                lc_model_adam(m, &aa, ps[i].b, ps[i].gb, mm + 2 * na, mm + 2 * na + nb, nb);
+            }
+            mm += 2 * na + 2 * nb;
         }
+        if (lc_model_sync(m) < 0) die();
         double t1 = lc_now() - t0;
         if (s >= warmup) dt[s - warmup] = t1, t_all += t1, t_opt += lc_now() - t_fb;
     }
@@ -160,7 +171,8 @@ int main(int argc, char **argv) {
            "\"opt_s\": %.5f, \"device\": \"%s\"}\n",
            bf16 ? "bf16" : "fp32", B, T, steps, nparam, med, t_all / steps, (double)N / med, (long long)ru.ru_maxrss * 1024,
            loss, dec_tps, t_opt / steps, lc_model_device(m));
-    free(dt), free(tok), free(tgt), free(mom);
+    free(dt), free(tok), free(tgt);
+    lc_model_shared_free(m, mom);
     lc_model_free(m);
     return 0;
 }

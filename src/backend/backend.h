@@ -34,6 +34,18 @@ typedef struct {
     int64_t rows, cols;
 } lc_wt;
 
+/* The constants of one Adam/AdamW update (torch.optim's arithmetic), made by
+ * train/optim.c's lc_adam_args_make. */
+typedef struct {
+    float step_size; // lr / (1 - beta1^t)
+    float bc2_sqrt;  // sqrt(1 - beta2^t)
+    float w1;        // 1 - beta1 (exp_avg.lerp_(grad, 1 - beta1))
+    float b2, w2;    // beta2, 1 - beta2
+    float eps, wd;   // epsilon; weight decay
+    float decay;     // AdamW: 1 - lr * wd
+    bool decoupled;  // AdamW (decay the parameter) rather than Adam (L2 on the gradient)
+} lc_adam_args;
+
 typedef struct lc_backend lc_backend;
 
 struct lc_backend {
@@ -71,6 +83,11 @@ struct lc_backend {
      * probability p, from a counter-based hash of (seed, i) (so forward and backward see
      * the same mask without storing it; its own backward is the same call on gradients). */
     void (*dropout)(lc_backend *be, float *out, const float *x, size_t n, float p, uint64_t seed);
+
+    /* One Adam/AdamW update in place of n parameters p with gradient g and moments m, v
+     * (shared or backend memory), lc_adam_update's arithmetic element for element. */
+    void (*adam)(lc_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                 const lc_adam_args *a);
 
     /* ---- matrix products ---- */
     /* out (N,O) = x (N,I) W^T + bias (O, may be NULL); += when accumulate. */

@@ -267,6 +267,21 @@ bool lc_model_set_bf16_matmul(lc_model *m, bool on) {
     return lc_backend_cpu_set_bf16(m->be, on);
 }
 
+float *lc_model_shared_alloc(lc_model *m, size_t n) {
+    return m->be->alloc_shared(m->be, n * sizeof(float));
+}
+
+void lc_model_shared_free(lc_model *m, float *p) { m->be->release(m->be, p); }
+
+void lc_model_adam(lc_model *m, const lc_adam_args *a, float *p, const float *g, float *mo, float *v,
+                   size_t n) {
+    m->be->adam(m->be, p, g, mo, v, n, a);
+}
+
+int lc_model_sync(lc_model *m) { return m->be->sync(m->be); }
+
+bool lc_model_on_cpu(const lc_model *m) { return !strcmp(m->be->name, "cpu"); }
+
 const char *lc_model_device(const lc_model *m) {
     return m->be->device_name ? m->be->device_name : m->be->name;
 }

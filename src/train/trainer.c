@@ -297,9 +297,10 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         if (lc_dataset_len(&train, i) > longest) longest = lc_dataset_len(&train, i);
     if ((int64_t)longest < T) T = (int64_t)longest;
     printf("Device: %s\n", lc_model_device(m));
-    if (plan_memory(mc, &lc, o, T, !strcmp(lc_model_device(m), "cpu")) != 0) goto done;
+    if (plan_memory(mc, &lc, o, T, lc_model_on_cpu(m)) != 0) goto done;
 
-    /* optimizer moments and gradient accumulators */
+    /* optimizer moments and gradient accumulators, where the model's device reaches them
+     * (CPU: plain memory; CUDA: shared memory, updated on the card) */
     rs.mom = xcalloc(rs.view.n ? rs.view.n : 1, sizeof *rs.mom);
     size_t np = 0;
     lc_lora_param *lp = lc_model_lora(m, &np);
@@ -307,13 +308,13 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     for (size_t i = 0; i < rs.view.n; i++) {
         size_t na = (size_t)(rs.view.t[i].in * rs.view.t[i].r);
         size_t nb = (size_t)(rs.view.t[i].r * rs.view.t[i].out);
-        rs.mom[i].m_a = xcalloc(na, sizeof(float));
-        rs.mom[i].v_a = xcalloc(na, sizeof(float));
-        rs.mom[i].m_b = xcalloc(nb, sizeof(float));
-        rs.mom[i].v_b = xcalloc(nb, sizeof(float));
+        rs.mom[i].m_a = lc_model_shared_alloc(m, na);
+        rs.mom[i].v_a = lc_model_shared_alloc(m, na);
+        rs.mom[i].m_b = lc_model_shared_alloc(m, nb);
+        rs.mom[i].v_b = lc_model_shared_alloc(m, nb);
         if (o->grad_accumulation_steps > 1) {
-            accum[2 * i] = xcalloc(na, sizeof(float));
-            accum[2 * i + 1] = xcalloc(nb, sizeof(float));
+            accum[2 * i] = lc_model_shared_alloc(m, na);
+            accum[2 * i + 1] = lc_model_shared_alloc(m, nb);
         }
     }
     lc_train_options_to_json(o, &cfg);
@@ -394,13 +395,20 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         }
         if (o->clip_grad_norm > 0) lc_clip_grad_norm(g, gn, 2 * np, o->clip_grad_norm);
         double lr = lc_schedule_lr(&o->lr_schedule, o->learning_rate, step);
+        lc_adam_args aa = lc_adam_args_make(adam, lr, step + 1);
         for (size_t i = 0; i < np; i++) {
-            lc_adam_update(adam, lr, step + 1, lp[i].a, g[2 * i], rs.mom[i].m_a, rs.mom[i].v_a, gn[2 * i]);
-            lc_adam_update(adam, lr, step + 1, lp[i].b, g[2 * i + 1], rs.mom[i].m_b, rs.mom[i].v_b,
-                           gn[2 * i + 1]);
+            if (lc_model_on_cpu(m)) {
+                lc_adam_update(adam, lr, step + 1, lp[i].a, g[2 * i], rs.mom[i].m_a, rs.mom[i].v_a, gn[2 * i]);
+                lc_adam_update(adam, lr, step + 1, lp[i].b, g[2 * i + 1], rs.mom[i].m_b, rs.mom[i].v_b,
+                               gn[2 * i + 1]);
+            } else {
+                lc_model_adam(m, &aa, lp[i].a, g[2 * i], rs.mom[i].m_a, rs.mom[i].v_a, gn[2 * i]);
+                lc_model_adam(m, &aa, lp[i].b, g[2 * i + 1], rs.mom[i].m_b, rs.mom[i].v_b, gn[2 * i + 1]);
+            }
         }
         free(g);
         free(gn);
+        if (lc_model_sync(m) != 0) goto done; // the host reads the adapters (saves) from here
         step = it;
         loss_sum += step_loss / (double)acc;
         loss_steps++;
@@ -470,8 +478,9 @@ done:
     free(model_dir);
     if (rs.mom) {
         for (size_t i = 0; i < rs.view.n; i++) {
-            free(rs.mom[i].m_a), free(rs.mom[i].v_a), free(rs.mom[i].m_b), free(rs.mom[i].v_b);
-            if (accum) free(accum[2 * i]), free(accum[2 * i + 1]);
+            lc_model_shared_free(m, rs.mom[i].m_a), lc_model_shared_free(m, rs.mom[i].v_a);
+            lc_model_shared_free(m, rs.mom[i].m_b), lc_model_shared_free(m, rs.mom[i].v_b);
+            if (accum) lc_model_shared_free(m, accum[2 * i]), lc_model_shared_free(m, accum[2 * i + 1]);
         }
         free(rs.mom);
     }

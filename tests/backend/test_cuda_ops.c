@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "harness.h"
+#include "train/optim.h"
 
 static lc_backend *cpu, *gpu;
 static uint64_t rs;
@@ -367,6 +368,26 @@ static void test_attention(void) {
     check_attention(1, 20, 2, 1, 256); // the largest head_dim
 }
 
+static void test_adam(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    size_t n = 70001;
+    for (int k = 0; k < 2; k++) {
+        lc_adam_config c = lc_adam_defaults(k ? LC_OPTIM_ADAMW : LC_OPTIM_ADAM);
+        c.weight_decay = k ? 0.05 : 0.01;
+        float *p = rnd(n, 1), *g = rnd(n, 0.1f), *m = rnd(n, 0.01f), *v = rnd(n, 1e-3f);
+        for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+        float *dp = up(p, n * 4), *dg = up(g, n * 4), *dm = up(m, n * 4), *dv = up(v, n * 4);
+        lc_adam_args a = lc_adam_args_make(&c, 3e-4, 7);
+        lc_adam_update(&c, 3e-4, 7, p, g, m, v, n); // the trainer's CPU update
+        gpu->adam(gpu, dp, dg, dm, dv, n, &a);
+        expect(k ? "adamw (vs lc_adam_update) p" : "adam (vs lc_adam_update) p", dp, p, n, 1e-7);
+        expect("  m", dm, m, n, 1e-7);
+        expect("  v", dv, v, n, 1e-7);
+        free(p), free(g), free(m), free(v);
+        gpu->release(gpu, dp), gpu->release(gpu, dg), gpu->release(gpu, dm), gpu->release(gpu, dv);
+    }
+}
+
 static void test_errors(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     // a dtype the card cannot multiply is one clear error
@@ -390,6 +411,7 @@ int main(void) {
     RUN(test_norm_rope_swiglu);
     RUN(test_cross_entropy);
     RUN(test_attention);
+    RUN(test_adam);
     RUN(test_errors);
     if (gpu) gpu->free(gpu);
     cpu->free(cpu);

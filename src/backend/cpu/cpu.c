@@ -116,6 +116,23 @@ static void cpu_dropout(lc_backend *be, float *out, const float *x, size_t n, fl
     for (size_t i = 0; i < n; i++) out[i] = (mix64(seed, i) >> 40) >= thresh ? x[i] * keep : 0.0f;
 }
 
+static void cpu_adam(lc_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                     const lc_adam_args *a) {
+    int nt = ((lc_cpu *)be->impl)->nt;
+#pragma omp parallel for num_threads(nt) schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        if (a->wd != 0) {
+            if (a->decoupled) p[i] *= a->decay;
+            else gi = gi + a->wd * p[i];
+        }
+        m[i] = m[i] + a->w1 * (gi - m[i]);
+        v[i] = v[i] * a->b2 + a->w2 * (gi * gi);
+        float denom = sqrtf(v[i]) / a->bc2_sqrt + a->eps;
+        p[i] = p[i] + (-a->step_size) * (m[i] / denom);
+    }
+}
+
 /* ------------------------------------------------------------ layers */
 
 static void cpu_embedding(lc_backend *be, float *out, const int32_t *tokens, const lc_wt *table,
@@ -369,6 +386,7 @@ lc_backend *lc_backend_cpu_new(int threads) {
     be->add = cpu_add;
     be->axpy = cpu_axpy;
     be->dropout = cpu_dropout;
+    be->adam = cpu_adam;
     be->matmul = lc_cpu_matmul;
     be->matmul_dx = lc_cpu_matmul_dx;
     be->gemm = lc_cpu_gemm;

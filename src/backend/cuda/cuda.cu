@@ -240,6 +240,29 @@ static void cu_dropout(lc_backend *be, float *out, const float *x, size_t n, flo
     LC_LAUNCHED(impl(be));
 }
 
+/* lc_adam_update's arithmetic (no fused multiply-adds, so the card rounds as the CPU). */
+__global__ void k_adam(float *p, const float *g, float *m, float *v, size_t n, lc_adam_args a) {
+    GRID_STRIDE(i, n) {
+        float gi = g[i], pi = p[i];
+        if (a.wd != 0.0f) {
+            if (a.decoupled) pi = __fmul_rn(pi, a.decay);
+            else gi = __fadd_rn(gi, __fmul_rn(a.wd, pi));
+        }
+        float mi = __fadd_rn(m[i], __fmul_rn(a.w1, __fsub_rn(gi, m[i])));
+        float vi = __fadd_rn(__fmul_rn(v[i], a.b2), __fmul_rn(a.w2, __fmul_rn(gi, gi)));
+        float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), a.bc2_sqrt), a.eps);
+        m[i] = mi, v[i] = vi;
+        p[i] = __fadd_rn(pi, __fmul_rn(-a.step_size, __fdiv_rn(mi, denom)));
+    }
+}
+
+static void cu_adam(lc_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                    const lc_adam_args *a) {
+    if (!n) return;
+    k_adam<<<blocks_for(n), 256>>>(p, g, m, v, n, *a);
+    LC_LAUNCHED(impl(be));
+}
+
 /* ------------------------------------------------------------ products */
 
 __global__ void k_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n) {
@@ -559,6 +582,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->add = cu_add;
     be->axpy = cu_axpy;
     be->dropout = cu_dropout;
+    be->adam = cu_adam;
     be->matmul = cu_matmul;
     be->matmul_dx = cu_matmul_dx;
     be->gemm = cu_gemm;
