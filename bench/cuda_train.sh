@@ -108,7 +108,7 @@ def train_row(label, a, b, T, nl, per_step):
         return v, "%.1f GiB" % j["mem_gib"], "%.1f%%" % (100 * f * j["tokens_per_s"] / PEAK)
     ca, cb = cell(la), cell(pb)
     ratio = "%.2fx" % (la["tokens_per_s"] / pb["tokens_per_s"]) if la and pb else ""
-    extra = " (optimizer on the host: %.1f ms)" % (la["opt_s"] * 1e3) if la else ""
+    extra = " (optimizer %.1f ms)" % (la["opt_s"] * 1e3) if la else ""
     rows.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (label, ca[0] + extra, cb[0], ratio, ca[1], cb[1], ca[2], cb[2]))
 train_row("recipe: last 16 blocks, batch 2 x 68", "lorac-recipe", "peft-recipe", 68, 16, True)
 train_row("all 32 blocks, batch 8 x 512", "lorac-8x512", "peft-8x512", 512, -1, False)
