@@ -15,6 +15,21 @@ LDLIBS   := -lcjson -lyaml -lpcre2-8 -lutf8proc -lopenblas -lcurl -lm -lpthread
 
 LIB_SRC  := $(shell find src -name '*.c' ! -name main.c ! -path 'src/backend/cuda/*' | sort)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+
+# The CUDA backend (src/backend/cuda/*.cu) is built when nvcc is found (make NVCC= turns
+# it off): machine code for Ampere (sm_80, sm_86), Ada (sm_89) and Hopper (sm_90), plus
+# sm_90 PTX for newer cards. Without nvcc the build is the CPU-only one.
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+ifneq ($(strip $(NVCC)),)
+CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(realpath $(NVCC))))
+CUDA_ARCH ?= -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_86,code=sm_86 \
+             -gencode=arch=compute_89,code=sm_89 -gencode=arch=compute_90,code=[sm_90,compute_90]
+NVFLAGS  := -O3 -std=c++17 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -MMD -MP
+CU_SRC   := $(shell find src/backend/cuda -name '*.cu' | sort)
+CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/%.o)
+CUDA_DEF := -DLC_HAVE_CUDA
+LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcublasLt -lcudart -lstdc++
+endif
 TEST_SRC := $(shell find tests -name 'test_*.c' | sort)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
@@ -31,9 +46,13 @@ deps:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CUDA_DEF) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/liblorac.a: $(LIB_OBJ)
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(CPPFLAGS) $(NVFLAGS) -c $< -o $@
+
+$(BUILD)/liblorac.a: $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -84,4 +103,4 @@ clean:
 
 .SECONDARY:
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/src/main.d $(LIB_SRC:%.c=build-fuzz/%.d)
+-include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(BUILD)/src/main.d $(LIB_SRC:%.c=build-fuzz/%.d)

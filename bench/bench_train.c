@@ -9,6 +9,10 @@
  * tokens/s (batch 1, greedy, N new tokens after a 16-token prompt). Owns everything it
  * allocates; a benchmark program, so it prints errors and exits. --fp32 turns off bf16
  * products (lc_model_set_bf16_matmul), which are on by default where the CPU has them.
+ * --device cuda runs on the card (bench/cuda_train.sh); --num-layers N adapts the last N
+ * blocks only (default -1: all). The AdamW update runs through the model's device
+ * (lc_model_adam; --host-optimizer: a loop on the host); its time is reported apart
+ * (opt_s) and is part of step_s.
  */
 #include <getopt.h>
 #include <math.h>
@@ -21,6 +25,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "model/model.h"
+#include "train/optim.h"
 
 static void die(void) {
     fprintf(stderr, "error: %s\n", lc_errmsg());
@@ -54,12 +59,15 @@ static void adamw(float *w, const float *g, float *m1, float *m2, size_t n, int 
 
 int main(int argc, char **argv) {
     const char *dir = NULL;
-    int B = 4, T = 128, steps = 10, warmup = 2, rank = 16, decode = 0, ckpt = 0, fp32 = 0;
+    int B = 4, T = 128, steps = 10, warmup = 2, rank = 16, decode = 0, ckpt = 0, fp32 = 0, nl = -1;
+    const char *device = "cpu";
+    int host_opt = 0; // --host-optimizer: the AdamW loop on the host (the CPU bench's way)
     static const struct option opts[] = {{"model", 1, 0, 'm'},  {"batch", 1, 0, 'b'},
                                          {"seq", 1, 0, 't'},    {"steps", 1, 0, 's'},
                                          {"warmup", 1, 0, 'w'}, {"rank", 1, 0, 'r'},
                                          {"decode", 1, 0, 'd'}, {"checkpoint", 0, 0, 'c'},
-                                         {"fp32", 0, 0, 'f'},
+                                         {"fp32", 0, 0, 'f'},   {"device", 1, 0, 'D'},
+                                         {"num-layers", 1, 0, 'L'}, {"host-optimizer", 0, 0, 'H'},
                                          {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -73,9 +81,13 @@ int main(int argc, char **argv) {
         case 'd': decode = atoi(optarg); break;
         case 'c': ckpt = 1; break;
         case 'f': fp32 = 1; break;
+        case 'D': device = optarg; break;
+        case 'L': nl = atoi(optarg); break;
+        case 'H': host_opt = 1; break;
         default:
             fprintf(stderr, "usage: bench_train --model DIR [--batch 4] [--seq 128] [--steps 10] "
-                            "[--warmup 2] [--rank 16] [--decode N] [--checkpoint] [--fp32]\n");
+                            "[--warmup 2] [--rank 16] [--decode N] [--checkpoint] [--fp32] "
+                            "[--device cpu|cuda] [--num-layers N]\n");
             return 2;
         }
     }
@@ -84,11 +96,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     lc_model *m;
-    if (lc_model_load(dir, &m) < 0) die();
+    if (lc_model_load_on(dir, device, &m) < 0) die();
     const lc_model_config *c = lc_model_cfg(m);
     lc_lora_config lc;
     lc_lora_config_default(&lc);
-    lc.rank = rank, lc.scale = 2.0f, lc.dropout = 0.0f, lc.keys = LC_KEYS_ALL, lc.num_layers = -1;
+    lc.rank = rank, lc.scale = 2.0f, lc.dropout = 0.0f, lc.keys = LC_KEYS_ALL, lc.num_layers = nl;
     if (lc_model_add_lora(m, &lc, 1) < 0) die();
     lc_model_set_grad_checkpoint(m, ckpt != 0);
     bool bf16 = lc_model_set_bf16_matmul(m, !fp32);
@@ -96,12 +108,13 @@ int main(int argc, char **argv) {
     lc_lora_param *ps = lc_model_lora(m, &np);
     size_t nparam = 0;
     for (size_t i = 0; i < np; i++) nparam += (size_t)((ps[i].in + ps[i].out) * ps[i].r);
-    float *mom = xcalloc(2 * nparam, sizeof(float));
+    float *mom = lc_model_shared_alloc(m, 2 * nparam);
+    lc_adam_config acfg = lc_adam_defaults(LC_OPTIM_ADAMW);
 
     size_t N = (size_t)B * (size_t)T;
     int32_t *tok = xmalloc(N * sizeof *tok), *tgt = xmalloc(N * sizeof *tgt);
     uint64_t seed = 42;
-    double *dt = xmalloc((size_t)steps * sizeof *dt), loss = 0, t_all = 0;
+    double *dt = xmalloc((size_t)steps * sizeof *dt), loss = 0, t_all = 0, t_opt = 0;
     int64_t ntok;
     for (int s = 0; s < warmup + steps; s++) {
         for (size_t i = 0; i < N; i++) tok[i] = (int32_t)(rnd(&seed) % (uint64_t)c->vocab_size);
@@ -109,16 +122,23 @@ int main(int argc, char **argv) {
         lc_batch bt = {B, T, tok, tgt, (uint64_t)s};
         double t0 = lc_now();
         if (lc_model_forward_backward(m, &bt, &loss, &ntok) < 0) die();
+        double t_fb = lc_now();
         float *mm = mom;
+        lc_adam_args aa = lc_adam_args_make(&acfg, 1e-4, s + 1);
         for (size_t i = 0; i < np; i++) {
             size_t na = (size_t)(ps[i].in * ps[i].r), nb = (size_t)(ps[i].r * ps[i].out);
-            adamw(ps[i].a, ps[i].ga, mm, mm + na, na, s + 1, 1e-4f);
-            mm += 2 * na;
-            adamw(ps[i].b, ps[i].gb, mm, mm + nb, nb, s + 1, 1e-4f);
-            mm += 2 * nb;
+            if (host_opt) {
+                adamw(ps[i].a, ps[i].ga, mm, mm + na, na, s + 1, 1e-4f);
+                adamw(ps[i].b, ps[i].gb, mm + 2 * na, mm + 2 * na + nb, nb, s + 1, 1e-4f);
+            } else { // on the model's device (the card for --device cuda)
+                lc_model_adam(m, &aa, ps[i].a, ps[i].ga, mm, mm + na, na);
+                lc_model_adam(m, &aa, ps[i].b, ps[i].gb, mm + 2 * na, mm + 2 * na + nb, nb);
+            }
+            mm += 2 * na + 2 * nb;
         }
+        if (lc_model_sync(m) < 0) die();
         double t1 = lc_now() - t0;
-        if (s >= warmup) dt[s - warmup] = t1, t_all += t1;
+        if (s >= warmup) dt[s - warmup] = t1, t_all += t1, t_opt += lc_now() - t_fb;
     }
     qsort(dt, (size_t)steps, sizeof *dt, cmp_double);
     double med = dt[steps / 2];
@@ -147,10 +167,12 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"impl\": \"lorac-%s\", \"B\": %d, \"T\": %d, \"steps\": %d, \"lora_params\": %zu, "
            "\"step_s\": %.5f, \"mean_step_s\": %.5f, \"tokens_per_s\": %.2f, "
-           "\"peak_rss_bytes\": %lld, \"loss\": %.5f, \"decode_tokens_per_s\": %.3f}\n",
+           "\"peak_rss_bytes\": %lld, \"loss\": %.5f, \"decode_tokens_per_s\": %.3f, "
+           "\"opt_s\": %.5f, \"device\": \"%s\"}\n",
            bf16 ? "bf16" : "fp32", B, T, steps, nparam, med, t_all / steps, (double)N / med, (long long)ru.ru_maxrss * 1024,
-           loss, dec_tps);
-    free(dt), free(tok), free(tgt), free(mom);
+           loss, dec_tps, t_opt / steps, lc_model_device(m));
+    free(dt), free(tok), free(tgt);
+    lc_model_shared_free(m, mom);
     lc_model_free(m);
     return 0;
 }

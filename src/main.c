@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "cmd/cmd.h"
 
 static const lc_command COMMANDS[] = {
@@ -40,7 +41,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(name, "--version")) {
-        printf("lorac %s (backends: cpu)\n", LORAC_VERSION);
+        printf("lorac %s (backends: %s)\n", LORAC_VERSION, lc_backend_list());
         return 0;
     }
     for (int i = 0; i < N_COMMANDS; i++)

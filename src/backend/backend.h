@@ -13,7 +13,9 @@
  * H heads, KV kv-heads, D head dim, V vocab.
  *
  * This header owns no memory; a backend owns its scratch buffers and frees them in
- * ->free. Operations do not fail (sizes are checked by the model before calling).
+ * ->free. Operations do not fail (sizes are checked by the model before calling); a
+ * backend whose device can fail (CUDA) records the first error and reports it at the
+ * next ->sync, which the model calls at the end of every step.
  */
 #ifndef LC_BACKEND_H
 #define LC_BACKEND_H
@@ -32,10 +34,23 @@ typedef struct {
     int64_t rows, cols;
 } lc_wt;
 
+/* The constants of one Adam/AdamW update (torch.optim's arithmetic), made by
+ * train/optim.c's lc_adam_args_make. */
+typedef struct {
+    float step_size; // lr / (1 - beta1^t)
+    float bc2_sqrt;  // sqrt(1 - beta2^t)
+    float w1;        // 1 - beta1 (exp_avg.lerp_(grad, 1 - beta1))
+    float b2, w2;    // beta2, 1 - beta2
+    float eps, wd;   // epsilon; weight decay
+    float decay;     // AdamW: 1 - lr * wd
+    bool decoupled;  // AdamW (decay the parameter) rather than Adam (L2 on the gradient)
+} lc_adam_args;
+
 typedef struct lc_backend lc_backend;
 
 struct lc_backend {
     const char *name;
+    const char *device_name; // the device in words (CUDA: the card's name; CPU: NULL)
     void *impl;
     int threads;
 
@@ -45,6 +60,19 @@ struct lc_backend {
     void (*upload)(lc_backend *be, void *dst, const void *host, size_t bytes);
     void (*download)(lc_backend *be, void *host, const void *src, size_t bytes);
     void (*free)(lc_backend *be); // frees the backend itself
+    /* Memory that both the host and the backend read and write (LoRA weights and
+     * gradients, which the optimizer and the adapter files touch from the host): zeroed;
+     * the host may touch it only after ->sync. CPU: alloc; CUDA: managed memory. Freed
+     * with release. */
+    void *(*alloc_shared)(lc_backend *be, size_t bytes);
+    /* Waits for the queued work. Returns 0, or -1 (lc_fail) with the first error any
+     * operation met since the last sync (CUDA: a failed launch or library call). */
+    int (*sync)(lc_backend *be);
+    /* Makes a frozen weight usable by this backend's products and embedding: CPU: leaves
+     * it as it is (the mapped file); CUDA: copies it to the card once (F16 widened to F32;
+     * owned by the backend, freed with it) and points w->data there. Returns 0 or -1
+     * (out of device memory; a dtype the backend cannot multiply). */
+    int (*weight)(lc_backend *be, lc_wt *w);
 
     /* ---- elementwise ---- */
     void (*zero)(lc_backend *be, float *x, size_t n);                            // x = 0
@@ -55,6 +83,11 @@ struct lc_backend {
      * probability p, from a counter-based hash of (seed, i) (so forward and backward see
      * the same mask without storing it; its own backward is the same call on gradients). */
     void (*dropout)(lc_backend *be, float *out, const float *x, size_t n, float p, uint64_t seed);
+
+    /* One Adam/AdamW update in place of n parameters p with gradient g and moments m, v
+     * (shared or backend memory), lc_adam_update's arithmetic element for element. */
+    void (*adam)(lc_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                 const lc_adam_args *a);
 
     /* ---- matrix products ---- */
     /* out (N,O) = x (N,I) W^T + bias (O, may be NULL); += when accumulate. */
@@ -114,5 +147,18 @@ lc_backend *lc_backend_cpu_new(int threads);
  * with float32 accumulation (PyTorch's bf16 arithmetic; about twice the speed), where the
  * CPU has AVX512-BF16; off: float32. Returns whether bf16 products are now on. */
 bool lc_backend_cpu_set_bf16(lc_backend *be, bool on);
+
+/* A CUDA backend on GPU `device` (src/backend/cuda; only in builds made with nvcc).
+ * Products with BF16 weights round activations to bf16 and run in cuBLAS with float32
+ * accumulation; F32 weights run in float32 (SGEMM). NULL (lc_fail) when there is no
+ * usable GPU or driver. */
+lc_backend *lc_backend_cuda_new(int device);
+
+/* A backend by name (src/backend/select.c): "cpu", "cuda" or "cuda:N" (GPU N), "auto"
+ * (cuda when this build has it and a GPU answers, else cpu). NULL (lc_fail) when the
+ * named one cannot be made (unknown name, no CUDA in this build, no GPU). */
+lc_backend *lc_backend_new(const char *device);
+/* The backends this build has, e.g. "cpu, cuda". */
+const char *lc_backend_list(void);
 
 #endif

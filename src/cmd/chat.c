@@ -23,6 +23,7 @@ static void usage(FILE *f) {
             "An interactive session: type a question, get a streamed answer; 'quit' or 'exit' ends.\n\n"
             "  --model DIR            model folder\n"
             "  --adapter-path PATH    LoRA adapters (mlx-lm or PEFT folder, or a .safetensors)\n"
+            LC_DEVICE_HELP
             "  --prefix TEXT          put TEXT before every question (e.g. the recipe's\n"
             "                         'Write the RISC-V assembly instruction for the following operation:\\n')\n"
             "  --system-prompt TEXT   a system message\n"
@@ -46,8 +47,10 @@ int cmd_chat(int argc, char **argv) {
         {"prefix", required_argument, 0, 'x'},     {"system-prompt", required_argument, 0, 's'},
         {"no-history", no_argument, 0, 'H'},       {"max-tokens", required_argument, 0, 'n'},
         LC_SAMPLE_OPTIONS,                         {"chat-template", required_argument, 0, 'c'},
-        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+        LC_DEVICE_OPTION,                          {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     const char *model = NULL, *adapters = NULL, *prefix = "", *system = NULL, *chat = NULL;
+    const char *device = NULL;
     long long max_tokens = 256;
     bool history = true;
     lc_sample_config sc = lc_sample_defaults();
@@ -60,6 +63,7 @@ int cmd_chat(int argc, char **argv) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'a': adapters = optarg; break;
+        case 'D': device = optarg; break;
         case 'x': prefix = optarg; break;
         case 's': system = optarg; break;
         case 'H': history = false; break;
@@ -82,7 +86,7 @@ int cmd_chat(int argc, char **argv) {
     }
     lc_model *m;
     lc_tokenizer *t;
-    if (lc_cmd_load_model(model, adapters, &m, &t) != 0) return lc_cmd_fail();
+    if (lc_cmd_load_model(model, adapters, device, &m, &t) != 0) return lc_cmd_fail();
     lc_chat_family fam;
     if (lc_cmd_chat_family(t, chat, &fam) != 0) {
         lc_tokenizer_free(t);

@@ -37,10 +37,16 @@ int lc_cmd_parse_float(const char *s, const char *name, float *out);
 int lc_cmd_parse_size(const char *s, size_t *out);
 /* Appends all of a stream to b. */
 void lc_cmd_slurp(FILE *f, lc_buf *b);
-/* Loads a model folder, its tokenizer and (adapter_path may be NULL) adapters of either
- * layout; checks that they fit together. Returns 0 or -1. */
-int lc_cmd_load_model(const char *model_dir, const char *adapter_path, lc_model **m,
-                      lc_tokenizer **t);
+/* Loads a model folder onto `device` (lc_backend_new's names; NULL: "auto"), its
+ * tokenizer and (adapter_path may be NULL) adapters of either layout; checks that they
+ * fit together. Returns 0 or -1. */
+int lc_cmd_load_model(const char *model_dir, const char *adapter_path, const char *device,
+                      lc_model **m, lc_tokenizer **t);
+/* The --device option's getopt_long entry (short code 'D') and help line. */
+#define LC_DEVICE_OPTION {"device", required_argument, 0, 'D'}
+#define LC_DEVICE_HELP                                                                             \
+    "  --device DEV            cpu, cuda or cuda:N (default: cuda when built in and a GPU "           \
+    "answers, else cpu)\n"
 /* The chat family: `name` when given, else detected from the tokenizer's chat_template.
  * Returns 0 or -1 (telling to pass --chat-template). */
 int lc_cmd_chat_family(const lc_tokenizer *t, const char *name, lc_chat_family *f);

@@ -20,6 +20,7 @@ static void usage(FILE *f) {
                "Loss and perplexity of a data split (every example, token-weighted).\n\n"
                "  --model DIR            model folder\n"
                "  --adapter-path PATH    LoRA adapters (mlx-lm or PEFT folder, or a .safetensors)\n"
+               LC_DEVICE_HELP
                "  --data DIR             folder with train/valid/test.jsonl\n"
                "  --split NAME           train, valid or test (default valid)\n"
                "  --mask-prompt          score only the completions\n"
@@ -37,8 +38,9 @@ int cmd_eval(int argc, char **argv) {
         {"mask-prompt", no_argument, 0, 'k'},   {"batch-size", required_argument, 0, 'b'},
         {"max-seq-length", required_argument, 0, 'L'}, {"chat-template", required_argument, 0, 'c'},
         {"json", no_argument, 0, 'j'},          {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        LC_DEVICE_OPTION,                       {0, 0, 0, 0}};
     const char *model = NULL, *adapters = NULL, *data = NULL, *split = "valid", *chat = NULL;
+    const char *device = NULL;
     long long B = 4, L = 2048;
     bool mask = false, json = false;
     int c;
@@ -47,6 +49,7 @@ int cmd_eval(int argc, char **argv) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'a': adapters = optarg; break;
+        case 'D': device = optarg; break;
         case 'd': data = optarg; break;
         case 's': split = optarg; break;
         case 'k': mask = true; break;
@@ -74,7 +77,7 @@ int cmd_eval(int argc, char **argv) {
     }
     lc_model *m;
     lc_tokenizer *t;
-    if (lc_cmd_load_model(model, adapters, &m, &t) != 0) return lc_cmd_fail();
+    if (lc_cmd_load_model(model, adapters, device, &m, &t) != 0) return lc_cmd_fail();
     char name[32];
     snprintf(name, sizeof name, "%s.jsonl", split);
     char *path = lc_path_join(data, name);

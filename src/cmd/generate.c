@@ -24,6 +24,7 @@ static void usage(FILE *f) {
             "Generates an answer to one prompt, streaming it to the terminal.\n\n"
             "  --model DIR             model folder\n"
             "  --adapter-path PATH     LoRA adapters (mlx-lm or PEFT folder, or a .safetensors)\n"
+            LC_DEVICE_HELP
             "  --prompt TEXT           the prompt ('-' reads standard input)\n"
             "  --system-prompt TEXT    a system message before the prompt\n"
             "  --max-tokens N          at most N new tokens (default 100)\n"
@@ -58,8 +59,10 @@ int cmd_generate(int argc, char **argv) {
         {"max-tokens", required_argument, 0, 'n'},  LC_SAMPLE_OPTIONS,
         {"chat-template", required_argument, 0, 'c'}, {"ignore-chat-template", no_argument, 0, 'r'},
         {"json", no_argument, 0, 'j'},              {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
+        LC_DEVICE_OPTION,                           {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     const char *model = NULL, *adapters = NULL, *prompt = NULL, *system = NULL, *chat = NULL;
+    const char *device = NULL;
     long long max_tokens = 100;
     bool raw = false, json = false, verbose = false;
     lc_sample_config sc = lc_sample_defaults();
@@ -72,6 +75,7 @@ int cmd_generate(int argc, char **argv) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'a': adapters = optarg; break;
+        case 'D': device = optarg; break;
         case 'p': prompt = optarg; break;
         case 's': system = optarg; break;
         case 'n':
@@ -97,7 +101,7 @@ int cmd_generate(int argc, char **argv) {
     }
     lc_model *m;
     lc_tokenizer *t;
-    if (lc_cmd_load_model(model, adapters, &m, &t) != 0) {
+    if (lc_cmd_load_model(model, adapters, device, &m, &t) != 0) {
         lc_buf_free(&in);
         return lc_cmd_fail();
     }

@@ -70,6 +70,7 @@ int lc_model_step(lc_model *m, lc_kv_cache *kv, const int32_t *tokens, int64_t n
     be->rmsnorm(be, a->xnf, a->rstdf, last, m->norm_f, 1, C, (float)m->cfg.rms_norm_eps);
     be->matmul(be, a->logits, a->xnf, &m->lm_head, NULL, 1, false);
     be->download(be, logits, a->logits, (size_t)V * sizeof(float));
+    if (be->sync(be) != 0) return -1;
     kv->len += n;
     return 0;
 }

@@ -58,8 +58,9 @@ int lc_model_add_lora(lc_model *m, const lc_lora_config *c, uint64_t seed) {
             }
     lc_backend *be = m->be;
     m->params = xcalloc(n, sizeof *m->params);
-    m->lora_mem = be->alloc(be, floats * sizeof(float));
-    m->grad_mem = be->alloc(be, floats * sizeof(float));
+    // the host initialises, loads, saves and updates these: memory both sides reach
+    m->lora_mem = be->alloc_shared(be, floats * sizeof(float));
+    m->grad_mem = be->alloc_shared(be, floats * sizeof(float));
     size_t i = 0, off = 0;
     for (int l = m->first; l < L; l++)
         for (int k = 0; k < LC_NKEYS; k++) {

@@ -166,10 +166,12 @@ static const lc_tensor *need(lc_model *m, const char *name, const char *dir) {
     return t;
 }
 
+/* A frozen weight, made usable by the backend (on the card for CUDA). */
 static int wt_of(lc_model *m, const char *name, const char *dir, lc_wt *w) {
     const lc_tensor *t = need(m, name, dir);
     if (!t) return -1;
     w->data = t->data, w->dtype = t->dtype, w->rows = t->shape[0], w->cols = t->ndim > 1 ? t->shape[1] : 1;
+    if (m->be->weight(m->be, w) != 0) return lc_fail_prefix("%s: %s", dir, name);
     return 0;
 }
 
@@ -185,19 +187,22 @@ static float *vec_of(lc_model *m, const char *name, const char *dir) {
     return d;
 }
 
-int lc_model_load(const char *dir, lc_model **out) {
+int lc_model_load(const char *dir, lc_model **out) { return lc_model_load_on(dir, "cpu", out); }
+
+int lc_model_load_on(const char *dir, const char *device, lc_model **out) {
     *out = NULL;
     lc_model *m = xcalloc(1, sizeof *m);
     if (lc_config_load(&m->cfg, dir) < 0 || lc_st_open(&m->st, dir) < 0 ||
-        lc_config_check_weights(&m->cfg, &m->st, dir) < 0) {
+        lc_config_check_weights(&m->cfg, &m->st, dir) < 0 || !(m->be = lc_backend_new(device))) {
         lc_model_free(m);
         return -1;
     }
     const lc_model_config *c = &m->cfg;
-    m->be = lc_backend_cpu_new(0);
-    /* LORAC_MATMUL=fp32 keeps every product in float32 (exact fp32 math over bf16 weights) */
-    const char *mm = getenv("LORAC_MATMUL");
-    lc_backend_cpu_set_bf16(m->be, !(mm && !strcmp(mm, "fp32")));
+    if (!strcmp(m->be->name, "cpu")) {
+        /* LORAC_MATMUL=fp32 keeps every product in float32 (exact fp32 math over bf16 weights) */
+        const char *mm = getenv("LORAC_MATMUL");
+        lc_backend_cpu_set_bf16(m->be, !(mm && !strcmp(mm, "fp32")));
+    }
     int L = (int)c->num_hidden_layers;
     m->first = L;
     m->blocks = xcalloc((size_t)L, sizeof *m->blocks);
@@ -257,7 +262,29 @@ const lc_model_config *lc_model_cfg(const lc_model *m) { return &m->cfg; }
 
 void lc_model_set_grad_checkpoint(lc_model *m, bool on) { m->ckpt = on; }
 
-bool lc_model_set_bf16_matmul(lc_model *m, bool on) { return lc_backend_cpu_set_bf16(m->be, on); }
+bool lc_model_set_bf16_matmul(lc_model *m, bool on) {
+    if (strcmp(m->be->name, "cpu") != 0) return true; // CUDA: BF16 weights always multiply in bf16
+    return lc_backend_cpu_set_bf16(m->be, on);
+}
+
+float *lc_model_shared_alloc(lc_model *m, size_t n) {
+    return m->be->alloc_shared(m->be, n * sizeof(float));
+}
+
+void lc_model_shared_free(lc_model *m, float *p) { m->be->release(m->be, p); }
+
+void lc_model_adam(lc_model *m, const lc_adam_args *a, float *p, const float *g, float *mo, float *v,
+                   size_t n) {
+    m->be->adam(m->be, p, g, mo, v, n, a);
+}
+
+int lc_model_sync(lc_model *m) { return m->be->sync(m->be); }
+
+bool lc_model_on_cpu(const lc_model *m) { return !strcmp(m->be->name, "cpu"); }
+
+const char *lc_model_device(const lc_model *m) {
+    return m->be->device_name ? m->be->device_name : m->be->name;
+}
 
 int lc_check_ids(const lc_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T) {
     int64_t V = m->cfg.vocab_size;
@@ -482,7 +509,7 @@ int lc_model_forward_backward(lc_model *m, const lc_batch *b, double *loss, int6
             be->zero(be, p->ga, (size_t)(p->in * p->r));
             be->zero(be, p->gb, (size_t)(p->r * p->out));
         }
-        return 0;
+        return be->sync(be);
     }
     be->zero(be, a->dres, (size_t)(N * C));
     be->rmsnorm_bwd(be, a->dres, a->dxn, a->xf, m->norm_f, a->rstdf, N, C);
@@ -493,7 +520,7 @@ int lc_model_forward_backward(lc_model *m, const lc_batch *b, double *loss, int6
                              T, true, b->seed, a);
         block_backward(m, l, s, xin(m, a, l), B, T, l > m->first, b->seed, a);
     }
-    return 0;
+    return be->sync(be); // the gradients are readable on the host from here
 }
 
 int lc_model_loss(lc_model *m, const lc_batch *b, double *sum_loss, int64_t *ntok) {
@@ -504,7 +531,7 @@ int lc_model_loss(lc_model *m, const lc_batch *b, double *sum_loss, int64_t *nto
     *ntok = count_targets(b);
     forward_blocks(m, a, b->B, b->T, false, 0);
     *sum_loss = head_loss(m, a, b->B * b->T, 0.0f);
-    return 0;
+    return m->be->sync(m->be);
 }
 
 int lc_model_logits(lc_model *m, const lc_batch *b, float *logits) {
@@ -523,5 +550,5 @@ int lc_model_logits(lc_model *m, const lc_batch *b, float *logits) {
         be->matmul(be, a->logits, a->xnf + r0 * C, &m->lm_head, NULL, n, false);
         be->download(be, logits + r0 * V, a->logits, (size_t)(n * V) * sizeof(float));
     }
-    return 0;
+    return be->sync(be);
 }

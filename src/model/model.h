@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "io/adapters.h"
+#include "backend/backend.h"
 #include "io/config.h"
 
 /* The projections (lc_lora_key of io/adapters.h) under the model's short names. */
@@ -71,6 +72,11 @@ typedef struct lc_model lc_model;
  * config, and creates its CPU backend. *out is owned by the caller (lc_model_free).
  * Returns 0 or -1. */
 int lc_model_load(const char *dir, lc_model **out);
+/* lc_model_load on a named backend (lc_backend_new: "cpu", "cuda", "cuda:N", "auto"); on
+ * CUDA the frozen weights are copied to the card. Returns 0 or -1. */
+int lc_model_load_on(const char *dir, const char *device, lc_model **out);
+/* The device the model runs on, in words ("cpu", or the card's name). */
+const char *lc_model_device(const lc_model *m);
 void lc_model_free(lc_model *m);
 /* The model's config (owned by the model). */
 const lc_model_config *lc_model_cfg(const lc_model *m);
@@ -99,6 +105,20 @@ int lc_model_forward_backward(lc_model *m, const lc_batch *b, double *loss, int6
 int lc_model_loss(lc_model *m, const lc_batch *b, double *sum_loss, int64_t *ntok);
 /* logits (B, T, V) of the batch (no dropout). Returns 0 or -1. */
 int lc_model_logits(lc_model *m, const lc_batch *b, float *logits);
+
+/* ---- optimizer state on the model's device ---- */
+/* n zeroed floats that both the host and the model's device reach (for Adam moments and
+ * accumulated gradients); free with lc_model_shared_free. */
+float *lc_model_shared_alloc(lc_model *m, size_t n);
+void lc_model_shared_free(lc_model *m, float *p);
+/* One Adam/AdamW update on the model's device (arrays from the adapters or
+ * lc_model_shared_alloc); the host may read them after lc_model_sync. */
+void lc_model_adam(lc_model *m, const lc_adam_args *a, float *p, const float *g, float *mo, float *v,
+                   size_t n);
+/* Waits for the device's queued work. Returns 0, or -1 with its error. */
+int lc_model_sync(lc_model *m);
+/* Whether the model runs on the CPU backend. */
+bool lc_model_on_cpu(const lc_model *m);
 
 /* ---- generation ---- */
 typedef struct lc_kv_cache lc_kv_cache;

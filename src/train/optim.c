@@ -15,6 +15,19 @@ lc_adam_config lc_adam_defaults(lc_optim_kind kind) {
     return c;
 }
 
+lc_adam_args lc_adam_args_make(const lc_adam_config *c, double lr, int64_t t) {
+    lc_adam_args a;
+    a.step_size = (float)(lr / (1.0 - pow(c->beta1, (double)t)));
+    a.bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)t));
+    a.w1 = (float)(1.0 - c->beta1);
+    a.b2 = (float)c->beta2, a.w2 = (float)(1.0 - c->beta2);
+    a.eps = (float)c->eps;
+    a.wd = (float)c->weight_decay;
+    a.decay = (float)(1.0 - lr * c->weight_decay);
+    a.decoupled = c->kind == LC_OPTIM_ADAMW;
+    return a;
+}
+
 void lc_adam_update(const lc_adam_config *c, double lr, int64_t t, float *p, const float *g,
                     float *m, float *v, size_t n) {
     const double bc1 = 1.0 - pow(c->beta1, (double)t);

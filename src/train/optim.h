@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
+
 typedef enum { LC_OPTIM_ADAM, LC_OPTIM_ADAMW } lc_optim_kind;
 
 typedef struct {
@@ -33,6 +35,9 @@ lc_adam_config lc_adam_defaults(lc_optim_kind kind);
  * correction). Overwrites p, m, v; g is only read. */
 void lc_adam_update(const lc_adam_config *c, double lr, int64_t t, float *p, const float *g,
                     float *m, float *v, size_t n);
+
+/* The constants of that update as a backend's adam op takes them (backend/backend.h). */
+lc_adam_args lc_adam_args_make(const lc_adam_config *c, double lr, int64_t t);
 
 /* ---- learning-rate schedules ---- */
 

@@ -31,6 +31,7 @@ void lc_train_options_defaults(lc_train_options *o) {
     set_str(o->model, "mlx_model");
     set_str(o->data, "data/");
     set_str(o->adapter_path, "adapters");
+    set_str(o->device, "auto");
     o->batch_size = 4;
     o->iters = 1000;
     o->num_layers = 16;
@@ -193,6 +194,7 @@ static const field fields[] = {
     F(test, V_BOOL, 0, 0, "evaluate on test.jsonl after training (a flag)"),
     F(test_batches, V_INT, 1, 1, "test batches, -1 all (default 500)"),
     F(grad_accumulation_steps, V_INT, 1, 0, "micro-batches per update (default 1)"),
+    F(device, V_STR, 0, 0, "cpu, cuda or cuda:N (default auto: cuda when built in and a GPU answers)"),
     F(clip_grad_norm, V_NUM, 0, 0, "clip the global gradient norm to this (default 0: off)"),
     F(plot, V_STR, 0, 0, "SVG of the loss curves (default <adapter_path>/loss.svg; none: off)"),
     {"optimizer", K_OPTIMIZER, V_STR, 0, 0, 0, false, "adam or adamw (default adam)"},

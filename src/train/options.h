@@ -27,6 +27,7 @@ typedef struct {
     char resume_adapter_file[LC_OPT_STR_MAX]; // "" when none
     char config[LC_OPT_STR_MAX];              // the YAML file read ("" when none)
     char plot[LC_OPT_STR_MAX];                // loss-curve SVG ("": <adapter_path>/loss.svg; "none": off)
+    char device[LC_OPT_STR_MAX];              // backend: auto (default), cpu, cuda, cuda:N
     bool train, test, grad_checkpoint, mask_prompt;
     int64_t batch_size, iters, num_layers, steps_per_report, steps_per_eval, val_batches;
     int64_t save_every, max_seq_length, seed, test_batches, grad_accumulation_steps;

@@ -57,7 +57,7 @@ static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
  * the page cache allows, so the check is on what must be resident: adapters,
  * gradients, optimizer and activations, plus the weights when RAM holds them. */
 static int plan_memory(const lc_model_config *cfg, const lc_lora_config *lc,
-                       const lc_train_options *o, int64_t T) {
+                       const lc_train_options *o, int64_t T, bool on_cpu) {
     lc_memory_plan p;
     if (lc_model_memory_plan(cfg, lc, o->batch_size, T, o->grad_checkpoint, &p) != 0) return -1;
     printf("Memory plan (batch %lld x %lld tokens%s): weights %.2f GiB (mapped), adapters %.3f GiB, "
@@ -65,7 +65,7 @@ static int plan_memory(const lc_model_config *cfg, const lc_lora_config *lc,
            (long long)o->batch_size, (long long)T, o->grad_checkpoint ? ", checkpointing" : "",
            gib(p.weights), gib(p.adapters), gib(p.gradients), gib(p.optimizer), gib(p.activations),
            gib(p.total));
-    size_t avail = mem_available();
+    size_t avail = on_cpu ? mem_available() : 0; // on a GPU the activations live on the card
     size_t must = p.total - p.weights;
     if (avail && must > avail)
         return lc_fail("the run needs %.2f GiB besides the mapped weights and %.2f GiB are "
@@ -269,7 +269,7 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
 
     /* a Hub repo id resolves to its cached snapshot (downloaded when missing) */
     if (lc_hub_resolve_model(o->model, &model_dir) != 0 || lc_model_dir_check(model_dir) != 0 ||
-        lc_model_load(model_dir, &m) != 0 || lc_tokenizer_load_dir(model_dir, &t) != 0)
+        lc_model_load_on(model_dir, o->device, &m) != 0 || lc_tokenizer_load_dir(model_dir, &t) != 0)
         goto done;
     const lc_model_config *mc = lc_model_cfg(m);
     lc_data_options dopt = {o->mask_prompt, o->max_seq_length, chat_family};
@@ -315,9 +315,11 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     for (size_t i = 0; i < train.n; i++)
         if (lc_dataset_len(&train, i) > longest) longest = lc_dataset_len(&train, i);
     if ((int64_t)longest < T) T = (int64_t)longest;
-    if (plan_memory(mc, &lc, o, T) != 0) goto done;
+    printf("Device: %s\n", lc_model_device(m));
+    if (plan_memory(mc, &lc, o, T, lc_model_on_cpu(m)) != 0) goto done;
 
-    /* optimizer moments and gradient accumulators */
+    /* optimizer moments and gradient accumulators, where the model's device reaches them
+     * (CPU: plain memory; CUDA: shared memory, updated on the card) */
     rs.mom = xcalloc(rs.view.n ? rs.view.n : 1, sizeof *rs.mom);
     size_t np = 0;
     lc_lora_param *lp = lc_model_lora(m, &np);
@@ -325,13 +327,13 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     for (size_t i = 0; i < rs.view.n; i++) {
         size_t na = (size_t)(rs.view.t[i].in * rs.view.t[i].r);
         size_t nb = (size_t)(rs.view.t[i].r * rs.view.t[i].out);
-        rs.mom[i].m_a = xcalloc(na, sizeof(float));
-        rs.mom[i].v_a = xcalloc(na, sizeof(float));
-        rs.mom[i].m_b = xcalloc(nb, sizeof(float));
-        rs.mom[i].v_b = xcalloc(nb, sizeof(float));
+        rs.mom[i].m_a = lc_model_shared_alloc(m, na);
+        rs.mom[i].v_a = lc_model_shared_alloc(m, na);
+        rs.mom[i].m_b = lc_model_shared_alloc(m, nb);
+        rs.mom[i].v_b = lc_model_shared_alloc(m, nb);
         if (o->grad_accumulation_steps > 1) {
-            accum[2 * i] = xcalloc(na, sizeof(float));
-            accum[2 * i + 1] = xcalloc(nb, sizeof(float));
+            accum[2 * i] = lc_model_shared_alloc(m, na);
+            accum[2 * i + 1] = lc_model_shared_alloc(m, nb);
         }
     }
     lc_train_options_to_json(o, &cfg);
@@ -412,13 +414,20 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         }
         if (o->clip_grad_norm > 0) lc_clip_grad_norm(g, gn, 2 * np, o->clip_grad_norm);
         double lr = lc_schedule_lr(&o->lr_schedule, o->learning_rate, step);
+        lc_adam_args aa = lc_adam_args_make(adam, lr, step + 1);
         for (size_t i = 0; i < np; i++) {
-            lc_adam_update(adam, lr, step + 1, lp[i].a, g[2 * i], rs.mom[i].m_a, rs.mom[i].v_a, gn[2 * i]);
-            lc_adam_update(adam, lr, step + 1, lp[i].b, g[2 * i + 1], rs.mom[i].m_b, rs.mom[i].v_b,
-                           gn[2 * i + 1]);
+            if (lc_model_on_cpu(m)) {
+                lc_adam_update(adam, lr, step + 1, lp[i].a, g[2 * i], rs.mom[i].m_a, rs.mom[i].v_a, gn[2 * i]);
+                lc_adam_update(adam, lr, step + 1, lp[i].b, g[2 * i + 1], rs.mom[i].m_b, rs.mom[i].v_b,
+                               gn[2 * i + 1]);
+            } else {
+                lc_model_adam(m, &aa, lp[i].a, g[2 * i], rs.mom[i].m_a, rs.mom[i].v_a, gn[2 * i]);
+                lc_model_adam(m, &aa, lp[i].b, g[2 * i + 1], rs.mom[i].m_b, rs.mom[i].v_b, gn[2 * i + 1]);
+            }
         }
         free(g);
         free(gn);
+        if (lc_model_sync(m) != 0) goto done; // the host reads the adapters (saves) from here
         step = it;
         loss_sum += step_loss / (double)acc;
         loss_steps++;
@@ -489,8 +498,9 @@ done:
     free(model_dir);
     if (rs.mom) {
         for (size_t i = 0; i < rs.view.n; i++) {
-            free(rs.mom[i].m_a), free(rs.mom[i].v_a), free(rs.mom[i].m_b), free(rs.mom[i].v_b);
-            if (accum) free(accum[2 * i]), free(accum[2 * i + 1]);
+            lc_model_shared_free(m, rs.mom[i].m_a), lc_model_shared_free(m, rs.mom[i].v_a);
+            lc_model_shared_free(m, rs.mom[i].m_b), lc_model_shared_free(m, rs.mom[i].v_b);
+            if (accum) lc_model_shared_free(m, accum[2 * i]), lc_model_shared_free(m, accum[2 * i + 1]);
         }
         free(rs.mom);
     }

@@ -55,6 +55,16 @@ static void cpu_copy_bytes(lc_backend *be, void *dst, const void *src, size_t by
     if (bytes) memcpy(dst, src, bytes);
 }
 
+static int cpu_sync(lc_backend *be) {
+    (void)be;
+    return 0;
+}
+
+static int cpu_weight(lc_backend *be, lc_wt *w) {
+    (void)be, (void)w; // products read the mapped weight in place
+    return 0;
+}
+
 static void cpu_free(lc_backend *be) {
     if (!be) return;
     lc_cpu *c = be->impl;
@@ -104,6 +114,23 @@ static void cpu_dropout(lc_backend *be, float *out, const float *x, size_t n, fl
     float keep = 1.0f / (1.0f - p);
 #pragma omp parallel for num_threads(nt) schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) out[i] = (mix64(seed, i) >> 40) >= thresh ? x[i] * keep : 0.0f;
+}
+
+static void cpu_adam(lc_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                     const lc_adam_args *a) {
+    int nt = ((lc_cpu *)be->impl)->nt;
+#pragma omp parallel for num_threads(nt) schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        if (a->wd != 0) {
+            if (a->decoupled) p[i] *= a->decay;
+            else gi = gi + a->wd * p[i];
+        }
+        m[i] = m[i] + a->w1 * (gi - m[i]);
+        v[i] = v[i] * a->b2 + a->w2 * (gi * gi);
+        float denom = sqrtf(v[i]) / a->bc2_sqrt + a->eps;
+        p[i] = p[i] + (-a->step_size) * (m[i] / denom);
+    }
 }
 
 /* ------------------------------------------------------------ layers */
@@ -351,11 +378,15 @@ lc_backend *lc_backend_cpu_new(int threads) {
     be->upload = cpu_copy_bytes;
     be->download = cpu_copy_bytes;
     be->free = cpu_free;
+    be->alloc_shared = cpu_alloc;
+    be->sync = cpu_sync;
+    be->weight = cpu_weight;
     be->zero = cpu_zero;
     be->copy = cpu_copy;
     be->add = cpu_add;
     be->axpy = cpu_axpy;
     be->dropout = cpu_dropout;
+    be->adam = cpu_adam;
     be->matmul = lc_cpu_matmul;
     be->matmul_dx = lc_cpu_matmul_dx;
     be->gemm = lc_cpu_gemm;

@@ -1,0 +1,287 @@
+/*
+ * attention.cu — causal grouped-query attention on the card, forward and backward, in
+ * the flash style: keys and values stream through shared memory in tiles of 32 and
+ * each query row keeps an online softmax (running max, running sum, output
+ * accumulator), so no T×T matrix exists in memory. Float32 throughout.
+ *
+ * Layout (backend.h): q (B,Tq,H,D); k, v (B,S,KV,D); out (B,Tq,H,D); lse (B,H,Tq).
+ * Head h reads kv head h / (H/KV). One warp owns one query row (forward, dq) or one
+ * key row (dk, dv); lane j of a warp scores key (or query) j of the tile, and each
+ * lane owns dimensions lane, lane+32, ... of the accumulators. head_dim up to 256.
+ * Owns nothing beyond the backend's per-row scratch (the backward's D = rowsum(dout·out)).
+ */
+#include <math.h>
+
+#include "backend/cuda/cuda.h"
+
+#define TILE 32   // keys (or queries) per shared-memory tile
+#define ROWS 8    // warps per block: query rows (forward, dq) or key rows (dk, dv)
+#define MAXD 256  // largest head_dim
+#define DPL (MAXD / 32)
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* grid (ceil(Tq/ROWS), H, B), ROWS warps. */
+__global__ void k_att_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+                          int Tq, int S, int H, int KV, int D, int pos0, float scale) {
+    extern __shared__ float sm[];
+    int ld = D + 1;
+    float *Ks = sm, *Vs = Ks + TILE * ld, *Qs = Vs + TILE * ld;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int b = blockIdx.z, h = blockIdx.y, g = h / (H / KV);
+    int t = blockIdx.x * ROWS + w;
+    bool valid = t < Tq;
+    for (int d = lane; d < D; d += 32) Qs[w * D + d] = valid ? q[(((size_t)b * Tq + t) * H + h) * D + d] : 0.0f;
+    int tlast = min((int)blockIdx.x * ROWS + ROWS - 1, Tq - 1);
+    int kend = min(pos0 + tlast + 1, S), myend = min(pos0 + t + 1, S);
+    float m = -INFINITY, l = 0.0f, acc[DPL];
+#pragma unroll
+    for (int i = 0; i < DPL; i++) acc[i] = 0.0f;
+    for (int s0 = 0; s0 < kend; s0 += TILE) {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < TILE * D; idx += blockDim.x) {
+            int j = idx / D, d = idx - j * D, s = s0 + j;
+            size_t off = (((size_t)b * S + s) * KV + g) * D + d;
+            Ks[j * ld + d] = s < kend ? k[off] : 0.0f;
+            Vs[j * ld + d] = s < kend ? v[off] : 0.0f;
+        }
+        __syncthreads();
+        if (!valid || s0 >= myend) continue;
+        int s = s0 + lane;
+        float sc = -INFINITY;
+        if (s < myend) {
+            float dot = 0.0f;
+            for (int d = 0; d < D; d++) dot += Qs[w * D + d] * Ks[lane * ld + d];
+            sc = dot * scale;
+        }
+        float mn = fmaxf(m, warp_max(sc));
+        float p = s < myend ? expf(sc - mn) : 0.0f;
+        float corr = expf(m - mn);
+        l = l * corr + warp_sum(p);
+#pragma unroll
+        for (int i = 0; i < DPL; i++) acc[i] *= corr;
+        int jn = min(TILE, myend - s0);
+        for (int j = 0; j < jn; j++) {
+            float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+            for (int i = 0; i < DPL; i++) {
+                int d = lane + 32 * i;
+                if (d < D) acc[i] += pj * Vs[j * ld + d];
+            }
+        }
+        m = mn;
+    }
+    if (!valid) return;
+    float inv = 1.0f / l;
+    float *o = out + (((size_t)b * Tq + t) * H + h) * D;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) {
+        int d = lane + 32 * i;
+        if (d < D) o[d] = acc[i] * inv;
+    }
+    if (lse && lane == 0) lse[((size_t)b * H + h) * Tq + t] = m + logf(l);
+}
+
+static size_t fwd_smem(int D) { return (size_t)(2 * TILE * (D + 1) + ROWS * D) * sizeof(float); }
+
+void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, const float *k,
+                       const float *v, int64_t B, int64_t Tq, int64_t S, int64_t H, int64_t KV,
+                       int64_t D, int64_t pos0) {
+    lc_cuda *c = (lc_cuda *)be->impl;
+    if (B <= 0 || Tq <= 0 || H <= 0) return;
+    if (D > MAXD) {
+        lc_cuda_error(c, __FILE__, __LINE__, "attention", "head_dim above 256 is not supported");
+        return;
+    }
+    size_t sm = fwd_smem((int)D);
+    if (sm > 48 * 1024)
+        LC_CK(c, cudaFuncSetAttribute(k_att_fwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+    dim3 grid((unsigned)((Tq + ROWS - 1) / ROWS), (unsigned)H, (unsigned)B);
+    k_att_fwd<<<grid, ROWS * 32, sm>>>(out, lse, q, k, v, (int)Tq, (int)S, (int)H, (int)KV, (int)D,
+                                       (int)pos0, 1.0f / sqrtf((float)D));
+    LC_LAUNCHED(c);
+}
+
+/* Dr (B,H,T) = sum_d dout · out of each row; one warp a row. */
+__global__ void k_att_rowdot(float *Dr, const float *dout, const float *out, int T, int H, int D, size_t rows) {
+    size_t r = (size_t)blockIdx.x * ROWS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    // r indexes (b, t, h) in the activations' order
+    const float *a = dout + r * D, *o = out + r * D;
+    float s = 0.0f;
+    for (int d = lane; d < D; d += 32) s += a[d] * o[d];
+    s = warp_sum(s);
+    size_t h = r % H, bt = r / H, t = bt % T, b = bt / T;
+    if (lane == 0) Dr[(b * H + h) * T + t] = s;
+}
+
+/* dq: grid (ceil(T/ROWS), H, B); a warp a query row. */
+__global__ void k_att_dq(float *dq, const float *dout, const float *q, const float *k, const float *v,
+                         const float *lse, const float *Dr, int T, int H, int KV, int D, float scale) {
+    extern __shared__ float sm[];
+    int ld = D + 1;
+    float *Ks = sm, *Vs = Ks + TILE * ld, *Qs = Vs + TILE * ld, *Os = Qs + ROWS * D;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int b = blockIdx.z, h = blockIdx.y, g = h / (H / KV);
+    int t = blockIdx.x * ROWS + w;
+    bool valid = t < T;
+    size_t qoff = (((size_t)b * T + t) * H + h) * D;
+    for (int d = lane; d < D; d += 32) {
+        Qs[w * D + d] = valid ? q[qoff + d] : 0.0f;
+        Os[w * D + d] = valid ? dout[qoff + d] : 0.0f;
+    }
+    float L = valid ? lse[((size_t)b * H + h) * T + t] : 0.0f;
+    float Di = valid ? Dr[((size_t)b * H + h) * T + t] : 0.0f;
+    int kend = min((int)blockIdx.x * ROWS + ROWS, T), myend = t + 1;
+    float acc[DPL];
+#pragma unroll
+    for (int i = 0; i < DPL; i++) acc[i] = 0.0f;
+    for (int s0 = 0; s0 < kend; s0 += TILE) {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < TILE * D; idx += blockDim.x) {
+            int j = idx / D, d = idx - j * D, s = s0 + j;
+            size_t off = (((size_t)b * T + s) * KV + g) * D + d;
+            Ks[j * ld + d] = s < kend ? k[off] : 0.0f;
+            Vs[j * ld + d] = s < kend ? v[off] : 0.0f;
+        }
+        __syncthreads();
+        if (!valid || s0 >= myend) continue;
+        int s = s0 + lane;
+        float ds = 0.0f;
+        if (s < myend) {
+            float qk = 0.0f, dp = 0.0f;
+            for (int d = 0; d < D; d++) {
+                qk += Qs[w * D + d] * Ks[lane * ld + d];
+                dp += Os[w * D + d] * Vs[lane * ld + d];
+            }
+            float p = expf(qk * scale - L);
+            ds = p * (dp - Di);
+        }
+        int jn = min(TILE, myend - s0);
+        for (int j = 0; j < jn; j++) {
+            float dj = __shfl_sync(0xffffffffu, ds, j);
+#pragma unroll
+            for (int i = 0; i < DPL; i++) {
+                int d = lane + 32 * i;
+                if (d < D) acc[i] += dj * Ks[j * ld + d];
+            }
+        }
+    }
+    if (!valid) return;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) {
+        int d = lane + 32 * i;
+        if (d < D) dq[qoff + d] = acc[i] * scale;
+    }
+}
+
+/* dk, dv: grid (ceil(T/ROWS), KV, B); a warp a key row, summing over the heads of its
+ * group and the queries at or after it. */
+__global__ void k_att_dkdv(float *dk, float *dv, const float *dout, const float *q, const float *k,
+                           const float *v, const float *lse, const float *Dr, int T, int H, int KV,
+                           int D, float scale) {
+    extern __shared__ float sm[];
+    int ld = D + 1;
+    float *Qs = sm, *Os = Qs + TILE * ld, *Kw = Os + TILE * ld, *Vw = Kw + ROWS * D;
+    float *Ls = Vw + ROWS * D, *Ds = Ls + TILE;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int b = blockIdx.z, g = blockIdx.y, G = H / KV;
+    int j = blockIdx.x * ROWS + w;
+    bool valid = j < T;
+    size_t koff = (((size_t)b * T + j) * KV + g) * D;
+    for (int d = lane; d < D; d += 32) {
+        Kw[w * D + d] = valid ? k[koff + d] : 0.0f;
+        Vw[w * D + d] = valid ? v[koff + d] : 0.0f;
+    }
+    float adk[DPL], adv[DPL];
+#pragma unroll
+    for (int i = 0; i < DPL; i++) adk[i] = adv[i] = 0.0f;
+    int tstart = ((int)blockIdx.x * ROWS / TILE) * TILE;
+    for (int hh = 0; hh < G; hh++) {
+        int h = g * G + hh;
+        for (int t0 = tstart; t0 < T; t0 += TILE) {
+            __syncthreads();
+            for (int idx = threadIdx.x; idx < TILE * D; idx += blockDim.x) {
+                int i = idx / D, d = idx - i * D, t = t0 + i;
+                size_t off = (((size_t)b * T + t) * H + h) * D + d;
+                Qs[i * ld + d] = t < T ? q[off] : 0.0f;
+                Os[i * ld + d] = t < T ? dout[off] : 0.0f;
+            }
+            if (threadIdx.x < TILE) {
+                int t = t0 + threadIdx.x;
+                Ls[threadIdx.x] = t < T ? lse[((size_t)b * H + h) * T + t] : 0.0f;
+                Ds[threadIdx.x] = t < T ? Dr[((size_t)b * H + h) * T + t] : 0.0f;
+            }
+            __syncthreads();
+            if (!valid || t0 + TILE <= j) continue;
+            int t = t0 + lane;
+            float p = 0.0f, ds = 0.0f;
+            if (t < T && t >= j) {
+                float qk = 0.0f, dp = 0.0f;
+                for (int d = 0; d < D; d++) {
+                    qk += Qs[lane * ld + d] * Kw[w * D + d];
+                    dp += Os[lane * ld + d] * Vw[w * D + d];
+                }
+                p = expf(qk * scale - Ls[lane]);
+                ds = p * (dp - Ds[lane]);
+            }
+            for (int i = 0; i < TILE; i++) {
+                float pi = __shfl_sync(0xffffffffu, p, i), di = __shfl_sync(0xffffffffu, ds, i);
+                if (pi == 0.0f && di == 0.0f) continue;
+#pragma unroll
+                for (int e = 0; e < DPL; e++) {
+                    int d = lane + 32 * e;
+                    if (d < D) {
+                        adv[e] += pi * Os[i * ld + d];
+                        adk[e] += di * Qs[i * ld + d];
+                    }
+                }
+            }
+        }
+    }
+    if (!valid) return;
+#pragma unroll
+    for (int e = 0; e < DPL; e++) {
+        int d = lane + 32 * e;
+        if (d < D) dk[koff + d] = adk[e] * scale, dv[koff + d] = adv[e];
+    }
+}
+
+void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, const float *dout,
+                           const float *q, const float *k, const float *v, const float *out,
+                           const float *lse, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
+    lc_cuda *c = (lc_cuda *)be->impl;
+    if (B <= 0 || T <= 0 || H <= 0) return;
+    if (D > MAXD) {
+        lc_cuda_error(c, __FILE__, __LINE__, "attention_bwd", "head_dim above 256 is not supported");
+        return;
+    }
+    size_t rows = (size_t)(B * T * H);
+    float *Dr = lc_cuda_rows(c, rows);
+    k_att_rowdot<<<(unsigned)((rows + ROWS - 1) / ROWS), ROWS * 32>>>(Dr, dout, out, (int)T, (int)H,
+                                                                       (int)D, rows);
+    LC_LAUNCHED(c);
+    float scale = 1.0f / sqrtf((float)D);
+    size_t sq = (size_t)(2 * TILE * (D + 1) + 2 * ROWS * D) * sizeof(float);
+    size_t skv = (size_t)(2 * TILE * (D + 1) + 2 * ROWS * D + 2 * TILE) * sizeof(float);
+    if (sq > 48 * 1024)
+        LC_CK(c, cudaFuncSetAttribute(k_att_dq, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
+    if (skv > 48 * 1024)
+        LC_CK(c, cudaFuncSetAttribute(k_att_dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
+    dim3 gq((unsigned)((T + ROWS - 1) / ROWS), (unsigned)H, (unsigned)B);
+    k_att_dq<<<gq, ROWS * 32, sq>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, (int)D, scale);
+    LC_LAUNCHED(c);
+    dim3 gk((unsigned)((T + ROWS - 1) / ROWS), (unsigned)KV, (unsigned)B);
+    k_att_dkdv<<<gk, ROWS * 32, skv>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, (int)D,
+                                       scale);
+    LC_LAUNCHED(c);
+}

@@ -1,0 +1,600 @@
+/*
+ * cuda.cu — the CUDA backend: its table, device memory, frozen weights on the card,
+ * the elementwise and per-row layers (dropout, embedding, RMSNorm, RoPE, SwiGLU,
+ * cross-entropy) and the matrix products (cuBLAS: bf16 × bf16 with float32
+ * accumulation for BF16 weights, SGEMM for F32 weights and the LoRA products).
+ *
+ * Owns the cuBLAS handle, the device copies of the weights (->weight) and the scratch
+ * buffers (bf16 operands, per-row values); all are freed with the backend. Work runs
+ * on the legacy default stream, so it is ordered with cudaMemcpy. Every call is
+ * checked; the first error is kept and ->sync returns it. Attention lives in
+ * attention.cu. Never prints, except the one fatal line of an out-of-memory ->alloc
+ * (whose contract, like xmalloc's, is to end the program).
+ *
+ * Numerics: each kernel computes what its CPU counterpart computes, in float32 with
+ * float32 reductions (the CPU reduces some rows in double; the differences stay near
+ * 1e-7 relative); dropout's mask is the CPU's hash bit for bit.
+ */
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda.h"
+
+extern "C" {
+#include "core/mem.h"
+}
+
+/* ------------------------------------------------------------ errors */
+
+void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, const char *why) {
+    if (c->err[0]) return;
+    const char *base = strrchr(file, '/');
+    snprintf(c->err, sizeof c->err, "cuda backend (%s:%d): %s failed: %s", base ? base + 1 : file,
+             line, what, why);
+}
+
+#define LC_BK(c, call)                                                                        \
+    do {                                                                                      \
+        cublasStatus_t s_ = (call);                                                           \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                      \
+            lc_cuda_error((c), __FILE__, __LINE__, #call, cublasGetStatusString(s_));         \
+    } while (0)
+
+static inline lc_cuda *impl(lc_backend *be) { return (lc_cuda *)be->impl; }
+
+/* Blocks for n elements at 256 threads (grid-stride loops cover the rest). */
+static inline unsigned blocks_for(size_t n) {
+    size_t b = (n + 255) / 256;
+    if (b > 65535u * 16u) b = 65535u * 16u;
+    return b ? (unsigned)b : 1u;
+}
+
+/* ------------------------------------------------------------ memory */
+
+static void fatal_oom(lc_cuda *c, size_t bytes, const char *what) {
+    size_t fr = 0, tot = 0;
+    cudaMemGetInfo(&fr, &tot);
+    fprintf(stderr,
+            "fatal: out of GPU memory on %s: %s of %.1f MiB failed (%.1f MiB free of %.1f); lower "
+            "batch_size or max_seq_length, or turn on grad_checkpoint\n",
+            c->name, what, bytes / 1048576.0, fr / 1048576.0, tot / 1048576.0);
+    exit(1);
+}
+
+static void *cu_alloc(lc_backend *be, size_t bytes) {
+    lc_cuda *c = impl(be);
+    void *p = NULL;
+    if (!bytes) bytes = 1;
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        fatal_oom(c, bytes, "cudaMalloc");
+    }
+    LC_CK(c, cudaMemset(p, 0, bytes));
+    return p;
+}
+
+static void *cu_alloc_shared(lc_backend *be, size_t bytes) {
+    lc_cuda *c = impl(be);
+    void *p = NULL;
+    if (!bytes) bytes = 1;
+    if (cudaMallocManaged(&p, bytes, cudaMemAttachGlobal) != cudaSuccess) {
+        cudaGetLastError();
+        fatal_oom(c, bytes, "cudaMallocManaged");
+    }
+    LC_CK(c, cudaDeviceSynchronize()); // the host may write it as soon as this returns
+    memset(p, 0, bytes);
+    return p;
+}
+
+static void cu_release(lc_backend *be, void *p) {
+    if (p) LC_CK(impl(be), cudaFree(p));
+}
+
+static void cu_upload(lc_backend *be, void *dst, const void *host, size_t bytes) {
+    if (bytes) LC_CK(impl(be), cudaMemcpy(dst, host, bytes, cudaMemcpyDefault));
+}
+
+static void cu_download(lc_backend *be, void *host, const void *src, size_t bytes) {
+    if (bytes) LC_CK(impl(be), cudaMemcpy(host, src, bytes, cudaMemcpyDefault));
+}
+
+static int cu_sync(lc_backend *be) {
+    lc_cuda *c = impl(be);
+    LC_CK(c, cudaDeviceSynchronize());
+    if (!c->err[0]) return 0;
+    lc_fail("%s", c->err);
+    c->err[0] = 0;
+    return -1;
+}
+
+float *lc_cuda_rows(lc_cuda *c, size_t n) {
+    if (c->rows_cap < n) {
+        if (c->rows) LC_CK(c, cudaFree(c->rows));
+        c->rows = NULL;
+        if (cudaMalloc(&c->rows, n * sizeof(float)) != cudaSuccess) fatal_oom(c, n * 4, "scratch");
+        c->rows_cap = n;
+    }
+    return c->rows;
+}
+
+static void *xb_get(lc_cuda *c, size_t bytes) {
+    if (c->xb_cap < bytes) {
+        if (c->xb) LC_CK(c, cudaFree(c->xb));
+        c->xb = NULL;
+        if (cudaMalloc(&c->xb, bytes) != cudaSuccess) fatal_oom(c, bytes, "bf16 scratch");
+        c->xb_cap = bytes;
+    }
+    return c->xb;
+}
+
+static int cu_weight(lc_backend *be, lc_wt *w) {
+    lc_cuda *c = impl(be);
+    size_t n = (size_t)(w->rows * w->cols);
+    size_t es;
+    if (w->dtype == LC_DT_BF16) es = 2;
+    else if (w->dtype == LC_DT_F32 || w->dtype == LC_DT_F16) es = 4; // F16 is widened
+    else
+        return lc_fail("cuda backend: weights of dtype %s are not supported on the card (BF16, "
+                       "F16 and F32 are); use --device cpu or a model stored in bf16",
+                       lc_dtype_name(w->dtype));
+    void *d = NULL;
+    if (cudaMalloc(&d, n * es) != cudaSuccess) {
+        cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        return lc_fail("cuda backend: out of GPU memory copying a %lld×%lld weight to %s (%.1f MiB; "
+                       "%.1f MiB free of %.1f); the model does not fit this card",
+                       (long long)w->rows, (long long)w->cols, c->name, n * es / 1048576.0,
+                       fr / 1048576.0, tot / 1048576.0);
+    }
+    if (w->dtype == LC_DT_F16) {
+        size_t chunk = (size_t)1 << 20;
+        float *tmp = (float *)xmalloc(chunk * sizeof(float));
+        for (size_t i = 0; i < n; i += chunk) {
+            size_t m = n - i < chunk ? n - i : chunk;
+            lc_to_f32(tmp, (const uint16_t *)w->data + i, LC_DT_F16, m);
+            LC_CK(c, cudaMemcpy((float *)d + i, tmp, m * sizeof(float), cudaMemcpyHostToDevice));
+        }
+        free(tmp);
+        w->dtype = LC_DT_F32;
+    } else {
+        LC_CK(c, cudaMemcpy(d, w->data, n * es, cudaMemcpyHostToDevice));
+    }
+    if (c->n_weights == c->cap_weights) {
+        c->cap_weights = c->cap_weights ? 2 * c->cap_weights : 64;
+        c->weights = (void **)xrealloc(c->weights, c->cap_weights * sizeof(void *));
+    }
+    c->weights[c->n_weights++] = d;
+    w->data = d;
+    if (c->err[0]) return cu_sync(be);
+    return 0;
+}
+
+static void cu_free(lc_backend *be) {
+    if (!be) return;
+    lc_cuda *c = impl(be);
+    cudaDeviceSynchronize();
+    for (size_t i = 0; i < c->n_weights; i++) cudaFree(c->weights[i]);
+    free(c->weights);
+    if (c->xb) cudaFree(c->xb);
+    if (c->rows) cudaFree(c->rows);
+    free(c->host_rows);
+    if (c->blas) cublasDestroy(c->blas);
+    free(c);
+    free(be);
+}
+
+/* ------------------------------------------------------------ elementwise */
+
+#define GRID_STRIDE(i, n) for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+__global__ void k_add(float *out, const float *a, const float *b, size_t n) {
+    GRID_STRIDE(i, n) out[i] = a[i] + b[i];
+}
+
+__global__ void k_axpy(float *y, float a, const float *x, size_t n) {
+    GRID_STRIDE(i, n) y[i] += a * x[i];
+}
+
+/* The CPU backend's mix64 (splitmix64's finalizer over seed and index). */
+__device__ __forceinline__ uint64_t mix64(uint64_t seed, uint64_t i) {
+    uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+__global__ void k_dropout(float *out, const float *x, size_t n, uint64_t thresh, float keep, uint64_t seed) {
+    GRID_STRIDE(i, n) out[i] = (mix64(seed, i) >> 40) >= thresh ? x[i] * keep : 0.0f;
+}
+
+static void cu_zero(lc_backend *be, float *x, size_t n) {
+    if (n) LC_CK(impl(be), cudaMemsetAsync(x, 0, n * sizeof(float)));
+}
+
+static void cu_copy(lc_backend *be, float *out, const float *x, size_t n) {
+    if (n && out != x) LC_CK(impl(be), cudaMemcpyAsync(out, x, n * sizeof(float), cudaMemcpyDeviceToDevice));
+}
+
+static void cu_add(lc_backend *be, float *out, const float *a, const float *b, size_t n) {
+    if (!n) return;
+    k_add<<<blocks_for(n), 256>>>(out, a, b, n);
+    LC_LAUNCHED(impl(be));
+}
+
+static void cu_axpy(lc_backend *be, float *y, float a, const float *x, size_t n) {
+    if (!n) return;
+    k_axpy<<<blocks_for(n), 256>>>(y, a, x, n);
+    LC_LAUNCHED(impl(be));
+}
+
+static void cu_dropout(lc_backend *be, float *out, const float *x, size_t n, float p, uint64_t seed) {
+    if (!n) return;
+    // the CPU's threshold and scale, computed the same way on the host
+    uint64_t thresh = (uint64_t)((double)p * 16777216.0);
+    float keep = 1.0f / (1.0f - p);
+    k_dropout<<<blocks_for(n), 256>>>(out, x, n, thresh, keep, seed);
+    LC_LAUNCHED(impl(be));
+}
+
+/* lc_adam_update's arithmetic (no fused multiply-adds, so the card rounds as the CPU). */
+__global__ void k_adam(float *p, const float *g, float *m, float *v, size_t n, lc_adam_args a) {
+    GRID_STRIDE(i, n) {
+        float gi = g[i], pi = p[i];
+        if (a.wd != 0.0f) {
+            if (a.decoupled) pi = __fmul_rn(pi, a.decay);
+            else gi = __fadd_rn(gi, __fmul_rn(a.wd, pi));
+        }
+        float mi = __fadd_rn(m[i], __fmul_rn(a.w1, __fsub_rn(gi, m[i])));
+        float vi = __fadd_rn(__fmul_rn(v[i], a.b2), __fmul_rn(a.w2, __fmul_rn(gi, gi)));
+        float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), a.bc2_sqrt), a.eps);
+        m[i] = mi, v[i] = vi;
+        p[i] = __fadd_rn(pi, __fmul_rn(-a.step_size, __fdiv_rn(mi, denom)));
+    }
+}
+
+static void cu_adam(lc_backend *be, float *p, const float *g, float *m, float *v, size_t n,
+                    const lc_adam_args *a) {
+    if (!n) return;
+    k_adam<<<blocks_for(n), 256>>>(p, g, m, v, n, *a);
+    LC_LAUNCHED(impl(be));
+}
+
+/* ------------------------------------------------------------ products */
+
+__global__ void k_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n) {
+    GRID_STRIDE(i, n) dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+__global__ void k_add_bias(float *out, const float *bias, size_t N, size_t O) {
+    GRID_STRIDE(i, N * O) out[i] += bias[i % O];
+}
+
+static const __nv_bfloat16 *as_bf16(lc_cuda *c, const float *x, size_t n) {
+    __nv_bfloat16 *xb = (__nv_bfloat16 *)xb_get(c, n * sizeof(__nv_bfloat16));
+    k_to_bf16<<<blocks_for(n), 256>>>(xb, x, n);
+    LC_LAUNCHED(c);
+    return xb;
+}
+
+/* Row-major out (N,O) = x (N,I) W^T is column-major out^T (O,N) = W (O,I as I×O, ld I)^T ·
+ * x^T (I×N, ld I). */
+static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w, const float *bias,
+                      int64_t N, bool accumulate) {
+    lc_cuda *c = impl(be);
+    int O = (int)w->rows, I = (int)w->cols;
+    if (N <= 0 || O <= 0) return;
+    float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    if (w->dtype == LC_DT_BF16) {
+        const __nv_bfloat16 *xb = as_bf16(c, x, (size_t)N * I);
+        LC_BK(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, O, (int)N, I, &one, w->data,
+                              CUDA_R_16BF, I, xb, CUDA_R_16BF, I, &beta, out, CUDA_R_32F, O,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    } else {
+        LC_BK(c, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, O, (int)N, I, &one,
+                             (const float *)w->data, I, x, I, &beta, out, O));
+    }
+    if (bias) {
+        k_add_bias<<<blocks_for((size_t)N * O), 256>>>(out, bias, (size_t)N, (size_t)O);
+        LC_LAUNCHED(c);
+    }
+}
+
+/* Row-major dx (N,I) = dy (N,O) W (O,I) is column-major dx^T (I×N) = W (I×O, ld I) · dy^T
+ * (O×N, ld O). */
+static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt *w, int64_t N,
+                         bool accumulate) {
+    lc_cuda *c = impl(be);
+    int O = (int)w->rows, I = (int)w->cols;
+    if (N <= 0 || I <= 0) return;
+    float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    if (w->dtype == LC_DT_BF16) {
+        const __nv_bfloat16 *db = as_bf16(c, dy, (size_t)N * O);
+        LC_BK(c, cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, I, (int)N, O, &one, w->data,
+                              CUDA_R_16BF, I, db, CUDA_R_16BF, O, &beta, dx, CUDA_R_32F, I,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    } else {
+        LC_BK(c, cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, I, (int)N, O, &one,
+                             (const float *)w->data, I, dy, O, &beta, dx, I));
+    }
+}
+
+/* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, where each row-major
+ * buffer read column-major is already its transpose. */
+static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                    int64_t ldc) {
+    lc_cuda *c = impl(be);
+    if (M <= 0 || N <= 0) return;
+    LC_BK(c, cublasSgemm(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                         (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
+}
+
+/* ------------------------------------------------------------ reductions */
+
+/* The sum (or max) of v over the block (blockDim.x a multiple of 32, at most 1024);
+ * every thread gets the result. sh holds 32 floats. */
+__device__ float block_sum(float v, float *sh) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ float block_max(float v, float *sh) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    v = lane < nw ? sh[lane] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* ------------------------------------------------------------ layers */
+
+__global__ void k_embedding(float *out, const int32_t *tokens, const void *table, int bf16, int64_t C) {
+    int64_t n = blockIdx.x;
+    size_t row = (size_t)tokens[n] * C;
+    float *o = out + (size_t)n * C;
+    if (bf16) {
+        const __nv_bfloat16 *t = (const __nv_bfloat16 *)table + row;
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = __bfloat162float(t[c]);
+    } else {
+        const float *t = (const float *)table + row;
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = t[c];
+    }
+}
+
+static void cu_embedding(lc_backend *be, float *out, const int32_t *tokens, const lc_wt *table, int64_t N) {
+    if (N <= 0) return;
+    k_embedding<<<(unsigned)N, 256>>>(out, tokens, table->data, table->dtype == LC_DT_BF16, table->cols);
+    LC_LAUNCHED(impl(be));
+}
+
+__global__ void k_rmsnorm(float *out, float *rstd, const float *x, const float *w, int64_t C, float eps) {
+    __shared__ float sh[32];
+    const float *xr = x + (size_t)blockIdx.x * C;
+    float *o = out + (size_t)blockIdx.x * C;
+    float ss = 0;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
+    ss = block_sum(ss, sh);
+    float r = (float)(1.0 / sqrt((double)ss / (double)C + (double)eps));
+    if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = w[c] * (xr[c] * r);
+}
+
+static void cu_rmsnorm(lc_backend *be, float *out, float *rstd, const float *x, const float *w,
+                       int64_t N, int64_t C, float eps) {
+    if (N <= 0) return;
+    k_rmsnorm<<<(unsigned)N, 256>>>(out, rstd, x, w, C, eps);
+    LC_LAUNCHED(impl(be));
+}
+
+__global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, const float *w,
+                              const float *rstd, int64_t C) {
+    __shared__ float sh[32];
+    size_t off = (size_t)blockIdx.x * C;
+    const float *xr = x + off, *g = dout + off;
+    float *d = dx + off, r = rstd[blockIdx.x];
+    float dot = 0;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) dot += w[c] * g[c] * xr[c] * r;
+    float m = block_sum(dot, sh) / (float)C;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) d[c] += r * (w[c] * g[c] - xr[c] * r * m);
+}
+
+static void cu_rmsnorm_bwd(lc_backend *be, float *dx, const float *dout, const float *x,
+                           const float *w, const float *rstd, int64_t N, int64_t C) {
+    if (N <= 0) return;
+    k_rmsnorm_bwd<<<(unsigned)N, 256>>>(dx, dout, x, w, rstd, C);
+    LC_LAUNCHED(impl(be));
+}
+
+__global__ void k_rope(float *x, const float *cs, const float *sn, int64_t T, int64_t H, int64_t D,
+                       int64_t pos0, float dir, size_t n) {
+    int64_t h2 = D / 2;
+    GRID_STRIDE(idx, n) {
+        int64_t i = (int64_t)(idx % h2);
+        size_t row = idx / h2; // (b, t, h)
+        int64_t t = (int64_t)((row / H) % T);
+        float *r = x + row * D;
+        float c = cs[(pos0 + t) * h2 + i], s = dir * sn[(pos0 + t) * h2 + i];
+        float x1 = r[i], x2 = r[i + h2];
+        r[i] = x1 * c - x2 * s;
+        r[i + h2] = x2 * c + x1 * s;
+    }
+}
+
+static void rope_run(lc_backend *be, float *x, const float *cs, const float *sn, int64_t B, int64_t T,
+                     int64_t H, int64_t D, int64_t pos0, float dir) {
+    size_t n = (size_t)(B * T * H * (D / 2));
+    if (!n) return;
+    k_rope<<<blocks_for(n), 256>>>(x, cs, sn, T, H, D, pos0, dir, n);
+    LC_LAUNCHED(impl(be));
+}
+
+static void cu_rope(lc_backend *be, float *x, const float *cos, const float *sin, int64_t B, int64_t T,
+                    int64_t H, int64_t D, int64_t pos0) {
+    rope_run(be, x, cos, sin, B, T, H, D, pos0, 1.0f);
+}
+
+static void cu_rope_bwd(lc_backend *be, float *dx, const float *cos, const float *sin, int64_t B,
+                        int64_t T, int64_t H, int64_t D, int64_t pos0) {
+    rope_run(be, dx, cos, sin, B, T, H, D, pos0, -1.0f);
+}
+
+__global__ void k_swiglu(float *out, const float *gate, const float *up, size_t n) {
+    GRID_STRIDE(i, n) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+__global__ void k_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
+                             const float *up, size_t n) {
+    GRID_STRIDE(i, n) {
+        float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
+        dup[i] = d * g * s;
+        dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
+    }
+}
+
+static void cu_swiglu(lc_backend *be, float *out, const float *gate, const float *up, size_t n) {
+    if (!n) return;
+    k_swiglu<<<blocks_for(n), 256>>>(out, gate, up, n);
+    LC_LAUNCHED(impl(be));
+}
+
+static void cu_swiglu_bwd(lc_backend *be, float *dgate, float *dup, const float *dout,
+                          const float *gate, const float *up, size_t n) {
+    if (!n) return;
+    k_swiglu_bwd<<<blocks_for(n), 256>>>(dgate, dup, dout, gate, up, n);
+    LC_LAUNCHED(impl(be));
+}
+
+/* One row of logits: loss[n] = lse - l[target] (0 for ignored rows); with grad_scale
+ * the row becomes grad_scale · (softmax - onehot). */
+__global__ void k_cross_entropy(float *logits, const int32_t *targets, int64_t V, float grad_scale,
+                                float *loss) {
+    __shared__ float sh[32];
+    float *l = logits + (size_t)blockIdx.x * V;
+    int32_t t = targets[blockIdx.x];
+    if (t < 0) {
+        if (grad_scale != 0.0f)
+            for (int64_t j = threadIdx.x; j < V; j += blockDim.x) l[j] = 0.0f;
+        if (threadIdx.x == 0) loss[blockIdx.x] = 0.0f;
+        return;
+    }
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, l[j]);
+    mx = block_max(mx, sh);
+    float s = 0;
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) s += expf(l[j] - mx);
+    s = block_sum(s, sh);
+    float lt = l[t];
+    if (threadIdx.x == 0) loss[blockIdx.x] = (float)((double)mx + log((double)s) - (double)lt);
+    if (grad_scale == 0.0f) return;
+    __syncthreads(); // every thread has read l[t]
+    float f = (float)((double)grad_scale / (double)s);
+    for (int64_t j = threadIdx.x; j < V; j += blockDim.x) l[j] = expf(l[j] - mx) * f;
+    __syncthreads();
+    if (threadIdx.x == 0) l[t] -= grad_scale;
+}
+
+static double cu_cross_entropy(lc_backend *be, float *logits, const int32_t *targets, int64_t N,
+                               int64_t V, float grad_scale) {
+    lc_cuda *c = impl(be);
+    if (N <= 0) return 0.0;
+    float *loss = lc_cuda_rows(c, (size_t)N);
+    k_cross_entropy<<<(unsigned)N, 1024>>>(logits, targets, V, grad_scale, loss);
+    LC_LAUNCHED(c);
+    if (c->host_rows_cap < (size_t)N) {
+        free(c->host_rows);
+        c->host_rows = (float *)xmalloc((size_t)N * sizeof(float));
+        c->host_rows_cap = (size_t)N;
+    }
+    LC_CK(c, cudaMemcpy(c->host_rows, loss, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost));
+    double total = 0;
+    for (int64_t n = 0; n < N; n++) total += c->host_rows[n];
+    return total;
+}
+
+/* ------------------------------------------------------------ the table */
+
+extern "C" lc_backend *lc_backend_cuda_new(int device) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0) {
+        cudaGetLastError();
+        lc_fail("cuda: no usable GPU (%s); use --device cpu",
+                e != cudaSuccess ? cudaGetErrorString(e) : "no device found");
+        return NULL;
+    }
+    if (device < 0 || device >= n) {
+        lc_fail("cuda: GPU %d does not exist (this machine has %d: 0..%d)", device, n, n - 1);
+        return NULL;
+    }
+    cudaDeviceProp prop;
+    if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess ||
+        (e = cudaFree(0)) != cudaSuccess) {
+        cudaGetLastError();
+        lc_fail("cuda: cannot open GPU %d: %s", device, cudaGetErrorString(e));
+        return NULL;
+    }
+    if (prop.major < 8) {
+        lc_fail("cuda: GPU %d (%s) has compute capability %d.%d; lorac's CUDA backend needs 8.0 "
+                "(Ampere) or newer for bf16 products; use --device cpu",
+                device, prop.name, prop.major, prop.minor);
+        return NULL;
+    }
+    lc_cuda *c = (lc_cuda *)xcalloc(1, sizeof *c);
+    c->device = device;
+    snprintf(c->name, sizeof c->name, "%s", prop.name);
+    cublasStatus_t st = cublasCreate(&c->blas);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        lc_fail("cuda: cuBLAS did not start on %s: %s", c->name, cublasGetStatusString(st));
+        free(c);
+        return NULL;
+    }
+    lc_backend *be = (lc_backend *)xcalloc(1, sizeof *be);
+    be->name = "cuda";
+    be->device_name = c->name;
+    be->impl = c;
+    be->threads = 1;
+    be->alloc = cu_alloc;
+    be->release = cu_release;
+    be->upload = cu_upload;
+    be->download = cu_download;
+    be->free = cu_free;
+    be->alloc_shared = cu_alloc_shared;
+    be->sync = cu_sync;
+    be->weight = cu_weight;
+    be->zero = cu_zero;
+    be->copy = cu_copy;
+    be->add = cu_add;
+    be->axpy = cu_axpy;
+    be->dropout = cu_dropout;
+    be->adam = cu_adam;
+    be->matmul = cu_matmul;
+    be->matmul_dx = cu_matmul_dx;
+    be->gemm = cu_gemm;
+    be->embedding = cu_embedding;
+    be->rmsnorm = cu_rmsnorm;
+    be->rmsnorm_bwd = cu_rmsnorm_bwd;
+    be->rope = cu_rope;
+    be->rope_bwd = cu_rope_bwd;
+    be->attention = lc_cuda_attention;
+    be->attention_bwd = lc_cuda_attention_bwd;
+    be->swiglu = cu_swiglu;
+    be->swiglu_bwd = cu_swiglu_bwd;
+    be->cross_entropy = cu_cross_entropy;
+    return be;
+}

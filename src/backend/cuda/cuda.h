@@ -1,0 +1,58 @@
+/*
+ * cuda.h — internals of the CUDA backend shared by its files (cuda.cu: the table,
+ * memory, elementwise ops, layers and products; attention.cu: attention forward and
+ * backward). CUDA C++ only; the C code sees the backend through backend/backend.h.
+ *
+ * Errors: every runtime and cuBLAS call is checked; the first failure is kept in the
+ * backend (lc_cuda.err) and ->sync reports it as one lc_fail line, since the
+ * operations themselves cannot fail by the interface's contract.
+ */
+#ifndef LC_BACKEND_CUDA_H
+#define LC_BACKEND_CUDA_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "backend/backend.h"
+#include "core/error.h"
+}
+
+typedef struct {
+    int device;
+    char name[256];          // the card's name
+    cublasHandle_t blas;
+    char err[512];           // the first error since the last sync ("" when none)
+    void **weights;          // device copies made by ->weight (freed with the backend)
+    size_t n_weights, cap_weights;
+    void *xb;                // bf16 scratch for product operands
+    size_t xb_cap;           // bytes
+    float *rows;             // per-row scratch (cross-entropy losses, attention D)
+    size_t rows_cap;         // floats
+    float *host_rows;        // pinned host copy of rows' losses
+    size_t host_rows_cap;
+} lc_cuda;
+
+/* Records the first error (file:line, what, why) unless one is already kept. */
+void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, const char *why);
+
+#define LC_CK(c, call)                                                                        \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess) lc_cuda_error((c), __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+    } while (0)
+
+/* Checks the launch just made. */
+#define LC_LAUNCHED(c) LC_CK(c, cudaGetLastError())
+
+/* Grows the backend's per-row scratch to n floats; returns it. */
+float *lc_cuda_rows(lc_cuda *c, size_t n);
+
+void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, const float *k,
+                       const float *v, int64_t B, int64_t Tq, int64_t S, int64_t H, int64_t KV,
+                       int64_t D, int64_t pos0);
+void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, const float *dout,
+                           const float *q, const float *k, const float *v, const float *out,
+                           const float *lse, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
+
+#endif

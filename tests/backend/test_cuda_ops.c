@@ -1,0 +1,419 @@
+/*
+ * test_cuda_ops.c — every operation of the CUDA backend against the CPU backend, on
+ * fresh random inputs each run (the seed is printed; LORAC_TEST_SEED repeats one), with
+ * every device output poisoned (NaN) before the call so an unwritten element fails.
+ *
+ * Measure: ‖cuda − cpu‖ / ‖cpu‖ (L2). Bounds: float32 ops 1e-5 (different summation
+ * orders and expf against the CPU's polynomial: ~1e-7 expected); products with BF16
+ * weights 1e-2 against the CPU in float32 (the card rounds activations to bf16, 2^-9
+ * relative per element, and accumulates in float32: ~3e-3 expected); the dropout mask,
+ * embedding rows and zero/copy exactly. SKIPs (visibly) when this build has no CUDA or
+ * no GPU answers, as on CI.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/backend.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "harness.h"
+#include "train/optim.h"
+
+static lc_backend *cpu, *gpu;
+static uint64_t rs;
+static char why[LC_ERRMSG_MAX]; // why there is no CUDA backend
+
+static float *rnd(size_t n, float scale) {
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * lc_uniform(&rs) - 1.0) * scale);
+    return x;
+}
+
+/* A device copy of host data. */
+static void *up(const void *h, size_t bytes) {
+    void *d = gpu->alloc(gpu, bytes);
+    gpu->upload(gpu, d, h, bytes);
+    return d;
+}
+
+/* A device buffer of n floats, all NaN. */
+static float *poisoned(size_t n) {
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    float *d = up(h, n * sizeof(float));
+    free(h);
+    return d;
+}
+
+/* Host copy of n device floats (syncs; a device error fails the check). */
+static float *down(const float *d, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    gpu->download(gpu, h, d, n * sizeof(float));
+    CHECK_OK(gpu->sync(gpu));
+    return h;
+}
+
+/* ‖a − b‖ / ‖b‖; infinity when a holds a NaN. */
+static double rel(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) || isnan(b[i])) return INFINITY;
+        double d = (double)a[i] - b[i];
+        num += d * d, den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* Compares device result d (n floats) to host reference ref; frees nothing. */
+static void expect(const char *what, const float *d, const float *ref, size_t n, double bound) {
+    float *h = down(d, n);
+    double e = rel(h, ref, n);
+    printf("  %-28s rel err %.2e (bound %.0e)\n", what, e, bound);
+    CHECK_MSG(e <= bound, "%s: rel err %.3e over %.0e", what, e, bound);
+    free(h);
+}
+
+static bool have_gpu(void) { return gpu != NULL; }
+
+/* A weight matrix of dtype dt on the host (returned through *host, to free) and its
+ * float32 values. */
+static lc_wt make_wt(lc_dtype dt, int64_t rows, int64_t cols, void **host, float **f32) {
+    size_t n = (size_t)(rows * cols);
+    float *v = rnd(n, 0.5f);
+    lc_wt w = {NULL, dt, rows, cols};
+    if (dt == LC_DT_F32) {
+        *host = malloc(n * 4);
+        memcpy(*host, v, n * 4);
+    } else {
+        uint16_t *h = malloc(n * 2);
+        for (size_t i = 0; i < n; i++) {
+            if (dt == LC_DT_BF16) {
+                uint32_t u;
+                memcpy(&u, &v[i], 4);
+                h[i] = (uint16_t)(u >> 16); // truncation keeps v exact below
+                u = (uint32_t)h[i] << 16;
+                memcpy(&v[i], &u, 4);
+            } else { // F16 from a value representable in half: k / 1024
+                float q = roundf(v[i] * 1024.0f) / 1024.0f;
+                v[i] = q;
+                // encode q as IEEE half
+                uint32_t u;
+                memcpy(&u, &q, 4);
+                uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+                float a = fabsf(q);
+                if (a == 0.0f) h[i] = sign;
+                else {
+                    int e;
+                    float m = frexpf(a, &e); // a = m 2^e, m in [0.5, 1)
+                    int he = e - 1 + 15;
+                    if (he <= 0) { // subnormal: a = k 2^-24
+                        h[i] = (uint16_t)(sign | (uint16_t)lroundf(a * 16777216.0f));
+                    } else {
+                        uint16_t mant = (uint16_t)lroundf((m * 2.0f - 1.0f) * 1024.0f);
+                        h[i] = (uint16_t)(sign | (uint16_t)(he << 10) | mant);
+                    }
+                }
+            }
+        }
+        *host = h;
+    }
+    w.data = *host;
+    *f32 = v;
+    return w;
+}
+
+static void test_elementwise(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    size_t n = 100003;
+    float *a = rnd(n, 3), *b = rnd(n, 3), *ref = malloc(n * 4);
+    float *da = up(a, n * 4), *db = up(b, n * 4), *o = poisoned(n);
+    cpu->add(cpu, ref, a, b, n);
+    gpu->add(gpu, o, da, db, n);
+    expect("add", o, ref, n, 0);
+    memcpy(ref, a, n * 4);
+    cpu->axpy(cpu, ref, -0.75f, b, n);
+    gpu->copy(gpu, o, da, n);
+    gpu->axpy(gpu, o, -0.75f, db, n);
+    expect("copy + axpy", o, ref, n, 1e-7);
+    for (int k = 0; k < 2; k++) {
+        float p = k ? 0.1f : 0.5f;
+        uint64_t seed = lc_splitmix64(&rs);
+        cpu->dropout(cpu, ref, a, n, p, seed);
+        gpu->dropout(gpu, o, da, n, p, seed);
+        expect(k ? "dropout p=0.1 (exact mask)" : "dropout p=0.5 (exact mask)", o, ref, n, 0);
+    }
+    memset(ref, 0, n * 4);
+    gpu->zero(gpu, o, n);
+    expect("zero", o, ref, n, 0);
+    free(a), free(b), free(ref);
+    gpu->release(gpu, da), gpu->release(gpu, db), gpu->release(gpu, o);
+}
+
+static void check_matmul(lc_dtype dt, double bound) {
+    int64_t N = 37, I = 200, O = 96;
+    void *hw;
+    float *wf;
+    lc_wt w = make_wt(dt, O, I, &hw, &wf);
+    lc_wt wd = w;
+    CHECK_OK(gpu->weight(gpu, &wd));
+    float *x = rnd((size_t)(N * I), 2), *bias = rnd((size_t)O, 1), *acc0 = rnd((size_t)(N * O), 1);
+    float *dy = rnd((size_t)(N * O), 1), *dx0 = rnd((size_t)(N * I), 1);
+    float *dxv = up(x, (size_t)(N * I) * 4), *dbias = up(bias, (size_t)O * 4), *ddy = up(dy, (size_t)(N * O) * 4);
+    char what[64];
+    const char *dn = lc_dtype_name(dt);
+    // out = x W^T + bias
+    float *ref = malloc((size_t)(N * O) * 4);
+    cpu->matmul(cpu, ref, x, &w, bias, N, false);
+    float *o = poisoned((size_t)(N * O));
+    gpu->matmul(gpu, o, dxv, &wd, dbias, N, false);
+    snprintf(what, sizeof what, "matmul %s + bias", dn);
+    expect(what, o, ref, (size_t)(N * O), bound);
+    // accumulate, no bias
+    memcpy(ref, acc0, (size_t)(N * O) * 4);
+    cpu->matmul(cpu, ref, x, &w, NULL, N, true);
+    gpu->upload(gpu, o, acc0, (size_t)(N * O) * 4);
+    gpu->matmul(gpu, o, dxv, &wd, NULL, N, true);
+    snprintf(what, sizeof what, "matmul %s +=", dn);
+    expect(what, o, ref, (size_t)(N * O), bound);
+    // dx = dy W, then += dy W
+    float *rdx = malloc((size_t)(N * I) * 4);
+    cpu->matmul_dx(cpu, rdx, dy, &w, N, false);
+    float *odx = poisoned((size_t)(N * I));
+    gpu->matmul_dx(gpu, odx, ddy, &wd, N, false);
+    snprintf(what, sizeof what, "matmul_dx %s", dn);
+    expect(what, odx, rdx, (size_t)(N * I), bound);
+    memcpy(rdx, dx0, (size_t)(N * I) * 4);
+    cpu->matmul_dx(cpu, rdx, dy, &w, N, true);
+    gpu->upload(gpu, odx, dx0, (size_t)(N * I) * 4);
+    gpu->matmul_dx(gpu, odx, ddy, &wd, N, true);
+    snprintf(what, sizeof what, "matmul_dx %s +=", dn);
+    expect(what, odx, rdx, (size_t)(N * I), bound);
+    // embedding rows (exact: the same values widened)
+    int32_t tok[9];
+    for (int i = 0; i < 9; i++) tok[i] = (int32_t)(lc_splitmix64(&rs) % (uint64_t)O);
+    int32_t *dtok = up(tok, sizeof tok);
+    float *re = malloc((size_t)(9 * I) * 4), *oe = poisoned((size_t)(9 * I));
+    cpu->embedding(cpu, re, tok, &w, 9);
+    gpu->embedding(gpu, oe, dtok, &wd, 9);
+    snprintf(what, sizeof what, "embedding %s", dn);
+    expect(what, oe, re, (size_t)(9 * I), 0);
+    free(hw), free(wf), free(x), free(bias), free(acc0), free(dy), free(dx0), free(ref), free(rdx), free(re);
+    gpu->release(gpu, dxv), gpu->release(gpu, dbias), gpu->release(gpu, ddy), gpu->release(gpu, o);
+    gpu->release(gpu, odx), gpu->release(gpu, dtok), gpu->release(gpu, oe);
+}
+
+static void test_matmul(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    lc_backend_cpu_set_bf16(cpu, false); // the reference multiplies in float32
+    check_matmul(LC_DT_F32, 1e-5);
+    check_matmul(LC_DT_F16, 1e-5);
+    check_matmul(LC_DT_BF16, 1e-2);
+}
+
+static void test_gemm(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    int64_t M = 45, N = 33, K = 70;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            // row-major with padded leading dimensions
+            int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+            size_t na = (size_t)((ta ? K : M) * lda), nb = (size_t)((tb ? N : K) * ldb), nc = (size_t)(M * ldc);
+            float *A = rnd(na, 1), *B = rnd(nb, 1), *C = rnd(nc, 1), *ref = malloc(nc * 4);
+            memcpy(ref, C, nc * 4);
+            cpu->gemm(cpu, ta, tb, M, N, K, 0.7f, A, lda, B, ldb, 0.5f, ref, ldc);
+            float *dA = up(A, na * 4), *dB = up(B, nb * 4), *dC = up(C, nc * 4);
+            gpu->gemm(gpu, ta, tb, M, N, K, 0.7f, dA, lda, dB, ldb, 0.5f, dC, ldc);
+            char what[48];
+            snprintf(what, sizeof what, "gemm ta=%d tb=%d beta=0.5", ta, tb);
+            expect(what, dC, ref, nc, 1e-5);
+            // beta 0 over a NaN-poisoned C: every element written, NaN never read
+            float *dP = poisoned(nc);
+            cpu->gemm(cpu, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, ref, ldc);
+            gpu->gemm(gpu, ta, tb, M, N, K, 1.0f, dA, lda, dB, ldb, 0.0f, dP, ldc);
+            float *h = down(dP, nc);
+            // padding columns stay NaN on the card and hold the old values on the CPU
+            double num = 0, den = 0;
+            bool bad = false;
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) {
+                    float a = h[i * ldc + j], b = ref[i * ldc + j];
+                    bad |= isnan(a);
+                    num += ((double)a - b) * ((double)a - b), den += (double)b * b;
+                }
+            double e = bad ? INFINITY : sqrt(num / den);
+            CHECK_MSG(e <= 1e-5, "gemm ta=%d tb=%d beta=0: rel err %.3e", ta, tb, e);
+            free(A), free(B), free(C), free(ref), free(h);
+            gpu->release(gpu, dA), gpu->release(gpu, dB), gpu->release(gpu, dC), gpu->release(gpu, dP);
+        }
+}
+
+static void test_norm_rope_swiglu(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    int64_t N = 29, C = 320;
+    size_t nc = (size_t)(N * C);
+    float *x = rnd(nc, 2), *w = rnd((size_t)C, 1), *g = rnd(nc, 1), *dx0 = rnd(nc, 1);
+    float *ro = malloc(nc * 4), *rr = malloc((size_t)N * 4);
+    cpu->rmsnorm(cpu, ro, rr, x, w, N, C, 1e-5f);
+    float *dx = up(x, nc * 4), *dw = up(w, (size_t)C * 4), *o = poisoned(nc), *r = poisoned((size_t)N);
+    gpu->rmsnorm(gpu, o, r, dx, dw, N, C, 1e-5f);
+    expect("rmsnorm", o, ro, nc, 1e-6);
+    expect("rmsnorm rstd", r, rr, (size_t)N, 1e-6);
+    float *rd = malloc(nc * 4);
+    memcpy(rd, dx0, nc * 4);
+    cpu->rmsnorm_bwd(cpu, rd, g, x, w, rr, N, C);
+    float *dg = up(g, nc * 4), *ddx = up(dx0, nc * 4);
+    gpu->rmsnorm_bwd(gpu, ddx, dg, dx, dw, r, N, C);
+    expect("rmsnorm_bwd +=", ddx, rd, nc, 1e-5);
+    // rope on (B, T, H, D) at pos0
+    int64_t B = 2, T = 7, H = 3, D = 64, P = 40, pos0 = 5;
+    size_t nx = (size_t)(B * T * H * D);
+    float *cs = malloc((size_t)(P * D / 2) * 4), *sn = malloc((size_t)(P * D / 2) * 4);
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t i = 0; i < D / 2; i++) {
+            float a = (float)p * powf(10000.0f, -(float)(2 * i) / (float)D);
+            cs[p * D / 2 + i] = cosf(a), sn[p * D / 2 + i] = sinf(a);
+        }
+    float *xr = rnd(nx, 1), *ref = malloc(nx * 4);
+    float *dcs = up(cs, (size_t)(P * D / 2) * 4), *dsn = up(sn, (size_t)(P * D / 2) * 4), *dxr = up(xr, nx * 4);
+    memcpy(ref, xr, nx * 4);
+    cpu->rope(cpu, ref, cs, sn, B, T, H, D, pos0);
+    gpu->rope(gpu, dxr, dcs, dsn, B, T, H, D, pos0);
+    expect("rope", dxr, ref, nx, 1e-6);
+    cpu->rope_bwd(cpu, ref, cs, sn, B, T, H, D, pos0);
+    gpu->rope_bwd(gpu, dxr, dcs, dsn, B, T, H, D, pos0);
+    expect("rope_bwd (after rope)", dxr, ref, nx, 1e-6);
+    // swiglu
+    size_t n = 50001;
+    float *ga = rnd(n, 4), *u = rnd(n, 2), *dout = rnd(n, 1), *rs1 = malloc(n * 4), *rs2 = malloc(n * 4);
+    float *dga = up(ga, n * 4), *du = up(u, n * 4), *ddo = up(dout, n * 4), *os1 = poisoned(n), *os2 = poisoned(n);
+    cpu->swiglu(cpu, rs1, ga, u, n);
+    gpu->swiglu(gpu, os1, dga, du, n);
+    expect("swiglu", os1, rs1, n, 1e-6);
+    cpu->swiglu_bwd(cpu, rs1, rs2, dout, ga, u, n);
+    gpu->swiglu_bwd(gpu, os1, os2, ddo, dga, du, n);
+    expect("swiglu_bwd dgate", os1, rs1, n, 1e-6);
+    expect("swiglu_bwd dup", os2, rs2, n, 1e-6);
+    free(x), free(w), free(g), free(dx0), free(ro), free(rr), free(rd), free(cs), free(sn), free(xr), free(ref);
+    free(ga), free(u), free(dout), free(rs1), free(rs2);
+    void *dev[] = {dx, dw, o, r, dg, ddx, dcs, dsn, dxr, dga, du, ddo, os1, os2};
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++) gpu->release(gpu, dev[i]);
+}
+
+static void test_cross_entropy(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    int64_t N = 23, V = 5003;
+    size_t n = (size_t)(N * V);
+    float *l = rnd(n, 6), *ref = malloc(n * 4);
+    int32_t tg[23];
+    for (int i = 0; i < N; i++) tg[i] = (i % 5 == 3) ? -1 : (int32_t)(lc_splitmix64(&rs) % (uint64_t)V);
+    int32_t *dtg = up(tg, sizeof tg);
+    memcpy(ref, l, n * 4);
+    double want = cpu->cross_entropy(cpu, ref, tg, N, V, 0.0f);
+    float *dl = up(l, n * 4);
+    double got = gpu->cross_entropy(gpu, dl, dtg, N, V, 0.0f);
+    CHECK_OK(gpu->sync(gpu));
+    printf("  cross_entropy loss %.9f vs cpu %.9f\n", got, want);
+    CHECK_MSG(fabs(got - want) <= 1e-6 * fabs(want), "loss %.9g vs %.9g", got, want);
+    expect("cross_entropy (logits kept)", dl, l, n, 0);
+    want = cpu->cross_entropy(cpu, ref, tg, N, V, 0.25f);
+    got = gpu->cross_entropy(gpu, dl, dtg, N, V, 0.25f);
+    CHECK_MSG(fabs(got - want) <= 1e-6 * fabs(want), "loss with grad %.9g vs %.9g", got, want);
+    expect("cross_entropy grad", dl, ref, n, 1e-5);
+    free(l), free(ref);
+    gpu->release(gpu, dtg), gpu->release(gpu, dl);
+}
+
+static void check_attention(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
+    char what[96];
+    size_t nq = (size_t)(B * T * H * D), nk = (size_t)(B * T * KV * D), nl = (size_t)(B * H * T);
+    float *q = rnd(nq, 1.5f), *k = rnd(nk, 1.5f), *v = rnd(nk, 1), *dout = rnd(nq, 1);
+    float *ro = malloc(nq * 4), *rl = malloc(nl * 4);
+    cpu->attention(cpu, ro, rl, q, k, v, B, T, T, H, KV, D, 0);
+    float *dq = up(q, nq * 4), *dk = up(k, nk * 4), *dv = up(v, nk * 4), *ddo = up(dout, nq * 4);
+    float *o = poisoned(nq), *lse = poisoned(nl);
+    gpu->attention(gpu, o, lse, dq, dk, dv, B, T, T, H, KV, D, 0);
+    snprintf(what, sizeof what, "attention B%lld T%lld H%lld/%lld D%lld", (long long)B, (long long)T,
+             (long long)H, (long long)KV, (long long)D);
+    expect(what, o, ro, nq, 1e-5);
+    expect("  its lse", lse, rl, nl, 1e-6);
+    float *rq = malloc(nq * 4), *rk = malloc(nk * 4), *rv = malloc(nk * 4);
+    cpu->attention_bwd(cpu, rq, rk, rv, dout, q, k, v, ro, rl, B, T, H, KV, D);
+    float *gq = poisoned(nq), *gk = poisoned(nk), *gv = poisoned(nk);
+    gpu->attention_bwd(gpu, gq, gk, gv, ddo, dq, dk, dv, o, lse, B, T, H, KV, D);
+    expect("  attention_bwd dq", gq, rq, nq, 1e-5);
+    expect("  attention_bwd dk", gk, rk, nk, 1e-5);
+    expect("  attention_bwd dv", gv, rv, nk, 1e-5);
+    // decoding: Tq new rows at pos0 against a cache of S positions
+    int64_t S = T + 9, Tq = 3, pos0 = T - Tq + 4;
+    size_t ns = (size_t)(B * S * KV * D), nq2 = (size_t)(B * Tq * H * D);
+    float *kc = rnd(ns, 1.5f), *vc = rnd(ns, 1), *q2 = rnd(nq2, 1.5f), *ro2 = malloc(nq2 * 4);
+    cpu->attention(cpu, ro2, NULL, q2, kc, vc, B, Tq, S, H, KV, D, pos0);
+    float *dkc = up(kc, ns * 4), *dvc = up(vc, ns * 4), *dq2 = up(q2, nq2 * 4), *o2 = poisoned(nq2);
+    gpu->attention(gpu, o2, NULL, dq2, dkc, dvc, B, Tq, S, H, KV, D, pos0);
+    expect("  attention at pos0 (cache)", o2, ro2, nq2, 1e-5);
+    free(q), free(k), free(v), free(dout), free(ro), free(rl), free(rq), free(rk), free(rv);
+    free(kc), free(vc), free(q2), free(ro2);
+    void *dev[] = {dq, dk, dv, ddo, o, lse, gq, gk, gv, dkc, dvc, dq2, o2};
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++) gpu->release(gpu, dev[i]);
+}
+
+static void test_attention(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    check_attention(2, 45, 4, 2, 64);  // GQA, T not a multiple of the tiles
+    check_attention(1, 70, 2, 1, 16);  // head_dim below a warp
+    check_attention(2, 33, 4, 4, 128); // no grouping, Mistral's head_dim
+    check_attention(1, 20, 2, 1, 256); // the largest head_dim
+}
+
+static void test_adam(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    size_t n = 70001;
+    for (int k = 0; k < 2; k++) {
+        lc_adam_config c = lc_adam_defaults(k ? LC_OPTIM_ADAMW : LC_OPTIM_ADAM);
+        c.weight_decay = k ? 0.05 : 0.01;
+        float *p = rnd(n, 1), *g = rnd(n, 0.1f), *m = rnd(n, 0.01f), *v = rnd(n, 1e-3f);
+        for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+        float *dp = up(p, n * 4), *dg = up(g, n * 4), *dm = up(m, n * 4), *dv = up(v, n * 4);
+        lc_adam_args a = lc_adam_args_make(&c, 3e-4, 7);
+        lc_adam_update(&c, 3e-4, 7, p, g, m, v, n); // the trainer's CPU update
+        gpu->adam(gpu, dp, dg, dm, dv, n, &a);
+        expect(k ? "adamw (vs lc_adam_update) p" : "adam (vs lc_adam_update) p", dp, p, n, 1e-7);
+        expect("  m", dm, m, n, 1e-7);
+        expect("  v", dv, v, n, 1e-7);
+        free(p), free(g), free(m), free(v);
+        gpu->release(gpu, dp), gpu->release(gpu, dg), gpu->release(gpu, dm), gpu->release(gpu, dv);
+    }
+}
+
+static void test_errors(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    // a dtype the card cannot multiply is one clear error
+    uint8_t raw[16] = {0};
+    lc_wt w = {raw, LC_DT_I8, 4, 4};
+    CHECK_FAILS(gpu->weight(gpu, &w), "not supported");
+    CHECK(lc_backend_new("cuda:200") == NULL);
+    CHECK(lc_backend_new("tpu") == NULL);
+}
+
+int main(void) {
+    const char *s = getenv("LORAC_TEST_SEED");
+    rs = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL);
+    printf("  seed %llu (LORAC_TEST_SEED repeats it)\n", (unsigned long long)rs);
+    cpu = lc_backend_cpu_new(0);
+    gpu = lc_backend_new("cuda");
+    if (!gpu) snprintf(why, sizeof why, "%s", lc_errmsg());
+    RUN(test_elementwise);
+    RUN(test_matmul);
+    RUN(test_gemm);
+    RUN(test_norm_rope_swiglu);
+    RUN(test_cross_entropy);
+    RUN(test_attention);
+    RUN(test_adam);
+    RUN(test_errors);
+    if (gpu) gpu->free(gpu);
+    cpu->free(cpu);
+    return t_summary();
+}
