@@ -16,6 +16,7 @@
 #include "core/file.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/mem.h"
 #include "train/data.h"
 #include "train/score.h"
 #include "train/task.h"
@@ -277,6 +278,18 @@ int cmd_eval(int argc, char **argv) {
                         "valid.jsonl and test.jsonl (lorac prepare writes them)\n", path);
         free(path);
         return 2;
+    }
+    if (report) { // fail before the work, not after it
+        char *dir = xstrdup(report), *slash = strrchr(dir, '/');
+        if (slash) slash[slash == dir] = 0;
+        bool ok = !slash || lc_is_dir(dir);
+        free(dir);
+        if (!ok) {
+            fprintf(stderr, "error: --report %s: its folder does not exist; create it or give "
+                            "another path\n", report);
+            free(path);
+            return 2;
+        }
     }
     column cols[2] = {{0}};
     size_t nc = 0;
