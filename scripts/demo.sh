@@ -2,7 +2,8 @@
 # The main job on the embedded default, offline, a couple of minutes on 2 cores:
 # make the demo model (random weights, the project's own tokenizer), prepare the
 # project's RISC-V data set, show the validation loss and a few answers, fine-tune with
-# configs/demo.yaml, and show them again. Usage: scripts/demo.sh [LORAC]
+# configs/demo.yaml, show them again, and measure base vs adapters on the test split
+# (lorac eval --compare). Usage: scripts/demo.sh [LORAC]
 set -eu
 LORAC=${1:-build/lorac}
 cd "$(dirname "$0")/.."
@@ -47,6 +48,11 @@ mkdir -p demo
 show "before training (the demo model has random weights: expect noise)" ""
 "$LORAC" train -c configs/demo.yaml
 show "after training (test split: wordings the training never saw)" demo/adapters
+echo
+echo "== task metrics on the test split, base model vs adapters: greedy answers scored by exact"
+echo "   match, mnemonic and whether GNU as accepts them (every row in demo/eval.jsonl)"
+"$LORAC" eval --model demo/model --adapter-path demo/adapters --data demo/data --split test \
+    --compare --report demo/eval.jsonl
 echo
 echo "Adapters: demo/adapters (mlx-lm layout; PEFT copy in demo/adapters/peft); the loss"
 echo "curve's numbers: demo/adapters/metrics.jsonl. Ask it yourself:"

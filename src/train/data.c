@@ -108,6 +108,42 @@ static int line_form(const cJSON *j, lc_data_form *f, const char *where) {
     return 0;
 }
 
+/* The messages of a chat line (*m: a new array of n messages borrowing j's strings).
+ * Returns 0 or -1. */
+static int parse_messages(const cJSON *j, lc_chat_msg **m, size_t *n, const char *where) {
+    *m = NULL;
+    *n = 0;
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(j, "tools");
+    if (tools && !cJSON_IsNull(tools))
+        return lc_fail("%s: \"tools\" is not supported yet (lorac's chat templates render no "
+                       "tool definitions or calls); drop it or the line",
+                       where);
+    const cJSON *arr;
+    int rc = lc_json_arr(j, "messages", &arr, where);
+    if (rc <= 0) return rc < 0 ? -1 : lc_fail("%s: \"messages\" is null", where);
+    size_t cnt = (size_t)cJSON_GetArraySize(arr), i = 0;
+    if (cnt == 0) return lc_fail("%s: \"messages\" is empty", where);
+    lc_chat_msg *msgs = xcalloc(cnt, sizeof *msgs);
+    const cJSON *e;
+    rc = 0;
+    cJSON_ArrayForEach(e, arr) {
+        char w[700];
+        snprintf(w, sizeof w, "%s: messages[%zu]", where, i);
+        if (!cJSON_IsObject(e)) rc = lc_fail("%s: expected {\"role\", \"content\"}", w);
+        else if (need_string(e, "role", &msgs[i].role, w) || need_string(e, "content", &msgs[i].content, w))
+            rc = -1;
+        if (rc) break;
+        i++;
+    }
+    if (rc != 0) {
+        free(msgs);
+        return -1;
+    }
+    *m = msgs;
+    *n = cnt;
+    return 0;
+}
+
 /* Tokenizes one parsed line into ids; *offset is the first trained token, *tail the start
  * of the part that must hold the EOS (the last assistant turn, or 0). */
 static int line_ids(ctx *c, const cJSON *j, lc_data_form form, lc_ids *ids, size_t *offset,
@@ -124,29 +160,10 @@ static int line_ids(ctx *c, const cJSON *j, lc_data_form form, lc_ids *ids, size
             return -1;
         if (chat_ids(c, m, 2, ids, &head, where) != 0) return -1;
     } else {
-        const cJSON *tools = cJSON_GetObjectItemCaseSensitive(j, "tools");
-        if (tools && !cJSON_IsNull(tools))
-            return lc_fail("%s: \"tools\" is not supported yet (lorac's chat templates render no "
-                           "tool definitions or calls); drop it or the line",
-                           where);
-        const cJSON *arr;
-        int rc = lc_json_arr(j, "messages", &arr, where);
-        if (rc <= 0) return rc < 0 ? -1 : lc_fail("%s: \"messages\" is null", where);
-        size_t n = (size_t)cJSON_GetArraySize(arr), i = 0;
-        if (n == 0) return lc_fail("%s: \"messages\" is empty", where);
-        lc_chat_msg *m = xcalloc(n, sizeof *m);
-        const cJSON *e;
-        rc = 0;
-        cJSON_ArrayForEach(e, arr) {
-            char w[700];
-            snprintf(w, sizeof w, "%s: messages[%zu]", where, i);
-            if (!cJSON_IsObject(e)) rc = lc_fail("%s: expected {\"role\", \"content\"}", w);
-            else if (need_string(e, "role", &m[i].role, w) || need_string(e, "content", &m[i].content, w))
-                rc = -1;
-            if (rc) break;
-            i++;
-        }
-        if (rc == 0) rc = chat_ids(c, m, n, ids, &head, where);
+        lc_chat_msg *m;
+        size_t n;
+        if (parse_messages(j, &m, &n, where) != 0) return -1;
+        int rc = chat_ids(c, m, n, ids, &head, where);
         free(m);
         if (rc != 0) return -1;
     }
@@ -394,4 +411,206 @@ int lc_batcher_seek(lc_batcher *b, const lc_data_pos *p) {
     b->pos = *p;
     make_order(b);
     return 0;
+}
+
+/* ---- prompts and answers ---- */
+
+static char *trimmed(const char *s, size_t n) {
+    while (n && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')) s++, n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' || s[n - 1] == '\r')) n--;
+    return xstrndup(s, n);
+}
+
+static bool ends_with(const char *s, size_t n, const char *suffix) {
+    size_t k = strlen(suffix);
+    return k && k <= n && !memcmp(s + n - k, suffix, k);
+}
+
+/* The family's text between a user message and the answer (sep), the part of it that
+ * the generation prompt holds (*gen_len: sep[0..gen_len) — the prompt ends there, as it
+ * does for `lorac generate`), and the text after the answer (end), from renderings with
+ * sentinel contents. Returns 0 or -1. */
+static int answer_marks(ctx *c, lc_buf *sep, size_t *gen_len, lc_buf *end, const char *where) {
+    if (get_family(c, where) != 0) return -1;
+    const char *bos = c->bos >= 0 ? lc_tokenizer_piece(c->t, c->bos) : NULL;
+    const char *eos = c->eos >= 0 ? lc_tokenizer_piece(c->t, c->eos) : NULL;
+    lc_chat_msg m[2] = {{"user", "\x01"}, {"assistant", "\x02"}};
+    lc_buf r = {0}, g = {0};
+    int rc = lc_chat_render_text(c->family, m, 2, false, bos, eos, &r);
+    if (rc == 0) rc = lc_chat_render_text(c->family, m, 1, true, bos, eos, &g);
+    const char *u = rc == 0 ? strchr(r.data, '\x01') : NULL, *a = u ? strchr(u, '\x02') : NULL;
+    const char *gu = rc == 0 ? strchr(g.data, '\x01') : NULL;
+    if (rc != 0) rc = lc_fail_prefix("%s", where);
+    else if (!a || !gu)
+        rc = lc_fail("%s: cannot tell where the %s template puts the answer", where,
+                     lc_chat_family_name(c->family));
+    else {
+        lc_buf_append(sep, u + 1, (size_t)(a - u - 1));
+        lc_buf_puts(end, a + 1);
+        size_t gl = strlen(gu + 1);
+        *gen_len = gl <= sep->len && !memcmp(sep->data, gu + 1, gl) ? gl : sep->len;
+    }
+    lc_buf_free(&r);
+    lc_buf_free(&g);
+    return rc;
+}
+
+/* The last occurrence of needle in s[0..n), or NULL. */
+static const char *last_of(const char *s, size_t n, const char *needle) {
+    size_t k = strlen(needle);
+    if (!k || k > n) return NULL;
+    for (size_t i = n - k + 1; i-- > 0;)
+        if (!memcmp(s + i, needle, k)) return s + i;
+    return NULL;
+}
+
+/* A text row: split at the family's answer mark (the last one: the final answer); the
+ * prompt ids are the longest common prefix of the whole text's ids and the ids of the
+ * text up to the end of the generation prompt. */
+static int task_text_row(ctx *c, const char *text, const lc_buf *sep, size_t gen_len,
+                         const lc_buf *end, lc_task_row *r, lc_ids *full, lc_ids *pre,
+                         const char *where) {
+    size_t n = strlen(text), k = sep->len;
+    while (k > gen_len && (sep->data[k - 1] == ' ' || sep->data[k - 1] == '\n')) k--;
+    const char *at = last_of(text, n, sep->data), *stop = at ? at + sep->len : NULL;
+    if (!at && k) { // the answer glued to the mark: "[/INST]add" for "[/INST] add"
+        char *core = xstrndup(sep->data, k);
+        at = last_of(text, n, core);
+        stop = at ? at + k : NULL;
+        free(core);
+    }
+    if (!at)
+        return lc_fail("%s: cannot find where the answer starts (the %s template puts \"%s\" "
+                       "before it): --generate needs rows with a prompt and an answer (or pass "
+                       "--chat-template NAME)",
+                       where, lc_chat_family_name(c->family), sep->data);
+    const char *pend = at + gen_len;
+    lc_ids_clear(full);
+    lc_ids_clear(pre);
+    char *head = xstrndup(text, (size_t)(pend - text));
+    int rc = text_ids(c, text, full);
+    if (rc == 0) rc = text_ids(c, head, pre);
+    free(head);
+    if (rc != 0) return lc_fail_prefix("%s", where);
+    size_t m = 0;
+    while (m < full->len && m < pre->len && full->data[m] == pre->data[m]) m++;
+    if (m == 0) return lc_fail("%s: the prompt has no tokens", where);
+    // the answer: after the mark, without the end-of-turn text (or the EOS), trimmed
+    const char *a = stop;
+    size_t an = n - (size_t)(stop - text);
+    char *endt = trimmed(end->data, end->len);
+    const char *eos = c->eos >= 0 ? lc_tokenizer_piece(c->t, c->eos) : NULL;
+    if (ends_with(a, an, end->data)) an -= end->len;
+    else if (ends_with(a, an, endt)) an -= strlen(endt);
+    else if (eos && ends_with(a, an, eos)) an -= strlen(eos);
+    free(endt);
+    r->prompt = trimmed(text, (size_t)(pend - text));
+    r->target = trimmed(a, an);
+    r->ids = xmalloc(m * sizeof *r->ids);
+    memcpy(r->ids, full->data, m * sizeof *r->ids);
+    r->n_ids = m;
+    return 0;
+}
+
+/* A chat row (msgs[0..n), the last the answer): the prompt is everything before it with
+ * the generation prompt, as the mask offset of training. */
+static int task_chat_row(ctx *c, const lc_chat_msg *m, size_t n, lc_task_row *r, lc_ids *ids,
+                         const char *where) {
+    if (n < 2 || strcmp(m[n - 1].role, "assistant"))
+        return lc_fail("%s: the last message is not the assistant's: no answer to score", where);
+    if (get_family(c, where) != 0) return -1;
+    lc_ids_clear(ids);
+    if (lc_chat_render_ids(c->t, c->family, m, n - 1, true, ids) != 0) return lc_fail_prefix("%s", where);
+    if (!ids->len) return lc_fail("%s: the prompt has no tokens", where);
+    const char *q = "";
+    for (size_t i = 0; i + 1 < n; i++)
+        if (!strcmp(m[i].role, "user")) q = m[i].content;
+    r->prompt = xstrdup(q);
+    r->target = trimmed(m[n - 1].content, strlen(m[n - 1].content));
+    r->ids = xmalloc(ids->len * sizeof *r->ids);
+    memcpy(r->ids, ids->data, ids->len * sizeof *r->ids);
+    r->n_ids = ids->len;
+    return 0;
+}
+
+void lc_task_set_free(lc_task_set *s) {
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->rows[i].prompt);
+        free(s->rows[i].target);
+        free(s->rows[i].ids);
+    }
+    free(s->rows);
+    memset(s, 0, sizeof *s);
+}
+
+int lc_task_set_load(lc_task_set *s, const char *path, const lc_tokenizer *t,
+                     const lc_data_options *o, size_t limit) {
+    memset(s, 0, sizeof *s);
+    char *text;
+    size_t len;
+    if (lc_read_file(path, DATA_MAX_BYTES, &text, &len) != 0) return -1;
+    ctx c = {t, o, LC_CHAT_MISTRAL, false, lc_tokenizer_bos(t), lc_tokenizer_eos(t)};
+    lc_buf sep = {0}, end = {0};
+    size_t gen_len = 0;
+    lc_ids a = {0}, b = {0};
+    bool marks = false;
+    size_t cap = 0, lineno = 0;
+    int rc = 0;
+    for (const char *p = text, *e = text + len; p < e && rc == 0 && (!limit || s->n < limit);) {
+        const char *nl = memchr(p, '\n', (size_t)(e - p)), *le = nl ? nl : e;
+        lineno++;
+        const char *q = p;
+        while (q < le && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
+        if (q < le) {
+            char where[600];
+            snprintf(where, sizeof where, "%s:%zu", path, lineno);
+            cJSON *j = NULL;
+            lc_data_form form = LC_DATA_TEXT;
+            lc_task_row r = {0};
+            r.line = lineno;
+            rc = lc_json_parse(p, (size_t)(le - p), where, &j);
+            if (rc == 0) rc = line_form(j, &form, where);
+            if (rc == 0 && s->n == 0) s->form = form;
+            if (rc == 0 && form != s->form)
+                rc = lc_fail("%s: this line is in the %s form, the first in the %s form; a file "
+                             "holds one form",
+                             where, lc_data_form_name(form), lc_data_form_name(s->form));
+            if (rc == 0 && form == LC_DATA_TEXT) {
+                const char *tx;
+                if (!marks) rc = answer_marks(&c, &sep, &gen_len, &end, where), marks = rc == 0;
+                if (rc == 0) rc = need_string(j, "text", &tx, where);
+                if (rc == 0) rc = task_text_row(&c, tx, &sep, gen_len, &end, &r, &a, &b, where);
+            } else if (rc == 0 && form == LC_DATA_COMPLETION) {
+                lc_chat_msg m[2] = {{"user", NULL}, {"assistant", NULL}};
+                rc = need_string(j, "prompt", &m[0].content, where);
+                if (rc == 0) rc = need_string(j, "completion", &m[1].content, where);
+                if (rc == 0) rc = task_chat_row(&c, m, 2, &r, &a, where);
+            } else if (rc == 0) {
+                lc_chat_msg *m;
+                size_t n;
+                rc = parse_messages(j, &m, &n, where);
+                if (rc == 0) rc = task_chat_row(&c, m, n, &r, &a, where);
+                free(m);
+            }
+            cJSON_Delete(j);
+            if (rc == 0) {
+                if (s->n == cap) {
+                    cap = cap ? 2 * cap : 64;
+                    s->rows = xrealloc(s->rows, cap * sizeof *s->rows);
+                }
+                s->rows[s->n++] = r;
+            } else {
+                free(r.prompt), free(r.target), free(r.ids);
+            }
+        }
+        p = nl ? nl + 1 : e;
+    }
+    free(text);
+    lc_buf_free(&sep);
+    lc_buf_free(&end);
+    lc_ids_free(&a);
+    lc_ids_free(&b);
+    if (rc == 0 && s->n == 0) rc = lc_fail("%s: holds no examples", path);
+    if (rc != 0) lc_task_set_free(s);
+    return rc;
 }

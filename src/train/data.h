@@ -118,4 +118,31 @@ int lc_data_pos_parse(const char *text, lc_data_pos *p);
 /* Continues from a saved position (same data and seed). Returns 0, or -1 when it does not fit. */
 int lc_batcher_seek(lc_batcher *b, const lc_data_pos *p);
 
+/* ---- prompts and answers (task evaluation: generate from the prompt, score the answer) ---- */
+
+/* One row split where the answer starts. text form: at the last place where the chat
+ * family's template puts the assistant's answer after a user message ("[/INST]" for
+ * mistral), the answer's end-of-turn text removed; prompt/completion: the prompt rendered
+ * with the generation prompt; messages: every message before the last, which must be the
+ * assistant's. The prompt ids are exactly the ones training saw before the answer. */
+typedef struct {
+    char *prompt;  // text form: the text before the answer; else the (last) user message
+    char *target;  // the expected answer, trimmed
+    int32_t *ids;  // (n_ids) the prompt's tokens, the generation prompt included
+    size_t n_ids;
+    size_t line;   // its line in the file
+} lc_task_row;
+
+typedef struct {
+    lc_task_row *rows;
+    size_t n;
+    lc_data_form form;
+} lc_task_set;
+
+/* Reads up to limit rows (0: all) of a JSONL file in any of the three forms into s.
+ * Fails, naming the line, on a row with no answer to score. Returns 0 or -1. */
+int lc_task_set_load(lc_task_set *s, const char *path, const lc_tokenizer *t,
+                     const lc_data_options *o, size_t limit);
+void lc_task_set_free(lc_task_set *s);
+
 #endif
