@@ -64,5 +64,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_download(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif
