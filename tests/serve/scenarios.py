@@ -337,5 +337,49 @@ def load():
     good_request("the load run")
 
 
-{"raw": raw, "disconnect": disconnect, "queue": queue, "load": load}[SCENARIO]()
+def curl_errors():
+    """Bad requests through curl (one curl process, --next between requests): each gets
+    its OpenAI error object with the right status and param, and the good request sent
+    right after it on the same connection is answered correctly."""
+    import subprocess
+    import tempfile
+    cases = json.load(open(sys.argv[4]))  # [[path, body, status, param (, code)], ...]; status 200: a control
+    url = "http://127.0.0.1:%d" % PORT
+    good = json.dumps(chat_body(REFS["prompts"][0]))
+    tmp = tempfile.mkdtemp()
+    args, outs = ["curl", "-s"], []
+    for i, case in enumerate(cases):
+        for j, (pth, b) in enumerate(((case[0], case[1]), ("/v1/chat/completions", good))):
+            out = "%s/%d_%d" % (tmp, i, j)
+            open(out + ".in", "w").write(b)
+            if len(args) > 2:
+                args.append("--next")
+            args += ["-o", out, "-w", "%{http_code}\\n", "-H", "Content-Type: application/json",
+                     "--data-binary", "@" + out + ".in", url + pth]
+            outs.append(out)
+    codes = subprocess.run(args, capture_output=True, text=True, timeout=120).stdout.split()
+    if len(codes) != len(outs):
+        fail("curl answered %d of %d requests" % (len(codes), len(outs)))
+        return
+    for i, case in enumerate(cases):
+        path, body, status, param = case[:4]
+        code, data = int(codes[2 * i]), open(outs[2 * i], "rb").read()
+        try:
+            if status == 200:
+                ok = code == 200 and json.loads(data)["choices"][0]["finish_reason"] in ("stop", "length")
+            else:
+                err = json.loads(data)["error"]
+                ok = (code == status and err["param"] == param and err["type"] == "invalid_request_error" and
+                      err["message"] and "code" in err and (len(case) < 5 or err["code"] == case[4]))
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            fail("%s %s -> %d %r (wanted %d, param %s)" % (path, body[:120], code, data[:200], status, param))
+        code, data = int(codes[2 * i + 1]), open(outs[2 * i + 1], "rb").read()
+        if code != 200 or json.loads(data)["choices"][0]["message"]["content"] != REFS["chat"][REFS["prompts"][0]]:
+            fail("the good request after %s %s -> %d %r" % (path, body[:80], code, data[:200]))
+    print("  %d bad requests through curl, each followed by a good one" % len(cases))
+
+
+{"raw": raw, "curl_errors": curl_errors, "disconnect": disconnect, "queue": queue, "load": load}[SCENARIO]()
 sys.exit(1 if failures else 0)

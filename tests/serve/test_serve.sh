@@ -91,14 +91,6 @@ post() {
 }
 # jq_py EXPR : evaluates a Python expression over d = json.loads($BODY) and r = the refs.
 jq_py() { python3 -c "import json,sys; d=json.loads(sys.argv[1]); r=json.load(open(sys.argv[2])); print($1)" "$BODY" "$REFS"; }
-# expect_error STATUS PARAM PATH JSON : an OpenAI error object with that status and param.
-expect_error() {
-    post "$3" "$4"
-    [ "$CODE" = "$1" ] || { fail "$4 -> $CODE, expected $1: $BODY"; return; }
-    got=$(jq_py 'd["error"]["param"], d["error"]["type"], bool(d["error"]["message"]), "code" in d["error"]')
-    [ "$got" = "$2 invalid_request_error True True" ] || fail "$4 -> error object $BODY (wanted param $2)"
-    good_chat "after $4"
-}
 # good_chat WHAT : a good request answers lorac generate's text.
 good_chat() {
     post /v1/chat/completions "{\"messages\": [{\"role\": \"user\", \"content\": \"$P0\"}], \"max_tokens\": $N, \"temperature\": 0}"
@@ -214,50 +206,42 @@ per_request_adapters() {
     post /v1/chat/completions "{$body, \"adapters\": \"./ad\", \"stream\": true}"
     python3 -c 'import json,sys; r=json.load(open(sys.argv[2])); t="".join(json.loads(b[6:])["choices"][0]["delta"].get("content","") for b in sys.argv[1].split("\n\n") if b.startswith("data: {")); assert t == r["adapted"], t' "$BODY" "$REFS" ||
         fail "adapters, cached, streamed: $BODY"
-    expect_error 400 adapters /v1/chat/completions "{$body, \"adapters\": \"../ad\"}"
-    expect_error 400 adapters /v1/chat/completions "{$body, \"adapters\": \"$T_TMP/ad\"}"
-    expect_error 400 adapters /v1/chat/completions "{$body, \"adapters\": \"nowhere\"}"
-    expect_error 400 adapters /v1/chat/completions "{$body, \"adapters\": \"model\"}"
-    expect_error 400 adapters /v1/chat/completions "{$body, \"adapters\": 5}"
 }
 
 bad_inputs() {
     C=/v1/chat/completions
-    msg="\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]"
-    post $C '{"messages": [{"role": "user", "content": "hi"}'
-    [ "$CODE" = 400 ] && [ "$(jq_py 'd["error"]["code"]')" = invalid_json ] || fail "malformed JSON: $CODE $BODY"
-    good_chat "after malformed JSON"
-    post $C '[1, 2]'; [ "$CODE" = 400 ] || fail "array body: $CODE"
-    post $C ''; [ "$CODE" = 400 ] || fail "empty body: $CODE"
-    expect_error 400 messages $C '{}'
-    expect_error 400 messages $C '{"messages": []}'
-    expect_error 400 messages $C '{"messages": "hi"}'
-    expect_error 400 messages $C '{"messages": [{"content": "hi"}]}'
-    expect_error 400 messages $C '{"messages": [{"role": "user", "content": 5}]}'
-    expect_error 400 messages $C '{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}'
-    expect_error 400 messages $C '{"messages": [{"role": "assistant", "content": "x"}]}'
-    expect_error 400 max_tokens $C "{$msg, \"max_tokens\": \"10\"}"
-    expect_error 400 max_tokens $C "{$msg, \"max_tokens\": 1.5}"
-    expect_error 400 max_tokens $C "{$msg, \"max_tokens\": -1}"
-    expect_error 400 max_tokens $C "{$msg, \"max_tokens\": 5000}"
-    expect_error 400 temperature $C "{$msg, \"temperature\": \"hot\"}"
-    expect_error 400 temperature $C "{$msg, \"temperature\": 3}"
-    expect_error 400 top_p $C "{$msg, \"top_p\": 0}"
-    expect_error 400 seed $C "{$msg, \"seed\": \"x\"}"
-    expect_error 400 stop $C "{$msg, \"stop\": 5}"
-    expect_error 400 stop $C "{$msg, \"stop\": [\"a\", 1]}"
-    expect_error 400 stream $C "{$msg, \"stream\": \"yes\"}"
-    expect_error 400 n $C "{$msg, \"n\": 2}"
-    expect_error 400 model $C "{$msg, \"model\": 7}"
-    expect_error 400 prompt /v1/completions '{"prompt": ["a", "b"]}'
-    expect_error 400 prompt /v1/completions '{"prompt": {"a": 1}}'
-    expect_error 400 prompt /v1/completions '{"prompt": [1, 99999]}'
-    expect_error 400 prompt /v1/completions '{"max_tokens": 3}'
-    # too many tokens: over the model's 2048 positions
-    long=$(python3 -c 'print("word " * 3000)')
-    post /v1/completions "{\"prompt\": \"$long\", \"max_tokens\": 10}"
-    [ "$CODE" = 400 ] && [ "$(jq_py 'd["error"]["code"]')" = context_length_exceeded ] || fail "too many tokens: $CODE $BODY"
-    good_chat "after too many tokens"
+    python3 - "$T_TMP" "$P0" >"$T_TMP/cases.json" <<'PY'
+import json, sys
+tmp, p0 = sys.argv[1], sys.argv[2]
+C, Q = "/v1/chat/completions", "/v1/completions"
+msg = '"messages": [{"role": "user", "content": "%s"}]' % p0
+def c(extra): return "{%s, %s}" % (msg, extra)
+cases = [
+    [C, '{"messages": [{"role": "user", "content": "hi"}', 400, None], [C, "[1, 2]", 400, None], [C, "", 400, None],
+    [C, "{}", 400, "messages"], [C, '{"messages": []}', 400, "messages"], [C, '{"messages": "hi"}', 400, "messages"],
+    [C, '{"messages": [{"content": "hi"}]}', 400, "messages"],
+    [C, '{"messages": [{"role": "user", "content": 5}]}', 400, "messages"],
+    [C, '{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}', 400, "messages"],
+    [C, '{"messages": [{"role": "assistant", "content": "x"}]}', 400, "messages"],
+    [C, c('"max_tokens": "10"'), 400, "max_tokens"], [C, c('"max_tokens": 1.5'), 400, "max_tokens"],
+    [C, c('"max_tokens": -1'), 400, "max_tokens"], [C, c('"max_tokens": 5000'), 400, "max_tokens"],
+    [C, c('"temperature": "hot"'), 400, "temperature"], [C, c('"temperature": 3'), 400, "temperature"],
+    [C, c('"top_p": 0'), 400, "top_p"], [C, c('"seed": "x"'), 400, "seed"], [C, c('"stop": 5'), 400, "stop"],
+    [C, c('"stop": ["a", 1]'), 400, "stop"], [C, c('"stream": "yes"'), 400, "stream"], [C, c('"n": 2'), 400, "n"],
+    [C, c('"model": 7'), 400, "model"], [C, c('"stream_options": true'), 400, "stream_options"],
+    [C, c('"adapters": "../ad"'), 400, "adapters"], [C, c('"adapters": "%s/ad"' % tmp), 400, "adapters"],
+    [C, c('"adapters": "nowhere"'), 400, "adapters"], [C, c('"adapters": "model"'), 400, "adapters"],
+    [C, c('"adapters": 5'), 400, "adapters"],
+    [Q, '{"prompt": ["a", "b"]}', 400, "prompt"], [Q, '{"prompt": {"a": 1}}', 400, "prompt"],
+    [Q, '{"prompt": [1, 99999]}', 400, "prompt"], [Q, '{"max_tokens": 3}', 400, "prompt"],
+    [Q, json.dumps({"prompt": "word " * 3000, "max_tokens": 10}), 400, "prompt", "context_length_exceeded"],
+    [Q, json.dumps({"prompt": "x", "max_tokens": 20, "adapters": None}), 200, None],  # a control: fine
+    [C, '{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10, "top_k": -1}', 400, "top_k"],
+    [C, '{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "unknown": {"x": [1]}}', 200, None],
+]
+print(json.dumps(cases))
+PY
+    python3 tests/serve/scenarios.py "${URL##*:}" curl_errors "$REFS" "$T_TMP/cases.json" || fail "bad requests"
     # a body over --max-body (curl sends Expect: 100-continue; the answer comes first)
     python3 -c 'import json; print(json.dumps({"prompt": "x" * 70000}))' >"$T_TMP/big.json"
     CODE=$(curl -s -o "$T_TMP/body" -w '%{http_code}' -H 'Content-Type: application/json' --data-binary @"$T_TMP/big.json" "$URL/v1/completions")
