@@ -49,6 +49,7 @@ for p in prompts:
     c = gen(p, "--chat-template", "mistral"); r = gen(p, "--ignore-chat-template")
     refs["chat"][p], refs["tokens"]["chat"][p] = c["text"], len(c["tokens"])
     refs["completion"][p], refs["tokens"]["completion"][p] = r["text"], len(r["tokens"])
+refs["sampled"] = gen(prompts[0], "--chat-template", "mistral", "--temp", "0.9", "--top-p", "0.95", "--seed", "42")["text"]
 refs["adapted"] = gen(prompts[0], "--chat-template", "mistral", "--adapter-path", ad)["text"]
 refs["prompt_ids"] = len(json.loads(subprocess.run([lorac, "tokenize", "--model", model, "--chat", "--chat-template",
     "mistral", "--add-generation-prompt", json.dumps([{"role": "user", "content": prompts[0]}])],
@@ -120,6 +121,10 @@ answers_equal_generate() {
     post /v1/chat/completions "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"Adds rs1 \"}, {\"type\": \"text\", \"text\": \"and rs2 into rd\"}]}], \"max_tokens\": $N, \"temperature\": 0}"
     [ "$(jq_py 'd["usage"]["prompt_tokens"] == r["prompt_ids"] and d["choices"][0]["message"]["content"] == r["chat"][r["prompts"][0]]')" = True ] ||
         fail "content parts / prompt_tokens: $BODY"
+    # sampling with a seed: the same tokens as lorac generate --temp --top-p --seed
+    post /v1/chat/completions "{\"messages\": [{\"role\": \"user\", \"content\": \"$P0\"}], \"max_tokens\": $N, \"temperature\": 0.9, \"top_p\": 0.95, \"seed\": 42}"
+    [ "$(jq_py 'd["choices"][0]["message"]["content"] == r["sampled"] != r["chat"][r["prompts"][0]]')" = True ] ||
+        fail "seeded sampling: $BODY (lorac generate: $(jq_py 'r["sampled"]'))"
     # max_tokens absent: bounded by --default-max-tokens and the context; max_tokens 0 gives nothing
     post /v1/completions "{\"prompt\": [\"hi\"], \"max_tokens\": 0}"
     [ "$(jq_py 'd["choices"][0]["text"] == "" and d["choices"][0]["finish_reason"] == "length"')" = True ] || fail "max_tokens 0: $BODY"
