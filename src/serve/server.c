@@ -581,7 +581,8 @@ typedef struct {
     lc_buf all;   // every byte generated so far
     size_t sent;  // bytes of `all` delivered (the rest may begin a stop string)
     bool stopped; // a stop string was found
-    bool dead;    // the peer went away (or the server is stopping)
+    bool dead;    // the peer went away
+    bool halted;  // the server is stopping: the answer ends here (finish_reason "length")
     bool chunked; // HTTP/1.1 chunked stream (else close-delimited)
     lc_buf text;  // the answer, when not streaming
 } gen_ctx;
@@ -653,7 +654,7 @@ static int on_text(void *ctx, const char *text, size_t n) {
     gen_ctx *g = ctx;
     if (g->stopped || g->dead) return 1;
     if (stopping(g->s)) {
-        g->dead = true;
+        g->halted = true;
         return 1;
     }
     lc_buf_append(&g->all, text, n);
@@ -683,8 +684,9 @@ static int on_text(void *ctx, const char *text, size_t n) {
     deliver(g, g->all.data + g->sent, cut - g->sent);
     g->sent = cut;
     if (g->dead) return 1;
-    if (lc_http_peer_closed(g->j->conn->fd)) {
-        g->dead = true;
+    if (lc_http_peer_closed(g->j->conn->fd)) { // (stopping also shuts the reading side)
+        if (stopping(g->s)) g->halted = true;
+        else g->dead = true;
         return 1;
     }
     return 0;
@@ -762,7 +764,8 @@ static void run_job(lc_server *s, job *j) {
     lc_gen_stats st = {0};
     int rc = g.dead ? 0 : lc_generate(m, s->c.tok, ids.data, P, max_tokens, &r->sc, on_text, &g, NULL, &st);
     if (rc == 0 && !g.stopped && !g.dead) deliver(&g, g.all.data + g.sent, g.all.len - g.sent);
-    const char *finish = (g.stopped || st.hit_eos) ? "stop" : "length";
+    const char *finish = (g.stopped || st.hit_eos) && !g.halted ? "stop" : "length";
+    if (g.halted) j->keep_alive = false;
     j->status = 200;
     if (rc != 0) {
         reject(&e, 500, NULL, "generation_failed", "generation failed: %s", lc_errmsg());
@@ -816,7 +819,7 @@ static void run_job(lc_server *s, job *j) {
     if (g.dead) j->status = 499;
     lc_info("serve: %s %s: %lld prompt + %lld completion tokens, finish %s, %.2f s%s", r->chat ? "chat" : "completion",
             id, (long long)P, (long long)st.generated, finish, st.prefill_s + st.decode_s,
-            g.dead ? " (client gone: stopped)" : "");
+            g.dead ? " (client gone: stopped)" : g.halted ? " (server stopping: cut short)" : "");
     lc_buf_free(&out);
     lc_buf_free(&g.all);
     lc_buf_free(&g.text);

@@ -320,7 +320,16 @@ openai_client() {
 run_test api_key
 run_test queue_full
 run_test openai_client
-T_CUR=0; stop_server INT; grep -q "serve: stopped" "$KEY_LOG" || fail "no 'stopped' line after SIGINT"
+# SIGINT during a stream: the stream ends properly ([DONE]), the server exits 0
+T_CUR=0
+curl -s -N -o "$T_TMP/cut.sse" -H 'Authorization: Bearer s3cret' -H 'Content-Type: application/json' \
+    --data-binary "{\"prompt\": \"$P0\", \"max_tokens\": 1500, \"stream\": true}" "$URL/v1/completions" &
+CURL=$!
+i=0; while [ ! -s "$T_TMP/cut.sse" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+stop_server INT; wait $CURL
+grep -q "serve: stopped" "$KEY_LOG" || fail "no 'stopped' line after SIGINT"
+grep -q "server stopping: cut short" "$KEY_LOG" || fail "the running generation was not cut short: $(tail -3 "$KEY_LOG")"
+[ "$(tail -c 14 "$T_TMP/cut.sse")" = "data: [DONE]" ] || fail "the stream cut by SIGINT did not end with [DONE]: $(tail -c 200 "$T_TMP/cut.sse")"
 [ $T_CUR -eq 0 ] || { T_FAILED=$((T_FAILED + 1)); echo "FAIL sigint_shutdown"; }
 
 command_errors() {
