@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="make gcc pkg-config libcjson-dev libyaml-dev libpcre2-dev libutf8proc-dev libopenblas-dev
-      libcurl4-openssl-dev clang libclang-rt-14-dev python3 binutils-riscv64-linux-gnu"
+      libcurl4-openssl-dev clang libclang-rt-14-dev python3 binutils-riscv64-linux-gnu curl nodejs"
 
 missing=""
 for p in $PKGS; do
@@ -13,6 +13,9 @@ for p in $PKGS; do
         missing="$missing $p"
     fi
 done
+# the serve tests' openai client: npm comes with Debian's "npm" package, or inside other
+# builds of nodejs (e.g. NodeSource's, which conflict with Debian's npm): ask only when absent
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then

@@ -16,6 +16,7 @@ static const lc_command COMMANDS[] = {
     {"plot", cmd_plot, "draw the train/validation loss curves of a run as an SVG"},
     {"prepare", cmd_prepare, "turn a data set file into train/valid/test JSONL"},
     {"download", cmd_download, "fetch a model or data set from the Hugging Face Hub into its cache"},
+    {"serve", cmd_serve, "an OpenAI-compatible HTTP server over a model and its adapters"},
     {"info", cmd_info, "describe a model folder: architecture, sizes, tokenizer, specials"},
     {"tokenize", cmd_tokenize, "turn text into token ids with a model's tokenizer"},
     {"init", cmd_init, "create a random-weight model folder from a config.json"},

@@ -75,5 +75,6 @@ int cmd_prepare(int argc, char **argv);
 int cmd_download(int argc, char **argv);
 int cmd_fuse(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif
