@@ -207,6 +207,7 @@ int lc_quant_affine(uint32_t *q, void *scales, void *biases, lc_dtype sdtype, co
                        (long long)group);
     const float n_bins = (float)((1 << bits) - 1), eps = 1e-7f;
     size_t per = 32 / (size_t)bits, ng = (size_t)(cols / group);
+#pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++)
         for (size_t g = 0; g < ng; g++) {
             const float *x = w + (size_t)r * (size_t)cols + g * (size_t)group;
@@ -242,21 +243,24 @@ int lc_quant_affine(uint32_t *q, void *scales, void *biases, lc_dtype sdtype, co
     return 0;
 }
 
-/* The index of the nearest of n sorted-or-not values (the first on ties), as
- * torch.argmin(|x - code|) picks it. */
+/* The index of the nearest of n ascending values, the first on ties (as
+ * torch.argmin(|x - code|) picks it): the nearest is one of the two neighbours of x. */
 static unsigned nearest(float x, const float *code, int n) {
-    unsigned best = 0;
-    float bd = fabsf(x - code[0]);
-    for (int k = 1; k < n; k++) {
-        float d = fabsf(x - code[k]);
-        if (d < bd) bd = d, best = (unsigned)k;
+    int lo = 0, hi = n; // first index with code[i] >= x
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (code[mid] < x) lo = mid + 1;
+        else hi = mid;
     }
-    return best;
+    if (lo == n) return (unsigned)(n - 1);
+    if (lo == 0) return 0;
+    return fabsf(x - code[lo - 1]) <= fabsf(x - code[lo]) ? (unsigned)(lo - 1) : (unsigned)lo;
 }
 
 void lc_quant_nf4(uint8_t *packed, float *absmax, const float *w, size_t n, int64_t block) {
-    size_t G = (size_t)block;
-    for (size_t b = 0; b * G < n; b++) {
+    size_t G = (size_t)block, nb = (n + G - 1) / G;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++) {
         size_t i0 = b * G, i1 = i0 + G < n ? i0 + G : n;
         float am = 0.0f;
         for (size_t i = i0; i < i1; i++) am = fabsf(w[i]) > am ? fabsf(w[i]) : am;

@@ -161,7 +161,7 @@ static int parse_quant(const cJSON *root, lc_model_config *c, const char *what) 
                            what);
         if (strcmp(type, "nf4") && strcmp(type, "fp4"))
             return lc_fail("%s: bnb_4bit_quant_type '%.20s' is not supported (nf4 or fp4)", what, type);
-        c->quant = (lc_quant_config){LC_QUANT_NF4, 4, 64, dq};
+        c->quant = (lc_quant_config){LC_QUANT_NF4, 4, 64, dq, false};
         return 0;
     }
     const char *mode = NULL;
@@ -178,7 +178,9 @@ static int parse_quant(const cJSON *root, lc_model_config *c, const char *what) 
     if (gs != 32 && gs != 64 && gs != 128)
         return lc_fail("%s: quantization group_size %lld is not supported (32, 64 or 128)", what,
                        (long long)gs);
-    c->quant = (lc_quant_config){LC_QUANT_AFFINE, (int)bits, gs, false};
+    // mlx-lm quantizes embed_tokens and lm_head too unless a per-layer entry says false
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(q, "model.embed_tokens");
+    c->quant = (lc_quant_config){LC_QUANT_AFFINE, (int)bits, gs, false, !cJSON_IsFalse(e)};
     return 0;
 }
 
@@ -582,10 +584,10 @@ static bool quant_companion(const lc_model_config *c, const lc_param_spec *s, si
 }
 
 int lc_quant_parse(const char *str, lc_quant_config *q, const char *what) {
-    if (!strcmp(str, "nf4")) *q = (lc_quant_config){LC_QUANT_NF4, 4, 64, true};
-    else if (!strcmp(str, "q4")) *q = (lc_quant_config){LC_QUANT_AFFINE, 4, 64, false};
-    else if (!strcmp(str, "q8")) *q = (lc_quant_config){LC_QUANT_AFFINE, 8, 64, false};
-    else if (!strcmp(str, "none") || !str[0]) *q = (lc_quant_config){LC_QUANT_NONE, 0, 0, false};
+    if (!strcmp(str, "nf4")) *q = (lc_quant_config){LC_QUANT_NF4, 4, 64, true, false};
+    else if (!strcmp(str, "q4")) *q = (lc_quant_config){LC_QUANT_AFFINE, 4, 64, false, false};
+    else if (!strcmp(str, "q8")) *q = (lc_quant_config){LC_QUANT_AFFINE, 8, 64, false, false};
+    else if (!strcmp(str, "none") || !str[0]) *q = (lc_quant_config){LC_QUANT_NONE, 0, 0, false, false};
     else return lc_fail("%s: '%.40s' is not a quantization (nf4, q4, q8 or none)", what, str);
     return 0;
 }
@@ -614,6 +616,10 @@ char *lc_config_json_with_quant(const char *text, size_t len, const lc_quant_con
             cJSON_AddNumberToObject(o, "group_size", (double)q->group_size);
             cJSON_AddNumberToObject(o, "bits", q->bits);
             cJSON_AddStringToObject(o, "mode", "affine");
+            if (!q->embeddings) { // mlx-lm's per-layer entries: keep these as stored
+                cJSON_AddBoolToObject(o, "model.embed_tokens", 0);
+                cJSON_AddBoolToObject(o, "lm_head", 0);
+            }
             cJSON_AddItemToObject(root, k ? "quantization_config" : "quantization", o);
         }
     } else if (q->fmt == LC_QUANT_NF4) { // transformers' BitsAndBytesConfig.to_dict()

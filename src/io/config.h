@@ -34,6 +34,7 @@ typedef struct {
     int bits;           // affine: 2, 4 or 8 (per-tensor values come from the shapes); nf4: 4
     int64_t group_size; // affine: 32, 64 or 128; nf4: the block size (64)
     bool nested;        // nf4: double quantization of the block maxima
+    bool embeddings;    // embed_tokens and lm_head are quantized too
 } lc_quant_config;
 
 typedef struct {

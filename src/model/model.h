@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "io/adapters.h"
 #include "io/config.h"
 
@@ -71,6 +72,23 @@ typedef struct lc_model lc_model;
  * config, and creates its CPU backend. *out is owned by the caller (lc_model_free).
  * Returns 0 or -1. */
 int lc_model_load(const char *dir, lc_model **out);
+
+/* How to load: quantize F32/F16/BF16 projections at load time (into memory the model
+ * owns, one projection at a time: never a float32 copy of the model), and whether the
+ * embedding table and lm_head are quantized too (default: they stay as stored). */
+typedef struct {
+    lc_quant_config quantize; // fmt LC_QUANT_NONE: as stored
+    bool quantize_embeddings;
+} lc_load_options;
+
+/* lc_model_load with options (o may be NULL). A folder that is already quantized loads as
+ * it is; asking to quantize it again is an error. Returns 0 or -1. */
+int lc_model_load_opts(const char *dir, const lc_load_options *o, lc_model **out);
+/* Bytes of base weights the model holds (mapped or quantized in memory). */
+size_t lc_model_weight_bytes(const lc_model *m);
+/* The weight of a projection of block l (key lc_lora_key), the embedding table (l = -1,
+ * key 0) or lm_head (l = -1, key 1), for fuse and inspection; NULL when out of range. */
+const lc_wt *lc_model_weight(const lc_model *m, int l, int key);
 void lc_model_free(lc_model *m);
 /* The model's config (owned by the model). */
 const lc_model_config *lc_model_cfg(const lc_model *m);
@@ -125,7 +143,10 @@ typedef struct {
 } lc_memory_plan;
 
 /* The memory a training run of (B, T) needs, from the config alone (weights counted
- * in cfg's dtype, F32 when it has none). lora may be NULL (no adapters). Returns 0 or -1. */
+ * in cfg's dtype, F32 when it has none; the seven projections quantized per cfg->quant,
+ * the embedding table and lm_head too when cfg->quant.embeddings). lora may be NULL (no adapters). Returns 0 or -1. */
+/* Bytes of base weights a model of this config holds (see lc_model_memory_plan). */
+size_t lc_model_weight_plan(const lc_model_config *cfg);
 int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora, int64_t B,
                          int64_t T, bool grad_checkpoint, lc_memory_plan *plan);
 
