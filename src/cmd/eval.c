@@ -27,6 +27,7 @@ static void usage(FILE *f) {
                "  --max-seq-length N     truncate longer examples (default 2048)\n"
                "  --chat-template NAME   chat family for chat data (default: detected)\n"
                "  --json                 print {\"loss\", \"ppl\", \"tokens\"}\n"
+               LC_QUANT_HELP
                "  -h, --help             this help\n");
 }
 
@@ -36,12 +37,14 @@ int cmd_eval(int argc, char **argv) {
         {"data", required_argument, 0, 'd'},    {"split", required_argument, 0, 's'},
         {"mask-prompt", no_argument, 0, 'k'},   {"batch-size", required_argument, 0, 'b'},
         {"max-seq-length", required_argument, 0, 'L'}, {"chat-template", required_argument, 0, 'c'},
-        {"json", no_argument, 0, 'j'},          {"help", no_argument, 0, 'h'},
+        {"json", no_argument, 0, 'j'},          LC_QUANT_OPTIONS,
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model = NULL, *adapters = NULL, *data = NULL, *split = "valid", *chat = NULL;
     long long B = 4, L = 2048;
     bool mask = false, json = false;
     int c;
+    lc_load_options lo = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -58,6 +61,10 @@ int cmd_eval(int argc, char **argv) {
             break;
         case 'c': chat = optarg; break;
         case 'j': json = true; break;
+        case 0x151:
+        case 0x152:
+            if (lc_cmd_quant_opt(c, optarg, "eval", &lo) == 2) return 2;
+            break;
         case 'h': usage(stdout); return 0;
         default: return lc_cmd_usage_error("eval", "invalid option");
         }
@@ -74,7 +81,7 @@ int cmd_eval(int argc, char **argv) {
     }
     lc_model *m;
     lc_tokenizer *t;
-    if (lc_cmd_load_model(model, adapters, &m, &t) != 0) return lc_cmd_fail();
+    if (lc_cmd_load_model_opts(model, adapters, &lo, &m, &t) != 0) return lc_cmd_fail();
     char name[32];
     snprintf(name, sizeof name, "%s.jsonl", split);
     char *path = lc_path_join(data, name);

@@ -194,6 +194,8 @@ static const field fields[] = {
     F(test_batches, V_INT, 1, 1, "test batches, -1 all (default 500)"),
     F(grad_accumulation_steps, V_INT, 1, 0, "micro-batches per update (default 1)"),
     F(clip_grad_norm, V_NUM, 0, 0, "clip the global gradient norm to this (default 0: off)"),
+    F(quantize, V_STR, 0, 0, "quantize the base weights at load time: nf4, q4 or q8"),
+    F(quantize_embeddings, V_BOOL, 0, 0, "quantize embed_tokens and lm_head too (a flag)"),
     {"optimizer", K_OPTIMIZER, V_STR, 0, 0, 0, false, "adam or adamw (default adam)"},
     {"fine_tune_type", K_FINETUNE, V_STR, 0, 0, 0, false, "lora (the only one lorac trains)"},
     {"lora_parameters", K_LORA, V_STR, 0, 0, 0, false, NULL},
@@ -795,6 +797,8 @@ void lc_train_options_to_json(const lc_train_options *o, lc_buf *b) {
     lc_buf_puts(b, ", \"adamw\": ");
     put_adam(b, &o->adamw);
     lc_buf_puts(b, "}, ");
+    if (o->quantize[0]) KS(quantize);
+    if (o->quantize_embeddings) KB(quantize_embeddings);
     if (o->resume_adapter_file[0]) KS(resume_adapter_file);
     else lc_buf_puts(b, "\"resume_adapter_file\": null, ");
     KI(save_every);
@@ -863,5 +867,7 @@ const char *lc_train_options_help(void) {
            "  --lr-schedule NAME --lr-schedule-args a,b,c --warmup N --warmup-init X\n"
            "                            cosine_decay [init, steps, end], linear_schedule\n"
            "                            [init, end, steps], constant [lr]\n"
-           "  --clip-grad-norm X        clip the global gradient norm (default off)\n";
+           "  --clip-grad-norm X        clip the global gradient norm (default off)\n"
+           "  --quantize nf4|q4|q8      quantize the base weights at load time (default: as\n"
+           "                            stored); --quantize-embeddings: embed/lm_head too\n";
 }
