@@ -2,7 +2,8 @@
  * model.c — loading a model folder, the activation arena, and the transformer's
  * forward and backward (LoRA gradients only), loss and logits.
  *
- * Owns the model: the mapped weights (through lc_safetensors), fp32 copies of the
+ * Owns the model: the mapped weights (through lc_safetensors), the descriptors of
+ * quantized weights and the buffers of those quantized at load time, fp32 copies of the
  * small vectors (norm weights, biases), the rotary tables, the adapters and the
  * arenas. All arithmetic goes through the backend (m->be); this file only sequences
  * operations and lays out memory. The arena layout is one function, used both to

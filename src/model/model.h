@@ -3,8 +3,9 @@
  * forward, backward for the LoRA parameters only, loss, logits, and generation with a
  * KV cache. Written once over the backend interface (src/backend/backend.h).
  *
- * Base weights stay memory-mapped in their stored dtype and never get gradients: no
- * gradient buffer for a base weight exists. LoRA follows DESIGN.md: for a projection
+ * Base weights stay memory-mapped in their stored dtype (F32/F16/BF16, or quantized: NF4
+ * or MLX affine, see backend/quant.h) or are quantized at load time into memory the
+ * model owns; they never get gradients: no gradient buffer for a base weight exists. LoRA follows DESIGN.md: for a projection
  * y = W x (+ bias), an adapter adds scale · B (A x), with A (in, r) initialised
  * uniform ±1/sqrt(in) from a seeded portable generator and B (r, out) zero; adapters
  * sit on the last num_layers blocks on the chosen keys; dropout (inverted, seeded)
