@@ -29,7 +29,8 @@ echo "| --- | --- | --- | --- | --- |"
 for q in bf16 nf4 q4 q8; do
     flag=""; [ "$q" != bf16 ] && flag="--quantize $q"
     "$LORAC" train -c configs/demo.yaml --model "$W/model" --data "$W/data" --adapter-path "$W/a-$q" \
-        --iters "$ITERS" --save-every "$ITERS" $flag >"$W/train-$q.txt"
+        --iters "$ITERS" --save-every "$ITERS" --steps-per-eval "$ITERS" --val-batches 1 $flag \
+        >"$W/train-$q.txt"
     gw=$(grep -o 'weights [0-9.]* GiB' "$W/train-$q.txt" | head -n 1 | grep -o '[0-9.]*')
     echo "| $q | $gw | $(loss valid "" "$flag") | $(loss valid "$W/a-$q" "$flag") | $(loss test "$W/a-$q" "$flag") |"
 done
