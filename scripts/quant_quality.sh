@@ -2,7 +2,7 @@
 # The quality cost of quantized base weights, measured on the project's RISC-V demo recipe
 # (configs/demo.yaml on the demo model, as `make demo` runs it): for bf16 (as stored) and
 # --quantize nf4 / q4 / q8, the validation and test losses of the base model and of the
-# adapters trained over it, plus the weights' size from the memory plan. Prints a Markdown
+# adapters trained over it. Prints a Markdown
 # table. ITERS overrides the recipe's 600 steps (the README says which was used).
 # Usage: scripts/quant_quality.sh [LORAC] [WORK_DIR]   (default build/lorac, /tmp/lorac-qq)
 set -eu
@@ -24,13 +24,12 @@ loss() { # split, adapters ("" none), quantize flag ("" none)
     "$LORAC" eval --model "$W/model" --data "$W/data" --split "$1" --json $a $3 |
         python3 -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["loss"])'
 }
-echo "| base weights | weights (GiB) | val loss, base | val loss, trained | test loss, trained |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| base weights | val loss, base | val loss, trained | test loss, trained |"
+echo "| --- | --- | --- | --- |"
 for q in bf16 nf4 q4 q8; do
     flag=""; [ "$q" != bf16 ] && flag="--quantize $q"
     "$LORAC" train -c configs/demo.yaml --model "$W/model" --data "$W/data" --adapter-path "$W/a-$q" \
         --iters "$ITERS" --save-every "$ITERS" --steps-per-eval "$ITERS" --val-batches 1 $flag \
         >"$W/train-$q.txt"
-    gw=$(grep -o 'weights [0-9.]* GiB' "$W/train-$q.txt" | head -n 1 | grep -o '[0-9.]*')
-    echo "| $q | $gw | $(loss valid "" "$flag") | $(loss valid "$W/a-$q" "$flag") | $(loss test "$W/a-$q" "$flag") |"
+    echo "| $q | $(loss valid "" "$flag") | $(loss valid "$W/a-$q" "$flag") | $(loss test "$W/a-$q" "$flag") |"
 done
