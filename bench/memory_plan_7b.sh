@@ -4,6 +4,7 @@
 # model with `lorac init` (14.5 GB of bf16 on disk: needs ~16 GB free under WORK), a few
 # RISC-V rows, and trains 2 steps of the recipe's LoRA (last 16 blocks, rank 16, batch 2).
 # Usage: bench/memory_plan_7b.sh [WORK_DIR]   (default /tmp/lorac-7b; kept for reruns)
+# TRAIN_ARGS adds flags to the training run, e.g. TRAIN_ARGS="--quantize nf4" for QLoRA.
 set -eu
 cd "$(dirname "$0")/.."
 LORAC=${LORAC:-build/lorac}
@@ -26,7 +27,7 @@ mkdir -p "$W/data"
 "$LORAC" prepare --input datasets/riscv/rows.jsonl --model "$W/model" --out "$W/data" >/dev/null
 /usr/bin/env time -v "$LORAC" train --model "$W/model" --data "$W/data" --adapter-path "$W/adapters" \
     --iters 2 --batch-size 2 --num-layers 16 --lora-rank 16 --lora-scale 16 --steps-per-report 1 \
-    --steps-per-eval 1000 --val-batches 1 --save-every 1000 2>"$W/time.txt" | tee "$W/train.txt"
+    --steps-per-eval 1000 --val-batches 1 --save-every 1000 ${TRAIN_ARGS:-} 2>"$W/time.txt" | tee "$W/train.txt"
 plan=$(grep -o 'total [0-9.]* GiB' "$W/train.txt" | grep -o '[0-9.]*')
 peak_kb=$(grep 'Maximum resident set size' "$W/time.txt" | grep -o '[0-9]*')
 python3 - "$plan" "$peak_kb" <<'PY'

@@ -20,6 +20,7 @@ static const lc_command COMMANDS[] = {
     {"info", cmd_info, "describe a model folder: architecture, sizes, tokenizer, specials"},
     {"tokenize", cmd_tokenize, "turn text into token ids with a model's tokenizer"},
     {"init", cmd_init, "create a random-weight model folder from a config.json"},
+    {"quantize", cmd_quantize, "write a quantized copy of a model (nf4, or MLX's q4/q8)"},
 };
 static const int N_COMMANDS = (int)(sizeof COMMANDS / sizeof COMMANDS[0]);
 

@@ -5,7 +5,8 @@
  * memory (host memory for the CPU backend, device memory for a CUDA one). The model
  * layer calls these and never loops over tensor elements itself, so one model
  * implementation runs on every backend. Frozen weights are passed as lc_wt: a view of
- * a matrix in its stored dtype (F32, F16 or BF16), never converted whole.
+ * a matrix in its stored dtype (F32, F16 or BF16) or quantized (NF4, MLX affine 4/8-bit),
+ * never converted whole.
  *
  * Conventions: outputs first; sizes are int64_t, offsets size_t; every backward says
  * whether it overwrites (=) or accumulates (+=) its outputs. Dimension letters:
@@ -24,14 +25,44 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io/config.h"
 #include "io/safetensors.h"
 
+/* How a quantized weight is stored (src/backend/quant.h reads and writes them).
+ * LC_QUANT_AFFINE: MLX's affine format: each row holds cols/group groups; element c of
+ * row r is scale[r][c/group] * q + bias[r][c/group], q a `bits`-bit code packed into
+ * little-endian uint32 words, lowest bits first (data: (rows, cols*bits/32) words).
+ * LC_QUANT_NF4: bitsandbytes' 4-bit blockwise format over the flattened matrix: element i
+ * is code[q_i] * absmax[i / group], two codes a byte, element 2k in the high nibble of
+ * byte k (data: ceil(rows*cols/2) bytes); absmax is float32, or (nested: bitsandbytes'
+ * double quantization) uint8 codes j with absmax = code2[j] * absmax2[i / group / block2]
+ * + offset. Pointers may be unaligned (they point into mapped files); read them with
+ * memcpy. (lc_quant_format is in io/config.h.) */
+typedef struct {
+    lc_quant_format fmt;
+    int bits;      // affine: 2, 4 or 8; nf4: 4
+    int64_t group; // affine: columns per group (32, 64, 128); nf4: block size (64)
+    // affine
+    const void *scales, *biases; // (rows, cols/group) of sdtype
+    lc_dtype sdtype;             // LC_DT_F32, LC_DT_F16 or LC_DT_BF16
+    // nf4
+    const void *absmax;  // (nblocks) F32, or U8 codes when nested
+    bool nested;
+    const void *absmax2; // (ceil(nblocks / block2)) F32, when nested
+    int64_t block2;      // the nested block size (256)
+    float offset;        // added to every dequantized absmax, when nested
+    float code[16];      // the 4-bit value map (quant_map)
+    float code2[256];    // the nested 8-bit map (nested_quant_map)
+} lc_wquant;
+
 /* A frozen weight matrix (rows, cols) in row-major order, stored as dtype. A linear
- * layer of Hugging Face stores (out, in); an embedding table (V, C). */
+ * layer of Hugging Face stores (out, in); an embedding table (V, C). When q is set the
+ * matrix is quantized: data holds the packed codes as q describes and dtype is unused. */
 typedef struct {
     const void *data;
     lc_dtype dtype; // LC_DT_F32, LC_DT_F16 or LC_DT_BF16
     int64_t rows, cols;
+    const lc_wquant *q; // NULL: stored as dtype
 } lc_wt;
 
 /* The constants of one Adam/AdamW update (torch.optim's arithmetic), made by

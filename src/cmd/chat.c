@@ -31,7 +31,8 @@ static void usage(FILE *f) {
             "  --max-tokens N         at most N new tokens per answer (default 256)\n"
             "  --temp T, --top-p P, --top-k K, --min-p P, --seed S   sampling (default greedy)\n"
             "  --chat-template NAME   mistral, llama2, llama3, chatml or phi3 (default: detected)\n"
-            "  -h, --help             this help\n");
+            LC_QUANT_HELP
+               "  -h, --help             this help\n");
 }
 
 static int print_text(void *ctx, const char *text, size_t n) {
@@ -47,14 +48,14 @@ int cmd_chat(int argc, char **argv) {
         {"prefix", required_argument, 0, 'x'},     {"system-prompt", required_argument, 0, 's'},
         {"no-history", no_argument, 0, 'H'},       {"max-tokens", required_argument, 0, 'n'},
         LC_SAMPLE_OPTIONS,                         {"chat-template", required_argument, 0, 'c'},
-        LC_DEVICE_OPTION,                          {"help", no_argument, 0, 'h'},
+        LC_DEVICE_OPTION, LC_QUANT_OPTIONS,                          {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model = NULL, *adapters = NULL, *prefix = "", *system = NULL, *chat = NULL;
-    const char *device = NULL;
     long long max_tokens = 256;
     bool history = true;
     lc_sample_config sc = lc_sample_defaults();
     int c;
+    lc_load_options lo = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         int so = lc_cmd_sample_opt(c, optarg, &sc);
@@ -63,7 +64,7 @@ int cmd_chat(int argc, char **argv) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'a': adapters = optarg; break;
-        case 'D': device = optarg; break;
+        case 'D': lo.device = optarg; break;
         case 'x': prefix = optarg; break;
         case 's': system = optarg; break;
         case 'H': history = false; break;
@@ -71,6 +72,10 @@ int cmd_chat(int argc, char **argv) {
             if (lc_cmd_parse_int(optarg, "--max-tokens", 1, 1 << 24, &max_tokens)) return 2;
             break;
         case 'c': chat = optarg; break;
+        case 0x151:
+        case 0x152:
+            if (lc_cmd_quant_opt(c, optarg, "chat", &lo) == 2) return 2;
+            break;
         case 'h': usage(stdout); return 0;
         default: return lc_cmd_usage_error("chat", "invalid option");
         }
@@ -86,7 +91,7 @@ int cmd_chat(int argc, char **argv) {
     }
     lc_model *m;
     lc_tokenizer *t;
-    if (lc_cmd_load_model(model, adapters, device, &m, &t) != 0) return lc_cmd_fail();
+    if (lc_cmd_load_model_opts(model, adapters, &lo, &m, &t) != 0) return lc_cmd_fail();
     lc_chat_family fam;
     if (lc_cmd_chat_family(t, chat, &fam) != 0) {
         lc_tokenizer_free(t);

@@ -47,6 +47,19 @@ int lc_cmd_load_model(const char *model_dir, const char *adapter_path, const cha
 #define LC_DEVICE_HELP                                                                             \
     "  --device DEV            cpu, cuda or cuda:N (default: cuda when built in and a GPU "           \
     "answers, else cpu)\n"
+/* lc_cmd_load_model with load options (--quantize ..., o->device; o may be NULL). */
+int lc_cmd_load_model_opts(const char *model_dir, const char *adapter_path,
+                           const lc_load_options *o, lc_model **m, lc_tokenizer **t);
+/* The --quantize / --quantize-embeddings options of the commands that run a model:
+ * getopt_long entries and their parser (returns 1 when c was one, applied to *o; 0 when
+ * not; 2 after printing an error). */
+#define LC_QUANT_OPTIONS                                                                           \
+    {"quantize", required_argument, 0, 0x151}, {"quantize-embeddings", no_argument, 0, 0x152}
+int lc_cmd_quant_opt(int c, const char *arg, const char *cmd, lc_load_options *o);
+#define LC_QUANT_HELP                                                                              \
+    "  --quantize nf4|q4|q8   quantize the base weights at load time (default: as stored)\n"      \
+    "  --quantize-embeddings  quantize embed_tokens and lm_head too\n"
+int cmd_quantize(int argc, char **argv);
 /* The chat family: `name` when given, else detected from the tokenizer's chat_template.
  * Returns 0 or -1 (telling to pass --chat-template). */
 int lc_cmd_chat_family(const lc_tokenizer *t, const char *name, lc_chat_family *f);

@@ -31,15 +31,36 @@ int lc_cmd_usage_error(const char *cmd, const char *fmt, ...) {
 
 /* ---- shared by the commands that run a model ---- */
 
+int lc_cmd_quant_opt(int c, const char *arg, const char *cmd, lc_load_options *o) {
+    if (c == 0x152) {
+        o->quantize_embeddings = true;
+        return 1;
+    }
+    if (c != 0x151) return 0;
+    if (lc_quant_parse(arg, &o->quantize, "--quantize") != 0) {
+        lc_cmd_usage_error(cmd, "%s", lc_errmsg());
+        return 2;
+    }
+    return 1;
+}
+
 int lc_cmd_load_model(const char *model_dir, const char *adapter_path, const char *device,
                       lc_model **m, lc_tokenizer **t) {
+    lc_load_options o = {.device = device};
+    return lc_cmd_load_model_opts(model_dir, adapter_path, &o, m, t);
+}
+
+int lc_cmd_load_model_opts(const char *model_dir, const char *adapter_path,
+                           const lc_load_options *o, lc_model **m, lc_tokenizer **t) {
     *m = NULL;
     *t = NULL;
     if (!model_dir) return lc_fail("give --model DIR (a Hugging Face model folder or repo id)");
     char *dir = NULL;
     if (lc_hub_resolve_model(model_dir, &dir) != 0) return -1;
     if (lc_model_dir_check(dir) != 0) goto fail;
-    if (lc_model_load_on(dir, device ? device : "auto", m) != 0) goto fail;
+    lc_load_options lo = o ? *o : (lc_load_options){0};
+    if (!lo.device) lo.device = "auto";
+    if (lc_model_load_opts(dir, &lo, m) != 0) goto fail;
     if (lc_tokenizer_load_dir(dir, t) != 0) goto fail;
     if (lc_tokenizer_vocab_size(*t) > lc_model_cfg(*m)->vocab_size) {
         lc_fail("%s: the tokenizer has %d tokens, the model's vocab_size is %lld", dir,

@@ -49,6 +49,7 @@ static void usage(FILE *f) {
                "                         scores (implies --generate)\n"
                "  --assembler PATH       the assembler (default " LC_ASM_DEFAULT ")\n"
                "  --march ISA            its -march (default " LC_ASM_DEFAULT_MARCH ")\n"
+               LC_QUANT_HELP
                "  -h, --help             this help\n");
 }
 
@@ -181,13 +182,13 @@ static int write_report(const char *path, const lc_task_set *s, const column *c,
 }
 
 /* Loss (and answers when gen) of one column. Returns 0 or -1. */
-static int run_column(column *c, const char *model, const char *device, const char *path,
+static int run_column(column *c, const char *model, const lc_load_options *lo, const char *path,
                       const lc_data_options *dopt,
                       int64_t B, int64_t L, size_t limit, bool gen, int64_t max_tokens,
                       lc_task_set *set) {
     lc_model *m;
     lc_tokenizer *t;
-    if (lc_cmd_load_model(model, c->adapters, device, &m, &t) != 0) return -1;
+    if (lc_cmd_load_model_opts(model, c->adapters, lo, &m, &t) != 0) return -1;
     lc_dataset d = {0};
     int rc = lc_dataset_load(&d, path, t, dopt);
     if (rc == 0) {
@@ -221,19 +222,20 @@ int cmd_eval(int argc, char **argv) {
         {"compare", no_argument, 0, 'C'},       {"max-tokens", required_argument, 0, 'n'},
         {"limit", required_argument, 0, 'l'},   {"report", required_argument, 0, 'r'},
         {"assembler", required_argument, 0, 'A'}, {"march", required_argument, 0, 'R'},
-        {"help", no_argument, 0, 'h'},          LC_DEVICE_OPTION,
+        {"help", no_argument, 0, 'h'},          LC_DEVICE_OPTION, LC_QUANT_OPTIONS,
         {0, 0, 0, 0}};
     const char *model = NULL, *adapters = NULL, *data = NULL, *split = "valid", *chat = NULL;
-    const char *report = NULL, *device = NULL;
+    const char *report = NULL;
     lc_asm_config ac = {LC_ASM_DEFAULT, LC_ASM_DEFAULT_MARCH};
     long long B = 4, L = 2048, max_tokens = 64, limit = 0;
     bool mask = false, json = false, gen = false, compare = false;
     int c;
+    lc_load_options lo = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
-        case 'D': device = optarg; break;
+        case 'D': lo.device = optarg; break;
         case 'a': adapters = optarg; break;
         case 'd': data = optarg; break;
         case 's': split = optarg; break;
@@ -257,6 +259,10 @@ int cmd_eval(int argc, char **argv) {
         case 'r': report = optarg, gen = true; break;
         case 'A': ac.path = optarg; break;
         case 'R': ac.march = optarg; break;
+        case 0x151:
+        case 0x152:
+            if (lc_cmd_quant_opt(c, optarg, "eval", &lo) == 2) return 2;
+            break;
         case 'h': usage(stdout); return 0;
         default: return lc_cmd_usage_error("eval", "invalid option");
         }
@@ -306,7 +312,7 @@ int cmd_eval(int argc, char **argv) {
     lc_task_set set = {0};
     int rc = 0;
     for (size_t k = 0; k < nc && rc == 0; k++)
-        rc = run_column(&cols[k], model, device, path, &dopt, B, L, (size_t)limit, gen, max_tokens, &set);
+        rc = run_column(&cols[k], model, &lo, path, &dopt, B, L, (size_t)limit, gen, max_tokens, &set);
     const char *asm_why = NULL;
     char why[LC_ERRMSG_MAX];
     if (rc == 0 && gen) {

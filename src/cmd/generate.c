@@ -37,7 +37,8 @@ static void usage(FILE *f) {
             "  --ignore-chat-template  use the prompt as raw text (special tokens recognised)\n"
             "  --json                  print {\"text\": ..., \"tokens\": [ids]} at the end\n"
             "  -v, --verbose           token counts and speeds on stderr\n"
-            "  -h, --help              this help\n");
+            LC_QUANT_HELP
+               "  -h, --help              this help\n");
 }
 
 static int print_text(void *ctx, const char *text, size_t n) {
@@ -59,14 +60,14 @@ int cmd_generate(int argc, char **argv) {
         {"max-tokens", required_argument, 0, 'n'},  LC_SAMPLE_OPTIONS,
         {"chat-template", required_argument, 0, 'c'}, {"ignore-chat-template", no_argument, 0, 'r'},
         {"json", no_argument, 0, 'j'},              {"verbose", no_argument, 0, 'v'},
-        LC_DEVICE_OPTION,                           {"help", no_argument, 0, 'h'},
+        LC_DEVICE_OPTION, LC_QUANT_OPTIONS,                           {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model = NULL, *adapters = NULL, *prompt = NULL, *system = NULL, *chat = NULL;
-    const char *device = NULL;
     long long max_tokens = 100;
     bool raw = false, json = false, verbose = false;
     lc_sample_config sc = lc_sample_defaults();
     int c;
+    lc_load_options lo = {0};
     optind = 1;
     while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
         int so = lc_cmd_sample_opt(c, optarg, &sc);
@@ -75,7 +76,7 @@ int cmd_generate(int argc, char **argv) {
         switch (c) {
         case 'm': model = optarg; break;
         case 'a': adapters = optarg; break;
-        case 'D': device = optarg; break;
+        case 'D': lo.device = optarg; break;
         case 'p': prompt = optarg; break;
         case 's': system = optarg; break;
         case 'n':
@@ -85,6 +86,10 @@ int cmd_generate(int argc, char **argv) {
         case 'r': raw = true; break;
         case 'j': json = true; break;
         case 'v': verbose = true; break;
+        case 0x151:
+        case 0x152:
+            if (lc_cmd_quant_opt(c, optarg, "generate", &lo) == 2) return 2;
+            break;
         case 'h': usage(stdout); return 0;
         default: return lc_cmd_usage_error("generate", "invalid option");
         }
@@ -101,7 +106,7 @@ int cmd_generate(int argc, char **argv) {
     }
     lc_model *m;
     lc_tokenizer *t;
-    if (lc_cmd_load_model(model, adapters, device, &m, &t) != 0) {
+    if (lc_cmd_load_model_opts(model, adapters, &lo, &m, &t) != 0) {
         lc_buf_free(&in);
         return lc_cmd_fail();
     }

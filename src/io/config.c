@@ -132,6 +132,58 @@ static int parse_rope(const cJSON *root, lc_model_config *c, const char *what) {
                    what, type);
 }
 
+/* MLX's "quantization" / "quantization_config" {group_size, bits[, mode]} or
+ * transformers' bitsandbytes "quantization_config". Per-layer entries of MLX's mixed
+ * recipes (objects keyed by module path) are allowed: each tensor's bits and group size
+ * come from its shapes. */
+static int parse_quant(const cJSON *root, lc_model_config *c, const char *what) {
+    const cJSON *q = NULL;
+    if (lc_json_obj(root, "quantization", &q, what) < 0) return -1;
+    if (!q && lc_json_obj(root, "quantization_config", &q, what) < 0) return -1;
+    if (!q) return 0;
+    const char *method = NULL;
+    if (lc_json_str(q, "quant_method", &method, what) < 0) return -1;
+    if (method && strcmp(method, "bitsandbytes"))
+        return lc_fail("%s: quantization_config quant_method '%.40s' is not supported (lorac reads "
+                       "MLX's affine \"quantization\" and bitsandbytes NF4)",
+                       what, method);
+    if (method) { // bitsandbytes
+        bool in4 = false, in8 = false, dq = false;
+        const char *type = "fp4";
+        if (lc_json_bool(q, "load_in_4bit", &in4, what) < 0 ||
+            lc_json_bool(q, "load_in_8bit", &in8, what) < 0 ||
+            lc_json_bool(q, "bnb_4bit_use_double_quant", &dq, what) < 0 ||
+            lc_json_str(q, "bnb_4bit_quant_type", &type, what) < 0)
+            return -1;
+        if (!in4 || in8)
+            return lc_fail("%s: bitsandbytes quantization_config without load_in_4bit: true (8-bit "
+                           "LLM.int8 weights are not supported; lorac reads 4-bit NF4)",
+                           what);
+        if (strcmp(type, "nf4") && strcmp(type, "fp4"))
+            return lc_fail("%s: bnb_4bit_quant_type '%.20s' is not supported (nf4 or fp4)", what, type);
+        c->quant = (lc_quant_config){LC_QUANT_NF4, 4, 64, dq, false};
+        return 0;
+    }
+    const char *mode = NULL;
+    if (lc_json_str(q, "mode", &mode, what) < 0) return -1;
+    if (mode && strcmp(mode, "affine"))
+        return lc_fail("%s: quantization mode '%.20s' is not supported (lorac reads MLX's affine "
+                       "mode)",
+                       what, mode);
+    int64_t bits = 4, gs = 64;
+    if (lc_json_int(q, "bits", &bits, what) < 0 || lc_json_int(q, "group_size", &gs, what) < 0)
+        return -1;
+    if (bits != 2 && bits != 4 && bits != 8)
+        return lc_fail("%s: quantization bits %lld is not supported (2, 4 or 8)", what, (long long)bits);
+    if (gs != 32 && gs != 64 && gs != 128)
+        return lc_fail("%s: quantization group_size %lld is not supported (32, 64 or 128)", what,
+                       (long long)gs);
+    // mlx-lm quantizes embed_tokens and lm_head too unless a per-layer entry says false
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(q, "model.embed_tokens");
+    c->quant = (lc_quant_config){LC_QUANT_AFFINE, (int)bits, gs, false, !cJSON_IsFalse(e)};
+    return 0;
+}
+
 static int parse_root(lc_model_config *c, const cJSON *root, const char *what) {
     memset(c, 0, sizeof *c);
     if (!cJSON_IsObject(root))
@@ -208,7 +260,9 @@ static int parse_root(lc_model_config *c, const cJSON *root, const char *what) {
             if (!use) c->sliding_window = 0;
         }
     }
-    if (parse_dtype(root, c, what) < 0 || parse_rope(root, c, what) < 0) return -1;
+    if (parse_dtype(root, c, what) < 0 || parse_rope(root, c, what) < 0 ||
+        parse_quant(root, c, what) < 0)
+        return -1;
     c->bos_token_id = -1;
     int64_t bos[LC_MAX_EOS];
     int nb = 0;
@@ -503,6 +557,94 @@ static bool tolerated_extra(const lc_model_config *c, const char *name) {
     return c->tie_word_embeddings && !strcmp(name, "lm_head.weight");
 }
 
+/* Whether name is a companion tensor of a quantized weight of the list (MLX:
+ * "X.scales", "X.biases" for "X.weight"; bitsandbytes: "X.weight.absmax", ...). */
+static bool quant_companion(const lc_model_config *c, const lc_param_spec *s, size_t n,
+                            const char *name) {
+    static const char *MLX[] = {".scales", ".biases"};
+    static const char *BNB[] = {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map",
+                                ".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4"};
+    if (c->quant.fmt == LC_QUANT_NONE) return false;
+    bool mlx = c->quant.fmt == LC_QUANT_AFFINE;
+    const char **suf = mlx ? MLX : BNB;
+    int ns = mlx ? 2 : 6;
+    size_t len = strlen(name);
+    for (int k = 0; k < ns; k++) {
+        size_t sl = strlen(suf[k]);
+        if (len <= sl || strcmp(name + len - sl, suf[k])) continue;
+        char base[200];
+        if (len - sl + 8 >= sizeof base) return false;
+        memcpy(base, name, len - sl);
+        base[len - sl] = 0;
+        if (mlx) strcat(base, ".weight");
+        for (size_t i = 0; i < n; i++)
+            if (s[i].ndim == 2 && !strcmp(s[i].name, base)) return true;
+    }
+    return false;
+}
+
+int lc_quant_parse(const char *str, lc_quant_config *q, const char *what) {
+    if (!strcmp(str, "nf4")) *q = (lc_quant_config){LC_QUANT_NF4, 4, 64, true, false};
+    else if (!strcmp(str, "q4")) *q = (lc_quant_config){LC_QUANT_AFFINE, 4, 64, false, false};
+    else if (!strcmp(str, "q8")) *q = (lc_quant_config){LC_QUANT_AFFINE, 8, 64, false, false};
+    else if (!strcmp(str, "none") || !str[0]) *q = (lc_quant_config){LC_QUANT_NONE, 0, 0, false, false};
+    else return lc_fail("%s: '%.40s' is not a quantization (nf4, q4, q8 or none)", what, str);
+    return 0;
+}
+
+const char *lc_quant_name(const lc_quant_config *q, char *buf, size_t cap) {
+    if (q->fmt == LC_QUANT_NONE) snprintf(buf, cap, "none");
+    else if (q->fmt == LC_QUANT_NF4) snprintf(buf, cap, "nf4%s", q->nested ? "" : " (no double quantization)");
+    else snprintf(buf, cap, "q%d (group %lld)", q->bits, (long long)q->group_size);
+    return buf;
+}
+
+char *lc_config_json_with_quant(const char *text, size_t len, const lc_quant_config *q,
+                                const char *what) {
+    cJSON *root;
+    if (lc_json_parse(text, len, what, &root) != 0) return NULL;
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        lc_fail("%s: must be a JSON object", what);
+        return NULL;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "quantization");
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "quantization_config");
+    if (q->fmt == LC_QUANT_AFFINE) { // mlx-lm writes both
+        for (int k = 0; k < 2; k++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "group_size", (double)q->group_size);
+            cJSON_AddNumberToObject(o, "bits", q->bits);
+            cJSON_AddStringToObject(o, "mode", "affine");
+            if (!q->embeddings) { // mlx-lm's per-layer entries: keep these as stored
+                cJSON_AddBoolToObject(o, "model.embed_tokens", 0);
+                cJSON_AddBoolToObject(o, "lm_head", 0);
+            }
+            cJSON_AddItemToObject(root, k ? "quantization_config" : "quantization", o);
+        }
+    } else if (q->fmt == LC_QUANT_NF4) { // transformers' BitsAndBytesConfig.to_dict()
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "quant_method", "bitsandbytes");
+        cJSON_AddBoolToObject(o, "_load_in_4bit", 1);
+        cJSON_AddBoolToObject(o, "_load_in_8bit", 0);
+        cJSON_AddBoolToObject(o, "load_in_4bit", 1);
+        cJSON_AddBoolToObject(o, "load_in_8bit", 0);
+        cJSON_AddStringToObject(o, "bnb_4bit_quant_type", "nf4");
+        cJSON_AddBoolToObject(o, "bnb_4bit_use_double_quant", q->nested);
+        cJSON_AddStringToObject(o, "bnb_4bit_compute_dtype", "bfloat16");
+        cJSON_AddStringToObject(o, "bnb_4bit_quant_storage", "uint8");
+        cJSON_AddNumberToObject(o, "llm_int8_threshold", 6.0);
+        cJSON_AddBoolToObject(o, "llm_int8_has_fp16_weight", 0);
+        cJSON_AddNullToObject(o, "llm_int8_skip_modules");
+        cJSON_AddBoolToObject(o, "llm_int8_enable_fp32_cpu_offload", 0);
+        cJSON_AddItemToObject(root, "quantization_config", o);
+    }
+    char *out = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!out) lc_fail("%s: out of memory writing config.json", what);
+    return out;
+}
+
 int lc_config_check_weights(const lc_model_config *c, const lc_safetensors *st, const char *what) {
     lc_param_spec *s;
     size_t n = lc_config_tensors(c, &s);
@@ -514,6 +656,9 @@ int lc_config_check_weights(const lc_model_config *c, const lc_safetensors *st, 
             rc = lc_fail("%s: tensor '%s' is missing (config.json describes a %s of %lld layers; "
                          "is the download complete, and is it the right config?)",
                          what, s[i].name, ARCH_NAMES[c->arch], (long long)c->num_hidden_layers);
+        } else if (c->quant.fmt != LC_QUANT_NONE && s[i].ndim == 2 &&
+                   (t->dtype == LC_DT_U32 || t->dtype == LC_DT_U8)) {
+            // stored quantized: the model loader checks it with its companions
         } else if (t->ndim != s[i].ndim || t->shape[0] != s[i].shape[0] ||
                    (s[i].ndim > 1 && t->shape[1] != s[i].shape[1])) {
             rc = lc_fail("%s: tensor '%s' has shape %s, but config.json implies %s (is it the "
@@ -528,7 +673,7 @@ int lc_config_check_weights(const lc_model_config *c, const lc_safetensors *st, 
     }
     for (size_t j = 0; j < st->n_tensors && rc == 0; j++) {
         const char *name = st->tensors[j].name;
-        bool known = tolerated_extra(c, name);
+        bool known = tolerated_extra(c, name) || quant_companion(c, s, n, name);
         for (size_t i = 0; i < n && !known; i++) known = !strcmp(s[i].name, name);
         if (!known)
             rc = lc_fail("%s: unexpected tensor '%s' (not part of a %s with this config.json; is "

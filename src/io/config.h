@@ -24,6 +24,19 @@ typedef enum { LC_ROPE_DEFAULT, LC_ROPE_LINEAR, LC_ROPE_LLAMA3 } lc_rope_type;
 
 #define LC_MAX_EOS 8
 
+/* Quantized base weights (src/backend/quant.h): none, MLX's affine format (config.json
+ * "quantization": {"group_size", "bits"}), or bitsandbytes' NF4 ("quantization_config":
+ * {"quant_method": "bitsandbytes", "bnb_4bit_quant_type": "nf4", ...}). */
+typedef enum { LC_QUANT_NONE = 0, LC_QUANT_AFFINE, LC_QUANT_NF4 } lc_quant_format;
+
+typedef struct {
+    lc_quant_format fmt;
+    int bits;           // affine: 2, 4 or 8 (per-tensor values come from the shapes); nf4: 4
+    int64_t group_size; // affine: 32, 64 or 128; nf4: the block size (64)
+    bool nested;        // nf4: double quantization of the block maxima
+    bool embeddings;    // embed_tokens and lm_head are quantized too
+} lc_quant_config;
+
 typedef struct {
     lc_arch arch;
     int64_t vocab_size, hidden_size, intermediate_size, num_hidden_layers;
@@ -45,6 +58,7 @@ typedef struct {
     int64_t bos_token_id; // -1: none
     int64_t eos_token_ids[LC_MAX_EOS];
     int n_eos;
+    lc_quant_config quant; // how the stored weights are quantized (fmt NONE: not)
 } lc_model_config;
 
 /* "LlamaForCausalLM", ... */
@@ -81,8 +95,22 @@ typedef struct {
 size_t lc_config_tensors(const lc_model_config *c, lc_param_spec **out);
 /* The number of parameters (tied embeddings counted once). */
 int64_t lc_config_param_count(const lc_model_config *c);
+/* "nf4", "q4", "q8" (and "none") into a quant config with group size 64; returns 0, or -1
+ * with an error naming `what` (the flag or key) and the accepted values. */
+int lc_quant_parse(const char *s, lc_quant_config *q, const char *what);
+/* "nf4", "q4/g64", ... for messages ("none" when not quantized). */
+const char *lc_quant_name(const lc_quant_config *q, char *buf, size_t cap);
+/* Adds the quantization keys to config.json text (MLX: "quantization" and
+ * "quantization_config" {group_size, bits, mode}; NF4: transformers' bitsandbytes
+ * "quantization_config"), keeping every other key. Returns a new string (caller frees) or
+ * NULL with an error recorded. */
+char *lc_config_json_with_quant(const char *text, size_t len, const lc_quant_config *q,
+                                const char *what);
 /* Checks that st holds exactly the tensors of the config, with the right shapes and a
- * floating dtype (a tied lm_head.weight and rotary inv_freq buffers are tolerated).
+ * floating dtype (a tied lm_head.weight and rotary inv_freq buffers are tolerated). When
+ * the config is quantized, a 2-D weight may instead be stored quantized (its companion
+ * tensors: .scales/.biases for MLX, .weight.absmax etc. for bitsandbytes); the model
+ * loader checks their shapes.
  * `what` names the model in errors. Returns 0 or -1. */
 int lc_config_check_weights(const lc_model_config *c, const lc_safetensors *st, const char *what);
 

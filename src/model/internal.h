@@ -57,6 +57,11 @@ struct lc_model {
     lc_safetensors st;
     lc_backend *be;
     lc_wt embed, lm_head;
+    lc_wquant *wq;  // (L*7 + 2) the quantized weights' descriptors (lc_wt.q points here)
+    size_t n_wq;    // those in use
+    void **owned;   // buffers of weights quantized at load time (freed with the model)
+    size_t n_owned;
+    size_t wbytes;  // bytes of base weights as held (mapped or quantized)
     float *norm_f; // (C)
     lc_block *blocks;
     float *rope_cos, *rope_sin; // (rope_len, D/2)

@@ -2,17 +2,25 @@
  * model.c — loading a model folder, the activation arena, and the transformer's
  * forward and backward (LoRA gradients only), loss and logits.
  *
- * Owns the model: the mapped weights (through lc_safetensors), fp32 copies of the
+ * Owns the model: the mapped weights (through lc_safetensors), the descriptors of
+ * quantized weights and the buffers of those quantized at load time, fp32 copies of the
  * small vectors (norm weights, biases), the rotary tables, the adapters and the
  * arenas. All arithmetic goes through the backend (m->be); this file only sequences
  * operations and lays out memory. The arena layout is one function, used both to
  * allocate and to plan (lc_model_memory_plan), so the printed plan is the truth.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <cjson/cJSON.h>
+
+#include "backend/quant.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "core/mem.h"
 #include "model/internal.h"
 
@@ -137,14 +145,30 @@ static size_t lora_floats(const lc_model_config *c, const lc_lora_config *lora) 
     return n;
 }
 
+size_t lc_model_weight_plan(const lc_model_config *cfg) {
+    lc_dtype dt = cfg->has_dtype ? cfg->dtype : LC_DT_F32;
+    const lc_quant_config *q = &cfg->quant;
+    lc_param_spec *s;
+    size_t n = lc_config_tensors(cfg, &s), total = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t rows = s[i].shape[0], cols = s[i].ndim > 1 ? s[i].shape[1] : 1;
+        bool emb = !strcmp(s[i].name, "model.embed_tokens.weight") || !strcmp(s[i].name, "lm_head.weight");
+        if (q->fmt != LC_QUANT_NONE && s[i].ndim == 2 && (!emb || q->embeddings))
+            total += lc_wq_total_bytes(q->fmt, q->bits, q->group_size, dt, rows, cols);
+        else
+            total += (size_t)(rows * cols) * lc_dtype_size(dt);
+    }
+    free(s);
+    return total;
+}
+
 int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora, int64_t B,
                          int64_t T, bool grad_checkpoint, lc_memory_plan *plan) {
     if (B <= 0 || T <= 0)
         return lc_fail("memory plan: batch size (%lld) and sequence length (%lld) must be positive",
                        (long long)B, (long long)T);
     memset(plan, 0, sizeof *plan);
-    size_t es = cfg->has_dtype ? lc_dtype_size(cfg->dtype) : 4;
-    plan->weights = (size_t)lc_config_param_count(cfg) * es;
+    plan->weights = lc_model_weight_plan(cfg);
     if (lora && lc_lora_first_layer(cfg, lora) < cfg->num_hidden_layers)
         plan->adapters = lora_floats(cfg, lora) * sizeof(float);
     plan->gradients = plan->adapters;
@@ -166,11 +190,241 @@ static const lc_tensor *need(lc_model *m, const char *name, const char *dir) {
     return t;
 }
 
-/* A frozen weight, made usable by the backend (on the card for CUDA). */
-static int wt_of(lc_model *m, const char *name, const char *dir, lc_wt *w) {
+/* ---- quantized weights stored in the folder ---- */
+
+static const lc_tensor *companion(lc_model *m, const char *base, const char *suffix, const char *dir,
+                                  const char *name) {
+    char n[256];
+    snprintf(n, sizeof n, "%s%s", base, suffix);
+    const lc_tensor *t = lc_st_find(&m->st, n);
+    if (!t) lc_fail("%s: quantized weight '%s' has no '%s' beside it", dir, name, n);
+    return t;
+}
+
+static bool is_float(lc_dtype d) { return d == LC_DT_F32 || d == LC_DT_F16 || d == LC_DT_BF16; }
+
+/* MLX affine: weight (rows, cols*bits/32) U32, X.scales / X.biases (rows, cols/group). */
+static int affine_of(lc_model *m, const lc_tensor *t, const char *name, const char *dir, int64_t rows,
+                     int64_t cols, lc_wquant *q) {
+    char base[200], a[64], b[64];
+    size_t n = strlen(name) - strlen(".weight");
+    snprintf(base, sizeof base, "%.*s", (int)n, name);
+    const lc_tensor *sc = companion(m, base, ".scales", dir, name), *bi = sc ? companion(m, base, ".biases", dir, name) : NULL;
+    if (!bi) return -1;
+    int64_t words = t->ndim == 2 ? t->shape[1] : 0;
+    if (t->ndim != 2 || t->shape[0] != rows || words <= 0 || (words * 32) % cols)
+        return lc_fail("%s: quantized weight '%s' has shape %s; a (%lld, %lld) matrix packs into "
+                       "(%lld, %lld × bits / 32) uint32 words (is config.json's quantization right?)",
+                       dir, name, lc_shape_str(a, sizeof a, t->ndim, t->shape), (long long)rows,
+                       (long long)cols, (long long)rows, (long long)cols);
+    int64_t bits = words * 32 / cols;
+    if (bits != 2 && bits != 4 && bits != 8)
+        return lc_fail("%s: quantized weight '%s' holds %lld-bit codes; lorac reads 2, 4 and 8 bits",
+                       dir, name, (long long)bits);
+    int64_t ng = sc->ndim == 2 ? sc->shape[1] : 0;
+    if (sc->ndim != 2 || sc->shape[0] != rows || ng <= 0 || cols % ng ||
+        (cols / ng != 32 && cols / ng != 64 && cols / ng != 128))
+        return lc_fail("%s: '%s.scales' has shape %s; for %lld columns in groups of 32, 64 or 128 it "
+                       "must be (%lld, %lld / group_size)",
+                       dir, base, lc_shape_str(a, sizeof a, sc->ndim, sc->shape), (long long)cols,
+                       (long long)rows, (long long)cols);
+    if (bi->ndim != 2 || bi->shape[0] != sc->shape[0] || bi->shape[1] != ng || bi->dtype != sc->dtype ||
+        !is_float(sc->dtype))
+        return lc_fail("%s: '%s.biases' is %s %s and '%s.scales' %s %s; both must be the same "
+                       "F32/F16/BF16 shape",
+                       dir, base, lc_dtype_name(bi->dtype), lc_shape_str(a, sizeof a, bi->ndim, bi->shape),
+                       base, lc_dtype_name(sc->dtype), lc_shape_str(b, sizeof b, sc->ndim, sc->shape));
+    *q = (lc_wquant){.fmt = LC_QUANT_AFFINE, .bits = (int)bits, .group = cols / ng,
+                     .scales = sc->data, .biases = bi->data, .sdtype = sc->dtype};
+    return 0;
+}
+
+/* bitsandbytes NF4/FP4: weight (ceil(n/2), 1) U8 with X.weight.absmax, .quant_map,
+ * .quant_state.bitsandbytes__nf4 (JSON bytes) and, double-quantized, .nested_absmax and
+ * .nested_quant_map. */
+static int bnb_of(lc_model *m, const lc_tensor *t, const char *name, const char *dir, int64_t rows,
+                  int64_t cols, lc_wquant *q) {
+    char a[64];
+    size_t n = (size_t)rows * (size_t)cols;
+    if (t->numel != (n + 1) / 2)
+        return lc_fail("%s: 4-bit weight '%s' holds %zu bytes; a (%lld, %lld) matrix needs %zu",
+                       dir, name, t->numel, (long long)rows, (long long)cols, (n + 1) / 2);
+    char qsname[256];
+    snprintf(qsname, sizeof qsname, "%s.quant_state.bitsandbytes__nf4", name);
+    const lc_tensor *qs = lc_st_find(&m->st, qsname);
+    if (!qs) {
+        snprintf(qsname, sizeof qsname, "%s.quant_state.bitsandbytes__fp4", name);
+        qs = lc_st_find(&m->st, qsname);
+    }
+    if (!qs || qs->dtype != LC_DT_U8)
+        return lc_fail("%s: 4-bit weight '%s' has no uint8 '%s.quant_state.bitsandbytes__nf4' beside "
+                       "it (is it a bitsandbytes checkpoint?)",
+                       dir, name, name);
+    cJSON *js;
+    if (lc_json_parse((const char *)qs->data, qs->numel, qsname, &js) != 0) return -1;
+    int64_t block = 64, block2 = 256;
+    double offset = 0;
+    const cJSON *shape = NULL;
+    int rc = 0;
+    if (lc_json_int(js, "blocksize", &block, qsname) < 0 ||
+        lc_json_int(js, "nested_blocksize", &block2, qsname) < 0 ||
+        lc_json_num(js, "nested_offset", &offset, qsname) < 0 || lc_json_arr(js, "shape", &shape, qsname) < 0)
+        rc = -1;
+    if (rc == 0 && (!shape || cJSON_GetArraySize(shape) != 2 ||
+                    cJSON_GetArrayItem(shape, 0)->valuedouble != (double)rows ||
+                    cJSON_GetArrayItem(shape, 1)->valuedouble != (double)cols))
+        rc = lc_fail("%s: its \"shape\" is not [%lld, %lld] (the shape config.json implies)", qsname,
+                     (long long)rows, (long long)cols);
+    if (rc == 0 && (block <= 0 || block % 2 || block > (1 << 20) || block2 <= 0 || block2 > (1 << 20)))
+        rc = lc_fail("%s: blocksize %lld / nested_blocksize %lld are not usable block sizes", qsname,
+                     (long long)block, (long long)block2);
+    bool nested = cJSON_GetObjectItemCaseSensitive(js, "nested_absmax") ||
+                  cJSON_GetObjectItemCaseSensitive(js, "nested_offset");
+    cJSON_Delete(js);
+    if (rc) return -1;
+    size_t nb = (n + (size_t)block - 1) / (size_t)block;
+    const lc_tensor *am = companion(m, name, ".absmax", dir, name);
+    const lc_tensor *map = am ? companion(m, name, ".quant_map", dir, name) : NULL;
+    if (!map) return -1;
+    if (map->dtype != LC_DT_F32 || map->numel != 16)
+        return lc_fail("%s: '%s.quant_map' must be 16 F32 values (found %s %s)", dir, name,
+                       lc_dtype_name(map->dtype), lc_shape_str(a, sizeof a, map->ndim, map->shape));
+    *q = (lc_wquant){.fmt = LC_QUANT_NF4, .bits = 4, .group = block, .absmax = am->data,
+                     .nested = nested, .block2 = block2, .offset = (float)offset};
+    memcpy(q->code, map->data, sizeof q->code);
+    if (am->numel != nb || am->dtype != (nested ? LC_DT_U8 : LC_DT_F32))
+        return lc_fail("%s: '%s.absmax' must be %zu %s values (%zu blocks of %lld), found %s %s", dir,
+                       name, nb, nested ? "U8" : "F32", nb, (long long)block, lc_dtype_name(am->dtype),
+                       lc_shape_str(a, sizeof a, am->ndim, am->shape));
+    if (!nested) return 0;
+    const lc_tensor *na = companion(m, name, ".nested_absmax", dir, name);
+    const lc_tensor *nm = na ? companion(m, name, ".nested_quant_map", dir, name) : NULL;
+    if (!nm) return -1;
+    size_t nb2 = (nb + (size_t)block2 - 1) / (size_t)block2;
+    if (na->dtype != LC_DT_F32 || na->numel != nb2)
+        return lc_fail("%s: '%s.nested_absmax' must be %zu F32 values, found %s %s", dir, name, nb2,
+                       lc_dtype_name(na->dtype), lc_shape_str(a, sizeof a, na->ndim, na->shape));
+    if (nm->dtype != LC_DT_F32 || nm->numel != 256)
+        return lc_fail("%s: '%s.nested_quant_map' must be 256 F32 values, found %s %s", dir, name,
+                       lc_dtype_name(nm->dtype), lc_shape_str(a, sizeof a, nm->ndim, nm->shape));
+    q->absmax2 = na->data;
+    memcpy(q->code2, nm->data, sizeof q->code2);
+    return 0;
+}
+
+/* ---- quantizing at load time ---- */
+
+static void *own(lc_model *m, size_t bytes) {
+    void *p = xmalloc(bytes ? bytes : 1);
+    m->owned = xrealloc(m->owned, (m->n_owned + 1) * sizeof *m->owned);
+    m->owned[m->n_owned++] = p;
+    m->wbytes += bytes;
+    return p;
+}
+
+/* Lets the kernel drop the mapped pages of a tensor already converted (they are read
+ * again from the file if ever needed), so a model quantized at load never has its whole
+ * file resident. */
+static void release_pages(const lc_tensor *t) {
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)t->data + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    uintptr_t e = ((uintptr_t)t->data + t->nbytes) & ~((uintptr_t)pg - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/* Quantizes a float tensor (rows, cols) per qc into memory the model owns, 64 rows at
+ * a time through a float32 panel. */
+static int quantize_weight(lc_model *m, const lc_tensor *t, const char *name, const char *dir,
+                           int64_t rows, int64_t cols, const lc_quant_config *qc, lc_wt *w,
+                           lc_wquant *q) {
+    if (qc->fmt == LC_QUANT_AFFINE && cols % qc->group_size)
+        return lc_fail("%s: '%s' has %lld columns, not a multiple of the group size %lld; use "
+                       "--quantize nf4 or a group size that divides it",
+                       dir, name, (long long)cols, (long long)qc->group_size);
+    const int64_t P = 64;
+    float *panel = xmalloc((size_t)P * (size_t)cols * sizeof(float));
+    size_t n = (size_t)rows * (size_t)cols, es = lc_dtype_size(t->dtype);
+    void *codes = own(m, lc_wq_code_bytes(qc->fmt, qc->bits, rows, cols));
+    if (qc->fmt == LC_QUANT_AFFINE) {
+        size_t ng = n / (size_t)qc->group_size, ses = lc_dtype_size(t->dtype);
+        void *sc = own(m, ng * ses), *bi = own(m, ng * ses);
+        for (int64_t r0 = 0; r0 < rows; r0 += P) {
+            int64_t nr = rows - r0 < P ? rows - r0 : P;
+            size_t off = (size_t)r0 * (size_t)cols;
+            lc_to_f32(panel, (const unsigned char *)t->data + off * es, t->dtype, (size_t)nr * (size_t)cols);
+            size_t g0 = off / (size_t)qc->group_size;
+            lc_quant_affine((uint32_t *)codes + off * (size_t)qc->bits / 32, (char *)sc + g0 * ses,
+                            (char *)bi + g0 * ses, t->dtype, panel, nr, cols, qc->bits, qc->group_size);
+        }
+        *q = (lc_wquant){.fmt = LC_QUANT_AFFINE, .bits = qc->bits, .group = qc->group_size,
+                         .scales = sc, .biases = bi, .sdtype = t->dtype};
+    } else {
+        size_t G = (size_t)qc->group_size, nb = (n + G - 1) / G;
+        float *am = xmalloc(nb * sizeof(float));
+        for (int64_t r0 = 0; r0 < rows; r0 += P) { // P*cols is a multiple of 64: whole blocks
+            int64_t nr = rows - r0 < P ? rows - r0 : P;
+            size_t off = (size_t)r0 * (size_t)cols, len = (size_t)nr * (size_t)cols;
+            lc_to_f32(panel, (const unsigned char *)t->data + off * es, t->dtype, len);
+            lc_quant_nf4((uint8_t *)codes + off / 2, am + off / G, panel, len, qc->group_size);
+        }
+        *q = (lc_wquant){.fmt = LC_QUANT_NF4, .bits = 4, .group = qc->group_size};
+        memcpy(q->code, LC_NF4_CODE, sizeof q->code);
+        if (qc->nested) {
+            q->nested = true, q->block2 = 256;
+            lc_quant_dynamic_map(q->code2);
+            uint8_t *qa = own(m, nb);
+            float *a2 = own(m, (nb + 255) / 256 * sizeof(float));
+            lc_quant_nf4_nest(qa, a2, &q->offset, am, nb, 256, q->code2);
+            q->absmax = qa, q->absmax2 = a2;
+            free(am);
+        } else {
+            m->owned = xrealloc(m->owned, (m->n_owned + 1) * sizeof *m->owned);
+            m->owned[m->n_owned++] = am;
+            m->wbytes += nb * sizeof(float);
+            q->absmax = am;
+        }
+    }
+    free(panel);
+    release_pages(t);
+    w->data = codes, w->dtype = qc->fmt == LC_QUANT_AFFINE ? LC_DT_U32 : LC_DT_U8;
+    w->rows = rows, w->cols = cols, w->q = q;
+    return 0;
+}
+
+/* The 2-D weight `name` (rows, cols): mapped as stored (float or quantized), or quantized
+ * now when qc asks for it. */
+static int weight_load(lc_model *m, const char *name, const char *dir, int64_t rows, int64_t cols,
+                       const lc_quant_config *qc, lc_wt *w) {
     const lc_tensor *t = need(m, name, dir);
     if (!t) return -1;
-    w->data = t->data, w->dtype = t->dtype, w->rows = t->shape[0], w->cols = t->ndim > 1 ? t->shape[1] : 1;
+    *w = (lc_wt){t->data, t->dtype, rows, cols, NULL};
+    if (is_float(t->dtype)) {
+        if (!qc || qc->fmt == LC_QUANT_NONE) {
+            m->wbytes += t->nbytes;
+            return 0;
+        }
+        return quantize_weight(m, t, name, dir, rows, cols, qc, w, &m->wq[m->n_wq++]);
+    }
+    lc_wquant *q = &m->wq[m->n_wq];
+    int rc;
+    if (t->dtype == LC_DT_U32 && m->cfg.quant.fmt == LC_QUANT_AFFINE) rc = affine_of(m, t, name, dir, rows, cols, q);
+    else if (t->dtype == LC_DT_U8 && m->cfg.quant.fmt == LC_QUANT_NF4) rc = bnb_of(m, t, name, dir, rows, cols, q);
+    else
+        return lc_fail("%s: tensor '%s' is %s, which does not match config.json's quantization (%s)",
+                       dir, name, lc_dtype_name(t->dtype),
+                       m->cfg.quant.fmt == LC_QUANT_NONE ? "none" : m->cfg.quant.fmt == LC_QUANT_NF4 ? "bitsandbytes 4-bit" : "MLX affine");
+    if (rc) return -1;
+    m->n_wq++;
+    w->q = q;
+    m->wbytes += lc_wq_total_bytes(q->fmt, q->bits, q->group, q->sdtype, rows, cols);
+    return 0;
+}
+
+/* weight_load, then made usable by the backend (copied to the card for CUDA, which takes
+ * only unquantized weights for now). */
+static int weight_of(lc_model *m, const char *name, const char *dir, int64_t rows, int64_t cols,
+                     const lc_quant_config *qc, lc_wt *w) {
+    if (weight_load(m, name, dir, rows, cols, qc, w) != 0) return -1;
     if (m->be->weight(m->be, w) != 0) return lc_fail_prefix("%s: %s", dir, name);
     return 0;
 }
@@ -187,9 +441,15 @@ static float *vec_of(lc_model *m, const char *name, const char *dir) {
     return d;
 }
 
-int lc_model_load(const char *dir, lc_model **out) { return lc_model_load_on(dir, "cpu", out); }
+int lc_model_load(const char *dir, lc_model **out) { return lc_model_load_opts(dir, NULL, out); }
 
 int lc_model_load_on(const char *dir, const char *device, lc_model **out) {
+    lc_load_options o = {.device = device};
+    return lc_model_load_opts(dir, &o, out);
+}
+
+int lc_model_load_opts(const char *dir, const lc_load_options *o, lc_model **out) {
+    const char *device = o && o->device ? o->device : "cpu";
     *out = NULL;
     lc_model *m = xcalloc(1, sizeof *m);
     if (lc_config_load(&m->cfg, dir) < 0 || lc_st_open(&m->st, dir) < 0 ||
@@ -197,7 +457,16 @@ int lc_model_load_on(const char *dir, const char *device, lc_model **out) {
         lc_model_free(m);
         return -1;
     }
-    const lc_model_config *c = &m->cfg;
+    lc_model_config *c = &m->cfg;
+    const lc_quant_config *want = o && o->quantize.fmt != LC_QUANT_NONE ? &o->quantize : NULL;
+    if (want && c->quant.fmt != LC_QUANT_NONE) {
+        char a[64];
+        lc_fail("%s: the model is already quantized (%s); drop --quantize (or quantize the "
+                "original bf16 model)",
+                dir, lc_quant_name(&c->quant, a, sizeof a));
+        lc_model_free(m);
+        return -1;
+    }
     if (!strcmp(m->be->name, "cpu")) {
         /* LORAC_MATMUL=fp32 keeps every product in float32 (exact fp32 math over bf16 weights) */
         const char *mm = getenv("LORAC_MATMUL");
@@ -206,16 +475,21 @@ int lc_model_load_on(const char *dir, const char *device, lc_model **out) {
     int L = (int)c->num_hidden_layers;
     m->first = L;
     m->blocks = xcalloc((size_t)L, sizeof *m->blocks);
+    m->wq = xcalloc((size_t)L * LC_NKEYS + 2, sizeof *m->wq);
+    const lc_quant_config *eq = want && o->quantize_embeddings ? want : NULL;
     char name[160];
-    int rc = wt_of(m, "model.embed_tokens.weight", dir, &m->embed);
-    if (rc == 0 && !c->tie_word_embeddings) rc = wt_of(m, "lm_head.weight", dir, &m->lm_head);
+    int64_t V = c->vocab_size, C = c->hidden_size;
+    int rc = weight_of(m, "model.embed_tokens.weight", dir, V, C, eq, &m->embed);
+    if (rc == 0 && !c->tie_word_embeddings) rc = weight_of(m, "lm_head.weight", dir, V, C, eq, &m->lm_head);
     else m->lm_head = m->embed;
     if (rc == 0 && !(m->norm_f = vec_of(m, "model.norm.weight", dir))) rc = -1;
     for (int l = 0; l < L && rc == 0; l++) {
         lc_block *b = &m->blocks[l];
         for (int k = 0; k < LC_NKEYS && rc == 0; k++) {
+            int64_t in, outd;
+            lc_lora_key_dims(c, (lc_lora_key)k, &in, &outd);
             snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, KEY_PATH[k]);
-            rc = wt_of(m, name, dir, &b->w[k]);
+            rc = weight_of(m, name, dir, outd, in, want, &b->w[k]);
             if (rc == 0 && k < 3 && c->attention_bias) {
                 snprintf(name, sizeof name, "model.layers.%d.%s.bias", l, KEY_PATH[k]);
                 if (!(b->bias[k] = vec_of(m, name, dir))) rc = -1;
@@ -230,8 +504,25 @@ int lc_model_load_on(const char *dir, const char *device, lc_model **out) {
         lc_model_free(m);
         return -1;
     }
+    // the config now says how the weights are held (the memory plan reads it)
+    if (want) c->quant = *want;
+    if (c->quant.fmt != LC_QUANT_NONE) c->quant.embeddings = m->embed.q != NULL;
+    if (c->quant.fmt != LC_QUANT_NONE && m->n_wq > 0) {
+        const lc_wquant *q = m->blocks[0].w[0].q ? m->blocks[0].w[0].q : &m->wq[0];
+        c->quant.bits = q->bits, c->quant.group_size = q->group;
+        if (q->fmt == LC_QUANT_NF4) c->quant.nested = q->nested;
+    }
     *out = m;
     return 0;
+}
+
+size_t lc_model_weight_bytes(const lc_model *m) { return m->wbytes; }
+
+const lc_wt *lc_model_weight(const lc_model *m, int l, int key) {
+    if (l == -1 && key == 0) return &m->embed;
+    if (l == -1 && key == 1) return &m->lm_head;
+    if (l < 0 || l >= m->cfg.num_hidden_layers || key < 0 || key >= LC_NKEYS) return NULL;
+    return &m->blocks[l].w[key];
 }
 
 void lc_model_free(lc_model *m) {
@@ -252,6 +543,9 @@ void lc_model_free(lc_model *m) {
         be->free(be);
     }
     for (int mode = 0; mode < 2; mode++) free(m->ar[mode].saved);
+    for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->wq);
     free(m->blocks);
     free(m->params);
     lc_st_close(&m->st);

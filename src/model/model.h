@@ -3,8 +3,9 @@
  * forward, backward for the LoRA parameters only, loss, logits, and generation with a
  * KV cache. Written once over the backend interface (src/backend/backend.h).
  *
- * Base weights stay memory-mapped in their stored dtype and never get gradients: no
- * gradient buffer for a base weight exists. LoRA follows DESIGN.md: for a projection
+ * Base weights stay memory-mapped in their stored dtype (F32/F16/BF16, or quantized: NF4
+ * or MLX affine, see backend/quant.h) or are quantized at load time into memory the
+ * model owns; they never get gradients: no gradient buffer for a base weight exists. LoRA follows DESIGN.md: for a projection
  * y = W x (+ bias), an adapter adds scale · B (A x), with A (in, r) initialised
  * uniform ±1/sqrt(in) from a seeded portable generator and B (r, out) zero; adapters
  * sit on the last num_layers blocks on the chosen keys; dropout (inverted, seeded)
@@ -21,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "io/adapters.h"
 #include "backend/backend.h"
 #include "io/config.h"
@@ -77,6 +79,24 @@ int lc_model_load(const char *dir, lc_model **out);
 int lc_model_load_on(const char *dir, const char *device, lc_model **out);
 /* The device the model runs on, in words ("cpu", or the card's name). */
 const char *lc_model_device(const lc_model *m);
+
+/* How to load: quantize F32/F16/BF16 projections at load time (into memory the model
+ * owns, one projection at a time: never a float32 copy of the model), and whether the
+ * embedding table and lm_head are quantized too (default: they stay as stored). */
+typedef struct {
+    lc_quant_config quantize; // fmt LC_QUANT_NONE: as stored
+    bool quantize_embeddings;
+    const char *device;       // backend (lc_backend_new's names); NULL: "cpu"
+} lc_load_options;
+
+/* lc_model_load with options (o may be NULL). A folder that is already quantized loads as
+ * it is; asking to quantize it again is an error. Returns 0 or -1. */
+int lc_model_load_opts(const char *dir, const lc_load_options *o, lc_model **out);
+/* Bytes of base weights the model holds (mapped or quantized in memory). */
+size_t lc_model_weight_bytes(const lc_model *m);
+/* The weight of a projection of block l (key lc_lora_key), the embedding table (l = -1,
+ * key 0) or lm_head (l = -1, key 1), for fuse and inspection; NULL when out of range. */
+const lc_wt *lc_model_weight(const lc_model *m, int l, int key);
 void lc_model_free(lc_model *m);
 /* The model's config (owned by the model). */
 const lc_model_config *lc_model_cfg(const lc_model *m);
@@ -145,7 +165,10 @@ typedef struct {
 } lc_memory_plan;
 
 /* The memory a training run of (B, T) needs, from the config alone (weights counted
- * in cfg's dtype, F32 when it has none). lora may be NULL (no adapters). Returns 0 or -1. */
+ * in cfg's dtype, F32 when it has none; the seven projections quantized per cfg->quant,
+ * the embedding table and lm_head too when cfg->quant.embeddings). lora may be NULL (no adapters). Returns 0 or -1. */
+/* Bytes of base weights a model of this config holds (see lc_model_memory_plan). */
+size_t lc_model_weight_plan(const lc_model_config *cfg);
 int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora, int64_t B,
                          int64_t T, bool grad_checkpoint, lc_memory_plan *plan);
 

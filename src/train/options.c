@@ -197,6 +197,8 @@ static const field fields[] = {
     F(device, V_STR, 0, 0, "cpu, cuda or cuda:N (default auto: cuda when built in and a GPU answers)"),
     F(clip_grad_norm, V_NUM, 0, 0, "clip the global gradient norm to this (default 0: off)"),
     F(plot, V_STR, 0, 0, "SVG of the loss curves (default <adapter_path>/loss.svg; none: off)"),
+    F(quantize, V_STR, 0, 0, "quantize the base weights at load time: nf4, q4 or q8"),
+    F(quantize_embeddings, V_BOOL, 0, 0, "quantize embed_tokens and lm_head too (a flag)"),
     {"optimizer", K_OPTIMIZER, V_STR, 0, 0, 0, false, "adam or adamw (default adam)"},
     {"fine_tune_type", K_FINETUNE, V_STR, 0, 0, 0, false, "lora (the only one lorac trains)"},
     {"lora_parameters", K_LORA, V_STR, 0, 0, 0, false, NULL},
@@ -798,6 +800,8 @@ void lc_train_options_to_json(const lc_train_options *o, lc_buf *b) {
     lc_buf_puts(b, ", \"adamw\": ");
     put_adam(b, &o->adamw);
     lc_buf_puts(b, "}, ");
+    if (o->quantize[0]) KS(quantize);
+    if (o->quantize_embeddings) KB(quantize_embeddings);
     if (o->resume_adapter_file[0]) KS(resume_adapter_file);
     else lc_buf_puts(b, "\"resume_adapter_file\": null, ");
     KI(save_every);
@@ -868,5 +872,8 @@ const char *lc_train_options_help(void) {
            "                            [init, end, steps], constant [lr]\n"
            "  --clip-grad-norm X        clip the global gradient norm (default off)\n"
            "  --plot FILE               SVG of the train/validation loss curves, rewritten at\n"
-           "                            each report (default <adapter-path>/loss.svg; none: off)\n";
+           "                            each report (default <adapter-path>/loss.svg; none: off)\n"
+
+           "  --quantize nf4|q4|q8      quantize the base weights at load time (default: as\n"
+           "                            stored); --quantize-embeddings: embed/lm_head too\n";
 }

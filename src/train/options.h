@@ -42,6 +42,8 @@ typedef struct {
     lc_optim_kind optimizer;
     lc_adam_config adam, adamw; // optimizer_config: {adam: {...}, adamw: {...}}
     lc_schedule lr_schedule;    // kind LC_SCHED_NONE when absent
+    char quantize[LC_OPT_STR_MAX]; // lorac's: "" (as stored), "nf4", "q4", "q8" at load time
+    bool quantize_embeddings;      // lorac's: quantize embed_tokens and lm_head too
 } lc_train_options;
 
 /* Sets mlx-lm's defaults (batch_size 4, iters 1000, learning_rate 1e-5, num_layers 16,

@@ -60,10 +60,12 @@ static int plan_memory(const lc_model_config *cfg, const lc_lora_config *lc,
                        const lc_train_options *o, int64_t T, bool on_cpu) {
     lc_memory_plan p;
     if (lc_model_memory_plan(cfg, lc, o->batch_size, T, o->grad_checkpoint, &p) != 0) return -1;
-    printf("Memory plan (batch %lld x %lld tokens%s): weights %.2f GiB (mapped), adapters %.3f GiB, "
+    char qn[64] = "mapped";
+    if (cfg->quant.fmt != LC_QUANT_NONE) lc_quant_name(&cfg->quant, qn, sizeof qn);
+    printf("Memory plan (batch %lld x %lld tokens%s): weights %.2f GiB (%s), adapters %.3f GiB, "
            "gradients %.3f GiB, optimizer %.3f GiB, activations %.2f GiB; total %.2f GiB\n",
            (long long)o->batch_size, (long long)T, o->grad_checkpoint ? ", checkpointing" : "",
-           gib(p.weights), gib(p.adapters), gib(p.gradients), gib(p.optimizer), gib(p.activations),
+           gib(p.weights), qn, gib(p.adapters), gib(p.gradients), gib(p.optimizer), gib(p.activations),
            gib(p.total));
     size_t avail = on_cpu ? mem_available() : 0; // on a GPU the activations live on the card
     size_t must = p.total - p.weights;
@@ -268,8 +270,10 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     int rc = -1;
 
     /* a Hub repo id resolves to its cached snapshot (downloaded when missing) */
+    lc_load_options lo = {.quantize_embeddings = o->quantize_embeddings, .device = o->device};
+    if (lc_quant_parse(o->quantize, &lo.quantize, "quantize") != 0) goto done;
     if (lc_hub_resolve_model(o->model, &model_dir) != 0 || lc_model_dir_check(model_dir) != 0 ||
-        lc_model_load_on(model_dir, o->device, &m) != 0 || lc_tokenizer_load_dir(model_dir, &t) != 0)
+        lc_model_load_opts(model_dir, &lo, &m) != 0 || lc_tokenizer_load_dir(model_dir, &t) != 0)
         goto done;
     const lc_model_config *mc = lc_model_cfg(m);
     lc_data_options dopt = {o->mask_prompt, o->max_seq_length, chat_family};

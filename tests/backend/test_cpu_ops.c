@@ -209,7 +209,7 @@ static double mm_L(void *p) {
 
 static void test_matmul_dx_fd(void) {
     float *W = rnd(23 * 19, 1);
-    mm_ctx c = {5, {W, LC_DT_F32, 23, 19}, rnd(5 * 19, 1), malloc(5 * 23 * 4), rnd(5 * 23, 1)};
+    mm_ctx c = {5, {W, LC_DT_F32, 23, 19, NULL}, rnd(5 * 19, 1), malloc(5 * 23 * 4), rnd(5 * 23, 1)};
     float *dx = malloc(5 * 19 * 4);
     be->matmul_dx(be, dx, c.wt, &c.w, c.N, false);
     fd_check("matmul dx", c.x, dx, 5 * 19, mm_L, &c);
@@ -270,7 +270,7 @@ static void make_wt(lc_wt *w, float **vals, lc_dtype dt, int64_t rows, int64_t c
     void *d = malloc(n * 4 + 2); // +2: an unaligned copy for F32 below
     lc_from_f32(d, dt, v, n);
     lc_to_f32(v, d, dt, n);
-    w->data = d, w->dtype = dt, w->rows = rows, w->cols = cols;
+    w->data = d, w->dtype = dt, w->rows = rows, w->cols = cols, w->q = NULL;
     *vals = v;
 }
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/quant.h"
 
 typedef struct {
     float *p;
@@ -37,6 +38,7 @@ int lc_cpu_tid(void);
 
 /* Element idx of a weight as float32. */
 static inline float lc_cpu_wget(const lc_wt *w, size_t idx) {
+    if (w->q) return lc_wt_get(w, idx);
     const unsigned char *p = w->data;
     if (w->dtype == LC_DT_F32) {
         float f;

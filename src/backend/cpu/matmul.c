@@ -4,8 +4,8 @@
  *
  * OpenMP splits each product into blocks (of output columns for the forward, of input
  * columns for the backward) and each thread calls a single-threaded OpenBLAS sgemm on
- * its block. A BF16/F16 weight block is first converted into that thread's scratch; an
- * aligned F32 weight is used in place. So a weight is never converted whole and never
+ * its block. A BF16/F16 or quantized (NF4, MLX affine) weight block is first converted
+ * (dequantized) into that thread's scratch; an aligned F32 weight is used in place. So a weight is never converted whole and never
  * held twice. Owns nothing (scratch belongs to the backend).
  */
 #include <stdint.h>
@@ -39,6 +39,10 @@ void lc_cpu_convert_block(float *dst, const lc_wt *w, int64_t r0, int64_t r1, in
     int64_t wc = c1 - c0;
     for (int64_t r = r0; r < r1; r++) {
         float *d = dst + (size_t)(r - r0) * wc;
+        if (w->q) { // quantized: decoded row by row
+            lc_wq_dequant_row(d, w, r, c0, c1);
+            continue;
+        }
         size_t base = (size_t)r * w->cols + c0;
         if (w->dtype == LC_DT_BF16) {
             bf16_row(d, (const unsigned char *)w->data + 2 * base, wc);
@@ -51,7 +55,7 @@ void lc_cpu_convert_block(float *dst, const lc_wt *w, int64_t r0, int64_t r1, in
 }
 
 static bool f32_direct(const lc_wt *w) {
-    return w->dtype == LC_DT_F32 && ((uintptr_t)w->data % sizeof(float)) == 0;
+    return !w->q && w->dtype == LC_DT_F32 && ((uintptr_t)w->data % sizeof(float)) == 0;
 }
 
 /* A block width for splitting n among nt threads: about two blocks per thread (each
@@ -132,7 +136,7 @@ static void matmul_dx_bf16(lc_cpu *c, float *dx, const float *dy, const lc_wt *w
 void lc_cpu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w, const float *bias,
                    int64_t N, bool accumulate) {
     lc_cpu *c = be->impl;
-    if (c->bf16 && w->dtype == LC_DT_BF16) {
+    if (c->bf16 && !w->q && w->dtype == LC_DT_BF16) {
         matmul_bf16(c, out, x, w, bias, N, accumulate);
         return;
     }
@@ -168,7 +172,7 @@ void lc_cpu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w, c
 void lc_cpu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt *w, int64_t N,
                       bool accumulate) {
     lc_cpu *c = be->impl;
-    if (c->bf16 && w->dtype == LC_DT_BF16) {
+    if (c->bf16 && !w->q && w->dtype == LC_DT_BF16) {
         matmul_dx_bf16(c, dx, dy, w, N, accumulate);
         return;
     }
