@@ -83,7 +83,7 @@ static bool have_gpu(void) { return gpu != NULL; }
 static lc_wt make_wt(lc_dtype dt, int64_t rows, int64_t cols, void **host, float **f32) {
     size_t n = (size_t)(rows * cols);
     float *v = rnd(n, 0.5f);
-    lc_wt w = {NULL, dt, rows, cols};
+    lc_wt w = {NULL, dt, rows, cols, NULL};
     if (dt == LC_DT_F32) {
         *host = malloc(n * 4);
         memcpy(*host, v, n * 4);
@@ -392,7 +392,7 @@ static void test_errors(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     // a dtype the card cannot multiply is one clear error
     uint8_t raw[16] = {0};
-    lc_wt w = {raw, LC_DT_I8, 4, 4};
+    lc_wt w = {raw, LC_DT_I8, 4, 4, NULL};
     CHECK_FAILS(gpu->weight(gpu, &w), "not supported");
     CHECK(lc_backend_new("cuda:200") == NULL);
     CHECK(lc_backend_new("tpu") == NULL);

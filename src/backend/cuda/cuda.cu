@@ -134,6 +134,9 @@ static int cu_weight(lc_backend *be, lc_wt *w) {
     lc_cuda *c = impl(be);
     size_t n = (size_t)(w->rows * w->cols);
     size_t es;
+    if (w->q)
+        return lc_fail("cuda backend: quantized base weights (--quantize, or a quantized model "
+                       "folder) do not run on the card yet; use --device cpu");
     if (w->dtype == LC_DT_BF16) es = 2;
     else if (w->dtype == LC_DT_F32 || w->dtype == LC_DT_F16) es = 4; // F16 is widened
     else
