@@ -482,7 +482,11 @@ char *lc_config_to_json(const lc_model_config *c) {
     if (c->arch == LC_ARCH_QWEN2)
         lc_buf_printf(&b, "  \"use_sliding_window\": %s,\n", c->sliding_window > 0 ? "true" : "false");
     lc_buf_printf(&b, "  \"vocab_size\": %lld\n}\n", (long long)c->vocab_size);
-    return b.data;
+    if (c->quant.fmt == LC_QUANT_NONE) return b.data;
+    // a quantized model's config says so, in the layout its format's tools write
+    char *q = lc_config_json_with_quant(b.data, b.len, &c->quant, "config.json");
+    lc_buf_free(&b);
+    return q;
 }
 
 char *lc_generation_config_to_json(const lc_model_config *c) {

@@ -79,7 +79,8 @@ int lc_model_dir_check(const char *path);
 int lc_config_validate(const lc_model_config *c, const char *what);
 
 /* config.json in the transformers 4.x layout (sorted keys, 2-space indent, final
- * newline); the string is owned by the caller. */
+ * newline), with the quantization keys of lc_config_json_with_quant when c->quant says
+ * the weights are quantized; the string is owned by the caller. */
 char *lc_config_to_json(const lc_model_config *c);
 /* generation_config.json (bos, eos); owned by the caller. */
 char *lc_generation_config_to_json(const lc_model_config *c);
