@@ -225,6 +225,8 @@ static int write_tensors(const char *path, const lc_adapter_set *s, const lc_lor
         lc_st_writer_meta(w, "options_hash", v);
         lc_st_writer_meta(w, "rng", meta->rng);
         lc_st_writer_meta(w, "data_position", meta->data_pos);
+        snprintf(v, sizeof v, "%" PRId64, meta->trained_tokens);
+        lc_st_writer_meta(w, "trained_tokens", v);
         snprintf(v, sizeof v, "%.17g", s->scale);
         lc_st_writer_meta(w, "lora_scale", v);
         snprintf(v, sizeof v, "%.17g", s->dropout);
@@ -757,6 +759,10 @@ int lc_train_state_read(const char *path, lc_adapter_set *s, lc_lora_moments **m
                      meta_text(&st, "options_hash", path, hash, sizeof hash)
                  ? -1
                  : 0;
+    if (rc == 0 && lc_st_meta(&st, "trained_tokens")) /* absent in older train states */
+        rc = meta_int(&st, "trained_tokens", path, &meta->trained_tokens);
+    if (rc == 0 && (meta->step < 0 || meta->trained_tokens < 0))
+        rc = lc_fail("%s: __metadata__ 'step' and 'trained_tokens' must not be negative", path);
     if (rc == 0) {
         char *end;
         meta->options_hash = strtoull(hash, &end, 16);
