@@ -342,7 +342,8 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         goto done;
     const lc_model_config *mc = lc_model_cfg(m);
     lc_data_options dopt = {o->mask_prompt, o->max_seq_length, chat_family};
-    if (load_split(o, "train", t, &dopt, &train, o->train) < 0) goto done;
+    /* the loop trains: train.jsonl is needed unless a test-only config (train: false) */
+    if (load_split(o, "train", t, &dopt, &train, o->train || !o->test) < 0) goto done;
     int v = load_split(o, "valid", t, &dopt, &valid, false);
     if (v < 0) goto done;
     have_valid = v == 0;
