@@ -4,7 +4,8 @@
  * Loads the model and data, prints the memory plan (and refuses a run that would not
  * fit, before allocating), trains with Adam/AdamW, reports in mlx-lm's words and to
  * <adapter_path>/metrics.jsonl, evaluates, checkpoints, resumes, and tests. Every file
- * is written atomically. Library code: messages go to stderr/stdout through the
+ * is written atomically; a NaN or infinite loss or gradient stops the run naming the last
+ * good checkpoint, and adapters are checked finite before every save. Library code: messages go to stderr/stdout through the
  * reporting it was asked for, errors are returned (0/-1 with lc_fail).
  */
 #ifndef LC_TRAINER_H
