@@ -68,7 +68,7 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/liblorac.a tests/harness.h
 	$(CC) $(CPPFLAGS) -Itests $(CFLAGS) $< $(BUILD)/liblorac.a -o $@ $(LDLIBS)
 
 test: deps $(BUILD)/lorac $(BENCH_BIN) $(TEST_BIN) fuzz-build
-	@FUZZ_SECONDS=$${FUZZ_SECONDS:-10} tests/run.sh $(BUILD)
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-5} tests/run.sh $(BUILD)
 
 asan:
 	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g" \

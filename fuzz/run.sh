@@ -1,12 +1,14 @@
 #!/bin/sh
 # Runs every libFuzzer target in build-fuzz/bin for $FUZZ_SECONDS seconds each, starting
 # from its seed corpus fuzz/corpus/NAME (copied, so the committed seeds stay as they
-# are). Prints one line per target: "fuzz NAME: N executions, ok" or the crash.
-# Exit status 1 when any target found a crash.
+# are). Prints one line per target: "fuzz NAME: N executions, ok" or the crash, and
+# records "EXECUTIONS SECONDS" in build-fuzz/reliability/NAME for the README's table
+# (scripts/reliability_table.sh). Exit status 1 when any target found a crash.
 set -u
 cd "$(dirname "$0")/.." || exit 1
-secs=${FUZZ_SECONDS:-10}
+secs=${FUZZ_SECONDS:-5}
 status=0
+mkdir -p build-fuzz/reliability
 for bin in build-fuzz/bin/fuzz_*; do
     [ -x "$bin" ] || continue
     name=$(basename "$bin")
@@ -17,6 +19,7 @@ for bin in build-fuzz/bin/fuzz_*; do
         -artifact_prefix="$work/" "$work" >"$log" 2>&1; then
         execs=$(grep -o 'Done [0-9]* runs' "$log" | grep -o '[0-9]*')
         echo "fuzz $name: ${execs:-?} executions in ${secs}s, ok"
+        echo "${execs:-0} $secs" >"build-fuzz/reliability/$name"
     else
         echo "fuzz $name: FAILED"
         tail -n 40 "$log"

@@ -1,6 +1,7 @@
 /*
  * main.c — the lorac binary: dispatches to one command (src/cmd). Nothing else.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -33,6 +34,9 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* a write past a file-size limit (ulimit -f) fails with EFBIG and gets the usual
+     * error naming the file, instead of the signal killing the process mid-save */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;

@@ -30,3 +30,20 @@ run_test() {
     else T_PASSED=$((T_PASSED + 1)); echo "ok   $1"; fi
 }
 finish() { echo "RESULT $T_PASSED $T_FAILED $T_SKIPPED"; [ "$T_FAILED" -eq 0 ]; }
+
+# record_count KEY N : writes a number the test suite counted (kill points survived,
+# bad-input cases, ...) to $LORAC_BUILD/reliability/KEY, for scripts/reliability_table.sh.
+record_count() {
+    d="${LORAC_BUILD:-build}/reliability"
+    mkdir -p "$d" && echo "$2" >"$d/$1"
+}
+# readme_count KEY : the count the README's reliability table gives for KEY (its row
+# names the key in backticks), or nothing.
+readme_count() {
+    grep -F "(\`$1\`)" README.md | head -n 1 | awk -F'|' '{gsub(/[^0-9]/, "", $3); print $3}'
+}
+# check_readme_count KEY N : the README's table must say N for KEY (so it cannot go stale).
+check_readme_count() {
+    got=$(readme_count "$1")
+    [ "$got" = "$2" ] || fail "README's reliability table says '$got' for \`$1\`, the suite counted $2: run scripts/reliability_table.sh and paste its output into the README"
+}

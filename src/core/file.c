@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/mem.h"
+#include "core/testhook.h"
 
 int lc_read_file(const char *path, size_t max_bytes, char **data, size_t *len) {
     *data = NULL;
@@ -111,6 +112,7 @@ int lc_atomic_write(lc_atomic *a, const void *p, size_t n) {
     if (n && fwrite(p, 1, n, a->f) != n)
         return lc_fail("%s: write failed: %s (the previous file, if any, is kept)", a->path,
                        strerror(errno));
+    lc_test_kill_point("atomic-write"); /* test hook (core/testhook.h): off outside tests */
     return 0;
 }
 
@@ -119,6 +121,19 @@ static void atomic_release(lc_atomic *a) {
     free(a->tmp);
     a->path = a->tmp = NULL;
     a->f = NULL;
+}
+
+/* Flushes the folder holding path, so that a rename into it is on disk (best effort:
+ * some file systems refuse to fsync a folder). */
+static void sync_parent(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path)) : xstrdup(".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(dir);
 }
 
 int lc_atomic_commit(lc_atomic *a) {
@@ -131,8 +146,13 @@ int lc_atomic_commit(lc_atomic *a) {
         rc = lc_fail("%s: cannot close: %s (the previous file, if any, is kept)", a->path,
                      strerror(errno));
     a->f = NULL;
+    if (rc == 0) lc_test_kill_point("atomic-rename"); /* test hook: complete, not yet renamed */
     if (rc == 0 && rename(a->tmp, a->path) != 0)
         rc = lc_fail("%s: cannot rename %s into place: %s", a->path, a->tmp, strerror(errno));
+    if (rc == 0) {
+        sync_parent(a->path); /* the rename itself survives a power loss */
+        lc_test_kill_point("atomic-done"); /* test hook: just renamed */
+    }
     if (rc != 0) unlink(a->tmp);
     atomic_release(a);
     return rc;

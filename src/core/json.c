@@ -10,8 +10,9 @@
 #include "core/error.h"
 #include "core/file.h"
 
-/* True when text ends inside a string or with brackets left open: a truncated file. */
-static bool ends_open(const char *text, size_t len) {
+/* How many brackets are open at the end of text[0..len); *in_string: whether it ends
+ * inside a string. */
+static long open_depth(const char *text, size_t len, bool *in_string) {
     long depth = 0;
     bool in_str = false;
     for (size_t i = 0; i < len; i++) {
@@ -27,11 +28,56 @@ static bool ends_open(const char *text, size_t len) {
             depth--;
         }
     }
+    *in_string = in_str;
+    return depth;
+}
+
+/* True when text ends inside a string or with brackets left open: a truncated file. */
+static bool ends_open(const char *text, size_t len) {
+    bool in_str;
+    long depth = open_depth(text, len, &in_str);
     return in_str || depth > 0;
+}
+
+/* The offset of the first byte of text that is not part of valid UTF-8 (no overlong
+ * forms, surrogates or code points past U+10FFFF), or len when all of it is. */
+static size_t utf8_invalid_at(const unsigned char *t, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = t[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+        if (n == 0 || i + n > len) return i;
+        unsigned lo = 0x80, hi = 0xBF; /* the allowed range of the second byte */
+        if (c == 0xE0) lo = 0xA0;
+        else if (c == 0xED) hi = 0x9F;
+        else if (c == 0xF0) lo = 0x90;
+        else if (c == 0xF4) hi = 0x8F;
+        if (t[i + 1] < lo || t[i + 1] > hi) return i;
+        for (size_t k = 2; k < n; k++)
+            if ((t[i + k] & 0xC0) != 0x80) return i;
+        i += n;
+    }
+    return len;
 }
 
 int lc_json_parse(const char *text, size_t len, const char *what, cJSON **out) {
     const char *end = NULL;
+    *out = NULL;
+    size_t bad = utf8_invalid_at((const unsigned char *)text, len);
+    if (bad < len) {
+        size_t line = 1, col = 1;
+        for (size_t i = 0; i < bad; i++) {
+            if (text[i] == '\n') line++, col = 1;
+            else col++;
+        }
+        return lc_fail("%s: invalid UTF-8 at line %zu, column %zu (byte %zu is 0x%02X); JSON "
+                       "must be UTF-8: fix the file's encoding",
+                       what, line, col, bad, (unsigned)(unsigned char)text[bad]);
+    }
     *out = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (*out) return 0;
     size_t off = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
@@ -44,6 +90,10 @@ int lc_json_parse(const char *text, size_t len, const char *what, cJSON **out) {
             col++;
         }
     }
+    bool in_str;
+    if (open_depth(text, off, &in_str) >= CJSON_NESTING_LIMIT)
+        return lc_fail("%s: JSON nested deeper than %d levels at line %zu, column %zu", what,
+                       CJSON_NESTING_LIMIT, line, col);
     if (off >= len || (off + 1 >= len && ends_open(text, len)))
         return lc_fail("%s: invalid JSON: unexpected end of input at line %zu, column %zu "
                        "(is the file truncated?)",

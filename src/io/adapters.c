@@ -225,6 +225,8 @@ static int write_tensors(const char *path, const lc_adapter_set *s, const lc_lor
         lc_st_writer_meta(w, "options_hash", v);
         lc_st_writer_meta(w, "rng", meta->rng);
         lc_st_writer_meta(w, "data_position", meta->data_pos);
+        snprintf(v, sizeof v, "%" PRId64, meta->trained_tokens);
+        lc_st_writer_meta(w, "trained_tokens", v);
         snprintf(v, sizeof v, "%.17g", s->scale);
         lc_st_writer_meta(w, "lora_scale", v);
         snprintf(v, sizeof v, "%.17g", s->dropout);
@@ -508,6 +510,57 @@ static int open_st(const char *path, lc_safetensors *st) {
     return lc_st_open(st, path);
 }
 
+/* Checks target_modules (a list of names, or one regular-expression string) and
+ * layers_to_transform (a layer or a list of layers) against the tensors read. */
+static int check_peft_targets(const cJSON *cfg, const char *cpath, const lc_adapter_set *s) {
+    const cJSON *tm = cJSON_GetObjectItemCaseSensitive(cfg, "target_modules");
+    if (tm && !cJSON_IsNull(tm) && !cJSON_IsString(tm)) {
+        if (!cJSON_IsArray(tm))
+            return lc_fail("%s: \"target_modules\" must be a list of module names or a string, "
+                           "found %s",
+                           cpath, lc_json_type_name(tm));
+        unsigned listed = 0;
+        bool all_known = true;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, tm) {
+            if (!cJSON_IsString(e))
+                return lc_fail("%s: \"target_modules\" must hold names (strings), found %s", cpath,
+                               lc_json_type_name(e));
+            int k = lc_lora_key_parse(e->valuestring);
+            if (k < 0) all_known = false;
+            else listed |= 1u << k;
+        }
+        for (size_t i = 0; all_known && i < s->n; i++)
+            if (!(listed & (1u << s->t[i].key)))
+                return lc_fail("%s: the weights adapt %s, which \"target_modules\" does not list",
+                               cpath, s->t[i].name);
+    }
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(cfg, "layers_to_transform");
+    if (!lt || cJSON_IsNull(lt)) return 0;
+    if (!cJSON_IsNumber(lt) && !cJSON_IsArray(lt))
+        return lc_fail("%s: \"layers_to_transform\" must be a layer index or a list of them, "
+                       "found %s",
+                       cpath, lc_json_type_name(lt));
+    const cJSON *e, *list = cJSON_IsArray(lt) ? lt : NULL;
+    cJSON_ArrayForEach(e, list) {
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble != floor(e->valuedouble) ||
+            e->valuedouble > 1e6)
+            return lc_fail("%s: \"layers_to_transform\" must hold layer indices (integers from 0), "
+                           "found %s",
+                           cpath, cJSON_IsNumber(e) ? "an out-of-range number" : lc_json_type_name(e));
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        bool in = false;
+        if (cJSON_IsNumber(lt)) in = lt->valuedouble == s->t[i].layer;
+        cJSON_ArrayForEach(e, list) in = in || e->valuedouble == s->t[i].layer;
+        if (!in)
+            return lc_fail("%s: the weights adapt %s, whose layer \"layers_to_transform\" does not "
+                           "list",
+                           cpath, s->t[i].name);
+    }
+    return 0;
+}
+
 static int load_peft(const char *dir, const cJSON *cfg, const char *cpath, lc_adapter_set *s) {
     const char *str;
     bool flag;
@@ -553,6 +606,10 @@ static int load_peft(const char *dir, const cJSON *cfg, const char *cpath, lc_ad
     if (rc != 0) return -1;
     if ((double)s->rank != r)
         return lc_fail("%s: r is %g but the tensors have rank %lld", cpath, r, (long long)s->rank);
+    if (!isfinite(alpha) || !(dropout >= 0 && dropout < 1))
+        return lc_fail("%s: lora_alpha must be finite and lora_dropout in [0, 1), got %g and %g",
+                       cpath, alpha, dropout);
+    if (check_peft_targets(cfg, cpath, s) != 0) return -1;
     s->scale = rslora ? alpha / sqrt(r) : alpha / r;
     s->dropout = dropout;
     s->num_layers = -1;
@@ -571,16 +628,40 @@ static int read_mlx_config(const cJSON *cfg, const char *cpath, lc_adapter_set *
     if (rc < 0) return -1;
     if (rc == 0) return lc_fail("%s: no lora_parameters (is this an mlx-lm adapter folder?)", cpath);
     double scale = 20.0, dropout = 0, rank = 0, alpha = 0;
-    int has_scale, has_alpha;
+    int has_scale, has_alpha, has_rank;
     if ((has_scale = lc_json_num(lp, "scale", &scale, cpath)) < 0 ||
         lc_json_num(lp, "dropout", &dropout, cpath) < 0 ||
-        lc_json_num(lp, "rank", &rank, cpath) < 0 ||
+        (has_rank = lc_json_num(lp, "rank", &rank, cpath)) < 0 ||
         (has_alpha = lc_json_num(lp, "alpha", &alpha, cpath)) < 0)
         return -1;
     if (!has_scale && has_alpha && s->rank > 0) scale = alpha / (double)s->rank;
-    if (rank > 0 && s->rank > 0 && (double)s->rank != rank)
+    if (has_rank && (double)s->rank != rank)
         return lc_fail("%s: lora_parameters.rank is %g but the tensors have rank %lld", cpath, rank,
                        (long long)s->rank);
+    if (!isfinite(scale) || !(dropout >= 0 && dropout < 1))
+        return lc_fail("%s: lora_parameters.scale must be finite and dropout in [0, 1), got %g "
+                       "and %g",
+                       cpath, scale, dropout);
+    const cJSON *keys;
+    if ((rc = lc_json_arr(lp, "keys", &keys, cpath)) < 0) return -1;
+    if (rc == 1) {
+        unsigned listed = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, keys) {
+            int k = cJSON_IsString(e) ? lc_lora_key_parse(e->valuestring) : -1;
+            if (k < 0)
+                return lc_fail("%s: lora_parameters.keys: %s%s%s is not one of the projections "
+                               "lorac adapts (self_attn.q_proj ... mlp.down_proj)",
+                               cpath, cJSON_IsString(e) ? "'" : "",
+                               cJSON_IsString(e) ? e->valuestring : lc_json_type_name(e),
+                               cJSON_IsString(e) ? "'" : "");
+            listed |= 1u << k;
+        }
+        for (size_t i = 0; i < s->n; i++)
+            if (!(listed & (1u << s->t[i].key)))
+                return lc_fail("%s: the weights adapt %s, which lora_parameters.keys does not list",
+                               cpath, s->t[i].name);
+    }
     s->scale = scale;
     s->dropout = dropout;
     s->num_layers = nl;
@@ -757,6 +838,10 @@ int lc_train_state_read(const char *path, lc_adapter_set *s, lc_lora_moments **m
                      meta_text(&st, "options_hash", path, hash, sizeof hash)
                  ? -1
                  : 0;
+    if (rc == 0 && lc_st_meta(&st, "trained_tokens")) /* absent in older train states */
+        rc = meta_int(&st, "trained_tokens", path, &meta->trained_tokens);
+    if (rc == 0 && (meta->step < 0 || meta->trained_tokens < 0))
+        rc = lc_fail("%s: __metadata__ 'step' and 'trained_tokens' must not be negative", path);
     if (rc == 0) {
         char *end;
         meta->options_hash = strtoull(hash, &end, 16);

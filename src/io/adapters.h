@@ -14,7 +14,7 @@
  *                              layers_to_transform, task_type CAUSAL_LM, ...
  * Either loads back into one lc_adapter_set. Resumable checkpoints
  * (NNNNNNN_train_state.safetensors) hold the adapters, the Adam moments and, in
- * __metadata__, the step, RNG state, data position and options hash.
+ * __metadata__, the step, RNG state, data position, trained tokens and options hash.
  *
  * Every file is written atomically. This module owns the arrays of the sets it loads;
  * it never prints or exits.
@@ -120,6 +120,7 @@ typedef struct {
     uint64_t options_hash; // of the options that must match to resume
     char rng[256];        // the trainer's RNG state, as text
     char data_pos[256];   // the batcher's position, as text
+    int64_t trained_tokens; // target tokens trained on so far (0 in files that predate it)
 } lc_train_state_meta;
 
 /* "dir/NNNNNNN_train_state.safetensors" (owned by the caller). */

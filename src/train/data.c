@@ -17,6 +17,9 @@
 #include "text/chat.h"
 
 #define DATA_MAX_BYTES ((size_t)4 << 30)
+/* The longest line (one example) read; longer ones are refused without reading them
+ * to their end, so a file with a line of gigabytes costs neither time nor memory. */
+#define DATA_MAX_LINE ((size_t)64 << 20)
 #define PAD_TO 32
 
 const char *lc_data_form_name(lc_data_form f) {
@@ -189,9 +192,22 @@ int lc_dataset_parse(lc_dataset *d, const char *text, size_t len, const char *wh
     int rc = 0;
     const char *p = text, *end = text + len;
     while (p < end && rc == 0) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t left = (size_t)(end - p);
+        const char *nl = memchr(p, '\n', left < DATA_MAX_LINE + 1 ? left : DATA_MAX_LINE + 1);
         const char *le = nl ? nl : end;
         lineno++;
+        if ((size_t)(le - p) > DATA_MAX_LINE) {
+            rc = lc_fail("%s:%zu: the line is longer than %zu MiB; one example per line, each "
+                         "shorter than that",
+                         what, lineno, DATA_MAX_LINE >> 20);
+            break;
+        }
+        const char *nul = memchr(p, '\0', (size_t)(le - p));
+        if (nul) {
+            rc = lc_fail("%s:%zu:%zu: a NUL byte (JSON text holds none; is this a binary file?)",
+                         what, lineno, (size_t)(nul - p) + 1);
+            break;
+        }
         const char *q = p;
         while (q < le && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
         if (q < le) {
@@ -241,12 +257,18 @@ int lc_dataset_parse(lc_dataset *d, const char *text, size_t len, const char *wh
 }
 
 int lc_dataset_load(lc_dataset *d, const char *path, const lc_tokenizer *t, const lc_data_options *o) {
-    char *text;
-    size_t len;
     memset(d, 0, sizeof *d);
-    if (lc_read_file(path, DATA_MAX_BYTES, &text, &len) != 0) return -1;
-    int rc = lc_dataset_parse(d, text, len, path, t, o);
-    free(text);
+    /* mapped, not read: only the lines parsed are paged in */
+    lc_map m;
+    if (lc_map_file(path, &m) != 0) return -1;
+    if (m.len > DATA_MAX_BYTES) {
+        size_t n = m.len;
+        lc_unmap(&m);
+        return lc_fail("%s: file is %zu bytes, more than the %zu GiB this reader accepts; split it",
+                       path, n, DATA_MAX_BYTES >> 30);
+    }
+    int rc = lc_dataset_parse(d, m.data ? (const char *)m.data : "", m.len, path, t, o);
+    lc_unmap(&m);
     return rc;
 }
 

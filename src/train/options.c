@@ -544,6 +544,19 @@ int lc_train_options_apply_yaml(lc_train_options *o, const char *text, size_t le
         yaml_parser_delete(&parser);
         return rc;
     }
+    /* one document, as mlx-lm's yaml.load insists: a second one would be ignored silently */
+    yaml_document_t next;
+    int more = 0;
+    if (yaml_parser_load(&parser, &next)) {
+        more = yaml_document_get_root_node(&next) != NULL;
+        yaml_document_delete(&next);
+    }
+    if (more) {
+        unsigned long line = (unsigned long)parser.mark.line + 1;
+        yaml_parser_delete(&parser);
+        yaml_document_delete(&doc);
+        return lc_fail("%s:%lu: a second YAML document (after ---); a config holds one", what, line);
+    }
     yaml_parser_delete(&parser);
     int rc = 0;
     yaml_node_t *root = yaml_document_get_root_node(&doc);

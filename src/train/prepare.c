@@ -20,6 +20,8 @@
 const char *const lc_split_names[LC_N_SPLITS] = {"train", "valid", "test"};
 
 #define MAX_INPUT_BYTES ((size_t)4 << 30)
+/* The longest JSONL line read; a longer one is refused without reading it to its end. */
+#define MAX_LINE_BYTES ((size_t)64 << 20)
 
 /* ------------------------------------------------------------------ CSV (RFC 4180) */
 
@@ -162,9 +164,16 @@ static int parse_jsonl(const char *text, size_t len, const char *path, cJSON **r
     cJSON *arr = cJSON_CreateArray();
     size_t line = 0;
     for (size_t i = 0; i < len;) {
-        const char *nl = memchr(text + i, '\n', len - i);
+        size_t left = len - i;
+        const char *nl = memchr(text + i, '\n', left < MAX_LINE_BYTES + 1 ? left : MAX_LINE_BYTES + 1);
         size_t end = nl ? (size_t)(nl - text) : len;
         line++;
+        if (end - i > MAX_LINE_BYTES) {
+            cJSON_Delete(arr);
+            return lc_fail("%s: line %zu is longer than %zu MiB; one row per line, each shorter "
+                           "than that",
+                           path, line, MAX_LINE_BYTES >> 20);
+        }
         size_t a = i, b = end;
         while (a < b && (text[a] == ' ' || text[a] == '\t' || text[a] == '\r')) a++;
         while (b > a && (text[b - 1] == ' ' || text[b - 1] == '\t' || text[b - 1] == '\r')) b--;
@@ -192,9 +201,17 @@ static int parse_jsonl(const char *text, size_t len, const char *path, cJSON **r
 
 int lc_rows_load(const char *path, cJSON **rows) {
     *rows = NULL;
-    char *text;
-    size_t len;
-    if (lc_read_file(path, MAX_INPUT_BYTES, &text, &len) != 0) return -1;
+    /* mapped, not read: a JSONL line too long is refused before it is paged in */
+    lc_map m;
+    if (lc_map_file(path, &m) != 0) return -1;
+    if (m.len > MAX_INPUT_BYTES) {
+        size_t n = m.len;
+        lc_unmap(&m);
+        return lc_fail("%s: file is %zu bytes, more than the %zu GiB this reader accepts; split it",
+                       path, n, MAX_INPUT_BYTES >> 30);
+    }
+    const char *text = m.data ? (const char *)m.data : "";
+    size_t len = m.len;
     size_t k = 0;
     while (k < len && (text[k] == ' ' || text[k] == '\n' || text[k] == '\r' || text[k] == '\t'))
         k++;
@@ -211,7 +228,7 @@ int lc_rows_load(const char *path, cJSON **rows) {
     } else {
         rc = parse_jsonl(text, len, path, rows);
     }
-    free(text);
+    lc_unmap(&m);
     if (rc != 0) {
         cJSON_Delete(*rows);
         *rows = NULL;

@@ -10,6 +10,7 @@
  */
 #include "train/trainer.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/rng.h"
+#include "core/testhook.h"
 #include "hub/hub.h"
 #include "io/adapters.h"
 #include "model/lora_io.h"
@@ -117,12 +119,64 @@ typedef struct {
     lc_lora_moments *mom; // (view.n)
     const lc_train_options *o;
     char *config_json; // the options as adapter_config.json holds them
+    int64_t trained_tokens; // target tokens of the updates done, kept across --resume
+    char *last_good;        // the newest train state written or resumed from (NULL: none)
 } run_state;
+
+/* The first non-finite value of n floats, or -1 when all are finite. */
+static ptrdiff_t first_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return (ptrdiff_t)i;
+    return -1;
+}
+
+/* What a user whose run went non-finite should hear after the first clause. */
+static int fail_nonfinite(const run_state *rs, int64_t it, const char *what) {
+    const lc_train_options *o = rs->o;
+    return lc_fail("iteration %lld: %s; stopped without saving, the last good checkpoint is %s; "
+                   "try a lower learning_rate (now %g)%s, and check the data",
+                   (long long)it, what,
+                   rs->last_good ? rs->last_good : "none (nothing was saved yet)", o->learning_rate,
+                   o->clip_grad_norm > 0 ? "" : ", gradient clipping (--clip-grad-norm 1.0)");
+}
+
+/* Fails, naming the tensor, when any adapter weight is NaN or infinite: such adapters
+ * must never replace good ones on disk. */
+static int check_finite_adapters(const run_state *rs, int64_t step) {
+    for (size_t i = 0; i < rs->view.n; i++) {
+        const lc_lora_tensor *t = &rs->view.t[i];
+        bool bad_a = first_nonfinite(t->a, (size_t)(t->in * t->r)) >= 0;
+        if (bad_a || first_nonfinite(t->b, (size_t)(t->r * t->out)) >= 0) {
+            char what[200];
+            snprintf(what, sizeof what, "the adapter %s.%s holds NaN or infinite weights", t->name,
+                     bad_a ? "lora_a" : "lora_b");
+            return fail_nonfinite(rs, step, what);
+        }
+    }
+    return 0;
+}
+
+/* Removes what a killed run left behind in dir: temporaries of the atomic writer
+ * ("NAME.tmp.XXXXXX", see core/file.c). The finished files are never touched. */
+static void remove_stale_temporaries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *t = strstr(e->d_name, ".tmp.");
+        if (!t || t == e->d_name || strlen(t) != 11) continue;
+        char *p = lc_path_join(dir, e->d_name);
+        if (lc_is_file(p)) unlink(p);
+        free(p);
+    }
+    closedir(d);
+}
 
 /* Writes the mlx-lm folder (adapters.safetensors, adapter_config.json), a numbered
  * checkpoint when step > 0, the PEFT copy, and the resumable train state. */
 static int save_all(run_state *rs, int64_t step, const lc_batcher *bt, bool checkpoint) {
     const char *dir = rs->o->adapter_path;
+    if (check_finite_adapters(rs, step) != 0) return -1;
     if (lc_mkdirs(dir) != 0) return -1;
     char *main_path = lc_path_join(dir, "adapters.safetensors");
     int rc = lc_adapters_write_mlx(main_path, &rs->view);
@@ -145,9 +199,15 @@ static int save_all(run_state *rs, int64_t step, const lc_batcher *bt, bool chec
         snprintf(meta.rng, sizeof meta.rng, "%lld", (long long)rs->o->seed);
         lc_data_pos pos = lc_batcher_pos(bt);
         lc_data_pos_format(&pos, meta.data_pos, sizeof meta.data_pos);
+        meta.trained_tokens = rs->trained_tokens;
         char *p = lc_train_state_path(dir, step);
         rc = lc_train_state_write(p, &rs->view, rs->mom, &meta);
-        free(p);
+        if (rc == 0) {
+            free(rs->last_good);
+            rs->last_good = p;
+        } else {
+            free(p);
+        }
     }
     return rc;
 }
@@ -192,7 +252,11 @@ static int resume_from(run_state *rs, lc_batcher *bt, int64_t *step) {
     }
     if (rc == 0) {
         *step = meta.step;
+        rs->trained_tokens = meta.trained_tokens;
         printf("Resuming from %s (iteration %lld)\n", path, (long long)meta.step);
+        free(rs->last_good);
+        rs->last_good = path;
+        path = NULL;
     }
     lc_train_state_free_moments(mom, s.n);
     lc_adapters_free(&s);
@@ -255,6 +319,30 @@ static void metrics_line(const char *dir, const char *json) {
     free(p);
 }
 
+/* On --resume: drops the lines of metrics.jsonl past `step` (what the interrupted run
+ * logged after its last checkpoint, and the resumed run logs again); keeps the rest. */
+static void metrics_truncate(const char *path, int64_t step) {
+    char *text;
+    size_t len;
+    if (!lc_is_file(path) || lc_read_file(path, (size_t)256 << 20, &text, &len) != 0) {
+        lc_err_clear();
+        return;
+    }
+    lc_buf keep = {0};
+    for (char *p = text, *end = text + len; p < end;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        char *le = nl ? nl : end;
+        cJSON *j = cJSON_ParseWithLength(p, (size_t)(le - p));
+        const cJSON *s = j ? cJSON_GetObjectItemCaseSensitive(j, "step") : NULL;
+        if (nl && cJSON_IsNumber(s) && s->valuedouble <= (double)step) lc_buf_append(&keep, p, (size_t)(le - p) + 1);
+        cJSON_Delete(j);
+        p = nl ? nl + 1 : end;
+    }
+    if (lc_write_file_atomic(path, keep.data ? keep.data : "", keep.len) != 0) lc_err_clear();
+    lc_buf_free(&keep);
+    free(text);
+}
+
 int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
                  volatile sig_atomic_t *stop) {
     lc_model *m = NULL;
@@ -277,7 +365,8 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         goto done;
     const lc_model_config *mc = lc_model_cfg(m);
     lc_data_options dopt = {o->mask_prompt, o->max_seq_length, chat_family};
-    if (load_split(o, "train", t, &dopt, &train, o->train) < 0) goto done;
+    /* the loop trains: train.jsonl is needed unless a test-only config (train: false) */
+    if (load_split(o, "train", t, &dopt, &train, o->train || !o->test) < 0) goto done;
     int v = load_split(o, "valid", t, &dopt, &valid, false);
     if (v < 0) goto done;
     have_valid = v == 0;
@@ -348,15 +437,20 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     int64_t step = 0;
     if (resume && resume_from(&rs, &bt, &step) != 0) goto done;
     if (lc_mkdirs(o->adapter_path) != 0) goto done;
-    if (!resume) {
+    {
         char *mp = lc_path_join(o->adapter_path, "metrics.jsonl");
-        unlink(mp);
+        if (!resume) unlink(mp);
+        else metrics_truncate(mp, step);
         free(mp);
+        char *peft = lc_path_join(o->adapter_path, "peft");
+        remove_stale_temporaries(o->adapter_path);
+        remove_stale_temporaries(peft);
+        free(peft);
     }
 
     const lc_adam_config *adam = lc_train_options_adam(o);
     double loss_sum = 0;
-    int64_t loss_steps = 0, tokens_since = 0, trained_tokens = 0;
+    int64_t loss_steps = 0, tokens_since = 0;
     double t_report = lc_now();
     int64_t steps_since = 0;
     lc_progress prog;
@@ -385,10 +479,11 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
             double loss;
             int64_t ntok;
             if ((rc = lc_model_forward_backward(m, &b, &loss, &ntok)) != 0) goto done;
+            if (lc_test_nan_point("loss")) loss = NAN; /* test hook (core/testhook.h) */
             if (!isfinite(loss)) {
-                rc = lc_fail("iteration %lld: the loss is %g; the adapters of the last save in %s "
-                             "are kept; try a lower learning_rate (now %g)",
-                             (long long)it, loss, o->adapter_path, o->learning_rate);
+                char what[64];
+                snprintf(what, sizeof what, "the loss is %s", isnan(loss) ? "NaN" : "infinite");
+                rc = fail_nonfinite(&rs, it, what);
                 goto done;
             }
             step_loss += loss;
@@ -416,6 +511,17 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
                 lc_grad_accumulate_finish(g[2 * i + 1], gn[2 * i + 1], acc);
             }
         }
+        if (np && lc_test_nan_point("grad")) g[0][0] = NAN; /* test hook (core/testhook.h) */
+        for (size_t i = 0; i < 2 * np; i++) {
+            if (first_nonfinite(g[i], gn[i]) < 0) continue;
+            char what[200];
+            snprintf(what, sizeof what, "the gradient of %s.%s is NaN or infinite", rs.view.t[i / 2].name,
+                     i % 2 ? "lora_b" : "lora_a");
+            free(g);
+            free(gn);
+            rc = fail_nonfinite(&rs, it, what);
+            goto done;
+        }
         if (o->clip_grad_norm > 0) lc_clip_grad_norm(g, gn, 2 * np, o->clip_grad_norm);
         double lr = lc_schedule_lr(&o->lr_schedule, o->learning_rate, step);
         lc_adam_args aa = lc_adam_args_make(adam, lr, step + 1);
@@ -437,7 +543,8 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         loss_steps++;
         steps_since++;
         tokens_since += step_tok;
-        trained_tokens += step_tok;
+        rs.trained_tokens += step_tok;
+        lc_test_kill_point("step"); /* test hook (core/testhook.h): off outside tests */
         lc_progress_update(&prog, step);
 
         bool report = it % o->steps_per_report == 0 || it == o->iters;
@@ -451,7 +558,7 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
             printf("Iter %lld: Train loss %.3f, Learning Rate %.3e, It/sec %.3f, Tokens/sec %.3f, "
                    "Trained Tokens %lld, Peak mem %.3f GB\n",
                    (long long)it, tl, lr, steps_since / el, tokens_since / el,
-                   (long long)trained_tokens, peak_rss_gb());
+                   (long long)rs.trained_tokens, peak_rss_gb());
             lc_buf_printf(&mj, "{\"step\": %lld, \"train_loss\": %.6f, \"learning_rate\": %.6e, "
                                "\"tokens_per_sec\": %.3f, \"peak_mem_gb\": %.3f",
                           (long long)it, tl, lr, tokens_since / el, peak_rss_gb());
@@ -509,6 +616,7 @@ done:
         free(rs.mom);
     }
     free(accum);
+    free(rs.last_good);
     lc_model_adapter_view_free(&rs.view);
     lc_buf_free(&cfg);
     lc_batch_buf_free(&bb);

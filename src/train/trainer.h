@@ -5,7 +5,9 @@
  * fit, before allocating), trains with Adam/AdamW, reports in mlx-lm's words and to
  * <adapter_path>/metrics.jsonl (redrawing the loss curves, <adapter_path>/loss.svg or the
  * `plot` option, after each record), evaluates, checkpoints, resumes, and tests. Every file
- * is written atomically. Library code: messages go to stderr/stdout through the
+ * is written atomically; a NaN or infinite loss or gradient stops the run naming the last
+ * good checkpoint, and adapters are checked finite before every save. Library code:
+ * messages go to stderr/stdout through the
  * reporting it was asked for, errors are returned (0/-1 with lc_fail).
  */
 #ifndef LC_TRAINER_H

@@ -248,7 +248,7 @@ static void test_errors(void) {
     lc_data_options o = {false, 2048, -1};
     lc_tokenizer *plain; /* a tokenizer without a chat_template */
     CHECK_OK(lc_tokenizer_load_dir("tests/fixtures/tokenizers/bl-gpt2", &plain));
-    CHECK_FAILS(lc_dataset_parse(&d, "{\"prompt\": \"a\", \"completion\": \"b\"}", 35, "x.jsonl", plain, &o),
+    CHECK_FAILS(lc_dataset_parse(&d, "{\"prompt\": \"a\", \"completion\": \"b\"}", 34, "x.jsonl", plain, &o),
                 "x.jsonl:1: chat data needs a chat template");
     lc_tokenizer_free(plain);
     CHECK_FAILS(lc_dataset_load(&d, "/nonexistent/train.jsonl", t, &o), "/nonexistent/train.jsonl");
