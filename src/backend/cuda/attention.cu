@@ -96,6 +96,7 @@ void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, c
                        const float *v, int64_t B, int64_t Tq, int64_t S, int64_t H, int64_t KV,
                        int64_t D, int64_t pos0) {
     lc_cuda *c = (lc_cuda *)be->impl;
+    LC_PROF(c, "attention Tq=%lld", Tq);
     if (B <= 0 || Tq <= 0 || H <= 0) return;
     if (D > MAXD) {
         lc_cuda_error(c, __FILE__, __LINE__, "attention", "head_dim above 256 is not supported");
@@ -260,6 +261,7 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
                            const float *q, const float *k, const float *v, const float *out,
                            const float *lse, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
     lc_cuda *c = (lc_cuda *)be->impl;
+    LC_PROF(c, "attention_bwd", 0);
     if (B <= 0 || T <= 0 || H <= 0) return;
     if (D > MAXD) {
         lc_cuda_error(c, __FILE__, __LINE__, "attention_bwd", "head_dim above 256 is not supported");

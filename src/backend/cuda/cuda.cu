@@ -52,6 +52,87 @@ static inline unsigned blocks_for(size_t n) {
     return b ? (unsigned)b : 1u;
 }
 
+
+/* ------------------------------------------------------------ profile */
+
+#define PROF_KEYS 128
+#define PROF_PENDING 8192
+
+struct lc_cuda_prof {
+    char key[PROF_KEYS][48];
+    double ms[PROF_KEYS];
+    long long count[PROF_KEYS];
+    int nkeys;
+    cudaEvent_t ev[PROF_PENDING][2];
+    int evkey[PROF_PENDING];
+    int pending;
+};
+
+static void prof_drain(lc_cuda *c) {
+    lc_cuda_prof *p = c->prof;
+    if (!p->pending) return;
+    cudaEventSynchronize(p->ev[p->pending - 1][1]);
+    for (int i = 0; i < p->pending; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, p->ev[i][0], p->ev[i][1]) == cudaSuccess) p->ms[p->evkey[i]] += ms;
+        else cudaGetLastError();
+        p->count[p->evkey[i]]++;
+    }
+    p->pending = 0;
+}
+
+int lc_cuda_prof_begin(lc_cuda *c, const char *fmt, long long n) {
+    lc_cuda_prof *p = c->prof;
+    char k[48];
+    snprintf(k, sizeof k, fmt, n);
+    int key = 0;
+    while (key < p->nkeys && strcmp(p->key[key], k)) key++;
+    if (key == p->nkeys) {
+        if (p->nkeys == PROF_KEYS) key = PROF_KEYS - 1; // the last key collects the rest
+        else snprintf(p->key[p->nkeys++], sizeof p->key[0], "%s", k);
+    }
+    if (p->pending == PROF_PENDING) prof_drain(c);
+    int slot = p->pending++;
+    p->evkey[slot] = key;
+    cudaEventRecord(p->ev[slot][0], 0);
+    return slot;
+}
+
+void lc_cuda_prof_end(lc_cuda *c, int slot) { cudaEventRecord(c->prof->ev[slot][1], 0); }
+
+static void prof_start(lc_cuda *c) {
+    const char *e = getenv("LORAC_CUDA_PROFILE");
+    if (!e || !*e || !strcmp(e, "0")) return;
+    c->prof = (lc_cuda_prof *)xcalloc(1, sizeof *c->prof);
+    for (int i = 0; i < PROF_PENDING; i++)
+        for (int j = 0; j < 2; j++) LC_CK(c, cudaEventCreate(&c->prof->ev[i][j]));
+}
+
+/* The table, largest total first (stderr: a developer's switch, asked for by env). */
+static void prof_finish(lc_cuda *c) {
+    lc_cuda_prof *p = c->prof;
+    if (!p) return;
+    prof_drain(c);
+    int ord[PROF_KEYS];
+    double tot = 0;
+    for (int i = 0; i < p->nkeys; i++) ord[i] = i, tot += p->ms[i];
+    for (int i = 1; i < p->nkeys; i++)
+        for (int j = i; j > 0 && p->ms[ord[j]] > p->ms[ord[j - 1]]; j--) {
+            int t = ord[j];
+            ord[j] = ord[j - 1], ord[j - 1] = t;
+        }
+    fprintf(stderr, "lorac cuda profile (event time per op; %.1f ms in all)\n%-40s %10s %9s %9s %6s\n", tot,
+            "op", "total ms", "calls", "mean us", "share");
+    for (int i = 0; i < p->nkeys; i++) {
+        int k = ord[i];
+        fprintf(stderr, "%-40s %10.2f %9lld %9.2f %5.1f%%\n", p->key[k], p->ms[k], p->count[k],
+                p->count[k] ? 1e3 * p->ms[k] / (double)p->count[k] : 0.0, tot > 0 ? 100 * p->ms[k] / tot : 0.0);
+    }
+    for (int i = 0; i < PROF_PENDING; i++) cudaEventDestroy(p->ev[i][0]), cudaEventDestroy(p->ev[i][1]);
+    free(p);
+    c->prof = NULL;
+}
+
 /* ------------------------------------------------------------ memory */
 
 static void fatal_oom(lc_cuda *c, size_t bytes, const char *what) {
@@ -94,16 +175,19 @@ static void cu_release(lc_backend *be, void *p) {
 }
 
 static void cu_upload(lc_backend *be, void *dst, const void *host, size_t bytes) {
+    LC_PROF(impl(be), "upload", 0);
     if (bytes) LC_CK(impl(be), cudaMemcpy(dst, host, bytes, cudaMemcpyDefault));
 }
 
 static void cu_download(lc_backend *be, void *host, const void *src, size_t bytes) {
+    LC_PROF(impl(be), "download", 0);
     if (bytes) LC_CK(impl(be), cudaMemcpy(host, src, bytes, cudaMemcpyDefault));
 }
 
 static int cu_sync(lc_backend *be) {
     lc_cuda *c = impl(be);
     LC_CK(c, cudaDeviceSynchronize());
+    if (c->prof) prof_drain(c);
     if (!c->err[0]) return 0;
     lc_fail("%s", c->err);
     c->err[0] = 0;
@@ -177,6 +261,7 @@ static void cu_free(lc_backend *be) {
     if (!be) return;
     lc_cuda *c = impl(be);
     cudaDeviceSynchronize();
+    prof_finish(c);
     for (size_t i = 0; i < c->n_weights; i++) cudaFree(c->weights[i]);
     free(c->weights);
     if (c->xb) cudaFree(c->xb);
@@ -212,26 +297,31 @@ __global__ void k_dropout(float *out, const float *x, size_t n, uint64_t thresh,
 }
 
 static void cu_zero(lc_backend *be, float *x, size_t n) {
+    LC_PROF(impl(be), "zero", 0);
     if (n) LC_CK(impl(be), cudaMemsetAsync(x, 0, n * sizeof(float)));
 }
 
 static void cu_copy(lc_backend *be, float *out, const float *x, size_t n) {
+    LC_PROF(impl(be), "copy", 0);
     if (n && out != x) LC_CK(impl(be), cudaMemcpyAsync(out, x, n * sizeof(float), cudaMemcpyDeviceToDevice));
 }
 
 static void cu_add(lc_backend *be, float *out, const float *a, const float *b, size_t n) {
+    LC_PROF(impl(be), "add", 0);
     if (!n) return;
     k_add<<<blocks_for(n), 256>>>(out, a, b, n);
     LC_LAUNCHED(impl(be));
 }
 
 static void cu_axpy(lc_backend *be, float *y, float a, const float *x, size_t n) {
+    LC_PROF(impl(be), "axpy", 0);
     if (!n) return;
     k_axpy<<<blocks_for(n), 256>>>(y, a, x, n);
     LC_LAUNCHED(impl(be));
 }
 
 static void cu_dropout(lc_backend *be, float *out, const float *x, size_t n, float p, uint64_t seed) {
+    LC_PROF(impl(be), "dropout", 0);
     if (!n) return;
     // the CPU's threshold and scale, computed the same way on the host
     uint64_t thresh = (uint64_t)((double)p * 16777216.0);
@@ -258,6 +348,7 @@ __global__ void k_adam(float *p, const float *g, float *m, float *v, size_t n, l
 
 static void cu_adam(lc_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                     const lc_adam_args *a) {
+    LC_PROF(impl(be), "adam", 0);
     if (!n) return;
     k_adam<<<blocks_for(n), 256>>>(p, g, m, v, n, *a);
     LC_LAUNCHED(impl(be));
@@ -280,14 +371,101 @@ static const __nv_bfloat16 *as_bf16(lc_cuda *c, const float *x, size_t n) {
     return xb;
 }
 
+
+/* Small-N products with BF16 weights (decoding: N = 1): out (N,O) = x (N,I) W^T, fp32 x
+ * read as it is (no bf16 pass), the weight row streamed once in 16-byte loads, GEMV_U
+ * of them in flight per lane, fp32 accumulation. One warp per output row; every row of
+ * x shares the weight loads. Needs I % 8 == 0 and 16-byte aligned x and W. */
+#define GEMV_MAXN 8
+#define GEMV_U 4
+#define GEMV_WARPS 4
+
+__device__ __forceinline__ void bf16x8_to_f32(const uint4 &u, float *f) {
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 t = __bfloat1622float2(h[i]);
+        f[2 * i] = t.x, f[2 * i + 1] = t.y;
+    }
+}
+
+template <int NR>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(float *out, const float *x, const __nv_bfloat16 *W,
+                                                            const float *bias, int O, int I, int acc) {
+    int o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (o >= O) return;
+    const uint4 *w = (const uint4 *)(W + (size_t)o * I);
+    int nv = I / 8; // 16-byte vectors in the row
+    float s[NR];
+#pragma unroll
+    for (int n = 0; n < NR; n++) s[n] = 0.0f;
+    for (int v0 = 0; v0 < nv; v0 += 32 * GEMV_U) {
+        uint4 wv[GEMV_U];
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int v = v0 + u * 32 + lane;
+            wv[u] = v < nv ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int v = v0 + u * 32 + lane;
+            if (v >= nv) break;
+            float wf[8];
+            bf16x8_to_f32(wv[u], wf);
+#pragma unroll
+            for (int n = 0; n < NR; n++) {
+                const float4 *xp = (const float4 *)(x + (size_t)n * I) + 2 * v;
+                float4 a = __ldg(xp), b = __ldg(xp + 1);
+                s[n] += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x +
+                        wf[5] * b.y + wf[6] * b.z + wf[7] * b.w;
+            }
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < NR; n++) {
+        float t = s[n];
+        for (int d = 16; d > 0; d >>= 1) t += __shfl_xor_sync(0xffffffffu, t, d);
+        s[n] = t;
+    }
+    if (lane < NR) {
+        float r = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NR; n++)
+            if (n == lane) r = s[n];
+        if (bias) r += bias[o];
+        float *op = out + (size_t)lane * O + o;
+        *op = acc ? *op + r : r;
+    }
+}
+
+/* Runs the small-N path when it applies; returns whether it did. */
+static bool gemv_bf16(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
+                      bool accumulate) {
+    int O = (int)w->rows, I = (int)w->cols;
+    if (N > GEMV_MAXN || I % 8 || ((uintptr_t)x & 15) || ((uintptr_t)w->data & 15)) return false;
+    dim3 grid((unsigned)((O + GEMV_WARPS - 1) / GEMV_WARPS));
+    const __nv_bfloat16 *W = (const __nv_bfloat16 *)w->data;
+    int a = accumulate ? 1 : 0;
+    switch (N) {
+#define GEMV_CASE(K) case K: k_gemv_bf16<K><<<grid, GEMV_WARPS * 32>>>(out, x, W, bias, O, I, a); break;
+        GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
+#undef GEMV_CASE
+    default: return false;
+    }
+    LC_LAUNCHED(c);
+    return true;
+}
+
 /* Row-major out (N,O) = x (N,I) W^T is column-major out^T (O,N) = W (O,I as I×O, ld I)^T ·
  * x^T (I×N, ld I). */
 static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w, const float *bias,
                       int64_t N, bool accumulate) {
+    LC_PROF(impl(be), "matmul N=%lld", N);
     lc_cuda *c = impl(be);
     int O = (int)w->rows, I = (int)w->cols;
     if (N <= 0 || O <= 0) return;
     float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    if (w->dtype == LC_DT_BF16 && gemv_bf16(c, out, x, w, bias, N, accumulate)) return;
     if (w->dtype == LC_DT_BF16) {
         const __nv_bfloat16 *xb = as_bf16(c, x, (size_t)N * I);
         LC_BK(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, O, (int)N, I, &one, w->data,
@@ -307,6 +485,7 @@ static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w
  * (O×N, ld O). */
 static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt *w, int64_t N,
                          bool accumulate) {
+    LC_PROF(impl(be), "matmul_dx N=%lld", N);
     lc_cuda *c = impl(be);
     int O = (int)w->rows, I = (int)w->cols;
     if (N <= 0 || I <= 0) return;
@@ -327,6 +506,7 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
 static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                     int64_t ldc) {
+    LC_PROF(impl(be), "gemm (LoRA) M=%lld", M);
     lc_cuda *c = impl(be);
     if (M <= 0 || N <= 0) return;
     LC_BK(c, cublasSgemm(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
@@ -375,6 +555,7 @@ __global__ void k_embedding(float *out, const int32_t *tokens, const void *table
 }
 
 static void cu_embedding(lc_backend *be, float *out, const int32_t *tokens, const lc_wt *table, int64_t N) {
+    LC_PROF(impl(be), "embedding", 0);
     if (N <= 0) return;
     k_embedding<<<(unsigned)N, 256>>>(out, tokens, table->data, table->dtype == LC_DT_BF16, table->cols);
     LC_LAUNCHED(impl(be));
@@ -394,6 +575,7 @@ __global__ void k_rmsnorm(float *out, float *rstd, const float *x, const float *
 
 static void cu_rmsnorm(lc_backend *be, float *out, float *rstd, const float *x, const float *w,
                        int64_t N, int64_t C, float eps) {
+    LC_PROF(impl(be), "rmsnorm N=%lld", N);
     if (N <= 0) return;
     k_rmsnorm<<<(unsigned)N, 256>>>(out, rstd, x, w, C, eps);
     LC_LAUNCHED(impl(be));
@@ -413,6 +595,7 @@ __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, cons
 
 static void cu_rmsnorm_bwd(lc_backend *be, float *dx, const float *dout, const float *x,
                            const float *w, const float *rstd, int64_t N, int64_t C) {
+    LC_PROF(impl(be), "rmsnorm_bwd", 0);
     if (N <= 0) return;
     k_rmsnorm_bwd<<<(unsigned)N, 256>>>(dx, dout, x, w, rstd, C);
     LC_LAUNCHED(impl(be));
@@ -443,11 +626,13 @@ static void rope_run(lc_backend *be, float *x, const float *cs, const float *sn,
 
 static void cu_rope(lc_backend *be, float *x, const float *cos, const float *sin, int64_t B, int64_t T,
                     int64_t H, int64_t D, int64_t pos0) {
+    LC_PROF(impl(be), "rope N=%lld", B * T);
     rope_run(be, x, cos, sin, B, T, H, D, pos0, 1.0f);
 }
 
 static void cu_rope_bwd(lc_backend *be, float *dx, const float *cos, const float *sin, int64_t B,
                         int64_t T, int64_t H, int64_t D, int64_t pos0) {
+    LC_PROF(impl(be), "rope_bwd", 0);
     rope_run(be, dx, cos, sin, B, T, H, D, pos0, -1.0f);
 }
 
@@ -468,6 +653,7 @@ __global__ void k_swiglu_bwd(float *dgate, float *dup, const float *dout, const 
 }
 
 static void cu_swiglu(lc_backend *be, float *out, const float *gate, const float *up, size_t n) {
+    LC_PROF(impl(be), "swiglu n=%lld", n);
     if (!n) return;
     k_swiglu<<<blocks_for(n), 256>>>(out, gate, up, n);
     LC_LAUNCHED(impl(be));
@@ -475,6 +661,7 @@ static void cu_swiglu(lc_backend *be, float *out, const float *gate, const float
 
 static void cu_swiglu_bwd(lc_backend *be, float *dgate, float *dup, const float *dout,
                           const float *gate, const float *up, size_t n) {
+    LC_PROF(impl(be), "swiglu_bwd", 0);
     if (!n) return;
     k_swiglu_bwd<<<blocks_for(n), 256>>>(dgate, dup, dout, gate, up, n);
     LC_LAUNCHED(impl(be));
@@ -511,6 +698,7 @@ __global__ void k_cross_entropy(float *logits, const int32_t *targets, int64_t V
 
 static double cu_cross_entropy(lc_backend *be, float *logits, const int32_t *targets, int64_t N,
                                int64_t V, float grad_scale) {
+    LC_PROF(impl(be), "cross_entropy", 0);
     lc_cuda *c = impl(be);
     if (N <= 0) return 0.0;
     float *loss = lc_cuda_rows(c, (size_t)N);
@@ -564,6 +752,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
         free(c);
         return NULL;
     }
+    prof_start(c);
     lc_backend *be = (lc_backend *)xcalloc(1, sizeof *be);
     be->name = "cuda";
     be->device_name = c->name;
