@@ -222,9 +222,13 @@ static void test_matmul(void) {
 
 static void test_gemm(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
-    int64_t M = 45, N = 33, K = 70;
+    // cuBLAS; the one-thread-an-output kernel (K <= 32); the split-K kernel (thin output,
+    // K >= 256, M over one 32-row tile, K not a multiple of its 128-chunks)
+    static const int64_t shapes[][3] = {{45, 33, 70}, {45, 33, 16}, {70, 16, 1000}, {1, 16, 300}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
+            int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
             // row-major with padded leading dimensions
             int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
             size_t na = (size_t)((ta ? K : M) * lda), nb = (size_t)((tb ? N : K) * ldb), nc = (size_t)(M * ldc);
@@ -234,7 +238,8 @@ static void test_gemm(void) {
             float *dA = up(A, na * 4), *dB = up(B, nb * 4), *dC = up(C, nc * 4);
             gpu->gemm(gpu, ta, tb, M, N, K, 0.7f, dA, lda, dB, ldb, 0.5f, dC, ldc);
             char what[48];
-            snprintf(what, sizeof what, "gemm ta=%d tb=%d beta=0.5", ta, tb);
+            snprintf(what, sizeof what, "gemm %lldx%lldx%lld ta=%d tb=%d beta=0.5", (long long)M,
+                     (long long)N, (long long)K, ta, tb);
             expect(what, dC, ref, nc, 1e-5);
             // beta 0 over a NaN-poisoned C: every element written, NaN never read
             float *dP = poisoned(nc);
@@ -251,7 +256,8 @@ static void test_gemm(void) {
                     num += ((double)a - b) * ((double)a - b), den += (double)b * b;
                 }
             double e = bad ? INFINITY : sqrt(num / den);
-            CHECK_MSG(e <= 1e-5, "gemm ta=%d tb=%d beta=0: rel err %.3e", ta, tb, e);
+            CHECK_MSG(e <= 1e-5, "gemm %lldx%lldx%lld ta=%d tb=%d beta=0: rel err %.3e", (long long)M,
+                      (long long)N, (long long)K, ta, tb, e);
             free(A), free(B), free(C), free(ref), free(h);
             gpu->release(gpu, dA), gpu->release(gpu, dB), gpu->release(gpu, dC), gpu->release(gpu, dP);
         }
@@ -361,6 +367,21 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t
     float *dkc = up(kc, ns * 4), *dvc = up(vc, ns * 4), *dq2 = up(q2, nq2 * 4), *o2 = poisoned(nq2);
     gpu->attention(gpu, o2, NULL, dq2, dkc, dvc, B, Tq, S, H, KV, D, pos0);
     expect("  attention at pos0 (cache)", o2, ro2, nq2, 1e-5);
+    // one new row (the card's decoding kernel), with its lse
+    {
+        int64_t p1 = S - 3;
+        size_t n1 = (size_t)(B * H * D), nl1 = (size_t)(B * H);
+        float *r1 = malloc(n1 * 4), *rl1 = malloc(nl1 * 4), *o1 = poisoned(n1), *l1 = poisoned(nl1);
+        float *h1 = malloc(n1 * 4); // the first row of each sequence of q2
+        for (int64_t b = 0; b < B; b++) memcpy(h1 + b * H * D, q2 + b * Tq * H * D, (size_t)(H * D) * 4);
+        cpu->attention(cpu, r1, rl1, h1, kc, vc, B, 1, S, H, KV, D, p1);
+        float *dq1 = up(h1, n1 * 4);
+        gpu->attention(gpu, o1, l1, dq1, dkc, dvc, B, 1, S, H, KV, D, p1);
+        expect("  attention one row (decoding)", o1, r1, n1, 1e-5);
+        expect("  its lse", l1, rl1, nl1, 1e-6);
+        free(r1), free(rl1), free(h1);
+        gpu->release(gpu, o1), gpu->release(gpu, l1), gpu->release(gpu, dq1);
+    }
     free(q), free(k), free(v), free(dout), free(ro), free(rl), free(rq), free(rk), free(rv);
     free(kc), free(vc), free(q2), free(ro2);
     void *dev[] = {dq, dk, dv, ddo, o, lse, gq, gk, gv, dkc, dvc, dq2, o2};

@@ -90,6 +90,62 @@ __global__ void k_att_fwd(float *out, float *lse, const float *q, const float *k
     if (lse && lane == 0) lse[((size_t)b * H + h) * Tq + t] = m + logf(l);
 }
 
+
+/* One query row per (head, batch) (decoding, Tq == 1): grid (H, B), ROWS warps; warp w
+ * takes keys w, w+ROWS, ... with the lanes splitting D, keeps its own online softmax, and
+ * warp 0 merges the ROWS partial results. */
+__global__ void k_att_dec(float *out, float *lse, const float *q, const float *k, const float *v, int S,
+                          int H, int KV, int D, int pos0, float scale) {
+    __shared__ float sm_m[ROWS], sm_l[ROWS], sm_acc[ROWS][MAXD];
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int h = blockIdx.x, b = blockIdx.y, g = h / (H / KV);
+    int end = min(pos0 + 1, S);
+    const float *qr = q + ((size_t)b * H + h) * D;
+    float qv[DPL], acc[DPL], m = -INFINITY, l = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) {
+        int d = lane + 32 * i;
+        qv[i] = d < D ? qr[d] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    for (int s = w; s < end; s += ROWS) {
+        size_t off = (((size_t)b * S + s) * KV + g) * D;
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) {
+            int d = lane + 32 * i;
+            if (d < D) dot += qv[i] * k[off + d];
+        }
+        float sc = warp_sum(dot) * scale;
+        float mn = fmaxf(m, sc), corr = expf(m - mn), p = expf(sc - mn);
+        l = l * corr + p;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) {
+            int d = lane + 32 * i;
+            if (d < D) acc[i] = acc[i] * corr + p * v[off + d];
+        }
+        m = mn;
+    }
+    if (lane == 0) sm_m[w] = m, sm_l[w] = l;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) {
+        int d = lane + 32 * i;
+        if (d < D) sm_acc[w][d] = acc[i];
+    }
+    __syncthreads();
+    if (w) return;
+    float M = -INFINITY, L = 0.0f, f[ROWS];
+    for (int j = 0; j < ROWS; j++) M = fmaxf(M, sm_m[j]);
+    for (int j = 0; j < ROWS; j++) f[j] = sm_m[j] == -INFINITY ? 0.0f : expf(sm_m[j] - M), L += sm_l[j] * f[j];
+    float inv = 1.0f / L, *o = out + ((size_t)b * H + h) * D;
+    for (int d = lane; d < D; d += 32) {
+        float a = 0.0f;
+        for (int j = 0; j < ROWS; j++) a += sm_acc[j][d] * f[j];
+        o[d] = a * inv;
+    }
+    if (lse && lane == 0) lse[(size_t)b * H + h] = M + logf(L);
+}
+
 static size_t fwd_smem(int D) { return (size_t)(2 * TILE * (D + 1) + ROWS * D) * sizeof(float); }
 
 void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, const float *k,
@@ -100,6 +156,12 @@ void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, c
     if (B <= 0 || Tq <= 0 || H <= 0) return;
     if (D > MAXD) {
         lc_cuda_error(c, __FILE__, __LINE__, "attention", "head_dim above 256 is not supported");
+        return;
+    }
+    if (Tq == 1) {
+        k_att_dec<<<dim3((unsigned)H, (unsigned)B), ROWS * 32>>>(out, lse, q, k, v, (int)S, (int)H, (int)KV,
+                                                               (int)D, (int)pos0, 1.0f / sqrtf((float)D));
+        LC_LAUNCHED(c);
         return;
     }
     size_t sm = fwd_smem((int)D);

@@ -377,7 +377,7 @@ static const __nv_bfloat16 *as_bf16(lc_cuda *c, const float *x, size_t n) {
  * of them in flight per lane, fp32 accumulation. One warp per output row; every row of
  * x shares the weight loads. Needs I % 8 == 0 and 16-byte aligned x and W. */
 #define GEMV_MAXN 8
-#define GEMV_U 4
+#define GEMV_U 8
 #define GEMV_WARPS 4
 
 __device__ __forceinline__ void bf16x8_to_f32(const uint4 &u, float *f) {
@@ -501,6 +501,75 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
     }
 }
 
+
+/* Small fp32 products for the adapters (cuBLAS picks one block for a thin output over a
+ * long inner size, ~20 us each). Row-major, cblas_sgemm's meaning:
+ * op(A)(m,k) = ta ? A[k*lda+m] : A[m*lda+k]; op(B)(k,n) = tb ? B[n*ldb+k] : B[k*ldb+n].
+ * beta == 0 never reads C. */
+#define SK_MAXK 32  // inner size up to which one thread computes one output
+#define SP_MAXN 64  // output columns up to which K is split
+#define SP_KC 128   // inner-size chunk of one split block
+#define SP_MT 32    // output rows of one split block
+
+__global__ void k_gemm_smallk(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int64_t lda,
+                              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    GRID_STRIDE(i, (size_t)M * N) {
+        int m = (int)(i / N), n = (int)(i % N);
+        float s = 0.0f;
+        for (int k = 0; k < K; k++)
+            s += (ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) *
+                 (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+        float *c = C + (size_t)m * ldc + n;
+        *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
+    }
+}
+
+/* grid (K chunks, M tiles): part[chunk][m][n] = sum over the chunk's k of op(A) op(B). */
+__global__ void k_gemm_splitk(bool ta, bool tb, int M, int N, int K, const float *A, int64_t lda,
+                              const float *B, int64_t ldb, float *part) {
+    extern __shared__ float sm[];
+    float *As = sm, *Bs = sm + SP_MT * (SP_KC + 1); // As[m][k] (ld KC+1), Bs[k][n] (ld N+1)
+    int k0 = blockIdx.x * SP_KC, m0 = blockIdx.y * SP_MT;
+    int kn = min(SP_KC, K - k0), mn = min(SP_MT, M - m0);
+    // loads walk the contiguous index fastest
+    for (int idx = threadIdx.x; idx < SP_MT * SP_KC; idx += blockDim.x) {
+        int m, k;
+        if (ta) m = idx % SP_MT, k = idx / SP_MT;
+        else k = idx % SP_KC, m = idx / SP_KC;
+        float v = 0.0f;
+        if (m < mn && k < kn)
+            v = ta ? A[(size_t)(k0 + k) * lda + m0 + m] : A[(size_t)(m0 + m) * lda + k0 + k];
+        As[m * (SP_KC + 1) + k] = v;
+    }
+    for (int idx = threadIdx.x; idx < SP_KC * N; idx += blockDim.x) {
+        int k, n;
+        if (tb) k = idx % SP_KC, n = idx / SP_KC;
+        else n = idx % N, k = idx / N;
+        float v = 0.0f;
+        if (k < kn) v = tb ? B[(size_t)n * ldb + k0 + k] : B[(size_t)(k0 + k) * ldb + n];
+        Bs[k * (N + 1) + n] = v;
+    }
+    __syncthreads();
+    float *out = part + (size_t)blockIdx.x * M * N;
+    for (int o = threadIdx.x; o < SP_MT * N; o += blockDim.x) {
+        int m = o / N, n = o % N;
+        if (m >= mn) break;
+        float s = 0.0f;
+        for (int k = 0; k < kn; k++) s += As[m * (SP_KC + 1) + k] * Bs[k * (N + 1) + n];
+        out[(size_t)(m0 + m) * N + n] = s;
+    }
+}
+
+__global__ void k_gemm_splitk_sum(int M, int N, int chunks, float alpha, const float *part, float beta,
+                                  float *C, int64_t ldc) {
+    GRID_STRIDE(i, (size_t)M * N) {
+        float s = 0.0f;
+        for (int j = 0; j < chunks; j++) s += part[(size_t)j * M * N + i];
+        float *c = C + (i / N) * ldc + i % N;
+        *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
+    }
+}
+
 /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, where each row-major
  * buffer read column-major is already its transpose. */
 static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
@@ -509,6 +578,24 @@ static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int6
     LC_PROF(impl(be), "gemm (LoRA) M=%lld", M);
     lc_cuda *c = impl(be);
     if (M <= 0 || N <= 0) return;
+    if (K <= SK_MAXK) { // the adapter's rank is the inner size: one thread an output
+        size_t n = (size_t)(M * N);
+        k_gemm_smallk<<<blocks_for(n), 256>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
+        LC_LAUNCHED(c);
+        return;
+    }
+    if (N <= SP_MAXN && K >= 256) { // a thin output over a long inner size: split K
+        int chunks = (int)((K + SP_KC - 1) / SP_KC);
+        float *part = lc_cuda_rows(c, (size_t)chunks * (size_t)(M * N));
+        dim3 grid((unsigned)chunks, (unsigned)((M + SP_MT - 1) / SP_MT));
+        size_t sm = (size_t)(SP_MT * (SP_KC + 1) + SP_KC * (N + 1)) * sizeof(float);
+        k_gemm_splitk<<<grid, 256, sm>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part);
+        LC_LAUNCHED(c);
+        size_t n = (size_t)(M * N);
+        k_gemm_splitk_sum<<<blocks_for(n), 256>>>((int)M, (int)N, chunks, alpha, part, beta, C, ldc);
+        LC_LAUNCHED(c);
+        return;
+    }
     LC_BK(c, cublasSgemm(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
                          (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
 }
@@ -577,7 +664,8 @@ static void cu_rmsnorm(lc_backend *be, float *out, float *rstd, const float *x, 
                        int64_t N, int64_t C, float eps) {
     LC_PROF(impl(be), "rmsnorm N=%lld", N);
     if (N <= 0) return;
-    k_rmsnorm<<<(unsigned)N, 256>>>(out, rstd, x, w, C, eps);
+    // few rows: more threads a row, so each thread has fewer dependent loads
+    k_rmsnorm<<<(unsigned)N, N < 512 ? 1024 : 256>>>(out, rstd, x, w, C, eps);
     LC_LAUNCHED(impl(be));
 }
 
@@ -597,7 +685,8 @@ static void cu_rmsnorm_bwd(lc_backend *be, float *dx, const float *dout, const f
                            const float *w, const float *rstd, int64_t N, int64_t C) {
     LC_PROF(impl(be), "rmsnorm_bwd", 0);
     if (N <= 0) return;
-    k_rmsnorm_bwd<<<(unsigned)N, 256>>>(dx, dout, x, w, rstd, C);
+    // few rows: more threads a row, so each thread has fewer dependent loads
+    k_rmsnorm_bwd<<<(unsigned)N, N < 512 ? 1024 : 256>>>(dx, dout, x, w, rstd, C);
     LC_LAUNCHED(impl(be));
 }
 
@@ -753,6 +842,8 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
         return NULL;
     }
     prof_start(c);
+    // the split-K product's tile can pass 48 KB (SP_MAXN columns)
+    LC_CK(c, cudaFuncSetAttribute(k_gemm_splitk, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
     lc_backend *be = (lc_backend *)xcalloc(1, sizeof *be);
     be->name = "cuda";
     be->device_name = c->name;
