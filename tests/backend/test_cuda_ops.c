@@ -222,9 +222,11 @@ static void test_matmul(void) {
 
 static void test_gemm(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
-    // cuBLAS; the one-thread-an-output kernel (K <= 32); the split-K kernel (thin output,
-    // K >= 256, M over one 32-row tile, K not a multiple of its 128-chunks)
-    static const int64_t shapes[][3] = {{45, 33, 70}, {45, 33, 16}, {70, 16, 1000}, {1, 16, 300}};
+    // cuBLAS; the small-K kernel (K <= 32, M over one 8-row tile); the thin-output kernels
+    // (A^T B with M or N <= 32, K <= 1024); the split-K kernel (N <= 64, K >= 256, M over
+    // one 32-row tile, K not a multiple of its 128-chunks); M = 1 (decoding)
+    static const int64_t shapes[][3] = {{45, 33, 70}, {45, 33, 16}, {70, 16, 1000}, {1, 16, 300},
+                                        {16, 300, 136}, {300, 16, 136}, {40, 16, 2000}, {1, 300, 16}};
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {

@@ -511,17 +511,58 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
 #define SP_KC 128   // inner-size chunk of one split block
 #define SP_MT 32    // output rows of one split block
 
+/* K <= SK_MAXK: grid (ceil(N/256), ceil(M/SK_MT)); thread n keeps column n of op(B) in
+ * registers and computes the outputs (m, n) of its tile of SK_MT rows (op(A) reads are
+ * the same for the whole block). */
+#define SK_MT 8
 __global__ void k_gemm_smallk(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int64_t lda,
                               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    GRID_STRIDE(i, (size_t)M * N) {
-        int m = (int)(i / N), n = (int)(i % N);
+    int n = blockIdx.x * blockDim.x + threadIdx.x, m0 = blockIdx.y * SK_MT;
+    if (n >= N) return;
+    float b[SK_MAXK];
+#pragma unroll
+    for (int k = 0; k < SK_MAXK; k++) b[k] = k < K ? (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]) : 0.0f;
+    int m1 = min(m0 + SK_MT, M);
+    for (int m = m0; m < m1; m++) {
         float s = 0.0f;
-        for (int k = 0; k < K; k++)
-            s += (ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) *
-                 (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+#pragma unroll
+        for (int k = 0; k < SK_MAXK; k++)
+            if (k < K) s += (ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) * b[k];
         float *c = C + (size_t)m * ldc + n;
         *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
     }
+}
+
+/* op(A) = A^T (ta), op(B) = B (not tb), one output side thin (<= TH_MAX) and K moderate:
+ * a thread per index of the wide side keeps the TH_MAX outputs of its line in registers
+ * and walks K; the wide operand is read along its contiguous index, the thin one is the
+ * same for the whole block. thin_m: C (R, W) = A^T B with A (K, R), B (K, W) (the
+ * adapter's gb = s u^T dy); else C (W, R) = A^T B with A (K, W), B (K, R) (ga = x^T du). */
+#define TH_MAX 32
+#define TH_KMAX 1024
+template <bool THIN_M>
+__global__ void k_gemm_thin(int R, int W, int K, float alpha, const float *A, int64_t lda, const float *B,
+                            int64_t ldb, float beta, float *C, int64_t ldc) {
+    int w = blockIdx.x * blockDim.x + threadIdx.x;
+    if (w >= W) return;
+    const float *wide = THIN_M ? B : A, *thin = THIN_M ? A : B;
+    int64_t ldw = THIN_M ? ldb : lda, ldt = THIN_M ? lda : ldb;
+    float s[TH_MAX];
+#pragma unroll
+    for (int j = 0; j < TH_MAX; j++) s[j] = 0.0f;
+    for (int k = 0; k < K; k++) {
+        float x = wide[(size_t)k * ldw + w];
+        const float *t = thin + (size_t)k * ldt;
+#pragma unroll
+        for (int j = 0; j < TH_MAX; j++)
+            if (j < R) s[j] += x * t[j];
+    }
+#pragma unroll
+    for (int j = 0; j < TH_MAX; j++)
+        if (j < R) {
+            float *c = THIN_M ? C + (size_t)j * ldc + w : C + (size_t)w * ldc + j;
+            *c = beta == 0.0f ? alpha * s[j] : alpha * s[j] + beta * *c;
+        }
 }
 
 /* grid (K chunks, M tiles): part[chunk][m][n] = sum over the chunk's k of op(A) op(B). */
@@ -560,13 +601,19 @@ __global__ void k_gemm_splitk(bool ta, bool tb, int M, int N, int K, const float
     }
 }
 
+/* C = alpha * (the chunks' sum) + beta C: a warp per output, lanes over the chunks. */
 __global__ void k_gemm_splitk_sum(int M, int N, int chunks, float alpha, const float *part, float beta,
                                   float *C, int64_t ldc) {
-    GRID_STRIDE(i, (size_t)M * N) {
+    int lane = threadIdx.x & 31;
+    size_t warps = ((size_t)gridDim.x * blockDim.x) >> 5;
+    for (size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; i < (size_t)M * N; i += warps) {
         float s = 0.0f;
-        for (int j = 0; j < chunks; j++) s += part[(size_t)j * M * N + i];
-        float *c = C + (i / N) * ldc + i % N;
-        *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
+        for (int j = lane; j < chunks; j += 32) s += part[(size_t)j * M * N + i];
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) {
+            float *c = C + (i / N) * ldc + i % N;
+            *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
+        }
     }
 }
 
@@ -578,9 +625,18 @@ static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int6
     LC_PROF(impl(be), "gemm (LoRA) M=%lld", M);
     lc_cuda *c = impl(be);
     if (M <= 0 || N <= 0) return;
-    if (K <= SK_MAXK) { // the adapter's rank is the inner size: one thread an output
-        size_t n = (size_t)(M * N);
-        k_gemm_smallk<<<blocks_for(n), 256>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (K <= SK_MAXK) { // the adapter's rank is the inner size
+        dim3 grid((unsigned)((N + 255) / 256), (unsigned)((M + SK_MT - 1) / SK_MT));
+        k_gemm_smallk<<<grid, 256>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
+        LC_LAUNCHED(c);
+        return;
+    }
+    if (ta && !tb && K <= TH_KMAX && (M <= TH_MAX || N <= TH_MAX)) { // gb = s u^T dy; ga = x^T du
+        bool thin_m = M <= TH_MAX;
+        int R = (int)(thin_m ? M : N), W = (int)(thin_m ? N : M);
+        unsigned g = (unsigned)((W + 127) / 128);
+        if (thin_m) k_gemm_thin<true><<<g, 128>>>(R, W, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
+        else k_gemm_thin<false><<<g, 128>>>(R, W, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
         LC_LAUNCHED(c);
         return;
     }
@@ -591,8 +647,7 @@ static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int6
         size_t sm = (size_t)(SP_MT * (SP_KC + 1) + SP_KC * (N + 1)) * sizeof(float);
         k_gemm_splitk<<<grid, 256, sm>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part);
         LC_LAUNCHED(c);
-        size_t n = (size_t)(M * N);
-        k_gemm_splitk_sum<<<blocks_for(n), 256>>>((int)M, (int)N, chunks, alpha, part, beta, C, ldc);
+        k_gemm_splitk_sum<<<blocks_for((size_t)(M * N) * 32), 256>>>((int)M, (int)N, chunks, alpha, part, beta, C, ldc);
         LC_LAUNCHED(c);
         return;
     }
