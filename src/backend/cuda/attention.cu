@@ -91,12 +91,15 @@ __global__ void k_att_fwd(float *out, float *lse, const float *q, const float *k
 }
 
 
-/* One query row per (head, batch) (decoding, Tq == 1): grid (H, B), ROWS warps; warp w
- * takes keys w, w+ROWS, ... with the lanes splitting D, keeps its own online softmax, and
- * warp 0 merges the ROWS partial results. */
+#define DEC_W 32 // warps of the decoding kernel
+
+/* One query row per (head, batch) (decoding, Tq == 1): grid (H, B), DEC_W warps; warp w
+ * takes keys w, w+DEC_W, ... with the lanes splitting D, keeps its own online softmax, and
+ * warp 0 merges the DEC_W partial results. */
 __global__ void k_att_dec(float *out, float *lse, const float *q, const float *k, const float *v, int S,
                           int H, int KV, int D, int pos0, float scale) {
-    __shared__ float sm_m[ROWS], sm_l[ROWS], sm_acc[ROWS][MAXD];
+    LC_PDL_TRIGGER();
+    __shared__ float sm_m[DEC_W], sm_l[DEC_W], sm_acc[DEC_W][MAXD];
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int h = blockIdx.x, b = blockIdx.y, g = h / (H / KV);
     int end = min(pos0 + 1, S);
@@ -108,7 +111,7 @@ __global__ void k_att_dec(float *out, float *lse, const float *q, const float *k
         qv[i] = d < D ? qr[d] : 0.0f;
         acc[i] = 0.0f;
     }
-    for (int s = w; s < end; s += ROWS) {
+    for (int s = w; s < end; s += DEC_W) {
         size_t off = (((size_t)b * S + s) * KV + g) * D;
         float dot = 0.0f;
 #pragma unroll
@@ -134,13 +137,13 @@ __global__ void k_att_dec(float *out, float *lse, const float *q, const float *k
     }
     __syncthreads();
     if (w) return;
-    float M = -INFINITY, L = 0.0f, f[ROWS];
-    for (int j = 0; j < ROWS; j++) M = fmaxf(M, sm_m[j]);
-    for (int j = 0; j < ROWS; j++) f[j] = sm_m[j] == -INFINITY ? 0.0f : expf(sm_m[j] - M), L += sm_l[j] * f[j];
+    float M = -INFINITY, L = 0.0f, f[DEC_W];
+    for (int j = 0; j < DEC_W; j++) M = fmaxf(M, sm_m[j]);
+    for (int j = 0; j < DEC_W; j++) f[j] = sm_m[j] == -INFINITY ? 0.0f : expf(sm_m[j] - M), L += sm_l[j] * f[j];
     float inv = 1.0f / L, *o = out + ((size_t)b * H + h) * D;
     for (int d = lane; d < D; d += 32) {
         float a = 0.0f;
-        for (int j = 0; j < ROWS; j++) a += sm_acc[j][d] * f[j];
+        for (int j = 0; j < DEC_W; j++) a += sm_acc[j][d] * f[j];
         o[d] = a * inv;
     }
     if (lse && lane == 0) lse[(size_t)b * H + h] = M + logf(L);
@@ -159,7 +162,7 @@ void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, c
         return;
     }
     if (Tq == 1) {
-        k_att_dec<<<dim3((unsigned)H, (unsigned)B), ROWS * 32>>>(out, lse, q, k, v, (int)S, (int)H, (int)KV,
+        k_att_dec<<<dim3((unsigned)H, (unsigned)B), DEC_W * 32>>>(out, lse, q, k, v, (int)S, (int)H, (int)KV,
                                                                (int)D, (int)pos0, 1.0f / sqrtf((float)D));
         LC_LAUNCHED(c);
         return;

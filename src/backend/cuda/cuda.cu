@@ -266,6 +266,7 @@ static void cu_free(lc_backend *be) {
     free(c->weights);
     if (c->xb) cudaFree(c->xb);
     if (c->rows) cudaFree(c->rows);
+    if (c->counter) cudaFree(c->counter);
     free(c->host_rows);
     if (c->blas) cublasDestroy(c->blas);
     free(c);
@@ -392,26 +393,36 @@ __device__ __forceinline__ void bf16x8_to_f32(const uint4 &u, float *f) {
 template <int NR>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(float *out, const float *x, const __nv_bfloat16 *W,
                                                             const float *bias, int O, int I, int acc) {
+    LC_PDL_TRIGGER();
     int o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (o >= O) return;
-    const uint4 *w = (const uint4 *)(W + (size_t)o * I);
+    bool live = o < O;
+    const uint4 *w = (const uint4 *)(W + (size_t)(live ? o : 0) * I);
     int nv = I / 8; // 16-byte vectors in the row
+    uint4 cur[GEMV_U], nxt[GEMV_U];
+    // the weights never change: the first loads go out before waiting on the previous op
+#pragma unroll
+    for (int u = 0; u < GEMV_U; u++) {
+        int v = u * 32 + lane;
+        cur[u] = live && v < nv ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+    }
+    LC_PDL_WAIT();
+    if (!live) return;
     float s[NR];
 #pragma unroll
     for (int n = 0; n < NR; n++) s[n] = 0.0f;
     for (int v0 = 0; v0 < nv; v0 += 32 * GEMV_U) {
-        uint4 wv[GEMV_U];
+        int vn = v0 + 32 * GEMV_U;
 #pragma unroll
         for (int u = 0; u < GEMV_U; u++) {
-            int v = v0 + u * 32 + lane;
-            wv[u] = v < nv ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+            int v = vn + u * 32 + lane;
+            nxt[u] = v < nv ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int u = 0; u < GEMV_U; u++) {
             int v = v0 + u * 32 + lane;
             if (v >= nv) break;
             float wf[8];
-            bf16x8_to_f32(wv[u], wf);
+            bf16x8_to_f32(cur[u], wf);
 #pragma unroll
             for (int n = 0; n < NR; n++) {
                 const float4 *xp = (const float4 *)(x + (size_t)n * I) + 2 * v;
@@ -420,6 +431,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(float *out, const
                         wf[5] * b.y + wf[6] * b.z + wf[7] * b.w;
             }
         }
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) cur[u] = nxt[u];
     }
 #pragma unroll
     for (int n = 0; n < NR; n++) {
@@ -438,6 +451,23 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(float *out, const
     }
 }
 
+template <int NR>
+static void gemv_launch(lc_cuda *c, dim3 grid, float *out, const float *x, const __nv_bfloat16 *W,
+                        const float *bias, int O, int I, int a) {
+    if (c->pdl) {
+        cudaLaunchConfig_t cfg = {};
+        cudaLaunchAttribute at[1];
+        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.gridDim = grid, cfg.blockDim = dim3(GEMV_WARPS * 32), cfg.dynamicSmemBytes = 0, cfg.stream = 0;
+        cfg.attrs = at, cfg.numAttrs = 1;
+        if (cudaLaunchKernelEx(&cfg, k_gemv_bf16<NR>, out, x, W, bias, O, I, a) == cudaSuccess) return;
+        cudaGetLastError(); // not on this stream or driver: plain launches from now on
+        c->pdl = false;
+    }
+    k_gemv_bf16<NR><<<grid, GEMV_WARPS * 32>>>(out, x, W, bias, O, I, a);
+}
+
 /* Runs the small-N path when it applies; returns whether it did. */
 static bool gemv_bf16(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
                       bool accumulate) {
@@ -447,7 +477,7 @@ static bool gemv_bf16(lc_cuda *c, float *out, const float *x, const lc_wt *w, co
     const __nv_bfloat16 *W = (const __nv_bfloat16 *)w->data;
     int a = accumulate ? 1 : 0;
     switch (N) {
-#define GEMV_CASE(K) case K: k_gemv_bf16<K><<<grid, GEMV_WARPS * 32>>>(out, x, W, bias, O, I, a); break;
+#define GEMV_CASE(K) case K: gemv_launch<K>(c, grid, out, x, W, bias, O, I, a); break;
         GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
 #undef GEMV_CASE
     default: return false;
@@ -533,41 +563,27 @@ __global__ void k_gemm_smallk(bool ta, bool tb, int M, int N, int K, float alpha
     }
 }
 
-/* op(A) = A^T (ta), op(B) = B (not tb), one output side thin (<= TH_MAX) and K moderate:
- * a thread per index of the wide side keeps the TH_MAX outputs of its line in registers
- * and walks K; the wide operand is read along its contiguous index, the thin one is the
- * same for the whole block. thin_m: C (R, W) = A^T B with A (K, R), B (K, W) (the
- * adapter's gb = s u^T dy); else C (W, R) = A^T B with A (K, W), B (K, R) (ga = x^T du). */
-#define TH_MAX 32
-#define TH_KMAX 1024
-template <bool THIN_M>
-__global__ void k_gemm_thin(int R, int W, int K, float alpha, const float *A, int64_t lda, const float *B,
-                            int64_t ldb, float beta, float *C, int64_t ldc) {
-    int w = blockIdx.x * blockDim.x + threadIdx.x;
-    if (w >= W) return;
-    const float *wide = THIN_M ? B : A, *thin = THIN_M ? A : B;
-    int64_t ldw = THIN_M ? ldb : lda, ldt = THIN_M ? lda : ldb;
-    float s[TH_MAX];
-#pragma unroll
-    for (int j = 0; j < TH_MAX; j++) s[j] = 0.0f;
-    for (int k = 0; k < K; k++) {
-        float x = wide[(size_t)k * ldw + w];
-        const float *t = thin + (size_t)k * ldt;
-#pragma unroll
-        for (int j = 0; j < TH_MAX; j++)
-            if (j < R) s[j] += x * t[j];
+/* K <= SK_MAXK, one thread an output (coalesced along n when B is read along n). */
+__global__ void k_gemm_smallk1(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int64_t lda,
+                               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    LC_PDL_TRIGGER();
+    GRID_STRIDE(i, (size_t)M * N) {
+        int m = (int)(i / N), n = (int)(i % N);
+        float s = 0.0f;
+        for (int k = 0; k < K; k++)
+            s += (ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) *
+                 (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+        float *c = C + (size_t)m * ldc + n;
+        *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
     }
-#pragma unroll
-    for (int j = 0; j < TH_MAX; j++)
-        if (j < R) {
-            float *c = THIN_M ? C + (size_t)j * ldc + w : C + (size_t)w * ldc + j;
-            *c = beta == 0.0f ? alpha * s[j] : alpha * s[j] + beta * *c;
-        }
 }
 
 /* grid (K chunks, M tiles): part[chunk][m][n] = sum over the chunk's k of op(A) op(B). */
+template <bool LAST_SUMS>
 __global__ void k_gemm_splitk(bool ta, bool tb, int M, int N, int K, const float *A, int64_t lda,
-                              const float *B, int64_t ldb, float *part) {
+                              const float *B, int64_t ldb, float *part, float alpha, float beta, float *C,
+                              int64_t ldc, unsigned *counter) {
+    LC_PDL_TRIGGER();
     extern __shared__ float sm[];
     float *As = sm, *Bs = sm + SP_MT * (SP_KC + 1); // As[m][k] (ld KC+1), Bs[k][n] (ld N+1)
     int k0 = blockIdx.x * SP_KC, m0 = blockIdx.y * SP_MT;
@@ -599,6 +615,23 @@ __global__ void k_gemm_splitk(bool ta, bool tb, int M, int N, int K, const float
         for (int k = 0; k < kn; k++) s += As[m * (SP_KC + 1) + k] * Bs[k * (N + 1) + n];
         out[(size_t)(m0 + m) * N + n] = s;
     }
+    if (!LAST_SUMS) return;
+    // one M tile (M <= SP_MT, M*N <= blockDim): the last block to finish adds the chunks
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    int o = threadIdx.x;
+    if (o < M * N) {
+        float t = 0.0f;
+        for (int j = 0; j < (int)gridDim.x; j++) t += __ldcg(part + (size_t)j * M * N + o);
+        float *c = C + (size_t)(o / N) * ldc + o % N;
+        *c = beta == 0.0f ? alpha * t : alpha * t + beta * *c;
+    }
+    if (threadIdx.x == 0) *counter = 0; // ready for the next launch (same stream, in order)
 }
 
 /* C = alpha * (the chunks' sum) + beta C: a warp per output, lanes over the chunks. */
@@ -625,18 +658,15 @@ static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int6
     LC_PROF(impl(be), "gemm (LoRA) M=%lld", M);
     lc_cuda *c = impl(be);
     if (M <= 0 || N <= 0) return;
-    if (K <= SK_MAXK) { // the adapter's rank is the inner size
+    if (K <= SK_MAXK && tb) { // dx += du a^T: a's rows stay in registers
         dim3 grid((unsigned)((N + 255) / 256), (unsigned)((M + SK_MT - 1) / SK_MT));
         k_gemm_smallk<<<grid, 256>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
         LC_LAUNCHED(c);
         return;
     }
-    if (ta && !tb && K <= TH_KMAX && (M <= TH_MAX || N <= TH_MAX)) { // gb = s u^T dy; ga = x^T du
-        bool thin_m = M <= TH_MAX;
-        int R = (int)(thin_m ? M : N), W = (int)(thin_m ? N : M);
-        unsigned g = (unsigned)((W + 127) / 128);
-        if (thin_m) k_gemm_thin<true><<<g, 128>>>(R, W, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
-        else k_gemm_thin<false><<<g, 128>>>(R, W, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (K <= SK_MAXK) { // out += s u b: one thread an output
+        k_gemm_smallk1<<<blocks_for((size_t)(M * N)), 256>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb,
+                                                            beta, C, ldc);
         LC_LAUNCHED(c);
         return;
     }
@@ -645,7 +675,14 @@ static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int6
         float *part = lc_cuda_rows(c, (size_t)chunks * (size_t)(M * N));
         dim3 grid((unsigned)chunks, (unsigned)((M + SP_MT - 1) / SP_MT));
         size_t sm = (size_t)(SP_MT * (SP_KC + 1) + SP_KC * (N + 1)) * sizeof(float);
-        k_gemm_splitk<<<grid, 256, sm>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part);
+        if (M <= SP_MT && M * N <= 256) { // decoding: one launch, the last block sums
+            k_gemm_splitk<true><<<grid, 256, sm>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part, alpha,
+                                                   beta, C, ldc, c->counter);
+            LC_LAUNCHED(c);
+            return;
+        }
+        k_gemm_splitk<false><<<grid, 256, sm>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part, alpha, beta,
+                                                C, ldc, NULL);
         LC_LAUNCHED(c);
         k_gemm_splitk_sum<<<blocks_for((size_t)(M * N) * 32), 256>>>((int)M, (int)N, chunks, alpha, part, beta, C, ldc);
         LC_LAUNCHED(c);
@@ -704,6 +741,7 @@ static void cu_embedding(lc_backend *be, float *out, const int32_t *tokens, cons
 }
 
 __global__ void k_rmsnorm(float *out, float *rstd, const float *x, const float *w, int64_t C, float eps) {
+    LC_PDL_TRIGGER();
     __shared__ float sh[32];
     const float *xr = x + (size_t)blockIdx.x * C;
     float *o = out + (size_t)blockIdx.x * C;
@@ -747,6 +785,7 @@ static void cu_rmsnorm_bwd(lc_backend *be, float *dx, const float *dout, const f
 
 __global__ void k_rope(float *x, const float *cs, const float *sn, int64_t T, int64_t H, int64_t D,
                        int64_t pos0, float dir, size_t n) {
+    LC_PDL_TRIGGER();
     int64_t h2 = D / 2;
     GRID_STRIDE(idx, n) {
         int64_t i = (int64_t)(idx % h2);
@@ -781,6 +820,7 @@ static void cu_rope_bwd(lc_backend *be, float *dx, const float *cos, const float
 }
 
 __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t n) {
+    LC_PDL_TRIGGER();
     GRID_STRIDE(i, n) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
@@ -897,8 +937,13 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
         return NULL;
     }
     prof_start(c);
+    const char *pd = getenv("LORAC_CUDA_PDL");
+    c->pdl = prop.major >= 9 && !(pd && !strcmp(pd, "0"));
     // the split-K product's tile can pass 48 KB (SP_MAXN columns)
-    LC_CK(c, cudaFuncSetAttribute(k_gemm_splitk, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
+    LC_CK(c, cudaFuncSetAttribute(k_gemm_splitk<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
+    LC_CK(c, cudaFuncSetAttribute(k_gemm_splitk<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
+    LC_CK(c, cudaMalloc(&c->counter, sizeof(unsigned)));
+    LC_CK(c, cudaMemset(c->counter, 0, sizeof(unsigned)));
     lc_backend *be = (lc_backend *)xcalloc(1, sizeof *be);
     be->name = "cuda";
     be->device_name = c->name;

@@ -31,6 +31,8 @@ typedef struct {
     size_t rows_cap;         // floats
     float *host_rows;        // pinned host copy of rows' losses
     size_t host_rows_cap;
+    bool pdl;                // launch the small-N product programmatically (sm_90+, LORAC_CUDA_PDL != 0)
+    unsigned *counter;       // device word for single-launch reductions (zero between launches)
     struct lc_cuda_prof *prof; // LORAC_CUDA_PROFILE=1: per-op event timings (else NULL)
 } lc_cuda;
 
@@ -60,6 +62,18 @@ void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, con
         cudaError_t e_ = (call);                                                              \
         if (e_ != cudaSuccess) lc_cuda_error((c), __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
     } while (0)
+
+/* Programmatic dependent launch (Hopper): a kernel that starts with LC_PDL_TRIGGER lets a
+ * successor launched with the programmatic attribute (the small-N product) start its
+ * blocks early; that successor waits (LC_PDL_WAIT) for this grid's completion before it
+ * reads or writes anything an earlier op touches. No-ops below sm_90. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define LC_PDL_TRIGGER() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
+#define LC_PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#else
+#define LC_PDL_TRIGGER() ((void)0)
+#define LC_PDL_WAIT() ((void)0)
+#endif
 
 /* Checks the launch just made. */
 #define LC_LAUNCHED(c) LC_CK(c, cudaGetLastError())
