@@ -136,6 +136,20 @@ int main(void) {
             }
             printf("\n");
         }
+    // attention at the recipe's and the 8x512 row's shapes (Mistral: H 32, KV 8, D 128)
+    for (int T : {68, 512}) {
+        int Bt = T == 68 ? 2 : 8, H = 32, KV = 8, D = 128;
+        size_t nq = (size_t)Bt * T * H * D, nk = (size_t)Bt * T * KV * D;
+        float *q = (float *)be->alloc(be, nq * 4), *k = (float *)be->alloc(be, nk * 4), *v = (float *)be->alloc(be, nk * 4);
+        float *o = (float *)be->alloc(be, nq * 4), *lse = (float *)be->alloc(be, (size_t)Bt * H * T * 4);
+        float *dq = (float *)be->alloc(be, nq * 4), *dk = (float *)be->alloc(be, nk * 4), *dv = (float *)be->alloc(be, nk * 4);
+        k_fill<<<1024, 256>>>((__nv_bfloat16 *)q, nq, 1); // any bits that are finite floats' halves
+        double tf = timed(20, [&](int) { be->attention(be, o, lse, q, k, v, Bt, T, T, H, KV, D, 0); });
+        double tb = timed(20, [&](int) { be->attention_bwd(be, dq, dk, dv, o, q, k, v, o, lse, Bt, T, H, KV, D); });
+        printf("| attention B%d T%d | fwd %.1f us | bwd %.1f us |\n", Bt, T, 1e3 * tf, 1e3 * tb);
+        void *all[] = {q, k, v, o, lse, dq, dk, dv};
+        for (void *p : all) be->release(be, p);
+    }
     be->free(be);
     return 0;
 }
