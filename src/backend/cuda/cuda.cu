@@ -552,20 +552,15 @@ __global__ void k_gemm_smallk(bool ta, bool tb, int M, int N, int K, float alpha
     float b[SK_MAXK];
 #pragma unroll
     for (int k = 0; k < SK_MAXK; k++) b[k] = k < K ? (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]) : 0.0f;
-    float s[SK_MT], cv[SK_MT];
+    int m1 = min(m0 + SK_MT, M);
+    for (int m = m0; m < m1; m++) {
+        float s = 0.0f;
 #pragma unroll
-    for (int r = 0; r < SK_MT; r++) { // the old outputs go out together too
-        int m = m0 + r;
-        cv[r] = m < M && beta != 0.0f ? C[(size_t)m * ldc + n] : 0.0f;
-        s[r] = 0.0f;
-        if (m < M)
-#pragma unroll
-            for (int k = 0; k < SK_MAXK; k++)
-                if (k < K) s[r] += (ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) * b[k];
+        for (int k = 0; k < SK_MAXK; k++)
+            if (k < K) s += (ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) * b[k];
+        float *c = C + (size_t)m * ldc + n;
+        *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
     }
-#pragma unroll
-    for (int r = 0; r < SK_MT; r++)
-        if (m0 + r < M) C[(size_t)(m0 + r) * ldc + n] = beta == 0.0f ? alpha * s[r] : alpha * s[r] + beta * cv[r];
 }
 
 /* K <= SK_MAXK, one thread an output (coalesced along n when B is read along n). */
@@ -575,11 +570,9 @@ __global__ void k_gemm_smallk1(bool ta, bool tb, int M, int N, int K, float alph
     GRID_STRIDE(i, (size_t)M * N) {
         int m = (int)(i / N), n = (int)(i % N);
         float s = 0.0f;
-#pragma unroll
-        for (int k = 0; k < SK_MAXK; k++) // unrolled: the loads go out together
-            if (k < K)
-                s += (ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) *
-                     (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+        for (int k = 0; k < K; k++)
+            s += (ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) *
+                 (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
         float *c = C + (size_t)m * ldc + n;
         *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
     }
