@@ -536,6 +536,7 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
  * long inner size, ~20 us each). Row-major, cblas_sgemm's meaning:
  * op(A)(m,k) = ta ? A[k*lda+m] : A[m*lda+k]; op(B)(k,n) = tb ? B[n*ldb+k] : B[k*ldb+n].
  * beta == 0 never reads C. */
+#define SMALL_M 256 // rows up to which the adapters' products use the kernels below
 #define SK_MAXK 32  // inner size up to which one thread computes one output
 #define SP_MAXN 64  // output columns up to which K is split
 #define SP_KC 128   // inner-size chunk of one split block
@@ -658,6 +659,7 @@ static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int6
     LC_PROF(impl(be), "gemm (LoRA) M=%lld", M);
     lc_cuda *c = impl(be);
     if (M <= 0 || N <= 0) return;
+    if (M > SMALL_M) goto blas; // many rows: cuBLAS's tiles win (8 x 512 measured 16% slower)
     if (K <= SK_MAXK && tb) { // dx += du a^T: a's rows stay in registers
         dim3 grid((unsigned)((N + 255) / 256), (unsigned)((M + SK_MT - 1) / SK_MT));
         k_gemm_smallk<<<grid, 256>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -688,6 +690,7 @@ static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int6
         LC_LAUNCHED(c);
         return;
     }
+blas:
     LC_BK(c, cublasSgemm(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
                          (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
 }
