@@ -392,7 +392,8 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t
 
 static void test_attention(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
-    check_attention(2, 45, 4, 2, 64);  // GQA, T not a multiple of the tiles
+    check_attention(2, 45, 4, 2, 64);  // GQA, T not a multiple of the tiles (dk/dv a block per head)
+    check_attention(2, 520, 4, 2, 32); // GQA with enough key blocks for a block per group
     check_attention(1, 70, 2, 1, 16);  // head_dim below a warp
     check_attention(2, 33, 4, 4, 128); // no grouping, Mistral's head_dim
     check_attention(1, 20, 2, 1, 256); // the largest head_dim

@@ -251,16 +251,18 @@ __global__ void k_att_dq(float *dq, const float *dout, const float *q, const flo
 }
 
 /* dk, dv: grid (ceil(T/ROWS), KV, B); a warp a key row, summing over the heads of its
- * group and the queries at or after it. */
+ * group and the queries at or after it. hsplit (few blocks otherwise: short sequences):
+ * grid (ceil(T/ROWS), H, B), one head a block, added into zeroed dk, dv atomically. */
 __global__ void k_att_dkdv(float *dk, float *dv, const float *dout, const float *q, const float *k,
                            const float *v, const float *lse, const float *Dr, int T, int H, int KV,
-                           int D, float scale) {
+                           int D, float scale, bool hsplit) {
     extern __shared__ float sm[];
     int ld = D + 1;
     float *Qs = sm, *Os = Qs + TILE * ld, *Kw = Os + TILE * ld, *Vw = Kw + ROWS * D;
     float *Ls = Vw + ROWS * D, *Ds = Ls + TILE;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int b = blockIdx.z, g = blockIdx.y, G = H / KV;
+    int b = blockIdx.z, G = H / KV, g = hsplit ? (int)blockIdx.y / G : (int)blockIdx.y;
+    int h0 = hsplit ? (int)blockIdx.y : g * G, h1 = hsplit ? h0 + 1 : h0 + G;
     int j = blockIdx.x * ROWS + w;
     bool valid = j < T;
     size_t koff = (((size_t)b * T + j) * KV + g) * D;
@@ -272,8 +274,7 @@ __global__ void k_att_dkdv(float *dk, float *dv, const float *dout, const float 
 #pragma unroll
     for (int i = 0; i < DPL; i++) adk[i] = adv[i] = 0.0f;
     int tstart = ((int)blockIdx.x * ROWS / TILE) * TILE;
-    for (int hh = 0; hh < G; hh++) {
-        int h = g * G + hh;
+    for (int h = h0; h < h1; h++) {
         for (int t0 = tstart; t0 < T; t0 += TILE) {
             __syncthreads();
             for (int idx = threadIdx.x; idx < TILE * D; idx += blockDim.x) {
@@ -318,7 +319,8 @@ __global__ void k_att_dkdv(float *dk, float *dv, const float *dout, const float 
 #pragma unroll
     for (int e = 0; e < DPL; e++) {
         int d = lane + 32 * e;
-        if (d < D) dk[koff + d] = adk[e] * scale, dv[koff + d] = adv[e];
+        if (d < D && hsplit) atomicAdd(dk + koff + d, adk[e] * scale), atomicAdd(dv + koff + d, adv[e]);
+        else if (d < D) dk[koff + d] = adk[e] * scale, dv[koff + d] = adv[e];
     }
 }
 
@@ -347,8 +349,15 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
     dim3 gq((unsigned)((T + ROWS - 1) / ROWS), (unsigned)H, (unsigned)B);
     k_att_dq<<<gq, ROWS * 32, sq>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, (int)D, scale);
     LC_LAUNCHED(c);
-    dim3 gk((unsigned)((T + ROWS - 1) / ROWS), (unsigned)KV, (unsigned)B);
+    // few key-row blocks (short sequences): a block per head, not per group
+    int64_t kb = (T + ROWS - 1) / ROWS;
+    bool hsplit = H > KV && kb * KV * B < 256;
+    if (hsplit) {
+        LC_CK(c, cudaMemsetAsync(dk, 0, (size_t)(B * T * KV * D) * sizeof(float)));
+        LC_CK(c, cudaMemsetAsync(dv, 0, (size_t)(B * T * KV * D) * sizeof(float)));
+    }
+    dim3 gk((unsigned)kb, (unsigned)(hsplit ? H : KV), (unsigned)B);
     k_att_dkdv<<<gk, ROWS * 32, skv>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, (int)D,
-                                       scale);
+                                       scale, hsplit);
     LC_LAUNCHED(c);
 }
