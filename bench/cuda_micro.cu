@@ -137,25 +137,20 @@ int main(void) {
             printf("\n");
         }
     // the adapters' gradients live in shared (managed) memory: ga = x^T du (in 14336) and
-    // gb = s u^T dy (out 14336) into device memory, managed memory with the backend's advice,
-    // and managed memory without it (first touch by the host)
+    // gb = s u^T dy (out 14336) into device memory and into managed memory
     {
         int in = 14336, M = 136;
         float *gd = (float *)be->alloc(be, (size_t)in * r * 4);
-        setenv("LORAC_CUDA_ADVISE", "1", 1);
-        float *ga1 = (float *)be->alloc_shared(be, (size_t)in * r * 4);
-        setenv("LORAC_CUDA_ADVISE", "0", 1);
         float *ga0 = (float *)be->alloc_shared(be, (size_t)in * r * 4);
-        unsetenv("LORAC_CUDA_ADVISE");
-        float *outs[] = {gd, ga1, ga0};
-        const char *nm[] = {"device", "managed+advice", "managed"};
-        for (int i = 0; i < 3; i++) {
+        float *outs[] = {gd, ga0};
+        const char *nm[] = {"device", "managed"};
+        for (int i = 0; i < 2; i++) {
             float *o = outs[i];
             double ta = timed(200, [&](int) { be->gemm(be, true, false, in, r, M, 1.0f, x, in, u, r, 0.0f, o, r); });
             double tg = timed(200, [&](int) { be->gemm(be, true, false, r, in, M, 2.0f, u, r, y, in, 0.0f, o, in); });
             printf("| grads in %s | ga %.2f us | gb %.2f us |\n", nm[i], 1e3 * ta, 1e3 * tg);
         }
-        be->release(be, gd), be->release(be, ga1), be->release(be, ga0);
+        be->release(be, gd), be->release(be, ga0);
     }
     // attention at the recipe's and the 8x512 row's shapes (Mistral: H 32, KV 8, D 128)
     for (int T : {68, 512}) {

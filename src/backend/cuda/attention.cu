@@ -251,16 +251,18 @@ __global__ void k_att_dq(float *dq, const float *dout, const float *q, const flo
 }
 
 /* dk, dv: grid (ceil(T/ROWS), KV, B); a warp a key row, summing over the heads of its
- * group and the queries at or after it. hsplit (few blocks otherwise: short sequences):
- * grid (ceil(T/ROWS), H, B), one head a block, added into zeroed dk, dv atomically. */
+ * group and the queries at or after it. With part (few blocks otherwise: short sequences):
+ * grid (ceil(T/ROWS), H, B), one head a block, each head's share written to its slice of
+ * part (G slices of dk, then G of dv) for k_att_sum_heads to add in a fixed order. */
 __global__ void k_att_dkdv(float *dk, float *dv, const float *dout, const float *q, const float *k,
                            const float *v, const float *lse, const float *Dr, int T, int H, int KV,
-                           int D, float scale, bool hsplit) {
+                           int D, float scale, float *part) {
     extern __shared__ float sm[];
     int ld = D + 1;
     float *Qs = sm, *Os = Qs + TILE * ld, *Kw = Os + TILE * ld, *Vw = Kw + ROWS * D;
     float *Ls = Vw + ROWS * D, *Ds = Ls + TILE;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    bool hsplit = part != NULL;
     int b = blockIdx.z, G = H / KV, g = hsplit ? (int)blockIdx.y / G : (int)blockIdx.y;
     int h0 = hsplit ? (int)blockIdx.y : g * G, h1 = hsplit ? h0 + 1 : h0 + G;
     int j = blockIdx.x * ROWS + w;
@@ -319,8 +321,21 @@ __global__ void k_att_dkdv(float *dk, float *dv, const float *dout, const float 
 #pragma unroll
     for (int e = 0; e < DPL; e++) {
         int d = lane + 32 * e;
-        if (d < D && hsplit) atomicAdd(dk + koff + d, adk[e] * scale), atomicAdd(dv + koff + d, adv[e]);
-        else if (d < D) dk[koff + d] = adk[e] * scale, dv[koff + d] = adv[e];
+        if (d < D && hsplit) {
+            size_t nk = (size_t)gridDim.z * T * KV * D, hh = (size_t)(h0 - g * G);
+            part[hh * nk + koff + d] = adk[e] * scale, part[(G + hh) * nk + koff + d] = adv[e];
+        } else if (d < D) {
+            dk[koff + d] = adk[e] * scale, dv[koff + d] = adv[e];
+        }
+    }
+}
+
+/* dk, dv (n each) = the sums of their G head slices of part, in head order. */
+__global__ void k_att_sum_heads(float *dk, float *dv, const float *part, size_t n, int G) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float a = 0.0f, b = 0.0f;
+        for (int h = 0; h < G; h++) a += part[h * n + i], b += part[(G + h) * n + i];
+        dk[i] = a, dv[i] = b;
     }
 }
 
@@ -334,8 +349,13 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
         lc_cuda_error(c, __FILE__, __LINE__, "attention_bwd", "head_dim above 256 is not supported");
         return;
     }
-    size_t rows = (size_t)(B * T * H);
-    float *Dr = lc_cuda_rows(c, rows);
+    size_t rows = (size_t)(B * T * H), nk = (size_t)(B * T * KV * D);
+    // few key-row blocks (short sequences): a block per head, not per group
+    int64_t kb = (T + ROWS - 1) / ROWS, G = H / KV;
+    bool hsplit = G > 1 && kb * KV * B < 256;
+    size_t rows_al = (rows + 63) & ~(size_t)63;
+    float *Dr = lc_cuda_rows(c, rows_al + (hsplit ? 2 * (size_t)G * nk : 0));
+    float *part = hsplit ? Dr + rows_al : NULL;
     k_att_rowdot<<<(unsigned)((rows + ROWS - 1) / ROWS), ROWS * 32>>>(Dr, dout, out, (int)T, (int)H,
                                                                        (int)D, rows);
     LC_LAUNCHED(c);
@@ -349,15 +369,12 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
     dim3 gq((unsigned)((T + ROWS - 1) / ROWS), (unsigned)H, (unsigned)B);
     k_att_dq<<<gq, ROWS * 32, sq>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, (int)D, scale);
     LC_LAUNCHED(c);
-    // few key-row blocks (short sequences): a block per head, not per group
-    int64_t kb = (T + ROWS - 1) / ROWS;
-    bool hsplit = H > KV && kb * KV * B < 256;
-    if (hsplit) {
-        LC_CK(c, cudaMemsetAsync(dk, 0, (size_t)(B * T * KV * D) * sizeof(float)));
-        LC_CK(c, cudaMemsetAsync(dv, 0, (size_t)(B * T * KV * D) * sizeof(float)));
-    }
     dim3 gk((unsigned)kb, (unsigned)(hsplit ? H : KV), (unsigned)B);
     k_att_dkdv<<<gk, ROWS * 32, skv>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, (int)D,
-                                       scale, hsplit);
+                                       scale, part);
     LC_LAUNCHED(c);
+    if (hsplit) {
+        k_att_sum_heads<<<(unsigned)((nk + 255) / 256), 256>>>(dk, dv, part, nk, (int)G);
+        LC_LAUNCHED(c);
+    }
 }

@@ -167,17 +167,6 @@ static void *cu_alloc_shared(lc_backend *be, size_t bytes) {
     }
     LC_CK(c, cudaDeviceSynchronize()); // the host may write it as soon as this returns
     memset(p, 0, bytes);
-    // The card writes these every step (gradients) and reads them (adapters): keep the
-    // pages there unless the host asks (LORAC_CUDA_ADVISE=0: leave it to first touch).
-    // Advice is a hint: where the driver refuses it, nothing changes.
-    const char *adv = getenv("LORAC_CUDA_ADVISE");
-    if (!(adv && !strcmp(adv, "0"))) {
-        cudaMemLocation loc = {};
-        loc.type = cudaMemLocationTypeDevice, loc.id = c->device;
-        if (cudaMemAdvise(p, bytes, cudaMemAdviseSetPreferredLocation, loc) != cudaSuccess ||
-            cudaMemPrefetchAsync(p, bytes, loc, 0, 0) != cudaSuccess)
-            cudaGetLastError();
-    }
     return p;
 }
 
