@@ -6,7 +6,8 @@
  * Measure: ‖cuda − cpu‖ / ‖cpu‖ (L2). Bounds: float32 ops 1e-5 (different summation
  * orders and expf against the CPU's polynomial: ~1e-7 expected); products with BF16
  * weights 1e-2 against the CPU in float32 (the card rounds activations to bf16, 2^-9
- * relative per element, and accumulates in float32: ~3e-3 expected); the dropout mask,
+ * relative per element, and accumulates in float32: ~3e-3 expected), except the card's
+ * small-N path (up to 8 rows, float32 activations: 1e-5); the dropout mask,
  * embedding rows and zero/copy exactly. SKIPs (visibly) when this build has no CUDA or
  * no GPU answers, as on CI.
  */

@@ -4,11 +4,16 @@
  * each query row keeps an online softmax (running max, running sum, output
  * accumulator), so no T×T matrix exists in memory. Float32 throughout.
  *
+ * One new row (decoding, Tq == 1) has its own kernel: 32 warps split the keys and merge
+ * their partial softmaxes. Backward of short sequences gives each head its own dk/dv
+ * blocks (partial sums added in head order afterwards) so the card has enough blocks.
+ *
  * Layout (backend.h): q (B,Tq,H,D); k, v (B,S,KV,D); out (B,Tq,H,D); lse (B,H,Tq).
  * Head h reads kv head h / (H/KV). One warp owns one query row (forward, dq) or one
  * key row (dk, dv); lane j of a warp scores key (or query) j of the tile, and each
  * lane owns dimensions lane, lane+32, ... of the accumulators. head_dim up to 256.
- * Owns nothing beyond the backend's per-row scratch (the backward's D = rowsum(dout·out)).
+ * Owns nothing beyond the backend's per-row scratch (the backward's D = rowsum(dout·out)
+ * and the per-head partial dk/dv).
  */
 #include <math.h>
 

@@ -1,19 +1,26 @@
 /*
  * cuda.cu — the CUDA backend: its table, device memory, frozen weights on the card,
  * the elementwise and per-row layers (dropout, embedding, RMSNorm, RoPE, SwiGLU,
- * cross-entropy) and the matrix products (cuBLAS: bf16 × bf16 with float32
- * accumulation for BF16 weights, SGEMM for F32 weights and the LoRA products).
+ * cross-entropy) and the matrix products: cuBLAS (bf16 × bf16 with float32
+ * accumulation for BF16 weights, SGEMM for F32 weights); for BF16 products of up to 8
+ * rows (decoding) a GEMV-style kernel that streams the weight once in 16-byte loads and
+ * reads the float32 input as it is; for the adapters' fp32 products of up to 256 rows
+ * (the recipe, decoding) small-K and split-K kernels where cuBLAS picks one slow block.
  *
  * Owns the cuBLAS handle, the device copies of the weights (->weight) and the scratch
- * buffers (bf16 operands, per-row values); all are freed with the backend. Work runs
- * on the legacy default stream, so it is ordered with cudaMemcpy. Every call is
- * checked; the first error is kept and ->sync returns it. Attention lives in
- * attention.cu. Never prints, except the one fatal line of an out-of-memory ->alloc
- * (whose contract, like xmalloc's, is to end the program).
+ * buffers (bf16 operands, per-row values, a reduction counter); all are freed with the
+ * backend. Work runs on the legacy default stream, so it is ordered with cudaMemcpy;
+ * the small-N product is launched with programmatic dependent launch on sm_90
+ * (LORAC_CUDA_PDL=0 turns it off), so its first weight loads overlap the previous op.
+ * Every call is checked; the first error is kept and ->sync returns it. Attention lives
+ * in attention.cu. Never prints, except the one fatal line of an out-of-memory ->alloc
+ * (whose contract, like xmalloc's, is to end the program) and, when a developer sets
+ * LORAC_CUDA_PROFILE=1, the per-op timing table on stderr when the backend is freed.
  *
  * Numerics: each kernel computes what its CPU counterpart computes, in float32 with
  * float32 reductions (the CPU reduces some rows in double; the differences stay near
- * 1e-7 relative); dropout's mask is the CPU's hash bit for bit.
+ * 1e-7 relative); dropout's mask is the CPU's hash bit for bit. Results are the same
+ * bits run to run (no atomics in any sum).
  */
 #include <cuda_bf16.h>
 #include <math.h>
