@@ -20,6 +20,10 @@
 #   LORAC_INIT=1 bench/cuda_train.sh      make the model with `lorac init` (~5 min, one
 #                                         thread) instead of PyTorch on the card (seconds)
 #   STEPS=20 bench/cuda_train.sh          timed steps per training row (default 10)
+#   ROWS="lorac-recipe lorac-8x512" ...    run only these runs (default: all; names as below)
+#   PROFILE=1 bench/cuda_train.sh         also runs the recipe (and decoding) once more with
+#                                         LORAC_CUDA_PROFILE=1: the per-op table lands in
+#                                         WORK_DIR/runs/lorac-recipe-prof.err
 # Needs: nvcc (make builds build/lorac and build/bench_train with the CUDA backend) unless
 # LORAC/BENCH point at built binaries; python3 with torch, transformers, peft.
 set -euo pipefail
@@ -52,9 +56,12 @@ if [ ! -f "$W/model/model.safetensors" ] && [ ! -f "$W/model/model.safetensors.i
 fi
 
 # peak NAME CMD...: runs CMD with its stdout in runs/NAME.json and its peak memory in runs/NAME.mem
+# (skipped unless NAME is in $ROWS, when ROWS is set)
+ROWS=${ROWS:-}
 peak() {
     local name=$1
     shift
+    if [ -n "$ROWS" ] && [[ " $ROWS " != *" $name "* ]]; then return 0; fi
     local base
     base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0)
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 -lms 100 >"$W/runs/$name.poll" &
@@ -74,6 +81,12 @@ peak peft-8x512 "$PY" bench/cuda_train_peft.py train --model "$M" --batch 8 --se
 peak lorac-8x512-ck "$BENCH" --device cuda --model "$M" --batch 8 --seq 512 --num-layers -1 --checkpoint --steps "$STEPS" --warmup 2 || true
 peak peft-8x512-ck "$PY" bench/cuda_train_peft.py train --model "$M" --batch 8 --seq 512 --num-layers -1 --checkpoint --steps "$STEPS" --warmup 2 || true
 peak peft-generate "$PY" bench/cuda_train_peft.py generate --model "$M" --tokens 64 || true
+if [ "${PROFILE:-0}" = 1 ]; then
+    LORAC_CUDA_PROFILE=1 "$BENCH" --device cuda --model "$M" --batch 2 --seq 68 --num-layers 16 --steps $((STEPS * 3)) --warmup 3 --decode 64 >"$W/runs/lorac-recipe-prof.json" 2>"$W/runs/lorac-recipe-prof.err" || true
+    if [ -z "$ROWS" ] || [[ " $ROWS " == *" lorac-8x512 "* ]]; then
+        LORAC_CUDA_PROFILE=1 "$BENCH" --device cuda --model "$M" --batch 8 --seq 512 --num-layers -1 --steps "$STEPS" --warmup 2 >"$W/runs/lorac-8x512-prof.json" 2>"$W/runs/lorac-8x512-prof.err" || true
+    fi
+fi
 
 "$PY" - "$W/runs" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'PY'
 import json, os, sys, datetime

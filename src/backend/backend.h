@@ -181,8 +181,9 @@ bool lc_backend_cpu_set_bf16(lc_backend *be, bool on);
 
 /* A CUDA backend on GPU `device` (src/backend/cuda; only in builds made with nvcc).
  * Products with BF16 weights round activations to bf16 and run in cuBLAS with float32
- * accumulation; F32 weights run in float32 (SGEMM). NULL (lc_fail) when there is no
- * usable GPU or driver. */
+ * accumulation, except those of up to 8 rows (decoding), which read the float32
+ * activations as they are; F32 weights run in float32 (SGEMM). NULL (lc_fail) when
+ * there is no usable GPU or driver. */
 lc_backend *lc_backend_cuda_new(int device);
 
 /* A backend by name (src/backend/select.c): "cpu", "cuda" or "cuda:N" (GPU N), "auto"

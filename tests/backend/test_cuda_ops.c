@@ -6,7 +6,8 @@
  * Measure: ‖cuda − cpu‖ / ‖cpu‖ (L2). Bounds: float32 ops 1e-5 (different summation
  * orders and expf against the CPU's polynomial: ~1e-7 expected); products with BF16
  * weights 1e-2 against the CPU in float32 (the card rounds activations to bf16, 2^-9
- * relative per element, and accumulates in float32: ~3e-3 expected); the dropout mask,
+ * relative per element, and accumulates in float32: ~3e-3 expected), except the card's
+ * small-N path (up to 8 rows, float32 activations: 1e-5); the dropout mask,
  * embedding rows and zero/copy exactly. SKIPs (visibly) when this build has no CUDA or
  * no GPU answers, as on CI.
  */
@@ -152,8 +153,12 @@ static void test_elementwise(void) {
     gpu->release(gpu, da), gpu->release(gpu, db), gpu->release(gpu, o);
 }
 
-static void check_matmul(lc_dtype dt, double bound) {
-    int64_t N = 37, I = 200, O = 96;
+/* N rows of I inputs; N <= 8 with I % 8 == 0 takes the card's small-N (decoding) path
+ * for BF16 weights, other shapes cuBLAS. */
+static void check_matmul(lc_dtype dt, double bound, int64_t N, int64_t I) {
+    int64_t O = 96;
+    // the small-N path reads x in float32: only summation order differs from the CPU
+    double fbound = dt == LC_DT_BF16 && N <= 8 && I % 8 == 0 ? 1e-5 : bound;
     void *hw;
     float *wf;
     lc_wt w = make_wt(dt, O, I, &hw, &wf);
@@ -169,15 +174,15 @@ static void check_matmul(lc_dtype dt, double bound) {
     cpu->matmul(cpu, ref, x, &w, bias, N, false);
     float *o = poisoned((size_t)(N * O));
     gpu->matmul(gpu, o, dxv, &wd, dbias, N, false);
-    snprintf(what, sizeof what, "matmul %s + bias", dn);
-    expect(what, o, ref, (size_t)(N * O), bound);
+    snprintf(what, sizeof what, "matmul %s N=%lld I=%lld + bias", dn, (long long)N, (long long)I);
+    expect(what, o, ref, (size_t)(N * O), fbound);
     // accumulate, no bias
     memcpy(ref, acc0, (size_t)(N * O) * 4);
     cpu->matmul(cpu, ref, x, &w, NULL, N, true);
     gpu->upload(gpu, o, acc0, (size_t)(N * O) * 4);
     gpu->matmul(gpu, o, dxv, &wd, NULL, N, true);
-    snprintf(what, sizeof what, "matmul %s +=", dn);
-    expect(what, o, ref, (size_t)(N * O), bound);
+    snprintf(what, sizeof what, "matmul %s N=%lld I=%lld +=", dn, (long long)N, (long long)I);
+    expect(what, o, ref, (size_t)(N * O), fbound);
     // dx = dy W, then += dy W
     float *rdx = malloc((size_t)(N * I) * 4);
     cpu->matmul_dx(cpu, rdx, dy, &w, N, false);
@@ -208,16 +213,25 @@ static void check_matmul(lc_dtype dt, double bound) {
 static void test_matmul(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     lc_backend_cpu_set_bf16(cpu, false); // the reference multiplies in float32
-    check_matmul(LC_DT_F32, 1e-5);
-    check_matmul(LC_DT_F16, 1e-5);
-    check_matmul(LC_DT_BF16, 1e-2);
+    check_matmul(LC_DT_F32, 1e-5, 37, 200);
+    check_matmul(LC_DT_F16, 1e-5, 37, 200);
+    check_matmul(LC_DT_BF16, 1e-2, 37, 200);
+    for (int64_t n = 1; n <= 8; n++) check_matmul(LC_DT_BF16, 1e-2, n, 2056);
+    check_matmul(LC_DT_BF16, 1e-2, 3, 203); // I % 8 != 0: cuBLAS
+    check_matmul(LC_DT_F32, 1e-5, 1, 200);
 }
 
 static void test_gemm(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
-    int64_t M = 45, N = 33, K = 70;
+    // cuBLAS; the small-K kernel (K <= 32, M over one 8-row tile); the thin-output kernels
+    // (A^T B with M or N <= 32, K <= 1024); the split-K kernel (N <= 64, K >= 256, M over
+    // one 32-row tile, K not a multiple of its 128-chunks); M = 1 (decoding)
+    static const int64_t shapes[][3] = {{45, 33, 70}, {45, 33, 16}, {70, 16, 1000}, {1, 16, 300},
+                                        {16, 300, 136}, {300, 16, 136}, {40, 16, 2000}, {1, 300, 16}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
+            int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
             // row-major with padded leading dimensions
             int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
             size_t na = (size_t)((ta ? K : M) * lda), nb = (size_t)((tb ? N : K) * ldb), nc = (size_t)(M * ldc);
@@ -227,7 +241,8 @@ static void test_gemm(void) {
             float *dA = up(A, na * 4), *dB = up(B, nb * 4), *dC = up(C, nc * 4);
             gpu->gemm(gpu, ta, tb, M, N, K, 0.7f, dA, lda, dB, ldb, 0.5f, dC, ldc);
             char what[48];
-            snprintf(what, sizeof what, "gemm ta=%d tb=%d beta=0.5", ta, tb);
+            snprintf(what, sizeof what, "gemm %lldx%lldx%lld ta=%d tb=%d beta=0.5", (long long)M,
+                     (long long)N, (long long)K, ta, tb);
             expect(what, dC, ref, nc, 1e-5);
             // beta 0 over a NaN-poisoned C: every element written, NaN never read
             float *dP = poisoned(nc);
@@ -244,7 +259,8 @@ static void test_gemm(void) {
                     num += ((double)a - b) * ((double)a - b), den += (double)b * b;
                 }
             double e = bad ? INFINITY : sqrt(num / den);
-            CHECK_MSG(e <= 1e-5, "gemm ta=%d tb=%d beta=0: rel err %.3e", ta, tb, e);
+            CHECK_MSG(e <= 1e-5, "gemm %lldx%lldx%lld ta=%d tb=%d beta=0: rel err %.3e", (long long)M,
+                      (long long)N, (long long)K, ta, tb, e);
             free(A), free(B), free(C), free(ref), free(h);
             gpu->release(gpu, dA), gpu->release(gpu, dB), gpu->release(gpu, dC), gpu->release(gpu, dP);
         }
@@ -354,6 +370,21 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t
     float *dkc = up(kc, ns * 4), *dvc = up(vc, ns * 4), *dq2 = up(q2, nq2 * 4), *o2 = poisoned(nq2);
     gpu->attention(gpu, o2, NULL, dq2, dkc, dvc, B, Tq, S, H, KV, D, pos0);
     expect("  attention at pos0 (cache)", o2, ro2, nq2, 1e-5);
+    // one new row (the card's decoding kernel), with its lse
+    {
+        int64_t p1 = S - 3;
+        size_t n1 = (size_t)(B * H * D), nl1 = (size_t)(B * H);
+        float *r1 = malloc(n1 * 4), *rl1 = malloc(nl1 * 4), *o1 = poisoned(n1), *l1 = poisoned(nl1);
+        float *h1 = malloc(n1 * 4); // the first row of each sequence of q2
+        for (int64_t b = 0; b < B; b++) memcpy(h1 + b * H * D, q2 + b * Tq * H * D, (size_t)(H * D) * 4);
+        cpu->attention(cpu, r1, rl1, h1, kc, vc, B, 1, S, H, KV, D, p1);
+        float *dq1 = up(h1, n1 * 4);
+        gpu->attention(gpu, o1, l1, dq1, dkc, dvc, B, 1, S, H, KV, D, p1);
+        expect("  attention one row (decoding)", o1, r1, n1, 1e-5);
+        expect("  its lse", l1, rl1, nl1, 1e-6);
+        free(r1), free(rl1), free(h1);
+        gpu->release(gpu, o1), gpu->release(gpu, l1), gpu->release(gpu, dq1);
+    }
     free(q), free(k), free(v), free(dout), free(ro), free(rl), free(rq), free(rk), free(rv);
     free(kc), free(vc), free(q2), free(ro2);
     void *dev[] = {dq, dk, dv, ddo, o, lse, gq, gk, gv, dkc, dvc, dq2, o2};
@@ -362,7 +393,8 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t
 
 static void test_attention(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
-    check_attention(2, 45, 4, 2, 64);  // GQA, T not a multiple of the tiles
+    check_attention(2, 45, 4, 2, 64);  // GQA, T not a multiple of the tiles (dk/dv a block per head)
+    check_attention(2, 520, 4, 2, 32); // GQA with enough key blocks for a block per group
     check_attention(1, 70, 2, 1, 16);  // head_dim below a warp
     check_attention(2, 33, 4, 4, 128); // no grouping, Mistral's head_dim
     check_attention(1, 20, 2, 1, 256); // the largest head_dim

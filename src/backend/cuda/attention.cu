@@ -4,11 +4,16 @@
  * each query row keeps an online softmax (running max, running sum, output
  * accumulator), so no T×T matrix exists in memory. Float32 throughout.
  *
+ * One new row (decoding, Tq == 1) has its own kernel: 32 warps split the keys and merge
+ * their partial softmaxes. Backward of short sequences gives each head its own dk/dv
+ * blocks (partial sums added in head order afterwards) so the card has enough blocks.
+ *
  * Layout (backend.h): q (B,Tq,H,D); k, v (B,S,KV,D); out (B,Tq,H,D); lse (B,H,Tq).
  * Head h reads kv head h / (H/KV). One warp owns one query row (forward, dq) or one
  * key row (dk, dv); lane j of a warp scores key (or query) j of the tile, and each
  * lane owns dimensions lane, lane+32, ... of the accumulators. head_dim up to 256.
- * Owns nothing beyond the backend's per-row scratch (the backward's D = rowsum(dout·out)).
+ * Owns nothing beyond the backend's per-row scratch (the backward's D = rowsum(dout·out)
+ * and the per-head partial dk/dv).
  */
 #include <math.h>
 
@@ -90,15 +95,81 @@ __global__ void k_att_fwd(float *out, float *lse, const float *q, const float *k
     if (lse && lane == 0) lse[((size_t)b * H + h) * Tq + t] = m + logf(l);
 }
 
+
+#define DEC_W 32 // warps of the decoding kernel
+
+/* One query row per (head, batch) (decoding, Tq == 1): grid (H, B), DEC_W warps; warp w
+ * takes keys w, w+DEC_W, ... with the lanes splitting D, keeps its own online softmax, and
+ * warp 0 merges the DEC_W partial results. */
+__global__ void k_att_dec(float *out, float *lse, const float *q, const float *k, const float *v, int S,
+                          int H, int KV, int D, int pos0, float scale) {
+    LC_PDL_TRIGGER();
+    __shared__ float sm_m[DEC_W], sm_l[DEC_W], sm_acc[DEC_W][MAXD];
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int h = blockIdx.x, b = blockIdx.y, g = h / (H / KV);
+    int end = min(pos0 + 1, S);
+    const float *qr = q + ((size_t)b * H + h) * D;
+    float qv[DPL], acc[DPL], m = -INFINITY, l = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) {
+        int d = lane + 32 * i;
+        qv[i] = d < D ? qr[d] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    for (int s = w; s < end; s += DEC_W) {
+        size_t off = (((size_t)b * S + s) * KV + g) * D;
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) {
+            int d = lane + 32 * i;
+            if (d < D) dot += qv[i] * k[off + d];
+        }
+        float sc = warp_sum(dot) * scale;
+        float mn = fmaxf(m, sc), corr = expf(m - mn), p = expf(sc - mn);
+        l = l * corr + p;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) {
+            int d = lane + 32 * i;
+            if (d < D) acc[i] = acc[i] * corr + p * v[off + d];
+        }
+        m = mn;
+    }
+    if (lane == 0) sm_m[w] = m, sm_l[w] = l;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) {
+        int d = lane + 32 * i;
+        if (d < D) sm_acc[w][d] = acc[i];
+    }
+    __syncthreads();
+    if (w) return;
+    float M = -INFINITY, L = 0.0f, f[DEC_W];
+    for (int j = 0; j < DEC_W; j++) M = fmaxf(M, sm_m[j]);
+    for (int j = 0; j < DEC_W; j++) f[j] = sm_m[j] == -INFINITY ? 0.0f : expf(sm_m[j] - M), L += sm_l[j] * f[j];
+    float inv = 1.0f / L, *o = out + ((size_t)b * H + h) * D;
+    for (int d = lane; d < D; d += 32) {
+        float a = 0.0f;
+        for (int j = 0; j < DEC_W; j++) a += sm_acc[j][d] * f[j];
+        o[d] = a * inv;
+    }
+    if (lse && lane == 0) lse[(size_t)b * H + h] = M + logf(L);
+}
+
 static size_t fwd_smem(int D) { return (size_t)(2 * TILE * (D + 1) + ROWS * D) * sizeof(float); }
 
 void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, const float *k,
                        const float *v, int64_t B, int64_t Tq, int64_t S, int64_t H, int64_t KV,
                        int64_t D, int64_t pos0) {
     lc_cuda *c = (lc_cuda *)be->impl;
+    LC_PROF(c, "attention Tq=%lld", Tq);
     if (B <= 0 || Tq <= 0 || H <= 0) return;
     if (D > MAXD) {
         lc_cuda_error(c, __FILE__, __LINE__, "attention", "head_dim above 256 is not supported");
+        return;
+    }
+    if (Tq == 1) {
+        k_att_dec<<<dim3((unsigned)H, (unsigned)B), DEC_W * 32>>>(out, lse, q, k, v, (int)S, (int)H, (int)KV,
+                                                               (int)D, (int)pos0, 1.0f / sqrtf((float)D));
+        LC_LAUNCHED(c);
         return;
     }
     size_t sm = fwd_smem((int)D);
@@ -185,16 +256,20 @@ __global__ void k_att_dq(float *dq, const float *dout, const float *q, const flo
 }
 
 /* dk, dv: grid (ceil(T/ROWS), KV, B); a warp a key row, summing over the heads of its
- * group and the queries at or after it. */
+ * group and the queries at or after it. With part (few blocks otherwise: short sequences):
+ * grid (ceil(T/ROWS), H, B), one head a block, each head's share written to its slice of
+ * part (G slices of dk, then G of dv) for k_att_sum_heads to add in a fixed order. */
 __global__ void k_att_dkdv(float *dk, float *dv, const float *dout, const float *q, const float *k,
                            const float *v, const float *lse, const float *Dr, int T, int H, int KV,
-                           int D, float scale) {
+                           int D, float scale, float *part) {
     extern __shared__ float sm[];
     int ld = D + 1;
     float *Qs = sm, *Os = Qs + TILE * ld, *Kw = Os + TILE * ld, *Vw = Kw + ROWS * D;
     float *Ls = Vw + ROWS * D, *Ds = Ls + TILE;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int b = blockIdx.z, g = blockIdx.y, G = H / KV;
+    bool hsplit = part != NULL;
+    int b = blockIdx.z, G = H / KV, g = hsplit ? (int)blockIdx.y / G : (int)blockIdx.y;
+    int h0 = hsplit ? (int)blockIdx.y : g * G, h1 = hsplit ? h0 + 1 : h0 + G;
     int j = blockIdx.x * ROWS + w;
     bool valid = j < T;
     size_t koff = (((size_t)b * T + j) * KV + g) * D;
@@ -206,8 +281,7 @@ __global__ void k_att_dkdv(float *dk, float *dv, const float *dout, const float 
 #pragma unroll
     for (int i = 0; i < DPL; i++) adk[i] = adv[i] = 0.0f;
     int tstart = ((int)blockIdx.x * ROWS / TILE) * TILE;
-    for (int hh = 0; hh < G; hh++) {
-        int h = g * G + hh;
+    for (int h = h0; h < h1; h++) {
         for (int t0 = tstart; t0 < T; t0 += TILE) {
             __syncthreads();
             for (int idx = threadIdx.x; idx < TILE * D; idx += blockDim.x) {
@@ -252,7 +326,21 @@ __global__ void k_att_dkdv(float *dk, float *dv, const float *dout, const float 
 #pragma unroll
     for (int e = 0; e < DPL; e++) {
         int d = lane + 32 * e;
-        if (d < D) dk[koff + d] = adk[e] * scale, dv[koff + d] = adv[e];
+        if (d < D && hsplit) {
+            size_t nk = (size_t)gridDim.z * T * KV * D, hh = (size_t)(h0 - g * G);
+            part[hh * nk + koff + d] = adk[e] * scale, part[(G + hh) * nk + koff + d] = adv[e];
+        } else if (d < D) {
+            dk[koff + d] = adk[e] * scale, dv[koff + d] = adv[e];
+        }
+    }
+}
+
+/* dk, dv (n each) = the sums of their G head slices of part, in head order. */
+__global__ void k_att_sum_heads(float *dk, float *dv, const float *part, size_t n, int G) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float a = 0.0f, b = 0.0f;
+        for (int h = 0; h < G; h++) a += part[h * n + i], b += part[(G + h) * n + i];
+        dk[i] = a, dv[i] = b;
     }
 }
 
@@ -260,13 +348,19 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
                            const float *q, const float *k, const float *v, const float *out,
                            const float *lse, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
     lc_cuda *c = (lc_cuda *)be->impl;
+    LC_PROF(c, "attention_bwd", 0);
     if (B <= 0 || T <= 0 || H <= 0) return;
     if (D > MAXD) {
         lc_cuda_error(c, __FILE__, __LINE__, "attention_bwd", "head_dim above 256 is not supported");
         return;
     }
-    size_t rows = (size_t)(B * T * H);
-    float *Dr = lc_cuda_rows(c, rows);
+    size_t rows = (size_t)(B * T * H), nk = (size_t)(B * T * KV * D);
+    // few key-row blocks (short sequences): a block per head, not per group
+    int64_t kb = (T + ROWS - 1) / ROWS, G = H / KV;
+    bool hsplit = G > 1 && kb * KV * B < 256;
+    size_t rows_al = (rows + 63) & ~(size_t)63;
+    float *Dr = lc_cuda_rows(c, rows_al + (hsplit ? 2 * (size_t)G * nk : 0));
+    float *part = hsplit ? Dr + rows_al : NULL;
     k_att_rowdot<<<(unsigned)((rows + ROWS - 1) / ROWS), ROWS * 32>>>(Dr, dout, out, (int)T, (int)H,
                                                                        (int)D, rows);
     LC_LAUNCHED(c);
@@ -280,8 +374,12 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
     dim3 gq((unsigned)((T + ROWS - 1) / ROWS), (unsigned)H, (unsigned)B);
     k_att_dq<<<gq, ROWS * 32, sq>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, (int)D, scale);
     LC_LAUNCHED(c);
-    dim3 gk((unsigned)((T + ROWS - 1) / ROWS), (unsigned)KV, (unsigned)B);
+    dim3 gk((unsigned)kb, (unsigned)(hsplit ? H : KV), (unsigned)B);
     k_att_dkdv<<<gk, ROWS * 32, skv>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, (int)D,
-                                       scale);
+                                       scale, part);
     LC_LAUNCHED(c);
+    if (hsplit) {
+        k_att_sum_heads<<<(unsigned)((nk + 255) / 256), 256>>>(dk, dv, part, nk, (int)G);
+        LC_LAUNCHED(c);
+    }
 }

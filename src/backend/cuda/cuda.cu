@@ -1,19 +1,26 @@
 /*
  * cuda.cu — the CUDA backend: its table, device memory, frozen weights on the card,
  * the elementwise and per-row layers (dropout, embedding, RMSNorm, RoPE, SwiGLU,
- * cross-entropy) and the matrix products (cuBLAS: bf16 × bf16 with float32
- * accumulation for BF16 weights, SGEMM for F32 weights and the LoRA products).
+ * cross-entropy) and the matrix products: cuBLAS (bf16 × bf16 with float32
+ * accumulation for BF16 weights, SGEMM for F32 weights); for BF16 products of up to 8
+ * rows (decoding) a GEMV-style kernel that streams the weight once in 16-byte loads and
+ * reads the float32 input as it is; for the adapters' fp32 products of up to 256 rows
+ * (the recipe, decoding) small-K and split-K kernels where cuBLAS picks one slow block.
  *
  * Owns the cuBLAS handle, the device copies of the weights (->weight) and the scratch
- * buffers (bf16 operands, per-row values); all are freed with the backend. Work runs
- * on the legacy default stream, so it is ordered with cudaMemcpy. Every call is
- * checked; the first error is kept and ->sync returns it. Attention lives in
- * attention.cu. Never prints, except the one fatal line of an out-of-memory ->alloc
- * (whose contract, like xmalloc's, is to end the program).
+ * buffers (bf16 operands, per-row values, a reduction counter); all are freed with the
+ * backend. Work runs on the legacy default stream, so it is ordered with cudaMemcpy;
+ * the small-N product is launched with programmatic dependent launch on sm_90
+ * (LORAC_CUDA_PDL=0 turns it off), so its first weight loads overlap the previous op.
+ * Every call is checked; the first error is kept and ->sync returns it. Attention lives
+ * in attention.cu. Never prints, except the one fatal line of an out-of-memory ->alloc
+ * (whose contract, like xmalloc's, is to end the program) and, when a developer sets
+ * LORAC_CUDA_PROFILE=1, the per-op timing table on stderr when the backend is freed.
  *
  * Numerics: each kernel computes what its CPU counterpart computes, in float32 with
  * float32 reductions (the CPU reduces some rows in double; the differences stay near
- * 1e-7 relative); dropout's mask is the CPU's hash bit for bit.
+ * 1e-7 relative); dropout's mask is the CPU's hash bit for bit. Results are the same
+ * bits run to run (no atomics in any sum).
  */
 #include <cuda_bf16.h>
 #include <math.h>
@@ -50,6 +57,87 @@ static inline unsigned blocks_for(size_t n) {
     size_t b = (n + 255) / 256;
     if (b > 65535u * 16u) b = 65535u * 16u;
     return b ? (unsigned)b : 1u;
+}
+
+
+/* ------------------------------------------------------------ profile */
+
+#define PROF_KEYS 128
+#define PROF_PENDING 8192
+
+struct lc_cuda_prof {
+    char key[PROF_KEYS][48];
+    double ms[PROF_KEYS];
+    long long count[PROF_KEYS];
+    int nkeys;
+    cudaEvent_t ev[PROF_PENDING][2];
+    int evkey[PROF_PENDING];
+    int pending;
+};
+
+static void prof_drain(lc_cuda *c) {
+    lc_cuda_prof *p = c->prof;
+    if (!p->pending) return;
+    cudaEventSynchronize(p->ev[p->pending - 1][1]);
+    for (int i = 0; i < p->pending; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, p->ev[i][0], p->ev[i][1]) == cudaSuccess) p->ms[p->evkey[i]] += ms;
+        else cudaGetLastError();
+        p->count[p->evkey[i]]++;
+    }
+    p->pending = 0;
+}
+
+int lc_cuda_prof_begin(lc_cuda *c, const char *fmt, long long n) {
+    lc_cuda_prof *p = c->prof;
+    char k[48];
+    snprintf(k, sizeof k, fmt, n);
+    int key = 0;
+    while (key < p->nkeys && strcmp(p->key[key], k)) key++;
+    if (key == p->nkeys) {
+        if (p->nkeys == PROF_KEYS) key = PROF_KEYS - 1; // the last key collects the rest
+        else snprintf(p->key[p->nkeys++], sizeof p->key[0], "%s", k);
+    }
+    if (p->pending == PROF_PENDING) prof_drain(c);
+    int slot = p->pending++;
+    p->evkey[slot] = key;
+    cudaEventRecord(p->ev[slot][0], 0);
+    return slot;
+}
+
+void lc_cuda_prof_end(lc_cuda *c, int slot) { cudaEventRecord(c->prof->ev[slot][1], 0); }
+
+static void prof_start(lc_cuda *c) {
+    const char *e = getenv("LORAC_CUDA_PROFILE");
+    if (!e || !*e || !strcmp(e, "0")) return;
+    c->prof = (lc_cuda_prof *)xcalloc(1, sizeof *c->prof);
+    for (int i = 0; i < PROF_PENDING; i++)
+        for (int j = 0; j < 2; j++) LC_CK(c, cudaEventCreate(&c->prof->ev[i][j]));
+}
+
+/* The table, largest total first (stderr: a developer's switch, asked for by env). */
+static void prof_finish(lc_cuda *c) {
+    lc_cuda_prof *p = c->prof;
+    if (!p) return;
+    prof_drain(c);
+    int ord[PROF_KEYS];
+    double tot = 0;
+    for (int i = 0; i < p->nkeys; i++) ord[i] = i, tot += p->ms[i];
+    for (int i = 1; i < p->nkeys; i++)
+        for (int j = i; j > 0 && p->ms[ord[j]] > p->ms[ord[j - 1]]; j--) {
+            int t = ord[j];
+            ord[j] = ord[j - 1], ord[j - 1] = t;
+        }
+    fprintf(stderr, "lorac cuda profile (event time per op; %.1f ms in all)\n%-40s %10s %9s %9s %6s\n", tot,
+            "op", "total ms", "calls", "mean us", "share");
+    for (int i = 0; i < p->nkeys; i++) {
+        int k = ord[i];
+        fprintf(stderr, "%-40s %10.2f %9lld %9.2f %5.1f%%\n", p->key[k], p->ms[k], p->count[k],
+                p->count[k] ? 1e3 * p->ms[k] / (double)p->count[k] : 0.0, tot > 0 ? 100 * p->ms[k] / tot : 0.0);
+    }
+    for (int i = 0; i < PROF_PENDING; i++) cudaEventDestroy(p->ev[i][0]), cudaEventDestroy(p->ev[i][1]);
+    free(p);
+    c->prof = NULL;
 }
 
 /* ------------------------------------------------------------ memory */
@@ -94,16 +182,19 @@ static void cu_release(lc_backend *be, void *p) {
 }
 
 static void cu_upload(lc_backend *be, void *dst, const void *host, size_t bytes) {
+    LC_PROF(impl(be), "upload", 0);
     if (bytes) LC_CK(impl(be), cudaMemcpy(dst, host, bytes, cudaMemcpyDefault));
 }
 
 static void cu_download(lc_backend *be, void *host, const void *src, size_t bytes) {
+    LC_PROF(impl(be), "download", 0);
     if (bytes) LC_CK(impl(be), cudaMemcpy(host, src, bytes, cudaMemcpyDefault));
 }
 
 static int cu_sync(lc_backend *be) {
     lc_cuda *c = impl(be);
     LC_CK(c, cudaDeviceSynchronize());
+    if (c->prof) prof_drain(c);
     if (!c->err[0]) return 0;
     lc_fail("%s", c->err);
     c->err[0] = 0;
@@ -180,10 +271,12 @@ static void cu_free(lc_backend *be) {
     if (!be) return;
     lc_cuda *c = impl(be);
     cudaDeviceSynchronize();
+    prof_finish(c);
     for (size_t i = 0; i < c->n_weights; i++) cudaFree(c->weights[i]);
     free(c->weights);
     if (c->xb) cudaFree(c->xb);
     if (c->rows) cudaFree(c->rows);
+    if (c->counter) cudaFree(c->counter);
     free(c->host_rows);
     if (c->blas) cublasDestroy(c->blas);
     free(c);
@@ -215,26 +308,31 @@ __global__ void k_dropout(float *out, const float *x, size_t n, uint64_t thresh,
 }
 
 static void cu_zero(lc_backend *be, float *x, size_t n) {
+    LC_PROF(impl(be), "zero", 0);
     if (n) LC_CK(impl(be), cudaMemsetAsync(x, 0, n * sizeof(float)));
 }
 
 static void cu_copy(lc_backend *be, float *out, const float *x, size_t n) {
+    LC_PROF(impl(be), "copy", 0);
     if (n && out != x) LC_CK(impl(be), cudaMemcpyAsync(out, x, n * sizeof(float), cudaMemcpyDeviceToDevice));
 }
 
 static void cu_add(lc_backend *be, float *out, const float *a, const float *b, size_t n) {
+    LC_PROF(impl(be), "add", 0);
     if (!n) return;
     k_add<<<blocks_for(n), 256>>>(out, a, b, n);
     LC_LAUNCHED(impl(be));
 }
 
 static void cu_axpy(lc_backend *be, float *y, float a, const float *x, size_t n) {
+    LC_PROF(impl(be), "axpy", 0);
     if (!n) return;
     k_axpy<<<blocks_for(n), 256>>>(y, a, x, n);
     LC_LAUNCHED(impl(be));
 }
 
 static void cu_dropout(lc_backend *be, float *out, const float *x, size_t n, float p, uint64_t seed) {
+    LC_PROF(impl(be), "dropout", 0);
     if (!n) return;
     // the CPU's threshold and scale, computed the same way on the host
     uint64_t thresh = (uint64_t)((double)p * 16777216.0);
@@ -261,6 +359,7 @@ __global__ void k_adam(float *p, const float *g, float *m, float *v, size_t n, l
 
 static void cu_adam(lc_backend *be, float *p, const float *g, float *m, float *v, size_t n,
                     const lc_adam_args *a) {
+    LC_PROF(impl(be), "adam", 0);
     if (!n) return;
     k_adam<<<blocks_for(n), 256>>>(p, g, m, v, n, *a);
     LC_LAUNCHED(impl(be));
@@ -283,14 +382,130 @@ static const __nv_bfloat16 *as_bf16(lc_cuda *c, const float *x, size_t n) {
     return xb;
 }
 
+
+/* Small-N products with BF16 weights (decoding: N = 1): out (N,O) = x (N,I) W^T, fp32 x
+ * read as it is (no bf16 pass), the weight row streamed once in 16-byte loads, GEMV_U
+ * of them in flight per lane, fp32 accumulation. One warp per output row; every row of
+ * x shares the weight loads. Needs I % 8 == 0 and 16-byte aligned x and W. */
+#define GEMV_MAXN 8
+#define GEMV_U 8
+#define GEMV_WARPS 4
+
+__device__ __forceinline__ void bf16x8_to_f32(const uint4 &u, float *f) {
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 t = __bfloat1622float2(h[i]);
+        f[2 * i] = t.x, f[2 * i + 1] = t.y;
+    }
+}
+
+template <int NR>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(float *out, const float *x, const __nv_bfloat16 *W,
+                                                            const float *bias, int O, int I, int acc) {
+    LC_PDL_TRIGGER();
+    int o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    bool live = o < O;
+    const uint4 *w = (const uint4 *)(W + (size_t)(live ? o : 0) * I);
+    int nv = I / 8; // 16-byte vectors in the row
+    uint4 cur[GEMV_U], nxt[GEMV_U];
+    // the weights never change: the first loads go out before waiting on the previous op
+#pragma unroll
+    for (int u = 0; u < GEMV_U; u++) {
+        int v = u * 32 + lane;
+        cur[u] = live && v < nv ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+    }
+    LC_PDL_WAIT();
+    if (!live) return;
+    float s[NR];
+#pragma unroll
+    for (int n = 0; n < NR; n++) s[n] = 0.0f;
+    for (int v0 = 0; v0 < nv; v0 += 32 * GEMV_U) {
+        int vn = v0 + 32 * GEMV_U;
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int v = vn + u * 32 + lane;
+            nxt[u] = v < nv ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+            int v = v0 + u * 32 + lane;
+            if (v >= nv) break;
+            float wf[8];
+            bf16x8_to_f32(cur[u], wf);
+#pragma unroll
+            for (int n = 0; n < NR; n++) {
+                const float4 *xp = (const float4 *)(x + (size_t)n * I) + 2 * v;
+                float4 a = __ldg(xp), b = __ldg(xp + 1);
+                s[n] += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x +
+                        wf[5] * b.y + wf[6] * b.z + wf[7] * b.w;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) cur[u] = nxt[u];
+    }
+#pragma unroll
+    for (int n = 0; n < NR; n++) {
+        float t = s[n];
+        for (int d = 16; d > 0; d >>= 1) t += __shfl_xor_sync(0xffffffffu, t, d);
+        s[n] = t;
+    }
+    if (lane < NR) {
+        float r = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NR; n++)
+            if (n == lane) r = s[n];
+        if (bias) r += bias[o];
+        float *op = out + (size_t)lane * O + o;
+        *op = acc ? *op + r : r;
+    }
+}
+
+template <int NR>
+static void gemv_launch(lc_cuda *c, dim3 grid, float *out, const float *x, const __nv_bfloat16 *W,
+                        const float *bias, int O, int I, int a) {
+    if (c->pdl) {
+        cudaLaunchConfig_t cfg = {};
+        cudaLaunchAttribute at[1];
+        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.gridDim = grid, cfg.blockDim = dim3(GEMV_WARPS * 32), cfg.dynamicSmemBytes = 0, cfg.stream = 0;
+        cfg.attrs = at, cfg.numAttrs = 1;
+        if (cudaLaunchKernelEx(&cfg, k_gemv_bf16<NR>, out, x, W, bias, O, I, a) == cudaSuccess) return;
+        cudaGetLastError(); // not on this stream or driver: plain launches from now on
+        c->pdl = false;
+    }
+    k_gemv_bf16<NR><<<grid, GEMV_WARPS * 32>>>(out, x, W, bias, O, I, a);
+}
+
+/* Runs the small-N path when it applies; returns whether it did. */
+static bool gemv_bf16(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
+                      bool accumulate) {
+    int O = (int)w->rows, I = (int)w->cols;
+    if (N > GEMV_MAXN || I % 8 || ((uintptr_t)x & 15) || ((uintptr_t)w->data & 15)) return false;
+    dim3 grid((unsigned)((O + GEMV_WARPS - 1) / GEMV_WARPS));
+    const __nv_bfloat16 *W = (const __nv_bfloat16 *)w->data;
+    int a = accumulate ? 1 : 0;
+    switch (N) {
+#define GEMV_CASE(K) case K: gemv_launch<K>(c, grid, out, x, W, bias, O, I, a); break;
+        GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
+#undef GEMV_CASE
+    default: return false;
+    }
+    LC_LAUNCHED(c);
+    return true;
+}
+
 /* Row-major out (N,O) = x (N,I) W^T is column-major out^T (O,N) = W (O,I as I×O, ld I)^T ·
  * x^T (I×N, ld I). */
 static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w, const float *bias,
                       int64_t N, bool accumulate) {
+    LC_PROF(impl(be), "matmul N=%lld", N);
     lc_cuda *c = impl(be);
     int O = (int)w->rows, I = (int)w->cols;
     if (N <= 0 || O <= 0) return;
     float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    if (w->dtype == LC_DT_BF16 && gemv_bf16(c, out, x, w, bias, N, accumulate)) return;
     if (w->dtype == LC_DT_BF16) {
         const __nv_bfloat16 *xb = as_bf16(c, x, (size_t)N * I);
         LC_BK(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, O, (int)N, I, &one, w->data,
@@ -310,6 +525,7 @@ static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w
  * (O×N, ld O). */
 static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt *w, int64_t N,
                          bool accumulate) {
+    LC_PROF(impl(be), "matmul_dx N=%lld", N);
     lc_cuda *c = impl(be);
     int O = (int)w->rows, I = (int)w->cols;
     if (N <= 0 || I <= 0) return;
@@ -325,13 +541,166 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
     }
 }
 
+
+/* Small fp32 products for the adapters (cuBLAS picks one block for a thin output over a
+ * long inner size, ~20 us each). Row-major, cblas_sgemm's meaning:
+ * op(A)(m,k) = ta ? A[k*lda+m] : A[m*lda+k]; op(B)(k,n) = tb ? B[n*ldb+k] : B[k*ldb+n].
+ * beta == 0 never reads C. */
+#define SMALL_M 256 // rows up to which the adapters' products use the kernels below
+#define SK_MAXK 32  // inner size up to which one thread computes one output
+#define SP_MAXN 64  // output columns up to which K is split
+#define SP_KC 128   // inner-size chunk of one split block
+#define SP_MT 32    // output rows of one split block
+
+/* K <= SK_MAXK: grid (ceil(N/256), ceil(M/SK_MT)); thread n keeps column n of op(B) in
+ * registers and computes the outputs (m, n) of its tile of SK_MT rows (op(A) reads are
+ * the same for the whole block). */
+#define SK_MT 8
+__global__ void k_gemm_smallk(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int64_t lda,
+                              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    int n = blockIdx.x * blockDim.x + threadIdx.x, m0 = blockIdx.y * SK_MT;
+    if (n >= N) return;
+    float b[SK_MAXK];
+#pragma unroll
+    for (int k = 0; k < SK_MAXK; k++) b[k] = k < K ? (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]) : 0.0f;
+    int m1 = min(m0 + SK_MT, M);
+    for (int m = m0; m < m1; m++) {
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < SK_MAXK; k++)
+            if (k < K) s += (ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) * b[k];
+        float *c = C + (size_t)m * ldc + n;
+        *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
+    }
+}
+
+/* K <= SK_MAXK, one thread an output (coalesced along n when B is read along n). */
+__global__ void k_gemm_smallk1(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int64_t lda,
+                               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    LC_PDL_TRIGGER();
+    GRID_STRIDE(i, (size_t)M * N) {
+        int m = (int)(i / N), n = (int)(i % N);
+        float s = 0.0f;
+        for (int k = 0; k < K; k++)
+            s += (ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) *
+                 (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+        float *c = C + (size_t)m * ldc + n;
+        *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
+    }
+}
+
+/* grid (K chunks, M tiles): part[chunk][m][n] = sum over the chunk's k of op(A) op(B). */
+template <bool LAST_SUMS>
+__global__ void k_gemm_splitk(bool ta, bool tb, int M, int N, int K, const float *A, int64_t lda,
+                              const float *B, int64_t ldb, float *part, float alpha, float beta, float *C,
+                              int64_t ldc, unsigned *counter) {
+    LC_PDL_TRIGGER();
+    extern __shared__ float sm[];
+    float *As = sm, *Bs = sm + SP_MT * (SP_KC + 1); // As[m][k] (ld KC+1), Bs[k][n] (ld N+1)
+    int k0 = blockIdx.x * SP_KC, m0 = blockIdx.y * SP_MT;
+    int kn = min(SP_KC, K - k0), mn = min(SP_MT, M - m0);
+    // loads walk the contiguous index fastest
+    for (int idx = threadIdx.x; idx < SP_MT * SP_KC; idx += blockDim.x) {
+        int m, k;
+        if (ta) m = idx % SP_MT, k = idx / SP_MT;
+        else k = idx % SP_KC, m = idx / SP_KC;
+        float v = 0.0f;
+        if (m < mn && k < kn)
+            v = ta ? A[(size_t)(k0 + k) * lda + m0 + m] : A[(size_t)(m0 + m) * lda + k0 + k];
+        As[m * (SP_KC + 1) + k] = v;
+    }
+    for (int idx = threadIdx.x; idx < SP_KC * N; idx += blockDim.x) {
+        int k, n;
+        if (tb) k = idx % SP_KC, n = idx / SP_KC;
+        else n = idx % N, k = idx / N;
+        float v = 0.0f;
+        if (k < kn) v = tb ? B[(size_t)n * ldb + k0 + k] : B[(size_t)(k0 + k) * ldb + n];
+        Bs[k * (N + 1) + n] = v;
+    }
+    __syncthreads();
+    float *out = part + (size_t)blockIdx.x * M * N;
+    for (int o = threadIdx.x; o < SP_MT * N; o += blockDim.x) {
+        int m = o / N, n = o % N;
+        if (m >= mn) break;
+        float s = 0.0f;
+        for (int k = 0; k < kn; k++) s += As[m * (SP_KC + 1) + k] * Bs[k * (N + 1) + n];
+        out[(size_t)(m0 + m) * N + n] = s;
+    }
+    if (!LAST_SUMS) return;
+    // one M tile (M <= SP_MT, M*N <= blockDim): the last block to finish adds the chunks
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    int o = threadIdx.x;
+    if (o < M * N) {
+        float t = 0.0f;
+        for (int j = 0; j < (int)gridDim.x; j++) t += __ldcg(part + (size_t)j * M * N + o);
+        float *c = C + (size_t)(o / N) * ldc + o % N;
+        *c = beta == 0.0f ? alpha * t : alpha * t + beta * *c;
+    }
+    if (threadIdx.x == 0) *counter = 0; // ready for the next launch (same stream, in order)
+}
+
+/* C = alpha * (the chunks' sum) + beta C: a warp per output, lanes over the chunks. */
+__global__ void k_gemm_splitk_sum(int M, int N, int chunks, float alpha, const float *part, float beta,
+                                  float *C, int64_t ldc) {
+    int lane = threadIdx.x & 31;
+    size_t warps = ((size_t)gridDim.x * blockDim.x) >> 5;
+    for (size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; i < (size_t)M * N; i += warps) {
+        float s = 0.0f;
+        for (int j = lane; j < chunks; j += 32) s += part[(size_t)j * M * N + i];
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (lane == 0) {
+            float *c = C + (i / N) * ldc + i % N;
+            *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
+        }
+    }
+}
+
 /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, where each row-major
  * buffer read column-major is already its transpose. */
 static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                     int64_t ldc) {
+    LC_PROF(impl(be), "gemm (LoRA) M=%lld", M);
     lc_cuda *c = impl(be);
     if (M <= 0 || N <= 0) return;
+    if (M > SMALL_M) goto blas; // many rows: cuBLAS's tiles win (8 x 512 measured 16% slower)
+    if (K <= SK_MAXK && tb) { // dx += du a^T: a's rows stay in registers
+        dim3 grid((unsigned)((N + 255) / 256), (unsigned)((M + SK_MT - 1) / SK_MT));
+        k_gemm_smallk<<<grid, 256>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
+        LC_LAUNCHED(c);
+        return;
+    }
+    if (K <= SK_MAXK) { // out += s u b: one thread an output
+        k_gemm_smallk1<<<blocks_for((size_t)(M * N)), 256>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb,
+                                                            beta, C, ldc);
+        LC_LAUNCHED(c);
+        return;
+    }
+    if (N <= SP_MAXN && K >= 256) { // a thin output over a long inner size: split K
+        int chunks = (int)((K + SP_KC - 1) / SP_KC);
+        float *part = lc_cuda_rows(c, (size_t)chunks * (size_t)(M * N));
+        dim3 grid((unsigned)chunks, (unsigned)((M + SP_MT - 1) / SP_MT));
+        size_t sm = (size_t)(SP_MT * (SP_KC + 1) + SP_KC * (N + 1)) * sizeof(float);
+        if (M <= SP_MT && M * N <= 256) { // decoding: one launch, the last block sums
+            k_gemm_splitk<true><<<grid, 256, sm>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part, alpha,
+                                                   beta, C, ldc, c->counter);
+            LC_LAUNCHED(c);
+            return;
+        }
+        k_gemm_splitk<false><<<grid, 256, sm>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part, alpha, beta,
+                                                C, ldc, NULL);
+        LC_LAUNCHED(c);
+        k_gemm_splitk_sum<<<blocks_for((size_t)(M * N) * 32), 256>>>((int)M, (int)N, chunks, alpha, part, beta, C, ldc);
+        LC_LAUNCHED(c);
+        return;
+    }
+blas:
     LC_BK(c, cublasSgemm(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
                          (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
 }
@@ -378,12 +747,14 @@ __global__ void k_embedding(float *out, const int32_t *tokens, const void *table
 }
 
 static void cu_embedding(lc_backend *be, float *out, const int32_t *tokens, const lc_wt *table, int64_t N) {
+    LC_PROF(impl(be), "embedding", 0);
     if (N <= 0) return;
     k_embedding<<<(unsigned)N, 256>>>(out, tokens, table->data, table->dtype == LC_DT_BF16, table->cols);
     LC_LAUNCHED(impl(be));
 }
 
 __global__ void k_rmsnorm(float *out, float *rstd, const float *x, const float *w, int64_t C, float eps) {
+    LC_PDL_TRIGGER();
     __shared__ float sh[32];
     const float *xr = x + (size_t)blockIdx.x * C;
     float *o = out + (size_t)blockIdx.x * C;
@@ -397,8 +768,10 @@ __global__ void k_rmsnorm(float *out, float *rstd, const float *x, const float *
 
 static void cu_rmsnorm(lc_backend *be, float *out, float *rstd, const float *x, const float *w,
                        int64_t N, int64_t C, float eps) {
+    LC_PROF(impl(be), "rmsnorm N=%lld", N);
     if (N <= 0) return;
-    k_rmsnorm<<<(unsigned)N, 256>>>(out, rstd, x, w, C, eps);
+    // few rows: more threads a row, so each thread has fewer dependent loads
+    k_rmsnorm<<<(unsigned)N, N < 512 ? 1024 : 256>>>(out, rstd, x, w, C, eps);
     LC_LAUNCHED(impl(be));
 }
 
@@ -416,13 +789,16 @@ __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, cons
 
 static void cu_rmsnorm_bwd(lc_backend *be, float *dx, const float *dout, const float *x,
                            const float *w, const float *rstd, int64_t N, int64_t C) {
+    LC_PROF(impl(be), "rmsnorm_bwd", 0);
     if (N <= 0) return;
-    k_rmsnorm_bwd<<<(unsigned)N, 256>>>(dx, dout, x, w, rstd, C);
+    // few rows: more threads a row, so each thread has fewer dependent loads
+    k_rmsnorm_bwd<<<(unsigned)N, N < 512 ? 1024 : 256>>>(dx, dout, x, w, rstd, C);
     LC_LAUNCHED(impl(be));
 }
 
 __global__ void k_rope(float *x, const float *cs, const float *sn, int64_t T, int64_t H, int64_t D,
                        int64_t pos0, float dir, size_t n) {
+    LC_PDL_TRIGGER();
     int64_t h2 = D / 2;
     GRID_STRIDE(idx, n) {
         int64_t i = (int64_t)(idx % h2);
@@ -446,15 +822,18 @@ static void rope_run(lc_backend *be, float *x, const float *cs, const float *sn,
 
 static void cu_rope(lc_backend *be, float *x, const float *cos, const float *sin, int64_t B, int64_t T,
                     int64_t H, int64_t D, int64_t pos0) {
+    LC_PROF(impl(be), "rope N=%lld", B * T);
     rope_run(be, x, cos, sin, B, T, H, D, pos0, 1.0f);
 }
 
 static void cu_rope_bwd(lc_backend *be, float *dx, const float *cos, const float *sin, int64_t B,
                         int64_t T, int64_t H, int64_t D, int64_t pos0) {
+    LC_PROF(impl(be), "rope_bwd", 0);
     rope_run(be, dx, cos, sin, B, T, H, D, pos0, -1.0f);
 }
 
 __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t n) {
+    LC_PDL_TRIGGER();
     GRID_STRIDE(i, n) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
@@ -471,6 +850,7 @@ __global__ void k_swiglu_bwd(float *dgate, float *dup, const float *dout, const 
 }
 
 static void cu_swiglu(lc_backend *be, float *out, const float *gate, const float *up, size_t n) {
+    LC_PROF(impl(be), "swiglu n=%lld", n);
     if (!n) return;
     k_swiglu<<<blocks_for(n), 256>>>(out, gate, up, n);
     LC_LAUNCHED(impl(be));
@@ -478,6 +858,7 @@ static void cu_swiglu(lc_backend *be, float *out, const float *gate, const float
 
 static void cu_swiglu_bwd(lc_backend *be, float *dgate, float *dup, const float *dout,
                           const float *gate, const float *up, size_t n) {
+    LC_PROF(impl(be), "swiglu_bwd", 0);
     if (!n) return;
     k_swiglu_bwd<<<blocks_for(n), 256>>>(dgate, dup, dout, gate, up, n);
     LC_LAUNCHED(impl(be));
@@ -514,6 +895,7 @@ __global__ void k_cross_entropy(float *logits, const int32_t *targets, int64_t V
 
 static double cu_cross_entropy(lc_backend *be, float *logits, const int32_t *targets, int64_t N,
                                int64_t V, float grad_scale) {
+    LC_PROF(impl(be), "cross_entropy", 0);
     lc_cuda *c = impl(be);
     if (N <= 0) return 0.0;
     float *loss = lc_cuda_rows(c, (size_t)N);
@@ -567,6 +949,14 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
         free(c);
         return NULL;
     }
+    prof_start(c);
+    const char *pd = getenv("LORAC_CUDA_PDL");
+    c->pdl = prop.major >= 9 && !(pd && !strcmp(pd, "0"));
+    // the split-K product's tile can pass 48 KB (SP_MAXN columns)
+    LC_CK(c, cudaFuncSetAttribute(k_gemm_splitk<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
+    LC_CK(c, cudaFuncSetAttribute(k_gemm_splitk<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
+    LC_CK(c, cudaMalloc(&c->counter, sizeof(unsigned)));
+    LC_CK(c, cudaMemset(c->counter, 0, sizeof(unsigned)));
     lc_backend *be = (lc_backend *)xcalloc(1, sizeof *be);
     be->name = "cuda";
     be->device_name = c->name;

@@ -31,7 +31,28 @@ typedef struct {
     size_t rows_cap;         // floats
     float *host_rows;        // pinned host copy of rows' losses
     size_t host_rows_cap;
+    bool pdl;                // launch the small-N product programmatically (sm_90+, LORAC_CUDA_PDL != 0)
+    unsigned *counter;       // device word for single-launch reductions (zero between launches)
+    struct lc_cuda_prof *prof; // LORAC_CUDA_PROFILE=1: per-op event timings (else NULL)
 } lc_cuda;
+
+/* Per-op profile (LORAC_CUDA_PROFILE=1): each op records an event pair on the stream;
+ * the pairs are read at ->sync and summed per key (op name and row count), and the
+ * table is printed on stderr when the backend is freed. Keys are made with printf
+ * formats; a key index is returned for lc_cuda_prof_end. */
+int lc_cuda_prof_begin(lc_cuda *c, const char *fmt, long long n);
+void lc_cuda_prof_end(lc_cuda *c, int slot);
+
+/* Times the rest of the enclosing scope as one op when profiling is on. */
+struct lc_prof_scope {
+    lc_cuda *c;
+    int slot;
+    lc_prof_scope(lc_cuda *c_, const char *fmt, long long n) : c(c_), slot(c_->prof ? lc_cuda_prof_begin(c_, fmt, n) : -1) {}
+    ~lc_prof_scope() {
+        if (slot >= 0) lc_cuda_prof_end(c, slot);
+    }
+};
+#define LC_PROF(c, fmt, n) lc_prof_scope prof_scope_((c), (fmt), (long long)(n))
 
 /* Records the first error (file:line, what, why) unless one is already kept. */
 void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, const char *why);
@@ -41,6 +62,18 @@ void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, con
         cudaError_t e_ = (call);                                                              \
         if (e_ != cudaSuccess) lc_cuda_error((c), __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
     } while (0)
+
+/* Programmatic dependent launch (Hopper): a kernel that starts with LC_PDL_TRIGGER lets a
+ * successor launched with the programmatic attribute (the small-N product) start its
+ * blocks early; that successor waits (LC_PDL_WAIT) for this grid's completion before it
+ * reads or writes anything an earlier op touches. No-ops below sm_90. */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define LC_PDL_TRIGGER() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
+#define LC_PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#else
+#define LC_PDL_TRIGGER() ((void)0)
+#define LC_PDL_WAIT() ((void)0)
+#endif
 
 /* Checks the launch just made. */
 #define LC_LAUNCHED(c) LC_CK(c, cudaGetLastError())

@@ -1,0 +1,171 @@
+/*
+ * cuda_micro.cu — microbenchmarks of the CUDA backend's pieces on the card, for
+ * bench/results/cuda_notes.md: the host cost of a kernel launch, device-to-device copy
+ * bandwidth, and the per-call time of the backend's products at the 7B model's shapes
+ * (matmul with 1 and 136 rows, the adapters' fp32 products), by events over many calls.
+ * Built by hand on the development machine (see cuda_notes.md) against build/liblorac.a;
+ * prints one table. A benchmark program: prints and exits on errors.
+ */
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+extern "C" {
+#include "backend/backend.h"
+#include "core/error.h"
+}
+
+__global__ void k_empty(int *p) {
+    if (p && threadIdx.x == 1234567) *p = 1;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+#define CK(x)                                                                            \
+    do {                                                                                 \
+        cudaError_t e_ = (x);                                                            \
+        if (e_ != cudaSuccess) {                                                         \
+            fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_));                   \
+            exit(1);                                                                     \
+        }                                                                                \
+    } while (0)
+
+__global__ void k_fill(__nv_bfloat16 *w, size_t n, unsigned seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        unsigned h = (unsigned)(i * 2654435761u) ^ seed;
+        h ^= h >> 13, h *= 0x5bd1e995u, h ^= h >> 15;
+        w[i] = __float2bfloat16(((h & 0xffff) / 65536.0f - 0.5f) * 0.04f);
+    }
+}
+
+static lc_backend *be;
+
+/* Per-call ms of fn over reps calls, by events. */
+template <class F> static double timed(int reps, F fn) {
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int i = 0; i < 5; i++) fn(i);
+    CK(cudaEventRecord(a, 0));
+    for (int i = 0; i < reps; i++) fn(i);
+    CK(cudaEventRecord(b, 0));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    if (be->sync(be)) {
+        fprintf(stderr, "error: %s\n", lc_errmsg());
+        exit(1);
+    }
+    return ms / reps;
+}
+
+int main(void) {
+    be = lc_backend_cuda_new(0);
+    if (!be) {
+        fprintf(stderr, "error: %s\n", lc_errmsg());
+        return 1;
+    }
+    printf("card: %s\n", be->device_name);
+    // launches: host time per launch (queue), and per launch with the device draining
+    int n = 20000;
+    k_empty<<<1, 32>>>(NULL);
+    CK(cudaDeviceSynchronize());
+    double t0 = now();
+    for (int i = 0; i < n; i++) k_empty<<<1, 32>>>(NULL);
+    double th = now() - t0;
+    CK(cudaDeviceSynchronize());
+    double tall = now() - t0;
+    printf("| empty kernel launch | host %.2f us/launch | with drain %.2f us/launch |\n", 1e6 * th / n, 1e6 * tall / n);
+    // copy bandwidth
+    size_t bytes = (size_t)2 << 30;
+    void *s, *d;
+    CK(cudaMalloc(&s, bytes));
+    CK(cudaMalloc(&d, bytes));
+    CK(cudaMemset(s, 1, bytes));
+    double ms = timed(10, [&](int) { CK(cudaMemcpyAsync(d, s, bytes, cudaMemcpyDeviceToDevice, 0)); });
+    printf("| D2D copy 2 GiB | %.3f ms | %.0f GB/s (read+write) |\n", ms, 2.0 * bytes / ms / 1e6);
+    CK(cudaFree(s));
+    CK(cudaFree(d));
+    // products at the 7B shapes; 4 copies of each weight rotate so L2 never holds one
+    struct { int O, I; const char *name; } sh[] = {{4096, 4096, "q/o 4096x4096"}, {1024, 4096, "k/v 1024x4096"},
+                                                     {14336, 4096, "gate/up 14336x4096"}, {4096, 14336, "down 4096x14336"},
+                                                     {32768, 4096, "lm_head 32768x4096"}};
+    int Ns[] = {1, 136};
+    float *x = (float *)be->alloc(be, (size_t)136 * 14336 * 4), *y = (float *)be->alloc(be, (size_t)136 * 32768 * 4);
+    for (auto &q : sh) {
+        lc_wt w[4];
+        for (int k = 0; k < 4; k++) {
+            size_t ne = (size_t)q.O * q.I;
+            __nv_bfloat16 *p;
+            CK(cudaMalloc(&p, ne * 2));
+            k_fill<<<1024, 256>>>(p, ne, 17u + k);
+            w[k].data = p, w[k].dtype = LC_DT_BF16, w[k].rows = q.O, w[k].cols = q.I;
+        }
+        for (int N : Ns) {
+            double t = timed(100, [&](int i) { be->matmul(be, y, x, &w[i & 3], NULL, N, false); });
+            double gbs = (double)q.O * q.I * 2 / t / 1e6;
+            printf("| matmul N=%d %s | %.2f us | %.0f GB/s of weight |\n", N, q.name, 1e3 * t, gbs);
+        }
+        double t = timed(100, [&](int i) { be->matmul_dx(be, x, y, &w[i & 3], 136, false); });
+        printf("| matmul_dx N=136 %s | %.2f us | %.0f GB/s of weight |\n", q.name, 1e3 * t, (double)q.O * q.I * 2 / t / 1e6);
+        for (int k = 0; k < 4; k++) CK(cudaFree((void *)w[k].data));
+    }
+    // the adapters' products (rank 16): u = x a; out += s u b; gb = s u^T dy; du = s dy b^T;
+    // ga = x^T du; dx += du a^T
+    int r = 16;
+    float *A = (float *)be->alloc(be, (size_t)14336 * r * 4), *Bm = (float *)be->alloc(be, (size_t)r * 14336 * 4);
+    float *u = (float *)be->alloc(be, (size_t)136 * r * 4), *g = (float *)be->alloc(be, (size_t)14336 * r * 4);
+    int ins[] = {4096, 14336};
+    for (int M : {1, 136})
+        for (int in : ins) {
+            double t1 = timed(200, [&](int) { be->gemm(be, false, false, M, r, in, 1.0f, x, in, A, r, 0.0f, u, r); });
+            double t2 = timed(200, [&](int) { be->gemm(be, false, false, M, in, r, 2.0f, u, r, Bm, in, 1.0f, y, in); });
+            printf("| LoRA M=%d in/out=%d | u=xa %.2f us | out+=s u b %.2f us |", M, in, 1e3 * t1, 1e3 * t2);
+            if (M == 136) {
+                double t3 = timed(200, [&](int) { be->gemm(be, true, false, r, in, M, 2.0f, u, r, y, in, 0.0f, g, in); });
+                double t4 = timed(200, [&](int) { be->gemm(be, false, true, M, r, in, 2.0f, y, in, Bm, in, 0.0f, u, r); });
+                double t5 = timed(200, [&](int) { be->gemm(be, true, false, in, r, M, 1.0f, x, in, u, r, 0.0f, g, r); });
+                double t6 = timed(200, [&](int) { be->gemm(be, false, true, M, in, r, 1.0f, u, r, A, r, 1.0f, x, in); });
+                printf(" gb %.2f | du %.2f | ga %.2f | dx+= %.2f us |", 1e3 * t3, 1e3 * t4, 1e3 * t5, 1e3 * t6);
+            }
+            printf("\n");
+        }
+    // the adapters' gradients live in shared (managed) memory: ga = x^T du (in 14336) and
+    // gb = s u^T dy (out 14336) into device memory and into managed memory
+    {
+        int in = 14336, M = 136;
+        float *gd = (float *)be->alloc(be, (size_t)in * r * 4);
+        float *ga0 = (float *)be->alloc_shared(be, (size_t)in * r * 4);
+        float *outs[] = {gd, ga0};
+        const char *nm[] = {"device", "managed"};
+        for (int i = 0; i < 2; i++) {
+            float *o = outs[i];
+            double ta = timed(200, [&](int) { be->gemm(be, true, false, in, r, M, 1.0f, x, in, u, r, 0.0f, o, r); });
+            double tg = timed(200, [&](int) { be->gemm(be, true, false, r, in, M, 2.0f, u, r, y, in, 0.0f, o, in); });
+            printf("| grads in %s | ga %.2f us | gb %.2f us |\n", nm[i], 1e3 * ta, 1e3 * tg);
+        }
+        be->release(be, gd), be->release(be, ga0);
+    }
+    // attention at the recipe's and the 8x512 row's shapes (Mistral: H 32, KV 8, D 128)
+    for (int T : {68, 512}) {
+        int Bt = T == 68 ? 2 : 8, H = 32, KV = 8, D = 128;
+        size_t nq = (size_t)Bt * T * H * D, nk = (size_t)Bt * T * KV * D;
+        float *q = (float *)be->alloc(be, nq * 4), *k = (float *)be->alloc(be, nk * 4), *v = (float *)be->alloc(be, nk * 4);
+        float *o = (float *)be->alloc(be, nq * 4), *lse = (float *)be->alloc(be, (size_t)Bt * H * T * 4);
+        float *dq = (float *)be->alloc(be, nq * 4), *dk = (float *)be->alloc(be, nk * 4), *dv = (float *)be->alloc(be, nk * 4);
+        k_fill<<<1024, 256>>>((__nv_bfloat16 *)q, nq, 1); // any bits that are finite floats' halves
+        double tf = timed(20, [&](int) { be->attention(be, o, lse, q, k, v, Bt, T, T, H, KV, D, 0); });
+        double tb = timed(20, [&](int) { be->attention_bwd(be, dq, dk, dv, o, q, k, v, o, lse, Bt, T, H, KV, D); });
+        printf("| attention B%d T%d | fwd %.1f us | bwd %.1f us |\n", Bt, T, 1e3 * tf, 1e3 * tb);
+        void *all[] = {q, k, v, o, lse, dq, dk, dv};
+        for (void *p : all) be->release(be, p);
+    }
+    be->free(be);
+    return 0;
+}
