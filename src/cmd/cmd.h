@@ -35,6 +35,9 @@ int lc_cmd_parse_float(const char *s, const char *name, float *out);
 /* Parses a size: "5GB" (10^9), "2GiB" (2^30), "500MB", "4096" bytes. Returns 0, or -1
  * (nothing printed) when it is not one. */
 int lc_cmd_parse_size(const char *s, size_t *out);
+/* A --dtype value: bf16/bfloat16, f16/float16, f32/float32 into *out. Returns 0, or 2 after
+ * printing a usage error for command cmd. */
+int lc_cmd_parse_dtype(const char *s, const char *cmd, lc_dtype *out);
 /* Appends all of a stream to b. */
 void lc_cmd_slurp(FILE *f, lc_buf *b);
 /* Loads a model folder onto `device` (lc_backend_new's names; NULL: "auto"), its

@@ -157,6 +157,14 @@ int lc_cmd_sample_opt(int c, const char *arg, lc_sample_config *sc) {
     }
 }
 
+int lc_cmd_parse_dtype(const char *s, const char *cmd, lc_dtype *out) {
+    if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16")) *out = LC_DT_BF16;
+    else if (!strcmp(s, "f16") || !strcmp(s, "float16")) *out = LC_DT_F16;
+    else if (!strcmp(s, "f32") || !strcmp(s, "float32")) *out = LC_DT_F32;
+    else return lc_cmd_usage_error(cmd, "--dtype must be bf16, f16 or f32, not '%s'", s);
+    return 0;
+}
+
 int lc_cmd_parse_size(const char *s, size_t *out) {
     char *end;
     double v = strtod(s, &end);

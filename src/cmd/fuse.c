@@ -74,10 +74,7 @@ int cmd_fuse(int argc, char **argv) {
     if (!*save) return lc_cmd_usage_error("fuse", "--save-path must not be empty");
     if (dtype) {
         fo.keep_dtype = false;
-        if (!strcmp(dtype, "bf16") || !strcmp(dtype, "bfloat16")) fo.dtype = LC_DT_BF16;
-        else if (!strcmp(dtype, "f16") || !strcmp(dtype, "float16")) fo.dtype = LC_DT_F16;
-        else if (!strcmp(dtype, "f32") || !strcmp(dtype, "float32")) fo.dtype = LC_DT_F32;
-        else return lc_cmd_usage_error("fuse", "--dtype must be bf16, f16 or f32, not '%s'", dtype);
+        if (lc_cmd_parse_dtype(dtype, "fuse", &fo.dtype) != 0) return 2;
     }
     fo.progress = !quiet;
     char *dir = NULL;

@@ -249,12 +249,7 @@ int cmd_init(int argc, char **argv) {
     if (!tok) return lc_cmd_usage_error("init", "--tokenizer is required");
     if (!out) return lc_cmd_usage_error("init", "--out is required");
     lc_dtype dt = LC_DT_BF16;
-    if (dtype) {
-        if (!strcmp(dtype, "bf16") || !strcmp(dtype, "bfloat16")) dt = LC_DT_BF16;
-        else if (!strcmp(dtype, "f16") || !strcmp(dtype, "float16")) dt = LC_DT_F16;
-        else if (!strcmp(dtype, "f32") || !strcmp(dtype, "float32")) dt = LC_DT_F32;
-        else return lc_cmd_usage_error("init", "--dtype must be bf16, f16 or f32, not '%s'", dtype);
-    }
+    if (dtype && lc_cmd_parse_dtype(dtype, "init", &dt) != 0) return 2;
     if (!lc_is_file(tok))
         return lc_cmd_usage_error("init", "--tokenizer '%s' is not a readable file", tok);
     lc_model_config c;
