@@ -21,15 +21,22 @@ static void usage(FILE *f) {
             "Merges LoRA adapters into the base weights (W' = W + scale * (A B)^T, in fp32, cast\n"
             "once) and writes a Hugging Face model folder that transformers loads as it loads\n"
             "the base: config.json, generation_config.json, the tokenizer files, safetensors\n"
-            "weights (sharded, with model.safetensors.index.json, when larger than a shard).\n\n"
+            "weights (sharded, with model.safetensors.index.json, when larger than a shard).\n"
+            "A quantized base (lorac quantize, MLX q4/q8, bitsandbytes NF4) is dequantized and\n"
+            "the result written as a plain model (bf16, no quantization keys in config.json).\n\n"
             "  --model DIR            the base model folder or Hub repo id\n"
             "  --adapter-path PATH    adapter folder (mlx-lm or PEFT layout) or an mlx-lm\n"
             "                         .safetensors file (default adapters)\n"
             "  --save-path DIR        the folder to write (default fused_model); it must not\n"
             "                         exist or be empty, unless --force\n"
-            "  --dtype T              bf16, f16 or f32 (default: each tensor's stored dtype)\n"
+            "  --dtype T              bf16, f16 or f32 (default: each tensor's stored dtype;\n"
+            "                         bf16 for a quantized base)\n"
             "  --max-shard-size SIZE  largest weight file, e.g. 5GB, 500MB, 2GiB (default 5GB)\n"
             "  --force                replace an existing model folder at --save-path\n"
+            "  --quantize nf4|q4|q8   quantize a float base at load time first, as training with\n"
+            "                         --quantize did, then dequantize (a quantized base folder\n"
+            "                         needs no flag: it is always dequantized)\n"
+            "  --quantize-embeddings  with --quantize: embed_tokens and lm_head too\n"
             "  -q, --quiet            no plan line, no progress bar\n"
             "  -h, --help             this help\n");
 }
@@ -42,7 +49,8 @@ int cmd_fuse(int argc, char **argv) {
         {"save-path", required_argument, NULL, 'o'},  {"dtype", required_argument, NULL, 'd'},
         {"max-shard-size", required_argument, NULL, 'S'}, {"force", no_argument, NULL, 'f'},
         {"quiet", no_argument, NULL, 'q'},            {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+        LC_QUANT_OPTIONS,                             {NULL, 0, NULL, 0}};
+    lc_load_options lo = {0};
     const char *model = NULL, *adapters = "adapters", *save = "fused_model", *dtype = NULL;
     lc_fuse_options fo = {.keep_dtype = true, .dtype = LC_DT_BF16,
                           .max_shard_bytes = 5000000000ULL, .progress = true};
@@ -65,6 +73,10 @@ int cmd_fuse(int argc, char **argv) {
                                           optarg);
             break;
         case 'h': usage(stdout); return 0;
+        case 0x151:
+        case 0x152:
+            if (lc_cmd_quant_opt(o, optarg, "fuse", &lo) == 2) return 2;
+            break;
         case ':': return lc_cmd_usage_error("fuse", "option '%s' needs a value", argv[optind - 1]);
         default: return lc_cmd_usage_error("fuse", "unknown option '%s'", argv[optind - 1]);
         }
@@ -74,8 +86,19 @@ int cmd_fuse(int argc, char **argv) {
     if (!*save) return lc_cmd_usage_error("fuse", "--save-path must not be empty");
     if (dtype) {
         fo.keep_dtype = false;
+        if (!strcmp(dtype, "nf4") || !strcmp(dtype, "q4") || !strcmp(dtype, "q8"))
+            return lc_cmd_usage_error("fuse", "--dtype %s: lorac fuse writes bf16, f16 or f32 only; "
+                                              "merging adapters into 4-bit (or 8-bit) weights "
+                                              "rounds most of their change away and degrades "
+                                              "quality: fuse to bf16, then run `lorac quantize` on "
+                                              "the fused model if you need it smaller",
+                                      dtype);
         if (lc_cmd_parse_dtype(dtype, "fuse", &fo.dtype) != 0) return 2;
     }
+    if (lo.quantize_embeddings && lo.quantize.fmt == LC_QUANT_NONE)
+        return lc_cmd_usage_error("fuse", "--quantize-embeddings needs --quantize");
+    fo.quantize = lo.quantize;
+    fo.quantize_embeddings = lo.quantize_embeddings;
     fo.progress = !quiet;
     char *dir = NULL;
     if (lc_hub_resolve_model(model, &dir) != 0) return lc_cmd_fail();
@@ -94,6 +117,13 @@ int cmd_fuse(int argc, char **argv) {
         return lc_cmd_fail();
     }
     const lc_fuse_plan *p = lc_fuser_plan(f);
+    if (!quiet && p->base_quant.fmt != LC_QUANT_NONE) {
+        char qn[64];
+        printf("Dequantizing the %s base (%.1f MiB held) into %s: a plain model, without the "
+               "quantization config or its scales\n",
+               lc_quant_name(&p->base_quant, qn, sizeof qn), mib(p->held_bytes),
+               lc_dtype_name(p->config_dtype));
+    }
     if (!quiet) {
         printf("Memory plan: base weights %.1f MiB (mapped, read once), adapters %.1f MiB (fp32), "
                "working buffers %.1f MiB (fp32: one tensor at a time)\n",

@@ -26,6 +26,9 @@ static void usage(FILE *f) {
             "  --adapter-path PATH       LoRA adapters loaded at start (mlx-lm or PEFT folder)\n"
             "  --device DEV              cpu, cuda or cuda:N (default: cuda when built in and a\n"
             "                            GPU answers, else cpu)\n"
+            "  --quantize nf4|q4|q8      quantize the base weights at load time (default: as\n"
+            "                            stored); models for per-request adapters load the same way\n"
+            "  --quantize-embeddings     quantize embed_tokens and lm_head too\n"
             "  --host ADDR               address to listen on (default 127.0.0.1)\n"
             "  --port N                  port (default 8080; 0: any free port, printed)\n"
             "  --api-key KEY             require 'Authorization: Bearer KEY' (default: $LORAC_API_KEY)\n"
@@ -59,7 +62,9 @@ int cmd_serve(int argc, char **argv) {
         {"timeout", required_argument, 0, 'T'},        {"queue", required_argument, 0, 'q'},
         {"max-connections", required_argument, 0, 'C'}, {"adapter-cache", required_argument, 0, 'A'},
         {"chat-template", required_argument, 0, 'c'},  {"model-id", required_argument, 0, 'i'},
-        {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0}};
+        {"help", no_argument, 0, 'h'},                 LC_QUANT_OPTIONS,
+        {0, 0, 0, 0}};
+    lc_load_options lo = {0};
     lc_serve_config sc;
     lc_serve_defaults(&sc);
     const char *model = NULL, *chat = NULL;
@@ -113,17 +118,26 @@ int cmd_serve(int argc, char **argv) {
         case 'V': sc.device = optarg; break;
         case 'i': sc.model_id = optarg; break;
         case 'h': usage(stdout); return 0;
+        case 0x151:
+        case 0x152:
+            if (lc_cmd_quant_opt(c, optarg, "serve", &lo) == 2) return 2;
+            break;
         default: return lc_cmd_usage_error("serve", "invalid option");
         }
     }
     if (optind < argc) return lc_cmd_usage_error("serve", "unexpected argument '%s'", argv[optind]);
     if (!model) return lc_cmd_usage_error("serve", "give --model DIR");
     if (!sc.model_id) sc.model_id = model;
+    if (lo.quantize_embeddings && lo.quantize.fmt == LC_QUANT_NONE)
+        return lc_cmd_usage_error("serve", "--quantize-embeddings needs --quantize");
+    lo.device = sc.device;
+    sc.quantize = lo.quantize;
+    sc.quantize_embeddings = lo.quantize_embeddings;
 
     char *dir = NULL;
     lc_model *m = NULL;
     lc_tokenizer *t = NULL;
-    if (lc_hub_resolve_model(model, &dir) != 0 || lc_cmd_load_model(dir, sc.adapter_path, sc.device, &m, &t) != 0) {
+    if (lc_hub_resolve_model(model, &dir) != 0 || lc_cmd_load_model_opts(dir, sc.adapter_path, &lo, &m, &t) != 0) {
         free(dir);
         return lc_cmd_fail();
     }

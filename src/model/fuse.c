@@ -24,6 +24,8 @@
 #include "core/log.h"
 #include "core/mem.h"
 #include "core/vec.h"
+#include "backend/quant.h"
+#include "model/model.h"
 
 /* The files of a tokenizer that transformers and the other tools look for beside a
  * model; the ones present are copied. */
@@ -47,6 +49,9 @@ struct lc_fuser {
     size_t n_spec;
     int *adapter_of;     // (n_spec): index into ad.t, or -1
     size_t chunk;        // elements per conversion piece (at most CHUNK)
+    lc_model *model;     // a quantized base, loaded (NULL: a float base, read from st)
+    const lc_wt **wt;    // (n_spec) with model: the loader's view of each 2-D weight, or NULL
+    size_t big_bytes;    // the largest float tensor with an adapter, in fp32
     lc_fuse_plan plan;
 };
 
@@ -91,56 +96,97 @@ static size_t skip_value(const char *s, size_t i, size_t n) {
     return i;
 }
 
-int lc_config_text_set_dtype(const char *text, size_t len, lc_dtype dt, const char *what,
-                             char **out) {
+/* One change to the config text: bytes [at, end) become `with`. */
+typedef struct {
+    size_t at, end;
+    const char *with;
+} text_edit;
+
+/* The config text with its dtype keys set to dt and, when drop_quant, its quantization
+ * members removed (with the comma that joined each to its neighbours). */
+static int config_text_edit(const char *text, size_t len, lc_dtype dt, bool drop_quant,
+                            const char *what, char **out) {
     *out = NULL;
     cJSON *j;
     if (lc_json_parse(text, len, what, &j) != 0) return -1;
     bool obj = cJSON_IsObject(j);
     cJSON_Delete(j);
     if (!obj) return lc_fail("%s: expected a JSON object", what);
-    /* Walk the top-level members and note the value spans of the dtype keys. */
-    size_t spans[4][2], ns = 0, members = 0;
+    char value[32];
+    snprintf(value, sizeof value, "\"%s\"", torch_dtype_name(dt));
+    /* Walk the top-level members, noting the dtype values and the members to drop. */
+    text_edit ed[16];
+    size_t ne = 0, kept = 0, dtypes = 0;
     size_t i = skip_ws(text, 0, len) + 1; // past '{'
-    size_t open = i;
+    size_t open = i, prev_end = 0;        // prev_end: just past the last kept value
+    bool cut_pending = false;             // a dropped member waits for the next one's start
+    size_t cut_at = 0;
     for (;;) {
         i = skip_ws(text, i, len);
         if (i >= len || text[i] == '}') break;
         size_t k0 = i;
+        if (cut_pending) { // the dropped member (and its comma) run up to this key
+            if (ne < 16) ed[ne++] = (text_edit){cut_at, k0, ""};
+            cut_pending = false;
+        }
         i = skip_string(text, i, len);
         size_t klen = i - k0;
         i = skip_ws(text, i, len) + 1; // past ':'
         i = skip_ws(text, i, len);
         size_t v0 = i;
         i = skip_value(text, i, len);
-        members++;
-        if (ns < 4 && ((klen == 13 && !memcmp(text + k0, "\"torch_dtype\"", 13)) ||
-                       (klen == 7 && !memcmp(text + k0, "\"dtype\"", 7)))) {
-            spans[ns][0] = v0;
-            spans[ns][1] = i;
-            ns++;
+        size_t v1 = i;
+        bool quant = (klen == 14 && !memcmp(text + k0, "\"quantization\"", 14)) ||
+                     (klen == 21 && !memcmp(text + k0, "\"quantization_config\"", 21));
+        if (drop_quant && quant) {
+            cut_at = k0;
+            cut_pending = true;
+        } else {
+            if ((klen == 13 && !memcmp(text + k0, "\"torch_dtype\"", 13)) ||
+                (klen == 7 && !memcmp(text + k0, "\"dtype\"", 7))) {
+                if (ne < 16) ed[ne++] = (text_edit){v0, v1, value};
+                dtypes++;
+            }
+            kept++;
+            prev_end = v1;
         }
         i = skip_ws(text, i, len);
         if (i < len && text[i] == ',') i++;
     }
-    char value[32];
-    snprintf(value, sizeof value, "\"%s\"", torch_dtype_name(dt));
-    lc_buf b = {0};
-    if (ns == 0) {
-        lc_buf_append(&b, text, open);
-        lc_buf_printf(&b, "\n  \"torch_dtype\": %s%s", value, members ? "," : "\n");
-        lc_buf_append(&b, text + open, len - open);
-    } else {
-        size_t at = 0;
-        for (size_t k = 0; k < ns; k++) {
-            lc_buf_append(&b, text + at, spans[k][0] - at);
-            lc_buf_puts(&b, value);
-            at = spans[k][1];
-        }
-        lc_buf_append(&b, text + at, len - at);
+    if (cut_pending) { // the last member was dropped: take the comma before it instead
+        size_t from = kept ? prev_end : cut_at, to = i;
+        while (to > from && (text[to - 1] == ' ' || text[to - 1] == '\n' || text[to - 1] == '\t' ||
+                             text[to - 1] == '\r'))
+            to--;
+        while (ne > 0 && ed[ne - 1].at >= from) ne--; // dropped members just before it
+        ed[ne++] = (text_edit){from, to, ""};
     }
+    if (ne == 16) return lc_fail("%s: too many dtype or quantization keys", what);
+    lc_buf b = {0};
+    size_t at = 0;
+    if (dtypes == 0) {
+        lc_buf_append(&b, text, open);
+        lc_buf_printf(&b, "\n  \"torch_dtype\": %s%s", value, kept ? "," : "\n");
+        at = open;
+    }
+    for (size_t k = 0; k < ne; k++) { // the edits are in text order and never overlap
+        lc_buf_append(&b, text + at, ed[k].at - at);
+        lc_buf_puts(&b, ed[k].with);
+        at = ed[k].end;
+    }
+    lc_buf_append(&b, text + at, len - at);
     *out = b.data;
     return 0;
+}
+
+int lc_config_text_set_dtype(const char *text, size_t len, lc_dtype dt, const char *what,
+                             char **out) {
+    return config_text_edit(text, len, dt, false, what, out);
+}
+
+int lc_config_text_dequantized(const char *text, size_t len, lc_dtype dt, const char *what,
+                               char **out) {
+    return config_text_edit(text, len, dt, true, what, out);
 }
 
 /* ---------------------------------------------------------- planning */
@@ -154,6 +200,8 @@ void lc_fuser_free(lc_fuser *f) {
     lc_adapters_free(&f->ad);
     free(f->spec);
     free(f->adapter_of);
+    free(f->wt);
+    lc_model_free(f->model);
     free(f);
 }
 
@@ -199,18 +247,41 @@ int lc_fuser_open(lc_fuser **out, const char *model_dir, const lc_adapter_set *s
     cJSON *cj = NULL;
     int rc = lc_read_file(cpath, (size_t)16 << 20, &text, &len);
     if (rc == 0) rc = lc_json_parse(text, len, cpath, &cj);
-    if (rc == 0 && cJSON_GetObjectItemCaseSensitive(cj, "quantization_config"))
-        rc = lc_fail("%s: the model is quantized (quantization_config); lorac fuse merges into "
-                     "F32, F16 or BF16 weights: fuse into the unquantized base model",
-                     cpath);
     cJSON_Delete(cj);
     if (rc == 0) rc = lc_config_load(&f->cfg, model_dir);
     if (rc == 0) rc = lc_st_open(&f->st, model_dir);
     if (rc == 0) rc = lc_config_check_weights(&f->cfg, &f->st, model_dir);
     if (rc == 0) rc = lc_adapters_check(&f->ad, &f->cfg, what);
     if (rc != 0) goto fail;
+    f->plan.base_quant = f->cfg.quant;
+    if (f->cfg.quant.fmt != LC_QUANT_NONE || o->quantize.fmt != LC_QUANT_NONE) {
+        /* a quantized base: the loader reads every format (and quantizes at load when
+         * asked); its weights are dequantized a panel at a time when written */
+        lc_load_options lo = {.quantize = o->quantize,
+                              .quantize_embeddings = o->quantize_embeddings, .device = "cpu"};
+        if (lc_model_load_opts(model_dir, &lo, &f->model) != 0) goto fail;
+        f->plan.base_quant = lc_model_cfg(f->model)->quant;
+        f->plan.held_bytes = lc_model_weight_bytes(f->model);
+        if (f->o.keep_dtype) f->o.keep_dtype = false, f->o.dtype = LC_DT_BF16;
+        o = &f->o;
+    }
 
     f->n_spec = lc_config_tensors(&f->cfg, &f->spec);
+    if (f->model) {
+        f->wt = xcalloc(f->n_spec + 1, sizeof *f->wt);
+        for (size_t i = 0; i < f->n_spec; i++) {
+            const char *nm = f->spec[i].name;
+            if (!strcmp(nm, "model.embed_tokens.weight")) f->wt[i] = lc_model_weight(f->model, -1, 0);
+            else if (!strcmp(nm, "lm_head.weight")) f->wt[i] = lc_model_weight(f->model, -1, 1);
+            for (int l = 0; l < f->cfg.num_hidden_layers && !f->wt[i]; l++)
+                for (int k = 0; k < LC_NKEYS; k++) {
+                    char wname[160];
+                    snprintf(wname, sizeof wname, "model.layers.%d.%s.weight", l,
+                             lc_lora_key_path((lc_lora_key)k));
+                    if (!strcmp(wname, nm)) f->wt[i] = lc_model_weight(f->model, l, k);
+                }
+        }
+    }
     f->adapter_of = xmalloc(f->n_spec * sizeof *f->adapter_of + 1);
     lc_fuse_plan *p = &f->plan;
     for (size_t i = 0; i < f->n_spec; i++) {
@@ -242,6 +313,18 @@ int lc_fuser_open(lc_fuser **out, const char *model_dir, const lc_adapter_set *s
         const lc_tensor *t = lc_st_find(&f->st, f->spec[i].name);
         lc_dtype dt = o->keep_dtype ? t->dtype : o->dtype;
         size_t nb = spec_numel(&f->spec[i]) * lc_dtype_size(dt);
+        if (f->wt && f->wt[i] && f->wt[i]->q) {
+            /* dequantized a panel of rows at a time: no whole-tensor fp32 buffer */
+            p->n_tensors++;
+            p->out_bytes += nb;
+            if (f->adapter_of[i] >= 0) p->n_fused++;
+            if (o->max_shard_bytes && shard > 0 && shard + nb > o->max_shard_bytes) {
+                p->n_files++;
+                shard = 0;
+            }
+            shard += nb;
+            continue;
+        }
         if (o->max_shard_bytes && shard > 0 && shard + nb > o->max_shard_bytes) {
             p->n_files++;
             shard = 0;
@@ -256,6 +339,9 @@ int lc_fuser_open(lc_fuser **out, const char *model_dir, const lc_adapter_set *s
         }
     }
     if (f->chunk > CHUNK) f->chunk = CHUNK;
+    for (size_t i = 0; f->wt && i < f->n_spec; i++) // a panel holds at least one row
+        if (f->wt[i] && (size_t)f->wt[i]->cols > f->chunk) f->chunk = (size_t)f->wt[i]->cols;
+    f->big_bytes = biggest;
     p->work_bytes = biggest + f->chunk * (4 + 4);
     for (int k = 0; k < f->st.n_files; k++) p->mapped_bytes += f->st.files[k].n_bytes;
     const lc_tensor *emb = lc_st_find(&f->st, "model.embed_tokens.weight");
@@ -267,7 +353,8 @@ int lc_fuser_open(lc_fuser **out, const char *model_dir, const lc_adapter_set *s
             p->tokenizer_files[nt++] = TOKENIZER_FILES[k];
         free(tp);
     }
-    rc = lc_config_text_set_dtype(text, len, p->config_dtype, cpath, &f->config_text);
+    rc = (f->model ? lc_config_text_dequantized : lc_config_text_set_dtype)(
+        text, len, p->config_dtype, cpath, &f->config_text);
     if (rc != 0) goto fail;
     free(cpath);
     free(text);
@@ -312,6 +399,31 @@ static void add_delta(lc_backend *be, float *w, const lc_lora_tensor *t, float s
     be->gemm(be, true, true, t->out, t->in, t->r, scale, t->b, t->out, t->a, t->r, 1.0f, w, t->in);
 }
 
+/* Writes the quantized weight of spec i as dtype dt: rows dequantized into fp32 a panel
+ * at a time (f->chunk elements at most), the adapter's rows of scale · (A B)^T added. */
+static int write_dequantized(lc_fuser *f, lc_st_writer *w, size_t i, lc_dtype dt, lc_backend *be,
+                             float *panel, unsigned char *bytes, lc_progress *bar, size_t *done) {
+    const lc_wt *q = f->wt[i];
+    const lc_lora_tensor *a = f->adapter_of[i] >= 0 ? &f->ad.t[f->adapter_of[i]] : NULL;
+    int64_t P = (int64_t)(f->chunk / (size_t)q->cols);
+    if (P < 1) P = 1;
+    for (int64_t r0 = 0; r0 < q->rows; r0 += P) {
+        int64_t nr = q->rows - r0 < P ? q->rows - r0 : P;
+        size_t n = (size_t)nr * (size_t)q->cols;
+        if (lc_wt_dequantize_rows(panel, q, r0, r0 + nr) != 0)
+            return lc_fail_prefix("%s: %s", f->dir, f->spec[i].name);
+        if (a) // rows r0.. of B^T: columns r0.. of B (r, out)
+            be->gemm(be, true, true, nr, a->in, a->r, (float)f->ad.scale, a->b + r0, a->out, a->a,
+                     a->r, 1.0f, panel, a->in);
+        if (lc_from_f32(bytes, dt, panel, n) != 0 ||
+            lc_st_writer_write(w, f->spec[i].name, bytes, n * lc_dtype_size(dt)) != 0)
+            return -1;
+        *done += n * lc_dtype_size(dt);
+        if (bar) lc_progress_update(bar, (int64_t)*done);
+    }
+    return 0;
+}
+
 static int write_weights(lc_fuser *f, const char *dir) {
     const lc_fuse_options *o = &f->o;
     lc_st_writer *w = lc_st_writer_new();
@@ -319,14 +431,15 @@ static int write_weights(lc_fuser *f, const char *dir) {
     int rc = 0;
     for (size_t i = 0; i < f->n_spec && rc == 0; i++) {
         const lc_tensor *t = lc_st_find(&f->st, f->spec[i].name);
-        rc = lc_st_writer_add(w, f->spec[i].name, o->keep_dtype ? t->dtype : o->dtype, t->ndim,
-                              t->shape);
+        rc = lc_st_writer_add(w, f->spec[i].name, o->keep_dtype ? t->dtype : o->dtype,
+                              f->spec[i].ndim, f->spec[i].shape);
     }
     if (rc == 0) rc = lc_st_writer_begin_dir(w, dir, o->max_shard_bytes);
     float *f32 = xmalloc(f->chunk * sizeof *f32);
     unsigned char *bytes = xmalloc(f->chunk * 4);
     float *big = NULL;
     lc_backend *be = f->plan.n_fused ? lc_backend_cpu_new(0) : NULL;
+    float *panel = f->model ? xmalloc(f->chunk * sizeof *panel) : NULL;
     lc_progress bar;
     size_t done = 0;
     if (o->progress) lc_progress_start(&bar, "fuse", (int64_t)f->plan.out_bytes);
@@ -334,13 +447,17 @@ static int write_weights(lc_fuser *f, const char *dir) {
         const lc_tensor *t = lc_st_find(&f->st, f->spec[i].name);
         lc_dtype dt = o->keep_dtype ? t->dtype : o->dtype;
         size_t n = t->numel;
+        if (f->wt && f->wt[i] && f->wt[i]->q) {
+            rc = write_dequantized(f, w, i, dt, be, panel, bytes, o->progress ? &bar : NULL, &done);
+            continue;
+        }
         if (f->adapter_of[i] < 0) {
             rc = write_converted(w, t->name, t->data, t->dtype, dt, n, f->chunk, f32, bytes,
                                  o->progress ? &bar : NULL, &done);
             continue;
         }
         const lc_lora_tensor *a = &f->ad.t[f->adapter_of[i]];
-        if (!big) big = xmalloc(f->plan.work_bytes - f->chunk * 8 + 4);
+        if (!big) big = xmalloc(f->big_bytes + 4);
         rc = lc_to_f32(big, t->data, t->dtype, n);
         if (rc != 0) {
             lc_fail("%s: cannot read %s as %s", f->dir, t->name, lc_dtype_name(t->dtype));
@@ -355,6 +472,7 @@ static int write_weights(lc_fuser *f, const char *dir) {
     if (be) be->free(be);
     lc_st_writer_free(w);
     free(big);
+    free(panel);
     free(f32);
     free(bytes);
     return rc;

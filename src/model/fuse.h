@@ -21,6 +21,15 @@
  * Memory: the base stays memory-mapped; one adapted tensor at a time is held in fp32
  * (plus two small conversion buffers), whatever the model's size.
  *
+ * A quantized base (a `lorac quantize` folder, MLX affine q4/q8, bitsandbytes NF4, or a
+ * float base quantized at load time with o->quantize) is read through the model loader:
+ * each quantized weight is dequantized a panel of rows at a time into fp32
+ * (lc_wt_dequantize_rows), the adapter's rows added, and the panel written. The output is
+ * a plain model: BF16 unless o->dtype says otherwise (keep_dtype means BF16 here), the
+ * companion tensors (scales, biases, absmax, quant_map, ...) dropped, and config.json
+ * without its "quantization"/"quantization_config" keys. Merging back into 4-bit
+ * weights is not offered: it would round the adapters' small deltas away.
+ *
  * Owns the lc_fuser and what it maps; never prints (a progress bar on a terminal when
  * asked, through core/log) and never exits.
  */
@@ -40,6 +49,9 @@ typedef struct {
     size_t max_shard_bytes; // largest weight file (0: one file)
     bool force;             // replace an existing non-empty destination (a flat folder)
     bool progress;          // draw a progress bar (only on a terminal)
+    lc_quant_config quantize; // quantize a float base at load first (fmt NONE: no), as
+                              // training with --quantize did, then dequantize
+    bool quantize_embeddings; // with quantize: embed_tokens and lm_head too
 } lc_fuse_options;
 
 typedef struct {
@@ -51,6 +63,8 @@ typedef struct {
     size_t work_bytes;    // fp32 working memory: the largest adapted tensor + buffers
     size_t mapped_bytes;  // the base's weight files (mapped, paged in as read)
     lc_dtype config_dtype; // what config.json records
+    lc_quant_config base_quant; // how the base is quantized (fmt NONE: a float base)
+    size_t held_bytes;    // a quantized base: the weights the loader holds (mapped or owned)
     const char *tokenizer_files[16]; // the tokenizer files that will be copied (NULL-ended)
 } lc_fuse_plan;
 
@@ -76,5 +90,9 @@ void lc_fuser_free(lc_fuser *f);
  * not an object). */
 int lc_config_text_set_dtype(const char *text, size_t len, lc_dtype dt, const char *what,
                              char **out);
+/* lc_config_text_set_dtype that also removes the top-level "quantization" and
+ * "quantization_config" members (a dequantized model's config). Returns 0 or -1. */
+int lc_config_text_dequantized(const char *text, size_t len, lc_dtype dt, const char *what,
+                               char **out);
 
 #endif

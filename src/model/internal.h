@@ -62,6 +62,7 @@ struct lc_model {
     void **owned;   // buffers of weights quantized at load time (freed with the model)
     size_t n_owned;
     size_t wbytes;  // bytes of base weights as held (mapped or quantized)
+    size_t owned_bytes; // of them, quantized at load into memory the model owns
     float *norm_f; // (C)
     lc_block *blocks;
     float *rope_cos, *rope_sin; // (rope_len, D/2)

@@ -319,6 +319,7 @@ static void *own(lc_model *m, size_t bytes) {
     m->owned = xrealloc(m->owned, (m->n_owned + 1) * sizeof *m->owned);
     m->owned[m->n_owned++] = p;
     m->wbytes += bytes;
+    m->owned_bytes += bytes;
     return p;
 }
 
@@ -381,6 +382,7 @@ static int quantize_weight(lc_model *m, const lc_tensor *t, const char *name, co
             m->owned = xrealloc(m->owned, (m->n_owned + 1) * sizeof *m->owned);
             m->owned[m->n_owned++] = am;
             m->wbytes += nb * sizeof(float);
+            m->owned_bytes += nb * sizeof(float);
             q->absmax = am;
         }
     }
@@ -517,6 +519,8 @@ int lc_model_load_opts(const char *dir, const lc_load_options *o, lc_model **out
 }
 
 size_t lc_model_weight_bytes(const lc_model *m) { return m->wbytes; }
+
+size_t lc_model_owned_weight_bytes(const lc_model *m) { return m->owned_bytes; }
 
 const lc_wt *lc_model_weight(const lc_model *m, int l, int key) {
     if (l == -1 && key == 0) return &m->embed;

@@ -94,6 +94,9 @@ typedef struct {
 int lc_model_load_opts(const char *dir, const lc_load_options *o, lc_model **out);
 /* Bytes of base weights the model holds (mapped or quantized in memory). */
 size_t lc_model_weight_bytes(const lc_model *m);
+/* Of them, the bytes quantized at load time into memory the model owns (the rest are
+ * mapped from the files). */
+size_t lc_model_owned_weight_bytes(const lc_model *m);
 /* The weight of a projection of block l (key lc_lora_key), the embedding table (l = -1,
  * key 0) or lm_head (l = -1, key 1), for fuse and inspection; NULL when out of range. */
 const lc_wt *lc_model_weight(const lc_model *m, int l, int key);

@@ -518,7 +518,9 @@ static int model_for(lc_server *s, const char *adapters, lc_model **m, api_error
     lc_model *nm = NULL;
     lc_adapter_set set;
     double t0 = lc_now();
-    if (lc_model_load_on(s->c.model_dir, s->c.device, &nm) != 0 || lc_adapters_load(adapters, &set) != 0) {
+    lc_load_options lo = {.quantize = s->c.quantize, .quantize_embeddings = s->c.quantize_embeddings,
+                          .device = s->c.device};
+    if (lc_model_load_opts(s->c.model_dir, &lo, &nm) != 0 || lc_adapters_load(adapters, &set) != 0) {
         lc_model_free(nm);
         free(key);
         return reject(e, 400, "adapters", "invalid_value", "'adapters': %s", lc_errmsg());

@@ -45,6 +45,8 @@ typedef struct {
     const char *model_id;       // the name in /v1/models and in answers
     const char *model_dir;      // the model's folder: per-request adapters load on its weights
     const char *device;         // where per-request models load (lc_model_load_on; NULL: auto)
+    lc_quant_config quantize;   // per-request models quantize at load as the served one did
+    bool quantize_embeddings;   // (lc_load_options; fmt LC_QUANT_NONE: as stored)
     const char *adapter_path;   // the adapters loaded at start (NULL: none), as given
     lc_model *model;            // the model with the startup adapters (borrowed)
     const lc_tokenizer *tok;    // borrowed

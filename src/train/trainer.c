@@ -58,23 +58,36 @@ static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
  * mapped weights are paged in from the file as needed and count against RAM only as
  * the page cache allows, so the check is on what must be resident: adapters,
  * gradients, optimizer and activations, plus the weights when RAM holds them. */
-static int plan_memory(const lc_model_config *cfg, const lc_lora_config *lc,
-                       const lc_train_options *o, int64_t T, bool on_cpu) {
+static int plan_memory(const lc_model *m, const lc_lora_config *lc, const lc_train_options *o,
+                       int64_t T) {
+    const lc_model_config *cfg = lc_model_cfg(m);
     lc_memory_plan p;
     if (lc_model_memory_plan(cfg, lc, o->batch_size, T, o->grad_checkpoint, &p) != 0) return -1;
-    char qn[64] = "mapped";
+    /* the weights as the model really holds them (the config's estimate may differ: which
+     * tensors a quantized folder left in bf16, nested NF4 maxima, ...) */
+    size_t held = lc_model_weight_bytes(m), owned = lc_model_owned_weight_bytes(m);
+    p.total = p.total - p.weights + held;
+    p.weights = held;
+    char qn[64] = "mapped", how[96];
     if (cfg->quant.fmt != LC_QUANT_NONE) lc_quant_name(&cfg->quant, qn, sizeof qn);
+    if (owned) snprintf(how, sizeof how, "%s, %.2f GiB quantized at load into memory", qn, gib(owned));
+    else snprintf(how, sizeof how, "%s", qn);
     printf("Memory plan (batch %lld x %lld tokens%s): weights %.2f GiB (%s), adapters %.3f GiB, "
            "gradients %.3f GiB, optimizer %.3f GiB, activations %.2f GiB; total %.2f GiB\n",
            (long long)o->batch_size, (long long)T, o->grad_checkpoint ? ", checkpointing" : "",
-           gib(p.weights), qn, gib(p.adapters), gib(p.gradients), gib(p.optimizer), gib(p.activations),
+           gib(p.weights), how, gib(p.adapters), gib(p.gradients), gib(p.optimizer), gib(p.activations),
            gib(p.total));
-    size_t avail = on_cpu ? mem_available() : 0; // on a GPU the activations live on the card
+    /* What must still fit: everything but the weights. Mapped weights are page cache the
+     * kernel can evict and read again; weights quantized at load are already allocated,
+     * and MemAvailable (read now, after loading) no longer counts them. On a GPU the
+     * activations live on the card: no check here. */
+    size_t avail = lc_model_on_cpu(m) ? mem_available() : 0;
     size_t must = p.total - p.weights;
     if (avail && must > avail)
-        return lc_fail("the run needs %.2f GiB besides the mapped weights and %.2f GiB are "
+        return lc_fail("the run needs %.2f GiB besides the weights (%s) and %.2f GiB are "
                        "available: lower batch_size (now %lld) or max_seq_length (now %lld)%s",
-                       gib(must), gib(avail), (long long)o->batch_size, (long long)o->max_seq_length,
+                       gib(must), owned ? "already loaded" : "mapped", gib(avail),
+                       (long long)o->batch_size, (long long)o->max_seq_length,
                        o->grad_checkpoint ? "" : ", or set grad_checkpoint: true");
     return 0;
 }
@@ -409,7 +422,7 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         if (lc_dataset_len(&train, i) > longest) longest = lc_dataset_len(&train, i);
     if ((int64_t)longest < T) T = (int64_t)longest;
     printf("Device: %s\n", lc_model_device(m));
-    if (plan_memory(mc, &lc, o, T, lc_model_on_cpu(m)) != 0) goto done;
+    if (plan_memory(m, &lc, o, T) != 0) goto done;
 
     /* optimizer moments and gradient accumulators, where the model's device reaches them
      * (CPU: plain memory; CUDA: shared memory, updated on the card) */

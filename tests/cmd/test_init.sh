@@ -31,6 +31,11 @@ same_seed_same_bytes() {
     expect_exit 0 "$LORAC" init --config "$CFG" --tokenizer "$TOK" --out "$T_TMP/c" --seed 8 -q
     cmp -s "$T_TMP/a/model.safetensors" "$T_TMP/b/model.safetensors" || fail "seed 7 twice differs"
     cmp -s "$T_TMP/a/model.safetensors" "$T_TMP/c/model.safetensors" && fail "seeds 7 and 8 agree"
+    # tensors are filled in parallel: the bytes must not depend on the thread count
+    OMP_NUM_THREADS=1 expect_exit 0 "$LORAC" init --config "$CFG" --tokenizer "$TOK" --out "$T_TMP/t1" --seed 7 -q
+    OMP_NUM_THREADS=3 expect_exit 0 "$LORAC" init --config "$CFG" --tokenizer "$TOK" --out "$T_TMP/t3" --seed 7 -q
+    cmp -s "$T_TMP/a/model.safetensors" "$T_TMP/t1/model.safetensors" || fail "1 thread differs"
+    cmp -s "$T_TMP/a/model.safetensors" "$T_TMP/t3/model.safetensors" || fail "3 threads differ"
 }
 
 sharded_and_dtypes() {

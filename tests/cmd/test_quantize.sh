@@ -66,6 +66,8 @@ runs_over_quantized() {
     expect_exit 0 "$LORAC" train --model "$M" --data "$D" --adapter-path "$T_TMP/b" --iters 2 \
         --batch-size 2 --num-layers 1 --lora-rank 4 --quantize q8 --quantize-embeddings --save-every 100
     contains "$OUT_TXT" "q8 (group 64)"
+    # the plan counts the weights as held: quantized at load into owned memory
+    contains "$OUT_TXT" "GiB quantized at load into memory"
 }
 
 errors_are_one_line() {

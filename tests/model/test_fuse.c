@@ -109,7 +109,7 @@ static int write_both_layouts(const char *dir, const lc_adapter_set *s) {
 
 static int fuse(const char *model, const lc_adapter_set *s, const char *out, bool keep,
                 lc_dtype dt, size_t shard, bool force) {
-    lc_fuse_options o = {keep, dt, shard, force, false};
+    lc_fuse_options o = {.keep_dtype = keep, .dtype = dt, .max_shard_bytes = shard, .force = force};
     lc_fuser *f;
     if (lc_fuser_open(&f, model, s, "adapters", &o) != 0) return -1;
     int rc = lc_fuser_write(f, out);
@@ -390,7 +390,7 @@ static void test_shards_and_index(void) {
     }
     char *one = tpath("shard-one%s%s", "", ""), *many = tpath("shard-many%s%s", "", "");
     CHECK_OK(fuse(MODELS "tiny-mistral", &r.ad, one, false, LC_DT_F32, 0, false));
-    lc_fuse_options o = {false, LC_DT_F32, 40000, false, false};
+    lc_fuse_options o = {.dtype = LC_DT_F32, .max_shard_bytes = 40000};
     lc_fuser *f;
     CHECK_OK(lc_fuser_open(&f, MODELS "tiny-mistral", &r.ad, "adapters", &o));
     int planned = f ? lc_fuser_plan(f)->n_files : 0;
@@ -474,7 +474,7 @@ static void test_bad_input(void) {
         close_ref(&r);
         return;
     }
-    lc_fuse_options o = {true, LC_DT_COUNT, 0, false, false};
+    lc_fuse_options o = {.keep_dtype = true, .dtype = LC_DT_COUNT};
     lc_fuser *f;
     char *out = tpath("bad-out%s%s", "", "");
     CHECK_FAILS(lc_fuser_open(&f, MODELS "tiny-mistral", &r.ad, "llama-adapters", &o),
