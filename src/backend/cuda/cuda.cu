@@ -13,8 +13,9 @@
  * Owns the cuBLAS handle, the device copies of the weights (->weight) and the scratch
  * buffers (bf16 operands, a dequantized weight, per-row values, a reduction counter)
  * and the quantized weights' descriptors; all are freed with the backend. Work runs on
- * the legacy default stream, so it is ordered with cudaMemcpy; the small-N product is launched with programmatic dependent launch on sm_90
- * (LORAC_CUDA_PDL=0 turns it off), so its first weight loads overlap the previous op.
+ * the legacy default stream, so it is ordered with cudaMemcpy; the small-N product is
+ * launched with programmatic dependent launch on sm_90 (LORAC_CUDA_PDL=0 turns it off),
+ * so its first weight loads overlap the previous op.
  * Every call is checked; the first error is kept and ->sync returns it. Attention lives
  * in attention.cu. Never prints, except the one fatal line of an out-of-memory ->alloc
  * (whose contract, like xmalloc's, is to end the program) and, when a developer sets
