@@ -474,7 +474,14 @@ struct dq_args {
     float offset;
     long long group, block2, cols;
     int nf4, nested, bits, sdtype; // sdtype: 0 F32, 1 BF16, 2 F16
+    int gsh, b2sh;                 // log2 of group / block2 when powers of two, else -1
 };
+
+static int log2_exact(long long v) {
+    for (int k = 0; k < 62; k++)
+        if (v == 1LL << k) return k;
+    return -1;
+}
 
 static dq_args dq_of(const lc_wt *w) {
     const lc_cuda_wq *d = (const lc_cuda_wq *)w->q;
@@ -487,6 +494,7 @@ static dq_args dq_of(const lc_wt *w) {
     a.group = q->group, a.block2 = q->block2, a.cols = w->cols;
     a.nf4 = q->fmt == LC_QUANT_NF4, a.nested = q->nested, a.bits = q->bits;
     a.sdtype = q->sdtype == LC_DT_F32 ? 0 : q->sdtype == LC_DT_BF16 ? 1 : 2;
+    a.gsh = log2_exact(a.group), a.b2sh = a.nested ? log2_exact(a.block2) : 0;
     return a;
 }
 
@@ -518,37 +526,62 @@ __device__ __forceinline__ unsigned dq_code(const dq_args &a, size_t i) {
 
 /* Flat element i as float32, exactly lc_wq_dequant_row's value. Groups never straddle
  * rows (affine: cols % group == 0), so the flat index finds the group too. */
-__device__ __forceinline__ float dq_elem(const dq_args &a, size_t i) {
+__device__ __forceinline__ float dq_elem(const dq_args &a, const float *lut, size_t i) {
     unsigned q = dq_code(a, i);
     size_t g = i / (size_t)a.group;
-    if (a.nf4) return __fmul_rn(a.code[q], dq_absmax(a, g));
+    if (a.nf4) return __fmul_rn(lut[q], dq_absmax(a, g));
     return __fadd_rn(__fmul_rn(dq_ld(a.scales, a.sdtype, g), (float)q), dq_ld(a.biases, a.sdtype, g));
+}
+
+/* The 4-bit map into shared memory (static indices: a parameter array indexed by a
+ * code would go through local memory). Every thread of the block must call it. */
+__device__ __forceinline__ void dq_lut(const dq_args &a, float *lut) {
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int k = 0; k < 16; k++) lut[k] = a.code[k];
+    }
+    __syncthreads();
 }
 
 /* dst (n bf16) = the weight, one element a thread (any shape). */
 __global__ void k_dequant_any(__nv_bfloat16 *dst, dq_args a, size_t n) {
-    GRID_STRIDE(i, n) dst[i] = __float2bfloat16_rn(dq_elem(a, i));
+    __shared__ float lut[16];
+    dq_lut(a, lut);
+    GRID_STRIDE(i, n) dst[i] = __float2bfloat16_rn(dq_elem(a, lut, i));
 }
 
-/* dst (n bf16) = the weight, 8 elements a thread in one 16-byte store; needs n % 8 == 0
- * and group % 8 == 0 (the 8 share a scale). */
+/* dst (n bf16) = the weight, 8 elements a thread in one 16-byte store; needs n % 8 == 0,
+ * n < 2^32, group % 8 == 0 (the 8 share a scale) and group, block2 powers of two (shifts,
+ * not 64-bit divisions, find the scales). */
 __global__ void k_dequant8(uint4 *dst, dq_args a, size_t n8) {
+    __shared__ float lut[16];
+    dq_lut(a, lut);
     GRID_STRIDE(t, n8) {
-        size_t e = 8 * t, g = e / (size_t)a.group;
+        unsigned e = 8 * (unsigned)t, g = e >> a.gsh;
         float v[8];
         if (a.nf4) {
-            float am = dq_absmax(a, g);
+            float am = a.nested ? __fadd_rn(__fmul_rn(a.code2[((const uint8_t *)a.absmax)[g]],
+                                                      ((const float *)a.absmax2)[g >> a.b2sh]),
+                                            a.offset)
+                                : ((const float *)a.absmax)[g];
             uint32_t w4 = ((const uint32_t *)a.codes)[t]; // bytes 4t..4t+3, little-endian
 #pragma unroll
             for (int k = 0; k < 4; k++) {
                 unsigned byte = (w4 >> (8 * k)) & 0xFFu;
-                v[2 * k] = __fmul_rn(a.code[byte >> 4], am);
-                v[2 * k + 1] = __fmul_rn(a.code[byte & 0xFu], am);
+                v[2 * k] = __fmul_rn(lut[byte >> 4], am);
+                v[2 * k + 1] = __fmul_rn(lut[byte & 0xFu], am);
             }
         } else {
             float sc = dq_ld(a.scales, a.sdtype, g), bi = dq_ld(a.biases, a.sdtype, g);
 #pragma unroll
-            for (int k = 0; k < 8; k++) v[k] = __fadd_rn(__fmul_rn(sc, (float)dq_code(a, e + k)), bi);
+            unsigned psh = a.bits == 2 ? 4 : a.bits == 4 ? 3 : 2, mask = (1u << a.bits) - 1;
+            const uint32_t *W = (const uint32_t *)a.codes;
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                unsigned i = e + (unsigned)k;
+                unsigned q = (W[i >> psh] >> ((i & ((1u << psh) - 1)) * (unsigned)a.bits)) & mask;
+                v[k] = __fadd_rn(__fmul_rn(sc, (float)q), bi);
+            }
         }
         uint4 o;
         __nv_bfloat162 p[4];
@@ -577,7 +610,8 @@ static lc_wt dequantized(lc_cuda *c, const lc_wt *w) {
     size_t n = (size_t)w->rows * (size_t)w->cols;
     __nv_bfloat16 *d = (__nv_bfloat16 *)wdq_get(c, n * sizeof(__nv_bfloat16));
     dq_args a = dq_of(w);
-    if (n % 8 == 0 && a.group % 8 == 0) k_dequant8<<<blocks_for(n / 8), 256>>>((uint4 *)d, a, n / 8);
+    if (n % 8 == 0 && n < ((size_t)1 << 32) && a.group % 8 == 0 && a.gsh >= 0 && a.b2sh >= 0)
+        k_dequant8<<<blocks_for(n / 8), 256>>>((uint4 *)d, a, n / 8);
     else k_dequant_any<<<blocks_for(n), 256>>>(d, a, n);
     LC_LAUNCHED(c);
     lc_wt v = {d, LC_DT_BF16, w->rows, w->cols, NULL};
@@ -954,10 +988,12 @@ __global__ void k_embedding(float *out, const int32_t *tokens, const void *table
 
 /* Rows of a quantized table, dequantized straight to float32 (the CPU's values exactly). */
 __global__ void k_embedding_q(float *out, const int32_t *tokens, dq_args a) {
+    __shared__ float lut[16];
+    dq_lut(a, lut);
     int64_t n = blockIdx.x, C = a.cols;
     size_t row = (size_t)tokens[n] * (size_t)C;
     float *o = out + (size_t)n * C;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = dq_elem(a, row + (size_t)c);
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = dq_elem(a, lut, row + (size_t)c);
 }
 
 static void cu_embedding(lc_backend *be, float *out, const int32_t *tokens, const lc_wt *table, int64_t N) {
