@@ -573,7 +573,6 @@ __global__ void k_dequant8(uint4 *dst, dq_args a, size_t n8) {
             }
         } else {
             float sc = dq_ld(a.scales, a.sdtype, g), bi = dq_ld(a.biases, a.sdtype, g);
-#pragma unroll
             unsigned psh = a.bits == 2 ? 4 : a.bits == 4 ? 3 : 2, mask = (1u << a.bits) - 1;
             const uint32_t *W = (const uint32_t *)a.codes;
 #pragma unroll
