@@ -61,6 +61,7 @@ int main(int argc, char **argv) {
     const char *dir = NULL;
     int B = 4, T = 128, steps = 10, warmup = 2, rank = 16, decode = 0, ckpt = 0, fp32 = 0, nl = -1;
     const char *device = "cpu";
+    const char *quant = NULL; // --quantize nf4|q4|q8: the base quantized at load time
     int host_opt = 0; // --host-optimizer: the AdamW loop on the host (the CPU bench's way)
     static const struct option opts[] = {{"model", 1, 0, 'm'},  {"batch", 1, 0, 'b'},
                                          {"seq", 1, 0, 't'},    {"steps", 1, 0, 's'},
@@ -68,6 +69,7 @@ int main(int argc, char **argv) {
                                          {"decode", 1, 0, 'd'}, {"checkpoint", 0, 0, 'c'},
                                          {"fp32", 0, 0, 'f'},   {"device", 1, 0, 'D'},
                                          {"num-layers", 1, 0, 'L'}, {"host-optimizer", 0, 0, 'H'},
+                                         {"quantize", 1, 0, 'Q'},
                                          {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -84,10 +86,11 @@ int main(int argc, char **argv) {
         case 'D': device = optarg; break;
         case 'L': nl = atoi(optarg); break;
         case 'H': host_opt = 1; break;
+        case 'Q': quant = optarg; break;
         default:
             fprintf(stderr, "usage: bench_train --model DIR [--batch 4] [--seq 128] [--steps 10] "
                             "[--warmup 2] [--rank 16] [--decode N] [--checkpoint] [--fp32] "
-                            "[--device cpu|cuda] [--num-layers N]\n");
+                            "[--device cpu|cuda] [--num-layers N] [--quantize nf4|q4|q8]\n");
             return 2;
         }
     }
@@ -96,7 +99,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     lc_model *m;
-    if (lc_model_load_on(dir, device, &m) < 0) die();
+    lc_load_options lo = {.device = device};
+    if (quant && lc_quant_parse(quant, &lo.quantize, "--quantize") != 0) die();
+    if (lc_model_load_opts(dir, &lo, &m) < 0) die();
     const lc_model_config *c = lc_model_cfg(m);
     lc_lora_config lc;
     lc_lora_config_default(&lc);

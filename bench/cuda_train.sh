@@ -8,6 +8,10 @@
 #   8x512     all 32 blocks, batch 8 × 512, no recompute
 #   8x512-ck  the same with gradient checkpointing
 #   generate  batch 1, greedy, 64 new tokens after a 16-token prompt (no adapters)
+#   recipe-nf4, 8x512-nf4  the recipe and 8x512 rows over an NF4 base (--quantize nf4:
+#             bitsandbytes' layout, nested absmax, quantized at load time), against lorac's
+#             own bf16 rows; the PyTorch + PEFT + bitsandbytes column is filled only where
+#             python3 imports bitsandbytes (it is run by no row yet: "not installed" otherwise)
 # Peak memory: the whole process on the card (nvidia-smi's memory.used, sampled every
 # 100 ms, minus its value before the run), for both programs alike.
 # MFU: useful matrix FLOPs (forward 2·P per token over every block and the lm_head, the
@@ -80,6 +84,8 @@ peak lorac-8x512 "$BENCH" --device cuda --model "$M" --batch 8 --seq 512 --num-l
 peak peft-8x512 "$PY" bench/cuda_train_peft.py train --model "$M" --batch 8 --seq 512 --num-layers -1 --steps "$STEPS" --warmup 2 || true
 peak lorac-8x512-ck "$BENCH" --device cuda --model "$M" --batch 8 --seq 512 --num-layers -1 --checkpoint --steps "$STEPS" --warmup 2 || true
 peak peft-8x512-ck "$PY" bench/cuda_train_peft.py train --model "$M" --batch 8 --seq 512 --num-layers -1 --checkpoint --steps "$STEPS" --warmup 2 || true
+peak lorac-recipe-nf4 "$BENCH" --device cuda --model "$M" --quantize nf4 --batch 2 --seq 68 --num-layers 16 --steps $((STEPS * 3)) --warmup 3 --decode 64 || true
+peak lorac-8x512-nf4 "$BENCH" --device cuda --model "$M" --quantize nf4 --batch 8 --seq 512 --num-layers -1 --steps "$STEPS" --warmup 2 || true
 peak peft-generate "$PY" bench/cuda_train_peft.py generate --model "$M" --tokens 64 || true
 if [ "${PROFILE:-0}" = 1 ]; then
     LORAC_CUDA_PROFILE=1 "$BENCH" --device cuda --model "$M" --batch 2 --seq 68 --num-layers 16 --steps $((STEPS * 3)) --warmup 3 --decode 64 >"$W/runs/lorac-recipe-prof.json" 2>"$W/runs/lorac-recipe-prof.err" || true
@@ -88,7 +94,8 @@ if [ "${PROFILE:-0}" = 1 ]; then
     fi
 fi
 
-"$PY" - "$W/runs" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'PY'
+BNB=$("$PY" -c 'import bitsandbytes; print(bitsandbytes.__version__)' 2>/dev/null || echo none)
+"$PY" - "$W/runs" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$BNB" <<'PY'
 import json, os, sys, datetime
 runs, commit = sys.argv[1], sys.argv[2]
 def get(name):
@@ -135,4 +142,27 @@ print("card: %s; date: %s; commit: %s" % (dev, datetime.date.today().isoformat()
 print("| work | lorac (CUDA) | PyTorch + PEFT | ratio | lorac peak | PEFT peak | lorac MFU | PEFT MFU |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for r in rows: print(r)
+bnb = sys.argv[3]
+q = []
+def nf4_row(label, a, b, per_step):
+    na, bb = get(a), get(b)
+    if not na and not bb: return
+    def v(j):
+        if not j: return "failed"
+        return "%.1f ms/step" % (j["step_s"] * 1e3) if per_step else "%.0f tok/s" % j["tokens_per_s"]
+    ratio = "%.2fx" % (na["tokens_per_s"] / bb["tokens_per_s"]) if na and bb else ""
+    mem = lambda j: "%.1f GiB" % j["mem_gib"] if j else ""
+    other = "not available (bitsandbytes not installed)" if bnb == "none" else "not run (bitsandbytes %s present)" % bnb
+    q.append("| %s | %s | %s | %s | %s | %s | %s |" % (label, v(na), v(bb), ratio, mem(na), mem(bb), other))
+nf4_row("recipe: last 16 blocks, batch 2 x 68", "lorac-recipe-nf4", "lorac-recipe", True)
+nf4_row("all 32 blocks, batch 8 x 512", "lorac-8x512-nf4", "lorac-8x512", False)
+na, bb = get("lorac-recipe-nf4"), get("lorac-recipe")
+if na:
+    q.append("| generate, batch 1, greedy, 64 tokens | %.1f tok/s | %s | %s | | | not available |" % (na["decode_tokens_per_s"],
+             "%.1f tok/s" % bb["decode_tokens_per_s"] if bb else "", "%.2fx" % (na["decode_tokens_per_s"] / bb["decode_tokens_per_s"]) if bb else ""))
+if q:
+    print()
+    print("| work, NF4 base | lorac NF4 (CUDA) | lorac bf16 (CUDA) | NF4 / bf16 speed | NF4 peak | bf16 peak | PyTorch + PEFT + bitsandbytes |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in q: print(r)
 PY

@@ -422,8 +422,8 @@ static int weight_load(lc_model *m, const char *name, const char *dir, int64_t r
     return 0;
 }
 
-/* weight_load, then made usable by the backend (copied to the card for CUDA, which takes
- * only unquantized weights for now). */
+/* weight_load, then made usable by the backend (copied to the card for CUDA; quantized
+ * weights go as their codes and companions). */
 static int weight_of(lc_model *m, const char *name, const char *dir, int64_t rows, int64_t cols,
                      const lc_quant_config *qc, lc_wt *w) {
     if (weight_load(m, name, dir, rows, cols, qc, w) != 0) return -1;

@@ -8,7 +8,9 @@
  * weights 1e-2 against the CPU in float32 (the card rounds activations to bf16, 2^-9
  * relative per element, and accumulates in float32: ~3e-3 expected), except the card's
  * small-N path (up to 8 rows, float32 activations: 1e-5); the dropout mask,
- * embedding rows and zero/copy exactly. SKIPs (visibly) when this build has no CUDA or
+ * embedding rows and zero/copy exactly. Quantized weights (NF4 nested and not, MLX
+ * affine 2/4/8-bit with F32/F16/BF16 scales): the same products over the same codes on
+ * both backends, 1e-2 (the card multiplies a bf16 dequantization), embedding rows exact. SKIPs (visibly) when this build has no CUDA or
  * no GPU answers, as on CI.
  */
 #include <math.h>
@@ -18,6 +20,7 @@
 #include <time.h>
 
 #include "backend/backend.h"
+#include "backend/quant.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "harness.h"
@@ -219,6 +222,117 @@ static void test_matmul(void) {
     for (int64_t n = 1; n <= 8; n++) check_matmul(LC_DT_BF16, 1e-2, n, 2056);
     check_matmul(LC_DT_BF16, 1e-2, 3, 203); // I % 8 != 0: cuBLAS
     check_matmul(LC_DT_F32, 1e-5, 1, 200);
+}
+
+/* A quantized (O, I) weight on the host: fmt NF4 (nested or not) or affine (bits, group,
+ * scales in sdtype), made by quant.c's quantizers from fresh random values. The buffers
+ * are returned through bufs (to free). */
+typedef struct {
+    lc_wquant q;
+    void *codes, *a, *b, *c; // codes; scales / absmax; biases / absmax2; unused
+} qweight;
+
+static lc_wt make_qwt(qweight *h, lc_quant_format fmt, bool nested, int bits, int64_t group, lc_dtype sdtype,
+                      int64_t O, int64_t I) {
+    size_t n = (size_t)(O * I);
+    float *v = rnd(n, 0.5f);
+    memset(h, 0, sizeof *h);
+    h->q.fmt = fmt, h->q.bits = bits, h->q.group = group, h->q.sdtype = sdtype;
+    h->codes = calloc(lc_wq_code_bytes(fmt, bits, O, I) + 4, 1);
+    if (fmt == LC_QUANT_NF4) {
+        size_t nb = (n + (size_t)group - 1) / (size_t)group;
+        float *am = malloc(nb * 4);
+        lc_quant_nf4(h->codes, am, v, n, group);
+        memcpy(h->q.code, LC_NF4_CODE, sizeof h->q.code);
+        if (nested) {
+            lc_quant_dynamic_map(h->q.code2);
+            h->q.nested = true, h->q.block2 = 256;
+            h->a = malloc(nb);
+            h->b = malloc((nb + 255) / 256 * 4);
+            lc_quant_nf4_nest(h->a, h->b, &h->q.offset, am, nb, 256, h->q.code2);
+            free(am);
+            h->q.absmax = h->a, h->q.absmax2 = h->b;
+        } else {
+            h->a = am;
+            h->q.absmax = am;
+        }
+    } else {
+        size_t ng = n / (size_t)group;
+        h->a = malloc(ng * 4), h->b = malloc(ng * 4);
+        CHECK_OK(lc_quant_affine(h->codes, h->a, h->b, sdtype, v, O, I, bits, group));
+        h->q.scales = h->a, h->q.biases = h->b;
+    }
+    free(v);
+    lc_wt w = {h->codes, LC_DT_BF16, O, I, &h->q};
+    return w;
+}
+
+/* matmul (+ bias, +=), matmul_dx (=, +=) and embedding over one quantized weight on the
+ * card against the CPU backend over the same codes: products 1e-2 (the card dequantizes
+ * to bf16 and rounds activations to bf16; the CPU multiplies the float32 values), the
+ * embedding exactly (the card dequantizes its rows to float32 as the CPU does). */
+static void check_qmatmul(const char *name, lc_quant_format fmt, bool nested, int bits, int64_t group,
+                          lc_dtype sdtype, int64_t O, int64_t I, int64_t N) {
+    qweight h;
+    lc_wt w = make_qwt(&h, fmt, nested, bits, group, sdtype, O, I);
+    lc_wt wd = w;
+    CHECK_OK(gpu->weight(gpu, &wd));
+    CHECK(wd.data != w.data && wd.q != w.q);
+    float *x = rnd((size_t)(N * I), 2), *bias = rnd((size_t)O, 1), *acc0 = rnd((size_t)(N * O), 1);
+    float *dy = rnd((size_t)(N * O), 1), *dx0 = rnd((size_t)(N * I), 1);
+    float *dxv = up(x, (size_t)(N * I) * 4), *dbias = up(bias, (size_t)O * 4), *ddy = up(dy, (size_t)(N * O) * 4);
+    char what[96];
+    float *ref = malloc((size_t)(N * O) * 4), *o = poisoned((size_t)(N * O));
+    cpu->matmul(cpu, ref, x, &w, bias, N, false);
+    gpu->matmul(gpu, o, dxv, &wd, dbias, N, false);
+    snprintf(what, sizeof what, "matmul %s N=%lld + bias", name, (long long)N);
+    expect(what, o, ref, (size_t)(N * O), 1e-2);
+    memcpy(ref, acc0, (size_t)(N * O) * 4);
+    cpu->matmul(cpu, ref, x, &w, NULL, N, true);
+    gpu->upload(gpu, o, acc0, (size_t)(N * O) * 4);
+    gpu->matmul(gpu, o, dxv, &wd, NULL, N, true);
+    snprintf(what, sizeof what, "matmul %s N=%lld +=", name, (long long)N);
+    expect(what, o, ref, (size_t)(N * O), 1e-2);
+    float *rdx = malloc((size_t)(N * I) * 4), *odx = poisoned((size_t)(N * I));
+    cpu->matmul_dx(cpu, rdx, dy, &w, N, false);
+    gpu->matmul_dx(gpu, odx, ddy, &wd, N, false);
+    snprintf(what, sizeof what, "matmul_dx %s", name);
+    expect(what, odx, rdx, (size_t)(N * I), 1e-2);
+    memcpy(rdx, dx0, (size_t)(N * I) * 4);
+    cpu->matmul_dx(cpu, rdx, dy, &w, N, true);
+    gpu->upload(gpu, odx, dx0, (size_t)(N * I) * 4);
+    gpu->matmul_dx(gpu, odx, ddy, &wd, N, true);
+    snprintf(what, sizeof what, "matmul_dx %s +=", name);
+    expect(what, odx, rdx, (size_t)(N * I), 1e-2);
+    int32_t tok[9];
+    for (int i = 0; i < 9; i++) tok[i] = (int32_t)(lc_splitmix64(&rs) % (uint64_t)O);
+    tok[0] = (int32_t)(O - 1); // the last row (NF4: the tensor's tail)
+    int32_t *dtok = up(tok, sizeof tok);
+    float *re = malloc((size_t)(9 * I) * 4), *oe = poisoned((size_t)(9 * I));
+    cpu->embedding(cpu, re, tok, &w, 9);
+    gpu->embedding(gpu, oe, dtok, &wd, 9);
+    snprintf(what, sizeof what, "embedding %s (exact)", name);
+    expect(what, oe, re, (size_t)(9 * I), 0);
+    free(x), free(bias), free(acc0), free(dy), free(dx0), free(ref), free(rdx), free(re);
+    free(h.codes), free(h.a), free(h.b);
+    gpu->release(gpu, dxv), gpu->release(gpu, dbias), gpu->release(gpu, ddy), gpu->release(gpu, o);
+    gpu->release(gpu, odx), gpu->release(gpu, dtok), gpu->release(gpu, oe);
+}
+
+static void test_quantized(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    lc_backend_cpu_set_bf16(cpu, false);
+    // nested NF4 over 384 blocks (two nested blocks), the 8-wide kernel; then decoding sizes
+    check_qmatmul("nf4 nested", LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 96, 256, 37);
+    check_qmatmul("nf4 nested", LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 96, 256, 3);
+    // plain absmax; 37 × 203 = 7511 elements: the one-a-thread kernel and an odd tail
+    check_qmatmul("nf4 odd shape", LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 37, 203, 5);
+    check_qmatmul("nf4", LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 64, 128, 40);
+    check_qmatmul("q4 g64 bf16", LC_QUANT_AFFINE, false, 4, 64, LC_DT_BF16, 96, 256, 37);
+    check_qmatmul("q4 g32 f16", LC_QUANT_AFFINE, false, 4, 32, LC_DT_F16, 96, 256, 2);
+    check_qmatmul("q8 g64 f32", LC_QUANT_AFFINE, false, 8, 64, LC_DT_F32, 96, 256, 37);
+    check_qmatmul("q8 g32 bf16", LC_QUANT_AFFINE, false, 8, 32, LC_DT_BF16, 40, 96, 1);
+    check_qmatmul("q2 g64 bf16", LC_QUANT_AFFINE, false, 2, 64, LC_DT_BF16, 40, 128, 9);
 }
 
 static void test_gemm(void) {
@@ -439,6 +553,7 @@ int main(void) {
     if (!gpu) snprintf(why, sizeof why, "%s", lc_errmsg());
     RUN(test_elementwise);
     RUN(test_matmul);
+    RUN(test_quantized);
     RUN(test_gemm);
     RUN(test_norm_rope_swiglu);
     RUN(test_cross_entropy);

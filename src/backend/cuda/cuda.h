@@ -27,6 +27,10 @@ typedef struct {
     size_t n_weights, cap_weights;
     void *xb;                // bf16 scratch for product operands
     size_t xb_cap;           // bytes
+    void *wdq;               // bf16 scratch: one quantized weight dequantized (largest seen)
+    size_t wdq_cap;          // bytes
+    struct lc_cuda_wq **wqs; // descriptors of the quantized weights on the card (freed with the backend)
+    size_t n_wqs, cap_wqs;
     float *rows;             // per-row scratch (cross-entropy losses, attention D)
     size_t rows_cap;         // floats
     float *host_rows;        // pinned host copy of rows' losses
@@ -35,6 +39,14 @@ typedef struct {
     unsigned *counter;       // device word for single-launch reductions (zero between launches)
     struct lc_cuda_prof *prof; // LORAC_CUDA_PROFILE=1: per-op event timings (else NULL)
 } lc_cuda;
+
+/* A quantized weight on the card: the descriptor ->weight points lc_wt.q at (q first, so
+ * the two pointers are one), its companions (scales/biases, absmax/absmax2) in device
+ * memory as stored, and the nested 8-bit map copied to the card (NULL unless nested). */
+struct lc_cuda_wq {
+    lc_wquant q;
+    float *code2; // device (256)
+};
 
 /* Per-op profile (LORAC_CUDA_PROFILE=1): each op records an event pair on the stream;
  * the pairs are read at ->sync and summed per key (op name and row count), and the
