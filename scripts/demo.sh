@@ -55,5 +55,6 @@ echo "   match, mnemonic and whether GNU as accepts them (every row in demo/eval
     --compare --report demo/eval.jsonl
 echo
 echo "Adapters: demo/adapters (mlx-lm layout; PEFT copy in demo/adapters/peft); the loss"
-echo "curve's numbers: demo/adapters/metrics.jsonl. Ask it yourself:"
+echo "curves: demo/adapters/loss.svg (open it in a browser; numbers in metrics.jsonl)."
+echo "Ask it yourself:"
 printf '%s\n' "  $LORAC chat --model demo/model --adapter-path demo/adapters --prefix '$PROMPT\\n'"
