@@ -483,10 +483,25 @@ char *lc_config_to_json(const lc_model_config *c) {
         lc_buf_printf(&b, "  \"use_sliding_window\": %s,\n", c->sliding_window > 0 ? "true" : "false");
     lc_buf_printf(&b, "  \"vocab_size\": %lld\n}\n", (long long)c->vocab_size);
     if (c->quant.fmt == LC_QUANT_NONE) return b.data;
-    // a quantized model's config says so, in the layout its format's tools write
-    char *q = lc_config_json_with_quant(b.data, b.len, &c->quant, "config.json");
-    lc_buf_free(&b);
-    return q;
+    // A quantized model's config says so, in the layout its format's tools write. Only the
+    // quantization keys go through cJSON (they hold no fractions: cJSON prints doubles to 15
+    // digits, which would not read back exactly); they replace the final "\n}\n".
+    char *q = lc_config_json_with_quant("{}", 2, &c->quant, "config.json");
+    char *open = q ? strchr(q, '{') : NULL, *close = q ? strrchr(q, '}') : NULL;
+    if (!open || !close || close <= open) {
+        free(q);
+        lc_buf_free(&b);
+        return NULL;
+    }
+    b.len -= 3;
+    lc_buf_puts(&b, ",");
+    for (const char *p = open + 1; p < close; p++) { // cJSON's tabs as this file's 2 spaces
+        if (*p != '\t') lc_buf_putc(&b, *p);
+        else lc_buf_puts(&b, p[-1] == ':' ? " " : "  ");
+    }
+    lc_buf_puts(&b, "}\n");
+    free(q);
+    return b.data;
 }
 
 char *lc_generation_config_to_json(const lc_model_config *c) {
