@@ -101,56 +101,56 @@ static void check_dequant(const char *c, const lc_wt *w) {
     free(d), free(s), free(exp);
 }
 
-static void test_nf4_dequant(void) {
-    if (!have) SKIP("no %s (run tests/reference/make_quant_fixtures.py)", FIX);
-    const char *cases[] = {"nf4", "nf4tail"};
-    for (int k = 0; k < 2; k++) {
+static const char *const NF4_CASES[] = {"nf4", "nf4tail", NULL};
+static const char *const AFFINE_CASES[] = {"q4g64", "q8g32", "q4g32f", NULL};
+
+/* Loads each named fixture case (NF4 or affine) and hands it to fn; a case that does
+ * not load fails the test. */
+static void each_case(const char *const *cases, bool nf4,
+                      void (*fn)(const char *c, const lc_wt *w, const lc_wquant *q)) {
+    for (int k = 0; cases[k]; k++) {
         lc_wt w;
         lc_wquant q;
-        if (!nf4_of(cases[k], &w, &q)) {
+        if (!(nf4 ? nf4_of(cases[k], &w, &q) : affine_of(cases[k], &w, &q))) {
             CHECK(0);
             continue;
         }
-        check_dequant(cases[k], &w);
+        fn(cases[k], &w, &q);
     }
+}
+
+static void dequant_case(const char *c, const lc_wt *w, const lc_wquant *q) {
+    (void)q;
+    check_dequant(c, w);
+}
+
+static void test_nf4_dequant(void) {
+    if (!have) SKIP("no %s (run tests/reference/make_quant_fixtures.py)", FIX);
+    each_case(NF4_CASES, true, dequant_case);
 }
 
 static void test_affine_dequant(void) {
     if (!have) SKIP("no %s", FIX);
-    const char *cases[] = {"q4g64", "q8g32", "q4g32f"};
-    for (int k = 0; k < 3; k++) {
-        lc_wt w;
-        lc_wquant q;
-        if (!affine_of(cases[k], &w, &q)) {
-            CHECK(0);
-            continue;
-        }
-        check_dequant(cases[k], &w);
-    }
+    each_case(AFFINE_CASES, false, dequant_case);
 }
 
 /* lorac's affine quantizer reproduces the reference's codes, scales and biases. */
+static void affine_quantizer_case(const char *c, const lc_wt *w, const lc_wquant *q) {
+    const lc_tensor *src = T(c, ".source"), *wt = T(c, ".weight"), *sc = T(c, ".scales"),
+                    *bi = T(c, ".biases");
+    float *x = f32_of(src);
+    uint32_t *codes = malloc(wt->nbytes);
+    void *s = malloc(sc->nbytes), *b = malloc(bi->nbytes);
+    CHECK_OK(lc_quant_affine(codes, s, b, sc->dtype, x, w->rows, w->cols, q->bits, q->group));
+    CHECK_MSG(!memcmp(codes, wt->data, wt->nbytes), "%s: codes differ", c);
+    CHECK_MSG(!memcmp(s, sc->data, sc->nbytes), "%s: scales differ", c);
+    CHECK_MSG(!memcmp(b, bi->data, bi->nbytes), "%s: biases differ", c);
+    free(x), free(codes), free(s), free(b);
+}
+
 static void test_affine_quantizer(void) {
     if (!have) SKIP("no %s", FIX);
-    const char *cases[] = {"q4g64", "q8g32", "q4g32f"};
-    for (int k = 0; k < 3; k++) {
-        lc_wt w;
-        lc_wquant q;
-        if (!affine_of(cases[k], &w, &q)) {
-            CHECK(0);
-            continue;
-        }
-        const lc_tensor *src = T(cases[k], ".source"), *wt = T(cases[k], ".weight"),
-                        *sc = T(cases[k], ".scales"), *bi = T(cases[k], ".biases");
-        float *x = f32_of(src);
-        uint32_t *codes = malloc(wt->nbytes);
-        void *s = malloc(sc->nbytes), *b = malloc(bi->nbytes);
-        CHECK_OK(lc_quant_affine(codes, s, b, sc->dtype, x, w.rows, w.cols, q.bits, q.group));
-        CHECK_MSG(!memcmp(codes, wt->data, wt->nbytes), "%s: codes differ", cases[k]);
-        CHECK_MSG(!memcmp(s, sc->data, sc->nbytes), "%s: scales differ", cases[k]);
-        CHECK_MSG(!memcmp(b, bi->data, bi->nbytes), "%s: biases differ", cases[k]);
-        free(x), free(codes), free(s), free(b);
-    }
+    each_case(AFFINE_CASES, false, affine_quantizer_case);
     float one[64] = {0};
     uint32_t c[8];
     float s, b;
@@ -160,30 +160,27 @@ static void test_affine_quantizer(void) {
 
 /* lorac's NF4 quantizer gives the reference's 4-bit codes (blocks of zeros aside: any
  * code dequantizes to 0 there) and the reference's nested map. */
+static void nf4_quantizer_case(const char *c, const lc_wt *w, const lc_wquant *q) {
+    (void)q;
+    const lc_tensor *src = T(c, ".source");
+    size_t n = src->numel, nb = (n + 63) / 64, bad = 0;
+    float *x = f32_of(src), *am = malloc(nb * sizeof(float));
+    uint8_t *codes = malloc((n + 1) / 2);
+    lc_quant_nf4(codes, am, x, n, 64);
+    const uint8_t *ref = w->data;
+    for (size_t i = 0; i < n; i++) {
+        if (am[i / 64] == 0.0f) continue;
+        unsigned a = i % 2 ? codes[i / 2] & 0xF : codes[i / 2] >> 4;
+        unsigned r = i % 2 ? ref[i / 2] & 0xF : ref[i / 2] >> 4;
+        bad += a != r;
+    }
+    CHECK_MSG(bad == 0, "%s: %zu of %zu NF4 codes differ from the reference", c, bad, n);
+    free(x), free(am), free(codes);
+}
+
 static void test_nf4_quantizer(void) {
     if (!have) SKIP("no %s", FIX);
-    const char *cases[] = {"nf4", "nf4tail"};
-    for (int k = 0; k < 2; k++) {
-        lc_wt w;
-        lc_wquant q;
-        if (!nf4_of(cases[k], &w, &q)) {
-            CHECK(0);
-            continue;
-        }
-        const lc_tensor *src = T(cases[k], ".source");
-        size_t n = src->numel, nb = (n + 63) / 64, bad = 0;
-        float *x = f32_of(src), *am = malloc(nb * sizeof(float));
-        uint8_t *codes = malloc((n + 1) / 2);
-        lc_quant_nf4(codes, am, x, n, 64);
-        for (size_t i = 0; i < n; i++) {
-            if (am[i / 64] == 0.0f) continue;
-            unsigned a = i % 2 ? codes[i / 2] & 0xF : codes[i / 2] >> 4;
-            unsigned r = i % 2 ? ((const uint8_t *)w.data)[i / 2] & 0xF : ((const uint8_t *)w.data)[i / 2] >> 4;
-            bad += a != r;
-        }
-        CHECK_MSG(bad == 0, "%s: %zu of %zu NF4 codes differ from the reference", cases[k], bad, n);
-        free(x), free(am), free(codes);
-    }
+    each_case(NF4_CASES, true, nf4_quantizer_case);
     float code2[256];
     lc_quant_dynamic_map(code2);
     const lc_tensor *nm = T("nf4", ".weight.nested_quant_map");
