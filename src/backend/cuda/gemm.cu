@@ -6,7 +6,7 @@
  *    (L2 flushed between runs, a scratch output) and the fastest is kept for the
  *    backend's life; LORAC_CUDA_TUNE=0 keeps the heuristic's first pick;
  *  - ->gemm_n: several small fp32 products of the adapters in one launch (q/k/v's or
- *    gate/up's products of one kind), by shape class: a thin output over a long inner
+ *    gate/up's products of one kind; LORAC_CUDA_GROUP=0: one ->gemm each), by shape class: a thin output over a long inner
  *    size (u = x a, du = s dy b^T: one block per 4 rows, threads over K, a fixed-order
  *    block sum), a short inner size (out += s u b: one thread an output) and A^T B over
  *    the batch rows (gb, ga: shared-memory tiles). Other shapes, or groups of mixed
@@ -368,7 +368,9 @@ static int class_of(const lc_gemm_args *p) {
 void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *g) {
     lc_cuda *c = (lc_cuda *)be->impl;
     if (n <= 0) return;
-    int cl = n <= LC_GEMM_N_MAX ? class_of(&g[0]) : CL_NONE;
+    static int off = -1; // LORAC_CUDA_GROUP=0 (a developer's switch): ->gemm in order
+    if (off < 0) off = getenv("LORAC_CUDA_GROUP") && !strcmp(getenv("LORAC_CUDA_GROUP"), "0");
+    int cl = n <= LC_GEMM_N_MAX && !off ? class_of(&g[0]) : CL_NONE;
     for (int i = 1; i < n && cl != CL_NONE; i++)
         if (class_of(&g[i]) != cl) cl = CL_NONE;
     if (cl == CL_NONE) {
