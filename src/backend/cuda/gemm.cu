@@ -6,7 +6,8 @@
  *    (L2 flushed between runs, a scratch output) and the fastest is kept for the
  *    backend's life; LORAC_CUDA_TUNE=0 keeps the heuristic's first pick;
  *  - ->gemm_n: several small fp32 products of the adapters in one launch (q/k/v's or
- *    gate/up's products of one kind; LORAC_CUDA_GROUP=0: one ->gemm each), by shape class: a thin output over a long inner
+ *    gate/up's products of one kind; only with LORAC_CUDA_GROUP=1: they measured slower
+ *    than one ->gemm each), by shape class: a thin output over a long inner
  *    size (u = x a, du = s dy b^T: one block per 4 rows, threads over K, a fixed-order
  *    block sum), a short inner size (out += s u b: one thread an output) and A^T B over
  *    the batch rows (gb, ga: shared-memory tiles). Other shapes, or groups of mixed
@@ -368,8 +369,10 @@ static int class_of(const lc_gemm_args *p) {
 void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *g) {
     lc_cuda *c = (lc_cuda *)be->impl;
     if (n <= 0) return;
-    static int off = -1; // LORAC_CUDA_GROUP=0 (a developer's switch): ->gemm in order
-    if (off < 0) off = getenv("LORAC_CUDA_GROUP") && !strcmp(getenv("LORAC_CUDA_GROUP"), "0");
+    // off unless LORAC_CUDA_GROUP=1 (a developer's switch): the grouped kernels measured
+    // slower than one ->gemm each (recipe 23.4 against 22.6 ms/step, H200, cuda_notes.md)
+    static int off = -1;
+    if (off < 0) off = !(getenv("LORAC_CUDA_GROUP") && !strcmp(getenv("LORAC_CUDA_GROUP"), "1"));
     int cl = n <= LC_GEMM_N_MAX && !off ? class_of(&g[0]) : CL_NONE;
     for (int i = 1; i < n && cl != CL_NONE; i++)
         if (class_of(&g[i]) != cl) cl = CL_NONE;
