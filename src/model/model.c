@@ -101,7 +101,7 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
         dxn = take(&off, base, N * C);
         size_t g = 3 * I > 2 * HD + 2 * KVD ? 3 * I : 2 * HD + 2 * KVD;
         g1 = take(&off, base, N * g);
-        if (lora && lora->rank > 0) du = take(&off, base, N * (size_t)lora->rank);
+        if (lora && lora->rank > 0) du = take(&off, base, 3 * N * (size_t)lora->rank); // q, k, v at once
         if (lora && lora->dropout > 0) {
             size_t mx = C > I ? C : I;
             xd = take(&off, base, N * (mx > HD ? mx : HD));
@@ -668,6 +668,73 @@ static void proj_bwd(lc_model *m, lc_arena *a, float *dx, bool acc, const float 
     }
 }
 
+/* Several projections of one input x (q/k/v; gate/up; or one): out[i] (+)= x W_i^T +
+ * bias_i + adapter i's path, the same values as proj_fwd on each, with the frozen
+ * products in one ->matmul_n (x converted once on the card) and each of the adapters'
+ * two products grouped in one ->gemm_n, when training without dropout (else proj_fwd
+ * on each: dropout has one scratch for the dropped input). */
+static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool acc, const float *x,
+                      const lc_wt *const *w, const float *const *bias, lc_lora_param *const *p,
+                      float *const *u, int64_t N, bool train, const uint64_t *ds) {
+    lc_backend *be = m->be;
+    if (!train || m->lcfg.dropout > 0) { // inference (decoding) keeps its plain sequence
+        for (int i = 0; i < n; i++) proj_fwd(m, a, out[i], acc, x, w[i], bias[i], p[i], u[i], N, train, ds[i]);
+        return;
+    }
+    be->matmul_n(be, n, out, x, w, bias, N, acc);
+    lc_gemm_args g[LC_GEMM_N_MAX], h[LC_GEMM_N_MAX];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!p[i]) continue;
+        lc_gemm_args gi = {false, false, N, p[i]->r, p[i]->in, 1.0f, 0.0f, x, p[i]->a, p[i]->in, p[i]->r, p[i]->r, u[i]};
+        lc_gemm_args hi = {false, false, N, p[i]->out, p[i]->r, m->lcfg.scale, 1.0f, u[i], p[i]->b, p[i]->r,
+                           p[i]->out, p[i]->out, out[i]};
+        g[k] = gi, h[k++] = hi;
+    }
+    if (!k) return;
+    be->gemm_n(be, k, g); // u = x a
+    be->gemm_n(be, k, h); // out += s u b
+}
+
+/* Backward of projs_fwd: every adapter's ga, gb =; dx (N, in) (+)= sum over i of dy_i W_i
+ * + adapter i's path when need_dx, accumulated in proj_bwd's order (so the same values
+ * as proj_bwd on each in turn). The adapters' gb, du and ga products are grouped in one
+ * ->gemm_n each (du of adapter i in a->du + i N r). */
+static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, const float *const *dy,
+                      const float *x, const lc_wt *const *w, lc_lora_param *const *p, float *const *u,
+                      int64_t N, bool need_dx, const uint64_t *ds) {
+    lc_backend *be = m->be;
+    if (m->lcfg.dropout > 0) {
+        for (int i = 0; i < n; i++) proj_bwd(m, a, dx, acc || i > 0, dy[i], x, w[i], p[i], u[i], N, need_dx, ds[i]);
+        return;
+    }
+    float s = m->lcfg.scale;
+    lc_gemm_args gb[LC_GEMM_N_MAX], du[LC_GEMM_N_MAX], ga[LC_GEMM_N_MAX];
+    float *dus[LC_GEMM_N_MAX] = {0};
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!p[i]) continue;
+        int64_t r = p[i]->r, in = p[i]->in, o = p[i]->out;
+        dus[i] = a->du + (size_t)k * (size_t)(N * r);
+        lc_gemm_args b1 = {true, false, r, o, N, s, 0.0f, u[i], dy[i], r, o, o, p[i]->gb};       // gb = s u^T dy
+        lc_gemm_args b2 = {false, true, N, r, o, s, 0.0f, dy[i], p[i]->b, o, o, r, dus[i]};      // du = s dy b^T
+        lc_gemm_args b3 = {true, false, in, r, N, 1.0f, 0.0f, x, dus[i], in, r, r, p[i]->ga};    // ga = x^T du
+        gb[k] = b1, du[k] = b2, ga[k++] = b3;
+    }
+    if (k) {
+        be->gemm_n(be, k, gb);
+        be->gemm_n(be, k, du);
+        be->gemm_n(be, k, ga);
+    }
+    if (!need_dx) return;
+    for (int i = 0; i < n; i++) {
+        be->matmul_dx(be, dx, dy[i], w[i], N, acc || i > 0);
+        if (p[i]) // dx += du a^T
+            be->gemm(be, false, true, N, p[i]->in, p[i]->r, 1.0f, dus[i], p[i]->r, p[i]->a, p[i]->r, 1.0f, dx,
+                     p[i]->in);
+    }
+}
+
 /* ------------------------------------------------------------ blocks */
 
 /* Block l: x (N, C) -> xout (N, C), activations into s. New keys/values go to kdst/vdst
@@ -681,23 +748,47 @@ void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xou
     int64_t N = B * T, C = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
     int64_t D = c->head_dim, I = c->intermediate_size;
     float eps = (float)c->rms_norm_eps;
-#define P(k) bk->lora[k], s->u[k], N, train, drop_seed(seed, l, k)
     be->rmsnorm(be, s->xn1, s->rstd1, x, bk->ln1, N, C, eps);
-    proj_fwd(m, a, s->q, false, s->xn1, &bk->w[LC_KEY_Q], bk->bias[0], P(LC_KEY_Q));
-    proj_fwd(m, a, kdst, false, s->xn1, &bk->w[LC_KEY_K], bk->bias[1], P(LC_KEY_K));
-    proj_fwd(m, a, vdst, false, s->xn1, &bk->w[LC_KEY_V], bk->bias[2], P(LC_KEY_V));
+    {
+        float *o3[3] = {s->q, kdst, vdst};
+        const lc_wt *w3[3] = {&bk->w[LC_KEY_Q], &bk->w[LC_KEY_K], &bk->w[LC_KEY_V]};
+        const float *b3[3] = {bk->bias[0], bk->bias[1], bk->bias[2]};
+        lc_lora_param *p3[3] = {bk->lora[LC_KEY_Q], bk->lora[LC_KEY_K], bk->lora[LC_KEY_V]};
+        float *u3[3] = {s->u[LC_KEY_Q], s->u[LC_KEY_K], s->u[LC_KEY_V]};
+        uint64_t d3[3] = {drop_seed(seed, l, LC_KEY_Q), drop_seed(seed, l, LC_KEY_K), drop_seed(seed, l, LC_KEY_V)};
+        projs_fwd(m, a, 3, o3, false, s->xn1, w3, b3, p3, u3, N, train, d3);
+    }
     be->rope(be, s->q, m->rope_cos, m->rope_sin, B, T, H, D, pos0);
     be->rope(be, kdst, m->rope_cos, m->rope_sin, B, T, KV, D, pos0);
     be->attention(be, s->att, s->lse, s->q, kall, vall, B, T, S, H, KV, D, pos0);
     be->copy(be, s->xmid, x, (size_t)(N * C)); // xmid = x + att Wo^T
-    proj_fwd(m, a, s->xmid, true, s->att, &bk->w[LC_KEY_O], NULL, P(LC_KEY_O));
+    {
+        float *o1 = s->xmid;
+        const lc_wt *w1 = &bk->w[LC_KEY_O];
+        const float *b1 = NULL;
+        lc_lora_param *p1 = bk->lora[LC_KEY_O];
+        uint64_t d1 = drop_seed(seed, l, LC_KEY_O);
+        projs_fwd(m, a, 1, &o1, true, s->att, &w1, &b1, &p1, &s->u[LC_KEY_O], N, train, &d1);
+    }
     be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
-    proj_fwd(m, a, s->gate, false, s->xn2, &bk->w[LC_KEY_GATE], NULL, P(LC_KEY_GATE));
-    proj_fwd(m, a, s->up, false, s->xn2, &bk->w[LC_KEY_UP], NULL, P(LC_KEY_UP));
+    {
+        float *o2[2] = {s->gate, s->up};
+        const lc_wt *w2[2] = {&bk->w[LC_KEY_GATE], &bk->w[LC_KEY_UP]};
+        const float *b2[2] = {NULL, NULL};
+        lc_lora_param *p2[2] = {bk->lora[LC_KEY_GATE], bk->lora[LC_KEY_UP]};
+        float *u2[2] = {s->u[LC_KEY_GATE], s->u[LC_KEY_UP]};
+        uint64_t d2[2] = {drop_seed(seed, l, LC_KEY_GATE), drop_seed(seed, l, LC_KEY_UP)};
+        projs_fwd(m, a, 2, o2, false, s->xn2, w2, b2, p2, u2, N, train, d2);
+    }
     be->swiglu(be, s->h, s->gate, s->up, (size_t)(N * I));
     be->copy(be, xout, s->xmid, (size_t)(N * C)); // xout = xmid + h Wd^T
-    proj_fwd(m, a, xout, true, s->h, &bk->w[LC_KEY_DOWN], NULL, P(LC_KEY_DOWN));
-#undef P
+    {
+        const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
+        const float *b1 = NULL;
+        lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
+        uint64_t d1 = drop_seed(seed, l, LC_KEY_DOWN);
+        projs_fwd(m, a, 1, &xout, true, s->h, &w1, &b1, &p1, &s->u[LC_KEY_DOWN], N, train, &d1);
+    }
 }
 
 /* Backward of block l (training, pos0 0): on entry a->dres = d(block output); on return
@@ -709,24 +800,45 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
     lc_block *bk = &m->blocks[l];
     int64_t N = B * T, C = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
     int64_t D = c->head_dim, I = c->intermediate_size;
-#define P(k) bk->lora[k], s->u[k], N
 #define DS(k) drop_seed(seed, l, k)
     float *dh = a->g1, *dgate = dh + N * I, *dup = dgate + N * I;
-    proj_bwd(m, a, dh, false, a->dres, s->h, &bk->w[LC_KEY_DOWN], P(LC_KEY_DOWN), true, DS(LC_KEY_DOWN));
+    {
+        const float *y1 = a->dres;
+        const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
+        lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
+        uint64_t d1 = DS(LC_KEY_DOWN);
+        projs_bwd(m, a, 1, dh, false, &y1, s->h, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1);
+    }
     be->swiglu_bwd(be, dgate, dup, dh, s->gate, s->up, (size_t)(N * I));
-    proj_bwd(m, a, a->dxn, false, dgate, s->xn2, &bk->w[LC_KEY_GATE], P(LC_KEY_GATE), true, DS(LC_KEY_GATE));
-    proj_bwd(m, a, a->dxn, true, dup, s->xn2, &bk->w[LC_KEY_UP], P(LC_KEY_UP), true, DS(LC_KEY_UP));
+    {
+        const float *y2[2] = {dgate, dup};
+        const lc_wt *w2[2] = {&bk->w[LC_KEY_GATE], &bk->w[LC_KEY_UP]};
+        lc_lora_param *p2[2] = {bk->lora[LC_KEY_GATE], bk->lora[LC_KEY_UP]};
+        float *u2[2] = {s->u[LC_KEY_GATE], s->u[LC_KEY_UP]};
+        uint64_t d2[2] = {DS(LC_KEY_GATE), DS(LC_KEY_UP)};
+        projs_bwd(m, a, 2, a->dxn, false, y2, s->xn2, w2, p2, u2, N, true, d2);
+    }
     be->rmsnorm_bwd(be, a->dres, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C); // dres = d xmid
     float *datt = a->g1, *dq = datt + N * H * D, *dk = dq + N * H * D, *dv = dk + N * KV * D;
-    proj_bwd(m, a, datt, false, a->dres, s->att, &bk->w[LC_KEY_O], P(LC_KEY_O), true, DS(LC_KEY_O));
+    {
+        const float *y1 = a->dres;
+        const lc_wt *w1 = &bk->w[LC_KEY_O];
+        lc_lora_param *p1 = bk->lora[LC_KEY_O];
+        uint64_t d1 = DS(LC_KEY_O);
+        projs_bwd(m, a, 1, datt, false, &y1, s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1);
+    }
     be->attention_bwd(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
     be->rope_bwd(be, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
     be->rope_bwd(be, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
-    proj_bwd(m, a, a->dxn, false, dq, s->xn1, &bk->w[LC_KEY_Q], P(LC_KEY_Q), need_dx, DS(LC_KEY_Q));
-    proj_bwd(m, a, a->dxn, true, dk, s->xn1, &bk->w[LC_KEY_K], P(LC_KEY_K), need_dx, DS(LC_KEY_K));
-    proj_bwd(m, a, a->dxn, true, dv, s->xn1, &bk->w[LC_KEY_V], P(LC_KEY_V), need_dx, DS(LC_KEY_V));
+    {
+        const float *y3[3] = {dq, dk, dv};
+        const lc_wt *w3[3] = {&bk->w[LC_KEY_Q], &bk->w[LC_KEY_K], &bk->w[LC_KEY_V]};
+        lc_lora_param *p3[3] = {bk->lora[LC_KEY_Q], bk->lora[LC_KEY_K], bk->lora[LC_KEY_V]};
+        float *u3[3] = {s->u[LC_KEY_Q], s->u[LC_KEY_K], s->u[LC_KEY_V]};
+        uint64_t d3[3] = {DS(LC_KEY_Q), DS(LC_KEY_K), DS(LC_KEY_V)};
+        projs_bwd(m, a, 3, a->dxn, false, y3, s->xn1, w3, p3, u3, N, need_dx, d3);
+    }
     if (need_dx) be->rmsnorm_bwd(be, a->dres, a->dxn, x, bk->ln1, s->rstd1, N, C); // dres = d x
-#undef P
 #undef DS
 }
 

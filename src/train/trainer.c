@@ -367,6 +367,7 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     run_state rs = {0};
     lc_buf cfg = {0};
     float **accum = NULL;
+    float *mom_all = NULL; // the optimizer moments: m (n_params) then v (n_params)
     char *model_dir = NULL;
     int rc = -1;
 
@@ -430,13 +431,15 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     size_t np = 0;
     lc_lora_param *lp = lc_model_lora(m, &np);
     accum = xcalloc(2 * np + 1, sizeof *accum);
-    for (size_t i = 0; i < rs.view.n; i++) {
+    // the moments in two arenas laid out like the adapters' (a then b, adapter by
+    // adapter), so one update can cover every adapter (see the update below)
+    mom_all = lc_model_shared_alloc(m, 2 * n_params + 1);
+    for (size_t i = 0, off = 0; i < rs.view.n; i++) {
         size_t na = (size_t)(rs.view.t[i].in * rs.view.t[i].r);
         size_t nb = (size_t)(rs.view.t[i].r * rs.view.t[i].out);
-        rs.mom[i].m_a = lc_model_shared_alloc(m, na);
-        rs.mom[i].v_a = lc_model_shared_alloc(m, na);
-        rs.mom[i].m_b = lc_model_shared_alloc(m, nb);
-        rs.mom[i].v_b = lc_model_shared_alloc(m, nb);
+        rs.mom[i].m_a = mom_all + off, rs.mom[i].m_b = mom_all + off + na;
+        rs.mom[i].v_a = mom_all + n_params + off, rs.mom[i].v_b = mom_all + n_params + off + na;
+        off += na + nb;
         if (o->grad_accumulation_steps > 1) {
             accum[2 * i] = lc_model_shared_alloc(m, na);
             accum[2 * i + 1] = lc_model_shared_alloc(m, nb);
@@ -538,7 +541,17 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         if (o->clip_grad_norm > 0) lc_clip_grad_norm(g, gn, 2 * np, o->clip_grad_norm);
         double lr = lc_schedule_lr(&o->lr_schedule, o->learning_rate, step);
         lc_adam_args aa = lc_adam_args_make(adam, lr, step + 1);
-        for (size_t i = 0; i < np; i++) {
+        // on the card, one launch over every adapter when parameters, gradients and
+        // moments are each one contiguous run (the same arithmetic element for element)
+        bool one = !lc_model_on_cpu(m) && acc == 1 && np > 0 && np == rs.view.n;
+        for (size_t i = 0, off = 0; i < np && one; i++) {
+            one = lp[i].a == lp[0].a + off && lp[i].ga == lp[0].ga + off && rs.mom[i].m_a == mom_all + off &&
+                  lp[i].b == lp[i].a + gn[2 * i] && lp[i].gb == lp[i].ga + gn[2 * i];
+            off += gn[2 * i] + gn[2 * i + 1];
+            one = one && (i + 1 < np || off == n_params);
+        }
+        if (one) lc_model_adam(m, &aa, lp[0].a, lp[0].ga, mom_all, mom_all + n_params, n_params);
+        for (size_t i = 0; i < np && !one; i++) {
             if (lc_model_on_cpu(m)) {
                 lc_adam_update(adam, lr, step + 1, lp[i].a, g[2 * i], rs.mom[i].m_a, rs.mom[i].v_a, gn[2 * i]);
                 lc_adam_update(adam, lr, step + 1, lp[i].b, g[2 * i + 1], rs.mom[i].m_b, rs.mom[i].v_b,
@@ -621,11 +634,9 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
 done:
     free(model_dir);
     if (rs.mom) {
-        for (size_t i = 0; i < rs.view.n; i++) {
-            lc_model_shared_free(m, rs.mom[i].m_a), lc_model_shared_free(m, rs.mom[i].v_a);
-            lc_model_shared_free(m, rs.mom[i].m_b), lc_model_shared_free(m, rs.mom[i].v_b);
+        for (size_t i = 0; i < rs.view.n; i++)
             if (accum) lc_model_shared_free(m, accum[2 * i]), lc_model_shared_free(m, accum[2 * i + 1]);
-        }
+        lc_model_shared_free(m, mom_all);
         free(rs.mom);
     }
     free(accum);

@@ -380,6 +380,128 @@ static void test_gemm(void) {
         }
 }
 
+/* One ->gemm_n group of n products of one shape (M, N, K, ta, tb), each with its own A, B
+ * and C (or one shared A when shareA), against the CPU's ->gemm_n: beta 0 over
+ * NaN-poisoned C (every element written, none read), then beta 1 (accumulate). */
+static void check_gemm_n(const char *name, int n, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                         bool shareA) {
+    int64_t lda = (ta ? M : K) + 1, ldb = tb ? K : N, ldc = N;
+    size_t na = (size_t)((ta ? K : M) * lda), nb = (size_t)((tb ? N : K) * ldb), nc = (size_t)(M * ldc);
+    lc_gemm_args hg[LC_GEMM_N_MAX], dg[LC_GEMM_N_MAX];
+    float *hA[LC_GEMM_N_MAX], *hB[LC_GEMM_N_MAX], *hC[LC_GEMM_N_MAX];
+    float *dA[LC_GEMM_N_MAX], *dB[LC_GEMM_N_MAX], *dC[LC_GEMM_N_MAX];
+    for (int beta1 = 0; beta1 < 2; beta1++) {
+        for (int i = 0; i < n; i++) {
+            hA[i] = shareA && i ? hA[0] : rnd(na, 1);
+            hB[i] = rnd(nb, 1), hC[i] = rnd(nc, 1);
+            dA[i] = shareA && i ? dA[0] : up(hA[i], na * 4);
+            dB[i] = up(hB[i], nb * 4);
+            dC[i] = beta1 ? up(hC[i], nc * 4) : poisoned(nc);
+            float alpha = 0.5f + 0.25f * (float)i, beta = beta1 ? 1.0f : 0.0f;
+            lc_gemm_args h = {ta, tb, M, N, K, alpha, beta, hA[i], hB[i], lda, ldb, ldc, hC[i]};
+            lc_gemm_args d = {ta, tb, M, N, K, alpha, beta, dA[i], dB[i], lda, ldb, ldc, dC[i]};
+            hg[i] = h, dg[i] = d;
+        }
+        cpu->gemm_n(cpu, n, hg);
+        gpu->gemm_n(gpu, n, dg);
+        for (int i = 0; i < n; i++) {
+            char what[96];
+            snprintf(what, sizeof what, "gemm_n %s [%d/%d] %s", name, i + 1, n, beta1 ? "+=" : "=");
+            expect(what, dC[i], hC[i], nc, 1e-5);
+        }
+        for (int i = 0; i < n; i++) {
+            if (!(shareA && i)) free(hA[i]), gpu->release(gpu, dA[i]);
+            free(hB[i]), free(hC[i]);
+            gpu->release(gpu, dB[i]), gpu->release(gpu, dC[i]);
+        }
+    }
+}
+
+static void test_gemm_n(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    // the grouped kernels are off by default (measured slower); test them (read once, at
+    // the first ->gemm_n of the process: this is the first)
+    setenv("LORAC_CUDA_GROUP", "1", 1);
+    // the adapters' products at small sizes, one group per kernel class: u = x a (thin
+    // output, long K), du = s dy b^T (the same, B transposed), out += s u b and
+    // dx += du a^T (short K), gb = s u^T dy and ga = x^T du (A^T B over the rows, K over
+    // two 64-row chunks); rank 8 and 16; row counts not multiples of the 4-row tile
+    check_gemm_n("u = x a", 3, false, false, 37, 16, 1000, true);
+    check_gemm_n("u = x a r8", 2, false, false, 38, 8, 300, true);
+    check_gemm_n("du = dy b^T", 3, false, true, 37, 16, 700, false);
+    check_gemm_n("out += u b", 3, false, false, 37, 300, 16, false);
+    check_gemm_n("dx += du a^T", 2, false, true, 37, 300, 16, false);
+    check_gemm_n("gb = u^T dy", 3, true, false, 16, 300, 137, false);
+    check_gemm_n("ga = x^T du", 3, true, false, 300, 16, 137, true);
+    check_gemm_n("ga r8", 1, true, false, 200, 8, 50, false);
+    // shapes outside the classes (many rows; rank 64): ->gemm in order
+    check_gemm_n("fallback M=300", 2, false, false, 300, 16, 400, true);
+    check_gemm_n("fallback N=64", 2, false, false, 40, 64, 400, true);
+    // the recipe's shapes (136 rows, 4096 inputs, rank 16)
+    check_gemm_n("recipe u", 3, false, false, 136, 16, 4096, true);
+    check_gemm_n("recipe ga", 2, true, false, 4096, 16, 136, true);
+}
+
+/* ->matmul_n over BF16 weights of one input (the card converts x once) against the CPU's
+ * (float32): = with a bias on one, then +=; and each against ->matmul on the card. */
+static void check_matmul_n(int64_t N, int64_t I, int n, const int64_t *O) {
+    void *hw[LC_GEMM_N_MAX];
+    float *wf[LC_GEMM_N_MAX], *ref[LC_GEMM_N_MAX], *o[LC_GEMM_N_MAX], *o1[LC_GEMM_N_MAX], *bias = NULL, *dbias = NULL;
+    lc_wt w[LC_GEMM_N_MAX], wd[LC_GEMM_N_MAX];
+    const lc_wt *pw[LC_GEMM_N_MAX], *pwd[LC_GEMM_N_MAX];
+    const float *hb[LC_GEMM_N_MAX] = {0}, *db[LC_GEMM_N_MAX] = {0};
+    float *x = rnd((size_t)(N * I), 2), *dx = up(x, (size_t)(N * I) * 4);
+    bias = rnd((size_t)O[0], 1), dbias = up(bias, (size_t)O[0] * 4);
+    hb[0] = bias, db[0] = dbias;
+    for (int i = 0; i < n; i++) {
+        w[i] = make_wt(LC_DT_BF16, O[i], I, &hw[i], &wf[i]);
+        wd[i] = w[i];
+        CHECK_OK(gpu->weight(gpu, &wd[i]));
+        pw[i] = &w[i], pwd[i] = &wd[i];
+        ref[i] = malloc((size_t)(N * O[i]) * 4);
+        o[i] = poisoned((size_t)(N * O[i]));
+        o1[i] = poisoned((size_t)(N * O[i]));
+    }
+    for (int accum = 0; accum < 2; accum++) {
+        if (accum)
+            for (int i = 0; i < n; i++) {
+                float *a0 = rnd((size_t)(N * O[i]), 1);
+                memcpy(ref[i], a0, (size_t)(N * O[i]) * 4);
+                gpu->upload(gpu, o[i], a0, (size_t)(N * O[i]) * 4);
+                gpu->upload(gpu, o1[i], a0, (size_t)(N * O[i]) * 4);
+                free(a0);
+            }
+        cpu->matmul_n(cpu, n, ref, x, pw, hb, N, accum);
+        gpu->matmul_n(gpu, n, o, dx, pwd, db, N, accum);
+        for (int i = 0; i < n; i++) gpu->matmul(gpu, o1[i], dx, pwd[i], db[i], N, accum);
+        for (int i = 0; i < n; i++) {
+            char what[96];
+            snprintf(what, sizeof what, "matmul_n N=%lld I=%lld O=%lld [%d/%d] %s", (long long)N, (long long)I,
+                     (long long)O[i], i + 1, n, accum ? "+=" : "=");
+            expect(what, o[i], ref[i], (size_t)(N * O[i]), 1e-2);
+            float *a = down(o[i], (size_t)(N * O[i])), *b = down(o1[i], (size_t)(N * O[i]));
+            // the same tuned product on the same bf16 copy: the same bits as ->matmul
+            CHECK_MSG(!memcmp(a, b, (size_t)(N * O[i]) * 4), "%s: differs from ->matmul", what);
+            free(a), free(b);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        free(hw[i]), free(wf[i]), free(ref[i]);
+        gpu->release(gpu, o[i]), gpu->release(gpu, o1[i]);
+    }
+    free(x), free(bias);
+    gpu->release(gpu, dx), gpu->release(gpu, dbias);
+}
+
+static void test_matmul_n(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    static const int64_t qkv[3] = {256, 64, 64}, gu[2] = {688, 688}, one[1] = {96};
+    check_matmul_n(37, 200, 3, qkv);
+    check_matmul_n(136, 256, 2, gu);
+    check_matmul_n(3, 200, 3, qkv); // few rows: ->matmul each (the small-N path)
+    check_matmul_n(20, 64, 1, one);
+}
+
 static void test_norm_rope_swiglu(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     int64_t N = 29, C = 320;
@@ -555,6 +677,8 @@ int main(void) {
     RUN(test_matmul);
     RUN(test_quantized);
     RUN(test_gemm);
+    RUN(test_gemm_n);
+    RUN(test_matmul_n);
     RUN(test_norm_rope_swiglu);
     RUN(test_cross_entropy);
     RUN(test_attention);

@@ -356,6 +356,19 @@ static double cpu_cross_entropy(lc_backend *be, float *logits, const int32_t *ta
 
 /* ------------------------------------------------------------ the table */
 
+/* ->gemm_n: the products one after another (the CPU gains nothing from grouping). */
+static void cpu_gemm_n(lc_backend *be, int n, const lc_gemm_args *g) {
+    for (int i = 0; i < n; i++)
+        lc_cpu_gemm(be, g[i].ta, g[i].tb, g[i].M, g[i].N, g[i].K, g[i].alpha, g[i].A, g[i].lda, g[i].B, g[i].ldb,
+                    g[i].beta, g[i].C, g[i].ldc);
+}
+
+/* ->matmul_n: the products one after another. */
+static void cpu_matmul_n(lc_backend *be, int n, float *const *out, const float *x, const lc_wt *const *w,
+                         const float *const *bias, int64_t N, bool accumulate) {
+    for (int i = 0; i < n; i++) lc_cpu_matmul(be, out[i], x, w[i], bias ? bias[i] : NULL, N, accumulate);
+}
+
 lc_backend *lc_backend_cpu_new(int threads) {
 #ifdef _OPENMP
     if (threads <= 0) threads = omp_get_max_threads();
@@ -390,6 +403,8 @@ lc_backend *lc_backend_cpu_new(int threads) {
     be->matmul = lc_cpu_matmul;
     be->matmul_dx = lc_cpu_matmul_dx;
     be->gemm = lc_cpu_gemm;
+    be->gemm_n = cpu_gemm_n;
+    be->matmul_n = cpu_matmul_n;
     be->embedding = cpu_embedding;
     be->rmsnorm = cpu_rmsnorm;
     be->rmsnorm_bwd = cpu_rmsnorm_bwd;

@@ -349,6 +349,7 @@ static void cu_free(lc_backend *be) {
     lc_cuda *c = impl(be);
     cudaDeviceSynchronize();
     prof_finish(c);
+    lc_cuda_lt_free(c);
     for (size_t i = 0; i < c->n_weights; i++) cudaFree(c->weights[i]);
     free(c->weights);
     for (size_t i = 0; i < c->n_wqs; i++) free(c->wqs[i]);
@@ -745,9 +746,7 @@ static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w
     if (w->dtype == LC_DT_BF16 && gemv_bf16(c, out, x, w, bias, N, accumulate)) return;
     if (w->dtype == LC_DT_BF16) {
         const __nv_bfloat16 *xb = as_bf16(c, x, (size_t)N * I);
-        LC_BK(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, O, (int)N, I, &one, w->data,
-                              CUDA_R_16BF, I, xb, CUDA_R_16BF, I, &beta, out, CUDA_R_32F, O,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        lc_cuda_gemm_bf16(c, true, O, (int)N, I, w->data, I, xb, I, beta, out, O);
     } else {
         LC_BK(c, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, O, (int)N, I, &one,
                              (const float *)w->data, I, x, I, &beta, out, O));
@@ -771,15 +770,38 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
     float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     if (w->dtype == LC_DT_BF16) {
         const __nv_bfloat16 *db = as_bf16(c, dy, (size_t)N * O);
-        LC_BK(c, cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, I, (int)N, O, &one, w->data,
-                              CUDA_R_16BF, I, db, CUDA_R_16BF, O, &beta, dx, CUDA_R_32F, I,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        lc_cuda_gemm_bf16(c, false, I, (int)N, O, w->data, I, db, O, beta, dx, I);
     } else {
         LC_BK(c, cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, I, (int)N, O, &one,
                              (const float *)w->data, I, dy, O, &beta, dx, I));
     }
 }
 
+
+/* ->matmul_n: BF16 weights (not quantized) of more than GEMV_MAXN rows share one bf16
+ * copy of x; anything else runs as ->matmul calls. */
+static void cu_matmul_n(lc_backend *be, int n, float *const *out, const float *x, const lc_wt *const *w,
+                        const float *const *bias, int64_t N, bool accumulate) {
+    lc_cuda *c = impl(be);
+    bool shared = N > GEMV_MAXN && n > 1;
+    for (int i = 0; i < n && shared; i++)
+        shared = !w[i]->q && w[i]->dtype == LC_DT_BF16 && w[i]->cols == w[0]->cols && w[i]->rows > 0;
+    if (!shared) {
+        for (int i = 0; i < n; i++) cu_matmul(be, out[i], x, w[i], bias ? bias[i] : NULL, N, accumulate);
+        return;
+    }
+    int I = (int)w[0]->cols;
+    const __nv_bfloat16 *xb = as_bf16(c, x, (size_t)N * I);
+    for (int i = 0; i < n; i++) {
+        LC_PROF(c, "matmul N=%lld", N);
+        int O = (int)w[i]->rows;
+        lc_cuda_gemm_bf16(c, true, O, (int)N, I, w[i]->data, I, xb, I, accumulate ? 1.0f : 0.0f, out[i], O);
+        if (bias && bias[i]) {
+            k_add_bias<<<blocks_for((size_t)N * O), 256>>>(out[i], bias[i], (size_t)N, (size_t)O);
+            LC_LAUNCHED(c);
+        }
+    }
+}
 
 /* Small fp32 products for the adapters (cuBLAS picks one block for a thin output over a
  * long inner size, ~20 us each). Row-major, cblas_sgemm's meaning:
@@ -1233,6 +1255,8 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->matmul = cu_matmul;
     be->matmul_dx = cu_matmul_dx;
     be->gemm = cu_gemm;
+    be->gemm_n = lc_cuda_gemm_n;
+    be->matmul_n = cu_matmul_n;
     be->embedding = cu_embedding;
     be->rmsnorm = cu_rmsnorm;
     be->rmsnorm_bwd = cu_rmsnorm_bwd;

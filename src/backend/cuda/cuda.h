@@ -1,7 +1,7 @@
 /*
  * cuda.h — internals of the CUDA backend shared by its files (cuda.cu: the table,
  * memory, elementwise ops, layers and products; attention.cu: attention forward and
- * backward). CUDA C++ only; the C code sees the backend through backend/backend.h.
+ * backward; gemm.cu: tuned cuBLASLt bf16 products and grouped adapter products). CUDA C++ only; the C code sees the backend through backend/backend.h.
  *
  * Errors: every runtime and cuBLAS call is checked; the first failure is kept in the
  * backend (lc_cuda.err) and ->sync reports it as one lc_fail line, since the
@@ -38,6 +38,7 @@ typedef struct {
     bool pdl;                // launch the small-N product programmatically (sm_90+, LORAC_CUDA_PDL != 0)
     unsigned *counter;       // device word for single-launch reductions (zero between launches)
     struct lc_cuda_prof *prof; // LORAC_CUDA_PROFILE=1: per-op event timings (else NULL)
+    struct lc_cuda_lt *lt;     // gemm.cu: cuBLASLt handle, tuned plans, workspace (NULL until used)
 } lc_cuda;
 
 /* A quantized weight on the card: the descriptor ->weight points lc_wt.q at (q first, so
@@ -92,6 +93,16 @@ void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, con
 
 /* Grows the backend's per-row scratch to n floats; returns it. */
 float *lc_cuda_rows(lc_cuda *c, size_t n);
+
+/* gemm.cu. Column-major out (m,n) = op(W) (m,k) · x (k,n) + beta out, W and x bf16, out
+ * float32 (cublasGemmEx's meaning, op(W) = W^T when ta), through cuBLASLt with the
+ * algorithm tuned for the shape on first use. */
+void lc_cuda_gemm_bf16(lc_cuda *c, bool ta, int m, int n, int k, const void *W, int lda, const void *x, int ldb,
+                       float beta, float *out, int ldc);
+/* ->gemm_n: grouped launches by shape class, else ->gemm in order. */
+void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *g);
+/* Frees gemm.cu's state (with the backend). */
+void lc_cuda_lt_free(lc_cuda *c);
 
 void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, const float *k,
                        const float *v, int64_t B, int64_t Tq, int64_t S, int64_t H, int64_t KV,
