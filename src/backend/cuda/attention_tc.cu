@@ -84,33 +84,18 @@ __device__ __forceinline__ void c_to_a(uint32_t a[4], const float x[4], const fl
 
 /* Rows row0..row0+R-1 of a float32 matrix whose row r starts at src + r·rs (D floats) into
  * bf16 shared memory: row-major dst[r][d] (ld D+8) when dst, transposed dstT[d][r] (ld R+8)
- * when dstT; rows at or after lim are zeros. All threads of the block take part, 4 loads
- * in flight each. Row-major only: a warp reads 512 consecutive bytes of a row; with the
- * transposed copy: one float4 of 32 rows (consecutive 2-byte stores along dstT's rows). */
+ * when dstT; rows at or after lim are zeros. All threads of the block take part. */
 template <int R, int D>
 __device__ __forceinline__ void load_tile(bf16 *dst, bf16 *dstT, const float *src, size_t rs, int row0, int lim) {
-    static_assert((R * D / 4) % (4 * TC_THREADS) == 0, "tile size");
-#pragma unroll 1
-    for (int i0 = 0; i0 < R * D / 4; i0 += 4 * TC_THREADS) {
-        float4 x[4];
-        int r[4], c[4];
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            int idx = i0 + j * TC_THREADS + threadIdx.x;
-            r[j] = dstT ? idx % R : idx / (D / 4), c[j] = dstT ? (idx / R) * 4 : (idx % (D / 4)) * 4;
-            x[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (row0 + r[j] < lim) x[j] = *reinterpret_cast<const float4 *>(src + (size_t)(row0 + r[j]) * rs + c[j]);
-        }
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            if (dst)
-                *reinterpret_cast<uint2 *>(dst + r[j] * (D + 8) + c[j]) =
-                    make_uint2(pack2(x[j].x, x[j].y), pack2(x[j].z, x[j].w));
-            if (dstT) {
-                bf16 *t = dstT + c[j] * (R + 8) + r[j];
-                t[0] = __float2bfloat16_rn(x[j].x), t[R + 8] = __float2bfloat16_rn(x[j].y);
-                t[2 * (R + 8)] = __float2bfloat16_rn(x[j].z), t[3 * (R + 8)] = __float2bfloat16_rn(x[j].w);
-            }
+    for (int idx = threadIdx.x; idx < R * D / 4; idx += TC_THREADS) {
+        int r = idx % R, c = (idx / R) * 4, row = row0 + r;
+        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (row < lim) x = *reinterpret_cast<const float4 *>(src + (size_t)row * rs + c);
+        if (dst) *reinterpret_cast<uint2 *>(dst + r * (D + 8) + c) = make_uint2(pack2(x.x, x.y), pack2(x.z, x.w));
+        if (dstT) {
+            bf16 *t = dstT + c * (R + 8) + r;
+            t[0] = __float2bfloat16_rn(x.x), t[R + 8] = __float2bfloat16_rn(x.y);
+            t[2 * (R + 8)] = __float2bfloat16_rn(x.z), t[3 * (R + 8)] = __float2bfloat16_rn(x.w);
         }
     }
 }
