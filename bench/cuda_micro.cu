@@ -2,7 +2,8 @@
  * cuda_micro.cu — microbenchmarks of the CUDA backend's pieces on the card, for
  * bench/results/cuda_notes.md: the host cost of a kernel launch, device-to-device copy
  * bandwidth, and the per-call time of the backend's products at the 7B model's shapes
- * (matmul with 1 and 136 rows, the adapters' fp32 products), by events over many calls.
+ * (matmul with 1 and 136 rows, the adapters' fp32 products, attention), by events over many
+ * calls; `cuda_micro attention` runs the attention rows alone.
  * Built by hand on the development machine (see cuda_notes.md) against build/liblorac.a;
  * prints one table. A benchmark program: prints and exits on errors.
  */
@@ -10,6 +11,7 @@
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 extern "C" {
@@ -44,6 +46,14 @@ __global__ void k_fill(__nv_bfloat16 *w, size_t n, unsigned seed) {
     }
 }
 
+__global__ void k_fillf(float *w, size_t n, unsigned seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        unsigned h = (unsigned)(i * 2654435761u) ^ seed;
+        h ^= h >> 13, h *= 0x5bd1e995u, h ^= h >> 15;
+        w[i] = (h & 0xffff) / 32768.0f - 1.0f;
+    }
+}
+
 static lc_backend *be;
 
 /* Per-call ms of fn over reps calls, by events. */
@@ -65,13 +75,41 @@ template <class F> static double timed(int reps, F fn) {
     return ms / reps;
 }
 
-int main(void) {
+/* Attention forward and backward at the recipe's, the 8x512 row's and a 2x1024 shape
+ * (Mistral: H 32, KV 8, D 128), inputs uniform in (-1, 1); TFLOP/s counts the causal
+ * half: forward 2 products, backward 5 (FlashAttention's count), 2·B·H·D·T²/2 each. */
+static void bench_attention(void) {
+    for (int T : {68, 512, 1024}) {
+        int Bt = T == 68 ? 2 : T == 512 ? 8 : 2, H = 32, KV = 8, D = 128;
+        size_t nq = (size_t)Bt * T * H * D, nk = (size_t)Bt * T * KV * D;
+        float *q = (float *)be->alloc(be, nq * 4), *k = (float *)be->alloc(be, nk * 4), *v = (float *)be->alloc(be, nk * 4);
+        float *o = (float *)be->alloc(be, nq * 4), *lse = (float *)be->alloc(be, (size_t)Bt * H * T * 4);
+        float *dq = (float *)be->alloc(be, nq * 4), *dk = (float *)be->alloc(be, nk * 4), *dv = (float *)be->alloc(be, nk * 4);
+        k_fillf<<<1024, 256>>>(q, nq, 1);
+        k_fillf<<<1024, 256>>>(k, nk, 2);
+        k_fillf<<<1024, 256>>>(v, nk, 3);
+        double tf = timed(20, [&](int) { be->attention(be, o, lse, q, k, v, Bt, T, T, H, KV, D, 0); });
+        double tb = timed(20, [&](int) { be->attention_bwd(be, dq, dk, dv, o, q, k, v, o, lse, Bt, T, H, KV, D); });
+        double f = 2.0 * Bt * H * D * (double)T * T / 2;
+        printf("| attention B%d T%d | fwd %.1f us (%.1f TFLOP/s) | bwd %.1f us (%.1f TFLOP/s) |\n", Bt, T, 1e3 * tf,
+               2 * f / tf / 1e9, 1e3 * tb, 5 * f / tb / 1e9);
+        void *all[] = {q, k, v, o, lse, dq, dk, dv};
+        for (void *p : all) be->release(be, p);
+    }
+}
+
+int main(int argc, char **argv) {
     be = lc_backend_cuda_new(0);
     if (!be) {
         fprintf(stderr, "error: %s\n", lc_errmsg());
         return 1;
     }
     printf("card: %s\n", be->device_name);
+    if (argc > 1 && !strcmp(argv[1], "attention")) { // the attention rows alone
+        bench_attention();
+        be->free(be);
+        return 0;
+    }
     // launches: host time per launch (queue), and per launch with the device draining
     int n = 20000;
     k_empty<<<1, 32>>>(NULL);
@@ -152,20 +190,7 @@ int main(void) {
         }
         be->release(be, gd), be->release(be, ga0);
     }
-    // attention at the recipe's and the 8x512 row's shapes (Mistral: H 32, KV 8, D 128)
-    for (int T : {68, 512}) {
-        int Bt = T == 68 ? 2 : 8, H = 32, KV = 8, D = 128;
-        size_t nq = (size_t)Bt * T * H * D, nk = (size_t)Bt * T * KV * D;
-        float *q = (float *)be->alloc(be, nq * 4), *k = (float *)be->alloc(be, nk * 4), *v = (float *)be->alloc(be, nk * 4);
-        float *o = (float *)be->alloc(be, nq * 4), *lse = (float *)be->alloc(be, (size_t)Bt * H * T * 4);
-        float *dq = (float *)be->alloc(be, nq * 4), *dk = (float *)be->alloc(be, nk * 4), *dv = (float *)be->alloc(be, nk * 4);
-        k_fill<<<1024, 256>>>((__nv_bfloat16 *)q, nq, 1); // any bits that are finite floats' halves
-        double tf = timed(20, [&](int) { be->attention(be, o, lse, q, k, v, Bt, T, T, H, KV, D, 0); });
-        double tb = timed(20, [&](int) { be->attention_bwd(be, dq, dk, dv, o, q, k, v, o, lse, Bt, T, H, KV, D); });
-        printf("| attention B%d T%d | fwd %.1f us | bwd %.1f us |\n", Bt, T, 1e3 * tf, 1e3 * tb);
-        void *all[] = {q, k, v, o, lse, dq, dk, dv};
-        for (void *p : all) be->release(be, p);
-    }
+    bench_attention();
     be->free(be);
     return 0;
 }

@@ -10,7 +10,9 @@
  * small-N path (up to 8 rows, float32 activations: 1e-5); the dropout mask,
  * embedding rows and zero/copy exactly. Quantized weights (NF4 nested and not, MLX
  * affine 2/4/8-bit with F32/F16/BF16 scales): the same products over the same codes on
- * both backends, 1e-2 (the card multiplies a bf16 dequantization), embedding rows exact. SKIPs (visibly) when this build has no CUDA or
+ * both backends, 1e-2 (the card multiplies a bf16 dequantization), embedding rows exact.
+ * Tensor-core attention (training shapes): 1e-2 / 2e-2, derived above test_attention_tc,
+ * and bit-identical on a second run. SKIPs (visibly) when this build has no CUDA or
  * no GPU answers, as on CI.
  */
 #include <math.h>
@@ -636,6 +638,91 @@ static void test_attention(void) {
     check_attention(1, 20, 2, 1, 256); // the largest head_dim
 }
 
+/* x rounded to the nearest bf16 (ties to even), in place. */
+static void round_bf16(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+        memcpy(&x[i], &u, 4);
+    }
+}
+
+/* Whether two device buffers of n floats hold the same bits. */
+static bool same_bits(const float *a, const float *b, size_t n) {
+    float *ha = down(a, n), *hb = down(b, n);
+    bool eq = memcmp(ha, hb, n * sizeof(float)) == 0;
+    free(ha), free(hb);
+    return eq;
+}
+
+/* The tensor-core kernels (attention_tc.cu: pos0 = 0, T >= 128, head_dim 64/128) against
+ * the CPU: forward (out, lse) with key capacity S >= T, and when S == T the backward (dq,
+ * dk, dv) too, each run twice to check that the results repeat bit for bit. bf16_in:
+ * the inputs are bf16 values already (so only the kernels' own roundings count); bound:
+ * out/dq/dk/dv, lbound: lse. */
+static void check_attention_tc(int64_t B, int64_t T, int64_t S, int64_t H, int64_t KV, int64_t D, bool bf16_in,
+                               double bound, double lbound) {
+    char what[128];
+    size_t nq = (size_t)(B * T * H * D), nk = (size_t)(B * S * KV * D), nl = (size_t)(B * H * T);
+    float *q = rnd(nq, 1.5f), *k = rnd(nk, 1.5f), *v = rnd(nk, 1), *dout = rnd(nq, 1);
+    if (bf16_in) round_bf16(q, nq), round_bf16(k, nk), round_bf16(v, nk), round_bf16(dout, nq);
+    float *ro = malloc(nq * 4), *rl = malloc(nl * 4);
+    cpu->attention(cpu, ro, rl, q, k, v, B, T, S, H, KV, D, 0);
+    float *dq = up(q, nq * 4), *dk = up(k, nk * 4), *dv = up(v, nk * 4), *ddo = up(dout, nq * 4);
+    float *o = poisoned(nq), *lse = poisoned(nl), *o2 = poisoned(nq);
+    gpu->attention(gpu, o, lse, dq, dk, dv, B, T, S, H, KV, D, 0);
+    gpu->attention(gpu, o2, NULL, dq, dk, dv, B, T, S, H, KV, D, 0);
+    snprintf(what, sizeof what, "tc attention B%lld T%lld S%lld H%lld/%lld D%lld%s", (long long)B, (long long)T,
+             (long long)S, (long long)H, (long long)KV, (long long)D, bf16_in ? " bf16 in" : "");
+    expect(what, o, ro, nq, bound);
+    expect("  its lse", lse, rl, nl, lbound);
+    CHECK_MSG(same_bits(o, o2, nq), "%s: a second forward differs", what);
+    float *gq = NULL, *gk = NULL, *gv = NULL, *gq2 = NULL, *gk2 = NULL, *gv2 = NULL;
+    float *rq = NULL, *rk = NULL, *rv = NULL;
+    if (S == T) {
+        rq = malloc(nq * 4), rk = malloc(nk * 4), rv = malloc(nk * 4);
+        cpu->attention_bwd(cpu, rq, rk, rv, dout, q, k, v, ro, rl, B, T, H, KV, D);
+        gq = poisoned(nq), gk = poisoned(nk), gv = poisoned(nk);
+        gq2 = poisoned(nq), gk2 = poisoned(nk), gv2 = poisoned(nk);
+        gpu->attention_bwd(gpu, gq, gk, gv, ddo, dq, dk, dv, o, lse, B, T, H, KV, D);
+        gpu->attention_bwd(gpu, gq2, gk2, gv2, ddo, dq, dk, dv, o, lse, B, T, H, KV, D);
+        expect("  attention_bwd dq", gq, rq, nq, bound);
+        expect("  attention_bwd dk", gk, rk, nk, bound);
+        expect("  attention_bwd dv", gv, rv, nk, bound);
+        CHECK_MSG(same_bits(gq, gq2, nq) && same_bits(gk, gk2, nk) && same_bits(gv, gv2, nk),
+                  "%s: a second backward differs", what);
+    }
+    free(q), free(k), free(v), free(dout), free(ro), free(rl), free(rq), free(rk), free(rv);
+    void *dev[] = {dq, dk, dv, ddo, o, lse, o2, gq, gk, gv, gq2, gk2, gv2};
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
+        if (dev[i]) gpu->release(gpu, dev[i]);
+}
+
+/* Bounds of the tensor-core path. Its operands are bf16 (unit roundoff u = 2^-9 ≈ 2e-3)
+ * with float32 accumulation and softmax. With bf16 inputs the products Q K^T and dO V^T
+ * are exact up to float32 sums, and the only roundings left are P (before P V, P^T dO)
+ * and dS (before dS K, dS^T Q): one relative error of at most u per term, of random sign,
+ * so each output's L2-relative error is about u/sqrt(3) ≈ 1e-3; bound 1e-2 (5u) leaves
+ * room for the cancellation in dP - D, while a wrong mask, head or tile index gives O(1).
+ * lse is float32 arithmetic on exact scores, but the tensor cores do not round each add
+ * (Hopper aligns the products to the largest exponent) and ex2.approx is good to 2^-22:
+ * ~1e-6 expected, bound 1e-4. With float32 inputs the rounding of
+ * q, k, v and dout adds about u per operand: 2e-2 (PyTorch's bf16 rtol is 1.6e-2), lse
+ * (scores off by ~1e-3 absolute, lse ~ log T): 1e-3. */
+static void test_attention_tc(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    check_attention_tc(2, 200, 200, 4, 2, 128, true, 1e-2, 1e-4);  // T not a multiple of 64, GQA, B 2
+    check_attention_tc(1, 512, 512, 32, 8, 128, true, 1e-2, 1e-4); // the 7B model's heads (32/8)
+    check_attention_tc(2, 1024, 1024, 4, 1, 64, true, 1e-2, 1e-4); // long, one kv head, D 64
+    check_attention_tc(1, 300, 300, 8, 8, 64, false, 2e-2, 1e-3);  // float32 inputs, no grouping
+    check_attention_tc(2, 150, 170, 4, 2, 64, true, 1e-2, 1e-4);   // forward into a longer cache (prefill)
+    // LORAC_CUDA_ATT=fp32 takes the float32 kernels: the float32 bounds hold
+    setenv("LORAC_CUDA_ATT", "fp32", 1);
+    check_attention_tc(1, 130, 130, 4, 2, 128, false, 1e-5, 1e-6);
+    unsetenv("LORAC_CUDA_ATT");
+}
+
 static void test_adam(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     size_t n = 70001;
@@ -682,6 +769,7 @@ int main(void) {
     RUN(test_norm_rope_swiglu);
     RUN(test_cross_entropy);
     RUN(test_attention);
+    RUN(test_attention_tc);
     RUN(test_adam);
     RUN(test_errors);
     if (gpu) gpu->free(gpu);

@@ -14,6 +14,9 @@
  * lane owns dimensions lane, lane+32, ... of the accumulators. head_dim up to 256.
  * Owns nothing beyond the backend's per-row scratch (the backward's D = rowsum(dout·out)
  * and the per-head partial dk/dv).
+ *
+ * Training shapes (pos0 = 0, T ≥ 128, head_dim 64/128) go to the tensor-core kernels of
+ * attention_tc.cu (bf16 operands, float32 softmax and sums) unless LORAC_CUDA_ATT=fp32.
  */
 #include <math.h>
 
@@ -170,6 +173,11 @@ void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, c
         k_att_dec<<<dim3((unsigned)H, (unsigned)B), DEC_W * 32>>>(out, lse, q, k, v, (int)S, (int)H, (int)KV,
                                                                (int)D, (int)pos0, 1.0f / sqrtf((float)D));
         LC_LAUNCHED(c);
+        return;
+    }
+    const void *al[] = {out, q, k, v};
+    if (lc_cuda_att_tc_ok(Tq, S, D, pos0, al, 4)) {
+        lc_cuda_att_tc_fwd(c, out, lse, q, k, v, B, Tq, S, H, KV, D);
         return;
     }
     size_t sm = fwd_smem((int)D);
@@ -357,13 +365,19 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
     size_t rows = (size_t)(B * T * H), nk = (size_t)(B * T * KV * D);
     // few key-row blocks (short sequences): a block per head, not per group
     int64_t kb = (T + ROWS - 1) / ROWS, G = H / KV;
-    bool hsplit = G > 1 && kb * KV * B < 256;
+    const void *al[] = {dq, dk, dv, dout, q, k, v};
+    bool tc = lc_cuda_att_tc_ok(T, T, D, 0, al, 7);
+    bool hsplit = !tc && G > 1 && kb * KV * B < 256;
     size_t rows_al = (rows + 63) & ~(size_t)63;
     float *Dr = lc_cuda_rows(c, rows_al + (hsplit ? 2 * (size_t)G * nk : 0));
     float *part = hsplit ? Dr + rows_al : NULL;
     k_att_rowdot<<<(unsigned)((rows + ROWS - 1) / ROWS), ROWS * 32>>>(Dr, dout, out, (int)T, (int)H,
                                                                        (int)D, rows);
     LC_LAUNCHED(c);
+    if (tc) {
+        lc_cuda_att_tc_bwd(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV, D);
+        return;
+    }
     float scale = 1.0f / sqrtf((float)D);
     size_t sq = (size_t)(2 * TILE * (D + 1) + 2 * ROWS * D) * sizeof(float);
     size_t skv = (size_t)(2 * TILE * (D + 1) + 2 * ROWS * D + 2 * TILE) * sizeof(float);

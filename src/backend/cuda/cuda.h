@@ -1,7 +1,9 @@
 /*
  * cuda.h — internals of the CUDA backend shared by its files (cuda.cu: the table,
  * memory, elementwise ops, layers and products; attention.cu: attention forward and
- * backward; gemm.cu: tuned cuBLASLt bf16 products and grouped adapter products). CUDA C++ only; the C code sees the backend through backend/backend.h.
+ * backward in float32; attention_tc.cu: the tensor-core kernels for training shapes;
+ * gemm.cu: tuned cuBLASLt bf16 products and grouped adapter products). CUDA C++ only; the
+ * C code sees the backend through backend/backend.h.
  *
  * Errors: every runtime and cuBLAS call is checked; the first failure is kept in the
  * backend (lc_cuda.err) and ->sync reports it as one lc_fail line, since the
@@ -110,5 +112,17 @@ void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, c
 void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, const float *dout,
                            const float *q, const float *k, const float *v, const float *out,
                            const float *lse, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
+
+/* Tensor-core attention (attention_tc.cu). Whether it takes a call: pos0 = 0, Tq ≥ 128,
+ * S ≥ Tq, D 64 or 128, the n tensors in ptrs 16-byte aligned, and LORAC_CUDA_ATT is not
+ * "fp32". */
+bool lc_cuda_att_tc_ok(int64_t Tq, int64_t S, int64_t D, int64_t pos0, const void *const *ptrs, int n);
+/* Forward with pos0 = 0: out (B,T,H,D) =, lse (B,H,T) = (may be NULL); k, v (B,S,KV,D). */
+void lc_cuda_att_tc_fwd(lc_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v,
+                        int64_t B, int64_t T, int64_t S, int64_t H, int64_t KV, int64_t D);
+/* Backward (attention_bwd's contract: dq, dk, dv =) given Dr (B,H,T) = rowsum(dout·out). */
+void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                        const float *k, const float *v, const float *lse, const float *Dr, int64_t B, int64_t T,
+                        int64_t H, int64_t KV, int64_t D);
 
 #endif
