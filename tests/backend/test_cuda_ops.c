@@ -322,17 +322,34 @@ static void check_qmatmul(const char *name, lc_quant_format fmt, bool nested, in
 static void test_quantized(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     lc_backend_cpu_set_bf16(cpu, false);
-    // nested NF4 over 384 blocks (two nested blocks), the 8-wide kernel; then decoding sizes
-    check_qmatmul("nf4 nested", LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 96, 256, 37);
-    check_qmatmul("nf4 nested", LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 96, 256, 3);
-    // plain absmax; 37 × 203 = 7511 elements: the one-a-thread kernel and an odd tail
-    check_qmatmul("nf4 odd shape", LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 37, 203, 5);
-    check_qmatmul("nf4", LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 64, 128, 40);
-    check_qmatmul("q4 g64 bf16", LC_QUANT_AFFINE, false, 4, 64, LC_DT_BF16, 96, 256, 37);
-    check_qmatmul("q4 g32 f16", LC_QUANT_AFFINE, false, 4, 32, LC_DT_F16, 96, 256, 2);
-    check_qmatmul("q8 g64 f32", LC_QUANT_AFFINE, false, 8, 64, LC_DT_F32, 96, 256, 37);
-    check_qmatmul("q8 g32 bf16", LC_QUANT_AFFINE, false, 8, 32, LC_DT_BF16, 40, 96, 1);
-    check_qmatmul("q2 g64 bf16", LC_QUANT_AFFINE, false, 2, 64, LC_DT_BF16, 40, 128, 9);
+    // products of more than 8 rows go slice by slice (quant.cu): the default slices, the
+    // whole weight as one slice, 1 KB slices (a few rows each: slices that start inside
+    // an NF4 block and end on a short one), 64 KB slices (64 rows), each with the
+    // dequantization on its own stream and in line; up to 8 rows: the whole weight
+    static const char *chunks[][2] = {{NULL, NULL}, {"0", "1"}, {"1", "1"}, {"1", "0"}, {"64", "1"}, {"64", "0"}};
+    for (size_t k = 0; k < sizeof chunks / sizeof *chunks; k++) {
+        if (chunks[k][0]) setenv("LORAC_CUDA_DQ_CHUNK_KB", chunks[k][0], 1), setenv("LORAC_CUDA_DQ_OVERLAP", chunks[k][1], 1);
+        printf("  slices: %s KB, dequantization %s\n", chunks[k][0] ? chunks[k][0] : "default",
+               chunks[k][1] && !strcmp(chunks[k][1], "0") ? "in line" : "on its own stream");
+        // nested NF4 over 384 blocks (two nested blocks); then decoding sizes
+        check_qmatmul("nf4 nested", LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 96, 256, 37);
+        check_qmatmul("nf4 nested", LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 96, 256, 3);
+        // plain absmax; 37 × 203 = 7511 elements: the one-a-thread kernel and an odd tail
+        check_qmatmul("nf4 odd shape", LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 37, 203, 5);
+        check_qmatmul("nf4 odd shape", LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 37, 203, 11);
+        check_qmatmul("nf4", LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 64, 128, 40);
+        // 1000 rows: 64 KB slices are 16 of 64 rows and a short last one
+        check_qmatmul("nf4 nested 1000 rows", LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 1000, 512, 37);
+        check_qmatmul("q4 g64 bf16 1000 rows", LC_QUANT_AFFINE, false, 4, 64, LC_DT_BF16, 1000, 512, 19);
+        check_qmatmul("q8 g64 f16 1000 rows", LC_QUANT_AFFINE, false, 8, 64, LC_DT_F16, 1000, 512, 19);
+        check_qmatmul("q4 g64 bf16", LC_QUANT_AFFINE, false, 4, 64, LC_DT_BF16, 96, 256, 37);
+        check_qmatmul("q4 g32 f16", LC_QUANT_AFFINE, false, 4, 32, LC_DT_F16, 96, 256, 2);
+        check_qmatmul("q8 g64 f32", LC_QUANT_AFFINE, false, 8, 64, LC_DT_F32, 96, 256, 37);
+        check_qmatmul("q8 g32 bf16", LC_QUANT_AFFINE, false, 8, 32, LC_DT_BF16, 40, 96, 1);
+        check_qmatmul("q8 g32 bf16", LC_QUANT_AFFINE, false, 8, 32, LC_DT_BF16, 40, 96, 21);
+        check_qmatmul("q2 g64 bf16", LC_QUANT_AFFINE, false, 2, 64, LC_DT_BF16, 40, 128, 9);
+    }
+    unsetenv("LORAC_CUDA_DQ_CHUNK_KB"), unsetenv("LORAC_CUDA_DQ_OVERLAP");
 }
 
 static void test_gemm(void) {

@@ -1,7 +1,8 @@
 /*
  * cuda.h — internals of the CUDA backend shared by its files (cuda.cu: the table,
  * memory, elementwise ops, layers and products; attention.cu: attention forward and
- * backward). CUDA C++ only; the C code sees the backend through backend/backend.h.
+ * backward; quant.cu: products over quantized weights). CUDA C++ only; the C code sees
+ * the backend through backend/backend.h.
  *
  * Errors: every runtime and cuBLAS call is checked; the first failure is kept in the
  * backend (lc_cuda.err) and ->sync reports it as one lc_fail line, since the
@@ -29,6 +30,7 @@ typedef struct {
     size_t xb_cap;           // bytes
     void *wdq;               // bf16 scratch: one quantized weight dequantized (largest seen)
     size_t wdq_cap;          // bytes
+    struct lc_cuda_q *q;     // quant.cu's slices, stream and events (NULL until a quantized product)
     struct lc_cuda_wq **wqs; // descriptors of the quantized weights on the card (freed with the backend)
     size_t n_wqs, cap_wqs;
     float *rows;             // per-row scratch (cross-entropy losses, attention D)
@@ -89,6 +91,27 @@ void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, con
 
 /* Checks the launch just made. */
 #define LC_LAUNCHED(c) LC_CK(c, cudaGetLastError())
+
+/* Rows up to which a product with BF16 weights takes cuda.cu's GEMV (decoding). */
+#define LC_CUDA_GEMV_MAXN 8
+
+/* x (n float32) as bf16 in the backend's operand scratch (valid until the next call). */
+const void *lc_cuda_as_bf16(lc_cuda *c, const float *x, size_t n);
+/* Ends the program with the one out-of-memory line (->alloc's contract). */
+void lc_cuda_oom(lc_cuda *c, size_t bytes, const char *what);
+
+/* quant.cu: products over quantized weights. lc_cuda_qmatmul / _dx run a product of
+ * more than LC_CUDA_GEMV_MAXN rows slice by slice and return true, else return false
+ * (the caller takes lc_cuda_dequantized's bf16 view, valid until the next quantized
+ * product, down the bf16 path). Same meaning as the backend's matmul / matmul_dx. */
+bool lc_cuda_qmatmul(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
+                     bool accumulate);
+bool lc_cuda_qmatmul_dx(lc_cuda *c, float *dx, const float *dy, const lc_wt *w, int64_t N, bool accumulate);
+lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w);
+/* out (N, cols) = rows tokens[0..N) of quantized table, float32 as the CPU computes them. */
+void lc_cuda_embedding_q(lc_cuda *c, float *out, const int32_t *tokens, const lc_wt *table, int64_t N);
+/* Frees quant.cu's state and the whole-weight scratch (with the backend). */
+void lc_cuda_quant_free(lc_cuda *c);
 
 /* Grows the backend's per-row scratch to n floats; returns it. */
 float *lc_cuda_rows(lc_cuda *c, size_t n);
