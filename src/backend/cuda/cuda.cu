@@ -6,9 +6,10 @@
  * rows (decoding) a GEMV-style kernel that streams the weight once in 16-byte loads and
  * reads the float32 input as it is; for the adapters' fp32 products of up to 256 rows
  * (the recipe, decoding) small-K and split-K kernels where cuBLAS picks one slow block.
- * Quantized weights (NF4, MLX affine) live on the card as stored; their products and
- * embedding rows are quant.cu's (training products dequantize slice by slice in L2; a
- * decoding product takes the whole bf16 view down the GEMV).
+ * Quantized weights (NF4, MLX affine) live on the card as stored; a product over one
+ * takes quant.cu's bf16 view of the whole matrix (dequantized ahead of time on a second
+ * stream when the order of products repeats) down the bf16 path; embedding rows
+ * dequantize to float32 (quant.cu).
  *
  * Owns the cuBLAS handle, the device copies of the weights (->weight) and the scratch
  * buffers (bf16 operands, a dequantized weight, per-row values, a reduction counter)
@@ -464,8 +465,6 @@ static const __nv_bfloat16 *as_bf16(lc_cuda *c, const float *x, size_t n) {
     return xb;
 }
 
-const void *lc_cuda_as_bf16(lc_cuda *c, const float *x, size_t n) { return as_bf16(c, x, n); }
-
 /* Small-N products with BF16 weights (decoding: N = 1): out (N,O) = x (N,I) W^T, fp32 x
  * read as it is (no bf16 pass), the weight row streamed once in 16-byte loads, GEMV_U
  * of them in flight per lane, fp32 accumulation. One warp per output row; every row of
@@ -585,7 +584,6 @@ static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w
                       int64_t N, bool accumulate) {
     lc_cuda *c = impl(be);
     lc_wt wq;
-    if (w->q && lc_cuda_qmatmul(c, out, x, w, bias, N, accumulate)) return;
     if (w->q) wq = lc_cuda_dequantized(c, w), w = &wq;
     LC_PROF(impl(be), "matmul N=%lld", N);
     int O = (int)w->rows, I = (int)w->cols;
@@ -613,7 +611,6 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
                          bool accumulate) {
     lc_cuda *c = impl(be);
     lc_wt wq;
-    if (w->q && lc_cuda_qmatmul_dx(c, dx, dy, w, N, accumulate)) return;
     if (w->q) wq = lc_cuda_dequantized(c, w), w = &wq;
     LC_PROF(impl(be), "matmul_dx N=%lld", N);
     int O = (int)w->rows, I = (int)w->cols;

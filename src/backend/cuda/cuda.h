@@ -1,7 +1,7 @@
 /*
  * cuda.h — internals of the CUDA backend shared by its files (cuda.cu: the table,
  * memory, elementwise ops, layers and products; attention.cu: attention forward and
- * backward; quant.cu: products over quantized weights). CUDA C++ only; the C code sees
+ * backward; quant.cu: dequantizing quantized weights). CUDA C++ only; the C code sees
  * the backend through backend/backend.h.
  *
  * Errors: every runtime and cuBLAS call is checked; the first failure is kept in the
@@ -28,9 +28,6 @@ typedef struct {
     size_t n_weights, cap_weights;
     void *xb;                // bf16 scratch for product operands
     size_t xb_cap;           // bytes
-    void *wdq;               // bf16 scratch: one quantized weight dequantized (largest seen)
-    size_t wdq_cap;          // bytes
-    struct lc_cuda_q *q;     // quant.cu's slices, stream and events (NULL until a quantized product)
     struct lc_cuda_wq **wqs; // descriptors of the quantized weights on the card (freed with the backend)
     size_t n_wqs, cap_wqs;
     float *rows;             // per-row scratch (cross-entropy losses, attention D)
@@ -40,6 +37,7 @@ typedef struct {
     bool pdl;                // launch the small-N product programmatically (sm_90+, LORAC_CUDA_PDL != 0)
     unsigned *counter;       // device word for single-launch reductions (zero between launches)
     struct lc_cuda_prof *prof; // LORAC_CUDA_PROFILE=1: per-op event timings (else NULL)
+    struct lc_cuda_q *q;     // quant.cu's buffers, stream and events (NULL until a quantized product)
 } lc_cuda;
 
 /* A quantized weight on the card: the descriptor ->weight points lc_wt.q at (q first, so
@@ -48,6 +46,11 @@ typedef struct {
 struct lc_cuda_wq {
     lc_wquant q;
     float *code2; // device (256)
+    // quant.cu: the weight as its last product saw it, and the quantized weight whose
+    // product came next then (the one to dequantize ahead of time)
+    const void *codes;
+    int64_t rows, cols;
+    struct lc_cuda_wq *next;
 };
 
 /* Per-op profile (LORAC_CUDA_PROFILE=1): each op records an event pair on the stream;
@@ -92,21 +95,12 @@ void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, con
 /* Checks the launch just made. */
 #define LC_LAUNCHED(c) LC_CK(c, cudaGetLastError())
 
-/* Rows up to which a product with BF16 weights takes cuda.cu's GEMV (decoding). */
-#define LC_CUDA_GEMV_MAXN 8
-
-/* x (n float32) as bf16 in the backend's operand scratch (valid until the next call). */
-const void *lc_cuda_as_bf16(lc_cuda *c, const float *x, size_t n);
 /* Ends the program with the one out-of-memory line (->alloc's contract). */
 void lc_cuda_oom(lc_cuda *c, size_t bytes, const char *what);
 
-/* quant.cu: products over quantized weights. lc_cuda_qmatmul / _dx run a product of
- * more than LC_CUDA_GEMV_MAXN rows slice by slice and return true, else return false
- * (the caller takes lc_cuda_dequantized's bf16 view, valid until the next quantized
- * product, down the bf16 path). Same meaning as the backend's matmul / matmul_dx. */
-bool lc_cuda_qmatmul(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
-                     bool accumulate);
-bool lc_cuda_qmatmul_dx(lc_cuda *c, float *dx, const float *dy, const lc_wt *w, int64_t N, bool accumulate);
+/* quant.cu: a bf16 view of quantized weight w for one product (valid until the product
+ * after next is asked for); the caller queues its product on the cuBLAS handle's stream
+ * right after. */
 lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w);
 /* out (N, cols) = rows tokens[0..N) of quantized table, float32 as the CPU computes them. */
 void lc_cuda_embedding_q(lc_cuda *c, float *out, const int32_t *tokens, const lc_wt *table, int64_t N);

@@ -1,22 +1,23 @@
 /*
- * quant.cu — products over quantized weights on the card (NF4 with plain or nested
- * absmax, MLX affine 2/4/8-bit) and quantized embedding rows.
+ * quant.cu — quantized weights on the card (NF4 with plain or nested absmax, MLX affine
+ * 2/4/8-bit): their bf16 views for the products, and quantized embedding rows.
  *
- * A product of more than 8 rows (training) dequantizes W a slice of rows at a time into
- * one of two small bf16 scratch buffers (LORAC_CUDA_DQ_CHUNK_KB each, default 8 MiB:
- * two fit the 50 MB L2 together, so the bf16 copy is written and re-read in L2 and
- * rarely reaches HBM) and runs cuBLAS for that slice right away: the forward product
- * writes that slice's output columns, the input-gradient product adds that slice's
- * share of the inner sum. The dequantization runs on a second (non-blocking) stream,
- * one slice ahead of the products, ordered by events (slice i's product waits for its
- * dequantization; slice i+2's dequantization waits for slice i's product to release the
- * buffer), so it fills the SMs the thin products leave idle (LORAC_CUDA_DQ_OVERLAP=0
- * runs it in line). Decoding products (up to 8 rows) dequantize the whole weight into
- * one scratch and take the bf16 path (cuda.cu's GEMV).
+ * A product over a quantized weight reads a bf16 copy of the whole matrix, made by one
+ * dequantization kernel (16-byte stores, the 4-bit map and the nested 8-bit map in
+ * shared memory, each block's scale decoded once per 8 values). The copies live in two
+ * buffers (each the size of the largest weight) and are made on a second, non-blocking
+ * stream: each weight remembers which quantized weight's product followed its own last
+ * time, and when its product is asked for, that successor is dequantized into the other
+ * buffer right away, so the copy is made while this product and the small ops between
+ * the two run (a training step, and decoding, ask for the weights in the same order
+ * every time). A wrong guess costs one dequantization, never a wrong result: a buffer is
+ * used only for the weight it holds, the products' stream waits for its copy (event),
+ * and a buffer is refilled only after the product reading it is done (event).
+ * LORAC_CUDA_DQ_PREFETCH=0 dequantizes each weight only when its product comes.
  *
- * Owns the dequantization kernels, the per-backend state (streams, events, scratch;
- * lc_cuda.q and lc_cuda.wdq), freed by lc_cuda_quant_free. Must not change the numbers:
- * every element is quant.c's float32 value (no fused multiply-adds) rounded once to bf16.
+ * Owns the dequantization kernels and the per-backend state (stream, events, buffers;
+ * lc_cuda.q), freed by lc_cuda_quant_free. Must not change the numbers: every element is
+ * quant.c's float32 value (no fused multiply-adds) rounded once to bf16.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -244,19 +245,19 @@ __global__ void k_embedding_q(float *out, const int32_t *tokens, dq_args a) {
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = dq_elem(a, lut, row + (size_t)c);
 }
 
-__global__ void k_qbias(float *out, const float *bias, size_t N, size_t O) {
-    Q_GRID_STRIDE(i, N * O) out[i] += bias[i % O];
-}
-
 /* ------------------------------------------------------------ state */
 
+/* Two whole-weight bf16 buffers: the one the current product reads, and the one the
+ * next product's weight is dequantized into ahead of time on the side stream. */
 struct lc_cuda_q {
-    cudaStream_t s;           // the dequantization stream (non-blocking)
-    cudaEvent_t ready[2];     // buffer b holds its slice (recorded on s)
-    cudaEvent_t freed[2];     // buffer b's product is done (recorded on the products' stream)
+    cudaStream_t s;            // the dequantization stream (non-blocking)
+    cudaEvent_t ready[2];      // buffer b holds holds[b] (recorded on s)
+    cudaEvent_t freed[2];      // the product over buffer b is done (recorded on the products' stream)
     __nv_bfloat16 *buf[2];
-    size_t cap;               // bytes of each buffer
-    int next;                 // the buffer the next slice goes to
+    size_t cap;                // bytes of each buffer
+    const lc_cuda_wq *holds[2]; // the weight each buffer holds (or is being filled with); NULL: none
+    int cur;                   // the buffer of the last product (-1: none yet)
+    lc_cuda_wq *last;          // the weight of the last product
 };
 
 static lc_cuda_q *q_state(lc_cuda *c) {
@@ -267,14 +268,13 @@ static lc_cuda_q *q_state(lc_cuda *c) {
         LC_CK(c, cudaEventCreateWithFlags(&q->ready[b], cudaEventDisableTiming));
         LC_CK(c, cudaEventCreateWithFlags(&q->freed[b], cudaEventDisableTiming));
     }
+    q->cur = -1;
     c->q = q;
     return q;
 }
 
 void lc_cuda_quant_free(lc_cuda *c) {
     lc_cuda_q *q = c->q;
-    if (c->wdq) cudaFree(c->wdq);
-    c->wdq = NULL, c->wdq_cap = 0;
     if (!q) return;
     cudaStreamSynchronize(q->s);
     for (int b = 0; b < 2; b++) {
@@ -286,150 +286,60 @@ void lc_cuda_quant_free(lc_cuda *c) {
     c->q = NULL;
 }
 
-/* An integer developer setting from the environment (read each call: tests change it). */
-static long long env_ll(const char *name, long long dflt) {
-    const char *e = getenv(name);
-    if (!e || !*e) return dflt;
-    char *end;
-    long long v = strtoll(e, &end, 10);
-    return *end || v < 0 ? dflt : v;
+/* Whether dequantizing ahead of time and reusing a buffer's copy are on
+ * (LORAC_CUDA_DQ_PREFETCH=0: every product dequantizes its weight when it comes; read
+ * each call: tests and the micro-benchmark change it). */
+static bool prefetch_on(void) {
+    const char *e = getenv("LORAC_CUDA_DQ_PREFETCH");
+    return !(e && !strcmp(e, "0"));
 }
 
-/* Rows per slice for a weight of `cols` columns out of `rows`: slices of at most the
- * configured bytes (0: the whole weight), evenly sized, multiples of 16 rows. */
-static int64_t slice_rows(int64_t rows, int64_t cols) {
-    long long kb = env_ll("LORAC_CUDA_DQ_CHUNK_KB", 8192);
-    if (kb == 0) return rows;
-    int64_t r = (int64_t)(kb * 1024 / 2 / (long long)cols);
-    if (r < 1) r = 1;
-    if (r >= rows) return rows;
-    int64_t nch = (rows + r - 1) / r, even = (rows + nch - 1) / nch;
-    if (even >= 16) even = (even + 15) / 16 * 16;
-    return even < rows ? even : rows;
+/* Queues on the side stream: buffer b (once its last product is done) = weight d. */
+static void fill(lc_cuda *c, lc_cuda_q *q, int b, const lc_cuda_wq *d) {
+    lc_wt w = {d->codes, LC_DT_U8, d->rows, d->cols, &d->q};
+    LC_CK(c, cudaStreamWaitEvent(q->s, q->freed[b], 0));
+    dq_launch(c, q->buf[b], dq_of(&w), 0, (size_t)d->rows * (size_t)d->cols, q->s);
+    LC_CK(c, cudaEventRecord(q->ready[b], q->s));
+    q->holds[b] = d;
 }
 
-/* ------------------------------------------------------------ products */
+/* ------------------------------------------------------------ the bf16 view */
 
 lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w) {
     LC_PROF(c, "dequantize", 0);
-    size_t n = (size_t)w->rows * (size_t)w->cols, bytes = n * sizeof(__nv_bfloat16);
-    if (c->wdq_cap < bytes) {
-        if (c->wdq) LC_CK(c, cudaFree(c->wdq));
-        c->wdq = NULL;
-        if (cudaMalloc(&c->wdq, bytes) != cudaSuccess) lc_cuda_oom(c, bytes, "dequantization scratch");
-        c->wdq_cap = bytes;
-    }
+    lc_cuda_q *q = q_state(c);
+    lc_cuda_wq *d = (lc_cuda_wq *)w->q;
+    d->codes = w->data, d->rows = w->rows, d->cols = w->cols;
     cudaStream_t main_s = 0;
     Q_BK(c, cublasGetStream(c->blas, &main_s));
-    dq_launch(c, (__nv_bfloat16 *)c->wdq, dq_of(w), 0, n, main_s);
-    lc_wt v = {c->wdq, LC_DT_BF16, w->rows, w->cols, NULL};
-    return v;
-}
-
-/* Slices of a product over quantized w: for each slice of R rows (r0..r0+rn), its bf16
- * rows are dequantized (on the side stream when overlapping) and `mul` runs it on the
- * products' stream. */
-struct slicer {
-    lc_cuda *c;
-    lc_cuda_q *q;
-    dq_args a;
-    cudaStream_t main_s, dq_s;
-    int64_t cols;
-};
-
-static slicer slicer_of(lc_cuda *c, const lc_wt *w, int64_t R) {
-    slicer s;
-    s.c = c, s.q = q_state(c), s.a = dq_of(w), s.cols = w->cols;
-    s.main_s = 0;
-    Q_BK(c, cublasGetStream(c->blas, &s.main_s));
-    s.dq_s = env_ll("LORAC_CUDA_DQ_OVERLAP", 1) ? s.q->s : s.main_s;
-    size_t bytes = (size_t)R * (size_t)w->cols * sizeof(__nv_bfloat16);
-    lc_cuda_q *q = s.q;
+    size_t bytes = (size_t)w->rows * (size_t)w->cols * sizeof(__nv_bfloat16);
     if (q->cap < bytes) { // nothing may still use the old buffers
         LC_CK(c, cudaDeviceSynchronize());
         for (int b = 0; b < 2; b++) {
             if (q->buf[b]) LC_CK(c, cudaFree(q->buf[b]));
-            q->buf[b] = NULL;
-            if (cudaMalloc((void **)&q->buf[b], bytes) != cudaSuccess) lc_cuda_oom(c, bytes, "dequantization slices");
+            q->buf[b] = NULL, q->holds[b] = NULL;
+            if (cudaMalloc((void **)&q->buf[b], bytes) != cudaSuccess) lc_cuda_oom(c, bytes, "dequantization buffers");
         }
         q->cap = bytes;
     }
-    return s;
-}
-
-/* Dequantizes rows r0..r0+rn into the next buffer; the products' stream waits for it. */
-static const __nv_bfloat16 *slice_begin(slicer &s, int64_t r0, int64_t rn, int *slot) {
-    lc_cuda_q *q = s.q;
-    int b = q->next;
-    q->next ^= 1;
-    *slot = b;
-    size_t e0 = (size_t)r0 * (size_t)s.cols, n = (size_t)rn * (size_t)s.cols;
-    if (s.dq_s != s.main_s) LC_CK(s.c, cudaStreamWaitEvent(s.dq_s, q->freed[b], 0));
-    dq_launch(s.c, q->buf[b], s.a, e0, n, s.dq_s);
-    if (s.dq_s != s.main_s) {
-        LC_CK(s.c, cudaEventRecord(q->ready[b], s.dq_s));
-        LC_CK(s.c, cudaStreamWaitEvent(s.main_s, q->ready[b], 0));
+    // the last product (queued on main_s by now) releases its buffer
+    if (q->cur >= 0) LC_CK(c, cudaEventRecord(q->freed[q->cur], main_s));
+    bool pf = prefetch_on();
+    int b;
+    if (pf && q->cur >= 0 && q->holds[q->cur] == d) b = q->cur; // the same weight again
+    else if (pf && q->cur >= 0 && q->holds[q->cur ^ 1] == d) b = q->cur ^ 1; // dequantized ahead of time
+    else {
+        b = q->cur >= 0 ? q->cur ^ 1 : 0;
+        fill(c, q, b, d);
     }
-    return q->buf[b];
-}
-
-/* The product over the slice in buffer slot is queued: the buffer is free after it. */
-static void slice_end(slicer &s, int slot) {
-    if (s.dq_s != s.main_s) LC_CK(s.c, cudaEventRecord(s.q->freed[slot], s.main_s));
-}
-
-bool lc_cuda_qmatmul(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
-                     bool accumulate) {
-    if (N <= LC_CUDA_GEMV_MAXN) return false;
-    LC_PROF(c, "qmatmul N=%lld", N);
-    int64_t O = w->rows, I = w->cols;
-    if (O <= 0) return true;
-    int64_t R = slice_rows(O, I);
-    slicer s = slicer_of(c, w, R);
-    const void *xb = lc_cuda_as_bf16(c, x, (size_t)(N * I));
-    float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    for (int64_t r0 = 0; r0 < O; r0 += R) {
-        int64_t rn = O - r0 < R ? O - r0 : R;
-        int slot;
-        const __nv_bfloat16 *wb = slice_begin(s, r0, rn, &slot);
-        // column-major out^T rows r0.. (O×N, ld O) = W_slice (I×rn, ld I)^T · x^T (I×N, ld I)
-        Q_BK(c, cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rn, (int)N, (int)I, &one, wb, CUDA_R_16BF,
-                              (int)I, xb, CUDA_R_16BF, (int)I, &beta, out + r0, CUDA_R_32F, (int)O,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-        slice_end(s, slot);
-    }
-    if (bias) {
-        k_qbias<<<q_blocks((size_t)(N * O)), 256, 0, s.main_s>>>(out, bias, (size_t)N, (size_t)O);
-        LC_LAUNCHED(c);
-    }
-    return true;
-}
-
-bool lc_cuda_qmatmul_dx(lc_cuda *c, float *dx, const float *dy, const lc_wt *w, int64_t N, bool accumulate) {
-    if (N <= LC_CUDA_GEMV_MAXN) return false;
-    LC_PROF(c, "qmatmul_dx N=%lld", N);
-    int64_t O = w->rows, I = w->cols;
-    if (I <= 0) return true;
-    if (O <= 0) { // an empty inner sum
-        if (!accumulate) LC_CK(c, cudaMemsetAsync(dx, 0, (size_t)(N * I) * sizeof(float), 0));
-        return true;
-    }
-    int64_t R = slice_rows(O, I);
-    slicer s = slicer_of(c, w, R);
-    const void *db = lc_cuda_as_bf16(c, dy, (size_t)(N * O));
-    float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    for (int64_t r0 = 0; r0 < O; r0 += R) {
-        int64_t rn = O - r0 < R ? O - r0 : R;
-        int slot;
-        const __nv_bfloat16 *wb = slice_begin(s, r0, rn, &slot);
-        // column-major dx^T (I×N) (+)= W_slice (I×rn, ld I) · dy^T rows r0.. (rn×N, ld O)
-        Q_BK(c, cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)I, (int)N, (int)rn, &one, wb, CUDA_R_16BF,
-                              (int)I, (const __nv_bfloat16 *)db + r0, CUDA_R_16BF, (int)O, &beta, dx, CUDA_R_32F,
-                              (int)I, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-        slice_end(s, slot);
-        beta = 1.0f;
-    }
-    return true;
+    LC_CK(c, cudaStreamWaitEvent(main_s, q->ready[b], 0));
+    // learn the order; start on the weight that followed this one last time
+    if (q->last) q->last->next = d;
+    q->last = d;
+    q->cur = b;
+    if (pf && d->next && d->next != d && q->holds[b ^ 1] != d->next) fill(c, q, b ^ 1, d->next);
+    lc_wt v = {q->buf[b], LC_DT_BF16, w->rows, w->cols, NULL};
+    return v;
 }
 
 void lc_cuda_embedding_q(lc_cuda *c, float *out, const int32_t *tokens, const lc_wt *table, int64_t N) {
