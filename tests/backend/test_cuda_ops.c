@@ -362,7 +362,7 @@ static void test_quantized_order(void) {
     w[1] = make_qwt(&h[1], LC_QUANT_AFFINE, false, 4, 64, LC_DT_BF16, 200, 512);
     w[2] = make_qwt(&h[2], LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 128, 320);
     const int64_t N = 21;
-    float *x[3], *dxv[3], *ref[3];
+    float *x[3], *dxv[3], *ref[3], *dy[3], *ddy[3], *rdx[3];
     for (int i = 0; i < 3; i++) {
         wd[i] = w[i];
         CHECK_OK(gpu->weight(gpu, &wd[i]));
@@ -370,24 +370,33 @@ static void test_quantized_order(void) {
         dxv[i] = up(x[i], (size_t)(N * w[i].cols) * 4);
         ref[i] = malloc((size_t)(N * w[i].rows) * 4);
         cpu->matmul(cpu, ref[i], x[i], &w[i], NULL, N, false);
+        dy[i] = rnd((size_t)(N * w[i].rows), 1);
+        ddy[i] = up(dy[i], (size_t)(N * w[i].rows) * 4);
+        rdx[i] = malloc((size_t)(N * w[i].cols) * 4);
+        cpu->matmul_dx(cpu, rdx[i], dy[i], &w[i], N, false);
     }
-    static const int order[] = {0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 1, 2, 0, 2, 1, 0, 2, 1, 2, 2, 0, 1, 2};
+    // i: the forward product over weight i; 3 + i: its input gradient (the two passes
+    // of a step: forward 0 1 2, gradients 2 1 0)
+    static const int order[] = {0, 1, 2, 5, 4, 3, 0, 1, 2, 5, 4, 3, 0, 1, 2, 5, 4, 3, 0, 0, 1, 2, 0, 2, 1,
+                                5, 3, 4, 0, 1, 2, 5, 4, 3, 2, 2, 5, 5, 4, 4, 3, 1, 0, 2, 1, 0};
     int bad = 0;
     for (size_t s = 0; s < sizeof order / sizeof *order; s++) {
-        int i = order[s];
-        float *o = poisoned((size_t)(N * w[i].rows));
-        gpu->matmul(gpu, o, dxv[i], &wd[i], NULL, N, false);
-        float *hh = down(o, (size_t)(N * w[i].rows));
-        double e = rel(hh, ref[i], (size_t)(N * w[i].rows));
-        if (e > 1e-2) printf("  step %zu (weight %d): rel err %.2e\n", s, i, e), bad++;
+        int i = order[s] % 3, dx = order[s] >= 3;
+        size_t n = (size_t)(N * (dx ? w[i].cols : w[i].rows));
+        float *o = poisoned(n);
+        if (dx) gpu->matmul_dx(gpu, o, ddy[i], &wd[i], N, false);
+        else gpu->matmul(gpu, o, dxv[i], &wd[i], NULL, N, false);
+        float *hh = down(o, n);
+        double e = rel(hh, dx ? rdx[i] : ref[i], n);
+        if (e > 1e-2) printf("  step %zu (weight %d%s): rel err %.2e\n", s, i, dx ? ", dx" : "", e), bad++;
         free(hh);
         gpu->release(gpu, o);
     }
     printf("  %zu products in a repeating order: %d over 1e-2\n", sizeof order / sizeof *order, bad);
     CHECK(bad == 0);
     for (int i = 0; i < 3; i++) {
-        free(x[i]), free(ref[i]), free(h[i].codes), free(h[i].a), free(h[i].b);
-        gpu->release(gpu, dxv[i]);
+        free(x[i]), free(ref[i]), free(dy[i]), free(rdx[i]), free(h[i].codes), free(h[i].a), free(h[i].b);
+        gpu->release(gpu, dxv[i]), gpu->release(gpu, ddy[i]);
     }
 }
 

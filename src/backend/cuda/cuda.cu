@@ -584,7 +584,7 @@ static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w
                       int64_t N, bool accumulate) {
     lc_cuda *c = impl(be);
     lc_wt wq;
-    if (w->q) wq = lc_cuda_dequantized(c, w), w = &wq;
+    if (w->q) wq = lc_cuda_dequantized(c, w, false), w = &wq;
     LC_PROF(impl(be), "matmul N=%lld", N);
     int O = (int)w->rows, I = (int)w->cols;
     if (N <= 0 || O <= 0) return;
@@ -611,7 +611,7 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
                          bool accumulate) {
     lc_cuda *c = impl(be);
     lc_wt wq;
-    if (w->q) wq = lc_cuda_dequantized(c, w), w = &wq;
+    if (w->q) wq = lc_cuda_dequantized(c, w, true), w = &wq;
     LC_PROF(impl(be), "matmul_dx N=%lld", N);
     int O = (int)w->rows, I = (int)w->cols;
     if (N <= 0 || I <= 0) return;

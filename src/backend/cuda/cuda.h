@@ -46,11 +46,12 @@ typedef struct {
 struct lc_cuda_wq {
     lc_wquant q;
     float *code2; // device (256)
-    // quant.cu: the weight as its last product saw it, and the quantized weight whose
-    // product came next then (the one to dequantize ahead of time)
+    // quant.cu: the weight as its last product saw it, and, for its forward [0] and
+    // input-gradient [1] product, the quantized weight whose product came next last time
+    // (the one to dequantize ahead of time)
     const void *codes;
     int64_t rows, cols;
-    struct lc_cuda_wq *next;
+    struct lc_cuda_wq *next[2];
 };
 
 /* Per-op profile (LORAC_CUDA_PROFILE=1): each op records an event pair on the stream;
@@ -98,10 +99,10 @@ void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, con
 /* Ends the program with the one out-of-memory line (->alloc's contract). */
 void lc_cuda_oom(lc_cuda *c, size_t bytes, const char *what);
 
-/* quant.cu: a bf16 view of quantized weight w for one product (valid until the product
- * after next is asked for); the caller queues its product on the cuBLAS handle's stream
- * right after. */
-lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w);
+/* quant.cu: a bf16 view of quantized weight w for one product, forward (dx false) or
+ * input gradient (dx true) (valid until the product after next is asked for); the
+ * caller queues its product on the cuBLAS handle's stream right after. */
+lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx);
 /* out (N, cols) = rows tokens[0..N) of quantized table, float32 as the CPU computes them. */
 void lc_cuda_embedding_q(lc_cuda *c, float *out, const int32_t *tokens, const lc_wt *table, int64_t N);
 /* Frees quant.cu's state and the whole-weight scratch (with the backend). */

@@ -7,10 +7,11 @@
  * shared memory, each block's scale decoded once per 8 values). The copies live in two
  * buffers (each the size of the largest weight) and are made on a second, non-blocking
  * stream: each weight remembers which quantized weight's product followed its own last
- * time, and when its product is asked for, that successor is dequantized into the other
- * buffer right away, so the copy is made while this product and the small ops between
- * the two run (a training step, and decoding, ask for the weights in the same order
- * every time). A wrong guess costs one dequantization, never a wrong result: a buffer is
+ * time (apart for its forward and its input-gradient product: the adapted blocks' weights
+ * come in both passes, in different orders), and when its product is asked for, that
+ * successor is dequantized into the other buffer right away, so the copy is made while
+ * this product and the small ops between the two run (a training step, and decoding,
+ * ask for the weights in the same order every time). A wrong guess costs one dequantization, never a wrong result: a buffer is
  * used only for the weight it holds, the products' stream waits for its copy (event),
  * and a buffer is refilled only after the product reading it is done (event).
  * LORAC_CUDA_DQ_PREFETCH=0 dequantizes each weight only when its product comes.
@@ -258,6 +259,7 @@ struct lc_cuda_q {
     const lc_cuda_wq *holds[2]; // the weight each buffer holds (or is being filled with); NULL: none
     int cur;                   // the buffer of the last product (-1: none yet)
     lc_cuda_wq *last;          // the weight of the last product
+    int last_dx;               // whether that product was an input gradient
 };
 
 static lc_cuda_q *q_state(lc_cuda *c) {
@@ -305,7 +307,7 @@ static void fill(lc_cuda *c, lc_cuda_q *q, int b, const lc_cuda_wq *d) {
 
 /* ------------------------------------------------------------ the bf16 view */
 
-lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w) {
+lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx) {
     LC_PROF(c, "dequantize", 0);
     lc_cuda_q *q = q_state(c);
     lc_cuda_wq *d = (lc_cuda_wq *)w->q;
@@ -334,10 +336,11 @@ lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w) {
     }
     LC_CK(c, cudaStreamWaitEvent(main_s, q->ready[b], 0));
     // learn the order; start on the weight that followed this one last time
-    if (q->last) q->last->next = d;
-    q->last = d;
+    if (q->last) q->last->next[q->last_dx] = d;
+    q->last = d, q->last_dx = dx ? 1 : 0;
     q->cur = b;
-    if (pf && d->next && d->next != d && q->holds[b ^ 1] != d->next) fill(c, q, b ^ 1, d->next);
+    lc_cuda_wq *nx = d->next[dx ? 1 : 0];
+    if (pf && nx && nx != d && q->holds[b ^ 1] != nx) fill(c, q, b ^ 1, nx);
     lc_wt v = {q->buf[b], LC_DT_BF16, w->rows, w->cols, NULL};
     return v;
 }
