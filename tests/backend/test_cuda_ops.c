@@ -324,17 +324,82 @@ static void check_qmatmul(const char *name, lc_quant_format fmt, bool nested, in
 static void test_quantized(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     lc_backend_cpu_set_bf16(cpu, false);
-    // nested NF4 over 384 blocks (two nested blocks), the 8-wide kernel; then decoding sizes
-    check_qmatmul("nf4 nested", LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 96, 256, 37);
-    check_qmatmul("nf4 nested", LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 96, 256, 3);
-    // plain absmax; 37 × 203 = 7511 elements: the one-a-thread kernel and an odd tail
-    check_qmatmul("nf4 odd shape", LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 37, 203, 5);
-    check_qmatmul("nf4", LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 64, 128, 40);
-    check_qmatmul("q4 g64 bf16", LC_QUANT_AFFINE, false, 4, 64, LC_DT_BF16, 96, 256, 37);
-    check_qmatmul("q4 g32 f16", LC_QUANT_AFFINE, false, 4, 32, LC_DT_F16, 96, 256, 2);
-    check_qmatmul("q8 g64 f32", LC_QUANT_AFFINE, false, 8, 64, LC_DT_F32, 96, 256, 37);
-    check_qmatmul("q8 g32 bf16", LC_QUANT_AFFINE, false, 8, 32, LC_DT_BF16, 40, 96, 1);
-    check_qmatmul("q2 g64 bf16", LC_QUANT_AFFINE, false, 2, 64, LC_DT_BF16, 40, 128, 9);
+    // each product's weight dequantized when it comes, then ahead of time (quant.cu: here
+    // the successor guessed from the previous calls is always a different weight, so
+    // every guess is wrong: the copy is made again when the product comes)
+    static const char *prefetch[] = {"0", "1"};
+    for (size_t k = 0; k < 2; k++) {
+        setenv("LORAC_CUDA_DQ_PREFETCH", prefetch[k], 1);
+        printf("  dequantize ahead of time: %s\n", prefetch[k][0] == '1' ? "on" : "off");
+        // nested NF4 over 384 blocks (two nested blocks); then decoding sizes
+        check_qmatmul("nf4 nested", LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 96, 256, 37);
+        check_qmatmul("nf4 nested", LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 96, 256, 3);
+        // plain absmax; 37 × 203 = 7511 elements: the one-a-thread kernel and an odd tail
+        check_qmatmul("nf4 odd shape", LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 37, 203, 5);
+        check_qmatmul("nf4 odd shape", LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 37, 203, 11);
+        check_qmatmul("nf4", LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 64, 128, 40);
+        // 1000 × 520: 65000 units of 8 values, not a multiple of the kernel's 1024 a block
+        check_qmatmul("nf4 nested 1000x520", LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 1000, 520, 37);
+        check_qmatmul("q4 g64 bf16 1000x512", LC_QUANT_AFFINE, false, 4, 64, LC_DT_BF16, 1000, 512, 19);
+        check_qmatmul("q8 g64 f16 1000x512", LC_QUANT_AFFINE, false, 8, 64, LC_DT_F16, 1000, 512, 19);
+        check_qmatmul("q4 g64 bf16", LC_QUANT_AFFINE, false, 4, 64, LC_DT_BF16, 96, 256, 37);
+        check_qmatmul("q4 g32 f16", LC_QUANT_AFFINE, false, 4, 32, LC_DT_F16, 96, 256, 2);
+        check_qmatmul("q8 g64 f32", LC_QUANT_AFFINE, false, 8, 64, LC_DT_F32, 96, 256, 37);
+        check_qmatmul("q8 g32 bf16", LC_QUANT_AFFINE, false, 8, 32, LC_DT_BF16, 40, 96, 1);
+        check_qmatmul("q2 g64 bf16", LC_QUANT_AFFINE, false, 2, 64, LC_DT_BF16, 40, 128, 9);
+    }
+    unsetenv("LORAC_CUDA_DQ_PREFETCH");
+}
+
+/* Products over three quantized weights in a repeating order with breaks (the same
+ * weight twice, a skipped one, a new order), as a training step asks for them: each
+ * result against the CPU's, 1e-2, whether the copy was made ahead of time, reused, or
+ * guessed wrong and made again. */
+static void test_quantized_order(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    lc_backend_cpu_set_bf16(cpu, false);
+    qweight h[3];
+    lc_wt w[3], wd[3];
+    w[0] = make_qwt(&h[0], LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 300, 256);
+    w[1] = make_qwt(&h[1], LC_QUANT_AFFINE, false, 4, 64, LC_DT_BF16, 200, 512);
+    w[2] = make_qwt(&h[2], LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 128, 320);
+    const int64_t N = 21;
+    float *x[3], *dxv[3], *ref[3], *dy[3], *ddy[3], *rdx[3];
+    for (int i = 0; i < 3; i++) {
+        wd[i] = w[i];
+        CHECK_OK(gpu->weight(gpu, &wd[i]));
+        x[i] = rnd((size_t)(N * w[i].cols), 2);
+        dxv[i] = up(x[i], (size_t)(N * w[i].cols) * 4);
+        ref[i] = malloc((size_t)(N * w[i].rows) * 4);
+        cpu->matmul(cpu, ref[i], x[i], &w[i], NULL, N, false);
+        dy[i] = rnd((size_t)(N * w[i].rows), 1);
+        ddy[i] = up(dy[i], (size_t)(N * w[i].rows) * 4);
+        rdx[i] = malloc((size_t)(N * w[i].cols) * 4);
+        cpu->matmul_dx(cpu, rdx[i], dy[i], &w[i], N, false);
+    }
+    // i: the forward product over weight i; 3 + i: its input gradient (the two passes
+    // of a step: forward 0 1 2, gradients 2 1 0)
+    static const int order[] = {0, 1, 2, 5, 4, 3, 0, 1, 2, 5, 4, 3, 0, 1, 2, 5, 4, 3, 0, 0, 1, 2, 0, 2, 1,
+                                5, 3, 4, 0, 1, 2, 5, 4, 3, 2, 2, 5, 5, 4, 4, 3, 1, 0, 2, 1, 0};
+    int bad = 0;
+    for (size_t s = 0; s < sizeof order / sizeof *order; s++) {
+        int i = order[s] % 3, dx = order[s] >= 3;
+        size_t n = (size_t)(N * (dx ? w[i].cols : w[i].rows));
+        float *o = poisoned(n);
+        if (dx) gpu->matmul_dx(gpu, o, ddy[i], &wd[i], N, false);
+        else gpu->matmul(gpu, o, dxv[i], &wd[i], NULL, N, false);
+        float *hh = down(o, n);
+        double e = rel(hh, dx ? rdx[i] : ref[i], n);
+        if (e > 1e-2) printf("  step %zu (weight %d%s): rel err %.2e\n", s, i, dx ? ", dx" : "", e), bad++;
+        free(hh);
+        gpu->release(gpu, o);
+    }
+    printf("  %zu products in a repeating order: %d over 1e-2\n", sizeof order / sizeof *order, bad);
+    CHECK(bad == 0);
+    for (int i = 0; i < 3; i++) {
+        free(x[i]), free(ref[i]), free(dy[i]), free(rdx[i]), free(h[i].codes), free(h[i].a), free(h[i].b);
+        gpu->release(gpu, dxv[i]), gpu->release(gpu, ddy[i]);
+    }
 }
 
 static void test_gemm(void) {
@@ -763,6 +828,7 @@ int main(void) {
     RUN(test_elementwise);
     RUN(test_matmul);
     RUN(test_quantized);
+    RUN(test_quantized_order);
     RUN(test_gemm);
     RUN(test_gemm_n);
     RUN(test_matmul_n);

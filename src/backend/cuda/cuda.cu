@@ -7,8 +7,9 @@
  * reads the float32 input as it is; for the adapters' fp32 products of up to 256 rows
  * (the recipe, decoding) small-K and split-K kernels where cuBLAS picks one slow block.
  * Quantized weights (NF4, MLX affine) live on the card as stored; a product over one
- * first dequantizes the whole matrix into a bf16 scratch (sized by the largest weight,
- * never the model) and then runs the bf16 path; embedding rows dequantize to float32.
+ * takes quant.cu's bf16 view of the whole matrix (dequantized ahead of time on a second
+ * stream when the order of products repeats) down the bf16 path; embedding rows
+ * dequantize to float32 (quant.cu).
  *
  * Owns the cuBLAS handle, the device copies of the weights (->weight) and the scratch
  * buffers (bf16 operands, a dequantized weight, per-row values, a reduction counter)
@@ -157,6 +158,8 @@ static void fatal_oom(lc_cuda *c, size_t bytes, const char *what) {
             c->name, what, bytes / 1048576.0, fr / 1048576.0, tot / 1048576.0);
     exit(1);
 }
+
+void lc_cuda_oom(lc_cuda *c, size_t bytes, const char *what) { fatal_oom(c, bytes, what); }
 
 static void *cu_alloc(lc_backend *be, size_t bytes) {
     lc_cuda *c = impl(be);
@@ -354,7 +357,7 @@ static void cu_free(lc_backend *be) {
     free(c->weights);
     for (size_t i = 0; i < c->n_wqs; i++) free(c->wqs[i]);
     free(c->wqs);
-    if (c->wdq) cudaFree(c->wdq);
+    lc_cuda_quant_free(c);
     if (c->xb) cudaFree(c->xb);
     if (c->rows) cudaFree(c->rows);
     if (c->counter) cudaFree(c->counter);
@@ -462,162 +465,6 @@ static const __nv_bfloat16 *as_bf16(lc_cuda *c, const float *x, size_t n) {
     LC_LAUNCHED(c);
     return xb;
 }
-
-/* ------------------------------------------------------------ quantized weights */
-
-/* What the dequantization kernels read of a quantized weight on the card (by value). */
-struct dq_args {
-    const void *codes;           // NF4 bytes / affine uint32 words
-    const void *scales, *biases; // affine (rows, cols/group) of sdtype
-    const void *absmax, *absmax2;
-    const float *code2;          // nested map (device)
-    float code[16];
-    float offset;
-    long long group, block2, cols;
-    int nf4, nested, bits, sdtype; // sdtype: 0 F32, 1 BF16, 2 F16
-    int gsh, b2sh;                 // log2 of group / block2 when powers of two, else -1
-};
-
-static int log2_exact(long long v) {
-    for (int k = 0; k < 62; k++)
-        if (v == 1LL << k) return k;
-    return -1;
-}
-
-static dq_args dq_of(const lc_wt *w) {
-    const lc_cuda_wq *d = (const lc_cuda_wq *)w->q;
-    const lc_wquant *q = &d->q;
-    dq_args a;
-    memset(&a, 0, sizeof a);
-    a.codes = w->data, a.scales = q->scales, a.biases = q->biases, a.absmax = q->absmax;
-    a.absmax2 = q->absmax2, a.code2 = d->code2, a.offset = q->offset;
-    memcpy(a.code, q->code, sizeof a.code);
-    a.group = q->group, a.block2 = q->block2, a.cols = w->cols;
-    a.nf4 = q->fmt == LC_QUANT_NF4, a.nested = q->nested, a.bits = q->bits;
-    a.sdtype = q->sdtype == LC_DT_F32 ? 0 : q->sdtype == LC_DT_BF16 ? 1 : 2;
-    a.gsh = log2_exact(a.group), a.b2sh = a.nested ? log2_exact(a.block2) : 0;
-    return a;
-}
-
-__device__ __forceinline__ float dq_ld(const void *p, int dt, size_t i) {
-    if (dt == 0) return ((const float *)p)[i];
-    if (dt == 1) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    return __half2float(((const __half *)p)[i]);
-}
-
-/* The scale of NF4 block b (quant.c's nf4_absmax; _rn: no fused multiply-add, as the
- * CPU computes it). */
-__device__ __forceinline__ float dq_absmax(const dq_args &a, size_t b) {
-    if (!a.nested) return ((const float *)a.absmax)[b];
-    unsigned j = ((const uint8_t *)a.absmax)[b];
-    return __fadd_rn(__fmul_rn(a.code2[j], ((const float *)a.absmax2)[b / (size_t)a.block2]), a.offset);
-}
-
-/* The 4-bit / `bits`-bit code of flat element i. */
-__device__ __forceinline__ unsigned dq_code(const dq_args &a, size_t i) {
-    if (a.nf4) {
-        unsigned byte = ((const uint8_t *)a.codes)[i / 2];
-        return i % 2 ? byte & 0xFu : byte >> 4;
-    }
-    // rows are whole words (cols * bits % 32 == 0), so the flat index finds the word
-    size_t per = 32 / (size_t)a.bits;
-    uint32_t word = ((const uint32_t *)a.codes)[i / per];
-    return (word >> (i % per * (size_t)a.bits)) & ((1u << a.bits) - 1);
-}
-
-/* Flat element i as float32, exactly lc_wq_dequant_row's value. Groups never straddle
- * rows (affine: cols % group == 0), so the flat index finds the group too. */
-__device__ __forceinline__ float dq_elem(const dq_args &a, const float *lut, size_t i) {
-    unsigned q = dq_code(a, i);
-    size_t g = i / (size_t)a.group;
-    if (a.nf4) return __fmul_rn(lut[q], dq_absmax(a, g));
-    return __fadd_rn(__fmul_rn(dq_ld(a.scales, a.sdtype, g), (float)q), dq_ld(a.biases, a.sdtype, g));
-}
-
-/* The 4-bit map into shared memory (static indices: a parameter array indexed by a
- * code would go through local memory). Every thread of the block must call it. */
-__device__ __forceinline__ void dq_lut(const dq_args &a, float *lut) {
-    if (threadIdx.x == 0) {
-#pragma unroll
-        for (int k = 0; k < 16; k++) lut[k] = a.code[k];
-    }
-    __syncthreads();
-}
-
-/* dst (n bf16) = the weight, one element a thread (any shape). */
-__global__ void k_dequant_any(__nv_bfloat16 *dst, dq_args a, size_t n) {
-    __shared__ float lut[16];
-    dq_lut(a, lut);
-    GRID_STRIDE(i, n) dst[i] = __float2bfloat16_rn(dq_elem(a, lut, i));
-}
-
-/* dst (n bf16) = the weight, 8 elements a thread in one 16-byte store; needs n % 8 == 0,
- * n < 2^32, group % 8 == 0 (the 8 share a scale) and group, block2 powers of two (shifts,
- * not 64-bit divisions, find the scales). */
-__global__ void k_dequant8(uint4 *dst, dq_args a, size_t n8) {
-    __shared__ float lut[16];
-    dq_lut(a, lut);
-    GRID_STRIDE(t, n8) {
-        unsigned e = 8 * (unsigned)t, g = e >> a.gsh;
-        float v[8];
-        if (a.nf4) {
-            float am = a.nested ? __fadd_rn(__fmul_rn(a.code2[((const uint8_t *)a.absmax)[g]],
-                                                      ((const float *)a.absmax2)[g >> a.b2sh]),
-                                            a.offset)
-                                : ((const float *)a.absmax)[g];
-            uint32_t w4 = ((const uint32_t *)a.codes)[t]; // bytes 4t..4t+3, little-endian
-#pragma unroll
-            for (int k = 0; k < 4; k++) {
-                unsigned byte = (w4 >> (8 * k)) & 0xFFu;
-                v[2 * k] = __fmul_rn(lut[byte >> 4], am);
-                v[2 * k + 1] = __fmul_rn(lut[byte & 0xFu], am);
-            }
-        } else {
-            float sc = dq_ld(a.scales, a.sdtype, g), bi = dq_ld(a.biases, a.sdtype, g);
-            unsigned psh = a.bits == 2 ? 4 : a.bits == 4 ? 3 : 2, mask = (1u << a.bits) - 1;
-            const uint32_t *W = (const uint32_t *)a.codes;
-#pragma unroll
-            for (int k = 0; k < 8; k++) {
-                unsigned i = e + (unsigned)k;
-                unsigned q = (W[i >> psh] >> ((i & ((1u << psh) - 1)) * (unsigned)a.bits)) & mask;
-                v[k] = __fadd_rn(__fmul_rn(sc, (float)q), bi);
-            }
-        }
-        uint4 o;
-        __nv_bfloat162 p[4];
-#pragma unroll
-        for (int k = 0; k < 4; k++) p[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
-        memcpy(&o, p, sizeof o);
-        dst[t] = o;
-    }
-}
-
-/* The bf16 scratch for one dequantized weight, grown to `bytes` (the largest so far). */
-static void *wdq_get(lc_cuda *c, size_t bytes) {
-    if (c->wdq_cap < bytes) {
-        if (c->wdq) LC_CK(c, cudaFree(c->wdq));
-        c->wdq = NULL;
-        if (cudaMalloc(&c->wdq, bytes) != cudaSuccess) fatal_oom(c, bytes, "dequantization scratch");
-        c->wdq_cap = bytes;
-    }
-    return c->wdq;
-}
-
-/* A bf16 view of quantized weight w, dequantized whole into the backend's scratch (valid
- * until the next quantized product). */
-static lc_wt dequantized(lc_cuda *c, const lc_wt *w) {
-    LC_PROF(c, "dequantize", 0);
-    size_t n = (size_t)w->rows * (size_t)w->cols;
-    __nv_bfloat16 *d = (__nv_bfloat16 *)wdq_get(c, n * sizeof(__nv_bfloat16));
-    dq_args a = dq_of(w);
-    if (n % 8 == 0 && n < ((size_t)1 << 32) && a.group % 8 == 0 && a.gsh >= 0 && a.b2sh >= 0)
-        k_dequant8<<<blocks_for(n / 8), 256>>>((uint4 *)d, a, n / 8);
-    else k_dequant_any<<<blocks_for(n), 256>>>(d, a, n);
-    LC_LAUNCHED(c);
-    lc_wt v = {d, LC_DT_BF16, w->rows, w->cols, NULL};
-    return v;
-}
-
 
 /* Small-N products with BF16 weights (decoding: N = 1): out (N,O) = x (N,I) W^T, fp32 x
  * read as it is (no bf16 pass), the weight row streamed once in 16-byte loads, GEMV_U
@@ -738,7 +585,7 @@ static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w
                       int64_t N, bool accumulate) {
     lc_cuda *c = impl(be);
     lc_wt wq;
-    if (w->q) wq = dequantized(c, w), w = &wq;
+    if (w->q) wq = lc_cuda_dequantized(c, w, false), w = &wq;
     LC_PROF(impl(be), "matmul N=%lld", N);
     int O = (int)w->rows, I = (int)w->cols;
     if (N <= 0 || O <= 0) return;
@@ -763,7 +610,7 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
                          bool accumulate) {
     lc_cuda *c = impl(be);
     lc_wt wq;
-    if (w->q) wq = dequantized(c, w), w = &wq;
+    if (w->q) wq = lc_cuda_dequantized(c, w, true), w = &wq;
     LC_PROF(impl(be), "matmul_dx N=%lld", N);
     int O = (int)w->rows, I = (int)w->cols;
     if (N <= 0 || I <= 0) return;
@@ -1007,22 +854,11 @@ __global__ void k_embedding(float *out, const int32_t *tokens, const void *table
     }
 }
 
-/* Rows of a quantized table, dequantized straight to float32 (the CPU's values exactly). */
-__global__ void k_embedding_q(float *out, const int32_t *tokens, dq_args a) {
-    __shared__ float lut[16];
-    dq_lut(a, lut);
-    int64_t n = blockIdx.x, C = a.cols;
-    size_t row = (size_t)tokens[n] * (size_t)C;
-    float *o = out + (size_t)n * C;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = dq_elem(a, lut, row + (size_t)c);
-}
-
 static void cu_embedding(lc_backend *be, float *out, const int32_t *tokens, const lc_wt *table, int64_t N) {
     LC_PROF(impl(be), "embedding", 0);
     if (N <= 0) return;
     if (table->q) {
-        k_embedding_q<<<(unsigned)N, 256>>>(out, tokens, dq_of(table));
-        LC_LAUNCHED(impl(be));
+        lc_cuda_embedding_q(impl(be), out, tokens, table, N);
         return;
     }
     k_embedding<<<(unsigned)N, 256>>>(out, tokens, table->data, table->dtype == LC_DT_BF16, table->cols);

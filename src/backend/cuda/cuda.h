@@ -2,8 +2,9 @@
  * cuda.h — internals of the CUDA backend shared by its files (cuda.cu: the table,
  * memory, elementwise ops, layers and products; attention.cu: attention forward and
  * backward in float32; attention_tc.cu: the tensor-core kernels for training shapes;
- * gemm.cu: tuned cuBLASLt bf16 products and grouped adapter products). CUDA C++ only; the
- * C code sees the backend through backend/backend.h.
+ * gemm.cu: tuned cuBLASLt bf16 products and grouped adapter products; quant.cu:
+ * dequantizing quantized weights). CUDA C++ only; the C code sees the backend through
+ * backend/backend.h.
  *
  * Errors: every runtime and cuBLAS call is checked; the first failure is kept in the
  * backend (lc_cuda.err) and ->sync reports it as one lc_fail line, since the
@@ -29,8 +30,6 @@ typedef struct {
     size_t n_weights, cap_weights;
     void *xb;                // bf16 scratch for product operands
     size_t xb_cap;           // bytes
-    void *wdq;               // bf16 scratch: one quantized weight dequantized (largest seen)
-    size_t wdq_cap;          // bytes
     struct lc_cuda_wq **wqs; // descriptors of the quantized weights on the card (freed with the backend)
     size_t n_wqs, cap_wqs;
     float *rows;             // per-row scratch (cross-entropy losses, attention D)
@@ -41,6 +40,7 @@ typedef struct {
     unsigned *counter;       // device word for single-launch reductions (zero between launches)
     struct lc_cuda_prof *prof; // LORAC_CUDA_PROFILE=1: per-op event timings (else NULL)
     struct lc_cuda_lt *lt;     // gemm.cu: cuBLASLt handle, tuned plans, workspace (NULL until used)
+    struct lc_cuda_q *q;     // quant.cu's buffers, stream and events (NULL until a quantized product)
 } lc_cuda;
 
 /* A quantized weight on the card: the descriptor ->weight points lc_wt.q at (q first, so
@@ -49,6 +49,12 @@ typedef struct {
 struct lc_cuda_wq {
     lc_wquant q;
     float *code2; // device (256)
+    // quant.cu: the weight as its last product saw it, and, for its forward [0] and
+    // input-gradient [1] product, the quantized weight whose product came next last time
+    // (the one to dequantize ahead of time)
+    const void *codes;
+    int64_t rows, cols;
+    struct lc_cuda_wq *next[2];
 };
 
 /* Per-op profile (LORAC_CUDA_PROFILE=1): each op records an event pair on the stream;
@@ -92,6 +98,18 @@ void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, con
 
 /* Checks the launch just made. */
 #define LC_LAUNCHED(c) LC_CK(c, cudaGetLastError())
+
+/* Ends the program with the one out-of-memory line (->alloc's contract). */
+void lc_cuda_oom(lc_cuda *c, size_t bytes, const char *what);
+
+/* quant.cu: a bf16 view of quantized weight w for one product, forward (dx false) or
+ * input gradient (dx true) (valid until the product after next is asked for); the
+ * caller queues its product on the cuBLAS handle's stream right after. */
+lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx);
+/* out (N, cols) = rows tokens[0..N) of quantized table, float32 as the CPU computes them. */
+void lc_cuda_embedding_q(lc_cuda *c, float *out, const int32_t *tokens, const lc_wt *table, int64_t N);
+/* Frees quant.cu's state and the whole-weight scratch (with the backend). */
+void lc_cuda_quant_free(lc_cuda *c);
 
 /* Grows the backend's per-row scratch to n floats; returns it. */
 float *lc_cuda_rows(lc_cuda *c, size_t n);

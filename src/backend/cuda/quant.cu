@@ -1,0 +1,351 @@
+/*
+ * quant.cu — quantized weights on the card (NF4 with plain or nested absmax, MLX affine
+ * 2/4/8-bit): their bf16 views for the products, and quantized embedding rows.
+ *
+ * A product over a quantized weight reads a bf16 copy of the whole matrix, made by one
+ * dequantization kernel (16-byte stores, the 4-bit map and the nested 8-bit map in
+ * shared memory, each block's scale decoded once per 8 values). The copies live in two
+ * buffers (each the size of the largest weight) and are made on a second, non-blocking
+ * stream: each weight remembers which quantized weight's product followed its own last
+ * time (apart for its forward and its input-gradient product: the adapted blocks' weights
+ * come in both passes, in different orders), and when its product is asked for, that
+ * successor is dequantized into the other buffer right away, so the copy is made while
+ * this product and the small ops between the two run (a training step, and decoding,
+ * ask for the weights in the same order every time). A wrong guess costs one dequantization, never a wrong result: a buffer is
+ * used only for the weight it holds, the products' stream waits for its copy (event),
+ * and a buffer is refilled only after the product reading it is done (event).
+ * LORAC_CUDA_DQ_PREFETCH=0 dequantizes each weight only when its product comes.
+ *
+ * Owns the dequantization kernels and the per-backend state (stream, events, buffers;
+ * lc_cuda.q), freed by lc_cuda_quant_free. Must not change the numbers: every element is
+ * quant.c's float32 value (no fused multiply-adds) rounded once to bf16.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda.h"
+
+extern "C" {
+#include "backend/quant.h"
+#include "core/mem.h"
+}
+
+#define Q_BK(c, call)                                                                         \
+    do {                                                                                      \
+        cublasStatus_t s_ = (call);                                                           \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                      \
+            lc_cuda_error((c), __FILE__, __LINE__, #call, cublasGetStatusString(s_));         \
+    } while (0)
+
+#define Q_GRID_STRIDE(i, n) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+static inline unsigned q_blocks(size_t n) {
+    size_t b = (n + 255) / 256;
+    if (b > 65535u * 16u) b = 65535u * 16u;
+    return b ? (unsigned)b : 1u;
+}
+
+/* ------------------------------------------------------------ the weight's fields */
+
+/* What the dequantization kernels read of a quantized weight on the card (by value). */
+struct dq_args {
+    const void *codes;           // NF4 bytes / affine uint32 words
+    const void *scales, *biases; // affine (rows, cols/group) of sdtype
+    const void *absmax, *absmax2;
+    const float *code2;          // nested map (device)
+    float code[16];
+    float offset;
+    long long group, block2, cols;
+    int nf4, nested, bits, sdtype; // sdtype: 0 F32, 1 BF16, 2 F16
+    int gsh, b2sh;                 // log2 of group / block2 when powers of two, else -1
+};
+
+static int log2_exact(long long v) {
+    for (int k = 0; k < 62; k++)
+        if (v == 1LL << k) return k;
+    return -1;
+}
+
+static dq_args dq_of(const lc_wt *w) {
+    const lc_cuda_wq *d = (const lc_cuda_wq *)w->q;
+    const lc_wquant *q = &d->q;
+    dq_args a;
+    memset(&a, 0, sizeof a);
+    a.codes = w->data, a.scales = q->scales, a.biases = q->biases, a.absmax = q->absmax;
+    a.absmax2 = q->absmax2, a.code2 = d->code2, a.offset = q->offset;
+    memcpy(a.code, q->code, sizeof a.code);
+    a.group = q->group, a.block2 = q->block2, a.cols = w->cols;
+    a.nf4 = q->fmt == LC_QUANT_NF4, a.nested = q->nested, a.bits = q->bits;
+    a.sdtype = q->sdtype == LC_DT_F32 ? 0 : q->sdtype == LC_DT_BF16 ? 1 : 2;
+    a.gsh = log2_exact(a.group), a.b2sh = a.nested ? log2_exact(a.block2) : 0;
+    return a;
+}
+
+__device__ __forceinline__ float dq_ld(const void *p, int dt, size_t i) {
+    if (dt == 0) return ((const float *)p)[i];
+    if (dt == 1) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    return __half2float(((const __half *)p)[i]);
+}
+
+/* The scale of NF4 block b (quant.c's nf4_absmax; _rn: no fused multiply-add, as the
+ * CPU computes it). */
+__device__ __forceinline__ float dq_absmax(const dq_args &a, size_t b) {
+    if (!a.nested) return ((const float *)a.absmax)[b];
+    unsigned j = ((const uint8_t *)a.absmax)[b];
+    return __fadd_rn(__fmul_rn(a.code2[j], ((const float *)a.absmax2)[b / (size_t)a.block2]), a.offset);
+}
+
+/* The 4-bit / `bits`-bit code of flat element i. */
+__device__ __forceinline__ unsigned dq_code(const dq_args &a, size_t i) {
+    if (a.nf4) {
+        unsigned byte = ((const uint8_t *)a.codes)[i / 2];
+        return i % 2 ? byte & 0xFu : byte >> 4;
+    }
+    // rows are whole words (cols * bits % 32 == 0), so the flat index finds the word
+    size_t per = 32 / (size_t)a.bits;
+    uint32_t word = ((const uint32_t *)a.codes)[i / per];
+    return (word >> (i % per * (size_t)a.bits)) & ((1u << a.bits) - 1);
+}
+
+/* Flat element i as float32, exactly lc_wq_dequant_row's value. Groups never straddle
+ * rows (affine: cols % group == 0), so the flat index finds the group too. */
+__device__ __forceinline__ float dq_elem(const dq_args &a, const float *lut, size_t i) {
+    unsigned q = dq_code(a, i);
+    size_t g = i / (size_t)a.group;
+    if (a.nf4) return __fmul_rn(lut[q], dq_absmax(a, g));
+    return __fadd_rn(__fmul_rn(dq_ld(a.scales, a.sdtype, g), (float)q), dq_ld(a.biases, a.sdtype, g));
+}
+
+/* The 4-bit map into shared memory (static indices: a parameter array indexed by a
+ * code would go through local memory). Every thread of the block must call it. */
+__device__ __forceinline__ void dq_lut(const dq_args &a, float *lut) {
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int k = 0; k < 16; k++) lut[k] = a.code[k];
+    }
+    __syncthreads();
+}
+
+/* ------------------------------------------------------------ kernels */
+
+/* dst (n bf16) = flat elements e0 .. e0+n of the weight, one a thread (any shape). */
+__global__ void k_dequant_any(__nv_bfloat16 *dst, dq_args a, size_t e0, size_t n) {
+    __shared__ float lut[16];
+    dq_lut(a, lut);
+    Q_GRID_STRIDE(i, n) dst[i] = __float2bfloat16_rn(dq_elem(a, lut, e0 + i));
+}
+
+/* Units of 8 elements (one 16-byte bf16 store each); a thread takes DQ_U units 32 apart,
+ * so each of its loads is one coalesced 128-byte (NF4, 4-bit) line per warp and each
+ * store 512 bytes, with DQ_U independent loads in flight. */
+#define DQ_U 4
+#define DQ_THREADS 256
+
+/* dst (8·nu bf16) = flat elements 8·u0 .. 8·(u0+nu). KIND 0: NF4; 2, 4, 8: affine bits.
+ * Needs group % 8 == 0 and group, block2 powers of two (shifts find the scales). The
+ * 16-entry map and the nested 256-entry map sit in shared memory. */
+template <int KIND>
+__global__ void __launch_bounds__(DQ_THREADS) k_dequant_u8(uint4 *dst, dq_args a, size_t u0, unsigned nu) {
+    __shared__ float lut[16];
+    __shared__ float map2[256];
+    if (KIND == 0) {
+        if (threadIdx.x < 16) lut[threadIdx.x] = a.code[threadIdx.x & 15];
+        if (a.nested) map2[threadIdx.x] = a.code2[threadIdx.x]; // 256 threads
+        __syncthreads();
+    }
+    unsigned lane = threadIdx.x & 31, warp = (blockIdx.x * DQ_THREADS + threadIdx.x) >> 5;
+    unsigned base = warp * (32u * DQ_U) + lane;
+    // loads first: the codes and each unit's scales
+    uint2 raw[DQ_U];
+    float s0[DQ_U], s1[DQ_U];
+    unsigned j8[DQ_U];
+#pragma unroll
+    for (int k = 0; k < DQ_U; k++) {
+        unsigned u = base + 32u * k;
+        raw[k] = make_uint2(0, 0), s0[k] = s1[k] = 0.0f, j8[k] = 0;
+        if (u >= nu) continue;
+        size_t gu = u0 + u, g = (gu * 8) >> a.gsh;
+        if (KIND == 0) {
+            raw[k].x = ((const uint32_t *)a.codes)[gu];
+            if (a.nested) {
+                j8[k] = ((const uint8_t *)a.absmax)[g];
+                s1[k] = ((const float *)a.absmax2)[g >> a.b2sh];
+            } else {
+                s0[k] = ((const float *)a.absmax)[g];
+            }
+        } else {
+            if (KIND == 4) raw[k].x = ((const uint32_t *)a.codes)[gu];
+            else if (KIND == 8) raw[k] = ((const uint2 *)a.codes)[gu];
+            else raw[k].x = ((const uint16_t *)a.codes)[gu]; // 2-bit: half a word, little-endian
+            s0[k] = dq_ld(a.scales, a.sdtype, g), s1[k] = dq_ld(a.biases, a.sdtype, g);
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < DQ_U; k++) {
+        unsigned u = base + 32u * k;
+        if (u >= nu) continue;
+        float v[8];
+        if (KIND == 0) {
+            float am = a.nested ? __fadd_rn(__fmul_rn(map2[j8[k]], s1[k]), a.offset) : s0[k];
+            uint32_t w4 = raw[k].x; // bytes 4u..4u+3; the first element in the high nibble
+#pragma unroll
+            for (int b = 0; b < 4; b++) {
+                unsigned byte = (w4 >> (8 * b)) & 0xFFu;
+                v[2 * b] = __fmul_rn(lut[byte >> 4], am);
+                v[2 * b + 1] = __fmul_rn(lut[byte & 0xFu], am);
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                unsigned q;
+                if (KIND == 8) q = ((e < 4 ? raw[k].x : raw[k].y) >> (8 * (e & 3))) & 0xFFu;
+                else if (KIND == 4) q = (raw[k].x >> (4 * e)) & 0xFu;
+                else q = (raw[k].x >> (2 * e)) & 0x3u;
+                v[e] = __fadd_rn(__fmul_rn(s0[k], (float)q), s1[k]);
+            }
+        }
+        uint4 o;
+        __nv_bfloat162 p[4];
+#pragma unroll
+        for (int b = 0; b < 4; b++) p[b] = __floats2bfloat162_rn(v[2 * b], v[2 * b + 1]);
+        memcpy(&o, p, sizeof o);
+        dst[u] = o;
+    }
+}
+
+/* Launches the dequantization of flat elements e0 .. e0+n into dst on stream s. */
+static void dq_launch(lc_cuda *c, __nv_bfloat16 *dst, const dq_args &a, size_t e0, size_t n, cudaStream_t s) {
+    if (!n) return;
+    bool fast = (e0 % 8 == 0) && (n % 8 == 0) && n / 8 < ((size_t)1 << 31) && a.group % 8 == 0 && a.gsh >= 0 &&
+                a.b2sh >= 0 && (a.nf4 || a.bits == 2 || a.bits == 4 || a.bits == 8);
+    if (!fast) {
+        k_dequant_any<<<q_blocks(n), 256, 0, s>>>(dst, a, e0, n);
+        LC_LAUNCHED(c);
+        return;
+    }
+    unsigned nu = (unsigned)(n / 8);
+    unsigned blocks = (nu + DQ_THREADS * DQ_U - 1) / (DQ_THREADS * DQ_U);
+    size_t u0 = e0 / 8;
+    if (a.nf4) k_dequant_u8<0><<<blocks, DQ_THREADS, 0, s>>>((uint4 *)dst, a, u0, nu);
+    else if (a.bits == 4) k_dequant_u8<4><<<blocks, DQ_THREADS, 0, s>>>((uint4 *)dst, a, u0, nu);
+    else if (a.bits == 8) k_dequant_u8<8><<<blocks, DQ_THREADS, 0, s>>>((uint4 *)dst, a, u0, nu);
+    else k_dequant_u8<2><<<blocks, DQ_THREADS, 0, s>>>((uint4 *)dst, a, u0, nu);
+    LC_LAUNCHED(c);
+}
+
+/* Rows of a quantized table, dequantized straight to float32 (the CPU's values exactly). */
+__global__ void k_embedding_q(float *out, const int32_t *tokens, dq_args a) {
+    __shared__ float lut[16];
+    dq_lut(a, lut);
+    int64_t n = blockIdx.x, C = a.cols;
+    size_t row = (size_t)tokens[n] * (size_t)C;
+    float *o = out + (size_t)n * C;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = dq_elem(a, lut, row + (size_t)c);
+}
+
+/* ------------------------------------------------------------ state */
+
+/* Two whole-weight bf16 buffers: the one the current product reads, and the one the
+ * next product's weight is dequantized into ahead of time on the side stream. */
+struct lc_cuda_q {
+    cudaStream_t s;            // the dequantization stream (non-blocking)
+    cudaEvent_t ready[2];      // buffer b holds holds[b] (recorded on s)
+    cudaEvent_t freed[2];      // the product over buffer b is done (recorded on the products' stream)
+    __nv_bfloat16 *buf[2];
+    size_t cap;                // bytes of each buffer
+    const lc_cuda_wq *holds[2]; // the weight each buffer holds (or is being filled with); NULL: none
+    int cur;                   // the buffer of the last product (-1: none yet)
+    lc_cuda_wq *last;          // the weight of the last product
+    int last_dx;               // whether that product was an input gradient
+};
+
+static lc_cuda_q *q_state(lc_cuda *c) {
+    if (c->q) return c->q;
+    lc_cuda_q *q = (lc_cuda_q *)xcalloc(1, sizeof *q);
+    LC_CK(c, cudaStreamCreateWithFlags(&q->s, cudaStreamNonBlocking));
+    for (int b = 0; b < 2; b++) {
+        LC_CK(c, cudaEventCreateWithFlags(&q->ready[b], cudaEventDisableTiming));
+        LC_CK(c, cudaEventCreateWithFlags(&q->freed[b], cudaEventDisableTiming));
+    }
+    q->cur = -1;
+    c->q = q;
+    return q;
+}
+
+void lc_cuda_quant_free(lc_cuda *c) {
+    lc_cuda_q *q = c->q;
+    if (!q) return;
+    cudaStreamSynchronize(q->s);
+    for (int b = 0; b < 2; b++) {
+        if (q->buf[b]) cudaFree(q->buf[b]);
+        cudaEventDestroy(q->ready[b]), cudaEventDestroy(q->freed[b]);
+    }
+    cudaStreamDestroy(q->s);
+    free(q);
+    c->q = NULL;
+}
+
+/* Whether dequantizing ahead of time and reusing a buffer's copy are on
+ * (LORAC_CUDA_DQ_PREFETCH=0: every product dequantizes its weight when it comes; read
+ * each call: tests and the micro-benchmark change it). */
+static bool prefetch_on(void) {
+    const char *e = getenv("LORAC_CUDA_DQ_PREFETCH");
+    return !(e && !strcmp(e, "0"));
+}
+
+/* Queues on the side stream: buffer b (once its last product is done) = weight d. */
+static void fill(lc_cuda *c, lc_cuda_q *q, int b, const lc_cuda_wq *d) {
+    lc_wt w = {d->codes, LC_DT_U8, d->rows, d->cols, &d->q};
+    LC_CK(c, cudaStreamWaitEvent(q->s, q->freed[b], 0));
+    dq_launch(c, q->buf[b], dq_of(&w), 0, (size_t)d->rows * (size_t)d->cols, q->s);
+    LC_CK(c, cudaEventRecord(q->ready[b], q->s));
+    q->holds[b] = d;
+}
+
+/* ------------------------------------------------------------ the bf16 view */
+
+lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx) {
+    LC_PROF(c, "dequantize", 0);
+    lc_cuda_q *q = q_state(c);
+    lc_cuda_wq *d = (lc_cuda_wq *)w->q;
+    d->codes = w->data, d->rows = w->rows, d->cols = w->cols;
+    cudaStream_t main_s = 0;
+    Q_BK(c, cublasGetStream(c->blas, &main_s));
+    size_t bytes = (size_t)w->rows * (size_t)w->cols * sizeof(__nv_bfloat16);
+    if (q->cap < bytes) { // nothing may still use the old buffers
+        LC_CK(c, cudaDeviceSynchronize());
+        for (int b = 0; b < 2; b++) {
+            if (q->buf[b]) LC_CK(c, cudaFree(q->buf[b]));
+            q->buf[b] = NULL, q->holds[b] = NULL;
+            if (cudaMalloc((void **)&q->buf[b], bytes) != cudaSuccess) lc_cuda_oom(c, bytes, "dequantization buffers");
+        }
+        q->cap = bytes;
+    }
+    // the last product (queued on main_s by now) releases its buffer
+    if (q->cur >= 0) LC_CK(c, cudaEventRecord(q->freed[q->cur], main_s));
+    bool pf = prefetch_on();
+    int b;
+    if (pf && q->cur >= 0 && q->holds[q->cur] == d) b = q->cur; // the same weight again
+    else if (pf && q->cur >= 0 && q->holds[q->cur ^ 1] == d) b = q->cur ^ 1; // dequantized ahead of time
+    else {
+        b = q->cur >= 0 ? q->cur ^ 1 : 0;
+        fill(c, q, b, d);
+    }
+    LC_CK(c, cudaStreamWaitEvent(main_s, q->ready[b], 0));
+    // learn the order; start on the weight that followed this one last time
+    if (q->last) q->last->next[q->last_dx] = d;
+    q->last = d, q->last_dx = dx ? 1 : 0;
+    q->cur = b;
+    lc_cuda_wq *nx = d->next[dx ? 1 : 0];
+    if (pf && nx && nx != d && q->holds[b ^ 1] != nx) fill(c, q, b ^ 1, nx);
+    lc_wt v = {q->buf[b], LC_DT_BF16, w->rows, w->cols, NULL};
+    return v;
+}
+
+void lc_cuda_embedding_q(lc_cuda *c, float *out, const int32_t *tokens, const lc_wt *table, int64_t N) {
+    k_embedding_q<<<(unsigned)N, 256>>>(out, tokens, dq_of(table));
+    LC_LAUNCHED(c);
+}
