@@ -1,7 +1,8 @@
 /*
  * cuda.h — internals of the CUDA backend shared by its files (cuda.cu: the table,
  * memory, elementwise ops, layers and products; attention.cu: attention forward and
- * backward). CUDA C++ only; the C code sees the backend through backend/backend.h.
+ * backward; decode.cu: the fused one-token decoding step and its CUDA graph). CUDA
+ * C++ only; the C code sees the backend through backend/backend.h.
  *
  * Errors: every runtime and cuBLAS call is checked; the first failure is kept in the
  * backend (lc_cuda.err) and ->sync reports it as one lc_fail line, since the
@@ -38,6 +39,7 @@ typedef struct {
     bool pdl;                // launch the small-N product programmatically (sm_90+, LORAC_CUDA_PDL != 0)
     unsigned *counter;       // device word for single-launch reductions (zero between launches)
     struct lc_cuda_prof *prof; // LORAC_CUDA_PROFILE=1: per-op event timings (else NULL)
+    struct lc_cuda_dec *dec;   // the one-token decoding step (decode.cu; NULL until first used)
 } lc_cuda;
 
 /* A quantized weight on the card: the descriptor ->weight points lc_wt.q at (q first, so
@@ -99,5 +101,10 @@ void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, c
 void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, const float *dout,
                            const float *q, const float *k, const float *v, const float *out,
                            const float *lse, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
+
+/* decode.cu: ->decode (the fused one-token step, recorded as a CUDA graph) and the
+ * release of its stream, scratch and graph (called by ->free). */
+int lc_cuda_decode(lc_backend *be, const lc_decode_step *s, int64_t pos);
+void lc_cuda_decode_free(lc_cuda *c);
 
 #endif
