@@ -223,6 +223,33 @@ static int load_bf16(const char *dir, const char *device, lc_model **m) {
     return 0;
 }
 
+/* The products with each weight row split over 1, 2 and 4 warps (the tiny rows would
+ * take 1) against the single ops. */
+static void check_splits(lc_model *m, const int32_t *prompt, int np) {
+    int64_t V = lc_model_cfg(m)->vocab_size;
+    size_t nl = (size_t)GEN * (size_t)V;
+    int32_t ts[GEN], tk[GEN];
+    float *ls = malloc(nl * 4), *lk = malloc(nl * 4);
+    lc_kv_cache *kv;
+    CHECK_OK(lc_kv_cache_create(m, 32, &kv));
+    setenv("LORAC_CUDA_DECODE", "0", 1);
+    CHECK_OK(run_gen(m, kv, prompt, np, ts, ls));
+    unsetenv("LORAC_CUDA_DECODE");
+    setenv("LORAC_CUDA_GRAPH", "0", 1);
+    const char *ks[] = {"1", "2", "4"};
+    for (int i = 0; i < 3; i++) {
+        setenv("LORAC_CUDA_DECODE_SPLIT", ks[i], 1);
+        CHECK_OK(run_gen(m, kv, prompt, np, tk, lk));
+        double e = frel(lk, ls, nl);
+        CHECK_MSG(e < 1e-5 * TOL && !memcmp(tk, ts, sizeof ts), "split %s: rel err %.3e vs the single ops", ks[i], e);
+        printf("  rows split over %s warps: tokens equal, rel err %.1e\n", ks[i], e);
+    }
+    unsetenv("LORAC_CUDA_DECODE_SPLIT");
+    unsetenv("LORAC_CUDA_GRAPH");
+    lc_kv_cache_free(kv);
+    free(ls), free(lk);
+}
+
 static void test_decode_graph_bf16(void) {
     if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
     char dir[] = "/tmp/lorac-test-bf16-XXXXXX";
@@ -237,6 +264,7 @@ static void test_decode_graph_bf16(void) {
         int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
         // both multiply bf16 weights by float32 activations in float32: only sum order differs
         compare_paths("tiny-mistral bf16", mc, mh, prompt, 7, 1e-5 * TOL);
+        check_splits(mc, prompt, 7);
     }
     lc_model_free(mc), lc_model_free(mh);
     char p[600];

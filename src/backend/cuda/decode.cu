@@ -1,23 +1,24 @@
 /*
  * decode.cu — the one-token decoding step on the card (->decode): the whole step of a
- * batch-1 sequence (embedding, every block, final norm, lm_head) in 9 kernels a block
+ * batch-1 sequence (embedding, every block, final norm, lm_head) in 8 kernels a block
  * instead of ~36 single ops, recorded once as a CUDA graph and replayed for every token.
  *
  * Kernels of one block (x the residual stream, u = x A an adapter's rank-r projection):
  *   norm    x += s·u_down B_down of the previous block (or x = embedding row), xn = RMSNorm
  *   gemv    q, k, v = xn W^T (+ bias) in one launch; extra blocks of the same launch write
  *           the partial sums of the adapters' u = xn A (CH input rows a block)
- *   post    q, k, v += s·u B; RoPE on q and k at the device position; k, v stored in the
- *           cache at that position
- *   attn    one query row a head over keys 0..pos (pos read from the device)
+ *   attn    q, k, v += s·u B and RoPE at the device position (k, v stored in the cache at
+ *           that position), then one query row a head over keys 0..pos
  *   gemv    xmid = x + att Wo^T (+ u_o partials)
  *   norm    xmid += s·u_o B_o, xn = RMSNorm
  *   gemv    gate, up = xn W^T (+ u_gate, u_up partials)
  *   swiglu  h = silu(gate + s·u B) · (up + s·u B)
  *   gemv    x' = xmid + h Wd^T (+ u_down partials; its s·u B waits for the next norm)
- * Everything that changes from token to token is read from device memory: the token id
- * (the model's upload) and the position (a device int written before each launch), so
- * one recorded graph serves every token of a sequence. A new descriptor (another cache,
+ * Every kernel is launched with programmatic dependent launch (sm_90; LORAC_CUDA_PDL=0
+ * turns it off) and waits for its predecessor before reading, so launches overlap the
+ * previous kernel's tail. Everything that changes from token to token is read from
+ * device memory: the token id (the model's upload) and the position (a device int
+ * written before each launch), so one recorded graph serves every token of a sequence. A new descriptor (another cache,
  * arena, rope table, adapters added, scale, shapes) records a new graph; adapter values
  * rewritten in place (lorac serve's per-request copies, training) are read at replay.
  *
@@ -148,51 +149,56 @@ __device__ void d_adapter_part(const dgemv &g, int b) {
     }
 }
 
-/* The product: blocks [0, njob·chunks) write adapters' partial sums, the rest one output
- * row a warp (the weight row streamed once in 16-byte loads, GU in flight a lane; the
- * first loads go out before waiting on the previous kernel, as in cuda.cu's GEMV). */
-template <typename T>
+/* The product: blocks [0, njob·chunks) write adapters' partial sums, the rest GW / KS
+ * output rows each, KS warps a row splitting its length (short per-warp work shortens
+ * the product's tail). Each warp streams its part of the weight row once in 16-byte
+ * loads, GU in flight a lane; the first loads go out before waiting on the previous
+ * kernel, as in cuda.cu's GEMV. The KS parts are added in order (no atomics). */
+template <typename T, int KS>
 __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     LC_PDL_TRIGGER();
     constexpr int VEC = 16 / sizeof(T);
+    __shared__ float part_sum[GW];
     int jb = g.njob * g.chunks;
     if ((int)blockIdx.x < jb) {
         LC_PDL_WAIT();
         d_adapter_part(g, blockIdx.x);
         return;
     }
-    int o = ((int)blockIdx.x - jb) * GW + (threadIdx.x >> 5), lane = threadIdx.x & 31, si = 0;
+    int wi = threadIdx.x >> 5, lane = threadIdx.x & 31, kp = wi % KS, si = 0;
+    int o = ((int)blockIdx.x - jb) * (GW / KS) + wi / KS;
     if (o >= g.seg[0].rows) {
         o -= g.seg[0].rows, si = 1;
         if (g.nseg > 1 && o >= g.seg[1].rows) o -= g.seg[1].rows, si = 2;
     }
     bool live = si < g.nseg && o < (si == 0 ? g.seg[0].rows : si == 1 ? g.seg[1].rows : g.seg[2].rows);
     const dseg s = si == 0 ? g.seg[0] : si == 1 ? g.seg[1] : g.seg[2];
-    const uint4 *w = (const uint4 *)((const T *)s.W + (size_t)(live ? o : 0) * g.I);
-    int nv = g.I / VEC;
+    int nv = g.I / VEC, per = (nv + KS - 1) / KS, vb = kp * per, ve = min(nv, vb + per);
+    const uint4 *w = (const uint4 *)((const T *)s.W + (size_t)(live ? o : 0) * g.I) + vb;
+    int n = live ? ve - vb : 0;
     uint4 cur[GU], nxt[GU];
 #pragma unroll
     for (int u = 0; u < GU; u++) {
         int v = u * 32 + lane;
-        cur[u] = live && v < nv ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+        cur[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
     }
     LC_PDL_WAIT();
-    if (!live) return;
+    const float *x = g.x + (size_t)vb * VEC;
     float acc = 0.0f;
-    for (int v0 = 0; v0 < nv; v0 += 32 * GU) {
+    for (int v0 = 0; v0 < n; v0 += 32 * GU) {
         int vn = v0 + 32 * GU;
 #pragma unroll
         for (int u = 0; u < GU; u++) {
             int v = vn + u * 32 + lane;
-            nxt[u] = v < nv ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+            nxt[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int u = 0; u < GU; u++) {
             int v = v0 + u * 32 + lane;
-            if (v >= nv) break;
+            if (v >= n) break;
             float wf[VEC];
             d_vec(cur[u], wf, T());
-            const float4 *xp = (const float4 *)(g.x + (size_t)v * VEC);
+            const float4 *xp = (const float4 *)(x + (size_t)v * VEC);
 #pragma unroll
             for (int e = 0; e < VEC / 4; e++) {
                 float4 a = __ldg(xp + e);
@@ -203,7 +209,15 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
         for (int u = 0; u < GU; u++) cur[u] = nxt[u];
     }
     acc = d_warp_sum(acc);
-    if (lane == 0) {
+    if (KS > 1) {
+        if (lane == 0) part_sum[wi] = acc;
+        __syncthreads();
+        if (kp) return;
+        acc = 0.0f;
+#pragma unroll
+        for (int q = 0; q < KS; q++) acc += part_sum[wi + q];
+    }
+    if (lane == 0 && live) {
         if (s.bias) acc += s.bias[o];
         if (s.res) acc = s.res[o] + acc;
         s.out[o] = acc;
@@ -226,6 +240,7 @@ struct dnorm {
 
 __global__ void __launch_bounds__(NW) k_dnorm(dnorm a) {
     LC_PDL_TRIGGER();
+    LC_PDL_WAIT();
     __shared__ float u[RMAX], sh[32];
     if (a.part) d_load_u(u, a.part, a.chunks, a.r);
     __syncthreads();
@@ -244,11 +259,10 @@ __global__ void __launch_bounds__(NW) k_dnorm(dnorm a) {
     for (int c = threadIdx.x; c < a.C; c += NW) a.xn[c] = a.ln[c] * (a.x[c] * r);
 }
 
-/* q, k, v += s·u B; RoPE on q (in place) and k at the device position; k and v stored in
- * the cache's row pos. */
+/* The new row's q, k, v (product outputs) with the adapters' s·u B added and RoPE at the
+ * device position; attention reads them and stores k and v in the cache's row pos. */
 struct dpost {
-    float *q;
-    const float *k, *v;
+    const float *q, *k, *v;
     float *kc, *vc;
     const float *cos, *sin;
     const int *pos;
@@ -258,69 +272,68 @@ struct dpost {
     float scale;
 };
 
-__global__ void k_dpost(dpost a) {
+/* One query row a head (grid H): first the head's q and its kv head's new k, v (adapters,
+ * RoPE) into shared memory, the first head of each kv group storing k, v in the cache at
+ * pos; then warp w takes keys w, w+AW, ... up to pos (the new one from shared memory)
+ * with its own online softmax, and warp 0 merges them (cuda's decoding attention). */
+__global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float scale) {
     LC_PDL_TRIGGER();
-    __shared__ float u[3][RMAX];
+    LC_PDL_WAIT();
+    __shared__ float u[3][RMAX], qs[MAXD], ks[MAXD], vs[MAXD];
+    __shared__ float sm_m[AW], sm_l[AW], sm_acc[AW][MAXD];
     for (int j = 0; j < 3; j++)
         if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r);
     __syncthreads();
-    int h2 = a.D / 2, p = *a.pos, HD = a.H * a.D, KVD = a.KV * a.D;
-    int nq = a.H * h2, nk = a.KV * h2, n = nq + nk + KVD;
-    for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < n; idx += gridDim.x * blockDim.x) {
-        if (idx < nq + nk) {
-            int isq = idx < nq, t = isq ? idx : idx - nq, hh = t / h2, i = t % h2, which = isq ? 0 : 1;
-            int j1 = hh * a.D + i, j2 = j1 + h2, out = isq ? HD : KVD;
-            const float *src = isq ? a.q : a.k;
-            float x1 = src[j1], x2 = src[j2];
-            if (a.part[which]) {
-                x1 = x1 + a.scale * d_ub(u[which], a.b[which], a.r, out, j1);
-                x2 = x2 + a.scale * d_ub(u[which], a.b[which], a.r, out, j2);
-            }
-            float c = a.cos[(size_t)p * h2 + i], s = a.sin[(size_t)p * h2 + i];
-            float *dst = isq ? a.q : a.kc + (size_t)p * KVD;
-            dst[j1] = x1 * c - x2 * s;
-            dst[j2] = x2 * c + x1 * s;
-        } else {
-            int j = idx - nq - nk;
-            float v = a.v[j];
-            if (a.part[2]) v = v + a.scale * d_ub(u[2], a.b[2], a.r, KVD, j);
-            a.vc[(size_t)p * KVD + j] = v;
+    int H = a.H, KV = a.KV, D = a.D, h2 = D / 2, HD = H * D, KVD = KV * D;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = threadIdx.x;
+    int h = blockIdx.x, g = h / (H / KV), p = *a.pos;
+    if (t < 2 * h2) { // a rotated pair of q (t < h2) or of k
+        int isq = t < h2, i = isq ? t : t - h2, which = isq ? 0 : 1, out_n = isq ? HD : KVD;
+        int j1 = (isq ? h : g) * D + i, j2 = j1 + h2;
+        const float *src = isq ? a.q : a.k;
+        float x1 = src[j1], x2 = src[j2];
+        if (a.part[which]) {
+            x1 = x1 + a.scale * d_ub(u[which], a.b[which], a.r, out_n, j1);
+            x2 = x2 + a.scale * d_ub(u[which], a.b[which], a.r, out_n, j2);
         }
+        float c = a.cos[(size_t)p * h2 + i], sn = a.sin[(size_t)p * h2 + i];
+        float *dst = isq ? qs : ks;
+        dst[i] = x1 * c - x2 * sn;
+        dst[i + h2] = x2 * c + x1 * sn;
+    } else if (t < 2 * h2 + D) {
+        int d = t - 2 * h2, j = g * D + d;
+        float v = a.v[j];
+        if (a.part[2]) v = v + a.scale * d_ub(u[2], a.b[2], a.r, KVD, j);
+        vs[d] = v;
     }
-}
-
-/* One query row a head (grid H): warp w takes keys w, w+AW, ... up to the device position
- * with its own online softmax; warp 0 merges them (cuda's decoding attention, pos from
- * the device). */
-__global__ void __launch_bounds__(AW * 32) k_dattn(float *out, const float *q, const float *k, const float *v,
-                                                   const int *pos, int H, int KV, int D, float scale) {
-    LC_PDL_TRIGGER();
-    __shared__ float sm_m[AW], sm_l[AW], sm_acc[AW][MAXD];
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int h = blockIdx.x, g = h / (H / KV), end = *pos + 1;
-    const float *qr = q + (size_t)h * D;
+    __syncthreads();
+    if (h % (H / KV) == 0 && t < D) {
+        size_t off = (size_t)p * KVD + (size_t)g * D + t;
+        a.kc[off] = ks[t], a.vc[off] = vs[t];
+    }
     float qv[DPL], acc[DPL], m = -INFINITY, l = 0.0f;
 #pragma unroll
     for (int i = 0; i < DPL; i++) {
         int d = lane + 32 * i;
-        qv[i] = d < D ? qr[d] : 0.0f;
+        qv[i] = d < D ? qs[d] : 0.0f;
         acc[i] = 0.0f;
     }
-    for (int s = w; s < end; s += AW) {
+    for (int s = w; s <= p; s += AW) {
         size_t off = ((size_t)s * KV + g) * D;
+        const float *kr = s == p ? ks : a.kc + off, *vr = s == p ? vs : a.vc + off;
         float dot = 0.0f;
 #pragma unroll
         for (int i = 0; i < DPL; i++) {
             int d = lane + 32 * i;
-            if (d < D) dot += qv[i] * k[off + d];
+            if (d < D) dot += qv[i] * kr[d];
         }
         float sc = d_warp_sum(dot) * scale;
-        float mn = fmaxf(m, sc), corr = expf(m - mn), p = expf(sc - mn);
-        l = l * corr + p;
+        float mn = fmaxf(m, sc), corr = expf(m - mn), pr = expf(sc - mn);
+        l = l * corr + pr;
 #pragma unroll
         for (int i = 0; i < DPL; i++) {
             int d = lane + 32 * i;
-            if (d < D) acc[i] = acc[i] * corr + p * v[off + d];
+            if (d < D) acc[i] = acc[i] * corr + pr * vr[d];
         }
         m = mn;
     }
@@ -337,9 +350,9 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, const float *q, c
     for (int j = 0; j < AW; j++) f[j] = sm_m[j] == -INFINITY ? 0.0f : expf(sm_m[j] - M), L += sm_l[j] * f[j];
     float inv = 1.0f / L, *o = out + (size_t)h * D;
     for (int d = lane; d < D; d += 32) {
-        float t = 0.0f;
-        for (int j = 0; j < AW; j++) t += sm_acc[j][d] * f[j];
-        o[d] = t * inv;
+        float tt = 0.0f;
+        for (int j = 0; j < AW; j++) tt += sm_acc[j][d] * f[j];
+        o[d] = tt * inv;
     }
 }
 
@@ -355,6 +368,7 @@ struct dswi {
 
 __global__ void k_dswiglu(dswi a) {
     LC_PDL_TRIGGER();
+    LC_PDL_WAIT();
     __shared__ float u[2][RMAX];
     for (int j = 0; j < 2; j++)
         if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r);
@@ -486,27 +500,43 @@ static void keep_key(lc_cuda_dec *d, const lc_decode_step *s) {
     d->have_key = true, d->failed = false;
 }
 
-template <typename T>
+/* Launches kernel k on st, with programmatic dependent launch when pdl (every kernel here
+ * waits, LC_PDL_WAIT, before it reads what an earlier one wrote). */
+template <typename... Ex, typename... Act>
+static cudaError_t go(cudaStream_t st, bool pdl, void (*k)(Ex...), dim3 grid, dim3 block, Act... args) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = 0, cfg.stream = st;
+    cfg.attrs = at, cfg.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, args...);
+}
+
+template <typename T, int KS>
 static cudaError_t gemv_go(cudaStream_t st, bool pdl, const dgemv &g) {
     int rows = 0;
     for (int i = 0; i < g.nseg; i++) rows += g.seg[i].rows;
-    dim3 grid((unsigned)(g.njob * g.chunks + (rows + GW - 1) / GW));
-    if (pdl) {
-        cudaLaunchConfig_t cfg = {};
-        cudaLaunchAttribute at[1];
-        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[0].val.programmaticStreamSerializationAllowed = 1;
-        cfg.gridDim = grid, cfg.blockDim = dim3(GW * 32), cfg.dynamicSmemBytes = 0, cfg.stream = st;
-        cfg.attrs = at, cfg.numAttrs = 1;
-        return cudaLaunchKernelEx(&cfg, k_dgemv<T>, g);
-    }
-    k_dgemv<T><<<grid, GW * 32, 0, st>>>(g);
-    return cudaGetLastError();
+    dim3 grid((unsigned)(g.njob * g.chunks + (rows + GW / KS - 1) / (GW / KS)));
+    return go(st, pdl, k_dgemv<T, KS>, grid, dim3(GW * 32), g);
+}
+
+/* Warps a weight row of `bytes` is split over: LORAC_CUDA_DECODE_SPLIT (1, 2 or 4), else
+ * one warp for every 16 KB up to 4 (measured on the 7B shapes: bench/results/cuda_notes.md). */
+static int split_of(size_t bytes) {
+    const char *e = getenv("LORAC_CUDA_DECODE_SPLIT");
+    int ks = e ? atoi(e) : 0;
+    if (ks == 1 || ks == 2 || ks == 4) return ks;
+    return bytes >= 24 * 1024 ? 4 : bytes >= 12 * 1024 ? 2 : 1;
 }
 
 static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
     if (g.nseg < 3) memset(&g.seg[g.nseg], 0, sizeof(dseg) * (size_t)(3 - g.nseg));
-    return dt == LC_DT_BF16 ? gemv_go<__nv_bfloat16>(st, pdl, g) : gemv_go<float>(st, pdl, g);
+    int ks = split_of((size_t)g.I * (dt == LC_DT_BF16 ? 2 : 4));
+    if (dt == LC_DT_BF16)
+        return ks == 4 ? gemv_go<__nv_bfloat16, 4>(st, pdl, g) : ks == 2 ? gemv_go<__nv_bfloat16, 2>(st, pdl, g)
+                                                                         : gemv_go<__nv_bfloat16, 1>(st, pdl, g);
+    return ks == 4 ? gemv_go<float, 4>(st, pdl, g) : ks == 2 ? gemv_go<float, 2>(st, pdl, g) : gemv_go<float, 1>(st, pdl, g);
 }
 
 /* Adds adapter k of block b to a product's jobs when it has one. */
@@ -521,7 +551,6 @@ static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part) {
         cudaError_t e_ = (call);                  \
         if (e_ != cudaSuccess) return e_;         \
     } while (0)
-#define GOK() GO(cudaGetLastError())
 
 /* Queues the whole step on d->st; returns the first launch error. */
 static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
@@ -535,8 +564,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         float *xo = d->x[(l + 1) & 1];
         dnorm n1 = {x, d->xn, b->ln1, s->eps, C, l == 0 ? s->embed : NULL, s->edt == LC_DT_BF16, s->tok,
                     pend, pend_b, cI, r, s->scale};
-        k_dnorm<<<1, NW, 0, st>>>(n1);
-        GOK();
+        GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n1));
         dgemv g = {};
         g.seg[0] = {b->w[0], b->bias[0], NULL, d->q, HD};
         g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD};
@@ -547,11 +575,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale};
         for (int k = 0; k < 3; k++)
             if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
-        int n = (H + KV) * (D / 2) + KVD;
-        k_dpost<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(p);
-        GOK();
-        k_dattn<<<(unsigned)H, AW * 32, 0, st>>>(d->att, d->q, b->kc, b->vc, d->dpos, H, KV, D, 1.0f / sqrtf((float)D));
-        GOK();
+        GO(go(st, pdl, k_dattn, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
         g = dgemv{};
         g.seg[0] = {b->w[3], NULL, x, d->xmid, C};
         g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
@@ -559,8 +583,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         GO(gemv(st, pdl, s->wdt, g));
         dnorm n2 = {d->xmid, d->xn, b->ln2, s->eps, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
                     cHD, r, s->scale};
-        k_dnorm<<<1, NW, 0, st>>>(n2);
-        GOK();
+        GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n2));
         g = dgemv{};
         g.seg[0] = {b->w[4], NULL, NULL, d->gate, I};
         g.seg[1] = {b->w[5], NULL, NULL, d->up, I};
@@ -572,8 +595,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         for (int k = 0; k < 2; k++)
             if (b->la[4 + k]) w.part[k] = d->part[4 + k], w.b[k] = b->lb[4 + k];
         unsigned nb = (unsigned)((I + 255) / 256);
-        k_dswiglu<<<nb, 256, 0, st>>>(w);
-        GOK();
+        GO(go(st, pdl, k_dswiglu, dim3(nb), dim3(256), w));
         g = dgemv{};
         g.seg[0] = {b->w[6], NULL, d->xmid, xo, C};
         g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
@@ -583,8 +605,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         x = xo;
     }
     dnorm nf = {x, d->xn, s->norm_f, s->eps, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale};
-    k_dnorm<<<1, NW, 0, st>>>(nf);
-    GOK();
+    GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), nf));
     dgemv g = {};
     g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V};
     g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C;
