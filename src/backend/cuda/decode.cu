@@ -1,20 +1,19 @@
 /*
  * decode.cu — the one-token decoding step on the card (->decode): the whole step of a
- * batch-1 sequence (embedding, every block, final norm, lm_head) in 6 kernels a block
+ * batch-1 sequence (embedding, every block, final norm, lm_head) in 8 kernels a block
  * instead of ~36 single ops, recorded once as a CUDA graph and replayed for every token.
  *
  * Kernels of one block (x the residual stream, u = x A an adapter's rank-r projection):
- *   gemv    q, k, v = RMSNorm(x) W^T (+ bias) in one launch (every block computes the
- *           norm's scale itself: no norm kernel); extra blocks of the same launch write the
- *           partial sums of the adapters' u = RMSNorm(x) A (CH input rows a block)
+ *   norm    x += s·u_down B_down of the previous block (or x = embedding row), xn = RMSNorm
+ *   gemv    q, k, v = xn W^T (+ bias) in one launch; extra blocks of the same launch write
+ *           the partial sums of the adapters' u = xn A (CH input rows a block)
  *   attn    q, k, v += s·u B and RoPE at the device position (k, v stored in the cache at
- *           that position), one query row a head over keys 0..pos, and each head's
- *           partial sum of u_o = att A_o
- *   gemv    xmid = x + att Wo^T + s·u_o B_o
- *   gemv    gate, up = RMSNorm(xmid) W^T (+ u_gate, u_up partials)
- *   swiglu  h = silu(gate + s·u B) · (up + s·u B), and the partial sums of u_down = h A_down
- *   gemv    x' = xmid + h Wd^T + s·u_down B_down
- * then the final norm inside the lm_head product; an embedding kernel starts the step.
+ *           that position), then one query row a head over keys 0..pos
+ *   gemv    xmid = x + att Wo^T (+ u_o partials)
+ *   norm    xmid += s·u_o B_o, xn = RMSNorm
+ *   gemv    gate, up = xn W^T (+ u_gate, u_up partials)
+ *   swiglu  h = silu(gate + s·u B) · (up + s·u B)
+ *   gemv    x' = xmid + h Wd^T (+ u_down partials; its s·u B waits for the next norm)
  * Every kernel is launched with programmatic dependent launch (sm_90; LORAC_CUDA_PDL=0
  * turns it off) and waits for its predecessor before reading, so launches overlap the
  * previous kernel's tail. Everything that changes from token to token is read from
@@ -47,7 +46,7 @@ extern "C" {
 #define CH 256   // input rows of an adapter's A per partial-sum block
 #define GW 4     // warps (output rows) of a product block; also 128 partial-sum threads
 #define GU 8     // 16-byte weight loads in flight per lane
-#define NW 1024  // threads of the embedding kernel
+#define NW 1024  // threads of the norm kernel
 #define AW 32    // warps of the attention kernel
 #define MAXD 256 // largest head_dim
 #define DPL (MAXD / 32)
@@ -105,23 +104,7 @@ struct dgemv {
     int njob, chunks, r;
     const float *x;
     int I;
-    const float *ln; // non-NULL: the input is RMSNorm(x) · ln (rstd computed by every block)
-    float eps;
-    const float *ep_part, *ep_b; // non-NULL (one segment): out += scale · u B, u the sum of
-    int ep_chunks;               // ep_part (ep_chunks, r), B (r, rows)
-    float scale;
 };
-
-/* 1 / sqrt(mean(x^2) + eps) over x (C, a multiple of 4), for the whole block. */
-__device__ __forceinline__ float d_rstd(const float *x, int C, float eps, float *sh) {
-    float ss = 0.0f;
-    for (int c = threadIdx.x; c < C / 4; c += blockDim.x) {
-        float4 v = __ldg((const float4 *)x + c);
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-    }
-    ss = d_block_sum(ss, sh);
-    return (float)(1.0 / sqrt((double)ss / (double)C + (double)eps));
-}
 
 __device__ __forceinline__ void d_vec(const uint4 &u, float *f, __nv_bfloat16) {
     const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
@@ -136,7 +119,7 @@ __device__ __forceinline__ void d_vec(const uint4 &u, float *f, float) {
 }
 
 /* One block of partial sums: part[ch][k] = sum over rows i of chunk ch of x[i] A[i][k]. */
-__device__ void d_adapter_part(const dgemv &g, int b, float rs) {
+__device__ void d_adapter_part(const dgemv &g, int b) {
     __shared__ float sh[GW][RMAX];
     int j = b / g.chunks, ch = b % g.chunks, r = g.r;
     const djob jb = j == 0 ? g.job[0] : j == 1 ? g.job[1] : g.job[2];
@@ -145,7 +128,7 @@ __device__ void d_adapter_part(const dgemv &g, int b, float rs) {
     for (int k = 0; k < RMAX; k++) acc[k] = 0.0f;
     int end = min((ch + 1) * CH, g.I);
     for (int i = ch * CH + (int)threadIdx.x; i < end; i += GW * 32) {
-        float xi = g.ln ? g.x[i] * g.ln[i] : g.x[i];
+        float xi = g.x[i];
         const float *a = jb.A + (size_t)i * r;
 #pragma unroll
         for (int k = 0; k < RMAX; k++)
@@ -162,7 +145,7 @@ __device__ void d_adapter_part(const dgemv &g, int b, float rs) {
     if ((int)threadIdx.x < r) {
         float t = 0.0f;
         for (int q = 0; q < GW; q++) t += sh[q][threadIdx.x];
-        jb.part[(size_t)ch * r + threadIdx.x] = t * rs;
+        jb.part[(size_t)ch * r + threadIdx.x] = t;
     }
 }
 
@@ -172,15 +155,14 @@ __device__ void d_adapter_part(const dgemv &g, int b, float rs) {
  * loads, GU in flight a lane; the first loads go out before waiting on the previous
  * kernel, as in cuda.cu's GEMV. The KS parts are added in order (no atomics). */
 template <typename T, int KS>
-__global__ void __launch_bounds__(GW * 32, 5) k_dgemv(dgemv g) {
+__global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     LC_PDL_TRIGGER();
     constexpr int VEC = 16 / sizeof(T);
-    __shared__ float part_sum[GW], sh[32], us[RMAX];
+    __shared__ float part_sum[GW];
     int jb = g.njob * g.chunks;
     if ((int)blockIdx.x < jb) {
         LC_PDL_WAIT();
-        float rs = g.ln ? d_rstd(g.x, g.I, g.eps, sh) : 1.0f;
-        d_adapter_part(g, blockIdx.x, rs);
+        d_adapter_part(g, blockIdx.x);
         return;
     }
     int wi = threadIdx.x >> 5, lane = threadIdx.x & 31, kp = wi % KS, si = 0;
@@ -201,8 +183,7 @@ __global__ void __launch_bounds__(GW * 32, 5) k_dgemv(dgemv g) {
         cur[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
     }
     LC_PDL_WAIT();
-    float rs = g.ln ? d_rstd(g.x, g.I, g.eps, sh) : 1.0f;
-    const float *x = g.x + (size_t)vb * VEC, *ln = g.ln ? g.ln + (size_t)vb * VEC : NULL;
+    const float *x = g.x + (size_t)vb * VEC;
     float acc = 0.0f;
     for (int v0 = 0; v0 < n; v0 += 32 * GU) {
         int vn = v0 + 32 * GU;
@@ -221,10 +202,6 @@ __global__ void __launch_bounds__(GW * 32, 5) k_dgemv(dgemv g) {
 #pragma unroll
             for (int e = 0; e < VEC / 4; e++) {
                 float4 a = __ldg(xp + e);
-                if (ln) {
-                    float4 b = __ldg((const float4 *)(ln + (size_t)v * VEC) + e);
-                    a.x *= b.x, a.y *= b.y, a.z *= b.z, a.w *= b.w;
-                }
                 acc += wf[4 * e] * a.x + wf[4 * e + 1] * a.y + wf[4 * e + 2] * a.z + wf[4 * e + 3] * a.w;
             }
         }
@@ -232,35 +209,54 @@ __global__ void __launch_bounds__(GW * 32, 5) k_dgemv(dgemv g) {
         for (int u = 0; u < GU; u++) cur[u] = nxt[u];
     }
     acc = d_warp_sum(acc);
-    if (KS > 1 && lane == 0) part_sum[wi] = acc;
-    if (g.ep_part && (int)threadIdx.x < g.r) {
-        float t = 0.0f;
-        for (int c = 0; c < g.ep_chunks; c++) t += g.ep_part[(size_t)c * g.r + threadIdx.x];
-        us[threadIdx.x] = t;
-    }
-    __syncthreads();
     if (KS > 1) {
+        if (lane == 0) part_sum[wi] = acc;
+        __syncthreads();
         if (kp) return;
         acc = 0.0f;
 #pragma unroll
         for (int q = 0; q < KS; q++) acc += part_sum[wi + q];
     }
     if (lane == 0 && live) {
-        acc *= rs;
         if (s.bias) acc += s.bias[o];
         if (s.res) acc = s.res[o] + acc;
-        if (g.ep_part) acc = acc + g.scale * d_ub(us, g.ep_b, g.r, s.rows, o);
         s.out[o] = acc;
     }
 }
 
-/* x = the embedding row of the token. */
-__global__ void k_dembed(float *x, const void *emb, int bf16, const int32_t *tok, int C) {
+/* x (+= s·u B of a pending adapter, or = an embedding row), xn = RMSNorm(x) · ln. */
+struct dnorm {
+    float *x, *xn;
+    const float *ln;
+    float eps;
+    int C;
+    const void *emb; // (V, C) or NULL
+    int emb_bf16;
+    const int32_t *tok;
+    const float *part, *b; // pending adapter (chunks, r) partials and B (r, C), or NULL
+    int chunks, r;
+    float scale;
+};
+
+__global__ void __launch_bounds__(NW) k_dnorm(dnorm a) {
     LC_PDL_TRIGGER();
     LC_PDL_WAIT();
-    size_t row = (size_t)*tok * (size_t)C;
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        x[c] = bf16 ? __bfloat162float(((const __nv_bfloat16 *)emb)[row + c]) : ((const float *)emb)[row + c];
+    __shared__ float u[RMAX], sh[32];
+    if (a.part) d_load_u(u, a.part, a.chunks, a.r);
+    __syncthreads();
+    size_t row = a.emb ? (size_t)*a.tok * (size_t)a.C : 0;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < a.C; c += NW) {
+        float v;
+        if (a.emb) v = a.emb_bf16 ? __bfloat162float(((const __nv_bfloat16 *)a.emb)[row + c]) : ((const float *)a.emb)[row + c];
+        else v = a.x[c];
+        if (a.part) v = v + a.scale * d_ub(u, a.b, a.r, a.C, c);
+        if (a.emb || a.part) a.x[c] = v;
+        ss += v * v;
+    }
+    ss = d_block_sum(ss, sh);
+    float r = (float)(1.0 / sqrt((double)ss / (double)a.C + (double)a.eps));
+    for (int c = threadIdx.x; c < a.C; c += NW) a.xn[c] = a.ln[c] * (a.x[c] * r);
 }
 
 /* The new row's q, k, v (product outputs) with the adapters' s·u B added and RoPE at the
@@ -274,8 +270,6 @@ struct dpost {
     const float *part[3], *b[3];
     int chunks, r;
     float scale;
-    const float *Ao; // o_proj's adapter A (H·D, r), or NULL: part_o[h] = this head's rows of att · Ao
-    float *part_o;
 };
 
 /* One query row a head (grid H): first the head's q and its kv head's new k, v (adapters,
@@ -354,27 +348,11 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
     float M = -INFINITY, L = 0.0f, f[AW];
     for (int j = 0; j < AW; j++) M = fmaxf(M, sm_m[j]);
     for (int j = 0; j < AW; j++) f[j] = sm_m[j] == -INFINITY ? 0.0f : expf(sm_m[j] - M), L += sm_l[j] * f[j];
-    float inv = 1.0f / L, *o = out + (size_t)h * D, ov[DPL];
-#pragma unroll
-    for (int i = 0; i < DPL; i++) {
-        int d = lane + 32 * i;
-        ov[i] = 0.0f;
-        if (d < D) {
-            float tt = 0.0f;
-            for (int j = 0; j < AW; j++) tt += sm_acc[j][d] * f[j];
-            o[d] = ov[i] = tt * inv;
-        }
-    }
-    if (!a.Ao) return;
-    for (int k = 0; k < a.r; k++) { // this head's share of u_o = att Ao
-        float t = 0.0f;
-#pragma unroll
-        for (int i = 0; i < DPL; i++) {
-            int d = lane + 32 * i;
-            if (d < D) t += ov[i] * a.Ao[((size_t)h * D + d) * a.r + k];
-        }
-        t = d_warp_sum(t);
-        if (lane == 0) a.part_o[(size_t)h * a.r + k] = t;
+    float inv = 1.0f / L, *o = out + (size_t)h * D;
+    for (int d = lane; d < D; d += 32) {
+        float tt = 0.0f;
+        for (int j = 0; j < AW; j++) tt += sm_acc[j][d] * f[j];
+        o[d] = tt * inv;
     }
 }
 
@@ -386,37 +364,20 @@ struct dswi {
     const float *part[2], *b[2];
     int chunks, r;
     float scale;
-    const float *Ad; // down_proj's adapter A (I, r), or NULL: part_d[block] = its CH rows of h · Ad
-    float *part_d;
 };
 
-/* Blocks of CH threads, one element each. */
-__global__ void __launch_bounds__(CH) k_dswiglu(dswi a) {
+__global__ void k_dswiglu(dswi a) {
     LC_PDL_TRIGGER();
     LC_PDL_WAIT();
-    __shared__ float u[2][RMAX], sh[CH / 32][RMAX];
+    __shared__ float u[2][RMAX];
     for (int j = 0; j < 2; j++)
         if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r);
     __syncthreads();
-    int i = blockIdx.x * CH + threadIdx.x;
-    float hv = 0.0f;
-    if (i < a.I) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < a.I; i += gridDim.x * blockDim.x) {
         float g = a.gate[i], up = a.up[i];
         if (a.part[0]) g = g + a.scale * d_ub(u[0], a.b[0], a.r, a.I, i);
         if (a.part[1]) up = up + a.scale * d_ub(u[1], a.b[1], a.r, a.I, i);
-        a.h[i] = hv = g / (1.0f + expf(-g)) * up;
-    }
-    if (!a.Ad) return;
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    for (int k = 0; k < a.r; k++) {
-        float t = d_warp_sum(i < a.I ? hv * a.Ad[(size_t)i * a.r + k] : 0.0f);
-        if (lane == 0) sh[w][k] = t;
-    }
-    __syncthreads();
-    if ((int)threadIdx.x < a.r) {
-        float t = 0.0f;
-        for (int q = 0; q < CH / 32; q++) t += sh[q][threadIdx.x];
-        a.part_d[(size_t)blockIdx.x * a.r + threadIdx.x] = t;
+        a.h[i] = g / (1.0f + expf(-g)) * up;
     }
 }
 
@@ -427,7 +388,7 @@ struct lc_cuda_dec {
     int *dpos, *hpos;   // the position: device word, pinned host word
     float *buf;         // scratch
     size_t cap;         // floats
-    float *x[2], *xmid, *q, *kb, *vb, *att, *gate, *up, *h, *part[7];
+    float *x[2], *xmid, *xn, *q, *kb, *vb, *att, *gate, *up, *h, *part[7];
     lc_decode_step key; // what exec replays (blocks pointer NULL)
     lc_decode_block *kblk;
     int64_t kL;
@@ -475,14 +436,13 @@ static size_t layout(lc_cuda_dec *d, float *base, const lc_decode_step *s) {
         off += (n + 63) & ~(size_t)63;
         return p;
     };
-    float *x0 = take(C), *x1 = take(C), *xmid = take(C), *q = take(HD), *kb = take(KVD);
+    float *x0 = take(C), *x1 = take(C), *xmid = take(C), *xn = take(C), *q = take(HD), *kb = take(KVD);
     float *vb = take(KVD), *att = take(HD), *gate = take(I), *up = take(I), *h = take(I);
-    size_t nch[7] = {chunks_of(s->C), chunks_of(s->C), chunks_of(s->C), (size_t)s->H, chunks_of(s->C),
-                     chunks_of(s->C), chunks_of(s->I)}; // o_proj's partials: one a head
+    int64_t in[7] = {s->C, s->C, s->C, s->H * s->D, s->C, s->C, s->I};
     float *part[7];
-    for (int k = 0; k < 7; k++) part[k] = take(nch[k] * r);
+    for (int k = 0; k < 7; k++) part[k] = take(chunks_of(in[k]) * r);
     if (base) {
-        d->x[0] = x0, d->x[1] = x1, d->xmid = xmid, d->q = q, d->kb = kb, d->vb = vb;
+        d->x[0] = x0, d->x[1] = x1, d->xmid = xmid, d->xn = xn, d->q = q, d->kb = kb, d->vb = vb;
         d->att = att, d->gate = gate, d->up = up, d->h = h;
         for (int k = 0; k < 7; k++) d->part[k] = part[k];
     }
@@ -596,50 +556,59 @@ static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part) {
 static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
     cudaStream_t st = d->st;
     int C = (int)s->C, H = (int)s->H, KV = (int)s->KV, D = (int)s->D, I = (int)s->I, r = s->r;
-    int HD = H * D, KVD = KV * D, cC = (int)chunks_of(C), cI = (int)chunks_of(I);
+    int HD = H * D, KVD = KV * D, cC = (int)chunks_of(C), cHD = (int)chunks_of(HD), cI = (int)chunks_of(I);
+    const float *pend = NULL, *pend_b = NULL; // the previous block's down adapter
     float *x = d->x[0];
-    GO(go(st, pdl, k_dembed, dim3(1), dim3(NW), x, s->embed, (int)(s->edt == LC_DT_BF16), s->tok, C));
     for (int64_t l = 0; l < s->L; l++) {
         const lc_decode_block *b = &s->blocks[l];
         float *xo = d->x[(l + 1) & 1];
+        dnorm n1 = {x, d->xn, b->ln1, s->eps, C, l == 0 ? s->embed : NULL, s->edt == LC_DT_BF16, s->tok,
+                    pend, pend_b, cI, r, s->scale};
+        GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n1));
         dgemv g = {};
         g.seg[0] = {b->w[0], b->bias[0], NULL, d->q, HD};
         g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD};
         g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD};
-        g.nseg = 3, g.chunks = cC, g.r = r, g.x = x, g.I = C, g.ln = b->ln1, g.eps = s->eps;
+        g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
         for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k]);
         GO(gemv(st, pdl, s->wdt, g));
-        dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale,
-                   b->la[3], d->part[3]};
+        dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale};
         for (int k = 0; k < 3; k++)
             if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
         GO(go(st, pdl, k_dattn, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
         g = dgemv{};
         g.seg[0] = {b->w[3], NULL, x, d->xmid, C};
-        g.nseg = 1, g.r = r, g.x = d->att, g.I = HD;
-        if (b->la[3]) g.ep_part = d->part[3], g.ep_b = b->lb[3], g.ep_chunks = H, g.scale = s->scale;
+        g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
+        add_job(g, b, 3, d->part[3]);
         GO(gemv(st, pdl, s->wdt, g));
+        dnorm n2 = {d->xmid, d->xn, b->ln2, s->eps, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
+                    cHD, r, s->scale};
+        GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n2));
         g = dgemv{};
         g.seg[0] = {b->w[4], NULL, NULL, d->gate, I};
         g.seg[1] = {b->w[5], NULL, NULL, d->up, I};
-        g.nseg = 2, g.chunks = cC, g.r = r, g.x = d->xmid, g.I = C, g.ln = b->ln2, g.eps = s->eps;
+        g.nseg = 2, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
         add_job(g, b, 4, d->part[4]);
         add_job(g, b, 5, d->part[5]);
         GO(gemv(st, pdl, s->wdt, g));
-        dswi w = {d->gate, d->up, d->h, I, {}, {}, cC, r, s->scale, b->la[6], d->part[6]};
+        dswi w = {d->gate, d->up, d->h, I, {}, {}, cC, r, s->scale};
         for (int k = 0; k < 2; k++)
             if (b->la[4 + k]) w.part[k] = d->part[4 + k], w.b[k] = b->lb[4 + k];
-        GO(go(st, pdl, k_dswiglu, dim3((unsigned)cI), dim3(CH), w));
+        unsigned nb = (unsigned)((I + 255) / 256);
+        GO(go(st, pdl, k_dswiglu, dim3(nb), dim3(256), w));
         g = dgemv{};
         g.seg[0] = {b->w[6], NULL, d->xmid, xo, C};
-        g.nseg = 1, g.r = r, g.x = d->h, g.I = I;
-        if (b->la[6]) g.ep_part = d->part[6], g.ep_b = b->lb[6], g.ep_chunks = cI, g.scale = s->scale;
+        g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
+        add_job(g, b, 6, d->part[6]);
         GO(gemv(st, pdl, s->wdt, g));
+        pend = b->la[6] ? d->part[6] : NULL, pend_b = b->lb[6];
         x = xo;
     }
+    dnorm nf = {x, d->xn, s->norm_f, s->eps, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale};
+    GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), nf));
     dgemv g = {};
     g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V};
-    g.nseg = 1, g.r = r, g.x = x, g.I = C, g.ln = s->norm_f, g.eps = s->eps;
+    g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C;
     GO(gemv(st, pdl, s->hdt, g));
     return cudaSuccess;
 }
