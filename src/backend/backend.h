@@ -88,6 +88,33 @@ typedef struct {
     float *C;
 } lc_gemm_args;
 
+/* One block of the one-token decoding step (->decode): device pointers. */
+typedef struct {
+    const void *w[7];        // q, k, v, o, gate, up, down weights (lc_decode_step.wdt)
+    const float *bias[3];    // q, k, v biases, or NULL
+    const float *ln1, *ln2;  // (C) the two RMSNorm weights
+    const float *la[7], *lb[7]; // adapter A (in, r) and B (r, out) per projection, or NULL
+    float *kc, *vc;          // this block's key and value cache (S, KV, D)
+} lc_decode_block;
+
+/* The whole one-token decoding step of a batch-1 sequence: embedding of tok[0], every
+ * block (its new key/value row written at the position), final norm and lm_head. Every
+ * pointer and number a backend may bake into a recorded replay is in here, so two steps
+ * with equal descriptors (memcmp, blocks compared by content) differ only in the token
+ * (read from tok) and the position (an argument of ->decode). Zero it before filling. */
+typedef struct {
+    int64_t L, C, H, KV, D, I, V, S; // S: the cache's capacity (positions)
+    lc_dtype wdt, edt, hdt;   // dtypes of the block weights, embedding table, lm_head (F32/BF16)
+    int r;                    // adapters' rank (0: none)
+    float scale, eps;         // adapters' scale; RMSNorm epsilon
+    const void *embed, *lm_head; // (V, C) each
+    const float *norm_f;      // (C)
+    const float *cos, *sin;   // rotary tables (P, D/2) with P >= S
+    const int32_t *tok;       // device: the token id
+    float *logits;            // device: (V) out
+    const lc_decode_block *blocks; // (L) not part of the comparison as a pointer
+} lc_decode_step;
+
 typedef struct lc_backend lc_backend;
 
 #define LC_GEMM_N_MAX 8 // products of one ->gemm_n / ->matmul_n call
@@ -192,6 +219,15 @@ struct lc_backend {
      * (softmax - onehot; ignored rows become 0). */
     double (*cross_entropy)(lc_backend *be, float *logits, const int32_t *targets, int64_t N,
                             int64_t V, float grad_scale);
+
+    /* ---- one-token decoding (optional: NULL where the backend has none, e.g. CPU) ---- */
+    /* Queues one whole decoding step s at position pos (0 <= pos < s->S): logits written,
+     * the block's key/value rows stored at pos. Returns 0 (queued; errors come at ->sync),
+     * or 1 when this backend does not run this step (shapes, dtypes, a switch): the caller
+     * then runs the ops above. CUDA records the step as a graph once and replays it while
+     * the descriptor stays the same. */
+    int (*decode)(lc_backend *be, const lc_decode_step *s, int64_t pos);
+    long long decode_captures, decode_replays; // graphs recorded / replayed (tests, notes)
 };
 
 /* A CPU backend with `threads` OpenMP threads (0: OpenMP's default). Never NULL.

@@ -4,9 +4,12 @@
  *
  * The cache holds, for each block, the rotated keys and the values of every position
  * so far ((L, capacity, KV, D) each, fp32, backend memory); a step runs the blocks on
- * the new tokens only, attending to the cache. Owns the cache's memory.
+ * the new tokens only, attending to the cache. One new token goes through the backend's
+ * fused step (->decode: on CUDA one recorded graph replayed per token) when it has one;
+ * the cache keeps that step's descriptor. Owns the cache's memory.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "core/mem.h"
@@ -16,6 +19,8 @@ struct lc_kv_cache {
     lc_backend *be;
     int64_t cap, len, L, KVD;
     float *k, *v; // (L, cap, KV, D)
+    lc_decode_step step;      // the one-token step's descriptor (->decode)
+    lc_decode_block *blocks;  // (L) its blocks
 };
 
 int lc_kv_cache_create(const lc_model *m, int64_t capacity, lc_kv_cache **out) {
@@ -28,6 +33,7 @@ int lc_kv_cache_create(const lc_model *m, int64_t capacity, lc_kv_cache **out) {
     kv->KVD = c->num_key_value_heads * c->head_dim;
     size_t bytes = (size_t)(kv->L * capacity * kv->KVD) * sizeof(float);
     kv->k = m->be->alloc(m->be, bytes), kv->v = m->be->alloc(m->be, bytes);
+    kv->blocks = xcalloc((size_t)kv->L, sizeof *kv->blocks);
     *out = kv;
     return 0;
 }
@@ -35,12 +41,53 @@ int lc_kv_cache_create(const lc_model *m, int64_t capacity, lc_kv_cache **out) {
 void lc_kv_cache_free(lc_kv_cache *kv) {
     if (!kv) return;
     kv->be->release(kv->be, kv->k), kv->be->release(kv->be, kv->v);
+    free(kv->blocks);
     free(kv);
 }
 
 void lc_kv_cache_reset(lc_kv_cache *kv) { kv->len = 0; }
 
 int64_t lc_kv_cache_len(const lc_kv_cache *kv) { return kv->len; }
+
+/* One new token through the backend's fused step (->decode) when it has one and the
+ * weights are plain F32/BF16: fills kv's descriptor and queues the step (logits into
+ * a->logits). Returns 0 (queued) or 1 (not taken: run the single ops). */
+static int step_fused(lc_model *m, lc_kv_cache *kv, lc_arena *a) {
+    lc_backend *be = m->be;
+    if (!be->decode) return 1;
+    const lc_model_config *c = &m->cfg;
+    int L = (int)c->num_hidden_layers;
+    lc_dtype wdt = m->blocks[0].w[0].dtype;
+    if (m->embed.q || m->lm_head.q) return 1;
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < LC_NKEYS; k++)
+            if (m->blocks[l].w[k].q || m->blocks[l].w[k].dtype != wdt) return 1;
+    lc_rope_ensure(m, kv->cap); // one table for the whole cache: the descriptor stays the same
+    lc_decode_step *s = &kv->step;
+    memset(s, 0, sizeof *s);
+    memset(kv->blocks, 0, (size_t)L * sizeof *kv->blocks);
+    s->L = L, s->C = c->hidden_size, s->H = c->num_attention_heads, s->KV = c->num_key_value_heads;
+    s->D = c->head_dim, s->I = c->intermediate_size, s->V = c->vocab_size, s->S = kv->cap;
+    s->wdt = wdt, s->edt = m->embed.dtype, s->hdt = m->lm_head.dtype;
+    s->r = m->has_lora ? m->lcfg.rank : 0;
+    s->scale = m->has_lora ? m->lcfg.scale : 0.0f;
+    s->eps = (float)c->rms_norm_eps;
+    s->embed = m->embed.data, s->lm_head = m->lm_head.data, s->norm_f = m->norm_f;
+    s->cos = m->rope_cos, s->sin = m->rope_sin, s->tok = a->tok, s->logits = a->logits;
+    s->blocks = kv->blocks;
+    for (int l = 0; l < L; l++) {
+        lc_block *bk = &m->blocks[l];
+        lc_decode_block *d = &kv->blocks[l];
+        for (int k = 0; k < LC_NKEYS; k++) {
+            d->w[k] = bk->w[k].data;
+            if (bk->lora[k]) d->la[k] = bk->lora[k]->a, d->lb[k] = bk->lora[k]->b;
+        }
+        for (int k = 0; k < 3; k++) d->bias[k] = bk->bias[k];
+        d->ln1 = bk->ln1, d->ln2 = bk->ln2;
+        d->kc = kv->k + (size_t)(l * kv->cap * kv->KVD), d->vc = kv->v + (size_t)(l * kv->cap * kv->KVD);
+    }
+    return be->decode(be, s, kv->len);
+}
 
 int lc_model_step(lc_model *m, lc_kv_cache *kv, const int32_t *tokens, int64_t n, float *logits) {
     if (n <= 0) return lc_fail("step: needs at least one token");
@@ -59,16 +106,18 @@ int lc_model_step(lc_model *m, lc_kv_cache *kv, const int32_t *tokens, int64_t n
     lc_rope_ensure(m, pos0 + n);
     lc_arena *a = lc_arena_prepare(m, LC_MODE_EVAL, 1, n);
     be->upload(be, a->tok, tokens, (size_t)n * sizeof(int32_t));
-    be->embedding(be, a->xpp[0], a->tok, &m->embed, n);
-    for (int l = 0; l < L; l++) {
-        float *kl = kv->k + (size_t)(l * kv->cap * kv->KVD), *vl = kv->v + (size_t)(l * kv->cap * kv->KVD);
-        float *xo = l + 1 == L ? a->xf : a->xpp[(l + 1) & 1];
-        lc_block_forward(m, l, &a->scratch, a->xpp[l & 1], xo, 1, n, pos0, kl + pos0 * kv->KVD,
-                         vl + pos0 * kv->KVD, kl, vl, kv->cap, false, 0, a);
+    if (n != 1 || step_fused(m, kv, a) != 0) {
+        be->embedding(be, a->xpp[0], a->tok, &m->embed, n);
+        for (int l = 0; l < L; l++) {
+            float *kl = kv->k + (size_t)(l * kv->cap * kv->KVD), *vl = kv->v + (size_t)(l * kv->cap * kv->KVD);
+            float *xo = l + 1 == L ? a->xf : a->xpp[(l + 1) & 1];
+            lc_block_forward(m, l, &a->scratch, a->xpp[l & 1], xo, 1, n, pos0, kl + pos0 * kv->KVD,
+                             vl + pos0 * kv->KVD, kl, vl, kv->cap, false, 0, a);
+        }
+        const float *last = a->xf + (n - 1) * C;
+        be->rmsnorm(be, a->xnf, a->rstdf, last, m->norm_f, 1, C, (float)m->cfg.rms_norm_eps);
+        be->matmul(be, a->logits, a->xnf, &m->lm_head, NULL, 1, false);
     }
-    const float *last = a->xf + (n - 1) * C;
-    be->rmsnorm(be, a->xnf, a->rstdf, last, m->norm_f, 1, C, (float)m->cfg.rms_norm_eps);
-    be->matmul(be, a->logits, a->xnf, &m->lm_head, NULL, 1, false);
     be->download(be, logits, a->logits, (size_t)V * sizeof(float));
     if (be->sync(be) != 0) return -1;
     kv->len += n;

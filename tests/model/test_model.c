@@ -27,7 +27,8 @@
 #include "model/model.h"
 #include "train/optim.h"
 
-/* test_model_cuda.c includes this file with TEST_DEVICE "cuda" and a looser TOL. */
+/* test_model_cuda.c includes this file with TEST_DEVICE "cuda" and a looser TOL (and
+ * TEST_EXTRA: its own tests, run after these). */
 #ifndef TEST_DEVICE
 #define TEST_DEVICE "cpu"
 #define TOL 1.0
@@ -66,6 +67,8 @@ static const double *ref64(fixture *f, const char *name, size_t n) {
     return t->data;
 }
 
+static const char *fixture_device = TEST_DEVICE; // where open_fixture loads the model
+
 static bool open_fixture(fixture *f, const char *name, bool with_lora) {
     memset(f, 0, sizeof *f);
     char p[256];
@@ -76,7 +79,7 @@ static bool open_fixture(fixture *f, const char *name, bool with_lora) {
     snprintf(p, sizeof p, REF "%s.adapters.safetensors", name);
     if (lc_st_open(&f->ad, p) < 0) return printf("  %s\n", lc_errmsg()), false;
     snprintf(p, sizeof p, MODELS "%s", name);
-    if (lc_model_load_on(p, TEST_DEVICE, &f->m) < 0) return printf("  %s\n", lc_errmsg()), false;
+    if (lc_model_load_on(p, fixture_device, &f->m) < 0) return printf("  %s\n", lc_errmsg()), false;
     f->B = jint(f->j, "B"), f->T = jint(f->j, "T"), f->V = lc_model_cfg(f->m)->vocab_size;
     size_t n = (size_t)(f->B * f->T);
     f->tok = malloc(n * 4), f->tgt = malloc(n * 4), f->tgtm = malloc(n * 4);
@@ -489,5 +492,8 @@ int main(void) {
     RUN(test_trajectory_mistral_adamw);
     RUN(test_trajectory_llama_adam_masked);
     RUN(test_trajectory_qwen2_adamw);
+#ifdef TEST_EXTRA
+    TEST_EXTRA();
+#endif
     return t_summary();
 }

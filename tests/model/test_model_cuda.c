@@ -4,6 +4,15 @@
  * checkpointing, Adam/AdamW trajectories) run on the CUDA backend. The fixture models
  * are float32, so the card multiplies them in float32 (SGEMM) and every bound is
  * test_model.c's times 10: only summation order and expf differ from the CPU.
+ *
+ * Then the fused one-token step (->decode, src/backend/cuda/decode.cu) on its own: the
+ * same greedy sequence over many positions through the single ops
+ * (LORAC_CUDA_DECODE=0), the fused kernels launched directly (LORAC_CUDA_GRAPH=0) and
+ * the recorded graph replayed, after a cache reset, with every adapter rewritten in
+ * place between generations (the graph must read the new values), with a second cache
+ * (a new graph), against the CPU backend; once on the float32 fixtures and once on a
+ * bf16 copy of tiny-mistral (the bf16 product kernels). Batch 1 only: the cache's step
+ * has no batch.
  * Skips (visibly) when the build has no CUDA or no GPU answers.
  */
 #include "backend/backend.h"
@@ -11,9 +20,260 @@
 #define TEST_DEVICE "cuda"
 #define TOL 10.0
 #define TEST_NEEDS_GPU 1
+#define TEST_EXTRA extra_tests
 
 static void test_skipped_without_gpu(void);
+static void extra_tests(void);
 
 #include "test_model.c"
 
+#include <unistd.h>
+
+#include "core/file.h"
+#include "model/fuse.h"
+
 static void test_skipped_without_gpu(void) { SKIP("no CUDA backend (see above)"); }
+
+#define GEN 12 // greedy steps after the prompt (positions np .. np + GEN)
+
+/* max |a - b| / max |b| over n floats. */
+static double frel(const float *a, const float *b, size_t n) {
+    double md = 0, mr = 0;
+    for (size_t i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)a[i] - (double)b[i]));
+        mr = fmax(mr, fabs((double)b[i]));
+    }
+    return mr > 0 ? md / mr : md;
+}
+
+/* Resets kv, steps the prompt, then GEN greedy tokens; the logits of every step after
+ * the prompt's into lg (GEN × V), the tokens into tok. Returns 0 or -1. */
+static int run_gen(lc_model *m, lc_kv_cache *kv, const int32_t *prompt, int np, int32_t *tok, float *lg) {
+    int64_t V = lc_model_cfg(m)->vocab_size;
+    lc_kv_cache_reset(kv);
+    float *cur = malloc((size_t)V * 4);
+    if (lc_model_step(m, kv, prompt, np, cur) < 0) return free(cur), -1;
+    for (int s = 0; s < GEN; s++) {
+        int32_t best = 0;
+        for (int64_t v = 1; v < V; v++) best = cur[v] > cur[best] ? (int32_t)v : best;
+        tok[s] = best;
+        if (lc_model_step(m, kv, &best, 1, cur) < 0) return free(cur), -1;
+        memcpy(lg + (size_t)s * V, cur, (size_t)V * 4);
+    }
+    free(cur);
+    return 0;
+}
+
+/* Rewrites every adapter in place (host writes into the shared memory, as lorac serve's
+ * and the trainer's updates do): A scaled, B replaced by a fixed pattern. */
+static void rewrite_adapters(lc_model *m, int round) {
+    lc_model_sync(m);
+    size_t n;
+    lc_lora_param *p = lc_model_lora(m, &n);
+    for (size_t i = 0; i < n; i++) {
+        for (int64_t j = 0; j < p[i].in * p[i].r; j++) p[i].a[j] *= 0.75f;
+        for (int64_t j = 0; j < p[i].r * p[i].out; j++)
+            p[i].b[j] = 0.05f * sinf((float)(j + 1) * (0.37f + 0.11f * (float)round) + (float)i);
+    }
+}
+
+typedef struct {
+    int32_t tok[GEN];
+    float *lg;
+} gen_out;
+
+/* The whole comparison on one pair of models (cuda, cpu) with the same weights and
+ * adapters; tol bounds the fused steps against the single ops and the CPU. */
+static void compare_paths(const char *name, lc_model *mc, lc_model *mh, const int32_t *prompt, int np, double tol) {
+    lc_backend *be = mc->be;
+    int64_t V = lc_model_cfg(mc)->vocab_size;
+    size_t nl = (size_t)GEN * (size_t)V;
+    gen_out single, direct, graph, again, cpu, swap_g, swap_s, swap_c, cache2;
+    gen_out *all[] = {&single, &direct, &graph, &again, &cpu, &swap_g, &swap_s, &swap_c, &cache2};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) all[i]->lg = malloc(nl * 4);
+    lc_kv_cache *kv, *kh, *kv2;
+    CHECK_OK(lc_kv_cache_create(mc, 32, &kv));
+    CHECK_OK(lc_kv_cache_create(mh, 32, &kh));
+    CHECK_OK(lc_kv_cache_create(mc, 24, &kv2));
+    CHECK(be->decode != NULL);
+
+    setenv("LORAC_CUDA_DECODE", "0", 1);
+    long long c0 = be->decode_captures, r0 = be->decode_replays;
+    CHECK_OK(run_gen(mc, kv, prompt, np, single.tok, single.lg));
+    CHECK_MSG(be->decode_captures == c0 && be->decode_replays == r0, "%s: LORAC_CUDA_DECODE=0 still used ->decode", name);
+    unsetenv("LORAC_CUDA_DECODE");
+    setenv("LORAC_CUDA_GRAPH", "0", 1);
+    CHECK_OK(run_gen(mc, kv, prompt, np, direct.tok, direct.lg));
+    CHECK_MSG(be->decode_captures == c0 && be->decode_replays == r0, "%s: LORAC_CUDA_GRAPH=0 recorded a graph", name);
+    unsetenv("LORAC_CUDA_GRAPH");
+    CHECK_OK(run_gen(mc, kv, prompt, np, graph.tok, graph.lg));
+    CHECK_MSG(be->decode_captures == c0 + 1 && be->decode_replays == r0 + GEN - 1,
+              "%s: %lld graphs recorded, %lld replays (want 1, %d)", name, be->decode_captures - c0,
+              be->decode_replays - r0, GEN - 1);
+    CHECK_OK(run_gen(mc, kv, prompt, np, again.tok, again.lg)); // after a reset: the same graph
+    CHECK_MSG(be->decode_captures == c0 + 1 && be->decode_replays == r0 + 2 * GEN - 1,
+              "%s: a cache reset recorded a new graph", name);
+    CHECK_OK(run_gen(mh, kh, prompt, np, cpu.tok, cpu.lg));
+
+    double e_ds = frel(direct.lg, single.lg, nl), e_gd = frel(graph.lg, direct.lg, nl);
+    double e_ag = frel(again.lg, graph.lg, nl), e_gc = frel(graph.lg, cpu.lg, nl), e_sc = frel(single.lg, cpu.lg, nl);
+    CHECK_MSG(!memcmp(single.tok, cpu.tok, sizeof cpu.tok), "%s: single ops' tokens differ from the CPU's", name);
+    CHECK_MSG(!memcmp(direct.tok, single.tok, sizeof cpu.tok), "%s: fused tokens differ from the single ops'", name);
+    CHECK_MSG(!memcmp(graph.tok, single.tok, sizeof cpu.tok), "%s: graph tokens differ from the single ops'", name);
+    CHECK_MSG(!memcmp(again.tok, graph.tok, sizeof cpu.tok), "%s: replay after reset gives other tokens", name);
+    CHECK_MSG(e_ds < tol, "%s: fused vs single ops rel err %.3e", name, e_ds);
+    CHECK_MSG(e_gd == 0.0, "%s: graph vs direct fused rel err %.3e (same kernels: want 0)", name, e_gd);
+    CHECK_MSG(e_ag == 0.0, "%s: replay after reset rel err %.3e", name, e_ag);
+    CHECK_MSG(e_gc < tol, "%s: graph vs CPU rel err %.3e", name, e_gc);
+    printf("  %s: %d tokens from position %d equal on every path; fused-single %.1e, graph-direct %.1e, "
+           "graph-cpu %.1e, single-cpu %.1e\n", name, GEN, np, e_ds, e_gd, e_gc, e_sc);
+
+    // adapters rewritten in place between generations: the replay must read them
+    rewrite_adapters(mc, 1), rewrite_adapters(mh, 1);
+    CHECK_OK(run_gen(mc, kv, prompt, np, swap_g.tok, swap_g.lg));
+    CHECK_MSG(be->decode_captures == c0 + 1, "%s: rewriting adapter values recorded a new graph", name);
+    setenv("LORAC_CUDA_DECODE", "0", 1);
+    CHECK_OK(run_gen(mc, kv, prompt, np, swap_s.tok, swap_s.lg));
+    unsetenv("LORAC_CUDA_DECODE");
+    CHECK_OK(run_gen(mh, kh, prompt, np, swap_c.tok, swap_c.lg));
+    double e_changed = frel(swap_g.lg, graph.lg, nl), e_sw = frel(swap_g.lg, swap_s.lg, nl), e_swc = frel(swap_g.lg, swap_c.lg, nl);
+    CHECK_MSG(e_changed > 10 * tol, "%s: rewritten adapters changed the logits by only %.3e", name, e_changed);
+    CHECK_MSG(!memcmp(swap_g.tok, swap_c.tok, sizeof cpu.tok), "%s: rewritten adapters: graph tokens differ from the CPU's", name);
+    CHECK_MSG(e_sw < tol && e_swc < tol, "%s: rewritten adapters: graph vs single %.3e, vs CPU %.3e", name, e_sw, e_swc);
+
+    // a second cache: its own graph, same answers
+    CHECK_OK(run_gen(mc, kv2, prompt, np, cache2.tok, cache2.lg));
+    CHECK_MSG(be->decode_captures == c0 + 2, "%s: a new cache did not record a new graph", name);
+    double e_c2 = frel(cache2.lg, swap_c.lg, nl);
+    CHECK_MSG(e_c2 < tol && !memcmp(cache2.tok, swap_c.tok, sizeof cpu.tok), "%s: second cache vs CPU %.3e", name, e_c2);
+    printf("  %s: rewritten adapters moved the logits %.1e; graph vs single %.1e, vs CPU %.1e; second cache %.1e\n",
+           name, e_changed, e_sw, e_swc, e_c2);
+
+    lc_kv_cache_free(kv), lc_kv_cache_free(kh), lc_kv_cache_free(kv2);
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->lg);
+}
+
+static void gen_prompt(const fixture *f, int32_t *prompt, int *np) {
+    *np = 0;
+    for (const cJSON *v = cJSON_GetObjectItem(f->j, "gen_prompt")->child; v; v = v->next) prompt[(*np)++] = (int32_t)v->valuedouble;
+}
+
+static void test_decode_graph(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    for (int i = 0; i < 3; i++) {
+        fixture fc, fh;
+        fixture_device = "cuda";
+        bool okc = open_fixture(&fc, NAMES[i], true);
+        fixture_device = "cpu";
+        bool okh = open_fixture(&fh, NAMES[i], true);
+        fixture_device = TEST_DEVICE;
+        CHECK_MSG(okc && okh, "%s: fixture", NAMES[i]);
+        if (okc && okh) {
+            int32_t prompt[64];
+            int np;
+            gen_prompt(&fc, prompt, &np);
+            compare_paths(NAMES[i], fc.m, fh.m, prompt, np, 1e-5 * TOL);
+        }
+        close_fixture(&fc), close_fixture(&fh);
+    }
+}
+
+/* A bf16 copy of fixture model `name` in folder dir (config.json says bfloat16). */
+static int write_bf16_model(const char *name, const char *dir) {
+    char p[512];
+    snprintf(p, sizeof p, MODELS "%s/model.safetensors", name);
+    lc_safetensors st;
+    if (lc_st_open(&st, p) < 0) return lc_st_close(&st), -1;
+    lc_st_writer *w = lc_st_writer_new();
+    int rc = 0;
+    for (size_t i = 0; i < st.n_tensors && rc == 0; i++)
+        rc = lc_st_writer_add(w, st.tensors[i].name, LC_DT_BF16, st.tensors[i].ndim, st.tensors[i].shape);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    if (rc == 0) rc = lc_st_writer_begin(w, p);
+    for (size_t i = 0; i < st.n_tensors && rc == 0; i++) {
+        const lc_tensor *t = &st.tensors[i];
+        float *f = malloc(t->numel * 4);
+        uint16_t *h = malloc(t->numel * 2);
+        rc = lc_to_f32(f, t->data, t->dtype, t->numel);
+        if (rc == 0) rc = lc_from_f32(h, LC_DT_BF16, f, t->numel);
+        if (rc == 0) rc = lc_st_writer_write(w, t->name, h, t->numel * 2);
+        free(f), free(h);
+    }
+    if (rc == 0) rc = lc_st_writer_commit(w);
+    lc_st_writer_free(w);
+    lc_st_close(&st);
+    char *text = NULL, *out = NULL;
+    size_t len = 0;
+    snprintf(p, sizeof p, MODELS "%s/config.json", name);
+    if (rc == 0) rc = lc_read_file(p, 1 << 20, &text, &len);
+    if (rc == 0) rc = lc_config_text_set_dtype(text, len, LC_DT_BF16, p, &out);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    if (rc == 0) rc = lc_write_file_atomic(p, out, strlen(out));
+    free(text), free(out);
+    return rc;
+}
+
+static int load_bf16(const char *dir, const char *device, lc_model **m) {
+    if (lc_model_load_on(dir, device, m) < 0) return -1;
+    lc_lora_config lc;
+    lc_lora_config_default(&lc);
+    lc.rank = 8, lc.num_layers = 2, lc.scale = 2.0f; // tiny-mistral has 3 blocks: one unadapted
+    if (lc_model_add_lora(*m, &lc, 11) < 0) return -1;
+    rewrite_adapters(*m, 0); // B non-zero: the adapters matter
+    return 0;
+}
+
+/* The products with each weight row split over 1, 2 and 4 warps (the tiny rows would
+ * take 1) against the single ops. */
+static void check_splits(lc_model *m, const int32_t *prompt, int np) {
+    int64_t V = lc_model_cfg(m)->vocab_size;
+    size_t nl = (size_t)GEN * (size_t)V;
+    int32_t ts[GEN], tk[GEN];
+    float *ls = malloc(nl * 4), *lk = malloc(nl * 4);
+    lc_kv_cache *kv;
+    CHECK_OK(lc_kv_cache_create(m, 32, &kv));
+    setenv("LORAC_CUDA_DECODE", "0", 1);
+    CHECK_OK(run_gen(m, kv, prompt, np, ts, ls));
+    unsetenv("LORAC_CUDA_DECODE");
+    setenv("LORAC_CUDA_GRAPH", "0", 1);
+    const char *ks[] = {"1", "2", "4"};
+    for (int i = 0; i < 3; i++) {
+        setenv("LORAC_CUDA_DECODE_SPLIT", ks[i], 1);
+        CHECK_OK(run_gen(m, kv, prompt, np, tk, lk));
+        double e = frel(lk, ls, nl);
+        CHECK_MSG(e < 1e-5 * TOL && !memcmp(tk, ts, sizeof ts), "split %s: rel err %.3e vs the single ops", ks[i], e);
+        printf("  rows split over %s warps: tokens equal, rel err %.1e\n", ks[i], e);
+    }
+    unsetenv("LORAC_CUDA_DECODE_SPLIT");
+    unsetenv("LORAC_CUDA_GRAPH");
+    lc_kv_cache_free(kv);
+    free(ls), free(lk);
+}
+
+static void test_decode_graph_bf16(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    char dir[] = "/tmp/lorac-test-bf16-XXXXXX";
+    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
+    CHECK_OK(write_bf16_model("tiny-mistral", dir));
+    lc_model *mc = NULL, *mh = NULL;
+    CHECK_OK(load_bf16(dir, "cuda", &mc));
+    CHECK_OK(load_bf16(dir, "cpu", &mh));
+    if (mh) lc_model_set_bf16_matmul(mh, false); // float32 products on the CPU too
+    if (mc && mh) {
+        CHECK_MSG(mc->blocks[0].w[0].dtype == LC_DT_BF16, "the bf16 copy did not load as bf16");
+        int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
+        // both multiply bf16 weights by float32 activations in float32: only sum order differs
+        compare_paths("tiny-mistral bf16", mc, mh, prompt, 7, 1e-5 * TOL);
+        check_splits(mc, prompt, 7);
+    }
+    lc_model_free(mc), lc_model_free(mh);
+    char p[600];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir), unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", dir), unlink(p);
+    rmdir(dir);
+}
+
+static void extra_tests(void) {
+    RUN(test_decode_graph);
+    RUN(test_decode_graph_bf16);
+}

@@ -353,6 +353,7 @@ static void cu_free(lc_backend *be) {
     cudaDeviceSynchronize();
     prof_finish(c);
     lc_cuda_lt_free(c);
+    lc_cuda_decode_free(c);
     for (size_t i = 0; i < c->n_weights; i++) cudaFree(c->weights[i]);
     free(c->weights);
     for (size_t i = 0; i < c->n_wqs; i++) free(c->wqs[i]);
@@ -1103,5 +1104,6 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->swiglu = cu_swiglu;
     be->swiglu_bwd = cu_swiglu_bwd;
     be->cross_entropy = cu_cross_entropy;
+    be->decode = lc_cuda_decode;
     return be;
 }

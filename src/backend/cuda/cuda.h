@@ -3,8 +3,8 @@
  * memory, elementwise ops, layers and products; attention.cu: attention forward and
  * backward in float32; attention_tc.cu: the tensor-core kernels for training shapes;
  * gemm.cu: tuned cuBLASLt bf16 products and grouped adapter products; quant.cu:
- * dequantizing quantized weights). CUDA C++ only; the C code sees the backend through
- * backend/backend.h.
+ * dequantizing quantized weights; decode.cu: the fused one-token decoding step and its
+ * CUDA graph). CUDA C++ only; the C code sees the backend through backend/backend.h.
  *
  * Errors: every runtime and cuBLAS call is checked; the first failure is kept in the
  * backend (lc_cuda.err) and ->sync reports it as one lc_fail line, since the
@@ -41,6 +41,7 @@ typedef struct {
     struct lc_cuda_prof *prof; // LORAC_CUDA_PROFILE=1: per-op event timings (else NULL)
     struct lc_cuda_lt *lt;     // gemm.cu: cuBLASLt handle, tuned plans, workspace (NULL until used)
     struct lc_cuda_q *q;     // quant.cu's buffers, stream and events (NULL until a quantized product)
+    struct lc_cuda_dec *dec;   // the one-token decoding step (decode.cu; NULL until first used)
 } lc_cuda;
 
 /* A quantized weight on the card: the descriptor ->weight points lc_wt.q at (q first, so
@@ -142,5 +143,9 @@ void lc_cuda_att_tc_fwd(lc_cuda *c, float *out, float *lse, const float *q, cons
 void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *q,
                         const float *k, const float *v, const float *lse, const float *Dr, int64_t B, int64_t T,
                         int64_t H, int64_t KV, int64_t D);
+/* decode.cu: ->decode (the fused one-token step, recorded as a CUDA graph) and the
+ * release of its stream, scratch and graph (called by ->free). */
+int lc_cuda_decode(lc_backend *be, const lc_decode_step *s, int64_t pos);
+void lc_cuda_decode_free(lc_cuda *c);
 
 #endif

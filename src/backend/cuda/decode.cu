@@ -1,0 +1,678 @@
+/*
+ * decode.cu — the one-token decoding step on the card (->decode): the whole step of a
+ * batch-1 sequence (embedding, every block, final norm, lm_head) in 8 kernels a block
+ * instead of ~36 single ops, recorded once as a CUDA graph and replayed for every token.
+ *
+ * Kernels of one block (x the residual stream, u = x A an adapter's rank-r projection):
+ *   norm    x += s·u_down B_down of the previous block (or x = embedding row), xn = RMSNorm
+ *   gemv    q, k, v = xn W^T (+ bias) in one launch; extra blocks of the same launch write
+ *           the partial sums of the adapters' u = xn A (CH input rows a block)
+ *   attn    q, k, v += s·u B and RoPE at the device position (k, v stored in the cache at
+ *           that position), then one query row a head over keys 0..pos
+ *   gemv    xmid = x + att Wo^T (+ u_o partials)
+ *   norm    xmid += s·u_o B_o, xn = RMSNorm
+ *   gemv    gate, up = xn W^T (+ u_gate, u_up partials)
+ *   swiglu  h = silu(gate + s·u B) · (up + s·u B)
+ *   gemv    x' = xmid + h Wd^T (+ u_down partials; its s·u B waits for the next norm)
+ * Every kernel is launched with programmatic dependent launch (sm_90; LORAC_CUDA_PDL=0
+ * turns it off) and waits for its predecessor before reading, so launches overlap the
+ * previous kernel's tail. Everything that changes from token to token is read from
+ * device memory: the token id (the model's upload) and the position (a device int
+ * written before each launch), so one recorded graph serves every token of a sequence. A new descriptor (another cache,
+ * arena, rope table, adapters added, scale, shapes) records a new graph; adapter values
+ * rewritten in place (lorac serve's per-request copies, training) are read at replay.
+ *
+ * Switches (read at every step): LORAC_CUDA_DECODE=0 declines (the model runs the
+ * single ops), LORAC_CUDA_GRAPH=0 launches the fused kernels directly, and the
+ * profiler (LORAC_CUDA_PROFILE=1) declines so its per-op table stays whole.
+ *
+ * Owns a stream of its own (blocking: ordered with the legacy stream the rest of the
+ * backend uses), the step's scratch, the position's device and pinned host words and the
+ * recorded graph; lc_cuda_decode_free releases them. Numerics: the single ops' float32
+ * arithmetic (bf16 weights widened, float32 sums); only summation orders differ.
+ */
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda.h"
+
+extern "C" {
+#include "core/mem.h"
+}
+
+#define RMAX 32  // largest adapter rank
+#define CH 256   // input rows of an adapter's A per partial-sum block
+#define GW 4     // warps (output rows) of a product block; also 128 partial-sum threads
+#define GU 8     // 16-byte weight loads in flight per lane
+#define NW 1024  // threads of the norm kernel
+#define AW 32    // warps of the attention kernel
+#define MAXD 256 // largest head_dim
+#define DPL (MAXD / 32)
+
+/* ------------------------------------------------------------ kernels */
+
+__device__ __forceinline__ float d_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Sum over the block (every thread gets it); sh holds 32 floats. */
+__device__ __forceinline__ float d_block_sum(float v, float *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = d_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    float t = lane < nw ? sh[lane] : 0.0f;
+    return d_warp_sum(t);
+}
+
+/* u[k] = the sum of an adapter's partial sums part (chunks, r), for k < r (in order). */
+__device__ __forceinline__ void d_load_u(float *u, const float *part, int chunks, int r) {
+    for (int k = threadIdx.x; k < r; k += blockDim.x) {
+        float t = 0.0f;
+        for (int c = 0; c < chunks; c++) t += part[(size_t)c * r + k];
+        u[k] = t;
+    }
+}
+
+/* (u B)[j] of an adapter with B (r, out). */
+__device__ __forceinline__ float d_ub(const float *u, const float *b, int r, int out, int j) {
+    float t = 0.0f;
+    for (int k = 0; k < r; k++) t += u[k] * b[(size_t)k * out + j];
+    return t;
+}
+
+/* A product launch: up to 3 row segments over one input x (I), and up to 3 adapters'
+ * partial sums over the same x. */
+struct dseg {
+    const void *W;           // (rows, I)
+    const float *bias, *res; // (rows) or NULL: out = x W^T + bias + res
+    float *out;
+    int rows;
+};
+struct djob {
+    const float *A; // (I, r)
+    float *part;    // (chunks, r)
+};
+struct dgemv {
+    dseg seg[3];
+    int nseg;
+    djob job[3];
+    int njob, chunks, r;
+    const float *x;
+    int I;
+};
+
+__device__ __forceinline__ void d_vec(const uint4 &u, float *f, __nv_bfloat16) {
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 t = __bfloat1622float2(h[i]);
+        f[2 * i] = t.x, f[2 * i + 1] = t.y;
+    }
+}
+__device__ __forceinline__ void d_vec(const uint4 &u, float *f, float) {
+    f[0] = __uint_as_float(u.x), f[1] = __uint_as_float(u.y), f[2] = __uint_as_float(u.z), f[3] = __uint_as_float(u.w);
+}
+
+/* One block of partial sums: part[ch][k] = sum over rows i of chunk ch of x[i] A[i][k]. */
+__device__ void d_adapter_part(const dgemv &g, int b) {
+    __shared__ float sh[GW][RMAX];
+    int j = b / g.chunks, ch = b % g.chunks, r = g.r;
+    const djob jb = j == 0 ? g.job[0] : j == 1 ? g.job[1] : g.job[2];
+    float acc[RMAX];
+#pragma unroll
+    for (int k = 0; k < RMAX; k++) acc[k] = 0.0f;
+    int end = min((ch + 1) * CH, g.I);
+    for (int i = ch * CH + (int)threadIdx.x; i < end; i += GW * 32) {
+        float xi = g.x[i];
+        const float *a = jb.A + (size_t)i * r;
+#pragma unroll
+        for (int k = 0; k < RMAX; k++)
+            if (k < r) acc[k] += xi * a[k];
+    }
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+    for (int k = 0; k < RMAX; k++)
+        if (k < r) {
+            float t = d_warp_sum(acc[k]);
+            if (lane == 0) sh[w][k] = t;
+        }
+    __syncthreads();
+    if ((int)threadIdx.x < r) {
+        float t = 0.0f;
+        for (int q = 0; q < GW; q++) t += sh[q][threadIdx.x];
+        jb.part[(size_t)ch * r + threadIdx.x] = t;
+    }
+}
+
+/* The product: blocks [0, njob·chunks) write adapters' partial sums, the rest GW / KS
+ * output rows each, KS warps a row splitting its length (short per-warp work shortens
+ * the product's tail). Each warp streams its part of the weight row once in 16-byte
+ * loads, GU in flight a lane; the first loads go out before waiting on the previous
+ * kernel, as in cuda.cu's GEMV. The KS parts are added in order (no atomics). */
+template <typename T, int KS>
+__global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
+    LC_PDL_TRIGGER();
+    constexpr int VEC = 16 / sizeof(T);
+    __shared__ float part_sum[GW];
+    int jb = g.njob * g.chunks;
+    if ((int)blockIdx.x < jb) {
+        LC_PDL_WAIT();
+        d_adapter_part(g, blockIdx.x);
+        return;
+    }
+    int wi = threadIdx.x >> 5, lane = threadIdx.x & 31, kp = wi % KS, si = 0;
+    int o = ((int)blockIdx.x - jb) * (GW / KS) + wi / KS;
+    if (o >= g.seg[0].rows) {
+        o -= g.seg[0].rows, si = 1;
+        if (g.nseg > 1 && o >= g.seg[1].rows) o -= g.seg[1].rows, si = 2;
+    }
+    bool live = si < g.nseg && o < (si == 0 ? g.seg[0].rows : si == 1 ? g.seg[1].rows : g.seg[2].rows);
+    const dseg s = si == 0 ? g.seg[0] : si == 1 ? g.seg[1] : g.seg[2];
+    int nv = g.I / VEC, per = (nv + KS - 1) / KS, vb = kp * per, ve = min(nv, vb + per);
+    const uint4 *w = (const uint4 *)((const T *)s.W + (size_t)(live ? o : 0) * g.I) + vb;
+    int n = live ? ve - vb : 0;
+    uint4 cur[GU], nxt[GU];
+#pragma unroll
+    for (int u = 0; u < GU; u++) {
+        int v = u * 32 + lane;
+        cur[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+    }
+    LC_PDL_WAIT();
+    const float *x = g.x + (size_t)vb * VEC;
+    float acc = 0.0f;
+    for (int v0 = 0; v0 < n; v0 += 32 * GU) {
+        int vn = v0 + 32 * GU;
+#pragma unroll
+        for (int u = 0; u < GU; u++) {
+            int v = vn + u * 32 + lane;
+            nxt[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < GU; u++) {
+            int v = v0 + u * 32 + lane;
+            if (v >= n) break;
+            float wf[VEC];
+            d_vec(cur[u], wf, T());
+            const float4 *xp = (const float4 *)(x + (size_t)v * VEC);
+#pragma unroll
+            for (int e = 0; e < VEC / 4; e++) {
+                float4 a = __ldg(xp + e);
+                acc += wf[4 * e] * a.x + wf[4 * e + 1] * a.y + wf[4 * e + 2] * a.z + wf[4 * e + 3] * a.w;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < GU; u++) cur[u] = nxt[u];
+    }
+    acc = d_warp_sum(acc);
+    if (KS > 1) {
+        if (lane == 0) part_sum[wi] = acc;
+        __syncthreads();
+        if (kp) return;
+        acc = 0.0f;
+#pragma unroll
+        for (int q = 0; q < KS; q++) acc += part_sum[wi + q];
+    }
+    if (lane == 0 && live) {
+        if (s.bias) acc += s.bias[o];
+        if (s.res) acc = s.res[o] + acc;
+        s.out[o] = acc;
+    }
+}
+
+/* x (+= s·u B of a pending adapter, or = an embedding row), xn = RMSNorm(x) · ln. */
+struct dnorm {
+    float *x, *xn;
+    const float *ln;
+    float eps;
+    int C;
+    const void *emb; // (V, C) or NULL
+    int emb_bf16;
+    const int32_t *tok;
+    const float *part, *b; // pending adapter (chunks, r) partials and B (r, C), or NULL
+    int chunks, r;
+    float scale;
+};
+
+__global__ void __launch_bounds__(NW) k_dnorm(dnorm a) {
+    LC_PDL_TRIGGER();
+    LC_PDL_WAIT();
+    __shared__ float u[RMAX], sh[32];
+    if (a.part) d_load_u(u, a.part, a.chunks, a.r);
+    __syncthreads();
+    size_t row = a.emb ? (size_t)*a.tok * (size_t)a.C : 0;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < a.C; c += NW) {
+        float v;
+        if (a.emb) v = a.emb_bf16 ? __bfloat162float(((const __nv_bfloat16 *)a.emb)[row + c]) : ((const float *)a.emb)[row + c];
+        else v = a.x[c];
+        if (a.part) v = v + a.scale * d_ub(u, a.b, a.r, a.C, c);
+        if (a.emb || a.part) a.x[c] = v;
+        ss += v * v;
+    }
+    ss = d_block_sum(ss, sh);
+    float r = (float)(1.0 / sqrt((double)ss / (double)a.C + (double)a.eps));
+    for (int c = threadIdx.x; c < a.C; c += NW) a.xn[c] = a.ln[c] * (a.x[c] * r);
+}
+
+/* The new row's q, k, v (product outputs) with the adapters' s·u B added and RoPE at the
+ * device position; attention reads them and stores k and v in the cache's row pos. */
+struct dpost {
+    const float *q, *k, *v;
+    float *kc, *vc;
+    const float *cos, *sin;
+    const int *pos;
+    int H, KV, D;
+    const float *part[3], *b[3];
+    int chunks, r;
+    float scale;
+};
+
+/* One query row a head (grid H): first the head's q and its kv head's new k, v (adapters,
+ * RoPE) into shared memory, the first head of each kv group storing k, v in the cache at
+ * pos; then warp w takes keys w, w+AW, ... up to pos (the new one from shared memory)
+ * with its own online softmax, and warp 0 merges them (cuda's decoding attention). */
+__global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float scale) {
+    LC_PDL_TRIGGER();
+    LC_PDL_WAIT();
+    __shared__ float u[3][RMAX], qs[MAXD], ks[MAXD], vs[MAXD];
+    __shared__ float sm_m[AW], sm_l[AW], sm_acc[AW][MAXD];
+    for (int j = 0; j < 3; j++)
+        if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r);
+    __syncthreads();
+    int H = a.H, KV = a.KV, D = a.D, h2 = D / 2, HD = H * D, KVD = KV * D;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = threadIdx.x;
+    int h = blockIdx.x, g = h / (H / KV), p = *a.pos;
+    if (t < 2 * h2) { // a rotated pair of q (t < h2) or of k
+        int isq = t < h2, i = isq ? t : t - h2, which = isq ? 0 : 1, out_n = isq ? HD : KVD;
+        int j1 = (isq ? h : g) * D + i, j2 = j1 + h2;
+        const float *src = isq ? a.q : a.k;
+        float x1 = src[j1], x2 = src[j2];
+        if (a.part[which]) {
+            x1 = x1 + a.scale * d_ub(u[which], a.b[which], a.r, out_n, j1);
+            x2 = x2 + a.scale * d_ub(u[which], a.b[which], a.r, out_n, j2);
+        }
+        float c = a.cos[(size_t)p * h2 + i], sn = a.sin[(size_t)p * h2 + i];
+        float *dst = isq ? qs : ks;
+        dst[i] = x1 * c - x2 * sn;
+        dst[i + h2] = x2 * c + x1 * sn;
+    } else if (t < 2 * h2 + D) {
+        int d = t - 2 * h2, j = g * D + d;
+        float v = a.v[j];
+        if (a.part[2]) v = v + a.scale * d_ub(u[2], a.b[2], a.r, KVD, j);
+        vs[d] = v;
+    }
+    __syncthreads();
+    if (h % (H / KV) == 0 && t < D) {
+        size_t off = (size_t)p * KVD + (size_t)g * D + t;
+        a.kc[off] = ks[t], a.vc[off] = vs[t];
+    }
+    float qv[DPL], acc[DPL], m = -INFINITY, l = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) {
+        int d = lane + 32 * i;
+        qv[i] = d < D ? qs[d] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    for (int s = w; s <= p; s += AW) {
+        size_t off = ((size_t)s * KV + g) * D;
+        const float *kr = s == p ? ks : a.kc + off, *vr = s == p ? vs : a.vc + off;
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) {
+            int d = lane + 32 * i;
+            if (d < D) dot += qv[i] * kr[d];
+        }
+        float sc = d_warp_sum(dot) * scale;
+        float mn = fmaxf(m, sc), corr = expf(m - mn), pr = expf(sc - mn);
+        l = l * corr + pr;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) {
+            int d = lane + 32 * i;
+            if (d < D) acc[i] = acc[i] * corr + pr * vr[d];
+        }
+        m = mn;
+    }
+    if (lane == 0) sm_m[w] = m, sm_l[w] = l;
+#pragma unroll
+    for (int i = 0; i < DPL; i++) {
+        int d = lane + 32 * i;
+        if (d < D) sm_acc[w][d] = acc[i];
+    }
+    __syncthreads();
+    if (w) return;
+    float M = -INFINITY, L = 0.0f, f[AW];
+    for (int j = 0; j < AW; j++) M = fmaxf(M, sm_m[j]);
+    for (int j = 0; j < AW; j++) f[j] = sm_m[j] == -INFINITY ? 0.0f : expf(sm_m[j] - M), L += sm_l[j] * f[j];
+    float inv = 1.0f / L, *o = out + (size_t)h * D;
+    for (int d = lane; d < D; d += 32) {
+        float tt = 0.0f;
+        for (int j = 0; j < AW; j++) tt += sm_acc[j][d] * f[j];
+        o[d] = tt * inv;
+    }
+}
+
+/* h = silu(gate + s·u B) · (up + s·u B). */
+struct dswi {
+    const float *gate, *up;
+    float *h;
+    int I;
+    const float *part[2], *b[2];
+    int chunks, r;
+    float scale;
+};
+
+__global__ void k_dswiglu(dswi a) {
+    LC_PDL_TRIGGER();
+    LC_PDL_WAIT();
+    __shared__ float u[2][RMAX];
+    for (int j = 0; j < 2; j++)
+        if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r);
+    __syncthreads();
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < a.I; i += gridDim.x * blockDim.x) {
+        float g = a.gate[i], up = a.up[i];
+        if (a.part[0]) g = g + a.scale * d_ub(u[0], a.b[0], a.r, a.I, i);
+        if (a.part[1]) up = up + a.scale * d_ub(u[1], a.b[1], a.r, a.I, i);
+        a.h[i] = g / (1.0f + expf(-g)) * up;
+    }
+}
+
+/* ------------------------------------------------------------ host side */
+
+struct lc_cuda_dec {
+    cudaStream_t st;
+    int *dpos, *hpos;   // the position: device word, pinned host word
+    float *buf;         // scratch
+    size_t cap;         // floats
+    float *x[2], *xmid, *xn, *q, *kb, *vb, *att, *gate, *up, *h, *part[7];
+    lc_decode_step key; // what exec replays (blocks pointer NULL)
+    lc_decode_block *kblk;
+    int64_t kL;
+    bool have_key, failed; // a key is held; recording it failed (run it directly)
+    cudaGraphExec_t exec;
+};
+
+static bool env_off(const char *name) {
+    const char *e = getenv(name);
+    return e && !strcmp(e, "0");
+}
+
+static int vec_of(lc_dtype t) { return t == LC_DT_BF16 ? 8 : 4; }
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* Whether this step's shapes and dtypes are ones the kernels take. */
+static bool usable(const lc_decode_step *s, int64_t pos) {
+    bool ok_dt = (s->wdt == LC_DT_BF16 || s->wdt == LC_DT_F32) && (s->hdt == LC_DT_BF16 || s->hdt == LC_DT_F32) &&
+                 (s->edt == LC_DT_BF16 || s->edt == LC_DT_F32);
+    if (!ok_dt || s->L <= 0 || s->C <= 0 || s->H <= 0 || s->KV <= 0 || s->H % s->KV || s->D % 2 || s->D > MAXD ||
+        s->r < 0 || s->r > RMAX || pos < 0 || pos >= s->S || !s->blocks || !s->tok || !s->logits)
+        return false;
+    int64_t vw = vec_of(s->wdt), HD = s->H * s->D;
+    if (s->C % vw || HD % vw || s->I % vw || s->C % vec_of(s->hdt) || !aligned16(s->lm_head)) return false;
+    if (s->V * s->C > INT32_MAX || s->I > INT32_MAX / 4 || s->V > INT32_MAX / 4) return false;
+    for (int64_t l = 0; l < s->L; l++) {
+        const lc_decode_block *b = &s->blocks[l];
+        for (int k = 0; k < 7; k++) {
+            if (!b->w[k] || !aligned16(b->w[k])) return false;
+            if (b->la[k] && (!b->lb[k] || s->r <= 0)) return false;
+        }
+    }
+    return true;
+}
+
+static size_t chunks_of(int64_t in) { return (size_t)((in + CH - 1) / CH); }
+
+/* Lays out the scratch for s (pointers set when base is given); returns its floats. */
+static size_t layout(lc_cuda_dec *d, float *base, const lc_decode_step *s) {
+    size_t off = 0, r = (size_t)(s->r > 0 ? s->r : 1), HD = (size_t)(s->H * s->D), KVD = (size_t)(s->KV * s->D);
+    size_t C = (size_t)s->C, I = (size_t)s->I;
+    auto take = [&](size_t n) {
+        float *p = base ? base + off : NULL;
+        off += (n + 63) & ~(size_t)63;
+        return p;
+    };
+    float *x0 = take(C), *x1 = take(C), *xmid = take(C), *xn = take(C), *q = take(HD), *kb = take(KVD);
+    float *vb = take(KVD), *att = take(HD), *gate = take(I), *up = take(I), *h = take(I);
+    int64_t in[7] = {s->C, s->C, s->C, s->H * s->D, s->C, s->C, s->I};
+    float *part[7];
+    for (int k = 0; k < 7; k++) part[k] = take(chunks_of(in[k]) * r);
+    if (base) {
+        d->x[0] = x0, d->x[1] = x1, d->xmid = xmid, d->xn = xn, d->q = q, d->kb = kb, d->vb = vb;
+        d->att = att, d->gate = gate, d->up = up, d->h = h;
+        for (int k = 0; k < 7; k++) d->part[k] = part[k];
+    }
+    return off;
+}
+
+static void drop_graph(lc_cuda_dec *d) {
+    if (d->exec) cudaGraphExecDestroy(d->exec);
+    d->exec = NULL;
+    d->have_key = false, d->failed = false;
+}
+
+void lc_cuda_decode_free(lc_cuda *c) {
+    lc_cuda_dec *d = c->dec;
+    if (!d) return;
+    drop_graph(d);
+    if (d->buf) cudaFree(d->buf);
+    if (d->dpos) cudaFree(d->dpos);
+    if (d->hpos) cudaFreeHost(d->hpos);
+    if (d->st) cudaStreamDestroy(d->st);
+    free(d->kblk);
+    free(d);
+    c->dec = NULL;
+}
+
+/* The decoding state, made on first use; NULL (error recorded) when the card refuses. */
+static lc_cuda_dec *dec_of(lc_cuda *c) {
+    if (c->dec) return c->dec;
+    lc_cuda_dec *d = (lc_cuda_dec *)xcalloc(1, sizeof *d);
+    c->dec = d;
+    LC_CK(c, cudaStreamCreate(&d->st)); // blocking: ordered with the legacy stream
+    LC_CK(c, cudaMalloc(&d->dpos, sizeof(int)));
+    LC_CK(c, cudaMallocHost(&d->hpos, sizeof(int)));
+    if (c->err[0]) {
+        lc_cuda_decode_free(c);
+        return NULL;
+    }
+    return d;
+}
+
+static bool same_key(const lc_cuda_dec *d, const lc_decode_step *s) {
+    if (!d->have_key || d->kL != s->L) return false;
+    lc_decode_step t;
+    memcpy(&t, s, sizeof t);
+    t.blocks = NULL;
+    return !memcmp(&t, &d->key, sizeof t) && !memcmp(d->kblk, s->blocks, (size_t)s->L * sizeof *s->blocks);
+}
+
+static void keep_key(lc_cuda_dec *d, const lc_decode_step *s) {
+    memcpy(&d->key, s, sizeof d->key);
+    d->key.blocks = NULL;
+    d->kblk = (lc_decode_block *)xrealloc(d->kblk, (size_t)s->L * sizeof *d->kblk);
+    memcpy(d->kblk, s->blocks, (size_t)s->L * sizeof *s->blocks);
+    d->kL = s->L;
+    d->have_key = true, d->failed = false;
+}
+
+/* Launches kernel k on st, with programmatic dependent launch when pdl (every kernel here
+ * waits, LC_PDL_WAIT, before it reads what an earlier one wrote). */
+template <typename... Ex, typename... Act>
+static cudaError_t go(cudaStream_t st, bool pdl, void (*k)(Ex...), dim3 grid, dim3 block, Act... args) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = 0, cfg.stream = st;
+    cfg.attrs = at, cfg.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, args...);
+}
+
+template <typename T, int KS>
+static cudaError_t gemv_go(cudaStream_t st, bool pdl, const dgemv &g) {
+    int rows = 0;
+    for (int i = 0; i < g.nseg; i++) rows += g.seg[i].rows;
+    dim3 grid((unsigned)(g.njob * g.chunks + (rows + GW / KS - 1) / (GW / KS)));
+    return go(st, pdl, k_dgemv<T, KS>, grid, dim3(GW * 32), g);
+}
+
+/* Warps a weight row of `bytes` is split over: LORAC_CUDA_DECODE_SPLIT (1, 2 or 4), else
+ * one warp for every 16 KB up to 4 (measured on the 7B shapes: bench/results/cuda_notes.md). */
+static int split_of(size_t bytes) {
+    const char *e = getenv("LORAC_CUDA_DECODE_SPLIT");
+    int ks = e ? atoi(e) : 0;
+    if (ks == 1 || ks == 2 || ks == 4) return ks;
+    return bytes >= 24 * 1024 ? 4 : bytes >= 12 * 1024 ? 2 : 1;
+}
+
+static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
+    if (g.nseg < 3) memset(&g.seg[g.nseg], 0, sizeof(dseg) * (size_t)(3 - g.nseg));
+    int ks = split_of((size_t)g.I * (dt == LC_DT_BF16 ? 2 : 4));
+    if (dt == LC_DT_BF16)
+        return ks == 4 ? gemv_go<__nv_bfloat16, 4>(st, pdl, g) : ks == 2 ? gemv_go<__nv_bfloat16, 2>(st, pdl, g)
+                                                                         : gemv_go<__nv_bfloat16, 1>(st, pdl, g);
+    return ks == 4 ? gemv_go<float, 4>(st, pdl, g) : ks == 2 ? gemv_go<float, 2>(st, pdl, g) : gemv_go<float, 1>(st, pdl, g);
+}
+
+/* Adds adapter k of block b to a product's jobs when it has one. */
+static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part) {
+    if (!b->la[k]) return;
+    g.job[g.njob].A = b->la[k], g.job[g.njob].part = part;
+    g.njob++;
+}
+
+#define GO(call)                                  \
+    do {                                          \
+        cudaError_t e_ = (call);                  \
+        if (e_ != cudaSuccess) return e_;         \
+    } while (0)
+
+/* Queues the whole step on d->st; returns the first launch error. */
+static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
+    cudaStream_t st = d->st;
+    int C = (int)s->C, H = (int)s->H, KV = (int)s->KV, D = (int)s->D, I = (int)s->I, r = s->r;
+    int HD = H * D, KVD = KV * D, cC = (int)chunks_of(C), cHD = (int)chunks_of(HD), cI = (int)chunks_of(I);
+    const float *pend = NULL, *pend_b = NULL; // the previous block's down adapter
+    float *x = d->x[0];
+    for (int64_t l = 0; l < s->L; l++) {
+        const lc_decode_block *b = &s->blocks[l];
+        float *xo = d->x[(l + 1) & 1];
+        dnorm n1 = {x, d->xn, b->ln1, s->eps, C, l == 0 ? s->embed : NULL, s->edt == LC_DT_BF16, s->tok,
+                    pend, pend_b, cI, r, s->scale};
+        GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n1));
+        dgemv g = {};
+        g.seg[0] = {b->w[0], b->bias[0], NULL, d->q, HD};
+        g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD};
+        g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD};
+        g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
+        for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k]);
+        GO(gemv(st, pdl, s->wdt, g));
+        dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale};
+        for (int k = 0; k < 3; k++)
+            if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
+        GO(go(st, pdl, k_dattn, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
+        g = dgemv{};
+        g.seg[0] = {b->w[3], NULL, x, d->xmid, C};
+        g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
+        add_job(g, b, 3, d->part[3]);
+        GO(gemv(st, pdl, s->wdt, g));
+        dnorm n2 = {d->xmid, d->xn, b->ln2, s->eps, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
+                    cHD, r, s->scale};
+        GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n2));
+        g = dgemv{};
+        g.seg[0] = {b->w[4], NULL, NULL, d->gate, I};
+        g.seg[1] = {b->w[5], NULL, NULL, d->up, I};
+        g.nseg = 2, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
+        add_job(g, b, 4, d->part[4]);
+        add_job(g, b, 5, d->part[5]);
+        GO(gemv(st, pdl, s->wdt, g));
+        dswi w = {d->gate, d->up, d->h, I, {}, {}, cC, r, s->scale};
+        for (int k = 0; k < 2; k++)
+            if (b->la[4 + k]) w.part[k] = d->part[4 + k], w.b[k] = b->lb[4 + k];
+        unsigned nb = (unsigned)((I + 255) / 256);
+        GO(go(st, pdl, k_dswiglu, dim3(nb), dim3(256), w));
+        g = dgemv{};
+        g.seg[0] = {b->w[6], NULL, d->xmid, xo, C};
+        g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
+        add_job(g, b, 6, d->part[6]);
+        GO(gemv(st, pdl, s->wdt, g));
+        pend = b->la[6] ? d->part[6] : NULL, pend_b = b->lb[6];
+        x = xo;
+    }
+    dnorm nf = {x, d->xn, s->norm_f, s->eps, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale};
+    GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), nf));
+    dgemv g = {};
+    g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V};
+    g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C;
+    GO(gemv(st, pdl, s->hdt, g));
+    return cudaSuccess;
+}
+
+/* Records the step as a graph (d->exec); returns whether it worked (errors cleared). */
+static bool record(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
+    cudaGraph_t g = NULL;
+    if (cudaStreamBeginCapture(d->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    cudaError_t e = enqueue(d, s, pdl);
+    cudaError_t e2 = cudaStreamEndCapture(d->st, &g);
+    if (e == cudaSuccess && e2 == cudaSuccess && g &&
+        cudaGraphInstantiate(&d->exec, g, 0) == cudaSuccess) {
+        cudaGraphDestroy(g);
+        return true;
+    }
+    if (g) cudaGraphDestroy(g);
+    d->exec = NULL;
+    cudaGetLastError();
+    return false;
+}
+
+int lc_cuda_decode(lc_backend *be, const lc_decode_step *s, int64_t pos) {
+    lc_cuda *c = (lc_cuda *)be->impl;
+    if (env_off("LORAC_CUDA_DECODE") || c->prof || !usable(s, pos)) return 1;
+    lc_cuda_dec *d = dec_of(c);
+    if (!d) return 1;
+    size_t need = layout(d, NULL, s);
+    if (need > d->cap) { // new scratch: every recorded pointer is stale
+        drop_graph(d);
+        if (d->buf) LC_CK(c, cudaFree(d->buf));
+        d->buf = NULL, d->cap = 0;
+        if (cudaMalloc(&d->buf, need * sizeof(float)) != cudaSuccess) {
+            cudaGetLastError();
+            d->buf = NULL;
+            return 1; // the single ops need no scratch of this size
+        }
+        d->cap = need;
+    }
+    layout(d, d->buf, s);
+    // the previous step is over (the model syncs every step): the host word is free
+    *d->hpos = (int)pos;
+    LC_CK(c, cudaMemcpyAsync(d->dpos, d->hpos, sizeof(int), cudaMemcpyHostToDevice, d->st));
+    if (!env_off("LORAC_CUDA_GRAPH")) {
+        bool same = same_key(d, s);
+        if (same && d->exec) {
+            LC_CK(c, cudaGraphLaunch(d->exec, d->st));
+            be->decode_replays++;
+            return 0;
+        }
+        if (!same) {
+            drop_graph(d);
+            keep_key(d, s);
+            if (record(d, s, c->pdl) || (c->pdl && record(d, s, false))) {
+                LC_CK(c, cudaGraphLaunch(d->exec, d->st));
+                be->decode_captures++;
+                return 0;
+            }
+            d->failed = true; // this descriptor runs directly until it changes
+        }
+    }
+    cudaError_t e = enqueue(d, s, c->pdl);
+    if (e != cudaSuccess) lc_cuda_error(c, __FILE__, __LINE__, "the decoding step's launches", cudaGetErrorString(e));
+    return 0;
+}
