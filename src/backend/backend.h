@@ -219,6 +219,13 @@ struct lc_backend {
      * (softmax - onehot; ignored rows become 0). */
     double (*cross_entropy)(lc_backend *be, float *logits, const int32_t *targets, int64_t N,
                             int64_t V, float grad_scale);
+    /* ->cross_entropy with nothing read back: *sum (backend memory, one double) += the
+     * sum ->cross_entropy returns (the same bits); when grad_scale (backend memory, one
+     * float; may be NULL) holds a nonzero g, logits are overwritten (=) with g ·
+     * d(loss)/d(logits). The caller downloads *sum after ->sync, so a recorded step
+     * (->replay) reads and writes both on the device. */
+    void (*cross_entropy_sum)(lc_backend *be, double *sum, float *logits, const int32_t *targets,
+                              int64_t N, int64_t V, const float *grad_scale);
 
     /* ---- one-token decoding (optional: NULL where the backend has none, e.g. CPU) ---- */
     /* Queues one whole decoding step s at position pos (0 <= pos < s->S): logits written,
@@ -228,6 +235,20 @@ struct lc_backend {
      * the descriptor stays the same. */
     int (*decode)(lc_backend *be, const lc_decode_step *s, int64_t pos);
     long long decode_captures, decode_replays; // graphs recorded / replayed (tests, notes)
+
+    /* ---- recorded steps (optional: NULL where the backend has none, e.g. CPU) ---- */
+    /* Runs body(ctx), which queues this backend's operations, either directly or as a
+     * replay of a recording: the backend keeps a few recordings keyed by the key's
+     * bytes (key_bytes of them, compared with memcmp). A key seen for the first time runs
+     * body directly (first-use work: tuning, scratch growth); on the second sighting body
+     * is recorded and replayed; from then on an equal key replays without calling body.
+     * So body must queue the same operations with the same arguments whenever the key is
+     * equal, read whatever differs between calls (ids, scalars) from backend memory that
+     * the caller fills before, and never wait for the device. Returns 0 (queued; errors
+     * come at ->sync). CUDA runs body directly when LORAC_CUDA_GRAPH=0 or
+     * LORAC_CUDA_STEP_GRAPH=0, under LORAC_CUDA_PROFILE, or with quantized weights. */
+    int (*replay)(lc_backend *be, const void *key, size_t key_bytes, void (*body)(void *ctx), void *ctx);
+    long long step_captures, step_replays; // ->replay's recordings made / replayed
 };
 
 /* A CPU backend with `threads` OpenMP threads (0: OpenMP's default). Never NULL.

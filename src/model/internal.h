@@ -32,13 +32,22 @@ typedef struct {
 
 enum { LC_MODE_EVAL, LC_MODE_TRAIN };
 
+/* The numbers of a step that live in backend memory, so a recorded step (->replay)
+ * reads and writes them on the device: filled before the step, read after its sync. */
+typedef struct {
+    double loss_sum;  // the summed cross-entropy (->cross_entropy_sum adds into it)
+    float grad_scale; // 1 / target tokens: d(loss)/d(logits) is scaled by it
+    float pad_;
+} lc_step_scalars;
+
 /* The activation arena of one mode and shape. */
 typedef struct {
     int mode;
     int64_t B, T;
     bool ckpt;
     float *base;
-    size_t floats;
+    size_t floats;           // of this layout
+    size_t cap;              // floats allocated at base (the largest layout so far)
     lc_acts *saved;          // (L) training: full (no checkpointing) or x only, for l >= first
     lc_acts scratch;         // one block's activations (eval, unadapted blocks, recompute)
     float *xpp[2];           // (N, C) ping-pong residuals for blocks without saved input
@@ -76,6 +85,7 @@ struct lc_model {
     int first; // lowest block with adapters (L when none)
     bool ckpt;
     lc_arena ar[2]; // by mode
+    lc_step_scalars *scal; // backend memory: a step's loss sum and gradient scale (NULL until used)
 };
 
 /* The lowest adapted block for a LoRA config (L when lora is NULL or has no keys). */

@@ -120,13 +120,18 @@ lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
     lc_arena *a = &m->ar[mode];
     bool ckpt = mode == LC_MODE_TRAIN && m->ckpt;
     if (a->base && a->B == B && a->T == T && a->ckpt == ckpt) return a;
-    if (a->base) m->be->release(m->be, a->base);
-    free(a->saved);
     const lc_lora_config *lora = m->has_lora ? &m->lcfg : NULL;
+    size_t need = arena_layout(&m->cfg, lora, mode, B, T, ckpt, NULL);
+    // a layout that fits keeps the allocation (its pointers, and so the recorded steps
+    // of every shape laid out in it, stay valid: real training varies T step to step)
+    float *base = a->base;
+    size_t cap = a->cap;
+    if (base && need > cap) m->be->release(m->be, base), base = NULL;
+    if (!base) base = m->be->alloc(m->be, need * sizeof(float)), cap = need;
+    free(a->saved);
     memset(a, 0, sizeof *a);
     a->mode = mode, a->B = B, a->T = T, a->ckpt = ckpt;
-    a->floats = arena_layout(&m->cfg, lora, mode, B, T, ckpt, NULL);
-    a->base = m->be->alloc(m->be, a->floats * sizeof(float));
+    a->floats = need, a->base = base, a->cap = cap;
     a->saved = xcalloc((size_t)m->cfg.num_hidden_layers, sizeof *a->saved);
     arena_layout(&m->cfg, lora, mode, B, T, ckpt, a);
     return a;
@@ -544,6 +549,7 @@ void lc_model_free(lc_model *m) {
         be->release(be, m->norm_f);
         be->release(be, m->rope_cos), be->release(be, m->rope_sin);
         be->release(be, m->lora_mem), be->release(be, m->grad_mem);
+        be->release(be, m->scal);
         be->free(be);
     }
     for (int mode = 0; mode < 2; mode++) free(m->ar[mode].saved);
@@ -869,20 +875,20 @@ static void forward_blocks(lc_model *m, lc_arena *a, int64_t B, int64_t T, bool 
     }
 }
 
-/* Final norm, lm_head and cross-entropy in chunks of rows; with grad_scale != 0 also
- * a->dxn = d(loss · grad_scale)/d(normed final stream). Returns the summed loss. */
-static double head_loss(lc_model *m, lc_arena *a, int64_t N, float grad_scale) {
+/* Final norm, lm_head and cross-entropy in chunks of rows: the summed loss is added to
+ * m->scal->loss_sum (backend memory); with grad also a->dxn = d(loss · grad_scale)/d(normed
+ * final stream), grad_scale read from m->scal on the backend. */
+static void head_loss(lc_model *m, lc_arena *a, int64_t N, bool grad) {
     lc_backend *be = m->be;
     int64_t C = m->cfg.hidden_size, V = m->cfg.vocab_size;
     be->rmsnorm(be, a->xnf, a->rstdf, a->xf, m->norm_f, N, C, (float)m->cfg.rms_norm_eps);
-    double total = 0;
     for (int64_t r0 = 0; r0 < N; r0 += a->chunk) {
         int64_t n = N - r0 < a->chunk ? N - r0 : a->chunk;
         be->matmul(be, a->logits, a->xnf + r0 * C, &m->lm_head, NULL, n, false);
-        total += be->cross_entropy(be, a->logits, a->tgt + r0, n, V, grad_scale);
-        if (grad_scale != 0.0f) be->matmul_dx(be, a->dxn + r0 * C, a->logits, &m->lm_head, n, false);
+        be->cross_entropy_sum(be, &m->scal->loss_sum, a->logits, a->tgt + r0, n, V,
+                              grad ? &m->scal->grad_scale : NULL);
+        if (grad) be->matmul_dx(be, a->dxn + r0 * C, a->logits, &m->lm_head, n, false);
     }
-    return total;
 }
 
 static int64_t count_targets(const lc_batch *b) {
@@ -897,23 +903,99 @@ static void upload_ids(lc_model *m, lc_arena *a, const lc_batch *b) {
     if (b->targets) m->be->upload(m->be, a->tgt, b->targets, n);
 }
 
+/* Sets the step's numbers in backend memory: loss sum 0, the gradient scale. */
+static void scalars_set(lc_model *m, float grad_scale) {
+    if (!m->scal) m->scal = m->be->alloc(m->be, sizeof *m->scal);
+    lc_step_scalars h = {0.0, grad_scale, 0.0f};
+    m->be->upload(m->be, m->scal, &h, sizeof h);
+}
+
+/* The loss sum of the step just synced. */
+static double scalars_loss(lc_model *m) {
+    lc_step_scalars h;
+    m->be->download(m->be, &h, m->scal, sizeof h);
+    return h.loss_sum;
+}
+
+/* What one training step's queued operations depend on besides the values in memory:
+ * equal keys queue the same operations with the same arguments (->replay's contract).
+ * Zeroed before filling (padding); the adapters' descriptors follow it. */
+typedef struct {
+    int64_t B, T;
+    int32_t ckpt, first;
+    const float *arena, *rope_cos, *rope_sin, *lora_mem, *grad_mem;
+    const void *scal, *params;
+    size_t n_params, floats;
+    int64_t rope_len;
+    lc_lora_config lcfg;
+} step_key;
+
+typedef struct {
+    lc_model *m;
+    lc_arena *a;
+    int64_t B, T;
+    uint64_t seed;
+} step_ctx;
+
+/* The step's operations after the ids and numbers are in place: forward, loss and its
+ * gradient, backward (every adapter's ga, gb =). */
+static void step_body(void *ctx) {
+    step_ctx *x = ctx;
+    lc_model *m = x->m;
+    lc_arena *a = x->a;
+    lc_backend *be = m->be;
+    int64_t B = x->B, T = x->T, N = B * T, C = m->cfg.hidden_size;
+    int L = (int)m->cfg.num_hidden_layers;
+    forward_blocks(m, a, B, T, true, x->seed);
+    head_loss(m, a, N, true);
+    be->zero(be, a->dres, (size_t)(N * C));
+    be->rmsnorm_bwd(be, a->dres, a->dxn, a->xf, m->norm_f, a->rstdf, N, C);
+    for (int l = L - 1; l >= m->first; l--) {
+        lc_acts *s = acts_of(m, a, l);
+        if (a->ckpt) // recompute this block's activations from its saved input
+            lc_block_forward(m, l, s, xin(m, a, l), xin(m, a, l + 1), B, T, 0, s->k, s->v, s->k, s->v,
+                             T, true, x->seed, a);
+        block_backward(m, l, s, xin(m, a, l), B, T, l > m->first, x->seed, a);
+    }
+}
+
+/* Queues step_body: through ->replay (recorded once per key, then replayed) where the
+ * backend has it and the step is the same every time given its key; dropout draws a new
+ * mask from each step's seed (a host argument of its ops), so it always runs directly. */
+static void step_run(lc_model *m, step_ctx *x) {
+    lc_backend *be = m->be;
+    if (!be->replay || m->lcfg.dropout > 0) {
+        step_body(x);
+        return;
+    }
+    size_t np = m->n_params * sizeof *m->params;
+    unsigned char *kb = xmalloc(sizeof(step_key) + np);
+    step_key k;
+    memset(&k, 0, sizeof k);
+    k.B = x->B, k.T = x->T, k.ckpt = x->a->ckpt, k.first = m->first;
+    k.arena = x->a->base, k.floats = x->a->floats;
+    k.rope_cos = m->rope_cos, k.rope_sin = m->rope_sin, k.rope_len = m->rope_len;
+    k.lora_mem = m->lora_mem, k.grad_mem = m->grad_mem, k.scal = m->scal;
+    k.params = m->params, k.n_params = m->n_params, k.lcfg = m->lcfg;
+    memcpy(kb, &k, sizeof k);
+    memcpy(kb + sizeof k, m->params, np); // the adapters' pointers and shapes
+    be->replay(be, kb, sizeof k + np, step_body, x);
+    free(kb);
+}
+
 int lc_model_forward_backward(lc_model *m, const lc_batch *b, double *loss, int64_t *ntok) {
     if (!m->has_lora || m->n_params == 0)
         return lc_fail("forward_backward: the model has no adapters (call lc_model_add_lora first)");
     if (check_batch(m, b, true) < 0) return -1;
-    int64_t B = b->B, T = b->T, N = B * T, C = m->cfg.hidden_size;
-    int L = (int)m->cfg.num_hidden_layers;
+    int64_t B = b->B, T = b->T;
     lc_rope_ensure(m, T);
     lc_arena *a = lc_arena_prepare(m, LC_MODE_TRAIN, B, T);
     upload_ids(m, a, b);
     int64_t nt = count_targets(b);
     *ntok = nt;
-    float gs = nt > 0 ? (float)(1.0 / (double)nt) : 0.0f;
-    forward_blocks(m, a, B, T, true, b->seed);
-    double sum = head_loss(m, a, N, gs);
-    *loss = nt > 0 ? sum / (double)nt : 0.0;
     lc_backend *be = m->be;
-    if (nt == 0) { // no targets: every gradient is zero
+    if (nt == 0) { // no targets: the loss and every gradient are zero
+        *loss = 0.0;
         for (size_t i = 0; i < m->n_params; i++) {
             lc_lora_param *p = &m->params[i];
             be->zero(be, p->ga, (size_t)(p->in * p->r));
@@ -921,16 +1003,12 @@ int lc_model_forward_backward(lc_model *m, const lc_batch *b, double *loss, int6
         }
         return be->sync(be);
     }
-    be->zero(be, a->dres, (size_t)(N * C));
-    be->rmsnorm_bwd(be, a->dres, a->dxn, a->xf, m->norm_f, a->rstdf, N, C);
-    for (int l = L - 1; l >= m->first; l--) {
-        lc_acts *s = acts_of(m, a, l);
-        if (a->ckpt) // recompute this block's activations from its saved input
-            lc_block_forward(m, l, s, xin(m, a, l), xin(m, a, l + 1), B, T, 0, s->k, s->v, s->k, s->v,
-                             T, true, b->seed, a);
-        block_backward(m, l, s, xin(m, a, l), B, T, l > m->first, b->seed, a);
-    }
-    return be->sync(be); // the gradients are readable on the host from here
+    scalars_set(m, (float)(1.0 / (double)nt));
+    step_ctx x = {m, a, B, T, b->seed};
+    step_run(m, &x);
+    if (be->sync(be) != 0) return -1; // the gradients are readable on the host from here
+    *loss = scalars_loss(m) / (double)nt;
+    return 0;
 }
 
 int lc_model_loss(lc_model *m, const lc_batch *b, double *sum_loss, int64_t *ntok) {
@@ -939,9 +1017,12 @@ int lc_model_loss(lc_model *m, const lc_batch *b, double *sum_loss, int64_t *nto
     lc_arena *a = lc_arena_prepare(m, LC_MODE_EVAL, b->B, b->T);
     upload_ids(m, a, b);
     *ntok = count_targets(b);
+    scalars_set(m, 0.0f);
     forward_blocks(m, a, b->B, b->T, false, 0);
-    *sum_loss = head_loss(m, a, b->B * b->T, 0.0f);
-    return m->be->sync(m->be);
+    head_loss(m, a, b->B * b->T, false);
+    if (m->be->sync(m->be) != 0) return -1;
+    *sum_loss = scalars_loss(m);
+    return 0;
 }
 
 int lc_model_logits(lc_model *m, const lc_batch *b, float *logits) {

@@ -354,6 +354,11 @@ static double cpu_cross_entropy(lc_backend *be, float *logits, const int32_t *ta
     return total;
 }
 
+static void cpu_cross_entropy_sum(lc_backend *be, double *sum, float *logits, const int32_t *targets,
+                                  int64_t N, int64_t V, const float *grad_scale) {
+    *sum += cpu_cross_entropy(be, logits, targets, N, V, grad_scale ? *grad_scale : 0.0f);
+}
+
 /* ------------------------------------------------------------ the table */
 
 /* ->gemm_n: the products one after another (the CPU gains nothing from grouping). */
@@ -415,6 +420,7 @@ lc_backend *lc_backend_cpu_new(int threads) {
     be->swiglu = cpu_swiglu;
     be->swiglu_bwd = cpu_swiglu_bwd;
     be->cross_entropy = cpu_cross_entropy;
+    be->cross_entropy_sum = cpu_cross_entropy_sum;
     return be;
 }
 

@@ -170,7 +170,7 @@ void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, c
         return;
     }
     if (Tq == 1) {
-        k_att_dec<<<dim3((unsigned)H, (unsigned)B), DEC_W * 32>>>(out, lse, q, k, v, (int)S, (int)H, (int)KV,
+        k_att_dec<<<dim3((unsigned)H, (unsigned)B), DEC_W * 32, 0, c->st>>>(out, lse, q, k, v, (int)S, (int)H, (int)KV,
                                                                (int)D, (int)pos0, 1.0f / sqrtf((float)D));
         LC_LAUNCHED(c);
         return;
@@ -184,7 +184,7 @@ void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, c
     if (sm > 48 * 1024)
         LC_CK(c, cudaFuncSetAttribute(k_att_fwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
     dim3 grid((unsigned)((Tq + ROWS - 1) / ROWS), (unsigned)H, (unsigned)B);
-    k_att_fwd<<<grid, ROWS * 32, sm>>>(out, lse, q, k, v, (int)Tq, (int)S, (int)H, (int)KV, (int)D,
+    k_att_fwd<<<grid, ROWS * 32, sm, c->st>>>(out, lse, q, k, v, (int)Tq, (int)S, (int)H, (int)KV, (int)D,
                                        (int)pos0, 1.0f / sqrtf((float)D));
     LC_LAUNCHED(c);
 }
@@ -371,7 +371,7 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
     size_t rows_al = (rows + 63) & ~(size_t)63;
     float *Dr = lc_cuda_rows(c, rows_al + (hsplit ? 2 * (size_t)G * nk : 0));
     float *part = hsplit ? Dr + rows_al : NULL;
-    k_att_rowdot<<<(unsigned)((rows + ROWS - 1) / ROWS), ROWS * 32>>>(Dr, dout, out, (int)T, (int)H,
+    k_att_rowdot<<<(unsigned)((rows + ROWS - 1) / ROWS), ROWS * 32, 0, c->st>>>(Dr, dout, out, (int)T, (int)H,
                                                                        (int)D, rows);
     LC_LAUNCHED(c);
     if (tc) {
@@ -386,14 +386,14 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
     if (skv > 48 * 1024)
         LC_CK(c, cudaFuncSetAttribute(k_att_dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
     dim3 gq((unsigned)((T + ROWS - 1) / ROWS), (unsigned)H, (unsigned)B);
-    k_att_dq<<<gq, ROWS * 32, sq>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, (int)D, scale);
+    k_att_dq<<<gq, ROWS * 32, sq, c->st>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, (int)D, scale);
     LC_LAUNCHED(c);
     dim3 gk((unsigned)kb, (unsigned)(hsplit ? H : KV), (unsigned)B);
-    k_att_dkdv<<<gk, ROWS * 32, skv>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, (int)D,
+    k_att_dkdv<<<gk, ROWS * 32, skv, c->st>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, (int)D,
                                        scale, part);
     LC_LAUNCHED(c);
     if (hsplit) {
-        k_att_sum_heads<<<(unsigned)((nk + 255) / 256), 256>>>(dk, dv, part, nk, (int)G);
+        k_att_sum_heads<<<(unsigned)((nk + 255) / 256), 256, 0, c->st>>>(dk, dv, part, nk, (int)G);
         LC_LAUNCHED(c);
     }
 }

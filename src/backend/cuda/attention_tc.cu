@@ -395,7 +395,7 @@ static void tc_fwd(lc_cuda *c, float *out, float *lse, const float *q, const flo
     size_t sm = fwd_smem<D>();
     LC_CK(c, cudaFuncSetAttribute(k_tc_fwd<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
     dim3 grid((unsigned)((T + TC_BQ - 1) / TC_BQ), (unsigned)H, (unsigned)B);
-    k_tc_fwd<D><<<grid, TC_THREADS, sm>>>(out, lse, q, k, v, (int)T, (int)S, (int)H, (int)KV,
+    k_tc_fwd<D><<<grid, TC_THREADS, sm, c->st>>>(out, lse, q, k, v, (int)T, (int)S, (int)H, (int)KV,
                                           TC_LOG2E / sqrtf((float)D));
     LC_LAUNCHED(c);
 }
@@ -414,10 +414,10 @@ static void tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dou
     LC_CK(c, cudaFuncSetAttribute(k_tc_dq<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
     LC_CK(c, cudaFuncSetAttribute(k_tc_dkdv<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
     dim3 gq((unsigned)((T + TC_BQ - 1) / TC_BQ), (unsigned)H, (unsigned)B);
-    k_tc_dq<D><<<gq, TC_THREADS, sq>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
+    k_tc_dq<D><<<gq, TC_THREADS, sq, c->st>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
     LC_LAUNCHED(c);
     dim3 gk((unsigned)((T + TC_BK - 1) / TC_BK), (unsigned)KV, (unsigned)B);
-    k_tc_dkdv<D><<<gk, TC_THREADS, skv>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
+    k_tc_dkdv<D><<<gk, TC_THREADS, skv, c->st>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
     LC_LAUNCHED(c);
 }
 

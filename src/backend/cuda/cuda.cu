@@ -354,6 +354,7 @@ static void cu_free(lc_backend *be) {
     prof_finish(c);
     lc_cuda_lt_free(c);
     lc_cuda_decode_free(c);
+    lc_cuda_graph_free(c);
     for (size_t i = 0; i < c->n_weights; i++) cudaFree(c->weights[i]);
     free(c->weights);
     for (size_t i = 0; i < c->n_wqs; i++) free(c->wqs[i]);
@@ -394,25 +395,25 @@ __global__ void k_dropout(float *out, const float *x, size_t n, uint64_t thresh,
 
 static void cu_zero(lc_backend *be, float *x, size_t n) {
     LC_PROF(impl(be), "zero", 0);
-    if (n) LC_CK(impl(be), cudaMemsetAsync(x, 0, n * sizeof(float)));
+    if (n) LC_CK(impl(be), cudaMemsetAsync(x, 0, n * sizeof(float), impl(be)->st));
 }
 
 static void cu_copy(lc_backend *be, float *out, const float *x, size_t n) {
     LC_PROF(impl(be), "copy", 0);
-    if (n && out != x) LC_CK(impl(be), cudaMemcpyAsync(out, x, n * sizeof(float), cudaMemcpyDeviceToDevice));
+    if (n && out != x) LC_CK(impl(be), cudaMemcpyAsync(out, x, n * sizeof(float), cudaMemcpyDeviceToDevice, impl(be)->st));
 }
 
 static void cu_add(lc_backend *be, float *out, const float *a, const float *b, size_t n) {
     LC_PROF(impl(be), "add", 0);
     if (!n) return;
-    k_add<<<blocks_for(n), 256>>>(out, a, b, n);
+    k_add<<<blocks_for(n), 256, 0, impl(be)->st>>>(out, a, b, n);
     LC_LAUNCHED(impl(be));
 }
 
 static void cu_axpy(lc_backend *be, float *y, float a, const float *x, size_t n) {
     LC_PROF(impl(be), "axpy", 0);
     if (!n) return;
-    k_axpy<<<blocks_for(n), 256>>>(y, a, x, n);
+    k_axpy<<<blocks_for(n), 256, 0, impl(be)->st>>>(y, a, x, n);
     LC_LAUNCHED(impl(be));
 }
 
@@ -422,7 +423,7 @@ static void cu_dropout(lc_backend *be, float *out, const float *x, size_t n, flo
     // the CPU's threshold and scale, computed the same way on the host
     uint64_t thresh = (uint64_t)((double)p * 16777216.0);
     float keep = 1.0f / (1.0f - p);
-    k_dropout<<<blocks_for(n), 256>>>(out, x, n, thresh, keep, seed);
+    k_dropout<<<blocks_for(n), 256, 0, impl(be)->st>>>(out, x, n, thresh, keep, seed);
     LC_LAUNCHED(impl(be));
 }
 
@@ -446,7 +447,7 @@ static void cu_adam(lc_backend *be, float *p, const float *g, float *m, float *v
                     const lc_adam_args *a) {
     LC_PROF(impl(be), "adam", 0);
     if (!n) return;
-    k_adam<<<blocks_for(n), 256>>>(p, g, m, v, n, *a);
+    k_adam<<<blocks_for(n), 256, 0, impl(be)->st>>>(p, g, m, v, n, *a);
     LC_LAUNCHED(impl(be));
 }
 
@@ -462,7 +463,7 @@ __global__ void k_add_bias(float *out, const float *bias, size_t N, size_t O) {
 
 static const __nv_bfloat16 *as_bf16(lc_cuda *c, const float *x, size_t n) {
     __nv_bfloat16 *xb = (__nv_bfloat16 *)xb_get(c, n * sizeof(__nv_bfloat16));
-    k_to_bf16<<<blocks_for(n), 256>>>(xb, x, n);
+    k_to_bf16<<<blocks_for(n), 256, 0, c->st>>>(xb, x, n);
     LC_LAUNCHED(c);
     return xb;
 }
@@ -553,13 +554,13 @@ static void gemv_launch(lc_cuda *c, dim3 grid, float *out, const float *x, const
         cudaLaunchAttribute at[1];
         at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         at[0].val.programmaticStreamSerializationAllowed = 1;
-        cfg.gridDim = grid, cfg.blockDim = dim3(GEMV_WARPS * 32), cfg.dynamicSmemBytes = 0, cfg.stream = 0;
+        cfg.gridDim = grid, cfg.blockDim = dim3(GEMV_WARPS * 32), cfg.dynamicSmemBytes = 0, cfg.stream = c->st;
         cfg.attrs = at, cfg.numAttrs = 1;
         if (cudaLaunchKernelEx(&cfg, k_gemv_bf16<NR>, out, x, W, bias, O, I, a) == cudaSuccess) return;
         cudaGetLastError(); // not on this stream or driver: plain launches from now on
         c->pdl = false;
     }
-    k_gemv_bf16<NR><<<grid, GEMV_WARPS * 32>>>(out, x, W, bias, O, I, a);
+    k_gemv_bf16<NR><<<grid, GEMV_WARPS * 32, 0, c->st>>>(out, x, W, bias, O, I, a);
 }
 
 /* Runs the small-N path when it applies; returns whether it did. */
@@ -600,7 +601,7 @@ static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w
                              (const float *)w->data, I, x, I, &beta, out, O));
     }
     if (bias) {
-        k_add_bias<<<blocks_for((size_t)N * O), 256>>>(out, bias, (size_t)N, (size_t)O);
+        k_add_bias<<<blocks_for((size_t)N * O), 256, 0, c->st>>>(out, bias, (size_t)N, (size_t)O);
         LC_LAUNCHED(c);
     }
 }
@@ -645,7 +646,7 @@ static void cu_matmul_n(lc_backend *be, int n, float *const *out, const float *x
         int O = (int)w[i]->rows;
         lc_cuda_gemm_bf16(c, true, O, (int)N, I, w[i]->data, I, xb, I, accumulate ? 1.0f : 0.0f, out[i], O);
         if (bias && bias[i]) {
-            k_add_bias<<<blocks_for((size_t)N * O), 256>>>(out[i], bias[i], (size_t)N, (size_t)O);
+            k_add_bias<<<blocks_for((size_t)N * O), 256, 0, c->st>>>(out[i], bias[i], (size_t)N, (size_t)O);
             LC_LAUNCHED(c);
         }
     }
@@ -781,12 +782,12 @@ static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int6
     if (M > SMALL_M) goto blas; // many rows: cuBLAS's tiles win (8 x 512 measured 16% slower)
     if (K <= SK_MAXK && tb) { // dx += du a^T: a's rows stay in registers
         dim3 grid((unsigned)((N + 255) / 256), (unsigned)((M + SK_MT - 1) / SK_MT));
-        k_gemm_smallk<<<grid, 256>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
+        k_gemm_smallk<<<grid, 256, 0, c->st>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
         LC_LAUNCHED(c);
         return;
     }
     if (K <= SK_MAXK) { // out += s u b: one thread an output
-        k_gemm_smallk1<<<blocks_for((size_t)(M * N)), 256>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb,
+        k_gemm_smallk1<<<blocks_for((size_t)(M * N)), 256, 0, c->st>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb,
                                                             beta, C, ldc);
         LC_LAUNCHED(c);
         return;
@@ -797,15 +798,15 @@ static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int6
         dim3 grid((unsigned)chunks, (unsigned)((M + SP_MT - 1) / SP_MT));
         size_t sm = (size_t)(SP_MT * (SP_KC + 1) + SP_KC * (N + 1)) * sizeof(float);
         if (M <= SP_MT && M * N <= 256) { // decoding: one launch, the last block sums
-            k_gemm_splitk<true><<<grid, 256, sm>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part, alpha,
+            k_gemm_splitk<true><<<grid, 256, sm, c->st>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part, alpha,
                                                    beta, C, ldc, c->counter);
             LC_LAUNCHED(c);
             return;
         }
-        k_gemm_splitk<false><<<grid, 256, sm>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part, alpha, beta,
+        k_gemm_splitk<false><<<grid, 256, sm, c->st>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part, alpha, beta,
                                                 C, ldc, NULL);
         LC_LAUNCHED(c);
-        k_gemm_splitk_sum<<<blocks_for((size_t)(M * N) * 32), 256>>>((int)M, (int)N, chunks, alpha, part, beta, C, ldc);
+        k_gemm_splitk_sum<<<blocks_for((size_t)(M * N) * 32), 256, 0, c->st>>>((int)M, (int)N, chunks, alpha, part, beta, C, ldc);
         LC_LAUNCHED(c);
         return;
     }
@@ -862,7 +863,7 @@ static void cu_embedding(lc_backend *be, float *out, const int32_t *tokens, cons
         lc_cuda_embedding_q(impl(be), out, tokens, table, N);
         return;
     }
-    k_embedding<<<(unsigned)N, 256>>>(out, tokens, table->data, table->dtype == LC_DT_BF16, table->cols);
+    k_embedding<<<(unsigned)N, 256, 0, impl(be)->st>>>(out, tokens, table->data, table->dtype == LC_DT_BF16, table->cols);
     LC_LAUNCHED(impl(be));
 }
 
@@ -884,7 +885,7 @@ static void cu_rmsnorm(lc_backend *be, float *out, float *rstd, const float *x, 
     LC_PROF(impl(be), "rmsnorm N=%lld", N);
     if (N <= 0) return;
     // few rows: more threads a row, so each thread has fewer dependent loads
-    k_rmsnorm<<<(unsigned)N, N < 512 ? 1024 : 256>>>(out, rstd, x, w, C, eps);
+    k_rmsnorm<<<(unsigned)N, N < 512 ? 1024 : 256, 0, impl(be)->st>>>(out, rstd, x, w, C, eps);
     LC_LAUNCHED(impl(be));
 }
 
@@ -905,7 +906,7 @@ static void cu_rmsnorm_bwd(lc_backend *be, float *dx, const float *dout, const f
     LC_PROF(impl(be), "rmsnorm_bwd", 0);
     if (N <= 0) return;
     // few rows: more threads a row, so each thread has fewer dependent loads
-    k_rmsnorm_bwd<<<(unsigned)N, N < 512 ? 1024 : 256>>>(dx, dout, x, w, rstd, C);
+    k_rmsnorm_bwd<<<(unsigned)N, N < 512 ? 1024 : 256, 0, impl(be)->st>>>(dx, dout, x, w, rstd, C);
     LC_LAUNCHED(impl(be));
 }
 
@@ -929,7 +930,7 @@ static void rope_run(lc_backend *be, float *x, const float *cs, const float *sn,
                      int64_t H, int64_t D, int64_t pos0, float dir) {
     size_t n = (size_t)(B * T * H * (D / 2));
     if (!n) return;
-    k_rope<<<blocks_for(n), 256>>>(x, cs, sn, T, H, D, pos0, dir, n);
+    k_rope<<<blocks_for(n), 256, 0, impl(be)->st>>>(x, cs, sn, T, H, D, pos0, dir, n);
     LC_LAUNCHED(impl(be));
 }
 
@@ -965,7 +966,7 @@ __global__ void k_swiglu_bwd(float *dgate, float *dup, const float *dout, const 
 static void cu_swiglu(lc_backend *be, float *out, const float *gate, const float *up, size_t n) {
     LC_PROF(impl(be), "swiglu n=%lld", n);
     if (!n) return;
-    k_swiglu<<<blocks_for(n), 256>>>(out, gate, up, n);
+    k_swiglu<<<blocks_for(n), 256, 0, impl(be)->st>>>(out, gate, up, n);
     LC_LAUNCHED(impl(be));
 }
 
@@ -973,15 +974,17 @@ static void cu_swiglu_bwd(lc_backend *be, float *dgate, float *dup, const float 
                           const float *gate, const float *up, size_t n) {
     LC_PROF(impl(be), "swiglu_bwd", 0);
     if (!n) return;
-    k_swiglu_bwd<<<blocks_for(n), 256>>>(dgate, dup, dout, gate, up, n);
+    k_swiglu_bwd<<<blocks_for(n), 256, 0, impl(be)->st>>>(dgate, dup, dout, gate, up, n);
     LC_LAUNCHED(impl(be));
 }
 
 /* One row of logits: loss[n] = lse - l[target] (0 for ignored rows); with grad_scale
- * the row becomes grad_scale · (softmax - onehot). */
+ * (*gsp when gsp is given: a replayed step reads it from the card) the row becomes
+ * grad_scale · (softmax - onehot). */
 __global__ void k_cross_entropy(float *logits, const int32_t *targets, int64_t V, float grad_scale,
-                                float *loss) {
+                                const float *gsp, float *loss) {
     __shared__ float sh[32];
+    if (gsp) grad_scale = *gsp;
     float *l = logits + (size_t)blockIdx.x * V;
     int32_t t = targets[blockIdx.x];
     if (t < 0) {
@@ -1012,7 +1015,7 @@ static double cu_cross_entropy(lc_backend *be, float *logits, const int32_t *tar
     lc_cuda *c = impl(be);
     if (N <= 0) return 0.0;
     float *loss = lc_cuda_rows(c, (size_t)N);
-    k_cross_entropy<<<(unsigned)N, 1024>>>(logits, targets, V, grad_scale, loss);
+    k_cross_entropy<<<(unsigned)N, 1024, 0, c->st>>>(logits, targets, V, grad_scale, NULL, loss);
     LC_LAUNCHED(c);
     if (c->host_rows_cap < (size_t)N) {
         free(c->host_rows);
@@ -1023,6 +1026,34 @@ static double cu_cross_entropy(lc_backend *be, float *logits, const int32_t *tar
     double total = 0;
     for (int64_t n = 0; n < N; n++) total += c->host_rows[n];
     return total;
+}
+
+/* *sum += loss[0] + ... + loss[N-1], added in order in double (the host loop of
+ * cu_cross_entropy, so both give the same bits); one block stages the rows. */
+__global__ void k_loss_sum(double *sum, const float *loss, int64_t N) {
+    __shared__ float sh[1024];
+    double t = 0.0;
+    for (int64_t r0 = 0; r0 < N; r0 += 1024) {
+        int64_t n = N - r0 < 1024 ? N - r0 : 1024;
+        __syncthreads();
+        if (threadIdx.x < n) sh[threadIdx.x] = loss[r0 + threadIdx.x];
+        __syncthreads();
+        if (threadIdx.x == 0)
+            for (int64_t i = 0; i < n; i++) t += (double)sh[i];
+    }
+    if (threadIdx.x == 0) *sum += t;
+}
+
+static void cu_cross_entropy_sum(lc_backend *be, double *sum, float *logits, const int32_t *targets,
+                                 int64_t N, int64_t V, const float *grad_scale) {
+    LC_PROF(impl(be), "cross_entropy", 0);
+    lc_cuda *c = impl(be);
+    if (N <= 0) return;
+    float *loss = lc_cuda_rows(c, (size_t)N);
+    k_cross_entropy<<<(unsigned)N, 1024, 0, c->st>>>(logits, targets, V, 0.0f, grad_scale, loss);
+    LC_LAUNCHED(c);
+    k_loss_sum<<<1, 1024, 0, c->st>>>(sum, loss, N);
+    LC_LAUNCHED(c);
 }
 
 /* ------------------------------------------------------------ the table */
@@ -1104,6 +1135,8 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->swiglu = cu_swiglu;
     be->swiglu_bwd = cu_swiglu_bwd;
     be->cross_entropy = cu_cross_entropy;
+    be->cross_entropy_sum = cu_cross_entropy_sum;
+    be->replay = lc_cuda_replay;
     be->decode = lc_cuda_decode;
     return be;
 }

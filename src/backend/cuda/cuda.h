@@ -4,7 +4,12 @@
  * backward in float32; attention_tc.cu: the tensor-core kernels for training shapes;
  * gemm.cu: tuned cuBLASLt bf16 products and grouped adapter products; quant.cu:
  * dequantizing quantized weights; decode.cu: the fused one-token decoding step and its
- * CUDA graph). CUDA C++ only; the C code sees the backend through backend/backend.h.
+ * CUDA graph; graph.cu: the training step recorded as a CUDA graph and replayed). CUDA
+ * C++ only; the C code sees the backend through backend/backend.h.
+ *
+ * Streams: every op queues its work on c->st, which is 0 (the legacy default stream,
+ * ordered with cudaMemcpy) except while graph.cu runs, records or replays a step on its
+ * own blocking stream (still ordered with the legacy stream).
  *
  * Errors: every runtime and cuBLAS call is checked; the first failure is kept in the
  * backend (lc_cuda.err) and ->sync reports it as one lc_fail line, since the
@@ -42,6 +47,8 @@ typedef struct {
     struct lc_cuda_lt *lt;     // gemm.cu: cuBLASLt handle, tuned plans, workspace (NULL until used)
     struct lc_cuda_q *q;     // quant.cu's buffers, stream and events (NULL until a quantized product)
     struct lc_cuda_dec *dec;   // the one-token decoding step (decode.cu; NULL until first used)
+    cudaStream_t st;           // the stream ops queue on (0 but inside graph.cu's steps)
+    struct lc_cuda_graph *graph; // graph.cu's recorded training steps (NULL until first used)
 } lc_cuda;
 
 /* A quantized weight on the card: the descriptor ->weight points lc_wt.q at (q first, so
@@ -143,6 +150,15 @@ void lc_cuda_att_tc_fwd(lc_cuda *c, float *out, float *lse, const float *q, cons
 void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *q,
                         const float *k, const float *v, const float *lse, const float *Dr, int64_t B, int64_t T,
                         int64_t H, int64_t KV, int64_t D);
+/* gemm.cu: the cuBLASLt workspace a recorded product points at, and its size (NULL, 0
+ * before any product). */
+void lc_cuda_lt_ws(lc_cuda *c, const void **ws, size_t *bytes);
+
+/* graph.cu: ->replay (a training step recorded as a CUDA graph, cached by its key) and
+ * the release of its stream and graphs (called by ->free). */
+int lc_cuda_replay(lc_backend *be, const void *key, size_t key_bytes, void (*body)(void *ctx), void *ctx);
+void lc_cuda_graph_free(lc_cuda *c);
+
 /* decode.cu: ->decode (the fused one-token step, recorded as a CUDA graph) and the
  * release of its stream, scratch and graph (called by ->free). */
 int lc_cuda_decode(lc_backend *be, const lc_decode_step *s, int64_t pos);

@@ -92,10 +92,15 @@ void lc_cuda_lt_free(lc_cuda *c) {
 }
 
 static bool lt_run(lc_cuda_lt *L, lt_plan *p, const cublasLtMatmulAlgo_t *algo, size_t ws, const void *W,
-                   const void *x, float beta, float *out) {
+                   const void *x, float beta, float *out, cudaStream_t st) {
     float one = 1.0f;
     return cublasLtMatmul(L->h, p->op, &one, W, p->A, x, p->B, &beta, out, p->C, out, p->C, algo,
-                          ws ? L->ws : NULL, ws, 0) == CUBLAS_STATUS_SUCCESS;
+                          ws ? L->ws : NULL, ws, st) == CUBLAS_STATUS_SUCCESS;
+}
+
+void lc_cuda_lt_ws(lc_cuda *c, const void **ws, size_t *bytes) {
+    *ws = c->lt ? c->lt->ws : NULL;
+    *bytes = c->lt ? c->lt->ws_cap : 0;
 }
 
 static bool ws_reserve(lc_cuda_lt *L, size_t bytes) {
@@ -164,13 +169,13 @@ static void lt_tune(lc_cuda *c, lc_cuda_lt *L, lt_plan *p, const void *W, const 
     {
         float best = 1e30f;
         for (int i = 0; i < nc; i++) {
-            if (!lt_run(L, p, &cand[i], cws[i], W, x, beta, scratch)) continue; // warm-up; unusable: skip
+            if (!lt_run(L, p, &cand[i], cws[i], W, x, beta, scratch, 0)) continue; // warm-up; unusable: skip
             float tot = 0;
             bool bad = false;
             for (int r = 0; r < 3 && !bad; r++) {
                 cudaMemsetAsync(flush, r, LT_FLUSH);
                 cudaEventRecord(e0, 0);
-                bad = !lt_run(L, p, &cand[i], cws[i], W, x, beta, scratch);
+                bad = !lt_run(L, p, &cand[i], cws[i], W, x, beta, scratch, 0);
                 cudaEventRecord(e1, 0);
                 cudaEventSynchronize(e1);
                 float ms = 0;
@@ -225,7 +230,7 @@ void lc_cuda_gemm_bf16(lc_cuda *c, bool ta, int m, int n, int k, const void *W, 
     lc_cuda_lt *L = lt_of(c);
     if (L->h) {
         lt_plan *p = lt_plan_of(c, L, ta, m, n, k, lda, ldb, ldc, beta != 0.0f, W, x);
-        if (p->ok && lt_run(L, p, &p->algo, p->ws, W, x, beta, out)) return;
+        if (p->ok && lt_run(L, p, &p->algo, p->ws, W, x, beta, out, c->st)) return;
     }
     float one = 1.0f;
     LC_BK(c, cublasGemmEx(c->blas, ta ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, W, CUDA_R_16BF, lda, x,
@@ -401,11 +406,11 @@ void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *g) {
     if (gx > 65535 * 16) gx = 65535 * 16; // the small-K kernel strides over the rest
     dim3 grid((unsigned)gx, (unsigned)n);
     switch (cl) {
-    case CL_THIN: k_grp_thin<false><<<grid, 256>>>(G); break;
-    case CL_THIN_TB: k_grp_thin<true><<<grid, 256>>>(G); break;
-    case CL_SMALLK: k_grp_smallk<<<grid, 256>>>(G); break;
-    case CL_TN_WIDE: k_grp_tn<16, 64><<<grid, 256>>>(G); break;
-    default: k_grp_tn<64, 16><<<grid, 256>>>(G); break;
+    case CL_THIN: k_grp_thin<false><<<grid, 256, 0, c->st>>>(G); break;
+    case CL_THIN_TB: k_grp_thin<true><<<grid, 256, 0, c->st>>>(G); break;
+    case CL_SMALLK: k_grp_smallk<<<grid, 256, 0, c->st>>>(G); break;
+    case CL_TN_WIDE: k_grp_tn<16, 64><<<grid, 256, 0, c->st>>>(G); break;
+    default: k_grp_tn<64, 16><<<grid, 256, 0, c->st>>>(G); break;
     }
     LC_LAUNCHED(c);
 }

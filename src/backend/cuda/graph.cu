@@ -1,0 +1,181 @@
+/*
+ * graph.cu — ->replay: a training step (the model's forward and backward, ~1,500 small
+ * launches) recorded once as a CUDA graph and replayed, so the host stops paying each
+ * launch and the card stops idling between them.
+ *
+ * Owns a blocking stream (ordered with the legacy stream the rest of the backend uses, so
+ * the uploads before a step and the optimizer after it need no extra waits) and up to
+ * GRAPH_SLOTS keys, each with its graph once recorded; least recently used first out.
+ * A key seen for the first time runs its body directly on that stream (first-use work:
+ * gemm.cu's per-shape tuning, which times on the legacy stream and waits for the card;
+ * scratch growth); the second sighting records the body (stream capture, thread-local
+ * mode: any legacy-stream or synchronous call inside fails the recording, which is then
+ * dropped and the body run directly, and that key is never recorded again); later ones
+ * replay it. A recording also keeps the backend's scratch pointers it baked in (the bf16
+ * operand buffer, the per-row scratch, the cuBLASLt workspace): when one has been
+ * reallocated since (a larger shape ran), the key is recorded again.
+ * Must not: record with quantized weights (quant.cu's ahead-of-time dequantization
+ * learns an order and works on a second stream), under LORAC_CUDA_PROFILE (its events
+ * are on the legacy stream), or while an error is pending; LORAC_CUDA_GRAPH=0 or
+ * LORAC_CUDA_STEP_GRAPH=0 run every body directly on the legacy stream (main's path).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda.h"
+
+extern "C" {
+#include "core/mem.h"
+}
+
+#define GRAPH_SLOTS 8
+
+/* The scratch a recording points at. */
+struct scratch_sig {
+    const void *xb, *rows, *ws;
+    size_t xb_cap, rows_cap, ws_cap;
+};
+
+struct slot {
+    void *key; // NULL: free
+    size_t n;
+    cudaGraphExec_t exec; // NULL: seen once, not recorded yet
+    bool failed;          // recording failed: run directly
+    scratch_sig sig;      // of exec
+    unsigned long long used;
+};
+
+struct lc_cuda_graph {
+    cudaStream_t st;
+    slot s[GRAPH_SLOTS];
+    unsigned long long tick;
+};
+
+static bool env_off(const char *name) {
+    const char *e = getenv(name);
+    return e && !strcmp(e, "0");
+}
+
+static scratch_sig sig_of(lc_cuda *c) {
+    scratch_sig g;
+    memset(&g, 0, sizeof g);
+    g.xb = c->xb, g.xb_cap = c->xb_cap, g.rows = c->rows, g.rows_cap = c->rows_cap;
+    lc_cuda_lt_ws(c, &g.ws, &g.ws_cap);
+    return g;
+}
+
+static void drop_exec(slot *s) {
+    if (s->exec) cudaGraphExecDestroy(s->exec);
+    s->exec = NULL;
+}
+
+static void drop_slot(slot *s) {
+    drop_exec(s);
+    free(s->key);
+    memset(s, 0, sizeof *s);
+}
+
+void lc_cuda_graph_free(lc_cuda *c) {
+    lc_cuda_graph *g = c->graph;
+    if (!g) return;
+    for (int i = 0; i < GRAPH_SLOTS; i++) drop_slot(&g->s[i]);
+    if (g->st) cudaStreamDestroy(g->st);
+    free(g);
+    c->graph = NULL;
+}
+
+/* Points the backend's ops (kernels, copies, cuBLAS, cuBLASLt) at stream st. */
+static void use_stream(lc_cuda *c, cudaStream_t st) {
+    c->st = st;
+    cublasStatus_t s = cublasSetStream(c->blas, st);
+    if (s != CUBLAS_STATUS_SUCCESS) lc_cuda_error(c, __FILE__, __LINE__, "cublasSetStream", cublasGetStatusString(s));
+}
+
+/* Runs body directly on the graph stream. */
+static void run_direct(lc_cuda *c, lc_cuda_graph *g, void (*body)(void *), void *ctx) {
+    use_stream(c, g->st);
+    body(ctx);
+    use_stream(c, 0);
+}
+
+/* Records body into s->exec; returns whether it worked (errors met while recording are
+ * cleared: nothing ran, and the caller runs body directly). */
+static bool record(lc_cuda *c, lc_cuda_graph *g, slot *s, void (*body)(void *), void *ctx) {
+    cudaGraph_t gr = NULL;
+    use_stream(c, g->st);
+    if (cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        cudaGetLastError();
+        use_stream(c, 0);
+        return false;
+    }
+    body(ctx);
+    cudaError_t e = cudaStreamEndCapture(g->st, &gr);
+    use_stream(c, 0);
+    bool ok = e == cudaSuccess && gr && !c->err[0] && cudaGraphInstantiate(&s->exec, gr, 0) == cudaSuccess;
+    if (gr) cudaGraphDestroy(gr);
+    if (!ok) {
+        s->exec = NULL;
+        c->err[0] = 0; // the recording's errors: nothing was queued
+        cudaGetLastError();
+        return false;
+    }
+    s->sig = sig_of(c);
+    return true;
+}
+
+int lc_cuda_replay(lc_backend *be, const void *key, size_t key_bytes, void (*body)(void *ctx), void *ctx) {
+    lc_cuda *c = (lc_cuda *)be->impl;
+    if (env_off("LORAC_CUDA_GRAPH") || env_off("LORAC_CUDA_STEP_GRAPH") || c->prof || c->n_wqs > 0 || c->err[0]) {
+        body(ctx);
+        return 0;
+    }
+    lc_cuda_graph *g = c->graph;
+    if (!g) {
+        g = (lc_cuda_graph *)xcalloc(1, sizeof *g);
+        if (cudaStreamCreate(&g->st) != cudaSuccess) { // blocking: ordered with the legacy stream
+            cudaGetLastError();
+            free(g);
+            body(ctx);
+            return 0;
+        }
+        c->graph = g;
+    }
+    g->tick++;
+    slot *s = NULL;
+    for (int i = 0; i < GRAPH_SLOTS && !s; i++)
+        if (g->s[i].key && g->s[i].n == key_bytes && !memcmp(g->s[i].key, key, key_bytes)) s = &g->s[i];
+    if (!s) { // first sighting: keep the key (in the least recently used slot), run directly
+        s = &g->s[0];
+        for (int i = 1; i < GRAPH_SLOTS; i++)
+            if (g->s[i].used < s->used) s = &g->s[i];
+        drop_slot(s);
+        s->key = xmalloc(key_bytes ? key_bytes : 1);
+        memcpy(s->key, key, key_bytes);
+        s->n = key_bytes;
+        s->used = g->tick;
+        run_direct(c, g, body, ctx);
+        return 0;
+    }
+    s->used = g->tick;
+    if (s->failed) {
+        run_direct(c, g, body, ctx);
+        return 0;
+    }
+    if (s->exec) {
+        scratch_sig now = sig_of(c);
+        if (!memcmp(&now, &s->sig, sizeof now)) {
+            LC_CK(c, cudaGraphLaunch(s->exec, g->st));
+            be->step_replays++;
+            return 0;
+        }
+        drop_exec(s); // a scratch buffer it points at was reallocated: record again
+    }
+    if (!record(c, g, s, body, ctx)) {
+        s->failed = true;
+        run_direct(c, g, body, ctx);
+        return 0;
+    }
+    LC_CK(c, cudaGraphLaunch(s->exec, g->st));
+    be->step_captures++;
+    return 0;
+}
