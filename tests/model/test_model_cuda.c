@@ -13,6 +13,14 @@
  * (a new graph), against the CPU backend; once on the float32 fixtures and once on a
  * bf16 copy of tiny-mistral (the bf16 product kernels). Batch 1 only: the cache's step
  * has no batch.
+ *
+ * Then the recorded training step (->replay, src/backend/cuda/graph.cu): 14 training
+ * steps with AdamW updates on the card, changing T and back and turning gradient
+ * checkpointing on and off (new recordings, replays of old ones), with an eval loss in
+ * between, once with LORAC_CUDA_STEP_GRAPH=0 and once with the graph, on each fixture
+ * model and on the bf16 copy: losses, every step's gradients and the final adapters must
+ * be the same bits. The fixture tests above (loss, gradients, trajectories against
+ * PEFT) already run with the graph on. LORAC_CUDA_GRAPH=0 and dropout run directly.
  * Skips (visibly) when the build has no CUDA or no GPU answers.
  */
 #include "backend/backend.h"
@@ -273,7 +281,172 @@ static void test_decode_graph_bf16(void) {
     rmdir(dir);
 }
 
+/* ---- the recorded training step (->replay, src/backend/cuda/graph.cu) ---- */
+
+#define GSTEPS 14
+
+/* What one run of the step sequence produced: every step's loss, gradients, eval sum. */
+typedef struct {
+    double loss[GSTEPS], eval[GSTEPS];
+    float *grads; // (GSTEPS, n)
+    float *final; // (n) the adapters after the last update
+    long long captures, replays;
+} step_run_out;
+
+/* The columns [0, T1) of each row of a (B, T) id matrix. */
+static int32_t *cut_ids(const int32_t *ids, int64_t B, int64_t T, int64_t T1) {
+    int32_t *o = malloc((size_t)(B * T1) * 4);
+    for (int64_t b = 0; b < B; b++) memcpy(o + b * T1, ids + b * T, (size_t)T1 * 4);
+    return o;
+}
+
+/* GSTEPS training steps of m (fresh adapters from its loader), each followed by one
+ * AdamW update on the device: the fixture's T four times, then T - 3 three times, T once,
+ * gradient checkpointing on for three, off again for two, and T - 3 once; an eval loss
+ * after step 5. Records everything into o (n floats of adapters). */
+static void run_steps(lc_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T, size_t n,
+                      step_run_out *o) {
+    lc_backend *be = m->be;
+    size_t np;
+    lc_lora_param *ps = lc_model_lora(m, &np);
+    float *mom = lc_model_shared_alloc(m, 2 * n);
+    int64_t T1 = T - 3;
+    int32_t *tok1 = cut_ids(tok, B, T, T1), *tgt1 = cut_ids(tgt, B, T, T1);
+    static const int shape[GSTEPS] = {0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1}; // 1: T - 3
+    static const int ckpt[GSTEPS] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0};
+    lc_adam_config ac = lc_adam_defaults(LC_OPTIM_ADAMW);
+    long long c0 = be->step_captures, r0 = be->step_replays;
+    for (int s = 0; s < GSTEPS; s++) {
+        lc_model_set_grad_checkpoint(m, ckpt[s] != 0);
+        lc_batch b = {B, shape[s] ? T1 : T, shape[s] ? tok1 : tok, shape[s] ? tgt1 : tgt, (uint64_t)s};
+        int64_t nt;
+        CHECK_OK(lc_model_forward_backward(m, &b, &o->loss[s], &nt));
+        memcpy(o->grads + (size_t)s * n, ps[0].ga, n * 4); // gradients are one contiguous run
+        o->eval[s] = 0;
+        if (s == 5) {
+            lc_batch e = {B, T, tok, tgt, 0};
+            CHECK_OK(lc_model_loss(m, &e, &o->eval[s], &nt));
+        }
+        lc_adam_args aa = lc_adam_args_make(&ac, 1e-2, s + 1);
+        lc_model_adam(m, &aa, ps[0].a, ps[0].ga, mom, mom + n, n);
+        CHECK_OK(lc_model_sync(m));
+    }
+    memcpy(o->final, ps[0].a, n * 4);
+    o->captures = be->step_captures - c0, o->replays = be->step_replays - r0;
+    lc_model_shared_free(m, mom);
+    free(tok1), free(tgt1);
+}
+
+/* Loads model `name` with the fixture's adapters on the card (dir: a model folder in
+ * place of the fixture's own, e.g. a bf16 copy) and runs the step sequence under the
+ * current switches. */
+static bool graph_case(const char *name, const char *dir, float dropout, step_run_out *o, size_t *n) {
+    fixture f;
+    bool ok = open_fixture(&f, name, false);
+    if (ok && dir) {
+        lc_model_free(f.m);
+        ok = lc_model_load_on(dir, "cuda", &f.m) == 0;
+    }
+    if (ok) {
+        lc_lora_config lc;
+        lc_lora_config_default(&lc);
+        lc.rank = (int)jint(f.j, "rank"), lc.scale = (float)jnum(f.j, "scale");
+        lc.num_layers = (int)jint(f.j, "num_layers"), lc.dropout = dropout;
+        ok = lc_model_add_lora(f.m, &lc, 7) == 0;
+    }
+    if (ok) {
+        size_t np;
+        lc_lora_param *ps = lc_model_lora(f.m, &np);
+        *n = 0;
+        for (size_t i = 0; i < np; i++) *n += (size_t)((ps[i].in + ps[i].out) * ps[i].r);
+        for (size_t i = 0; i < np; i++) // B non-zero, so every gradient is
+            for (int64_t j = 0; j < ps[i].r * ps[i].out; j++) ps[i].b[j] = 0.02f * sinf(0.7f * (float)j + (float)i);
+        o->grads = malloc((size_t)GSTEPS * *n * 4), o->final = malloc(*n * 4);
+        run_steps(f.m, f.tok, f.tgtm, f.B, f.T, *n, o);
+    } else printf("  %s: %s\n", name, lc_errmsg());
+    close_fixture(&f);
+    return ok;
+}
+
+/* The same step sequence with the graph off and on (same binary): losses, eval sums,
+ * every step's gradients and the final adapters the same bits. */
+static void compare_graph(const char *name, const char *fix, const char *dir) {
+    step_run_out off, on;
+    size_t n = 0, n2 = 0;
+    setenv("LORAC_CUDA_STEP_GRAPH", "0", 1);
+    bool a = graph_case(fix, dir, 0.0f, &off, &n);
+    unsetenv("LORAC_CUDA_STEP_GRAPH");
+    bool b = a && graph_case(fix, dir, 0.0f, &on, &n2);
+    CHECK_MSG(a && b && n == n2, "%s: the step sequence did not run", name);
+    if (!a || !b || n != n2) return;
+    CHECK_MSG(off.captures == 0 && off.replays == 0, "%s: LORAC_CUDA_STEP_GRAPH=0 recorded %lld graphs", name, off.captures);
+    // keys: T (steps 1-4), T-3 (5-7; step 14 replays it), T checkpointed (9-11); steps 8, 12, 13 replay T's
+    CHECK_MSG(on.captures >= 3 && on.replays >= 6, "%s: %lld recordings, %lld replays (want >= 3, >= 6)", name,
+              on.captures, on.replays);
+    int bad = -1;
+    for (int s = 0; s < GSTEPS && bad < 0; s++)
+        if (on.loss[s] != off.loss[s] || on.eval[s] != off.eval[s] ||
+            memcmp(on.grads + (size_t)s * n, off.grads + (size_t)s * n, n * 4))
+            bad = s;
+    CHECK_MSG(bad < 0, "%s: step %d differs with the graph (loss %.9g vs %.9g)", name, bad + 1,
+              bad >= 0 ? on.loss[bad] : 0.0, bad >= 0 ? off.loss[bad] : 0.0);
+    CHECK_MSG(!memcmp(on.final, off.final, n * 4), "%s: adapters after %d steps differ with the graph", name, GSTEPS);
+    CHECK_MSG(off.loss[GSTEPS - 1] != off.loss[4], "%s: the updates did not move the loss", name);
+    printf("  %s: %d steps (T, T-3, checkpointing, back) bit-identical with the graph: %lld recordings, %lld replays; "
+           "loss %.6f -> %.6f\n", name, GSTEPS, on.captures, on.replays, on.loss[0], on.loss[GSTEPS - 1]);
+    free(off.grads), free(off.final), free(on.grads), free(on.final);
+}
+
+static void test_step_graph(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    for (int i = 0; i < 3; i++) compare_graph(NAMES[i], NAMES[i], NULL);
+    // bf16 weights: the cuBLASLt products and bf16 operands. Each model's backend tunes
+    // its own algorithms by timing, and two tunings may pick kernels that round
+    // differently: the heuristic's first pick (LORAC_CUDA_TUNE=0) makes both runs use
+    // the same ones, so any difference left would be the graph's
+    char dir[] = "/tmp/lorac-test-bf16g-XXXXXX";
+    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
+    CHECK_OK(write_bf16_model("tiny-mistral", dir));
+    setenv("LORAC_CUDA_TUNE", "0", 1);
+    compare_graph("tiny-mistral bf16", "tiny-mistral", dir);
+    unsetenv("LORAC_CUDA_TUNE");
+    char p[600];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir), unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", dir), unlink(p);
+    rmdir(dir);
+}
+
+/* The switches and the cases that run directly: LORAC_CUDA_GRAPH=0 turns the step's
+ * graph off too; dropout > 0 never records (its mask's seed changes every step), and
+ * gives the same bits as with the graph switched off. */
+static void test_step_graph_off(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    step_run_out g0, d_on, d_off;
+    size_t n;
+    setenv("LORAC_CUDA_GRAPH", "0", 1);
+    if (graph_case("tiny-llama", NULL, 0.0f, &g0, &n)) {
+        CHECK_MSG(g0.captures == 0 && g0.replays == 0, "LORAC_CUDA_GRAPH=0 recorded %lld step graphs", g0.captures);
+        free(g0.grads), free(g0.final);
+    }
+    unsetenv("LORAC_CUDA_GRAPH");
+    if (graph_case("tiny-llama", NULL, 0.1f, &d_on, &n)) {
+        CHECK_MSG(d_on.captures == 0 && d_on.replays == 0, "dropout: %lld step graphs recorded", d_on.captures);
+        setenv("LORAC_CUDA_STEP_GRAPH", "0", 1);
+        if (graph_case("tiny-llama", NULL, 0.1f, &d_off, &n)) {
+            CHECK_MSG(!memcmp(d_on.grads, d_off.grads, (size_t)GSTEPS * n * 4) &&
+                          !memcmp(d_on.final, d_off.final, n * 4),
+                      "dropout: results differ between runs");
+            free(d_off.grads), free(d_off.final);
+        }
+        unsetenv("LORAC_CUDA_STEP_GRAPH");
+        free(d_on.grads), free(d_on.final);
+    }
+    printf("  LORAC_CUDA_GRAPH=0 and dropout 0.1 run every step directly\n");
+}
+
 static void extra_tests(void) {
     RUN(test_decode_graph);
     RUN(test_decode_graph_bf16);
+    RUN(test_step_graph);
+    RUN(test_step_graph_off);
 }
