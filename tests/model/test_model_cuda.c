@@ -303,7 +303,7 @@ static int32_t *cut_ids(const int32_t *ids, int64_t B, int64_t T, int64_t T1) {
 /* GSTEPS training steps of m (fresh adapters from its loader), each followed by one
  * AdamW update on the device: the fixture's T four times, then T - 3 three times, T once,
  * gradient checkpointing on for three, off again for two, and T - 3 once; an eval loss
- * after step 5. Records everything into o (n floats of adapters). */
+ * after step 6. Records everything into o (n floats of adapters). */
 static void run_steps(lc_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T, size_t n,
                       step_run_out *o) {
     lc_backend *be = m->be;
