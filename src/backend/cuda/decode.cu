@@ -46,7 +46,8 @@ extern "C" {
 #define CH 256   // input rows of an adapter's A per partial-sum block
 #define GW 4     // warps (output rows) of a product block; also 128 partial-sum threads
 #define GU 8     // 16-byte weight loads in flight per lane
-#define NW 1024  // threads of the norm kernel
+#define NT 256   // threads (columns) of a norm block
+#define NBMAX 64 // norm blocks at most (C <= NT * NBMAX)
 #define AW 32    // warps of the attention kernel
 #define MAXD 256 // largest head_dim
 #define DPL (MAXD / 32)
@@ -69,12 +70,12 @@ __device__ __forceinline__ float d_block_sum(float v, float *sh) {
     return d_warp_sum(t);
 }
 
-/* u[k] = the sum of an adapter's partial sums part (chunks, r), for k < r (in order). */
-__device__ __forceinline__ void d_load_u(float *u, const float *part, int chunks, int r) {
+/* u[k] = mul · the sum of an adapter's partial sums part (chunks, r), for k < r (in order). */
+__device__ __forceinline__ void d_load_u(float *u, const float *part, int chunks, int r, float mul) {
     for (int k = threadIdx.x; k < r; k += blockDim.x) {
         float t = 0.0f;
         for (int c = 0; c < chunks; c++) t += part[(size_t)c * r + k];
-        u[k] = t;
+        u[k] = mul * t;
     }
 }
 
@@ -85,8 +86,27 @@ __device__ __forceinline__ float d_ub(const float *u, const float *b, int r, int
     return t;
 }
 
+/* The RMS scale of a split norm, 1 / sqrt(sum of its blocks' sums of squares / C + eps),
+ * in two halves so a warp can load early and finish late: every lane of the warp calls
+ * both and gets the same bits (an xor-butterfly sum), whichever kernel reads it. */
+struct dscale {
+    const float *ssp; // (nb <= 64) sums of squares, or NULL: no scale
+    int nb, C;
+    float eps;
+};
+
+__device__ __forceinline__ float d_ss_load(const dscale &s, int lane) {
+    float t = lane < s.nb ? s.ssp[lane] : 0.0f;
+    return lane + 32 < s.nb ? t + s.ssp[lane + 32] : t;
+}
+
+__device__ __forceinline__ float d_rs_fin(float part, const dscale &s) {
+    return (float)(1.0 / sqrt((double)d_warp_sum(part) / (double)s.C + (double)s.eps));
+}
+
 /* A product launch: up to 3 row segments over one input x (I), and up to 3 adapters'
- * partial sums over the same x. */
+ * partial sums over the same x; with sc.ssp, x is a split norm's unscaled ln·x and every
+ * output row is multiplied by its scale. */
 struct dseg {
     const void *W;           // (rows, I)
     const float *bias, *res; // (rows) or NULL: out = x W^T + bias + res
@@ -104,6 +124,7 @@ struct dgemv {
     int njob, chunks, r;
     const float *x;
     int I;
+    dscale sc;
 };
 
 __device__ __forceinline__ void d_vec(const uint4 &u, float *f, __nv_bfloat16) {
@@ -149,6 +170,48 @@ __device__ void d_adapter_part(const dgemv &g, int b) {
     }
 }
 
+/* A warp's stream over n 16-byte vectors of a weight row: d_first issues the first GU
+ * loads a lane (before the wait on the previous kernel), d_dot the rest and returns the
+ * lane's part of the dot with x (VEC floats a vector). */
+__device__ __forceinline__ void d_first(uint4 (&cur)[GU], const uint4 *w, int n, int lane) {
+#pragma unroll
+    for (int u = 0; u < GU; u++) {
+        int v = u * 32 + lane;
+        cur[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ float d_dot(uint4 (&cur)[GU], const uint4 *w, int n, const float *x, int lane) {
+    constexpr int VEC = 16 / sizeof(T);
+    uint4 nxt[GU];
+    float acc = 0.0f;
+    for (int v0 = 0; v0 < n; v0 += 32 * GU) {
+        int vn = v0 + 32 * GU;
+#pragma unroll
+        for (int u = 0; u < GU; u++) {
+            int v = vn + u * 32 + lane;
+            nxt[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < GU; u++) {
+            int v = v0 + u * 32 + lane;
+            if (v >= n) break;
+            float wf[VEC];
+            d_vec(cur[u], wf, T());
+            const float4 *xp = (const float4 *)(x + (size_t)v * VEC);
+#pragma unroll
+            for (int e = 0; e < VEC / 4; e++) {
+                float4 a = __ldg(xp + e);
+                acc += wf[4 * e] * a.x + wf[4 * e + 1] * a.y + wf[4 * e + 2] * a.z + wf[4 * e + 3] * a.w;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < GU; u++) cur[u] = nxt[u];
+    }
+    return acc;
+}
+
 /* The product: blocks [0, njob·chunks) write adapters' partial sums, the rest GW / KS
  * output rows each, KS warps a row splitting its length (short per-warp work shortens
  * the product's tail). Each warp streams its part of the weight row once in 16-byte
@@ -176,39 +239,12 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     int nv = g.I / VEC, per = (nv + KS - 1) / KS, vb = kp * per, ve = min(nv, vb + per);
     const uint4 *w = (const uint4 *)((const T *)s.W + (size_t)(live ? o : 0) * g.I) + vb;
     int n = live ? ve - vb : 0;
-    uint4 cur[GU], nxt[GU];
-#pragma unroll
-    for (int u = 0; u < GU; u++) {
-        int v = u * 32 + lane;
-        cur[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
-    }
+    uint4 cur[GU];
+    d_first(cur, w, n, lane);
     LC_PDL_WAIT();
-    const float *x = g.x + (size_t)vb * VEC;
-    float acc = 0.0f;
-    for (int v0 = 0; v0 < n; v0 += 32 * GU) {
-        int vn = v0 + 32 * GU;
-#pragma unroll
-        for (int u = 0; u < GU; u++) {
-            int v = vn + u * 32 + lane;
-            nxt[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int u = 0; u < GU; u++) {
-            int v = v0 + u * 32 + lane;
-            if (v >= n) break;
-            float wf[VEC];
-            d_vec(cur[u], wf, T());
-            const float4 *xp = (const float4 *)(x + (size_t)v * VEC);
-#pragma unroll
-            for (int e = 0; e < VEC / 4; e++) {
-                float4 a = __ldg(xp + e);
-                acc += wf[4 * e] * a.x + wf[4 * e + 1] * a.y + wf[4 * e + 2] * a.z + wf[4 * e + 3] * a.w;
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < GU; u++) cur[u] = nxt[u];
-    }
-    acc = d_warp_sum(acc);
+    float ssl = g.sc.ssp ? d_ss_load(g.sc, lane) : 0.0f;
+    float acc = d_warp_sum(d_dot<T>(cur, w, n, g.x + (size_t)vb * VEC, lane));
+    float rs = g.sc.ssp ? d_rs_fin(ssl, g.sc) : 1.0f;
     if (KS > 1) {
         if (lane == 0) part_sum[wi] = acc;
         __syncthreads();
@@ -218,17 +254,67 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
         for (int q = 0; q < KS; q++) acc += part_sum[wi + q];
     }
     if (lane == 0 && live) {
+        if (g.sc.ssp) acc *= rs;
         if (s.bias) acc += s.bias[o];
         if (s.res) acc = s.res[o] + acc;
         s.out[o] = acc;
     }
 }
 
-/* x (+= s·u B of a pending adapter, or = an embedding row), xn = RMSNorm(x) · ln. */
+/* gate/up and swiglu in one launch: block b takes indices 2b, 2b+1, warps 0-1 their gate
+ * rows and warps 2-3 their up rows over a split norm's ln·x; each warp adds its adapter's
+ * s·u B (u = rs · the norm's partials of (ln·x) A) and the block writes
+ * h = silu(gate) · up. */
+struct dgu {
+    const void *Wg, *Wu; // (I, C)
+    float *h;
+    int I, C;
+    const float *x; // ln·x (C)
+    dscale sc;
+    const float *part[2], *b[2]; // the norm's partials (nb, r) and B (r, I), or NULL
+    int r;
+    float scale;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(GW * 32) k_dgu(dgu a) {
+    LC_PDL_TRIGGER();
+    constexpr int VEC = 16 / sizeof(T);
+    __shared__ float val[GW];
+    int wi = threadIdx.x >> 5, lane = threadIdx.x & 31, which = wi >> 1;
+    int i = (int)blockIdx.x * 2 + (wi & 1);
+    bool live = i < a.I;
+    const uint4 *w = (const uint4 *)((const T *)(which ? a.Wu : a.Wg) + (size_t)(live ? i : 0) * a.C);
+    int n = live ? a.C / VEC : 0;
+    uint4 cur[GU];
+    d_first(cur, w, n, lane);
+    LC_PDL_WAIT();
+    float ssl = d_ss_load(a.sc, lane), ut = 0.0f, bt = 0.0f;
+    const float *part = which ? a.part[1] : a.part[0], *b = which ? a.b[1] : a.b[0];
+    if (part && live && lane < a.r) { // lane k: u[k] / rs and B[k][i]
+        for (int c = 0; c < a.sc.nb; c++) ut += part[(size_t)c * a.r + lane];
+        bt = b[(size_t)lane * a.I + i];
+    }
+    float acc = d_warp_sum(d_dot<T>(cur, w, n, a.x, lane));
+    float rs = d_rs_fin(ssl, a.sc), ub = part ? d_warp_sum((rs * ut) * bt) : 0.0f;
+    if (lane == 0) val[wi] = part ? acc * rs + a.scale * ub : acc * rs;
+    __syncthreads();
+    if (threadIdx.x < 2) {
+        int j = (int)blockIdx.x * 2 + (int)threadIdx.x;
+        if (j < a.I) {
+            float g = val[threadIdx.x], up = val[2 + threadIdx.x];
+            a.h[j] = g / (1.0f + expf(-g)) * up;
+        }
+    }
+}
+
+/* The split RMSNorm, block b of NB over columns [b·NT, (b+1)·NT): x (+= s·u B of a pending
+ * adapter, or = an embedding row), xl = ln·x (the consumers multiply by the scale), the
+ * block's sum of squares ssp[b], and for up to 3 consumer adapters A (C, r) the block's
+ * partial (ln·x) A in apart[j][b]. */
 struct dnorm {
-    float *x, *xn;
+    float *x, *xl;
     const float *ln;
-    float eps;
     int C;
     const void *emb; // (V, C) or NULL
     int emb_bf16;
@@ -236,27 +322,55 @@ struct dnorm {
     const float *part, *b; // pending adapter (chunks, r) partials and B (r, C), or NULL
     int chunks, r;
     float scale;
+    float *ssp;
+    const float *A[3];
+    float *apart[3];
 };
 
-__global__ void __launch_bounds__(NW) k_dnorm(dnorm a) {
+__global__ void __launch_bounds__(NT) k_dnorm(dnorm a) {
     LC_PDL_TRIGGER();
     LC_PDL_WAIT();
-    __shared__ float u[RMAX], sh[32];
-    if (a.part) d_load_u(u, a.part, a.chunks, a.r);
+    __shared__ float u[RMAX], sh[32], ws[3][NT / 32][RMAX];
+    int t = threadIdx.x, w = t >> 5, lane = t & 31, r = a.r;
+    if (a.part) // u[k] by warp k % (NT/32): lanes over the chunks, then the warp's sum
+        for (int k = w; k < r; k += NT / 32) {
+            float s = 0.0f;
+            for (int c = lane; c < a.chunks; c += 32) s += a.part[(size_t)c * r + k];
+            s = d_warp_sum(s);
+            if (lane == 0) u[k] = s;
+        }
     __syncthreads();
-    size_t row = a.emb ? (size_t)*a.tok * (size_t)a.C : 0;
-    float ss = 0.0f;
-    for (int c = threadIdx.x; c < a.C; c += NW) {
-        float v;
-        if (a.emb) v = a.emb_bf16 ? __bfloat162float(((const __nv_bfloat16 *)a.emb)[row + c]) : ((const float *)a.emb)[row + c];
-        else v = a.x[c];
-        if (a.part) v = v + a.scale * d_ub(u, a.b, a.r, a.C, c);
+    int c = (int)blockIdx.x * NT + t;
+    float v = 0.0f, xl = 0.0f;
+    if (c < a.C) {
+        if (a.emb) {
+            size_t row = (size_t)*a.tok * (size_t)a.C;
+            v = a.emb_bf16 ? __bfloat162float(((const __nv_bfloat16 *)a.emb)[row + c]) : ((const float *)a.emb)[row + c];
+        } else v = a.x[c];
+        if (a.part) v = v + a.scale * d_ub(u, a.b, r, a.C, c);
         if (a.emb || a.part) a.x[c] = v;
-        ss += v * v;
+        xl = a.ln[c] * v;
+        a.xl[c] = xl;
     }
-    ss = d_block_sum(ss, sh);
-    float r = (float)(1.0 / sqrt((double)ss / (double)a.C + (double)a.eps));
-    for (int c = threadIdx.x; c < a.C; c += NW) a.xn[c] = a.ln[c] * (a.x[c] * r);
+    float ss = d_block_sum(v * v, sh);
+    if (t == 0) a.ssp[blockIdx.x] = ss;
+    for (int j = 0; j < 3; j++) {
+        if (!a.A[j]) continue;
+        const float *ar = a.A[j] + (size_t)(c < a.C ? c : 0) * r;
+#pragma unroll
+        for (int k = 0; k < RMAX; k++)
+            if (k < r) {
+                float p = d_warp_sum(c < a.C ? xl * ar[k] : 0.0f);
+                if (lane == 0) ws[j][w][k] = p;
+            }
+    }
+    __syncthreads();
+    for (int j = 0; j < 3; j++)
+        if (a.A[j] && t < r) {
+            float s = 0.0f;
+            for (int q = 0; q < NT / 32; q++) s += ws[j][q][t];
+            a.apart[j][(size_t)blockIdx.x * r + t] = s;
+        }
 }
 
 /* The new row's q, k, v (product outputs) with the adapters' s·u B added and RoPE at the
@@ -267,9 +381,10 @@ struct dpost {
     const float *cos, *sin;
     const int *pos;
     int H, KV, D;
-    const float *part[3], *b[3];
-    int chunks, r;
+    const float *part[3], *b[3]; // the split norm's partials (sc.nb, r) and B, or NULL
+    int r;
     float scale;
+    dscale sc;
 };
 
 /* One query row a head (grid H): first the head's q and its kv head's new k, v (adapters,
@@ -281,8 +396,11 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
     LC_PDL_WAIT();
     __shared__ float u[3][RMAX], qs[MAXD], ks[MAXD], vs[MAXD];
     __shared__ float sm_m[AW], sm_l[AW], sm_acc[AW][MAXD];
-    for (int j = 0; j < 3; j++)
-        if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r);
+    if (a.part[0] || a.part[1] || a.part[2]) {
+        float rs = d_rs_fin(d_ss_load(a.sc, threadIdx.x & 31), a.sc);
+        for (int j = 0; j < 3; j++)
+            if (a.part[j]) d_load_u(u[j], a.part[j], a.sc.nb, a.r, rs);
+    }
     __syncthreads();
     int H = a.H, KV = a.KV, D = a.D, h2 = D / 2, HD = H * D, KVD = KV * D;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = threadIdx.x;
@@ -356,31 +474,6 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
     }
 }
 
-/* h = silu(gate + s·u B) · (up + s·u B). */
-struct dswi {
-    const float *gate, *up;
-    float *h;
-    int I;
-    const float *part[2], *b[2];
-    int chunks, r;
-    float scale;
-};
-
-__global__ void k_dswiglu(dswi a) {
-    LC_PDL_TRIGGER();
-    LC_PDL_WAIT();
-    __shared__ float u[2][RMAX];
-    for (int j = 0; j < 2; j++)
-        if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r);
-    __syncthreads();
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < a.I; i += gridDim.x * blockDim.x) {
-        float g = a.gate[i], up = a.up[i];
-        if (a.part[0]) g = g + a.scale * d_ub(u[0], a.b[0], a.r, a.I, i);
-        if (a.part[1]) up = up + a.scale * d_ub(u[1], a.b[1], a.r, a.I, i);
-        a.h[i] = g / (1.0f + expf(-g)) * up;
-    }
-}
-
 /* ------------------------------------------------------------ host side */
 
 struct lc_cuda_dec {
@@ -388,7 +481,7 @@ struct lc_cuda_dec {
     int *dpos, *hpos;   // the position: device word, pinned host word
     float *buf;         // scratch
     size_t cap;         // floats
-    float *x[2], *xmid, *xn, *q, *kb, *vb, *att, *gate, *up, *h, *part[7];
+    float *x[2], *xmid, *xn, *q, *kb, *vb, *att, *h, *ssp, *part[7];
     lc_decode_step key; // what exec replays (blocks pointer NULL)
     lc_decode_block *kblk;
     int64_t kL;
@@ -413,6 +506,7 @@ static bool usable(const lc_decode_step *s, int64_t pos) {
         s->r < 0 || s->r > RMAX || pos < 0 || pos >= s->S || !s->blocks || !s->tok || !s->logits)
         return false;
     int64_t vw = vec_of(s->wdt), HD = s->H * s->D;
+    if (s->C > (int64_t)NT * NBMAX) return false;
     if (s->C % vw || HD % vw || s->I % vw || s->C % vec_of(s->hdt) || !aligned16(s->lm_head)) return false;
     if (s->V * s->C > INT32_MAX || s->I > INT32_MAX / 4 || s->V > INT32_MAX / 4) return false;
     for (int64_t l = 0; l < s->L; l++) {
@@ -437,13 +531,13 @@ static size_t layout(lc_cuda_dec *d, float *base, const lc_decode_step *s) {
         return p;
     };
     float *x0 = take(C), *x1 = take(C), *xmid = take(C), *xn = take(C), *q = take(HD), *kb = take(KVD);
-    float *vb = take(KVD), *att = take(HD), *gate = take(I), *up = take(I), *h = take(I);
+    float *vb = take(KVD), *att = take(HD), *h = take(I), *ssp = take(NBMAX);
     int64_t in[7] = {s->C, s->C, s->C, s->H * s->D, s->C, s->C, s->I};
     float *part[7];
     for (int k = 0; k < 7; k++) part[k] = take(chunks_of(in[k]) * r);
     if (base) {
         d->x[0] = x0, d->x[1] = x1, d->xmid = xmid, d->xn = xn, d->q = q, d->kb = kb, d->vb = vb;
-        d->att = att, d->gate = gate, d->up = up, d->h = h;
+        d->att = att, d->h = h, d->ssp = ssp;
         for (int k = 0; k < 7; k++) d->part[k] = part[k];
     }
     return off;
@@ -552,64 +646,81 @@ static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part) {
         if (e_ != cudaSuccess) return e_;         \
     } while (0)
 
-/* Queues the whole step on d->st; returns the first launch error. */
+#ifdef LC_DECODE_MEASURE
+/* Measuring builds only (-DLC_DECODE_MEASURE): LORAC_CUDA_DECODE_SKIP, a mask of kernels
+ * left out of the step (1 norm, 2 q/k/v, 4 attention, 8 o, 16 second norm, 32 gate/up,
+ * 64 down, 128 final norm and lm_head): the step's time without them. Wrong logits. */
+static int skip_mask(void) {
+    const char *e = getenv("LORAC_CUDA_DECODE_SKIP");
+    return e ? atoi(e) : 0;
+}
+#define SKIP(bit) (skip & (bit))
+#else
+#define SKIP(bit) 0
+#endif
+
+/* Queues the whole step on d->st; returns the first launch error. Kernels of a block:
+ * norm, q/k/v, attention, o, norm, gate/up+swiglu, down (7). */
 static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
+#ifdef LC_DECODE_MEASURE
+    int skip = skip_mask();
+#endif
     cudaStream_t st = d->st;
     int C = (int)s->C, H = (int)s->H, KV = (int)s->KV, D = (int)s->D, I = (int)s->I, r = s->r;
-    int HD = H * D, KVD = KV * D, cC = (int)chunks_of(C), cHD = (int)chunks_of(HD), cI = (int)chunks_of(I);
+    int HD = H * D, KVD = KV * D, cHD = (int)chunks_of(HD), cI = (int)chunks_of(I);
+    int nb = (C + NT - 1) / NT;
+    dscale sc = {d->ssp, nb, C, s->eps};
     const float *pend = NULL, *pend_b = NULL; // the previous block's down adapter
     float *x = d->x[0];
     for (int64_t l = 0; l < s->L; l++) {
         const lc_decode_block *b = &s->blocks[l];
         float *xo = d->x[(l + 1) & 1];
-        dnorm n1 = {x, d->xn, b->ln1, s->eps, C, l == 0 ? s->embed : NULL, s->edt == LC_DT_BF16, s->tok,
-                    pend, pend_b, cI, r, s->scale};
-        GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n1));
+        dnorm n1 = {x, d->xn, b->ln1, C, l == 0 ? s->embed : NULL, s->edt == LC_DT_BF16, s->tok,
+                    pend, pend_b, cI, r, s->scale, d->ssp, {}, {}};
+        for (int k = 0; k < 3; k++)
+            if (b->la[k]) n1.A[k] = b->la[k], n1.apart[k] = d->part[k];
+        if (!SKIP(1)) GO(go(st, pdl, k_dnorm, dim3((unsigned)nb), dim3(NT), n1));
         dgemv g = {};
         g.seg[0] = {b->w[0], b->bias[0], NULL, d->q, HD};
         g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD};
         g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD};
-        g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
-        for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k]);
-        GO(gemv(st, pdl, s->wdt, g));
-        dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale};
+        g.nseg = 3, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C, g.sc = sc;
+        if (!SKIP(2)) GO(gemv(st, pdl, s->wdt, g));
+        dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, r, s->scale, sc};
         for (int k = 0; k < 3; k++)
             if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
-        GO(go(st, pdl, k_dattn, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
+        if (!SKIP(4)) GO(go(st, pdl, k_dattn, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
         g = dgemv{};
         g.seg[0] = {b->w[3], NULL, x, d->xmid, C};
         g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
         add_job(g, b, 3, d->part[3]);
-        GO(gemv(st, pdl, s->wdt, g));
-        dnorm n2 = {d->xmid, d->xn, b->ln2, s->eps, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
-                    cHD, r, s->scale};
-        GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n2));
-        g = dgemv{};
-        g.seg[0] = {b->w[4], NULL, NULL, d->gate, I};
-        g.seg[1] = {b->w[5], NULL, NULL, d->up, I};
-        g.nseg = 2, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
-        add_job(g, b, 4, d->part[4]);
-        add_job(g, b, 5, d->part[5]);
-        GO(gemv(st, pdl, s->wdt, g));
-        dswi w = {d->gate, d->up, d->h, I, {}, {}, cC, r, s->scale};
+        if (!SKIP(8)) GO(gemv(st, pdl, s->wdt, g));
+        dnorm n2 = {d->xmid, d->xn, b->ln2, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
+                    cHD, r, s->scale, d->ssp, {}, {}};
         for (int k = 0; k < 2; k++)
-            if (b->la[4 + k]) w.part[k] = d->part[4 + k], w.b[k] = b->lb[4 + k];
-        unsigned nb = (unsigned)((I + 255) / 256);
-        GO(go(st, pdl, k_dswiglu, dim3(nb), dim3(256), w));
+            if (b->la[4 + k]) n2.A[k] = b->la[4 + k], n2.apart[k] = d->part[4 + k];
+        if (!SKIP(16)) GO(go(st, pdl, k_dnorm, dim3((unsigned)nb), dim3(NT), n2));
+        dgu u = {b->w[4], b->w[5], d->h, I, C, d->xn, sc, {}, {}, r, s->scale};
+        for (int k = 0; k < 2; k++)
+            if (b->la[4 + k]) u.part[k] = d->part[4 + k], u.b[k] = b->lb[4 + k];
+        dim3 gu((unsigned)((I + 1) / 2));
+        if (!SKIP(32))
+            GO(s->wdt == LC_DT_BF16 ? go(st, pdl, k_dgu<__nv_bfloat16>, gu, dim3(GW * 32), u)
+                                    : go(st, pdl, k_dgu<float>, gu, dim3(GW * 32), u));
         g = dgemv{};
         g.seg[0] = {b->w[6], NULL, d->xmid, xo, C};
         g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
         add_job(g, b, 6, d->part[6]);
-        GO(gemv(st, pdl, s->wdt, g));
+        if (!SKIP(64)) GO(gemv(st, pdl, s->wdt, g));
         pend = b->la[6] ? d->part[6] : NULL, pend_b = b->lb[6];
         x = xo;
     }
-    dnorm nf = {x, d->xn, s->norm_f, s->eps, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale};
-    GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), nf));
+    dnorm nf = {x, d->xn, s->norm_f, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale, d->ssp, {}, {}};
+    if (!SKIP(128)) GO(go(st, pdl, k_dnorm, dim3((unsigned)nb), dim3(NT), nf));
     dgemv g = {};
     g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V};
-    g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C;
-    GO(gemv(st, pdl, s->hdt, g));
+    g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C, g.sc = sc;
+    if (!SKIP(128)) GO(gemv(st, pdl, s->hdt, g));
     return cudaSuccess;
 }
 
