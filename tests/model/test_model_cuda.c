@@ -245,6 +245,17 @@ static void check_splits(lc_model *m, const int32_t *prompt, int np) {
         printf("  rows split over %s warps: tokens equal, rel err %.1e\n", ks[i], e);
     }
     unsetenv("LORAC_CUDA_DECODE_SPLIT");
+    // persistent products: 1 warp a multiprocessor (a row or two a warp here), and 3 or
+    // 7 warps in all (many rows a warp, the q/k/v segments crossed inside one stream)
+    const char *pw[] = {"0", "1", "-3", "-7"};
+    for (int i = 0; i < 4; i++) {
+        setenv("LORAC_CUDA_DECODE_PERSIST", pw[i], 1);
+        CHECK_OK(run_gen(m, kv, prompt, np, tk, lk));
+        double e = frel(lk, ls, nl);
+        CHECK_MSG(e < 1e-5 * TOL && !memcmp(tk, ts, sizeof ts), "persist %s: rel err %.3e vs the single ops", pw[i], e);
+        printf("  persistent products (%s): tokens equal, rel err %.1e\n", pw[i], e);
+    }
+    unsetenv("LORAC_CUDA_DECODE_PERSIST");
     unsetenv("LORAC_CUDA_GRAPH");
     lc_kv_cache_free(kv);
     free(ls), free(lk);

@@ -261,6 +261,101 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     }
 }
 
+/* The persistent form of the product (LORAC_CUDA_DECODE_PERSIST, KS 1): warp gw of nw takes
+ * rows gw, gw + nw, ... (per at most) and streams them back to back as one run of GU-vector
+ * batches, the next batch (of the same or the next row) in flight while one is summed, so
+ * a warp pays one start and one tail for all its rows. Adapter blocks as in k_dgemv. */
+template <typename T>
+__device__ __forceinline__ const uint4 *d_row(const dgemv &g, int o, int &si, int &oo) {
+    si = 0, oo = o;
+    if (oo >= g.seg[0].rows) {
+        oo -= g.seg[0].rows, si = 1;
+        if (g.nseg > 1 && oo >= g.seg[1].rows) oo -= g.seg[1].rows, si = 2;
+    }
+    const void *W = si == 0 ? g.seg[0].W : si == 1 ? g.seg[1].W : g.seg[2].W;
+    return (const uint4 *)((const T *)W + (size_t)oo * g.I);
+}
+
+template <typename T>
+__device__ __forceinline__ void d_batch(uint4 (&c)[GU], const uint4 *w, int b, int n, int lane) {
+#pragma unroll
+    for (int u = 0; u < GU; u++) {
+        int v = b * 32 * GU + u * 32 + lane;
+        c[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ float d_sum_batch(const uint4 (&c)[GU], const float *x, int b, int n, int lane) {
+    constexpr int VEC = 16 / sizeof(T);
+    float acc = 0.0f;
+#pragma unroll
+    for (int u = 0; u < GU; u++) {
+        int v = b * 32 * GU + u * 32 + lane;
+        if (v >= n) break;
+        float wf[VEC];
+        d_vec(c[u], wf, T());
+        const float4 *xp = (const float4 *)(x + (size_t)v * VEC);
+#pragma unroll
+        for (int e = 0; e < VEC / 4; e++) {
+            float4 a = __ldg(xp + e);
+            acc += wf[4 * e] * a.x + wf[4 * e + 1] * a.y + wf[4 * e + 2] * a.z + wf[4 * e + 3] * a.w;
+        }
+    }
+    return acc;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(GW * 32) k_dgemvp(dgemv g, int per) {
+    LC_PDL_TRIGGER();
+    constexpr int VEC = 16 / sizeof(T);
+    int jb = g.njob * g.chunks;
+    if ((int)blockIdx.x < jb) {
+        LC_PDL_WAIT();
+        d_adapter_part(g, blockIdx.x);
+        return;
+    }
+    int lane = threadIdx.x & 31, gw = ((int)blockIdx.x - jb) * GW + (threadIdx.x >> 5);
+    int nw = ((int)gridDim.x - jb) * GW, total = g.seg[0].rows + g.seg[1].rows + g.seg[2].rows;
+    int n = g.I / VEC, nbr = (n + 32 * GU - 1) / (32 * GU);
+    int nr = gw < total ? min(per, (total - 1 - gw) / nw + 1) : 0, nt = nr * nbr;
+    uint4 cur[GU], nxt[GU];
+    int si, oo;
+    const uint4 *w = d_row<T>(g, gw < total ? gw : 0, si, oo);
+    d_batch<T>(cur, w, 0, nt ? n : 0, lane);
+    LC_PDL_WAIT();
+    float ssl = g.sc.ssp ? d_ss_load(g.sc, lane) : 0.0f, acc = 0.0f, rs = 0.0f;
+    int row = gw, b = 0;
+    const uint4 *wn = w;
+    for (int t = 0; t < nt; t++) {
+        int bn = b + 1, rn = row;
+        if (bn == nbr) bn = 0, rn = row + nw;
+        int sin_, oon;
+        if (t + 1 < nt) {
+            if (bn == 0) wn = d_row<T>(g, rn, sin_, oon);
+            d_batch<T>(nxt, wn, bn, n, lane);
+        }
+        acc += d_sum_batch<T>(cur, g.x, b, n, lane);
+        if (b == nbr - 1) {
+            float tot = d_warp_sum(acc);
+            acc = 0.0f;
+            if (g.sc.ssp && rs == 0.0f) rs = d_rs_fin(ssl, g.sc);
+            int s2, o2;
+            d_row<T>(g, row, s2, o2);
+            const dseg s = s2 == 0 ? g.seg[0] : s2 == 1 ? g.seg[1] : g.seg[2];
+            if (lane == 0) {
+                if (g.sc.ssp) tot *= rs;
+                if (s.bias) tot += s.bias[o2];
+                if (s.res) tot = s.res[o2] + tot;
+                s.out[o2] = tot;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < GU; u++) cur[u] = nxt[u];
+        b = bn, row = rn;
+    }
+}
+
 /* gate/up and swiglu in one launch: block b takes indices 2b, 2b+1, warps 0-1 their gate
  * rows and warps 2-3 their up rows over a split norm's ln·x; each warp adds its adapter's
  * s·u B (u = rs · the norm's partials of (ln·x) A) and the block writes
@@ -486,6 +581,8 @@ struct lc_cuda_dec {
     lc_decode_block *kblk;
     int64_t kL;
     bool have_key, failed; // a key is held; recording it failed (run it directly)
+    int nsm;               // the card's multiprocessors
+    unsigned ktune;        // tune_word() of the held key
     cudaGraphExec_t exec;
 };
 
@@ -570,6 +667,9 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
     LC_CK(c, cudaStreamCreate(&d->st)); // blocking: ordered with the legacy stream
     LC_CK(c, cudaMalloc(&d->dpos, sizeof(int)));
     LC_CK(c, cudaMallocHost(&d->hpos, sizeof(int)));
+    int dev = 0;
+    LC_CK(c, cudaGetDevice(&dev));
+    LC_CK(c, cudaDeviceGetAttribute(&d->nsm, cudaDevAttrMultiProcessorCount, dev));
     if (c->err[0]) {
         lc_cuda_decode_free(c);
         return NULL;
@@ -577,8 +677,20 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
     return d;
 }
 
+/* The kernel-choice switches a recording bakes in (hashed into one word). */
+static unsigned tune_word(void) {
+    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_PERSIST", "LORAC_CUDA_DECODE_SKIP"};
+    unsigned h = 2166136261u;
+    for (int i = 0; i < 3; i++) {
+        const char *e = getenv(names[i]);
+        for (const char *p = e ? e : "-"; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+        h = (h ^ 0xffu) * 16777619u;
+    }
+    return h;
+}
+
 static bool same_key(const lc_cuda_dec *d, const lc_decode_step *s) {
-    if (!d->have_key || d->kL != s->L) return false;
+    if (!d->have_key || d->kL != s->L || d->ktune != tune_word()) return false;
     lc_decode_step t;
     memcpy(&t, s, sizeof t);
     t.blocks = NULL;
@@ -591,6 +703,7 @@ static void keep_key(lc_cuda_dec *d, const lc_decode_step *s) {
     d->kblk = (lc_decode_block *)xrealloc(d->kblk, (size_t)s->L * sizeof *d->kblk);
     memcpy(d->kblk, s->blocks, (size_t)s->L * sizeof *s->blocks);
     d->kL = s->L;
+    d->ktune = tune_word();
     d->have_key = true, d->failed = false;
 }
 
@@ -624,8 +737,24 @@ static int split_of(size_t bytes) {
     return bytes >= 24 * 1024 ? 4 : bytes >= 12 * 1024 ? 2 : 1;
 }
 
-static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
+/* Warps of the persistent products (LORAC_CUDA_DECODE_PERSIST=N: N a multiprocessor; -N: N
+ * in all, for tests that want many rows a warp), or 0: the one-pass products. */
+static int persist_of(int nsm) {
+    const char *e = getenv("LORAC_CUDA_DECODE_PERSIST");
+    int n = e ? atoi(e) : 0;
+    return n > 0 && n <= 64 ? n * nsm : n < 0 && n >= -4096 ? -n : 0;
+}
+
+static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g, int nsm) {
     if (g.nseg < 3) memset(&g.seg[g.nseg], 0, sizeof(dseg) * (size_t)(3 - g.nseg));
+    int maxw = persist_of(nsm);
+    if (maxw) {
+        int total = g.seg[0].rows + g.seg[1].rows + g.seg[2].rows;
+        int per = (total + maxw - 1) / maxw, nw = (total + per - 1) / per;
+        dim3 grid((unsigned)(g.njob * g.chunks + (nw + GW - 1) / GW));
+        return dt == LC_DT_BF16 ? go(st, pdl, k_dgemvp<__nv_bfloat16>, grid, dim3(GW * 32), g, per)
+                                : go(st, pdl, k_dgemvp<float>, grid, dim3(GW * 32), g, per);
+    }
     int ks = split_of((size_t)g.I * (dt == LC_DT_BF16 ? 2 : 4));
     if (dt == LC_DT_BF16)
         return ks == 4 ? gemv_go<__nv_bfloat16, 4>(st, pdl, g) : ks == 2 ? gemv_go<__nv_bfloat16, 2>(st, pdl, g)
@@ -685,7 +814,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD};
         g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD};
         g.nseg = 3, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C, g.sc = sc;
-        if (!SKIP(2)) GO(gemv(st, pdl, s->wdt, g));
+        if (!SKIP(2)) GO(gemv(st, pdl, s->wdt, g, d->nsm));
         dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, r, s->scale, sc};
         for (int k = 0; k < 3; k++)
             if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
@@ -694,7 +823,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         g.seg[0] = {b->w[3], NULL, x, d->xmid, C};
         g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
         add_job(g, b, 3, d->part[3]);
-        if (!SKIP(8)) GO(gemv(st, pdl, s->wdt, g));
+        if (!SKIP(8)) GO(gemv(st, pdl, s->wdt, g, d->nsm));
         dnorm n2 = {d->xmid, d->xn, b->ln2, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
                     cHD, r, s->scale, d->ssp, {}, {}};
         for (int k = 0; k < 2; k++)
@@ -711,7 +840,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         g.seg[0] = {b->w[6], NULL, d->xmid, xo, C};
         g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
         add_job(g, b, 6, d->part[6]);
-        if (!SKIP(64)) GO(gemv(st, pdl, s->wdt, g));
+        if (!SKIP(64)) GO(gemv(st, pdl, s->wdt, g, d->nsm));
         pend = b->la[6] ? d->part[6] : NULL, pend_b = b->lb[6];
         x = xo;
     }
@@ -720,7 +849,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
     dgemv g = {};
     g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V};
     g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C, g.sc = sc;
-    if (!SKIP(128)) GO(gemv(st, pdl, s->hdt, g));
+    if (!SKIP(128)) GO(gemv(st, pdl, s->hdt, g, d->nsm));
     return cudaSuccess;
 }
 
