@@ -403,6 +403,53 @@ __global__ void __launch_bounds__(GW * 32) k_dgu(dgu a) {
     }
 }
 
+/* The persistent form of k_dgu: warp gw of nw takes indices gw, gw + nw, ... (per at most),
+ * streaming each one's gate row and then its up row as one run of batches (the next in
+ * flight while one is summed) and writing h itself. */
+template <typename T>
+__global__ void __launch_bounds__(GW * 32) k_dgup(dgu a, int per) {
+    LC_PDL_TRIGGER();
+    constexpr int VEC = 16 / sizeof(T);
+    int lane = threadIdx.x & 31, gw = (int)blockIdx.x * GW + (threadIdx.x >> 5), nw = (int)gridDim.x * GW;
+    int n = a.C / VEC, nbr = (n + 32 * GU - 1) / (32 * GU);
+    int nr = gw < a.I ? min(per, (a.I - 1 - gw) / nw + 1) : 0, nt = nr * 2 * nbr;
+    uint4 cur[GU], nxt[GU];
+    const T *Wg = (const T *)a.Wg, *Wu = (const T *)a.Wu;
+    d_batch<T>(cur, (const uint4 *)(Wg + (size_t)(nt ? gw : 0) * a.C), 0, nt ? n : 0, lane);
+    LC_PDL_WAIT();
+    float ssl = d_ss_load(a.sc, lane), ug = 0.0f, uu = 0.0f;
+    if (lane < a.r) {
+        if (a.part[0])
+            for (int c = 0; c < a.sc.nb; c++) ug += a.part[0][(size_t)c * a.r + lane];
+        if (a.part[1])
+            for (int c = 0; c < a.sc.nb; c++) uu += a.part[1][(size_t)c * a.r + lane];
+    }
+    float rs = d_rs_fin(ssl, a.sc), acc = 0.0f, gv = 0.0f;
+    ug *= rs, uu *= rs;
+    int i = gw, which = 0, b = 0;
+    for (int t = 0; t < nt; t++) {
+        int bn = b + 1, wn = which, in = i;
+        if (bn == nbr) {
+            bn = 0, wn = which ^ 1;
+            if (!wn) in = i + nw;
+        }
+        if (t + 1 < nt) d_batch<T>(nxt, (const uint4 *)((wn ? Wu : Wg) + (size_t)in * a.C), bn, n, lane);
+        acc += d_sum_batch<T>(cur, a.x, b, n, lane);
+        if (b == nbr - 1) {
+            const float *pb = which ? a.b[1] : a.b[0];
+            float ut = which ? uu : ug, bt = pb && lane < a.r ? pb[(size_t)lane * a.I + i] : 0.0f;
+            float v = d_warp_sum(acc) * rs;
+            if (pb) v = v + a.scale * d_warp_sum(ut * bt);
+            acc = 0.0f;
+            if (!which) gv = v;
+            else if (lane == 0) a.h[i] = gv / (1.0f + expf(-gv)) * v;
+        }
+#pragma unroll
+        for (int u = 0; u < GU; u++) cur[u] = nxt[u];
+        b = bn, which = wn, i = in;
+    }
+}
+
 /* The split RMSNorm, block b of NB over columns [b·NT, (b+1)·NT): x (+= s·u B of a pending
  * adapter, or = an embedding row), xl = ln·x (the consumers multiply by the scale), the
  * block's sum of squares ssp[b], and for up to 3 consumer adapters A (C, r) the block's
@@ -833,7 +880,12 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         for (int k = 0; k < 2; k++)
             if (b->la[4 + k]) u.part[k] = d->part[4 + k], u.b[k] = b->lb[4 + k];
         dim3 gu((unsigned)((I + 1) / 2));
-        if (!SKIP(32))
+        int maxw = persist_of(d->nsm), per = maxw ? (I + maxw - 1) / maxw : 0;
+        dim3 gp((unsigned)(per ? ((I + per - 1) / per + GW - 1) / GW : 1));
+        if (!SKIP(32) && maxw)
+            GO(s->wdt == LC_DT_BF16 ? go(st, pdl, k_dgup<__nv_bfloat16>, gp, dim3(GW * 32), u, per)
+                                    : go(st, pdl, k_dgup<float>, gp, dim3(GW * 32), u, per));
+        else if (!SKIP(32))
             GO(s->wdt == LC_DT_BF16 ? go(st, pdl, k_dgu<__nv_bfloat16>, gu, dim3(GW * 32), u)
                                     : go(st, pdl, k_dgu<float>, gu, dim3(GW * 32), u));
         g = dgemv{};
