@@ -48,6 +48,7 @@ extern "C" {
 #define GU 8     // 16-byte weight loads in flight per lane
 #define NT 256   // threads (columns) of a norm block
 #define NBMAX 64 // norm blocks at most (C <= NT * NBMAX)
+#define NCNT 5   // arrival counters a block: o adapter, o squares, gate/up adapters, down adapter, down squares
 #define AW 32    // warps of the attention kernel
 #define MAXD 256 // largest head_dim
 #define DPL (MAXD / 32)
@@ -117,6 +118,18 @@ struct djob {
     const float *A; // (I, r)
     float *part;    // (chunks, r)
 };
+/* What a product's rows do after the dot (o and down): add their own adapter's s·u B,
+ * u summed from this launch's adapter blocks once ucnt counts them all; write
+ * xl = ln·out for the next products; add the squares of the block's outputs to ssb and,
+ * in the block that arrives last at scnt, sum ssb in block order into ssf (the next
+ * products' RMS scale: no norm kernel between the products). */
+struct dep {
+    const float *B; // own adapter's B (r, rows) or NULL
+    float scale;
+    const float *ln; // (rows) or NULL: no xl, no sums of squares
+    float *xl, *ssb, *ssf;
+    unsigned *scnt;
+};
 struct dgemv {
     dseg seg[3];
     int nseg;
@@ -125,6 +138,8 @@ struct dgemv {
     const float *x;
     int I;
     dscale sc;
+    unsigned *jcnt; // the adapter blocks count themselves here when set
+    dep ep;
 };
 
 __device__ __forceinline__ void d_vec(const uint4 &u, float *f, __nv_bfloat16) {
@@ -167,7 +182,34 @@ __device__ void d_adapter_part(const dgemv &g, int b) {
         float t = 0.0f;
         for (int q = 0; q < GW; q++) t += sh[q][threadIdx.x];
         jb.part[(size_t)ch * r + threadIdx.x] = t;
+        __threadfence();
     }
+    if (g.jcnt) {
+        __syncthreads();
+        if (threadIdx.x == 0) atomicAdd(g.jcnt, 1u);
+    }
+}
+
+/* Waits (lane 0 spinning, the warp after it) until *cnt reaches target: the adapter blocks
+ * of this launch, which come first in the grid and wait on nothing, have written. */
+__device__ __forceinline__ void d_await(unsigned *cnt, unsigned target) {
+    if ((threadIdx.x & 31) == 0) {
+        while (atomicAdd(cnt, 0u) < target) __nanosleep(64);
+        __threadfence();
+    }
+    __syncwarp();
+}
+
+/* (u B)[o] by a warp, u[k] = mul · the sum of part (chunks, r) read past L1 (lane k). */
+__device__ __forceinline__ float d_ub_warp(const float *part, int chunks, int r, float mul, const float *b, int out, int o) {
+    int lane = threadIdx.x & 31;
+    float t = 0.0f;
+    if (lane < r) {
+        float u = 0.0f;
+        for (int c = 0; c < chunks; c++) u += __ldcg(part + (size_t)c * r + lane);
+        t = (mul * u) * b[(size_t)lane * out + o];
+    }
+    return d_warp_sum(t);
 }
 
 /* A warp's stream over n 16-byte vectors of a weight row: d_first issues the first GU
@@ -244,131 +286,65 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     LC_PDL_WAIT();
     float ssl = g.sc.ssp ? d_ss_load(g.sc, lane) : 0.0f;
     float acc = d_warp_sum(d_dot<T>(cur, w, n, g.x + (size_t)vb * VEC, lane));
-    float rs = g.sc.ssp ? d_rs_fin(ssl, g.sc) : 1.0f;
+    float rs = g.sc.ssp ? d_rs_fin(ssl, g.sc) : 1.0f, sq = 0.0f;
     if (KS > 1) {
         if (lane == 0) part_sum[wi] = acc;
         __syncthreads();
-        if (kp) return;
         acc = 0.0f;
 #pragma unroll
-        for (int q = 0; q < KS; q++) acc += part_sum[wi + q];
+        for (int q = 0; q < KS; q++) acc += part_sum[wi - kp + q];
     }
-    if (lane == 0 && live) {
-        if (g.sc.ssp) acc *= rs;
-        if (s.bias) acc += s.bias[o];
-        if (s.res) acc = s.res[o] + acc;
-        s.out[o] = acc;
-    }
-}
-
-/* The persistent form of the product (LORAC_CUDA_DECODE_PERSIST, KS 1): warp gw of nw takes
- * rows gw, gw + nw, ... (per at most) and streams them back to back as one run of GU-vector
- * batches, the next batch (of the same or the next row) in flight while one is summed, so
- * a warp pays one start and one tail for all its rows. Adapter blocks as in k_dgemv. */
-template <typename T>
-__device__ __forceinline__ const uint4 *d_row(const dgemv &g, int o, int &si, int &oo) {
-    si = 0, oo = o;
-    if (oo >= g.seg[0].rows) {
-        oo -= g.seg[0].rows, si = 1;
-        if (g.nseg > 1 && oo >= g.seg[1].rows) oo -= g.seg[1].rows, si = 2;
-    }
-    const void *W = si == 0 ? g.seg[0].W : si == 1 ? g.seg[1].W : g.seg[2].W;
-    return (const uint4 *)((const T *)W + (size_t)oo * g.I);
-}
-
-template <typename T>
-__device__ __forceinline__ void d_batch(uint4 (&c)[GU], const uint4 *w, int b, int n, int lane) {
-#pragma unroll
-    for (int u = 0; u < GU; u++) {
-        int v = b * 32 * GU + u * 32 + lane;
-        c[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
-    }
-}
-
-template <typename T>
-__device__ __forceinline__ float d_sum_batch(const uint4 (&c)[GU], const float *x, int b, int n, int lane) {
-    constexpr int VEC = 16 / sizeof(T);
-    float acc = 0.0f;
-#pragma unroll
-    for (int u = 0; u < GU; u++) {
-        int v = b * 32 * GU + u * 32 + lane;
-        if (v >= n) break;
-        float wf[VEC];
-        d_vec(c[u], wf, T());
-        const float4 *xp = (const float4 *)(x + (size_t)v * VEC);
-#pragma unroll
-        for (int e = 0; e < VEC / 4; e++) {
-            float4 a = __ldg(xp + e);
-            acc += wf[4 * e] * a.x + wf[4 * e + 1] * a.y + wf[4 * e + 2] * a.z + wf[4 * e + 3] * a.w;
+    if (kp == 0 && live) {
+        float ub = 0.0f;
+        if (g.ep.B) {
+            d_await(g.jcnt, (unsigned)jb);
+            ub = d_ub_warp(g.job[0].part, g.chunks, g.r, 1.0f, g.ep.B, s.rows, o);
+        }
+        if (lane == 0) {
+            if (g.sc.ssp) acc *= rs;
+            if (s.bias) acc += s.bias[o];
+            if (g.ep.B) acc = acc + g.ep.scale * ub;
+            if (s.res) acc = s.res[o] + acc;
+            s.out[o] = acc;
+            if (g.ep.ln) g.ep.xl[o] = g.ep.ln[o] * acc, sq = acc * acc;
         }
     }
-    return acc;
+    if (!g.ep.ln) return;
+    // the block's sum of squares; the last block to arrive sums them all in block order
+    __shared__ float sqs[GW];
+    __shared__ bool last;
+    if (lane == 0) sqs[wi] = sq;
+    __syncthreads();
+    int rb = (int)blockIdx.x - jb, nrb = (int)gridDim.x - jb;
+    if (threadIdx.x == 0) {
+        float t = 0.0f;
+        for (int q = 0; q < GW; q++) t += sqs[q];
+        g.ep.ssb[rb] = t;
+        __threadfence();
+        last = atomicAdd(g.ep.scnt, 1u) == (unsigned)nrb - 1;
+    }
+    __syncthreads();
+    if (!last || wi) return;
+    __threadfence();
+    float t = 0.0f;
+    for (int q = lane; q < nrb; q += 32) t += __ldcg(g.ep.ssb + q);
+    t = d_warp_sum(t);
+    if (lane == 0) *g.ep.ssf = t;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(GW * 32) k_dgemvp(dgemv g, int per) {
-    LC_PDL_TRIGGER();
-    constexpr int VEC = 16 / sizeof(T);
-    int jb = g.njob * g.chunks;
-    if ((int)blockIdx.x < jb) {
-        LC_PDL_WAIT();
-        d_adapter_part(g, blockIdx.x);
-        return;
-    }
-    int lane = threadIdx.x & 31, gw = ((int)blockIdx.x - jb) * GW + (threadIdx.x >> 5);
-    int nw = ((int)gridDim.x - jb) * GW, total = g.seg[0].rows + g.seg[1].rows + g.seg[2].rows;
-    int n = g.I / VEC, nbr = (n + 32 * GU - 1) / (32 * GU);
-    int nr = gw < total ? min(per, (total - 1 - gw) / nw + 1) : 0, nt = nr * nbr;
-    uint4 cur[GU], nxt[GU];
-    int si, oo;
-    const uint4 *w = d_row<T>(g, gw < total ? gw : 0, si, oo);
-    d_batch<T>(cur, w, 0, nt ? n : 0, lane);
-    LC_PDL_WAIT();
-    float ssl = g.sc.ssp ? d_ss_load(g.sc, lane) : 0.0f, acc = 0.0f, rs = 0.0f;
-    int row = gw, b = 0;
-    const uint4 *wn = w;
-    for (int t = 0; t < nt; t++) {
-        int bn = b + 1, rn = row;
-        if (bn == nbr) bn = 0, rn = row + nw;
-        int sin_, oon;
-        if (t + 1 < nt) {
-            if (bn == 0) wn = d_row<T>(g, rn, sin_, oon);
-            d_batch<T>(nxt, wn, bn, n, lane);
-        }
-        acc += d_sum_batch<T>(cur, g.x, b, n, lane);
-        if (b == nbr - 1) {
-            float tot = d_warp_sum(acc);
-            acc = 0.0f;
-            if (g.sc.ssp && rs == 0.0f) rs = d_rs_fin(ssl, g.sc);
-            int s2, o2;
-            d_row<T>(g, row, s2, o2);
-            const dseg s = s2 == 0 ? g.seg[0] : s2 == 1 ? g.seg[1] : g.seg[2];
-            if (lane == 0) {
-                if (g.sc.ssp) tot *= rs;
-                if (s.bias) tot += s.bias[o2];
-                if (s.res) tot = s.res[o2] + tot;
-                s.out[o2] = tot;
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < GU; u++) cur[u] = nxt[u];
-        b = bn, row = rn;
-    }
-}
-
-/* gate/up and swiglu in one launch: block b takes indices 2b, 2b+1, warps 0-1 their gate
- * rows and warps 2-3 their up rows over a split norm's ln·x; each warp adds its adapter's
- * s·u B (u = rs · the norm's partials of (ln·x) A) and the block writes
+/* gate/up and swiglu in one launch: blocks [0, jb) write the gate/up adapters' partial
+ * sums of (ln·x) A (aj's jobs, counted at aj.jcnt); block jb + b takes indices 2b, 2b+1,
+ * warps 0-1 their gate rows and warps 2-3 their up rows over ln·x; each warp adds its
+ * adapter's s·u B (u = rs · the partials, awaited after its dot) and the block writes
  * h = silu(gate) · up. */
 struct dgu {
     const void *Wg, *Wu; // (I, C)
     float *h;
     int I, C;
-    const float *x; // ln·x (C)
     dscale sc;
-    const float *part[2], *b[2]; // the norm's partials (nb, r) and B (r, I), or NULL
-    int r;
+    const float *b[2]; // B (r, I) of the gate / up adapter, or NULL
     float scale;
+    dgemv aj; // x = ln·x (C), the adapter jobs (gate's first), chunks, r, jcnt
 };
 
 template <typename T>
@@ -376,77 +352,37 @@ __global__ void __launch_bounds__(GW * 32) k_dgu(dgu a) {
     LC_PDL_TRIGGER();
     constexpr int VEC = 16 / sizeof(T);
     __shared__ float val[GW];
+    int jb = a.aj.njob * a.aj.chunks;
+    if ((int)blockIdx.x < jb) {
+        LC_PDL_WAIT();
+        d_adapter_part(a.aj, blockIdx.x);
+        return;
+    }
     int wi = threadIdx.x >> 5, lane = threadIdx.x & 31, which = wi >> 1;
-    int i = (int)blockIdx.x * 2 + (wi & 1);
+    int i = ((int)blockIdx.x - jb) * 2 + (wi & 1);
     bool live = i < a.I;
     const uint4 *w = (const uint4 *)((const T *)(which ? a.Wu : a.Wg) + (size_t)(live ? i : 0) * a.C);
     int n = live ? a.C / VEC : 0;
     uint4 cur[GU];
     d_first(cur, w, n, lane);
     LC_PDL_WAIT();
-    float ssl = d_ss_load(a.sc, lane), ut = 0.0f, bt = 0.0f;
-    const float *part = which ? a.part[1] : a.part[0], *b = which ? a.b[1] : a.b[0];
-    if (part && live && lane < a.r) { // lane k: u[k] / rs and B[k][i]
-        for (int c = 0; c < a.sc.nb; c++) ut += part[(size_t)c * a.r + lane];
-        bt = b[(size_t)lane * a.I + i];
+    float ssl = d_ss_load(a.sc, lane);
+    float acc = d_warp_sum(d_dot<T>(cur, w, n, a.aj.x, lane));
+    float rs = d_rs_fin(ssl, a.sc), v = acc * rs;
+    const float *b = a.b[which];
+    if (b && live) {
+        d_await(a.aj.jcnt, (unsigned)jb);
+        const float *part = a.aj.job[which && a.b[0] ? 1 : 0].part;
+        v = v + a.scale * d_ub_warp(part, a.aj.chunks, a.aj.r, rs, b, a.I, i);
     }
-    float acc = d_warp_sum(d_dot<T>(cur, w, n, a.x, lane));
-    float rs = d_rs_fin(ssl, a.sc), ub = part ? d_warp_sum((rs * ut) * bt) : 0.0f;
-    if (lane == 0) val[wi] = part ? acc * rs + a.scale * ub : acc * rs;
+    if (lane == 0) val[wi] = v;
     __syncthreads();
     if (threadIdx.x < 2) {
-        int j = (int)blockIdx.x * 2 + (int)threadIdx.x;
+        int j = ((int)blockIdx.x - jb) * 2 + (int)threadIdx.x;
         if (j < a.I) {
             float g = val[threadIdx.x], up = val[2 + threadIdx.x];
             a.h[j] = g / (1.0f + expf(-g)) * up;
         }
-    }
-}
-
-/* The persistent form of k_dgu: warp gw of nw takes indices gw, gw + nw, ... (per at most),
- * streaming each one's gate row and then its up row as one run of batches (the next in
- * flight while one is summed) and writing h itself. */
-template <typename T>
-__global__ void __launch_bounds__(GW * 32) k_dgup(dgu a, int per) {
-    LC_PDL_TRIGGER();
-    constexpr int VEC = 16 / sizeof(T);
-    int lane = threadIdx.x & 31, gw = (int)blockIdx.x * GW + (threadIdx.x >> 5), nw = (int)gridDim.x * GW;
-    int n = a.C / VEC, nbr = (n + 32 * GU - 1) / (32 * GU);
-    int nr = gw < a.I ? min(per, (a.I - 1 - gw) / nw + 1) : 0, nt = nr * 2 * nbr;
-    uint4 cur[GU], nxt[GU];
-    const T *Wg = (const T *)a.Wg, *Wu = (const T *)a.Wu;
-    d_batch<T>(cur, (const uint4 *)(Wg + (size_t)(nt ? gw : 0) * a.C), 0, nt ? n : 0, lane);
-    LC_PDL_WAIT();
-    float ssl = d_ss_load(a.sc, lane), ug = 0.0f, uu = 0.0f;
-    if (lane < a.r) {
-        if (a.part[0])
-            for (int c = 0; c < a.sc.nb; c++) ug += a.part[0][(size_t)c * a.r + lane];
-        if (a.part[1])
-            for (int c = 0; c < a.sc.nb; c++) uu += a.part[1][(size_t)c * a.r + lane];
-    }
-    float rs = d_rs_fin(ssl, a.sc), acc = 0.0f, gv = 0.0f;
-    ug *= rs, uu *= rs;
-    int i = gw, which = 0, b = 0;
-    for (int t = 0; t < nt; t++) {
-        int bn = b + 1, wn = which, in = i;
-        if (bn == nbr) {
-            bn = 0, wn = which ^ 1;
-            if (!wn) in = i + nw;
-        }
-        if (t + 1 < nt) d_batch<T>(nxt, (const uint4 *)((wn ? Wu : Wg) + (size_t)in * a.C), bn, n, lane);
-        acc += d_sum_batch<T>(cur, a.x, b, n, lane);
-        if (b == nbr - 1) {
-            const float *pb = which ? a.b[1] : a.b[0];
-            float ut = which ? uu : ug, bt = pb && lane < a.r ? pb[(size_t)lane * a.I + i] : 0.0f;
-            float v = d_warp_sum(acc) * rs;
-            if (pb) v = v + a.scale * d_warp_sum(ut * bt);
-            acc = 0.0f;
-            if (!which) gv = v;
-            else if (lane == 0) a.h[i] = gv / (1.0f + expf(-gv)) * v;
-        }
-#pragma unroll
-        for (int u = 0; u < GU; u++) cur[u] = nxt[u];
-        b = bn, which = wn, i = in;
     }
 }
 
@@ -523,8 +459,8 @@ struct dpost {
     const float *cos, *sin;
     const int *pos;
     int H, KV, D;
-    const float *part[3], *b[3]; // the split norm's partials (sc.nb, r) and B, or NULL
-    int r;
+    const float *part[3], *b[3]; // partials of (ln·x) A (chunks, r) and B, or NULL
+    int chunks, r;
     float scale;
     dscale sc;
 };
@@ -541,7 +477,7 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
     if (a.part[0] || a.part[1] || a.part[2]) {
         float rs = d_rs_fin(d_ss_load(a.sc, threadIdx.x & 31), a.sc);
         for (int j = 0; j < 3; j++)
-            if (a.part[j]) d_load_u(u[j], a.part[j], a.sc.nb, a.r, rs);
+            if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r, rs);
     }
     __syncthreads();
     int H = a.H, KV = a.KV, D = a.D, h2 = D / 2, HD = H * D, KVD = KV * D;
@@ -623,7 +559,8 @@ struct lc_cuda_dec {
     int *dpos, *hpos;   // the position: device word, pinned host word
     float *buf;         // scratch
     size_t cap;         // floats
-    float *x[2], *xmid, *xn, *q, *kb, *vb, *att, *h, *ssp, *part[7];
+    float *x[2], *xmid, *xn, *q, *kb, *vb, *att, *h, *ssp, *ssb, *ssf, *part[7];
+    unsigned *cnt; // NCNT arrival counters a block, zeroed at the start of every step
     lc_decode_step key; // what exec replays (blocks pointer NULL)
     lc_decode_block *kblk;
     int64_t kL;
@@ -675,13 +612,14 @@ static size_t layout(lc_cuda_dec *d, float *base, const lc_decode_step *s) {
         return p;
     };
     float *x0 = take(C), *x1 = take(C), *xmid = take(C), *xn = take(C), *q = take(HD), *kb = take(KVD);
-    float *vb = take(KVD), *att = take(HD), *h = take(I), *ssp = take(NBMAX);
+    float *vb = take(KVD), *att = take(HD), *h = take(I), *ssp = take(NBMAX), *ssb = take(C), *ssf = take(1);
+    float *cnt = take((size_t)(NCNT * s->L));
     int64_t in[7] = {s->C, s->C, s->C, s->H * s->D, s->C, s->C, s->I};
     float *part[7];
     for (int k = 0; k < 7; k++) part[k] = take(chunks_of(in[k]) * r);
     if (base) {
         d->x[0] = x0, d->x[1] = x1, d->xmid = xmid, d->xn = xn, d->q = q, d->kb = kb, d->vb = vb;
-        d->att = att, d->h = h, d->ssp = ssp;
+        d->att = att, d->h = h, d->ssp = ssp, d->ssb = ssb, d->ssf = ssf, d->cnt = (unsigned *)cnt;
         for (int k = 0; k < 7; k++) d->part[k] = part[k];
     }
     return off;
@@ -726,7 +664,7 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
 
 /* The kernel-choice switches a recording bakes in (hashed into one word). */
 static unsigned tune_word(void) {
-    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_PERSIST", "LORAC_CUDA_DECODE_SKIP"};
+    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP", ""};
     unsigned h = 2166136261u;
     for (int i = 0; i < 3; i++) {
         const char *e = getenv(names[i]);
@@ -784,24 +722,8 @@ static int split_of(size_t bytes) {
     return bytes >= 24 * 1024 ? 4 : bytes >= 12 * 1024 ? 2 : 1;
 }
 
-/* Warps of the persistent products (LORAC_CUDA_DECODE_PERSIST=N: N a multiprocessor; -N: N
- * in all, for tests that want many rows a warp), or 0: the one-pass products. */
-static int persist_of(int nsm) {
-    const char *e = getenv("LORAC_CUDA_DECODE_PERSIST");
-    int n = e ? atoi(e) : 0;
-    return n > 0 && n <= 64 ? n * nsm : n < 0 && n >= -4096 ? -n : 0;
-}
-
-static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g, int nsm) {
+static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
     if (g.nseg < 3) memset(&g.seg[g.nseg], 0, sizeof(dseg) * (size_t)(3 - g.nseg));
-    int maxw = persist_of(nsm);
-    if (maxw) {
-        int total = g.seg[0].rows + g.seg[1].rows + g.seg[2].rows;
-        int per = (total + maxw - 1) / maxw, nw = (total + per - 1) / per;
-        dim3 grid((unsigned)(g.njob * g.chunks + (nw + GW - 1) / GW));
-        return dt == LC_DT_BF16 ? go(st, pdl, k_dgemvp<__nv_bfloat16>, grid, dim3(GW * 32), g, per)
-                                : go(st, pdl, k_dgemvp<float>, grid, dim3(GW * 32), g, per);
-    }
     int ks = split_of((size_t)g.I * (dt == LC_DT_BF16 ? 2 : 4));
     if (dt == LC_DT_BF16)
         return ks == 4 ? gemv_go<__nv_bfloat16, 4>(st, pdl, g) : ks == 2 ? gemv_go<__nv_bfloat16, 2>(st, pdl, g)
@@ -824,8 +746,8 @@ static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part) {
 
 #ifdef LC_DECODE_MEASURE
 /* Measuring builds only (-DLC_DECODE_MEASURE): LORAC_CUDA_DECODE_SKIP, a mask of kernels
- * left out of the step (1 norm, 2 q/k/v, 4 attention, 8 o, 16 second norm, 32 gate/up,
- * 64 down, 128 final norm and lm_head): the step's time without them. Wrong logits. */
+ * left out of the step (1 the embedding's norm, 2 q/k/v, 4 attention, 8 o, 32 gate/up,
+ * 64 down, 128 lm_head): the step's time without them. Wrong logits. */
 static int skip_mask(void) {
     const char *e = getenv("LORAC_CUDA_DECODE_SKIP");
     return e ? atoi(e) : 0;
@@ -835,34 +757,37 @@ static int skip_mask(void) {
 #define SKIP(bit) 0
 #endif
 
-/* Queues the whole step on d->st; returns the first launch error. Kernels of a block:
- * norm, q/k/v, attention, o, norm, gate/up+swiglu, down (7). */
+/* Queues the whole step on d->st; returns the first launch error. Kernels: the embedding
+ * row's split norm, then a block's q/k/v, attention, o, gate/up+swiglu, down (5): o and
+ * down finish their rows (own adapter added) and leave ln·x and the RMS sum of squares
+ * for the next products, so no norm kernel runs between blocks. */
 static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
 #ifdef LC_DECODE_MEASURE
     int skip = skip_mask();
 #endif
     cudaStream_t st = d->st;
     int C = (int)s->C, H = (int)s->H, KV = (int)s->KV, D = (int)s->D, I = (int)s->I, r = s->r;
-    int HD = H * D, KVD = KV * D, cHD = (int)chunks_of(HD), cI = (int)chunks_of(I);
+    int HD = H * D, KVD = KV * D, cC = (int)chunks_of(C), cHD = (int)chunks_of(HD), cI = (int)chunks_of(I);
     int nb = (C + NT - 1) / NT;
-    dscale sc = {d->ssp, nb, C, s->eps};
-    const float *pend = NULL, *pend_b = NULL; // the previous block's down adapter
+    dscale sc0 = {d->ssp, nb, C, s->eps}, sc1 = {d->ssf, 1, C, s->eps};
+    GO(cudaMemsetAsync(d->cnt, 0, sizeof(unsigned) * NCNT * (size_t)s->L, st));
     float *x = d->x[0];
+    dnorm n0 = {x, d->xn, s->blocks[0].ln1, C, s->embed, s->edt == LC_DT_BF16, s->tok, NULL, NULL, 0, r, s->scale,
+                d->ssp, {}, {}};
+    if (!SKIP(1)) GO(go(st, false, k_dnorm, dim3((unsigned)nb), dim3(NT), n0)); // after the memset
     for (int64_t l = 0; l < s->L; l++) {
         const lc_decode_block *b = &s->blocks[l];
+        unsigned *cnt = d->cnt + NCNT * l;
+        const dscale &sc = l == 0 ? sc0 : sc1;
         float *xo = d->x[(l + 1) & 1];
-        dnorm n1 = {x, d->xn, b->ln1, C, l == 0 ? s->embed : NULL, s->edt == LC_DT_BF16, s->tok,
-                    pend, pend_b, cI, r, s->scale, d->ssp, {}, {}};
-        for (int k = 0; k < 3; k++)
-            if (b->la[k]) n1.A[k] = b->la[k], n1.apart[k] = d->part[k];
-        if (!SKIP(1)) GO(go(st, pdl, k_dnorm, dim3((unsigned)nb), dim3(NT), n1));
         dgemv g = {};
         g.seg[0] = {b->w[0], b->bias[0], NULL, d->q, HD};
         g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD};
         g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD};
-        g.nseg = 3, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C, g.sc = sc;
-        if (!SKIP(2)) GO(gemv(st, pdl, s->wdt, g, d->nsm));
-        dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, r, s->scale, sc};
+        g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C, g.sc = sc;
+        for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k]);
+        if (!SKIP(2)) GO(gemv(st, pdl, s->wdt, g));
+        dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale, sc};
         for (int k = 0; k < 3; k++)
             if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
         if (!SKIP(4)) GO(go(st, pdl, k_dattn, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
@@ -870,38 +795,33 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         g.seg[0] = {b->w[3], NULL, x, d->xmid, C};
         g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
         add_job(g, b, 3, d->part[3]);
-        if (!SKIP(8)) GO(gemv(st, pdl, s->wdt, g, d->nsm));
-        dnorm n2 = {d->xmid, d->xn, b->ln2, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
-                    cHD, r, s->scale, d->ssp, {}, {}};
-        for (int k = 0; k < 2; k++)
-            if (b->la[4 + k]) n2.A[k] = b->la[4 + k], n2.apart[k] = d->part[4 + k];
-        if (!SKIP(16)) GO(go(st, pdl, k_dnorm, dim3((unsigned)nb), dim3(NT), n2));
-        dgu u = {b->w[4], b->w[5], d->h, I, C, d->xn, sc, {}, {}, r, s->scale};
-        for (int k = 0; k < 2; k++)
-            if (b->la[4 + k]) u.part[k] = d->part[4 + k], u.b[k] = b->lb[4 + k];
-        dim3 gu((unsigned)((I + 1) / 2));
-        int maxw = persist_of(d->nsm), per = maxw ? (I + maxw - 1) / maxw : 0;
-        dim3 gp((unsigned)(per ? ((I + per - 1) / per + GW - 1) / GW : 1));
-        if (!SKIP(32) && maxw)
-            GO(s->wdt == LC_DT_BF16 ? go(st, pdl, k_dgup<__nv_bfloat16>, gp, dim3(GW * 32), u, per)
-                                    : go(st, pdl, k_dgup<float>, gp, dim3(GW * 32), u, per));
-        else if (!SKIP(32))
+        if (b->la[3]) g.jcnt = cnt, g.ep.B = b->lb[3], g.ep.scale = s->scale;
+        g.ep.ln = b->ln2, g.ep.xl = d->xn, g.ep.ssb = d->ssb, g.ep.ssf = d->ssf, g.ep.scnt = cnt + 1;
+        if (!SKIP(8)) GO(gemv(st, pdl, s->wdt, g));
+        dgu u = {b->w[4], b->w[5], d->h, I, C, sc1, {b->lb[4], b->lb[5]}, s->scale, dgemv{}};
+        u.aj.x = d->xn, u.aj.I = C, u.aj.chunks = cC, u.aj.r = r, u.aj.jcnt = cnt + 2;
+        add_job(u.aj, b, 4, d->part[4]);
+        add_job(u.aj, b, 5, d->part[5]);
+        if (!b->la[4]) u.b[0] = NULL;
+        if (!b->la[5]) u.b[1] = NULL;
+        dim3 gu((unsigned)(u.aj.njob * cC + (I + 1) / 2));
+        if (!SKIP(32))
             GO(s->wdt == LC_DT_BF16 ? go(st, pdl, k_dgu<__nv_bfloat16>, gu, dim3(GW * 32), u)
                                     : go(st, pdl, k_dgu<float>, gu, dim3(GW * 32), u));
         g = dgemv{};
         g.seg[0] = {b->w[6], NULL, d->xmid, xo, C};
         g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
         add_job(g, b, 6, d->part[6]);
-        if (!SKIP(64)) GO(gemv(st, pdl, s->wdt, g, d->nsm));
-        pend = b->la[6] ? d->part[6] : NULL, pend_b = b->lb[6];
+        if (b->la[6]) g.jcnt = cnt + 3, g.ep.B = b->lb[6], g.ep.scale = s->scale;
+        g.ep.ln = l + 1 < s->L ? s->blocks[l + 1].ln1 : s->norm_f;
+        g.ep.xl = d->xn, g.ep.ssb = d->ssb, g.ep.ssf = d->ssf, g.ep.scnt = cnt + 4;
+        if (!SKIP(64)) GO(gemv(st, pdl, s->wdt, g));
         x = xo;
     }
-    dnorm nf = {x, d->xn, s->norm_f, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale, d->ssp, {}, {}};
-    if (!SKIP(128)) GO(go(st, pdl, k_dnorm, dim3((unsigned)nb), dim3(NT), nf));
     dgemv g = {};
     g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V};
-    g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C, g.sc = sc;
-    if (!SKIP(128)) GO(gemv(st, pdl, s->hdt, g, d->nsm));
+    g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C, g.sc = s->L > 0 ? sc1 : sc0;
+    if (!SKIP(128)) GO(gemv(st, pdl, s->hdt, g));
     return cudaSuccess;
 }
 
