@@ -48,7 +48,8 @@ extern "C" {
 #define GU 8     // 16-byte weight loads in flight per lane
 #define NT 256   // threads (columns) of a norm block
 #define NBMAX 64 // norm blocks at most (C <= NT * NBMAX)
-#define NCNT 5   // arrival counters a block: o adapter, o squares, gate/up adapters, down adapter, down squares
+#define NCNT 6   // arrival counters a block: o adapter, o squares, gate/up adapters, down adapter,
+                 // down squares, q/k/v adapters
 #define AW 32    // warps of the attention kernel
 #define MAXD 256 // largest head_dim
 #define DPL (MAXD / 32)
@@ -69,22 +70,6 @@ __device__ __forceinline__ float d_block_sum(float v, float *sh) {
     __syncthreads();
     float t = lane < nw ? sh[lane] : 0.0f;
     return d_warp_sum(t);
-}
-
-/* u[k] = mul · the sum of an adapter's partial sums part (chunks, r), for k < r (in order). */
-__device__ __forceinline__ void d_load_u(float *u, const float *part, int chunks, int r, float mul) {
-    for (int k = threadIdx.x; k < r; k += blockDim.x) {
-        float t = 0.0f;
-        for (int c = 0; c < chunks; c++) t += part[(size_t)c * r + k];
-        u[k] = mul * t;
-    }
-}
-
-/* (u B)[j] of an adapter with B (r, out). */
-__device__ __forceinline__ float d_ub(const float *u, const float *b, int r, int out, int j) {
-    float t = 0.0f;
-    for (int k = 0; k < r; k++) t += u[k] * b[(size_t)k * out + j];
-    return t;
 }
 
 /* The RMS scale of a split norm, 1 / sqrt(sum of its blocks' sums of squares / C + eps),
@@ -110,22 +95,21 @@ __device__ __forceinline__ float d_rs_fin(float part, const dscale &s) {
  * output row is multiplied by its scale. */
 struct dseg {
     const void *W;           // (rows, I)
-    const float *bias, *res; // (rows) or NULL: out = x W^T + bias + res
+    const float *bias, *res; // (rows) or NULL: out = x W^T + bias + s·u B + res
     float *out;
     int rows;
+    const float *B; // the segment's adapter B (r, rows), its u from job `job` of this launch, or NULL
+    int job;
 };
 struct djob {
     const float *A; // (I, r)
     float *part;    // (chunks, r)
 };
-/* What a product's rows do after the dot (o and down): add their own adapter's s·u B,
- * u summed from this launch's adapter blocks once ucnt counts them all; write
- * xl = ln·out for the next products; add the squares of the block's outputs to ssb and,
- * in the block that arrives last at scnt, sum ssb in block order into ssf (the next
- * products' RMS scale: no norm kernel between the products). */
+/* What the rows of o and down do after the dot besides out: write xl = ln·out for the
+ * next products; add the squares of the block's outputs to ssb and, in the block that
+ * arrives last at scnt, sum ssb in block order into ssf (the next products' RMS scale: no
+ * norm kernel between the products). */
 struct dep {
-    const float *B; // own adapter's B (r, rows) or NULL
-    float scale;
     const float *ln; // (rows) or NULL: no xl, no sums of squares
     float *xl, *ssb, *ssf;
     unsigned *scnt;
@@ -138,7 +122,8 @@ struct dgemv {
     const float *x;
     int I;
     dscale sc;
-    unsigned *jcnt; // the adapter blocks count themselves here when set
+    unsigned *jcnt; // the adapter blocks count themselves here when set (segments with B)
+    float scale;    // the adapters' s
     dep ep;
 };
 
@@ -184,10 +169,37 @@ __device__ void d_adapter_part(const dgemv &g, int b) {
         jb.part[(size_t)ch * r + threadIdx.x] = t;
         __threadfence();
     }
-    if (g.jcnt) {
+    if (!g.jcnt) return;
+    // counted: the last adapter block to arrive sums every job's partials (in chunk order
+    // within each of G groups, then the groups in order) into u at part + chunks·r, and
+    // counts once more (njob·chunks + 1: u ready)
+    __shared__ bool last;
+    __shared__ float red[GW * 32];
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(g.jcnt, 1u) == (unsigned)(g.njob * g.chunks) - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    int G = (GW * 32) / r, t = threadIdx.x;
+    for (int jj = 0; jj < g.njob; jj++) {
+        const float *part = jj == 0 ? g.job[0].part : jj == 1 ? g.job[1].part : g.job[2].part;
+        if (t < G * r) {
+            int k = t % r, gi = t / r;
+            float s = 0.0f;
+            for (int c = gi; c < g.chunks; c += G) s += __ldcg(part + (size_t)c * r + k);
+            red[t] = s;
+        }
         __syncthreads();
-        if (threadIdx.x == 0) atomicAdd(g.jcnt, 1u);
+        if (t < r) {
+            float s = 0.0f;
+            for (int q = 0; q < G; q++) s += red[q * r + t];
+            ((float *)part)[(size_t)g.chunks * r + t] = s;
+        }
+        __syncthreads();
     }
+    if (t < r) __threadfence();
+    __syncthreads();
+    if (t == 0) atomicAdd(g.jcnt, 1u);
 }
 
 /* Waits (lane 0 spinning, the warp after it) until *cnt reaches target: the adapter blocks
@@ -200,15 +212,11 @@ __device__ __forceinline__ void d_await(unsigned *cnt, unsigned target) {
     __syncwarp();
 }
 
-/* (u B)[o] by a warp, u[k] = mul · the sum of part (chunks, r) read past L1 (lane k). */
-__device__ __forceinline__ float d_ub_warp(const float *part, int chunks, int r, float mul, const float *b, int out, int o) {
+/* (u B)[o] by a warp, u[k] = mul · u0[k] (the summed u, read past L1, lane k). */
+__device__ __forceinline__ float d_ub_warp(const float *u0, int r, float mul, const float *b, int out, int o) {
     int lane = threadIdx.x & 31;
     float t = 0.0f;
-    if (lane < r) {
-        float u = 0.0f;
-        for (int c = 0; c < chunks; c++) u += __ldcg(part + (size_t)c * r + lane);
-        t = (mul * u) * b[(size_t)lane * out + o];
-    }
+    if (lane < r) t = (mul * __ldcg(u0 + lane)) * b[(size_t)lane * out + o];
     return d_warp_sum(t);
 }
 
@@ -296,14 +304,15 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     }
     if (kp == 0 && live) {
         float ub = 0.0f;
-        if (g.ep.B) {
-            d_await(g.jcnt, (unsigned)jb);
-            ub = d_ub_warp(g.job[0].part, g.chunks, g.r, 1.0f, g.ep.B, s.rows, o);
+        if (s.B) { // u = rs · the summed (ln·x) A
+            d_await(g.jcnt, (unsigned)jb + 1);
+            const float *u0 = (s.job == 0 ? g.job[0].part : s.job == 1 ? g.job[1].part : g.job[2].part);
+            ub = d_ub_warp(u0 + (size_t)g.chunks * g.r, g.r, rs, s.B, s.rows, o);
         }
         if (lane == 0) {
             if (g.sc.ssp) acc *= rs;
             if (s.bias) acc += s.bias[o];
-            if (g.ep.B) acc = acc + g.ep.scale * ub;
+            if (s.B) acc = acc + g.scale * ub;
             if (s.res) acc = s.res[o] + acc;
             s.out[o] = acc;
             if (g.ep.ln) g.ep.xl[o] = g.ep.ln[o] * acc, sq = acc * acc;
@@ -324,12 +333,23 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
         last = atomicAdd(g.ep.scnt, 1u) == (unsigned)nrb - 1;
     }
     __syncthreads();
-    if (!last || wi) return;
-    __threadfence();
+    if (!last) return;
+    __threadfence(); // every block's sum, 16 loads in flight a thread, added in a fixed order
     float t = 0.0f;
-    for (int q = lane; q < nrb; q += 32) t += __ldcg(g.ep.ssb + q);
+    for (int q0 = 0; q0 < nrb; q0 += GW * 32 * 16) {
+        float v[16];
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            int q = q0 + j * GW * 32 + (int)threadIdx.x;
+            v[j] = q < nrb ? __ldcg(g.ep.ssb + q) : 0.0f;
+        }
+#pragma unroll
+        for (int j = 0; j < 16; j++) t += v[j];
+    }
     t = d_warp_sum(t);
-    if (lane == 0) *g.ep.ssf = t;
+    if (lane == 0) sqs[wi] = t;
+    __syncthreads();
+    if (threadIdx.x == 0) *g.ep.ssf = sqs[0] + sqs[1] + sqs[2] + sqs[3];
 }
 
 /* gate/up and swiglu in one launch: blocks [0, jb) write the gate/up adapters' partial
@@ -371,9 +391,9 @@ __global__ void __launch_bounds__(GW * 32) k_dgu(dgu a) {
     float rs = d_rs_fin(ssl, a.sc), v = acc * rs;
     const float *b = a.b[which];
     if (b && live) {
-        d_await(a.aj.jcnt, (unsigned)jb);
+        d_await(a.aj.jcnt, (unsigned)jb + 1);
         const float *part = a.aj.job[which && a.b[0] ? 1 : 0].part;
-        v = v + a.scale * d_ub_warp(part, a.aj.chunks, a.aj.r, rs, b, a.I, i);
+        v = v + a.scale * d_ub_warp(part + (size_t)a.aj.chunks * a.aj.r, a.aj.r, rs, b, a.I, i);
     }
     if (lane == 0) val[wi] = v;
     __syncthreads();
@@ -386,121 +406,69 @@ __global__ void __launch_bounds__(GW * 32) k_dgu(dgu a) {
     }
 }
 
-/* The split RMSNorm, block b of NB over columns [b·NT, (b+1)·NT): x (+= s·u B of a pending
- * adapter, or = an embedding row), xl = ln·x (the consumers multiply by the scale), the
- * block's sum of squares ssp[b], and for up to 3 consumer adapters A (C, r) the block's
- * partial (ln·x) A in apart[j][b]. */
+/* The first block's input, split over NB blocks of NT columns: x = the token's embedding
+ * row, xl = ln·x (the products multiply by the RMS scale) and block b's sum of squares
+ * ssp[b]. */
 struct dnorm {
     float *x, *xl;
     const float *ln;
     int C;
-    const void *emb; // (V, C) or NULL
+    const void *emb; // (V, C)
     int emb_bf16;
     const int32_t *tok;
-    const float *part, *b; // pending adapter (chunks, r) partials and B (r, C), or NULL
-    int chunks, r;
-    float scale;
     float *ssp;
-    const float *A[3];
-    float *apart[3];
 };
 
 __global__ void __launch_bounds__(NT) k_dnorm(dnorm a) {
     LC_PDL_TRIGGER();
     LC_PDL_WAIT();
-    __shared__ float u[RMAX], sh[32], ws[3][NT / 32][RMAX];
-    int t = threadIdx.x, w = t >> 5, lane = t & 31, r = a.r;
-    if (a.part) // u[k] by warp k % (NT/32): lanes over the chunks, then the warp's sum
-        for (int k = w; k < r; k += NT / 32) {
-            float s = 0.0f;
-            for (int c = lane; c < a.chunks; c += 32) s += a.part[(size_t)c * r + k];
-            s = d_warp_sum(s);
-            if (lane == 0) u[k] = s;
-        }
-    __syncthreads();
-    int c = (int)blockIdx.x * NT + t;
-    float v = 0.0f, xl = 0.0f;
+    __shared__ float sh[32];
+    int c = (int)blockIdx.x * NT + (int)threadIdx.x;
+    float v = 0.0f;
     if (c < a.C) {
-        if (a.emb) {
-            size_t row = (size_t)*a.tok * (size_t)a.C;
-            v = a.emb_bf16 ? __bfloat162float(((const __nv_bfloat16 *)a.emb)[row + c]) : ((const float *)a.emb)[row + c];
-        } else v = a.x[c];
-        if (a.part) v = v + a.scale * d_ub(u, a.b, r, a.C, c);
-        if (a.emb || a.part) a.x[c] = v;
-        xl = a.ln[c] * v;
-        a.xl[c] = xl;
+        size_t row = (size_t)*a.tok * (size_t)a.C;
+        v = a.emb_bf16 ? __bfloat162float(((const __nv_bfloat16 *)a.emb)[row + c]) : ((const float *)a.emb)[row + c];
+        a.x[c] = v;
+        a.xl[c] = a.ln[c] * v;
     }
     float ss = d_block_sum(v * v, sh);
-    if (t == 0) a.ssp[blockIdx.x] = ss;
-    for (int j = 0; j < 3; j++) {
-        if (!a.A[j]) continue;
-        const float *ar = a.A[j] + (size_t)(c < a.C ? c : 0) * r;
-#pragma unroll
-        for (int k = 0; k < RMAX; k++)
-            if (k < r) {
-                float p = d_warp_sum(c < a.C ? xl * ar[k] : 0.0f);
-                if (lane == 0) ws[j][w][k] = p;
-            }
-    }
-    __syncthreads();
-    for (int j = 0; j < 3; j++)
-        if (a.A[j] && t < r) {
-            float s = 0.0f;
-            for (int q = 0; q < NT / 32; q++) s += ws[j][q][t];
-            a.apart[j][(size_t)blockIdx.x * r + t] = s;
-        }
+    if (threadIdx.x == 0) a.ssp[blockIdx.x] = ss;
 }
 
-/* The new row's q, k, v (product outputs) with the adapters' s·u B added and RoPE at the
- * device position; attention reads them and stores k and v in the cache's row pos. */
+/* The new row's q, k, v (product outputs, adapters included) and RoPE at the device
+ * position; attention reads them and stores k and v in the cache's row pos. */
 struct dpost {
     const float *q, *k, *v;
     float *kc, *vc;
     const float *cos, *sin;
     const int *pos;
     int H, KV, D;
-    const float *part[3], *b[3]; // partials of (ln·x) A (chunks, r) and B, or NULL
-    int chunks, r;
-    float scale;
-    dscale sc;
 };
 
-/* One query row a head (grid H): first the head's q and its kv head's new k, v (adapters,
- * RoPE) into shared memory, the first head of each kv group storing k, v in the cache at
+/* One query row a head (grid H): first the head's q and its kv head's new k, v (RoPE)
+ * into shared memory, the first head of each kv group storing k, v in the cache at
  * pos; then warp w takes keys w, w+AW, ... up to pos (the new one from shared memory)
  * with its own online softmax, and warp 0 merges them (cuda's decoding attention). */
 __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float scale) {
     LC_PDL_TRIGGER();
     LC_PDL_WAIT();
-    __shared__ float u[3][RMAX], qs[MAXD], ks[MAXD], vs[MAXD];
+    __shared__ float qs[MAXD], ks[MAXD], vs[MAXD];
     __shared__ float sm_m[AW], sm_l[AW], sm_acc[AW][MAXD];
-    if (a.part[0] || a.part[1] || a.part[2]) {
-        float rs = d_rs_fin(d_ss_load(a.sc, threadIdx.x & 31), a.sc);
-        for (int j = 0; j < 3; j++)
-            if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r, rs);
-    }
-    __syncthreads();
-    int H = a.H, KV = a.KV, D = a.D, h2 = D / 2, HD = H * D, KVD = KV * D;
+    int H = a.H, KV = a.KV, D = a.D, h2 = D / 2, KVD = KV * D;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = threadIdx.x;
     int h = blockIdx.x, g = h / (H / KV), p = *a.pos;
     if (t < 2 * h2) { // a rotated pair of q (t < h2) or of k
-        int isq = t < h2, i = isq ? t : t - h2, which = isq ? 0 : 1, out_n = isq ? HD : KVD;
+        int isq = t < h2, i = isq ? t : t - h2;
         int j1 = (isq ? h : g) * D + i, j2 = j1 + h2;
         const float *src = isq ? a.q : a.k;
         float x1 = src[j1], x2 = src[j2];
-        if (a.part[which]) {
-            x1 = x1 + a.scale * d_ub(u[which], a.b[which], a.r, out_n, j1);
-            x2 = x2 + a.scale * d_ub(u[which], a.b[which], a.r, out_n, j2);
-        }
         float c = a.cos[(size_t)p * h2 + i], sn = a.sin[(size_t)p * h2 + i];
         float *dst = isq ? qs : ks;
         dst[i] = x1 * c - x2 * sn;
         dst[i + h2] = x2 * c + x1 * sn;
     } else if (t < 2 * h2 + D) {
         int d = t - 2 * h2, j = g * D + d;
-        float v = a.v[j];
-        if (a.part[2]) v = v + a.scale * d_ub(u[2], a.b[2], a.r, KVD, j);
-        vs[d] = v;
+        vs[d] = a.v[j];
     }
     __syncthreads();
     if (h % (H / KV) == 0 && t < D) {
@@ -616,7 +584,7 @@ static size_t layout(lc_cuda_dec *d, float *base, const lc_decode_step *s) {
     float *cnt = take((size_t)(NCNT * s->L));
     int64_t in[7] = {s->C, s->C, s->C, s->H * s->D, s->C, s->C, s->I};
     float *part[7];
-    for (int k = 0; k < 7; k++) part[k] = take(chunks_of(in[k]) * r);
+    for (int k = 0; k < 7; k++) part[k] = take((chunks_of(in[k]) + 1) * r); // + the summed u
     if (base) {
         d->x[0] = x0, d->x[1] = x1, d->xmid = xmid, d->xn = xn, d->q = q, d->kb = kb, d->vb = vb;
         d->att = att, d->h = h, d->ssp = ssp, d->ssb = ssb, d->ssf = ssf, d->cnt = (unsigned *)cnt;
@@ -731,10 +699,12 @@ static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
     return ks == 4 ? gemv_go<float, 4>(st, pdl, g) : ks == 2 ? gemv_go<float, 2>(st, pdl, g) : gemv_go<float, 1>(st, pdl, g);
 }
 
-/* Adds adapter k of block b to a product's jobs when it has one. */
-static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part) {
+/* Adds adapter k of block b to a product's jobs when it has one; with seg >= 0 that
+ * segment's rows add its s·u B (u awaited in the launch). */
+static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part, int seg) {
     if (!b->la[k]) return;
     g.job[g.njob].A = b->la[k], g.job[g.njob].part = part;
+    if (seg >= 0) g.seg[seg].B = b->lb[k], g.seg[seg].job = g.njob;
     g.njob++;
 }
 
@@ -772,8 +742,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
     dscale sc0 = {d->ssp, nb, C, s->eps}, sc1 = {d->ssf, 1, C, s->eps};
     GO(cudaMemsetAsync(d->cnt, 0, sizeof(unsigned) * NCNT * (size_t)s->L, st));
     float *x = d->x[0];
-    dnorm n0 = {x, d->xn, s->blocks[0].ln1, C, s->embed, s->edt == LC_DT_BF16, s->tok, NULL, NULL, 0, r, s->scale,
-                d->ssp, {}, {}};
+    dnorm n0 = {x, d->xn, s->blocks[0].ln1, C, s->embed, s->edt == LC_DT_BF16, s->tok, d->ssp};
     if (!SKIP(1)) GO(go(st, false, k_dnorm, dim3((unsigned)nb), dim3(NT), n0)); // after the memset
     for (int64_t l = 0; l < s->L; l++) {
         const lc_decode_block *b = &s->blocks[l];
@@ -781,27 +750,26 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         const dscale &sc = l == 0 ? sc0 : sc1;
         float *xo = d->x[(l + 1) & 1];
         dgemv g = {};
-        g.seg[0] = {b->w[0], b->bias[0], NULL, d->q, HD};
-        g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD};
-        g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD};
+        g.seg[0] = {b->w[0], b->bias[0], NULL, d->q, HD, NULL, 0};
+        g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD, NULL, 0};
+        g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD, NULL, 0};
         g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C, g.sc = sc;
-        for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k]);
+        g.jcnt = cnt + 5, g.scale = s->scale;
+        for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k], k);
         if (!SKIP(2)) GO(gemv(st, pdl, s->wdt, g));
-        dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale, sc};
-        for (int k = 0; k < 3; k++)
-            if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
+        dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D};
         if (!SKIP(4)) GO(go(st, pdl, k_dattn, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
         g = dgemv{};
-        g.seg[0] = {b->w[3], NULL, x, d->xmid, C};
+        g.seg[0] = {b->w[3], NULL, x, d->xmid, C, NULL, 0};
         g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
-        add_job(g, b, 3, d->part[3]);
-        if (b->la[3]) g.jcnt = cnt, g.ep.B = b->lb[3], g.ep.scale = s->scale;
+        g.jcnt = cnt, g.scale = s->scale;
+        add_job(g, b, 3, d->part[3], 0);
         g.ep.ln = b->ln2, g.ep.xl = d->xn, g.ep.ssb = d->ssb, g.ep.ssf = d->ssf, g.ep.scnt = cnt + 1;
         if (!SKIP(8)) GO(gemv(st, pdl, s->wdt, g));
         dgu u = {b->w[4], b->w[5], d->h, I, C, sc1, {b->lb[4], b->lb[5]}, s->scale, dgemv{}};
         u.aj.x = d->xn, u.aj.I = C, u.aj.chunks = cC, u.aj.r = r, u.aj.jcnt = cnt + 2;
-        add_job(u.aj, b, 4, d->part[4]);
-        add_job(u.aj, b, 5, d->part[5]);
+        add_job(u.aj, b, 4, d->part[4], -1);
+        add_job(u.aj, b, 5, d->part[5], -1);
         if (!b->la[4]) u.b[0] = NULL;
         if (!b->la[5]) u.b[1] = NULL;
         dim3 gu((unsigned)(u.aj.njob * cC + (I + 1) / 2));
@@ -809,17 +777,17 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
             GO(s->wdt == LC_DT_BF16 ? go(st, pdl, k_dgu<__nv_bfloat16>, gu, dim3(GW * 32), u)
                                     : go(st, pdl, k_dgu<float>, gu, dim3(GW * 32), u));
         g = dgemv{};
-        g.seg[0] = {b->w[6], NULL, d->xmid, xo, C};
+        g.seg[0] = {b->w[6], NULL, d->xmid, xo, C, NULL, 0};
         g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
-        add_job(g, b, 6, d->part[6]);
-        if (b->la[6]) g.jcnt = cnt + 3, g.ep.B = b->lb[6], g.ep.scale = s->scale;
+        g.jcnt = cnt + 3, g.scale = s->scale;
+        add_job(g, b, 6, d->part[6], 0);
         g.ep.ln = l + 1 < s->L ? s->blocks[l + 1].ln1 : s->norm_f;
         g.ep.xl = d->xn, g.ep.ssb = d->ssb, g.ep.ssf = d->ssf, g.ep.scnt = cnt + 4;
         if (!SKIP(64)) GO(gemv(st, pdl, s->wdt, g));
         x = xo;
     }
     dgemv g = {};
-    g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V};
+    g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V, NULL, 0};
     g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C, g.sc = s->L > 0 ? sc1 : sc0;
     if (!SKIP(128)) GO(gemv(st, pdl, s->hdt, g));
     return cudaSuccess;
