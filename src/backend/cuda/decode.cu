@@ -24,7 +24,9 @@
  *
  * Switches (read at every step): LORAC_CUDA_DECODE=0 declines (the model runs the
  * single ops), LORAC_CUDA_GRAPH=0 launches the fused kernels directly, and the
- * profiler (LORAC_CUDA_PROFILE=1) declines so its per-op table stays whole.
+ * profiler (LORAC_CUDA_PROFILE=1) declines so its per-op table stays whole;
+ * LORAC_CUDA_DECODE_SPLIT (and, in measuring builds, LORAC_CUDA_DECODE_SKIP) choose kernels
+ * and are part of the recorded graph's key.
  *
  * Owns a stream of its own (blocking: ordered with the legacy stream the rest of the
  * backend uses), the step's scratch, the position's device and pinned host words and the
@@ -46,10 +48,7 @@ extern "C" {
 #define CH 256   // input rows of an adapter's A per partial-sum block
 #define GW 4     // warps (output rows) of a product block; also 128 partial-sum threads
 #define GU 8     // 16-byte weight loads in flight per lane
-#define NT 256   // threads (columns) of a norm block
-#define NBMAX 64 // norm blocks at most (C <= NT * NBMAX)
-#define NCNT 6   // arrival counters a block: o adapter, o squares, gate/up adapters, down adapter,
-                 // down squares, q/k/v adapters
+#define NW 1024  // threads of the norm kernel
 #define AW 32    // warps of the attention kernel
 #define MAXD 256 // largest head_dim
 #define DPL (MAXD / 32)
@@ -72,47 +71,33 @@ __device__ __forceinline__ float d_block_sum(float v, float *sh) {
     return d_warp_sum(t);
 }
 
-/* The RMS scale of a split norm, 1 / sqrt(sum of its blocks' sums of squares / C + eps),
- * in two halves so a warp can load early and finish late: every lane of the warp calls
- * both and gets the same bits (an xor-butterfly sum), whichever kernel reads it. */
-struct dscale {
-    const float *ssp; // (nb <= 64) sums of squares, or NULL: no scale
-    int nb, C;
-    float eps;
-};
-
-__device__ __forceinline__ float d_ss_load(const dscale &s, int lane) {
-    float t = lane < s.nb ? s.ssp[lane] : 0.0f;
-    return lane + 32 < s.nb ? t + s.ssp[lane + 32] : t;
+/* u[k] = the sum of an adapter's partial sums part (chunks, r), for k < r (in order). */
+__device__ __forceinline__ void d_load_u(float *u, const float *part, int chunks, int r) {
+    for (int k = threadIdx.x; k < r; k += blockDim.x) {
+        float t = 0.0f;
+        for (int c = 0; c < chunks; c++) t += part[(size_t)c * r + k];
+        u[k] = t;
+    }
 }
 
-__device__ __forceinline__ float d_rs_fin(float part, const dscale &s) {
-    return (float)(1.0 / sqrt((double)d_warp_sum(part) / (double)s.C + (double)s.eps));
+/* (u B)[j] of an adapter with B (r, out). */
+__device__ __forceinline__ float d_ub(const float *u, const float *b, int r, int out, int j) {
+    float t = 0.0f;
+    for (int k = 0; k < r; k++) t += u[k] * b[(size_t)k * out + j];
+    return t;
 }
 
 /* A product launch: up to 3 row segments over one input x (I), and up to 3 adapters'
- * partial sums over the same x; with sc.ssp, x is a split norm's unscaled ln·x and every
- * output row is multiplied by its scale. */
+ * partial sums over the same x. */
 struct dseg {
     const void *W;           // (rows, I)
-    const float *bias, *res; // (rows) or NULL: out = x W^T + bias + s·u B + res
+    const float *bias, *res; // (rows) or NULL: out = x W^T + bias + res
     float *out;
     int rows;
-    const float *B; // the segment's adapter B (r, rows), its u from job `job` of this launch, or NULL
-    int job;
 };
 struct djob {
     const float *A; // (I, r)
     float *part;    // (chunks, r)
-};
-/* What the rows of o and down do after the dot besides out: write xl = ln·out for the
- * next products; add the squares of the block's outputs to ssb and, in the block that
- * arrives last at scnt, sum ssb in block order into ssf (the next products' RMS scale: no
- * norm kernel between the products). */
-struct dep {
-    const float *ln; // (rows) or NULL: no xl, no sums of squares
-    float *xl, *ssb, *ssf;
-    unsigned *scnt;
 };
 struct dgemv {
     dseg seg[3];
@@ -121,10 +106,6 @@ struct dgemv {
     int njob, chunks, r;
     const float *x;
     int I;
-    dscale sc;
-    unsigned *jcnt; // the adapter blocks count themselves here when set (segments with B)
-    float scale;    // the adapters' s
-    dep ep;
 };
 
 __device__ __forceinline__ void d_vec(const uint4 &u, float *f, __nv_bfloat16) {
@@ -167,99 +148,7 @@ __device__ void d_adapter_part(const dgemv &g, int b) {
         float t = 0.0f;
         for (int q = 0; q < GW; q++) t += sh[q][threadIdx.x];
         jb.part[(size_t)ch * r + threadIdx.x] = t;
-        __threadfence();
     }
-    if (!g.jcnt) return;
-    // counted: the last adapter block to arrive sums every job's partials (in chunk order
-    // within each of G groups, then the groups in order) into u at part + chunks·r, and
-    // counts once more (njob·chunks + 1: u ready)
-    __shared__ bool last;
-    __shared__ float red[GW * 32];
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(g.jcnt, 1u) == (unsigned)(g.njob * g.chunks) - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    int G = (GW * 32) / r, t = threadIdx.x;
-    for (int jj = 0; jj < g.njob; jj++) {
-        const float *part = jj == 0 ? g.job[0].part : jj == 1 ? g.job[1].part : g.job[2].part;
-        if (t < G * r) {
-            int k = t % r, gi = t / r;
-            float s = 0.0f;
-            for (int c = gi; c < g.chunks; c += G) s += __ldcg(part + (size_t)c * r + k);
-            red[t] = s;
-        }
-        __syncthreads();
-        if (t < r) {
-            float s = 0.0f;
-            for (int q = 0; q < G; q++) s += red[q * r + t];
-            ((float *)part)[(size_t)g.chunks * r + t] = s;
-        }
-        __syncthreads();
-    }
-    if (t < r) __threadfence();
-    __syncthreads();
-    if (t == 0) atomicAdd(g.jcnt, 1u);
-}
-
-/* Waits (lane 0 spinning, the warp after it) until *cnt reaches target: the adapter blocks
- * of this launch, which come first in the grid and wait on nothing, have written. */
-__device__ __forceinline__ void d_await(unsigned *cnt, unsigned target) {
-    if ((threadIdx.x & 31) == 0) {
-        while (atomicAdd(cnt, 0u) < target) __nanosleep(64);
-        __threadfence();
-    }
-    __syncwarp();
-}
-
-/* (u B)[o] by a warp, u[k] = mul · u0[k] (the summed u, read past L1, lane k). */
-__device__ __forceinline__ float d_ub_warp(const float *u0, int r, float mul, const float *b, int out, int o) {
-    int lane = threadIdx.x & 31;
-    float t = 0.0f;
-    if (lane < r) t = (mul * __ldcg(u0 + lane)) * b[(size_t)lane * out + o];
-    return d_warp_sum(t);
-}
-
-/* A warp's stream over n 16-byte vectors of a weight row: d_first issues the first GU
- * loads a lane (before the wait on the previous kernel), d_dot the rest and returns the
- * lane's part of the dot with x (VEC floats a vector). */
-__device__ __forceinline__ void d_first(uint4 (&cur)[GU], const uint4 *w, int n, int lane) {
-#pragma unroll
-    for (int u = 0; u < GU; u++) {
-        int v = u * 32 + lane;
-        cur[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
-    }
-}
-
-template <typename T>
-__device__ __forceinline__ float d_dot(uint4 (&cur)[GU], const uint4 *w, int n, const float *x, int lane) {
-    constexpr int VEC = 16 / sizeof(T);
-    uint4 nxt[GU];
-    float acc = 0.0f;
-    for (int v0 = 0; v0 < n; v0 += 32 * GU) {
-        int vn = v0 + 32 * GU;
-#pragma unroll
-        for (int u = 0; u < GU; u++) {
-            int v = vn + u * 32 + lane;
-            nxt[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int u = 0; u < GU; u++) {
-            int v = v0 + u * 32 + lane;
-            if (v >= n) break;
-            float wf[VEC];
-            d_vec(cur[u], wf, T());
-            const float4 *xp = (const float4 *)(x + (size_t)v * VEC);
-#pragma unroll
-            for (int e = 0; e < VEC / 4; e++) {
-                float4 a = __ldg(xp + e);
-                acc += wf[4 * e] * a.x + wf[4 * e + 1] * a.y + wf[4 * e + 2] * a.z + wf[4 * e + 3] * a.w;
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < GU; u++) cur[u] = nxt[u];
-    }
-    return acc;
 }
 
 /* The product: blocks [0, njob·chunks) write adapters' partial sums, the rest GW / KS
@@ -289,186 +178,135 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     int nv = g.I / VEC, per = (nv + KS - 1) / KS, vb = kp * per, ve = min(nv, vb + per);
     const uint4 *w = (const uint4 *)((const T *)s.W + (size_t)(live ? o : 0) * g.I) + vb;
     int n = live ? ve - vb : 0;
-    uint4 cur[GU];
-    d_first(cur, w, n, lane);
+    uint4 cur[GU], nxt[GU];
+#pragma unroll
+    for (int u = 0; u < GU; u++) {
+        int v = u * 32 + lane;
+        cur[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+    }
     LC_PDL_WAIT();
-    float ssl = g.sc.ssp ? d_ss_load(g.sc, lane) : 0.0f;
-    float acc = d_warp_sum(d_dot<T>(cur, w, n, g.x + (size_t)vb * VEC, lane));
-    float rs = g.sc.ssp ? d_rs_fin(ssl, g.sc) : 1.0f, sq = 0.0f;
+    const float *x = g.x + (size_t)vb * VEC;
+    float acc = 0.0f;
+    for (int v0 = 0; v0 < n; v0 += 32 * GU) {
+        int vn = v0 + 32 * GU;
+#pragma unroll
+        for (int u = 0; u < GU; u++) {
+            int v = vn + u * 32 + lane;
+            nxt[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < GU; u++) {
+            int v = v0 + u * 32 + lane;
+            if (v >= n) break;
+            float wf[VEC];
+            d_vec(cur[u], wf, T());
+            const float4 *xp = (const float4 *)(x + (size_t)v * VEC);
+#pragma unroll
+            for (int e = 0; e < VEC / 4; e++) {
+                float4 a = __ldg(xp + e);
+                acc += wf[4 * e] * a.x + wf[4 * e + 1] * a.y + wf[4 * e + 2] * a.z + wf[4 * e + 3] * a.w;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < GU; u++) cur[u] = nxt[u];
+    }
+    acc = d_warp_sum(acc);
     if (KS > 1) {
         if (lane == 0) part_sum[wi] = acc;
         __syncthreads();
+        if (kp) return;
         acc = 0.0f;
 #pragma unroll
-        for (int q = 0; q < KS; q++) acc += part_sum[wi - kp + q];
+        for (int q = 0; q < KS; q++) acc += part_sum[wi + q];
     }
-    if (kp == 0 && live) {
-        float ub = 0.0f;
-        if (s.B) { // u = rs · the summed (ln·x) A
-            d_await(g.jcnt, (unsigned)jb + 1);
-            const float *u0 = (s.job == 0 ? g.job[0].part : s.job == 1 ? g.job[1].part : g.job[2].part);
-            ub = d_ub_warp(u0 + (size_t)g.chunks * g.r, g.r, rs, s.B, s.rows, o);
-        }
-        if (lane == 0) {
-            if (g.sc.ssp) acc *= rs;
-            if (s.bias) acc += s.bias[o];
-            if (s.B) acc = acc + g.scale * ub;
-            if (s.res) acc = s.res[o] + acc;
-            s.out[o] = acc;
-            if (g.ep.ln) g.ep.xl[o] = g.ep.ln[o] * acc, sq = acc * acc;
-        }
-    }
-    if (!g.ep.ln) return;
-    // the block's sum of squares; the last block to arrive sums them all in block order
-    __shared__ float sqs[GW];
-    __shared__ bool last;
-    if (lane == 0) sqs[wi] = sq;
-    __syncthreads();
-    int rb = (int)blockIdx.x - jb, nrb = (int)gridDim.x - jb;
-    if (threadIdx.x == 0) {
-        float t = 0.0f;
-        for (int q = 0; q < GW; q++) t += sqs[q];
-        g.ep.ssb[rb] = t;
-        __threadfence();
-        last = atomicAdd(g.ep.scnt, 1u) == (unsigned)nrb - 1;
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence(); // every block's sum, 16 loads in flight a thread, added in a fixed order
-    float t = 0.0f;
-    for (int q0 = 0; q0 < nrb; q0 += GW * 32 * 16) {
-        float v[16];
-#pragma unroll
-        for (int j = 0; j < 16; j++) {
-            int q = q0 + j * GW * 32 + (int)threadIdx.x;
-            v[j] = q < nrb ? __ldcg(g.ep.ssb + q) : 0.0f;
-        }
-#pragma unroll
-        for (int j = 0; j < 16; j++) t += v[j];
-    }
-    t = d_warp_sum(t);
-    if (lane == 0) sqs[wi] = t;
-    __syncthreads();
-    if (threadIdx.x == 0) *g.ep.ssf = sqs[0] + sqs[1] + sqs[2] + sqs[3];
-}
-
-/* gate/up and swiglu in one launch: blocks [0, jb) write the gate/up adapters' partial
- * sums of (ln·x) A (aj's jobs, counted at aj.jcnt); block jb + b takes indices 2b, 2b+1,
- * warps 0-1 their gate rows and warps 2-3 their up rows over ln·x; each warp adds its
- * adapter's s·u B (u = rs · the partials, awaited after its dot) and the block writes
- * h = silu(gate) · up. */
-struct dgu {
-    const void *Wg, *Wu; // (I, C)
-    float *h;
-    int I, C;
-    dscale sc;
-    const float *b[2]; // B (r, I) of the gate / up adapter, or NULL
-    float scale;
-    dgemv aj; // x = ln·x (C), the adapter jobs (gate's first), chunks, r, jcnt
-};
-
-template <typename T>
-__global__ void __launch_bounds__(GW * 32) k_dgu(dgu a) {
-    LC_PDL_TRIGGER();
-    constexpr int VEC = 16 / sizeof(T);
-    __shared__ float val[GW];
-    int jb = a.aj.njob * a.aj.chunks;
-    if ((int)blockIdx.x < jb) {
-        LC_PDL_WAIT();
-        d_adapter_part(a.aj, blockIdx.x);
-        return;
-    }
-    int wi = threadIdx.x >> 5, lane = threadIdx.x & 31, which = wi >> 1;
-    int i = ((int)blockIdx.x - jb) * 2 + (wi & 1);
-    bool live = i < a.I;
-    const uint4 *w = (const uint4 *)((const T *)(which ? a.Wu : a.Wg) + (size_t)(live ? i : 0) * a.C);
-    int n = live ? a.C / VEC : 0;
-    uint4 cur[GU];
-    d_first(cur, w, n, lane);
-    LC_PDL_WAIT();
-    float ssl = d_ss_load(a.sc, lane);
-    float acc = d_warp_sum(d_dot<T>(cur, w, n, a.aj.x, lane));
-    float rs = d_rs_fin(ssl, a.sc), v = acc * rs;
-    const float *b = a.b[which];
-    if (b && live) {
-        d_await(a.aj.jcnt, (unsigned)jb + 1);
-        const float *part = a.aj.job[which && a.b[0] ? 1 : 0].part;
-        v = v + a.scale * d_ub_warp(part + (size_t)a.aj.chunks * a.aj.r, a.aj.r, rs, b, a.I, i);
-    }
-    if (lane == 0) val[wi] = v;
-    __syncthreads();
-    if (threadIdx.x < 2) {
-        int j = ((int)blockIdx.x - jb) * 2 + (int)threadIdx.x;
-        if (j < a.I) {
-            float g = val[threadIdx.x], up = val[2 + threadIdx.x];
-            a.h[j] = g / (1.0f + expf(-g)) * up;
-        }
+    if (lane == 0 && live) {
+        if (s.bias) acc += s.bias[o];
+        if (s.res) acc = s.res[o] + acc;
+        s.out[o] = acc;
     }
 }
 
-/* The first block's input, split over NB blocks of NT columns: x = the token's embedding
- * row, xl = ln·x (the products multiply by the RMS scale) and block b's sum of squares
- * ssp[b]. */
+/* x (+= s·u B of a pending adapter, or = an embedding row), xn = RMSNorm(x) · ln. */
 struct dnorm {
-    float *x, *xl;
+    float *x, *xn;
     const float *ln;
+    float eps;
     int C;
-    const void *emb; // (V, C)
+    const void *emb; // (V, C) or NULL
     int emb_bf16;
     const int32_t *tok;
-    float *ssp;
+    const float *part, *b; // pending adapter (chunks, r) partials and B (r, C), or NULL
+    int chunks, r;
+    float scale;
 };
 
-__global__ void __launch_bounds__(NT) k_dnorm(dnorm a) {
+__global__ void __launch_bounds__(NW) k_dnorm(dnorm a) {
     LC_PDL_TRIGGER();
     LC_PDL_WAIT();
-    __shared__ float sh[32];
-    int c = (int)blockIdx.x * NT + (int)threadIdx.x;
-    float v = 0.0f;
-    if (c < a.C) {
-        size_t row = (size_t)*a.tok * (size_t)a.C;
-        v = a.emb_bf16 ? __bfloat162float(((const __nv_bfloat16 *)a.emb)[row + c]) : ((const float *)a.emb)[row + c];
-        a.x[c] = v;
-        a.xl[c] = a.ln[c] * v;
+    __shared__ float u[RMAX], sh[32];
+    if (a.part) d_load_u(u, a.part, a.chunks, a.r);
+    __syncthreads();
+    size_t row = a.emb ? (size_t)*a.tok * (size_t)a.C : 0;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < a.C; c += NW) {
+        float v;
+        if (a.emb) v = a.emb_bf16 ? __bfloat162float(((const __nv_bfloat16 *)a.emb)[row + c]) : ((const float *)a.emb)[row + c];
+        else v = a.x[c];
+        if (a.part) v = v + a.scale * d_ub(u, a.b, a.r, a.C, c);
+        if (a.emb || a.part) a.x[c] = v;
+        ss += v * v;
     }
-    float ss = d_block_sum(v * v, sh);
-    if (threadIdx.x == 0) a.ssp[blockIdx.x] = ss;
+    ss = d_block_sum(ss, sh);
+    float r = (float)(1.0 / sqrt((double)ss / (double)a.C + (double)a.eps));
+    for (int c = threadIdx.x; c < a.C; c += NW) a.xn[c] = a.ln[c] * (a.x[c] * r);
 }
 
-/* The new row's q, k, v (product outputs, adapters included) and RoPE at the device
- * position; attention reads them and stores k and v in the cache's row pos. */
+/* The new row's q, k, v (product outputs) with the adapters' s·u B added and RoPE at the
+ * device position; attention reads them and stores k and v in the cache's row pos. */
 struct dpost {
     const float *q, *k, *v;
     float *kc, *vc;
     const float *cos, *sin;
     const int *pos;
     int H, KV, D;
+    const float *part[3], *b[3];
+    int chunks, r;
+    float scale;
 };
 
-/* One query row a head (grid H): first the head's q and its kv head's new k, v (RoPE)
- * into shared memory, the first head of each kv group storing k, v in the cache at
+/* One query row a head (grid H): first the head's q and its kv head's new k, v (adapters,
+ * RoPE) into shared memory, the first head of each kv group storing k, v in the cache at
  * pos; then warp w takes keys w, w+AW, ... up to pos (the new one from shared memory)
  * with its own online softmax, and warp 0 merges them (cuda's decoding attention). */
 __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float scale) {
     LC_PDL_TRIGGER();
     LC_PDL_WAIT();
-    __shared__ float qs[MAXD], ks[MAXD], vs[MAXD];
+    __shared__ float u[3][RMAX], qs[MAXD], ks[MAXD], vs[MAXD];
     __shared__ float sm_m[AW], sm_l[AW], sm_acc[AW][MAXD];
-    int H = a.H, KV = a.KV, D = a.D, h2 = D / 2, KVD = KV * D;
+    for (int j = 0; j < 3; j++)
+        if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r);
+    __syncthreads();
+    int H = a.H, KV = a.KV, D = a.D, h2 = D / 2, HD = H * D, KVD = KV * D;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = threadIdx.x;
     int h = blockIdx.x, g = h / (H / KV), p = *a.pos;
     if (t < 2 * h2) { // a rotated pair of q (t < h2) or of k
-        int isq = t < h2, i = isq ? t : t - h2;
+        int isq = t < h2, i = isq ? t : t - h2, which = isq ? 0 : 1, out_n = isq ? HD : KVD;
         int j1 = (isq ? h : g) * D + i, j2 = j1 + h2;
         const float *src = isq ? a.q : a.k;
         float x1 = src[j1], x2 = src[j2];
+        if (a.part[which]) {
+            x1 = x1 + a.scale * d_ub(u[which], a.b[which], a.r, out_n, j1);
+            x2 = x2 + a.scale * d_ub(u[which], a.b[which], a.r, out_n, j2);
+        }
         float c = a.cos[(size_t)p * h2 + i], sn = a.sin[(size_t)p * h2 + i];
         float *dst = isq ? qs : ks;
         dst[i] = x1 * c - x2 * sn;
         dst[i + h2] = x2 * c + x1 * sn;
     } else if (t < 2 * h2 + D) {
         int d = t - 2 * h2, j = g * D + d;
-        vs[d] = a.v[j];
+        float v = a.v[j];
+        if (a.part[2]) v = v + a.scale * d_ub(u[2], a.b[2], a.r, KVD, j);
+        vs[d] = v;
     }
     __syncthreads();
     if (h % (H / KV) == 0 && t < D) {
@@ -520,6 +358,31 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
     }
 }
 
+/* h = silu(gate + s·u B) · (up + s·u B). */
+struct dswi {
+    const float *gate, *up;
+    float *h;
+    int I;
+    const float *part[2], *b[2];
+    int chunks, r;
+    float scale;
+};
+
+__global__ void k_dswiglu(dswi a) {
+    LC_PDL_TRIGGER();
+    LC_PDL_WAIT();
+    __shared__ float u[2][RMAX];
+    for (int j = 0; j < 2; j++)
+        if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r);
+    __syncthreads();
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < a.I; i += gridDim.x * blockDim.x) {
+        float g = a.gate[i], up = a.up[i];
+        if (a.part[0]) g = g + a.scale * d_ub(u[0], a.b[0], a.r, a.I, i);
+        if (a.part[1]) up = up + a.scale * d_ub(u[1], a.b[1], a.r, a.I, i);
+        a.h[i] = g / (1.0f + expf(-g)) * up;
+    }
+}
+
 /* ------------------------------------------------------------ host side */
 
 struct lc_cuda_dec {
@@ -527,13 +390,11 @@ struct lc_cuda_dec {
     int *dpos, *hpos;   // the position: device word, pinned host word
     float *buf;         // scratch
     size_t cap;         // floats
-    float *x[2], *xmid, *xn, *q, *kb, *vb, *att, *h, *ssp, *ssb, *ssf, *part[7];
-    unsigned *cnt; // NCNT arrival counters a block, zeroed at the start of every step
+    float *x[2], *xmid, *xn, *q, *kb, *vb, *att, *gate, *up, *h, *part[7];
     lc_decode_step key; // what exec replays (blocks pointer NULL)
     lc_decode_block *kblk;
     int64_t kL;
     bool have_key, failed; // a key is held; recording it failed (run it directly)
-    int nsm;               // the card's multiprocessors
     unsigned ktune;        // tune_word() of the held key
     cudaGraphExec_t exec;
 };
@@ -555,7 +416,6 @@ static bool usable(const lc_decode_step *s, int64_t pos) {
         s->r < 0 || s->r > RMAX || pos < 0 || pos >= s->S || !s->blocks || !s->tok || !s->logits)
         return false;
     int64_t vw = vec_of(s->wdt), HD = s->H * s->D;
-    if (s->C > (int64_t)NT * NBMAX) return false;
     if (s->C % vw || HD % vw || s->I % vw || s->C % vec_of(s->hdt) || !aligned16(s->lm_head)) return false;
     if (s->V * s->C > INT32_MAX || s->I > INT32_MAX / 4 || s->V > INT32_MAX / 4) return false;
     for (int64_t l = 0; l < s->L; l++) {
@@ -580,14 +440,13 @@ static size_t layout(lc_cuda_dec *d, float *base, const lc_decode_step *s) {
         return p;
     };
     float *x0 = take(C), *x1 = take(C), *xmid = take(C), *xn = take(C), *q = take(HD), *kb = take(KVD);
-    float *vb = take(KVD), *att = take(HD), *h = take(I), *ssp = take(NBMAX), *ssb = take(C), *ssf = take(1);
-    float *cnt = take((size_t)(NCNT * s->L));
+    float *vb = take(KVD), *att = take(HD), *gate = take(I), *up = take(I), *h = take(I);
     int64_t in[7] = {s->C, s->C, s->C, s->H * s->D, s->C, s->C, s->I};
     float *part[7];
-    for (int k = 0; k < 7; k++) part[k] = take((chunks_of(in[k]) + 1) * r); // + the summed u
+    for (int k = 0; k < 7; k++) part[k] = take(chunks_of(in[k]) * r);
     if (base) {
         d->x[0] = x0, d->x[1] = x1, d->xmid = xmid, d->xn = xn, d->q = q, d->kb = kb, d->vb = vb;
-        d->att = att, d->h = h, d->ssp = ssp, d->ssb = ssb, d->ssf = ssf, d->cnt = (unsigned *)cnt;
+        d->att = att, d->gate = gate, d->up = up, d->h = h;
         for (int k = 0; k < 7; k++) d->part[k] = part[k];
     }
     return off;
@@ -620,9 +479,6 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
     LC_CK(c, cudaStreamCreate(&d->st)); // blocking: ordered with the legacy stream
     LC_CK(c, cudaMalloc(&d->dpos, sizeof(int)));
     LC_CK(c, cudaMallocHost(&d->hpos, sizeof(int)));
-    int dev = 0;
-    LC_CK(c, cudaGetDevice(&dev));
-    LC_CK(c, cudaDeviceGetAttribute(&d->nsm, cudaDevAttrMultiProcessorCount, dev));
     if (c->err[0]) {
         lc_cuda_decode_free(c);
         return NULL;
@@ -630,11 +486,12 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
     return d;
 }
 
-/* The kernel-choice switches a recording bakes in (hashed into one word). */
+/* The switches a recording bakes in (LORAC_CUDA_DECODE_SPLIT, and LORAC_CUDA_DECODE_SKIP in
+ * measuring builds), hashed into one word: changing one records a new graph. */
 static unsigned tune_word(void) {
-    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP", ""};
+    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP"};
     unsigned h = 2166136261u;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 2; i++) {
         const char *e = getenv(names[i]);
         for (const char *p = e ? e : "-"; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
         h = (h ^ 0xffu) * 16777619u;
@@ -699,12 +556,10 @@ static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
     return ks == 4 ? gemv_go<float, 4>(st, pdl, g) : ks == 2 ? gemv_go<float, 2>(st, pdl, g) : gemv_go<float, 1>(st, pdl, g);
 }
 
-/* Adds adapter k of block b to a product's jobs when it has one; with seg >= 0 that
- * segment's rows add its s·u B (u awaited in the launch). */
-static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part, int seg) {
+/* Adds adapter k of block b to a product's jobs when it has one. */
+static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part) {
     if (!b->la[k]) return;
     g.job[g.njob].A = b->la[k], g.job[g.njob].part = part;
-    if (seg >= 0) g.seg[seg].B = b->lb[k], g.seg[seg].job = g.njob;
     g.njob++;
 }
 
@@ -715,9 +570,11 @@ static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part, int 
     } while (0)
 
 #ifdef LC_DECODE_MEASURE
-/* Measuring builds only (-DLC_DECODE_MEASURE): LORAC_CUDA_DECODE_SKIP, a mask of kernels
- * left out of the step (1 the embedding's norm, 2 q/k/v, 4 attention, 8 o, 32 gate/up,
- * 64 down, 128 lm_head): the step's time without them. Wrong logits. */
+/* Measuring builds only (nvcc -DLC_DECODE_MEASURE; bench/results/cuda_notes.md, "Decode graph,
+ * round 2"): LORAC_CUDA_DECODE_SKIP, a mask of the kernels left out of every block (1 norm,
+ * 2 q/k/v, 4 attention, 8 o, 16 second norm, 32 gate/up, 64 swiglu, 128 down; 256 the
+ * final norm and lm_head). The step's time without a kernel, against the whole step, is
+ * what that kernel costs inside the graph. The logits are wrong. */
 static int skip_mask(void) {
     const char *e = getenv("LORAC_CUDA_DECODE_SKIP");
     return e ? atoi(e) : 0;
@@ -727,10 +584,7 @@ static int skip_mask(void) {
 #define SKIP(bit) 0
 #endif
 
-/* Queues the whole step on d->st; returns the first launch error. Kernels: the embedding
- * row's split norm, then a block's q/k/v, attention, o, gate/up+swiglu, down (5): o and
- * down finish their rows (own adapter added) and leave ln·x and the RMS sum of squares
- * for the next products, so no norm kernel runs between blocks. */
+/* Queues the whole step on d->st; returns the first launch error. */
 static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
 #ifdef LC_DECODE_MEASURE
     int skip = skip_mask();
@@ -738,58 +592,59 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
     cudaStream_t st = d->st;
     int C = (int)s->C, H = (int)s->H, KV = (int)s->KV, D = (int)s->D, I = (int)s->I, r = s->r;
     int HD = H * D, KVD = KV * D, cC = (int)chunks_of(C), cHD = (int)chunks_of(HD), cI = (int)chunks_of(I);
-    int nb = (C + NT - 1) / NT;
-    dscale sc0 = {d->ssp, nb, C, s->eps}, sc1 = {d->ssf, 1, C, s->eps};
-    GO(cudaMemsetAsync(d->cnt, 0, sizeof(unsigned) * NCNT * (size_t)s->L, st));
+    const float *pend = NULL, *pend_b = NULL; // the previous block's down adapter
     float *x = d->x[0];
-    dnorm n0 = {x, d->xn, s->blocks[0].ln1, C, s->embed, s->edt == LC_DT_BF16, s->tok, d->ssp};
-    if (!SKIP(1)) GO(go(st, false, k_dnorm, dim3((unsigned)nb), dim3(NT), n0)); // after the memset
     for (int64_t l = 0; l < s->L; l++) {
         const lc_decode_block *b = &s->blocks[l];
-        unsigned *cnt = d->cnt + NCNT * l;
-        const dscale &sc = l == 0 ? sc0 : sc1;
         float *xo = d->x[(l + 1) & 1];
+        dnorm n1 = {x, d->xn, b->ln1, s->eps, C, l == 0 ? s->embed : NULL, s->edt == LC_DT_BF16, s->tok,
+                    pend, pend_b, cI, r, s->scale};
+        if (!SKIP(1)) GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n1));
         dgemv g = {};
-        g.seg[0] = {b->w[0], b->bias[0], NULL, d->q, HD, NULL, 0};
-        g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD, NULL, 0};
-        g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD, NULL, 0};
-        g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C, g.sc = sc;
-        g.jcnt = cnt + 5, g.scale = s->scale;
-        for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k], k);
+        g.seg[0] = {b->w[0], b->bias[0], NULL, d->q, HD};
+        g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD};
+        g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD};
+        g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
+        for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k]);
         if (!SKIP(2)) GO(gemv(st, pdl, s->wdt, g));
-        dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D};
+        dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale};
+        for (int k = 0; k < 3; k++)
+            if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
         if (!SKIP(4)) GO(go(st, pdl, k_dattn, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
         g = dgemv{};
-        g.seg[0] = {b->w[3], NULL, x, d->xmid, C, NULL, 0};
+        g.seg[0] = {b->w[3], NULL, x, d->xmid, C};
         g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
-        g.jcnt = cnt, g.scale = s->scale;
-        add_job(g, b, 3, d->part[3], 0);
-        g.ep.ln = b->ln2, g.ep.xl = d->xn, g.ep.ssb = d->ssb, g.ep.ssf = d->ssf, g.ep.scnt = cnt + 1;
+        add_job(g, b, 3, d->part[3]);
         if (!SKIP(8)) GO(gemv(st, pdl, s->wdt, g));
-        dgu u = {b->w[4], b->w[5], d->h, I, C, sc1, {b->lb[4], b->lb[5]}, s->scale, dgemv{}};
-        u.aj.x = d->xn, u.aj.I = C, u.aj.chunks = cC, u.aj.r = r, u.aj.jcnt = cnt + 2;
-        add_job(u.aj, b, 4, d->part[4], -1);
-        add_job(u.aj, b, 5, d->part[5], -1);
-        if (!b->la[4]) u.b[0] = NULL;
-        if (!b->la[5]) u.b[1] = NULL;
-        dim3 gu((unsigned)(u.aj.njob * cC + (I + 1) / 2));
-        if (!SKIP(32))
-            GO(s->wdt == LC_DT_BF16 ? go(st, pdl, k_dgu<__nv_bfloat16>, gu, dim3(GW * 32), u)
-                                    : go(st, pdl, k_dgu<float>, gu, dim3(GW * 32), u));
+        dnorm n2 = {d->xmid, d->xn, b->ln2, s->eps, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
+                    cHD, r, s->scale};
+        if (!SKIP(16)) GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n2));
         g = dgemv{};
-        g.seg[0] = {b->w[6], NULL, d->xmid, xo, C, NULL, 0};
+        g.seg[0] = {b->w[4], NULL, NULL, d->gate, I};
+        g.seg[1] = {b->w[5], NULL, NULL, d->up, I};
+        g.nseg = 2, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
+        add_job(g, b, 4, d->part[4]);
+        add_job(g, b, 5, d->part[5]);
+        if (!SKIP(32)) GO(gemv(st, pdl, s->wdt, g));
+        dswi w = {d->gate, d->up, d->h, I, {}, {}, cC, r, s->scale};
+        for (int k = 0; k < 2; k++)
+            if (b->la[4 + k]) w.part[k] = d->part[4 + k], w.b[k] = b->lb[4 + k];
+        unsigned nb = (unsigned)((I + 255) / 256);
+        if (!SKIP(64)) GO(go(st, pdl, k_dswiglu, dim3(nb), dim3(256), w));
+        g = dgemv{};
+        g.seg[0] = {b->w[6], NULL, d->xmid, xo, C};
         g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
-        g.jcnt = cnt + 3, g.scale = s->scale;
-        add_job(g, b, 6, d->part[6], 0);
-        g.ep.ln = l + 1 < s->L ? s->blocks[l + 1].ln1 : s->norm_f;
-        g.ep.xl = d->xn, g.ep.ssb = d->ssb, g.ep.ssf = d->ssf, g.ep.scnt = cnt + 4;
-        if (!SKIP(64)) GO(gemv(st, pdl, s->wdt, g));
+        add_job(g, b, 6, d->part[6]);
+        if (!SKIP(128)) GO(gemv(st, pdl, s->wdt, g));
+        pend = b->la[6] ? d->part[6] : NULL, pend_b = b->lb[6];
         x = xo;
     }
+    dnorm nf = {x, d->xn, s->norm_f, s->eps, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale};
+    if (!SKIP(256)) GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), nf));
     dgemv g = {};
-    g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V, NULL, 0};
-    g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C, g.sc = s->L > 0 ? sc1 : sc0;
-    if (!SKIP(128)) GO(gemv(st, pdl, s->hdt, g));
+    g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V};
+    g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C;
+    if (!SKIP(256)) GO(gemv(st, pdl, s->hdt, g));
     return cudaSuccess;
 }
 
