@@ -24,7 +24,9 @@
  *
  * Switches (read at every step): LORAC_CUDA_DECODE=0 declines (the model runs the
  * single ops), LORAC_CUDA_GRAPH=0 launches the fused kernels directly, and the
- * profiler (LORAC_CUDA_PROFILE=1) declines so its per-op table stays whole.
+ * profiler (LORAC_CUDA_PROFILE=1) declines so its per-op table stays whole;
+ * LORAC_CUDA_DECODE_SPLIT (and, in measuring builds, LORAC_CUDA_DECODE_SKIP) choose kernels
+ * and are part of the recorded graph's key.
  *
  * Owns a stream of its own (blocking: ordered with the legacy stream the rest of the
  * backend uses), the step's scratch, the position's device and pinned host words and the
@@ -393,6 +395,7 @@ struct lc_cuda_dec {
     lc_decode_block *kblk;
     int64_t kL;
     bool have_key, failed; // a key is held; recording it failed (run it directly)
+    unsigned ktune;        // tune_word() of the held key
     cudaGraphExec_t exec;
 };
 
@@ -483,8 +486,21 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
     return d;
 }
 
+/* The switches a recording bakes in (LORAC_CUDA_DECODE_SPLIT, and LORAC_CUDA_DECODE_SKIP in
+ * measuring builds), hashed into one word: changing one records a new graph. */
+static unsigned tune_word(void) {
+    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP"};
+    unsigned h = 2166136261u;
+    for (int i = 0; i < 2; i++) {
+        const char *e = getenv(names[i]);
+        for (const char *p = e ? e : "-"; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+        h = (h ^ 0xffu) * 16777619u;
+    }
+    return h;
+}
+
 static bool same_key(const lc_cuda_dec *d, const lc_decode_step *s) {
-    if (!d->have_key || d->kL != s->L) return false;
+    if (!d->have_key || d->kL != s->L || d->ktune != tune_word()) return false;
     lc_decode_step t;
     memcpy(&t, s, sizeof t);
     t.blocks = NULL;
@@ -497,6 +513,7 @@ static void keep_key(lc_cuda_dec *d, const lc_decode_step *s) {
     d->kblk = (lc_decode_block *)xrealloc(d->kblk, (size_t)s->L * sizeof *d->kblk);
     memcpy(d->kblk, s->blocks, (size_t)s->L * sizeof *s->blocks);
     d->kL = s->L;
+    d->ktune = tune_word();
     d->have_key = true, d->failed = false;
 }
 
@@ -552,8 +569,26 @@ static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part) {
         if (e_ != cudaSuccess) return e_;         \
     } while (0)
 
+#ifdef LC_DECODE_MEASURE
+/* Measuring builds only (nvcc -DLC_DECODE_MEASURE; bench/results/cuda_notes.md, "Decode graph,
+ * round 2"): LORAC_CUDA_DECODE_SKIP, a mask of the kernels left out of every block (1 norm,
+ * 2 q/k/v, 4 attention, 8 o, 16 second norm, 32 gate/up, 64 swiglu, 128 down; 256 the
+ * final norm and lm_head). The step's time without a kernel, against the whole step, is
+ * what that kernel costs inside the graph. The logits are wrong. */
+static int skip_mask(void) {
+    const char *e = getenv("LORAC_CUDA_DECODE_SKIP");
+    return e ? atoi(e) : 0;
+}
+#define SKIP(bit) (skip & (bit))
+#else
+#define SKIP(bit) 0
+#endif
+
 /* Queues the whole step on d->st; returns the first launch error. */
 static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
+#ifdef LC_DECODE_MEASURE
+    int skip = skip_mask();
+#endif
     cudaStream_t st = d->st;
     int C = (int)s->C, H = (int)s->H, KV = (int)s->KV, D = (int)s->D, I = (int)s->I, r = s->r;
     int HD = H * D, KVD = KV * D, cC = (int)chunks_of(C), cHD = (int)chunks_of(HD), cI = (int)chunks_of(I);
@@ -564,52 +599,52 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         float *xo = d->x[(l + 1) & 1];
         dnorm n1 = {x, d->xn, b->ln1, s->eps, C, l == 0 ? s->embed : NULL, s->edt == LC_DT_BF16, s->tok,
                     pend, pend_b, cI, r, s->scale};
-        GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n1));
+        if (!SKIP(1)) GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n1));
         dgemv g = {};
         g.seg[0] = {b->w[0], b->bias[0], NULL, d->q, HD};
         g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD};
         g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD};
         g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
         for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k]);
-        GO(gemv(st, pdl, s->wdt, g));
+        if (!SKIP(2)) GO(gemv(st, pdl, s->wdt, g));
         dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale};
         for (int k = 0; k < 3; k++)
             if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
-        GO(go(st, pdl, k_dattn, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
+        if (!SKIP(4)) GO(go(st, pdl, k_dattn, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
         g = dgemv{};
         g.seg[0] = {b->w[3], NULL, x, d->xmid, C};
         g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
         add_job(g, b, 3, d->part[3]);
-        GO(gemv(st, pdl, s->wdt, g));
+        if (!SKIP(8)) GO(gemv(st, pdl, s->wdt, g));
         dnorm n2 = {d->xmid, d->xn, b->ln2, s->eps, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
                     cHD, r, s->scale};
-        GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n2));
+        if (!SKIP(16)) GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n2));
         g = dgemv{};
         g.seg[0] = {b->w[4], NULL, NULL, d->gate, I};
         g.seg[1] = {b->w[5], NULL, NULL, d->up, I};
         g.nseg = 2, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
         add_job(g, b, 4, d->part[4]);
         add_job(g, b, 5, d->part[5]);
-        GO(gemv(st, pdl, s->wdt, g));
+        if (!SKIP(32)) GO(gemv(st, pdl, s->wdt, g));
         dswi w = {d->gate, d->up, d->h, I, {}, {}, cC, r, s->scale};
         for (int k = 0; k < 2; k++)
             if (b->la[4 + k]) w.part[k] = d->part[4 + k], w.b[k] = b->lb[4 + k];
         unsigned nb = (unsigned)((I + 255) / 256);
-        GO(go(st, pdl, k_dswiglu, dim3(nb), dim3(256), w));
+        if (!SKIP(64)) GO(go(st, pdl, k_dswiglu, dim3(nb), dim3(256), w));
         g = dgemv{};
         g.seg[0] = {b->w[6], NULL, d->xmid, xo, C};
         g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
         add_job(g, b, 6, d->part[6]);
-        GO(gemv(st, pdl, s->wdt, g));
+        if (!SKIP(128)) GO(gemv(st, pdl, s->wdt, g));
         pend = b->la[6] ? d->part[6] : NULL, pend_b = b->lb[6];
         x = xo;
     }
     dnorm nf = {x, d->xn, s->norm_f, s->eps, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale};
-    GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), nf));
+    if (!SKIP(256)) GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), nf));
     dgemv g = {};
     g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V};
     g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C;
-    GO(gemv(st, pdl, s->hdt, g));
+    if (!SKIP(256)) GO(gemv(st, pdl, s->hdt, g));
     return cudaSuccess;
 }
 
