@@ -24,6 +24,7 @@
 #   LORAC_INIT=1 bench/cuda_train.sh      make the model with `lorac init` (~5 min, one
 #                                         thread) instead of PyTorch on the card (seconds)
 #   STEPS=20 bench/cuda_train.sh          timed steps per training row (default 10)
+#   COMMIT=abc1234 bench/cuda_train.sh   the commit to print when the tree is a copy without git
 #   ROWS="lorac-recipe lorac-8x512" ...    run only these runs (default: all; names as below)
 #   PROFILE=1 bench/cuda_train.sh         also runs the recipe (and decoding) once more with
 #                                         LORAC_CUDA_PROFILE=1: the per-op table lands in
@@ -95,7 +96,7 @@ if [ "${PROFILE:-0}" = 1 ]; then
 fi
 
 BNB=$("$PY" -c 'import bitsandbytes; print(bitsandbytes.__version__)' 2>/dev/null || echo none)
-"$PY" - "$W/runs" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$BNB" <<'PY'
+"$PY" - "$W/runs" "${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}" "$BNB" <<'PY'
 import json, os, sys, datetime
 runs, commit = sys.argv[1], sys.argv[2]
 def get(name):

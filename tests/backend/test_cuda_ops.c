@@ -696,11 +696,13 @@ static void check_attention(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t
 
 static void test_attention(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    setenv("LORAC_CUDA_ATT", "fp32", 1); // the float32 kernels (head_dim 64/128 would take the tensor cores)
     check_attention(2, 45, 4, 2, 64);  // GQA, T not a multiple of the tiles (dk/dv a block per head)
     check_attention(2, 520, 4, 2, 32); // GQA with enough key blocks for a block per group
     check_attention(1, 70, 2, 1, 16);  // head_dim below a warp
     check_attention(2, 33, 4, 4, 128); // no grouping, Mistral's head_dim
     check_attention(1, 20, 2, 1, 256); // the largest head_dim
+    unsetenv("LORAC_CUDA_ATT");
 }
 
 /* x rounded to the nearest bf16 (ties to even), in place. */
@@ -721,7 +723,7 @@ static bool same_bits(const float *a, const float *b, size_t n) {
     return eq;
 }
 
-/* The tensor-core kernels (attention_tc.cu: pos0 = 0, T >= 128, head_dim 64/128) against
+/* The tensor-core kernels (attention_tc.cu: pos0 = 0, T >= LORAC_CUDA_ATT_MIN_T, head_dim 64/128) against
  * the CPU: forward (out, lse) with key capacity S >= T, and when S == T the backward (dq,
  * dk, dv) too, each run twice to check that the results repeat bit for bit. bf16_in:
  * the inputs are bf16 values already (so only the kernels' own roundings count); bound:
@@ -782,6 +784,12 @@ static void test_attention_tc(void) {
     check_attention_tc(2, 1024, 1024, 4, 1, 64, true, 1e-2, 1e-4); // long, one kv head, D 64
     check_attention_tc(1, 300, 300, 8, 8, 64, false, 2e-2, 1e-3);  // float32 inputs, no grouping
     check_attention_tc(2, 150, 170, 4, 2, 64, true, 1e-2, 1e-4);   // forward into a longer cache (prefill)
+    setenv("LORAC_CUDA_ATT_MIN_T", "1", 1);                         // short sequences on the tensor cores
+    check_attention_tc(2, 68, 68, 32, 8, 128, true, 1e-2, 1e-4);    // the recipe's rows: 2 tiles, the 2nd partial
+    check_attention_tc(3, 20, 20, 4, 2, 64, true, 1e-2, 1e-4);     // one partial tile
+    check_attention_tc(1, 1, 3, 4, 1, 128, false, 2e-2, 1e-3);     // one row into a longer cache (forward)
+    check_attention_tc(2, 40, 57, 4, 4, 128, false, 2e-2, 1e-3);   // into a longer cache
+    unsetenv("LORAC_CUDA_ATT_MIN_T");
     // LORAC_CUDA_ATT=fp32 takes the float32 kernels: the float32 bounds hold
     setenv("LORAC_CUDA_ATT", "fp32", 1);
     check_attention_tc(1, 130, 130, 4, 2, 128, false, 1e-5, 1e-6);

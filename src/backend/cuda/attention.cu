@@ -15,7 +15,7 @@
  * Owns nothing beyond the backend's per-row scratch (the backward's D = rowsum(dout·out)
  * and the per-head partial dk/dv).
  *
- * Training shapes (pos0 = 0, T ≥ 128, head_dim 64/128) go to the tensor-core kernels of
+ * Training shapes (pos0 = 0, T ≥ 16, head_dim 64/128) go to the tensor-core kernels of
  * attention_tc.cu (bf16 operands, float32 softmax and sums) unless LORAC_CUDA_ATT=fp32.
  */
 #include <math.h>

@@ -383,7 +383,11 @@ template <int D> static size_t dkdv_smem() {
 bool lc_cuda_att_tc_ok(int64_t Tq, int64_t S, int64_t D, int64_t pos0, const void *const *ptrs, int n) {
     const char *e = getenv("LORAC_CUDA_ATT");
     if (e && !strcmp(e, "fp32")) return false;
-    if (pos0 != 0 || Tq < 128 || S < Tq || (D != 64 && D != 128)) return false;
+    // shortest sequence taken (LORAC_CUDA_ATT_MIN_T; default 16: measured faster than the
+    // float32 kernels from the recipe's 68 tokens up, bench/results/cuda_notes.md)
+    const char *mt = getenv("LORAC_CUDA_ATT_MIN_T");
+    int64_t min_t = mt && *mt ? strtoll(mt, NULL, 10) : 16;
+    if (pos0 != 0 || Tq < min_t || Tq < 1 || S < Tq || (D != 64 && D != 128)) return false;
     for (int i = 0; i < n; i++)
         if ((uintptr_t)ptrs[i] % 16) return false;
     return true;

@@ -1,10 +1,12 @@
 /*
  * gemm.cu — products of the CUDA backend for the training step (cuda.cu calls these):
- *  - the frozen bf16 products through cuBLASLt, the algorithm chosen per shape: the first
- *    time a shape (transpose, M, N, K, leading dimensions, accumulate) is seen, the
- *    heuristic's top candidates and split-K variants of the best few are each timed
- *    (L2 flushed between runs, a scratch output) and the fastest is kept for the
- *    backend's life; LORAC_CUDA_TUNE=0 keeps the heuristic's first pick;
+ *  - the frozen bf16 products through cuBLASLt: by default the heuristic's first pick for
+ *    each shape (the same algorithm in every process, so runs and resumed runs repeat bit
+ *    for bit on a card); with LORAC_CUDA_TUNE=1, the first time a shape (transpose, M, N,
+ *    K, leading dimensions, accumulate) is seen, the heuristic's top candidates and
+ *    split-K variants of the best few are each timed (L2 flushed between runs, a scratch
+ *    output) and the fastest is kept for the backend's life (about 1% faster on the
+ *    recipe, but two processes may pick kernels that round differently);
  *  - ->gemm_n: several small fp32 products of the adapters in one launch (q/k/v's or
  *    gate/up's products of one kind; only with LORAC_CUDA_GROUP=1: they measured slower
  *    than one ->gemm each), by shape class: a thin output over a long inner
@@ -69,7 +71,7 @@ static lc_cuda_lt *lt_of(lc_cuda *c) {
     lc_cuda_lt *L = (lc_cuda_lt *)xcalloc(1, sizeof *L);
     if (cublasLtCreate(&L->h) != CUBLAS_STATUS_SUCCESS) L->h = NULL;
     const char *e = getenv("LORAC_CUDA_TUNE");
-    L->tune = !(e && !strcmp(e, "0"));
+    L->tune = e && !strcmp(e, "1"); // opt-in: timing makes the choice differ between processes
     c->lt = L;
     return L;
 }
