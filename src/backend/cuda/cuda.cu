@@ -50,13 +50,6 @@ void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, con
              line, what, why);
 }
 
-#define LC_BK(c, call)                                                                        \
-    do {                                                                                      \
-        cublasStatus_t s_ = (call);                                                           \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                      \
-            lc_cuda_error((c), __FILE__, __LINE__, #call, cublasGetStatusString(s_));         \
-    } while (0)
-
 static inline lc_cuda *impl(lc_backend *be) { return (lc_cuda *)be->impl; }
 
 /* Blocks for n elements at 256 threads (grid-stride loops cover the rest). */

@@ -92,6 +92,14 @@ void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, con
         if (e_ != cudaSuccess) lc_cuda_error((c), __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
     } while (0)
 
+/* The same for a cuBLAS / cuBLASLt call. */
+#define LC_BK(c, call)                                                                        \
+    do {                                                                                      \
+        cublasStatus_t s_ = (call);                                                           \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                      \
+            lc_cuda_error((c), __FILE__, __LINE__, #call, cublasGetStatusString(s_));         \
+    } while (0)
+
 /* Programmatic dependent launch (Hopper): a kernel that starts with LC_PDL_TRIGGER lets a
  * successor launched with the programmatic attribute (the small-N product) start its
  * blocks early; that successor waits (LC_PDL_WAIT) for this grid's completion before it

@@ -33,13 +33,6 @@ extern "C" {
 #include "core/mem.h"
 }
 
-#define LC_BK(c, call)                                                                        \
-    do {                                                                                      \
-        cublasStatus_t s_ = (call);                                                           \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                      \
-            lc_cuda_error((c), __FILE__, __LINE__, #call, cublasGetStatusString(s_));         \
-    } while (0)
-
 /* ------------------------------------------------------------ frozen products (cuBLASLt) */
 
 #define LT_WS_MAX ((size_t)32 << 20) // split-K workspace at most (bytes)

@@ -32,13 +32,6 @@ extern "C" {
 #include "core/mem.h"
 }
 
-#define Q_BK(c, call)                                                                         \
-    do {                                                                                      \
-        cublasStatus_t s_ = (call);                                                           \
-        if (s_ != CUBLAS_STATUS_SUCCESS)                                                      \
-            lc_cuda_error((c), __FILE__, __LINE__, #call, cublasGetStatusString(s_));         \
-    } while (0)
-
 #define Q_GRID_STRIDE(i, n) \
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 
@@ -313,7 +306,7 @@ lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx) {
     lc_cuda_wq *d = (lc_cuda_wq *)w->q;
     d->codes = w->data, d->rows = w->rows, d->cols = w->cols;
     cudaStream_t main_s = 0;
-    Q_BK(c, cublasGetStream(c->blas, &main_s));
+    LC_BK(c, cublasGetStream(c->blas, &main_s));
     size_t bytes = (size_t)w->rows * (size_t)w->cols * sizeof(__nv_bfloat16);
     if (q->cap < bytes) { // nothing may still use the old buffers
         LC_CK(c, cudaDeviceSynchronize());
