@@ -447,16 +447,15 @@ static void test_gemm(void) {
         }
 }
 
-/* One ->gemm_n group of n products of one shape (M, N, K, ta, tb), each with its own A, B
- * and C (or one shared A when shareA), against the CPU's ->gemm_n: beta 0 over
- * NaN-poisoned C (every element written, none read), then beta 1 (accumulate). */
-static void check_gemm_n(const char *name, int n, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                         bool shareA) {
+/* n ->gemm products of one shape (M, N, K, ta, tb) in a row, each with its own A, B and
+ * C (or one shared A when shareA), against the CPU: beta 0 over NaN-poisoned C (every
+ * element written, none read), then beta 1 (accumulate). */
+static void check_gemm_many(const char *name, int n, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                            bool shareA) {
+    enum { NMAX = 4 };
     int64_t lda = (ta ? M : K) + 1, ldb = tb ? K : N, ldc = N;
     size_t na = (size_t)((ta ? K : M) * lda), nb = (size_t)((tb ? N : K) * ldb), nc = (size_t)(M * ldc);
-    lc_gemm_args hg[LC_GEMM_N_MAX], dg[LC_GEMM_N_MAX];
-    float *hA[LC_GEMM_N_MAX], *hB[LC_GEMM_N_MAX], *hC[LC_GEMM_N_MAX];
-    float *dA[LC_GEMM_N_MAX], *dB[LC_GEMM_N_MAX], *dC[LC_GEMM_N_MAX];
+    float *hA[NMAX], *hB[NMAX], *hC[NMAX], *dA[NMAX], *dB[NMAX], *dC[NMAX];
     for (int beta1 = 0; beta1 < 2; beta1++) {
         for (int i = 0; i < n; i++) {
             hA[i] = shareA && i ? hA[0] : rnd(na, 1);
@@ -464,16 +463,15 @@ static void check_gemm_n(const char *name, int n, bool ta, bool tb, int64_t M, i
             dA[i] = shareA && i ? dA[0] : up(hA[i], na * 4);
             dB[i] = up(hB[i], nb * 4);
             dC[i] = beta1 ? up(hC[i], nc * 4) : poisoned(nc);
-            float alpha = 0.5f + 0.25f * (float)i, beta = beta1 ? 1.0f : 0.0f;
-            lc_gemm_args h = {ta, tb, M, N, K, alpha, beta, hA[i], hB[i], lda, ldb, ldc, hC[i]};
-            lc_gemm_args d = {ta, tb, M, N, K, alpha, beta, dA[i], dB[i], lda, ldb, ldc, dC[i]};
-            hg[i] = h, dg[i] = d;
         }
-        cpu->gemm_n(cpu, n, hg);
-        gpu->gemm_n(gpu, n, dg);
+        for (int i = 0; i < n; i++) {
+            float alpha = 0.5f + 0.25f * (float)i, beta = beta1 ? 1.0f : 0.0f;
+            cpu->gemm(cpu, ta, tb, M, N, K, alpha, hA[i], lda, hB[i], ldb, beta, hC[i], ldc);
+            gpu->gemm(gpu, ta, tb, M, N, K, alpha, dA[i], lda, dB[i], ldb, beta, dC[i], ldc);
+        }
         for (int i = 0; i < n; i++) {
             char what[96];
-            snprintf(what, sizeof what, "gemm_n %s [%d/%d] %s", name, i + 1, n, beta1 ? "+=" : "=");
+            snprintf(what, sizeof what, "gemm %s [%d/%d] %s", name, i + 1, n, beta1 ? "+=" : "=");
             expect(what, dC[i], hC[i], nc, 1e-5);
         }
         for (int i = 0; i < n; i++) {
@@ -484,29 +482,43 @@ static void check_gemm_n(const char *name, int n, bool ta, bool tb, int64_t M, i
     }
 }
 
-static void test_gemm_n(void) {
+static void test_gemm_adapters(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
-    // the grouped kernels are off by default (measured slower); test them (read once, at
-    // the first ->gemm_n of the process: this is the first)
-    setenv("LORAC_CUDA_GROUP", "1", 1);
-    // the adapters' products at small sizes, one group per kernel class: u = x a (thin
-    // output, long K), du = s dy b^T (the same, B transposed), out += s u b and
-    // dx += du a^T (short K), gb = s u^T dy and ga = x^T du (A^T B over the rows, K over
-    // two 64-row chunks); rank 8 and 16; row counts not multiples of the 4-row tile
-    check_gemm_n("u = x a", 3, false, false, 37, 16, 1000, true);
-    check_gemm_n("u = x a r8", 2, false, false, 38, 8, 300, true);
-    check_gemm_n("du = dy b^T", 3, false, true, 37, 16, 700, false);
-    check_gemm_n("out += u b", 3, false, false, 37, 300, 16, false);
-    check_gemm_n("dx += du a^T", 2, false, true, 37, 300, 16, false);
-    check_gemm_n("gb = u^T dy", 3, true, false, 16, 300, 137, false);
-    check_gemm_n("ga = x^T du", 3, true, false, 300, 16, 137, true);
-    check_gemm_n("ga r8", 1, true, false, 200, 8, 50, false);
-    // shapes outside the classes (many rows; rank 64): ->gemm in order
-    check_gemm_n("fallback M=300", 2, false, false, 300, 16, 400, true);
-    check_gemm_n("fallback N=64", 2, false, false, 40, 64, 400, true);
-    // the recipe's shapes (136 rows, 4096 inputs, rank 16)
-    check_gemm_n("recipe u", 3, false, false, 136, 16, 4096, true);
-    check_gemm_n("recipe ga", 2, true, false, 4096, 16, 136, true);
+    // the adapters' products, each kernel class of lora_gemm.cu several times in a row
+    // (the split-K kernel's arrival counters must be back at zero for the next call):
+    // u = x a (thin output, long K: one chunk, several, a ragged last one), du = s dy b^T
+    // (the same, B transposed), out += s u b and dx += du a^T (short K), gb = s u^T dy and
+    // ga = x^T du (A^T B over the rows); ranks 8, 16 and 32; row counts not multiples of
+    // the 16-row tiles
+    check_gemm_many("u = x a", 3, false, false, 37, 16, 1000, true);
+    check_gemm_many("u = x a one chunk", 2, false, false, 37, 16, 200, true);
+    check_gemm_many("u = x a r8", 2, false, false, 38, 8, 300, true);
+    check_gemm_many("u = x a r32", 2, false, false, 38, 32, 700, true);
+    check_gemm_many("du = dy b^T", 3, false, true, 37, 16, 700, false);
+    check_gemm_many("du r32", 2, false, true, 21, 32, 1300, false);
+    check_gemm_many("out += u b", 3, false, false, 37, 300, 16, false);
+    check_gemm_many("out += u b r32", 2, false, false, 37, 300, 32, false);
+    check_gemm_many("dx += du a^T", 2, false, true, 37, 300, 16, false);
+    check_gemm_many("dx r8", 2, false, true, 17, 700, 8, false);
+    check_gemm_many("gb = u^T dy", 3, true, false, 16, 300, 137, false);
+    check_gemm_many("gb r32", 2, true, false, 32, 100, 256, false);
+    check_gemm_many("ga = x^T du", 3, true, false, 300, 16, 137, true);
+    check_gemm_many("ga r8", 1, true, false, 200, 8, 50, false);
+    check_gemm_many("ga r32", 2, true, false, 77, 32, 1, false);
+    check_gemm_many("decoding u", 2, false, false, 1, 16, 4096, true);
+    check_gemm_many("decoding out", 2, false, false, 1, 4096, 16, false);
+    // shapes cuBLAS keeps (many rows; rank 64; A^T B over more than 256 rows)
+    check_gemm_many("cuBLAS M=300", 2, false, false, 300, 16, 400, true);
+    check_gemm_many("cuBLAS N=64", 2, false, false, 40, 64, 400, true);
+    check_gemm_many("cuBLAS gb K=300", 1, true, false, 16, 100, 300, false);
+    // the recipe's shapes (2 x 68 rows, hidden 4096, MLP 14336, rank 16)
+    check_gemm_many("recipe u", 3, false, false, 136, 16, 4096, true);
+    check_gemm_many("recipe u down", 1, false, false, 136, 16, 14336, false);
+    check_gemm_many("recipe du up", 2, false, true, 136, 16, 14336, false);
+    check_gemm_many("recipe out += u b up", 2, false, false, 136, 14336, 16, false);
+    check_gemm_many("recipe dx += du a^T down", 1, false, true, 136, 14336, 16, false);
+    check_gemm_many("recipe gb", 2, true, false, 16, 4096, 136, false);
+    check_gemm_many("recipe ga", 2, true, false, 4096, 16, 136, true);
 }
 
 /* ->matmul_n over BF16 weights of one input (the card converts x once) against the CPU's
@@ -838,7 +850,7 @@ int main(void) {
     RUN(test_quantized);
     RUN(test_quantized_order);
     RUN(test_gemm);
-    RUN(test_gemm_n);
+    RUN(test_gemm_adapters);
     RUN(test_matmul_n);
     RUN(test_norm_rope_swiglu);
     RUN(test_cross_entropy);

@@ -4,15 +4,15 @@
  * cross-entropy) and the matrix products: cuBLAS (bf16 × bf16 with float32
  * accumulation for BF16 weights, SGEMM for F32 weights); for BF16 products of up to 8
  * rows (decoding) a GEMV-style kernel that streams the weight once in 16-byte loads and
- * reads the float32 input as it is; for the adapters' fp32 products of up to 256 rows
- * (the recipe, decoding) small-K and split-K kernels where cuBLAS picks one slow block.
+ * reads the float32 input as it is; the adapters' fp32 products of up to 256 rows (the
+ * recipe, decoding) run lora_gemm.cu's kernels where cuBLAS picks one slow block.
  * Quantized weights (NF4, MLX affine) live on the card as stored; a product over one
  * takes quant.cu's bf16 view of the whole matrix (dequantized ahead of time on a second
  * stream when the order of products repeats) down the bf16 path; embedding rows
  * dequantize to float32 (quant.cu).
  *
  * Owns the cuBLAS handle, the device copies of the weights (->weight) and the scratch
- * buffers (bf16 operands, a dequantized weight, per-row values, a reduction counter)
+ * buffers (bf16 operands, a dequantized weight, per-row values, reduction counters)
  * and the quantized weights' descriptors; all are freed with the backend. Work runs on
  * the legacy default stream, so it is ordered with cudaMemcpy; the small-N product is
  * launched with programmatic dependent launch on sm_90 (LORAC_CUDA_PDL=0 turns it off),
@@ -645,125 +645,6 @@ static void cu_matmul_n(lc_backend *be, int n, float *const *out, const float *x
     }
 }
 
-/* Small fp32 products for the adapters (cuBLAS picks one block for a thin output over a
- * long inner size, ~20 us each). Row-major, cblas_sgemm's meaning:
- * op(A)(m,k) = ta ? A[k*lda+m] : A[m*lda+k]; op(B)(k,n) = tb ? B[n*ldb+k] : B[k*ldb+n].
- * beta == 0 never reads C. */
-#define SMALL_M 256 // rows up to which the adapters' products use the kernels below
-#define SK_MAXK 32  // inner size up to which one thread computes one output
-#define SP_MAXN 64  // output columns up to which K is split
-#define SP_KC 128   // inner-size chunk of one split block
-#define SP_MT 32    // output rows of one split block
-
-/* K <= SK_MAXK: grid (ceil(N/256), ceil(M/SK_MT)); thread n keeps column n of op(B) in
- * registers and computes the outputs (m, n) of its tile of SK_MT rows (op(A) reads are
- * the same for the whole block). */
-#define SK_MT 8
-__global__ void k_gemm_smallk(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int64_t lda,
-                              const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    int n = blockIdx.x * blockDim.x + threadIdx.x, m0 = blockIdx.y * SK_MT;
-    if (n >= N) return;
-    float b[SK_MAXK];
-#pragma unroll
-    for (int k = 0; k < SK_MAXK; k++) b[k] = k < K ? (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]) : 0.0f;
-    int m1 = min(m0 + SK_MT, M);
-    for (int m = m0; m < m1; m++) {
-        float s = 0.0f;
-#pragma unroll
-        for (int k = 0; k < SK_MAXK; k++)
-            if (k < K) s += (ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) * b[k];
-        float *c = C + (size_t)m * ldc + n;
-        *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
-    }
-}
-
-/* K <= SK_MAXK, one thread an output (coalesced along n when B is read along n). */
-__global__ void k_gemm_smallk1(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int64_t lda,
-                               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    LC_PDL_TRIGGER();
-    GRID_STRIDE(i, (size_t)M * N) {
-        int m = (int)(i / N), n = (int)(i % N);
-        float s = 0.0f;
-        for (int k = 0; k < K; k++)
-            s += (ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) *
-                 (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
-        float *c = C + (size_t)m * ldc + n;
-        *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
-    }
-}
-
-/* grid (K chunks, M tiles): part[chunk][m][n] = sum over the chunk's k of op(A) op(B). */
-template <bool LAST_SUMS>
-__global__ void k_gemm_splitk(bool ta, bool tb, int M, int N, int K, const float *A, int64_t lda,
-                              const float *B, int64_t ldb, float *part, float alpha, float beta, float *C,
-                              int64_t ldc, unsigned *counter) {
-    LC_PDL_TRIGGER();
-    extern __shared__ float sm[];
-    float *As = sm, *Bs = sm + SP_MT * (SP_KC + 1); // As[m][k] (ld KC+1), Bs[k][n] (ld N+1)
-    int k0 = blockIdx.x * SP_KC, m0 = blockIdx.y * SP_MT;
-    int kn = min(SP_KC, K - k0), mn = min(SP_MT, M - m0);
-    // loads walk the contiguous index fastest
-    for (int idx = threadIdx.x; idx < SP_MT * SP_KC; idx += blockDim.x) {
-        int m, k;
-        if (ta) m = idx % SP_MT, k = idx / SP_MT;
-        else k = idx % SP_KC, m = idx / SP_KC;
-        float v = 0.0f;
-        if (m < mn && k < kn)
-            v = ta ? A[(size_t)(k0 + k) * lda + m0 + m] : A[(size_t)(m0 + m) * lda + k0 + k];
-        As[m * (SP_KC + 1) + k] = v;
-    }
-    for (int idx = threadIdx.x; idx < SP_KC * N; idx += blockDim.x) {
-        int k, n;
-        if (tb) k = idx % SP_KC, n = idx / SP_KC;
-        else n = idx % N, k = idx / N;
-        float v = 0.0f;
-        if (k < kn) v = tb ? B[(size_t)n * ldb + k0 + k] : B[(size_t)(k0 + k) * ldb + n];
-        Bs[k * (N + 1) + n] = v;
-    }
-    __syncthreads();
-    float *out = part + (size_t)blockIdx.x * M * N;
-    for (int o = threadIdx.x; o < SP_MT * N; o += blockDim.x) {
-        int m = o / N, n = o % N;
-        if (m >= mn) break;
-        float s = 0.0f;
-        for (int k = 0; k < kn; k++) s += As[m * (SP_KC + 1) + k] * Bs[k * (N + 1) + n];
-        out[(size_t)(m0 + m) * N + n] = s;
-    }
-    if (!LAST_SUMS) return;
-    // one M tile (M <= SP_MT, M*N <= blockDim): the last block to finish adds the chunks
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    int o = threadIdx.x;
-    if (o < M * N) {
-        float t = 0.0f;
-        for (int j = 0; j < (int)gridDim.x; j++) t += __ldcg(part + (size_t)j * M * N + o);
-        float *c = C + (size_t)(o / N) * ldc + o % N;
-        *c = beta == 0.0f ? alpha * t : alpha * t + beta * *c;
-    }
-    if (threadIdx.x == 0) *counter = 0; // ready for the next launch (same stream, in order)
-}
-
-/* C = alpha * (the chunks' sum) + beta C: a warp per output, lanes over the chunks. */
-__global__ void k_gemm_splitk_sum(int M, int N, int chunks, float alpha, const float *part, float beta,
-                                  float *C, int64_t ldc) {
-    int lane = threadIdx.x & 31;
-    size_t warps = ((size_t)gridDim.x * blockDim.x) >> 5;
-    for (size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; i < (size_t)M * N; i += warps) {
-        float s = 0.0f;
-        for (int j = lane; j < chunks; j += 32) s += part[(size_t)j * M * N + i];
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-        if (lane == 0) {
-            float *c = C + (i / N) * ldc + i % N;
-            *c = beta == 0.0f ? alpha * s : alpha * s + beta * *c;
-        }
-    }
-}
-
 /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, where each row-major
  * buffer read column-major is already its transpose. */
 static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
@@ -772,38 +653,7 @@ static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int6
     LC_PROF(impl(be), "gemm (LoRA) M=%lld", M);
     lc_cuda *c = impl(be);
     if (M <= 0 || N <= 0) return;
-    if (M > SMALL_M) goto blas; // many rows: cuBLAS's tiles win (8 x 512 measured 16% slower)
-    if (K <= SK_MAXK && tb) { // dx += du a^T: a's rows stay in registers
-        dim3 grid((unsigned)((N + 255) / 256), (unsigned)((M + SK_MT - 1) / SK_MT));
-        k_gemm_smallk<<<grid, 256, 0, c->st>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb, beta, C, ldc);
-        LC_LAUNCHED(c);
-        return;
-    }
-    if (K <= SK_MAXK) { // out += s u b: one thread an output
-        k_gemm_smallk1<<<blocks_for((size_t)(M * N)), 256, 0, c->st>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb,
-                                                            beta, C, ldc);
-        LC_LAUNCHED(c);
-        return;
-    }
-    if (N <= SP_MAXN && K >= 256) { // a thin output over a long inner size: split K
-        int chunks = (int)((K + SP_KC - 1) / SP_KC);
-        float *part = lc_cuda_rows(c, (size_t)chunks * (size_t)(M * N));
-        dim3 grid((unsigned)chunks, (unsigned)((M + SP_MT - 1) / SP_MT));
-        size_t sm = (size_t)(SP_MT * (SP_KC + 1) + SP_KC * (N + 1)) * sizeof(float);
-        if (M <= SP_MT && M * N <= 256) { // decoding: one launch, the last block sums
-            k_gemm_splitk<true><<<grid, 256, sm, c->st>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part, alpha,
-                                                   beta, C, ldc, c->counter);
-            LC_LAUNCHED(c);
-            return;
-        }
-        k_gemm_splitk<false><<<grid, 256, sm, c->st>>>(ta, tb, (int)M, (int)N, (int)K, A, lda, B, ldb, part, alpha, beta,
-                                                C, ldc, NULL);
-        LC_LAUNCHED(c);
-        k_gemm_splitk_sum<<<blocks_for((size_t)(M * N) * 32), 256, 0, c->st>>>((int)M, (int)N, chunks, alpha, part, beta, C, ldc);
-        LC_LAUNCHED(c);
-        return;
-    }
-blas:
+    if (lc_cuda_lora_gemm(c, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return; // lora_gemm.cu
     LC_BK(c, cublasSgemm(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
                          (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
 }
@@ -1089,11 +939,8 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     prof_start(c);
     const char *pd = getenv("LORAC_CUDA_PDL");
     c->pdl = prop.major >= 9 && !(pd && !strcmp(pd, "0"));
-    // the split-K product's tile can pass 48 KB (SP_MAXN columns)
-    LC_CK(c, cudaFuncSetAttribute(k_gemm_splitk<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
-    LC_CK(c, cudaFuncSetAttribute(k_gemm_splitk<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
-    LC_CK(c, cudaMalloc(&c->counter, sizeof(unsigned)));
-    LC_CK(c, cudaMemset(c->counter, 0, sizeof(unsigned)));
+    LC_CK(c, cudaMalloc(&c->counter, LC_NCOUNTERS * sizeof(unsigned)));
+    LC_CK(c, cudaMemset(c->counter, 0, LC_NCOUNTERS * sizeof(unsigned)));
     lc_backend *be = (lc_backend *)xcalloc(1, sizeof *be);
     be->name = "cuda";
     be->device_name = c->name;
@@ -1116,7 +963,6 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->matmul = cu_matmul;
     be->matmul_dx = cu_matmul_dx;
     be->gemm = cu_gemm;
-    be->gemm_n = lc_cuda_gemm_n;
     be->matmul_n = cu_matmul_n;
     be->embedding = cu_embedding;
     be->rmsnorm = cu_rmsnorm;

@@ -2,7 +2,8 @@
  * cuda.h — internals of the CUDA backend shared by its files (cuda.cu: the table,
  * memory, elementwise ops, layers and products; attention.cu: attention forward and
  * backward in float32; attention_tc.cu: the tensor-core kernels for training shapes;
- * gemm.cu: tuned cuBLASLt bf16 products and grouped adapter products; quant.cu:
+ * gemm.cu: tuned cuBLASLt bf16 products; lora_gemm.cu:
+ * the adapters' small fp32 products; quant.cu:
  * dequantizing quantized weights; decode.cu: the fused one-token decoding step and its
  * CUDA graph; graph.cu: the training step recorded as a CUDA graph and replayed). CUDA
  * C++ only; the C code sees the backend through backend/backend.h.
@@ -42,7 +43,7 @@ typedef struct {
     float *host_rows;        // pinned host copy of rows' losses
     size_t host_rows_cap;
     bool pdl;                // launch the small-N product programmatically (sm_90+, LORAC_CUDA_PDL != 0)
-    unsigned *counter;       // device word for single-launch reductions (zero between launches)
+    unsigned *counter;       // LC_NCOUNTERS device words for single-launch reductions (zero between launches)
     struct lc_cuda_prof *prof; // LORAC_CUDA_PROFILE=1: per-op event timings (else NULL)
     struct lc_cuda_lt *lt;     // gemm.cu: cuBLASLt handle, tuned plans, workspace (NULL until used)
     struct lc_cuda_q *q;     // quant.cu's buffers, stream and events (NULL until a quantized product)
@@ -135,8 +136,12 @@ float *lc_cuda_rows(lc_cuda *c, size_t n);
  * algorithm tuned for the shape on first use. */
 void lc_cuda_gemm_bf16(lc_cuda *c, bool ta, int m, int n, int k, const void *W, int lda, const void *x, int ldb,
                        float beta, float *out, int ldc);
-/* ->gemm_n: grouped launches by shape class, else ->gemm in order. */
-void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *g);
+#define LC_NCOUNTERS 64 // arrival counters at c->counter
+/* lora_gemm.cu: the adapters' fp32 product C = alpha op(A) op(B) + beta C (->gemm's
+ * meaning) when a kernel there takes its shape (rank-sized side <= 32, few rows);
+ * returns false, having done nothing, otherwise. */
+bool lc_cuda_lora_gemm(lc_cuda *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 /* Frees gemm.cu's state (with the backend). */
 void lc_cuda_lt_free(lc_cuda *c);
 
