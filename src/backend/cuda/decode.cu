@@ -25,7 +25,8 @@
  * Switches (read at every step): LORAC_CUDA_DECODE=0 declines (the model runs the
  * single ops), LORAC_CUDA_GRAPH=0 launches the fused kernels directly, and the
  * profiler (LORAC_CUDA_PROFILE=1) declines so its per-op table stays whole;
- * LORAC_CUDA_DECODE_SPLIT (and, in measuring builds, LORAC_CUDA_DECODE_SKIP) choose kernels
+ * LORAC_CUDA_DECODE_SPLIT, LORAC_CUDA_DECODE_PF=0 (no L2 prefetch of the adapters' B by the
+ * products' adapter blocks) and, in measuring builds, LORAC_CUDA_DECODE_SKIP choose kernels
  * and are part of the recorded graph's key.
  *
  * Owns a stream of its own (blocking: ordered with the legacy stream the rest of the
@@ -155,7 +156,20 @@ struct dgemv {
     int njob, chunks, r;
     const float *x;
     int I;
+    const float *pf[3]; // B matrices the next small kernel reads (r·out floats each), or NULL:
+    int pfn[3];         // the adapter blocks prefetch them into L2 before their wait
 };
+
+/* Adapter block b of jb prefetches its share of g's pf matrices into L2 (128-byte lines). */
+__device__ __forceinline__ void d_prefetch_b(const dgemv &g, int b, int jb) {
+    for (int m = 0; m < 3; m++) {
+        const float *p = m == 0 ? g.pf[0] : m == 1 ? g.pf[1] : g.pf[2];
+        int n = m == 0 ? g.pfn[0] : m == 1 ? g.pfn[1] : g.pfn[2];
+        if (!p) continue;
+        for (int line = b * (int)blockDim.x + (int)threadIdx.x; line * 32 < n; line += jb * (int)blockDim.x)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(p + (size_t)line * 32));
+    }
+}
 
 __device__ __forceinline__ void d_vec(const uint4 &u, float *f, __nv_bfloat16) {
     const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
@@ -212,6 +226,7 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     __shared__ float part_sum[GW];
     int jb = g.njob * g.chunks;
     if ((int)blockIdx.x < jb) {
+        d_prefetch_b(g, blockIdx.x, jb);
         LC_PDL_WAIT();
         d_adapter_part(g, blockIdx.x);
         return;
@@ -587,12 +602,12 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
     return d;
 }
 
-/* The switches a recording bakes in (LORAC_CUDA_DECODE_SPLIT, and LORAC_CUDA_DECODE_SKIP in
- * measuring builds), hashed into one word: changing one records a new graph. */
+/* The switches a recording bakes in (LORAC_CUDA_DECODE_SPLIT, LORAC_CUDA_DECODE_PF, and
+ * LORAC_CUDA_DECODE_SKIP in measuring builds), hashed into one word: changing one records a new graph. */
 static unsigned tune_word(void) {
-    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP"};
+    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP", "LORAC_CUDA_DECODE_PF"};
     unsigned h = 2166136261u;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         const char *e = getenv(names[i]);
         for (const char *p = e ? e : "-"; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
         h = (h ^ 0xffu) * 16777619u;
@@ -657,9 +672,11 @@ static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
     return ks == 4 ? gemv_go<float, 4>(st, pdl, g) : ks == 2 ? gemv_go<float, 2>(st, pdl, g) : gemv_go<float, 1>(st, pdl, g);
 }
 
-/* Adds adapter k of block b to a product's jobs when it has one. */
-static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part) {
+/* Adds adapter k of block b (B of r·out floats) to a product's jobs when it has one; its
+ * adapter blocks also prefetch B into L2 for the next kernel unless LORAC_CUDA_DECODE_PF=0. */
+static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part, int r, int64_t out) {
     if (!b->la[k]) return;
+    if (!env_off("LORAC_CUDA_DECODE_PF")) g.pf[g.njob] = b->lb[k], g.pfn[g.njob] = (int)(r * out);
     g.job[g.njob].A = b->la[k], g.job[g.njob].part = part;
     g.njob++;
 }
@@ -707,7 +724,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD};
         g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD};
         g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
-        for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k]);
+        for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k], r, k ? KVD : HD);
         if (!SKIP(2)) GO(gemv(st, pdl, s->wdt, g));
         dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale};
         for (int k = 0; k < 3; k++)
@@ -716,7 +733,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         g = dgemv{};
         g.seg[0] = {b->w[3], NULL, x, d->xmid, C};
         g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
-        add_job(g, b, 3, d->part[3]);
+        add_job(g, b, 3, d->part[3], r, C);
         if (!SKIP(8)) GO(gemv(st, pdl, s->wdt, g));
         dnorm n2 = {d->xmid, d->xn, b->ln2, s->eps, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
                     cHD, r, s->scale};
@@ -725,8 +742,8 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         g.seg[0] = {b->w[4], NULL, NULL, d->gate, I};
         g.seg[1] = {b->w[5], NULL, NULL, d->up, I};
         g.nseg = 2, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
-        add_job(g, b, 4, d->part[4]);
-        add_job(g, b, 5, d->part[5]);
+        add_job(g, b, 4, d->part[4], r, I);
+        add_job(g, b, 5, d->part[5], r, I);
         if (!SKIP(32)) GO(gemv(st, pdl, s->wdt, g));
         dswi w = {d->gate, d->up, d->h, I, {}, {}, cC, r, s->scale};
         for (int k = 0; k < 2; k++)
@@ -736,7 +753,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         g = dgemv{};
         g.seg[0] = {b->w[6], NULL, d->xmid, xo, C};
         g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
-        add_job(g, b, 6, d->part[6]);
+        add_job(g, b, 6, d->part[6], r, C);
         if (!SKIP(128)) GO(gemv(st, pdl, s->wdt, g));
         pend = b->la[6] ? d->part[6] : NULL, pend_b = b->lb[6];
         x = xo;
