@@ -221,11 +221,11 @@ static int write_bf16_model(const char *name, const char *dir) {
     return rc;
 }
 
-static int load_bf16(const char *dir, const char *device, unsigned keys, lc_model **m) {
+static int load_bf16(const char *dir, const char *device, unsigned keys, int rank, lc_model **m) {
     if (lc_model_load_on(dir, device, m) < 0) return -1;
     lc_lora_config lc;
     lc_lora_config_default(&lc);
-    lc.rank = 8, lc.num_layers = 2, lc.scale = 2.0f; // tiny-mistral has 3 blocks: one unadapted
+    lc.rank = rank, lc.num_layers = 2, lc.scale = 2.0f; // tiny-mistral has 3 blocks: one unadapted
     lc.keys = keys;
     if (lc_model_add_lora(*m, &lc, 11) < 0) return -1;
     rewrite_adapters(*m, 0); // B non-zero: the adapters matter
@@ -265,8 +265,8 @@ static void test_decode_graph_bf16(void) {
     if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
     CHECK_OK(write_bf16_model("tiny-mistral", dir));
     lc_model *mc = NULL, *mh = NULL;
-    CHECK_OK(load_bf16(dir, "cuda", LC_KEYS_ALL, &mc));
-    CHECK_OK(load_bf16(dir, "cpu", LC_KEYS_ALL, &mh));
+    CHECK_OK(load_bf16(dir, "cuda", LC_KEYS_ALL, 8, &mc));
+    CHECK_OK(load_bf16(dir, "cpu", LC_KEYS_ALL, 8, &mh));
     if (mh) lc_model_set_bf16_matmul(mh, false); // float32 products on the CPU too
     if (mc && mh) {
         CHECK_MSG(mc->blocks[0].w[0].dtype == LC_DT_BF16, "the bf16 copy did not load as bf16");
@@ -280,12 +280,22 @@ static void test_decode_graph_bf16(void) {
     // jobs shift), o and down without the rest
     mc = mh = NULL;
     unsigned some = LC_KEY_K | LC_KEY_O | LC_KEY_UP | LC_KEY_DOWN;
-    CHECK_OK(load_bf16(dir, "cuda", some, &mc));
-    CHECK_OK(load_bf16(dir, "cpu", some, &mh));
+    CHECK_OK(load_bf16(dir, "cuda", some, 8, &mc));
+    CHECK_OK(load_bf16(dir, "cpu", some, 8, &mh));
     if (mh) lc_model_set_bf16_matmul(mh, false);
     if (mc && mh) {
         int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
         compare_paths("tiny-mistral bf16, k/o/up/down adapters", mc, mh, prompt, 7, 1e-5 * TOL);
+    }
+    lc_model_free(mc), lc_model_free(mh);
+    // rank 24: the small kernels' unrolled bound of 32 (ranks up to 16 take the bound 16)
+    mc = mh = NULL;
+    CHECK_OK(load_bf16(dir, "cuda", LC_KEYS_ALL, 24, &mc));
+    CHECK_OK(load_bf16(dir, "cpu", LC_KEYS_ALL, 24, &mh));
+    if (mh) lc_model_set_bf16_matmul(mh, false);
+    if (mc && mh) {
+        int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
+        compare_paths("tiny-mistral bf16, rank 24", mc, mh, prompt, 7, 1e-5 * TOL);
     }
     lc_model_free(mc), lc_model_free(mh);
     char p[600];

@@ -25,7 +25,8 @@
  * Switches (read at every step): LORAC_CUDA_DECODE=0 declines (the model runs the
  * single ops), LORAC_CUDA_GRAPH=0 launches the fused kernels directly, and the
  * profiler (LORAC_CUDA_PROFILE=1) declines so its per-op table stays whole;
- * LORAC_CUDA_DECODE_SPLIT (and, in measuring builds, LORAC_CUDA_DECODE_SKIP) choose kernels
+ * LORAC_CUDA_DECODE_SPLIT, LORAC_CUDA_DECODE_PF=0 (no L2 prefetch of the adapters' B by the
+ * products' adapter blocks) and, in measuring builds, LORAC_CUDA_DECODE_SKIP choose kernels
  * and are part of the recorded graph's key.
  *
  * Owns a stream of its own (blocking: ordered with the legacy stream the rest of the
@@ -52,6 +53,8 @@ extern "C" {
 #define AW 32    // warps of the attention kernel
 #define MAXD 256 // largest head_dim
 #define DPL (MAXD / 32)
+#define XR 4      // columns of the norm a thread keeps in registers (more are re-read)
+#define NSTG 3072 // shared floats staging the norm's adapter partial sums
 
 /* ------------------------------------------------------------ kernels */
 
@@ -71,20 +74,67 @@ __device__ __forceinline__ float d_block_sum(float v, float *sh) {
     return d_warp_sum(t);
 }
 
-/* u[k] = the sum of an adapter's partial sums part (chunks, r), for k < r (in order). */
-__device__ __forceinline__ void d_load_u(float *u, const float *part, int chunks, int r) {
-    for (int k = threadIdx.x; k < r; k += blockDim.x) {
-        float t = 0.0f;
-        for (int c = 0; c < chunks; c++) t += part[(size_t)c * r + k];
-        u[k] = t;
+/* u[j][k] (k < r) = the sum over chunks c, in chunk order, of part_j[c·r + k], for each
+ * j < 3 with part_j set (the others untouched). The whole block stages the partial sums in
+ * shared memory, tile floats at a time (one round trip a tile: every load in flight at
+ * once), then thread j·r + k adds its column in order, so the sums are those of a serial
+ * loop. Every thread of the block calls it (barriers); blockDim ≥ 3·r, tile ≥ 3·RMAX. */
+__device__ __forceinline__ void d_sum_u(float (*u)[RMAX], const float *p0, const float *p1, const float *p2,
+                                        int chunks, int r, float *stage, int tile) {
+    int t = threadIdx.x, n = blockDim.x, per = tile / 3, cpt = per / r;
+    int j = t / r, k = t % r;
+    const float *pj = j == 0 ? p0 : j == 1 ? p1 : p2;
+    bool mine = t < 3 * r && pj;
+    float acc = 0.0f;
+    for (int c0 = 0; c0 < chunks; c0 += cpt) {
+        int nc = min(cpt, chunks - c0), m = nc * r, tot = 3 * m;
+        for (int i0 = 0; i0 < tot; i0 += 4 * n) {
+            float v[4];
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                int i = i0 + q * n + t, jj = i / m;
+                const float *pp = jj == 0 ? p0 : jj == 1 ? p1 : p2;
+                v[q] = i < tot && pp ? pp[(size_t)c0 * r + (i - jj * m)] : 0.0f;
+            }
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                int i = i0 + q * n + t, jj = i / m;
+                if (i < tot) stage[jj * per + (i - jj * m)] = v[q];
+            }
+        }
+        __syncthreads();
+        if (mine)
+            for (int c = 0; c < nc; c++) acc += stage[j * per + c * r + k];
+        __syncthreads();
     }
+    if (mine) u[j][k] = acc;
+    __syncthreads();
 }
 
-/* (u B)[j] of an adapter with B (r, out). */
-__device__ __forceinline__ float d_ub(const float *u, const float *b, int r, int out, int j) {
+/* B's column j of an adapter with B (r, out), r ≤ RB: every load in flight at once
+ * (read-only path: B does not change during a step, so it may be read before the wait). */
+template <int RB>
+__device__ __forceinline__ void d_bcol(float *bv, const float *b, int r, int out, int j) {
+#pragma unroll
+    for (int k = 0; k < RB; k++) bv[k] = k < r ? __ldg(b + (size_t)k * out + j) : 0.0f;
+}
+
+/* (u B)[j] from B's column bv (d_bcol): the same in-order sum as a serial loop. */
+template <int RB>
+__device__ __forceinline__ float d_ubv(const float *u, const float *bv, int r) {
     float t = 0.0f;
-    for (int k = 0; k < r; k++) t += u[k] * b[(size_t)k * out + j];
+#pragma unroll
+    for (int k = 0; k < RB; k++)
+        if (k < r) t += u[k] * bv[k];
     return t;
+}
+
+/* (u B)[j] of an adapter with B (r, out), r ≤ RB. */
+template <int RB>
+__device__ __forceinline__ float d_ub(const float *u, const float *b, int r, int out, int j) {
+    float bv[RB];
+    d_bcol<RB>(bv, b, r, out, j);
+    return d_ubv<RB>(u, bv, r);
 }
 
 /* A product launch: up to 3 row segments over one input x (I), and up to 3 adapters'
@@ -106,7 +156,20 @@ struct dgemv {
     int njob, chunks, r;
     const float *x;
     int I;
+    const float *pf[3]; // B matrices the next small kernel reads (r·out floats each), or NULL:
+    int pfn[3];         // the adapter blocks prefetch them into L2 before their wait
 };
+
+/* Adapter block b of jb prefetches its share of g's pf matrices into L2 (128-byte lines). */
+__device__ __forceinline__ void d_prefetch_b(const dgemv &g, int b, int jb) {
+    for (int m = 0; m < 3; m++) {
+        const float *p = m == 0 ? g.pf[0] : m == 1 ? g.pf[1] : g.pf[2];
+        int n = m == 0 ? g.pfn[0] : m == 1 ? g.pfn[1] : g.pfn[2];
+        if (!p) continue;
+        for (int line = b * (int)blockDim.x + (int)threadIdx.x; line * 32 < n; line += jb * (int)blockDim.x)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(p + (size_t)line * 32));
+    }
+}
 
 __device__ __forceinline__ void d_vec(const uint4 &u, float *f, __nv_bfloat16) {
     const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
@@ -163,6 +226,7 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     __shared__ float part_sum[GW];
     int jb = g.njob * g.chunks;
     if ((int)blockIdx.x < jb) {
+        d_prefetch_b(g, blockIdx.x, jb);
         LC_PDL_WAIT();
         d_adapter_part(g, blockIdx.x);
         return;
@@ -240,25 +304,58 @@ struct dnorm {
     float scale;
 };
 
+/* Element c of the norm's input: the embedding row's or x's, plus a pending adapter's s·u B
+ * (then written back to x). */
+template <int RB>
+__device__ __forceinline__ float d_norm_in(const dnorm &a, const float *u, size_t row, int c) {
+    float v;
+    if (a.emb) v = a.emb_bf16 ? __bfloat162float(((const __nv_bfloat16 *)a.emb)[row + c]) : ((const float *)a.emb)[row + c];
+    else v = a.x[c];
+    if (a.part) v = v + a.scale * d_ub<RB>(u, a.b, a.r, a.C, c);
+    if (a.emb || a.part) a.x[c] = v;
+    return v;
+}
+
+/* One block: the pending adapter's u from its partial sums (d_sum_u), x and its sum of
+ * squares (the first XR columns a thread kept in registers, ln loaded before the wait),
+ * then xn. The sums run in the order of a serial loop over c = t, t + NW, ... */
+template <int RB>
 __global__ void __launch_bounds__(NW) k_dnorm(dnorm a) {
     LC_PDL_TRIGGER();
+    __shared__ float u[3][RMAX], sh[32], stage[NSTG];
+    int t = threadIdx.x, C = a.C;
+    float lnv[XR], xv[XR];
+#pragma unroll
+    for (int q = 0; q < XR; q++) {
+        int c = t + q * NW;
+        lnv[q] = c < C ? __ldg(a.ln + c) : 0.0f;
+    }
     LC_PDL_WAIT();
-    __shared__ float u[RMAX], sh[32];
-    if (a.part) d_load_u(u, a.part, a.chunks, a.r);
-    __syncthreads();
-    size_t row = a.emb ? (size_t)*a.tok * (size_t)a.C : 0;
+    if (a.part) d_sum_u(u, a.part, NULL, NULL, a.chunks, a.r, stage, NSTG);
+    size_t row = a.emb ? (size_t)*a.tok * (size_t)C : 0;
     float ss = 0.0f;
-    for (int c = threadIdx.x; c < a.C; c += NW) {
-        float v;
-        if (a.emb) v = a.emb_bf16 ? __bfloat162float(((const __nv_bfloat16 *)a.emb)[row + c]) : ((const float *)a.emb)[row + c];
-        else v = a.x[c];
-        if (a.part) v = v + a.scale * d_ub(u, a.b, a.r, a.C, c);
-        if (a.emb || a.part) a.x[c] = v;
+#pragma unroll
+    for (int q = 0; q < XR; q++) {
+        int c = t + q * NW;
+        float v = 0.0f;
+        if (c < C) {
+            v = d_norm_in<RB>(a, u[0], row, c);
+            ss += v * v;
+        }
+        xv[q] = v;
+    }
+    for (int c = t + XR * NW; c < C; c += NW) {
+        float v = d_norm_in<RB>(a, u[0], row, c);
         ss += v * v;
     }
     ss = d_block_sum(ss, sh);
-    float r = (float)(1.0 / sqrt((double)ss / (double)a.C + (double)a.eps));
-    for (int c = threadIdx.x; c < a.C; c += NW) a.xn[c] = a.ln[c] * (a.x[c] * r);
+    float r = (float)(1.0 / sqrt((double)ss / (double)C + (double)a.eps));
+#pragma unroll
+    for (int q = 0; q < XR; q++) {
+        int c = t + q * NW;
+        if (c < C) a.xn[c] = lnv[q] * (xv[q] * r);
+    }
+    for (int c = t + XR * NW; c < C; c += NW) a.xn[c] = a.ln[c] * (a.x[c] * r);
 }
 
 /* The new row's q, k, v (product outputs) with the adapters' s·u B added and RoPE at the
@@ -278,35 +375,47 @@ struct dpost {
  * RoPE) into shared memory, the first head of each kv group storing k, v in the cache at
  * pos; then warp w takes keys w, w+AW, ... up to pos (the new one from shared memory)
  * with its own online softmax, and warp 0 merges them (cuda's decoding attention). */
+template <int RB>
 __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float scale) {
     LC_PDL_TRIGGER();
-    LC_PDL_WAIT();
     __shared__ float u[3][RMAX], qs[MAXD], ks[MAXD], vs[MAXD];
     __shared__ float sm_m[AW], sm_l[AW], sm_acc[AW][MAXD];
-    for (int j = 0; j < 3; j++)
-        if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r);
-    __syncthreads();
     int H = a.H, KV = a.KV, D = a.D, h2 = D / 2, HD = H * D, KVD = KV * D;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = threadIdx.x;
-    int h = blockIdx.x, g = h / (H / KV), p = *a.pos;
-    if (t < 2 * h2) { // a rotated pair of q (t < h2) or of k
-        int isq = t < h2, i = isq ? t : t - h2, which = isq ? 0 : 1, out_n = isq ? HD : KVD;
-        int j1 = (isq ? h : g) * D + i, j2 = j1 + h2;
+    int h = blockIdx.x, g = h / (H / KV), p = *a.pos; // the position: written before the graph
+    // before the wait, what no earlier kernel writes: the rotation and B's columns
+    int isq = t < h2, i = isq ? t : t - h2, which = isq ? 0 : 1, out_n = isq ? HD : KVD;
+    int j1 = (isq ? h : g) * D + i, j2 = j1 + h2, jv = g * D + (t - 2 * h2);
+    bool rot = t < 2 * h2, val = !rot && t < 2 * h2 + D;
+    float c = 0.0f, sn = 0.0f, b1[RB], b2[RB];
+    const float *bb = rot ? a.b[which] : a.b[2];
+    bool ad = (rot && a.part[which]) || (val && a.part[2]);
+    if (rot) c = __ldg(a.cos + (size_t)p * h2 + i), sn = __ldg(a.sin + (size_t)p * h2 + i);
+#pragma unroll
+    for (int k = 0; k < RB; k++) b1[k] = b2[k] = 0.0f;
+    if (ad) {
+        d_bcol<RB>(b1, bb, a.r, rot ? out_n : KVD, rot ? j1 : jv);
+        if (rot) d_bcol<RB>(b2, bb, a.r, out_n, j2);
+    }
+    LC_PDL_WAIT();
+    float x1 = 0.0f, x2 = 0.0f;
+    if (rot) {
         const float *src = isq ? a.q : a.k;
-        float x1 = src[j1], x2 = src[j2];
+        x1 = src[j1], x2 = src[j2];
+    } else if (val) x1 = a.v[jv];
+    if (a.part[0] || a.part[1] || a.part[2])
+        d_sum_u(u, a.part[0], a.part[1], a.part[2], a.chunks, a.r, &sm_acc[0][0], AW * MAXD);
+    if (rot) { // a rotated pair of q (t < h2) or of k
         if (a.part[which]) {
-            x1 = x1 + a.scale * d_ub(u[which], a.b[which], a.r, out_n, j1);
-            x2 = x2 + a.scale * d_ub(u[which], a.b[which], a.r, out_n, j2);
+            x1 = x1 + a.scale * d_ubv<RB>(u[which], b1, a.r);
+            x2 = x2 + a.scale * d_ubv<RB>(u[which], b2, a.r);
         }
-        float c = a.cos[(size_t)p * h2 + i], sn = a.sin[(size_t)p * h2 + i];
         float *dst = isq ? qs : ks;
         dst[i] = x1 * c - x2 * sn;
         dst[i + h2] = x2 * c + x1 * sn;
-    } else if (t < 2 * h2 + D) {
-        int d = t - 2 * h2, j = g * D + d;
-        float v = a.v[j];
-        if (a.part[2]) v = v + a.scale * d_ub(u[2], a.b[2], a.r, KVD, j);
-        vs[d] = v;
+    } else if (val) {
+        if (a.part[2]) x1 = x1 + a.scale * d_ubv<RB>(u[2], b1, a.r);
+        vs[t - 2 * h2] = x1;
     }
     __syncthreads();
     if (h % (H / KV) == 0 && t < D) {
@@ -323,10 +432,11 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
     for (int s = w; s <= p; s += AW) {
         size_t off = ((size_t)s * KV + g) * D;
         const float *kr = s == p ? ks : a.kc + off, *vr = s == p ? vs : a.vc + off;
-        float dot = 0.0f;
+        float dot = 0.0f, vv[DPL];
 #pragma unroll
         for (int i = 0; i < DPL; i++) {
             int d = lane + 32 * i;
+            vv[i] = d < D ? vr[d] : 0.0f;
             if (d < D) dot += qv[i] * kr[d];
         }
         float sc = d_warp_sum(dot) * scale;
@@ -335,7 +445,7 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
 #pragma unroll
         for (int i = 0; i < DPL; i++) {
             int d = lane + 32 * i;
-            if (d < D) acc[i] = acc[i] * corr + pr * vr[d];
+            if (d < D) acc[i] = acc[i] * corr + pr * vv[i];
         }
         m = mn;
     }
@@ -368,19 +478,25 @@ struct dswi {
     float scale;
 };
 
-__global__ void k_dswiglu(dswi a) {
+/* One element a thread (the grid covers I exactly): B's columns loaded before the wait. */
+template <int RB>
+__global__ void __launch_bounds__(256) k_dswiglu(dswi a) {
     LC_PDL_TRIGGER();
+    __shared__ float u[3][RMAX], stage[3 * 512];
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    bool in = i < a.I;
+    float bg[RB], bu[RB];
+#pragma unroll
+    for (int k = 0; k < RB; k++) bg[k] = bu[k] = 0.0f;
+    if (in && a.part[0]) d_bcol<RB>(bg, a.b[0], a.r, a.I, i);
+    if (in && a.part[1]) d_bcol<RB>(bu, a.b[1], a.r, a.I, i);
     LC_PDL_WAIT();
-    __shared__ float u[2][RMAX];
-    for (int j = 0; j < 2; j++)
-        if (a.part[j]) d_load_u(u[j], a.part[j], a.chunks, a.r);
-    __syncthreads();
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < a.I; i += gridDim.x * blockDim.x) {
-        float g = a.gate[i], up = a.up[i];
-        if (a.part[0]) g = g + a.scale * d_ub(u[0], a.b[0], a.r, a.I, i);
-        if (a.part[1]) up = up + a.scale * d_ub(u[1], a.b[1], a.r, a.I, i);
-        a.h[i] = g / (1.0f + expf(-g)) * up;
-    }
+    float g = in ? a.gate[i] : 0.0f, up = in ? a.up[i] : 0.0f;
+    if (a.part[0] || a.part[1]) d_sum_u(u, a.part[0], a.part[1], NULL, a.chunks, a.r, stage, 3 * 512);
+    if (!in) return;
+    if (a.part[0]) g = g + a.scale * d_ubv<RB>(u[0], bg, a.r);
+    if (a.part[1]) up = up + a.scale * d_ubv<RB>(u[1], bu, a.r);
+    a.h[i] = g / (1.0f + expf(-g)) * up;
 }
 
 /* ------------------------------------------------------------ host side */
@@ -486,12 +602,12 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
     return d;
 }
 
-/* The switches a recording bakes in (LORAC_CUDA_DECODE_SPLIT, and LORAC_CUDA_DECODE_SKIP in
- * measuring builds), hashed into one word: changing one records a new graph. */
+/* The switches a recording bakes in (LORAC_CUDA_DECODE_SPLIT, LORAC_CUDA_DECODE_PF, and
+ * LORAC_CUDA_DECODE_SKIP in measuring builds), hashed into one word: changing one records a new graph. */
 static unsigned tune_word(void) {
-    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP"};
+    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP", "LORAC_CUDA_DECODE_PF"};
     unsigned h = 2166136261u;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         const char *e = getenv(names[i]);
         for (const char *p = e ? e : "-"; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
         h = (h ^ 0xffu) * 16777619u;
@@ -556,9 +672,11 @@ static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
     return ks == 4 ? gemv_go<float, 4>(st, pdl, g) : ks == 2 ? gemv_go<float, 2>(st, pdl, g) : gemv_go<float, 1>(st, pdl, g);
 }
 
-/* Adds adapter k of block b to a product's jobs when it has one. */
-static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part) {
+/* Adds adapter k of block b (B of r·out floats) to a product's jobs when it has one; its
+ * adapter blocks also prefetch B into L2 for the next kernel unless LORAC_CUDA_DECODE_PF=0. */
+static void add_job(dgemv &g, const lc_decode_block *b, int k, float *part, int r, int64_t out) {
     if (!b->la[k]) return;
+    if (!env_off("LORAC_CUDA_DECODE_PF")) g.pf[g.njob] = b->lb[k], g.pfn[g.njob] = (int)(r * out);
     g.job[g.njob].A = b->la[k], g.job[g.njob].part = part;
     g.njob++;
 }
@@ -592,6 +710,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
     cudaStream_t st = d->st;
     int C = (int)s->C, H = (int)s->H, KV = (int)s->KV, D = (int)s->D, I = (int)s->I, r = s->r;
     int HD = H * D, KVD = KV * D, cC = (int)chunks_of(C), cHD = (int)chunks_of(HD), cI = (int)chunks_of(I);
+    bool r16 = r <= 16;                       // the small kernels' unrolled rank bound
     const float *pend = NULL, *pend_b = NULL; // the previous block's down adapter
     float *x = d->x[0];
     for (int64_t l = 0; l < s->L; l++) {
@@ -599,48 +718,48 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         float *xo = d->x[(l + 1) & 1];
         dnorm n1 = {x, d->xn, b->ln1, s->eps, C, l == 0 ? s->embed : NULL, s->edt == LC_DT_BF16, s->tok,
                     pend, pend_b, cI, r, s->scale};
-        if (!SKIP(1)) GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n1));
+        if (!SKIP(1)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1), dim3(NW), n1));
         dgemv g = {};
         g.seg[0] = {b->w[0], b->bias[0], NULL, d->q, HD};
         g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD};
         g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD};
         g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
-        for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k]);
+        for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k], r, k ? KVD : HD);
         if (!SKIP(2)) GO(gemv(st, pdl, s->wdt, g));
         dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale};
         for (int k = 0; k < 3; k++)
             if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
-        if (!SKIP(4)) GO(go(st, pdl, k_dattn, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
+        if (!SKIP(4)) GO(go(st, pdl, r16 ? k_dattn<16> : k_dattn<RMAX>, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
         g = dgemv{};
         g.seg[0] = {b->w[3], NULL, x, d->xmid, C};
         g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
-        add_job(g, b, 3, d->part[3]);
+        add_job(g, b, 3, d->part[3], r, C);
         if (!SKIP(8)) GO(gemv(st, pdl, s->wdt, g));
         dnorm n2 = {d->xmid, d->xn, b->ln2, s->eps, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
                     cHD, r, s->scale};
-        if (!SKIP(16)) GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), n2));
+        if (!SKIP(16)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1), dim3(NW), n2));
         g = dgemv{};
         g.seg[0] = {b->w[4], NULL, NULL, d->gate, I};
         g.seg[1] = {b->w[5], NULL, NULL, d->up, I};
         g.nseg = 2, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
-        add_job(g, b, 4, d->part[4]);
-        add_job(g, b, 5, d->part[5]);
+        add_job(g, b, 4, d->part[4], r, I);
+        add_job(g, b, 5, d->part[5], r, I);
         if (!SKIP(32)) GO(gemv(st, pdl, s->wdt, g));
         dswi w = {d->gate, d->up, d->h, I, {}, {}, cC, r, s->scale};
         for (int k = 0; k < 2; k++)
             if (b->la[4 + k]) w.part[k] = d->part[4 + k], w.b[k] = b->lb[4 + k];
         unsigned nb = (unsigned)((I + 255) / 256);
-        if (!SKIP(64)) GO(go(st, pdl, k_dswiglu, dim3(nb), dim3(256), w));
+        if (!SKIP(64)) GO(go(st, pdl, r16 ? k_dswiglu<16> : k_dswiglu<RMAX>, dim3(nb), dim3(256), w));
         g = dgemv{};
         g.seg[0] = {b->w[6], NULL, d->xmid, xo, C};
         g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
-        add_job(g, b, 6, d->part[6]);
+        add_job(g, b, 6, d->part[6], r, C);
         if (!SKIP(128)) GO(gemv(st, pdl, s->wdt, g));
         pend = b->la[6] ? d->part[6] : NULL, pend_b = b->lb[6];
         x = xo;
     }
     dnorm nf = {x, d->xn, s->norm_f, s->eps, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale};
-    if (!SKIP(256)) GO(go(st, pdl, k_dnorm, dim3(1), dim3(NW), nf));
+    if (!SKIP(256)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1), dim3(NW), nf));
     dgemv g = {};
     g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V};
     g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C;
