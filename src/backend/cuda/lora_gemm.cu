@@ -37,20 +37,26 @@ __global__ void __launch_bounds__(LG_THREADS)
     LC_PDL_TRIGGER();
     __shared__ float as[KS_RT][KM];
     int m0 = blockIdx.y * KS_RT, rows = min(KS_RT, M - m0);
-    for (int i = threadIdx.x; i < KS_RT * KM; i += LG_THREADS) {
-        int r = i / KM, k = i % KM;
-        float v = 0.0f;
-        if (r < rows && k < K) v = ta ? A[(size_t)k * lda + m0 + r] : A[(size_t)(m0 + r) * lda + k];
-        as[r][k] = v;
-    }
     int n = blockIdx.x * LG_THREADS + threadIdx.x;
     bool on = n < N;
-    float b[KM], c0[KS_RT];
+    // every load first (op(A)'s rows, op(B)'s column, C), then the stores and sums
+    float av[KS_RT * KM / LG_THREADS + 1], b[KM], c0[KS_RT];
+#pragma unroll
+    for (int u = 0; u * LG_THREADS < KS_RT * KM; u++) {
+        int i = u * LG_THREADS + threadIdx.x, r = i / KM, k = i % KM;
+        av[u] = i < KS_RT * KM && r < rows && k < K ? (ta ? A[(size_t)k * lda + m0 + r] : A[(size_t)(m0 + r) * lda + k])
+                                                     : 0.0f;
+    }
 #pragma unroll
     for (int k = 0; k < KM; k++)
         b[k] = on && k < K ? (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]) : 0.0f;
 #pragma unroll
     for (int r = 0; r < KS_RT; r++) c0[r] = beta != 0.0f && on && r < rows ? C[(size_t)(m0 + r) * ldc + n] : 0.0f;
+#pragma unroll
+    for (int u = 0; u * LG_THREADS < KS_RT * KM; u++) {
+        int i = u * LG_THREADS + threadIdx.x;
+        if (i < KS_RT * KM) as[i / KM][i % KM] = av[u];
+    }
     __syncthreads();
     if (!on) return;
 #pragma unroll
@@ -75,18 +81,27 @@ __global__ void __launch_bounds__(LG_THREADS)
     const int ld = NM + 1;
     int chunk = blockIdx.x, chunks = gridDim.x, k0 = chunk * kc, kn = min(kc, K - k0);
     int m0 = blockIdx.y * TH_MT;
-    int total = kc * NM;
-    for (int i0 = 0; i0 < total; i0 += 8 * LG_THREADS) { // 8 loads in flight a thread
-        float v[8];
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r0 = m0 + w * TH_RW;
+    float a[TH_RW][8]; // this warp's rows, 8 columns a lane: the first batch is loaded with B's chunk
+#pragma unroll
+    for (int r = 0; r < TH_RW; r++)
 #pragma unroll
         for (int j = 0; j < 8; j++) {
+            int k = j * 32 + lane;
+            a[r][j] = r0 + r < M && k < kn ? A[(size_t)(r0 + r) * lda + k0 + k] : 0.0f;
+        }
+    int total = kc * NM;
+    for (int i0 = 0; i0 < total; i0 += 16 * LG_THREADS) { // 16 loads in flight a thread
+        float v[16];
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
             int i = i0 + j * LG_THREADS + threadIdx.x, k, n;
             if (tb) k = i % kc, n = i / kc; // along B's rows: contiguous in k
             else n = i % NM, k = i / NM;
             v[j] = i < total && k < kn && n < N ? (tb ? B[(size_t)n * ldb + k0 + k] : B[(size_t)(k0 + k) * ldb + n]) : 0.0f;
         }
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
+        for (int j = 0; j < 16; j++) {
             int i = i0 + j * LG_THREADS + threadIdx.x, k, n;
             if (tb) k = i % kc, n = i / kc;
             else n = i % NM, k = i / NM;
@@ -94,21 +109,21 @@ __global__ void __launch_bounds__(LG_THREADS)
         }
     }
     __syncthreads();
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r0 = m0 + w * TH_RW;
     float acc[TH_RW][NM];
 #pragma unroll
     for (int r = 0; r < TH_RW; r++)
 #pragma unroll
         for (int n = 0; n < NM; n++) acc[r][n] = 0.0f;
     for (int kb = 0; kb < kn; kb += 8 * 32) { // lanes over k, 8 columns of A a lane in flight
-        float a[TH_RW][8];
+        if (kb > 0) {
 #pragma unroll
-        for (int r = 0; r < TH_RW; r++)
+            for (int r = 0; r < TH_RW; r++)
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                int k = kb + j * 32 + lane;
-                a[r][j] = r0 + r < M && k < kn ? A[(size_t)(r0 + r) * lda + k0 + k] : 0.0f;
-            }
+                for (int j = 0; j < 8; j++) {
+                    int k = kb + j * 32 + lane;
+                    a[r][j] = r0 + r < M && k < kn ? A[(size_t)(r0 + r) * lda + k0 + k] : 0.0f;
+                }
+        }
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             const float *brow = bs + (kb + j * 32 + lane) * ld; // kc is a multiple of 256: inside
@@ -156,15 +171,14 @@ __global__ void __launch_bounds__(LG_THREADS)
     for (int o = threadIdx.x; o < rows * N; o += LG_THREADS) {
         const float *p = part + (size_t)(m0 + o / N) * N + o % N;
         float t = 0.0f;
-        int j = 0;
-        for (; j + 8 <= chunks; j += 8) {
-            float v[8];
+        for (int j = 0; j < chunks; j += 16) { // 16 loads in flight, added in chunk order
+            float v[16];
 #pragma unroll
-            for (int u = 0; u < 8; u++) v[u] = __ldcg(p + (size_t)(j + u) * stride);
+            for (int u = 0; u < 16; u++) v[u] = j + u < chunks ? __ldcg(p + (size_t)(j + u) * stride) : 0.0f;
 #pragma unroll
-            for (int u = 0; u < 8; u++) t += v[u];
+            for (int u = 0; u < 16; u++)
+                if (j + u < chunks) t += v[u];
         }
-        for (; j < chunks; j++) t += __ldcg(p + (size_t)j * stride);
         float *c = C + (size_t)(m0 + o / N) * ldc + o % N;
         *c = beta == 0.0f ? alpha * t : alpha * t + beta * *c;
     }
@@ -180,31 +194,38 @@ __global__ void __launch_bounds__(LG_THREADS)
             const float *__restrict__ S, int64_t lds, float beta, float *C, int64_t ldc) {
     LC_PDL_TRIGGER();
     extern __shared__ float sm[];
-    int total = K * RM;
-    for (int i0 = 0; i0 < total; i0 += 8 * LG_THREADS) {
-        float v[8];
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c = blockIdx.x * 32 + lane;
+    float x[16]; // rows w, w + 8, ... of W: the first 16 are loaded with S
 #pragma unroll
-        for (int u = 0; u < 8; u++) {
+    for (int u = 0; u < 16; u++) {
+        int t = w + u * TN_WARPS;
+        x[u] = t < K && c < ncols ? W[(size_t)t * ldw + c] : 0.0f;
+    }
+    int total = K * RM;
+    for (int i0 = 0; i0 < total; i0 += 16 * LG_THREADS) {
+        float v[16];
+#pragma unroll
+        for (int u = 0; u < 16; u++) {
             int i = i0 + u * LG_THREADS + threadIdx.x, t = i / RM, j = i % RM;
             v[u] = i < total && j < R ? S[(size_t)t * lds + j] : 0.0f;
         }
 #pragma unroll
-        for (int u = 0; u < 8; u++) {
+        for (int u = 0; u < 16; u++) {
             int i = i0 + u * LG_THREADS + threadIdx.x;
             if (i < total) sm[i] = v[u];
         }
     }
     __syncthreads();
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c = blockIdx.x * 32 + lane;
     float acc[RM];
 #pragma unroll
     for (int j = 0; j < RM; j++) acc[j] = 0.0f;
-    for (int t0 = w; t0 < K; t0 += 16 * TN_WARPS) { // rows w, w + 8, ...: 16 loads a lane in flight
-        float x[16];
+    for (int t0 = w; t0 < K; t0 += 16 * TN_WARPS) { // 16 loads a lane in flight
+        if (t0 > w) {
 #pragma unroll
-        for (int u = 0; u < 16; u++) {
-            int t = t0 + u * TN_WARPS;
-            x[u] = t < K && c < ncols ? W[(size_t)t * ldw + c] : 0.0f;
+            for (int u = 0; u < 16; u++) {
+                int t = t0 + u * TN_WARPS;
+                x[u] = t < K && c < ncols ? W[(size_t)t * ldw + c] : 0.0f;
+            }
         }
 #pragma unroll
         for (int u = 0; u < 16; u++) {
