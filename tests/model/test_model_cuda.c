@@ -21,6 +21,9 @@
  * model and on the bf16 copy: losses, every step's gradients and the final adapters must
  * be the same bits. The fixture tests above (loss, gradients, trajectories against
  * PEFT) already run with the graph on. LORAC_CUDA_GRAPH=0 and dropout run directly.
+ * The same comparison over quantized bases (NF4; MLX affine 4-bit with the embedding
+ * table and lm_head quantized), with ahead-of-time dequantization on and off, and a
+ * greedy generation between two replays: its tokens and logits the same bits too.
  * Skips (visibly) when the build has no CUDA or no GPU answers.
  */
 #include "backend/backend.h"
