@@ -183,7 +183,7 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"impl\": \"lorac-%s\", \"B\": %d, \"T\": %d, \"steps\": %d, \"lora_params\": %zu, "
            "\"step_s\": %.5f, \"mean_step_s\": %.5f, \"tokens_per_s\": %.2f, "
-           "\"peak_rss_bytes\": %lld, \"loss\": %.5f, \"decode_tokens_per_s\": %.3f, "
+           "\"peak_rss_bytes\": %lld, \"loss\": %.17g, \"decode_tokens_per_s\": %.3f, "
            "\"opt_s\": %.5f, \"device\": \"%s\"}\n",
            bf16 ? "bf16" : "fp32", B, T, steps, nparam, med, t_all / steps, (double)N / med, (long long)ru.ru_maxrss * 1024,
            loss, dec_tps, t_opt / steps, lc_model_device(m));

@@ -21,6 +21,9 @@
  * model and on the bf16 copy: losses, every step's gradients and the final adapters must
  * be the same bits. The fixture tests above (loss, gradients, trajectories against
  * PEFT) already run with the graph on. LORAC_CUDA_GRAPH=0 and dropout run directly.
+ * The same comparison over quantized bases (NF4; MLX affine 4-bit with the embedding
+ * table and lm_head quantized), with ahead-of-time dequantization on and off, and a
+ * greedy generation between two replays: its tokens and logits the same bits too.
  * Skips (visibly) when the build has no CUDA or no GPU answers.
  */
 #include "backend/backend.h"
@@ -314,7 +317,16 @@ typedef struct {
     float *grads; // (GSTEPS, n)
     float *final; // (n) the adapters after the last update
     long long captures, replays;
+    int32_t gen_tok[GEN]; // the greedy generation after step 8 (when step_gen)
+    float *gen_lg;        // (GEN, V) its logits, or NULL
+    size_t n_lg;          // GEN · V
 } step_run_out;
+
+/* Set by the quantized-base cases: how graph_case loads the model (NULL: as the fixture
+ * does), and whether run_steps generates after step 8 (a decode through the
+ * dequantization buffers between two replays). */
+static const lc_load_options *step_load;
+static bool step_gen;
 
 /* The columns [0, T1) of each row of a (B, T) id matrix. */
 static int32_t *cut_ids(const int32_t *ids, int64_t B, int64_t T, int64_t T1) {
@@ -350,6 +362,13 @@ static void run_steps(lc_model *m, const int32_t *tok, const int32_t *tgt, int64
             lc_batch e = {B, T, tok, tgt, 0};
             CHECK_OK(lc_model_loss(m, &e, &o->eval[s], &nt));
         }
+        if (s == 7 && o->gen_lg) { // step 8 replayed T's recording; 9 runs directly, 12-14 replay
+            lc_kv_cache *kv = NULL;
+            int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
+            CHECK_OK(lc_kv_cache_create(m, 32, &kv));
+            if (kv) CHECK_OK(run_gen(m, kv, prompt, 7, o->gen_tok, o->gen_lg));
+            lc_kv_cache_free(kv);
+        }
         lc_adam_args aa = lc_adam_args_make(&ac, 1e-2, s + 1);
         lc_model_adam(m, &aa, ps[0].a, ps[0].ga, mom, mom + n, n);
         CHECK_OK(lc_model_sync(m));
@@ -370,6 +389,12 @@ static bool graph_case(const char *name, const char *dir, float dropout, step_ru
         lc_model_free(f.m);
         ok = lc_model_load_on(dir, "cuda", &f.m) == 0;
     }
+    if (ok && step_load) {
+        char p[256];
+        snprintf(p, sizeof p, MODELS "%s", name);
+        lc_model_free(f.m);
+        ok = lc_model_load_opts(dir ? dir : p, step_load, &f.m) == 0;
+    }
     if (ok) {
         lc_lora_config lc;
         lc_lora_config_default(&lc);
@@ -385,6 +410,8 @@ static bool graph_case(const char *name, const char *dir, float dropout, step_ru
         for (size_t i = 0; i < np; i++) // B non-zero, so every gradient is
             for (int64_t j = 0; j < ps[i].r * ps[i].out; j++) ps[i].b[j] = 0.02f * sinf(0.7f * (float)j + (float)i);
         o->grads = malloc((size_t)GSTEPS * *n * 4), o->final = malloc(*n * 4);
+        o->n_lg = (size_t)GEN * (size_t)lc_model_cfg(f.m)->vocab_size;
+        o->gen_lg = step_gen ? malloc(o->n_lg * 4) : NULL;
         run_steps(f.m, f.tok, f.tgtm, f.B, f.T, *n, o);
     } else printf("  %s: %s\n", name, lc_errmsg());
     close_fixture(&f);
@@ -414,10 +441,13 @@ static void compare_graph(const char *name, const char *fix, const char *dir) {
     CHECK_MSG(bad < 0, "%s: step %d differs with the graph (loss %.9g vs %.9g)", name, bad + 1,
               bad >= 0 ? on.loss[bad] : 0.0, bad >= 0 ? off.loss[bad] : 0.0);
     CHECK_MSG(!memcmp(on.final, off.final, n * 4), "%s: adapters after %d steps differ with the graph", name, GSTEPS);
+    if (on.gen_lg && off.gen_lg)
+        CHECK_MSG(!memcmp(on.gen_tok, off.gen_tok, sizeof on.gen_tok) && !memcmp(on.gen_lg, off.gen_lg, on.n_lg * 4),
+                  "%s: the generation between replays differs with the graph", name);
     CHECK_MSG(off.loss[GSTEPS - 1] != off.loss[4], "%s: the updates did not move the loss", name);
     printf("  %s: %d steps (T, T-3, checkpointing, back) bit-identical with the graph: %lld recordings, %lld replays; "
            "loss %.6f -> %.6f\n", name, GSTEPS, on.captures, on.replays, on.loss[0], on.loss[GSTEPS - 1]);
-    free(off.grads), free(off.final), free(on.grads), free(on.final);
+    free(off.grads), free(off.final), free(on.grads), free(on.final), free(off.gen_lg), free(on.gen_lg);
 }
 
 static void test_step_graph(void) {
@@ -437,6 +467,38 @@ static void test_step_graph(void) {
     snprintf(p, sizeof p, "%s/model.safetensors", dir), unlink(p);
     snprintf(p, sizeof p, "%s/config.json", dir), unlink(p);
     rmdir(dir);
+}
+
+/* The recorded step over a quantized base (NF4 with nested absmax; MLX affine 4-bit in
+ * groups of 32 with the embedding table and lm_head quantized too), with quant.cu's
+ * ahead-of-time dequantization on and off (LORAC_CUDA_DQ_PREFETCH=0): the step sequence
+ * plus a greedy generation after step 8 (direct products through the dequantization
+ * buffers between two replays), the same bits with and without the graph. The products
+ * are bf16 (the dequantized copies) through cuBLASLt, so the heuristic's first algorithm
+ * (LORAC_CUDA_TUNE=0) for both models, as for the bf16 copy. */
+static void test_step_graph_quant(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    lc_load_options lo;
+    memset(&lo, 0, sizeof lo);
+    lo.device = "cuda";
+    setenv("LORAC_CUDA_TUNE", "0", 1);
+    step_gen = true;
+    for (int k = 0; k < 4; k++) {
+        bool affine = k >= 2, pf = k % 2 == 0;
+        CHECK_OK(lc_quant_parse(affine ? "q4" : "nf4", &lo.quantize, "test"));
+        if (affine) lo.quantize.group_size = 32; // the fixtures' rows are 32 and 96 wide
+        lo.quantize_embeddings = affine;
+        step_load = &lo;
+        if (!pf) setenv("LORAC_CUDA_DQ_PREFETCH", "0", 1);
+        const char *fix = k == 1 ? "tiny-llama" : "tiny-mistral";
+        char name[96];
+        snprintf(name, sizeof name, "%s %s%s, prefetch %s", fix, affine ? "q4/g32" : "nf4",
+                 affine ? " (embeddings too)" : "", pf ? "on" : "off");
+        compare_graph(name, fix, NULL);
+        unsetenv("LORAC_CUDA_DQ_PREFETCH");
+    }
+    step_load = NULL, step_gen = false;
+    unsetenv("LORAC_CUDA_TUNE");
 }
 
 /* The switches and the cases that run directly: LORAC_CUDA_GRAPH=0 turns the step's
@@ -472,4 +534,5 @@ static void extra_tests(void) {
     RUN(test_decode_graph_bf16);
     RUN(test_step_graph);
     RUN(test_step_graph_off);
+    RUN(test_step_graph_quant);
 }

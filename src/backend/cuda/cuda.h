@@ -128,6 +128,29 @@ void lc_cuda_embedding_q(lc_cuda *c, float *out, const int32_t *tokens, const lc
 /* Frees quant.cu's state and the whole-weight scratch (with the backend). */
 void lc_cuda_quant_free(lc_cuda *c);
 
+/* What quant.cu's buffers hold once a recorded step has run (its host bookkeeping at the
+ * end of the recording; every replay leaves the buffers the same). */
+typedef struct {
+    const struct lc_cuda_wq *holds[2];
+    int cur;
+    struct lc_cuda_wq *last;
+    int last_dx;
+} lc_cuda_qsnap;
+/* graph.cu's steps over quantized weights. Before recording or replaying on stream st
+ * (outside capture): st waits for the dequantization stream's queued work. */
+void lc_cuda_quant_graph_enter(lc_cuda *c, cudaStream_t st);
+/* Right after cudaStreamBeginCapture(st): forgets what the buffers hold (the recording
+ * dequantizes its first product itself) and forks the dequantization stream from st. */
+void lc_cuda_quant_capture_fork(lc_cuda *c, cudaStream_t st);
+/* Right before cudaStreamEndCapture(st): joins the dequantization stream back into st;
+ * *snap = what the buffers hold at the end of the recording. */
+void lc_cuda_quant_capture_join(lc_cuda *c, cudaStream_t st, lc_cuda_qsnap *snap);
+/* After a recorded step's launch on st, or a failed recording (snap NULL: the buffers'
+ * contents are forgotten): the events and bookkeeping match what the buffers hold. */
+void lc_cuda_quant_graph_leave(lc_cuda *c, cudaStream_t st, const lc_cuda_qsnap *snap);
+/* The dequantization buffers a recording points at (NULL, NULL, 0 before any). */
+void lc_cuda_quant_buffers(lc_cuda *c, const void **b0, const void **b1, size_t *cap);
+
 /* Grows the backend's per-row scratch to n floats; returns it. */
 float *lc_cuda_rows(lc_cuda *c, size_t n);
 

@@ -14,10 +14,17 @@
  * replay it. A recording also keeps the backend's scratch pointers it baked in (the bf16
  * operand buffer, the per-row scratch, the cuBLASLt workspace): when one has been
  * reallocated since (a larger shape ran), the key is recorded again.
- * Must not: record with quantized weights (quant.cu's ahead-of-time dequantization
- * learns an order and works on a second stream), under LORAC_CUDA_PROFILE (its events
- * are on the legacy stream), or while an error is pending; LORAC_CUDA_GRAPH=0 or
- * LORAC_CUDA_STEP_GRAPH=0 run every body directly on the legacy stream (main's path).
+ * Quantized weights: quant.cu dequantizes them into two buffers on its own stream, ahead
+ * of time, by host bookkeeping of what each buffer holds. A recording forks that stream
+ * from the graph stream and joins it back (so its fills are in the graph), starts from
+ * buffers it treats as empty (its first product dequantizes inside the graph) and keeps
+ * the bookkeeping at its end; after every launch of it that bookkeeping is restored (a
+ * replay leaves the buffers exactly as the recording did) and the events re-recorded on
+ * the graph stream, and before a launch the graph stream waits for the side stream's
+ * queued fills. The buffers' addresses are part of the scratch a recording points at.
+ * Must not: record under LORAC_CUDA_PROFILE (its events are on the legacy stream), or
+ * while an error is pending; LORAC_CUDA_GRAPH=0 or LORAC_CUDA_STEP_GRAPH=0 run every body
+ * directly on the legacy stream (main's path).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +39,8 @@ extern "C" {
 
 /* The scratch a recording points at. */
 struct scratch_sig {
-    const void *xb, *rows, *ws;
-    size_t xb_cap, rows_cap, ws_cap;
+    const void *xb, *rows, *ws, *qb0, *qb1;
+    size_t xb_cap, rows_cap, ws_cap, q_cap;
 };
 
 struct slot {
@@ -42,6 +49,7 @@ struct slot {
     cudaGraphExec_t exec; // NULL: seen once, not recorded yet
     bool failed;          // recording failed: run directly
     scratch_sig sig;      // of exec
+    lc_cuda_qsnap qs;     // what quant.cu's buffers hold after exec ran
     unsigned long long used;
 };
 
@@ -61,6 +69,7 @@ static scratch_sig sig_of(lc_cuda *c) {
     memset(&g, 0, sizeof g);
     g.xb = c->xb, g.xb_cap = c->xb_cap, g.rows = c->rows, g.rows_cap = c->rows_cap;
     lc_cuda_lt_ws(c, &g.ws, &g.ws_cap);
+    lc_cuda_quant_buffers(c, &g.qb0, &g.qb1, &g.q_cap);
     return g;
 }
 
@@ -103,12 +112,16 @@ static void run_direct(lc_cuda *c, lc_cuda_graph *g, void (*body)(void *), void 
 static bool record(lc_cuda *c, lc_cuda_graph *g, slot *s, void (*body)(void *), void *ctx) {
     cudaGraph_t gr = NULL;
     use_stream(c, g->st);
+    lc_cuda_quant_graph_enter(c, g->st);
     if (cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
         cudaGetLastError();
         use_stream(c, 0);
         return false;
     }
+    lc_cuda_quant_capture_fork(c, g->st);
     body(ctx);
+    lc_cuda_qsnap qs;
+    lc_cuda_quant_capture_join(c, g->st, &qs);
     cudaError_t e = cudaStreamEndCapture(g->st, &gr);
     use_stream(c, 0);
     bool ok = e == cudaSuccess && gr && !c->err[0] && cudaGraphInstantiate(&s->exec, gr, 0) == cudaSuccess;
@@ -117,15 +130,17 @@ static bool record(lc_cuda *c, lc_cuda_graph *g, slot *s, void (*body)(void *), 
         s->exec = NULL;
         c->err[0] = 0; // the recording's errors: nothing was queued
         cudaGetLastError();
+        lc_cuda_quant_graph_leave(c, g->st, NULL); // its fills never ran
         return false;
     }
     s->sig = sig_of(c);
+    s->qs = qs;
     return true;
 }
 
 int lc_cuda_replay(lc_backend *be, const void *key, size_t key_bytes, void (*body)(void *ctx), void *ctx) {
     lc_cuda *c = (lc_cuda *)be->impl;
-    if (env_off("LORAC_CUDA_GRAPH") || env_off("LORAC_CUDA_STEP_GRAPH") || c->prof || c->n_wqs > 0 || c->err[0]) {
+    if (env_off("LORAC_CUDA_GRAPH") || env_off("LORAC_CUDA_STEP_GRAPH") || c->prof || c->err[0]) {
         body(ctx);
         return 0;
     }
@@ -164,7 +179,9 @@ int lc_cuda_replay(lc_backend *be, const void *key, size_t key_bytes, void (*bod
     if (s->exec) {
         scratch_sig now = sig_of(c);
         if (!memcmp(&now, &s->sig, sizeof now)) {
+            lc_cuda_quant_graph_enter(c, g->st);
             LC_CK(c, cudaGraphLaunch(s->exec, g->st));
+            lc_cuda_quant_graph_leave(c, g->st, &s->qs);
             be->step_replays++;
             return 0;
         }
@@ -176,6 +193,7 @@ int lc_cuda_replay(lc_backend *be, const void *key, size_t key_bytes, void (*bod
         return 0;
     }
     LC_CK(c, cudaGraphLaunch(s->exec, g->st));
+    lc_cuda_quant_graph_leave(c, g->st, &s->qs);
     be->step_captures++;
     return 0;
 }

@@ -15,6 +15,12 @@
  * used only for the weight it holds, the products' stream waits for its copy (event),
  * and a buffer is refilled only after the product reading it is done (event).
  * LORAC_CUDA_DQ_PREFETCH=0 dequantizes each weight only when its product comes.
+ * Recorded training steps (graph.cu): lc_cuda_quant_capture_fork / _join bring the
+ * side stream into the recording and back, the recording starts from buffers treated as
+ * empty, and lc_cuda_quant_graph_leave sets the bookkeeping to what the recording left
+ * in the buffers after each launch (a replay runs no host code); growing the buffers
+ * inside a recording is refused (it needs a synchronize; the first, direct, sighting of
+ * a step grows them).
  *
  * Owns the dequantization kernels and the per-backend state (stream, events, buffers;
  * lc_cuda.q), freed by lc_cuda_quant_free. Must not change the numbers: every element is
@@ -247,6 +253,8 @@ struct lc_cuda_q {
     cudaStream_t s;            // the dequantization stream (non-blocking)
     cudaEvent_t ready[2];      // buffer b holds holds[b] (recorded on s)
     cudaEvent_t freed[2];      // the product over buffer b is done (recorded on the products' stream)
+    cudaEvent_t side;          // s's queued work (the products' stream waits on it around a graph)
+    bool capturing;            // between lc_cuda_quant_capture_fork and _join
     __nv_bfloat16 *buf[2];
     size_t cap;                // bytes of each buffer
     const lc_cuda_wq *holds[2]; // the weight each buffer holds (or is being filled with); NULL: none
@@ -263,6 +271,7 @@ static lc_cuda_q *q_state(lc_cuda *c) {
         LC_CK(c, cudaEventCreateWithFlags(&q->ready[b], cudaEventDisableTiming));
         LC_CK(c, cudaEventCreateWithFlags(&q->freed[b], cudaEventDisableTiming));
     }
+    LC_CK(c, cudaEventCreateWithFlags(&q->side, cudaEventDisableTiming));
     q->cur = -1;
     c->q = q;
     return q;
@@ -276,6 +285,7 @@ void lc_cuda_quant_free(lc_cuda *c) {
         if (q->buf[b]) cudaFree(q->buf[b]);
         cudaEventDestroy(q->ready[b]), cudaEventDestroy(q->freed[b]);
     }
+    cudaEventDestroy(q->side);
     cudaStreamDestroy(q->s);
     free(q);
     c->q = NULL;
@@ -308,6 +318,12 @@ lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx) {
     cudaStream_t main_s = 0;
     LC_BK(c, cublasGetStream(c->blas, &main_s));
     size_t bytes = (size_t)w->rows * (size_t)w->cols * sizeof(__nv_bfloat16);
+    if (q->cap < bytes && q->capturing) { // growing needs a synchronize: never inside a recording
+        lc_cuda_error(c, __FILE__, __LINE__, "lc_cuda_dequantized",
+                      "the dequantization buffers would grow while a step is recorded (the step runs directly)");
+        lc_wt none = {NULL, LC_DT_BF16, w->rows, w->cols, NULL};
+        return none;
+    }
     if (q->cap < bytes) { // nothing may still use the old buffers
         LC_CK(c, cudaDeviceSynchronize());
         for (int b = 0; b < 2; b++) {
@@ -339,6 +355,67 @@ lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx) {
 }
 
 void lc_cuda_embedding_q(lc_cuda *c, float *out, const int32_t *tokens, const lc_wt *table, int64_t N) {
-    k_embedding_q<<<(unsigned)N, 256>>>(out, tokens, dq_of(table));
+    k_embedding_q<<<(unsigned)N, 256, 0, c->st>>>(out, tokens, dq_of(table));
     LC_LAUNCHED(c);
+}
+
+/* ------------------------------------------------------------ recorded steps (graph.cu) */
+
+void lc_cuda_quant_graph_enter(lc_cuda *c, cudaStream_t st) {
+    if (c->n_wqs == 0) return;
+    lc_cuda_q *q = q_state(c);
+    LC_CK(c, cudaEventRecord(q->side, q->s)); // a fill queued by a direct product may still run
+    LC_CK(c, cudaStreamWaitEvent(st, q->side, 0));
+}
+
+void lc_cuda_quant_capture_fork(lc_cuda *c, cudaStream_t st) {
+    lc_cuda_q *q = c->q;
+    if (!q) return;
+    // the recording starts from empty buffers, whatever they hold now; every event it
+    // waits on is recorded inside it, and the side stream joins it here
+    for (int b = 0; b < 2; b++) {
+        q->holds[b] = NULL;
+        LC_CK(c, cudaEventRecord(q->freed[b], st));
+        LC_CK(c, cudaEventRecord(q->ready[b], st));
+    }
+    q->cur = -1;
+    LC_CK(c, cudaStreamWaitEvent(q->s, q->freed[0], 0));
+    q->capturing = true;
+}
+
+void lc_cuda_quant_capture_join(lc_cuda *c, cudaStream_t st, lc_cuda_qsnap *snap) {
+    memset(snap, 0, sizeof *snap);
+    snap->cur = -1;
+    lc_cuda_q *q = c->q;
+    if (!q || !q->capturing) return;
+    LC_CK(c, cudaEventRecord(q->side, q->s));
+    LC_CK(c, cudaStreamWaitEvent(st, q->side, 0));
+    q->capturing = false;
+    snap->holds[0] = q->holds[0], snap->holds[1] = q->holds[1];
+    snap->cur = q->cur, snap->last = q->last, snap->last_dx = q->last_dx;
+}
+
+void lc_cuda_quant_graph_leave(lc_cuda *c, cudaStream_t st, const lc_cuda_qsnap *snap) {
+    lc_cuda_q *q = c->q;
+    if (!q) return;
+    q->capturing = false;
+    // the events were last recorded inside the recording (unusable outside it) or by its
+    // replay's host code, which does not run: both buffers are ready and free once the
+    // graph (or what ran on st) is done
+    for (int b = 0; b < 2; b++) {
+        LC_CK(c, cudaEventRecord(q->freed[b], st));
+        LC_CK(c, cudaEventRecord(q->ready[b], st));
+    }
+    if (snap) { // what the recording left in the buffers, which every replay leaves too
+        q->holds[0] = snap->holds[0], q->holds[1] = snap->holds[1];
+        q->cur = snap->cur, q->last = snap->last, q->last_dx = snap->last_dx;
+    } else { // nothing trustworthy: the next product dequantizes
+        q->holds[0] = q->holds[1] = NULL;
+        q->cur = -1;
+    }
+}
+
+void lc_cuda_quant_buffers(lc_cuda *c, const void **b0, const void **b1, size_t *cap) {
+    const lc_cuda_q *q = c->q;
+    *b0 = q ? q->buf[0] : NULL, *b1 = q ? q->buf[1] : NULL, *cap = q ? q->cap : 0;
 }
