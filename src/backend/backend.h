@@ -77,6 +77,17 @@ typedef struct {
     bool decoupled;  // AdamW (decay the parameter) rather than Adam (L2 on the gradient)
 } lc_adam_args;
 
+/* One float32 product of ->gemm_n: C (M,N) = alpha op(A) op(B) + beta C, row-major,
+ * cblas_sgemm's meaning (as ->gemm's arguments). */
+typedef struct {
+    bool ta, tb;
+    int64_t M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    int64_t lda, ldb, ldc;
+    float *C;
+} lc_gemm_args;
+
 /* One block of the one-token decoding step (->decode): device pointers. */
 typedef struct {
     const void *w[7];        // q, k, v, o, gate, up, down weights (lc_decode_step.wdt)
@@ -106,7 +117,7 @@ typedef struct {
 
 typedef struct lc_backend lc_backend;
 
-#define LC_GEMM_N_MAX 8 // products of one ->matmul_n call
+#define LC_GEMM_N_MAX 8 // products of one ->gemm_n / ->matmul_n call
 
 struct lc_backend {
     const char *name;
@@ -161,6 +172,10 @@ struct lc_backend {
                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                  int64_t ldc);
 
+    /* n products (n <= LC_GEMM_N_MAX), the same values as n calls of ->gemm in order; no
+     * product's C may overlap another's inputs or output (the card runs them in one
+     * launch where their shapes allow). */
+    void (*gemm_n)(lc_backend *be, int n, const lc_gemm_args *g);
     /* n products of one input (n <= LC_GEMM_N_MAX): out[i] (N,O_i) = x W_i^T + bias[i]
      * (bias may be NULL), += when accumulate: the same values as n calls of ->matmul
      * (the card converts x to bf16 once). */

@@ -101,7 +101,7 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
         dxn = take(&off, base, N * C);
         size_t g = 3 * I > 2 * HD + 2 * KVD ? 3 * I : 2 * HD + 2 * KVD;
         g1 = take(&off, base, N * g);
-        if (lora && lora->rank > 0) du = take(&off, base, N * (size_t)lora->rank);
+        if (lora && lora->rank > 0) du = take(&off, base, 3 * N * (size_t)lora->rank); // q, k, v at once
         if (lora && lora->dropout > 0) {
             size_t mx = C > I ? C : I;
             xd = take(&off, base, N * (mx > HD ? mx : HD));
@@ -676,8 +676,9 @@ static void proj_bwd(lc_model *m, lc_arena *a, float *dx, bool acc, const float 
 
 /* Several projections of one input x (q/k/v; gate/up; or one): out[i] (+)= x W_i^T +
  * bias_i + adapter i's path, the same values as proj_fwd on each, with the frozen
- * products in one ->matmul_n (x converted once on the card) when training without
- * dropout (else proj_fwd on each: dropout has one scratch for the dropped input). */
+ * products in one ->matmul_n (x converted once on the card) and each of the adapters'
+ * two products grouped in one ->gemm_n, when training without dropout (else proj_fwd
+ * on each: dropout has one scratch for the dropped input). */
 static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool acc, const float *x,
                       const lc_wt *const *w, const float *const *bias, lc_lora_param *const *p,
                       float *const *u, int64_t N, bool train, const uint64_t *ds) {
@@ -687,21 +688,57 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
         return;
     }
     be->matmul_n(be, n, out, x, w, bias, N, acc);
+    lc_gemm_args g[LC_GEMM_N_MAX], h[LC_GEMM_N_MAX];
+    int k = 0;
     for (int i = 0; i < n; i++) {
-        const lc_lora_param *q = p[i];
-        if (!q) continue;
-        be->gemm(be, false, false, N, q->r, q->in, 1.0f, x, q->in, q->a, q->r, 0.0f, u[i], q->r); // u = x a
-        be->gemm(be, false, false, N, q->out, q->r, m->lcfg.scale, u[i], q->r, q->b, q->out, 1.0f, out[i],
-                 q->out); // out += s u b
+        if (!p[i]) continue;
+        lc_gemm_args gi = {false, false, N, p[i]->r, p[i]->in, 1.0f, 0.0f, x, p[i]->a, p[i]->in, p[i]->r, p[i]->r, u[i]};
+        lc_gemm_args hi = {false, false, N, p[i]->out, p[i]->r, m->lcfg.scale, 1.0f, u[i], p[i]->b, p[i]->r,
+                           p[i]->out, p[i]->out, out[i]};
+        g[k] = gi, h[k++] = hi;
     }
+    if (!k) return;
+    be->gemm_n(be, k, g); // u = x a
+    be->gemm_n(be, k, h); // out += s u b
 }
 
 /* Backward of projs_fwd: every adapter's ga, gb =; dx (N, in) (+)= sum over i of dy_i W_i
- * + adapter i's path when need_dx (proj_bwd on each in turn). */
+ * + adapter i's path when need_dx, accumulated in proj_bwd's order (so the same values
+ * as proj_bwd on each in turn). The adapters' gb, du and ga products are grouped in one
+ * ->gemm_n each (du of adapter i in a->du + i N r). */
 static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, const float *const *dy,
                       const float *x, const lc_wt *const *w, lc_lora_param *const *p, float *const *u,
                       int64_t N, bool need_dx, const uint64_t *ds) {
-    for (int i = 0; i < n; i++) proj_bwd(m, a, dx, acc || i > 0, dy[i], x, w[i], p[i], u[i], N, need_dx, ds[i]);
+    lc_backend *be = m->be;
+    if (m->lcfg.dropout > 0) {
+        for (int i = 0; i < n; i++) proj_bwd(m, a, dx, acc || i > 0, dy[i], x, w[i], p[i], u[i], N, need_dx, ds[i]);
+        return;
+    }
+    float s = m->lcfg.scale;
+    lc_gemm_args gb[LC_GEMM_N_MAX], du[LC_GEMM_N_MAX], ga[LC_GEMM_N_MAX];
+    float *dus[LC_GEMM_N_MAX] = {0};
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!p[i]) continue;
+        int64_t r = p[i]->r, in = p[i]->in, o = p[i]->out;
+        dus[i] = a->du + (size_t)k * (size_t)(N * r);
+        lc_gemm_args b1 = {true, false, r, o, N, s, 0.0f, u[i], dy[i], r, o, o, p[i]->gb};       // gb = s u^T dy
+        lc_gemm_args b2 = {false, true, N, r, o, s, 0.0f, dy[i], p[i]->b, o, o, r, dus[i]};      // du = s dy b^T
+        lc_gemm_args b3 = {true, false, in, r, N, 1.0f, 0.0f, x, dus[i], in, r, r, p[i]->ga};    // ga = x^T du
+        gb[k] = b1, du[k] = b2, ga[k++] = b3;
+    }
+    if (k) {
+        be->gemm_n(be, k, gb);
+        be->gemm_n(be, k, du);
+        be->gemm_n(be, k, ga);
+    }
+    if (!need_dx) return;
+    for (int i = 0; i < n; i++) {
+        be->matmul_dx(be, dx, dy[i], w[i], N, acc || i > 0);
+        if (p[i]) // dx += du a^T
+            be->gemm(be, false, true, N, p[i]->in, p[i]->r, 1.0f, dus[i], p[i]->r, p[i]->a, p[i]->r, 1.0f, dx,
+                     p[i]->in);
+    }
 }
 
 /* ------------------------------------------------------------ blocks */

@@ -521,6 +521,73 @@ static void test_gemm_adapters(void) {
     check_gemm_many("recipe ga", 2, true, false, 4096, 16, 136, true);
 }
 
+/* One ->gemm_n group of n products (shapes sh[i] = {M, N, K}, one transpose pair) against
+ * the same products as ->gemm calls on the card (the same bits: each block of a grouped
+ * launch does what it does alone) and on the CPU (within 1e-5); beta 0 over poisoned C,
+ * then beta 1. */
+static void check_gemm_group(const char *name, int n, bool ta, bool tb, const int64_t (*sh)[3]) {
+    enum { NMAX = 4 };
+    float *hA[NMAX], *hB[NMAX], *hC[NMAX], *dA[NMAX], *dB[NMAX], *dC[NMAX], *dS[NMAX];
+    lc_gemm_args hg[NMAX], dg[NMAX];
+    size_t nc[NMAX];
+    for (int beta1 = 0; beta1 < 2; beta1++) {
+        for (int i = 0; i < n; i++) {
+            int64_t M = sh[i][0], N = sh[i][1], K = sh[i][2];
+            int64_t lda = (ta ? M : K) + 1, ldb = tb ? K : N, ldc = N;
+            size_t na = (size_t)((ta ? K : M) * lda), nb = (size_t)((tb ? N : K) * ldb);
+            nc[i] = (size_t)(M * ldc);
+            hA[i] = rnd(na, 1), hB[i] = rnd(nb, 1), hC[i] = rnd(nc[i], 1);
+            dA[i] = up(hA[i], na * 4), dB[i] = up(hB[i], nb * 4);
+            dC[i] = beta1 ? up(hC[i], nc[i] * 4) : poisoned(nc[i]);
+            dS[i] = beta1 ? up(hC[i], nc[i] * 4) : poisoned(nc[i]);
+            float alpha = 0.5f + 0.25f * (float)i, beta = beta1 ? 1.0f : 0.0f;
+            lc_gemm_args h = {ta, tb, M, N, K, alpha, beta, hA[i], hB[i], lda, ldb, ldc, hC[i]};
+            lc_gemm_args d = {ta, tb, M, N, K, alpha, beta, dA[i], dB[i], lda, ldb, ldc, dC[i]};
+            hg[i] = h, dg[i] = d;
+        }
+        cpu->gemm_n(cpu, n, hg);
+        gpu->gemm_n(gpu, n, dg);
+        for (int i = 0; i < n; i++)
+            gpu->gemm(gpu, ta, tb, dg[i].M, dg[i].N, dg[i].K, dg[i].alpha, dA[i], dg[i].lda, dB[i], dg[i].ldb,
+                      dg[i].beta, dS[i], dg[i].ldc);
+        for (int i = 0; i < n; i++) {
+            char what[96];
+            snprintf(what, sizeof what, "gemm_n %s [%d/%d] %s", name, i + 1, n, beta1 ? "+=" : "=");
+            expect(what, dC[i], hC[i], nc[i], 1e-5);
+            float *g = down(dC[i], nc[i]), *one = down(dS[i], nc[i]);
+            CHECK_MSG(!memcmp(g, one, nc[i] * 4), "%s: grouped and single launches differ", what);
+            free(g), free(one);
+            free(hA[i]), free(hB[i]), free(hC[i]);
+            gpu->release(gpu, dA[i]), gpu->release(gpu, dB[i]), gpu->release(gpu, dC[i]), gpu->release(gpu, dS[i]);
+        }
+    }
+}
+
+static void test_gemm_groups(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    // the groups the model launches: q/k/v (outputs 4096/1024/1024 at the recipe; here
+    // 300/100/100) and gate/up, each kind of adapter product; rows off the tiles
+    static const int64_t u3[][3] = {{37, 16, 1000}, {37, 16, 1000}, {37, 16, 1000}};
+    static const int64_t out3[][3] = {{37, 300, 16}, {37, 100, 16}, {37, 100, 16}};
+    static const int64_t gb3[][3] = {{16, 300, 137}, {16, 100, 137}, {16, 100, 137}};
+    static const int64_t du3[][3] = {{37, 16, 1000}, {37, 16, 300}, {37, 16, 300}};
+    static const int64_t ga3[][3] = {{300, 16, 137}, {300, 16, 137}, {300, 16, 137}};
+    static const int64_t r32[][3] = {{20, 32, 700}, {20, 8, 2000}};
+    static const int64_t mixed[][3] = {{37, 16, 1000}, {300, 16, 400}}; // the second is cuBLAS's
+    check_gemm_group("u = x a (q/k/v)", 3, false, false, u3);
+    check_gemm_group("out += s u b (q/k/v)", 3, false, false, out3);
+    check_gemm_group("gb (q/k/v)", 3, true, false, gb3);
+    check_gemm_group("du (q/k/v)", 3, false, true, du3);
+    check_gemm_group("ga (q/k/v)", 3, true, false, ga3);
+    check_gemm_group("u ranks 32 and 8", 2, false, false, r32);
+    check_gemm_group("mixed classes", 2, false, false, mixed);
+    // the recipe's q/k/v du and gate/up u at full size
+    static const int64_t rdu[][3] = {{136, 16, 4096}, {136, 16, 1024}, {136, 16, 1024}};
+    static const int64_t rup[][3] = {{136, 16, 4096}, {136, 16, 4096}};
+    check_gemm_group("recipe du (q/k/v)", 3, false, true, rdu);
+    check_gemm_group("recipe u (gate/up)", 2, false, false, rup);
+}
+
 /* ->matmul_n over BF16 weights of one input (the card converts x once) against the CPU's
  * (float32): = with a bias on one, then +=; and each against ->matmul on the card. */
 static void check_matmul_n(int64_t N, int64_t I, int n, const int64_t *O) {
@@ -851,6 +918,7 @@ int main(void) {
     RUN(test_quantized_order);
     RUN(test_gemm);
     RUN(test_gemm_adapters);
+    RUN(test_gemm_groups);
     RUN(test_matmul_n);
     RUN(test_norm_rope_swiglu);
     RUN(test_cross_entropy);

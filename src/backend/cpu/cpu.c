@@ -361,6 +361,13 @@ static void cpu_cross_entropy_sum(lc_backend *be, double *sum, float *logits, co
 
 /* ------------------------------------------------------------ the table */
 
+/* ->gemm_n: the products one after another (the CPU gains nothing from grouping). */
+static void cpu_gemm_n(lc_backend *be, int n, const lc_gemm_args *g) {
+    for (int i = 0; i < n; i++)
+        lc_cpu_gemm(be, g[i].ta, g[i].tb, g[i].M, g[i].N, g[i].K, g[i].alpha, g[i].A, g[i].lda, g[i].B, g[i].ldb,
+                    g[i].beta, g[i].C, g[i].ldc);
+}
+
 /* ->matmul_n: the products one after another. */
 static void cpu_matmul_n(lc_backend *be, int n, float *const *out, const float *x, const lc_wt *const *w,
                          const float *const *bias, int64_t N, bool accumulate) {
@@ -401,6 +408,7 @@ lc_backend *lc_backend_cpu_new(int threads) {
     be->matmul = lc_cpu_matmul;
     be->matmul_dx = lc_cpu_matmul_dx;
     be->gemm = lc_cpu_gemm;
+    be->gemm_n = cpu_gemm_n;
     be->matmul_n = cpu_matmul_n;
     be->embedding = cpu_embedding;
     be->rmsnorm = cpu_rmsnorm;

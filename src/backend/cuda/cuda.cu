@@ -963,6 +963,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->matmul = cu_matmul;
     be->matmul_dx = cu_matmul_dx;
     be->gemm = cu_gemm;
+    be->gemm_n = lc_cuda_gemm_n;
     be->matmul_n = cu_matmul_n;
     be->embedding = cu_embedding;
     be->rmsnorm = cu_rmsnorm;

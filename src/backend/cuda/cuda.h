@@ -159,12 +159,15 @@ float *lc_cuda_rows(lc_cuda *c, size_t n);
  * algorithm tuned for the shape on first use. */
 void lc_cuda_gemm_bf16(lc_cuda *c, bool ta, int m, int n, int k, const void *W, int lda, const void *x, int ldb,
                        float beta, float *out, int ldc);
-#define LC_NCOUNTERS 64 // arrival counters at c->counter
+#define LC_NCOUNTERS 128 // arrival counters at c->counter (LC_GEMM_N_MAX products × 16 row tiles)
 /* lora_gemm.cu: the adapters' fp32 product C = alpha op(A) op(B) + beta C (->gemm's
  * meaning) when a kernel there takes its shape (rank-sized side <= 32, few rows);
  * returns false, having done nothing, otherwise. */
 bool lc_cuda_lora_gemm(lc_cuda *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                        int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* ->gemm_n: products of one lora_gemm.cu kernel class in one launch (the same bits as
+ * one by one), anything else as ->gemm calls in order. */
+void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *g);
 /* Frees gemm.cu's state (with the backend). */
 void lc_cuda_lt_free(lc_cuda *c);
 

@@ -17,10 +17,16 @@
  *    a block per 32 columns of the wide operand, its 8 warps over the rows, the narrow
  *    operand in shared memory, the warps' sums added in warp order.
  * Every sum runs in a fixed order, so a call gives the same bits every time.
+ * ->gemm_n runs up to LC_GEMM_N_MAX products of one class in one launch (blockIdx.z picks
+ * the product; a block past its product's extent returns), each block doing exactly what
+ * it does alone, so a group gives the same bits as its products one by one: q/k/v's and
+ * gate/up's products each cost one launch's latency instead of two or three.
  * Owns nothing: partial sums live in the backend's row scratch (lc_cuda_rows), the
  * arrival counters are the backend's (zero between launches; each last block resets its
  * own). Must not: take shapes outside the three classes (the caller runs cuBLAS).
  */
+#include <string.h>
+
 #include "backend/cuda/cuda.h"
 
 #define LG_THREADS 256
@@ -28,13 +34,33 @@
 #define TH_RW 2   // rows of one warp in the thin kernel
 #define TH_MT (TH_RW * (LG_THREADS / 32)) // rows of one thin block
 #define TN_WARPS (LG_THREADS / 32)
+#define LG_TILES 16 // row tiles of one thin product at most (256 rows / TH_MT)
+
+/* One product of a launch. The A^T B kernel reads A as the wide operand W (lda its
+ * leading dimension), B as the narrow one S, M as W's column count and N as S's. */
+struct lg_prod {
+    const float *A, *B;
+    float *C, *part; // part: the thin kernel's chunk sums (NULL with one chunk)
+    int64_t lda, ldb, ldc;
+    int M, N, K, kc, chunks; // kc, chunks: the thin kernel's inner chunks
+    float alpha, beta;
+    bool ta, tb, wide_n; // wide_n: the A^T B kernel writes C[j*ldc + c] (else C[c*ldc + j])
+};
+struct lg_grp {
+    lg_prod p[LC_GEMM_N_MAX];
+};
 
 /* K <= KM: grid (ceil(N/256), ceil(M/KS_RT)). */
 template <int KM>
-__global__ void __launch_bounds__(LG_THREADS)
-    k_lg_ksmall(bool ta, bool tb, int M, int N, int K, float alpha, const float *__restrict__ A, int64_t lda,
-                const float *__restrict__ B, int64_t ldb, float beta, float *C, int64_t ldc) {
+__global__ void __launch_bounds__(LG_THREADS) k_lg_ksmall(const __grid_constant__ lg_grp g) {
     LC_PDL_TRIGGER();
+    const lg_prod &p = g.p[blockIdx.z];
+    const bool ta = p.ta, tb = p.tb;
+    const int M = p.M, N = p.N, K = p.K;
+    const float alpha = p.alpha, beta = p.beta, *__restrict__ A = p.A, *__restrict__ B = p.B;
+    const int64_t lda = p.lda, ldb = p.ldb, ldc = p.ldc;
+    float *C = p.C;
+    if ((int)blockIdx.y * KS_RT >= M || (int)blockIdx.x * LG_THREADS >= N) return; // past this product
     __shared__ float as[KS_RT][KM];
     int m0 = blockIdx.y * KS_RT, rows = min(KS_RT, M - m0);
     int n = blockIdx.x * LG_THREADS + threadIdx.x;
@@ -72,15 +98,20 @@ __global__ void __launch_bounds__(LG_THREADS)
 /* !ta, N <= NM: grid (chunks of kc, ceil(M/TH_MT)); dynamic shared memory kc (NM+1)
  * floats. With one chunk the block writes C itself. */
 template <int NM>
-__global__ void __launch_bounds__(LG_THREADS)
-    k_lg_thin(bool tb, int M, int N, int K, int kc, float alpha, const float *__restrict__ A, int64_t lda,
-              const float *__restrict__ B, int64_t ldb, float beta, float *C, int64_t ldc, float *part,
-              unsigned *counters) {
+__global__ void __launch_bounds__(LG_THREADS) k_lg_thin(const __grid_constant__ lg_grp g, unsigned *counters) {
     LC_PDL_TRIGGER();
+    const lg_prod &p = g.p[blockIdx.z];
+    const bool tb = p.tb;
+    const int M = p.M, N = p.N, K = p.K, kc = p.kc, chunks = p.chunks;
+    const float alpha = p.alpha, beta = p.beta, *__restrict__ A = p.A, *__restrict__ B = p.B;
+    const int64_t lda = p.lda, ldb = p.ldb, ldc = p.ldc;
+    float *C = p.C, *part = p.part;
+    int chunk = blockIdx.x, m0 = blockIdx.y * TH_MT;
+    if (chunk >= chunks || m0 >= M) return; // past this product
+    counters += blockIdx.z * LG_TILES;
     extern __shared__ float bs[]; // bs[k * (NM+1) + n] = op(B)(k0 + k, n), zero past the chunk or N
     const int ld = NM + 1;
-    int chunk = blockIdx.x, chunks = gridDim.x, k0 = chunk * kc, kn = min(kc, K - k0);
-    int m0 = blockIdx.y * TH_MT;
+    int k0 = chunk * kc, kn = min(kc, K - k0);
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r0 = m0 + w * TH_RW;
     float a[TH_RW][8]; // this warp's rows, 8 columns a lane: the first batch is loaded with B's chunk
 #pragma unroll
@@ -189,10 +220,15 @@ __global__ void __launch_bounds__(LG_THREADS)
  * <= RM, written at C[j*ldc + c] (wide_n) or C[c*ldc + j]. Grid ceil(ncols/32); dynamic
  * shared memory max(K RM, 8 RM 33) floats. */
 template <int RM>
-__global__ void __launch_bounds__(LG_THREADS)
-    k_lg_tn(bool wide_n, int ncols, int R, int K, float alpha, const float *__restrict__ W, int64_t ldw,
-            const float *__restrict__ S, int64_t lds, float beta, float *C, int64_t ldc) {
+__global__ void __launch_bounds__(LG_THREADS) k_lg_tn(const __grid_constant__ lg_grp g) {
     LC_PDL_TRIGGER();
+    const lg_prod &p = g.p[blockIdx.z];
+    const bool wide_n = p.wide_n;
+    const int ncols = p.M, R = p.N, K = p.K;
+    const float alpha = p.alpha, beta = p.beta, *__restrict__ W = p.A, *__restrict__ S = p.B;
+    const int64_t ldw = p.lda, lds = p.ldb, ldc = p.ldc;
+    float *C = p.C;
+    if ((int)blockIdx.x * 32 >= ncols) return; // past this product
     extern __shared__ float sm[];
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c = blockIdx.x * 32 + lane;
     float x[16]; // rows w, w + 8, ... of W: the first 16 are loaded with S
@@ -255,55 +291,117 @@ __global__ void __launch_bounds__(LG_THREADS)
     }
 }
 
-bool lc_cuda_lora_gemm(lc_cuda *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    if (M <= 0 || N <= 0 || K <= 0) return false;
-    if (ta && !tb && K <= 256 && (M <= 32 || N <= 32)) { // the batch rows are the inner size
+enum { LG_NONE, LG_TN, LG_KSMALL, LG_THIN };
+
+/* Which kernel takes a product (->gemm's arguments), LG_NONE for cuBLAS. */
+static int lg_class(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
+    if (M <= 0 || N <= 0 || K <= 0) return LG_NONE;
+    if (ta && !tb && K <= 256 && (M <= 32 || N <= 32)) return LG_TN; // the batch rows are the inner size
+    if (M > 256) return LG_NONE; // many rows: cuBLAS's tiles win (8 × 512 measured so)
+    if (K <= 32) return LG_KSMALL;
+    if (!ta && N <= 32) return LG_THIN;
+    return LG_NONE;
+}
+
+/* The launch description of one product of class cl; *scratch counts the chunk-sum floats
+ * it needs (part is set by lg_launch). */
+static lg_prod lg_prep(int cl, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, size_t *scratch) {
+    lg_prod p;
+    memset(&p, 0, sizeof p);
+    p.A = A, p.B = B, p.C = C, p.lda = lda, p.ldb = ldb, p.ldc = ldc;
+    p.M = (int)M, p.N = (int)N, p.K = (int)K, p.alpha = alpha, p.beta = beta, p.ta = ta, p.tb = tb;
+    if (cl == LG_TN) {
         bool wide_n = M <= 32 && (N > 32 || N >= M);
-        int64_t R = wide_n ? M : N, ncols = wide_n ? N : M;
-        const float *W = wide_n ? B : A, *S = wide_n ? A : B;
-        int64_t ldw = wide_n ? ldb : lda, lds = wide_n ? lda : ldb;
-        unsigned grid = (unsigned)((ncols + 31) / 32);
-        if (R <= 16) {
-            size_t sm = (size_t)(K * 16 > TN_WARPS * 16 * 33 ? K * 16 : TN_WARPS * 16 * 33) * sizeof(float);
-            k_lg_tn<16><<<grid, LG_THREADS, sm, c->st>>>(wide_n, (int)ncols, (int)R, (int)K, alpha, W, ldw, S, lds,
-                                                         beta, C, ldc);
-        } else {
-            size_t sm = (size_t)(K * 32 > TN_WARPS * 32 * 33 ? K * 32 : TN_WARPS * 32 * 33) * sizeof(float);
-            k_lg_tn<32><<<grid, LG_THREADS, sm, c->st>>>(wide_n, (int)ncols, (int)R, (int)K, alpha, W, ldw, S, lds,
-                                                         beta, C, ldc);
-        }
-        LC_LAUNCHED(c);
-        return true;
-    }
-    if (M > 256) return false; // many rows: cuBLAS's tiles win (8 × 512 measured so)
-    if (K <= 32) {
-        dim3 grid((unsigned)((N + LG_THREADS - 1) / LG_THREADS), (unsigned)((M + KS_RT - 1) / KS_RT));
-        if (K <= 16)
-            k_lg_ksmall<16><<<grid, LG_THREADS, 0, c->st>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb,
-                                                             beta, C, ldc);
-        else
-            k_lg_ksmall<32><<<grid, LG_THREADS, 0, c->st>>>(ta, tb, (int)M, (int)N, (int)K, alpha, A, lda, B, ldb,
-                                                             beta, C, ldc);
-        LC_LAUNCHED(c);
-        return true;
-    }
-    if (!ta && N <= 32) {
+        p.wide_n = wide_n;
+        p.M = (int)(wide_n ? N : M), p.N = (int)(wide_n ? M : N); // W's columns, S's columns
+        p.A = wide_n ? B : A, p.B = wide_n ? A : B;
+        p.lda = wide_n ? ldb : lda, p.ldb = wide_n ? lda : ldb;
+    } else if (cl == LG_THIN) {
         int64_t kc = 256, chunks = (K + 255) / 256;
         if (chunks > 32 && N <= 16) kc = 512, chunks = (K + 511) / 512; // fewer partial sums to add
-        int64_t tiles = (M + TH_MT - 1) / TH_MT;
-        float *part = chunks > 1 ? lc_cuda_rows(c, (size_t)(chunks * M * N)) : NULL;
-        dim3 grid((unsigned)chunks, (unsigned)tiles);
-        int nm = N <= 16 ? 16 : 32;
-        size_t sm = (size_t)(kc * (nm + 1)) * sizeof(float);
-        if (nm == 16)
-            k_lg_thin<16><<<grid, LG_THREADS, sm, c->st>>>(tb, (int)M, (int)N, (int)K, (int)kc, alpha, A, lda, B,
-                                                           ldb, beta, C, ldc, part, c->counter);
-        else
-            k_lg_thin<32><<<grid, LG_THREADS, sm, c->st>>>(tb, (int)M, (int)N, (int)K, (int)kc, alpha, A, lda, B,
-                                                           ldb, beta, C, ldc, part, c->counter);
-        LC_LAUNCHED(c);
-        return true;
+        p.kc = (int)kc, p.chunks = (int)chunks;
+        if (chunks > 1) *scratch += (size_t)(chunks * M * N);
     }
-    return false;
+    return p;
+}
+
+/* Launches n products of class cl (n >= 1) as one grid. */
+static void lg_launch(lc_cuda *c, int cl, lg_grp *g, int n, size_t scratch) {
+    unsigned gx = 1, gy = 1;
+    int big = 0, kcmax = 0;
+    size_t sm = 0;
+    if (scratch) {
+        float *part = lc_cuda_rows(c, scratch);
+        for (int i = 0; i < n; i++)
+            if (g->p[i].chunks > 1) g->p[i].part = part, part += (size_t)g->p[i].chunks * g->p[i].M * g->p[i].N;
+    }
+    for (int i = 0; i < n; i++) {
+        const lg_prod &p = g->p[i];
+        unsigned x = 1, y = 1;
+        if (cl == LG_TN) {
+            x = (unsigned)((p.M + 31) / 32);
+            big |= p.N > 16;
+        } else if (cl == LG_KSMALL) {
+            x = (unsigned)((p.N + LG_THREADS - 1) / LG_THREADS), y = (unsigned)((p.M + KS_RT - 1) / KS_RT);
+            big |= p.K > 16;
+        } else {
+            x = (unsigned)p.chunks, y = (unsigned)((p.M + TH_MT - 1) / TH_MT);
+            big |= p.N > 16;
+            kcmax = p.kc > kcmax ? p.kc : kcmax;
+        }
+        gx = x > gx ? x : gx, gy = y > gy ? y : gy;
+    }
+    dim3 grid(gx, gy, (unsigned)n);
+    if (cl == LG_TN) {
+        int rm = big ? 32 : 16;
+        for (int i = 0; i < n; i++) {
+            size_t need = (size_t)g->p[i].K * rm > (size_t)TN_WARPS * rm * 33 ? (size_t)g->p[i].K * rm
+                                                                                : (size_t)TN_WARPS * rm * 33;
+            sm = need > sm ? need : sm;
+        }
+        sm *= sizeof(float);
+        if (big) k_lg_tn<32><<<grid, LG_THREADS, sm, c->st>>>(*g);
+        else k_lg_tn<16><<<grid, LG_THREADS, sm, c->st>>>(*g);
+    } else if (cl == LG_KSMALL) {
+        if (big) k_lg_ksmall<32><<<grid, LG_THREADS, 0, c->st>>>(*g);
+        else k_lg_ksmall<16><<<grid, LG_THREADS, 0, c->st>>>(*g);
+    } else {
+        sm = (size_t)kcmax * ((big ? 32 : 16) + 1) * sizeof(float);
+        if (big) k_lg_thin<32><<<grid, LG_THREADS, sm, c->st>>>(*g, c->counter);
+        else k_lg_thin<16><<<grid, LG_THREADS, sm, c->st>>>(*g, c->counter);
+    }
+    LC_LAUNCHED(c);
+}
+
+bool lc_cuda_lora_gemm(lc_cuda *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    int cl = lg_class(ta, tb, M, N, K);
+    if (cl == LG_NONE) return false;
+    lg_grp g;
+    size_t scratch = 0;
+    g.p[0] = lg_prep(cl, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, &scratch);
+    lg_launch(c, cl, &g, 1, scratch);
+    return true;
+}
+
+void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *a) {
+    lc_cuda *c = (lc_cuda *)be->impl;
+    if (n <= 0) return;
+    int cl = n <= LC_GEMM_N_MAX ? lg_class(a[0].ta, a[0].tb, a[0].M, a[0].N, a[0].K) : LG_NONE;
+    for (int i = 1; i < n && cl != LG_NONE; i++)
+        if (lg_class(a[i].ta, a[i].tb, a[i].M, a[i].N, a[i].K) != cl) cl = LG_NONE;
+    if (cl == LG_NONE || n == 1) { // mixed classes, cuBLAS shapes, or nothing to group: one by one
+        for (int i = 0; i < n; i++)
+            be->gemm(be, a[i].ta, a[i].tb, a[i].M, a[i].N, a[i].K, a[i].alpha, a[i].A, a[i].lda, a[i].B, a[i].ldb,
+                     a[i].beta, a[i].C, a[i].ldc);
+        return;
+    }
+    LC_PROF(c, "gemm_n (LoRA) M=%lld", a[0].M);
+    lg_grp g;
+    size_t scratch = 0;
+    for (int i = 0; i < n; i++)
+        g.p[i] = lg_prep(cl, a[i].ta, a[i].tb, a[i].M, a[i].N, a[i].K, a[i].alpha, a[i].A, a[i].lda, a[i].B, a[i].ldb,
+                         a[i].beta, a[i].C, a[i].ldc, &scratch);
+    lg_launch(c, cl, &g, n, scratch);
 }
