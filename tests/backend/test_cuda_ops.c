@@ -289,6 +289,18 @@ static void check_qmatmul(const char *name, lc_quant_format fmt, bool nested, in
     gpu->matmul(gpu, o, dxv, &wd, dbias, N, false);
     snprintf(what, sizeof what, "matmul %s N=%lld + bias", name, (long long)N);
     expect(what, o, ref, (size_t)(N * O), 1e-2);
+    if (N <= 8) { // decoding sizes read the codes directly: against the bf16 copy's product
+        float *o2 = poisoned((size_t)(N * O));
+        setenv("LORAC_CUDA_QGEMV", "0", 1);
+        gpu->matmul(gpu, o2, dxv, &wd, dbias, N, false);
+        unsetenv("LORAC_CUDA_QGEMV");
+        float *h2 = down(o2, (size_t)(N * O)), *h1 = down(o, (size_t)(N * O));
+        snprintf(what, sizeof what, "matmul %s N=%lld from the codes vs the bf16 copy", name, (long long)N);
+        expect(what, o, h2, (size_t)(N * O), 1e-6);
+        printf("  %s: %s\n", what, memcmp(h1, h2, (size_t)(N * O) * 4) ? "close, not bitwise" : "the same bits");
+        free(h1), free(h2);
+        gpu->release(gpu, o2);
+    }
     memcpy(ref, acc0, (size_t)(N * O) * 4);
     cpu->matmul(cpu, ref, x, &w, NULL, N, true);
     gpu->upload(gpu, o, acc0, (size_t)(N * O) * 4);

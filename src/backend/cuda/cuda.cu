@@ -580,6 +580,7 @@ static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w
                       int64_t N, bool accumulate) {
     lc_cuda *c = impl(be);
     lc_wt wq;
+    if (w->q && N > 0 && lc_cuda_qgemv(c, out, x, w, bias, N, accumulate)) return; // decoding: from the codes
     if (w->q) wq = lc_cuda_dequantized(c, w, false), w = &wq;
     LC_PROF(impl(be), "matmul N=%lld", N);
     int O = (int)w->rows, I = (int)w->cols;

@@ -123,6 +123,11 @@ void lc_cuda_oom(lc_cuda *c, size_t bytes, const char *what);
  * input gradient (dx true) (valid until the product after next is asked for); the
  * caller queues its product on the cuBLAS handle's stream right after. */
 lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx);
+/* quant.cu: out (N,O) (+)= x W^T (+ bias) for N <= 8 rows read straight from a quantized
+ * weight's codes (NF4, affine 4/8-bit; the bf16 copy path's values); returns false,
+ * having done nothing, for other formats or shapes, or with LORAC_CUDA_QGEMV=0. */
+bool lc_cuda_qgemv(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
+                   bool accumulate);
 /* out (N, cols) = rows tokens[0..N) of quantized table, float32 as the CPU computes them. */
 void lc_cuda_embedding_q(lc_cuda *c, float *out, const int32_t *tokens, const lc_wt *table, int64_t N);
 /* Frees quant.cu's state and the whole-weight scratch (with the backend). */

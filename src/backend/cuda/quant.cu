@@ -419,3 +419,136 @@ void lc_cuda_quant_buffers(lc_cuda *c, const void **b0, const void **b1, size_t 
     const lc_cuda_q *q = c->q;
     *b0 = q ? q->buf[0] : NULL, *b1 = q ? q->buf[1] : NULL, *cap = q ? q->cap : 0;
 }
+
+/* ------------------------------------------------------------ decoding products */
+
+/* out (N, O) (+)= x (N, I) W^T (+ bias) for N <= 8 rows straight from the codes (NF4,
+ * affine 4/8-bit): a warp a weight row, 8 units of 8 values a lane in flight, each unit
+ * dequantized as k_dequant_u8 does it and rounded to bf16, then multiplied exactly as
+ * cuda.cu's k_gemv_bf16 multiplies the bf16 copy (same units a lane, same order, same
+ * expression) — the copy path's values, without writing and re-reading 2 bytes a weight.
+ * Decoding reads 0.5 (NF4) bytes a weight instead of 4.5. */
+#define QV_WARPS 4
+#define QV_U 8
+
+template <int KIND, int NR>
+__global__ void __launch_bounds__(QV_WARPS * 32)
+    k_qgemv(float *out, const float *x, dq_args a, const float *bias, int O, int I, int acc) {
+    __shared__ float lut[16];
+    __shared__ float map2[256];
+    if (KIND == 0) {
+        if (threadIdx.x < 16) lut[threadIdx.x] = a.code[threadIdx.x & 15];
+        if (a.nested)
+            for (int i = threadIdx.x; i < 256; i += QV_WARPS * 32) map2[i] = a.code2[i];
+        __syncthreads();
+    }
+    int o = blockIdx.x * QV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (o >= O) return;
+    int nv = I / 8;                 // units of 8 values in the row
+    size_t u0 = (size_t)o * (size_t)nv; // the row's first unit
+    float s[NR];
+#pragma unroll
+    for (int n = 0; n < NR; n++) s[n] = 0.0f;
+    for (int v0 = 0; v0 < nv; v0 += 32 * QV_U) {
+        uint2 raw[QV_U];
+        float s0[QV_U], s1[QV_U];
+        unsigned j8[QV_U];
+#pragma unroll
+        for (int k = 0; k < QV_U; k++) {
+            int v = v0 + k * 32 + lane;
+            raw[k] = make_uint2(0, 0), s0[k] = s1[k] = 0.0f, j8[k] = 0;
+            if (v >= nv) continue;
+            size_t gu = u0 + (size_t)v, g = (gu * 8) >> a.gsh;
+            if (KIND == 0) {
+                raw[k].x = __ldcs((const uint32_t *)a.codes + gu);
+                if (a.nested) {
+                    j8[k] = ((const uint8_t *)a.absmax)[g];
+                    s1[k] = ((const float *)a.absmax2)[g >> a.b2sh];
+                } else {
+                    s0[k] = ((const float *)a.absmax)[g];
+                }
+            } else {
+                if (KIND == 4) raw[k].x = __ldcs((const uint32_t *)a.codes + gu);
+                else raw[k] = __ldcs((const uint2 *)a.codes + gu);
+                s0[k] = dq_ld(a.scales, a.sdtype, g), s1[k] = dq_ld(a.biases, a.sdtype, g);
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < QV_U; k++) {
+            int v = v0 + k * 32 + lane;
+            if (v >= nv) break;
+            float wv[8], wf[8];
+            if (KIND == 0) {
+                float am = a.nested ? __fadd_rn(__fmul_rn(map2[j8[k]], s1[k]), a.offset) : s0[k];
+#pragma unroll
+                for (int b = 0; b < 4; b++) {
+                    unsigned byte = (raw[k].x >> (8 * b)) & 0xFFu;
+                    wv[2 * b] = __fmul_rn(lut[byte >> 4], am);
+                    wv[2 * b + 1] = __fmul_rn(lut[byte & 0xFu], am);
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    unsigned q;
+                    if (KIND == 8) q = ((e < 4 ? raw[k].x : raw[k].y) >> (8 * (e & 3))) & 0xFFu;
+                    else q = (raw[k].x >> (4 * e)) & 0xFu;
+                    wv[e] = __fadd_rn(__fmul_rn(s0[k], (float)q), s1[k]);
+                }
+            }
+#pragma unroll
+            for (int e = 0; e < 8; e++) wf[e] = __bfloat162float(__float2bfloat16_rn(wv[e]));
+#pragma unroll
+            for (int n = 0; n < NR; n++) {
+                const float4 *xp = (const float4 *)(x + (size_t)n * I) + 2 * v;
+                float4 p = __ldg(xp), q = __ldg(xp + 1);
+                s[n] += wf[0] * p.x + wf[1] * p.y + wf[2] * p.z + wf[3] * p.w + wf[4] * q.x + wf[5] * q.y +
+                        wf[6] * q.z + wf[7] * q.w;
+            }
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < NR; n++) {
+        float t = s[n];
+        for (int d = 16; d > 0; d >>= 1) t += __shfl_xor_sync(0xffffffffu, t, d);
+        s[n] = t;
+    }
+    if (lane < NR) {
+        float r = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NR; n++)
+            if (n == lane) r = s[n];
+        if (bias) r += bias[o];
+        float *op = out + (size_t)lane * O + o;
+        *op = acc ? *op + r : r;
+    }
+}
+
+template <int KIND>
+static void qgemv_kind(lc_cuda *c, unsigned grid, int N, float *out, const float *x, const dq_args &a,
+                       const float *bias, int O, int I, int acc) {
+    switch (N) {
+#define QV_CASE(R) case R: k_qgemv<KIND, R><<<grid, QV_WARPS * 32, 0, c->st>>>(out, x, a, bias, O, I, acc); break;
+        QV_CASE(1) QV_CASE(2) QV_CASE(3) QV_CASE(4) QV_CASE(5) QV_CASE(6) QV_CASE(7) QV_CASE(8)
+#undef QV_CASE
+    }
+}
+
+bool lc_cuda_qgemv(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
+                   bool accumulate) {
+    const char *e = getenv("LORAC_CUDA_QGEMV"); // read each call: tests compare both paths
+    if (e && !strcmp(e, "0")) return false;
+    if (N < 1 || N > 8 || w->rows <= 0 || w->cols % 8 || ((uintptr_t)x & 15) || w->rows > INT32_MAX ||
+        w->cols > INT32_MAX)
+        return false;
+    dq_args a = dq_of(w);
+    bool ok = a.group % 8 == 0 && a.gsh >= 0 && a.b2sh >= 0 && (a.nf4 || a.bits == 4 || a.bits == 8);
+    if (!ok) return false;
+    LC_PROF(c, "matmul (codes) N=%lld", N);
+    int O = (int)w->rows, I = (int)w->cols, acc = accumulate ? 1 : 0;
+    unsigned grid = (unsigned)((O + QV_WARPS - 1) / QV_WARPS);
+    if (a.nf4) qgemv_kind<0>(c, grid, (int)N, out, x, a, bias, O, I, acc);
+    else if (a.bits == 4) qgemv_kind<4>(c, grid, (int)N, out, x, a, bias, O, I, acc);
+    else qgemv_kind<8>(c, grid, (int)N, out, x, a, bias, O, I, acc);
+    LC_LAUNCHED(c);
+    return true;
+}
