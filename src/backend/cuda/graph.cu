@@ -39,7 +39,7 @@ extern "C" {
 
 /* The scratch a recording points at. */
 struct scratch_sig {
-    const void *xb, *rows, *ws, *qb0, *qb1;
+    const void *xb, *rows, *ws, *qb[LC_CUDA_DQ_MAX];
     size_t xb_cap, rows_cap, ws_cap, q_cap;
 };
 
@@ -64,12 +64,17 @@ static bool env_off(const char *name) {
     return e && !strcmp(e, "0");
 }
 
+static bool env_on(const char *name) {
+    const char *e = getenv(name);
+    return e && !strcmp(e, "1");
+}
+
 static scratch_sig sig_of(lc_cuda *c) {
     scratch_sig g;
     memset(&g, 0, sizeof g);
     g.xb = c->xb, g.xb_cap = c->xb_cap, g.rows = c->rows, g.rows_cap = c->rows_cap;
     lc_cuda_lt_ws(c, &g.ws, &g.ws_cap);
-    lc_cuda_quant_buffers(c, &g.qb0, &g.qb1, &g.q_cap);
+    lc_cuda_quant_buffers(c, g.qb, &g.q_cap);
     return g;
 }
 
@@ -124,7 +129,10 @@ static bool record(lc_cuda *c, lc_cuda_graph *g, slot *s, void (*body)(void *), 
     lc_cuda_quant_capture_join(c, g->st, &qs);
     cudaError_t e = cudaStreamEndCapture(g->st, &gr);
     use_stream(c, 0);
-    bool ok = e == cudaSuccess && gr && !c->err[0] && cudaGraphInstantiate(&s->exec, gr, 0) == cudaSuccess;
+    // LORAC_CUDA_DQ_PRIO=1: each node keeps its stream's priority (the step's ops over
+    // quant.cu's side stream)
+    unsigned long long fl = env_on("LORAC_CUDA_DQ_PRIO") ? cudaGraphInstantiateFlagUseNodePriority : 0;
+    bool ok = e == cudaSuccess && gr && !c->err[0] && cudaGraphInstantiate(&s->exec, gr, fl) == cudaSuccess;
     if (gr) cudaGraphDestroy(gr);
     if (!ok) {
         s->exec = NULL;
@@ -147,7 +155,11 @@ int lc_cuda_replay(lc_backend *be, const void *key, size_t key_bytes, void (*bod
     lc_cuda_graph *g = c->graph;
     if (!g) {
         g = (lc_cuda_graph *)xcalloc(1, sizeof *g);
-        if (cudaStreamCreate(&g->st) != cudaSuccess) { // blocking: ordered with the legacy stream
+        // blocking: ordered with the legacy stream; LORAC_CUDA_DQ_PRIO=1 (an experiment,
+        // see cuda_notes "dqdeep"): the highest priority, above quant.cu's side stream
+        int lo = 0, hi = 0;
+        if (env_on("LORAC_CUDA_DQ_PRIO")) cudaDeviceGetStreamPriorityRange(&lo, &hi);
+        if (cudaStreamCreateWithPriority(&g->st, cudaStreamDefault, hi) != cudaSuccess) {
             cudaGetLastError();
             free(g);
             body(ctx);
