@@ -64,11 +64,6 @@ static bool env_off(const char *name) {
     return e && !strcmp(e, "0");
 }
 
-static bool env_on(const char *name) {
-    const char *e = getenv(name);
-    return e && !strcmp(e, "1");
-}
-
 static scratch_sig sig_of(lc_cuda *c) {
     scratch_sig g;
     memset(&g, 0, sizeof g);
@@ -129,9 +124,9 @@ static bool record(lc_cuda *c, lc_cuda_graph *g, slot *s, void (*body)(void *), 
     lc_cuda_quant_capture_join(c, g->st, &qs);
     cudaError_t e = cudaStreamEndCapture(g->st, &gr);
     use_stream(c, 0);
-    // LORAC_CUDA_DQ_PRIO=1: each node keeps its stream's priority (the step's ops over
-    // quant.cu's side stream)
-    unsigned long long fl = env_on("LORAC_CUDA_DQ_PRIO") ? cudaGraphInstantiateFlagUseNodePriority : 0;
+    // each node keeps its stream's priority: the step's ops over quant.cu's dequantization
+    // copies (LORAC_CUDA_DQ_PRIO=0: the launch stream's for all)
+    unsigned long long fl = env_off("LORAC_CUDA_DQ_PRIO") ? 0 : cudaGraphInstantiateFlagUseNodePriority;
     bool ok = e == cudaSuccess && gr && !c->err[0] && cudaGraphInstantiate(&s->exec, gr, fl) == cudaSuccess;
     if (gr) cudaGraphDestroy(gr);
     if (!ok) {
@@ -155,10 +150,12 @@ int lc_cuda_replay(lc_backend *be, const void *key, size_t key_bytes, void (*bod
     lc_cuda_graph *g = c->graph;
     if (!g) {
         g = (lc_cuda_graph *)xcalloc(1, sizeof *g);
-        // blocking: ordered with the legacy stream; LORAC_CUDA_DQ_PRIO=1 (an experiment,
-        // see cuda_notes "dqdeep"): the highest priority, above quant.cu's side stream
+        // blocking: ordered with the legacy stream; the highest priority, above quant.cu's
+        // side stream (the default, lowest), so the copies ahead of time take the SMs the
+        // step's own kernels leave (LORAC_CUDA_DQ_PRIO=0: the default priority; cuda_notes,
+        // "Deeper dequantization prefetch (dqdeep)")
         int lo = 0, hi = 0;
-        if (env_on("LORAC_CUDA_DQ_PRIO")) cudaDeviceGetStreamPriorityRange(&lo, &hi);
+        if (!env_off("LORAC_CUDA_DQ_PRIO")) cudaDeviceGetStreamPriorityRange(&lo, &hi);
         if (cudaStreamCreateWithPriority(&g->st, cudaStreamDefault, hi) != cudaSuccess) {
             cudaGetLastError();
             free(g);

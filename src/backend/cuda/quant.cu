@@ -6,9 +6,10 @@
  * dequantization kernel (16-byte stores, the 4-bit map and the nested 8-bit map in
  * shared memory, each block's scale decoded once per 8 values). The copies live in a
  * ring of LORAC_CUDA_DQ_DEPTH buffers (2 to 4, each the size of the largest weight) and
- * are made on a second, non-blocking stream: each weight remembers which quantized
- * weight's product followed its own last time, and whether as a forward or an
- * input-gradient product (apart for its forward and its input-gradient product: the
+ * are made on a second, non-blocking stream of the lowest priority (graph.cu's step stream
+ * has the highest: the copies take the SMs the step's kernels leave): each weight
+ * remembers which quantized weight's product followed its own last time, and whether
+ * as a forward or an input-gradient product (apart for its forward and its input-gradient product: the
  * adapted blocks' weights come in both passes, in different orders), and when its product
  * is asked for, the depth - 1 weights that followed it along that chain are dequantized
  * into the other buffers right away (those not there already; the buffer filled or read
@@ -250,7 +251,8 @@ __global__ void k_embedding_q(float *out, const int32_t *tokens, dq_args a) {
 
 /* ------------------------------------------------------------ state */
 
-/* A ring of whole-weight bf16 buffers (LORAC_CUDA_DQ_DEPTH of them, 2 to LC_CUDA_DQ_MAX):
+/* A ring of whole-weight bf16 buffers (LORAC_CUDA_DQ_DEPTH of them, 2 to LC_CUDA_DQ_MAX,
+ * default 3: measured best with the step stream's priority; 4 gains nothing more):
  * the one the current product reads, and the ones the next weights along the learned
  * order are dequantized into ahead of time on the side stream. */
 struct lc_cuda_q {
@@ -272,7 +274,7 @@ struct lc_cuda_q {
 static lc_cuda_q *q_state(lc_cuda *c) {
     if (c->q) return c->q;
     lc_cuda_q *q = (lc_cuda_q *)xcalloc(1, sizeof *q);
-    LC_CK(c, cudaStreamCreateWithFlags(&q->s, cudaStreamNonBlocking));
+    LC_CK(c, cudaStreamCreateWithFlags(&q->s, cudaStreamNonBlocking)); // the lowest priority
     for (int b = 0; b < LC_CUDA_DQ_MAX; b++) {
         LC_CK(c, cudaEventCreateWithFlags(&q->ready[b], cudaEventDisableTiming));
         LC_CK(c, cudaEventCreateWithFlags(&q->freed[b], cudaEventDisableTiming));
@@ -307,7 +309,7 @@ static bool prefetch_on(void) {
 
 /* The ring's size, LORAC_CUDA_DQ_DEPTH (2 to LC_CUDA_DQ_MAX; anything else: the default):
  * up to depth - 1 weights are dequantized ahead. Read each call, like prefetch_on. */
-#define DQ_DEPTH_DEFAULT 2
+#define DQ_DEPTH_DEFAULT 3
 static int dq_depth(void) {
     const char *e = getenv("LORAC_CUDA_DQ_DEPTH");
     if (e && e[0] >= '2' && e[0] <= '0' + LC_CUDA_DQ_MAX && !e[1]) return e[0] - '0';
