@@ -363,21 +363,26 @@ static void test_quantized(void) {
     unsetenv("LORAC_CUDA_DQ_PREFETCH");
 }
 
-/* Products over three quantized weights in a repeating order with breaks (the same
+/* Products over five quantized weights in a repeating order with breaks (the same
  * weight twice, a skipped one, a new order), as a training step asks for them: each
  * result against the CPU's, 1e-2, whether the copy was made ahead of time, reused, or
- * guessed wrong and made again. */
+ * guessed wrong and made again; with a ring of 2, 3 and 4 buffers (LORAC_CUDA_DQ_DEPTH:
+ * up to 3 weights dequantized ahead along the learned chain), prefetch on and off, and
+ * the depth changed between two products. */
 static void test_quantized_order(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     lc_backend_cpu_set_bf16(cpu, false);
-    qweight h[3];
-    lc_wt w[3], wd[3];
+    enum { NW = 5 };
+    qweight h[NW];
+    lc_wt w[NW], wd[NW];
     w[0] = make_qwt(&h[0], LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 300, 256);
     w[1] = make_qwt(&h[1], LC_QUANT_AFFINE, false, 4, 64, LC_DT_BF16, 200, 512);
     w[2] = make_qwt(&h[2], LC_QUANT_NF4, false, 4, 64, LC_DT_F32, 128, 320);
+    w[3] = make_qwt(&h[3], LC_QUANT_NF4, true, 4, 64, LC_DT_F32, 96, 448);
+    w[4] = make_qwt(&h[4], LC_QUANT_AFFINE, false, 8, 64, LC_DT_F16, 256, 192);
     const int64_t N = 21;
-    float *x[3], *dxv[3], *ref[3], *dy[3], *ddy[3], *rdx[3];
-    for (int i = 0; i < 3; i++) {
+    float *x[NW], *dxv[NW], *ref[NW], *dy[NW], *ddy[NW], *rdx[NW];
+    for (int i = 0; i < NW; i++) {
         wd[i] = w[i];
         CHECK_OK(gpu->weight(gpu, &wd[i]));
         x[i] = rnd((size_t)(N * w[i].cols), 2);
@@ -389,26 +394,38 @@ static void test_quantized_order(void) {
         rdx[i] = malloc((size_t)(N * w[i].cols) * 4);
         cpu->matmul_dx(cpu, rdx[i], dy[i], &w[i], N, false);
     }
-    // i: the forward product over weight i; 3 + i: its input gradient (the two passes
-    // of a step: forward 0 1 2, gradients 2 1 0)
-    static const int order[] = {0, 1, 2, 5, 4, 3, 0, 1, 2, 5, 4, 3, 0, 1, 2, 5, 4, 3, 0, 0, 1, 2, 0, 2, 1,
-                                5, 3, 4, 0, 1, 2, 5, 4, 3, 2, 2, 5, 5, 4, 4, 3, 1, 0, 2, 1, 0};
-    int bad = 0;
-    for (size_t s = 0; s < sizeof order / sizeof *order; s++) {
-        int i = order[s] % 3, dx = order[s] >= 3;
-        size_t n = (size_t)(N * (dx ? w[i].cols : w[i].rows));
-        float *o = poisoned(n);
-        if (dx) gpu->matmul_dx(gpu, o, ddy[i], &wd[i], N, false);
-        else gpu->matmul(gpu, o, dxv[i], &wd[i], NULL, N, false);
-        float *hh = down(o, n);
-        double e = rel(hh, dx ? rdx[i] : ref[i], n);
-        if (e > 1e-2) printf("  step %zu (weight %d%s): rel err %.2e\n", s, i, dx ? ", dx" : "", e), bad++;
-        free(hh);
-        gpu->release(gpu, o);
+    // i: the forward product over weight i; NW + i: its input gradient (the two passes
+    // of a step: forward 0 1 2 3 4, gradients 4 3 2 1 0; breaks after the third step)
+    static const int order[] = {0, 1, 2, 3, 4, 9, 8, 7, 6, 5, 0, 1, 2, 3, 4, 9, 8, 7, 6, 5, 0, 1, 2, 3, 4, 9, 8, 7,
+                                6, 5, 0, 0, 1, 2, 0, 4, 3, 9, 5, 8, 7, 6, 0, 1, 2, 3, 4, 9, 8, 7, 6, 5, 2, 2, 7,
+                                7, 6, 6, 5, 1, 0, 4, 3, 2, 1, 0, 3, 4, 9, 8, 7, 6, 5};
+    const size_t no = sizeof order / sizeof *order;
+    static const char *const depths[] = {"2", "3", "4", "4", "3"};
+    for (size_t di = 0; di < sizeof depths / sizeof *depths; di++) {
+        bool pf = di != 3;
+        setenv("LORAC_CUDA_DQ_DEPTH", depths[di], 1);
+        if (!pf) setenv("LORAC_CUDA_DQ_PREFETCH", "0", 1);
+        int bad = 0;
+        for (size_t s = 0; s < no; s++) {
+            if (di == 4 && s == no / 2) setenv("LORAC_CUDA_DQ_DEPTH", "2", 1); // a smaller ring mid-way
+            int i = order[s] % NW, dx = order[s] >= NW;
+            size_t n = (size_t)(N * (dx ? w[i].cols : w[i].rows));
+            float *o = poisoned(n);
+            if (dx) gpu->matmul_dx(gpu, o, ddy[i], &wd[i], N, false);
+            else gpu->matmul(gpu, o, dxv[i], &wd[i], NULL, N, false);
+            float *hh = down(o, n);
+            double e = rel(hh, dx ? rdx[i] : ref[i], n);
+            if (e > 1e-2) printf("  step %zu (weight %d%s): rel err %.2e\n", s, i, dx ? ", dx" : "", e), bad++;
+            free(hh);
+            gpu->release(gpu, o);
+        }
+        printf("  %zu products in a repeating order, depth %s%s, prefetch %s: %d over 1e-2\n", no, depths[di],
+               di == 4 ? " then 2" : "", pf ? "on" : "off", bad);
+        CHECK_MSG(bad == 0, "depth %s: %d products wrong", depths[di], bad);
+        unsetenv("LORAC_CUDA_DQ_PREFETCH");
     }
-    printf("  %zu products in a repeating order: %d over 1e-2\n", sizeof order / sizeof *order, bad);
-    CHECK(bad == 0);
-    for (int i = 0; i < 3; i++) {
+    unsetenv("LORAC_CUDA_DQ_DEPTH");
+    for (int i = 0; i < NW; i++) {
         free(x[i]), free(ref[i]), free(dy[i]), free(rdx[i]), free(h[i].codes), free(h[i].a), free(h[i].b);
         gpu->release(gpu, dxv[i]), gpu->release(gpu, ddy[i]);
     }

@@ -471,7 +471,8 @@ static void test_step_graph(void) {
 
 /* The recorded step over a quantized base (NF4 with nested absmax; MLX affine 4-bit in
  * groups of 32 with the embedding table and lm_head quantized too), with quant.cu's
- * ahead-of-time dequantization on and off (LORAC_CUDA_DQ_PREFETCH=0): the step sequence
+ * ahead-of-time dequantization on and off (LORAC_CUDA_DQ_PREFETCH=0) and with rings of
+ * 2, 3 and 4 buffers (LORAC_CUDA_DQ_DEPTH): the step sequence
  * plus a greedy generation after step 8 (direct products through the dequantization
  * buffers between two replays), the same bits with and without the graph. The products
  * are bf16 (the dequantized copies) through cuBLASLt, so the heuristic's first algorithm
@@ -483,19 +484,24 @@ static void test_step_graph_quant(void) {
     lo.device = "cuda";
     setenv("LORAC_CUDA_TUNE", "0", 1);
     step_gen = true;
-    for (int k = 0; k < 4; k++) {
-        bool affine = k >= 2, pf = k % 2 == 0;
+    // k: 0 nf4 prefetch on, 1 nf4 (tiny-llama) prefetch off, 2 q4 on, 3 q4 off; 4, 5: nf4
+    // with a ring of 3 and 4 buffers (LORAC_CUDA_DQ_DEPTH); 6: q4 with 4
+    for (int k = 0; k < 7; k++) {
+        bool affine = k == 2 || k == 3 || k == 6, pf = k != 1 && k != 3;
+        const char *depth = k == 4 ? "3" : k >= 5 ? "4" : "2";
         CHECK_OK(lc_quant_parse(affine ? "q4" : "nf4", &lo.quantize, "test"));
         if (affine) lo.quantize.group_size = 32; // the fixtures' rows are 32 and 96 wide
         lo.quantize_embeddings = affine;
         step_load = &lo;
         if (!pf) setenv("LORAC_CUDA_DQ_PREFETCH", "0", 1);
+        setenv("LORAC_CUDA_DQ_DEPTH", depth, 1);
         const char *fix = k == 1 ? "tiny-llama" : "tiny-mistral";
-        char name[96];
-        snprintf(name, sizeof name, "%s %s%s, prefetch %s", fix, affine ? "q4/g32" : "nf4",
-                 affine ? " (embeddings too)" : "", pf ? "on" : "off");
+        char name[112];
+        snprintf(name, sizeof name, "%s %s%s, prefetch %s, depth %s", fix, affine ? "q4/g32" : "nf4",
+                 affine ? " (embeddings too)" : "", pf ? "on" : "off", depth);
         compare_graph(name, fix, NULL);
         unsetenv("LORAC_CUDA_DQ_PREFETCH");
+        unsetenv("LORAC_CUDA_DQ_DEPTH");
     }
     step_load = NULL, step_gen = false;
     unsetenv("LORAC_CUDA_TUNE");

@@ -60,10 +60,12 @@ struct lc_cuda_wq {
     float *code2; // device (256)
     // quant.cu: the weight as its last product saw it, and, for its forward [0] and
     // input-gradient [1] product, the quantized weight whose product came next last time
-    // (the one to dequantize ahead of time)
+    // (the one to dequantize ahead of time) and whether that was its input gradient (the
+    // chain walked further ahead)
     const void *codes;
     int64_t rows, cols;
     struct lc_cuda_wq *next[2];
+    int next_dx[2];
 };
 
 /* Per-op profile (LORAC_CUDA_PROFILE=1): each op records an event pair on the stream;
@@ -133,10 +135,13 @@ void lc_cuda_embedding_q(lc_cuda *c, float *out, const int32_t *tokens, const lc
 /* Frees quant.cu's state and the whole-weight scratch (with the backend). */
 void lc_cuda_quant_free(lc_cuda *c);
 
+/* The most dequantization buffers (LORAC_CUDA_DQ_DEPTH's largest value). */
+#define LC_CUDA_DQ_MAX 4
 /* What quant.cu's buffers hold once a recorded step has run (its host bookkeeping at the
  * end of the recording; every replay leaves the buffers the same). */
 typedef struct {
-    const struct lc_cuda_wq *holds[2];
+    const struct lc_cuda_wq *holds[LC_CUDA_DQ_MAX];
+    unsigned long long used[LC_CUDA_DQ_MAX], clock;
     int cur;
     struct lc_cuda_wq *last;
     int last_dx;
@@ -153,8 +158,9 @@ void lc_cuda_quant_capture_join(lc_cuda *c, cudaStream_t st, lc_cuda_qsnap *snap
 /* After a recorded step's launch on st, or a failed recording (snap NULL: the buffers'
  * contents are forgotten): the events and bookkeeping match what the buffers hold. */
 void lc_cuda_quant_graph_leave(lc_cuda *c, cudaStream_t st, const lc_cuda_qsnap *snap);
-/* The dequantization buffers a recording points at (NULL, NULL, 0 before any). */
-void lc_cuda_quant_buffers(lc_cuda *c, const void **b0, const void **b1, size_t *cap);
+/* The dequantization buffers a recording points at: bufs[LC_CUDA_DQ_MAX] (NULL where not
+ * allocated), *cap their size in bytes (0 before any). */
+void lc_cuda_quant_buffers(lc_cuda *c, const void **bufs, size_t *cap);
 
 /* Grows the backend's per-row scratch to n floats; returns it. */
 float *lc_cuda_rows(lc_cuda *c, size_t n);

@@ -39,7 +39,7 @@ extern "C" {
 
 /* The scratch a recording points at. */
 struct scratch_sig {
-    const void *xb, *rows, *ws, *qb0, *qb1;
+    const void *xb, *rows, *ws, *qb[LC_CUDA_DQ_MAX];
     size_t xb_cap, rows_cap, ws_cap, q_cap;
 };
 
@@ -69,7 +69,7 @@ static scratch_sig sig_of(lc_cuda *c) {
     memset(&g, 0, sizeof g);
     g.xb = c->xb, g.xb_cap = c->xb_cap, g.rows = c->rows, g.rows_cap = c->rows_cap;
     lc_cuda_lt_ws(c, &g.ws, &g.ws_cap);
-    lc_cuda_quant_buffers(c, &g.qb0, &g.qb1, &g.q_cap);
+    lc_cuda_quant_buffers(c, g.qb, &g.q_cap);
     return g;
 }
 
@@ -124,7 +124,10 @@ static bool record(lc_cuda *c, lc_cuda_graph *g, slot *s, void (*body)(void *), 
     lc_cuda_quant_capture_join(c, g->st, &qs);
     cudaError_t e = cudaStreamEndCapture(g->st, &gr);
     use_stream(c, 0);
-    bool ok = e == cudaSuccess && gr && !c->err[0] && cudaGraphInstantiate(&s->exec, gr, 0) == cudaSuccess;
+    // each node keeps its stream's priority: the step's ops over quant.cu's dequantization
+    // copies (LORAC_CUDA_DQ_PRIO=0: the launch stream's for all)
+    unsigned long long fl = env_off("LORAC_CUDA_DQ_PRIO") ? 0 : cudaGraphInstantiateFlagUseNodePriority;
+    bool ok = e == cudaSuccess && gr && !c->err[0] && cudaGraphInstantiate(&s->exec, gr, fl) == cudaSuccess;
     if (gr) cudaGraphDestroy(gr);
     if (!ok) {
         s->exec = NULL;
@@ -147,7 +150,13 @@ int lc_cuda_replay(lc_backend *be, const void *key, size_t key_bytes, void (*bod
     lc_cuda_graph *g = c->graph;
     if (!g) {
         g = (lc_cuda_graph *)xcalloc(1, sizeof *g);
-        if (cudaStreamCreate(&g->st) != cudaSuccess) { // blocking: ordered with the legacy stream
+        // blocking: ordered with the legacy stream; the highest priority, above quant.cu's
+        // side stream (the default, lowest), so the copies ahead of time take the SMs the
+        // step's own kernels leave (LORAC_CUDA_DQ_PRIO=0: the default priority; cuda_notes,
+        // "Deeper dequantization prefetch (dqdeep)")
+        int lo = 0, hi = 0;
+        if (!env_off("LORAC_CUDA_DQ_PRIO")) cudaDeviceGetStreamPriorityRange(&lo, &hi);
+        if (cudaStreamCreateWithPriority(&g->st, cudaStreamDefault, hi) != cudaSuccess) {
             cudaGetLastError();
             free(g);
             body(ctx);

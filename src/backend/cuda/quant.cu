@@ -4,16 +4,20 @@
  *
  * A product over a quantized weight reads a bf16 copy of the whole matrix, made by one
  * dequantization kernel (16-byte stores, the 4-bit map and the nested 8-bit map in
- * shared memory, each block's scale decoded once per 8 values). The copies live in two
- * buffers (each the size of the largest weight) and are made on a second, non-blocking
- * stream: each weight remembers which quantized weight's product followed its own last
- * time (apart for its forward and its input-gradient product: the adapted blocks' weights
- * come in both passes, in different orders), and when its product is asked for, that
- * successor is dequantized into the other buffer right away, so the copy is made while
- * this product and the small ops between the two run (a training step, and decoding,
- * ask for the weights in the same order every time). A wrong guess costs one dequantization, never a wrong result: a buffer is
- * used only for the weight it holds, the products' stream waits for its copy (event),
- * and a buffer is refilled only after the product reading it is done (event).
+ * shared memory, each block's scale decoded once per 8 values). The copies live in a
+ * ring of LORAC_CUDA_DQ_DEPTH buffers (2 to 4, each the size of the largest weight) and
+ * are made on a second, non-blocking stream of the lowest priority (graph.cu's step stream
+ * has the highest: the copies take the SMs the step's kernels leave): each weight
+ * remembers which quantized weight's product followed its own last time, and whether
+ * as a forward or an input-gradient product (apart for its forward and its input-gradient product: the
+ * adapted blocks' weights come in both passes, in different orders), and when its product
+ * is asked for, the depth - 1 weights that followed it along that chain are dequantized
+ * into the other buffers right away (those not there already; the buffer filled or read
+ * longest ago goes first), so each copy is made while the products and the small ops
+ * before its own run (a training step, and decoding, ask for the weights in the same
+ * order every time). A wrong guess costs one dequantization, never a wrong result: a
+ * buffer is used only for the weight it holds, the products' stream waits for its copy
+ * (event), and a buffer is refilled only after the product reading it is done (event).
  * LORAC_CUDA_DQ_PREFETCH=0 dequantizes each weight only when its product comes.
  * Recorded training steps (graph.cu): lc_cuda_quant_capture_fork / _join bring the
  * side stream into the recording and back, the recording starts from buffers treated as
@@ -22,7 +26,7 @@
  * inside a recording is refused (it needs a synchronize; the first, direct, sighting of
  * a step grows them).
  *
- * Owns the dequantization kernels and the per-backend state (stream, events, buffers;
+ * Owns the dequantization kernels and the per-backend state (stream, events, ring;
  * lc_cuda.q), freed by lc_cuda_quant_free. Must not change the numbers: every element is
  * quant.c's float32 value (no fused multiply-adds) rounded once to bf16.
  */
@@ -247,27 +251,31 @@ __global__ void k_embedding_q(float *out, const int32_t *tokens, dq_args a) {
 
 /* ------------------------------------------------------------ state */
 
-/* Two whole-weight bf16 buffers: the one the current product reads, and the one the
- * next product's weight is dequantized into ahead of time on the side stream. */
+/* A ring of whole-weight bf16 buffers (LORAC_CUDA_DQ_DEPTH of them, 2 to LC_CUDA_DQ_MAX,
+ * default 3: measured best with the step stream's priority; 4 gains nothing more):
+ * the one the current product reads, and the ones the next weights along the learned
+ * order are dequantized into ahead of time on the side stream. */
 struct lc_cuda_q {
-    cudaStream_t s;            // the dequantization stream (non-blocking)
-    cudaEvent_t ready[2];      // buffer b holds holds[b] (recorded on s)
-    cudaEvent_t freed[2];      // the product over buffer b is done (recorded on the products' stream)
-    cudaEvent_t side;          // s's queued work (the products' stream waits on it around a graph)
-    bool capturing;            // between lc_cuda_quant_capture_fork and _join
-    __nv_bfloat16 *buf[2];
-    size_t cap;                // bytes of each buffer
-    const lc_cuda_wq *holds[2]; // the weight each buffer holds (or is being filled with); NULL: none
-    int cur;                   // the buffer of the last product (-1: none yet)
-    lc_cuda_wq *last;          // the weight of the last product
-    int last_dx;               // whether that product was an input gradient
+    cudaStream_t s;                         // the dequantization stream (non-blocking)
+    cudaEvent_t ready[LC_CUDA_DQ_MAX];      // buffer b holds holds[b] (recorded on s)
+    cudaEvent_t freed[LC_CUDA_DQ_MAX];      // the product over buffer b is done (recorded on the products' stream)
+    cudaEvent_t side;                       // s's queued work (the products' stream waits on it around a graph)
+    bool capturing;                         // between lc_cuda_quant_capture_fork and _join
+    __nv_bfloat16 *buf[LC_CUDA_DQ_MAX];     // the first nbuf allocated
+    int nbuf;
+    size_t cap;                             // bytes of each buffer
+    const lc_cuda_wq *holds[LC_CUDA_DQ_MAX]; // the weight each buffer holds (or is being filled with); NULL: none
+    unsigned long long used[LC_CUDA_DQ_MAX], clock; // when each buffer was last filled or read (the victim: the oldest)
+    int cur;                                // the buffer of the last product (-1: none yet)
+    lc_cuda_wq *last;                       // the weight of the last product
+    int last_dx;                            // whether that product was an input gradient
 };
 
 static lc_cuda_q *q_state(lc_cuda *c) {
     if (c->q) return c->q;
     lc_cuda_q *q = (lc_cuda_q *)xcalloc(1, sizeof *q);
-    LC_CK(c, cudaStreamCreateWithFlags(&q->s, cudaStreamNonBlocking));
-    for (int b = 0; b < 2; b++) {
+    LC_CK(c, cudaStreamCreateWithFlags(&q->s, cudaStreamNonBlocking)); // the lowest priority
+    for (int b = 0; b < LC_CUDA_DQ_MAX; b++) {
         LC_CK(c, cudaEventCreateWithFlags(&q->ready[b], cudaEventDisableTiming));
         LC_CK(c, cudaEventCreateWithFlags(&q->freed[b], cudaEventDisableTiming));
     }
@@ -281,7 +289,7 @@ void lc_cuda_quant_free(lc_cuda *c) {
     lc_cuda_q *q = c->q;
     if (!q) return;
     cudaStreamSynchronize(q->s);
-    for (int b = 0; b < 2; b++) {
+    for (int b = 0; b < LC_CUDA_DQ_MAX; b++) {
         if (q->buf[b]) cudaFree(q->buf[b]);
         cudaEventDestroy(q->ready[b]), cudaEventDestroy(q->freed[b]);
     }
@@ -299,13 +307,66 @@ static bool prefetch_on(void) {
     return !(e && !strcmp(e, "0"));
 }
 
+/* The ring's size, LORAC_CUDA_DQ_DEPTH (2 to LC_CUDA_DQ_MAX; anything else: the default):
+ * up to depth - 1 weights are dequantized ahead. Read each call, like prefetch_on. */
+#define DQ_DEPTH_DEFAULT 3
+static int dq_depth(void) {
+    const char *e = getenv("LORAC_CUDA_DQ_DEPTH");
+    if (e && e[0] >= '2' && e[0] <= '0' + LC_CUDA_DQ_MAX && !e[1]) return e[0] - '0';
+    return DQ_DEPTH_DEFAULT;
+}
+
 /* Queues on the side stream: buffer b (once its last product is done) = weight d. */
 static void fill(lc_cuda *c, lc_cuda_q *q, int b, const lc_cuda_wq *d) {
     lc_wt w = {d->codes, LC_DT_U8, d->rows, d->cols, &d->q};
     LC_CK(c, cudaStreamWaitEvent(q->s, q->freed[b], 0));
     dq_launch(c, q->buf[b], dq_of(&w), 0, (size_t)d->rows * (size_t)d->cols, q->s);
     LC_CK(c, cudaEventRecord(q->ready[b], q->s));
-    q->holds[b] = d;
+    q->holds[b] = d, q->used[b] = ++q->clock;
+}
+
+/* The buffer among the first n holding d (-1: none). */
+static int holder(const lc_cuda_q *q, int n, const lc_cuda_wq *d) {
+    for (int b = 0; b < n; b++)
+        if (q->holds[b] == d) return b;
+    return -1;
+}
+
+/* The buffer to refill among the first n: not the current one, holding none of keep[0..nk),
+ * empty if one is, else the one filled or read longest ago (one always exists: nk < n
+ * and keep[0] is the current buffer's weight). */
+static int victim(const lc_cuda_q *q, int n, const lc_cuda_wq *const *keep, int nk) {
+    int v = -1;
+    for (int b = 0; b < n; b++) {
+        if (b == q->cur) continue;
+        bool kept = false;
+        for (int k = 0; k < nk && !kept; k++) kept = q->holds[b] == keep[k];
+        if (kept) continue;
+        if (!q->holds[b]) return b;
+        if (v < 0 || q->used[b] < q->used[v]) v = b;
+    }
+    return v >= 0 ? v : (q->cur == 0 ? 1 : 0); // (unreachable: defensive)
+}
+
+/* Allocates the ring: n buffers of `bytes` (the old ones freed after a synchronize when
+ * they are too small; added ones need none: nothing uses them yet). */
+static void grow(lc_cuda *c, lc_cuda_q *q, int n, size_t bytes) {
+    if (q->cap < bytes) { // nothing may still use the old buffers
+        LC_CK(c, cudaDeviceSynchronize());
+        for (int b = 0; b < q->nbuf; b++) {
+            if (q->buf[b]) LC_CK(c, cudaFree(q->buf[b]));
+            q->buf[b] = NULL, q->holds[b] = NULL;
+        }
+        q->nbuf = 0, q->cap = bytes, q->cur = -1;
+    }
+    for (int b = q->nbuf; b < n; b++, q->nbuf++) {
+        q->holds[b] = NULL;
+        if (cudaMalloc((void **)&q->buf[b], q->cap) != cudaSuccess) {
+            q->buf[b] = NULL;
+            lc_cuda_oom(c, q->cap, "dequantization buffers");
+            return;
+        }
+    }
 }
 
 /* ------------------------------------------------------------ the bf16 view */
@@ -318,38 +379,51 @@ lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx) {
     cudaStream_t main_s = 0;
     LC_BK(c, cublasGetStream(c->blas, &main_s));
     size_t bytes = (size_t)w->rows * (size_t)w->cols * sizeof(__nv_bfloat16);
-    if (q->cap < bytes && q->capturing) { // growing needs a synchronize: never inside a recording
+    bool pf = prefetch_on();
+    int n = dq_depth();
+    if ((q->cap < bytes || q->nbuf < n) && q->capturing) { // cudaMalloc (and a synchronize): never inside a recording
         lc_cuda_error(c, __FILE__, __LINE__, "lc_cuda_dequantized",
                       "the dequantization buffers would grow while a step is recorded (the step runs directly)");
         lc_wt none = {NULL, LC_DT_BF16, w->rows, w->cols, NULL};
         return none;
     }
-    if (q->cap < bytes) { // nothing may still use the old buffers
-        LC_CK(c, cudaDeviceSynchronize());
-        for (int b = 0; b < 2; b++) {
-            if (q->buf[b]) LC_CK(c, cudaFree(q->buf[b]));
-            q->buf[b] = NULL, q->holds[b] = NULL;
-            if (cudaMalloc((void **)&q->buf[b], bytes) != cudaSuccess) lc_cuda_oom(c, bytes, "dequantization buffers");
-        }
-        q->cap = bytes;
+    if (q->cap < bytes || q->nbuf < n) grow(c, q, n, bytes);
+    if (c->err[0]) {
+        lc_wt none = {NULL, LC_DT_BF16, w->rows, w->cols, NULL};
+        return none;
     }
     // the last product (queued on main_s by now) releases its buffer
     if (q->cur >= 0) LC_CK(c, cudaEventRecord(q->freed[q->cur], main_s));
-    bool pf = prefetch_on();
-    int b;
-    if (pf && q->cur >= 0 && q->holds[q->cur] == d) b = q->cur; // the same weight again
-    else if (pf && q->cur >= 0 && q->holds[q->cur ^ 1] == d) b = q->cur ^ 1; // dequantized ahead of time
-    else {
-        b = q->cur >= 0 ? q->cur ^ 1 : 0;
+    for (int j = n; j < q->nbuf; j++) q->holds[j] = NULL; // a smaller ring than before: its first n
+    int b = pf ? holder(q, n, d) : -1; // dequantized ahead of time, or the same weight again
+    if (b < 0) {
+        const lc_cuda_wq *none = NULL;
+        b = victim(q, n, &none, 0);
         fill(c, q, b, d);
     }
     LC_CK(c, cudaStreamWaitEvent(main_s, q->ready[b], 0));
-    // learn the order; start on the weight that followed this one last time
-    if (q->last) q->last->next[q->last_dx] = d;
+    // learn the order
+    if (q->last) q->last->next[q->last_dx] = d, q->last->next_dx[q->last_dx] = dx ? 1 : 0;
     q->last = d, q->last_dx = dx ? 1 : 0;
-    q->cur = b;
-    lc_cuda_wq *nx = d->next[dx ? 1 : 0];
-    if (pf && nx && nx != d && q->holds[b ^ 1] != nx) fill(c, q, b ^ 1, nx);
+    q->cur = b, q->used[b] = ++q->clock;
+    // start on the n - 1 weights that followed this one last time, each in a buffer
+    // holding none of them
+    if (pf) {
+        const lc_cuda_wq *keep[LC_CUDA_DQ_MAX] = {d};
+        int nk = 1;
+        const lc_cuda_wq *at = d;
+        int k = dx ? 1 : 0;
+        for (int step = 1; step < n; step++) {
+            const lc_cuda_wq *nx = at->next[k];
+            if (!nx) break;
+            k = at->next_dx[k], at = nx;
+            bool seen = false;
+            for (int j = 0; j < nk && !seen; j++) seen = keep[j] == nx;
+            if (seen) continue;
+            if (holder(q, n, nx) < 0) fill(c, q, victim(q, n, keep, nk), nx);
+            keep[nk++] = nx;
+        }
+    }
     lc_wt v = {q->buf[b], LC_DT_BF16, w->rows, w->cols, NULL};
     return v;
 }
@@ -373,12 +447,12 @@ void lc_cuda_quant_capture_fork(lc_cuda *c, cudaStream_t st) {
     if (!q) return;
     // the recording starts from empty buffers, whatever they hold now; every event it
     // waits on is recorded inside it, and the side stream joins it here
-    for (int b = 0; b < 2; b++) {
-        q->holds[b] = NULL;
+    for (int b = 0; b < LC_CUDA_DQ_MAX; b++) {
+        q->holds[b] = NULL, q->used[b] = 0;
         LC_CK(c, cudaEventRecord(q->freed[b], st));
         LC_CK(c, cudaEventRecord(q->ready[b], st));
     }
-    q->cur = -1;
+    q->cur = -1, q->clock = 0;
     LC_CK(c, cudaStreamWaitEvent(q->s, q->freed[0], 0));
     q->capturing = true;
 }
@@ -391,8 +465,9 @@ void lc_cuda_quant_capture_join(lc_cuda *c, cudaStream_t st, lc_cuda_qsnap *snap
     LC_CK(c, cudaEventRecord(q->side, q->s));
     LC_CK(c, cudaStreamWaitEvent(st, q->side, 0));
     q->capturing = false;
-    snap->holds[0] = q->holds[0], snap->holds[1] = q->holds[1];
-    snap->cur = q->cur, snap->last = q->last, snap->last_dx = q->last_dx;
+    memcpy(snap->holds, q->holds, sizeof snap->holds);
+    memcpy(snap->used, q->used, sizeof snap->used);
+    snap->clock = q->clock, snap->cur = q->cur, snap->last = q->last, snap->last_dx = q->last_dx;
 }
 
 void lc_cuda_quant_graph_leave(lc_cuda *c, cudaStream_t st, const lc_cuda_qsnap *snap) {
@@ -400,24 +475,26 @@ void lc_cuda_quant_graph_leave(lc_cuda *c, cudaStream_t st, const lc_cuda_qsnap 
     if (!q) return;
     q->capturing = false;
     // the events were last recorded inside the recording (unusable outside it) or by its
-    // replay's host code, which does not run: both buffers are ready and free once the
+    // replay's host code, which does not run: every buffer is ready and free once the
     // graph (or what ran on st) is done
-    for (int b = 0; b < 2; b++) {
+    for (int b = 0; b < LC_CUDA_DQ_MAX; b++) {
         LC_CK(c, cudaEventRecord(q->freed[b], st));
         LC_CK(c, cudaEventRecord(q->ready[b], st));
     }
     if (snap) { // what the recording left in the buffers, which every replay leaves too
-        q->holds[0] = snap->holds[0], q->holds[1] = snap->holds[1];
-        q->cur = snap->cur, q->last = snap->last, q->last_dx = snap->last_dx;
+        memcpy(q->holds, snap->holds, sizeof q->holds);
+        memcpy(q->used, snap->used, sizeof q->used);
+        q->clock = snap->clock, q->cur = snap->cur, q->last = snap->last, q->last_dx = snap->last_dx;
     } else { // nothing trustworthy: the next product dequantizes
-        q->holds[0] = q->holds[1] = NULL;
+        memset(q->holds, 0, sizeof q->holds);
         q->cur = -1;
     }
 }
 
-void lc_cuda_quant_buffers(lc_cuda *c, const void **b0, const void **b1, size_t *cap) {
+void lc_cuda_quant_buffers(lc_cuda *c, const void **bufs, size_t *cap) {
     const lc_cuda_q *q = c->q;
-    *b0 = q ? q->buf[0] : NULL, *b1 = q ? q->buf[1] : NULL, *cap = q ? q->cap : 0;
+    for (int b = 0; b < LC_CUDA_DQ_MAX; b++) bufs[b] = q ? q->buf[b] : NULL;
+    *cap = q ? q->cap : 0;
 }
 
 /* ------------------------------------------------------------ decoding products */
