@@ -522,21 +522,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(float *out, const
 #pragma unroll
         for (int u = 0; u < GEMV_U; u++) cur[u] = nxt[u];
     }
-#pragma unroll
-    for (int n = 0; n < NR; n++) {
-        float t = s[n];
-        for (int d = 16; d > 0; d >>= 1) t += __shfl_xor_sync(0xffffffffu, t, d);
-        s[n] = t;
-    }
-    if (lane < NR) {
-        float r = 0.0f;
-#pragma unroll
-        for (int n = 0; n < NR; n++)
-            if (n == lane) r = s[n];
-        if (bias) r += bias[o];
-        float *op = out + (size_t)lane * O + o;
-        *op = acc ? *op + r : r;
-    }
+    lc_gemv_store<NR>(s, lane, out, bias, o, O, acc);
 }
 
 template <int NR>

@@ -115,6 +115,29 @@ void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, con
 #define LC_PDL_WAIT() ((void)0)
 #endif
 
+/* The end of a small-N product's warp (cuda.cu's bf16 rows, quant.cu's rows from codes):
+ * lane sums s[0..NR) over the warp, and lane n writes row n's output o of O (+ bias[o];
+ * added to what is there when acc). */
+template <int NR>
+__device__ __forceinline__ void lc_gemv_store(float *s, int lane, float *out, const float *bias, int o, int O,
+                                              int acc) {
+#pragma unroll
+    for (int n = 0; n < NR; n++) {
+        float t = s[n];
+        for (int d = 16; d > 0; d >>= 1) t += __shfl_xor_sync(0xffffffffu, t, d);
+        s[n] = t;
+    }
+    if (lane < NR) {
+        float r = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NR; n++)
+            if (n == lane) r = s[n];
+        if (bias) r += bias[o];
+        float *op = out + (size_t)lane * O + o;
+        *op = acc ? *op + r : r;
+    }
+}
+
 /* Checks the launch just made. */
 #define LC_LAUNCHED(c) LC_CK(c, cudaGetLastError())
 

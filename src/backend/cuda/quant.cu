@@ -147,6 +147,53 @@ __global__ void k_dequant_any(__nv_bfloat16 *dst, dq_args a, size_t e0, size_t n
 #define DQ_U 4
 #define DQ_THREADS 256
 
+/* The codes and scales of unit gu (8 values, flat elements 8·gu ..) of a weight of KIND
+ * (0: NF4; 2, 4, 8: affine bits); STREAM loads the codes with the evict-first hint. */
+template <int KIND, bool STREAM>
+__device__ __forceinline__ void dq_unit_load(const dq_args &a, size_t gu, uint2 &raw, float &s0, float &s1,
+                                             unsigned &j8) {
+    size_t g = (gu * 8) >> a.gsh;
+    raw = make_uint2(0, 0), s0 = s1 = 0.0f, j8 = 0;
+    if (KIND == 0 || KIND == 4) raw.x = STREAM ? __ldcs((const uint32_t *)a.codes + gu) : ((const uint32_t *)a.codes)[gu];
+    else if (KIND == 8) raw = STREAM ? __ldcs((const uint2 *)a.codes + gu) : ((const uint2 *)a.codes)[gu];
+    else raw.x = ((const uint16_t *)a.codes)[gu]; // 2-bit: half a word, little-endian
+    if (KIND == 0) {
+        if (a.nested) {
+            j8 = ((const uint8_t *)a.absmax)[g];
+            s1 = ((const float *)a.absmax2)[g >> a.b2sh];
+        } else {
+            s0 = ((const float *)a.absmax)[g];
+        }
+    } else {
+        s0 = dq_ld(a.scales, a.sdtype, g), s1 = dq_ld(a.biases, a.sdtype, g);
+    }
+}
+
+/* A unit's 8 values from what dq_unit_load read, exactly lc_wq_dequant_row's (no fused
+ * multiply-adds); lut and map2 are the 4-bit and nested maps in shared memory. */
+template <int KIND>
+__device__ __forceinline__ void dq_unit_values(const dq_args &a, const float *lut, const float *map2, uint2 raw,
+                                               float s0, float s1, unsigned j8, float *v) {
+    if (KIND == 0) {
+        float am = a.nested ? __fadd_rn(__fmul_rn(map2[j8], s1), a.offset) : s0;
+#pragma unroll
+        for (int b = 0; b < 4; b++) { // bytes 4u..4u+3; the first element in the high nibble
+            unsigned byte = (raw.x >> (8 * b)) & 0xFFu;
+            v[2 * b] = __fmul_rn(lut[byte >> 4], am);
+            v[2 * b + 1] = __fmul_rn(lut[byte & 0xFu], am);
+        }
+    } else {
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            unsigned q;
+            if (KIND == 8) q = ((e < 4 ? raw.x : raw.y) >> (8 * (e & 3))) & 0xFFu;
+            else if (KIND == 4) q = (raw.x >> (4 * e)) & 0xFu;
+            else q = (raw.x >> (2 * e)) & 0x3u;
+            v[e] = __fadd_rn(__fmul_rn(s0, (float)q), s1);
+        }
+    }
+}
+
 /* dst (8·nu bf16) = flat elements 8·u0 .. 8·(u0+nu). KIND 0: NF4; 2, 4, 8: affine bits.
  * Needs group % 8 == 0 and group, block2 powers of two (shifts find the scales). The
  * 16-entry map and the nested 256-entry map sit in shared memory. */
@@ -169,47 +216,14 @@ __global__ void __launch_bounds__(DQ_THREADS) k_dequant_u8(uint4 *dst, dq_args a
     for (int k = 0; k < DQ_U; k++) {
         unsigned u = base + 32u * k;
         raw[k] = make_uint2(0, 0), s0[k] = s1[k] = 0.0f, j8[k] = 0;
-        if (u >= nu) continue;
-        size_t gu = u0 + u, g = (gu * 8) >> a.gsh;
-        if (KIND == 0) {
-            raw[k].x = ((const uint32_t *)a.codes)[gu];
-            if (a.nested) {
-                j8[k] = ((const uint8_t *)a.absmax)[g];
-                s1[k] = ((const float *)a.absmax2)[g >> a.b2sh];
-            } else {
-                s0[k] = ((const float *)a.absmax)[g];
-            }
-        } else {
-            if (KIND == 4) raw[k].x = ((const uint32_t *)a.codes)[gu];
-            else if (KIND == 8) raw[k] = ((const uint2 *)a.codes)[gu];
-            else raw[k].x = ((const uint16_t *)a.codes)[gu]; // 2-bit: half a word, little-endian
-            s0[k] = dq_ld(a.scales, a.sdtype, g), s1[k] = dq_ld(a.biases, a.sdtype, g);
-        }
+        if (u < nu) dq_unit_load<KIND, false>(a, u0 + u, raw[k], s0[k], s1[k], j8[k]);
     }
 #pragma unroll
     for (int k = 0; k < DQ_U; k++) {
         unsigned u = base + 32u * k;
         if (u >= nu) continue;
         float v[8];
-        if (KIND == 0) {
-            float am = a.nested ? __fadd_rn(__fmul_rn(map2[j8[k]], s1[k]), a.offset) : s0[k];
-            uint32_t w4 = raw[k].x; // bytes 4u..4u+3; the first element in the high nibble
-#pragma unroll
-            for (int b = 0; b < 4; b++) {
-                unsigned byte = (w4 >> (8 * b)) & 0xFFu;
-                v[2 * b] = __fmul_rn(lut[byte >> 4], am);
-                v[2 * b + 1] = __fmul_rn(lut[byte & 0xFu], am);
-            }
-        } else {
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                unsigned q;
-                if (KIND == 8) q = ((e < 4 ? raw[k].x : raw[k].y) >> (8 * (e & 3))) & 0xFFu;
-                else if (KIND == 4) q = (raw[k].x >> (4 * e)) & 0xFu;
-                else q = (raw[k].x >> (2 * e)) & 0x3u;
-                v[e] = __fadd_rn(__fmul_rn(s0[k], (float)q), s1[k]);
-            }
-        }
+        dq_unit_values<KIND>(a, lut, map2, raw[k], s0[k], s1[k], j8[k], v);
         uint4 o;
         __nv_bfloat162 p[4];
 #pragma unroll
@@ -534,44 +548,14 @@ __global__ void __launch_bounds__(QV_WARPS * 32)
         for (int k = 0; k < QV_U; k++) {
             int v = v0 + k * 32 + lane;
             raw[k] = make_uint2(0, 0), s0[k] = s1[k] = 0.0f, j8[k] = 0;
-            if (v >= nv) continue;
-            size_t gu = u0 + (size_t)v, g = (gu * 8) >> a.gsh;
-            if (KIND == 0) {
-                raw[k].x = __ldcs((const uint32_t *)a.codes + gu);
-                if (a.nested) {
-                    j8[k] = ((const uint8_t *)a.absmax)[g];
-                    s1[k] = ((const float *)a.absmax2)[g >> a.b2sh];
-                } else {
-                    s0[k] = ((const float *)a.absmax)[g];
-                }
-            } else {
-                if (KIND == 4) raw[k].x = __ldcs((const uint32_t *)a.codes + gu);
-                else raw[k] = __ldcs((const uint2 *)a.codes + gu);
-                s0[k] = dq_ld(a.scales, a.sdtype, g), s1[k] = dq_ld(a.biases, a.sdtype, g);
-            }
+            if (v < nv) dq_unit_load<KIND, true>(a, u0 + (size_t)v, raw[k], s0[k], s1[k], j8[k]);
         }
 #pragma unroll
         for (int k = 0; k < QV_U; k++) {
             int v = v0 + k * 32 + lane;
             if (v >= nv) break;
             float wv[8], wf[8];
-            if (KIND == 0) {
-                float am = a.nested ? __fadd_rn(__fmul_rn(map2[j8[k]], s1[k]), a.offset) : s0[k];
-#pragma unroll
-                for (int b = 0; b < 4; b++) {
-                    unsigned byte = (raw[k].x >> (8 * b)) & 0xFFu;
-                    wv[2 * b] = __fmul_rn(lut[byte >> 4], am);
-                    wv[2 * b + 1] = __fmul_rn(lut[byte & 0xFu], am);
-                }
-            } else {
-#pragma unroll
-                for (int e = 0; e < 8; e++) {
-                    unsigned q;
-                    if (KIND == 8) q = ((e < 4 ? raw[k].x : raw[k].y) >> (8 * (e & 3))) & 0xFFu;
-                    else q = (raw[k].x >> (4 * e)) & 0xFu;
-                    wv[e] = __fadd_rn(__fmul_rn(s0[k], (float)q), s1[k]);
-                }
-            }
+            dq_unit_values<KIND>(a, lut, map2, raw[k], s0[k], s1[k], j8[k], wv);
 #pragma unroll
             for (int e = 0; e < 8; e++) wf[e] = __bfloat162float(__float2bfloat16_rn(wv[e]));
 #pragma unroll
@@ -583,21 +567,7 @@ __global__ void __launch_bounds__(QV_WARPS * 32)
             }
         }
     }
-#pragma unroll
-    for (int n = 0; n < NR; n++) {
-        float t = s[n];
-        for (int d = 16; d > 0; d >>= 1) t += __shfl_xor_sync(0xffffffffu, t, d);
-        s[n] = t;
-    }
-    if (lane < NR) {
-        float r = 0.0f;
-#pragma unroll
-        for (int n = 0; n < NR; n++)
-            if (n == lane) r = s[n];
-        if (bias) r += bias[o];
-        float *op = out + (size_t)lane * O + o;
-        *op = acc ? *op + r : r;
-    }
+    lc_gemv_store<NR>(s, lane, out, bias, o, O, acc);
 }
 
 template <int KIND>
