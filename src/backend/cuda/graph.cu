@@ -14,8 +14,8 @@
  * replay it. A recording also keeps the backend's scratch pointers it baked in (the bf16
  * operand buffer, the per-row scratch, the cuBLASLt workspace): when one has been
  * reallocated since (a larger shape ran), the key is recorded again.
- * Quantized weights: quant.cu dequantizes them into two buffers on its own stream, ahead
- * of time, by host bookkeeping of what each buffer holds. A recording forks that stream
+ * Quantized weights: quant.cu dequantizes them into its ring of buffers on its own
+ * stream, ahead of time, by host bookkeeping of what each buffer holds. A recording forks that stream
  * from the graph stream and joins it back (so its fills are in the graph), starts from
  * buffers it treats as empty (its first product dequantizes inside the graph) and keeps
  * the bookkeeping at its end; after every launch of it that bookkeeping is restored (a

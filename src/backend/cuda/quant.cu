@@ -8,9 +8,10 @@
  * ring of LORAC_CUDA_DQ_DEPTH buffers (2 to 4, each the size of the largest weight) and
  * are made on a second, non-blocking stream of the lowest priority (graph.cu's step stream
  * has the highest: the copies take the SMs the step's kernels leave): each weight
- * remembers which quantized weight's product followed its own last time, and whether
- * as a forward or an input-gradient product (apart for its forward and its input-gradient product: the
- * adapted blocks' weights come in both passes, in different orders), and when its product
+ * remembers which quantized weight's product followed its own last time, and whether as
+ * a forward or an input-gradient product (apart for its forward and its input-gradient
+ * product: the adapted blocks' weights come in both passes, in different orders), and
+ * when its product
  * is asked for, the depth - 1 weights that followed it along that chain are dequantized
  * into the other buffers right away (those not there already; the buffer filled or read
  * longest ago goes first), so each copy is made while the products and the small ops
@@ -25,6 +26,9 @@
  * in the buffers after each launch (a replay runs no host code); growing the buffers
  * inside a recording is refused (it needs a synchronize; the first, direct, sighting of
  * a step grows them).
+ * Products of up to 8 rows (decoding) over NF4 and affine 4/8-bit weights skip the copy:
+ * k_qgemv reads the codes and gives the copy path's values bit for bit
+ * (LORAC_CUDA_QGEMV=0: the copy path).
  *
  * Owns the dequantization kernels and the per-backend state (stream, events, ring;
  * lc_cuda.q), freed by lc_cuda_quant_free. Must not change the numbers: every element is
