@@ -2,11 +2,11 @@
  * cuda.h — internals of the CUDA backend shared by its files (cuda.cu: the table,
  * memory, elementwise ops, layers and products; attention.cu: attention forward and
  * backward in float32; attention_tc.cu: the tensor-core kernels for training shapes;
- * gemm.cu: tuned cuBLASLt bf16 products; lora_gemm.cu:
- * the adapters' small fp32 products; quant.cu:
- * dequantizing quantized weights; decode.cu: the fused one-token decoding step and its
- * CUDA graph; graph.cu: the training step recorded as a CUDA graph and replayed). CUDA
- * C++ only; the C code sees the backend through backend/backend.h.
+ * gemm.cu: tuned cuBLASLt bf16 products; lora_gemm.cu: the adapters' small fp32
+ * products; quant.cu: quantized weights (their bf16 copies, decoding products from the
+ * codes); decode.cu: the fused one-token decoding step and its CUDA graph; graph.cu: the
+ * training step recorded as a CUDA graph and replayed). CUDA C++ only; the C code sees
+ * the backend through backend/backend.h.
  *
  * Streams: every op queues its work on c->st, which is 0 (the legacy default stream,
  * ordered with cudaMemcpy) except while graph.cu runs, records or replays a step on its
