@@ -24,7 +24,13 @@ ifneq ($(strip $(NVCC)),)
 CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(realpath $(NVCC))))
 CUDA_ARCH ?= -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_86,code=sm_86 \
              -gencode=arch=compute_89,code=sm_89 -gencode=arch=compute_90,code=[sm_90,compute_90]
-NVFLAGS  := -O3 -std=c++17 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -MMD -MP
+NVOPT    := -O3 -std=c++17 -Xcompiler -Wall,-Wextra -MMD -MP
+NVFLAGS  := $(NVOPT) $(CUDA_ARCH)
+# qgemm.cu's tensor-core product needs Hopper's arch-specific instructions: its sm_90 code
+# is built as sm_90a (plus sm_90 PTX, in which the kernel is empty: newer cards use the
+# copy path); the other architectures as they are.
+comma    := ,
+QG_ARCH  := $(foreach g,$(CUDA_ARCH),$(if $(findstring compute_90,$(g)),-gencode=arch=compute_90a$(comma)code=sm_90a -gencode=arch=compute_90$(comma)code=compute_90,$(g)))
 CU_SRC   := $(shell find src/backend/cuda -name '*.cu' | sort)
 CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/%.o)
 CUDA_DEF := -DLC_HAVE_CUDA
@@ -51,6 +57,10 @@ $(BUILD)/%.o: %.c
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(@D)
 	$(NVCC) $(CPPFLAGS) $(NVFLAGS) -c $< -o $@
+
+$(BUILD)/src/backend/cuda/qgemm.o: src/backend/cuda/qgemm.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(CPPFLAGS) $(NVOPT) $(QG_ARCH) -c $< -o $@
 
 $(BUILD)/liblorac.a: $(LIB_OBJ) $(CU_OBJ)
 	@rm -f $@

@@ -249,6 +249,7 @@ struct lc_backend {
      * LORAC_CUDA_STEP_GRAPH=0, under LORAC_CUDA_PROFILE, or with quantized weights. */
     int (*replay)(lc_backend *be, const void *key, size_t key_bytes, void (*body)(void *ctx), void *ctx);
     long long step_captures, step_replays; // ->replay's recordings made / replayed
+    long long fused_products; // CUDA: products over NF4 weights read from the codes on the tensor cores
 };
 
 /* A CPU backend with `threads` OpenMP threads (0: OpenMP's default). Never NULL.

@@ -363,6 +363,53 @@ static void test_quantized(void) {
     unsetenv("LORAC_CUDA_DQ_PREFETCH");
 }
 
+/* The tensor-core product over NF4 codes (qgemm.cu: 9..256 rows, weight rows a multiple
+ * of 128, columns of 64) against the CPU backend (1e-2: bf16 weights and activations,
+ * float32 sums; check_qmatmul, which also runs the input gradient through the copy path)
+ * and against the whole-weight copy + cuBLAS path on the card over the same bf16 values
+ * (LORAC_CUDA_QGEMM=0), where only the float32 summation order differs: 1e-5. Shapes:
+ * several row tiles, an inner dimension split unevenly (17 tiles in 4 splits), one row
+ * tile split 16 ways, nested and plain absmax; row counts across the kernel's sizes.
+ * The card must take the fused path when LORAC_TEST_NEED_QGEMM=1 (an H100 / H200 run:
+ * tests/README); elsewhere both sides may be the copy path, which is said. */
+static void check_qgemm(const char *name, bool nested, int64_t O, int64_t I, int64_t N) {
+    long long before = gpu->fused_products;
+    check_qmatmul(name, LC_QUANT_NF4, nested, 4, 64, LC_DT_F32, O, I, N);
+    bool fused = gpu->fused_products > before;
+    qweight h;
+    lc_wt w = make_qwt(&h, LC_QUANT_NF4, nested, 4, 64, LC_DT_F32, O, I);
+    lc_wt wd = w;
+    CHECK_OK(gpu->weight(gpu, &wd));
+    float *x = rnd((size_t)(N * I), 2), *bias = rnd((size_t)O, 1);
+    float *dxv = up(x, (size_t)(N * I) * 4), *dbias = up(bias, (size_t)O * 4);
+    float *o = poisoned((size_t)(N * O)), *oc = poisoned((size_t)(N * O));
+    gpu->matmul(gpu, o, dxv, &wd, dbias, N, false);
+    setenv("LORAC_CUDA_QGEMM", "0", 1);
+    gpu->matmul(gpu, oc, dxv, &wd, dbias, N, false);
+    unsetenv("LORAC_CUDA_QGEMM");
+    float *hc = down(oc, (size_t)(N * O));
+    char what[96];
+    snprintf(what, sizeof what, "%s N=%lld: codes = copy", name, (long long)N);
+    expect(what, o, hc, (size_t)(N * O), 1e-5);
+    printf("  %s: %s\n", what, fused ? "the tensor-core product ran" : "copy path on both sides (no sm_90a card)");
+    const char *need = getenv("LORAC_TEST_NEED_QGEMM");
+    if (need && !strcmp(need, "1")) CHECK_MSG(fused, "%s: the fused NF4 product did not run", what);
+    free(x), free(bias), free(hc), free(h.codes), free(h.a), free(h.b);
+    gpu->release(gpu, dxv), gpu->release(gpu, dbias), gpu->release(gpu, o), gpu->release(gpu, oc);
+}
+
+static void test_quantized_codes_tc(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    lc_backend_cpu_set_bf16(cpu, false);
+    static const int64_t Ns[] = {9, 16, 77, 136, 256};
+    for (size_t k = 0; k < sizeof Ns / sizeof *Ns; k++) {
+        check_qgemm("nf4 nested 256x512", true, 256, 512, Ns[k]);
+        check_qgemm("nf4 384x1088", false, 384, 1088, Ns[k]);
+        check_qgemm("nf4 nested 128x4096", true, 128, 4096, Ns[k]);
+    }
+    check_qgemm("nf4 nested 1024x256", true, 1024, 256, 136); // more row tiles than SMs on small cards
+}
+
 /* Products over five quantized weights in a repeating order with breaks (the same
  * weight twice, a skipped one, a new order), as a training step asks for them: each
  * result against the CPU's, 1e-2, whether the copy was made ahead of time, reused, or
@@ -944,6 +991,7 @@ int main(void) {
     RUN(test_elementwise);
     RUN(test_matmul);
     RUN(test_quantized);
+    RUN(test_quantized_codes_tc);
     RUN(test_quantized_order);
     RUN(test_gemm);
     RUN(test_gemm_adapters);

@@ -353,6 +353,7 @@ static void cu_free(lc_backend *be) {
     for (size_t i = 0; i < c->n_wqs; i++) free(c->wqs[i]);
     free(c->wqs);
     lc_cuda_quant_free(c);
+    lc_cuda_qgemm_free(c);
     if (c->xb) cudaFree(c->xb);
     if (c->rows) cudaFree(c->rows);
     if (c->counter) cudaFree(c->counter);
@@ -567,6 +568,11 @@ static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w
     lc_cuda *c = impl(be);
     lc_wt wq;
     if (w->q && N > 0 && lc_cuda_qgemv(c, out, x, w, bias, N, accumulate)) return; // decoding: from the codes
+    if (w->q && !((uintptr_t)x & 15) && lc_cuda_qgemm_ok(c, w, N)) { // 9..256 rows over NF4: codes, tensor cores
+        lc_cuda_qgemm(c, out, x, w, bias, N, accumulate);
+        be->fused_products++;
+        return;
+    }
     if (w->q) wq = lc_cuda_dequantized(c, w, false), w = &wq;
     LC_PROF(impl(be), "matmul N=%lld", N);
     int O = (int)w->rows, I = (int)w->cols;

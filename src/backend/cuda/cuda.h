@@ -47,6 +47,7 @@ typedef struct {
     struct lc_cuda_prof *prof; // LORAC_CUDA_PROFILE=1: per-op event timings (else NULL)
     struct lc_cuda_lt *lt;     // gemm.cu: cuBLASLt handle, tuned plans, workspace (NULL until used)
     struct lc_cuda_q *q;     // quant.cu's buffers, stream and events (NULL until a quantized product)
+    struct lc_cuda_qg *qg;   // qgemm.cu's probe and split-K scratch (NULL until an NF4 product)
     struct lc_cuda_dec *dec;   // the one-token decoding step (decode.cu; NULL until first used)
     cudaStream_t st;           // the stream ops queue on (0 but inside graph.cu's steps)
     struct lc_cuda_graph *graph; // graph.cu's recorded training steps (NULL until first used)
@@ -151,6 +152,15 @@ lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx);
 /* quant.cu: out (N,O) (+)= x W^T (+ bias) for N <= 8 rows read straight from a quantized
  * weight's codes (NF4, affine 4/8-bit; the bf16 copy path's values); returns false,
  * having done nothing, for other formats or shapes, or with LORAC_CUDA_QGEMV=0. */
+/* qgemm.cu: whether the tensor-core product reading NF4 codes takes weight w with N
+ * activation rows (9..256; LORAC_CUDA_QGEMM, format, shape, an sm_90a-capable card). */
+bool lc_cuda_qgemm_ok(lc_cuda *c, const lc_wt *w, int64_t N);
+/* That product (lc_cuda_qgemm_ok true): out (N, rows) (=, += when accumulate) x (N, cols)
+ * W^T + bias, x float32 (rounded to bf16 as the copy path rounds it), on c->st. */
+void lc_cuda_qgemm(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
+                   bool accumulate);
+/* Frees qgemm.cu's state (with the backend). */
+void lc_cuda_qgemm_free(lc_cuda *c);
 bool lc_cuda_qgemv(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
                    bool accumulate);
 /* out (N, cols) = rows tokens[0..N) of quantized table, float32 as the CPU computes them. */
