@@ -32,10 +32,6 @@
 
 #define QG_BM 128                    // weight rows a block: two warpgroups of 64
 #define QG_BK 64                     // inner tile: one NF4 block of each row
-#define QG_XS 5                      // activation tiles in the shared-memory ring
-#define QG_XAHEAD (QG_XS - 2)        // loaded ahead (a buffer is refilled two tiles after its last read)
-#define QG_CS 10                     // code tiles in their ring (they come from memory, not L2: deeper)
-#define QG_CAHEAD (QG_CS - 2)
 #define QG_THREADS 256
 #define QG_CODES (QG_BM * QG_BK / 2) // bytes of codes a tile
 #define QG_SCALES (QG_BM * 4 * 2)    // a word of absmax (or of nested codes) and a nested scale a row
@@ -62,11 +58,22 @@ struct qg_args {
     const __nv_bfloat16 *x; // (I/64 tiles, NP, 64): the activations tile by tile, swizzled (k_qg_tiles)
     float *out;             // (N, O)
     float *ws;              // (splits, N, O), or NULL when not split
+    unsigned *counters;     // arrival counters a row tile (zero between launches), or NULL: k_qgemm_sum adds
     const float *bias;      // (O) or NULL
     int N, O, I, per, acc;  // per: tiles a split
 };
 
-static inline int qg_smem_bytes(int np) { return QG_XS * np * 128 + QG_CS * QG_CBYTES + 1024; }
+/* Per row count NP: up to 144 rows two blocks share an SM (≤ 128 registers, ≤ 113 KB of
+ * shared memory each: more warps to hide the dequantization's latencies), else one. XS
+ * activation tiles and CS code tiles in the rings, XAHEAD / CAHEAD of them loaded ahead (a
+ * buffer is refilled two tiles after its last read; codes come from memory, not L2:
+ * deeper). */
+template <int NP> struct qg_cfg {
+    static constexpr int MINB = NP <= 144 ? 2 : 1;
+    static constexpr int XS = NP <= 144 ? 4 : 5, CS = NP <= 144 ? 8 : 10;
+    static constexpr int XAHEAD = XS - 2, CAHEAD = CS - 2;
+    static constexpr int SMEM = XS * NP * 128 + CS * QG_CBYTES + 1024;
+};
 
 __global__ void k_qg_probe(int *ok) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -141,10 +148,9 @@ __device__ __forceinline__ void qg_load_codes(const qg_args &a, uint8_t *cst, in
     }
 }
 
-/* This thread's rows r0 and r0 + 8 of code tile kt (stage cst): their 8 code words each
- * and their scales. */
-__device__ __forceinline__ void qg_fetch(const qg_args &a, const uint8_t *cst, const float *map2, int o0, int r0,
-                                         int kt, uint32_t *w0, uint32_t *w1, float &am0, float &am1) {
+/* The scales of this thread's rows r0 and r0 + 8 in code tile kt (stage cst). */
+__device__ __forceinline__ void qg_scales(const qg_args &a, const uint8_t *cst, const float *map2, int o0, int r0,
+                                          int kt, float &am0, float &am1) {
     const uint32_t *ss = (const uint32_t *)(cst + QG_CODES);
     if (a.nested) {
         size_t nb = (size_t)(a.I / QG_BK);
@@ -156,27 +162,29 @@ __device__ __forceinline__ void qg_fetch(const qg_args &a, const uint8_t *cst, c
     } else {
         am0 = __uint_as_float(ss[r0]), am1 = __uint_as_float(ss[r0 + 8]);
     }
-    uint4 p0 = ((const uint4 *)(cst + r0 * 32))[0], p1 = ((const uint4 *)(cst + r0 * 32))[1];
-    uint4 q0 = ((const uint4 *)(cst + (r0 + 8) * 32))[0], q1 = ((const uint4 *)(cst + (r0 + 8) * 32))[1];
-    w0[0] = p0.x, w0[1] = p0.y, w0[2] = p0.z, w0[3] = p0.w, w0[4] = p1.x, w0[5] = p1.y, w0[6] = p1.z, w0[7] = p1.w;
-    w1[0] = q0.x, w1[1] = q0.y, w1[2] = q0.z, w1[3] = q0.w, w1[4] = q1.x, w1[5] = q1.y, w1[6] = q1.z, w1[7] = q1.w;
 }
 
-/* Two weights of one code byte, scaled and rounded as k_dequant_u8 does, packed as the
- * bf16 pair of an A fragment register (the first element, the high nibble, low half). */
-__device__ __forceinline__ uint32_t qg_pair(const float *lut, unsigned byte, float am) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(__fmul_rn(lut[byte >> 4], am), __fmul_rn(lut[byte & 15u], am));
-    return *(uint32_t *)&v;
-}
-
-/* The A fragment of k16 step s: rows r0 (w0, am0) and r0 + 8 (w1, am1), k 2c, 2c + 1 from
- * byte c of word 2s and k 2c + 8, 2c + 9 from byte c of word 2s + 1 (sh = 8c). */
-__device__ __forceinline__ void qg_frag(const float *lut, const uint32_t *w0, const uint32_t *w1, float am0,
-                                        float am1, int s, unsigned sh, uint32_t *f) {
-    f[0] = qg_pair(lut, (w0[2 * s] >> sh) & 255u, am0);
-    f[1] = qg_pair(lut, (w1[2 * s] >> sh) & 255u, am1);
-    f[2] = qg_pair(lut, (w0[2 * s + 1] >> sh) & 255u, am0);
-    f[3] = qg_pair(lut, (w1[2 * s + 1] >> sh) & 255u, am1);
+/* The A fragment of k16 step s from code tile cst: rows r0 (am0) and r0 + 8 (am1), k 2c,
+ * 2c + 1 from byte c of code word 2s and k 2c + 8, 2c + 9 from byte c of word 2s + 1 of
+ * the row (sh = 8c). */
+__device__ __forceinline__ void qg_frag(const float *lut, const uint8_t *cst, int r0, float am0, float am1, int s,
+                                        unsigned sh, uint32_t *f) {
+    uint2 p = *(const uint2 *)(cst + r0 * 32 + 8 * s), q = *(const uint2 *)(cst + (r0 + 8) * 32 + 8 * s);
+    uint32_t w0[2] = {p.x, p.y}, w1[2] = {q.x, q.y};
+    // the four bytes into one word (selector sh: byte c of the first operand, then of the
+    // second), then each nibble's byte offset into the map: 4 · code
+    unsigned sel = (sh >> 3) | (((sh >> 3) + 4) << 4);
+    uint32_t x = __byte_perm(__byte_perm(w0[0], w1[0], sel), __byte_perm(w0[1], w1[1], sel), 0x5410);
+    uint32_t hi = (x >> 2) & 0x3C3C3C3Cu, lo = (x << 2) & 0x3C3C3C3Cu;
+    const char *m = (const char *)lut;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float am = k & 1 ? am1 : am0;
+        float v0 = *(const float *)(m + __byte_perm(hi, 0, 0x4440 + k));
+        float v1 = *(const float *)(m + __byte_perm(lo, 0, 0x4440 + k));
+        __nv_bfloat162 v = __floats2bfloat162_rn(__fmul_rn(v0, am), __fmul_rn(v1, am));
+        f[k] = *(uint32_t *)&v;
+    }
 }
 #endif
 
@@ -204,11 +212,14 @@ __global__ void k_qg_tiles(__nv_bfloat16 *xt, const float *x, int N, int I, int 
 }
 
 template <int NP>
-__global__ void __launch_bounds__(QG_THREADS, 1) k_qgemm_nf4(const __grid_constant__ qg_args a) {
+__global__ void __launch_bounds__(QG_THREADS, qg_cfg<NP>::MINB) k_qgemm_nf4(const __grid_constant__ qg_args a) {
+    constexpr int QG_XS = qg_cfg<NP>::XS, QG_CS = qg_cfg<NP>::CS;
+    constexpr int QG_XAHEAD = qg_cfg<NP>::XAHEAD, QG_CAHEAD = qg_cfg<NP>::CAHEAD;
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ uint8_t qg_dyn[];
     __shared__ float lut[16];
     __shared__ float map2[256];
+    __shared__ bool last;
     uint8_t *xsm = (uint8_t *)(((uintptr_t)qg_dyn + 1023) & ~(uintptr_t)1023); // the swizzle's alignment
     uint8_t *csm = xsm + QG_XS * NP * 128;
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -233,14 +244,13 @@ __global__ void __launch_bounds__(QG_THREADS, 1) k_qgemm_nf4(const __grid_consta
     // four fragment buffers: step s's in F[s % 4]; up to 3 products in flight a warpgroup
     // (waiting for at most 2 after each commit frees the buffer of the step before those)
     uint32_t F[4][4] = {};
-    uint32_t w0[8], w1[8];
     float am0, am1;
     unsigned sh = 8u * (unsigned)c;
     qg_cp_wait<QG_XAHEAD - 1>(); // group 0: code tiles 0.. and activation tile 0
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();
-    qg_fetch(a, csm, map2, o0, r0, t0, w0, w1, am0, am1);
-    qg_frag(lut, w0, w1, am0, am1, 0, sh, F[0]);
+    qg_scales(a, csm, map2, o0, r0, t0, am0, am1);
+    qg_frag(lut, csm, r0, am0, am1, 0, sh, F[0]);
     for (int t = 0; t < nt; t++) {
         if (t > 0) {
             qg_cp_wait<QG_XAHEAD - 1>(); // this thread's copies of tile t (and earlier) are here
@@ -250,8 +260,8 @@ __global__ void __launch_bounds__(QG_THREADS, 1) k_qgemm_nf4(const __grid_consta
         if (t + QG_XAHEAD < nt) qg_load_x<NP>(a, xsm + ((t + QG_XAHEAD) % QG_XS) * NP * 128, t0 + t + QG_XAHEAD);
         if (t + QG_CAHEAD < nt) qg_load_codes(a, csm + ((t + QG_CAHEAD) % QG_CS) * QG_CBYTES, o0, t0 + t + QG_CAHEAD);
         qg_commit();
-        uint32_t n0[8], n1[8]; // tile t + 1's, read while this tile's products run
-        float bm0 = 0.0f, bm1 = 0.0f;
+        const uint8_t *cst = csm + (t % QG_CS) * QG_CBYTES, *cnx = csm + ((t + 1) % QG_CS) * QG_CBYTES;
+        float bm0 = 0.0f, bm1 = 0.0f; // tile t + 1's scales, read while this tile's products run
         uint64_t desc = qg_desc(qg_smem(xsm + (t % QG_XS) * NP * 128));
 #pragma unroll
         for (int s = 0; s < 4; s++) {
@@ -264,15 +274,11 @@ __global__ void __launch_bounds__(QG_THREADS, 1) k_qgemm_nf4(const __grid_consta
             uint32_t *done = F[(s + 2) & 3];
             asm volatile("" ::"r"(done[0]), "r"(done[1]), "r"(done[2]), "r"(done[3]) : "memory");
             if (s == 1 && t + 1 < nt) // visible: its copies were in a group waited for above
-                qg_fetch(a, csm + ((t + 1) % QG_CS) * QG_CBYTES, map2, o0, r0, t0 + t + 1, n0, n1, bm0, bm1);
-            if (s < 3) qg_frag(lut, w0, w1, am0, am1, s + 1, sh, F[s + 1]);
-            else if (t + 1 < nt) qg_frag(lut, n0, n1, bm0, bm1, 0, sh, F[0]);
+                qg_scales(a, cnx, map2, o0, r0, t0 + t + 1, bm0, bm1);
+            if (s < 3) qg_frag(lut, cst, r0, am0, am1, s + 1, sh, F[s + 1]);
+            else if (t + 1 < nt) qg_frag(lut, cnx, r0, bm0, bm1, 0, sh, F[0]);
         }
-        if (t + 1 < nt) {
-#pragma unroll
-            for (int k = 0; k < 8; k++) w0[k] = n0[k], w1[k] = n1[k];
-            am0 = bm0, am1 = bm1;
-        }
+        am0 = bm0, am1 = bm1;
     }
     qg_wg_wait<0>();
 #pragma unroll
@@ -297,10 +303,29 @@ __global__ void __launch_bounds__(QG_THREADS, 1) k_qgemm_nf4(const __grid_consta
             }
         }
     }
+    if (!a.ws || !a.counters) return;
+    // the last split of this row tile to arrive adds the partial sums, in split order
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(&a.counters[blockIdx.x], 1u) == gridDim.y - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    size_t NO = (size_t)a.N * (size_t)a.O;
+    for (int i = tid; i < a.N * QG_BM; i += QG_THREADS) {
+        size_t e = (size_t)(i / QG_BM) * (size_t)a.O + (size_t)(o0 + i % QG_BM);
+        float v = __ldcg(a.ws + e);
+        for (int k = 1; k < (int)gridDim.y; k++) v += __ldcg(a.ws + (size_t)k * NO + e);
+        if (a.acc) v += a.out[e];
+        if (a.bias) v += a.bias[o0 + i % QG_BM];
+        a.out[e] = v;
+    }
+    if (tid == 0) a.counters[blockIdx.x] = 0; // ready for the next launch (same stream, in order)
 #endif
 }
 
-/* out (=, +=) the splits' partial sums in order (+ bias): NO = N·O elements. */
+/* out (=, +=) the splits' partial sums in order (+ bias): NO = N·O elements (when there
+ * are more row tiles than arrival counters; the same sums as the kernel's own ending). */
 __global__ void k_qgemm_sum(float *out, const float *ws, const float *bias, size_t NO, int O, int splits, int acc) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < NO; i += (size_t)gridDim.x * blockDim.x) {
         float s = ws[i];
@@ -376,7 +401,7 @@ static bool qg_grow(lc_cuda *c, void **p, size_t *cap, size_t bytes, const char 
 }
 
 template <int NP> static void qg_launch(lc_cuda *c, lc_cuda_qg *g, dim3 grid, const qg_args &a) {
-    int smem = qg_smem_bytes(NP);
+    int smem = qg_cfg<NP>::SMEM;
     if (!(g->attr & (1u << (NP / 8 - 1)))) {
         LC_CK(c, cudaFuncSetAttribute(k_qgemm_nf4<NP>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
         g->attr |= 1u << (NP / 8 - 1);
@@ -401,7 +426,9 @@ void lc_cuda_qgemm(lc_cuda *c, float *out, const float *x, const lc_wt *w, const
     int NP = (a.N + 7) / 8 * 8; // wgmma's N: the rows rounded up to 8
     int tiles = a.O / QG_BM, nk = a.I / QG_BK;
     // split the inner dimension while the row tiles leave SMs idle (each split ≥ 4 tiles)
-    int splits = g->sms / tiles;
+    // two blocks an SM up to 144 rows (qg_cfg)
+    int per_sm = NP <= 144 ? 2 : 1;
+    int splits = per_sm * g->sms / tiles;
     if (splits > nk / 4) splits = nk / 4;
     if (splits < 1) splits = 1;
     a.per = (nk + splits - 1) / splits;
@@ -412,6 +439,7 @@ void lc_cuda_qgemm(lc_cuda *c, float *out, const float *x, const lc_wt *w, const
         (g->xt_cap < xtb && !qg_grow(c, (void **)&g->xt, &g->xt_cap, xtb, "activation tiles")))
         return;
     a.ws = splits > 1 ? g->ws : NULL;
+    a.counters = splits > 1 && tiles <= LC_NCOUNTERS ? c->counter : NULL;
     a.x = (const __nv_bfloat16 *)g->xt;
     size_t nch = xtb / 16;
     k_qg_tiles<<<(unsigned)((nch + 255) / 256 < 8192 ? (nch + 255) / 256 : 8192), 256, 0, c->st>>>((__nv_bfloat16 *)g->xt, x, a.N, a.I,
@@ -427,7 +455,7 @@ void lc_cuda_qgemm(lc_cuda *c, float *out, const float *x, const lc_wt *w, const
 #undef QG_CASE
     }
     LC_LAUNCHED(c);
-    if (splits > 1) {
+    if (splits > 1 && !a.counters) {
         size_t NO = (size_t)N * (size_t)a.O;
         unsigned blocks = (unsigned)((NO + 255) / 256 < 4096 ? (NO + 255) / 256 : 4096);
         k_qgemm_sum<<<blocks, 256, 0, c->st>>>(out, a.ws, bias, NO, a.O, splits, a.acc);
