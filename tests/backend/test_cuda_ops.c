@@ -368,9 +368,8 @@ static void test_quantized(void) {
  * float32 sums; check_qmatmul, which also runs the input gradient through the copy path)
  * and against the whole-weight copy + cuBLAS path on the card over the same bf16 values
  * (LORAC_CUDA_QGEMM=0), where only the float32 summation order differs: 1e-5. Shapes:
- * several row tiles, an inner dimension split unevenly, one row tile split 16 ways (the
- * last split to arrive adds the partial sums), more row tiles than arrival counters (a
- * second kernel adds them), nested and plain absmax; row counts across the kernel's sizes.
+ * several row tiles, an inner dimension split unevenly, one row tile split 16 ways, more
+ * row tiles than SMs, nested and plain absmax; row counts across the kernel's sizes.
  * The card must take the fused path when LORAC_TEST_NEED_QGEMM=1 (an H100 / H200 run:
  * tests/README); elsewhere both sides may be the copy path, which is said. */
 static void check_qgemm(const char *name, bool nested, int64_t O, int64_t I, int64_t N) {
@@ -409,8 +408,7 @@ static void test_quantized_codes_tc(void) {
         check_qgemm("nf4 nested 128x4096", true, 128, 4096, Ns[k]);
     }
     check_qgemm("nf4 nested 1024x256", true, 1024, 256, 136); // more row tiles than SMs on small cards
-    // more row tiles (129) than arrival counters: the partial sums added by a second kernel
-    check_qgemm("nf4 16512x512", false, 16512, 512, 9);
+    check_qgemm("nf4 16512x512", false, 16512, 512, 9); // 129 row tiles, two splits
 }
 
 /* Products over five quantized weights in a repeating order with breaks (the same

@@ -58,7 +58,6 @@ struct qg_args {
     const __nv_bfloat16 *x; // (I/64 tiles, NP, 64): the activations tile by tile, swizzled (k_qg_tiles)
     float *out;             // (N, O)
     float *ws;              // (splits, N, O), or NULL when not split
-    unsigned *counters;     // arrival counters a row tile (zero between launches), or NULL: k_qgemm_sum adds
     const float *bias;      // (O) or NULL
     int N, O, I, per, acc;  // per: tiles a split
 };
@@ -219,7 +218,6 @@ __global__ void __launch_bounds__(QG_THREADS, qg_cfg<NP>::MINB) k_qgemm_nf4(cons
     extern __shared__ uint8_t qg_dyn[];
     __shared__ float lut[16];
     __shared__ float map2[256];
-    __shared__ bool last;
     uint8_t *xsm = (uint8_t *)(((uintptr_t)qg_dyn + 1023) & ~(uintptr_t)1023); // the swizzle's alignment
     uint8_t *csm = xsm + QG_XS * NP * 128;
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -303,29 +301,10 @@ __global__ void __launch_bounds__(QG_THREADS, qg_cfg<NP>::MINB) k_qgemm_nf4(cons
             }
         }
     }
-    if (!a.ws || !a.counters) return;
-    // the last split of this row tile to arrive adds the partial sums, in split order
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) last = atomicAdd(&a.counters[blockIdx.x], 1u) == gridDim.y - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    size_t NO = (size_t)a.N * (size_t)a.O;
-    for (int i = tid; i < a.N * QG_BM; i += QG_THREADS) {
-        size_t e = (size_t)(i / QG_BM) * (size_t)a.O + (size_t)(o0 + i % QG_BM);
-        float v = __ldcg(a.ws + e);
-        for (int k = 1; k < (int)gridDim.y; k++) v += __ldcg(a.ws + (size_t)k * NO + e);
-        if (a.acc) v += a.out[e];
-        if (a.bias) v += a.bias[o0 + i % QG_BM];
-        a.out[e] = v;
-    }
-    if (tid == 0) a.counters[blockIdx.x] = 0; // ready for the next launch (same stream, in order)
 #endif
 }
 
-/* out (=, +=) the splits' partial sums in order (+ bias): NO = N·O elements (when there
- * are more row tiles than arrival counters; the same sums as the kernel's own ending). */
+/* out (=, +=) the splits' partial sums in order (+ bias): NO = N·O elements. */
 __global__ void k_qgemm_sum(float *out, const float *ws, const float *bias, size_t NO, int O, int splits, int acc) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < NO; i += (size_t)gridDim.x * blockDim.x) {
         float s = ws[i];
@@ -430,6 +409,8 @@ void lc_cuda_qgemm(lc_cuda *c, float *out, const float *x, const lc_wt *w, const
     int per_sm = NP <= 144 ? 2 : 1;
     int splits = per_sm * g->sms / tiles;
     if (splits > nk / 4) splits = nk / 4;
+    const char *sm = getenv("LORAC_CUDA_QGEMM_SPLITS"); // the most splits (measurements)
+    if (sm && atoi(sm) >= 1 && splits > atoi(sm)) splits = atoi(sm);
     if (splits < 1) splits = 1;
     a.per = (nk + splits - 1) / splits;
     splits = (nk + a.per - 1) / a.per;
@@ -439,7 +420,6 @@ void lc_cuda_qgemm(lc_cuda *c, float *out, const float *x, const lc_wt *w, const
         (g->xt_cap < xtb && !qg_grow(c, (void **)&g->xt, &g->xt_cap, xtb, "activation tiles")))
         return;
     a.ws = splits > 1 ? g->ws : NULL;
-    a.counters = splits > 1 && tiles <= LC_NCOUNTERS ? c->counter : NULL;
     a.x = (const __nv_bfloat16 *)g->xt;
     size_t nch = xtb / 16;
     k_qg_tiles<<<(unsigned)((nch + 255) / 256 < 8192 ? (nch + 255) / 256 : 8192), 256, 0, c->st>>>((__nv_bfloat16 *)g->xt, x, a.N, a.I,
@@ -455,7 +435,7 @@ void lc_cuda_qgemm(lc_cuda *c, float *out, const float *x, const lc_wt *w, const
 #undef QG_CASE
     }
     LC_LAUNCHED(c);
-    if (splits > 1 && !a.counters) {
+    if (splits > 1) {
         size_t NO = (size_t)N * (size_t)a.O;
         unsigned blocks = (unsigned)((NO + 255) / 256 < 4096 ? (NO + 255) / 256 : 4096);
         k_qgemm_sum<<<blocks, 256, 0, c->st>>>(out, a.ws, bias, NO, a.O, splits, a.acc);
