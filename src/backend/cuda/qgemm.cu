@@ -5,23 +5,24 @@
  * out (N, O) (=, +=) x (N, I) W^T (+ bias), computed transposed: out^T = W x^T, so the
  * weight is wgmma's A operand, which may come from registers. A block of two warpgroups
  * owns 128 weight rows (64 each) and walks the inner dimension in tiles of 64, one NF4
- * block of each row. Each tile's codes, scales and activations (bf16, the same
- * conversion cuBLAS's path makes) come into a ring of QG_STAGES shared-memory buffers by
- * cp.async, QG_AHEAD tiles ahead; the activations are stored in the 128-byte swizzled
- * layout wgmma reads B from. Each thread dequantizes the A fragment of its two rows
- * (k_dequant_u8's arithmetic: lut[code] · absmax in float32, one rounding to bf16, so
- * the product multiplies exactly the copy path's bf16 values) into registers while the
- * previous k16 step's wgmma runs (one in flight a warpgroup; two buffers of fragment
- * registers). Where the row tiles leave SMs idle the inner dimension is split over
- * blockIdx.y; the partial sums go to a scratch and k_qgemm_sum adds them in a fixed
- * order (deterministic).
+ * block of each row. k_qg_tiles first converts x to bf16 (the copy path's rounding) in
+ * 64-wide tiles already in the 128-byte swizzle wgmma reads B from, so a tile is one
+ * contiguous copy; activation tiles and code tiles (codes, scales) come into two
+ * shared-memory rings by cp.async (qg_cfg: depths and how many blocks share an SM). Each
+ * thread builds the A fragment of its two rows for the next k16 step (k_dequant_u8's
+ * arithmetic: lut[code] · absmax in float32, one rounding to bf16, so the product
+ * multiplies exactly the copy path's bf16 values) while up to three products of its
+ * warpgroup run (four fragment buffers). Where the row tiles leave SMs idle the inner
+ * dimension is split over blockIdx.y; the partial sums go to a scratch and k_qgemm_sum
+ * adds them in a fixed order (deterministic; LORAC_CUDA_QGEMM_SPLITS=K caps the splits).
+ * Input gradients are not done here (cuda.cu sends them to the copy path).
  *
  * The kernel exists only in sm_90a machine code (the Makefile builds this file's sm_90
  * code as sm_90a); k_qg_probe tells the host whether this device runs it. Anything else
  * (other cards, affine formats, shapes below) goes to quant.cu's copy path.
  * LORAC_CUDA_QGEMM=0: the copy path always.
  *
- * Owns the split-K scratch (lc_cuda.qg), freed by lc_cuda_qgemm_free.
+ * Owns the split-K and activation-tile scratch (lc_cuda.qg), freed by lc_cuda_qgemm_free.
  */
 #include <cuda_bf16.h>
 #include <stdlib.h>
@@ -212,9 +213,9 @@ __global__ void k_qg_tiles(__nv_bfloat16 *xt, const float *x, int N, int I, int 
 
 template <int NP>
 __global__ void __launch_bounds__(QG_THREADS, qg_cfg<NP>::MINB) k_qgemm_nf4(const __grid_constant__ qg_args a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int QG_XS = qg_cfg<NP>::XS, QG_CS = qg_cfg<NP>::CS;
     constexpr int QG_XAHEAD = qg_cfg<NP>::XAHEAD, QG_CAHEAD = qg_cfg<NP>::CAHEAD;
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ uint8_t qg_dyn[];
     __shared__ float lut[16];
     __shared__ float map2[256];

@@ -28,7 +28,8 @@
  * a step grows them).
  * Products of up to 8 rows (decoding) over NF4 and affine 4/8-bit weights skip the copy:
  * k_qgemv reads the codes and gives the copy path's values bit for bit
- * (LORAC_CUDA_QGEMV=0: the copy path).
+ * (LORAC_CUDA_QGEMV=0: the copy path). Forward products of 9..256 rows over NF4 on
+ * sm_90a cards skip it too (qgemm.cu, cuda.cu decides); input gradients still come here.
  *
  * Owns the dequantization kernels and the per-backend state (stream, events, ring;
  * lc_cuda.q), freed by lc_cuda_quant_free. Must not change the numbers: every element is
