@@ -10,7 +10,9 @@
  * small-N path (up to 8 rows, float32 activations: 1e-5); the dropout mask,
  * embedding rows and zero/copy exactly. Quantized weights (NF4 nested and not, MLX
  * affine 2/4/8-bit with F32/F16/BF16 scales): the same products over the same codes on
- * both backends, 1e-2 (the card multiplies a bf16 dequantization), embedding rows exact.
+ * both backends, 1e-2 (the card multiplies a bf16 dequantization), embedding rows exact;
+ * NF4 products of 9..256 rows on the tensor cores (qgemm.cu) also against the card's copy
+ * path, 1e-5 (same bf16 values, another summation order).
  * Tensor-core attention (training shapes): 1e-2 / 2e-2, derived above test_attention_tc,
  * and bit-identical on a second run. SKIPs (visibly) when this build has no CUDA or
  * no GPU answers, as on CI.
