@@ -7,9 +7,10 @@
  * reads the float32 input as it is; the adapters' fp32 products of up to 256 rows (the
  * recipe, decoding) run lora_gemm.cu's kernels where cuBLAS picks one slow block.
  * Quantized weights (NF4, MLX affine) live on the card as stored; a product over one
- * takes quant.cu's bf16 view of the whole matrix (dequantized ahead of time on a second
- * stream when the order of products repeats) down the bf16 path; embedding rows
- * dequantize to float32 (quant.cu).
+ * reads the codes where a kernel does (up to 8 rows: quant.cu's k_qgemv; forward products
+ * of 9..256 rows over NF4 on sm_90a cards: qgemm.cu), else takes quant.cu's bf16 view of
+ * the whole matrix (dequantized ahead of time on a second stream when the order of
+ * products repeats) down the bf16 path; embedding rows dequantize to float32 (quant.cu).
  *
  * Owns the cuBLAS handle, the device copies of the weights (->weight) and the scratch
  * buffers (bf16 operands, a dequantized weight, per-row values, reduction counters)

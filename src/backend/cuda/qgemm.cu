@@ -86,8 +86,8 @@ __global__ void k_qg_probe(int *ok) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 __device__ __forceinline__ uint32_t qg_smem(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
-__device__ __forceinline__ void qg_cp16(uint32_t dst, const void *src, int bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+__device__ __forceinline__ void qg_cp16(uint32_t dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
 }
 
 __device__ __forceinline__ void qg_cp4(uint32_t dst, const void *src) {
@@ -122,7 +122,7 @@ template <int NP> __device__ __forceinline__ void qg_load_x(const qg_args &a, ui
     const uint8_t *src = (const uint8_t *)a.x + (size_t)kt * (NP * 128) + threadIdx.x * 16;
 #pragma unroll
     for (int i = 0; i < (NP * 8 + QG_THREADS - 1) / QG_THREADS; i++)
-        if (i * QG_THREADS + (int)threadIdx.x < NP * 8) qg_cp16(xs + i * QG_THREADS * 16, src + i * QG_THREADS * 16, 16);
+        if (i * QG_THREADS + (int)threadIdx.x < NP * 8) qg_cp16(xs + i * QG_THREADS * 16, src + i * QG_THREADS * 16);
 }
 
 /* Code tile kt of weight rows o0.. into cst: codes (32 B a row), then a word of absmax
@@ -133,7 +133,7 @@ __device__ __forceinline__ void qg_load_codes(const qg_args &a, uint8_t *cst, in
     {
         int r = tid >> 1, h = tid & 1; // 128 rows × 2 chunks
         qg_cp16(cs + (uint32_t)(r * 32 + h * 16),
-                a.codes + (size_t)(o0 + r) * (size_t)(a.I / 2) + (size_t)kt * (QG_BK / 2) + (size_t)h * 16, 16);
+                a.codes + (size_t)(o0 + r) * (size_t)(a.I / 2) + (size_t)kt * (QG_BK / 2) + (size_t)h * 16);
     }
     uint32_t ss = cs + QG_CODES;
     size_t nb = (size_t)(a.I / QG_BK);
