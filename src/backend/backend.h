@@ -178,7 +178,9 @@ struct lc_backend {
     void (*gemm_n)(lc_backend *be, int n, const lc_gemm_args *g);
     /* n products of one input (n <= LC_GEMM_N_MAX): out[i] (N,O_i) = x W_i^T + bias[i]
      * (bias may be NULL), += when accumulate: the same values as n calls of ->matmul
-     * (the card converts x to bf16 once). */
+     * (the card converts x to bf16 once), except that over NF4 weights the card may add
+     * the float32 partial sums of the inner dimension in another grouping (one launch for
+     * all n splits it differently; the bf16 products are the same). */
     void (*matmul_n)(lc_backend *be, int n, float *const *out, const float *x, const lc_wt *const *w,
                      const float *const *bias, int64_t N, bool accumulate);
 

@@ -400,6 +400,64 @@ static void check_qgemm(const char *name, bool nested, int64_t O, int64_t I, int
     gpu->release(gpu, dxv), gpu->release(gpu, dbias), gpu->release(gpu, o), gpu->release(gpu, oc);
 }
 
+/* ->matmul_n over n NF4 weights of one input (q/k/v, gate/up): the tensor-core product
+ * takes them in one launch (their row tiles side by side, the inner dimension split for
+ * all of them) — against the CPU's products (1e-2) and the copy path's (1e-5), with a
+ * bias on every other weight, =, and += onto fresh values; nested and plain scales mixed. */
+static void check_qgemm_n(const char *name, int n, const int64_t *O, int64_t I, int64_t N) {
+    enum { NM = 4 };
+    CHECK(n <= NM);
+    qweight h[NM];
+    lc_wt w[NM], wd[NM];
+    const lc_wt *pw[NM], *pwd[NM];
+    float *x = rnd((size_t)(N * I), 2), *dxv = up(x, (size_t)(N * I) * 4);
+    float *bias[NM], *dbias[NM], *acc0[NM], *o[NM], *oc[NM], *ref[NM];
+    for (int i = 0; i < n; i++) {
+        w[i] = make_qwt(&h[i], LC_QUANT_NF4, i % 2 == 0, 4, 64, LC_DT_F32, O[i], I);
+        wd[i] = w[i];
+        CHECK_OK(gpu->weight(gpu, &wd[i]));
+        pw[i] = &w[i], pwd[i] = &wd[i];
+        bias[i] = i % 2 ? NULL : rnd((size_t)O[i], 1);
+        dbias[i] = bias[i] ? up(bias[i], (size_t)O[i] * 4) : NULL;
+        acc0[i] = rnd((size_t)(N * O[i]), 1);
+        ref[i] = malloc((size_t)(N * O[i]) * 4);
+        o[i] = poisoned((size_t)(N * O[i])), oc[i] = poisoned((size_t)(N * O[i]));
+    }
+    for (int accum = 0; accum < 2; accum++) {
+        for (int i = 0; i < n; i++) {
+            memcpy(ref[i], acc0[i], (size_t)(N * O[i]) * 4);
+            if (accum) gpu->upload(gpu, o[i], acc0[i], (size_t)(N * O[i]) * 4), gpu->upload(gpu, oc[i], acc0[i], (size_t)(N * O[i]) * 4);
+        }
+        cpu->matmul_n(cpu, n, ref, x, pw, (const float *const *)bias, N, accum);
+        long long before = gpu->fused_products;
+        gpu->matmul_n(gpu, n, o, dxv, pwd, (const float *const *)dbias, N, accum);
+        bool fused = gpu->fused_products - before == n;
+        setenv("LORAC_CUDA_QGEMM", "0", 1);
+        gpu->matmul_n(gpu, n, oc, dxv, pwd, (const float *const *)dbias, N, accum);
+        unsetenv("LORAC_CUDA_QGEMM");
+        for (int i = 0; i < n; i++) {
+            char what[128];
+            snprintf(what, sizeof what, "matmul_n %s N=%lld [%d/%d]%s", name, (long long)N, i, n, accum ? " +=" : "");
+            expect(what, o[i], ref[i], (size_t)(N * O[i]), 1e-2);
+            float *hc = down(oc[i], (size_t)(N * O[i]));
+            snprintf(what + strlen(what), sizeof what - strlen(what), ": codes = copy");
+            expect(what, o[i], hc, (size_t)(N * O[i]), 1e-5);
+            free(hc);
+        }
+        printf("  matmul_n %s N=%lld%s: %s\n", name, (long long)N, accum ? " +=" : "",
+               fused ? "one tensor-core launch" : "copy path on both sides (no sm_90a card)");
+        const char *need = getenv("LORAC_TEST_NEED_QGEMM");
+        if (need && !strcmp(need, "1")) CHECK_MSG(fused, "matmul_n %s: the fused NF4 product did not run", name);
+    }
+    for (int i = 0; i < n; i++) {
+        free(bias[i]), free(acc0[i]), free(ref[i]), free(h[i].codes), free(h[i].a), free(h[i].b);
+        if (dbias[i]) gpu->release(gpu, dbias[i]);
+        gpu->release(gpu, o[i]), gpu->release(gpu, oc[i]);
+    }
+    free(x);
+    gpu->release(gpu, dxv);
+}
+
 static void test_quantized_codes_tc(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     lc_backend_cpu_set_bf16(cpu, false);
@@ -411,6 +469,12 @@ static void test_quantized_codes_tc(void) {
     }
     check_qgemm("nf4 nested 1024x256", true, 1024, 256, 136); // more row tiles than SMs on small cards
     check_qgemm("nf4 16512x512", false, 16512, 512, 9); // 129 row tiles, two splits
+    static const int64_t qkv[] = {512, 128, 128}, gu[] = {1152, 1152}, big[] = {8320, 8320};
+    for (size_t k = 0; k < sizeof Ns / sizeof *Ns; k++) {
+        check_qgemm_n("q/k/v 512,128,128 x 1024", 3, qkv, 1024, Ns[k]);
+        check_qgemm_n("gate/up 1152 x 384", 2, gu, 384, Ns[k]);
+    }
+    check_qgemm_n("gate/up 8320 x 256", 2, big, 256, 136); // 130 row tiles, splits from both
 }
 
 /* Products over five quantized weights in a repeating order with breaks (the same

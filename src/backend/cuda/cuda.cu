@@ -614,11 +614,17 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
 }
 
 
-/* ->matmul_n: BF16 weights (not quantized) of more than GEMV_MAXN rows share one bf16
- * copy of x; anything else runs as ->matmul calls. */
+/* ->matmul_n: NF4 weights the tensor-core product takes run in one launch of it (qgemm.cu);
+ * BF16 weights (not quantized) of more than GEMV_MAXN rows share one bf16 copy of x;
+ * anything else runs as ->matmul calls. */
 static void cu_matmul_n(lc_backend *be, int n, float *const *out, const float *x, const lc_wt *const *w,
                         const float *const *bias, int64_t N, bool accumulate) {
     lc_cuda *c = impl(be);
+    if (n > 1 && w[0]->q && !((uintptr_t)x & 15) && lc_cuda_qgemm_n_ok(c, n, w, N)) { // NF4 codes: one launch
+        lc_cuda_qgemm_n(c, n, out, x, w, bias, N, accumulate);
+        be->fused_products += n;
+        return;
+    }
     bool shared = N > GEMV_MAXN && n > 1;
     for (int i = 0; i < n && shared; i++)
         shared = !w[i]->q && w[i]->dtype == LC_DT_BF16 && w[i]->cols == w[0]->cols && w[i]->rows > 0;

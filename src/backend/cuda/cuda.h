@@ -149,18 +149,26 @@ void lc_cuda_oom(lc_cuda *c, size_t bytes, const char *what);
  * input gradient (dx true) (valid until the product after next is asked for); the
  * caller queues its product on the cuBLAS handle's stream right after. */
 lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx);
-/* quant.cu: out (N,O) (+)= x W^T (+ bias) for N <= 8 rows read straight from a quantized
- * weight's codes (NF4, affine 4/8-bit; the bf16 copy path's values); returns false,
- * having done nothing, for other formats or shapes, or with LORAC_CUDA_QGEMV=0. */
 /* qgemm.cu: whether the tensor-core product reading NF4 codes takes weight w with N
  * activation rows (9..256; LORAC_CUDA_QGEMM, format, shape, an sm_90a-capable card). */
 bool lc_cuda_qgemm_ok(lc_cuda *c, const lc_wt *w, int64_t N);
+/* Whether it takes the n weights of one input together (each one ok, the same columns and
+ * the same 4-bit map). */
+bool lc_cuda_qgemm_n_ok(lc_cuda *c, int n, const lc_wt *const *w, int64_t N);
 /* That product (lc_cuda_qgemm_ok true): out (N, rows) (=, += when accumulate) x (N, cols)
  * W^T + bias, x float32 (rounded to bf16 as the copy path rounds it), on c->st. */
 void lc_cuda_qgemm(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
                    bool accumulate);
+/* n of them over one x (lc_cuda_qgemm_n_ok true) in one launch: x converted once, the
+ * weights' row tiles side by side; bias may be NULL. The same values as n lc_cuda_qgemm
+ * calls. */
+void lc_cuda_qgemm_n(lc_cuda *c, int n, float *const *out, const float *x, const lc_wt *const *w,
+                     const float *const *bias, int64_t N, bool accumulate);
 /* Frees qgemm.cu's state (with the backend). */
 void lc_cuda_qgemm_free(lc_cuda *c);
+/* quant.cu: out (N,O) (+)= x W^T (+ bias) for N <= 8 rows read straight from a quantized
+ * weight's codes (NF4, affine 4/8-bit; the bf16 copy path's values); returns false,
+ * having done nothing, for other formats or shapes, or with LORAC_CUDA_QGEMV=0. */
 bool lc_cuda_qgemv(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
                    bool accumulate);
 /* out (N, cols) = rows tokens[0..N) of quantized table, float32 as the CPU computes them. */

@@ -15,6 +15,9 @@
  * warpgroup run (four fragment buffers). Where the row tiles leave SMs idle the inner
  * dimension is split over blockIdx.y; the partial sums go to a scratch and k_qgemm_sum
  * adds them in a fixed order (deterministic; LORAC_CUDA_QGEMM_SPLITS=K caps the splits).
+ * The weights of one input (->matmul_n: q/k/v, gate/up) share a launch: x converted once,
+ * their row tiles side by side along blockIdx.x, the splits chosen for all of them (fewer,
+ * so fewer partial sums to add; LORAC_CUDA_QGEMM_N=0: a launch a weight).
  * Input gradients are not done here (cuda.cu sends them to the copy path).
  *
  * The kernel exists only in sm_90a machine code (the Makefile builds this file's sm_90
@@ -48,19 +51,27 @@ struct lc_cuda_qg {
     unsigned attr; // bit NP/8 - 1: the shared-memory size was set for that instantiation
 };
 
-struct qg_args {
+/* One weight of a launch: a launch covers up to LC_GEMM_N_MAX weights of one input
+ * (q/k/v; gate/up), their row tiles one after another along blockIdx.x. */
+struct qg_prod {
     const uint8_t *codes;   // (O, I/2) NF4 bytes, the first element in the high nibble
     const void *absmax;     // (O·I/64) float32, or uint8 codes when nested
     const float *absmax2;   // nested scales (O·I/64 / block2)
     const float *code2;     // nested map (device, 256)
-    float code[16];         // the 4-bit map
+    float *out;             // (N, O)
+    const float *bias;      // (O) or NULL
+    size_t ws;              // where its partial sums start in ws (floats)
     float offset;           // nested
     int nested, b2sh;       // b2sh: log2 of block2
+    int O, t0;              // rows; its first row tile (blockIdx.x)
+};
+
+struct qg_args {
+    qg_prod p[LC_GEMM_N_MAX];
+    float code[16];         // the 4-bit map (the same for every weight of a launch)
     const __nv_bfloat16 *x; // (I/64 tiles, NP, 64): the activations tile by tile, swizzled (k_qg_tiles)
-    float *out;             // (N, O)
-    float *ws;              // (splits, N, O), or NULL when not split
-    const float *bias;      // (O) or NULL
-    int N, O, I, per, acc;  // per: tiles a split
+    float *ws;              // per weight (splits, N, O), or NULL when not split
+    int np, N, I, per, acc; // np: weights; per: tiles a split
 };
 
 /* Per row count NP: up to 144 rows two blocks share an SM (≤ 128 registers, ≤ 113 KB of
@@ -127,16 +138,16 @@ template <int NP> __device__ __forceinline__ void qg_load_x(const qg_args &a, ui
 
 /* Code tile kt of weight rows o0.. into cst: codes (32 B a row), then a word of absmax
  * (nested: the word holding the row's 8-bit code) and the nested scale a row. */
-__device__ __forceinline__ void qg_load_codes(const qg_args &a, uint8_t *cst, int o0, int kt) {
+__device__ __forceinline__ void qg_load_codes(const qg_prod &a, int I, uint8_t *cst, int o0, int kt) {
     int tid = threadIdx.x;
     uint32_t cs = qg_smem(cst);
     {
         int r = tid >> 1, h = tid & 1; // 128 rows × 2 chunks
         qg_cp16(cs + (uint32_t)(r * 32 + h * 16),
-                a.codes + (size_t)(o0 + r) * (size_t)(a.I / 2) + (size_t)kt * (QG_BK / 2) + (size_t)h * 16);
+                a.codes + (size_t)(o0 + r) * (size_t)(I / 2) + (size_t)kt * (QG_BK / 2) + (size_t)h * 16);
     }
     uint32_t ss = cs + QG_CODES;
-    size_t nb = (size_t)(a.I / QG_BK);
+    size_t nb = (size_t)(I / QG_BK);
     if (tid < QG_BM) {
         size_t b = (size_t)(o0 + tid) * nb + (size_t)kt;
         if (a.nested) qg_cp4(ss + (uint32_t)tid * 4, (const uint8_t *)a.absmax + (b & ~(size_t)3));
@@ -149,11 +160,11 @@ __device__ __forceinline__ void qg_load_codes(const qg_args &a, uint8_t *cst, in
 }
 
 /* The scales of this thread's rows r0 and r0 + 8 in code tile kt (stage cst). */
-__device__ __forceinline__ void qg_scales(const qg_args &a, const uint8_t *cst, const float *map2, int o0, int r0,
-                                          int kt, float &am0, float &am1) {
+__device__ __forceinline__ void qg_scales(const qg_prod &a, int I, const uint8_t *cst, const float *map2, int o0,
+                                          int r0, int kt, float &am0, float &am1) {
     const uint32_t *ss = (const uint32_t *)(cst + QG_CODES);
     if (a.nested) {
-        size_t nb = (size_t)(a.I / QG_BK);
+        size_t nb = (size_t)(I / QG_BK);
         size_t b0 = (size_t)(o0 + r0) * nb + (size_t)kt, b1 = b0 + 8 * nb;
         unsigned j0 = (ss[r0] >> (8 * (b0 & 3))) & 255u, j1 = (ss[r0 + 8] >> (8 * (b1 & 3))) & 255u;
         const float *s2 = (const float *)(ss + QG_BM);
@@ -222,16 +233,21 @@ __global__ void __launch_bounds__(QG_THREADS, qg_cfg<NP>::MINB) k_qgemm_nf4(cons
     uint8_t *xsm = (uint8_t *)(((uintptr_t)qg_dyn + 1023) & ~(uintptr_t)1023); // the swizzle's alignment
     uint8_t *csm = xsm + QG_XS * NP * 128;
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    int o0 = blockIdx.x * QG_BM, nk = a.I / QG_BK;
+    int pi = 0; // which weight of the launch this block's rows belong to
+#pragma unroll
+    for (int i = 1; i < LC_GEMM_N_MAX; i++)
+        if (i < a.np && (int)blockIdx.x >= a.p[i].t0) pi = i;
+    const qg_prod &P = a.p[pi];
+    int o0 = ((int)blockIdx.x - P.t0) * QG_BM, nk = a.I / QG_BK;
     int t0 = blockIdx.y * a.per, nt = min(a.per, nk - t0);
     if (tid < 16) lut[tid] = a.code[tid];
-    if (a.nested) map2[tid] = a.code2[tid];
+    if (P.nested) map2[tid] = P.code2[tid];
     // copy groups: the first holds code tiles 0 .. QG_CAHEAD - 1 and activation tile 0,
     // group g activation tile g and (from the loop) code tile g + QG_CAHEAD - QG_XAHEAD:
     // waiting for group t brings both of tile t's
 #pragma unroll
     for (int j = 0; j < QG_CAHEAD; j++)
-        if (j < nt) qg_load_codes(a, csm + j * QG_CBYTES, o0, t0 + j);
+        if (j < nt) qg_load_codes(P, a.I, csm + j * QG_CBYTES, o0, t0 + j);
 #pragma unroll
     for (int s = 0; s < QG_XAHEAD; s++) {
         if (s < nt) qg_load_x<NP>(a, xsm + s * NP * 128, t0 + s);
@@ -248,7 +264,7 @@ __global__ void __launch_bounds__(QG_THREADS, qg_cfg<NP>::MINB) k_qgemm_nf4(cons
     qg_cp_wait<QG_XAHEAD - 1>(); // group 0: code tiles 0.. and activation tile 0
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
     __syncthreads();
-    qg_scales(a, csm, map2, o0, r0, t0, am0, am1);
+    qg_scales(P, a.I, csm, map2, o0, r0, t0, am0, am1);
     qg_frag(lut, csm, r0, am0, am1, 0, sh, F[0]);
     for (int t = 0; t < nt; t++) {
         if (t > 0) {
@@ -257,7 +273,8 @@ __global__ void __launch_bounds__(QG_THREADS, qg_cfg<NP>::MINB) k_qgemm_nf4(cons
             __syncthreads(); // everyone's copies; tile t - 2's products are done in every warp
         }
         if (t + QG_XAHEAD < nt) qg_load_x<NP>(a, xsm + ((t + QG_XAHEAD) % QG_XS) * NP * 128, t0 + t + QG_XAHEAD);
-        if (t + QG_CAHEAD < nt) qg_load_codes(a, csm + ((t + QG_CAHEAD) % QG_CS) * QG_CBYTES, o0, t0 + t + QG_CAHEAD);
+        if (t + QG_CAHEAD < nt) qg_load_codes(P, a.I, csm + ((t + QG_CAHEAD) % QG_CS) * QG_CBYTES, o0,
+                                               t0 + t + QG_CAHEAD);
         qg_commit();
         const uint8_t *cst = csm + (t % QG_CS) * QG_CBYTES, *cnx = csm + ((t + 1) % QG_CS) * QG_CBYTES;
         float bm0 = 0.0f, bm1 = 0.0f; // tile t + 1's scales, read while this tile's products run
@@ -273,7 +290,7 @@ __global__ void __launch_bounds__(QG_THREADS, qg_cfg<NP>::MINB) k_qgemm_nf4(cons
             uint32_t *done = F[(s + 2) & 3];
             asm volatile("" ::"r"(done[0]), "r"(done[1]), "r"(done[2]), "r"(done[3]) : "memory");
             if (s == 1 && t + 1 < nt) // visible: its copies were in a group waited for above
-                qg_scales(a, cnx, map2, o0, r0, t0 + t + 1, bm0, bm1);
+                qg_scales(P, a.I, cnx, map2, o0, r0, t0 + t + 1, bm0, bm1);
             if (s < 3) qg_frag(lut, cst, r0, am0, am1, s + 1, sh, F[s + 1]);
             else if (t + 1 < nt) qg_frag(lut, cnx, r0, bm0, bm1, 0, sh, F[0]);
         }
@@ -284,7 +301,7 @@ __global__ void __launch_bounds__(QG_THREADS, qg_cfg<NP>::MINB) k_qgemm_nf4(cons
     for (int i = 0; i < NP / 2; i++) asm volatile("" : "+f"(d[i])::"memory");
     // d[4j + 2h + e]: weight row r0 + 8h, activation row 8j + 2c + e
     int o = o0 + r0;
-    float b0 = a.bias && !a.ws ? a.bias[o] : 0.0f, b1 = a.bias && !a.ws ? a.bias[o + 8] : 0.0f;
+    float b0 = P.bias && !a.ws ? P.bias[o] : 0.0f, b1 = P.bias && !a.ws ? P.bias[o + 8] : 0.0f;
 #pragma unroll
     for (int j = 0; j < NP / 8; j++) {
 #pragma unroll
@@ -293,10 +310,10 @@ __global__ void __launch_bounds__(QG_THREADS, qg_cfg<NP>::MINB) k_qgemm_nf4(cons
             if (n >= a.N) continue;
             float v0 = d[4 * j + e], v1 = d[4 * j + 2 + e];
             if (a.ws) {
-                float *p = a.ws + ((size_t)blockIdx.y * (size_t)a.N + (size_t)n) * (size_t)a.O + (size_t)o;
+                float *p = a.ws + P.ws + ((size_t)blockIdx.y * (size_t)a.N + (size_t)n) * (size_t)P.O + (size_t)o;
                 p[0] = v0, p[8] = v1;
             } else {
-                float *p = a.out + (size_t)n * (size_t)a.O + (size_t)o;
+                float *p = P.out + (size_t)n * (size_t)P.O + (size_t)o;
                 if (a.acc) v0 += p[0], v1 += p[8];
                 p[0] = v0 + b0, p[8] = v1 + b1;
             }
@@ -305,14 +322,18 @@ __global__ void __launch_bounds__(QG_THREADS, qg_cfg<NP>::MINB) k_qgemm_nf4(cons
 #endif
 }
 
-/* out (=, +=) the splits' partial sums in order (+ bias): NO = N·O elements. */
-__global__ void k_qgemm_sum(float *out, const float *ws, const float *bias, size_t NO, int O, int splits, int acc) {
+/* Each weight's out (=, +=) its splits' partial sums in order (+ bias): weight
+ * blockIdx.y, N·O elements. */
+__global__ void k_qgemm_sum(const __grid_constant__ qg_args a, int splits) {
+    const qg_prod &P = a.p[blockIdx.y];
+    size_t NO = (size_t)a.N * (size_t)P.O;
+    const float *ws = a.ws + P.ws;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < NO; i += (size_t)gridDim.x * blockDim.x) {
         float s = ws[i];
         for (int k = 1; k < splits; k++) s += ws[(size_t)k * NO + i];
-        if (acc) s += out[i];
-        if (bias) s += bias[i % (size_t)O];
-        out[i] = s;
+        if (a.acc) s += P.out[i];
+        if (P.bias) s += P.bias[i % (size_t)P.O];
+        P.out[i] = s;
     }
 }
 
@@ -360,6 +381,19 @@ bool lc_cuda_qgemm_ok(lc_cuda *c, const lc_wt *w, int64_t N) {
     return g && qg_device_ok(c, g);
 }
 
+bool lc_cuda_qgemm_n_ok(lc_cuda *c, int n, const lc_wt *const *w, int64_t N) {
+    const char *e = getenv("LORAC_CUDA_QGEMM_N"); // 0: one launch a weight (measurements)
+    if ((e && !strcmp(e, "0")) || n < 1 || n > LC_GEMM_N_MAX) return false;
+    int64_t rows = 0;
+    for (int i = 0; i < n; i++) {
+        if (!lc_cuda_qgemm_ok(c, w[i], N) || w[i]->cols != w[0]->cols) return false;
+        const lc_wquant *q = &((const lc_cuda_wq *)w[i]->q)->q, *q0 = &((const lc_cuda_wq *)w[0]->q)->q;
+        if (memcmp(q->code, q0->code, sizeof q->code)) return false; // one map a launch
+        rows += w[i]->rows;
+    }
+    return rows <= INT32_MAX / 2;
+}
+
 /* Grows scratch *p to bytes (outside a recording only: cudaMalloc synchronizes). */
 static bool qg_grow(lc_cuda *c, void **p, size_t *cap, size_t bytes, const char *what) {
     cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
@@ -389,22 +423,29 @@ template <int NP> static void qg_launch(lc_cuda *c, lc_cuda_qg *g, dim3 grid, co
     k_qgemm_nf4<NP><<<grid, QG_THREADS, smem, c->st>>>(a);
 }
 
-void lc_cuda_qgemm(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
-                   bool accumulate) {
+void lc_cuda_qgemm_n(lc_cuda *c, int n, float *const *out, const float *x, const lc_wt *const *w,
+                     const float *const *bias, int64_t N, bool accumulate) {
     LC_PROF(c, "matmul (nf4 codes) N=%lld", N);
     lc_cuda_qg *g = qg_state(c);
-    const lc_cuda_wq *d = (const lc_cuda_wq *)w->q;
-    const lc_wquant *q = &d->q;
     qg_args a;
     memset(&a, 0, sizeof a);
-    a.codes = (const uint8_t *)w->data, a.absmax = q->absmax, a.absmax2 = (const float *)q->absmax2;
-    a.code2 = d->code2, a.offset = q->offset, a.nested = q->nested ? 1 : 0;
-    memcpy(a.code, q->code, sizeof a.code);
-    for (a.b2sh = 0; q->nested && (1LL << a.b2sh) < q->block2; a.b2sh++) {}
-    a.out = out, a.bias = bias;
-    a.N = (int)N, a.O = (int)w->rows, a.I = (int)w->cols, a.acc = accumulate ? 1 : 0;
+    a.np = n, a.N = (int)N, a.I = (int)w[0]->cols, a.acc = accumulate ? 1 : 0;
+    int tiles = 0;
+    size_t rows = 0;
+    for (int i = 0; i < n; i++) {
+        const lc_cuda_wq *d = (const lc_cuda_wq *)w[i]->q;
+        const lc_wquant *q = &d->q;
+        qg_prod *p = &a.p[i];
+        p->codes = (const uint8_t *)w[i]->data, p->absmax = q->absmax, p->absmax2 = (const float *)q->absmax2;
+        p->code2 = d->code2, p->offset = q->offset, p->nested = q->nested ? 1 : 0;
+        for (p->b2sh = 0; q->nested && (1LL << p->b2sh) < q->block2; p->b2sh++) {}
+        p->out = out[i], p->bias = bias ? bias[i] : NULL;
+        p->O = (int)w[i]->rows, p->t0 = tiles, p->ws = rows * (size_t)N; // times splits below
+        tiles += p->O / QG_BM, rows += (size_t)p->O;
+    }
+    memcpy(a.code, ((const lc_cuda_wq *)w[0]->q)->q.code, sizeof a.code);
     int NP = (a.N + 7) / 8 * 8; // wgmma's N: the rows rounded up to 8
-    int tiles = a.O / QG_BM, nk = a.I / QG_BK;
+    int nk = a.I / QG_BK;
     // split the inner dimension while the row tiles leave SMs idle (each split ≥ 4 tiles)
     // two blocks an SM up to 144 rows (qg_cfg)
     int per_sm = NP <= 144 ? 2 : 1;
@@ -415,7 +456,8 @@ void lc_cuda_qgemm(lc_cuda *c, float *out, const float *x, const lc_wt *w, const
     if (splits < 1) splits = 1;
     a.per = (nk + splits - 1) / splits;
     splits = (nk + a.per - 1) / a.per;
-    size_t wsb = splits > 1 ? (size_t)splits * (size_t)N * (size_t)a.O * sizeof(float) : 0;
+    for (int i = 0; i < n; i++) a.p[i].ws *= (size_t)splits;
+    size_t wsb = splits > 1 ? (size_t)splits * (size_t)N * rows * sizeof(float) : 0;
     size_t xtb = (size_t)NP * (size_t)a.I * sizeof(__nv_bfloat16);
     if ((g->ws_cap < wsb && !qg_grow(c, (void **)&g->ws, &g->ws_cap, wsb, "split-K partial sums")) ||
         (g->xt_cap < xtb && !qg_grow(c, (void **)&g->xt, &g->xt_cap, xtb, "activation tiles")))
@@ -437,11 +479,18 @@ void lc_cuda_qgemm(lc_cuda *c, float *out, const float *x, const lc_wt *w, const
     }
     LC_LAUNCHED(c);
     if (splits > 1) {
-        size_t NO = (size_t)N * (size_t)a.O;
-        unsigned blocks = (unsigned)((NO + 255) / 256 < 4096 ? (NO + 255) / 256 : 4096);
-        k_qgemm_sum<<<blocks, 256, 0, c->st>>>(out, a.ws, bias, NO, a.O, splits, a.acc);
+        size_t most = 0; // the largest weight's N·O
+        for (int i = 0; i < n; i++) most = (size_t)a.p[i].O > most ? (size_t)a.p[i].O : most;
+        most *= (size_t)N;
+        unsigned blocks = (unsigned)((most + 255) / 256 < 4096 ? (most + 255) / 256 : 4096);
+        k_qgemm_sum<<<dim3(blocks, (unsigned)n), 256, 0, c->st>>>(a, splits);
         LC_LAUNCHED(c);
     }
+}
+
+void lc_cuda_qgemm(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
+                   bool accumulate) {
+    lc_cuda_qgemm_n(c, 1, &out, x, &w, &bias, N, accumulate);
 }
 
 void lc_cuda_qgemm_free(lc_cuda *c) {
