@@ -731,6 +731,44 @@ static void test_gemm_groups(void) {
     check_gemm_group("recipe u (gate/up)", 2, false, false, rup);
 }
 
+/* The adapters' products at many rows (the 8 × 512 row has 4096): lora_gemm.cu's
+ * many-rows kernels (LORAC_CUDA_LORA_BIG=7: k_lg_ksmall, k_lg_rows, k_lg_cols) and cuBLAS
+ * (=0) against the CPU within 1e-5, each kernel several times in a row (k_lg_cols's split
+ * counters must be back at zero), ranks 8, 16, 24 and 32, rows and inner sizes off every
+ * tile and chunk; then groups, the same bits as single launches. */
+static void test_gemm_many_rows(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    static const char *ways[] = {"7", "0"};
+    for (int k = 0; k < 2; k++) {
+        setenv("LORAC_CUDA_LORA_BIG", ways[k], 1);
+        printf("  LORAC_CUDA_LORA_BIG=%s\n", ways[k]);
+        check_gemm_many("rows u = x a", 3, false, false, 601, 16, 1000, true);
+        check_gemm_many("rows u r32", 2, false, false, 333, 32, 700, true);
+        check_gemm_many("rows u r8", 2, false, false, 300, 8, 130, true);
+        check_gemm_many("rows du = dy b^T", 3, false, true, 600, 16, 700, false);
+        check_gemm_many("rows du r24", 2, false, true, 333, 24, 1300, false);
+        check_gemm_many("rows out += u b", 2, false, false, 600, 300, 16, false);
+        check_gemm_many("rows dx += du a^T r8", 2, false, true, 517, 700, 8, false);
+        check_gemm_many("cols gb = u^T dy (2 splits)", 3, true, false, 16, 300, 1500, false);
+        check_gemm_many("cols gb one split", 2, true, false, 16, 300, 600, false);
+        check_gemm_many("cols gb r32", 2, true, false, 32, 100, 2000, false);
+        check_gemm_many("cols ga = x^T du", 3, true, false, 300, 16, 1500, true);
+        check_gemm_many("cols ga r8", 2, true, false, 200, 8, 700, false);
+        check_gemm_many("cols ga r24 (8 splits)", 2, true, false, 130, 24, 4100, false);
+        check_gemm_many("8x512 u q", 1, false, false, 4096, 16, 4096, false);
+        check_gemm_many("8x512 ga down", 1, true, false, 14336, 16, 1024, false);
+        static const int64_t u3[][3] = {{600, 16, 1000}, {600, 16, 1000}, {600, 16, 1000}};
+        static const int64_t du3[][3] = {{600, 16, 1000}, {600, 16, 300}, {600, 16, 300}};
+        static const int64_t gb3[][3] = {{16, 1000, 600}, {16, 300, 600}, {16, 300, 600}};
+        static const int64_t ga2[][3] = {{1000, 16, 1600}, {300, 16, 1600}};
+        check_gemm_group("rows u (q/k/v)", 3, false, false, u3);
+        check_gemm_group("rows du (q/k/v)", 3, false, true, du3);
+        check_gemm_group("cols gb (q/k/v)", 3, true, false, gb3);
+        check_gemm_group("cols ga (gate/up)", 2, true, false, ga2);
+    }
+    unsetenv("LORAC_CUDA_LORA_BIG");
+}
+
 /* ->matmul_n over BF16 weights of one input (the card converts x once) against the CPU's
  * (float32): = with a bias on one, then +=; and each against ->matmul on the card. */
 static void check_matmul_n(int64_t N, int64_t I, int n, const int64_t *O) {
@@ -1063,6 +1101,7 @@ int main(void) {
     RUN(test_gemm);
     RUN(test_gemm_adapters);
     RUN(test_gemm_groups);
+    RUN(test_gemm_many_rows);
     RUN(test_matmul_n);
     RUN(test_norm_rope_swiglu);
     RUN(test_cross_entropy);
