@@ -731,42 +731,26 @@ static void test_gemm_groups(void) {
     check_gemm_group("recipe u (gate/up)", 2, false, false, rup);
 }
 
-/* The adapters' products at many rows (the 8 × 512 row has 4096): lora_gemm.cu's
- * many-rows kernels (LORAC_CUDA_LORA_BIG=7: k_lg_ksmall, k_lg_rows, k_lg_cols) and cuBLAS
- * (=0) against the CPU within 1e-5, each kernel several times in a row (k_lg_cols's split
- * counters must be back at zero), ranks 8, 16, 24 and 32, rows and inner sizes off every
- * tile and chunk; then groups, the same bits as single launches. */
+/* The adapters' short-K products at many rows (the 8 × 512 row has 4096): out += s u b
+ * and dx += du a^T wider than 8192 go to k_lg_ksmall, the others stay with cuBLAS
+ * (LORAC_CUDA_LORA_MANY=0: all cuBLAS) — each way against the CPU within 1e-5, several
+ * calls in a row, ranks 8, 16 and 32, rows off the 16-row tiles; a group of them, the same
+ * bits as single launches. */
 static void test_gemm_many_rows(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
-    static const char *ways[] = {"7", "0"};
     for (int k = 0; k < 2; k++) {
-        setenv("LORAC_CUDA_LORA_BIG", ways[k], 1);
-        printf("  LORAC_CUDA_LORA_BIG=%s\n", ways[k]);
-        check_gemm_many("rows u = x a", 3, false, false, 601, 16, 1000, true);
-        check_gemm_many("rows u r32", 2, false, false, 333, 32, 700, true);
-        check_gemm_many("rows u r8", 2, false, false, 300, 8, 130, true);
-        check_gemm_many("rows du = dy b^T", 3, false, true, 600, 16, 700, false);
-        check_gemm_many("rows du r24", 2, false, true, 333, 24, 1300, false);
-        check_gemm_many("rows out += u b", 2, false, false, 600, 300, 16, false);
-        check_gemm_many("rows dx += du a^T r8", 2, false, true, 517, 700, 8, false);
-        check_gemm_many("cols gb = u^T dy (2 splits)", 3, true, false, 16, 300, 1500, false);
-        check_gemm_many("cols gb one split", 2, true, false, 16, 300, 600, false);
-        check_gemm_many("cols gb r32", 2, true, false, 32, 100, 2000, false);
-        check_gemm_many("cols ga = x^T du", 3, true, false, 300, 16, 1500, true);
-        check_gemm_many("cols ga r8", 2, true, false, 200, 8, 700, false);
-        check_gemm_many("cols ga r24 (8 splits)", 2, true, false, 130, 24, 4100, false);
-        check_gemm_many("8x512 u q", 1, false, false, 4096, 16, 4096, false);
-        check_gemm_many("8x512 ga down", 1, true, false, 14336, 16, 1024, false);
-        static const int64_t u3[][3] = {{600, 16, 1000}, {600, 16, 1000}, {600, 16, 1000}};
-        static const int64_t du3[][3] = {{600, 16, 1000}, {600, 16, 300}, {600, 16, 300}};
-        static const int64_t gb3[][3] = {{16, 1000, 600}, {16, 300, 600}, {16, 300, 600}};
-        static const int64_t ga2[][3] = {{1000, 16, 1600}, {300, 16, 1600}};
-        check_gemm_group("rows u (q/k/v)", 3, false, false, u3);
-        check_gemm_group("rows du (q/k/v)", 3, false, true, du3);
-        check_gemm_group("cols gb (q/k/v)", 3, true, false, gb3);
-        check_gemm_group("cols ga (gate/up)", 2, true, false, ga2);
+        if (k) setenv("LORAC_CUDA_LORA_MANY", "0", 1);
+        printf("  %s\n", k ? "LORAC_CUDA_LORA_MANY=0 (cuBLAS)" : "default");
+        check_gemm_many("rows out += u b", 3, false, false, 601, 300, 16, false);
+        check_gemm_many("rows out += u b r32", 2, false, false, 333, 700, 32, false);
+        check_gemm_many("rows out += u b r8", 2, false, false, 300, 130, 8, false);
+        check_gemm_many("rows dx += du a^T 8200 wide", 2, false, true, 517, 8200, 16, false);
+        check_gemm_many("rows dx += du a^T (cuBLAS)", 2, false, true, 517, 700, 8, false);
+        check_gemm_many("8x512 out += u b up", 1, false, false, 4096, 14336, 16, false);
+        static const int64_t out3[][3] = {{600, 1000, 16}, {600, 300, 16}, {600, 300, 16}};
+        check_gemm_group("rows out += u b (q/k/v)", 3, false, false, out3);
     }
-    unsetenv("LORAC_CUDA_LORA_BIG");
+    unsetenv("LORAC_CUDA_LORA_MANY");
 }
 
 /* ->matmul_n over BF16 weights of one input (the card converts x once) against the CPU's

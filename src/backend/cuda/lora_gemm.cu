@@ -8,7 +8,8 @@
  * op(B)(k,n) = tb ? B[n*ldb+k] : B[k*ldb+n]; beta == 0 never reads C.
  * Three kernels, by which size is small:
  *  - K <= 32 (out += s u b, dx += du a^T): a thread per output column over 16 rows, op(B)'s
- *    column in registers, op(A)'s rows in shared memory, the 16 C loads issued at once;
+ *    column in registers, op(A)'s rows in shared memory, the 16 C loads issued at once; also
+ *    at many rows (out += s u b; dx += du a^T wider than 8192), where it beats cuBLAS;
  *  - N <= 32, !ta (u = x a, du = s dy b^T): the inner size in chunks of 256 (512 when
  *    long), op(B)'s chunk in shared memory, a warp per 2 rows with lanes over the chunk;
  *    chunk sums go to a scratch and the last block of each row tile (an arrival counter)
@@ -35,7 +36,7 @@
 #define TH_RW 2   // rows of one warp in the thin kernel
 #define TH_MT (TH_RW * (LG_THREADS / 32)) // rows of one thin block
 #define TN_WARPS (LG_THREADS / 32)
-#define LG_TILES 512 // row tiles of one thin product at most (8192 rows / TH_MT)
+#define LG_TILES 16 // row tiles of one thin product at most (256 rows / TH_MT)
 
 /* One product of a launch. The A^T B kernel reads A as the wide operand W (lda its
  * leading dimension), B as the narrow one S, M as W's column count and N as S's. */
@@ -292,244 +293,21 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_tn(const __grid_constant__ lg
     }
 }
 
-/* ---- many rows (the 8 × 512 row's 4096): products that read one big float32 matrix
- * once, at its bandwidth */
-
-#define LR_ROWS(NM) (64 / (NM)) // rows of one warp in the rows kernel: 64 sums a lane
-#define LR_WARPS 4              // warps of one rows block
-#define LR_KC 64                // op(B)'s rows staged at a time (2 a lane)
-#define LC_RC 64                // the cols kernel's rows of S staged at a time (8 a warp)
-#define LG_COLS_BLOCKS 256      // the cols kernel splits its rows until about this many blocks
-#ifndef LG_BIG_DEFAULT
-#define LG_BIG_DEFAULT 0        // which many-rows kernels run unless LORAC_CUDA_LORA_BIG says
-#endif
-
-/* !ta, N <= NM, any M (u = x a, du = s dy b^T at many rows): a warp per LR_RW rows of A,
- * lanes over the inner size (lane + 32e: every load a coalesced 128 bytes), the next
- * chunk's A loaded while this one's sums run (LR_ROWS(NM) rows a warp: 64 sums a lane); op(B)'s chunk in shared memory, rows padded
- * to NM + 4 floats so the lanes' 16-byte reads of 32 different rows meet no bank twice.
- * Each row's sum in one block, in a fixed order (each lane's strided sum, then a butterfly
- * over the lanes). Grid (ceil(M / (LR_ROWS(NM) LR_WARPS)), 1, products), LR_WARPS * 32 threads. */
-template <int NM>
-__global__ void __launch_bounds__(LR_WARPS * 32, 3) k_lg_rows(const __grid_constant__ lg_grp g) {
-    LC_PDL_TRIGGER();
-    const lg_prod &p = g.p[blockIdx.z];
-    const bool tb = p.tb;
-    const int M = p.M, N = p.N, K = p.K;
-    const float alpha = p.alpha, beta = p.beta, *__restrict__ A = p.A, *__restrict__ B = p.B;
-    const int64_t lda = p.lda, ldb = p.ldb, ldc = p.ldc;
-    float *C = p.C;
-    constexpr int LR_RW = LR_ROWS(NM);
-    int m0 = blockIdx.x * LR_RW * LR_WARPS;
-    if (m0 >= M) return; // past this product
-    constexpr int LD = NM + 4, E = LR_KC / 32;
-    __shared__ __align__(16) float bs[LR_KC * LD];
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r0 = m0 + w * LR_RW;
-    float acc[LR_RW][NM], a[LR_RW][E], an[LR_RW][E];
-#pragma unroll
-    for (int r = 0; r < LR_RW; r++) {
-#pragma unroll
-        for (int n = 0; n < NM; n++) acc[r][n] = 0.0f;
-#pragma unroll
-        for (int e = 0; e < E; e++) {
-            int k = lane + 32 * e;
-            an[r][e] = r0 + r < M && k < K ? A[(size_t)(r0 + r) * lda + k] : 0.0f;
-        }
-    }
-    for (int k0 = 0; k0 < K; k0 += LR_KC) {
-        int kn = min(LR_KC, K - k0);
-#pragma unroll
-        for (int r = 0; r < LR_RW; r++)
-#pragma unroll
-            for (int e = 0; e < E; e++) a[r][e] = an[r][e];
-        if (k0 + LR_KC < K) // the next chunk's A, in flight during this chunk
-#pragma unroll
-            for (int r = 0; r < LR_RW; r++)
-#pragma unroll
-                for (int e = 0; e < E; e++) {
-                    int k = k0 + LR_KC + lane + 32 * e;
-                    an[r][e] = r0 + r < M && k < K ? A[(size_t)(r0 + r) * lda + k] : 0.0f;
-                }
-        __syncthreads(); // the previous chunk's reads of bs are done
-        constexpr int PER = LR_KC * NM / (LR_WARPS * 32);
-        float v[PER];
-#pragma unroll
-        for (int u = 0; u < PER; u++) {
-            int i = u * LR_WARPS * 32 + threadIdx.x, k, n;
-            if (tb) k = i % LR_KC, n = i / LR_KC; // along B's rows: contiguous in k
-            else n = i % NM, k = i / NM;
-            v[u] = k < kn && n < N ? (tb ? B[(size_t)n * ldb + k0 + k] : B[(size_t)(k0 + k) * ldb + n]) : 0.0f;
-        }
-#pragma unroll
-        for (int u = 0; u < PER; u++) {
-            int i = u * LR_WARPS * 32 + threadIdx.x, k, n;
-            if (tb) k = i % LR_KC, n = i / LR_KC;
-            else n = i % NM, k = i / NM;
-            bs[k * LD + n] = v[u];
-        }
-        __syncthreads();
-#pragma unroll
-        for (int e = 0; e < E; e++) {
-            const float4 *s4 = (const float4 *)(bs + (lane + 32 * e) * LD);
-#pragma unroll
-            for (int q = 0; q < NM / 4; q++) {
-                float4 b4 = s4[q];
-#pragma unroll
-                for (int r = 0; r < LR_RW; r++) {
-                    acc[r][4 * q] += a[r][e] * b4.x;
-                    acc[r][4 * q + 1] += a[r][e] * b4.y;
-                    acc[r][4 * q + 2] += a[r][e] * b4.z;
-                    acc[r][4 * q + 3] += a[r][e] * b4.w;
-                }
-            }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < LR_RW; r++) {
-        float mine = 0.0f; // lane n keeps output column n
-#pragma unroll
-        for (int n = 0; n < NM; n++) {
-            float v = acc[r][n];
-            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-            if (lane == n) mine = v;
-        }
-        if (r0 + r < M && lane < N) {
-            float *c = C + (size_t)(r0 + r) * ldc + lane;
-            *c = beta == 0.0f ? alpha * mine : alpha * mine + beta * *c;
-        }
-    }
-}
-
-/* ta, !tb, K > 256 (ga = x^T du, gb = s u^T dy at many rows): out(c, j) = sum over t of
- * W[t*ldw + c] S[t*lds + j] as k_lg_tn defines it, with S staged LC_RC rows at a time and
- * the rows split over blockIdx.y (p.chunks splits of p.kc rows) where the columns leave
- * SMs idle: a lane per column (coalesced 128-byte loads), 8 warps over the rows (8 loads
- * a lane in flight, the next ones loaded during the sums), the warps' sums added in warp
- * order, the splits' by the last block of a column tile to arrive, in split order.
- * Grid (ceil(ncols / 32), splits, products). */
-template <int RM>
-__global__ void __launch_bounds__(LG_THREADS) k_lg_cols(const __grid_constant__ lg_grp g, unsigned *counters) {
-    LC_PDL_TRIGGER();
-    const lg_prod &p = g.p[blockIdx.z];
-    const bool wide_n = p.wide_n;
-    const int ncols = p.M, R = p.N, K = p.K, kc = p.kc, splits = p.chunks;
-    const float alpha = p.alpha, beta = p.beta, *__restrict__ W = p.A, *__restrict__ S = p.B;
-    const int64_t ldw = p.lda, lds = p.ldb, ldc = p.ldc;
-    float *C = p.C, *part = p.part;
-    if ((int)blockIdx.x * 32 >= ncols || (int)blockIdx.y >= splits) return; // past this product
-    counters += blockIdx.z * LG_TILES;
-    __shared__ __align__(16) float sm[TN_WARPS * RM * 33 > LC_RC * RM ? TN_WARPS * RM * 33 : LC_RC * RM];
-    constexpr int U = LC_RC / TN_WARPS; // rows of a warp in a staged chunk
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c = blockIdx.x * 32 + lane;
-    int t0 = blockIdx.y * kc, t1 = min(K, t0 + kc);
-    float acc[RM], x[U], xn[U];
-#pragma unroll
-    for (int j = 0; j < RM; j++) acc[j] = 0.0f;
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-        int t = t0 + w * U + u;
-        xn[u] = t < t1 && c < ncols ? W[(size_t)t * ldw + c] : 0.0f;
-    }
-    for (int tc = t0; tc < t1; tc += LC_RC) {
-#pragma unroll
-        for (int u = 0; u < U; u++) x[u] = xn[u];
-        if (tc + LC_RC < t1)
-#pragma unroll
-            for (int u = 0; u < U; u++) {
-                int t = tc + LC_RC + w * U + u;
-                xn[u] = t < t1 && c < ncols ? W[(size_t)t * ldw + c] : 0.0f;
-            }
-        __syncthreads(); // the previous chunk's reads of sm are done
-        constexpr int PER = LC_RC * RM / LG_THREADS;
-        float v[PER];
-#pragma unroll
-        for (int q = 0; q < PER; q++) {
-            int i = q * LG_THREADS + threadIdx.x, t = i / RM, j = i % RM;
-            v[q] = tc + t < t1 && j < R ? S[(size_t)(tc + t) * lds + j] : 0.0f;
-        }
-#pragma unroll
-        for (int q = 0; q < PER; q++) sm[q * LG_THREADS + threadIdx.x] = v[q];
-        __syncthreads();
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const float4 *s4 = (const float4 *)(sm + (w * U + u) * RM); // the same address in every lane
-#pragma unroll
-            for (int q = 0; q < RM / 4; q++) {
-                float4 b4 = s4[q];
-                acc[4 * q] += x[u] * b4.x, acc[4 * q + 1] += x[u] * b4.y;
-                acc[4 * q + 2] += x[u] * b4.z, acc[4 * q + 3] += x[u] * b4.w;
-            }
-        }
-    }
-    __syncthreads(); // S is no longer needed: the warps' sums go in its place
-    const int ld = 33;
-    float *red = sm; // red[(w RM + j) 33 + lane]
-#pragma unroll
-    for (int j = 0; j < RM; j++) red[(w * RM + j) * ld + lane] = acc[j];
-    __syncthreads();
-    size_t stride = (size_t)ncols * R; // part[split][c][j]
-    for (int o = threadIdx.x; o < RM * 32; o += LG_THREADS) {
-        int j, l;
-        if (wide_n) j = o / 32, l = o % 32; // C's rows are j: consecutive threads along c
-        else l = o / RM, j = o % RM;        // C's rows are c: consecutive threads along j
-        int cc = blockIdx.x * 32 + l;
-        if (j >= R || cc >= ncols) continue;
-        float t = 0.0f;
-        for (int q = 0; q < TN_WARPS; q++) t += red[(q * RM + j) * ld + l];
-        if (splits > 1) {
-            part[blockIdx.y * stride + (size_t)cc * R + j] = t;
-        } else {
-            float *pc = wide_n ? C + (size_t)j * ldc + cc : C + (size_t)cc * ldc + j;
-            *pc = beta == 0.0f ? alpha * t : alpha * t + beta * *pc;
-        }
-    }
-    if (splits == 1) return;
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(&counters[blockIdx.x], 1u) == (unsigned)splits - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    for (int o = threadIdx.x; o < RM * 32; o += LG_THREADS) {
-        int j, l;
-        if (wide_n) j = o / 32, l = o % 32;
-        else l = o / RM, j = o % RM;
-        int cc = blockIdx.x * 32 + l;
-        if (j >= R || cc >= ncols) continue;
-        float t = 0.0f;
-        for (int q = 0; q < splits; q++) t += __ldcg(part + q * stride + (size_t)cc * R + j);
-        float *pc = wide_n ? C + (size_t)j * ldc + cc : C + (size_t)cc * ldc + j;
-        *pc = beta == 0.0f ? alpha * t : alpha * t + beta * *pc;
-    }
-    if (threadIdx.x == 0) counters[blockIdx.x] = 0; // ready for the next launch (same stream, in order)
-}
-
-enum { LG_NONE, LG_TN, LG_KSMALL, LG_THIN, LG_ROWS, LG_COLS };
-
-/* Which of the many-rows kernels LORAC_CUDA_LORA_BIG lets run (read each call:
- * measurements compare them with cuBLAS in one process): bit 1 k_lg_ksmall, 2 k_lg_rows,
- * 4 k_lg_cols; 0 leaves every product of more than 256 rows to cuBLAS. */
-static int lg_big(void) {
-    const char *e = getenv("LORAC_CUDA_LORA_BIG");
-    return e && *e ? atoi(e) : LG_BIG_DEFAULT;
-}
+enum { LG_NONE, LG_TN, LG_KSMALL, LG_THIN };
 
 /* Which kernel takes a product (->gemm's arguments), LG_NONE for cuBLAS. */
 static int lg_class(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0 || K <= 0) return LG_NONE;
-    if (ta && !tb && (M <= 32 || N <= 32)) { // the batch rows are the inner size
-        if (K <= 256) return LG_TN;
-        bool wide_n = M <= 32 && (N > 32 || N >= M);
-        return (lg_big() & 4) && (wide_n ? N : M) <= (int64_t)LG_TILES * 32 ? LG_COLS : LG_NONE;
+    if (ta && !tb && K <= 256 && (M <= 32 || N <= 32)) return LG_TN; // the batch rows are the inner size
+    if (M > 256) { // many rows (8 × 512: 4096): cuBLAS, except the short-K products where
+        // k_lg_ksmall is faster (out += s u b at any width, dx += du a^T beyond 8192 columns;
+        // cuda_notes.md "The adapters' products at 4096 rows"); LORAC_CUDA_LORA_MANY=0: cuBLAS
+        const char *e = getenv("LORAC_CUDA_LORA_MANY");
+        bool off = e && !strcmp(e, "0");
+        return !off && K <= 32 && (!tb || N > 8192) ? LG_KSMALL : LG_NONE;
     }
-    if (M <= 256) {
-        if (K <= 32) return LG_KSMALL;
-        if (!ta && N <= 32) return LG_THIN;
-        return LG_NONE;
-    }
-    if (K <= 32) return lg_big() & 1 ? LG_KSMALL : LG_NONE;
-    if (!ta && N <= 32) return lg_big() & 2 ? LG_ROWS : LG_NONE;
+    if (K <= 32) return LG_KSMALL;
+    if (!ta && N <= 32) return LG_THIN;
     return LG_NONE;
 }
 
@@ -541,21 +319,12 @@ static lg_prod lg_prep(int cl, bool ta, bool tb, int64_t M, int64_t N, int64_t K
     memset(&p, 0, sizeof p);
     p.A = A, p.B = B, p.C = C, p.lda = lda, p.ldb = ldb, p.ldc = ldc;
     p.M = (int)M, p.N = (int)N, p.K = (int)K, p.alpha = alpha, p.beta = beta, p.ta = ta, p.tb = tb;
-    if (cl == LG_TN || cl == LG_COLS) {
+    if (cl == LG_TN) {
         bool wide_n = M <= 32 && (N > 32 || N >= M);
         p.wide_n = wide_n;
         p.M = (int)(wide_n ? N : M), p.N = (int)(wide_n ? M : N); // W's columns, S's columns
         p.A = wide_n ? B : A, p.B = wide_n ? A : B;
         p.lda = wide_n ? ldb : lda, p.ldb = wide_n ? lda : ldb;
-        if (cl == LG_COLS) { // split the rows while the column tiles leave SMs idle (≥ 512 rows a split)
-            int64_t tiles = (p.M + 31) / 32, splits = (LG_COLS_BLOCKS + tiles - 1) / tiles;
-            if (splits > K / 512) splits = K / 512;
-            if (splits < 1) splits = 1;
-            int64_t kc = (K + splits - 1) / splits;
-            kc = (kc + LC_RC - 1) / LC_RC * LC_RC;
-            p.kc = (int)kc, p.chunks = (int)((K + kc - 1) / kc);
-            if (p.chunks > 1) *scratch += (size_t)p.chunks * (size_t)p.M * (size_t)p.N;
-        }
     } else if (cl == LG_THIN) {
         int64_t kc = 256, chunks = (K + 255) / 256;
         if (chunks > 32 && N <= 16) kc = 512, chunks = (K + 511) / 512; // fewer partial sums to add
@@ -578,12 +347,7 @@ static void lg_launch(lc_cuda *c, int cl, lg_grp *g, int n, size_t scratch) {
     for (int i = 0; i < n; i++) {
         const lg_prod &p = g->p[i];
         unsigned x = 1, y = 1;
-        if (cl == LG_ROWS) {
-            big |= p.N > 16;
-        } else if (cl == LG_COLS) {
-            x = (unsigned)((p.M + 31) / 32), y = (unsigned)p.chunks;
-            big |= p.N > 16;
-        } else if (cl == LG_TN) {
+        if (cl == LG_TN) {
             x = (unsigned)((p.M + 31) / 32);
             big |= p.N > 16;
         } else if (cl == LG_KSMALL) {
@@ -596,21 +360,8 @@ static void lg_launch(lc_cuda *c, int cl, lg_grp *g, int n, size_t scratch) {
         }
         gx = x > gx ? x : gx, gy = y > gy ? y : gy;
     }
-    if (cl == LG_ROWS) { // rows a block: by the widest product's kernel
-        int mt = LR_ROWS(big ? 32 : 16) * LR_WARPS;
-        for (int i = 0; i < n; i++) {
-            unsigned x = (unsigned)((g->p[i].M + mt - 1) / mt);
-            gx = x > gx ? x : gx;
-        }
-    }
     dim3 grid(gx, gy, (unsigned)n);
-    if (cl == LG_ROWS) {
-        if (big) k_lg_rows<32><<<grid, LR_WARPS * 32, 0, c->st>>>(*g);
-        else k_lg_rows<16><<<grid, LR_WARPS * 32, 0, c->st>>>(*g);
-    } else if (cl == LG_COLS) {
-        if (big) k_lg_cols<32><<<grid, LG_THREADS, 0, c->st>>>(*g, c->counter);
-        else k_lg_cols<16><<<grid, LG_THREADS, 0, c->st>>>(*g, c->counter);
-    } else if (cl == LG_TN) {
+    if (cl == LG_TN) {
         int rm = big ? 32 : 16;
         for (int i = 0; i < n; i++) {
             size_t need = (size_t)g->p[i].K * rm > (size_t)TN_WARPS * rm * 33 ? (size_t)g->p[i].K * rm
