@@ -98,6 +98,43 @@ static void bench_attention(void) {
     }
 }
 
+/* The adapters' six float32 products (rank 16) at the 8 × 512 row's 4096 rows, for each
+ * width the model has (q/o 4096, k/v 1024 out, gate/up/down 14336), through cuBLAS and
+ * with lora_gemm.cu's many-rows choice (default) and through cuBLAS alone
+ * (LORAC_CUDA_LORA_MANY=0), with the memory floor: the bytes each must move at 3.35 TB/s. */
+static void bench_lora_rows(void) {
+    const int M = 4096, r = 16, widths[] = {1024, 4096, 14336};
+    float *x = (float *)be->alloc(be, (size_t)M * 14336 * 4), *y = (float *)be->alloc(be, (size_t)M * 14336 * 4);
+    float *A = (float *)be->alloc(be, (size_t)14336 * r * 4), *Bm = (float *)be->alloc(be, (size_t)r * 14336 * 4);
+    float *u = (float *)be->alloc(be, (size_t)M * r * 4), *g = (float *)be->alloc(be, (size_t)14336 * r * 4);
+    k_fillf<<<1024, 256>>>(x, (size_t)M * 14336, 1);
+    k_fillf<<<1024, 256>>>(y, (size_t)M * 14336, 2);
+    k_fillf<<<1024, 256>>>(A, (size_t)14336 * r, 3);
+    k_fillf<<<1024, 256>>>(Bm, (size_t)14336 * r, 4);
+    k_fillf<<<1024, 256>>>(u, (size_t)M * r, 5);
+    const char *ways[] = {"0", ""};
+    for (int w : widths) {
+        double fl = (double)M * w * 4 / 3.35e6; // us to move one M × w float32 matrix once
+        for (int k = 0; k < 2; k++) {
+            if (*ways[k]) setenv("LORAC_CUDA_LORA_MANY", ways[k], 1);
+            else unsetenv("LORAC_CUDA_LORA_MANY");
+            double t1 = timed(50, [&](int) { be->gemm(be, false, false, M, r, w, 1.0f, x, w, A, r, 0.0f, u, r); });
+            double t2 = timed(50, [&](int) { be->gemm(be, false, false, M, w, r, 2.0f, u, r, Bm, w, 1.0f, y, w); });
+            double t3 = timed(50, [&](int) { be->gemm(be, true, false, r, w, M, 2.0f, u, r, y, w, 0.0f, g, w); });
+            double t4 = timed(50, [&](int) { be->gemm(be, false, true, M, r, w, 2.0f, y, w, Bm, w, 0.0f, u, r); });
+            double t5 = timed(50, [&](int) { be->gemm(be, true, false, w, r, M, 1.0f, x, w, u, r, 0.0f, g, r); });
+            double t6 = timed(50, [&](int) { be->gemm(be, false, true, M, w, r, 1.0f, u, r, A, r, 1.0f, x, w); });
+            printf("| LoRA M=%d width %d, %s | u=xa %.1f | out+=sub %.1f | gb %.1f | du %.1f | ga %.1f | dx+= %.1f us |"
+                   " floor %.0f / %.0f us (read / read+write) |\n",
+                   M, w, k ? "default" : "cuBLAS", 1e3 * t1, 1e3 * t2, 1e3 * t3, 1e3 * t4, 1e3 * t5, 1e3 * t6, fl,
+                   2 * fl);
+        }
+    }
+    unsetenv("LORAC_CUDA_LORA_MANY");
+    void *all[] = {x, y, A, Bm, u, g};
+    for (void *p : all) be->release(be, p);
+}
+
 int main(int argc, char **argv) {
     be = lc_backend_cuda_new(0);
     if (!be) {
@@ -105,6 +142,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("card: %s\n", be->device_name);
+    if (argc > 1 && !strcmp(argv[1], "lora")) { // the adapters' products at 4096 rows alone
+        bench_lora_rows();
+        be->free(be);
+        return 0;
+    }
     if (argc > 1 && !strcmp(argv[1], "attention")) { // the attention rows alone
         bench_attention();
         be->free(be);

@@ -731,6 +731,28 @@ static void test_gemm_groups(void) {
     check_gemm_group("recipe u (gate/up)", 2, false, false, rup);
 }
 
+/* The adapters' short-K products at many rows (the 8 × 512 row has 4096): out += s u b
+ * and dx += du a^T wider than 8192 go to k_lg_ksmall, the others stay with cuBLAS
+ * (LORAC_CUDA_LORA_MANY=0: all cuBLAS) — each way against the CPU within 1e-5, several
+ * calls in a row, ranks 8, 16 and 32, rows off the 16-row tiles; a group of them, the same
+ * bits as single launches. */
+static void test_gemm_many_rows(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    for (int k = 0; k < 2; k++) {
+        if (k) setenv("LORAC_CUDA_LORA_MANY", "0", 1);
+        printf("  %s\n", k ? "LORAC_CUDA_LORA_MANY=0 (cuBLAS)" : "default");
+        check_gemm_many("rows out += u b", 3, false, false, 601, 300, 16, false);
+        check_gemm_many("rows out += u b r32", 2, false, false, 333, 700, 32, false);
+        check_gemm_many("rows out += u b r8", 2, false, false, 300, 130, 8, false);
+        check_gemm_many("rows dx += du a^T 8200 wide", 2, false, true, 517, 8200, 16, false);
+        check_gemm_many("rows dx += du a^T (cuBLAS)", 2, false, true, 517, 700, 8, false);
+        check_gemm_many("8x512 out += u b up", 1, false, false, 4096, 14336, 16, false);
+        static const int64_t out3[][3] = {{600, 1000, 16}, {600, 300, 16}, {600, 300, 16}};
+        check_gemm_group("rows out += u b (q/k/v)", 3, false, false, out3);
+    }
+    unsetenv("LORAC_CUDA_LORA_MANY");
+}
+
 /* ->matmul_n over BF16 weights of one input (the card converts x once) against the CPU's
  * (float32): = with a bias on one, then +=; and each against ->matmul on the card. */
 static void check_matmul_n(int64_t N, int64_t I, int n, const int64_t *O) {
@@ -1063,6 +1085,7 @@ int main(void) {
     RUN(test_gemm);
     RUN(test_gemm_adapters);
     RUN(test_gemm_groups);
+    RUN(test_gemm_many_rows);
     RUN(test_matmul_n);
     RUN(test_norm_rope_swiglu);
     RUN(test_cross_entropy);

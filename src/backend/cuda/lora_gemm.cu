@@ -8,7 +8,8 @@
  * op(B)(k,n) = tb ? B[n*ldb+k] : B[k*ldb+n]; beta == 0 never reads C.
  * Three kernels, by which size is small:
  *  - K <= 32 (out += s u b, dx += du a^T): a thread per output column over 16 rows, op(B)'s
- *    column in registers, op(A)'s rows in shared memory, the 16 C loads issued at once;
+ *    column in registers, op(A)'s rows in shared memory, the 16 C loads issued at once; also
+ *    at many rows (out += s u b; dx += du a^T wider than 8192), where it beats cuBLAS;
  *  - N <= 32, !ta (u = x a, du = s dy b^T): the inner size in chunks of 256 (512 when
  *    long), op(B)'s chunk in shared memory, a warp per 2 rows with lanes over the chunk;
  *    chunk sums go to a scratch and the last block of each row tile (an arrival counter)
@@ -25,6 +26,7 @@
  * arrival counters are the backend's (zero between launches; each last block resets its
  * own). Must not: take shapes outside the three classes (the caller runs cuBLAS).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend/cuda/cuda.h"
@@ -297,7 +299,13 @@ enum { LG_NONE, LG_TN, LG_KSMALL, LG_THIN };
 static int lg_class(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0 || K <= 0) return LG_NONE;
     if (ta && !tb && K <= 256 && (M <= 32 || N <= 32)) return LG_TN; // the batch rows are the inner size
-    if (M > 256) return LG_NONE; // many rows: cuBLAS's tiles win (8 × 512 measured so)
+    if (M > 256) { // many rows (8 × 512: 4096): cuBLAS, except the short-K products where
+        // k_lg_ksmall is faster (out += s u b at any width, dx += du a^T beyond 8192 columns;
+        // cuda_notes.md "The adapters' products at 4096 rows"); LORAC_CUDA_LORA_MANY=0: cuBLAS
+        const char *e = getenv("LORAC_CUDA_LORA_MANY");
+        bool off = e && !strcmp(e, "0");
+        return !off && K <= 32 && (!tb || N > 8192) ? LG_KSMALL : LG_NONE;
+    }
     if (K <= 32) return LG_KSMALL;
     if (!ta && N <= 32) return LG_THIN;
     return LG_NONE;
