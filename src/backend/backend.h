@@ -212,7 +212,8 @@ struct lc_backend {
                           const float *lse, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
     /* out (N,I) = silu(gate) * up. */
     void (*swiglu)(lc_backend *be, float *out, const float *gate, const float *up, size_t n);
-    /* dgate =, dup = backward of swiglu given dout. */
+    /* dgate =, dup = backward of swiglu given dout; dup may be dout (each element's dout is
+     * read before its dup and dgate are written: the model keeps dup over dout). */
     void (*swiglu_bwd)(lc_backend *be, float *dgate, float *dup, const float *dout, const float *gate,
                        const float *up, size_t n);
     /* Cross-entropy over rows of logits (N,V): returns the sum over rows with

@@ -26,7 +26,7 @@ typedef struct {
     float *att;                // (N, H*D) attention output (input of o_proj)
     float *lse;                // (B, H, T) attention row log-sum-exp (training)
     float *xmid;               // (N, C) residual after attention
-    float *gate, *up, *h;      // (N, I); h = silu(gate) * up
+    float *gate, *up, *h;      // (N, I); h = silu(gate) * up (in the backward, then dgate)
     float *u[LC_NKEYS];        // (N, r) adapter intermediates A x
 } lc_acts;
 
@@ -55,7 +55,7 @@ typedef struct {
     float *logits;           // (chunk, V)
     int64_t chunk;
     float *dres, *dxn;       // (N, C) gradient of the residual stream; of a normed input
-    float *g1;               // (N, max(3I, 2HD + 2KVD)) dh|dgate|dup, later datt|dq|dk|dv
+    float *g1;               // (N, max(I, 2HD + 2KVD)) dh (then dup in place), later datt|dq|dk|dv
     float *du;               // (N, r)
     float *xd;               // (N, max in) dropout scratch (when dropout > 0)
     int32_t *tok, *tgt;      // (N)

@@ -99,7 +99,7 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     if (train) {
         dres = take(&off, base, N * C);
         dxn = take(&off, base, N * C);
-        size_t g = 3 * I > 2 * HD + 2 * KVD ? 3 * I : 2 * HD + 2 * KVD;
+        size_t g = I > 2 * HD + 2 * KVD ? I : 2 * HD + 2 * KVD; // dh (dgate in h, dup over dh), or datt|dq|dk|dv
         g1 = take(&off, base, N * g);
         if (lora && lora->rank > 0) du = take(&off, base, 3 * N * (size_t)lora->rank); // q, k, v at once
         if (lora && lora->dropout > 0) {
@@ -807,7 +807,9 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
     int64_t N = B * T, C = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
     int64_t D = c->head_dim, I = c->intermediate_size;
 #define DS(k) drop_seed(seed, l, k)
-    float *dh = a->g1, *dgate = dh + N * I, *dup = dgate + N * I;
+    // dh, then SwiGLU's input gradients where nothing needs their space any more: dgate in
+    // h (read only by down's adapter gradient, just before), dup over dh (read in place)
+    float *dh = a->g1, *dgate = s->h, *dup = dh;
     {
         const float *y1 = a->dres;
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN];

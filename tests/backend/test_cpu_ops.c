@@ -168,6 +168,12 @@ static void test_swiglu_fd(void) {
     be->swiglu_bwd(be, dg, du, c.wt, c.g, c.u, c.n);
     fd_check("swiglu dgate", c.g, dg, c.n, glu_L, &c);
     fd_check("swiglu dup", c.u, du, c.n, glu_L, &c);
+    // in place, as the model calls it: dup over dout gives the same bits
+    float *d2 = malloc(101 * 4), *dg2 = malloc(101 * 4);
+    memcpy(d2, c.wt, 101 * 4);
+    be->swiglu_bwd(be, dg2, d2, d2, c.g, c.u, c.n);
+    CHECK_MSG(!memcmp(dg2, dg, 101 * 4) && !memcmp(d2, du, 101 * 4), "swiglu_bwd in place differs");
+    free(d2), free(dg2);
     free(c.g), free(c.u), free(c.out), free(c.wt), free(dg), free(du);
 }
 

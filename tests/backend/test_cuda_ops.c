@@ -859,6 +859,9 @@ static void test_norm_rope_swiglu(void) {
     gpu->swiglu_bwd(gpu, os1, os2, ddo, dga, du, n);
     expect("swiglu_bwd dgate", os1, rs1, n, 1e-6);
     expect("swiglu_bwd dup", os2, rs2, n, 1e-6);
+    gpu->swiglu_bwd(gpu, os1, ddo, ddo, dga, du, n); // in place, as the model calls it (dout is spent)
+    expect("swiglu_bwd dgate (dup over dout)", os1, rs1, n, 1e-6);
+    expect("swiglu_bwd dup over dout", ddo, rs2, n, 1e-6);
     free(x), free(w), free(g), free(dx0), free(ro), free(rr), free(rd), free(cs), free(sn), free(xr), free(ref);
     free(ga), free(u), free(dout), free(rs1), free(rs2);
     void *dev[] = {dx, dw, o, r, dg, ddx, dcs, dsn, dxr, dga, du, ddo, os1, os2};
