@@ -608,7 +608,7 @@ static bool quant_ok(const lc_decode_step *s) {
 
 /* Whether this step's shapes and dtypes are ones the kernels take. */
 static bool usable(const lc_decode_step *s, int64_t pos) {
-    bool ok_dt = (s->wdt == LC_DT_BF16 || s->wdt == LC_DT_F32) && (s->hdt == LC_DT_BF16 || s->hdt == LC_DT_F32) &&
+    bool ok_dt = (s->quant || s->wdt == LC_DT_BF16 || s->wdt == LC_DT_F32) && (s->hdt == LC_DT_BF16 || s->hdt == LC_DT_F32) &&
                  (s->edt == LC_DT_BF16 || s->edt == LC_DT_F32);
     if (s->quant && (!s->blocks || s->L <= 0 || !quant_ok(s))) return false;
     if (!ok_dt || s->L <= 0 || s->C <= 0 || s->H <= 0 || s->KV <= 0 || s->H % s->KV || s->D % 2 || s->D > MAXD ||
