@@ -245,9 +245,9 @@ __device__ void d_adapter_part(const dgemv &g, int b) {
 /* The product: blocks [0, njob·chunks) write adapters' partial sums, the rest GW / KS
  * output rows each, KS warps a row splitting its length (short per-warp work shortens
  * the product's tail). Each warp streams its part of the weight row once in 16-byte
- * loads, GU in flight a lane; the first loads go out before waiting on the previous
+ * loads, U in flight a lane (GU; NF4: LORAC_CUDA_DECODE_NF4_U); the first loads go out before waiting on the previous
  * kernel, as in cuda.cu's GEMV. The KS parts are added in order (no atomics). */
-template <typename T, int KS>
+template <typename T, int KS, int U>
 __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     LC_PDL_TRIGGER();
     constexpr int VEC = dvec<T>::N;
@@ -273,11 +273,11 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     size_t rowb = Q ? (size_t)g.I / 2 : (size_t)g.I * sizeof(T); // bytes of a weight row
     const uint4 *w = (const uint4 *)((const uint8_t *)s.W + (size_t)(live ? o : 0) * rowb) + vb;
     int n = live ? ve - vb : 0;
-    uint4 cur[GU], nxt[GU];
+    uint4 cur[U], nxt[U];
     // NF4: a load's block scale (absmax, or the nested code and absmax2); block of load v
     // (of this warp's part): the row's first block + (vb + v) / 2
-    float sa[Q ? GU : 1], san[Q ? GU : 1];
-    unsigned sj[Q ? GU : 1], sjn[Q ? GU : 1];
+    float sa[Q ? U : 1], san[Q ? U : 1];
+    unsigned sj[Q ? U : 1], sjn[Q ? U : 1];
     size_t b0 = (size_t)(live ? o : 0) * (size_t)(g.I / 64);
     auto scale_load = [&](int v, float &a, unsigned &j) {
         size_t bi = b0 + (size_t)((vb + v) >> 1);
@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
         else a = ((const float *)s.am)[bi], j = 0;
     };
 #pragma unroll
-    for (int u = 0; u < GU; u++) {
+    for (int u = 0; u < U; u++) {
         int v = u * 32 + lane;
         cur[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
         if constexpr (Q) {
@@ -302,10 +302,10 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     LC_PDL_WAIT();
     const float *x = g.x + (size_t)vb * VEC;
     float acc = 0.0f;
-    for (int v0 = 0; v0 < n; v0 += 32 * GU) {
-        int vn = v0 + 32 * GU;
+    for (int v0 = 0; v0 < n; v0 += 32 * U) {
+        int vn = v0 + 32 * U;
 #pragma unroll
-        for (int u = 0; u < GU; u++) {
+        for (int u = 0; u < U; u++) {
             int v = vn + u * 32 + lane;
             nxt[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
             if constexpr (Q) {
@@ -314,7 +314,7 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
             }
         }
 #pragma unroll
-        for (int u = 0; u < GU; u++) {
+        for (int u = 0; u < U; u++) {
             int v = v0 + u * 32 + lane;
             if (v >= n) break;
             float wf[VEC];
@@ -332,7 +332,7 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
             }
         }
 #pragma unroll
-        for (int u = 0; u < GU; u++) {
+        for (int u = 0; u < U; u++) {
             cur[u] = nxt[u];
             if constexpr (Q) sa[u] = san[u], sj[u] = sjn[u];
         }
@@ -688,9 +688,10 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
 /* The switches a recording bakes in (LORAC_CUDA_DECODE_SPLIT, LORAC_CUDA_DECODE_PF, and
  * LORAC_CUDA_DECODE_SKIP in measuring builds), hashed into one word: changing one records a new graph. */
 static unsigned tune_word(void) {
-    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP", "LORAC_CUDA_DECODE_PF"};
+    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP", "LORAC_CUDA_DECODE_PF",
+                           "LORAC_CUDA_DECODE_NF4_U"};
     unsigned h = 2166136261u;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         const char *e = getenv(names[i]);
         for (const char *p = e ? e : "-"; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
         h = (h ^ 0xffu) * 16777619u;
@@ -729,12 +730,12 @@ static cudaError_t go(cudaStream_t st, bool pdl, void (*k)(Ex...), dim3 grid, di
     return cudaLaunchKernelEx(&cfg, k, args...);
 }
 
-template <typename T, int KS>
+template <typename T, int KS, int U = GU>
 static cudaError_t gemv_go(cudaStream_t st, bool pdl, const dgemv &g) {
     int rows = 0;
     for (int i = 0; i < g.nseg; i++) rows += g.seg[i].rows;
     dim3 grid((unsigned)(g.njob * g.chunks + (rows + GW / KS - 1) / (GW / KS)));
-    return go(st, pdl, k_dgemv<T, KS>, grid, dim3(GW * 32), g);
+    return go(st, pdl, k_dgemv<T, KS, U>, grid, dim3(GW * 32), g);
 }
 
 /* Warps a weight row of `bytes` is split over: LORAC_CUDA_DECODE_SPLIT (1, 2 or 4), else
@@ -771,6 +772,10 @@ static cudaError_t gemv_w(cudaStream_t st, bool pdl, const lc_decode_step *s, dg
     memcpy(g.code, w0->q.code, sizeof g.code);
     g.code2 = w0->q.nested ? w0->code2 : NULL;
     int ks = split_of((size_t)g.I / 2);
+    const char *e = getenv("LORAC_CUDA_DECODE_NF4_U"); // loads in flight a lane (measurements)
+    int u = e ? atoi(e) : 8;
+    if (u == 2) return ks == 4 ? gemv_go<dnf4, 4, 2>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2, 2>(st, pdl, g) : gemv_go<dnf4, 1, 2>(st, pdl, g);
+    if (u == 4) return ks == 4 ? gemv_go<dnf4, 4, 4>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2, 4>(st, pdl, g) : gemv_go<dnf4, 1, 4>(st, pdl, g);
     return ks == 4 ? gemv_go<dnf4, 4>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2>(st, pdl, g) : gemv_go<dnf4, 1>(st, pdl, g);
 }
 
