@@ -170,10 +170,19 @@ struct dgemv {
     const float *code2; // every weight of the step (usable() checks)
 };
 
-/* The NF4 block weights' tag type: a 16-byte load is 32 codes of one block of 64. */
+/* The NF4 block weights' tag type: a load is a 4-byte word, 8 codes of one block of 64
+ * (the single ops' unit, quant.cu's k_qgemv); plain weights load 16 bytes. */
 struct dnf4 {};
-template <typename T> struct dvec { static constexpr int N = 16 / sizeof(T); };
-template <> struct dvec<dnf4> { static constexpr int N = 32; };
+template <typename T> struct dvec {
+    static constexpr int N = 16 / sizeof(T);
+    typedef uint4 L;
+};
+template <> struct dvec<dnf4> {
+    static constexpr int N = 8;
+    typedef uint32_t L;
+};
+__device__ __forceinline__ uint4 d_zero(uint4) { return make_uint4(0, 0, 0, 0); }
+__device__ __forceinline__ uint32_t d_zero(uint32_t) { return 0u; }
 
 /* Adapter block b of jb prefetches its share of g's pf matrices into L2 (128-byte lines). */
 __device__ __forceinline__ void d_prefetch_b(const dgemv &g, int b, int jb) {
@@ -197,18 +206,15 @@ __device__ __forceinline__ void d_vec(const uint4 &u, float *f, __nv_bfloat16) {
 __device__ __forceinline__ void d_vec(const uint4 &u, float *f, float) {
     f[0] = __uint_as_float(u.x), f[1] = __uint_as_float(u.y), f[2] = __uint_as_float(u.z), f[3] = __uint_as_float(u.w);
 }
-/* 32 NF4 codes (element 2k in the high nibble of byte k) times their block's scale am,
+/* 8 NF4 codes (element 2k in the high nibble of byte k) times their block's scale am,
  * each rounded to bf16: the values the single ops multiply (quant.cu's k_qgemv). */
-__device__ __forceinline__ void d_vec_nf4(const uint4 &u, float am, const float *lut, float *f) {
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+__device__ __forceinline__ void d_vec_nf4(uint32_t w, float am, const float *lut, float *f) {
 #pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int b = 0; b < 4; b++) {
-            unsigned byte = (w[i] >> (8 * b)) & 0xFFu;
-            f[8 * i + 2 * b] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(lut[byte >> 4], am)));
-            f[8 * i + 2 * b + 1] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(lut[byte & 0xFu], am)));
-        }
+    for (int b = 0; b < 4; b++) {
+        unsigned byte = (w >> (8 * b)) & 0xFFu;
+        f[2 * b] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(lut[byte >> 4], am)));
+        f[2 * b + 1] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(lut[byte & 0xFu], am)));
+    }
 }
 
 /* One block of partial sums: part[ch][k] = sum over rows i of chunk ch of x[i] A[i][k]. */
@@ -271,23 +277,24 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     const dseg s = si == 0 ? g.seg[0] : si == 1 ? g.seg[1] : g.seg[2];
     int nv = g.I / VEC, per = (nv + KS - 1) / KS, vb = kp * per, ve = min(nv, vb + per);
     size_t rowb = Q ? (size_t)g.I / 2 : (size_t)g.I * sizeof(T); // bytes of a weight row
-    const uint4 *w = (const uint4 *)((const uint8_t *)s.W + (size_t)(live ? o : 0) * rowb) + vb;
+    typedef typename dvec<T>::L LT;
+    const LT *w = (const LT *)((const uint8_t *)s.W + (size_t)(live ? o : 0) * rowb) + vb;
     int n = live ? ve - vb : 0;
-    uint4 cur[U], nxt[U];
+    LT cur[U], nxt[U];
     // NF4: a load's block scale (absmax, or the nested code and absmax2); block of load v
-    // (of this warp's part): the row's first block + (vb + v) / 2
+    // (of this warp's part): the row's first block + (vb + v) / 8
     float sa[Q ? U : 1], san[Q ? U : 1];
     unsigned sj[Q ? U : 1], sjn[Q ? U : 1];
     size_t b0 = (size_t)(live ? o : 0) * (size_t)(g.I / 64);
     auto scale_load = [&](int v, float &a, unsigned &j) {
-        size_t bi = b0 + (size_t)((vb + v) >> 1);
+        size_t bi = b0 + (size_t)((vb + v) >> 3);
         if (s.nested) j = ((const uint8_t *)s.am)[bi], a = s.am2[bi >> s.b2sh];
         else a = ((const float *)s.am)[bi], j = 0;
     };
 #pragma unroll
     for (int u = 0; u < U; u++) {
         int v = u * 32 + lane;
-        cur[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+        cur[u] = v < n ? __ldcs(w + v) : d_zero(LT());
         if constexpr (Q) {
             sa[u] = 0.0f, sj[u] = 0;
             if (v < n) scale_load(v, sa[u], sj[u]);
@@ -307,7 +314,7 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             int v = vn + u * 32 + lane;
-            nxt[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+            nxt[u] = v < n ? __ldcs(w + v) : d_zero(LT());
             if constexpr (Q) {
                 san[u] = 0.0f, sjn[u] = 0;
                 if (v < n) scale_load(v, san[u], sjn[u]);
@@ -772,9 +779,9 @@ static cudaError_t gemv_w(cudaStream_t st, bool pdl, const lc_decode_step *s, dg
     memcpy(g.code, w0->q.code, sizeof g.code);
     g.code2 = w0->q.nested ? w0->code2 : NULL;
     int ks = split_of((size_t)g.I / 2);
-    const char *e = getenv("LORAC_CUDA_DECODE_NF4_U"); // loads in flight a lane (measurements)
+    const char *e = getenv("LORAC_CUDA_DECODE_NF4_U"); // loads in flight a lane: 4, 8, 16 (measurements)
     int u = e ? atoi(e) : 8;
-    if (u == 2) return ks == 4 ? gemv_go<dnf4, 4, 2>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2, 2>(st, pdl, g) : gemv_go<dnf4, 1, 2>(st, pdl, g);
+    if (u == 16) return ks == 4 ? gemv_go<dnf4, 4, 16>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2, 16>(st, pdl, g) : gemv_go<dnf4, 1, 16>(st, pdl, g);
     if (u == 4) return ks == 4 ? gemv_go<dnf4, 4, 4>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2, 4>(st, pdl, g) : gemv_go<dnf4, 1, 4>(st, pdl, g);
     return ks == 4 ? gemv_go<dnf4, 4>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2>(st, pdl, g) : gemv_go<dnf4, 1>(st, pdl, g);
 }
