@@ -3,6 +3,11 @@
  * batch-1 sequence (embedding, every block, final norm, lm_head) in 8 kernels a block
  * instead of ~36 single ops, recorded once as a CUDA graph and replayed for every token.
  *
+ * The block weights are bf16 or float32, or NF4 (blocks of 64 within rows of a multiple
+ * of 64, one 4-bit map): the products then read the codes, 8 a lane a load with their
+ * block's scale, and multiply lut[code] · absmax rounded to bf16 — the values of the
+ * single ops (quant.cu's k_qgemv), 0.5 bytes a weight read instead of 2.
+ *
  * Kernels of one block (x the residual stream, u = x A an adapter's rank-r projection):
  *   norm    x += s·u_down B_down of the previous block (or x = embedding row), xn = RMSNorm
  *   gemv    q, k, v = xn W^T (+ bias) in one launch; extra blocks of the same launch write
@@ -251,7 +256,7 @@ __device__ void d_adapter_part(const dgemv &g, int b) {
 /* The product: blocks [0, njob·chunks) write adapters' partial sums, the rest GW / KS
  * output rows each, KS warps a row splitting its length (short per-warp work shortens
  * the product's tail). Each warp streams its part of the weight row once in 16-byte
- * loads, U in flight a lane (GU; NF4: LORAC_CUDA_DECODE_NF4_U); the first loads go out before waiting on the previous
+ * loads (NF4: 4-byte words of 8 codes), U = GU in flight a lane; the first loads go out before waiting on the previous
  * kernel, as in cuda.cu's GEMV. The KS parts are added in order (no atomics). */
 template <typename T, int KS, int U>
 __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
@@ -695,10 +700,9 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
 /* The switches a recording bakes in (LORAC_CUDA_DECODE_SPLIT, LORAC_CUDA_DECODE_PF, and
  * LORAC_CUDA_DECODE_SKIP in measuring builds), hashed into one word: changing one records a new graph. */
 static unsigned tune_word(void) {
-    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP", "LORAC_CUDA_DECODE_PF",
-                           "LORAC_CUDA_DECODE_NF4_U"};
+    const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP", "LORAC_CUDA_DECODE_PF"};
     unsigned h = 2166136261u;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 3; i++) {
         const char *e = getenv(names[i]);
         for (const char *p = e ? e : "-"; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
         h = (h ^ 0xffu) * 16777619u;
@@ -779,10 +783,6 @@ static cudaError_t gemv_w(cudaStream_t st, bool pdl, const lc_decode_step *s, dg
     memcpy(g.code, w0->q.code, sizeof g.code);
     g.code2 = w0->q.nested ? w0->code2 : NULL;
     int ks = split_of((size_t)g.I / 2);
-    const char *e = getenv("LORAC_CUDA_DECODE_NF4_U"); // loads in flight a lane: 4, 8, 16 (measurements)
-    int u = e ? atoi(e) : 8;
-    if (u == 16) return ks == 4 ? gemv_go<dnf4, 4, 16>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2, 16>(st, pdl, g) : gemv_go<dnf4, 1, 16>(st, pdl, g);
-    if (u == 4) return ks == 4 ? gemv_go<dnf4, 4, 4>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2, 4>(st, pdl, g) : gemv_go<dnf4, 1, 4>(st, pdl, g);
     return ks == 4 ? gemv_go<dnf4, 4>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2>(st, pdl, g) : gemv_go<dnf4, 1>(st, pdl, g);
 }
 
