@@ -90,7 +90,8 @@ typedef struct {
 
 /* One block of the one-token decoding step (->decode): device pointers. */
 typedef struct {
-    const void *w[7];        // q, k, v, o, gate, up, down weights (lc_decode_step.wdt)
+    const void *w[7];        // q, k, v, o, gate, up, down weights (lc_decode_step.wdt), or their codes
+    const void *q[7];        // with lc_decode_step.quant: the backend's handles of them (lc_wt.q)
     const float *bias[3];    // q, k, v biases, or NULL
     const float *ln1, *ln2;  // (C) the two RMSNorm weights
     const float *la[7], *lb[7]; // adapter A (in, r) and B (r, out) per projection, or NULL
@@ -105,6 +106,7 @@ typedef struct {
 typedef struct {
     int64_t L, C, H, KV, D, I, V, S; // S: the cache's capacity (positions)
     lc_dtype wdt, edt, hdt;   // dtypes of the block weights, embedding table, lm_head (F32/BF16)
+    int quant;                // 1: every block weight is quantized (w the codes, q the handles)
     int r;                    // adapters' rank (0: none)
     float scale, eps;         // adapters' scale; RMSNorm epsilon
     const void *embed, *lm_head; // (V, C) each

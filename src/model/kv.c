@@ -50,7 +50,8 @@ void lc_kv_cache_reset(lc_kv_cache *kv) { kv->len = 0; }
 int64_t lc_kv_cache_len(const lc_kv_cache *kv) { return kv->len; }
 
 /* One new token through the backend's fused step (->decode) when it has one and the
- * weights are plain F32/BF16: fills kv's descriptor and queues the step (logits into
+ * block weights are all plain (F32/BF16, one dtype) or all quantized (the backend says
+ * which formats it takes): fills kv's descriptor and queues the step (logits into
  * a->logits). Returns 0 (queued) or 1 (not taken: run the single ops). */
 static int step_fused(lc_model *m, lc_kv_cache *kv, lc_arena *a) {
     lc_backend *be = m->be;
@@ -58,17 +59,18 @@ static int step_fused(lc_model *m, lc_kv_cache *kv, lc_arena *a) {
     const lc_model_config *c = &m->cfg;
     int L = (int)c->num_hidden_layers;
     lc_dtype wdt = m->blocks[0].w[0].dtype;
+    bool quant = m->blocks[0].w[0].q != NULL;
     if (m->embed.q || m->lm_head.q) return 1;
     for (int l = 0; l < L; l++)
         for (int k = 0; k < LC_NKEYS; k++)
-            if (m->blocks[l].w[k].q || m->blocks[l].w[k].dtype != wdt) return 1;
+            if ((m->blocks[l].w[k].q != NULL) != quant || m->blocks[l].w[k].dtype != wdt) return 1;
     lc_rope_ensure(m, kv->cap); // one table for the whole cache: the descriptor stays the same
     lc_decode_step *s = &kv->step;
     memset(s, 0, sizeof *s);
     memset(kv->blocks, 0, (size_t)L * sizeof *kv->blocks);
     s->L = L, s->C = c->hidden_size, s->H = c->num_attention_heads, s->KV = c->num_key_value_heads;
     s->D = c->head_dim, s->I = c->intermediate_size, s->V = c->vocab_size, s->S = kv->cap;
-    s->wdt = wdt, s->edt = m->embed.dtype, s->hdt = m->lm_head.dtype;
+    s->wdt = wdt, s->edt = m->embed.dtype, s->hdt = m->lm_head.dtype, s->quant = quant;
     s->r = m->has_lora ? m->lcfg.rank : 0;
     s->scale = m->has_lora ? m->lcfg.scale : 0.0f;
     s->eps = (float)c->rms_norm_eps;
@@ -79,7 +81,7 @@ static int step_fused(lc_model *m, lc_kv_cache *kv, lc_arena *a) {
         lc_block *bk = &m->blocks[l];
         lc_decode_block *d = &kv->blocks[l];
         for (int k = 0; k < LC_NKEYS; k++) {
-            d->w[k] = bk->w[k].data;
+            d->w[k] = bk->w[k].data, d->q[k] = bk->w[k].q;
             if (bk->lora[k]) d->la[k] = bk->lora[k]->a, d->lb[k] = bk->lora[k]->b;
         }
         for (int k = 0; k < 3; k++) d->bias[k] = bk->bias[k];

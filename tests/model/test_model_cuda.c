@@ -40,6 +40,7 @@ static void extra_tests(void);
 
 #include <unistd.h>
 
+#include "cmd/cmd.h"
 #include "core/file.h"
 #include "model/fuse.h"
 
@@ -307,6 +308,92 @@ static void test_decode_graph_bf16(void) {
     rmdir(dir);
 }
 
+/* The fused step over an NF4 base: a `lorac init` model (bf16, rows of 128 and 384: whole
+ * NF4 blocks of 64 in every row) quantized at load with nested absmax (bitsandbytes'
+ * default), adapters on every projection of both blocks. Its products read the codes and
+ * round each dequantized value to bf16, as the single ops' k_qgemv does, so the fused
+ * step (direct and replayed) is checked against the single ops on the card: the same
+ * tokens, logits within float32 summation order, the replay bit for bit; a cache reset
+ * replays, rewritten adapters are read at replay. (The single ops over NF4 are checked
+ * against the CPU by test_cuda_ops and tests/cmd/test_quantize.sh.) */
+static void test_decode_graph_nf4(void) {
+    char dir[] = "/tmp/lorac-test-nf4-XXXXXX";
+    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
+    char cfg[300], out[300];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    snprintf(out, sizeof out, "%s/m", dir);
+    const char *text = "{\"architectures\": [\"MistralForCausalLM\"], \"model_type\": \"mistral\", \"vocab_size\": 256,"
+                       " \"hidden_size\": 128, \"intermediate_size\": 384, \"num_hidden_layers\": 2,"
+                       " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 32,"
+                       " \"max_position_embeddings\": 128, \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05,"
+                       " \"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2}";
+    CHECK_OK(lc_write_file_atomic(cfg, text, strlen(text)));
+    char *argv[] = {"init", "--config", cfg, "--tokenizer", "tests/fixtures/tokenizers/bl-gpt2/tokenizer.json",
+                    "--out", out, "--dtype", "bf16", "--seed", "7", "-q", NULL};
+    fflush(stdout);
+    CHECK_EQ_INT(cmd_init(12, argv), 0);
+    lc_load_options lo;
+    memset(&lo, 0, sizeof lo);
+    lo.device = "cuda";
+    CHECK_OK(lc_quant_parse("nf4", &lo.quantize, "test"));
+    lc_model *m = NULL;
+    CHECK_OK(lc_model_load_opts(out, &lo, &m));
+    if (m) {
+        CHECK_MSG(m->blocks[0].w[0].q != NULL, "the model did not load quantized");
+        lc_lora_config lc;
+        lc_lora_config_default(&lc);
+        lc.rank = 8, lc.num_layers = 2, lc.scale = 2.0f, lc.keys = LC_KEYS_ALL;
+        CHECK_OK(lc_model_add_lora(m, &lc, 11));
+        rewrite_adapters(m, 0);
+        lc_backend *be = m->be;
+        int64_t V = lc_model_cfg(m)->vocab_size;
+        size_t nl = (size_t)GEN * (size_t)V;
+        int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
+        gen_out single, direct, graph, again, swap_g, swap_s;
+        gen_out *all[] = {&single, &direct, &graph, &again, &swap_g, &swap_s};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) all[i]->lg = malloc(nl * 4);
+        lc_kv_cache *kv;
+        CHECK_OK(lc_kv_cache_create(m, 32, &kv));
+        long long c0 = be->decode_captures, r0 = be->decode_replays;
+        setenv("LORAC_CUDA_DECODE", "0", 1);
+        CHECK_OK(run_gen(m, kv, prompt, 7, single.tok, single.lg));
+        unsetenv("LORAC_CUDA_DECODE");
+        setenv("LORAC_CUDA_GRAPH", "0", 1);
+        CHECK_OK(run_gen(m, kv, prompt, 7, direct.tok, direct.lg));
+        unsetenv("LORAC_CUDA_GRAPH");
+        CHECK_OK(run_gen(m, kv, prompt, 7, graph.tok, graph.lg));
+        CHECK_MSG(be->decode_captures == c0 + 1 && be->decode_replays == r0 + GEN - 1,
+                  "nf4: %lld graphs recorded, %lld replays (want 1, %d): the fused step did not take the codes",
+                  be->decode_captures - c0, be->decode_replays - r0, GEN - 1);
+        CHECK_OK(run_gen(m, kv, prompt, 7, again.tok, again.lg));
+        double e_ds = frel(direct.lg, single.lg, nl), e_gd = frel(graph.lg, direct.lg, nl);
+        double e_ag = frel(again.lg, graph.lg, nl);
+        CHECK_MSG(!memcmp(direct.tok, single.tok, sizeof single.tok), "nf4: fused tokens differ from the single ops'");
+        CHECK_MSG(!memcmp(graph.tok, single.tok, sizeof single.tok), "nf4: graph tokens differ from the single ops'");
+        CHECK_MSG(e_ds < 1e-5 * TOL, "nf4: fused vs single ops rel err %.3e", e_ds);
+        CHECK_MSG(e_gd == 0.0 && e_ag == 0.0, "nf4: graph vs direct %.3e, replay after reset %.3e (want 0)", e_gd, e_ag);
+        rewrite_adapters(m, 1);
+        CHECK_OK(run_gen(m, kv, prompt, 7, swap_g.tok, swap_g.lg));
+        CHECK_MSG(be->decode_captures == c0 + 1, "nf4: rewriting adapter values recorded a new graph");
+        setenv("LORAC_CUDA_DECODE", "0", 1);
+        CHECK_OK(run_gen(m, kv, prompt, 7, swap_s.tok, swap_s.lg));
+        unsetenv("LORAC_CUDA_DECODE");
+        double e_changed = frel(swap_g.lg, graph.lg, nl), e_sw = frel(swap_g.lg, swap_s.lg, nl);
+        CHECK_MSG(e_changed > 1e-3, "nf4: rewritten adapters changed the logits by only %.3e", e_changed);
+        CHECK_MSG(e_sw < 1e-5 * TOL && !memcmp(swap_g.tok, swap_s.tok, sizeof single.tok),
+                  "nf4: rewritten adapters: graph vs single %.3e", e_sw);
+        printf("  nf4 (nested absmax, 128 x 384): %d tokens equal on every path; fused-single %.1e, graph-direct "
+               "%.1e; rewritten adapters moved the logits %.1e, graph vs single %.1e\n",
+               GEN, e_ds, e_gd, e_changed, e_sw);
+        lc_kv_cache_free(kv);
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->lg);
+    }
+    lc_model_free(m);
+    char cmdline[400];
+    snprintf(cmdline, sizeof cmdline, "rm -rf '%s'", dir);
+    CHECK_EQ_INT(system(cmdline), 0);
+}
+
 /* ---- the recorded training step (->replay, src/backend/cuda/graph.cu) ---- */
 
 #define GSTEPS 14
@@ -538,6 +625,7 @@ static void test_step_graph_off(void) {
 static void extra_tests(void) {
     RUN(test_decode_graph);
     RUN(test_decode_graph_bf16);
+    RUN(test_decode_graph_nf4);
     RUN(test_step_graph);
     RUN(test_step_graph_off);
     RUN(test_step_graph_quant);

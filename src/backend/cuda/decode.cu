@@ -3,6 +3,11 @@
  * batch-1 sequence (embedding, every block, final norm, lm_head) in 8 kernels a block
  * instead of ~36 single ops, recorded once as a CUDA graph and replayed for every token.
  *
+ * The block weights are bf16 or float32, or NF4 (blocks of 64 within rows of a multiple
+ * of 64, one 4-bit map): the products then read the codes, 8 a lane a load with their
+ * block's scale, and multiply lut[code] · absmax rounded to bf16 — the values of the
+ * single ops (quant.cu's k_qgemv), 0.5 bytes a weight read instead of 2.
+ *
  * Kernels of one block (x the residual stream, u = x A an adapter's rank-r projection):
  *   norm    x += s·u_down B_down of the previous block (or x = embedding row), xn = RMSNorm
  *   gemv    q, k, v = xn W^T (+ bias) in one launch; extra blocks of the same launch write
@@ -38,6 +43,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <type_traits>
 
 #include "backend/cuda/cuda.h"
 
@@ -140,10 +147,16 @@ __device__ __forceinline__ float d_ub(const float *u, const float *b, int r, int
 /* A product launch: up to 3 row segments over one input x (I), and up to 3 adapters'
  * partial sums over the same x. */
 struct dseg {
-    const void *W;           // (rows, I)
+    const void *W;           // (rows, I) values, or NF4 codes (I/2 bytes a row)
     const float *bias, *res; // (rows) or NULL: out = x W^T + bias + res
     float *out;
     int rows;
+    // NF4: the blocks' scales, float32 absmax, or (nested) uint8 codes into the map with
+    // absmax2 (one a 2^b2sh blocks) and the offset
+    const void *am;
+    const float *am2;
+    float off;
+    int nested, b2sh;
 };
 struct djob {
     const float *A; // (I, r)
@@ -158,7 +171,23 @@ struct dgemv {
     int I;
     const float *pf[3]; // B matrices the next small kernel reads (r·out floats each), or NULL:
     int pfn[3];         // the adapter blocks prefetch them into L2 before their wait
+    float code[16];     // NF4: the 4-bit map, and the nested 8-bit map (device), one for
+    const float *code2; // every weight of the step (usable() checks)
 };
+
+/* The NF4 block weights' tag type: a load is a 4-byte word, 8 codes of one block of 64
+ * (the single ops' unit, quant.cu's k_qgemv); plain weights load 16 bytes. */
+struct dnf4 {};
+template <typename T> struct dvec {
+    static constexpr int N = 16 / sizeof(T);
+    typedef uint4 L;
+};
+template <> struct dvec<dnf4> {
+    static constexpr int N = 8;
+    typedef uint32_t L;
+};
+__device__ __forceinline__ uint4 d_zero(uint4) { return make_uint4(0, 0, 0, 0); }
+__device__ __forceinline__ uint32_t d_zero(uint32_t) { return 0u; }
 
 /* Adapter block b of jb prefetches its share of g's pf matrices into L2 (128-byte lines). */
 __device__ __forceinline__ void d_prefetch_b(const dgemv &g, int b, int jb) {
@@ -181,6 +210,16 @@ __device__ __forceinline__ void d_vec(const uint4 &u, float *f, __nv_bfloat16) {
 }
 __device__ __forceinline__ void d_vec(const uint4 &u, float *f, float) {
     f[0] = __uint_as_float(u.x), f[1] = __uint_as_float(u.y), f[2] = __uint_as_float(u.z), f[3] = __uint_as_float(u.w);
+}
+/* 8 NF4 codes (element 2k in the high nibble of byte k) times their block's scale am,
+ * each rounded to bf16: the values the single ops multiply (quant.cu's k_qgemv). */
+__device__ __forceinline__ void d_vec_nf4(uint32_t w, float am, const float *lut, float *f) {
+#pragma unroll
+    for (int b = 0; b < 4; b++) {
+        unsigned byte = (w >> (8 * b)) & 0xFFu;
+        f[2 * b] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(lut[byte >> 4], am)));
+        f[2 * b + 1] = __bfloat162float(__float2bfloat16_rn(__fmul_rn(lut[byte & 0xFu], am)));
+    }
 }
 
 /* One block of partial sums: part[ch][k] = sum over rows i of chunk ch of x[i] A[i][k]. */
@@ -217,13 +256,15 @@ __device__ void d_adapter_part(const dgemv &g, int b) {
 /* The product: blocks [0, njob·chunks) write adapters' partial sums, the rest GW / KS
  * output rows each, KS warps a row splitting its length (short per-warp work shortens
  * the product's tail). Each warp streams its part of the weight row once in 16-byte
- * loads, GU in flight a lane; the first loads go out before waiting on the previous
+ * loads (NF4: 4-byte words of 8 codes), U = GU in flight a lane; the first loads go out before waiting on the previous
  * kernel, as in cuda.cu's GEMV. The KS parts are added in order (no atomics). */
-template <typename T, int KS>
+template <typename T, int KS, int U>
 __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     LC_PDL_TRIGGER();
-    constexpr int VEC = 16 / sizeof(T);
+    constexpr int VEC = dvec<T>::N;
+    constexpr bool Q = std::is_same<T, dnf4>::value;
     __shared__ float part_sum[GW];
+    __shared__ float lut[Q ? 16 : 1], map2[Q ? 256 : 1];
     int jb = g.njob * g.chunks;
     if ((int)blockIdx.x < jb) {
         d_prefetch_b(g, blockIdx.x, jb);
@@ -240,30 +281,61 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     bool live = si < g.nseg && o < (si == 0 ? g.seg[0].rows : si == 1 ? g.seg[1].rows : g.seg[2].rows);
     const dseg s = si == 0 ? g.seg[0] : si == 1 ? g.seg[1] : g.seg[2];
     int nv = g.I / VEC, per = (nv + KS - 1) / KS, vb = kp * per, ve = min(nv, vb + per);
-    const uint4 *w = (const uint4 *)((const T *)s.W + (size_t)(live ? o : 0) * g.I) + vb;
+    size_t rowb = Q ? (size_t)g.I / 2 : (size_t)g.I * sizeof(T); // bytes of a weight row
+    typedef typename dvec<T>::L LT;
+    const LT *w = (const LT *)((const uint8_t *)s.W + (size_t)(live ? o : 0) * rowb) + vb;
     int n = live ? ve - vb : 0;
-    uint4 cur[GU], nxt[GU];
+    LT cur[U], nxt[U];
+    // NF4: a load's block scale (absmax, or the nested code and absmax2); block of load v
+    // (of this warp's part): the row's first block + (vb + v) / 8
+    float sa[Q ? U : 1], san[Q ? U : 1];
+    unsigned sj[Q ? U : 1], sjn[Q ? U : 1];
+    size_t b0 = (size_t)(live ? o : 0) * (size_t)(g.I / 64);
+    auto scale_load = [&](int v, float &a, unsigned &j) {
+        size_t bi = b0 + (size_t)((vb + v) >> 3);
+        if (s.nested) j = ((const uint8_t *)s.am)[bi], a = s.am2[bi >> s.b2sh];
+        else a = ((const float *)s.am)[bi], j = 0;
+    };
 #pragma unroll
-    for (int u = 0; u < GU; u++) {
+    for (int u = 0; u < U; u++) {
         int v = u * 32 + lane;
-        cur[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+        cur[u] = v < n ? __ldcs(w + v) : d_zero(LT());
+        if constexpr (Q) {
+            sa[u] = 0.0f, sj[u] = 0;
+            if (v < n) scale_load(v, sa[u], sj[u]);
+        }
+    }
+    if constexpr (Q) { // the maps, before the wait (they do not change)
+        if (threadIdx.x < 16) lut[threadIdx.x] = g.code[threadIdx.x];
+        if (g.code2)
+            for (int i = threadIdx.x; i < 256; i += GW * 32) map2[i] = g.code2[i];
+        __syncthreads();
     }
     LC_PDL_WAIT();
     const float *x = g.x + (size_t)vb * VEC;
     float acc = 0.0f;
-    for (int v0 = 0; v0 < n; v0 += 32 * GU) {
-        int vn = v0 + 32 * GU;
+    for (int v0 = 0; v0 < n; v0 += 32 * U) {
+        int vn = v0 + 32 * U;
 #pragma unroll
-        for (int u = 0; u < GU; u++) {
+        for (int u = 0; u < U; u++) {
             int v = vn + u * 32 + lane;
-            nxt[u] = v < n ? __ldcs(w + v) : make_uint4(0, 0, 0, 0);
+            nxt[u] = v < n ? __ldcs(w + v) : d_zero(LT());
+            if constexpr (Q) {
+                san[u] = 0.0f, sjn[u] = 0;
+                if (v < n) scale_load(v, san[u], sjn[u]);
+            }
         }
 #pragma unroll
-        for (int u = 0; u < GU; u++) {
+        for (int u = 0; u < U; u++) {
             int v = v0 + u * 32 + lane;
             if (v >= n) break;
             float wf[VEC];
-            d_vec(cur[u], wf, T());
+            if constexpr (Q) {
+                float am = s.nested ? __fadd_rn(__fmul_rn(map2[sj[u]], sa[u]), s.off) : sa[u];
+                d_vec_nf4(cur[u], am, lut, wf);
+            } else {
+                d_vec(cur[u], wf, T());
+            }
             const float4 *xp = (const float4 *)(x + (size_t)v * VEC);
 #pragma unroll
             for (int e = 0; e < VEC / 4; e++) {
@@ -272,7 +344,10 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
             }
         }
 #pragma unroll
-        for (int u = 0; u < GU; u++) cur[u] = nxt[u];
+        for (int u = 0; u < U; u++) {
+            cur[u] = nxt[u];
+            if constexpr (Q) sa[u] = san[u], sj[u] = sjn[u];
+        }
     }
     acc = d_warp_sum(acc);
     if (KS > 1) {
@@ -524,14 +599,34 @@ static int vec_of(lc_dtype t) { return t == LC_DT_BF16 ? 8 : 4; }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
+/* Whether quantized block weights are ones the products take: NF4 in blocks of 64 along
+ * rows of a multiple of 64, one 4-bit map, all nested or none (one nested map), scales
+ * aligned. */
+static bool quant_ok(const lc_decode_step *s) {
+    const lc_cuda_wq *w0 = (const lc_cuda_wq *)s->blocks[0].q[0];
+    if (!w0 || s->C % 64 || (s->H * s->D) % 64 || s->I % 64) return false;
+    for (int64_t l = 0; l < s->L; l++)
+        for (int k = 0; k < 7; k++) {
+            const lc_cuda_wq *w = (const lc_cuda_wq *)s->blocks[l].q[k];
+            if (!w || w->q.fmt != LC_QUANT_NF4 || w->q.group != 64 || w->q.nested != w0->q.nested ||
+                memcmp(w->q.code, w0->q.code, sizeof w->q.code) || ((uintptr_t)w->q.absmax & 3))
+                return false;
+            if (w->q.nested && (!w->code2 || ((uintptr_t)w->q.absmax2 & 3) || w->q.block2 <= 0 ||
+                                (w->q.block2 & (w->q.block2 - 1)) || memcmp(w->q.code2, w0->q.code2, sizeof w->q.code2)))
+                return false;
+        }
+    return true;
+}
+
 /* Whether this step's shapes and dtypes are ones the kernels take. */
 static bool usable(const lc_decode_step *s, int64_t pos) {
-    bool ok_dt = (s->wdt == LC_DT_BF16 || s->wdt == LC_DT_F32) && (s->hdt == LC_DT_BF16 || s->hdt == LC_DT_F32) &&
+    bool ok_dt = (s->quant || s->wdt == LC_DT_BF16 || s->wdt == LC_DT_F32) && (s->hdt == LC_DT_BF16 || s->hdt == LC_DT_F32) &&
                  (s->edt == LC_DT_BF16 || s->edt == LC_DT_F32);
+    if (s->quant && (!s->blocks || s->L <= 0 || !quant_ok(s))) return false;
     if (!ok_dt || s->L <= 0 || s->C <= 0 || s->H <= 0 || s->KV <= 0 || s->H % s->KV || s->D % 2 || s->D > MAXD ||
         s->r < 0 || s->r > RMAX || pos < 0 || pos >= s->S || !s->blocks || !s->tok || !s->logits)
         return false;
-    int64_t vw = vec_of(s->wdt), HD = s->H * s->D;
+    int64_t vw = s->quant ? 32 : vec_of(s->wdt), HD = s->H * s->D;
     if (s->C % vw || HD % vw || s->I % vw || s->C % vec_of(s->hdt) || !aligned16(s->lm_head)) return false;
     if (s->V * s->C > INT32_MAX || s->I > INT32_MAX / 4 || s->V > INT32_MAX / 4) return false;
     for (int64_t l = 0; l < s->L; l++) {
@@ -646,12 +741,12 @@ static cudaError_t go(cudaStream_t st, bool pdl, void (*k)(Ex...), dim3 grid, di
     return cudaLaunchKernelEx(&cfg, k, args...);
 }
 
-template <typename T, int KS>
+template <typename T, int KS, int U = GU>
 static cudaError_t gemv_go(cudaStream_t st, bool pdl, const dgemv &g) {
     int rows = 0;
     for (int i = 0; i < g.nseg; i++) rows += g.seg[i].rows;
     dim3 grid((unsigned)(g.njob * g.chunks + (rows + GW / KS - 1) / (GW / KS)));
-    return go(st, pdl, k_dgemv<T, KS>, grid, dim3(GW * 32), g);
+    return go(st, pdl, k_dgemv<T, KS, U>, grid, dim3(GW * 32), g);
 }
 
 /* Warps a weight row of `bytes` is split over: LORAC_CUDA_DECODE_SPLIT (1, 2 or 4), else
@@ -670,6 +765,33 @@ static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
         return ks == 4 ? gemv_go<__nv_bfloat16, 4>(st, pdl, g) : ks == 2 ? gemv_go<__nv_bfloat16, 2>(st, pdl, g)
                                                                          : gemv_go<__nv_bfloat16, 1>(st, pdl, g);
     return ks == 4 ? gemv_go<float, 4>(st, pdl, g) : ks == 2 ? gemv_go<float, 2>(st, pdl, g) : gemv_go<float, 1>(st, pdl, g);
+}
+
+/* A product launch g over block weights of s: plain ones of dtype s->wdt, or NF4 with the
+ * segments' scales and the maps filled from their handles q[0..nseg). */
+static cudaError_t gemv_w(cudaStream_t st, bool pdl, const lc_decode_step *s, dgemv &g, const void *const *q) {
+    if (!s->quant) return gemv(st, pdl, s->wdt, g);
+    if (g.nseg < 3) memset(&g.seg[g.nseg], 0, sizeof(dseg) * (size_t)(3 - g.nseg));
+    for (int i = 0; i < g.nseg; i++) {
+        const lc_cuda_wq *w = (const lc_cuda_wq *)q[i];
+        dseg &sg = g.seg[i];
+        sg.am = w->q.absmax, sg.am2 = (const float *)w->q.absmax2, sg.off = w->q.offset;
+        sg.nested = w->q.nested ? 1 : 0, sg.b2sh = 0;
+        while (sg.nested && (1LL << sg.b2sh) < w->q.block2) sg.b2sh++;
+    }
+    const lc_cuda_wq *w0 = (const lc_cuda_wq *)q[0];
+    memcpy(g.code, w0->q.code, sizeof g.code);
+    g.code2 = w0->q.nested ? w0->code2 : NULL;
+    int ks = split_of((size_t)g.I / 2);
+    return ks == 4 ? gemv_go<dnf4, 4>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2>(st, pdl, g) : gemv_go<dnf4, 1>(st, pdl, g);
+}
+
+/* A product segment: out = x W^T (+ bias) (+ res) over `rows` rows (NF4 fields zero). */
+static dseg seg_of(const void *W, const float *bias, const float *res, float *out, int64_t rows) {
+    dseg sg;
+    memset(&sg, 0, sizeof sg);
+    sg.W = W, sg.bias = bias, sg.res = res, sg.out = out, sg.rows = (int)rows;
+    return sg;
 }
 
 /* Adds adapter k of block b (B of r·out floats) to a product's jobs when it has one; its
@@ -720,48 +842,48 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
                     pend, pend_b, cI, r, s->scale};
         if (!SKIP(1)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1), dim3(NW), n1));
         dgemv g = {};
-        g.seg[0] = {b->w[0], b->bias[0], NULL, d->q, HD};
-        g.seg[1] = {b->w[1], b->bias[1], NULL, d->kb, KVD};
-        g.seg[2] = {b->w[2], b->bias[2], NULL, d->vb, KVD};
+        g.seg[0] = seg_of(b->w[0], b->bias[0], NULL, d->q, HD);
+        g.seg[1] = seg_of(b->w[1], b->bias[1], NULL, d->kb, KVD);
+        g.seg[2] = seg_of(b->w[2], b->bias[2], NULL, d->vb, KVD);
         g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
         for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k], r, k ? KVD : HD);
-        if (!SKIP(2)) GO(gemv(st, pdl, s->wdt, g));
+        if (!SKIP(2)) GO(gemv_w(st, pdl, s, g, &b->q[0]));
         dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale};
         for (int k = 0; k < 3; k++)
             if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
         if (!SKIP(4)) GO(go(st, pdl, r16 ? k_dattn<16> : k_dattn<RMAX>, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
         g = dgemv{};
-        g.seg[0] = {b->w[3], NULL, x, d->xmid, C};
+        g.seg[0] = seg_of(b->w[3], NULL, x, d->xmid, C);
         g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
         add_job(g, b, 3, d->part[3], r, C);
-        if (!SKIP(8)) GO(gemv(st, pdl, s->wdt, g));
+        if (!SKIP(8)) GO(gemv_w(st, pdl, s, g, &b->q[3]));
         dnorm n2 = {d->xmid, d->xn, b->ln2, s->eps, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
                     cHD, r, s->scale};
         if (!SKIP(16)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1), dim3(NW), n2));
         g = dgemv{};
-        g.seg[0] = {b->w[4], NULL, NULL, d->gate, I};
-        g.seg[1] = {b->w[5], NULL, NULL, d->up, I};
+        g.seg[0] = seg_of(b->w[4], NULL, NULL, d->gate, I);
+        g.seg[1] = seg_of(b->w[5], NULL, NULL, d->up, I);
         g.nseg = 2, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
         add_job(g, b, 4, d->part[4], r, I);
         add_job(g, b, 5, d->part[5], r, I);
-        if (!SKIP(32)) GO(gemv(st, pdl, s->wdt, g));
+        if (!SKIP(32)) GO(gemv_w(st, pdl, s, g, &b->q[4]));
         dswi w = {d->gate, d->up, d->h, I, {}, {}, cC, r, s->scale};
         for (int k = 0; k < 2; k++)
             if (b->la[4 + k]) w.part[k] = d->part[4 + k], w.b[k] = b->lb[4 + k];
         unsigned nb = (unsigned)((I + 255) / 256);
         if (!SKIP(64)) GO(go(st, pdl, r16 ? k_dswiglu<16> : k_dswiglu<RMAX>, dim3(nb), dim3(256), w));
         g = dgemv{};
-        g.seg[0] = {b->w[6], NULL, d->xmid, xo, C};
+        g.seg[0] = seg_of(b->w[6], NULL, d->xmid, xo, C);
         g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
         add_job(g, b, 6, d->part[6], r, C);
-        if (!SKIP(128)) GO(gemv(st, pdl, s->wdt, g));
+        if (!SKIP(128)) GO(gemv_w(st, pdl, s, g, &b->q[6]));
         pend = b->la[6] ? d->part[6] : NULL, pend_b = b->lb[6];
         x = xo;
     }
     dnorm nf = {x, d->xn, s->norm_f, s->eps, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale};
     if (!SKIP(256)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1), dim3(NW), nf));
     dgemv g = {};
-    g.seg[0] = {s->lm_head, NULL, NULL, s->logits, (int)s->V};
+    g.seg[0] = seg_of(s->lm_head, NULL, NULL, s->logits, (int)s->V);
     g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C;
     if (!SKIP(256)) GO(gemv(st, pdl, s->hdt, g));
     return cudaSuccess;
