@@ -41,9 +41,13 @@ static float *take(size_t *off, float *base, size_t n) {
     return p;
 }
 
-/* Lays out one block's activations at *off (pointers set only when base is given). */
+/* Lays out one block's activations at *off (pointers set only when base is given). The
+ * normed inputs (xn1, xn2) and SwiGLU's output h are not kept per block: every block
+ * writes them into the arena's one xn (N, C) and h (N, I), and the backward recomputes
+ * them from what is kept (x, xmid, their rstd, gate, up) — ~2C + I floats a token of
+ * every adapted block, a third of what a block keeps. */
 static void acts_layout(size_t *off, float *base, const lc_model_config *c, const lc_lora_config *lora,
-                        int64_t B, int64_t T, bool with_x, bool train, lc_acts *s) {
+                        int64_t B, int64_t T, bool with_x, bool train, float *xn, float *h, lc_acts *s) {
     size_t N = (size_t)(B * T), C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     size_t HD = (size_t)(c->num_attention_heads * c->head_dim);
     size_t KVD = (size_t)(c->num_key_value_heads * c->head_dim);
@@ -51,8 +55,7 @@ static void acts_layout(size_t *off, float *base, const lc_model_config *c, cons
     if (with_x) t.x = take(off, base, N * C);
     t.rstd1 = take(off, base, N);
     t.rstd2 = take(off, base, N);
-    t.xn1 = take(off, base, N * C);
-    t.xn2 = take(off, base, N * C);
+    t.xn1 = t.xn2 = xn;
     t.q = take(off, base, N * HD);
     t.k = take(off, base, N * KVD);
     t.v = take(off, base, N * KVD);
@@ -61,7 +64,7 @@ static void acts_layout(size_t *off, float *base, const lc_model_config *c, cons
     t.xmid = take(off, base, N * C);
     t.gate = take(off, base, N * I);
     t.up = take(off, base, N * I);
-    t.h = take(off, base, N * I);
+    t.h = h;
     if (lora && lora->rank > 0)
         for (int k = 0; k < LC_NKEYS; k++)
             if (lora->keys & (1u << k)) t.u[k] = take(off, base, N * (size_t)lora->rank);
@@ -78,14 +81,15 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     size_t KVD = (size_t)(c->num_key_value_heads * c->head_dim);
     int L = (int)c->num_hidden_layers, first = lc_lora_first_layer(c, lora);
     bool train = mode == LC_MODE_TRAIN;
+    float *xn = take(&off, base, N * C), *h = take(&off, base, N * I); // every block's, in turn
     if (train)
         for (int l = first; l < L; l++) {
-            if (!ckpt) acts_layout(&off, base, c, lora, B, T, true, true, a ? &a->saved[l] : NULL);
+            if (!ckpt) acts_layout(&off, base, c, lora, B, T, true, true, xn, h, a ? &a->saved[l] : NULL);
             else if (a) a->saved[l].x = take(&off, base, N * C); // only the input is kept
             else take(&off, base, N * C);
         }
     if (!train || ckpt || first > 0)
-        acts_layout(&off, base, c, lora, B, T, false, train, a ? &a->scratch : NULL);
+        acts_layout(&off, base, c, lora, B, T, false, train, xn, h, a ? &a->scratch : NULL);
     float *xpp0 = NULL, *xpp1 = NULL;
     if (!train || first > 0) xpp0 = take(&off, base, N * C), xpp1 = take(&off, base, N * C);
     float *xf = take(&off, base, N * C), *rstdf = take(&off, base, N), *xnf = take(&off, base, N * C);
@@ -798,15 +802,21 @@ void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xou
 }
 
 /* Backward of block l (training, pos0 0): on entry a->dres = d(block output); on return
- * it is d(block input) when need_dx (else partial). Every adapter's ga/gb =. */
+ * it is d(block input) when need_dx (else partial). Every adapter's ga/gb =. fresh: this
+ * block's forward was the last to write the shared xn and h (so they hold its xn2 and h);
+ * else they are recomputed here, and xn1 always is, where an adapter needs them. */
 static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64_t B, int64_t T,
-                           bool need_dx, uint64_t seed, lc_arena *a) {
+                           bool need_dx, bool fresh, uint64_t seed, lc_arena *a) {
     lc_backend *be = m->be;
     const lc_model_config *c = &m->cfg;
     lc_block *bk = &m->blocks[l];
     int64_t N = B * T, C = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
     int64_t D = c->head_dim, I = c->intermediate_size;
+    float eps = (float)c->rms_norm_eps;
 #define DS(k) drop_seed(seed, l, k)
+    // the recomputations write rstd1/rstd2 again: the same kernel on the same input, the
+    // same values
+    if (!fresh && bk->lora[LC_KEY_DOWN]) be->swiglu(be, s->h, s->gate, s->up, (size_t)(N * I));
     // dh, then SwiGLU's input gradients where nothing needs their space any more: dgate in
     // h (read only by down's adapter gradient, just before), dup over dh (read in place)
     float *dh = a->g1, *dgate = s->h, *dup = dh;
@@ -818,6 +828,8 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         projs_bwd(m, a, 1, dh, false, &y1, s->h, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1);
     }
     be->swiglu_bwd(be, dgate, dup, dh, s->gate, s->up, (size_t)(N * I));
+    if (!fresh && (bk->lora[LC_KEY_GATE] || bk->lora[LC_KEY_UP]))
+        be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
     {
         const float *y2[2] = {dgate, dup};
         const lc_wt *w2[2] = {&bk->w[LC_KEY_GATE], &bk->w[LC_KEY_UP]};
@@ -838,6 +850,8 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
     be->attention_bwd(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
     be->rope_bwd(be, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
     be->rope_bwd(be, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
+    if (bk->lora[LC_KEY_Q] || bk->lora[LC_KEY_K] || bk->lora[LC_KEY_V])
+        be->rmsnorm(be, s->xn1, s->rstd1, x, bk->ln1, N, C, eps);
     {
         const float *y3[3] = {dq, dk, dv};
         const lc_wt *w3[3] = {&bk->w[LC_KEY_Q], &bk->w[LC_KEY_K], &bk->w[LC_KEY_V]};
@@ -957,7 +971,7 @@ static void step_body(void *ctx) {
         if (a->ckpt) // recompute this block's activations from its saved input
             lc_block_forward(m, l, s, xin(m, a, l), xin(m, a, l + 1), B, T, 0, s->k, s->v, s->k, s->v,
                              T, true, x->seed, a);
-        block_backward(m, l, s, xin(m, a, l), B, T, l > m->first, x->seed, a);
+        block_backward(m, l, s, xin(m, a, l), B, T, l > m->first, a->ckpt || l == L - 1, x->seed, a);
     }
 }
 
