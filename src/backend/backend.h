@@ -214,10 +214,12 @@ struct lc_backend {
                           const float *lse, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
     /* out (N,I) = silu(gate) * up. */
     void (*swiglu)(lc_backend *be, float *out, const float *gate, const float *up, size_t n);
-    /* dgate =, dup = backward of swiglu given dout; dup may be dout (each element's dout is
-     * read before its dup and dgate are written: the model keeps dup over dout). */
-    void (*swiglu_bwd)(lc_backend *be, float *dgate, float *dup, const float *dout, const float *gate,
-                       const float *up, size_t n);
+    /* dgate =, dup = backward of swiglu given dout; and h = swiglu(gate, up) again, the
+     * same bits as ->swiglu, when h is not NULL. Each element's gate, up and dout are read
+     * before its outputs are written: dgate may be gate and dup may be dout (the model
+     * keeps both in place). */
+    void (*swiglu_bwd)(lc_backend *be, float *dgate, float *dup, float *h, const float *dout,
+                       const float *gate, const float *up, size_t n);
     /* Cross-entropy over rows of logits (N,V): returns the sum over rows with
      * targets[n] >= 0 of logsumexp(row) - row[target] (rows with -1 are ignored). When
      * grad_scale != 0, logits are overwritten (=) with grad_scale * d(loss)/d(logits)

@@ -648,7 +648,7 @@ static void proj_fwd(lc_model *m, lc_arena *a, float *out, bool acc, const float
 }
 
 /* Backward of proj_fwd (train): ga, gb = their gradients; dx (N, in) (+)= dy W + the
- * adapter's path when need_dx. */
+ * adapter's path when need_dx. x NULL: ga is left to projs_ga (du stays in a->du). */
 static void proj_bwd(lc_model *m, lc_arena *a, float *dx, bool acc, const float *dy, const float *x,
                      const lc_wt *w, lc_lora_param *p, const float *u, int64_t N, bool need_dx,
                      uint64_t ds) {
@@ -659,12 +659,14 @@ static void proj_bwd(lc_model *m, lc_arena *a, float *dx, bool acc, const float 
         // forward: out += s · u b, u = xin a
         be->gemm(be, true, false, p->r, p->out, N, s, u, p->r, dy, p->out, 0.0f, p->gb, p->out); // gb = s u^T dy
         be->gemm(be, false, true, N, p->r, p->out, s, dy, p->out, p->b, p->out, 0.0f, a->du, p->r); // du = s dy b^T
-        const float *xin = x;
-        if (drop) {
-            be->dropout(be, a->xd, x, (size_t)(N * p->in), m->lcfg.dropout, ds);
-            xin = a->xd;
+        if (x) {
+            const float *xin = x;
+            if (drop) {
+                be->dropout(be, a->xd, x, (size_t)(N * p->in), m->lcfg.dropout, ds);
+                xin = a->xd;
+            }
+            be->gemm(be, true, false, p->in, p->r, N, 1.0f, xin, p->in, a->du, p->r, 0.0f, p->ga, p->r); // ga = xin^T du
         }
-        be->gemm(be, true, false, p->in, p->r, N, 1.0f, xin, p->in, a->du, p->r, 0.0f, p->ga, p->r); // ga = xin^T du
     }
     if (!need_dx) return;
     be->matmul_dx(be, dx, dy, w, N, acc); // forward: out = x W^T
@@ -709,7 +711,8 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
 /* Backward of projs_fwd: every adapter's ga, gb =; dx (N, in) (+)= sum over i of dy_i W_i
  * + adapter i's path when need_dx, accumulated in proj_bwd's order (so the same values
  * as proj_bwd on each in turn). The adapters' gb, du and ga products are grouped in one
- * ->gemm_n each (du of adapter i in a->du + i N r). */
+ * ->gemm_n each (du of adapter i in a->du + i N r). x NULL: the ga products are left
+ * to projs_ga (with dropout, only for one projection: proj_bwd keeps one du). */
 static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, const float *const *dy,
                       const float *x, const lc_wt *const *w, lc_lora_param *const *p, float *const *u,
                       int64_t N, bool need_dx, const uint64_t *ds) {
@@ -734,7 +737,7 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
     if (k) {
         be->gemm_n(be, k, gb);
         be->gemm_n(be, k, du);
-        be->gemm_n(be, k, ga);
+        if (x) be->gemm_n(be, k, ga);
     }
     if (!need_dx) return;
     for (int i = 0; i < n; i++) {
@@ -743,6 +746,28 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
             be->gemm(be, false, true, N, p[i]->in, p[i]->r, 1.0f, dus[i], p[i]->r, p[i]->a, p[i]->r, 1.0f, dx,
                      p[i]->in);
     }
+}
+
+/* The ga products projs_bwd left (it was given no x): ga = drop(x)^T du with each du
+ * where projs_bwd wrote it, and the same ops as it would have run. */
+static void projs_ga(lc_model *m, lc_arena *a, int n, const float *x, lc_lora_param *const *p, int64_t N,
+                     const uint64_t *ds) {
+    lc_backend *be = m->be;
+    lc_gemm_args ga[LC_GEMM_N_MAX];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!p[i]) continue;
+        int64_t r = p[i]->r, in = p[i]->in;
+        if (m->lcfg.dropout > 0) { // proj_bwd's order: one du, in a->du
+            be->dropout(be, a->xd, x, (size_t)(N * in), m->lcfg.dropout, ds[i]);
+            be->gemm(be, true, false, in, r, N, 1.0f, a->xd, in, a->du, r, 0.0f, p[i]->ga, r);
+            continue;
+        }
+        lc_gemm_args b3 = {true, false, in, r, N, 1.0f, 0.0f, x, a->du + (size_t)k * (size_t)(N * r), in, r, r,
+                           p[i]->ga};
+        ga[k++] = b3;
+    }
+    if (k) be->gemm_n(be, k, ga);
 }
 
 /* ------------------------------------------------------------ blocks */
@@ -814,20 +839,20 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
     int64_t D = c->head_dim, I = c->intermediate_size;
     float eps = (float)c->rms_norm_eps;
 #define DS(k) drop_seed(seed, l, k)
-    // the recomputations write rstd1/rstd2 again: the same kernel on the same input, the
-    // same values
-    if (!fresh && bk->lora[LC_KEY_DOWN]) be->swiglu(be, s->h, s->gate, s->up, (size_t)(N * I));
-    // dh, then SwiGLU's input gradients where nothing needs their space any more: dgate in
-    // h (read only by down's adapter gradient, just before), dup over dh (read in place)
-    float *dh = a->g1, *dgate = s->h, *dup = dh;
+    // dh = d(down's input), then SwiGLU's input gradients in place (dgate over gate, dup
+    // over dh), with h written again beside them when stale: down's adapter gradient
+    // ga = h^T du, h's only reader, comes last. (The recomputed norms below write
+    // rstd1/rstd2 again: the same kernel on the same input, the same values.)
+    float *dh = a->g1, *dgate = s->gate, *dup = dh;
     {
         const float *y1 = a->dres;
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
         lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
         uint64_t d1 = DS(LC_KEY_DOWN);
-        projs_bwd(m, a, 1, dh, false, &y1, s->h, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1);
+        projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1);
+        be->swiglu_bwd(be, dgate, dup, !fresh && p1 ? s->h : NULL, dh, s->gate, s->up, (size_t)(N * I));
+        projs_ga(m, a, 1, s->h, &p1, N, &d1);
     }
-    be->swiglu_bwd(be, dgate, dup, dh, s->gate, s->up, (size_t)(N * I));
     if (!fresh && (bk->lora[LC_KEY_GATE] || bk->lora[LC_KEY_UP]))
         be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
     {

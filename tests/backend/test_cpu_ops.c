@@ -165,15 +165,19 @@ static double glu_L(void *p) {
 static void test_swiglu_fd(void) {
     glu_ctx c = {101, rnd(101, 3), rnd(101, 2), malloc(101 * 4), rnd(101, 1)};
     float *dg = malloc(101 * 4), *du = malloc(101 * 4);
-    be->swiglu_bwd(be, dg, du, c.wt, c.g, c.u, c.n);
+    be->swiglu_bwd(be, dg, du, NULL, c.wt, c.g, c.u, c.n);
     fd_check("swiglu dgate", c.g, dg, c.n, glu_L, &c);
     fd_check("swiglu dup", c.u, du, c.n, glu_L, &c);
-    // in place, as the model calls it: dup over dout gives the same bits
-    float *d2 = malloc(101 * 4), *dg2 = malloc(101 * 4);
-    memcpy(d2, c.wt, 101 * 4);
-    be->swiglu_bwd(be, dg2, d2, d2, c.g, c.u, c.n);
+    // in place, as the model calls it: dgate over gate and dup over dout give the same
+    // bits, and h = the forward's bits
+    float *d2 = malloc(101 * 4), *dg2 = malloc(101 * 4), *h = malloc(101 * 4);
+    memcpy(d2, c.wt, 101 * 4), memcpy(dg2, c.g, 101 * 4);
+    for (int i = 0; i < 101; i++) h[i] = NAN;
+    be->swiglu(be, c.out, c.g, c.u, c.n);
+    be->swiglu_bwd(be, dg2, d2, h, d2, dg2, c.u, c.n);
     CHECK_MSG(!memcmp(dg2, dg, 101 * 4) && !memcmp(d2, du, 101 * 4), "swiglu_bwd in place differs");
-    free(d2), free(dg2);
+    CHECK_MSG(!memcmp(h, c.out, 101 * 4), "swiglu_bwd's h differs from swiglu");
+    free(d2), free(dg2), free(h);
     free(c.g), free(c.u), free(c.out), free(c.wt), free(dg), free(du);
 }
 

@@ -855,16 +855,25 @@ static void test_norm_rope_swiglu(void) {
     cpu->swiglu(cpu, rs1, ga, u, n);
     gpu->swiglu(gpu, os1, dga, du, n);
     expect("swiglu", os1, rs1, n, 1e-6);
-    cpu->swiglu_bwd(cpu, rs1, rs2, dout, ga, u, n);
-    gpu->swiglu_bwd(gpu, os1, os2, ddo, dga, du, n);
+    float *oh = poisoned(n), *fh = poisoned(n);
+    gpu->swiglu(gpu, fh, dga, du, n); // the card's forward bits, for the h below
+    cpu->swiglu_bwd(cpu, rs1, rs2, NULL, dout, ga, u, n);
+    gpu->swiglu_bwd(gpu, os1, os2, NULL, ddo, dga, du, n);
     expect("swiglu_bwd dgate", os1, rs1, n, 1e-6);
     expect("swiglu_bwd dup", os2, rs2, n, 1e-6);
-    gpu->swiglu_bwd(gpu, os1, ddo, ddo, dga, du, n); // in place, as the model calls it (dout is spent)
-    expect("swiglu_bwd dgate (dup over dout)", os1, rs1, n, 1e-6);
+    // in place, as the model calls it (dgate over gate, dup over dout), with h again
+    gpu->swiglu_bwd(gpu, dga, ddo, oh, ddo, dga, du, n);
+    expect("swiglu_bwd dgate over gate", dga, rs1, n, 1e-6);
     expect("swiglu_bwd dup over dout", ddo, rs2, n, 1e-6);
+    {
+        float *hh = down(oh, n), *hf = down(fh, n);
+        CHECK_MSG(!memcmp(hh, hf, n * 4), "swiglu_bwd's h differs from swiglu's bits");
+        printf("  %-28s bit for bit\n", "swiglu_bwd h = swiglu");
+        free(hh), free(hf);
+    }
     free(x), free(w), free(g), free(dx0), free(ro), free(rr), free(rd), free(cs), free(sn), free(xr), free(ref);
     free(ga), free(u), free(dout), free(rs1), free(rs2);
-    void *dev[] = {dx, dw, o, r, dg, ddx, dcs, dsn, dxr, dga, du, ddo, os1, os2};
+    void *dev[] = {dx, dw, o, r, dg, ddx, dcs, dsn, dxr, dga, du, ddo, os1, os2, oh, fh};
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++) gpu->release(gpu, dev[i]);
 }
 

@@ -214,15 +214,16 @@ static void cpu_swiglu(lc_backend *be, float *out, const float *gate, const floa
     }
 }
 
-static void cpu_swiglu_bwd(lc_backend *be, float *dgate, float *dup, const float *dout,
+static void cpu_swiglu_bwd(lc_backend *be, float *dgate, float *dup, float *h, const float *dout,
                            const float *gate, const float *up, size_t n) {
     int nt = ((lc_cpu *)be->impl)->nt;
 #pragma omp parallel for num_threads(nt) schedule(static) if (n > 16384)
     for (size_t i = 0; i < n; i++) {
-        // forward: out = g * s(g) * u, s = sigmoid
-        float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
+        // forward: out = g * s(g) * u, s = sigmoid (h: cpu_swiglu's expression)
+        float g = gate[i], u = up[i], e = 1.0f + expf(-g), s = 1.0f / e, d = dout[i];
+        if (h) h[i] = g / e * u;
         dup[i] = d * g * s;
-        dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
+        dgate[i] = d * u * s * (1.0f + g * (1.0f - s));
     }
 }
 

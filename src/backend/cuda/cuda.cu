@@ -797,12 +797,13 @@ __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t 
     }
 }
 
-__global__ void k_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
+__global__ void k_swiglu_bwd(float *dgate, float *dup, float *h, const float *dout, const float *gate,
                              const float *up, size_t n) {
-    GRID_STRIDE(i, n) {
-        float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
+    GRID_STRIDE(i, n) { // h: k_swiglu's expression (its bits)
+        float g = gate[i], u = up[i], e = 1.0f + expf(-g), s = 1.0f / e, d = dout[i];
+        if (h) h[i] = g / e * u;
         dup[i] = d * g * s;
-        dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
+        dgate[i] = d * u * s * (1.0f + g * (1.0f - s));
     }
 }
 
@@ -813,11 +814,11 @@ static void cu_swiglu(lc_backend *be, float *out, const float *gate, const float
     LC_LAUNCHED(impl(be));
 }
 
-static void cu_swiglu_bwd(lc_backend *be, float *dgate, float *dup, const float *dout,
+static void cu_swiglu_bwd(lc_backend *be, float *dgate, float *dup, float *h, const float *dout,
                           const float *gate, const float *up, size_t n) {
-    LC_PROF(impl(be), "swiglu_bwd", 0);
+    LC_PROF(impl(be), h ? "swiglu_bwd+h" : "swiglu_bwd", 0);
     if (!n) return;
-    k_swiglu_bwd<<<blocks_for(n), 256, 0, impl(be)->st>>>(dgate, dup, dout, gate, up, n);
+    k_swiglu_bwd<<<blocks_for(n), 256, 0, impl(be)->st>>>(dgate, dup, h, dout, gate, up, n);
     LC_LAUNCHED(impl(be));
 }
 
