@@ -17,13 +17,14 @@
  * Forward: a block per (query tile of 128, head, batch), 8 warps of 16 query rows; key
  * tiles of 32 up to the diagonal; a warp skips the tiles wholly after its rows. Backward
  * (after attention.cu's D = rowsum(dout·out)): one pass over query tiles for dq (the
- * forward's tiling; P recomputed from lse, dP = dO V^T, dS = P (dP − D),
- * dq = scale · dS K) and one over key tiles for dk/dv (a block per (key tile of 64, kv
- * head, batch), 8 warps: warp w takes keys 16(w%4).. and the query half w/4 of each
- * query tile of 64; it loops over the heads of its group in order and the query tiles at
- * or after its keys: dv = Σ P^T dO, dk = scale · Σ dS^T Q; at the end the second half's
- * sums are added to the first's through shared memory). No atomics: every sum has a
- * fixed order, so results repeat bit for bit on a card.
+ * forward's tiling, each warp's Q and dO rows held in registers as A fragments; P
+ * recomputed from lse, dP = dO V^T, dS = P (dP − D), dq = scale · dS K) and one over key
+ * tiles for dk/dv (a block per (key tile of 64, kv head, batch), 8 warps: warp w takes
+ * keys 16(w%4).. and the query half w/4 of each query tile of 64; it loops over the heads
+ * of its group in order and the query tiles at or after its keys: dv = Σ P^T dO,
+ * dk = scale · Σ dS^T Q; at the end the second half's sums are added to the first's
+ * through shared memory). No atomics: every sum has a fixed order, so results repeat bit
+ * for bit on a card.
  *
  * Scope: pos0 = 0 (query t sees keys 0..t), head_dim 64 or 128, 16-byte aligned
  * tensors; attention.cu decides (lc_cuda_att_tc_ok) and keeps its float32 kernels for
@@ -304,6 +305,14 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
     float acc[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    // the warp's Q and dO rows stay in registers as A fragments (the block's rows are fixed)
+    __syncthreads();
+    uint32_t qf[D / 16][4], of[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        frag_a(qf[kk], Qs, D + 8, r0, kk * 16, lane);
+        frag_a(of[kk], Os, D + 8, r0, kk * 16, lane);
+    }
     for (int s0 = 0; s0 < kend; s0 += TC_BK) {
         cp_wait();
         __syncthreads(); // every warp is done with Ks, Vs
@@ -323,17 +332,15 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
             for (int i = 0; i < 4; i++) sc[n][i] = dp[n][i] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
-            uint32_t a[4], ao[4], bb[4];
-            frag_a(a, Qs, D + 8, r0, kk * 16, lane);
-            frag_a(ao, Os, D + 8, r0, kk * 16, lane);
+            uint32_t bb[4];
 #pragma unroll
             for (int n = 0; n < TC_BK / 16; n++) {
                 frag_b2(bb, Ks, D + 8, n * 16, kk * 16, lane);
-                mma(sc[2 * n], a, bb[0], bb[1]); // S = Q K^T
-                mma(sc[2 * n + 1], a, bb[2], bb[3]);
+                mma(sc[2 * n], qf[kk], bb[0], bb[1]); // S = Q K^T
+                mma(sc[2 * n + 1], qf[kk], bb[2], bb[3]);
                 frag_b2(bb, Vs, D + 8, n * 16, kk * 16, lane);
-                mma(dp[2 * n], ao, bb[0], bb[1]); // dP = dO V^T
-                mma(dp[2 * n + 1], ao, bb[2], bb[3]);
+                mma(dp[2 * n], of[kk], bb[0], bb[1]); // dP = dO V^T
+                mma(dp[2 * n + 1], of[kk], bb[2], bb[3]);
             }
         }
         // P = exp(S·scale − lse) (forward: the softmax), dS = P (dP − D)
