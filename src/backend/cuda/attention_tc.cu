@@ -3,15 +3,28 @@
  * cores, forward and backward, in FlashAttention-2's structure: bf16 operands in
  * mma.sync m16n8k16 with float32 accumulation, a float32 online softmax, no T×T matrix
  * in memory. It reads the float32 activations of backend.h's layout and writes float32
- * results; each tile is rounded to bf16 as it is copied into shared memory.
+ * results.
  *
- * Forward: a block per (query tile of 64, head, batch), 4 warps of 16 query rows; key
- * tiles of 64 up to the diagonal. Backward (after attention.cu's D = rowsum(dout·out)):
- * one pass over query tiles for dq (P recomputed from lse, dP = dO V^T,
- * dS = P (dP − D), dq = scale · dS K) and one over key tiles for dk/dv (a block per
- * (key tile of 64, kv head, batch) looping over the heads of its group in order and the
- * query tiles at or after it: dv = Σ P^T dO, dk = scale · Σ dS^T Q). No atomics: every
- * sum has a fixed order, so results repeat bit for bit on a card.
+ * Tiles: every tile in shared memory is row-major bf16 (rows padded by 8 bf16, so the
+ * 8 rows of an ldmatrix hit 8 different bank groups); fragments come from ldmatrix, and
+ * ldmatrix.trans where a tile is a B operand along its columns (V in P V, K in dS K, Q
+ * and dO in the dk/dv products), so nothing is stored transposed. Tiles that a block
+ * streams (K/V in the forward and dq, Q/dO in dk/dv) arrive by cp.async into a float32
+ * staging area while the block computes on the previous tile; at the top of each step
+ * the staged tile is rounded to bf16 and the copy of the next one is issued. Tiles read
+ * once (a block's Q, dO or K, V) are read coalesced, all loads in flight, then rounded.
+ *
+ * Forward: a block per (query tile of 128, head, batch), 8 warps of 16 query rows; key
+ * tiles of 32 up to the diagonal; a warp skips the tiles wholly after its rows. Backward
+ * (after attention.cu's D = rowsum(dout·out)): one pass over query tiles for dq (the
+ * forward's tiling, each warp's Q and dO rows held in registers as A fragments; P
+ * recomputed from lse, dP = dO V^T, dS = P (dP − D), dq = scale · dS K) and one over key
+ * tiles for dk/dv (a block per (key tile of 64, kv head, batch), 8 warps: warp w takes
+ * keys 16(w%4).. and the query half w/4 of each query tile of 64; it loops over the heads
+ * of its group in order and the query tiles at or after its keys: dv = Σ P^T dO,
+ * dk = scale · Σ dS^T Q; at the end the second half's sums are added to the first's
+ * through shared memory). No atomics: every sum has a fixed order, so results repeat bit
+ * for bit on a card.
  *
  * Scope: pos0 = 0 (query t sees keys 0..t), head_dim 64 or 128, 16-byte aligned
  * tensors; attention.cu decides (lc_cuda_att_tc_ok) and keeps its float32 kernels for
@@ -21,7 +34,6 @@
  * regs {row g, k 2c..2c+1}, {row g+8, k 2c}, {row g, k 2c+8}, {row g+8, k 2c+8}.
  * B (16×8): regs {k 2c..2c+1, n g}, {k 2c+8.., n g}. C (16×8, f32): {row g, n 2c, 2c+1},
  * {row g+8, n 2c, 2c+1}. Two C tiles side by side are one A fragment (P, dS).
- * Shared tiles are padded by 8 bf16 a row so the 32-bit fragment loads miss no bank.
  */
 #include <cuda_bf16.h>
 #include <math.h>
@@ -31,15 +43,16 @@
 
 #include "backend/cuda/cuda.h"
 
-#define TC_BQ 64  // query rows per forward / dq block (4 warps × 16)
-#define TC_BK 64  // keys per tile (forward, dq) and per dk/dv block (4 warps × 16)
-#define TC_BQ2 32 // query rows per inner tile of the dk/dv pass
-#define TC_THREADS 128
+#define TC_BQ 128   // query rows per forward / dq block (8 warps × 16)
+#define TC_BK 32    // keys per streamed tile of the forward and dq
+#define TC_BKV 64   // keys per dk/dv block (4 warp rows × 16)
+#define TC_BQ2 64   // queries per streamed tile of the dk/dv pass (2 halves × 32)
+#define TC_THREADS 256
 #define TC_LOG2E 1.4426950408889634f
 
 typedef __nv_bfloat16 bf16;
 
-/* ---- fragments ---- */
+/* ---- fragments and copies ---- */
 
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); // .x (lower address, lower k) = lo
@@ -48,7 +61,7 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
     return r;
 }
 
-__device__ __forceinline__ uint32_t ld32(const bf16 *p) { return *reinterpret_cast<const uint32_t *>(p); }
+__device__ __forceinline__ uint32_t saddr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 __device__ __forceinline__ float ex2(float x) { // 2^x; -inf gives 0
     float y;
@@ -64,17 +77,33 @@ __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* A fragment: rows r0..r0+15, columns k0..k0+15 of row-major M (leading dimension ld). */
-__device__ __forceinline__ void frag_a(uint32_t a[4], const bf16 *M, int ld, int r0, int k0, int lane) {
-    const bf16 *p = M + (r0 + (lane >> 2)) * ld + k0 + (lane & 3) * 2;
-    a[0] = ld32(p), a[1] = ld32(p + 8 * ld), a[2] = ld32(p + 8), a[3] = ld32(p + 8 * ld + 8);
+/* Four 8×8 bf16 matrices; lanes 8j..8j+7 give the row addresses of matrix j, and register
+ * j holds row lane/4, elements 2(lane%4), +1 of matrix j (.trans: of its transpose). */
+__device__ __forceinline__ void ldsm4(uint32_t r[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(saddr(p)));
+}
+__device__ __forceinline__ void ldsm4t(uint32_t r[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(saddr(p)));
 }
 
-/* B fragment whose column n is row n0+n of M and whose k runs along that row from k0. */
-__device__ __forceinline__ void frag_b(uint32_t &b0, uint32_t &b1, const bf16 *M, int ld, int n0, int k0,
-                                       int lane) {
-    const bf16 *p = M + (n0 + (lane >> 2)) * ld + k0 + (lane & 3) * 2;
-    b0 = ld32(p), b1 = ld32(p + 8);
+/* A fragment: rows r0..r0+15, columns k0..k0+15 of row-major M (leading dimension ld). */
+__device__ __forceinline__ void frag_a(uint32_t a[4], const bf16 *M, int ld, int r0, int k0, int lane) {
+    ldsm4(a, M + (r0 + (lane & 15)) * ld + k0 + (lane >> 4) * 8);
+}
+
+/* B fragments of n0..n0+7 (b[0], b[1]) and n0+8..n0+15 (b[2], b[3]) whose column n is
+ * row n of M and whose k runs along that row from k0. */
+__device__ __forceinline__ void frag_b2(uint32_t b[4], const bf16 *M, int ld, int n0, int k0, int lane) {
+    ldsm4(b, M + (n0 + (lane & 7) + (lane >> 4) * 8) * ld + k0 + ((lane >> 3) & 1) * 8);
+}
+
+/* The same where B is M itself: k is M's row k0.., n its column n0.. (ldmatrix.trans). */
+__device__ __forceinline__ void frag_bt2(uint32_t b[4], const bf16 *M, int ld, int k0, int n0, int lane) {
+    ldsm4t(b, M + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + n0 + (lane >> 4) * 8);
 }
 
 /* The A fragment of the 16×16 block made of C tiles x and y (columns 0-7 and 8-15). */
@@ -82,21 +111,58 @@ __device__ __forceinline__ void c_to_a(uint32_t a[4], const float x[4], const fl
     a[0] = pack2(x[0], x[1]), a[1] = pack2(x[2], x[3]), a[2] = pack2(y[0], y[1]), a[3] = pack2(y[2], y[3]);
 }
 
-/* Rows row0..row0+R-1 of a float32 matrix whose row r starts at src + r·rs (D floats) into
- * bf16 shared memory: row-major dst[r][d] (ld D+8) when dst, transposed dstT[d][r] (ld R+8)
- * when dstT; rows at or after lim are zeros. All threads of the block take part. */
+/* cp.async of n bytes (4 or 16); zeros when !ok (src must still be a valid address). */
+__device__ __forceinline__ void cp16(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(saddr(dst)), "l"(src), "r"(ok ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp4(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(saddr(dst)), "l"(src), "r"(ok ? 4 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+/* Rows row0..row0+R-1 of a float32 matrix whose row r starts at src + r·rs (D floats):
+ * stage copies them by cp.async into the float32 tile stg (R, D), unstage rounds that to
+ * the bf16 tile dst (R, D+8), load_tile does both at once with plain loads (all in flight
+ * before the first store). Rows at or after lim are zeros. Every thread of the block takes
+ * part, each handling the same float4s in stage and unstage (so cp_wait alone makes its
+ * own copies visible to it); a warp covers whole rows (coalesced). */
 template <int R, int D>
-__device__ __forceinline__ void load_tile(bf16 *dst, bf16 *dstT, const float *src, size_t rs, int row0, int lim) {
-    for (int idx = threadIdx.x; idx < R * D / 4; idx += TC_THREADS) {
-        int r = idx % R, c = (idx / R) * 4, row = row0 + r;
-        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (row < lim) x = *reinterpret_cast<const float4 *>(src + (size_t)row * rs + c);
-        if (dst) *reinterpret_cast<uint2 *>(dst + r * (D + 8) + c) = make_uint2(pack2(x.x, x.y), pack2(x.z, x.w));
-        if (dstT) {
-            bf16 *t = dstT + c * (R + 8) + r;
-            t[0] = __float2bfloat16_rn(x.x), t[R + 8] = __float2bfloat16_rn(x.y);
-            t[2 * (R + 8)] = __float2bfloat16_rn(x.z), t[3 * (R + 8)] = __float2bfloat16_rn(x.w);
-        }
+__device__ __forceinline__ void stage(float *stg, const float *src, size_t rs, int row0, int lim) {
+    static_assert(R * D / 4 % TC_THREADS == 0, "tile not a multiple of the block");
+#pragma unroll
+    for (int i = 0; i < R * D / 4 / TC_THREADS; i++) {
+        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 4), c = idx % (D / 4) * 4, row = row0 + r;
+        cp16(stg + r * D + c, src + (size_t)min(row, lim - 1) * rs + c, row < lim);
+    }
+}
+
+template <int R, int D> __device__ __forceinline__ void unstage(bf16 *dst, const float *stg) {
+#pragma unroll
+    for (int i = 0; i < R * D / 4 / TC_THREADS; i++) {
+        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 4), c = idx % (D / 4) * 4;
+        float4 x = *reinterpret_cast<const float4 *>(stg + r * D + c);
+        *reinterpret_cast<uint2 *>(dst + r * (D + 8) + c) = make_uint2(pack2(x.x, x.y), pack2(x.z, x.w));
+    }
+}
+
+template <int R, int D>
+__device__ __forceinline__ void load_tile(bf16 *dst, const float *src, size_t rs, int row0, int lim) {
+    constexpr int N = R * D / 4 / TC_THREADS;
+    static_assert(N * TC_THREADS == R * D / 4, "tile not a multiple of the block");
+    float4 x[N];
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 4), c = idx % (D / 4) * 4, row = row0 + r;
+        x[i] = row < lim ? __ldg(reinterpret_cast<const float4 *>(src + (size_t)row * rs + c))
+                         : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 4), c = idx % (D / 4) * 4;
+        *reinterpret_cast<uint2 *>(dst + r * (D + 8) + c) = make_uint2(pack2(x[i].x, x[i].y), pack2(x[i].z, x[i].w));
     }
 }
 
@@ -106,38 +172,50 @@ __device__ __forceinline__ void load_tile(bf16 *dst, bf16 *dstT, const float *sr
  * k, v (B,S,KV,D) with S ≥ T; sl2 = log2(e)/sqrt(D). Query tiles run last first (the
  * longest rows start first). */
 template <int D>
-__global__ void __launch_bounds__(TC_THREADS) k_tc_fwd(float *out, float *lse, const float *q, const float *k,
-                                                       const float *v, int T, int S, int H, int KV, float sl2) {
+__global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(float *out, float *lse, const float *q, const float *k,
+                                                          const float *v, int T, int S, int H, int KV, float sl2) {
     extern __shared__ __align__(16) unsigned char smraw[];
-    bf16 *Qs = (bf16 *)smraw, *Ks = Qs + TC_BQ * (D + 8), *Vt = Ks + TC_BK * (D + 8); // Vt: (D, TC_BK+8)
+    float *stg = (float *)smraw; // (2, TC_BK, D): the next K and V tiles
+    bf16 *Qs = (bf16 *)(stg + 2 * TC_BK * D), *Ks = Qs + TC_BQ * (D + 8), *Vs = Ks + TC_BK * (D + 8);
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c4 = lane & 3;
     int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kh = h / (H / KV);
     const float *qb = q + ((size_t)b * T * H + h) * D;
     const float *kb = k + ((size_t)b * S * KV + kh) * D, *vb = v + ((size_t)b * S * KV + kh) * D;
-    load_tile<TC_BQ, D>(Qs, NULL, qb, (size_t)H * D, q0, T);
+    size_t krs = (size_t)KV * D;
+    stage<TC_BK, D>(stg, kb, krs, 0, T);
+    stage<TC_BK, D>(stg + TC_BK * D, vb, krs, 0, T);
+    cp_commit();
+    load_tile<TC_BQ, D>(Qs, qb, (size_t)H * D, q0, T);
     int r0 = w * 16, t0 = q0 + r0 + (lane >> 2); // this thread's rows: t0 and t0 + 8
     float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     int kend = min(q0 + TC_BQ, T);
     for (int s0 = 0; s0 < kend; s0 += TC_BK) {
-        __syncthreads();
-        load_tile<TC_BK, D>(Ks, NULL, kb, (size_t)KV * D, s0, T);
-        load_tile<TC_BK, D>(NULL, Vt, vb, (size_t)KV * D, s0, T);
-        __syncthreads();
+        cp_wait();
+        __syncthreads(); // every warp is done with Ks, Vs
+        unstage<TC_BK, D>(Ks, stg);
+        unstage<TC_BK, D>(Vs, stg + TC_BK * D);
+        __syncthreads(); // Ks, Vs ready; the staging area is free
+        if (s0 + TC_BK < kend) {
+            stage<TC_BK, D>(stg, kb, krs, s0 + TC_BK, T);
+            stage<TC_BK, D>(stg + TC_BK * D, vb, krs, s0 + TC_BK, T);
+            cp_commit();
+        }
+        if (s0 > q0 + r0 + 15) continue; // every key of the tile is after the warp's rows
         // S = Q K^T (log2 units, scaled)
         float sc[TC_BK / 8][4];
 #pragma unroll
         for (int n = 0; n < TC_BK / 8; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
-            uint32_t a[4];
+            uint32_t a[4], bb[4];
             frag_a(a, Qs, D + 8, r0, kk * 16, lane);
 #pragma unroll
-            for (int n = 0; n < TC_BK / 8; n++) {
-                uint32_t b0, b1;
-                frag_b(b0, b1, Ks, D + 8, n * 8, kk * 16, lane);
-                mma(sc[n], a, b0, b1);
+            for (int n = 0; n < TC_BK / 16; n++) {
+                frag_b2(bb, Ks, D + 8, n * 16, kk * 16, lane);
+                mma(sc[2 * n], a, bb[0], bb[1]);
+                mma(sc[2 * n + 1], a, bb[2], bb[3]);
             }
         }
         // causal mask, running max (key 0 is in every row's first tile: the max is finite)
@@ -171,13 +249,13 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_fwd(float *out, float *lse, c
         // O += P V
 #pragma unroll
         for (int kk = 0; kk < TC_BK / 16; kk++) {
-            uint32_t a[4];
+            uint32_t a[4], bb[4];
             c_to_a(a, sc[2 * kk], sc[2 * kk + 1]);
 #pragma unroll
-            for (int n = 0; n < D / 8; n++) {
-                uint32_t b0, b1;
-                frag_b(b0, b1, Vt, TC_BK + 8, n * 8, kk * 16, lane);
-                mma(o[n], a, b0, b1);
+            for (int n = 0; n < D / 16; n++) {
+                frag_bt2(bb, Vs, D + 8, kk * 16, n * 16, lane);
+                mma(o[2 * n], a, bb[0], bb[1]);
+                mma(o[2 * n + 1], a, bb[2], bb[3]);
             }
         }
     }
@@ -204,13 +282,18 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
                                                       const float *v, const float *lse, const float *Dr, int T,
                                                       int H, int KV, float sl2, float scale) {
     extern __shared__ __align__(16) unsigned char smraw[];
-    bf16 *Qs = (bf16 *)smraw, *Os = Qs + TC_BQ * (D + 8), *Ks = Os + TC_BQ * (D + 8);
-    bf16 *Vs = Ks + TC_BK * (D + 8), *Kt = Vs + TC_BK * (D + 8); // Kt: (D, TC_BK+8)
+    float *stg = (float *)smraw; // (2, TC_BK, D): the next K and V tiles
+    bf16 *Qs = (bf16 *)(stg + 2 * TC_BK * D), *Os = Qs + TC_BQ * (D + 8), *Ks = Os + TC_BQ * (D + 8);
+    bf16 *Vs = Ks + TC_BK * (D + 8);
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c4 = lane & 3;
     int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kh = h / (H / KV);
-    size_t qoff = ((size_t)b * T * H + h) * D, koff = ((size_t)b * T * KV + kh) * D;
-    load_tile<TC_BQ, D>(Qs, NULL, q + qoff, (size_t)H * D, q0, T);
-    load_tile<TC_BQ, D>(Os, NULL, dout + qoff, (size_t)H * D, q0, T);
+    size_t qoff = ((size_t)b * T * H + h) * D, koff = ((size_t)b * T * KV + kh) * D, krs = (size_t)KV * D;
+    int kend = min(q0 + TC_BQ, T);
+    stage<TC_BK, D>(stg, k + koff, krs, 0, T);
+    stage<TC_BK, D>(stg + TC_BK * D, v + koff, krs, 0, T);
+    cp_commit();
+    load_tile<TC_BQ, D>(Qs, q + qoff, (size_t)H * D, q0, T);
+    load_tile<TC_BQ, D>(Os, dout + qoff, (size_t)H * D, q0, T);
     int r0 = w * 16, t0 = q0 + r0 + (lane >> 2);
     float L[2], Dd[2];
 #pragma unroll
@@ -222,12 +305,26 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
     float acc[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    int kend = min(q0 + TC_BQ, T);
+    // the warp's Q and dO rows stay in registers as A fragments (the block's rows are fixed)
+    __syncthreads();
+    uint32_t qf[D / 16][4], of[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        frag_a(qf[kk], Qs, D + 8, r0, kk * 16, lane);
+        frag_a(of[kk], Os, D + 8, r0, kk * 16, lane);
+    }
     for (int s0 = 0; s0 < kend; s0 += TC_BK) {
-        __syncthreads();
-        load_tile<TC_BK, D>(Ks, Kt, k + koff, (size_t)KV * D, s0, T);
-        load_tile<TC_BK, D>(Vs, NULL, v + koff, (size_t)KV * D, s0, T);
-        __syncthreads();
+        cp_wait();
+        __syncthreads(); // every warp is done with Ks, Vs
+        unstage<TC_BK, D>(Ks, stg);
+        unstage<TC_BK, D>(Vs, stg + TC_BK * D);
+        __syncthreads(); // Ks, Vs ready; the staging area is free
+        if (s0 + TC_BK < kend) {
+            stage<TC_BK, D>(stg, k + koff, krs, s0 + TC_BK, T);
+            stage<TC_BK, D>(stg + TC_BK * D, v + koff, krs, s0 + TC_BK, T);
+            cp_commit();
+        }
+        if (s0 > q0 + r0 + 15) continue; // every key of the tile is after the warp's rows
         float sc[TC_BK / 8][4], dp[TC_BK / 8][4];
 #pragma unroll
         for (int n = 0; n < TC_BK / 8; n++)
@@ -235,16 +332,15 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
             for (int i = 0; i < 4; i++) sc[n][i] = dp[n][i] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
-            uint32_t a[4], ao[4];
-            frag_a(a, Qs, D + 8, r0, kk * 16, lane);
-            frag_a(ao, Os, D + 8, r0, kk * 16, lane);
+            uint32_t bb[4];
 #pragma unroll
-            for (int n = 0; n < TC_BK / 8; n++) {
-                uint32_t b0, b1;
-                frag_b(b0, b1, Ks, D + 8, n * 8, kk * 16, lane);
-                mma(sc[n], a, b0, b1); // S = Q K^T
-                frag_b(b0, b1, Vs, D + 8, n * 8, kk * 16, lane);
-                mma(dp[n], ao, b0, b1); // dP = dO V^T
+            for (int n = 0; n < TC_BK / 16; n++) {
+                frag_b2(bb, Ks, D + 8, n * 16, kk * 16, lane);
+                mma(sc[2 * n], qf[kk], bb[0], bb[1]); // S = Q K^T
+                mma(sc[2 * n + 1], qf[kk], bb[2], bb[3]);
+                frag_b2(bb, Vs, D + 8, n * 16, kk * 16, lane);
+                mma(dp[2 * n], of[kk], bb[0], bb[1]); // dP = dO V^T
+                mma(dp[2 * n + 1], of[kk], bb[2], bb[3]);
             }
         }
         // P = exp(S·scale − lse) (forward: the softmax), dS = P (dP − D)
@@ -259,13 +355,13 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
         // dq += dS K (forward: S = Q K^T)
 #pragma unroll
         for (int kk = 0; kk < TC_BK / 16; kk++) {
-            uint32_t a[4];
+            uint32_t a[4], bb[4];
             c_to_a(a, sc[2 * kk], sc[2 * kk + 1]);
 #pragma unroll
-            for (int n = 0; n < D / 8; n++) {
-                uint32_t b0, b1;
-                frag_b(b0, b1, Kt, TC_BK + 8, n * 8, kk * 16, lane);
-                mma(acc[n], a, b0, b1);
+            for (int n = 0; n < D / 16; n++) {
+                frag_bt2(bb, Ks, D + 8, kk * 16, n * 16, lane);
+                mma(acc[2 * n], a, bb[0], bb[1]);
+                mma(acc[2 * n + 1], a, bb[2], bb[3]);
             }
         }
     }
@@ -281,84 +377,111 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
 }
 
 /* dk (B,T,KV,D) = scale · Σ dS^T Q, dv = Σ P^T dO, summed over the heads of the kv head's
- * group in order and the queries at or after each key. grid (ceil(T/TC_BK), KV, B). */
+ * group in order and the queries at or after each key. grid (ceil(T/TC_BKV), KV, B). */
 template <int D>
 __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, const float *dout, const float *q,
                                                         const float *k, const float *v, const float *lse,
                                                         const float *Dr, int T, int H, int KV, float sl2,
                                                         float scale) {
     extern __shared__ __align__(16) unsigned char smraw[];
-    bf16 *Ks = (bf16 *)smraw, *Vs = Ks + TC_BK * (D + 8), *Qs = Vs + TC_BK * (D + 8);
-    bf16 *Os = Qs + TC_BQ2 * (D + 8), *Qt = Os + TC_BQ2 * (D + 8), *Ot = Qt + D * (TC_BQ2 + 8); // Qt, Ot: (D, TC_BQ2+8)
-    float *Ls = (float *)(Ot + D * (TC_BQ2 + 8)), *Ds = Ls + TC_BQ2;
+    float *stg = (float *)smraw;                    // (2, TC_BQ2, D): the next Q and dO tiles
+    float *Lstg = stg + 2 * TC_BQ2 * D, *Dstg = Lstg + TC_BQ2; // their lse and D
+    float *Ls = Dstg + TC_BQ2, *Ds = Ls + TC_BQ2;
+    bf16 *Ks = (bf16 *)(Ds + TC_BQ2), *Vs = Ks + TC_BKV * (D + 8), *Qs = Vs + TC_BKV * (D + 8);
+    bf16 *Os = Qs + TC_BQ2 * (D + 8);
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c4 = lane & 3;
-    int j0 = blockIdx.x * TC_BK, kh = blockIdx.y, b = blockIdx.z, G = H / KV;
-    size_t koff = ((size_t)b * T * KV + kh) * D;
-    load_tile<TC_BK, D>(Ks, NULL, k + koff, (size_t)KV * D, j0, T);
-    load_tile<TC_BK, D>(Vs, NULL, v + koff, (size_t)KV * D, j0, T);
-    int r0 = w * 16, s0 = j0 + r0 + (lane >> 2); // this thread's keys: s0 and s0 + 8
+    int j0 = blockIdx.x * TC_BKV, kh = blockIdx.y, b = blockIdx.z, G = H / KV;
+    int kr = (w & 3) * 16, qh = (w >> 2) * 32; // the warp's keys j0+kr.. and query half qh..
+    size_t koff = ((size_t)b * T * KV + kh) * D, qrs = (size_t)H * D;
+    int nt = (T - j0 + TC_BQ2 - 1) / TC_BQ2, nit = G * nt; // query tiles a head, steps
+    auto issue = [&](int it) { // stage step it: head kh·G + it/nt, queries j0 + (it%nt)·TC_BQ2..
+        int h = kh * G + it / nt, t0 = j0 + it % nt * TC_BQ2;
+        size_t qoff = ((size_t)b * T * H + h) * D, loff = ((size_t)b * H + h) * T;
+        stage<TC_BQ2, D>(stg, q + qoff, qrs, t0, T);
+        stage<TC_BQ2, D>(stg + TC_BQ2 * D, dout + qoff, qrs, t0, T);
+        if (threadIdx.x < TC_BQ2) {
+            int t = t0 + threadIdx.x, tc = min(t, T - 1);
+            cp4(Lstg + threadIdx.x, lse + loff + tc, t < T);
+            cp4(Dstg + threadIdx.x, Dr + loff + tc, t < T);
+        }
+        cp_commit();
+    };
+    issue(0);
+    load_tile<TC_BKV, D>(Ks, k + koff, (size_t)KV * D, j0, T);
+    load_tile<TC_BKV, D>(Vs, v + koff, (size_t)KV * D, j0, T);
+    int s0 = j0 + kr + (lane >> 2); // this thread's keys: s0 and s0 + 8
     float adk[D / 8][4], adv[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++)
 #pragma unroll
         for (int i = 0; i < 4; i++) adk[n][i] = adv[n][i] = 0.0f;
-    for (int h = kh * G; h < kh * G + G; h++) {
-        size_t qoff = ((size_t)b * T * H + h) * D;
-        for (int t0 = j0; t0 < T; t0 += TC_BQ2) {
-            __syncthreads();
-            load_tile<TC_BQ2, D>(Qs, Qt, q + qoff, (size_t)H * D, t0, T);
-            load_tile<TC_BQ2, D>(Os, Ot, dout + qoff, (size_t)H * D, t0, T);
-            if (threadIdx.x < TC_BQ2) {
-                int t = t0 + threadIdx.x;
-                Ls[threadIdx.x] = t < T ? lse[((size_t)b * H + h) * T + t] * TC_LOG2E : 0.0f;
-                Ds[threadIdx.x] = t < T ? Dr[((size_t)b * H + h) * T + t] : 0.0f;
+    for (int it = 0; it < nit; it++) {
+        int t0 = j0 + it % nt * TC_BQ2;
+        cp_wait();
+        __syncthreads(); // every warp is done with Qs, Os, Ls, Ds
+        unstage<TC_BQ2, D>(Qs, stg);
+        unstage<TC_BQ2, D>(Os, stg + TC_BQ2 * D);
+        if (threadIdx.x < TC_BQ2) Ls[threadIdx.x] = Lstg[threadIdx.x] * TC_LOG2E, Ds[threadIdx.x] = Dstg[threadIdx.x];
+        __syncthreads(); // the tiles are ready; the staging area is free
+        if (it + 1 < nit) issue(it + 1);
+        if (t0 + qh + 31 < j0 + kr) continue; // every query of the warp's half precedes its keys
+        float sc[4][4], dp[4][4]; // the warp's 32 queries
+#pragma unroll
+        for (int n = 0; n < 4; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) sc[n][i] = dp[n][i] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            uint32_t a[4], av[4], bb[4];
+            frag_a(a, Ks, D + 8, kr, kk * 16, lane);
+            frag_a(av, Vs, D + 8, kr, kk * 16, lane);
+#pragma unroll
+            for (int n = 0; n < 2; n++) {
+                frag_b2(bb, Qs, D + 8, qh + n * 16, kk * 16, lane);
+                mma(sc[2 * n], a, bb[0], bb[1]); // S^T = K Q^T
+                mma(sc[2 * n + 1], a, bb[2], bb[3]);
+                frag_b2(bb, Os, D + 8, qh + n * 16, kk * 16, lane);
+                mma(dp[2 * n], av, bb[0], bb[1]); // dP^T = V dO^T
+                mma(dp[2 * n + 1], av, bb[2], bb[3]);
             }
-            __syncthreads();
-            if (t0 + TC_BQ2 <= j0 + r0) continue; // every query of the tile precedes the warp's keys
-            float sc[TC_BQ2 / 8][4], dp[TC_BQ2 / 8][4];
+        }
 #pragma unroll
-            for (int n = 0; n < TC_BQ2 / 8; n++)
+        for (int n = 0; n < 4; n++)
 #pragma unroll
-                for (int i = 0; i < 4; i++) sc[n][i] = dp[n][i] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
-                uint32_t a[4], av[4];
-                frag_a(a, Ks, D + 8, r0, kk * 16, lane);
-                frag_a(av, Vs, D + 8, r0, kk * 16, lane);
-#pragma unroll
-                for (int n = 0; n < TC_BQ2 / 8; n++) {
-                    uint32_t b0, b1;
-                    frag_b(b0, b1, Qs, D + 8, n * 8, kk * 16, lane);
-                    mma(sc[n], a, b0, b1); // S^T = K Q^T
-                    frag_b(b0, b1, Os, D + 8, n * 8, kk * 16, lane);
-                    mma(dp[n], av, b0, b1); // dP^T = V dO^T
-                }
+            for (int i = 0; i < 4; i++) {
+                int tl = qh + n * 8 + c4 * 2 + (i & 1), t = t0 + tl, s = s0 + (i >> 1) * 8;
+                float p = (t < s || t >= T) ? 0.0f : ex2(sc[n][i] * sl2 - Ls[tl]);
+                sc[n][i] = p, dp[n][i] = p * (dp[n][i] - Ds[tl]);
             }
+        // dv += P^T dO (forward: O = P V), dk += dS^T Q (forward: S = Q K^T)
 #pragma unroll
-            for (int n = 0; n < TC_BQ2 / 8; n++)
+        for (int kk = 0; kk < 2; kk++) {
+            uint32_t ap[4], ad[4], bb[4];
+            c_to_a(ap, sc[2 * kk], sc[2 * kk + 1]);
+            c_to_a(ad, dp[2 * kk], dp[2 * kk + 1]);
 #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    int tl = n * 8 + c4 * 2 + (i & 1), t = t0 + tl, s = s0 + (i >> 1) * 8;
-                    float p = (t < s || t >= T) ? 0.0f : ex2(sc[n][i] * sl2 - Ls[tl]);
-                    sc[n][i] = p, dp[n][i] = p * (dp[n][i] - Ds[tl]);
-                }
-            // dv += P^T dO (forward: O = P V), dk += dS^T Q (forward: S = Q K^T)
-#pragma unroll
-            for (int kk = 0; kk < TC_BQ2 / 16; kk++) {
-                uint32_t ap[4], ad[4];
-                c_to_a(ap, sc[2 * kk], sc[2 * kk + 1]);
-                c_to_a(ad, dp[2 * kk], dp[2 * kk + 1]);
-#pragma unroll
-                for (int n = 0; n < D / 8; n++) {
-                    uint32_t b0, b1;
-                    frag_b(b0, b1, Ot, TC_BQ2 + 8, n * 8, kk * 16, lane);
-                    mma(adv[n], ap, b0, b1);
-                    frag_b(b0, b1, Qt, TC_BQ2 + 8, n * 8, kk * 16, lane);
-                    mma(adk[n], ad, b0, b1);
-                }
+            for (int n = 0; n < D / 16; n++) {
+                frag_bt2(bb, Os, D + 8, qh + kk * 16, n * 16, lane);
+                mma(adv[2 * n], ap, bb[0], bb[1]);
+                mma(adv[2 * n + 1], ap, bb[2], bb[3]);
+                frag_bt2(bb, Qs, D + 8, qh + kk * 16, n * 16, lane);
+                mma(adk[2 * n], ad, bb[0], bb[1]);
+                mma(adk[2 * n + 1], ad, bb[2], bb[3]);
             }
         }
     }
+    // the second query half's sums (warps 4-7) join the first's (warps 0-3) through the
+    // staging area, in that order
+    __syncthreads();
+    float *rk = stg + ((w & 3) * (D / 8) * 4) * 32 + lane, *rv = rk + 4 * (D / 8) * 4 * 32;
+    if (w >= 4) {
+#pragma unroll
+        for (int n = 0; n < D / 8; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) rk[(n * 4 + i) * 32] = adk[n][i], rv[(n * 4 + i) * 32] = adv[n][i];
+    }
+    __syncthreads();
+    if (w >= 4) return;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         int s = s0 + r * 8;
@@ -366,18 +489,21 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
         size_t off = (((size_t)b * T + s) * KV + kh) * D + c4 * 2;
 #pragma unroll
         for (int n = 0; n < D / 8; n++) {
-            *reinterpret_cast<float2 *>(dk + off + n * 8) = make_float2(adk[n][2 * r] * scale, adk[n][2 * r + 1] * scale);
-            *reinterpret_cast<float2 *>(dv + off + n * 8) = make_float2(adv[n][2 * r], adv[n][2 * r + 1]);
+            int i0 = (n * 4 + 2 * r) * 32, i1 = i0 + 32;
+            *reinterpret_cast<float2 *>(dk + off + n * 8) =
+                make_float2((adk[n][2 * r] + rk[i0]) * scale, (adk[n][2 * r + 1] + rk[i1]) * scale);
+            *reinterpret_cast<float2 *>(dv + off + n * 8) =
+                make_float2(adv[n][2 * r] + rv[i0], adv[n][2 * r + 1] + rv[i1]);
         }
     }
 }
 
 /* ---- launch ---- */
 
-template <int D> static size_t fwd_smem() { return (size_t)(TC_BQ + TC_BK) * (D + 8) * 2 + (size_t)D * (TC_BK + 8) * 2; }
-template <int D> static size_t dq_smem() { return (size_t)(2 * TC_BQ + 2 * TC_BK) * (D + 8) * 2 + (size_t)D * (TC_BK + 8) * 2; }
+template <int D> static size_t fwd_smem() { return (size_t)2 * TC_BK * D * 4 + (size_t)(TC_BQ + 2 * TC_BK) * (D + 8) * 2; }
+template <int D> static size_t dq_smem() { return (size_t)2 * TC_BK * D * 4 + (size_t)(2 * TC_BQ + 2 * TC_BK) * (D + 8) * 2; }
 template <int D> static size_t dkdv_smem() {
-    return (size_t)(2 * TC_BK + 2 * TC_BQ2) * (D + 8) * 2 + (size_t)2 * D * (TC_BQ2 + 8) * 2 + 2 * TC_BQ2 * sizeof(float);
+    return (size_t)(2 * TC_BQ2 * D + 4 * TC_BQ2) * 4 + (size_t)(2 * TC_BKV + 2 * TC_BQ2) * (D + 8) * 2;
 }
 
 bool lc_cuda_att_tc_ok(int64_t Tq, int64_t S, int64_t D, int64_t pos0, const void *const *ptrs, int n) {
@@ -420,7 +546,7 @@ static void tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dou
     dim3 gq((unsigned)((T + TC_BQ - 1) / TC_BQ), (unsigned)H, (unsigned)B);
     k_tc_dq<D><<<gq, TC_THREADS, sq, c->st>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
     LC_LAUNCHED(c);
-    dim3 gk((unsigned)((T + TC_BK - 1) / TC_BK), (unsigned)KV, (unsigned)B);
+    dim3 gk((unsigned)((T + TC_BKV - 1) / TC_BKV), (unsigned)KV, (unsigned)B);
     k_tc_dkdv<D><<<gk, TC_THREADS, skv, c->st>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
     LC_LAUNCHED(c);
 }
