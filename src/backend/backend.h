@@ -220,6 +220,13 @@ struct lc_backend {
      * keeps both in place). */
     void (*swiglu_bwd)(lc_backend *be, float *dgate, float *dup, float *h, const float *dout,
                        const float *gate, const float *up, size_t n);
+    /* Optional (NULL where not offered; CUDA has them, its products round activations to
+     * bf16 anyway): ->swiglu that also keeps gate and up rounded to bf16 (round to
+     * nearest even) in gu, 2n bf16 (gate's n, then up's), for ->swiglu_bwd_packed, which
+     * is ->swiglu_bwd reading them from gu (h from the rounded values). */
+    void (*swiglu_pack)(lc_backend *be, float *out, void *gu, const float *gate, const float *up, size_t n);
+    void (*swiglu_bwd_packed)(lc_backend *be, float *dgate, float *dup, float *h, const float *dout,
+                              const void *gu, size_t n);
     /* Cross-entropy over rows of logits (N,V): returns the sum over rows with
      * targets[n] >= 0 of logsumexp(row) - row[target] (rows with -1 are ignored). When
      * grad_scale != 0, logits are overwritten (=) with grad_scale * d(loss)/d(logits)

@@ -27,6 +27,8 @@ typedef struct {
     float *lse;                // (B, H, T) attention row log-sum-exp (training)
     float *xmid;               // (N, C) residual after attention
     float *gate, *up, *h;      // (N, I); h = silu(gate) * up (in the backward, then dgate)
+    void *gu;                  // (2, N, I) bf16: gate and up kept for the backward (->swiglu_pack),
+                               // or NULL (then gate and up are kept)
     float *u[LC_NKEYS];        // (N, r) adapter intermediates A x
 } lc_acts;
 
@@ -45,6 +47,7 @@ typedef struct {
     int mode;
     int64_t B, T;
     bool ckpt;
+    bool pack; // saved blocks keep gate and up as bf16 (lc_model_packs_gate_up)
     float *base;
     size_t floats;           // of this layout
     size_t cap;              // floats allocated at base (the largest layout so far)

@@ -45,9 +45,12 @@ static float *take(size_t *off, float *base, size_t n) {
  * normed inputs (xn1, xn2) and SwiGLU's output h are not kept per block: every block
  * writes them into the arena's one xn (N, C) and h (N, I), and the backward recomputes
  * them from what is kept (x, xmid, their rstd, gate, up) — ~2C + I floats a token of
- * every adapted block, a third of what a block keeps. */
+ * every adapted block, a third of what a block keeps. gu (packing): gate and up are the
+ * arena's one pair gu[0], gu[1] (N, I) and the block keeps them as bf16 (N·I floats of
+ * room) instead. */
 static void acts_layout(size_t *off, float *base, const lc_model_config *c, const lc_lora_config *lora,
-                        int64_t B, int64_t T, bool with_x, bool train, float *xn, float *h, lc_acts *s) {
+                        int64_t B, int64_t T, bool with_x, bool train, float *xn, float *h, float *const *gu,
+                        lc_acts *s) {
     size_t N = (size_t)(B * T), C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     size_t HD = (size_t)(c->num_attention_heads * c->head_dim);
     size_t KVD = (size_t)(c->num_key_value_heads * c->head_dim);
@@ -62,8 +65,8 @@ static void acts_layout(size_t *off, float *base, const lc_model_config *c, cons
     t.att = take(off, base, N * HD);
     if (train) t.lse = take(off, base, (size_t)(B * c->num_attention_heads * T));
     t.xmid = take(off, base, N * C);
-    t.gate = take(off, base, N * I);
-    t.up = take(off, base, N * I);
+    if (gu) t.gate = gu[0], t.up = gu[1], t.gu = take(off, base, N * I);
+    else t.gate = take(off, base, N * I), t.up = take(off, base, N * I);
     t.h = h;
     if (lora && lora->rank > 0)
         for (int k = 0; k < LC_NKEYS; k++)
@@ -74,7 +77,7 @@ static void acts_layout(size_t *off, float *base, const lc_model_config *c, cons
 /* The arena of a mode and shape: returns its size in floats; sets a's pointers when
  * a->base is set (a->saved then has L entries). */
 static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora, int mode, int64_t B,
-                           int64_t T, bool ckpt, lc_arena *a) {
+                           int64_t T, bool ckpt, bool pack, lc_arena *a) {
     float *base = a ? a->base : NULL;
     size_t off = 0, N = (size_t)(B * T), C = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
     size_t I = (size_t)c->intermediate_size, HD = (size_t)(c->num_attention_heads * c->head_dim);
@@ -82,14 +85,17 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     int L = (int)c->num_hidden_layers, first = lc_lora_first_layer(c, lora);
     bool train = mode == LC_MODE_TRAIN;
     float *xn = take(&off, base, N * C), *h = take(&off, base, N * I); // every block's, in turn
+    float *gu[2] = {NULL, NULL}, *const *kgu = NULL;
+    if (train && !ckpt && pack && first < L)
+        gu[0] = take(&off, base, N * I), gu[1] = take(&off, base, N * I), kgu = gu;
     if (train)
         for (int l = first; l < L; l++) {
-            if (!ckpt) acts_layout(&off, base, c, lora, B, T, true, true, xn, h, a ? &a->saved[l] : NULL);
+            if (!ckpt) acts_layout(&off, base, c, lora, B, T, true, true, xn, h, kgu, a ? &a->saved[l] : NULL);
             else if (a) a->saved[l].x = take(&off, base, N * C); // only the input is kept
             else take(&off, base, N * C);
         }
     if (!train || ckpt || first > 0)
-        acts_layout(&off, base, c, lora, B, T, false, train, xn, h, a ? &a->scratch : NULL);
+        acts_layout(&off, base, c, lora, B, T, false, train, xn, h, NULL, a ? &a->scratch : NULL);
     float *xpp0 = NULL, *xpp1 = NULL;
     if (!train || first > 0) xpp0 = take(&off, base, N * C), xpp1 = take(&off, base, N * C);
     float *xf = take(&off, base, N * C), *rstdf = take(&off, base, N), *xnf = take(&off, base, N * C);
@@ -120,12 +126,28 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     return off;
 }
 
+bool lc_model_packs_gate_up(const lc_model *m) {
+    const char *e = getenv("LORAC_PACK_GATE_UP");
+    if ((e && !strcmp(e, "0")) || !m->be->swiglu_pack || !m->be->swiglu_bwd_packed) return false;
+    int L = (int)m->cfg.num_hidden_layers;
+    for (int l = 0; l < L; l++) // products over float32 weights stay float32 throughout
+        for (int k = LC_KEY_GATE; k <= LC_KEY_UP; k++)
+            if (!m->blocks[l].w[k].q && m->blocks[l].w[k].dtype == LC_DT_F32) return false;
+    return true;
+}
+
+size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, bool grad_checkpoint) {
+    return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_TRAIN, B, T, grad_checkpoint,
+                        lc_model_packs_gate_up(m), NULL) *
+           sizeof(float);
+}
+
 lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
     lc_arena *a = &m->ar[mode];
-    bool ckpt = mode == LC_MODE_TRAIN && m->ckpt;
-    if (a->base && a->B == B && a->T == T && a->ckpt == ckpt) return a;
+    bool ckpt = mode == LC_MODE_TRAIN && m->ckpt, pack = mode == LC_MODE_TRAIN && lc_model_packs_gate_up(m);
+    if (a->base && a->B == B && a->T == T && a->ckpt == ckpt && a->pack == pack) return a;
     const lc_lora_config *lora = m->has_lora ? &m->lcfg : NULL;
-    size_t need = arena_layout(&m->cfg, lora, mode, B, T, ckpt, NULL);
+    size_t need = arena_layout(&m->cfg, lora, mode, B, T, ckpt, pack, NULL);
     // a layout that fits keeps the allocation (its pointers, and so the recorded steps
     // of every shape laid out in it, stay valid: real training varies T step to step)
     float *base = a->base;
@@ -134,10 +156,10 @@ lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
     if (!base) base = m->be->alloc(m->be, need * sizeof(float)), cap = need;
     free(a->saved);
     memset(a, 0, sizeof *a);
-    a->mode = mode, a->B = B, a->T = T, a->ckpt = ckpt;
+    a->mode = mode, a->B = B, a->T = T, a->ckpt = ckpt, a->pack = pack;
     a->floats = need, a->base = base, a->cap = cap;
     a->saved = xcalloc((size_t)m->cfg.num_hidden_layers, sizeof *a->saved);
-    arena_layout(&m->cfg, lora, mode, B, T, ckpt, a);
+    arena_layout(&m->cfg, lora, mode, B, T, ckpt, pack, a);
     return a;
 }
 
@@ -182,7 +204,7 @@ int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora,
         plan->adapters = lora_floats(cfg, lora) * sizeof(float);
     plan->gradients = plan->adapters;
     plan->optimizer = 2 * plan->adapters;
-    plan->activations = arena_layout(cfg, lora, LC_MODE_TRAIN, B, T, grad_checkpoint, NULL) * sizeof(float);
+    plan->activations = arena_layout(cfg, lora, LC_MODE_TRAIN, B, T, grad_checkpoint, false, NULL) * sizeof(float);
     plan->total = plan->weights + plan->adapters + plan->gradients + plan->optimizer + plan->activations;
     return 0;
 }
@@ -815,7 +837,8 @@ void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xou
         uint64_t d2[2] = {drop_seed(seed, l, LC_KEY_GATE), drop_seed(seed, l, LC_KEY_UP)};
         projs_fwd(m, a, 2, o2, false, s->xn2, w2, b2, p2, u2, N, train, d2);
     }
-    be->swiglu(be, s->h, s->gate, s->up, (size_t)(N * I));
+    if (s->gu) be->swiglu_pack(be, s->h, s->gu, s->gate, s->up, (size_t)(N * I));
+    else be->swiglu(be, s->h, s->gate, s->up, (size_t)(N * I));
     be->copy(be, xout, s->xmid, (size_t)(N * C)); // xout = xmid + h Wd^T
     {
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
@@ -850,7 +873,9 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
         uint64_t d1 = DS(LC_KEY_DOWN);
         projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1);
-        be->swiglu_bwd(be, dgate, dup, !fresh && p1 ? s->h : NULL, dh, s->gate, s->up, (size_t)(N * I));
+        float *hh = !fresh && p1 ? s->h : NULL;
+        if (s->gu) be->swiglu_bwd_packed(be, dgate, dup, hh, dh, s->gu, (size_t)(N * I));
+        else be->swiglu_bwd(be, dgate, dup, hh, dh, s->gate, s->up, (size_t)(N * I));
         projs_ga(m, a, 1, s->h, &p1, N, &d1);
     }
     if (!fresh && (bk->lora[LC_KEY_GATE] || bk->lora[LC_KEY_UP]))
@@ -963,7 +988,7 @@ static double scalars_loss(lc_model *m) {
  * Zeroed before filling (padding); the adapters' descriptors follow it. */
 typedef struct {
     int64_t B, T;
-    int32_t ckpt, first;
+    int32_t ckpt, first, pack;
     const float *arena, *rope_cos, *rope_sin, *lora_mem, *grad_mem;
     const void *scal, *params;
     size_t n_params, floats;
@@ -1013,7 +1038,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     unsigned char *kb = xmalloc(sizeof(step_key) + np);
     step_key k;
     memset(&k, 0, sizeof k);
-    k.B = x->B, k.T = x->T, k.ckpt = x->a->ckpt, k.first = m->first;
+    k.B = x->B, k.T = x->T, k.ckpt = x->a->ckpt, k.first = m->first, k.pack = x->a->pack;
     k.arena = x->a->base, k.floats = x->a->floats;
     k.rope_cos = m->rope_cos, k.rope_sin = m->rope_sin, k.rope_len = m->rope_len;
     k.lora_mem = m->lora_mem, k.grad_mem = m->grad_mem, k.scal = m->scal;

@@ -175,4 +175,14 @@ size_t lc_model_weight_plan(const lc_model_config *cfg);
 int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora, int64_t B,
                          int64_t T, bool grad_checkpoint, lc_memory_plan *plan);
 
+/* Whether training m without checkpointing keeps each adapted block's SwiGLU inputs
+ * (gate, up) as bf16 instead of float32: when m's backend offers ->swiglu_pack (CUDA,
+ * whose products round activations to bf16 anyway) and no gate/up weight is float32
+ * (those products stay float32); LORAC_PACK_GATE_UP=0 turns it off. The config-only plan
+ * above counts float32 (the larger). */
+bool lc_model_packs_gate_up(const lc_model *m);
+/* The activation bytes training m at (B, T) lays out: lc_memory_plan's activations as
+ * this model and backend will allocate them (packing included). */
+size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, bool grad_checkpoint);
+
 #endif

@@ -66,8 +66,9 @@ static int plan_memory(const lc_model *m, const lc_lora_config *lc, const lc_tra
     /* the weights as the model really holds them (the config's estimate may differ: which
      * tensors a quantized folder left in bf16, nested NF4 maxima, ...) */
     size_t held = lc_model_weight_bytes(m), owned = lc_model_owned_weight_bytes(m);
-    p.total = p.total - p.weights + held;
-    p.weights = held;
+    size_t acts = lc_model_activation_bytes(m, o->batch_size, T, o->grad_checkpoint);
+    p.total = p.total - p.weights + held - p.activations + acts;
+    p.weights = held, p.activations = acts;
     char qn[64] = "mapped", how[96];
     if (cfg->quant.fmt != LC_QUANT_NONE) lc_quant_name(&cfg->quant, qn, sizeof qn);
     if (owned) snprintf(how, sizeof how, "%s, %.2f GiB quantized at load into memory", qn, gib(owned));

@@ -27,6 +27,7 @@
 #include "backend/quant.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "io/safetensors.h"
 #include "harness.h"
 #include "train/optim.h"
 
@@ -870,6 +871,36 @@ static void test_norm_rope_swiglu(void) {
         CHECK_MSG(!memcmp(hh, hf, n * 4), "swiglu_bwd's h differs from swiglu's bits");
         printf("  %-28s bit for bit\n", "swiglu_bwd h = swiglu");
         free(hh), free(hf);
+    }
+    // packed: h the same bits as swiglu, gate and up kept as bf16 (rounded to nearest
+    // even, as lc_from_f32 rounds), the backward from those values against the CPU's
+    {
+        CHECK_MSG(gpu->swiglu_pack && gpu->swiglu_bwd_packed, "the CUDA backend offers no packed SwiGLU");
+        float *g2 = rnd(n, 4), *u2 = rnd(n, 2), *d2 = rnd(n, 1), *rg = malloc(n * 4), *ru = malloc(n * 4);
+        float *dg2 = up(g2, n * 4), *du2 = up(u2, n * 4), *dd2 = up(d2, n * 4), *ph = poisoned(n), *pf = poisoned(n);
+        uint16_t *want = malloc(2 * n * 2), *got = malloc(2 * n * 2);
+        void *gu = gpu->alloc(gpu, 2 * n * 2);
+        gpu->swiglu(gpu, pf, dg2, du2, n);
+        gpu->swiglu_pack(gpu, ph, gu, dg2, du2, n);
+        float *a = down(ph, n), *b = down(pf, n);
+        CHECK_MSG(!memcmp(a, b, n * 4), "swiglu_pack's out differs from swiglu's bits");
+        free(a), free(b);
+        gpu->download(gpu, got, gu, 2 * n * 2);
+        CHECK_OK(gpu->sync(gpu));
+        CHECK_OK(lc_from_f32(want, LC_DT_BF16, g2, n));
+        CHECK_OK(lc_from_f32(want + n, LC_DT_BF16, u2, n));
+        CHECK_MSG(!memcmp(got, want, 2 * n * 2), "swiglu_pack's bf16 gate/up differ from round-to-nearest-even");
+        printf("  %-28s bit for bit (out = swiglu, gate/up = bf16)\n", "swiglu_pack");
+        lc_to_f32(rg, want, LC_DT_BF16, n), lc_to_f32(ru, want + n, LC_DT_BF16, n);
+        float *r1 = malloc(n * 4), *r2 = malloc(n * 4), *r3 = malloc(n * 4);
+        cpu->swiglu_bwd(cpu, r1, r2, r3, d2, rg, ru, n);
+        gpu->swiglu_bwd_packed(gpu, dg2, dd2, ph, dd2, gu, n); // dgate over the old gate, dup over dout
+        expect("swiglu_bwd_packed dgate", dg2, r1, n, 1e-6);
+        expect("swiglu_bwd_packed dup", dd2, r2, n, 1e-6);
+        expect("swiglu_bwd_packed h", ph, r3, n, 1e-6);
+        free(g2), free(u2), free(d2), free(rg), free(ru), free(want), free(got), free(r1), free(r2), free(r3);
+        void *dv[] = {dg2, du2, dd2, ph, pf, gu};
+        for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu->release(gpu, dv[i]);
     }
     free(x), free(w), free(g), free(dx0), free(ro), free(rr), free(rd), free(cs), free(sn), free(xr), free(ref);
     free(ga), free(u), free(dout), free(rs1), free(rs2);

@@ -622,6 +622,74 @@ static void test_step_graph_off(void) {
     printf("  LORAC_CUDA_GRAPH=0 and dropout 0.1 run every step directly\n");
 }
 
+/* One training step of m on (tok, tgt): its loss, and its gradients (one contiguous run
+ * of n floats) into g. */
+static double step_grads(lc_model *m, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T, float *g,
+                         size_t *n) {
+    size_t np;
+    lc_lora_param *ps = lc_model_lora(m, &np);
+    *n = 0;
+    for (size_t i = 0; i < np; i++) *n += (size_t)((ps[i].in + ps[i].out) * ps[i].r);
+    lc_batch b = {B, T, tok, tgt, 0};
+    double loss = 0;
+    int64_t nt;
+    CHECK_OK(lc_model_forward_backward(m, &b, &loss, &nt));
+    if (g) memcpy(g, ps[0].ga, *n * 4);
+    return loss;
+}
+
+/* Training over bf16 weights keeps each saved block's gate and up as bf16
+ * (->swiglu_pack): the same loss bits (the forward is unchanged), gradients within bf16
+ * rounding of the float32-kept ones (LORAC_PACK_GATE_UP=0), less activation memory, and
+ * lc_model_activation_bytes equal to what the arena lays out. The float32 fixtures keep
+ * float32 (their products are float32). */
+static void test_packed_gate_up(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    char dir[] = "/tmp/lorac-test-bf16p-XXXXXX";
+    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
+    fixture f;
+    lc_model *m = NULL;
+    bool ok = open_fixture(&f, "tiny-mistral", false);
+    CHECK(ok);
+    CHECK_OK(write_bf16_model("tiny-mistral", dir));
+    CHECK_OK(load_bf16(dir, "cuda", LC_KEYS_ALL, 8, &m));
+    if (ok && m) {
+        CHECK_MSG(!lc_model_packs_gate_up(f.m), "the float32 fixture packs gate/up");
+        CHECK_MSG(lc_model_packs_gate_up(m), "the bf16 copy does not pack gate/up");
+        size_t n = 0, n2 = 0;
+        step_grads(m, f.tok, f.tgtm, f.B, f.T, NULL, &n);
+        float *gp = malloc(n * 4), *gf = malloc(n * 4);
+        double lp = step_grads(m, f.tok, f.tgtm, f.B, f.T, gp, &n);
+        size_t bp = lc_model_activation_bytes(m, f.B, f.T, false);
+        CHECK_EQ_INT(bp, m->ar[LC_MODE_TRAIN].floats * sizeof(float));
+        CHECK_MSG(m->ar[LC_MODE_TRAIN].pack, "the arena did not pack");
+        setenv("LORAC_PACK_GATE_UP", "0", 1);
+        CHECK_MSG(!lc_model_packs_gate_up(m), "LORAC_PACK_GATE_UP=0 still packs");
+        double lf = step_grads(m, f.tok, f.tgtm, f.B, f.T, gf, &n2);
+        size_t bf = lc_model_activation_bytes(m, f.B, f.T, false);
+        CHECK_EQ_INT(bf, m->ar[LC_MODE_TRAIN].floats * sizeof(float));
+        unsetenv("LORAC_PACK_GATE_UP");
+        CHECK_MSG(bp < bf, "packing lays out %zu bytes, float32 %zu", bp, bf);
+        CHECK_MSG(lp == lf, "the loss changed with packing (%.9g vs %.9g)", lp, lf);
+        double num = 0, den = 0;
+        for (size_t i = 0; i < n && n == n2; i++) {
+            double d = (double)gp[i] - gf[i];
+            num += d * d, den += (double)gf[i] * gf[i];
+        }
+        double e = den > 0 ? sqrt(num / den) : INFINITY;
+        printf("  tiny-mistral bf16: loss %.9f both ways, gradients packed vs float32 rel err %.2e (bound 1e-2), "
+               "activations %zu vs %zu bytes\n", lp, e, bp, bf);
+        CHECK_MSG(n == n2 && e <= 1e-2 && e > 0, "packed gradients: rel err %.3e (want (0, 1e-2])", e);
+        free(gp), free(gf);
+    }
+    lc_model_free(m);
+    if (ok) close_fixture(&f);
+    char p[600];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir), unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", dir), unlink(p);
+    rmdir(dir);
+}
+
 static void extra_tests(void) {
     RUN(test_decode_graph);
     RUN(test_decode_graph_bf16);
@@ -629,4 +697,5 @@ static void extra_tests(void) {
     RUN(test_step_graph);
     RUN(test_step_graph_off);
     RUN(test_step_graph_quant);
+    RUN(test_packed_gate_up);
 }

@@ -797,20 +797,54 @@ __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t 
     }
 }
 
+__global__ void k_swiglu_pack(float *out, __nv_bfloat16 *gu, const float *gate, const float *up, size_t n) {
+    LC_PDL_TRIGGER();
+    GRID_STRIDE(i, n) {
+        float g = gate[i], u = up[i];
+        out[i] = g / (1.0f + expf(-g)) * u;
+        gu[i] = __float2bfloat16_rn(g), gu[n + i] = __float2bfloat16_rn(u);
+    }
+}
+
+/* Element i of SwiGLU's backward from its gate g, up u and dout d (h: k_swiglu's
+ * expression, its bits). */
+__device__ __forceinline__ void swiglu_grad(float *dgate, float *dup, float *h, size_t i, float g, float u,
+                                            float d) {
+    float e = 1.0f + expf(-g), s = 1.0f / e;
+    if (h) h[i] = g / e * u;
+    dup[i] = d * g * s;
+    dgate[i] = d * u * s * (1.0f + g * (1.0f - s));
+}
+
 __global__ void k_swiglu_bwd(float *dgate, float *dup, float *h, const float *dout, const float *gate,
                              const float *up, size_t n) {
-    GRID_STRIDE(i, n) { // h: k_swiglu's expression (its bits)
-        float g = gate[i], u = up[i], e = 1.0f + expf(-g), s = 1.0f / e, d = dout[i];
-        if (h) h[i] = g / e * u;
-        dup[i] = d * g * s;
-        dgate[i] = d * u * s * (1.0f + g * (1.0f - s));
-    }
+    GRID_STRIDE(i, n) swiglu_grad(dgate, dup, h, i, gate[i], up[i], dout[i]);
+}
+
+__global__ void k_swiglu_bwd_packed(float *dgate, float *dup, float *h, const float *dout, const __nv_bfloat16 *gu,
+                                    size_t n) {
+    GRID_STRIDE(i, n) swiglu_grad(dgate, dup, h, i, __bfloat162float(gu[i]), __bfloat162float(gu[n + i]), dout[i]);
 }
 
 static void cu_swiglu(lc_backend *be, float *out, const float *gate, const float *up, size_t n) {
     LC_PROF(impl(be), "swiglu n=%lld", n);
     if (!n) return;
     k_swiglu<<<blocks_for(n), 256, 0, impl(be)->st>>>(out, gate, up, n);
+    LC_LAUNCHED(impl(be));
+}
+
+static void cu_swiglu_pack(lc_backend *be, float *out, void *gu, const float *gate, const float *up, size_t n) {
+    LC_PROF(impl(be), "swiglu+pack n=%lld", n);
+    if (!n) return;
+    k_swiglu_pack<<<blocks_for(n), 256, 0, impl(be)->st>>>(out, (__nv_bfloat16 *)gu, gate, up, n);
+    LC_LAUNCHED(impl(be));
+}
+
+static void cu_swiglu_bwd_packed(lc_backend *be, float *dgate, float *dup, float *h, const float *dout,
+                                 const void *gu, size_t n) {
+    LC_PROF(impl(be), h ? "swiglu_bwd+h (packed)" : "swiglu_bwd (packed)", 0);
+    if (!n) return;
+    k_swiglu_bwd_packed<<<blocks_for(n), 256, 0, impl(be)->st>>>(dgate, dup, h, dout, (const __nv_bfloat16 *)gu, n);
     LC_LAUNCHED(impl(be));
 }
 
@@ -975,6 +1009,8 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->attention_bwd = lc_cuda_attention_bwd;
     be->swiglu = cu_swiglu;
     be->swiglu_bwd = cu_swiglu_bwd;
+    be->swiglu_pack = cu_swiglu_pack;
+    be->swiglu_bwd_packed = cu_swiglu_bwd_packed;
     be->cross_entropy = cu_cross_entropy;
     be->cross_entropy_sum = cu_cross_entropy_sum;
     be->replay = lc_cuda_replay;
