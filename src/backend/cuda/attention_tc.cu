@@ -548,7 +548,8 @@ static size_t tc_smem_max(void) {
     static int max = -1;
     if (max < 0) {
         int dev = 0, v = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
             v = 0, cudaGetLastError(); // no answer: no tensor-core path
         max = v;
     }
