@@ -1027,8 +1027,9 @@ static void check_attention_tc(int64_t B, int64_t T, int64_t S, int64_t H, int64
     float *o = poisoned(nq), *lse = poisoned(nl), *o2 = poisoned(nq);
     gpu->attention(gpu, o, lse, dq, dk, dv, B, T, S, H, KV, D, 0);
     gpu->attention(gpu, o2, NULL, dq, dk, dv, B, T, S, H, KV, D, 0);
-    snprintf(what, sizeof what, "tc attention B%lld T%lld S%lld H%lld/%lld D%lld%s", (long long)B, (long long)T,
-             (long long)S, (long long)H, (long long)KV, (long long)D, bf16_in ? " bf16 in" : "");
+    snprintf(what, sizeof what, "tc attention B%lld T%lld S%lld H%lld/%lld D%lld%s%s", (long long)B, (long long)T,
+             (long long)S, (long long)H, (long long)KV, (long long)D, bf16_in ? " bf16 in" : "",
+             getenv("LORAC_CUDA_ATT_SMALL") ? " small" : "");
     expect(what, o, ro, nq, bound);
     expect("  its lse", lse, rl, nl, lbound);
     CHECK_MSG(same_bits(o, o2, nq), "%s: a second forward differs", what);
@@ -1064,8 +1065,7 @@ static void check_attention_tc(int64_t B, int64_t T, int64_t S, int64_t H, int64
  * ~1e-6 expected, bound 1e-4. With float32 inputs the rounding of
  * q, k, v and dout adds about u per operand: 2e-2 (PyTorch's bf16 rtol is 1.6e-2), lse
  * (scores off by ~1e-3 absolute, lse ~ log T): 1e-3. */
-static void test_attention_tc(void) {
-    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+static void attention_tc_cases(void) {
     check_attention_tc(2, 200, 200, 4, 2, 128, true, 1e-2, 1e-4);  // T not a multiple of 64, GQA, B 2
     check_attention_tc(1, 512, 512, 32, 8, 128, true, 1e-2, 1e-4); // the 7B model's heads (32/8)
     check_attention_tc(2, 1024, 1024, 4, 1, 64, true, 1e-2, 1e-4); // long, one kv head, D 64
@@ -1077,6 +1077,17 @@ static void test_attention_tc(void) {
     check_attention_tc(1, 1, 3, 4, 1, 128, false, 2e-2, 1e-3);     // one row into a longer cache (forward)
     check_attention_tc(2, 40, 57, 4, 4, 128, false, 2e-2, 1e-3);   // into a longer cache
     unsetenv("LORAC_CUDA_ATT_MIN_T");
+}
+
+/* The cases above in both configurations: the default and the small one of cards with
+ * 99 KB of shared memory a block (LORAC_CUDA_ATT_SMALL=1; the same bounds: the same
+ * roundings, other tiles). */
+static void test_attention_tc(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    attention_tc_cases();
+    setenv("LORAC_CUDA_ATT_SMALL", "1", 1);
+    attention_tc_cases();
+    unsetenv("LORAC_CUDA_ATT_SMALL");
     // LORAC_CUDA_ATT=fp32 takes the float32 kernels: the float32 bounds hold
     setenv("LORAC_CUDA_ATT", "fp32", 1);
     check_attention_tc(1, 130, 130, 4, 2, 128, false, 1e-5, 1e-6);

@@ -26,6 +26,13 @@
  * through shared memory). No atomics: every sum has a fixed order, so results repeat bit
  * for bit on a card.
  *
+ * Shared memory: for D 128 this needs up to 133 KB a block, more than compute capability
+ * 8.6 and 8.9 allow (99 KB). Where the default does not fit (the device's opt-in limit,
+ * asked once) or LORAC_CUDA_ATT_SMALL=1, a small configuration runs the backward: dq
+ * reads its Q and dO tiles through the memory of the K/V tiles before streaming them (the
+ * same sums, the same bits), dk/dv streams query tiles of 32 (16 a warp). The forward
+ * (83 KB) is the same in both. Where neither fits, lc_cuda_att_tc_ok says no.
+ *
  * Scope: pos0 = 0 (query t sees keys 0..t), head_dim 64 or 128, 16-byte aligned
  * tensors; attention.cu decides (lc_cuda_att_tc_ok) and keeps its float32 kernels for
  * everything else (decoding, short sequences, LORAC_CUDA_ATT=fp32). Owns nothing.
@@ -276,23 +283,35 @@ __global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(float *out, float *lse
 /* ---- backward ---- */
 
 /* dq (B,T,H,D) = scale · Σ_s dS K. grid (ceil(T/TC_BQ), H, B), TC_THREADS; Dr (B,H,T) =
- * rowsum(dout·out). */
-template <int D>
+ * rowsum(dout·out). SMALL: the Q and dO tiles pass one after the other through the memory
+ * of the K/V tiles and their staging, before the first K/V copy is issued (dq_smem; the
+ * same arithmetic in the same order, so the same bits). */
+template <int D, bool SMALL>
 __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *dout, const float *q, const float *k,
                                                       const float *v, const float *lse, const float *Dr, int T,
                                                       int H, int KV, float sl2, float scale) {
     extern __shared__ __align__(16) unsigned char smraw[];
     float *stg = (float *)smraw; // (2, TC_BK, D): the next K and V tiles
-    bf16 *Qs = (bf16 *)(stg + 2 * TC_BK * D), *Os = Qs + TC_BQ * (D + 8), *Ks = Os + TC_BQ * (D + 8);
-    bf16 *Vs = Ks + TC_BK * (D + 8);
+    bf16 *Qs = SMALL ? (bf16 *)smraw : (bf16 *)(stg + 2 * TC_BK * D), *Os = SMALL ? Qs : Qs + TC_BQ * (D + 8);
+    bf16 *Ks = SMALL ? (bf16 *)(stg + 2 * TC_BK * D) : Os + TC_BQ * (D + 8), *Vs = Ks + TC_BK * (D + 8);
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c4 = lane & 3;
     int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kh = h / (H / KV);
     size_t qoff = ((size_t)b * T * H + h) * D, koff = ((size_t)b * T * KV + kh) * D, krs = (size_t)KV * D;
     int kend = min(q0 + TC_BQ, T);
-    stage<TC_BK, D>(stg, k + koff, krs, 0, T);
-    stage<TC_BK, D>(stg + TC_BK * D, v + koff, krs, 0, T);
-    cp_commit();
+    if (!SMALL) {
+        stage<TC_BK, D>(stg, k + koff, krs, 0, T);
+        stage<TC_BK, D>(stg + TC_BK * D, v + koff, krs, 0, T);
+        cp_commit();
+    }
+    // the warp's Q and dO rows stay in registers as A fragments (the block's rows are fixed)
+    uint32_t qf[D / 16][4], of[D / 16][4];
     load_tile<TC_BQ, D>(Qs, q + qoff, (size_t)H * D, q0, T);
+    if (SMALL) {
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) frag_a(qf[kk], Qs, D + 8, w * 16, kk * 16, lane);
+        __syncthreads(); // every warp has its Q rows: Os (= Qs) may be overwritten
+    }
     load_tile<TC_BQ, D>(Os, dout + qoff, (size_t)H * D, q0, T);
     int r0 = w * 16, t0 = q0 + r0 + (lane >> 2);
     float L[2], Dd[2];
@@ -305,13 +324,17 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
     float acc[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    // the warp's Q and dO rows stay in registers as A fragments (the block's rows are fixed)
     __syncthreads();
-    uint32_t qf[D / 16][4], of[D / 16][4];
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
-        frag_a(qf[kk], Qs, D + 8, r0, kk * 16, lane);
+        if (!SMALL) frag_a(qf[kk], Qs, D + 8, r0, kk * 16, lane);
         frag_a(of[kk], Os, D + 8, r0, kk * 16, lane);
+    }
+    if (SMALL) {
+        __syncthreads(); // every warp has its dO rows: the K/V tiles may come in
+        stage<TC_BK, D>(stg, k + koff, krs, 0, T);
+        stage<TC_BK, D>(stg + TC_BK * D, v + koff, krs, 0, T);
+        cp_commit();
     }
     for (int s0 = 0; s0 < kend; s0 += TC_BK) {
         cp_wait();
@@ -377,29 +400,32 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
 }
 
 /* dk (B,T,KV,D) = scale · Σ dS^T Q, dv = Σ P^T dO, summed over the heads of the kv head's
- * group in order and the queries at or after each key. grid (ceil(T/TC_BKV), KV, B). */
-template <int D>
+ * group in order and the queries at or after each key. grid (ceil(T/TC_BKV), KV, B).
+ * BQ2: queries per streamed tile (TC_BQ2, or 32 where shared memory is short), each warp
+ * taking BQ2/2 of them. */
+template <int D, int BQ2>
 __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, const float *dout, const float *q,
                                                         const float *k, const float *v, const float *lse,
                                                         const float *Dr, int T, int H, int KV, float sl2,
                                                         float scale) {
     extern __shared__ __align__(16) unsigned char smraw[];
-    float *stg = (float *)smraw;                    // (2, TC_BQ2, D): the next Q and dO tiles
-    float *Lstg = stg + 2 * TC_BQ2 * D, *Dstg = Lstg + TC_BQ2; // their lse and D
-    float *Ls = Dstg + TC_BQ2, *Ds = Ls + TC_BQ2;
-    bf16 *Ks = (bf16 *)(Ds + TC_BQ2), *Vs = Ks + TC_BKV * (D + 8), *Qs = Vs + TC_BKV * (D + 8);
-    bf16 *Os = Qs + TC_BQ2 * (D + 8);
+    constexpr int QW = BQ2 / 2; // queries a warp
+    float *stg = (float *)smraw;                         // (2, BQ2, D): the next Q and dO tiles
+    float *Lstg = stg + 2 * BQ2 * D, *Dstg = Lstg + BQ2; // their lse and D
+    float *Ls = Dstg + BQ2, *Ds = Ls + BQ2;
+    bf16 *Ks = (bf16 *)(Ds + BQ2), *Vs = Ks + TC_BKV * (D + 8), *Qs = Vs + TC_BKV * (D + 8);
+    bf16 *Os = Qs + BQ2 * (D + 8);
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c4 = lane & 3;
     int j0 = blockIdx.x * TC_BKV, kh = blockIdx.y, b = blockIdx.z, G = H / KV;
-    int kr = (w & 3) * 16, qh = (w >> 2) * 32; // the warp's keys j0+kr.. and query half qh..
+    int kr = (w & 3) * 16, qh = (w >> 2) * QW; // the warp's keys j0+kr.. and query half qh..
     size_t koff = ((size_t)b * T * KV + kh) * D, qrs = (size_t)H * D;
-    int nt = (T - j0 + TC_BQ2 - 1) / TC_BQ2, nit = G * nt; // query tiles a head, steps
-    auto issue = [&](int it) { // stage step it: head kh·G + it/nt, queries j0 + (it%nt)·TC_BQ2..
-        int h = kh * G + it / nt, t0 = j0 + it % nt * TC_BQ2;
+    int nt = (T - j0 + BQ2 - 1) / BQ2, nit = G * nt; // query tiles a head, steps
+    auto issue = [&](int it) { // stage step it: head kh·G + it/nt, queries j0 + (it%nt)·BQ2..
+        int h = kh * G + it / nt, t0 = j0 + it % nt * BQ2;
         size_t qoff = ((size_t)b * T * H + h) * D, loff = ((size_t)b * H + h) * T;
-        stage<TC_BQ2, D>(stg, q + qoff, qrs, t0, T);
-        stage<TC_BQ2, D>(stg + TC_BQ2 * D, dout + qoff, qrs, t0, T);
-        if (threadIdx.x < TC_BQ2) {
+        stage<BQ2, D>(stg, q + qoff, qrs, t0, T);
+        stage<BQ2, D>(stg + BQ2 * D, dout + qoff, qrs, t0, T);
+        if (threadIdx.x < BQ2) {
             int t = t0 + threadIdx.x, tc = min(t, T - 1);
             cp4(Lstg + threadIdx.x, lse + loff + tc, t < T);
             cp4(Dstg + threadIdx.x, Dr + loff + tc, t < T);
@@ -416,18 +442,18 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
 #pragma unroll
         for (int i = 0; i < 4; i++) adk[n][i] = adv[n][i] = 0.0f;
     for (int it = 0; it < nit; it++) {
-        int t0 = j0 + it % nt * TC_BQ2;
+        int t0 = j0 + it % nt * BQ2;
         cp_wait();
         __syncthreads(); // every warp is done with Qs, Os, Ls, Ds
-        unstage<TC_BQ2, D>(Qs, stg);
-        unstage<TC_BQ2, D>(Os, stg + TC_BQ2 * D);
-        if (threadIdx.x < TC_BQ2) Ls[threadIdx.x] = Lstg[threadIdx.x] * TC_LOG2E, Ds[threadIdx.x] = Dstg[threadIdx.x];
+        unstage<BQ2, D>(Qs, stg);
+        unstage<BQ2, D>(Os, stg + BQ2 * D);
+        if (threadIdx.x < BQ2) Ls[threadIdx.x] = Lstg[threadIdx.x] * TC_LOG2E, Ds[threadIdx.x] = Dstg[threadIdx.x];
         __syncthreads(); // the tiles are ready; the staging area is free
         if (it + 1 < nit) issue(it + 1);
-        if (t0 + qh + 31 < j0 + kr) continue; // every query of the warp's half precedes its keys
-        float sc[4][4], dp[4][4]; // the warp's 32 queries
+        if (t0 + qh + QW - 1 < j0 + kr) continue; // every query of the warp's half precedes its keys
+        float sc[QW / 8][4], dp[QW / 8][4]; // the warp's queries
 #pragma unroll
-        for (int n = 0; n < 4; n++)
+        for (int n = 0; n < QW / 8; n++)
 #pragma unroll
             for (int i = 0; i < 4; i++) sc[n][i] = dp[n][i] = 0.0f;
 #pragma unroll
@@ -436,7 +462,7 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
             frag_a(a, Ks, D + 8, kr, kk * 16, lane);
             frag_a(av, Vs, D + 8, kr, kk * 16, lane);
 #pragma unroll
-            for (int n = 0; n < 2; n++) {
+            for (int n = 0; n < QW / 16; n++) {
                 frag_b2(bb, Qs, D + 8, qh + n * 16, kk * 16, lane);
                 mma(sc[2 * n], a, bb[0], bb[1]); // S^T = K Q^T
                 mma(sc[2 * n + 1], a, bb[2], bb[3]);
@@ -446,7 +472,7 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
             }
         }
 #pragma unroll
-        for (int n = 0; n < 4; n++)
+        for (int n = 0; n < QW / 8; n++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int tl = qh + n * 8 + c4 * 2 + (i & 1), t = t0 + tl, s = s0 + (i >> 1) * 8;
@@ -455,7 +481,7 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
             }
         // dv += P^T dO (forward: O = P V), dk += dS^T Q (forward: S = Q K^T)
 #pragma unroll
-        for (int kk = 0; kk < 2; kk++) {
+        for (int kk = 0; kk < QW / 16; kk++) {
             uint32_t ap[4], ad[4], bb[4];
             c_to_a(ap, sc[2 * kk], sc[2 * kk + 1]);
             c_to_a(ad, dp[2 * kk], dp[2 * kk + 1]);
@@ -470,8 +496,8 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
             }
         }
     }
-    // the second query half's sums (warps 4-7) join the first's (warps 0-3) through the
-    // staging area, in that order
+    // the second query half's sums (warps 4-7) join the first's (warps 0-3) through shared
+    // memory (from its start: no tile is read any more, no copy is in flight), in that order
     __syncthreads();
     float *rk = stg + ((w & 3) * (D / 8) * 4) * 32 + lane, *rv = rk + 4 * (D / 8) * 4 * 32;
     if (w >= 4) {
@@ -500,10 +526,45 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
 
 /* ---- launch ---- */
 
+/* Dynamic shared memory of each kernel (bytes). The default configuration needs, for D 128,
+ * 83 KB (forward), 117 KB (dq) and 133 KB (dk/dv): more than the 99 KB a block may have on
+ * compute capability 8.6 and 8.9. The small one (dq through one Q/dO tile over the K/V
+ * memory, dk/dv on query tiles of 32) needs 83, 49 and 84 KB. dk/dv also needs room for
+ * the sums of warps 4-7 at its end. */
 template <int D> static size_t fwd_smem() { return (size_t)2 * TC_BK * D * 4 + (size_t)(TC_BQ + 2 * TC_BK) * (D + 8) * 2; }
-template <int D> static size_t dq_smem() { return (size_t)2 * TC_BK * D * 4 + (size_t)(2 * TC_BQ + 2 * TC_BK) * (D + 8) * 2; }
-template <int D> static size_t dkdv_smem() {
-    return (size_t)(2 * TC_BQ2 * D + 4 * TC_BQ2) * 4 + (size_t)(2 * TC_BKV + 2 * TC_BQ2) * (D + 8) * 2;
+template <int D, bool SMALL> static size_t dq_smem() {
+    size_t kv = (size_t)2 * TC_BK * D * 4 + (size_t)2 * TC_BK * (D + 8) * 2, qo = (size_t)TC_BQ * (D + 8) * 2;
+    return SMALL ? (kv > qo ? kv : qo) : kv + 2 * qo;
+}
+template <int D, int BQ2> static size_t dkdv_smem() {
+    size_t tiles = (size_t)(2 * BQ2 * D + 4 * BQ2) * 4 + (size_t)(2 * TC_BKV + 2 * BQ2) * (D + 8) * 2;
+    size_t sums = (size_t)2 * 4 * (D / 8) * 4 * 32 * 4;
+    return tiles > sums ? tiles : sums;
+}
+
+/* The device's limit of dynamic shared memory a block (opt-in), asked once: the process
+ * keeps one device. */
+static size_t tc_smem_max(void) {
+    static int max = -1;
+    if (max < 0) {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+            v = 0, cudaGetLastError(); // no answer: no tensor-core path
+        max = v;
+    }
+    return (size_t)max;
+}
+
+/* The configuration of head size D: 0 default, 1 small (where the default's shared memory
+ * does not fit the card, or LORAC_CUDA_ATT_SMALL=1), -1 none fits. */
+template <int D> static int tc_config(void) {
+    size_t lim = tc_smem_max();
+    const char *e = getenv("LORAC_CUDA_ATT_SMALL");
+    bool small = e && *e && strcmp(e, "0");
+    if (!small && fwd_smem<D>() <= lim && dq_smem<D, false>() <= lim && dkdv_smem<D, TC_BQ2>() <= lim) return 0;
+    if (fwd_smem<D>() <= lim && dq_smem<D, true>() <= lim && dkdv_smem<D, 32>() <= lim) return 1;
+    return -1;
 }
 
 bool lc_cuda_att_tc_ok(int64_t Tq, int64_t S, int64_t D, int64_t pos0, const void *const *ptrs, int n) {
@@ -514,6 +575,7 @@ bool lc_cuda_att_tc_ok(int64_t Tq, int64_t S, int64_t D, int64_t pos0, const voi
     const char *mt = getenv("LORAC_CUDA_ATT_MIN_T");
     int64_t min_t = mt && *mt ? strtoll(mt, NULL, 10) : 16;
     if (pos0 != 0 || Tq < min_t || Tq < 1 || S < Tq || (D != 64 && D != 128)) return false;
+    if ((D == 64 ? tc_config<64>() : tc_config<128>()) < 0) return false; // shared memory too small
     for (int i = 0; i < n; i++)
         if ((uintptr_t)ptrs[i] % 16) return false;
     return true;
@@ -536,24 +598,32 @@ void lc_cuda_att_tc_fwd(lc_cuda *c, float *out, float *lse, const float *q, cons
     else tc_fwd<128>(c, out, lse, q, k, v, B, T, S, H, KV);
 }
 
-template <int D>
+template <int D, bool SMALL>
 static void tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                    const float *v, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV) {
+    constexpr int BQ2 = SMALL ? 32 : TC_BQ2;
     float scale = 1.0f / sqrtf((float)D), sl2 = TC_LOG2E * scale;
-    size_t sq = dq_smem<D>(), skv = dkdv_smem<D>();
-    LC_CK(c, cudaFuncSetAttribute(k_tc_dq<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
-    LC_CK(c, cudaFuncSetAttribute(k_tc_dkdv<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
+    size_t sq = dq_smem<D, SMALL>(), skv = dkdv_smem<D, BQ2>();
+    LC_CK(c, cudaFuncSetAttribute(k_tc_dq<D, SMALL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
+    LC_CK(c, cudaFuncSetAttribute(k_tc_dkdv<D, BQ2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
     dim3 gq((unsigned)((T + TC_BQ - 1) / TC_BQ), (unsigned)H, (unsigned)B);
-    k_tc_dq<D><<<gq, TC_THREADS, sq, c->st>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
+    k_tc_dq<D, SMALL><<<gq, TC_THREADS, sq, c->st>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
     LC_LAUNCHED(c);
     dim3 gk((unsigned)((T + TC_BKV - 1) / TC_BKV), (unsigned)KV, (unsigned)B);
-    k_tc_dkdv<D><<<gk, TC_THREADS, skv, c->st>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
+    k_tc_dkdv<D, BQ2><<<gk, TC_THREADS, skv, c->st>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2,
+                                                      scale);
     LC_LAUNCHED(c);
 }
 
+/* The caller asked lc_cuda_att_tc_ok, so a configuration fits. */
 void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *q,
                         const float *k, const float *v, const float *lse, const float *Dr, int64_t B, int64_t T,
                         int64_t H, int64_t KV, int64_t D) {
-    if (D == 64) tc_bwd<64>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
-    else tc_bwd<128>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
+    if (D == 64) {
+        if (tc_config<64>() == 0) tc_bwd<64, false>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
+        else tc_bwd<64, true>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
+    } else {
+        if (tc_config<128>() == 0) tc_bwd<128, false>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
+        else tc_bwd<128, true>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
+    }
 }

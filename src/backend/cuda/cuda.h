@@ -231,8 +231,9 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
                            const float *lse, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
 
 /* Tensor-core attention (attention_tc.cu). Whether it takes a call: pos0 = 0, Tq ≥ LORAC_CUDA_ATT_MIN_T (16),
- * S ≥ Tq, D 64 or 128, the n tensors in ptrs 16-byte aligned, and LORAC_CUDA_ATT is not
- * "fp32". */
+ * S ≥ Tq, D 64 or 128, the n tensors in ptrs 16-byte aligned, LORAC_CUDA_ATT is not
+ * "fp32", and the kernels' shared memory fits the device (the default configuration or,
+ * where it does not or LORAC_CUDA_ATT_SMALL=1, the small one). */
 bool lc_cuda_att_tc_ok(int64_t Tq, int64_t S, int64_t D, int64_t pos0, const void *const *ptrs, int n);
 /* Forward with pos0 = 0: out (B,T,H,D) =, lse (B,H,T) = (may be NULL); k, v (B,S,KV,D). */
 void lc_cuda_att_tc_fwd(lc_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v,
