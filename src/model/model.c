@@ -130,6 +130,7 @@ bool lc_model_packs_gate_up(const lc_model *m) {
     const char *e = getenv("LORAC_PACK_GATE_UP");
     if ((e && !strcmp(e, "0")) || !m->be->swiglu_pack || !m->be->swiglu_bwd_packed) return false;
     int L = (int)m->cfg.num_hidden_layers;
+    if (L - m->first <= 2) return false; // the shared float32 pair costs what two blocks save
     for (int l = 0; l < L; l++) // products over float32 weights stay float32 throughout
         for (int k = LC_KEY_GATE; k <= LC_KEY_UP; k++)
             if (!m->blocks[l].w[k].q && m->blocks[l].w[k].dtype == LC_DT_F32) return false;

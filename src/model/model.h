@@ -177,9 +177,10 @@ int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora,
 
 /* Whether training m without checkpointing keeps each adapted block's SwiGLU inputs
  * (gate, up) as bf16 instead of float32: when m's backend offers ->swiglu_pack (CUDA,
- * whose products round activations to bf16 anyway) and no gate/up weight is float32
- * (those products stay float32); LORAC_PACK_GATE_UP=0 turns it off. The config-only plan
- * above counts float32 (the larger). */
+ * whose products round activations to bf16 anyway), no gate/up weight is float32 (those
+ * products stay float32) and more than two blocks carry adapters (the float32 pair all
+ * blocks share costs what two save); LORAC_PACK_GATE_UP=0 turns it off. The config-only
+ * plan above counts float32 (the larger). */
 bool lc_model_packs_gate_up(const lc_model *m);
 /* The activation bytes training m at (B, T) lays out: lc_memory_plan's activations as
  * this model and backend will allocate them (packing included). */

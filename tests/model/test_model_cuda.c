@@ -642,17 +642,28 @@ static double step_grads(lc_model *m, const int32_t *tok, const int32_t *tgt, in
  * (->swiglu_pack): the same loss bits (the forward is unchanged), gradients within bf16
  * rounding of the float32-kept ones (LORAC_PACK_GATE_UP=0), less activation memory, and
  * lc_model_activation_bytes equal to what the arena lays out. The float32 fixtures keep
- * float32 (their products are float32). */
+ * float32 (their products are float32), and so does a model with two adapted blocks
+ * (nothing to save). */
 static void test_packed_gate_up(void) {
     if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
     char dir[] = "/tmp/lorac-test-bf16p-XXXXXX";
     if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
     fixture f;
-    lc_model *m = NULL;
+    lc_model *m = NULL, *m2 = NULL;
     bool ok = open_fixture(&f, "tiny-mistral", false);
     CHECK(ok);
     CHECK_OK(write_bf16_model("tiny-mistral", dir));
-    CHECK_OK(load_bf16(dir, "cuda", LC_KEYS_ALL, 8, &m));
+    CHECK_OK(load_bf16(dir, "cuda", LC_KEYS_ALL, 8, &m2)); // 2 of its 3 blocks adapted
+    if (m2) CHECK_MSG(!lc_model_packs_gate_up(m2), "two adapted blocks pack gate/up");
+    lc_model_free(m2);
+    CHECK_OK(lc_model_load_on(dir, "cuda", &m));
+    if (m) {
+        lc_lora_config lc;
+        lc_lora_config_default(&lc);
+        lc.rank = 8, lc.num_layers = -1, lc.scale = 2.0f; // all 3 blocks
+        CHECK_OK(lc_model_add_lora(m, &lc, 11));
+        rewrite_adapters(m, 0);
+    }
     if (ok && m) {
         CHECK_MSG(!lc_model_packs_gate_up(f.m), "the float32 fixture packs gate/up");
         CHECK_MSG(lc_model_packs_gate_up(m), "the bf16 copy does not pack gate/up");
