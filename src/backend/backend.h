@@ -227,6 +227,14 @@ struct lc_backend {
     void (*swiglu_pack)(lc_backend *be, float *out, void *gu, const float *gate, const float *up, size_t n);
     void (*swiglu_bwd_packed)(lc_backend *be, float *dgate, float *dup, float *h, const float *dout,
                               const void *gu, size_t n);
+    /* Optional (NULL where not offered; CUDA): SwiGLU with the adapters' last products of
+     * gate and up folded in: gate (N, I) += scale · ug bg and up += scale · uu bu, each
+     * where its u (N, r) is not NULL (b (r, I); r <= 32; the sums as ->gemm's small-K
+     * path forms them), then out = swiglu(gate, up); gu NULL: gate and up are written
+     * back, else they are kept only as bf16 in gu as ->swiglu_pack keeps them (gate and
+     * up then still hold their inputs). */
+    void (*swiglu_lora)(lc_backend *be, float *out, void *gu, float *gate, float *up, int64_t N, int64_t I,
+                        const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale);
     /* Cross-entropy over rows of logits (N,V): returns the sum over rows with
      * targets[n] >= 0 of logsumexp(row) - row[target] (rows with -1 are ignored). When
      * grad_scale != 0, logits are overwritten (=) with grad_scale * d(loss)/d(logits)

@@ -137,6 +137,11 @@ bool lc_model_packs_gate_up(const lc_model *m) {
     return true;
 }
 
+bool lc_model_folds_gate_up(const lc_model *m) {
+    const char *e = getenv("LORAC_FOLD_GATE_UP");
+    return !(e && !strcmp(e, "0")) && m->be->swiglu_lora && m->lcfg.dropout <= 0 && m->lcfg.rank <= 32;
+}
+
 size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, bool grad_checkpoint) {
     return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_TRAIN, B, T, grad_checkpoint,
                         lc_model_packs_gate_up(m), NULL) *
@@ -707,10 +712,11 @@ static void proj_bwd(lc_model *m, lc_arena *a, float *dx, bool acc, const float 
  * bias_i + adapter i's path, the same values as proj_fwd on each, with the frozen
  * products in one ->matmul_n (x converted once on the card) and each of the adapters'
  * two products grouped in one ->gemm_n, when training without dropout (else proj_fwd
- * on each: dropout has one scratch for the dropped input). */
+ * on each: dropout has one scratch for the dropped input). keep_b (that grouped path
+ * only): out += s u b is left to the caller (->swiglu_lora). */
 static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool acc, const float *x,
                       const lc_wt *const *w, const float *const *bias, lc_lora_param *const *p,
-                      float *const *u, int64_t N, bool train, const uint64_t *ds) {
+                      float *const *u, int64_t N, bool train, const uint64_t *ds, bool keep_b) {
     lc_backend *be = m->be;
     if (!train || m->lcfg.dropout > 0) { // inference (decoding) keeps its plain sequence
         for (int i = 0; i < n; i++) proj_fwd(m, a, out[i], acc, x, w[i], bias[i], p[i], u[i], N, train, ds[i]);
@@ -728,7 +734,7 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
     }
     if (!k) return;
     be->gemm_n(be, k, g); // u = x a
-    be->gemm_n(be, k, h); // out += s u b
+    if (!keep_b) be->gemm_n(be, k, h); // out += s u b
 }
 
 /* Backward of projs_fwd: every adapter's ga, gb =; dx (N, in) (+)= sum over i of dy_i W_i
@@ -814,7 +820,7 @@ void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xou
         lc_lora_param *p3[3] = {bk->lora[LC_KEY_Q], bk->lora[LC_KEY_K], bk->lora[LC_KEY_V]};
         float *u3[3] = {s->u[LC_KEY_Q], s->u[LC_KEY_K], s->u[LC_KEY_V]};
         uint64_t d3[3] = {drop_seed(seed, l, LC_KEY_Q), drop_seed(seed, l, LC_KEY_K), drop_seed(seed, l, LC_KEY_V)};
-        projs_fwd(m, a, 3, o3, false, s->xn1, w3, b3, p3, u3, N, train, d3);
+        projs_fwd(m, a, 3, o3, false, s->xn1, w3, b3, p3, u3, N, train, d3, false);
     }
     be->rope(be, s->q, m->rope_cos, m->rope_sin, B, T, H, D, pos0);
     be->rope(be, kdst, m->rope_cos, m->rope_sin, B, T, KV, D, pos0);
@@ -826,9 +832,13 @@ void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xou
         const float *b1 = NULL;
         lc_lora_param *p1 = bk->lora[LC_KEY_O];
         uint64_t d1 = drop_seed(seed, l, LC_KEY_O);
-        projs_fwd(m, a, 1, &o1, true, s->att, &w1, &b1, &p1, &s->u[LC_KEY_O], N, train, &d1);
+        projs_fwd(m, a, 1, &o1, true, s->att, &w1, &b1, &p1, &s->u[LC_KEY_O], N, train, &d1, false);
     }
     be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
+    // gate's and up's out += s u b folded into SwiGLU where the backend can (training
+    // without dropout: projs_fwd's grouped path)
+    lc_lora_param *pg = bk->lora[LC_KEY_GATE], *pu = bk->lora[LC_KEY_UP];
+    bool fold = train && (pg || pu) && lc_model_folds_gate_up(m);
     {
         float *o2[2] = {s->gate, s->up};
         const lc_wt *w2[2] = {&bk->w[LC_KEY_GATE], &bk->w[LC_KEY_UP]};
@@ -836,9 +846,12 @@ void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xou
         lc_lora_param *p2[2] = {bk->lora[LC_KEY_GATE], bk->lora[LC_KEY_UP]};
         float *u2[2] = {s->u[LC_KEY_GATE], s->u[LC_KEY_UP]};
         uint64_t d2[2] = {drop_seed(seed, l, LC_KEY_GATE), drop_seed(seed, l, LC_KEY_UP)};
-        projs_fwd(m, a, 2, o2, false, s->xn2, w2, b2, p2, u2, N, train, d2);
+        projs_fwd(m, a, 2, o2, false, s->xn2, w2, b2, p2, u2, N, train, d2, fold);
     }
-    if (s->gu) be->swiglu_pack(be, s->h, s->gu, s->gate, s->up, (size_t)(N * I));
+    if (fold)
+        be->swiglu_lora(be, s->h, s->gu, s->gate, s->up, N, I, pg ? s->u[LC_KEY_GATE] : NULL, pg ? pg->b : NULL,
+                        pu ? s->u[LC_KEY_UP] : NULL, pu ? pu->b : NULL, (int)m->lcfg.rank, m->lcfg.scale);
+    else if (s->gu) be->swiglu_pack(be, s->h, s->gu, s->gate, s->up, (size_t)(N * I));
     else be->swiglu(be, s->h, s->gate, s->up, (size_t)(N * I));
     be->copy(be, xout, s->xmid, (size_t)(N * C)); // xout = xmid + h Wd^T
     {
@@ -846,7 +859,7 @@ void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xou
         const float *b1 = NULL;
         lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
         uint64_t d1 = drop_seed(seed, l, LC_KEY_DOWN);
-        projs_fwd(m, a, 1, &xout, true, s->h, &w1, &b1, &p1, &s->u[LC_KEY_DOWN], N, train, &d1);
+        projs_fwd(m, a, 1, &xout, true, s->h, &w1, &b1, &p1, &s->u[LC_KEY_DOWN], N, train, &d1, false);
     }
 }
 
@@ -989,7 +1002,7 @@ static double scalars_loss(lc_model *m) {
  * Zeroed before filling (padding); the adapters' descriptors follow it. */
 typedef struct {
     int64_t B, T;
-    int32_t ckpt, first, pack;
+    int32_t ckpt, first, pack, fold;
     const float *arena, *rope_cos, *rope_sin, *lora_mem, *grad_mem;
     const void *scal, *params;
     size_t n_params, floats;
@@ -1040,6 +1053,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     step_key k;
     memset(&k, 0, sizeof k);
     k.B = x->B, k.T = x->T, k.ckpt = x->a->ckpt, k.first = m->first, k.pack = x->a->pack;
+    k.fold = lc_model_folds_gate_up(m);
     k.arena = x->a->base, k.floats = x->a->floats;
     k.rope_cos = m->rope_cos, k.rope_sin = m->rope_sin, k.rope_len = m->rope_len;
     k.lora_mem = m->lora_mem, k.grad_mem = m->grad_mem, k.scal = m->scal;

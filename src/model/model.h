@@ -182,6 +182,10 @@ int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora,
  * blocks share costs what two save); LORAC_PACK_GATE_UP=0 turns it off. The config-only
  * plan above counts float32 (the larger). */
 bool lc_model_packs_gate_up(const lc_model *m);
+/* Whether training m folds gate's and up's adapters' last products (out += s u b) into
+ * SwiGLU (->swiglu_lora): when the backend offers it (CUDA), without dropout (projs' grouped
+ * path), rank <= 32; LORAC_FOLD_GATE_UP=0 turns it off. */
+bool lc_model_folds_gate_up(const lc_model *m);
 /* The activation bytes training m at (B, T) lays out: lc_memory_plan's activations as
  * this model and backend will allocate them (packing included). */
 size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, bool grad_checkpoint);

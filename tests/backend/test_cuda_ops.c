@@ -814,6 +814,58 @@ static void test_matmul_n(void) {
     check_matmul_n(20, 64, 1, one);
 }
 
+/* ->swiglu_lora against the CPU's out += s u b (->gemm) then ->swiglu: rows and columns
+ * off the tiles, ranks 16 and 24 (the two kernel widths), one adapter or both, gate/up
+ * written back or kept as bf16. */
+static void check_swiglu_lora(int64_t N, int64_t I, int r, bool both, bool pack) {
+    size_t n = (size_t)(N * I);
+    float s = 1.7f;
+    float *g = rnd(n, 3), *u = rnd(n, 2), *ug = rnd((size_t)N * r, 1), *uu = rnd((size_t)N * r, 1);
+    float *bg = rnd((size_t)r * I, 0.3f), *bu = rnd((size_t)r * I, 0.3f), *rg = malloc(n * 4), *ru = malloc(n * 4);
+    float *rh = malloc(n * 4);
+    memcpy(rg, g, n * 4), memcpy(ru, u, n * 4);
+    cpu->gemm(cpu, false, false, N, I, r, s, ug, r, bg, I, 1.0f, rg, I);
+    if (both) cpu->gemm(cpu, false, false, N, I, r, s, uu, r, bu, I, 1.0f, ru, I);
+    cpu->swiglu(cpu, rh, rg, ru, n);
+    float *dg = up(g, n * 4), *du = up(u, n * 4), *dug = up(ug, (size_t)N * r * 4), *duu = up(uu, (size_t)N * r * 4);
+    float *dbg = up(bg, (size_t)r * I * 4), *dbu = up(bu, (size_t)r * I * 4), *dh = poisoned(n);
+    void *gu = pack ? gpu->alloc(gpu, 2 * n * 2) : NULL;
+    gpu->swiglu_lora(gpu, dh, gu, dg, du, N, I, dug, dbg, both ? duu : NULL, both ? dbu : NULL, r, s);
+    char what[96];
+    snprintf(what, sizeof what, "swiglu_lora %lldx%lld r%d%s%s h", (long long)N, (long long)I, r, both ? "" : " gate only",
+             pack ? " packed" : "");
+    expect(what, dh, rh, n, 1e-6);
+    if (pack) { // gate, up untouched; their bf16 within rounding of the sums
+        float *hg = down(dg, n), *hu = down(du, n), *cg = malloc(n * 4), *cu = malloc(n * 4);
+        uint16_t *b = malloc(2 * n * 2);
+        gpu->download(gpu, b, gu, 2 * n * 2);
+        CHECK_OK(gpu->sync(gpu));
+        lc_to_f32(cg, b, LC_DT_BF16, n), lc_to_f32(cu, b + n, LC_DT_BF16, n);
+        CHECK_MSG(!memcmp(hg, g, n * 4) && !memcmp(hu, u, n * 4), "%s: gate/up changed while packing", what);
+        double e1 = rel(cg, rg, n), e2 = rel(cu, ru, n);
+        printf("  %-28s bf16 gate %.2e, up %.2e (bound 4e-3)\n", what, e1, e2);
+        CHECK_MSG(e1 <= 4e-3 && e2 <= 4e-3, "%s: bf16 gate/up rel err %.3e / %.3e", what, e1, e2);
+        free(hg), free(hu), free(cg), free(cu), free(b);
+        gpu->release(gpu, gu);
+    } else {
+        expect("  gate written back", dg, rg, n, 1e-6);
+        expect("  up written back", du, ru, n, 1e-6);
+    }
+    free(g), free(u), free(ug), free(uu), free(bg), free(bu), free(rg), free(ru), free(rh);
+    void *dv[] = {dg, du, dug, duu, dbg, dbu, dh};
+    for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu->release(gpu, dv[i]);
+}
+
+static void test_swiglu_lora(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    CHECK_MSG(gpu->swiglu_lora != NULL, "the CUDA backend offers no ->swiglu_lora");
+    if (!gpu->swiglu_lora) return;
+    check_swiglu_lora(37, 300, 16, true, false);
+    check_swiglu_lora(37, 300, 16, true, true);
+    check_swiglu_lora(70, 520, 24, false, false);
+    check_swiglu_lora(5, 1000, 8, true, true);
+}
+
 static void test_norm_rope_swiglu(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     int64_t N = 29, C = 320;
@@ -1142,6 +1194,7 @@ int main(void) {
     RUN(test_gemm_many_rows);
     RUN(test_matmul_n);
     RUN(test_norm_rope_swiglu);
+    RUN(test_swiglu_lora);
     RUN(test_cross_entropy);
     RUN(test_attention);
     RUN(test_attention_tc);

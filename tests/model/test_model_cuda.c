@@ -372,6 +372,30 @@ static void test_decode_graph_nf4(void) {
         CHECK_MSG(!memcmp(graph.tok, single.tok, sizeof single.tok), "nf4: graph tokens differ from the single ops'");
         CHECK_MSG(e_ds < 1e-5 * TOL, "nf4: fused vs single ops rel err %.3e", e_ds);
         CHECK_MSG(e_gd == 0.0 && e_ag == 0.0, "nf4: graph vs direct %.3e, replay after reset %.3e (want 0)", e_gd, e_ag);
+        // against the CPU's NF4 model (float32 dequantization; the card rounds each
+        // dequantized weight to bf16, so 1e-2): the logits of every step up to and
+        // including the first whose greedy token differs (a near tie may flip it)
+        lc_load_options lh = lo;
+        lh.device = "cpu";
+        lc_model *mh = NULL;
+        CHECK_OK(lc_model_load_opts(out, &lh, &mh));
+        if (mh) {
+            CHECK_OK(lc_model_add_lora(mh, &lc, 11));
+            rewrite_adapters(mh, 0);
+            gen_out cpu;
+            cpu.lg = malloc(nl * 4);
+            lc_kv_cache *kh;
+            CHECK_OK(lc_kv_cache_create(mh, 32, &kh));
+            CHECK_OK(run_gen(mh, kh, prompt, 7, cpu.tok, cpu.lg));
+            int k = 1;
+            while (k < GEN && cpu.tok[k - 1] == graph.tok[k - 1]) k++;
+            double e_gc = frel(graph.lg, cpu.lg, (size_t)k * (size_t)V);
+            printf("  nf4: graph vs CPU rel err %.1e over %d of %d steps\n", e_gc, k, GEN);
+            CHECK_MSG(e_gc < 1e-2, "nf4: graph vs CPU rel err %.3e over %d steps", e_gc, k);
+            lc_kv_cache_free(kh);
+            free(cpu.lg);
+        }
+        lc_model_free(mh);
         rewrite_adapters(m, 1);
         CHECK_OK(run_gen(m, kv, prompt, 7, swap_g.tok, swap_g.lg));
         CHECK_MSG(be->decode_captures == c0 + 1, "nf4: rewriting adapter values recorded a new graph");
@@ -691,6 +715,23 @@ static void test_packed_gate_up(void) {
         printf("  tiny-mistral bf16: loss %.9f both ways, gradients packed vs float32 rel err %.2e (bound 1e-2), "
                "activations %zu vs %zu bytes\n", lp, e, bp, bf);
         CHECK_MSG(n == n2 && e <= 1e-2 && e > 0, "packed gradients: rel err %.3e (want (0, 1e-2])", e);
+        // gate's and up's out += s u b folded into SwiGLU (->swiglu_lora) or not: float32
+        // sums either way, the same terms
+        CHECK_MSG(lc_model_folds_gate_up(m), "the card does not fold gate/up's adapters");
+        setenv("LORAC_FOLD_GATE_UP", "0", 1);
+        CHECK_MSG(!lc_model_folds_gate_up(m), "LORAC_FOLD_GATE_UP=0 still folds");
+        double lu = step_grads(m, f.tok, f.tgtm, f.B, f.T, gf, &n2);
+        unsetenv("LORAC_FOLD_GATE_UP");
+        num = 0, den = 0;
+        for (size_t i = 0; i < n && n == n2; i++) {
+            double d = (double)gp[i] - gf[i];
+            num += d * d, den += (double)gf[i] * gf[i];
+        }
+        double eu = den > 0 ? sqrt(num / den) : INFINITY;
+        printf("  tiny-mistral bf16: folded vs not: loss %.9f / %.9f, gradients rel err %.2e (bound 1e-5)\n", lp, lu,
+               eu);
+        CHECK_MSG(eu <= 1e-5 && fabs(lp - lu) <= 1e-6 * fabs(lu), "folded vs not: gradients %.3e, loss %.9g vs %.9g", eu,
+                  lp, lu);
         free(gp), free(gf);
     }
     lc_model_free(m);

@@ -1011,6 +1011,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->swiglu_bwd = cu_swiglu_bwd;
     be->swiglu_pack = cu_swiglu_pack;
     be->swiglu_bwd_packed = cu_swiglu_bwd_packed;
+    be->swiglu_lora = lc_cuda_swiglu_lora;
     be->cross_entropy = cu_cross_entropy;
     be->cross_entropy_sum = cu_cross_entropy_sum;
     be->replay = lc_cuda_replay;

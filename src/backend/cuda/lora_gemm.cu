@@ -22,10 +22,13 @@
  * the product; a block past its product's extent returns), each block doing exactly what
  * it does alone, so a group gives the same bits as its products one by one: q/k/v's and
  * gate/up's products each cost one launch's latency instead of two or three.
+ * Also ->swiglu_lora: SwiGLU with gate's and up's out += s u b folded in (the small-K
+ * tiling, both products' sums exactly as the small-K kernel forms them).
  * Owns nothing: partial sums live in the backend's row scratch (lc_cuda_rows), the
  * arrival counters are the backend's (zero between launches; each last block resets its
  * own). Must not: take shapes outside the three classes (the caller runs cuBLAS).
  */
+#include <cuda_bf16.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,6 +98,82 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_ksmall(const __grid_constant_
         for (int k = 0; k < KM; k++) s += as[r][k] * b[k];
         C[(size_t)(m0 + r) * ldc + n] = beta == 0.0f ? alpha * s : alpha * s + beta * c0[r];
     }
+}
+
+/* ->swiglu_lora's arguments: gate, up (N, I) += scale · u b where u (N, r) is given, then
+ * h = swiglu; gu NULL: gate, up written back, else bf16 into gu (2, N, I). */
+struct lg_swi {
+    float *h, *gate, *up;
+    __nv_bfloat16 *gu;
+    const float *ug, *bg, *uu, *bu;
+    int64_t N, I;
+    int r;
+    float scale;
+};
+
+/* grid (ceil(I/256), ceil(N/KS_RT)): a thread per column over KS_RT rows, as k_lg_ksmall
+ * (its loads first, its sum in k order, alpha s + beta c with beta 1), then k_swiglu's
+ * expression. */
+template <int KM>
+__global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu(const __grid_constant__ lg_swi a) {
+    LC_PDL_TRIGGER();
+    __shared__ float sg[KS_RT][KM], su[KS_RT][KM];
+    const int K = a.r;
+    const int64_t m0 = (int64_t)blockIdx.y * KS_RT, n = (int64_t)blockIdx.x * LG_THREADS + threadIdx.x, I = a.I;
+    const int rows = (int)min((int64_t)KS_RT, a.N - m0);
+    const bool on = n < I;
+    float bg[KM], bu[KM], g0[KS_RT], u0[KS_RT];
+    for (int i = threadIdx.x; i < KS_RT * KM; i += LG_THREADS) {
+        int rr = i / KM, k = i % KM;
+        bool ok = rr < rows && k < K;
+        sg[rr][k] = ok && a.ug ? a.ug[(m0 + rr) * K + k] : 0.0f;
+        su[rr][k] = ok && a.uu ? a.uu[(m0 + rr) * K + k] : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < KM; k++) {
+        bg[k] = on && k < K && a.bg ? a.bg[(int64_t)k * I + n] : 0.0f;
+        bu[k] = on && k < K && a.bu ? a.bu[(int64_t)k * I + n] : 0.0f;
+    }
+#pragma unroll
+    for (int r = 0; r < KS_RT; r++) {
+        g0[r] = on && r < rows ? a.gate[(m0 + r) * I + n] : 0.0f;
+        u0[r] = on && r < rows ? a.up[(m0 + r) * I + n] : 0.0f;
+    }
+    __syncthreads();
+    if (!on) return;
+#pragma unroll
+    for (int r = 0; r < KS_RT; r++) {
+        if (r >= rows) break;
+        float g = g0[r], u = u0[r];
+        if (a.ug) {
+            float s = 0.0f;
+#pragma unroll
+            for (int k = 0; k < KM; k++) s += sg[r][k] * bg[k];
+            g = a.scale * s + 1.0f * g;
+        }
+        if (a.uu) {
+            float s = 0.0f;
+#pragma unroll
+            for (int k = 0; k < KM; k++) s += su[r][k] * bu[k];
+            u = a.scale * s + 1.0f * u;
+        }
+        int64_t i = (m0 + r) * I + n;
+        a.h[i] = g / (1.0f + expf(-g)) * u;
+        if (a.gu) a.gu[i] = __float2bfloat16_rn(g), a.gu[a.N * I + i] = __float2bfloat16_rn(u);
+        else a.gate[i] = g, a.up[i] = u;
+    }
+}
+
+void lc_cuda_swiglu_lora(lc_backend *be, float *h, void *gu, float *gate, float *up, int64_t N, int64_t I,
+                         const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale) {
+    lc_cuda *c = (lc_cuda *)be->impl;
+    LC_PROF(c, gu ? "swiglu_lora+pack n=%lld" : "swiglu_lora n=%lld", N * I);
+    if (N <= 0 || I <= 0) return;
+    lg_swi a = {h, gate, up, (__nv_bfloat16 *)gu, ug, bg, uu, bu, N, I, r, scale};
+    dim3 grid((unsigned)((I + LG_THREADS - 1) / LG_THREADS), (unsigned)((N + KS_RT - 1) / KS_RT));
+    if (r > 16) k_lg_swiglu<32><<<grid, LG_THREADS, 0, c->st>>>(a);
+    else k_lg_swiglu<16><<<grid, LG_THREADS, 0, c->st>>>(a);
+    LC_LAUNCHED(c);
 }
 
 /* !ta, N <= NM: grid (chunks of kc, ceil(M/TH_MT)); dynamic shared memory kc (NM+1)
