@@ -883,6 +883,30 @@ static void test_norm_rope_swiglu(void) {
     float *dg = up(g, nc * 4), *ddx = up(dx0, nc * 4);
     gpu->rmsnorm_bwd(gpu, ddx, dg, dx, dw, r, N, C);
     expect("rmsnorm_bwd +=", ddx, rd, nc, 1e-5);
+    // many rows: the register-held kernels (1, 4 and 8 float4s a thread, a partial last
+    // one), and a width they do not take
+    static const int64_t shapes[][2] = {{600, 1024}, {520, 4096}, {512, 7000}, {513, 322}};
+    for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+        int64_t N2 = shapes[k][0], C2 = shapes[k][1];
+        size_t n2 = (size_t)(N2 * C2);
+        float *x2 = rnd(n2, 2), *w2 = rnd((size_t)C2, 1), *g2 = rnd(n2, 1), *d2 = rnd(n2, 1);
+        float *o2r = malloc(n2 * 4), *r2r = malloc((size_t)N2 * 4), *d2r = malloc(n2 * 4);
+        cpu->rmsnorm(cpu, o2r, r2r, x2, w2, N2, C2, 1e-5f);
+        memcpy(d2r, d2, n2 * 4);
+        cpu->rmsnorm_bwd(cpu, d2r, g2, x2, w2, r2r, N2, C2);
+        float *dx2 = up(x2, n2 * 4), *dw2 = up(w2, (size_t)C2 * 4), *o2 = poisoned(n2), *r2 = poisoned((size_t)N2);
+        float *dg2 = up(g2, n2 * 4), *dd2 = up(d2, n2 * 4);
+        gpu->rmsnorm(gpu, o2, r2, dx2, dw2, N2, C2, 1e-5f);
+        gpu->rmsnorm_bwd(gpu, dd2, dg2, dx2, dw2, r2, N2, C2);
+        char what[64];
+        snprintf(what, sizeof what, "rmsnorm %lldx%lld", (long long)N2, (long long)C2);
+        expect(what, o2, o2r, n2, 1e-6);
+        expect("  rstd", r2, r2r, (size_t)N2, 1e-6);
+        expect("  rmsnorm_bwd +=", dd2, d2r, n2, 1e-5);
+        free(x2), free(w2), free(g2), free(d2), free(o2r), free(r2r), free(d2r);
+        void *dv[] = {dx2, dw2, o2, r2, dg2, dd2};
+        for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu->release(gpu, dv[i]);
+    }
     // rope on (B, T, H, D) at pos0
     int64_t B = 2, T = 7, H = 3, D = 64, P = 40, pos0 = 5;
     size_t nx = (size_t)(B * T * H * D);

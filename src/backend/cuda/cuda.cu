@@ -456,9 +456,24 @@ __global__ void k_add_bias(float *out, const float *bias, size_t N, size_t O) {
     GRID_STRIDE(i, N * O) out[i] += bias[i % O];
 }
 
+/* k_to_bf16 four at a time (16-byte reads, 8-byte writes): n4 = n / 4, both aligned. */
+__global__ void k_to_bf16_v4(uint2 *dst, const float4 *src, size_t n4) {
+    GRID_STRIDE(i, n4) {
+        float4 v = src[i];
+        __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+        uint2 o;
+        memcpy(&o.x, &a, 4), memcpy(&o.y, &b, 4);
+        dst[i] = o;
+    }
+}
+
 static const __nv_bfloat16 *as_bf16(lc_cuda *c, const float *x, size_t n) {
     __nv_bfloat16 *xb = (__nv_bfloat16 *)xb_get(c, n * sizeof(__nv_bfloat16));
-    k_to_bf16<<<blocks_for(n), 256, 0, c->st>>>(xb, x, n);
+    const char *e = getenv("LORAC_CUDA_VEC"); // 0: one element a thread
+    if (n % 4 == 0 && !((uintptr_t)x & 15) && !((uintptr_t)xb & 15) && !(e && !strcmp(e, "0")))
+        k_to_bf16_v4<<<blocks_for(n / 4), 256, 0, c->st>>>((uint2 *)xb, (const float4 *)x, n / 4);
+    else
+        k_to_bf16<<<blocks_for(n), 256, 0, c->st>>>(xb, x, n);
     LC_LAUNCHED(c);
     return xb;
 }
@@ -723,12 +738,95 @@ __global__ void k_rmsnorm(float *out, float *rstd, const float *x, const float *
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = w[c] * (xr[c] * r);
 }
 
+/* Many rows (training): a block of NV_T threads a row, each holding its V float4s of the
+ * row in registers between the sum and the scaling (one read of x, 16-byte accesses).
+ * Needs C % 4 == 0, C <= 4 NV_T V and 16-byte aligned rows; the same expressions per
+ * element as k_rmsnorm, the sum in another order. */
+#define NV_T 256
+template <int V>
+__global__ void __launch_bounds__(NV_T) k_rmsnorm_v(float *out, float *rstd, const float *x, const float *w,
+                                                    int64_t C, float eps) {
+    LC_PDL_TRIGGER();
+    __shared__ float sh[32];
+    const float4 *xr = (const float4 *)(x + (size_t)blockIdx.x * C), *w4 = (const float4 *)w;
+    float4 *o = (float4 *)(out + (size_t)blockIdx.x * C);
+    int c4 = (int)(C / 4);
+    float4 v[V];
+    float ss = 0;
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+        int c = (int)threadIdx.x + j * NV_T;
+        v[j] = c < c4 ? xr[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        ss += v[j].x * v[j].x, ss += v[j].y * v[j].y, ss += v[j].z * v[j].z, ss += v[j].w * v[j].w;
+    }
+    ss = block_sum(ss, sh);
+    float r = (float)(1.0 / sqrt((double)ss / (double)C + (double)eps));
+    if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = r;
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+        int c = (int)threadIdx.x + j * NV_T;
+        if (c >= c4) break;
+        float4 a = w4[c], b = v[j];
+        o[c] = make_float4(a.x * (b.x * r), a.y * (b.y * r), a.z * (b.z * r), a.w * (b.w * r));
+    }
+}
+
+/* The backward of k_rmsnorm_v's rows, likewise: dout and x held in registers. */
+template <int V>
+__global__ void __launch_bounds__(NV_T) k_rmsnorm_bwd_v(float *dx, const float *dout, const float *x, const float *w,
+                                                        const float *rstd, int64_t C) {
+    __shared__ float sh[32];
+    size_t off = (size_t)blockIdx.x * C;
+    const float4 *xr = (const float4 *)(x + off), *g = (const float4 *)(dout + off), *w4 = (const float4 *)w;
+    float4 *d = (float4 *)(dx + off);
+    float r = rstd[blockIdx.x];
+    int c4 = (int)(C / 4);
+    float4 xv[V], gv[V];
+    float dot = 0;
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+        int c = (int)threadIdx.x + j * NV_T;
+        float4 z = make_float4(0.0f, 0.0f, 0.0f, 0.0f), a = c < c4 ? w4[c] : z;
+        xv[j] = c < c4 ? xr[c] : z, gv[j] = c < c4 ? g[c] : z;
+        dot += a.x * gv[j].x * xv[j].x * r, dot += a.y * gv[j].y * xv[j].y * r;
+        dot += a.z * gv[j].z * xv[j].z * r, dot += a.w * gv[j].w * xv[j].w * r;
+    }
+    float m = block_sum(dot, sh) / (float)C;
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+        int c = (int)threadIdx.x + j * NV_T;
+        if (c >= c4) break;
+        float4 a = w4[c], t = d[c], gg = gv[j], xx = xv[j];
+        t.x += r * (a.x * gg.x - xx.x * r * m), t.y += r * (a.y * gg.y - xx.y * r * m);
+        t.z += r * (a.z * gg.z - xx.z * r * m), t.w += r * (a.w * gg.w - xx.w * r * m);
+        d[c] = t;
+    }
+}
+
+/* float4s a thread holds for a row of C with k_rmsnorm_v (1, 2, 4 or 8), or 0 when the
+ * row does not suit it (the row-loop kernels run). */
+static int norm_vec(int64_t N, int64_t C, const void *a, const void *b, const void *c) {
+    if (N < 512 || C % 4 || ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) & 15) return 0;
+    const char *e = getenv("LORAC_CUDA_VEC"); // 0: the row-loop kernels (and scalar bf16 copies)
+    if (e && !strcmp(e, "0")) return 0;
+    for (int v = 1; v <= 8; v *= 2)
+        if (C <= (int64_t)4 * NV_T * v) return v;
+    return 0;
+}
+
 static void cu_rmsnorm(lc_backend *be, float *out, float *rstd, const float *x, const float *w,
                        int64_t N, int64_t C, float eps) {
     LC_PROF(impl(be), "rmsnorm N=%lld", N);
     if (N <= 0) return;
-    // few rows: more threads a row, so each thread has fewer dependent loads
-    k_rmsnorm<<<(unsigned)N, N < 512 ? 1024 : 256, 0, impl(be)->st>>>(out, rstd, x, w, C, eps);
+    cudaStream_t st = impl(be)->st;
+    switch (norm_vec(N, C, out, x, w)) {
+    case 1: k_rmsnorm_v<1><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps); break;
+    case 2: k_rmsnorm_v<2><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps); break;
+    case 4: k_rmsnorm_v<4><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps); break;
+    case 8: k_rmsnorm_v<8><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps); break;
+    default: // few rows: more threads a row, so each thread has fewer dependent loads
+        k_rmsnorm<<<(unsigned)N, N < 512 ? 1024 : 256, 0, st>>>(out, rstd, x, w, C, eps);
+    }
     LC_LAUNCHED(impl(be));
 }
 
@@ -748,8 +846,15 @@ static void cu_rmsnorm_bwd(lc_backend *be, float *dx, const float *dout, const f
                            const float *w, const float *rstd, int64_t N, int64_t C) {
     LC_PROF(impl(be), "rmsnorm_bwd", 0);
     if (N <= 0) return;
-    // few rows: more threads a row, so each thread has fewer dependent loads
-    k_rmsnorm_bwd<<<(unsigned)N, N < 512 ? 1024 : 256, 0, impl(be)->st>>>(dx, dout, x, w, rstd, C);
+    cudaStream_t st = impl(be)->st;
+    switch ((uintptr_t)dout & 15 ? 0 : norm_vec(N, C, dx, x, w)) {
+    case 1: k_rmsnorm_bwd_v<1><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C); break;
+    case 2: k_rmsnorm_bwd_v<2><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C); break;
+    case 4: k_rmsnorm_bwd_v<4><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C); break;
+    case 8: k_rmsnorm_bwd_v<8><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C); break;
+    default: // few rows: more threads a row, so each thread has fewer dependent loads
+        k_rmsnorm_bwd<<<(unsigned)N, N < 512 ? 1024 : 256, 0, st>>>(dx, dout, x, w, rstd, C);
+    }
     LC_LAUNCHED(impl(be));
 }
 
