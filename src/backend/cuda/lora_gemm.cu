@@ -111,36 +111,21 @@ struct lg_swi {
     float scale;
 };
 
-/* grid (ceil(I/256), ceil(N/KS_RT)): a thread per column over KS_RT rows, as k_lg_ksmall
- * (its loads first, its sum in k order, alpha s + beta c with beta 1), then k_swiglu's
- * expression. */
+/* grid (ceil(I/256), ceil(N/SW_ROWS)): a thread per column, its adapters' B columns in
+ * registers for SW_ROWS rows (B read once a 64-row tile, not once a 16-row one), the rows
+ * in chunks of KS_RT as k_lg_ksmall takes them (its loads first, its sum in k order,
+ * alpha s + beta c with beta 1), then k_swiglu's expression. */
+#define SW_ROWS 64
 template <int KM>
-__global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu(const __grid_constant__ lg_swi a) {
-    LC_PDL_TRIGGER();
-    __shared__ float sg[KS_RT][KM], su[KS_RT][KM];
-    const int K = a.r;
-    const int64_t m0 = (int64_t)blockIdx.y * KS_RT, n = (int64_t)blockIdx.x * LG_THREADS + threadIdx.x, I = a.I;
-    const int rows = (int)min((int64_t)KS_RT, a.N - m0);
-    const bool on = n < I;
-    float bg[KM], bu[KM], g0[KS_RT], u0[KS_RT];
-    for (int i = threadIdx.x; i < KS_RT * KM; i += LG_THREADS) {
-        int rr = i / KM, k = i % KM;
-        bool ok = rr < rows && k < K;
-        sg[rr][k] = ok && a.ug ? a.ug[(m0 + rr) * K + k] : 0.0f;
-        su[rr][k] = ok && a.uu ? a.uu[(m0 + rr) * K + k] : 0.0f;
-    }
-#pragma unroll
-    for (int k = 0; k < KM; k++) {
-        bg[k] = on && k < K && a.bg ? a.bg[(int64_t)k * I + n] : 0.0f;
-        bu[k] = on && k < K && a.bu ? a.bu[(int64_t)k * I + n] : 0.0f;
-    }
+__device__ __forceinline__ void lg_swiglu_rows(const lg_swi &a, const float (*sg)[KM], const float (*su)[KM],
+                                               const float *bg, const float *bu, int64_t m0, int rows, int64_t n) {
+    const int64_t I = a.I;
+    float g0[KS_RT], u0[KS_RT];
 #pragma unroll
     for (int r = 0; r < KS_RT; r++) {
-        g0[r] = on && r < rows ? a.gate[(m0 + r) * I + n] : 0.0f;
-        u0[r] = on && r < rows ? a.up[(m0 + r) * I + n] : 0.0f;
+        g0[r] = r < rows ? a.gate[(m0 + r) * I + n] : 0.0f;
+        u0[r] = r < rows ? a.up[(m0 + r) * I + n] : 0.0f;
     }
-    __syncthreads();
-    if (!on) return;
 #pragma unroll
     for (int r = 0; r < KS_RT; r++) {
         if (r >= rows) break;
@@ -164,13 +149,39 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu(const __grid_constant_
     }
 }
 
+template <int KM>
+__global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu(const __grid_constant__ lg_swi a) {
+    LC_PDL_TRIGGER();
+    __shared__ float sg[SW_ROWS][KM], su[SW_ROWS][KM];
+    const int K = a.r;
+    const int64_t t0 = (int64_t)blockIdx.y * SW_ROWS, n = (int64_t)blockIdx.x * LG_THREADS + threadIdx.x, I = a.I;
+    const int trows = (int)min((int64_t)SW_ROWS, a.N - t0);
+    const bool on = n < I;
+    float bg[KM], bu[KM];
+    for (int i = threadIdx.x; i < SW_ROWS * KM; i += LG_THREADS) {
+        int rr = i / KM, k = i % KM;
+        bool ok = rr < trows && k < K;
+        sg[rr][k] = ok && a.ug ? a.ug[(t0 + rr) * K + k] : 0.0f;
+        su[rr][k] = ok && a.uu ? a.uu[(t0 + rr) * K + k] : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < KM; k++) {
+        bg[k] = on && k < K && a.bg ? a.bg[(int64_t)k * I + n] : 0.0f;
+        bu[k] = on && k < K && a.bu ? a.bu[(int64_t)k * I + n] : 0.0f;
+    }
+    __syncthreads();
+    if (!on) return;
+    for (int c0 = 0; c0 < trows; c0 += KS_RT)
+        lg_swiglu_rows<KM>(a, sg + c0, su + c0, bg, bu, t0 + c0, min(KS_RT, trows - c0), n);
+}
+
 void lc_cuda_swiglu_lora(lc_backend *be, float *h, void *gu, float *gate, float *up, int64_t N, int64_t I,
                          const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale) {
     lc_cuda *c = (lc_cuda *)be->impl;
     LC_PROF(c, gu ? "swiglu_lora+pack n=%lld" : "swiglu_lora n=%lld", N * I);
     if (N <= 0 || I <= 0) return;
     lg_swi a = {h, gate, up, (__nv_bfloat16 *)gu, ug, bg, uu, bu, N, I, r, scale};
-    dim3 grid((unsigned)((I + LG_THREADS - 1) / LG_THREADS), (unsigned)((N + KS_RT - 1) / KS_RT));
+    dim3 grid((unsigned)((I + LG_THREADS - 1) / LG_THREADS), (unsigned)((N + SW_ROWS - 1) / SW_ROWS));
     if (r > 16) k_lg_swiglu<32><<<grid, LG_THREADS, 0, c->st>>>(a);
     else k_lg_swiglu<16><<<grid, LG_THREADS, 0, c->st>>>(a);
     LC_LAUNCHED(c);
