@@ -155,6 +155,27 @@ template <int R, int D> __device__ __forceinline__ void unstage(bf16 *dst, const
     }
 }
 
+/* Issues the copies of the K and V tiles at key s0 into the staging area (K, then V). */
+template <int D>
+__device__ __forceinline__ void stage_kv(float *stg, const float *kb, const float *vb, size_t krs, int s0, int T) {
+    stage<TC_BK, D>(stg, kb, krs, s0, T);
+    stage<TC_BK, D>(stg + TC_BK * D, vb, krs, s0, T);
+    cp_commit();
+}
+
+/* The top of a key-tile step at s0: the staged tile rounded into Ks, Vs once every warp is
+ * done with them, then the next tile's copy issued when there is one before kend. */
+template <int D>
+__device__ __forceinline__ void next_kv(bf16 *Ks, bf16 *Vs, float *stg, const float *kb, const float *vb, size_t krs,
+                                        int s0, int kend, int T) {
+    cp_wait();
+    __syncthreads(); // every warp is done with Ks, Vs
+    unstage<TC_BK, D>(Ks, stg);
+    unstage<TC_BK, D>(Vs, stg + TC_BK * D);
+    __syncthreads(); // Ks, Vs ready; the staging area is free
+    if (s0 + TC_BK < kend) stage_kv<D>(stg, kb, vb, krs, s0 + TC_BK, T);
+}
+
 template <int R, int D>
 __device__ __forceinline__ void load_tile(bf16 *dst, const float *src, size_t rs, int row0, int lim) {
     constexpr int N = R * D / 4 / TC_THREADS;
@@ -189,9 +210,7 @@ __global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(float *out, float *lse
     const float *qb = q + ((size_t)b * T * H + h) * D;
     const float *kb = k + ((size_t)b * S * KV + kh) * D, *vb = v + ((size_t)b * S * KV + kh) * D;
     size_t krs = (size_t)KV * D;
-    stage<TC_BK, D>(stg, kb, krs, 0, T);
-    stage<TC_BK, D>(stg + TC_BK * D, vb, krs, 0, T);
-    cp_commit();
+    stage_kv<D>(stg, kb, vb, krs, 0, T);
     load_tile<TC_BQ, D>(Qs, qb, (size_t)H * D, q0, T);
     int r0 = w * 16, t0 = q0 + r0 + (lane >> 2); // this thread's rows: t0 and t0 + 8
     float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
@@ -199,16 +218,7 @@ __global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(float *out, float *lse
     for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     int kend = min(q0 + TC_BQ, T);
     for (int s0 = 0; s0 < kend; s0 += TC_BK) {
-        cp_wait();
-        __syncthreads(); // every warp is done with Ks, Vs
-        unstage<TC_BK, D>(Ks, stg);
-        unstage<TC_BK, D>(Vs, stg + TC_BK * D);
-        __syncthreads(); // Ks, Vs ready; the staging area is free
-        if (s0 + TC_BK < kend) {
-            stage<TC_BK, D>(stg, kb, krs, s0 + TC_BK, T);
-            stage<TC_BK, D>(stg + TC_BK * D, vb, krs, s0 + TC_BK, T);
-            cp_commit();
-        }
+        next_kv<D>(Ks, Vs, stg, kb, vb, krs, s0, kend, T);
         if (s0 > q0 + r0 + 15) continue; // every key of the tile is after the warp's rows
         // S = Q K^T (log2 units, scaled)
         float sc[TC_BK / 8][4];
@@ -298,11 +308,7 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
     int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kh = h / (H / KV);
     size_t qoff = ((size_t)b * T * H + h) * D, koff = ((size_t)b * T * KV + kh) * D, krs = (size_t)KV * D;
     int kend = min(q0 + TC_BQ, T);
-    if (!SMALL) {
-        stage<TC_BK, D>(stg, k + koff, krs, 0, T);
-        stage<TC_BK, D>(stg + TC_BK * D, v + koff, krs, 0, T);
-        cp_commit();
-    }
+    if (!SMALL) stage_kv<D>(stg, k + koff, v + koff, krs, 0, T);
     // the warp's Q and dO rows stay in registers as A fragments (the block's rows are fixed)
     uint32_t qf[D / 16][4], of[D / 16][4];
     load_tile<TC_BQ, D>(Qs, q + qoff, (size_t)H * D, q0, T);
@@ -332,21 +338,10 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
     }
     if (SMALL) {
         __syncthreads(); // every warp has its dO rows: the K/V tiles may come in
-        stage<TC_BK, D>(stg, k + koff, krs, 0, T);
-        stage<TC_BK, D>(stg + TC_BK * D, v + koff, krs, 0, T);
-        cp_commit();
+        stage_kv<D>(stg, k + koff, v + koff, krs, 0, T);
     }
     for (int s0 = 0; s0 < kend; s0 += TC_BK) {
-        cp_wait();
-        __syncthreads(); // every warp is done with Ks, Vs
-        unstage<TC_BK, D>(Ks, stg);
-        unstage<TC_BK, D>(Vs, stg + TC_BK * D);
-        __syncthreads(); // Ks, Vs ready; the staging area is free
-        if (s0 + TC_BK < kend) {
-            stage<TC_BK, D>(stg, k + koff, krs, s0 + TC_BK, T);
-            stage<TC_BK, D>(stg + TC_BK * D, v + koff, krs, s0 + TC_BK, T);
-            cp_commit();
-        }
+        next_kv<D>(Ks, Vs, stg, k + koff, v + koff, krs, s0, kend, T);
         if (s0 > q0 + r0 + 15) continue; // every key of the tile is after the warp's rows
         float sc[TC_BK / 8][4], dp[TC_BK / 8][4];
 #pragma unroll
