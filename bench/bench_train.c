@@ -13,7 +13,10 @@
  * blocks only (default -1: all). The AdamW update runs through the model's device
  * (lc_model_adam, one call over every adapter, whose weights and gradients are each one
  * contiguous run; --host-optimizer: a loop on the host); its time is reported apart
- * (opt_s) and is part of step_s.
+ * (opt_s) and is part of step_s. --recompute F,M sets lc_model_set_recompute's counts;
+ * --memory-limit GIB picks them as `lorac train --memory-limit` does (the whole run:
+ * weights, adapters, gradients, AdamW moments, the backend's scratch estimate and the
+ * activations); the JSON line reports the counts and the planned bytes (plan_bytes).
  */
 #include <getopt.h>
 #include <math.h>
@@ -64,13 +67,16 @@ int main(int argc, char **argv) {
     const char *device = "cpu";
     const char *quant = NULL; // --quantize nf4|q4|q8: the base quantized at load time
     int host_opt = 0; // --host-optimizer: the AdamW loop on the host (the CPU bench's way)
+    int rc_full = 0, rc_mlp = 0;
+    double limit_gib = 0;
     static const struct option opts[] = {{"model", 1, 0, 'm'},  {"batch", 1, 0, 'b'},
                                          {"seq", 1, 0, 't'},    {"steps", 1, 0, 's'},
                                          {"warmup", 1, 0, 'w'}, {"rank", 1, 0, 'r'},
                                          {"decode", 1, 0, 'd'}, {"checkpoint", 0, 0, 'c'},
                                          {"fp32", 0, 0, 'f'},   {"device", 1, 0, 'D'},
                                          {"num-layers", 1, 0, 'L'}, {"host-optimizer", 0, 0, 'H'},
-                                         {"quantize", 1, 0, 'Q'},
+                                         {"quantize", 1, 0, 'Q'}, {"recompute", 1, 0, 'R'},
+                                         {"memory-limit", 1, 0, 'M'},
                                          {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -88,10 +94,18 @@ int main(int argc, char **argv) {
         case 'L': nl = atoi(optarg); break;
         case 'H': host_opt = 1; break;
         case 'Q': quant = optarg; break;
+        case 'R':
+            if (sscanf(optarg, "%d,%d", &rc_full, &rc_mlp) != 2) {
+                fprintf(stderr, "bench_train: --recompute takes F,M (two counts; -1: all)\n");
+                return 2;
+            }
+            break;
+        case 'M': limit_gib = atof(optarg); break;
         default:
             fprintf(stderr, "usage: bench_train --model DIR [--batch 4] [--seq 128] [--steps 10] "
                             "[--warmup 2] [--rank 16] [--decode N] [--checkpoint] [--fp32] "
-                            "[--device cpu|cuda] [--num-layers N] [--quantize nf4|q4|q8]\n");
+                            "[--device cpu|cuda] [--num-layers N] [--quantize nf4|q4|q8] "
+                            "[--recompute F,M] [--memory-limit GIB]\n");
             return 2;
         }
     }
@@ -109,6 +123,24 @@ int main(int argc, char **argv) {
     lc.rank = rank, lc.scale = 2.0f, lc.dropout = 0.0f, lc.keys = LC_KEYS_ALL, lc.num_layers = nl;
     if (lc_model_add_lora(m, &lc, 1) < 0) die();
     lc_model_set_grad_checkpoint(m, ckpt != 0);
+    size_t nlora = 0;
+    {
+        size_t n;
+        lc_lora_param *p = lc_model_lora(m, &n);
+        for (size_t i = 0; i < n; i++) nlora += (size_t)((p[i].in + p[i].out) * p[i].r);
+    }
+    // everything but the activations: weights, adapters + gradients + 2 moments, scratch
+    size_t fixed = lc_model_weight_bytes(m) + 16 * nlora + lc_model_scratch_bytes(m, B, T);
+    if (limit_gib > 0) {
+        size_t limit = (size_t)(limit_gib * 1073741824.0);
+        if (limit <= fixed || lc_model_fit_recompute(m, B, T, limit - fixed, &rc_full, &rc_mlp) != 0) {
+            fprintf(stderr, "bench_train: batch %d x %d does not fit %.2f GiB\n", B, T, limit_gib);
+            return 1;
+        }
+    }
+    if (ckpt) rc_full = -1, rc_mlp = 0;
+    lc_model_set_recompute(m, rc_full, rc_mlp);
+    size_t plan = fixed + lc_model_activation_bytes(m, B, T, rc_full, rc_mlp);
     bool bf16 = lc_model_set_bf16_matmul(m, !fp32);
     size_t np;
     lc_lora_param *ps = lc_model_lora(m, &np);
@@ -184,9 +216,9 @@ int main(int argc, char **argv) {
     printf("{\"impl\": \"lorac-%s\", \"B\": %d, \"T\": %d, \"steps\": %d, \"lora_params\": %zu, "
            "\"step_s\": %.5f, \"mean_step_s\": %.5f, \"tokens_per_s\": %.2f, "
            "\"peak_rss_bytes\": %lld, \"loss\": %.17g, \"decode_tokens_per_s\": %.3f, "
-           "\"opt_s\": %.5f, \"device\": \"%s\"}\n",
+           "\"opt_s\": %.5f, \"device\": \"%s\", \"recompute\": [%d, %d], \"plan_bytes\": %zu}\n",
            bf16 ? "bf16" : "fp32", B, T, steps, nparam, med, t_all / steps, (double)N / med, (long long)ru.ru_maxrss * 1024,
-           loss, dec_tps, t_opt / steps, lc_model_device(m));
+           loss, dec_tps, t_opt / steps, lc_model_device(m), rc_full, rc_mlp, plan);
     free(dt), free(tok), free(tgt);
     lc_model_shared_free(m, mom);
     lc_model_free(m);

@@ -7,6 +7,9 @@
 #   recipe    last 16 blocks, batch 2 × 68 tokens (the RISC-V rows' length)
 #   8x512     all 32 blocks, batch 8 × 512, no recompute
 #   8x512-ck  the same with gradient checkpointing
+#   8x512-24g lorac with --memory-limit 24 (what the backward keeps chosen to fit 24 GiB:
+#             gate/up recomputed, then blocks checkpointed), against PEFT's checkpointed
+#             run (its only setting under 24 GiB)
 #   generate  batch 1, greedy, 64 new tokens after a 16-token prompt (no adapters)
 #   recipe-nf4, 8x512-nf4  the recipe and 8x512 rows over an NF4 base (--quantize nf4:
 #             bitsandbytes' layout, nested absmax, quantized at load time), against lorac's
@@ -85,6 +88,7 @@ peak lorac-8x512 "$BENCH" --device cuda --model "$M" --batch 8 --seq 512 --num-l
 peak peft-8x512 "$PY" bench/cuda_train_peft.py train --model "$M" --batch 8 --seq 512 --num-layers -1 --steps "$STEPS" --warmup 2 || true
 peak lorac-8x512-ck "$BENCH" --device cuda --model "$M" --batch 8 --seq 512 --num-layers -1 --checkpoint --steps "$STEPS" --warmup 2 || true
 peak peft-8x512-ck "$PY" bench/cuda_train_peft.py train --model "$M" --batch 8 --seq 512 --num-layers -1 --checkpoint --steps "$STEPS" --warmup 2 || true
+peak lorac-8x512-24g "$BENCH" --device cuda --model "$M" --batch 8 --seq 512 --num-layers -1 --memory-limit 24 --steps "$STEPS" --warmup 2 || true
 peak lorac-recipe-nf4 "$BENCH" --device cuda --model "$M" --quantize nf4 --batch 2 --seq 68 --num-layers 16 --steps $((STEPS * 3)) --warmup 3 --decode 64 || true
 peak lorac-8x512-nf4 "$BENCH" --device cuda --model "$M" --quantize nf4 --batch 8 --seq 512 --num-layers -1 --steps "$STEPS" --warmup 2 || true
 peak peft-generate "$PY" bench/cuda_train_peft.py generate --model "$M" --tokens 64 || true
@@ -134,6 +138,10 @@ def train_row(label, a, b, T, nl, per_step):
 train_row("recipe: last 16 blocks, batch 2 x 68", "lorac-recipe", "peft-recipe", 68, 16, True)
 train_row("all 32 blocks, batch 8 x 512", "lorac-8x512", "peft-8x512", 512, -1, False)
 train_row("same, gradient checkpointing", "lorac-8x512-ck", "peft-8x512-ck", 512, -1, False)
+j24 = get("lorac-8x512-24g")
+lab = "same, within 24 GiB (lorac --memory-limit 24%s; PEFT checkpointed)" % (
+    ": recompute %d whole, gate/up in %d" % tuple(j24["recompute"]) if j24 and "recompute" in j24 else "")
+train_row(lab, "lorac-8x512-24g", "peft-8x512-ck", 512, -1, False)
 lg, pg = get("lorac-recipe"), get("peft-generate")
 gl = "%.1f tok/s" % lg["decode_tokens_per_s"] if lg else "failed"
 gp = "%.1f tok/s" % pg["tokens_per_s"] if pg else "failed"

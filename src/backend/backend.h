@@ -138,6 +138,9 @@ struct lc_backend {
      * the host may touch it only after ->sync. CPU: alloc; CUDA: managed memory. Freed
      * with release. */
     void *(*alloc_shared)(lc_backend *be, size_t bytes);
+    /* Optional (NULL: the host's memory, which the trainer reads itself): the device
+     * memory free now and in all, in bytes. Returns 0 or -1. */
+    int (*mem_info)(lc_backend *be, size_t *free_bytes, size_t *total_bytes);
     /* Waits for the queued work. Returns 0, or -1 (lc_fail) with the first error any
      * operation met since the last sync (CUDA: a failed launch or library call). */
     int (*sync)(lc_backend *be);

@@ -30,7 +30,11 @@ typedef struct {
     void *gu;                  // (2, N, I) bf16: gate and up kept for the backward (->swiglu_pack),
                                // or NULL (then gate and up are kept)
     float *u[LC_NKEYS];        // (N, r) adapter intermediates A x
+    int keep;                  // training, adapted blocks: LC_KEEP_* (what the backward finds kept)
 } lc_acts;
+
+/* What an adapted block keeps for its backward (model.c, block_keep). */
+enum { LC_KEEP_ALL, LC_KEEP_NO_MLP, LC_KEEP_INPUT };
 
 enum { LC_MODE_EVAL, LC_MODE_TRAIN };
 
@@ -46,12 +50,12 @@ typedef struct {
 typedef struct {
     int mode;
     int64_t B, T;
-    bool ckpt;
+    int full, mlp; // training: the blocks recomputed whole / their gate and up (recompute_norm)
     bool pack; // saved blocks keep gate and up as bf16 (lc_model_packs_gate_up)
     float *base;
     size_t floats;           // of this layout
     size_t cap;              // floats allocated at base (the largest layout so far)
-    lc_acts *saved;          // (L) training: full (no checkpointing) or x only, for l >= first
+    lc_acts *saved;          // (L) training, l >= first: what block l keeps (.keep says what)
     lc_acts scratch;         // one block's activations (eval, unadapted blocks, recompute)
     float *xpp[2];           // (N, C) ping-pong residuals for blocks without saved input
     float *xf, *rstdf, *xnf; // (N, C), (N), (N, C) final norm
@@ -86,7 +90,7 @@ struct lc_model {
     size_t n_params;
     float *lora_mem, *grad_mem;
     int first; // lowest block with adapters (L when none)
-    bool ckpt;
+    int rc_full, rc_mlp; // lc_model_set_recompute's counts (-1: all)
     lc_arena ar[2]; // by mode
     lc_step_scalars *scal; // backend memory: a step's loss sum and gradient scale (NULL until used)
 };

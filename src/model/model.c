@@ -45,12 +45,13 @@ static float *take(size_t *off, float *base, size_t n) {
  * normed inputs (xn1, xn2) and SwiGLU's output h are not kept per block: every block
  * writes them into the arena's one xn (N, C) and h (N, I), and the backward recomputes
  * them from what is kept (x, xmid, their rstd, gate, up) — ~2C + I floats a token of
- * every adapted block, a third of what a block keeps. gu (packing): gate and up are the
- * arena's one pair gu[0], gu[1] (N, I) and the block keeps them as bf16 (N·I floats of
- * room) instead. */
+ * every adapted block, a third of what a block keeps. gu (the arena's one pair, when it
+ * has one): gate and up are gu[0], gu[1] (N, I), and with keep_gu the block keeps them
+ * as bf16 (N·I floats of room) instead (packing); without, it keeps neither (they are
+ * recomputed, or the block's backward follows its forward). */
 static void acts_layout(size_t *off, float *base, const lc_model_config *c, const lc_lora_config *lora,
                         int64_t B, int64_t T, bool with_x, bool train, float *xn, float *h, float *const *gu,
-                        lc_acts *s) {
+                        bool keep_gu, lc_acts *s) {
     size_t N = (size_t)(B * T), C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     size_t HD = (size_t)(c->num_attention_heads * c->head_dim);
     size_t KVD = (size_t)(c->num_key_value_heads * c->head_dim);
@@ -65,8 +66,12 @@ static void acts_layout(size_t *off, float *base, const lc_model_config *c, cons
     t.att = take(off, base, N * HD);
     if (train) t.lse = take(off, base, (size_t)(B * c->num_attention_heads * T));
     t.xmid = take(off, base, N * C);
-    if (gu) t.gate = gu[0], t.up = gu[1], t.gu = take(off, base, N * I);
-    else t.gate = take(off, base, N * I), t.up = take(off, base, N * I);
+    if (gu) {
+        t.gate = gu[0], t.up = gu[1];
+        if (keep_gu) t.gu = take(off, base, N * I);
+    } else {
+        t.gate = take(off, base, N * I), t.up = take(off, base, N * I);
+    }
     t.h = h;
     if (lora && lora->rank > 0)
         for (int k = 0; k < LC_NKEYS; k++)
@@ -74,10 +79,36 @@ static void acts_layout(size_t *off, float *base, const lc_model_config *c, cons
     if (s) *s = t;
 }
 
+/* The recompute counts as a model of first adapted block `first` of L applies them: full
+ * in [0, n], mlp in [1, n - full] (0 when full = n), n = L - first; -1 asks for all. */
+static void recompute_norm(int L, int first, int full, int mlp, int *f, int *g) {
+    int n = L - first;
+    if (full < 0 || full > n) full = n;
+    if (mlp < 0 || mlp > n - full) mlp = n - full;
+    if (full > 0 && full == n - 1) full = n, mlp = 0; // the top block alone keeps only its input then too
+    if (mlp < 1 && full < n) mlp = 1;                  // the top block never keeps gate and up (below)
+    *f = full, *g = mlp;
+}
+
+/* What training keeps of adapted block l for its backward, given the normalized counts
+ * (recompute_norm): the lowest `full` blocks keep only their input and run their forward
+ * again before their backward (gradient checkpointing); the highest `mlp` keep all but
+ * gate and up, which they recompute (the MLP's first products, from xmid); the rest keep
+ * everything. The top block's backward follows its forward, so it recomputes nothing:
+ * it keeps only its input where the arena has the one-block scratch anyway (a block
+ * below it is unadapted or checkpointed), else all but gate and up. */
+static int block_keep(int l, int L, int first, int full, int mlp) {
+    if (l == L - 1) return first > 0 || full > 0 ? LC_KEEP_INPUT : LC_KEEP_NO_MLP;
+    if (l - first < full) return LC_KEEP_INPUT;
+    if (l >= L - mlp) return LC_KEEP_NO_MLP;
+    return LC_KEEP_ALL;
+}
+
 /* The arena of a mode and shape: returns its size in floats; sets a's pointers when
- * a->base is set (a->saved then has L entries). */
+ * a->base is set (a->saved then has L entries). full, mlp: normalized (recompute_norm;
+ * ignored unless training). */
 static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora, int mode, int64_t B,
-                           int64_t T, bool ckpt, bool pack, lc_arena *a) {
+                           int64_t T, int full, int mlp, bool pack, lc_arena *a) {
     float *base = a ? a->base : NULL;
     size_t off = 0, N = (size_t)(B * T), C = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
     size_t I = (size_t)c->intermediate_size, HD = (size_t)(c->num_attention_heads * c->head_dim);
@@ -85,17 +116,30 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     int L = (int)c->num_hidden_layers, first = lc_lora_first_layer(c, lora);
     bool train = mode == LC_MODE_TRAIN;
     float *xn = take(&off, base, N * C), *h = take(&off, base, N * I); // every block's, in turn
-    float *gu[2] = {NULL, NULL}, *const *kgu = NULL;
-    if (train && !ckpt && pack && first < L)
-        gu[0] = take(&off, base, N * I), gu[1] = take(&off, base, N * I), kgu = gu;
+    bool scratch = !train || first > 0, pair = false;
     if (train)
         for (int l = first; l < L; l++) {
-            if (!ckpt) acts_layout(&off, base, c, lora, B, T, true, true, xn, h, kgu, a ? &a->saved[l] : NULL);
-            else if (a) a->saved[l].x = take(&off, base, N * C); // only the input is kept
-            else take(&off, base, N * C);
+            int k = block_keep(l, L, first, full, mlp);
+            scratch |= k == LC_KEEP_INPUT;
+            pair |= k == LC_KEEP_NO_MLP || (k == LC_KEEP_ALL && pack);
         }
-    if (!train || ckpt || first > 0)
-        acts_layout(&off, base, c, lora, B, T, false, train, xn, h, NULL, a ? &a->scratch : NULL);
+    // gate and up of the blocks that do not keep them as float32, the scratch's included
+    float *gu[2] = {NULL, NULL}, *const *kgu = NULL;
+    if (pair) gu[0] = take(&off, base, N * I), gu[1] = take(&off, base, N * I), kgu = gu;
+    if (train)
+        for (int l = first; l < L; l++) {
+            int k = block_keep(l, L, first, full, mlp);
+            lc_acts *s = a ? &a->saved[l] : NULL;
+            if (k == LC_KEEP_INPUT) {
+                float *x = take(&off, base, N * C);
+                if (s) s->x = x;
+            } else {
+                acts_layout(&off, base, c, lora, B, T, true, true, xn, h, k == LC_KEEP_ALL && !pack ? NULL : kgu,
+                            k == LC_KEEP_ALL, s);
+            }
+            if (s) s->keep = k;
+        }
+    if (scratch) acts_layout(&off, base, c, lora, B, T, false, train, xn, h, kgu, false, a ? &a->scratch : NULL);
     float *xpp0 = NULL, *xpp1 = NULL;
     if (!train || first > 0) xpp0 = take(&off, base, N * C), xpp1 = take(&off, base, N * C);
     float *xf = take(&off, base, N * C), *rstdf = take(&off, base, N), *xnf = take(&off, base, N * C);
@@ -142,18 +186,54 @@ bool lc_model_folds_gate_up(const lc_model *m) {
     return !(e && !strcmp(e, "0")) && m->be->swiglu_lora && m->lcfg.dropout <= 0 && m->lcfg.rank <= 32;
 }
 
-size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, bool grad_checkpoint) {
-    return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_TRAIN, B, T, grad_checkpoint,
+size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, int full, int mlp) {
+    int L = (int)m->cfg.num_hidden_layers, f, g;
+    recompute_norm(L, m->first, full, mlp, &f, &g);
+    return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_TRAIN, B, T, f, g,
                         lc_model_packs_gate_up(m), NULL) *
            sizeof(float);
 }
 
+/* What the backward recomputes with normalized counts (full, mlp), in blocks' forwards:
+ * a whole forward 1, gate/up alone 0.55 (their two products are ~half a block's matrix
+ * work; measured on an H100 at 8 × 512 over a 7B shape: 3.6 and 2.0 ms a block). The top
+ * block recomputes nothing. */
+static double recompute_cost(int L, int first, int full, int mlp) {
+    double c = 0;
+    for (int l = first; l < L - 1; l++) {
+        int k = block_keep(l, L, first, full, mlp);
+        c += k == LC_KEEP_INPUT ? 1.0 : k == LC_KEEP_NO_MLP ? 0.55 : 0.0;
+    }
+    return c;
+}
+
+int lc_model_fit_recompute(const lc_model *m, int64_t B, int64_t T, size_t budget, int *full, int *mlp) {
+    int L = (int)m->cfg.num_hidden_layers, n = L - m->first, bf = n, bg = 0;
+    double best = -1;
+    size_t best_bytes = 0;
+    for (int f0 = 0; f0 <= n; f0++)
+        for (int g0 = 0; g0 <= n - f0; g0++) {
+            int f, g;
+            recompute_norm(L, m->first, f0, g0, &f, &g);
+            if (f != f0 || g != g0) continue; // the same layout as a normalized pair
+            size_t b = lc_model_activation_bytes(m, B, T, f, g);
+            if (b > budget) continue;
+            double c = recompute_cost(L, m->first, f, g);
+            if (best < 0 || c < best - 1e-9 || (c < best + 1e-9 && b < best_bytes))
+                best = c, best_bytes = b, bf = f, bg = g;
+        }
+    *full = bf, *mlp = bg;
+    return best < 0 ? -1 : 0;
+}
+
 lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
     lc_arena *a = &m->ar[mode];
-    bool ckpt = mode == LC_MODE_TRAIN && m->ckpt, pack = mode == LC_MODE_TRAIN && lc_model_packs_gate_up(m);
-    if (a->base && a->B == B && a->T == T && a->ckpt == ckpt && a->pack == pack) return a;
+    bool train = mode == LC_MODE_TRAIN, pack = train && lc_model_packs_gate_up(m);
+    int full = 0, mlp = 0;
+    if (train) recompute_norm((int)m->cfg.num_hidden_layers, m->first, m->rc_full, m->rc_mlp, &full, &mlp);
+    if (a->base && a->B == B && a->T == T && a->full == full && a->mlp == mlp && a->pack == pack) return a;
     const lc_lora_config *lora = m->has_lora ? &m->lcfg : NULL;
-    size_t need = arena_layout(&m->cfg, lora, mode, B, T, ckpt, pack, NULL);
+    size_t need = arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, NULL);
     // a layout that fits keeps the allocation (its pointers, and so the recorded steps
     // of every shape laid out in it, stay valid: real training varies T step to step)
     float *base = a->base;
@@ -162,10 +242,10 @@ lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
     if (!base) base = m->be->alloc(m->be, need * sizeof(float)), cap = need;
     free(a->saved);
     memset(a, 0, sizeof *a);
-    a->mode = mode, a->B = B, a->T = T, a->ckpt = ckpt, a->pack = pack;
+    a->mode = mode, a->B = B, a->T = T, a->full = full, a->mlp = mlp, a->pack = pack;
     a->floats = need, a->base = base, a->cap = cap;
     a->saved = xcalloc((size_t)m->cfg.num_hidden_layers, sizeof *a->saved);
-    arena_layout(&m->cfg, lora, mode, B, T, ckpt, pack, a);
+    arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, a);
     return a;
 }
 
@@ -210,7 +290,9 @@ int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora,
         plan->adapters = lora_floats(cfg, lora) * sizeof(float);
     plan->gradients = plan->adapters;
     plan->optimizer = 2 * plan->adapters;
-    plan->activations = arena_layout(cfg, lora, LC_MODE_TRAIN, B, T, grad_checkpoint, false, NULL) * sizeof(float);
+    int L = (int)cfg->num_hidden_layers, full, mlp;
+    recompute_norm(L, lc_lora_first_layer(cfg, lora), grad_checkpoint ? -1 : 0, 0, &full, &mlp);
+    plan->activations = arena_layout(cfg, lora, LC_MODE_TRAIN, B, T, full, mlp, false, NULL) * sizeof(float);
     plan->total = plan->weights + plan->adapters + plan->gradients + plan->optimizer + plan->activations;
     return 0;
 }
@@ -596,7 +678,11 @@ void lc_model_free(lc_model *m) {
 
 const lc_model_config *lc_model_cfg(const lc_model *m) { return &m->cfg; }
 
-void lc_model_set_grad_checkpoint(lc_model *m, bool on) { m->ckpt = on; }
+void lc_model_set_grad_checkpoint(lc_model *m, bool on) { lc_model_set_recompute(m, on ? -1 : 0, 0); }
+
+void lc_model_set_recompute(lc_model *m, int full, int mlp) { m->rc_full = full, m->rc_mlp = mlp; }
+
+int lc_model_adapted_blocks(const lc_model *m) { return (int)m->cfg.num_hidden_layers - m->first; }
 
 bool lc_model_set_bf16_matmul(lc_model *m, bool on) {
     if (strcmp(m->be->name, "cpu") != 0) return true; // CUDA: BF16 weights always multiply in bf16
@@ -617,6 +703,22 @@ void lc_model_adam(lc_model *m, const lc_adam_args *a, float *p, const float *g,
 int lc_model_sync(lc_model *m) { return m->be->sync(m->be); }
 
 bool lc_model_on_cpu(const lc_model *m) { return !strcmp(m->be->name, "cpu"); }
+
+int lc_model_device_memory(const lc_model *m, size_t *free_bytes, size_t *total_bytes) {
+    *free_bytes = *total_bytes = 0;
+    if (!m->be->mem_info) return 0;
+    return m->be->mem_info(m->be, free_bytes, total_bytes) == 0 ? 1 : -1;
+}
+
+size_t lc_model_scratch_bytes(const lc_model *m, int64_t B, int64_t T) {
+    if (lc_model_on_cpu(m)) return 0;
+    /* the card's: bf16 copies of a product's input and of its output gradient (the
+     * widest: N × intermediate and N × hidden), the cuBLASLt workspace and small per-row
+     * buffers, and the context with the kernels loaded (~0.5 GiB, measured on an H100
+     * as the process's use before the first allocation) */
+    size_t N = (size_t)(B * T), C = (size_t)m->cfg.hidden_size, I = (size_t)m->cfg.intermediate_size;
+    return N * (I + C) * 2 + ((size_t)96 << 20) + ((size_t)512 << 20);
+}
 
 const char *lc_model_device(const lc_model *m) {
     return m->be->device_name ? m->be->device_name : m->be->name;
@@ -737,6 +839,19 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
     if (!keep_b) be->gemm_n(be, k, h); // out += s u b
 }
 
+/* An adapter's u = drop(x) a alone, by the ops projs_fwd (one projection) runs for it:
+ * the same values. */
+static void proj_u(lc_model *m, lc_arena *a, const float *x, lc_lora_param *p, float *u, int64_t N, uint64_t ds) {
+    lc_backend *be = m->be;
+    if (m->lcfg.dropout > 0) {
+        be->dropout(be, a->xd, x, (size_t)(N * p->in), m->lcfg.dropout, ds);
+        be->gemm(be, false, false, N, p->r, p->in, 1.0f, a->xd, p->in, p->a, p->r, 0.0f, u, p->r);
+        return;
+    }
+    lc_gemm_args g = {false, false, N, p->r, p->in, 1.0f, 0.0f, x, p->a, p->in, p->r, p->r, u};
+    be->gemm_n(be, 1, &g);
+}
+
 /* Backward of projs_fwd: every adapter's ga, gb =; dx (N, in) (+)= sum over i of dy_i W_i
  * + adapter i's path when need_dx, accumulated in proj_bwd's order (so the same values
  * as proj_bwd on each in turn). The adapters' gb, du and ga products are grouped in one
@@ -801,16 +916,16 @@ static void projs_ga(lc_model *m, lc_arena *a, int n, const float *x, lc_lora_pa
 
 /* ------------------------------------------------------------ blocks */
 
-/* Block l: x (N, C) -> xout (N, C), activations into s. New keys/values go to kdst/vdst
- * (rows of (B, S, KV, D) at pos0); attention reads kall/vall (B, S, KV, D). */
-void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xout, int64_t B,
-                      int64_t T, int64_t pos0, float *kdst, float *vdst, const float *kall,
-                      const float *vall, int64_t S, bool train, uint64_t seed, lc_arena *a) {
+/* Block l's attention half: x (N, C) -> s->xmid, its activations into s. New keys/values
+ * go to kdst/vdst (rows of (B, S, KV, D) at pos0); attention reads kall/vall (B, S, KV, D). */
+static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64_t B, int64_t T, int64_t pos0,
+                           float *kdst, float *vdst, const float *kall, const float *vall, int64_t S, bool train,
+                           uint64_t seed, lc_arena *a) {
     lc_backend *be = m->be;
     const lc_model_config *c = &m->cfg;
     lc_block *bk = &m->blocks[l];
     int64_t N = B * T, C = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
-    int64_t D = c->head_dim, I = c->intermediate_size;
+    int64_t D = c->head_dim;
     float eps = (float)c->rms_norm_eps;
     be->rmsnorm(be, s->xn1, s->rstd1, x, bk->ln1, N, C, eps);
     {
@@ -834,6 +949,18 @@ void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xou
         uint64_t d1 = drop_seed(seed, l, LC_KEY_O);
         projs_fwd(m, a, 1, &o1, true, s->att, &w1, &b1, &p1, &s->u[LC_KEY_O], N, train, &d1, false);
     }
+}
+
+/* Block l's MLP half: s->xmid -> xout (N, C), its activations into s. down: 2 the whole
+ * half; 1 all but down's frozen product and xout (a recompute: the backward needs down's
+ * u = h a, not the block's output); 0 gate, up and h only. */
+static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B, int64_t T, bool train,
+                          uint64_t seed, lc_arena *a, int down) {
+    lc_backend *be = m->be;
+    const lc_model_config *c = &m->cfg;
+    lc_block *bk = &m->blocks[l];
+    int64_t N = B * T, C = c->hidden_size, I = c->intermediate_size;
+    float eps = (float)c->rms_norm_eps;
     be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
     // gate's and up's out += s u b folded into SwiGLU where the backend can (training
     // without dropout: projs_fwd's grouped path)
@@ -853,14 +980,34 @@ void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xou
                         pu ? s->u[LC_KEY_UP] : NULL, pu ? pu->b : NULL, (int)m->lcfg.rank, m->lcfg.scale);
     else if (s->gu) be->swiglu_pack(be, s->h, s->gu, s->gate, s->up, (size_t)(N * I));
     else be->swiglu(be, s->h, s->gate, s->up, (size_t)(N * I));
-    be->copy(be, xout, s->xmid, (size_t)(N * C)); // xout = xmid + h Wd^T
-    {
+    lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
+    uint64_t d1 = drop_seed(seed, l, LC_KEY_DOWN);
+    if (down == 2) {
+        be->copy(be, xout, s->xmid, (size_t)(N * C)); // xout = xmid + h Wd^T
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
         const float *b1 = NULL;
-        lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
-        uint64_t d1 = drop_seed(seed, l, LC_KEY_DOWN);
         projs_fwd(m, a, 1, &xout, true, s->h, &w1, &b1, &p1, &s->u[LC_KEY_DOWN], N, train, &d1, false);
+    } else if (down == 1 && p1) {
+        proj_u(m, a, s->h, p1, s->u[LC_KEY_DOWN], N, d1);
     }
+}
+
+/* Block l: x (N, C) -> xout (N, C), activations into s. New keys/values go to kdst/vdst
+ * (rows of (B, S, KV, D) at pos0); attention reads kall/vall (B, S, KV, D). */
+void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xout, int64_t B,
+                      int64_t T, int64_t pos0, float *kdst, float *vdst, const float *kall,
+                      const float *vall, int64_t S, bool train, uint64_t seed, lc_arena *a) {
+    block_attn_fwd(m, l, s, x, B, T, pos0, kdst, vdst, kall, vall, S, train, seed, a);
+    block_mlp_fwd(m, l, s, xout, B, T, train, seed, a, 2);
+}
+
+/* Before block l's backward (training): its forward again where it kept only its input
+ * x (whole), else gate, up and h from the xmid it kept — the same ops on the same
+ * inputs, so the same values as the forward's. */
+static void block_recompute(lc_model *m, int l, lc_acts *s, const float *x, int64_t B, int64_t T, bool whole,
+                            uint64_t seed, lc_arena *a) {
+    if (whole) block_attn_fwd(m, l, s, x, B, T, 0, s->k, s->v, s->k, s->v, T, true, seed, a);
+    block_mlp_fwd(m, l, s, NULL, B, T, true, seed, a, whole ? 1 : 0);
 }
 
 /* Backward of block l (training, pos0 0): on entry a->dres = d(block output); on return
@@ -939,7 +1086,7 @@ static float *xin(lc_model *m, lc_arena *a, int l) {
 
 /* The acts block l keeps its forward in. */
 static lc_acts *acts_of(lc_model *m, lc_arena *a, int l) {
-    if (a->mode == LC_MODE_TRAIN && l >= m->first && !a->ckpt) return &a->saved[l];
+    if (a->mode == LC_MODE_TRAIN && l >= m->first && a->saved[l].keep != LC_KEEP_INPUT) return &a->saved[l];
     return &a->scratch;
 }
 
@@ -1002,7 +1149,7 @@ static double scalars_loss(lc_model *m) {
  * Zeroed before filling (padding); the adapters' descriptors follow it. */
 typedef struct {
     int64_t B, T;
-    int32_t ckpt, first, pack, fold;
+    int32_t full, mlp, first, pack, fold;
     const float *arena, *rope_cos, *rope_sin, *lora_mem, *grad_mem;
     const void *scal, *params;
     size_t n_params, floats;
@@ -1032,10 +1179,10 @@ static void step_body(void *ctx) {
     be->rmsnorm_bwd(be, a->dres, a->dxn, a->xf, m->norm_f, a->rstdf, N, C);
     for (int l = L - 1; l >= m->first; l--) {
         lc_acts *s = acts_of(m, a, l);
-        if (a->ckpt) // recompute this block's activations from its saved input
-            lc_block_forward(m, l, s, xin(m, a, l), xin(m, a, l + 1), B, T, 0, s->k, s->v, s->k, s->v,
-                             T, true, x->seed, a);
-        block_backward(m, l, s, xin(m, a, l), B, T, l > m->first, a->ckpt || l == L - 1, x->seed, a);
+        int keep = a->saved[l].keep;
+        if (l < L - 1 && keep != LC_KEEP_ALL) // recompute what the block did not keep (the top's is fresh)
+            block_recompute(m, l, s, xin(m, a, l), B, T, keep == LC_KEEP_INPUT, x->seed, a);
+        block_backward(m, l, s, xin(m, a, l), B, T, l > m->first, keep != LC_KEEP_ALL || l == L - 1, x->seed, a);
     }
 }
 
@@ -1052,7 +1199,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     unsigned char *kb = xmalloc(sizeof(step_key) + np);
     step_key k;
     memset(&k, 0, sizeof k);
-    k.B = x->B, k.T = x->T, k.ckpt = x->a->ckpt, k.first = m->first, k.pack = x->a->pack;
+    k.B = x->B, k.T = x->T, k.full = x->a->full, k.mlp = x->a->mlp, k.first = m->first, k.pack = x->a->pack;
     k.fold = lc_model_folds_gate_up(m);
     k.arena = x->a->base, k.floats = x->a->floats;
     k.rope_cos = m->rope_cos, k.rope_sin = m->rope_sin, k.rope_len = m->rope_len;

@@ -111,8 +111,25 @@ int lc_model_add_lora(lc_model *m, const lc_lora_config *c, uint64_t seed);
 lc_lora_param *lc_model_lora(lc_model *m, size_t *n);
 /* The LoRA config in force (NULL before lc_model_add_lora). */
 const lc_lora_config *lc_model_lora_config(const lc_model *m);
-/* Recompute each block's activations in the backward instead of keeping them. */
+/* Recompute each block's activations in the backward instead of keeping them (on:
+ * lc_model_set_recompute(m, -1, 0); off: (m, 0, 0)). */
 void lc_model_set_grad_checkpoint(lc_model *m, bool on);
+/* What training keeps for the backward, between keeping everything (0, 0) and gradient
+ * checkpointing (-1, 0): the lowest `full` adapted blocks keep only their input and run
+ * their forward again before their backward; the highest `mlp` of the others keep all but
+ * their MLP's gate and up (the two largest activations), recomputed from the kept
+ * residual by the two products that made them. -1: all. The gradients are the same bits
+ * whatever the counts (the same ops on the same inputs), except that on the card blocks
+ * that keep gate and up keep them as bf16 (lc_model_packs_gate_up). */
+void lc_model_set_recompute(lc_model *m, int full, int mlp);
+/* The number of blocks that carry adapters (0 before lc_model_add_lora). */
+int lc_model_adapted_blocks(const lc_model *m);
+/* The cheapest counts for lc_model_set_recompute whose activations (as
+ * lc_model_activation_bytes counts them) fit budget bytes for a batch of (B, T): the
+ * least recomputation, a block's whole forward counted 1 and its gate/up products 0.55
+ * (the ratio measured on an H100), fewer bytes on a tie. Returns 0, or -1 (counts set
+ * to full checkpointing) when even that does not fit. */
+int lc_model_fit_recompute(const lc_model *m, int64_t B, int64_t T, size_t budget, int *full, int *mlp);
 /* on (the default after loading, unless the environment sets LORAC_MATMUL=fp32): products with BF16 base weights run in bf16 with
  * float32 accumulation where the CPU has AVX512-BF16 (as PyTorch computes with bf16
  * weights); off: in float32. F32/F16 weights always run in float32. Returns whether bf16
@@ -140,6 +157,13 @@ void lc_model_adam(lc_model *m, const lc_adam_args *a, float *p, const float *g,
                    size_t n);
 /* Waits for the device's queued work. Returns 0, or -1 with its error. */
 int lc_model_sync(lc_model *m);
+/* The free and total memory of the model's device: 1 and both set on a card, 0 on the
+ * host (the CPU backend: the caller reads the host's memory itself), -1 on an error. */
+int lc_model_device_memory(const lc_model *m, size_t *free_bytes, size_t *total_bytes);
+/* Device memory a training step of (B, T) takes besides the weights, adapters,
+ * optimizer and activation arena (the backend's scratch and context; an estimate,
+ * 0 on the CPU). */
+size_t lc_model_scratch_bytes(const lc_model *m, int64_t B, int64_t T);
 /* Whether the model runs on the CPU backend. */
 bool lc_model_on_cpu(const lc_model *m);
 
@@ -186,8 +210,9 @@ bool lc_model_packs_gate_up(const lc_model *m);
  * SwiGLU (->swiglu_lora): when the backend offers it (CUDA), without dropout (projs' grouped
  * path), rank <= 32; LORAC_FOLD_GATE_UP=0 turns it off. */
 bool lc_model_folds_gate_up(const lc_model *m);
-/* The activation bytes training m at (B, T) lays out: lc_memory_plan's activations as
- * this model and backend will allocate them (packing included). */
-size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, bool grad_checkpoint);
+/* The activation bytes training m at (B, T) lays out with lc_model_set_recompute's counts
+ * full, mlp: lc_memory_plan's activations as this model and backend will allocate them
+ * (packing included). */
+size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, int full, int mlp);
 
 #endif

@@ -196,6 +196,7 @@ static const field fields[] = {
     F(grad_accumulation_steps, V_INT, 1, 0, "micro-batches per update (default 1)"),
     F(device, V_STR, 0, 0, "cpu, cuda or cuda:N (default auto: cuda when built in and a GPU answers)"),
     F(clip_grad_norm, V_NUM, 0, 0, "clip the global gradient norm to this (default 0: off)"),
+    F(memory_limit, V_NUM, 0, 0, "GiB the run may take; recompute activations to fit (default 0: the device's)"),
     F(plot, V_STR, 0, 0, "SVG of the loss curves (default <adapter_path>/loss.svg; none: off)"),
     F(quantize, V_STR, 0, 0, "quantize the base weights at load time: nf4, q4 or q8"),
     F(quantize_embeddings, V_BOOL, 0, 0, "quantize embed_tokens and lm_head too (a flag)"),
@@ -805,6 +806,7 @@ void lc_train_options_to_json(const lc_train_options *o, lc_buf *b) {
     }
     KB(mask_prompt);
     KI(max_seq_length);
+    if (o->memory_limit > 0) KN(memory_limit);
     KS(model);
     KI(num_layers);
     lc_buf_printf(b, "\"optimizer\": \"%s\", ", o->optimizer == LC_OPTIM_ADAMW ? "adamw" : "adam");
@@ -874,6 +876,8 @@ const char *lc_train_options_help(void) {
            "  --save-every N            steps between checkpoints (default 100)\n"
            "  --max-seq-length N        longest sequence in tokens (default 2048)\n"
            "  --grad-checkpoint         recompute activations to save memory\n"
+           "  --memory-limit GIB        the most memory the run may take: the backward keeps\n"
+           "                            fewer activations to fit (default: what the device has)\n"
            "  --grad-accumulation-steps N  micro-batches per update (default 1)\n"
            "  --mask-prompt             train on completions only\n"
            "  --seed N                  random seed (default 0)\n"

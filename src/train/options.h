@@ -33,6 +33,7 @@ typedef struct {
     int64_t save_every, max_seq_length, seed, test_batches, grad_accumulation_steps;
     double learning_rate;
     double clip_grad_norm; // 0: no clipping (lorac's; mlx-lm has none)
+    double memory_limit;   // GiB the whole run may take (0: the device's memory; lorac's)
     struct {
         int64_t rank;
         double alpha, scale, dropout;

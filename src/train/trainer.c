@@ -54,42 +54,91 @@ static size_t mem_available(void) {
 
 static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
 
-/* Prints the plan; fails (before anything big is allocated) when it cannot fit. The
- * mapped weights are paged in from the file as needed and count against RAM only as
- * the page cache allows, so the check is on what must be resident: adapters,
- * gradients, optimizer and activations, plus the weights when RAM holds them. */
-static int plan_memory(const lc_model *m, const lc_lora_config *lc, const lc_train_options *o,
-                       int64_t T) {
+/* What training keeps for the backward, in words ("everything kept", "6 of 32 blocks
+ * checkpointed, gate/up recomputed in 5", ...), from lc_model_set_recompute's normalized
+ * counts: mlp counts the top block, which recomputes nothing. */
+static void recompute_words(char *buf, size_t n, int full, int mlp, int adapted) {
+    int g = mlp - 1;
+    if (full >= adapted) snprintf(buf, n, "checkpointing");
+    else if (full > 0 && g > 0) snprintf(buf, n, "%d of %d blocks checkpointed, gate/up recomputed in %d", full, adapted, g);
+    else if (full > 0) snprintf(buf, n, "%d of %d blocks checkpointed", full, adapted);
+    else if (g > 0) snprintf(buf, n, "gate/up recomputed in %d of %d blocks", g, adapted);
+    else snprintf(buf, n, "everything kept");
+}
+
+/* Prints the plan and sets what the backward keeps; fails (before anything big is
+ * allocated) when it cannot fit. The mapped weights are paged in from the file as
+ * needed and count against RAM only as the page cache allows, so the check is on what
+ * must be resident: adapters, gradients, optimizer and activations, plus the weights
+ * when RAM holds them. Where it would not fit — memory_limit (the whole plan), or on a
+ * GPU the card's free memory; on the host the RAM available — and grad_checkpoint is
+ * off, the backward keeps less: the least recomputation (blocks checkpointed whole, or
+ * only their gate and up recomputed) that fits (lc_model_fit_recompute). */
+static int plan_memory(lc_model *m, const lc_lora_config *lc, const lc_train_options *o, int64_t T) {
     const lc_model_config *cfg = lc_model_cfg(m);
+    int64_t B = o->batch_size;
     lc_memory_plan p;
-    if (lc_model_memory_plan(cfg, lc, o->batch_size, T, o->grad_checkpoint, &p) != 0) return -1;
+    if (lc_model_memory_plan(cfg, lc, B, T, o->grad_checkpoint, &p) != 0) return -1;
     /* the weights as the model really holds them (the config's estimate may differ: which
      * tensors a quantized folder left in bf16, nested NF4 maxima, ...) */
     size_t held = lc_model_weight_bytes(m), owned = lc_model_owned_weight_bytes(m);
-    size_t acts = lc_model_activation_bytes(m, o->batch_size, T, o->grad_checkpoint);
-    p.total = p.total - p.weights + held - p.activations + acts;
+    size_t scratch = lc_model_scratch_bytes(m, B, T);
+    size_t fixed = held + p.adapters + p.gradients + p.optimizer + scratch; // all but the activations
+    /* where the run lives: on a card, what is not allocated yet (the activations, the
+     * optimizer's moments, the backend's scratch) must fit its free memory; on the host,
+     * all but the mapped weights must fit the RAM available (weights quantized at load
+     * are already allocated, and MemAvailable, read now, no longer counts them) */
+    size_t dfree = 0, dtotal = 0, room = (size_t)-1;
+    int on_card = lc_model_device_memory(m, &dfree, &dtotal);
+    if (on_card < 0) return -1;
+    char where[96] = "";
+    if (on_card == 1) {
+        size_t later = p.optimizer + scratch; // the weights, adapters and gradients are there
+        room = dfree > later ? dfree - later : 0;
+        snprintf(where, sizeof where, "the card's %.2f GiB free", gib(dfree));
+    } else {
+        size_t avail = mem_available(), other = p.adapters + p.gradients + p.optimizer + scratch;
+        if (avail) {
+            room = avail > other ? avail - other : 0;
+            snprintf(where, sizeof where, "the %.2f GiB of RAM available", gib(avail));
+        }
+    }
+    size_t limit = o->memory_limit > 0 ? (size_t)(o->memory_limit * 1073741824.0) : 0;
+    if (limit && fixed >= limit)
+        return lc_fail("memory_limit %g GiB is below what the run needs besides its activations "
+                       "(weights %.2f GiB, adapters, gradients and optimizer %.2f GiB, backend scratch "
+                       "%.2f GiB): raise memory_limit, or quantize the base (quantize: nf4)",
+                       o->memory_limit, gib(held), gib(p.adapters + p.gradients + p.optimizer), gib(scratch));
+    size_t budget = room;
+    char why[128];
+    snprintf(why, sizeof why, "%s", where);
+    if (limit && limit - fixed < budget)
+        budget = limit - fixed, snprintf(why, sizeof why, "memory_limit %g GiB", o->memory_limit);
+    int adapted = lc_model_adapted_blocks(m);
+    int full = o->grad_checkpoint ? -1 : 0, mlp = 0;
+    if (!o->grad_checkpoint && lc_model_activation_bytes(m, B, T, 0, 0) > budget)
+        lc_model_fit_recompute(m, B, T, budget, &full, &mlp); // checked below
+    size_t acts = lc_model_activation_bytes(m, B, T, full, mlp);
+    if (acts > budget)
+        return lc_fail("the activations of batch %lld x %lld tokens do not fit %s even with every block "
+                       "checkpointed (%.2f GiB; %.2f GiB left for them): lower batch_size (now %lld) or "
+                       "max_seq_length (now %lld)%s",
+                       (long long)B, (long long)T, why, gib(acts), gib(budget), (long long)B,
+                       (long long)o->max_seq_length, limit ? ", or raise memory_limit" : "");
+    lc_model_set_recompute(m, full, mlp);
+    p.total = fixed + acts;
     p.weights = held, p.activations = acts;
-    char qn[64] = "mapped", how[96];
+    char qn[64] = "mapped", how[96], keep[128];
     if (cfg->quant.fmt != LC_QUANT_NONE) lc_quant_name(&cfg->quant, qn, sizeof qn);
     if (owned) snprintf(how, sizeof how, "%s, %.2f GiB quantized at load into memory", qn, gib(owned));
     else snprintf(how, sizeof how, "%s", qn);
-    printf("Memory plan (batch %lld x %lld tokens%s): weights %.2f GiB (%s), adapters %.3f GiB, "
-           "gradients %.3f GiB, optimizer %.3f GiB, activations %.2f GiB; total %.2f GiB\n",
-           (long long)o->batch_size, (long long)T, o->grad_checkpoint ? ", checkpointing" : "",
-           gib(p.weights), how, gib(p.adapters), gib(p.gradients), gib(p.optimizer), gib(p.activations),
-           gib(p.total));
-    /* What must still fit: everything but the weights. Mapped weights are page cache the
-     * kernel can evict and read again; weights quantized at load are already allocated,
-     * and MemAvailable (read now, after loading) no longer counts them. On a GPU the
-     * activations live on the card: no check here. */
-    size_t avail = lc_model_on_cpu(m) ? mem_available() : 0;
-    size_t must = p.total - p.weights;
-    if (avail && must > avail)
-        return lc_fail("the run needs %.2f GiB besides the weights (%s) and %.2f GiB are "
-                       "available: lower batch_size (now %lld) or max_seq_length (now %lld)%s",
-                       gib(must), owned ? "already loaded" : "mapped", gib(avail),
-                       (long long)o->batch_size, (long long)o->max_seq_length,
-                       o->grad_checkpoint ? "" : ", or set grad_checkpoint: true");
+    int fn = full < 0 ? adapted : full;
+    recompute_words(keep, sizeof keep, fn, mlp, adapted);
+    bool fitted = !o->grad_checkpoint && (fn > 0 || mlp > 1);
+    printf("Memory plan (batch %lld x %lld tokens, %s%s%s): weights %.2f GiB (%s), adapters %.3f GiB, "
+           "gradients %.3f GiB, optimizer %.3f GiB, activations %.2f GiB, scratch %.2f GiB; total %.2f GiB\n",
+           (long long)B, (long long)T, keep, fitted ? " to fit " : "", fitted ? why : "", gib(p.weights), how,
+           gib(p.adapters), gib(p.gradients), gib(p.optimizer), gib(p.activations), gib(scratch), gib(p.total));
     return 0;
 }
 
@@ -399,7 +448,6 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     lc.num_layers = (int)o->num_layers;
     if (lc.num_layers > mc->num_hidden_layers) lc.num_layers = (int)mc->num_hidden_layers;
     if (lc_model_add_lora(m, &lc, (uint64_t)o->seed) != 0) goto done;
-    lc_model_set_grad_checkpoint(m, o->grad_checkpoint);
     if (o->resume_adapter_file[0]) {
         lc_adapter_set s;
         if (lc_adapters_load(o->resume_adapter_file, &s) != 0) goto done;

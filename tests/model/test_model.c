@@ -283,6 +283,96 @@ static void test_grad_checkpoint(void) {
     }
 }
 
+/* One step's loss and every gradient (one contiguous block) with recompute counts (full,
+ * mlp); also checks that the arena laid out what lc_model_activation_bytes counts. */
+static double recompute_step(fixture *f, int full, int mlp, float *g, size_t n) {
+    lc_model_set_recompute(f->m, full, mlp);
+    lc_batch bt = {f->B, f->T, f->tok, f->tgt, 0};
+    double loss = NAN;
+    int64_t nt;
+    CHECK_OK(lc_model_forward_backward(f->m, &bt, &loss, &nt));
+    CHECK_EQ_INT(lc_model_activation_bytes(f->m, f->B, f->T, full, mlp),
+                 f->m->ar[LC_MODE_TRAIN].floats * sizeof(float));
+    size_t np;
+    lc_lora_param *ps = lc_model_lora(f->m, &np);
+    memcpy(g, ps[0].ga, n * 4);
+    return loss;
+}
+
+/* Keeping less for the backward (lc_model_set_recompute: blocks checkpointed whole, gate
+ * and up recomputed) gives the same loss and gradients bit for bit as keeping everything,
+ * on the PEFT fixtures (2 of 3 blocks adapted: those are checked against PEFT above) and
+ * with every block adapted; lc_model_fit_recompute picks a setting that fits, keeps
+ * everything when that fits, and fails below checkpointing's memory. */
+static void test_recompute(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    static const int sets[][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 1}, {1, 2}, {2, 1}, {2, 0}, {-1, 0}, {0, -1}};
+    for (int i = 0; i < 3; i++)
+        for (int all = 0; all < 2; all++) {
+            fixture f;
+            if (!open_fixture(&f, NAMES[i], !all)) {
+                CHECK_MSG(0, "%s: fixture", NAMES[i]);
+                close_fixture(&f);
+                continue;
+            }
+            if (all) {
+                lc_lora_config lc;
+                lc_lora_config_default(&lc);
+                lc.rank = 4, lc.scale = 2.0f, lc.num_layers = -1;
+                CHECK_OK(lc_model_add_lora(f.m, &lc, 5));
+                size_t np;
+                lc_lora_param *ps = lc_model_lora(f.m, &np);
+                for (size_t k = 0; k < np; k++) // B non-zero: every path carries gradient
+                    for (int64_t j = 0; j < ps[k].r * ps[k].out; j++) ps[k].b[j] = 0.01f * (float)((j * 7 + (int64_t)k) % 13 - 6);
+            }
+            int n = lc_model_adapted_blocks(f.m);
+            size_t np, tot = 0;
+            lc_lora_param *ps = lc_model_lora(f.m, &np);
+            for (size_t k = 0; k < np; k++) tot += (size_t)((ps[k].in + ps[k].out) * ps[k].r);
+            float *g0 = malloc(tot * 4), *g1 = malloc(tot * 4);
+            double l0 = recompute_step(&f, 0, 0, g0, tot);
+            int same = 0, tried = 0;
+            for (size_t k = 0; k < sizeof sets / sizeof *sets; k++) {
+                if (sets[k][0] > n || sets[k][1] > n) continue;
+                double l1 = recompute_step(&f, sets[k][0], sets[k][1], g1, tot);
+                bool eq = l1 == l0 && !memcmp(g0, g1, tot * 4);
+                CHECK_MSG(eq, "%s (%s adapted) recompute (%d, %d): loss %.10g vs %.10g, gradients %s", NAMES[i],
+                          all ? "all" : "2", sets[k][0], sets[k][1], l1, l0, memcmp(g0, g1, tot * 4) ? "differ" : "same");
+                same += eq, tried++;
+            }
+            // from keeping all to checkpointing, by gate/up recomputed then blocks checkpointed
+            // one at a time: memory never grows, and falls from end to end
+            size_t prev = (size_t)-1, a0 = lc_model_activation_bytes(f.m, f.B, f.T, 0, 0);
+            for (int k = 0; k <= 2 * n; k++) {
+                int fu = k <= n ? 0 : k - n, ml = k <= n ? k : n - fu;
+                size_t b = lc_model_activation_bytes(f.m, f.B, f.T, fu, ml);
+                CHECK_MSG(b <= prev, "%s: (%d, %d) lays out %zu bytes, more than the step before (%zu)", NAMES[i], fu,
+                          ml, b, prev);
+                prev = b;
+            }
+            size_t ck = lc_model_activation_bytes(f.m, f.B, f.T, -1, 0), mid = lc_model_activation_bytes(f.m, f.B, f.T, 1, n - 1);
+            if (n >= 3) CHECK(ck < mid && mid < a0); // (n - 1, 1) is checkpointing: the top block keeps only x
+            else CHECK(ck <= mid && mid <= a0);
+            int fu = -2, ml = -2;
+            CHECK_OK(lc_model_fit_recompute(f.m, f.B, f.T, a0, &fu, &ml));
+            CHECK_MSG(fu == 0 && ml <= 1, "%s: everything fits, got (%d, %d)", NAMES[i], fu, ml);
+            CHECK_OK(lc_model_fit_recompute(f.m, f.B, f.T, mid, &fu, &ml));
+            CHECK_MSG(lc_model_activation_bytes(f.m, f.B, f.T, fu, ml) <= mid && (fu > 0 || ml > 1 || mid == a0),
+                      "%s: budget of (1, %d) gave (%d, %d)", NAMES[i], n - 1, fu, ml);
+            CHECK_OK(lc_model_fit_recompute(f.m, f.B, f.T, ck, &fu, &ml));
+            CHECK_MSG(lc_model_activation_bytes(f.m, f.B, f.T, fu, ml) == ck,
+                      "%s: budget of checkpointing gave (%d, %d)", NAMES[i], fu, ml);
+            CHECK_MSG(lc_model_fit_recompute(f.m, f.B, f.T, ck - 1, &fu, &ml) == -1, "%s: below checkpointing fits",
+                      NAMES[i]);
+            printf("  %s, %d of %d blocks adapted: %d recompute settings, the same loss and gradient bits; "
+                   "activations: all kept %zu, (1, %d) %zu, checkpointing %zu bytes\n",
+                   NAMES[i], n, (int)lc_model_cfg(f.m)->num_hidden_layers, tried, a0, n - 1, mid, ck);
+            CHECK_EQ_INT(same, tried);
+            free(g0), free(g1);
+            close_fixture(&f);
+        }
+}
+
 static void test_greedy(void) {
     if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
     for (int i = 0; i < 3; i++) {
@@ -486,6 +576,7 @@ int main(void) {
     RUN(test_logits_lora);
     RUN(test_loss_and_grads);
     RUN(test_grad_checkpoint);
+    RUN(test_recompute);
     RUN(test_greedy);
     RUN(test_memory_plan);
     RUN(test_bad_input);

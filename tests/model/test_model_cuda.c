@@ -695,13 +695,13 @@ static void test_packed_gate_up(void) {
         step_grads(m, f.tok, f.tgtm, f.B, f.T, NULL, &n);
         float *gp = malloc(n * 4), *gf = malloc(n * 4);
         double lp = step_grads(m, f.tok, f.tgtm, f.B, f.T, gp, &n);
-        size_t bp = lc_model_activation_bytes(m, f.B, f.T, false);
+        size_t bp = lc_model_activation_bytes(m, f.B, f.T, 0, 0);
         CHECK_EQ_INT(bp, m->ar[LC_MODE_TRAIN].floats * sizeof(float));
         CHECK_MSG(m->ar[LC_MODE_TRAIN].pack, "the arena did not pack");
         setenv("LORAC_PACK_GATE_UP", "0", 1);
         CHECK_MSG(!lc_model_packs_gate_up(m), "LORAC_PACK_GATE_UP=0 still packs");
         double lf = step_grads(m, f.tok, f.tgtm, f.B, f.T, gf, &n2);
-        size_t bf = lc_model_activation_bytes(m, f.B, f.T, false);
+        size_t bf = lc_model_activation_bytes(m, f.B, f.T, 0, 0);
         CHECK_EQ_INT(bf, m->ar[LC_MODE_TRAIN].floats * sizeof(float));
         unsetenv("LORAC_PACK_GATE_UP");
         CHECK_MSG(bp < bf, "packing lays out %zu bytes, float32 %zu", bp, bf);
@@ -715,6 +715,33 @@ static void test_packed_gate_up(void) {
         printf("  tiny-mistral bf16: loss %.9f both ways, gradients packed vs float32 rel err %.2e (bound 1e-2), "
                "activations %zu vs %zu bytes\n", lp, e, bp, bf);
         CHECK_MSG(n == n2 && e <= 1e-2 && e > 0, "packed gradients: rel err %.3e (want (0, 1e-2])", e);
+        // blocks that recompute gate and up (or their whole forward) keep no bf16 copy: with
+        // none of the three keeping gate/up the gradients are the float32-kept ones bit for
+        // bit, packing on; recorded steps of each setting (a key each) replay the same
+        static const int rs[][2] = {{0, 3}, {1, 2}, {-1, 0}, {0, 3}};
+        float *gr = malloc(n * 4);
+        for (int k = 0; k < 4; k++) {
+            lc_model_set_recompute(m, rs[k][0], rs[k][1]);
+            for (int rep = 0; rep < 3; rep++) { // direct, recorded, replayed
+                size_t n3 = 0;
+                double lr = step_grads(m, f.tok, f.tgtm, f.B, f.T, gr, &n3);
+                CHECK_MSG(n3 == n && lr == lf && !memcmp(gr, gf, n * 4),
+                          "recompute (%d, %d) step %d: loss %.9g vs %.9g, gradients %s the float32-kept ones", rs[k][0],
+                          rs[k][1], rep, lr, lf, memcmp(gr, gf, n * 4) ? "differ from" : "equal");
+            }
+            CHECK_EQ_INT(lc_model_activation_bytes(m, f.B, f.T, rs[k][0], rs[k][1]),
+                         m->ar[LC_MODE_TRAIN].floats * sizeof(float));
+        }
+        lc_model_set_recompute(m, 0, 2); // the lowest block still packs
+        size_t n4 = 0;
+        step_grads(m, f.tok, f.tgtm, f.B, f.T, gr, &n4);
+        CHECK_MSG(memcmp(gr, gf, n * 4) != 0, "recompute (0, 2): the packed block's gradients equal float32's");
+        printf("  tiny-mistral bf16, packing on: recompute (0, 3), (1, 2), checkpointing: the float32-kept gradients bit "
+               "for bit (3 steps each); activations %zu / %zu / %zu bytes\n",
+               lc_model_activation_bytes(m, f.B, f.T, 0, 3), lc_model_activation_bytes(m, f.B, f.T, 1, 2),
+               lc_model_activation_bytes(m, f.B, f.T, -1, 0));
+        lc_model_set_recompute(m, 0, 0);
+        free(gr);
         // gate's and up's out += s u b folded into SwiGLU (->swiglu_lora) or not: float32
         // sums either way, the same terms
         CHECK_MSG(lc_model_folds_gate_up(m), "the card does not fold gate/up's adapters");

@@ -155,6 +155,15 @@ static void fatal_oom(lc_cuda *c, size_t bytes, const char *what) {
 
 void lc_cuda_oom(lc_cuda *c, size_t bytes, const char *what) { fatal_oom(c, bytes, what); }
 
+static int cu_mem_info(lc_backend *be, size_t *fr, size_t *tot) {
+    lc_cuda *c = impl(be);
+    if (cudaMemGetInfo(fr, tot) != cudaSuccess) {
+        cudaGetLastError();
+        return lc_fail("cuda backend: cannot read %s's free memory", c->name);
+    }
+    return 0;
+}
+
 static void *cu_alloc(lc_backend *be, size_t bytes) {
     lc_cuda *c = impl(be);
     void *p = NULL;
@@ -1120,6 +1129,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->cross_entropy = cu_cross_entropy;
     be->cross_entropy_sum = cu_cross_entropy_sum;
     be->replay = lc_cuda_replay;
+    be->mem_info = cu_mem_info;
     be->decode = lc_cuda_decode;
     return be;
 }
