@@ -141,6 +141,10 @@ struct lc_backend {
     /* Optional (NULL: the host's memory, which the trainer reads itself): the device
      * memory free now and in all, in bytes. Returns 0 or -1. */
     int (*mem_info)(lc_backend *be, size_t *free_bytes, size_t *total_bytes);
+    /* Optional (NULL: the caller scans on the host): whether all n floats at x (backend or
+     * shared memory) are finite, after the queued work; synchronizes. Where shared memory
+     * lives on the device, a host scan would move every page to the host and back. */
+    bool (*all_finite)(lc_backend *be, const float *x, size_t n);
     /* Waits for the queued work. Returns 0, or -1 (lc_fail) with the first error any
      * operation met since the last sync (CUDA: a failed launch or library call). */
     int (*sync)(lc_backend *be);

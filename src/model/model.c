@@ -9,6 +9,7 @@
  * operations and lays out memory. The arena layout is one function, used both to
  * allocate and to plan (lc_model_memory_plan), so the printed plan is the truth.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,6 +192,11 @@ size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, int fu
     recompute_norm(L, m->first, full, mlp, &f, &g);
     return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_TRAIN, B, T, f, g,
                         lc_model_packs_gate_up(m), NULL) *
+           sizeof(float);
+}
+
+size_t lc_model_eval_bytes(const lc_model *m, int64_t B, int64_t T) {
+    return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_EVAL, B, T, 0, 0, false, NULL) *
            sizeof(float);
 }
 
@@ -701,6 +707,14 @@ void lc_model_adam(lc_model *m, const lc_adam_args *a, float *p, const float *g,
 }
 
 int lc_model_sync(lc_model *m) { return m->be->sync(m->be); }
+
+bool lc_model_all_finite(lc_model *m, const float *x, size_t n) {
+    if (m->be->all_finite) return m->be->all_finite(m->be, x, n);
+    m->be->sync(m->be);
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return false;
+    return true;
+}
 
 bool lc_model_on_cpu(const lc_model *m) { return !strcmp(m->be->name, "cpu"); }
 

@@ -155,6 +155,10 @@ void lc_model_shared_free(lc_model *m, float *p);
  * lc_model_shared_alloc); the host may read them after lc_model_sync. */
 void lc_model_adam(lc_model *m, const lc_adam_args *a, float *p, const float *g, float *mo, float *v,
                    size_t n);
+/* Whether the n floats at x (the model's device or shared memory) are all finite, checked
+ * where they live (on a card: one kernel and one word read back; the host never touches
+ * the pages); waits for the queued work. */
+bool lc_model_all_finite(lc_model *m, const float *x, size_t n);
 /* Waits for the device's queued work. Returns 0, or -1 with its error. */
 int lc_model_sync(lc_model *m);
 /* The free and total memory of the model's device: 1 and both set on a card, 0 on the
@@ -214,5 +218,8 @@ bool lc_model_folds_gate_up(const lc_model *m);
  * full, mlp: lc_memory_plan's activations as this model and backend will allocate them
  * (packing included). */
 size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, int full, int mlp);
+/* The bytes of the evaluation arena (lc_model_loss, lc_model_logits) for batches of
+ * (B, T): it lives beside the training arena once a run has validated. */
+size_t lc_model_eval_bytes(const lc_model *m, int64_t B, int64_t T);
 
 #endif

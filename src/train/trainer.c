@@ -60,7 +60,8 @@ static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
 static void recompute_words(char *buf, size_t n, int full, int mlp, int adapted) {
     int g = mlp - 1;
     if (full >= adapted) snprintf(buf, n, "checkpointing");
-    else if (full > 0 && g > 0) snprintf(buf, n, "%d of %d blocks checkpointed, gate/up recomputed in %d", full, adapted, g);
+    else if (full > 0 && g > 0)
+        snprintf(buf, n, "%d of %d blocks checkpointed, gate/up recomputed in %d", full, adapted, g);
     else if (full > 0) snprintf(buf, n, "%d of %d blocks checkpointed", full, adapted);
     else if (g > 0) snprintf(buf, n, "gate/up recomputed in %d of %d blocks", g, adapted);
     else snprintf(buf, n, "everything kept");
@@ -74,7 +75,8 @@ static void recompute_words(char *buf, size_t n, int full, int mlp, int adapted)
  * GPU the card's free memory; on the host the RAM available — and grad_checkpoint is
  * off, the backward keeps less: the least recomputation (blocks checkpointed whole, or
  * only their gate and up recomputed) that fits (lc_model_fit_recompute). */
-static int plan_memory(lc_model *m, const lc_lora_config *lc, const lc_train_options *o, int64_t T) {
+static int plan_memory(lc_model *m, const lc_lora_config *lc, const lc_train_options *o, int64_t T,
+                       int64_t T_eval) {
     const lc_model_config *cfg = lc_model_cfg(m);
     int64_t B = o->batch_size;
     lc_memory_plan p;
@@ -82,7 +84,9 @@ static int plan_memory(lc_model *m, const lc_lora_config *lc, const lc_train_opt
     /* the weights as the model really holds them (the config's estimate may differ: which
      * tensors a quantized folder left in bf16, nested NF4 maxima, ...) */
     size_t held = lc_model_weight_bytes(m), owned = lc_model_owned_weight_bytes(m);
-    size_t scratch = lc_model_scratch_bytes(m, B, T);
+    /* the backend's scratch, and the evaluation arena, which stays beside the training
+     * one once the run has validated (T_eval 0: no validation or test set) */
+    size_t scratch = lc_model_scratch_bytes(m, B, T) + (T_eval > 0 ? lc_model_eval_bytes(m, B, T_eval) : 0);
     size_t fixed = held + p.adapters + p.gradients + p.optimizer + scratch; // all but the activations
     /* where the run lives: on a card, what is not allocated yet (the activations, the
      * optimizer's moments, the backend's scratch) must fit its free memory; on the host,
@@ -106,8 +110,8 @@ static int plan_memory(lc_model *m, const lc_lora_config *lc, const lc_train_opt
     size_t limit = o->memory_limit > 0 ? (size_t)(o->memory_limit * 1073741824.0) : 0;
     if (limit && fixed >= limit)
         return lc_fail("memory_limit %g GiB is below what the run needs besides its activations "
-                       "(weights %.2f GiB, adapters, gradients and optimizer %.2f GiB, backend scratch "
-                       "%.2f GiB): raise memory_limit, or quantize the base (quantize: nf4)",
+                       "(weights %.2f GiB, adapters, gradients and optimizer %.2f GiB, evaluation "
+                       "and scratch %.2f GiB): raise memory_limit, or quantize the base (quantize: nf4)",
                        o->memory_limit, gib(held), gib(p.adapters + p.gradients + p.optimizer), gib(scratch));
     size_t budget = room;
     char why[128];
@@ -136,7 +140,8 @@ static int plan_memory(lc_model *m, const lc_lora_config *lc, const lc_train_opt
     recompute_words(keep, sizeof keep, fn, mlp, adapted);
     bool fitted = !o->grad_checkpoint && (fn > 0 || mlp > 1);
     printf("Memory plan (batch %lld x %lld tokens, %s%s%s): weights %.2f GiB (%s), adapters %.3f GiB, "
-           "gradients %.3f GiB, optimizer %.3f GiB, activations %.2f GiB, scratch %.2f GiB; total %.2f GiB\n",
+           "gradients %.3f GiB, optimizer %.3f GiB, activations %.2f GiB, evaluation and scratch "
+           "%.2f GiB; total %.2f GiB\n",
            (long long)B, (long long)T, keep, fitted ? " to fit " : "", fitted ? why : "", gib(p.weights), how,
            gib(p.adapters), gib(p.gradients), gib(p.optimizer), gib(p.activations), gib(scratch), gib(p.total));
     return 0;
@@ -466,13 +471,19 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
            100.0 * (double)n_params / (double)lc_config_param_count(mc), (double)n_params / 1e6,
            (double)lc_config_param_count(mc) / 1e6);
 
-    int64_t T = o->max_seq_length;
-    size_t longest = 0;
+    int64_t T = o->max_seq_length, T_eval = 0;
+    size_t longest = 0, longest_eval = 0;
     for (size_t i = 0; i < train.n; i++)
         if (lc_dataset_len(&train, i) > longest) longest = lc_dataset_len(&train, i);
     if ((int64_t)longest < T) T = (int64_t)longest;
+    for (size_t i = 0; have_valid && i < valid.n; i++)
+        if (lc_dataset_len(&valid, i) > longest_eval) longest_eval = lc_dataset_len(&valid, i);
+    for (size_t i = 0; have_test && i < test.n; i++)
+        if (lc_dataset_len(&test, i) > longest_eval) longest_eval = lc_dataset_len(&test, i);
+    if (have_valid || have_test)
+        T_eval = (int64_t)longest_eval < o->max_seq_length ? (int64_t)longest_eval : o->max_seq_length;
     printf("Device: %s\n", lc_model_device(m));
-    if (plan_memory(m, &lc, o, T) != 0) goto done;
+    if (plan_memory(m, &lc, o, T, T_eval) != 0) goto done;
 
     /* optimizer moments and gradient accumulators, where the model's device reaches them
      * (CPU: plain memory; CUDA: shared memory, updated on the card) */
@@ -577,7 +588,18 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
             }
         }
         if (np && lc_test_nan_point("grad")) g[0][0] = NAN; /* test hook (core/testhook.h) */
-        for (size_t i = 0; i < 2 * np; i++) {
+        /* on a card the gradients live there (shared memory): checked there in one launch
+         * when they are one contiguous run; the host scan below, which moves every page to
+         * the host and back (32 ms a step at 42M parameters on an H100), then only names
+         * the culprit */
+        bool contig = !lc_model_on_cpu(m) && acc == 1 && np > 0 && np == rs.view.n;
+        for (size_t i = 0, off = 0; i < np && contig; i++) {
+            contig = lp[i].ga == lp[0].ga + off && lp[i].gb == lp[i].ga + gn[2 * i];
+            off += gn[2 * i] + gn[2 * i + 1];
+            contig = contig && (i + 1 < np || off == n_params);
+        }
+        bool finite = contig && lc_model_all_finite(m, lp[0].ga, n_params);
+        for (size_t i = 0; i < 2 * np && !finite; i++) {
             if (first_nonfinite(g[i], gn[i]) < 0) continue;
             char what[200];
             snprintf(what, sizeof what, "the gradient of %s.%s is NaN or infinite", rs.view.t[i / 2].name,

@@ -367,6 +367,7 @@ static void cu_free(lc_backend *be) {
     if (c->xb) cudaFree(c->xb);
     if (c->rows) cudaFree(c->rows);
     if (c->counter) cudaFree(c->counter);
+    if (c->flag) cudaFree(c->flag);
     free(c->host_rows);
     if (c->blas) cublasDestroy(c->blas);
     free(c);
@@ -445,6 +446,27 @@ __global__ void k_adam(float *p, const float *g, float *m, float *v, size_t n, l
         m[i] = mi, v[i] = vi;
         p[i] = __fadd_rn(pi, __fmul_rn(-a.step_size, __fdiv_rn(mi, denom)));
     }
+}
+
+__global__ void k_nonfinite(const float *x, size_t n, unsigned *flag) {
+    bool bad = false;
+    GRID_STRIDE(i, n) bad |= !isfinite(x[i]);
+    if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1u);
+}
+
+/* One launch over x into a zeroed device word, then that word read back (a sync). */
+static bool cu_all_finite(lc_backend *be, const float *x, size_t n) {
+    lc_cuda *c = impl(be);
+    if (!n) return true;
+    if (!c->flag) LC_CK(c, cudaMalloc(&c->flag, sizeof(unsigned)));
+    unsigned h = 0;
+    LC_CK(c, cudaMemsetAsync(c->flag, 0, sizeof(unsigned), c->st));
+    size_t nb = blocks_for(n);
+    k_nonfinite<<<nb < 1024 ? nb : 1024, 256, 0, c->st>>>(x, n, c->flag);
+    LC_LAUNCHED(c);
+    LC_CK(c, cudaMemcpyAsync(&h, c->flag, sizeof h, cudaMemcpyDeviceToHost, c->st));
+    LC_CK(c, cudaStreamSynchronize(c->st));
+    return h == 0;
 }
 
 static void cu_adam(lc_backend *be, float *p, const float *g, float *m, float *v, size_t n,
@@ -1130,6 +1152,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->cross_entropy_sum = cu_cross_entropy_sum;
     be->replay = lc_cuda_replay;
     be->mem_info = cu_mem_info;
+    be->all_finite = cu_all_finite;
     be->decode = lc_cuda_decode;
     return be;
 }
