@@ -145,6 +145,11 @@ struct lc_backend {
      * shared memory) are finite, after the queued work; synchronizes. Where shared memory
      * lives on the device, a host scan would move every page to the host and back. */
     bool (*all_finite)(lc_backend *be, const float *x, size_t n);
+    /* Optional, with all_finite's reason (NULL: the caller loops on the host): the sum of
+     * x[i]² over n floats in double, in a fixed order (the same bits every call), after the
+     * queued work (synchronizes); and x[i] = x[i] · a, or x[i] / a with divide, queued. */
+    double (*sumsq)(lc_backend *be, const float *x, size_t n);
+    void (*scale)(lc_backend *be, float *x, float a, bool divide, size_t n);
     /* Waits for the queued work. Returns 0, or -1 (lc_fail) with the first error any
      * operation met since the last sync (CUDA: a failed launch or library call). */
     int (*sync)(lc_backend *be);

@@ -708,6 +708,27 @@ void lc_model_adam(lc_model *m, const lc_adam_args *a, float *p, const float *g,
 
 int lc_model_sync(lc_model *m) { return m->be->sync(m->be); }
 
+double lc_model_sumsq(lc_model *m, const float *x, size_t n) {
+    if (m->be->sumsq) return m->be->sumsq(m->be, x, n);
+    m->be->sync(m->be);
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
+void lc_model_scale(lc_model *m, float *x, float a, bool divide, size_t n) {
+    if (m->be->scale) {
+        m->be->scale(m->be, x, a, divide, n);
+        return;
+    }
+    m->be->sync(m->be);
+    for (size_t i = 0; i < n; i++) x[i] = divide ? x[i] / a : x[i] * a;
+}
+
+void lc_model_accumulate(lc_model *m, float *acc, const float *g, size_t n) { m->be->axpy(m->be, acc, 1.0f, g, n); }
+
+void lc_model_zero(lc_model *m, float *x, size_t n) { m->be->zero(m->be, x, n); }
+
 bool lc_model_all_finite(lc_model *m, const float *x, size_t n) {
     if (m->be->all_finite) return m->be->all_finite(m->be, x, n);
     m->be->sync(m->be);

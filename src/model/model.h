@@ -159,6 +159,14 @@ void lc_model_adam(lc_model *m, const lc_adam_args *a, float *p, const float *g,
  * where they live (on a card: one kernel and one word read back; the host never touches
  * the pages); waits for the queued work. */
 bool lc_model_all_finite(lc_model *m, const float *x, size_t n);
+/* Gradient arithmetic where the arrays live (shared memory; on a card the host never
+ * touches the pages): the sum of squares of n floats in double (the host's loop on the
+ * CPU, a fixed-order reduction on a card; waits for the queued work); x = x · a (x / a
+ * with divide); acc += g; x = 0. */
+double lc_model_sumsq(lc_model *m, const float *x, size_t n);
+void lc_model_scale(lc_model *m, float *x, float a, bool divide, size_t n);
+void lc_model_accumulate(lc_model *m, float *acc, const float *g, size_t n);
+void lc_model_zero(lc_model *m, float *x, size_t n);
 /* Waits for the device's queued work. Returns 0, or -1 with its error. */
 int lc_model_sync(lc_model *m);
 /* The free and total memory of the model's device: 1 and both set on a card, 0 on the

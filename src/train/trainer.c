@@ -525,6 +525,7 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
     }
 
     const lc_adam_config *adam = lc_train_options_adam(o);
+    bool on_cpu = lc_model_on_cpu(m);
     double loss_sum = 0;
     int64_t loss_steps = 0, tokens_since = 0;
     double t_report = lc_now();
@@ -567,6 +568,12 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
             if (acc > 1)
                 for (size_t i = 0; i < np; i++) {
                     size_t na = (size_t)(lp[i].in * lp[i].r), nb = (size_t)(lp[i].r * lp[i].out);
+                    if (!on_cpu) { // where the gradients live (see all_finite below)
+                        if (micro == 0) lc_model_zero(m, accum[2 * i], na), lc_model_zero(m, accum[2 * i + 1], nb);
+                        lc_model_accumulate(m, accum[2 * i], lp[i].ga, na);
+                        lc_model_accumulate(m, accum[2 * i + 1], lp[i].gb, nb);
+                        continue;
+                    }
                     if (micro == 0) {
                         memset(accum[2 * i], 0, na * sizeof(float));
                         memset(accum[2 * i + 1], 0, nb * sizeof(float));
@@ -582,23 +589,30 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
             gn[2 * i + 1] = (size_t)(lp[i].r * lp[i].out);
             g[2 * i] = acc > 1 ? accum[2 * i] : lp[i].ga;
             g[2 * i + 1] = acc > 1 ? accum[2 * i + 1] : lp[i].gb;
-            if (acc > 1) {
+            if (acc > 1 && !on_cpu) { // mlx-lm: x / grad_accum_steps
+                lc_model_scale(m, g[2 * i], (float)acc, true, gn[2 * i]);
+                lc_model_scale(m, g[2 * i + 1], (float)acc, true, gn[2 * i + 1]);
+            } else if (acc > 1) {
                 lc_grad_accumulate_finish(g[2 * i], gn[2 * i], acc);
                 lc_grad_accumulate_finish(g[2 * i + 1], gn[2 * i + 1], acc);
             }
         }
-        if (np && lc_test_nan_point("grad")) g[0][0] = NAN; /* test hook (core/testhook.h) */
+        if (np && lc_test_nan_point("grad")) lc_model_sync(m), g[0][0] = NAN; /* test hook (core/testhook.h) */
         /* on a card the gradients live there (shared memory): checked there in one launch
          * when they are one contiguous run; the host scan below, which moves every page to
          * the host and back (32 ms a step at 42M parameters on an H100), then only names
          * the culprit */
-        bool contig = !lc_model_on_cpu(m) && acc == 1 && np > 0 && np == rs.view.n;
+        bool contig = !on_cpu && acc == 1 && np > 0 && np == rs.view.n;
         for (size_t i = 0, off = 0; i < np && contig; i++) {
             contig = lp[i].ga == lp[0].ga + off && lp[i].gb == lp[i].ga + gn[2 * i];
             off += gn[2 * i] + gn[2 * i + 1];
             contig = contig && (i + 1 < np || off == n_params);
         }
         bool finite = contig && lc_model_all_finite(m, lp[0].ga, n_params);
+        if (!on_cpu && !contig) { // one launch a tensor (accumulated gradients are apart)
+            finite = true;
+            for (size_t i = 0; i < 2 * np && finite; i++) finite = lc_model_all_finite(m, g[i], gn[i]);
+        }
         for (size_t i = 0; i < 2 * np && !finite; i++) {
             if (first_nonfinite(g[i], gn[i]) < 0) continue;
             char what[200];
@@ -609,7 +623,15 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
             rc = fail_nonfinite(&rs, it, what);
             goto done;
         }
-        if (o->clip_grad_norm > 0) lc_clip_grad_norm(g, gn, 2 * np, o->clip_grad_norm);
+        if (o->clip_grad_norm > 0 && on_cpu) {
+            lc_clip_grad_norm(g, gn, 2 * np, o->clip_grad_norm);
+        } else if (o->clip_grad_norm > 0) { // lc_clip_grad_norm's arithmetic, on the card
+            double ss = 0;
+            if (contig) ss = lc_model_sumsq(m, g[0], n_params);
+            for (size_t i = 0; i < 2 * np && !contig; i++) ss += lc_model_sumsq(m, g[i], gn[i]);
+            double coef = o->clip_grad_norm / (sqrt(ss) + 1e-6);
+            for (size_t i = 0; i < 2 * np && coef < 1.0; i++) lc_model_scale(m, g[i], (float)coef, false, gn[i]);
+        }
         double lr = lc_schedule_lr(&o->lr_schedule, o->learning_rate, step);
         lc_adam_args aa = lc_adam_args_make(adam, lr, step + 1);
         // on the card, one launch over every adapter when parameters, gradients and

@@ -769,6 +769,58 @@ static void test_packed_gate_up(void) {
     rmdir(dir);
 }
 
+/* The gradient arithmetic the trainer runs on the card (lc_model_all_finite, _sumsq,
+ * _scale, _accumulate, _zero) on shared memory, against the host's loops: the same bits
+ * for the elementwise ones, the sum of squares within double rounding of the host's. */
+static void test_grad_ops_card(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    fixture f;
+    if (!open_fixture(&f, "tiny-mistral", false)) {
+        CHECK(0);
+        close_fixture(&f);
+        return;
+    }
+    size_t n = 3000017;
+    float *x = lc_model_shared_alloc(f.m, n), *y = lc_model_shared_alloc(f.m, n);
+    float *hx = malloc(n * 4), *hy = malloc(n * 4);
+    uint64_t st = 99;
+    for (size_t i = 0; i < n; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        hx[i] = (float)((double)(st >> 11) / 9007199254740992.0 - 0.5) * 3.0f;
+        hy[i] = (float)i * 1e-7f - 0.1f;
+    }
+    memcpy(x, hx, n * 4), memcpy(y, hy, n * 4);
+    double want = 0;
+    for (size_t i = 0; i < n; i++) want += (double)hx[i] * hx[i];
+    double got = lc_model_sumsq(f.m, x, n), again = lc_model_sumsq(f.m, x, n);
+    CHECK_MSG(fabs(got - want) <= 1e-12 * want && got == again, "sumsq %.17g vs host %.17g (again %.17g)", got, want,
+              again);
+    CHECK(lc_model_all_finite(f.m, x, n));
+    lc_model_accumulate(f.m, y, x, n);           // y += x
+    lc_model_scale(f.m, y, 3.0f, true, n);       // y /= 3
+    lc_model_scale(f.m, x, 0.37f, false, n - 5); // x *= 0.37 but the last 5
+    lc_model_sync(f.m);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float wy = (hy[i] + hx[i]) / 3.0f, wx = i < n - 5 ? hx[i] * 0.37f : hx[i];
+        bad += memcmp(&wy, &y[i], 4) != 0 || memcmp(&wx, &x[i], 4) != 0;
+    }
+    CHECK_MSG(bad == 0, "%zu elements differ from the host's arithmetic", bad);
+    x[n - 1] = INFINITY;
+    CHECK(!lc_model_all_finite(f.m, x, n));
+    x[n - 1] = 0, x[12345] = NAN;
+    CHECK(!lc_model_all_finite(f.m, x, n));
+    CHECK(lc_model_all_finite(f.m, x, 12345));
+    lc_model_zero(f.m, x, n);
+    lc_model_sync(f.m);
+    CHECK(lc_model_sumsq(f.m, x, n) == 0.0);
+    printf("  card: sum of squares of %zu floats %.12g (host %.12g), accumulate/scale the same bits, NaN and Inf "
+           "found\n", n, got, want);
+    lc_model_shared_free(f.m, x), lc_model_shared_free(f.m, y);
+    free(hx), free(hy);
+    close_fixture(&f);
+}
+
 static void extra_tests(void) {
     RUN(test_decode_graph);
     RUN(test_decode_graph_bf16);
@@ -777,4 +829,5 @@ static void extra_tests(void) {
     RUN(test_step_graph_off);
     RUN(test_step_graph_quant);
     RUN(test_packed_gate_up);
+    RUN(test_grad_ops_card);
 }

@@ -368,6 +368,7 @@ static void cu_free(lc_backend *be) {
     if (c->rows) cudaFree(c->rows);
     if (c->counter) cudaFree(c->counter);
     if (c->flag) cudaFree(c->flag);
+    if (c->part) cudaFree(c->part);
     free(c->host_rows);
     if (c->blas) cublasDestroy(c->blas);
     free(c);
@@ -467,6 +468,56 @@ static bool cu_all_finite(lc_backend *be, const float *x, size_t n) {
     LC_CK(c, cudaMemcpyAsync(&h, c->flag, sizeof h, cudaMemcpyDeviceToHost, c->st));
     LC_CK(c, cudaStreamSynchronize(c->st));
     return h == 0;
+}
+
+#define SUMSQ_BLOCKS 256
+
+/* Partial sums of squares in double, block b over its grid-stride share of x (in order
+ * within each thread, then a fixed tree across the block). */
+__global__ void k_sumsq_part(const float *x, size_t n, double *part) {
+    __shared__ double sh[256];
+    double s = 0;
+    GRID_STRIDE(i, n) s += (double)x[i] * (double)x[i];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = 128; w > 0; w >>= 1) {
+        if ((int)threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
+}
+
+__global__ void k_sum_parts(double *part, int n) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) {
+        double s = 0;
+        for (int i = 0; i < n; i++) s += part[i];
+        part[n] = s;
+    }
+}
+
+static double cu_sumsq(lc_backend *be, const float *x, size_t n) {
+    lc_cuda *c = impl(be);
+    if (!n) return 0.0;
+    if (!c->part) LC_CK(c, cudaMalloc(&c->part, (SUMSQ_BLOCKS + 1) * sizeof(double)));
+    k_sumsq_part<<<SUMSQ_BLOCKS, 256, 0, c->st>>>(x, n, c->part);
+    LC_LAUNCHED(c);
+    k_sum_parts<<<1, 32, 0, c->st>>>(c->part, SUMSQ_BLOCKS);
+    LC_LAUNCHED(c);
+    double h = 0;
+    LC_CK(c, cudaMemcpyAsync(&h, c->part + SUMSQ_BLOCKS, sizeof h, cudaMemcpyDeviceToHost, c->st));
+    LC_CK(c, cudaStreamSynchronize(c->st));
+    return h;
+}
+
+__global__ void k_scale(float *x, float a, bool divide, size_t n) {
+    GRID_STRIDE(i, n) x[i] = divide ? x[i] / a : x[i] * a;
+}
+
+static void cu_scale(lc_backend *be, float *x, float a, bool divide, size_t n) {
+    LC_PROF(impl(be), "scale", 0);
+    if (!n) return;
+    k_scale<<<blocks_for(n), 256, 0, impl(be)->st>>>(x, a, divide, n);
+    LC_LAUNCHED(impl(be));
 }
 
 static void cu_adam(lc_backend *be, float *p, const float *g, float *m, float *v, size_t n,
@@ -1153,6 +1204,8 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->replay = lc_cuda_replay;
     be->mem_info = cu_mem_info;
     be->all_finite = cu_all_finite;
+    be->sumsq = cu_sumsq;
+    be->scale = cu_scale;
     be->decode = lc_cuda_decode;
     return be;
 }

@@ -45,6 +45,7 @@ typedef struct {
     bool pdl;                // launch the small-N product programmatically (sm_90+, LORAC_CUDA_PDL != 0)
     unsigned *counter;       // LC_NCOUNTERS device words for single-launch reductions (zero between launches)
     unsigned *flag;          // one device word for ->all_finite (NULL until used)
+    double *part;            // ->sumsq's partial sums (NULL until used)
     struct lc_cuda_prof *prof; // LORAC_CUDA_PROFILE=1: per-op event timings (else NULL)
     struct lc_cuda_lt *lt;     // gemm.cu: cuBLASLt handle, tuned plans, workspace (NULL until used)
     struct lc_cuda_q *q;     // quant.cu's buffers, stream and events (NULL until a quantized product)
