@@ -58,6 +58,7 @@ static void test_defaults(void) {
     CHECK(o.optimizer == LC_OPTIM_ADAM);
     CHECK(o.lr_schedule.kind == LC_SCHED_NONE);
     CHECK(o.clip_grad_norm == 0);
+    CHECK(o.memory_limit == 0);
     CHECK(o.adamw.weight_decay == 0.01 && o.adam.weight_decay == 0);
 }
 
@@ -121,6 +122,7 @@ static void test_every_key(void) {
                       "test_batches: 11\n"
                       "grad_accumulation_steps: 4\n"
                       "clip_grad_norm: 1.0\n"
+                      "memory_limit: 23.5\n"
                       "fine_tune_type: lora\n"
                       "optimizer: adamw\n"
                       "optimizer_config:\n"
@@ -153,6 +155,7 @@ static void test_every_key(void) {
     CHECK_EQ_INT(o.test_batches, 11);
     CHECK_EQ_INT(o.grad_accumulation_steps, 4);
     CHECK(o.clip_grad_norm == 1.0);
+    CHECK(o.memory_limit == 23.5);
     CHECK(o.optimizer == LC_OPTIM_ADAMW);
     const lc_adam_config *a = lc_train_options_adam(&o);
     CHECK(a->weight_decay == 0.1 && a->beta1 == 0.8 && a->beta2 == 0.95 && a->eps == 1e-6);
@@ -188,7 +191,8 @@ static void test_flags(void) {
                     "--num_layers",    "-1",         "--lora-rank",    "32",         "--lora-alpha",
                     "64",              "--lora-keys", "q_proj,mlp.up_proj", "--optimizer", "adamw",
                     "--weight-decay",  "0.2",        "--lr-schedule",  "linear",     "--lr-schedule-args",
-                    "1e-4,0,100",      "--warmup",   "5",              "--clip-grad-norm", "0.5"};
+                    "1e-4,0,100",      "--warmup",   "5",              "--clip-grad-norm", "0.5",
+                    "--memory-limit", "20"};
     CHECK_OK(lc_train_options_parse(&o, (int)(sizeof argv / sizeof *argv), argv));
     CHECK_EQ_STR(o.model, "x");
     CHECK(o.train);
@@ -201,9 +205,13 @@ static void test_flags(void) {
     CHECK(o.lr_schedule.kind == LC_SCHED_LINEAR && o.lr_schedule.args[2] == 100);
     CHECK(o.lr_schedule.warmup == 5);
     CHECK(o.clip_grad_norm == 0.5);
-    // the hash follows what matters for resuming, not iters
+    CHECK(o.memory_limit == 20);
+    // the hash follows what matters for resuming, not iters or the memory limit (what the
+    // backward recomputes gives the same gradients)
     uint64_t h = lc_train_options_hash(&o);
     o.iters = 99;
+    CHECK(lc_train_options_hash(&o) == h);
+    o.memory_limit = 12;
     CHECK(lc_train_options_hash(&o) == h);
     o.lora.rank = 8;
     CHECK(lc_train_options_hash(&o) != h);
