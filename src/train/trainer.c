@@ -636,12 +636,10 @@ int lc_train_run(const lc_train_options *o, bool resume, int chat_family,
         lc_adam_args aa = lc_adam_args_make(adam, lr, step + 1);
         // on the card, one launch over every adapter when parameters, gradients and
         // moments are each one contiguous run (the same arithmetic element for element)
-        bool one = !lc_model_on_cpu(m) && acc == 1 && np > 0 && np == rs.view.n;
+        bool one = contig; // the gradients are one run (above); the adapters and moments too?
         for (size_t i = 0, off = 0; i < np && one; i++) {
-            one = lp[i].a == lp[0].a + off && lp[i].ga == lp[0].ga + off && rs.mom[i].m_a == mom_all + off &&
-                  lp[i].b == lp[i].a + gn[2 * i] && lp[i].gb == lp[i].ga + gn[2 * i];
+            one = lp[i].a == lp[0].a + off && rs.mom[i].m_a == mom_all + off && lp[i].b == lp[i].a + gn[2 * i];
             off += gn[2 * i] + gn[2 * i + 1];
-            one = one && (i + 1 < np || off == n_params);
         }
         if (one) lc_model_adam(m, &aa, lp[0].a, lp[0].ga, mom_all, mom_all + n_params, n_params);
         for (size_t i = 0; i < np && !one; i++) {
