@@ -126,6 +126,11 @@ struct lc_backend {
     const char *device_name; // the device in words (CUDA: the card's name; CPU: NULL)
     void *impl;
     int threads;
+    /* Rows from which the model groups the adapters of one input (q/k/v; gate/up) into
+     * one product each way (their A side by side): at many rows the adapters' products
+     * are bound by reading the input and writing its gradient, which one product does
+     * once; at few rows ->gemm_n's grouped launches are quicker. 0: always. */
+    int64_t lora_group_rows;
 
     /* ---- memory ---- */
     void *(*alloc)(lc_backend *be, size_t bytes);        // zeroed; aborts when out of memory
@@ -162,6 +167,9 @@ struct lc_backend {
     /* ---- elementwise ---- */
     void (*zero)(lc_backend *be, float *x, size_t n);                            // x = 0
     void (*copy)(lc_backend *be, float *out, const float *x, size_t n);          // out = x
+    /* out (rows, cols; row stride ldo) = x (rows, cols; row stride ldx); no overlap. */
+    void (*copy2d)(lc_backend *be, float *out, int64_t ldo, const float *x, int64_t ldx, int64_t rows,
+                   int64_t cols);
     void (*add)(lc_backend *be, float *out, const float *a, const float *b, size_t n); // out = a + b
     void (*axpy)(lc_backend *be, float *y, float a, const float *x, size_t n);   // y += a x
     /* Inverted dropout: out[i] = x[i] * keep(seed, i) / (1 - p), keep false with

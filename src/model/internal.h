@@ -63,7 +63,8 @@ typedef struct {
     int64_t chunk;
     float *dres, *dxn;       // (N, C) gradient of the residual stream; of a normed input
     float *g1;               // (N, max(I, 2HD + 2KVD)) dh (then dup in place), later datt|dq|dk|dv
-    float *du;               // (N, r)
+    float *du;               // (N, 3r) the adapters' du (of one input: q, k, v at most)
+    float *lg;               // (2, C, 3r) grouped adapters' A side by side, then their ga
     float *xd;               // (N, max in) dropout scratch (when dropout > 0)
     int32_t *tok, *tgt;      // (N)
 } lc_arena;

@@ -150,13 +150,16 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     if (chunk < 16) chunk = 16;
     if (chunk > (int64_t)N) chunk = (int64_t)N;
     float *logits = take(&off, base, (size_t)chunk * V);
-    float *dres = NULL, *dxn = NULL, *g1 = NULL, *du = NULL, *xd = NULL;
+    float *dres = NULL, *dxn = NULL, *g1 = NULL, *du = NULL, *lg = NULL, *xd = NULL;
     if (train) {
         dres = take(&off, base, N * C);
         dxn = take(&off, base, N * C);
         size_t g = I > 2 * HD + 2 * KVD ? I : 2 * HD + 2 * KVD; // dh (dgate in h, dup over dh), or datt|dq|dk|dv
         g1 = take(&off, base, N * g);
-        if (lora && lora->rank > 0) du = take(&off, base, 3 * N * (size_t)lora->rank); // q, k, v at once
+        if (lora && lora->rank > 0) {
+            du = take(&off, base, 3 * N * (size_t)lora->rank); // q, k, v at once
+            lg = take(&off, base, 6 * C * (size_t)lora->rank); // projs_group's A and ga
+        }
         if (lora && lora->dropout > 0) {
             size_t mx = C > I ? C : I;
             xd = take(&off, base, N * (mx > HD ? mx : HD));
@@ -166,7 +169,7 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     if (a && base) {
         a->xpp[0] = xpp0, a->xpp[1] = xpp1;
         a->xf = xf, a->rstdf = rstdf, a->xnf = xnf, a->logits = logits, a->chunk = chunk;
-        a->dres = dres, a->dxn = dxn, a->g1 = g1, a->du = du, a->xd = xd, a->tok = tok, a->tgt = tgt;
+        a->dres = dres, a->dxn = dxn, a->g1 = g1, a->du = du, a->lg = lg, a->xd = xd, a->tok = tok, a->tgt = tgt;
     }
     return off;
 }
@@ -845,12 +848,47 @@ static void proj_bwd(lc_model *m, lc_arena *a, float *dx, bool acc, const float 
     }
 }
 
+/* How many of the n projections of one input carry an adapter (all of rank *r), when
+ * they take projs_fwd/projs_bwd's grouped products: training without dropout, at least
+ * two of them, and the backend's lora_group_rows rows or more (the products then run
+ * once over the input with their A side by side, (in, k r), in a->lg). Else 0. */
+static int projs_group(const lc_model *m, int n, lc_lora_param *const *p, int64_t N, int64_t *r) {
+    int k = 0;
+    *r = 0;
+    if (m->lcfg.dropout > 0 || N < m->be->lora_group_rows) return 0;
+    for (int i = 0; i < n; i++) {
+        if (!p[i]) continue;
+        if ((k && p[i]->r != *r) || p[i]->in != m->cfg.hidden_size) return 0;
+        *r = p[i]->r, k++;
+    }
+    return k >= 2 && k * *r <= 3 * m->lcfg.rank ? k : 0;
+}
+
+/* a->lg's first half = the k adapters' A side by side: (in, k r). */
+static float *group_a(lc_model *m, lc_arena *a, int n, lc_lora_param *const *p, int64_t r) {
+    int64_t k = 0, in = m->cfg.hidden_size;
+    for (int i = 0; i < n; i++)
+        if (p[i]) k++;
+    for (int i = 0, j = 0; i < n; i++)
+        if (p[i]) m->be->copy2d(m->be, a->lg + j++ * r, k * r, p[i]->a, r, in, r);
+    return a->lg;
+}
+
+/* Where projs_bwd puts the j-th adapter's du (N, r): side by side (row stride k r) when
+ * grouped, else one after another (row stride r). */
+static float *du_at(lc_arena *a, int j, int k, bool grouped, int64_t N, int64_t r, int64_t *ld) {
+    *ld = grouped ? k * r : r;
+    return grouped ? a->du + (size_t)(j * r) : a->du + (size_t)j * (size_t)(N * r);
+}
+
 /* Several projections of one input x (q/k/v; gate/up; or one): out[i] (+)= x W_i^T +
  * bias_i + adapter i's path, the same values as proj_fwd on each, with the frozen
  * products in one ->matmul_n (x converted once on the card) and each of the adapters'
  * two products grouped in one ->gemm_n, when training without dropout (else proj_fwd
- * on each: dropout has one scratch for the dropped input). keep_b (that grouped path
- * only): out += s u b is left to the caller (->swiglu_lora). */
+ * on each: dropout has one scratch for the dropped input). At many rows (projs_group)
+ * the adapters' u = x a are one product over x with their A side by side (copied to
+ * each u after). keep_b (that grouped path only): out += s u b is left to the caller
+ * (->swiglu_lora). */
 static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool acc, const float *x,
                       const lc_wt *const *w, const float *const *bias, lc_lora_param *const *p,
                       float *const *u, int64_t N, bool train, const uint64_t *ds, bool keep_b) {
@@ -870,7 +908,16 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
         g[k] = gi, h[k++] = hi;
     }
     if (!k) return;
-    be->gemm_n(be, k, g); // u = x a
+    int64_t r;
+    int kg = projs_group(m, n, p, N, &r);
+    if (kg) { // u side by side in a->du (free outside the backward), then each to its place
+        const float *ag = group_a(m, a, n, p, r);
+        int64_t in = m->cfg.hidden_size;
+        be->gemm(be, false, false, N, kg * r, in, 1.0f, x, in, ag, kg * r, 0.0f, a->du, kg * r);
+        for (int j = 0; j < kg; j++) be->copy2d(be, g[j].C, r, a->du + j * r, kg * r, N, r);
+    } else {
+        be->gemm_n(be, k, g); // u = x a
+    }
     if (!keep_b) be->gemm_n(be, k, h); // out += s u b
 }
 
@@ -887,11 +934,41 @@ static void proj_u(lc_model *m, lc_arena *a, const float *x, lc_lora_param *p, f
     be->gemm_n(be, 1, &g);
 }
 
+/* The adapters' ga = x^T du with each du where projs_bwd wrote it (no dropout): one
+ * product over x into a->lg's second half, copied to each ga, when grouped; else one
+ * ->gemm_n. */
+static void projs_ga_of(lc_model *m, lc_arena *a, int n, const float *x, lc_lora_param *const *p, int64_t N) {
+    lc_backend *be = m->be;
+    int64_t r;
+    int kg = projs_group(m, n, p, N, &r);
+    if (kg) {
+        int64_t in = m->cfg.hidden_size, kr = kg * r;
+        float *gg = a->lg + (size_t)(in * 3 * m->lcfg.rank);
+        be->gemm(be, true, false, in, kr, N, 1.0f, x, in, a->du, kr, 0.0f, gg, kr);
+        for (int i = 0, j = 0; i < n; i++)
+            if (p[i]) be->copy2d(be, p[i]->ga, r, gg + j++ * r, kr, in, r);
+        return;
+    }
+    lc_gemm_args ga[LC_GEMM_N_MAX];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!p[i]) continue;
+        int64_t ld, ri = p[i]->r;
+        const float *du = du_at(a, k, 0, false, N, ri, &ld);
+        lc_gemm_args b3 = {true, false, p[i]->in, ri, N, 1.0f, 0.0f, x, du, p[i]->in, ld, ri, p[i]->ga};
+        ga[k++] = b3;
+    }
+    if (k) be->gemm_n(be, k, ga);
+}
+
 /* Backward of projs_fwd: every adapter's ga, gb =; dx (N, in) (+)= sum over i of dy_i W_i
- * + adapter i's path when need_dx, accumulated in proj_bwd's order (so the same values
- * as proj_bwd on each in turn). The adapters' gb, du and ga products are grouped in one
- * ->gemm_n each (du of adapter i in a->du + i N r). x NULL: the ga products are left
- * to projs_ga (with dropout, only for one projection: proj_bwd keeps one du). */
+ * + adapter i's path when need_dx. The adapters' gb and du products are grouped in one
+ * ->gemm_n each (du of adapter j where du_at says), and ga (projs_ga_of). At the
+ * backend's lora_group_rows rows or more, dx first gets the adapters' du a^T (one product
+ * when grouped), and the frozen products add to it (the card adds in the products'
+ * epilogue rather than reading and writing dx again); else each frozen product, then its
+ * adapter's. x NULL: the ga products are left to projs_ga (with dropout, only for one
+ * projection: proj_bwd keeps one du). */
 static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, const float *const *dy,
                       const float *x, const lc_wt *const *w, lc_lora_param *const *p, float *const *u,
                       int64_t N, bool need_dx, const uint64_t *ds) {
@@ -901,28 +978,47 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
         return;
     }
     float s = m->lcfg.scale;
-    lc_gemm_args gb[LC_GEMM_N_MAX], du[LC_GEMM_N_MAX], ga[LC_GEMM_N_MAX];
+    int64_t rg;
+    int kg = projs_group(m, n, p, N, &rg);
+    lc_gemm_args gb[LC_GEMM_N_MAX], du[LC_GEMM_N_MAX];
     float *dus[LC_GEMM_N_MAX] = {0};
+    int64_t lds[LC_GEMM_N_MAX] = {0};
     int k = 0;
     for (int i = 0; i < n; i++) {
         if (!p[i]) continue;
-        int64_t r = p[i]->r, in = p[i]->in, o = p[i]->out;
-        dus[i] = a->du + (size_t)k * (size_t)(N * r);
-        lc_gemm_args b1 = {true, false, r, o, N, s, 0.0f, u[i], dy[i], r, o, o, p[i]->gb};       // gb = s u^T dy
-        lc_gemm_args b2 = {false, true, N, r, o, s, 0.0f, dy[i], p[i]->b, o, o, r, dus[i]};      // du = s dy b^T
-        lc_gemm_args b3 = {true, false, in, r, N, 1.0f, 0.0f, x, dus[i], in, r, r, p[i]->ga};    // ga = x^T du
-        gb[k] = b1, du[k] = b2, ga[k++] = b3;
+        int64_t r = p[i]->r, o = p[i]->out;
+        dus[i] = du_at(a, k, kg, kg > 0, N, r, &lds[i]);
+        lc_gemm_args b1 = {true, false, r, o, N, s, 0.0f, u[i], dy[i], r, o, o, p[i]->gb};          // gb = s u^T dy
+        lc_gemm_args b2 = {false, true, N, r, o, s, 0.0f, dy[i], p[i]->b, o, o, lds[i], dus[i]};    // du = s dy b^T
+        gb[k] = b1, du[k++] = b2;
     }
     if (k) {
         be->gemm_n(be, k, gb);
         be->gemm_n(be, k, du);
-        if (x) be->gemm_n(be, k, ga);
+        if (x) projs_ga_of(m, a, n, x, p, N);
     }
     if (!need_dx) return;
+    if (k && N >= be->lora_group_rows) { // dx (+)= the adapters' du a^T, then the frozen products add
+        if (kg) {
+            const float *ag = group_a(m, a, n, p, rg);
+            int64_t in = m->cfg.hidden_size;
+            be->gemm(be, false, true, N, in, kg * rg, 1.0f, a->du, kg * rg, ag, kg * rg, acc ? 1.0f : 0.0f, dx, in);
+        } else {
+            bool first = !acc;
+            for (int i = 0; i < n; i++) {
+                if (!p[i]) continue;
+                be->gemm(be, false, true, N, p[i]->in, p[i]->r, 1.0f, dus[i], lds[i], p[i]->a, p[i]->r,
+                         first ? 0.0f : 1.0f, dx, p[i]->in);
+                first = false;
+            }
+        }
+        for (int i = 0; i < n; i++) be->matmul_dx(be, dx, dy[i], w[i], N, true);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         be->matmul_dx(be, dx, dy[i], w[i], N, acc || i > 0);
         if (p[i]) // dx += du a^T
-            be->gemm(be, false, true, N, p[i]->in, p[i]->r, 1.0f, dus[i], p[i]->r, p[i]->a, p[i]->r, 1.0f, dx,
+            be->gemm(be, false, true, N, p[i]->in, p[i]->r, 1.0f, dus[i], lds[i], p[i]->a, p[i]->r, 1.0f, dx,
                      p[i]->in);
     }
 }
@@ -932,21 +1028,16 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
 static void projs_ga(lc_model *m, lc_arena *a, int n, const float *x, lc_lora_param *const *p, int64_t N,
                      const uint64_t *ds) {
     lc_backend *be = m->be;
-    lc_gemm_args ga[LC_GEMM_N_MAX];
-    int k = 0;
-    for (int i = 0; i < n; i++) {
+    if (m->lcfg.dropout <= 0) {
+        projs_ga_of(m, a, n, x, p, N);
+        return;
+    }
+    for (int i = 0; i < n; i++) { // proj_bwd's order: one du, in a->du
         if (!p[i]) continue;
         int64_t r = p[i]->r, in = p[i]->in;
-        if (m->lcfg.dropout > 0) { // proj_bwd's order: one du, in a->du
-            be->dropout(be, a->xd, x, (size_t)(N * in), m->lcfg.dropout, ds[i]);
-            be->gemm(be, true, false, in, r, N, 1.0f, a->xd, in, a->du, r, 0.0f, p[i]->ga, r);
-            continue;
-        }
-        lc_gemm_args b3 = {true, false, in, r, N, 1.0f, 0.0f, x, a->du + (size_t)k * (size_t)(N * r), in, r, r,
-                           p[i]->ga};
-        ga[k++] = b3;
+        be->dropout(be, a->xd, x, (size_t)(N * in), m->lcfg.dropout, ds[i]);
+        be->gemm(be, true, false, in, r, N, 1.0f, a->xd, in, a->du, r, 0.0f, p[i]->ga, r);
     }
-    if (k) be->gemm_n(be, k, ga);
 }
 
 /* ------------------------------------------------------------ blocks */

@@ -157,6 +157,24 @@ static void test_elementwise(void) {
     memset(ref, 0, n * 4);
     gpu->zero(gpu, o, n);
     expect("zero", o, ref, n, 0);
+    // copy2d: an adapter's columns into a group's (aligned: 16-byte path), and an odd
+    // shape; the rest of the destination keeps its NaN
+    static const int64_t cs[][5] = {{1000, 16, 16, 48, 16}, {777, 5, 7, 13, 3}, {4, 32, 32, 64, 32}};
+    for (int k = 0; k < 3; k++) {
+        int64_t rows = cs[k][0], cols = cs[k][1], ldx = cs[k][2], ldo = cs[k][3], off = cs[k][4];
+        size_t no = (size_t)(rows * ldo);
+        float *d = poisoned(no), *h = malloc(no * 4);
+        for (size_t i = 0; i < no; i++) h[i] = NAN;
+        cpu->copy2d(cpu, h + off, ldo, a, ldx, rows, cols);
+        gpu->copy2d(gpu, d + off, ldo, da, ldx, rows, cols);
+        float *g = down(d, no);
+        size_t bad = 0;
+        for (size_t i = 0; i < no; i++) bad += memcmp(&g[i], &h[i], 4) != 0;
+        printf("  copy2d %lld x %lld (ld %lld -> %lld): %zu of %zu floats differ from the CPU's\n", (long long)rows,
+               (long long)cols, (long long)ldx, (long long)ldo, bad, no);
+        CHECK_EQ_INT(bad, 0);
+        free(g), free(h), gpu->release(gpu, d);
+    }
     free(a), free(b), free(ref);
     gpu->release(gpu, da), gpu->release(gpu, db), gpu->release(gpu, o);
 }

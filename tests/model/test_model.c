@@ -231,8 +231,9 @@ static void check_grads(fixture *f, const char *name, const int32_t *tgt, const 
         CHECK_MSG(ea < 1e-5 * TOL && eb < 1e-5 * TOL, "%s %s %s: grad rel err A %.3e B %.3e", name, prefix, ps[i].name, ea, eb);
         worst = fmax(worst, fmax(ea, eb));
     }
-    printf("  %s %s%s: loss %.9f (ref %.9f), %zu adapters, worst grad rel err %.2e\n", name, prefix,
-           ckpt ? " (checkpointed)" : "", loss, want, np, worst);
+    printf("  %s %s%s%s: loss %.9f (ref %.9f), %zu adapters, worst grad rel err %.2e\n", name, prefix,
+           ckpt ? " (checkpointed)" : "", f->m->be->lora_group_rows ? "" : " (adapters grouped)", loss, want, np,
+           worst);
 }
 
 static void test_loss_and_grads(void) {
@@ -240,8 +241,14 @@ static void test_loss_and_grads(void) {
     for (int i = 0; i < 3; i++) {
         fixture f;
         if (open_fixture(&f, NAMES[i], true)) {
-            check_grads(&f, NAMES[i], f.tgt, "loss", "ntok", "grad", false);
-            check_grads(&f, NAMES[i], f.tgtm, "loss_masked", "ntok_masked", "grad_masked", false);
+            // the adapters of one input as one product each way (projs_group) and one by one
+            int64_t rows = f.m->be->lora_group_rows;
+            for (int g = 0; g < 2; g++) {
+                f.m->be->lora_group_rows = g ? INT64_MAX : 0;
+                check_grads(&f, NAMES[i], f.tgt, "loss", "ntok", "grad", false);
+                check_grads(&f, NAMES[i], f.tgtm, "loss_masked", "ntok_masked", "grad_masked", false);
+            }
+            f.m->be->lora_group_rows = rows;
             // eval loss: no gradients, same number
             lc_batch bt = {f.B, f.T, f.tok, f.tgt, 0};
             double sum;

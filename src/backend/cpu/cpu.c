@@ -87,6 +87,12 @@ static void cpu_copy(lc_backend *be, float *out, const float *x, size_t n) {
     if (n && out != x) memmove(out, x, n * sizeof(float));
 }
 
+static void cpu_copy2d(lc_backend *be, float *out, int64_t ldo, const float *x, int64_t ldx, int64_t rows,
+                       int64_t cols) {
+    (void)be;
+    for (int64_t i = 0; i < rows; i++) memcpy(out + i * ldo, x + i * ldx, (size_t)cols * sizeof(float));
+}
+
 static void cpu_add(lc_backend *be, float *out, const float *a, const float *b, size_t n) {
     int nt = ((lc_cpu *)be->impl)->nt;
 #pragma omp parallel for num_threads(nt) schedule(static) if (n > 65536)
@@ -402,6 +408,7 @@ lc_backend *lc_backend_cpu_new(int threads) {
     be->weight = cpu_weight;
     be->zero = cpu_zero;
     be->copy = cpu_copy;
+    be->copy2d = cpu_copy2d;
     be->add = cpu_add;
     be->axpy = cpu_axpy;
     be->dropout = cpu_dropout;

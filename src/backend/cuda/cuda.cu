@@ -409,6 +409,15 @@ static void cu_copy(lc_backend *be, float *out, const float *x, size_t n) {
     if (n && out != x) LC_CK(impl(be), cudaMemcpyAsync(out, x, n * sizeof(float), cudaMemcpyDeviceToDevice, impl(be)->st));
 }
 
+static void cu_copy2d(lc_backend *be, float *out, int64_t ldo, const float *x, int64_t ldx, int64_t rows,
+                      int64_t cols) {
+    LC_PROF(impl(be), "copy2d", 0);
+    if (rows > 0 && cols > 0)
+        LC_CK(impl(be), cudaMemcpy2DAsync(out, (size_t)ldo * sizeof(float), x, (size_t)ldx * sizeof(float),
+                                          (size_t)cols * sizeof(float), (size_t)rows, cudaMemcpyDeviceToDevice,
+                                          impl(be)->st));
+}
+
 static void cu_add(lc_backend *be, float *out, const float *a, const float *b, size_t n) {
     LC_PROF(impl(be), "add", 0);
     if (!n) return;
@@ -1168,6 +1177,10 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->device_name = c->name;
     be->impl = c;
     be->threads = 1;
+    // Above lora_gemm.cu's few-rows kernels (256 rows), where cuBLAS runs the adapters'
+    // products one by one; LORAC_CUDA_LORA_GROUP_ROWS=N moves the line (0: always).
+    const char *gr = getenv("LORAC_CUDA_LORA_GROUP_ROWS");
+    be->lora_group_rows = gr && *gr ? strtoll(gr, NULL, 10) : 257;
     be->alloc = cu_alloc;
     be->release = cu_release;
     be->upload = cu_upload;
@@ -1178,6 +1191,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->weight = cu_weight;
     be->zero = cu_zero;
     be->copy = cu_copy;
+    be->copy2d = cu_copy2d;
     be->add = cu_add;
     be->axpy = cu_axpy;
     be->dropout = cu_dropout;

@@ -750,12 +750,13 @@ static cudaError_t gemv_go(cudaStream_t st, bool pdl, const dgemv &g) {
 }
 
 /* Warps a weight row of `bytes` is split over: LORAC_CUDA_DECODE_SPLIT (1, 2 or 4), else
- * one warp for every 16 KB up to 4 (measured on the 7B shapes: bench/results/cuda_notes.md). */
+ * 4 for rows of 24 KB or more, 2 for 6 KB or more, else 1 (measured on the 7B shapes:
+ * bench/results/cuda_notes.md). */
 static int split_of(size_t bytes) {
     const char *e = getenv("LORAC_CUDA_DECODE_SPLIT");
     int ks = e ? atoi(e) : 0;
     if (ks == 1 || ks == 2 || ks == 4) return ks;
-    return bytes >= 24 * 1024 ? 4 : bytes >= 12 * 1024 ? 2 : 1;
+    return bytes >= 24 * 1024 ? 4 : bytes >= 6 * 1024 ? 2 : 1;
 }
 
 static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
