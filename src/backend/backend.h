@@ -129,7 +129,8 @@ struct lc_backend {
     /* Rows from which the model groups the adapters of one input (q/k/v; gate/up) into
      * one product each way (their A side by side): at many rows the adapters' products
      * are bound by reading the input and writing its gradient, which one product does
-     * once; at few rows ->gemm_n's grouped launches are quicker. 0: always. */
+     * once; at few rows ->gemm_n's grouped launches are quicker. 0: always; INT64_MAX:
+     * never (the adapters one by one, dx after the frozen products). */
     int64_t lora_group_rows;
 
     /* ---- memory ---- */
