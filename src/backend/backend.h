@@ -78,7 +78,8 @@ typedef struct {
 } lc_adam_args;
 
 /* One float32 product of ->gemm_n: C (M,N) = alpha op(A) op(B) + beta C, row-major,
- * cblas_sgemm's meaning (as ->gemm's arguments). */
+ * cblas_sgemm's meaning (as ->gemm's arguments); with X set, beta X (M,N; row stride ldc,
+ * not overlapping C) in place of beta C, as if X were copied to C first. */
 typedef struct {
     bool ta, tb;
     int64_t M, N, K;
@@ -86,6 +87,7 @@ typedef struct {
     const float *A, *B;
     int64_t lda, ldb, ldc;
     float *C;
+    const float *X; // NULL: C
 } lc_gemm_args;
 
 /* One block of the one-token decoding step (->decode): device pointers. */

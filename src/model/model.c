@@ -888,23 +888,31 @@ static float *du_at(lc_arena *a, int j, int k, bool grouped, int64_t N, int64_t 
  * on each: dropout has one scratch for the dropped input). At many rows (projs_group)
  * the adapters' u = x a are one product over x with their A side by side (copied to
  * each u after). keep_b (that grouped path only): out += s u b is left to the caller
- * (->swiglu_lora). */
-static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool acc, const float *x,
-                      const lc_wt *const *w, const float *const *bias, lc_lora_param *const *p,
+ * (->swiglu_lora). res (n 1 only, or NULL): out = res + the rest (acc ignored). At the
+ * backend's lora_group_rows rows or more, when every projection has an adapter, out
+ * first gets (res +) s u b and the frozen products add to it (the card adds in the
+ * products' epilogue instead of reading and writing out again). */
+static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool acc, const float *res,
+                      const float *x, const lc_wt *const *w, const float *const *bias, lc_lora_param *const *p,
                       float *const *u, int64_t N, bool train, const uint64_t *ds, bool keep_b) {
     lc_backend *be = m->be;
+    int np = 0;
+    for (int i = 0; i < n; i++) np += p[i] != NULL;
+    bool first = train && m->lcfg.dropout <= 0 && !keep_b && np == n && N >= be->lora_group_rows;
+    if (res && !first) be->copy(be, out[0], res, (size_t)(N * w[0]->rows)), acc = true;
     if (!train || m->lcfg.dropout > 0) { // inference (decoding) keeps its plain sequence
         for (int i = 0; i < n; i++) proj_fwd(m, a, out[i], acc, x, w[i], bias[i], p[i], u[i], N, train, ds[i]);
         return;
     }
-    be->matmul_n(be, n, out, x, w, bias, N, acc);
+    if (!first) be->matmul_n(be, n, out, x, w, bias, N, acc);
     lc_gemm_args g[LC_GEMM_N_MAX], h[LC_GEMM_N_MAX];
     int k = 0;
     for (int i = 0; i < n; i++) {
         if (!p[i]) continue;
-        lc_gemm_args gi = {false, false, N, p[i]->r, p[i]->in, 1.0f, 0.0f, x, p[i]->a, p[i]->in, p[i]->r, p[i]->r, u[i]};
+        lc_gemm_args gi = {false, false, N, p[i]->r, p[i]->in, 1.0f, 0.0f, x, p[i]->a, p[i]->in, p[i]->r, p[i]->r, u[i], NULL};
         lc_gemm_args hi = {false, false, N, p[i]->out, p[i]->r, m->lcfg.scale, 1.0f, u[i], p[i]->b, p[i]->r,
-                           p[i]->out, p[i]->out, out[i]};
+                           p[i]->out, p[i]->out, out[i], NULL};
+        if (first) hi.beta = acc || res ? 1.0f : 0.0f, hi.X = res; // out (=|+=) (res +) s u b
         g[k] = gi, h[k++] = hi;
     }
     if (!k) return;
@@ -919,6 +927,7 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
         be->gemm_n(be, k, g); // u = x a
     }
     if (!keep_b) be->gemm_n(be, k, h); // out += s u b
+    if (first) be->matmul_n(be, n, out, x, w, bias, N, true);
 }
 
 /* An adapter's u = drop(x) a alone, by the ops projs_fwd (one projection) runs for it:
@@ -930,7 +939,7 @@ static void proj_u(lc_model *m, lc_arena *a, const float *x, lc_lora_param *p, f
         be->gemm(be, false, false, N, p->r, p->in, 1.0f, a->xd, p->in, p->a, p->r, 0.0f, u, p->r);
         return;
     }
-    lc_gemm_args g = {false, false, N, p->r, p->in, 1.0f, 0.0f, x, p->a, p->in, p->r, p->r, u};
+    lc_gemm_args g = {false, false, N, p->r, p->in, 1.0f, 0.0f, x, p->a, p->in, p->r, p->r, u, NULL};
     be->gemm_n(be, 1, &g);
 }
 
@@ -955,7 +964,7 @@ static void projs_ga_of(lc_model *m, lc_arena *a, int n, const float *x, lc_lora
         if (!p[i]) continue;
         int64_t ld, ri = p[i]->r;
         const float *du = du_at(a, k, 0, false, N, ri, &ld);
-        lc_gemm_args b3 = {true, false, p[i]->in, ri, N, 1.0f, 0.0f, x, du, p[i]->in, ld, ri, p[i]->ga};
+        lc_gemm_args b3 = {true, false, p[i]->in, ri, N, 1.0f, 0.0f, x, du, p[i]->in, ld, ri, p[i]->ga, NULL};
         ga[k++] = b3;
     }
     if (k) be->gemm_n(be, k, ga);
@@ -988,8 +997,8 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
         if (!p[i]) continue;
         int64_t r = p[i]->r, o = p[i]->out;
         dus[i] = du_at(a, k, kg, kg > 0, N, r, &lds[i]);
-        lc_gemm_args b1 = {true, false, r, o, N, s, 0.0f, u[i], dy[i], r, o, o, p[i]->gb};          // gb = s u^T dy
-        lc_gemm_args b2 = {false, true, N, r, o, s, 0.0f, dy[i], p[i]->b, o, o, lds[i], dus[i]};    // du = s dy b^T
+        lc_gemm_args b1 = {true, false, r, o, N, s, 0.0f, u[i], dy[i], r, o, o, p[i]->gb, NULL};          // gb = s u^T dy
+        lc_gemm_args b2 = {false, true, N, r, o, s, 0.0f, dy[i], p[i]->b, o, o, lds[i], dus[i], NULL};    // du = s dy b^T
         gb[k] = b1, du[k++] = b2;
     }
     if (k) {
@@ -1061,19 +1070,18 @@ static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p3[3] = {bk->lora[LC_KEY_Q], bk->lora[LC_KEY_K], bk->lora[LC_KEY_V]};
         float *u3[3] = {s->u[LC_KEY_Q], s->u[LC_KEY_K], s->u[LC_KEY_V]};
         uint64_t d3[3] = {drop_seed(seed, l, LC_KEY_Q), drop_seed(seed, l, LC_KEY_K), drop_seed(seed, l, LC_KEY_V)};
-        projs_fwd(m, a, 3, o3, false, s->xn1, w3, b3, p3, u3, N, train, d3, false);
+        projs_fwd(m, a, 3, o3, false, NULL, s->xn1, w3, b3, p3, u3, N, train, d3, false);
     }
     be->rope(be, s->q, m->rope_cos, m->rope_sin, B, T, H, D, pos0);
     be->rope(be, kdst, m->rope_cos, m->rope_sin, B, T, KV, D, pos0);
     be->attention(be, s->att, s->lse, s->q, kall, vall, B, T, S, H, KV, D, pos0);
-    be->copy(be, s->xmid, x, (size_t)(N * C)); // xmid = x + att Wo^T
-    {
+    { // xmid = x + att Wo^T
         float *o1 = s->xmid;
         const lc_wt *w1 = &bk->w[LC_KEY_O];
         const float *b1 = NULL;
         lc_lora_param *p1 = bk->lora[LC_KEY_O];
         uint64_t d1 = drop_seed(seed, l, LC_KEY_O);
-        projs_fwd(m, a, 1, &o1, true, s->att, &w1, &b1, &p1, &s->u[LC_KEY_O], N, train, &d1, false);
+        projs_fwd(m, a, 1, &o1, true, x, s->att, &w1, &b1, &p1, &s->u[LC_KEY_O], N, train, &d1, false);
     }
 }
 
@@ -1099,7 +1107,7 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
         lc_lora_param *p2[2] = {bk->lora[LC_KEY_GATE], bk->lora[LC_KEY_UP]};
         float *u2[2] = {s->u[LC_KEY_GATE], s->u[LC_KEY_UP]};
         uint64_t d2[2] = {drop_seed(seed, l, LC_KEY_GATE), drop_seed(seed, l, LC_KEY_UP)};
-        projs_fwd(m, a, 2, o2, false, s->xn2, w2, b2, p2, u2, N, train, d2, fold);
+        projs_fwd(m, a, 2, o2, false, NULL, s->xn2, w2, b2, p2, u2, N, train, d2, fold);
     }
     if (fold)
         be->swiglu_lora(be, s->h, s->gu, s->gate, s->up, N, I, pg ? s->u[LC_KEY_GATE] : NULL, pg ? pg->b : NULL,
@@ -1109,10 +1117,9 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
     lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
     uint64_t d1 = drop_seed(seed, l, LC_KEY_DOWN);
     if (down == 2) {
-        be->copy(be, xout, s->xmid, (size_t)(N * C)); // xout = xmid + h Wd^T
-        const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
+        const lc_wt *w1 = &bk->w[LC_KEY_DOWN]; // xout = xmid + h Wd^T
         const float *b1 = NULL;
-        projs_fwd(m, a, 1, &xout, true, s->h, &w1, &b1, &p1, &s->u[LC_KEY_DOWN], N, train, &d1, false);
+        projs_fwd(m, a, 1, &xout, true, s->xmid, s->h, &w1, &b1, &p1, &s->u[LC_KEY_DOWN], N, train, &d1, false);
     } else if (down == 1 && p1) {
         proj_u(m, a, s->h, p1, s->u[LC_KEY_DOWN], N, d1);
     }

@@ -686,13 +686,15 @@ static void test_gemm_adapters(void) {
 /* One ->gemm_n group of n products (shapes sh[i] = {M, N, K}, one transpose pair) against
  * the same products as ->gemm calls on the card (the same bits: each block of a grouped
  * launch does what it does alone) and on the CPU (within 1e-5); beta 0 over poisoned C,
- * then beta 1. */
+ * then beta 1, then beta 1 with X (the term read from X over a poisoned C; the single
+ * calls read a copy of X in C). */
 static void check_gemm_group(const char *name, int n, bool ta, bool tb, const int64_t (*sh)[3]) {
     enum { NMAX = 4 };
-    float *hA[NMAX], *hB[NMAX], *hC[NMAX], *dA[NMAX], *dB[NMAX], *dC[NMAX], *dS[NMAX];
+    float *hA[NMAX], *hB[NMAX], *hC[NMAX], *dA[NMAX], *dB[NMAX], *dC[NMAX], *dS[NMAX], *hX[NMAX], *dX[NMAX];
     lc_gemm_args hg[NMAX], dg[NMAX];
     size_t nc[NMAX];
-    for (int beta1 = 0; beta1 < 2; beta1++) {
+    for (int mode = 0; mode < 3; mode++) {
+        int beta1 = mode > 0;
         for (int i = 0; i < n; i++) {
             int64_t M = sh[i][0], N = sh[i][1], K = sh[i][2];
             int64_t lda = (ta ? M : K) + 1, ldb = tb ? K : N, ldc = N;
@@ -700,11 +702,16 @@ static void check_gemm_group(const char *name, int n, bool ta, bool tb, const in
             nc[i] = (size_t)(M * ldc);
             hA[i] = rnd(na, 1), hB[i] = rnd(nb, 1), hC[i] = rnd(nc[i], 1);
             dA[i] = up(hA[i], na * 4), dB[i] = up(hB[i], nb * 4);
-            dC[i] = beta1 ? up(hC[i], nc[i] * 4) : poisoned(nc[i]);
+            dC[i] = beta1 && mode < 2 ? up(hC[i], nc[i] * 4) : poisoned(nc[i]);
             dS[i] = beta1 ? up(hC[i], nc[i] * 4) : poisoned(nc[i]);
+            hX[i] = NULL, dX[i] = NULL;
+            if (mode == 2) { // C's values move to X; C is poisoned on both sides
+                hX[i] = hC[i], hC[i] = malloc(nc[i] * 4), dX[i] = up(hX[i], nc[i] * 4);
+                for (size_t j = 0; j < nc[i]; j++) hC[i][j] = NAN;
+            }
             float alpha = 0.5f + 0.25f * (float)i, beta = beta1 ? 1.0f : 0.0f;
-            lc_gemm_args h = {ta, tb, M, N, K, alpha, beta, hA[i], hB[i], lda, ldb, ldc, hC[i]};
-            lc_gemm_args d = {ta, tb, M, N, K, alpha, beta, dA[i], dB[i], lda, ldb, ldc, dC[i]};
+            lc_gemm_args h = {ta, tb, M, N, K, alpha, beta, hA[i], hB[i], lda, ldb, ldc, hC[i], hX[i]};
+            lc_gemm_args d = {ta, tb, M, N, K, alpha, beta, dA[i], dB[i], lda, ldb, ldc, dC[i], dX[i]};
             hg[i] = h, dg[i] = d;
         }
         cpu->gemm_n(cpu, n, hg);
@@ -714,13 +721,14 @@ static void check_gemm_group(const char *name, int n, bool ta, bool tb, const in
                       dg[i].beta, dS[i], dg[i].ldc);
         for (int i = 0; i < n; i++) {
             char what[96];
-            snprintf(what, sizeof what, "gemm_n %s [%d/%d] %s", name, i + 1, n, beta1 ? "+=" : "=");
+            snprintf(what, sizeof what, "gemm_n %s [%d/%d] %s", name, i + 1, n, mode == 2 ? "= X +" : beta1 ? "+=" : "=");
             expect(what, dC[i], hC[i], nc[i], 1e-5);
             float *g = down(dC[i], nc[i]), *one = down(dS[i], nc[i]);
             CHECK_MSG(!memcmp(g, one, nc[i] * 4), "%s: grouped and single launches differ", what);
             free(g), free(one);
-            free(hA[i]), free(hB[i]), free(hC[i]);
+            free(hA[i]), free(hB[i]), free(hC[i]), free(hX[i]);
             gpu->release(gpu, dA[i]), gpu->release(gpu, dB[i]), gpu->release(gpu, dC[i]), gpu->release(gpu, dS[i]);
+            if (dX[i]) gpu->release(gpu, dX[i]);
         }
     }
 }
@@ -748,6 +756,14 @@ static void test_gemm_groups(void) {
     static const int64_t rup[][3] = {{136, 16, 4096}, {136, 16, 4096}};
     check_gemm_group("recipe du (q/k/v)", 3, false, true, rdu);
     check_gemm_group("recipe u (gate/up)", 2, false, false, rup);
+    // many rows: the residual's out = X + s u b (o, down: the small-K kernel reading X, one
+    // product and a group) and a cuBLAS shape (X copied to C first)
+    static const int64_t res1[][3] = {{300, 700, 16}};
+    static const int64_t res2[][3] = {{300, 700, 16}, {300, 130, 16}};
+    static const int64_t cub1[][3] = {{300, 16, 400}};
+    check_gemm_group("many rows out = x + s u b", 1, false, false, res1);
+    check_gemm_group("many rows out = x + s u b, two", 2, false, false, res2);
+    check_gemm_group("many rows cuBLAS with X", 1, false, false, cub1);
 }
 
 /* The adapters' short-K products at many rows (the 8 × 512 row has 4096): out += s u b

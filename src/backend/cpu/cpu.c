@@ -370,9 +370,12 @@ static void cpu_cross_entropy_sum(lc_backend *be, double *sum, float *logits, co
 
 /* ->gemm_n: the products one after another (the CPU gains nothing from grouping). */
 static void cpu_gemm_n(lc_backend *be, int n, const lc_gemm_args *g) {
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        if (g[i].X && g[i].X != g[i].C && g[i].beta != 0.0f)
+            cpu_copy2d(be, g[i].C, g[i].ldc, g[i].X, g[i].ldc, g[i].M, g[i].N);
         lc_cpu_gemm(be, g[i].ta, g[i].tb, g[i].M, g[i].N, g[i].K, g[i].alpha, g[i].A, g[i].lda, g[i].B, g[i].ldb,
                     g[i].beta, g[i].C, g[i].ldc);
+    }
 }
 
 /* ->matmul_n: the products one after another. */

@@ -44,7 +44,7 @@
 /* One product of a launch. The A^T B kernel reads A as the wide operand W (lda its
  * leading dimension), B as the narrow one S, M as W's column count and N as S's. */
 struct lg_prod {
-    const float *A, *B;
+    const float *A, *B, *X; // X: where the small-K kernel reads beta's term (C, or ->gemm_n's X)
     float *C, *part; // part: the thin kernel's chunk sums (NULL with one chunk)
     int64_t lda, ldb, ldc;
     int M, N, K, kc, chunks; // kc, chunks: the thin kernel's inner chunks
@@ -65,6 +65,7 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_ksmall(const __grid_constant_
     const float alpha = p.alpha, beta = p.beta, *__restrict__ A = p.A, *__restrict__ B = p.B;
     const int64_t lda = p.lda, ldb = p.ldb, ldc = p.ldc;
     float *C = p.C;
+    const float *X = p.X;
     if ((int)blockIdx.y * KS_RT >= M || (int)blockIdx.x * LG_THREADS >= N) return; // past this product
     __shared__ float as[KS_RT][KM];
     int m0 = blockIdx.y * KS_RT, rows = min(KS_RT, M - m0);
@@ -82,7 +83,7 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_ksmall(const __grid_constant_
     for (int k = 0; k < KM; k++)
         b[k] = on && k < K ? (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]) : 0.0f;
 #pragma unroll
-    for (int r = 0; r < KS_RT; r++) c0[r] = beta != 0.0f && on && r < rows ? C[(size_t)(m0 + r) * ldc + n] : 0.0f;
+    for (int r = 0; r < KS_RT; r++) c0[r] = beta != 0.0f && on && r < rows ? X[(size_t)(m0 + r) * ldc + n] : 0.0f;
 #pragma unroll
     for (int u = 0; u * LG_THREADS < KS_RT * KM; u++) {
         int i = u * LG_THREADS + threadIdx.x;
@@ -407,7 +408,7 @@ static lg_prod lg_prep(int cl, bool ta, bool tb, int64_t M, int64_t N, int64_t K
                        int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, size_t *scratch) {
     lg_prod p;
     memset(&p, 0, sizeof p);
-    p.A = A, p.B = B, p.C = C, p.lda = lda, p.ldb = ldb, p.ldc = ldc;
+    p.A = A, p.B = B, p.C = C, p.X = C, p.lda = lda, p.ldb = ldb, p.ldc = ldc;
     p.M = (int)M, p.N = (int)N, p.K = (int)K, p.alpha = alpha, p.beta = beta, p.ta = ta, p.tb = tb;
     if (cl == LG_TN) {
         bool wide_n = M <= 32 && (N > 32 || N >= M);
@@ -487,9 +488,17 @@ void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *a) {
     lc_cuda *c = (lc_cuda *)be->impl;
     if (n <= 0) return;
     int cl = n <= LC_GEMM_N_MAX ? lg_class(a[0].ta, a[0].tb, a[0].M, a[0].N, a[0].K) : LG_NONE;
+    bool x = false; // some product reads beta's term from X
+    for (int i = 0; i < n; i++) x |= a[i].X && a[i].X != a[i].C && a[i].beta != 0.0f;
     for (int i = 1; i < n && cl != LG_NONE; i++)
         if (lg_class(a[i].ta, a[i].tb, a[i].M, a[i].N, a[i].K) != cl) cl = LG_NONE;
-    if (cl == LG_NONE || n == 1) { // mixed classes, cuBLAS shapes, or nothing to group: one by one
+    if (x && cl != LG_KSMALL) // only the small-K kernel reads X: the others take a copy first
+        for (int i = 0; i < n; i++)
+            if (a[i].X && a[i].X != a[i].C && a[i].beta != 0.0f)
+                LC_CK(c, cudaMemcpy2DAsync(a[i].C, (size_t)a[i].ldc * sizeof(float), a[i].X,
+                                           (size_t)a[i].ldc * sizeof(float), (size_t)a[i].N * sizeof(float),
+                                           (size_t)a[i].M, cudaMemcpyDeviceToDevice, c->st));
+    if (cl == LG_NONE || (n == 1 && !(x && cl == LG_KSMALL))) { // mixed classes, cuBLAS shapes, or nothing to group
         for (int i = 0; i < n; i++)
             be->gemm(be, a[i].ta, a[i].tb, a[i].M, a[i].N, a[i].K, a[i].alpha, a[i].A, a[i].lda, a[i].B, a[i].ldb,
                      a[i].beta, a[i].C, a[i].ldc);
@@ -498,8 +507,10 @@ void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *a) {
     LC_PROF(c, "gemm_n (LoRA) M=%lld", a[0].M);
     lg_grp g;
     size_t scratch = 0;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         g.p[i] = lg_prep(cl, a[i].ta, a[i].tb, a[i].M, a[i].N, a[i].K, a[i].alpha, a[i].A, a[i].lda, a[i].B, a[i].ldb,
                          a[i].beta, a[i].C, a[i].ldc, &scratch);
+        if (a[i].X) g.p[i].X = a[i].X;
+    }
     lg_launch(c, cl, &g, n, scratch);
 }
