@@ -10,7 +10,9 @@
 #   8x512-24g lorac with --memory-limit 24 (what the backward keeps chosen to fit 24 GiB:
 #             gate/up recomputed, then blocks checkpointed), against PEFT's checkpointed
 #             run (its only setting under 24 GiB)
-#   generate  batch 1, greedy, 64 new tokens after a 16-token prompt (no adapters)
+#   generate  batch 1, greedy, 64 new tokens after a 16-token prompt: lorac with the recipe
+#             row's trained adapters (16 blocks) in place, PEFT without adapters; then both
+#             without (lorac: build/bench_decode --rank 0, the median of 3 runs)
 #   recipe-nf4, 8x512-nf4  the recipe and 8x512 rows over an NF4 base (--quantize nf4:
 #             bitsandbytes' layout, nested absmax, quantized at load time), against lorac's
 #             own bf16 rows; the PyTorch + PEFT + bitsandbytes column is filled only where
@@ -39,9 +41,10 @@ cd "$(dirname "$0")/.."
 W=${1:-/tmp/lorac-cuda-bench}
 LORAC=${LORAC:-build/lorac}
 BENCH=${BENCH:-build/bench_train}
+DECODE=${DECODE:-build/bench_decode}
 PY=${PYTHON:-python3}
 STEPS=${STEPS:-10}
-[ -x "$LORAC" ] && [ -x "$BENCH" ] || make "$LORAC" "$BENCH"
+[ -x "$LORAC" ] && [ -x "$BENCH" ] && [ -x "$DECODE" ] || make "$LORAC" "$BENCH" "$DECODE"
 "$LORAC" --version | grep -q cuda || { echo "error: $LORAC has no CUDA backend (is nvcc on PATH?)" >&2; exit 1; }
 mkdir -p "$W/runs"
 cat >"$W/config.json" <<'JSON'
@@ -92,6 +95,7 @@ peak lorac-8x512-24g "$BENCH" --device cuda --model "$M" --batch 8 --seq 512 --n
 peak lorac-recipe-nf4 "$BENCH" --device cuda --model "$M" --quantize nf4 --batch 2 --seq 68 --num-layers 16 --steps $((STEPS * 3)) --warmup 3 --decode 64 || true
 peak lorac-8x512-nf4 "$BENCH" --device cuda --model "$M" --quantize nf4 --batch 8 --seq 512 --num-layers -1 --steps "$STEPS" --warmup 2 || true
 peak peft-generate "$PY" bench/cuda_train_peft.py generate --model "$M" --tokens 64 || true
+peak lorac-generate "$DECODE" --device cuda --model "$M" --rank 0 --tokens 64 --reps 3 - || true
 if [ "${PROFILE:-0}" = 1 ]; then
     LORAC_CUDA_PROFILE=1 "$BENCH" --device cuda --model "$M" --batch 2 --seq 68 --num-layers 16 --steps $((STEPS * 3)) --warmup 3 --decode 64 >"$W/runs/lorac-recipe-prof.json" 2>"$W/runs/lorac-recipe-prof.err" || true
     if [ -z "$ROWS" ] || [[ " $ROWS " == *" lorac-8x512 "* ]]; then
@@ -149,7 +153,18 @@ lg, pg = get("lorac-recipe"), get("peft-generate")
 gl = "%.1f tok/s" % lg["decode_tokens_per_s"] if lg else "failed"
 gp = "%.1f tok/s" % pg["tokens_per_s"] if pg else "failed"
 gr = "%.2fx" % (lg["decode_tokens_per_s"] / pg["tokens_per_s"]) if lg and pg else ""
-rows.append("| generate, batch 1, greedy, 64 tokens | %s | %s | %s | | %s | | |" % (gl, gp, gr, "%.1f GiB" % pg["mem_gib"] if pg else ""))
+rows.append("| generate, batch 1, greedy, 64 tokens (lorac with the recipe's adapters, PEFT without) | %s | %s | %s | | %s | | |"
+            % (gl, gp, gr, "%.1f GiB" % pg["mem_gib"] if pg else ""))
+def decode_median(name):
+    try:
+        v = sorted(json.loads(l)["decode_tokens_per_s"] for l in open(os.path.join(runs, name + ".json")) if l.strip())
+        return v[len(v) // 2], int(open(os.path.join(runs, name + ".mem")).read()) / 1024
+    except Exception:
+        return None
+dp = decode_median("lorac-generate")
+rows.append("| same, no adapters on either side | %s | %s | %s | %s | %s | | |" % (
+    "%.1f tok/s" % dp[0] if dp else "failed", gp, "%.2fx" % (dp[0] / pg["tokens_per_s"]) if dp and pg else "",
+    "%.1f GiB" % dp[1] if dp else "", "%.1f GiB" % pg["mem_gib"] if pg else ""))
 print("card: %s; date: %s; commit: %s" % (dev, datetime.date.today().isoformat(), commit))
 print("| work | lorac (CUDA) | PyTorch + PEFT | ratio | lorac peak | PEFT peak | lorac MFU | PEFT MFU |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
