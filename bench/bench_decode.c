@@ -4,7 +4,7 @@
  * comparing the fused decoding step's switches (src/backend/cuda/decode.cu) on one card.
  *
  * Usage: bench_decode --model DIR [--device cuda] [--num-layers 16] [--rank 16]
- *        [--tokens 64] [--reps 2] VARIANT...
+ *        [--tokens 64] [--reps 2] [--quantize nf4|q4|q8] VARIANT...
  * A VARIANT is "-" (the environment as given) or NAME=VALUE[,NAME=VALUE...]: those
  * variables are set for the variant's runs and unset after. Each run: a fresh cache, a
  * 16-token random prompt, 8 untimed tokens, then --tokens timed ones (greedy, the argmax
@@ -49,11 +49,11 @@ static int32_t argmax(const float *v, int64_t n) {
 }
 
 int main(int argc, char **argv) {
-    const char *dir = NULL, *device = "cuda";
+    const char *dir = NULL, *device = "cuda", *quant = NULL; // quant: the base quantized at load
     int nl = 16, rank = 16, tokens = 64, reps = 2;
     static struct option opts[] = {{"model", 1, 0, 'm'},  {"device", 1, 0, 'D'}, {"num-layers", 1, 0, 'n'},
                                    {"rank", 1, 0, 'r'},   {"tokens", 1, 0, 't'}, {"reps", 1, 0, 'R'},
-                                   {0, 0, 0, 0}};
+                                   {"quantize", 1, 0, 'Q'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -63,6 +63,7 @@ int main(int argc, char **argv) {
         case 'r': rank = atoi(optarg); break;
         case 't': tokens = atoi(optarg); break;
         case 'R': reps = atoi(optarg); break;
+        case 'Q': quant = optarg; break;
         default: fprintf(stderr, "usage: bench_decode --model DIR [options] VARIANT...\n"); return 2;
         }
     }
@@ -71,7 +72,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     lc_model *m;
-    if (lc_model_load_on(dir, device, &m) < 0) die();
+    lc_load_options lo = {.device = device};
+    if (quant && lc_quant_parse(quant, &lo.quantize, "--quantize") != 0) die();
+    if (lc_model_load_opts(dir, &lo, &m) < 0) die();
     const lc_model_config *cfg = lc_model_cfg(m);
     lc_lora_config lc;
     lc_lora_config_default(&lc);

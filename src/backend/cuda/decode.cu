@@ -55,9 +55,9 @@ extern "C" {
 #define RMAX 32  // largest adapter rank
 #define CH 256   // input rows of an adapter's A per partial-sum block
 #define GW 4     // warps (output rows) of a product block; also 128 partial-sum threads
-#define GU 8     // NF4: 4-byte code loads in flight per lane
-#define GUB 2    // bf16/float32: 16-byte weight loads in flight per lane (LORAC_CUDA_DECODE_U=8: 8);
-                 // fewer a warp and more warps resident measured faster (cuda_notes.md "grp9")
+#define GU 2     // weight loads in flight per lane (16-byte; NF4: 4-byte words of codes);
+                 // LORAC_CUDA_DECODE_U=8: 8, as before the ninth round — fewer a warp and more
+                 // warps resident measured faster (cuda_notes.md "grp9")
 #define NW 1024  // threads of the norm kernel
 #define AW 32    // warps of the attention kernel
 #define MAXD 256 // largest head_dim
@@ -258,8 +258,8 @@ __device__ void d_adapter_part(const dgemv &g, int b) {
 /* The product: blocks [0, njob·chunks) write adapters' partial sums, the rest GW / KS
  * output rows each, KS warps a row splitting its length (short per-warp work shortens
  * the product's tail). Each warp streams its part of the weight row once in 16-byte
- * loads (NF4: 4-byte words of 8 codes), U in flight a lane (GUB; NF4 GU); the first loads go
- * out before waiting on the previous kernel, as in cuda.cu's GEMV. The KS parts are added in order (no atomics). */
+ * loads (NF4: 4-byte words of 8 codes), U in flight a lane; the first loads go out before
+ * waiting on the previous kernel, as in cuda.cu's GEMV. The KS parts are added in order (no atomics). */
 template <typename T, int KS, int U>
 __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     LC_PDL_TRIGGER();
@@ -763,11 +763,16 @@ static int split_of(size_t bytes) {
     return bytes >= 24 * 1024 ? 4 : bytes >= 6 * 1024 ? 2 : 1;
 }
 
+/* LORAC_CUDA_DECODE_U=8: the products keep 8 loads in flight a lane (GU otherwise). */
+static bool u8(void) {
+    const char *e = getenv("LORAC_CUDA_DECODE_U");
+    return e && atoi(e) == 8;
+}
+
 static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
     if (g.nseg < 3) memset(&g.seg[g.nseg], 0, sizeof(dseg) * (size_t)(3 - g.nseg));
     int ks = split_of((size_t)g.I * (dt == LC_DT_BF16 ? 2 : 4));
-    const char *ue = getenv("LORAC_CUDA_DECODE_U");
-    if (ue && atoi(ue) == 8) { // the loads in flight before the ninth round
+    if (u8()) { // the loads in flight before the ninth round
         if (dt == LC_DT_BF16)
             return ks == 4 ? gemv_go<__nv_bfloat16, 4, 8>(st, pdl, g) : ks == 2 ? gemv_go<__nv_bfloat16, 2, 8>(st, pdl, g)
                                                                                 : gemv_go<__nv_bfloat16, 1, 8>(st, pdl, g);
@@ -775,10 +780,9 @@ static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
                                                                    : gemv_go<float, 1, 8>(st, pdl, g);
     }
     if (dt == LC_DT_BF16)
-        return ks == 4 ? gemv_go<__nv_bfloat16, 4, GUB>(st, pdl, g) : ks == 2 ? gemv_go<__nv_bfloat16, 2, GUB>(st, pdl, g)
-                                                                              : gemv_go<__nv_bfloat16, 1, GUB>(st, pdl, g);
-    return ks == 4 ? gemv_go<float, 4, GUB>(st, pdl, g) : ks == 2 ? gemv_go<float, 2, GUB>(st, pdl, g)
-                                                                 : gemv_go<float, 1, GUB>(st, pdl, g);
+        return ks == 4 ? gemv_go<__nv_bfloat16, 4>(st, pdl, g) : ks == 2 ? gemv_go<__nv_bfloat16, 2>(st, pdl, g)
+                                                                         : gemv_go<__nv_bfloat16, 1>(st, pdl, g);
+    return ks == 4 ? gemv_go<float, 4>(st, pdl, g) : ks == 2 ? gemv_go<float, 2>(st, pdl, g) : gemv_go<float, 1>(st, pdl, g);
 }
 
 /* A product launch g over block weights of s: plain ones of dtype s->wdt, or NF4 with the
@@ -797,6 +801,9 @@ static cudaError_t gemv_w(cudaStream_t st, bool pdl, const lc_decode_step *s, dg
     memcpy(g.code, w0->q.code, sizeof g.code);
     g.code2 = w0->q.nested ? w0->code2 : NULL;
     int ks = split_of((size_t)g.I / 2);
+    if (u8())
+        return ks == 4 ? gemv_go<dnf4, 4, 8>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2, 8>(st, pdl, g)
+                                                          : gemv_go<dnf4, 1, 8>(st, pdl, g);
     return ks == 4 ? gemv_go<dnf4, 4>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2>(st, pdl, g) : gemv_go<dnf4, 1>(st, pdl, g);
 }
 
