@@ -909,7 +909,8 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
     int k = 0;
     for (int i = 0; i < n; i++) {
         if (!p[i]) continue;
-        lc_gemm_args gi = {false, false, N, p[i]->r, p[i]->in, 1.0f, 0.0f, x, p[i]->a, p[i]->in, p[i]->r, p[i]->r, u[i], NULL};
+        lc_gemm_args gi = {false, false, N, p[i]->r, p[i]->in, 1.0f, 0.0f, x, p[i]->a, p[i]->in, p[i]->r,
+                           p[i]->r, u[i], NULL};
         lc_gemm_args hi = {false, false, N, p[i]->out, p[i]->r, m->lcfg.scale, 1.0f, u[i], p[i]->b, p[i]->r,
                            p[i]->out, p[i]->out, out[i], NULL};
         if (first) hi.beta = acc || res ? 1.0f : 0.0f, hi.X = res; // out (=|+=) (res +) s u b
@@ -997,8 +998,8 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
         if (!p[i]) continue;
         int64_t r = p[i]->r, o = p[i]->out;
         dus[i] = du_at(a, k, kg, kg > 0, N, r, &lds[i]);
-        lc_gemm_args b1 = {true, false, r, o, N, s, 0.0f, u[i], dy[i], r, o, o, p[i]->gb, NULL};          // gb = s u^T dy
-        lc_gemm_args b2 = {false, true, N, r, o, s, 0.0f, dy[i], p[i]->b, o, o, lds[i], dus[i], NULL};    // du = s dy b^T
+        lc_gemm_args b1 = {true, false, r, o, N, s, 0.0f, u[i], dy[i], r, o, o, p[i]->gb, NULL}; // gb = s u^T dy
+        lc_gemm_args b2 = {false, true, N, r, o, s, 0.0f, dy[i], p[i]->b, o, o, lds[i], dus[i], NULL}; // du = s dy b^T
         gb[k] = b1, du[k++] = b2;
     }
     if (k) {

@@ -721,7 +721,8 @@ static void check_gemm_group(const char *name, int n, bool ta, bool tb, const in
                       dg[i].beta, dS[i], dg[i].ldc);
         for (int i = 0; i < n; i++) {
             char what[96];
-            snprintf(what, sizeof what, "gemm_n %s [%d/%d] %s", name, i + 1, n, mode == 2 ? "= X +" : beta1 ? "+=" : "=");
+            snprintf(what, sizeof what, "gemm_n %s [%d/%d] %s", name, i + 1, n,
+                     mode == 2 ? "= X +" : beta1 ? "+=" : "=");
             expect(what, dC[i], hC[i], nc[i], 1e-5);
             float *g = down(dC[i], nc[i]), *one = down(dS[i], nc[i]);
             CHECK_MSG(!memcmp(g, one, nc[i] * 4), "%s: grouped and single launches differ", what);

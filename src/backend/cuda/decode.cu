@@ -774,8 +774,9 @@ static cudaError_t gemv(cudaStream_t st, bool pdl, lc_dtype dt, dgemv &g) {
     int ks = split_of((size_t)g.I * (dt == LC_DT_BF16 ? 2 : 4));
     if (u8()) { // the loads in flight before the ninth round
         if (dt == LC_DT_BF16)
-            return ks == 4 ? gemv_go<__nv_bfloat16, 4, 8>(st, pdl, g) : ks == 2 ? gemv_go<__nv_bfloat16, 2, 8>(st, pdl, g)
-                                                                                : gemv_go<__nv_bfloat16, 1, 8>(st, pdl, g);
+            return ks == 4   ? gemv_go<__nv_bfloat16, 4, 8>(st, pdl, g)
+                   : ks == 2 ? gemv_go<__nv_bfloat16, 2, 8>(st, pdl, g)
+                             : gemv_go<__nv_bfloat16, 1, 8>(st, pdl, g);
         return ks == 4 ? gemv_go<float, 4, 8>(st, pdl, g) : ks == 2 ? gemv_go<float, 2, 8>(st, pdl, g)
                                                                    : gemv_go<float, 1, 8>(st, pdl, g);
     }
