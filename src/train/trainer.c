@@ -240,16 +240,19 @@ static void remove_stale_temporaries(const char *dir) {
     closedir(d);
 }
 
-/* Writes the mlx-lm folder (adapters.safetensors, adapter_config.json), a numbered
- * checkpoint when step > 0, the PEFT copy, and the resumable train state. */
+/* Writes the mlx-lm folder (adapter_config.json, then adapters.safetensors: a kill between
+ * the two leaves a config without adapters, never adapters a loader cannot read), a
+ * numbered checkpoint when step > 0, the PEFT copy, and the resumable train state. */
 static int save_all(run_state *rs, int64_t step, const lc_batcher *bt, bool checkpoint) {
     const char *dir = rs->o->adapter_path;
     if (check_finite_adapters(rs, step) != 0) return -1;
     if (lc_mkdirs(dir) != 0) return -1;
-    char *main_path = lc_path_join(dir, "adapters.safetensors");
-    int rc = lc_adapters_write_mlx(main_path, &rs->view);
-    free(main_path);
-    if (rc == 0) rc = lc_adapters_write_mlx_config(dir, &rs->view, rs->config_json);
+    int rc = lc_adapters_write_mlx_config(dir, &rs->view, rs->config_json);
+    if (rc == 0) {
+        char *main_path = lc_path_join(dir, "adapters.safetensors");
+        rc = lc_adapters_write_mlx(main_path, &rs->view);
+        free(main_path);
+    }
     if (rc == 0 && checkpoint) {
         char *p = lc_adapters_checkpoint_path(dir, step);
         rc = lc_adapters_write_mlx(p, &rs->view);

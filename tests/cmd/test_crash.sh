@@ -112,6 +112,25 @@ random_kills() {
     record_count random_kills $n
 }
 
+# Killed just after each of the first renames (the loss plot, then the first save's
+# files): wherever adapters.safetensors stands, the folder loads (adapter_config.json is
+# written before it; a random kill once landed between the two and left adapters without
+# their config).
+first_renames() {
+    [ -f "$REF/adapters.safetensors" ] || { fail "no reference run"; return; }
+    for k in 1 2 3 4; do
+        dir="$T_TMP/first$k"
+        LORAC_TEST_KILL_AT=atomic-done:$k "$LORAC" train $A --adapter-path "$dir" >"$dir.kill.log" 2>&1
+        rc=$?
+        [ $rc -eq 137 ] || { fail "atomic-done:$k: expected death by SIGKILL (137), got $rc"; continue; }
+        if [ -f "$dir/adapters.safetensors" ] && [ ! -f "$dir/adapter_config.json" ]; then
+            fail "atomic-done:$k: adapters.safetensors stands without adapter_config.json"
+        fi
+        check_intact "$dir"
+    done
+    resume_and_compare "$T_TMP/first4"
+}
+
 # The first part of a run that a full-disk run then continues: saves at 5 and 10.
 start_to_10() {
     "$LORAC" train $A --adapter-path "$1" --iters 10 >"$1.first.log" 2>&1 || fail "first part failed"
@@ -220,6 +239,7 @@ PY
 
 run_test kill_points
 run_test random_kills
+run_test first_renames
 run_test disk_full_file_limit
 run_test disk_full_tmpfs
 run_test nan_stops
