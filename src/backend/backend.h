@@ -247,9 +247,21 @@ struct lc_backend {
      * bf16 anyway): ->swiglu that also keeps gate and up rounded to bf16 (round to
      * nearest even) in gu, 2n bf16 (gate's n, then up's), for ->swiglu_bwd_packed, which
      * is ->swiglu_bwd reading them from gu (h from the rounded values). */
-    void (*swiglu_pack)(lc_backend *be, float *out, void *gu, const float *gate, const float *up, size_t n);
+    void (*swiglu_pack)(lc_backend *be, float *out, void *gu, const float *gate, const float *up, size_t n,
+                        void *outb);
     void (*swiglu_bwd_packed)(lc_backend *be, float *dgate, float *dup, float *h, const float *dout,
                               const void *gu, size_t n);
+    /* Optional (NULL where not offered; CUDA): ->swiglu_bwd_packed that then also leaves
+     * dgate and dup rounded to bf16 (round to nearest even) in gu, over gate's and up's
+     * values (dgate's n, then dup's), for ->matmul_dx_b. Each element's gate and up are
+     * read before its outputs are written. */
+    void (*swiglu_bwd_packed_b)(lc_backend *be, float *dgate, float *dup, float *h, const float *dout, void *gu,
+                                size_t n);
+    /* Optional (NULL where not offered; CUDA): ->matmul_dx given dy's bf16 rounding dyb
+     * (N, O) instead of dy, where w is bf16 or quantized (whose products round dy to bf16
+     * anyway): the same bits as ->matmul_dx from the float32 dy. Returns false, having
+     * done nothing, for other weights (the caller runs ->matmul_dx). */
+    bool (*matmul_dx_b)(lc_backend *be, float *dx, const void *dyb, const lc_wt *w, int64_t N, bool accumulate);
     /* Optional (NULL where not offered; CUDA): SwiGLU with the adapters' last products of
      * gate and up folded in: gate (N, I) += scale · ug bg and up += scale · uu bu, each
      * where its u (N, r) is not NULL (b (r, I); r <= 32; the sums as ->gemm's small-K
@@ -257,7 +269,15 @@ struct lc_backend {
      * back, else they are kept only as bf16 in gu as ->swiglu_pack keeps them (gate and
      * up then still hold their inputs). */
     void (*swiglu_lora)(lc_backend *be, float *out, void *gu, float *gate, float *up, int64_t N, int64_t I,
-                        const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale);
+                        const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale,
+                        void *outb);
+    /* (->swiglu_pack and ->swiglu_lora: outb, when not NULL, also receives out rounded to
+     * bf16 (round to nearest even), for ->matmul_b; it must not overlap gate, up or gu.) */
+    /* Optional (NULL where not offered; CUDA): ->matmul of more than 8 rows given x's bf16
+     * rounding xb (N, I) instead of x, where w is bf16 (not quantized): the same bits as
+     * ->matmul from the float32 x. Returns false, having done nothing, otherwise. */
+    bool (*matmul_b)(lc_backend *be, float *out, const void *xb, const lc_wt *w, const float *bias, int64_t N,
+                     bool accumulate);
     /* Cross-entropy over rows of logits (N,V): returns the sum over rows with
      * targets[n] >= 0 of logsumexp(row) - row[target] (rows with -1 are ignored). When
      * grad_scale != 0, logits are overwritten (=) with grad_scale * d(loss)/d(logits)

@@ -185,6 +185,16 @@ bool lc_model_packs_gate_up(const lc_model *m) {
     return true;
 }
 
+bool lc_model_packs_h(const lc_model *m, const lc_wt *down) {
+    const char *e = getenv("LORAC_PACKED_H");
+    return !(e && !strcmp(e, "0")) && m->be->matmul_b && !down->q && down->dtype == LC_DT_BF16;
+}
+
+bool lc_model_packs_dy(const lc_model *m) {
+    const char *e = getenv("LORAC_PACKED_DY");
+    return !(e && !strcmp(e, "0")) && m->be->swiglu_bwd_packed_b && m->be->matmul_dx_b;
+}
+
 bool lc_model_folds_gate_up(const lc_model *m) {
     const char *e = getenv("LORAC_FOLD_GATE_UP");
     return !(e && !strcmp(e, "0")) && m->be->swiglu_lora && m->lcfg.dropout <= 0 && m->lcfg.rank <= 32;
@@ -894,8 +904,14 @@ static float *du_at(lc_arena *a, int j, int k, bool grouped, int64_t N, int64_t 
  * products' epilogue instead of reading and writing out again). */
 static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool acc, const float *res,
                       const float *x, const lc_wt *const *w, const float *const *bias, lc_lora_param *const *p,
-                      float *const *u, int64_t N, bool train, const uint64_t *ds, bool keep_b) {
+                      float *const *u, int64_t N, bool train, const uint64_t *ds, bool keep_b, const void *xb) {
     lc_backend *be = m->be;
+    // the frozen products, from x's bf16 copy xb (one projection) where there is one
+#define MATMUL_N(accum)                                                                           \
+    do {                                                                                          \
+        if (!(xb && n == 1 && be->matmul_b(be, out[0], xb, w[0], bias[0], N, (accum))))           \
+            be->matmul_n(be, n, out, x, w, bias, N, (accum));                                      \
+    } while (0)
     int np = 0;
     for (int i = 0; i < n; i++) np += p[i] != NULL;
     bool first = train && m->lcfg.dropout <= 0 && !keep_b && np == n && N >= be->lora_group_rows;
@@ -904,7 +920,7 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
         for (int i = 0; i < n; i++) proj_fwd(m, a, out[i], acc, x, w[i], bias[i], p[i], u[i], N, train, ds[i]);
         return;
     }
-    if (!first) be->matmul_n(be, n, out, x, w, bias, N, acc);
+    if (!first) MATMUL_N(acc);
     lc_gemm_args g[LC_GEMM_N_MAX], h[LC_GEMM_N_MAX];
     int k = 0;
     for (int i = 0; i < n; i++) {
@@ -928,7 +944,8 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
         be->gemm_n(be, k, g); // u = x a
     }
     if (!keep_b) be->gemm_n(be, k, h); // out += s u b
-    if (first) be->matmul_n(be, n, out, x, w, bias, N, true);
+    if (first) MATMUL_N(true);
+#undef MATMUL_N
 }
 
 /* An adapter's u = drop(x) a alone, by the ops projs_fwd (one projection) runs for it:
@@ -981,8 +998,14 @@ static void projs_ga_of(lc_model *m, lc_arena *a, int n, const float *x, lc_lora
  * projection: proj_bwd keeps one du). */
 static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, const float *const *dy,
                       const float *x, const lc_wt *const *w, lc_lora_param *const *p, float *const *u,
-                      int64_t N, bool need_dx, const uint64_t *ds) {
+                      int64_t N, bool need_dx, const uint64_t *ds, const void *const *dyb) {
     lc_backend *be = m->be;
+    // the frozen input-gradient product of projection i, from dy's bf16 copy where there is one
+#define MATMUL_DX(i, accum)                                                                       \
+    do {                                                                                          \
+        if (!(dyb && dyb[i] && be->matmul_dx_b(be, dx, dyb[i], w[i], N, (accum))))                \
+            be->matmul_dx(be, dx, dy[i], w[i], N, (accum));                                        \
+    } while (0)
     if (m->lcfg.dropout > 0) {
         for (int i = 0; i < n; i++) proj_bwd(m, a, dx, acc || i > 0, dy[i], x, w[i], p[i], u[i], N, need_dx, ds[i]);
         return;
@@ -1022,15 +1045,16 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
                 first = false;
             }
         }
-        for (int i = 0; i < n; i++) be->matmul_dx(be, dx, dy[i], w[i], N, true);
+        for (int i = 0; i < n; i++) MATMUL_DX(i, true);
         return;
     }
     for (int i = 0; i < n; i++) {
-        be->matmul_dx(be, dx, dy[i], w[i], N, acc || i > 0);
+        MATMUL_DX(i, acc || i > 0);
         if (p[i]) // dx += du a^T
             be->gemm(be, false, true, N, p[i]->in, p[i]->r, 1.0f, dus[i], lds[i], p[i]->a, p[i]->r, 1.0f, dx,
                      p[i]->in);
     }
+#undef MATMUL_DX
 }
 
 /* The ga products projs_bwd left (it was given no x): ga = drop(x)^T du with each du
@@ -1071,7 +1095,7 @@ static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p3[3] = {bk->lora[LC_KEY_Q], bk->lora[LC_KEY_K], bk->lora[LC_KEY_V]};
         float *u3[3] = {s->u[LC_KEY_Q], s->u[LC_KEY_K], s->u[LC_KEY_V]};
         uint64_t d3[3] = {drop_seed(seed, l, LC_KEY_Q), drop_seed(seed, l, LC_KEY_K), drop_seed(seed, l, LC_KEY_V)};
-        projs_fwd(m, a, 3, o3, false, NULL, s->xn1, w3, b3, p3, u3, N, train, d3, false);
+        projs_fwd(m, a, 3, o3, false, NULL, s->xn1, w3, b3, p3, u3, N, train, d3, false, NULL);
     }
     be->rope(be, s->q, m->rope_cos, m->rope_sin, B, T, H, D, pos0);
     be->rope(be, kdst, m->rope_cos, m->rope_sin, B, T, KV, D, pos0);
@@ -1082,7 +1106,7 @@ static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64
         const float *b1 = NULL;
         lc_lora_param *p1 = bk->lora[LC_KEY_O];
         uint64_t d1 = drop_seed(seed, l, LC_KEY_O);
-        projs_fwd(m, a, 1, &o1, true, x, s->att, &w1, &b1, &p1, &s->u[LC_KEY_O], N, train, &d1, false);
+        projs_fwd(m, a, 1, &o1, true, x, s->att, &w1, &b1, &p1, &s->u[LC_KEY_O], N, train, &d1, false, NULL);
     }
 }
 
@@ -1101,6 +1125,8 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
     // without dropout: projs_fwd's grouped path)
     lc_lora_param *pg = bk->lora[LC_KEY_GATE], *pu = bk->lora[LC_KEY_UP];
     bool fold = train && (pg || pu) && lc_model_folds_gate_up(m);
+    // h's bf16 copy for down's frozen product (the arena's g1 is free in the forward)
+    void *hb = down == 2 && train && m->lcfg.dropout <= 0 && s->gu && lc_model_packs_h(m, &bk->w[LC_KEY_DOWN]) ? a->g1 : NULL;
     {
         float *o2[2] = {s->gate, s->up};
         const lc_wt *w2[2] = {&bk->w[LC_KEY_GATE], &bk->w[LC_KEY_UP]};
@@ -1108,19 +1134,19 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
         lc_lora_param *p2[2] = {bk->lora[LC_KEY_GATE], bk->lora[LC_KEY_UP]};
         float *u2[2] = {s->u[LC_KEY_GATE], s->u[LC_KEY_UP]};
         uint64_t d2[2] = {drop_seed(seed, l, LC_KEY_GATE), drop_seed(seed, l, LC_KEY_UP)};
-        projs_fwd(m, a, 2, o2, false, NULL, s->xn2, w2, b2, p2, u2, N, train, d2, fold);
+        projs_fwd(m, a, 2, o2, false, NULL, s->xn2, w2, b2, p2, u2, N, train, d2, fold, NULL);
     }
     if (fold)
         be->swiglu_lora(be, s->h, s->gu, s->gate, s->up, N, I, pg ? s->u[LC_KEY_GATE] : NULL, pg ? pg->b : NULL,
-                        pu ? s->u[LC_KEY_UP] : NULL, pu ? pu->b : NULL, (int)m->lcfg.rank, m->lcfg.scale);
-    else if (s->gu) be->swiglu_pack(be, s->h, s->gu, s->gate, s->up, (size_t)(N * I));
+                        pu ? s->u[LC_KEY_UP] : NULL, pu ? pu->b : NULL, (int)m->lcfg.rank, m->lcfg.scale, hb);
+    else if (s->gu) be->swiglu_pack(be, s->h, s->gu, s->gate, s->up, (size_t)(N * I), hb);
     else be->swiglu(be, s->h, s->gate, s->up, (size_t)(N * I));
     lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
     uint64_t d1 = drop_seed(seed, l, LC_KEY_DOWN);
     if (down == 2) {
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN]; // xout = xmid + h Wd^T
         const float *b1 = NULL;
-        projs_fwd(m, a, 1, &xout, true, s->xmid, s->h, &w1, &b1, &p1, &s->u[LC_KEY_DOWN], N, train, &d1, false);
+        projs_fwd(m, a, 1, &xout, true, s->xmid, s->h, &w1, &b1, &p1, &s->u[LC_KEY_DOWN], N, train, &d1, false, hb);
     } else if (down == 1 && p1) {
         proj_u(m, a, s->h, p1, s->u[LC_KEY_DOWN], N, d1);
     }
@@ -1162,14 +1188,16 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
     // ga = h^T du, h's only reader, comes last. (The recomputed norms below write
     // rstd1/rstd2 again: the same kernel on the same input, the same values.)
     float *dh = a->g1, *dgate = s->gate, *dup = dh;
+    bool dyb = s->gu && lc_model_packs_dy(m); // dgate's, dup's bf16 copies over gu, for their dx products
     {
         const float *y1 = a->dres;
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
         lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
         uint64_t d1 = DS(LC_KEY_DOWN);
-        projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1);
+        projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, NULL);
         float *hh = !fresh && p1 ? s->h : NULL;
-        if (s->gu) be->swiglu_bwd_packed(be, dgate, dup, hh, dh, s->gu, (size_t)(N * I));
+        if (dyb) be->swiglu_bwd_packed_b(be, dgate, dup, hh, dh, s->gu, (size_t)(N * I));
+        else if (s->gu) be->swiglu_bwd_packed(be, dgate, dup, hh, dh, s->gu, (size_t)(N * I));
         else be->swiglu_bwd(be, dgate, dup, hh, dh, s->gate, s->up, (size_t)(N * I));
         projs_ga(m, a, 1, s->h, &p1, N, &d1);
     }
@@ -1181,7 +1209,8 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p2[2] = {bk->lora[LC_KEY_GATE], bk->lora[LC_KEY_UP]};
         float *u2[2] = {s->u[LC_KEY_GATE], s->u[LC_KEY_UP]};
         uint64_t d2[2] = {DS(LC_KEY_GATE), DS(LC_KEY_UP)};
-        projs_bwd(m, a, 2, a->dxn, false, y2, s->xn2, w2, p2, u2, N, true, d2);
+        const void *yb2[2] = {s->gu, dyb ? (const uint16_t *)s->gu + N * I : NULL};
+        projs_bwd(m, a, 2, a->dxn, false, y2, s->xn2, w2, p2, u2, N, true, d2, dyb ? yb2 : NULL);
     }
     be->rmsnorm_bwd(be, a->dres, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C); // dres = d xmid
     float *datt = a->g1, *dq = datt + N * H * D, *dk = dq + N * H * D, *dv = dk + N * KV * D;
@@ -1190,7 +1219,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         const lc_wt *w1 = &bk->w[LC_KEY_O];
         lc_lora_param *p1 = bk->lora[LC_KEY_O];
         uint64_t d1 = DS(LC_KEY_O);
-        projs_bwd(m, a, 1, datt, false, &y1, s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1);
+        projs_bwd(m, a, 1, datt, false, &y1, s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1, NULL);
     }
     be->attention_bwd(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
     be->rope_bwd(be, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
@@ -1203,7 +1232,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p3[3] = {bk->lora[LC_KEY_Q], bk->lora[LC_KEY_K], bk->lora[LC_KEY_V]};
         float *u3[3] = {s->u[LC_KEY_Q], s->u[LC_KEY_K], s->u[LC_KEY_V]};
         uint64_t d3[3] = {DS(LC_KEY_Q), DS(LC_KEY_K), DS(LC_KEY_V)};
-        projs_bwd(m, a, 3, a->dxn, false, y3, s->xn1, w3, p3, u3, N, need_dx, d3);
+        projs_bwd(m, a, 3, a->dxn, false, y3, s->xn1, w3, p3, u3, N, need_dx, d3, NULL);
     }
     if (need_dx) be->rmsnorm_bwd(be, a->dres, a->dxn, x, bk->ln1, s->rstd1, N, C); // dres = d x
 #undef DS
@@ -1283,7 +1312,7 @@ static double scalars_loss(lc_model *m) {
  * Zeroed before filling (padding); the adapters' descriptors follow it. */
 typedef struct {
     int64_t B, T;
-    int32_t full, mlp, first, pack, fold;
+    int32_t full, mlp, first, pack, fold, dyb, hb;
     const float *arena, *rope_cos, *rope_sin, *lora_mem, *grad_mem;
     const void *scal, *params;
     size_t n_params, floats;
@@ -1334,7 +1363,8 @@ static void step_run(lc_model *m, step_ctx *x) {
     step_key k;
     memset(&k, 0, sizeof k);
     k.B = x->B, k.T = x->T, k.full = x->a->full, k.mlp = x->a->mlp, k.first = m->first, k.pack = x->a->pack;
-    k.fold = lc_model_folds_gate_up(m);
+    k.fold = lc_model_folds_gate_up(m), k.dyb = lc_model_packs_dy(m);
+    k.hb = m->cfg.num_hidden_layers > 0 && lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]);
     k.arena = x->a->base, k.floats = x->a->floats;
     k.rope_cos = m->rope_cos, k.rope_sin = m->rope_sin, k.rope_len = m->rope_len;
     k.lora_mem = m->lora_mem, k.grad_mem = m->grad_mem, k.scal = m->scal;

@@ -218,6 +218,17 @@ int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora,
  * blocks share costs what two save); LORAC_PACK_GATE_UP=0 turns it off. The config-only
  * plan above counts float32 (the larger). */
 bool lc_model_packs_gate_up(const lc_model *m);
+/* Whether a block that keeps gate and up as bf16 (above) also leaves SwiGLU's input
+ * gradients dgate and dup as bf16 in their place for the frozen input-gradient products,
+ * which would otherwise round them to bf16 in a pass of their own (the same bits): when
+ * the backend offers ->swiglu_bwd_packed_b and ->matmul_dx_b (CUDA); LORAC_PACKED_DY=0
+ * turns it off. */
+bool lc_model_packs_dy(const lc_model *m);
+/* Whether such a block's SwiGLU also writes h rounded to bf16 (into the arena's gradient
+ * scratch, free during the forward) for down's frozen product, which would otherwise round
+ * h in a pass of its own (the same bits): down a bf16 weight (not quantized), the backend
+ * offering ->matmul_b (CUDA); LORAC_PACKED_H=0 turns it off. */
+bool lc_model_packs_h(const lc_model *m, const lc_wt *down);
 /* Whether training m folds gate's and up's adapters' last products (out += s u b) into
  * SwiGLU (->swiglu_lora): when the backend offers it (CUDA), without dropout (projs' grouped
  * path), rank <= 32; LORAC_FOLD_GATE_UP=0 turns it off. */

@@ -179,6 +179,76 @@ static void test_elementwise(void) {
     gpu->release(gpu, da), gpu->release(gpu, db), gpu->release(gpu, o);
 }
 
+/* ->matmul_dx_b from dy's bf16 rounding (lc_from_f32's round to nearest even) against
+ * ->matmul_dx from the float32 dy (ddy on the card), = and +=: the same bits where the
+ * weight is bf16 or quantized; for float32 weights it must decline and write nothing. */
+static void check_dx_b(const lc_wt *wd, const float *dy, const float *ddy, const float *dx0, int64_t N, int64_t O,
+                       int64_t I, const char *name) {
+    CHECK_MSG(gpu->matmul_dx_b != NULL, "the CUDA backend offers no matmul_dx_b");
+    if (!gpu->matmul_dx_b) return;
+    uint16_t *hb = malloc((size_t)(N * O) * 2);
+    CHECK_OK(lc_from_f32(hb, LC_DT_BF16, dy, (size_t)(N * O)));
+    void *dyb = up(hb, (size_t)(N * O) * 2);
+    float *a = poisoned((size_t)(N * I)), *b = poisoned((size_t)(N * I));
+    char what[96];
+    for (int acc = 0; acc < 2; acc++) {
+        if (acc) gpu->upload(gpu, a, dx0, (size_t)(N * I) * 4), gpu->upload(gpu, b, dx0, (size_t)(N * I) * 4);
+        gpu->matmul_dx(gpu, a, ddy, wd, N, acc);
+        bool took = gpu->matmul_dx_b(gpu, b, dyb, wd, N, acc);
+        float *ha = down(a, (size_t)(N * I)), *hbx = down(b, (size_t)(N * I));
+        snprintf(what, sizeof what, "matmul_dx_b %s%s", name, acc ? " +=" : "");
+        if (!wd->q && wd->dtype == LC_DT_F32) {
+            CHECK_MSG(!took, "%s: took float32 weights", what);
+            bool untouched = true;
+            for (int64_t i = 0; i < N * I && !acc; i++) untouched = untouched && isnan(hbx[i]);
+            CHECK_MSG(untouched, "%s: declined but wrote", what);
+            printf("  %-28s declined (float32 weights)\n", what);
+        } else {
+            CHECK_MSG(took, "%s: declined", what);
+            CHECK_MSG(!memcmp(ha, hbx, (size_t)(N * I) * 4), "%s: differs from matmul_dx's bits", what);
+            printf("  %-28s the same bits as matmul_dx\n", what);
+        }
+        free(ha), free(hbx);
+    }
+    free(hb);
+    gpu->release(gpu, dyb), gpu->release(gpu, a), gpu->release(gpu, b);
+}
+
+/* ->matmul_b from x's bf16 rounding against ->matmul from the float32 x (dx on the card),
+ * with bias and accumulating: the same bits over bf16 weights at more than 8 rows; it
+ * must decline (and write nothing) for other weights and for 8 rows or fewer. */
+static void check_x_b(const lc_wt *wd, const float *x, const float *dxv, const float *acc0, const float *dbias, int64_t N,
+                      int64_t O, int64_t I, const char *name) {
+    CHECK_MSG(gpu->matmul_b != NULL, "the CUDA backend offers no matmul_b");
+    if (!gpu->matmul_b) return;
+    uint16_t *hb = malloc((size_t)(N * I) * 2);
+    CHECK_OK(lc_from_f32(hb, LC_DT_BF16, x, (size_t)(N * I)));
+    void *xb = up(hb, (size_t)(N * I) * 2);
+    float *a = poisoned((size_t)(N * O)), *b = poisoned((size_t)(N * O));
+    bool want = !wd->q && wd->dtype == LC_DT_BF16 && N > 8;
+    char what[96];
+    for (int acc = 0; acc < 2; acc++) {
+        if (acc) gpu->upload(gpu, a, acc0, (size_t)(N * O) * 4), gpu->upload(gpu, b, acc0, (size_t)(N * O) * 4);
+        gpu->matmul(gpu, a, dxv, wd, acc ? NULL : dbias, N, acc);
+        bool took = gpu->matmul_b(gpu, b, xb, wd, acc ? NULL : dbias, N, acc);
+        float *ha = down(a, (size_t)(N * O)), *hbx = down(b, (size_t)(N * O));
+        snprintf(what, sizeof what, "matmul_b %s N=%lld%s", name, (long long)N, acc ? " +=" : " + bias");
+        if (!want) {
+            bool untouched = true;
+            for (int64_t i = 0; i < N * O && !acc; i++) untouched = untouched && isnan(hbx[i]);
+            CHECK_MSG(!took && untouched, "%s: took it (or wrote) where it must decline", what);
+            printf("  %-28s declined\n", what);
+        } else {
+            CHECK_MSG(took, "%s: declined", what);
+            CHECK_MSG(!memcmp(ha, hbx, (size_t)(N * O) * 4), "%s: differs from matmul's bits", what);
+            printf("  %-28s the same bits as matmul\n", what);
+        }
+        free(ha), free(hbx);
+    }
+    free(hb);
+    gpu->release(gpu, xb), gpu->release(gpu, a), gpu->release(gpu, b);
+}
+
 /* N rows of I inputs; N <= 8 with I % 8 == 0 takes the card's small-N (decoding) path
  * for BF16 weights, other shapes cuBLAS. */
 static void check_matmul(lc_dtype dt, double bound, int64_t N, int64_t I) {
@@ -222,6 +292,8 @@ static void check_matmul(lc_dtype dt, double bound, int64_t N, int64_t I) {
     gpu->matmul_dx(gpu, odx, ddy, &wd, N, true);
     snprintf(what, sizeof what, "matmul_dx %s +=", dn);
     expect(what, odx, rdx, (size_t)(N * I), bound);
+    check_dx_b(&wd, dy, ddy, dx0, N, O, I, dn);
+    check_x_b(&wd, x, dxv, acc0, dbias, N, O, I, dn);
     // embedding rows (exact: the same values widened)
     int32_t tok[9];
     for (int i = 0; i < 9; i++) tok[i] = (int32_t)(lc_splitmix64(&rs) % (uint64_t)O);
@@ -339,6 +411,7 @@ static void check_qmatmul(const char *name, lc_quant_format fmt, bool nested, in
     gpu->matmul_dx(gpu, odx, ddy, &wd, N, true);
     snprintf(what, sizeof what, "matmul_dx %s +=", name);
     expect(what, odx, rdx, (size_t)(N * I), 1e-2);
+    check_dx_b(&wd, dy, ddy, dx0, N, O, I, name);
     int32_t tok[9];
     for (int i = 0; i < 9; i++) tok[i] = (int32_t)(lc_splitmix64(&rs) % (uint64_t)O);
     tok[0] = (int32_t)(O - 1); // the last row (NF4: the tensor's tail)
@@ -864,12 +937,23 @@ static void check_swiglu_lora(int64_t N, int64_t I, int r, bool both, bool pack)
     cpu->swiglu(cpu, rh, rg, ru, n);
     float *dg = up(g, n * 4), *du = up(u, n * 4), *dug = up(ug, (size_t)N * r * 4), *duu = up(uu, (size_t)N * r * 4);
     float *dbg = up(bg, (size_t)r * I * 4), *dbu = up(bu, (size_t)r * I * 4), *dh = poisoned(n);
-    void *gu = pack ? gpu->alloc(gpu, 2 * n * 2) : NULL;
-    gpu->swiglu_lora(gpu, dh, gu, dg, du, N, I, dug, dbg, both ? duu : NULL, both ? dbu : NULL, r, s);
+    void *gu = pack ? gpu->alloc(gpu, 2 * n * 2) : NULL, *hb = pack ? gpu->alloc(gpu, n * 2) : NULL;
+    gpu->swiglu_lora(gpu, dh, gu, dg, du, N, I, dug, dbg, both ? duu : NULL, both ? dbu : NULL, r, s, hb);
     char what[96];
     snprintf(what, sizeof what, "swiglu_lora %lldx%lld r%d%s%s h", (long long)N, (long long)I, r, both ? "" : " gate only",
              pack ? " packed" : "");
     expect(what, dh, rh, n, 1e-6);
+    if (hb) { // h's bf16 copy: round to nearest even of the h written
+        float *hh = down(dh, n);
+        uint16_t *want = malloc(n * 2), *got = malloc(n * 2);
+        CHECK_OK(lc_from_f32(want, LC_DT_BF16, hh, n));
+        gpu->download(gpu, got, hb, n * 2);
+        CHECK_OK(gpu->sync(gpu));
+        CHECK_MSG(!memcmp(got, want, n * 2), "%s: bf16 h differs from round-to-nearest-even of h", what);
+        printf("  %-28s bf16 h bit for bit\n", what);
+        free(hh), free(want), free(got);
+        gpu->release(gpu, hb);
+    }
     if (pack) { // gate, up untouched; their bf16 within rounding of the sums
         float *hg = down(dg, n), *hu = down(du, n), *cg = malloc(n * 4), *cu = malloc(n * 4);
         uint16_t *b = malloc(2 * n * 2);
@@ -992,9 +1076,19 @@ static void test_norm_rope_swiglu(void) {
         uint16_t *want = malloc(2 * n * 2), *got = malloc(2 * n * 2);
         void *gu = gpu->alloc(gpu, 2 * n * 2);
         gpu->swiglu(gpu, pf, dg2, du2, n);
-        gpu->swiglu_pack(gpu, ph, gu, dg2, du2, n);
+        void *hb = gpu->alloc(gpu, n * 2);
+        gpu->swiglu_pack(gpu, ph, gu, dg2, du2, n, hb);
         float *a = down(ph, n), *b = down(pf, n);
         CHECK_MSG(!memcmp(a, b, n * 4), "swiglu_pack's out differs from swiglu's bits");
+        {
+            uint16_t *hw = malloc(n * 2), *hg = malloc(n * 2);
+            CHECK_OK(lc_from_f32(hw, LC_DT_BF16, b, n));
+            gpu->download(gpu, hg, hb, n * 2);
+            CHECK_OK(gpu->sync(gpu));
+            CHECK_MSG(!memcmp(hw, hg, n * 2), "swiglu_pack's bf16 out differs from round-to-nearest-even");
+            free(hw), free(hg);
+            gpu->release(gpu, hb);
+        }
         free(a), free(b);
         gpu->download(gpu, got, gu, 2 * n * 2);
         CHECK_OK(gpu->sync(gpu));
@@ -1009,6 +1103,29 @@ static void test_norm_rope_swiglu(void) {
         expect("swiglu_bwd_packed dgate", dg2, r1, n, 1e-6);
         expect("swiglu_bwd_packed dup", dd2, r2, n, 1e-6);
         expect("swiglu_bwd_packed h", ph, r3, n, 1e-6);
+        // with dgate's and dup's bf16 roundings left over gu: the same float32 bits as
+        // swiglu_bwd_packed, gu round-to-nearest-even of them
+        {
+            CHECK_MSG(gpu->swiglu_bwd_packed_b != NULL, "the CUDA backend offers no swiglu_bwd_packed_b");
+            float *eg = up(rg, n * 4), *eu = up(ru, n * 4), *ed = up(d2, n * 4), *eh = poisoned(n);
+            void *gu2 = gpu->alloc(gpu, 2 * n * 2);
+            gpu->swiglu_pack(gpu, eh, gu2, eg, eu, n, NULL); // the same bf16 gate/up as gu
+            gpu->swiglu_bwd_packed_b(gpu, eg, ed, eh, ed, gu2, n); // in place, as the model calls it
+            float *ag = down(eg, n), *bg = down(dg2, n), *au = down(ed, n), *bu = down(dd2, n), *ah = down(eh, n);
+            float *bh = down(ph, n);
+            CHECK_MSG(!memcmp(ag, bg, n * 4) && !memcmp(au, bu, n * 4) && !memcmp(ah, bh, n * 4),
+                      "swiglu_bwd_packed_b's dgate/dup/h differ from swiglu_bwd_packed's bits");
+            uint16_t *wb = malloc(2 * n * 2), *gb2 = malloc(2 * n * 2);
+            CHECK_OK(lc_from_f32(wb, LC_DT_BF16, bg, n));
+            CHECK_OK(lc_from_f32(wb + n, LC_DT_BF16, bu, n));
+            gpu->download(gpu, gb2, gu2, 2 * n * 2);
+            CHECK_OK(gpu->sync(gpu));
+            CHECK_MSG(!memcmp(gb2, wb, 2 * n * 2), "swiglu_bwd_packed_b's bf16 dgate/dup differ from round-to-nearest-even");
+            printf("  %-28s bit for bit (= swiglu_bwd_packed, gu = bf16 dgate/dup)\n", "swiglu_bwd_packed_b");
+            free(ag), free(bg), free(au), free(bu), free(ah), free(bh), free(wb), free(gb2);
+            void *ev[] = {eg, eu, ed, eh, gu2};
+            for (size_t i = 0; i < sizeof ev / sizeof *ev; i++) gpu->release(gpu, ev[i]);
+        }
         free(g2), free(u2), free(d2), free(rg), free(ru), free(want), free(got), free(r1), free(r2), free(r3);
         void *dv[] = {dg2, du2, dd2, ph, pf, gu};
         for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu->release(gpu, dv[i]);

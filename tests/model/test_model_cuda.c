@@ -698,6 +698,28 @@ static void test_packed_gate_up(void) {
         size_t bp = lc_model_activation_bytes(m, f.B, f.T, 0, 0);
         CHECK_EQ_INT(bp, m->ar[LC_MODE_TRAIN].floats * sizeof(float));
         CHECK_MSG(m->ar[LC_MODE_TRAIN].pack, "the arena did not pack");
+        // dgate's and dup's bf16 copies left over gu for their input-gradient products
+        // (->swiglu_bwd_packed_b, ->matmul_dx_b), and h's written by SwiGLU for down's
+        // product (->matmul_b), or each rounded by those products: the same bits
+        {
+            CHECK_MSG(lc_model_packs_dy(m), "the card does not keep dgate/dup as bf16");
+            CHECK_MSG(lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]), "the card does not write h as bf16");
+            const char *sw[] = {"LORAC_PACKED_DY", "LORAC_PACKED_H"};
+            float *gd = malloc(n * 4);
+            for (int i = 0; i < 2; i++) {
+                size_t nd = 0;
+                setenv(sw[i], "0", 1);
+                CHECK_MSG(i ? !lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]) : !lc_model_packs_dy(m),
+                          "%s=0 is still on", sw[i]);
+                double ld = step_grads(m, f.tok, f.tgtm, f.B, f.T, gd, &nd);
+                unsetenv(sw[i]);
+                CHECK_MSG(nd == n && ld == lp && !memcmp(gd, gp, n * 4), "%s=0: loss %.9g vs %.9g, gradients %s",
+                          sw[i], ld, lp, nd == n && memcmp(gd, gp, n * 4) ? "differ" : "equal");
+            }
+            printf("  tiny-mistral bf16: dgate/dup and h kept as bf16 or rounded by the products: the same loss "
+                   "and gradient bits\n");
+            free(gd);
+        }
         setenv("LORAC_PACK_GATE_UP", "0", 1);
         CHECK_MSG(!lc_model_packs_gate_up(m), "LORAC_PACK_GATE_UP=0 still packs");
         double lf = step_grads(m, f.tok, f.tgtm, f.B, f.T, gf, &n2);

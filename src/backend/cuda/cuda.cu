@@ -720,6 +720,37 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
 }
 
 
+/* cu_matmul's cuBLASLt path from x's bf16 rounding (no as_bf16 pass): more than GEMV_MAXN
+ * rows (fewer read float32 x) over bf16 weights. */
+static bool cu_matmul_b(lc_backend *be, float *out, const void *xb, const lc_wt *w, const float *bias, int64_t N,
+                        bool accumulate) {
+    lc_cuda *c = impl(be);
+    if (w->q || w->dtype != LC_DT_BF16 || N <= GEMV_MAXN) return false;
+    LC_PROF(c, "matmul N=%lld", N);
+    int O = (int)w->rows, I = (int)w->cols;
+    if (O <= 0) return true;
+    lc_cuda_gemm_bf16(c, true, O, (int)N, I, w->data, I, (const __nv_bfloat16 *)xb, I, accumulate ? 1.0f : 0.0f, out, O);
+    if (bias) {
+        k_add_bias<<<blocks_for((size_t)N * O), 256, 0, c->st>>>(out, bias, (size_t)N, (size_t)O);
+        LC_LAUNCHED(c);
+    }
+    return true;
+}
+
+/* cu_matmul_dx's bf16 path from dy's bf16 rounding (no as_bf16 pass). */
+static bool cu_matmul_dx_b(lc_backend *be, float *dx, const void *dyb, const lc_wt *w, int64_t N, bool accumulate) {
+    lc_cuda *c = impl(be);
+    lc_wt wq;
+    if (!w->q && w->dtype != LC_DT_BF16) return false;
+    if (w->q) wq = lc_cuda_dequantized(c, w, true), w = &wq;
+    LC_PROF(impl(be), "matmul_dx N=%lld", N);
+    int O = (int)w->rows, I = (int)w->cols;
+    if (N <= 0 || I <= 0) return true;
+    lc_cuda_gemm_bf16(c, false, I, (int)N, O, w->data, I, (const __nv_bfloat16 *)dyb, O, accumulate ? 1.0f : 0.0f,
+                      dx, I);
+    return true;
+}
+
 /* ->matmul_n: NF4 weights the tensor-core product takes run in one launch of it (qgemm.cu);
  * BF16 weights (not quantized) of more than GEMV_MAXN rows share one bf16 copy of x;
  * anything else runs as ->matmul calls. */
@@ -993,11 +1024,13 @@ __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t 
     }
 }
 
-__global__ void k_swiglu_pack(float *out, __nv_bfloat16 *gu, const float *gate, const float *up, size_t n) {
+__global__ void k_swiglu_pack(float *out, __nv_bfloat16 *gu, const float *gate, const float *up, size_t n,
+                              __nv_bfloat16 *outb) {
     LC_PDL_TRIGGER();
     GRID_STRIDE(i, n) {
-        float g = gate[i], u = up[i];
-        out[i] = g / (1.0f + expf(-g)) * u;
+        float g = gate[i], u = up[i], h = g / (1.0f + expf(-g)) * u;
+        out[i] = h;
+        if (outb) outb[i] = __float2bfloat16_rn(h);
         gu[i] = __float2bfloat16_rn(g), gu[n + i] = __float2bfloat16_rn(u);
     }
 }
@@ -1005,11 +1038,12 @@ __global__ void k_swiglu_pack(float *out, __nv_bfloat16 *gu, const float *gate, 
 /* Element i of SwiGLU's backward from its gate g, up u and dout d (h: k_swiglu's
  * expression, its bits). */
 __device__ __forceinline__ void swiglu_grad(float *dgate, float *dup, float *h, size_t i, float g, float u,
-                                            float d) {
+                                            float d, __nv_bfloat16 *gub = NULL, size_t n = 0) {
     float e = 1.0f + expf(-g), s = 1.0f / e;
     if (h) h[i] = g / e * u;
-    dup[i] = d * g * s;
-    dgate[i] = d * u * s * (1.0f + g * (1.0f - s));
+    float dU = d * g * s, dG = d * u * s * (1.0f + g * (1.0f - s));
+    dup[i] = dU, dgate[i] = dG;
+    if (gub) gub[i] = __float2bfloat16_rn(dG), gub[n + i] = __float2bfloat16_rn(dU);
 }
 
 __global__ void k_swiglu_bwd(float *dgate, float *dup, float *h, const float *dout, const float *gate,
@@ -1022,6 +1056,13 @@ __global__ void k_swiglu_bwd_packed(float *dgate, float *dup, float *h, const fl
     GRID_STRIDE(i, n) swiglu_grad(dgate, dup, h, i, __bfloat162float(gu[i]), __bfloat162float(gu[n + i]), dout[i]);
 }
 
+/* k_swiglu_bwd_packed, then dgate's and dup's bf16 roundings over gate's and up's in gu
+ * (what as_bf16 would make of them for the input-gradient products). */
+__global__ void k_swiglu_bwd_packed_b(float *dgate, float *dup, float *h, const float *dout, __nv_bfloat16 *gu,
+                                      size_t n) {
+    GRID_STRIDE(i, n) swiglu_grad(dgate, dup, h, i, __bfloat162float(gu[i]), __bfloat162float(gu[n + i]), dout[i], gu, n);
+}
+
 static void cu_swiglu(lc_backend *be, float *out, const float *gate, const float *up, size_t n) {
     LC_PROF(impl(be), "swiglu n=%lld", n);
     if (!n) return;
@@ -1029,10 +1070,11 @@ static void cu_swiglu(lc_backend *be, float *out, const float *gate, const float
     LC_LAUNCHED(impl(be));
 }
 
-static void cu_swiglu_pack(lc_backend *be, float *out, void *gu, const float *gate, const float *up, size_t n) {
+static void cu_swiglu_pack(lc_backend *be, float *out, void *gu, const float *gate, const float *up, size_t n,
+                           void *outb) {
     LC_PROF(impl(be), "swiglu+pack n=%lld", n);
     if (!n) return;
-    k_swiglu_pack<<<blocks_for(n), 256, 0, impl(be)->st>>>(out, (__nv_bfloat16 *)gu, gate, up, n);
+    k_swiglu_pack<<<blocks_for(n), 256, 0, impl(be)->st>>>(out, (__nv_bfloat16 *)gu, gate, up, n, (__nv_bfloat16 *)outb);
     LC_LAUNCHED(impl(be));
 }
 
@@ -1041,6 +1083,14 @@ static void cu_swiglu_bwd_packed(lc_backend *be, float *dgate, float *dup, float
     LC_PROF(impl(be), h ? "swiglu_bwd+h (packed)" : "swiglu_bwd (packed)", 0);
     if (!n) return;
     k_swiglu_bwd_packed<<<blocks_for(n), 256, 0, impl(be)->st>>>(dgate, dup, h, dout, (const __nv_bfloat16 *)gu, n);
+    LC_LAUNCHED(impl(be));
+}
+
+static void cu_swiglu_bwd_packed_b(lc_backend *be, float *dgate, float *dup, float *h, const float *dout, void *gu,
+                                   size_t n) {
+    LC_PROF(impl(be), h ? "swiglu_bwd+h (packed, bf16 dy)" : "swiglu_bwd (packed, bf16 dy)", 0);
+    if (!n) return;
+    k_swiglu_bwd_packed_b<<<blocks_for(n), 256, 0, impl(be)->st>>>(dgate, dup, h, dout, (__nv_bfloat16 *)gu, n);
     LC_LAUNCHED(impl(be));
 }
 
@@ -1212,6 +1262,9 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->swiglu_bwd = cu_swiglu_bwd;
     be->swiglu_pack = cu_swiglu_pack;
     be->swiglu_bwd_packed = cu_swiglu_bwd_packed;
+    be->swiglu_bwd_packed_b = cu_swiglu_bwd_packed_b;
+    be->matmul_dx_b = cu_matmul_dx_b;
+    be->matmul_b = cu_matmul_b;
     be->swiglu_lora = lc_cuda_swiglu_lora;
     be->cross_entropy = cu_cross_entropy;
     be->cross_entropy_sum = cu_cross_entropy_sum;

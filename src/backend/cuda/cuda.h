@@ -224,7 +224,8 @@ bool lc_cuda_lora_gemm(lc_cuda *c, bool ta, bool tb, int64_t M, int64_t N, int64
 void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *g);
 /* ->swiglu_lora (lora_gemm.cu; rank r <= 32). */
 void lc_cuda_swiglu_lora(lc_backend *be, float *h, void *gu, float *gate, float *up, int64_t N, int64_t I,
-                         const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale);
+                         const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale,
+                         void *hb);
 /* Frees gemm.cu's state (with the backend). */
 void lc_cuda_lt_free(lc_cuda *c);
 

@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_ksmall(const __grid_constant_
  * h = swiglu; gu NULL: gate, up written back, else bf16 into gu (2, N, I). */
 struct lg_swi {
     float *h, *gate, *up;
-    __nv_bfloat16 *gu;
+    __nv_bfloat16 *gu, *hb; // hb: h rounded to bf16 as well, or NULL
     const float *ug, *bg, *uu, *bu;
     int64_t N, I;
     int r;
@@ -144,7 +144,9 @@ __device__ __forceinline__ void lg_swiglu_rows(const lg_swi &a, const float (*sg
             u = a.scale * s + 1.0f * u;
         }
         int64_t i = (m0 + r) * I + n;
-        a.h[i] = g / (1.0f + expf(-g)) * u;
+        float hv = g / (1.0f + expf(-g)) * u;
+        a.h[i] = hv;
+        if (a.hb) a.hb[i] = __float2bfloat16_rn(hv);
         if (a.gu) a.gu[i] = __float2bfloat16_rn(g), a.gu[a.N * I + i] = __float2bfloat16_rn(u);
         else a.gate[i] = g, a.up[i] = u;
     }
@@ -177,11 +179,12 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu(const __grid_constant_
 }
 
 void lc_cuda_swiglu_lora(lc_backend *be, float *h, void *gu, float *gate, float *up, int64_t N, int64_t I,
-                         const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale) {
+                         const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale,
+                         void *hb) {
     lc_cuda *c = (lc_cuda *)be->impl;
     LC_PROF(c, gu ? "swiglu_lora+pack n=%lld" : "swiglu_lora n=%lld", N * I);
     if (N <= 0 || I <= 0) return;
-    lg_swi a = {h, gate, up, (__nv_bfloat16 *)gu, ug, bg, uu, bu, N, I, r, scale};
+    lg_swi a = {h, gate, up, (__nv_bfloat16 *)gu, (__nv_bfloat16 *)hb, ug, bg, uu, bu, N, I, r, scale};
     dim3 grid((unsigned)((I + LG_THREADS - 1) / LG_THREADS), (unsigned)((N + SW_ROWS - 1) / SW_ROWS));
     if (r > 16) k_lg_swiglu<32><<<grid, LG_THREADS, 0, c->st>>>(a);
     else k_lg_swiglu<16><<<grid, LG_THREADS, 0, c->st>>>(a);
