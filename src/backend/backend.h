@@ -253,8 +253,9 @@ struct lc_backend {
                               const void *gu, size_t n);
     /* Optional (NULL where not offered; CUDA): ->swiglu_bwd_packed that then also leaves
      * dgate and dup rounded to bf16 (round to nearest even) in gu, over gate's and up's
-     * values (dgate's n, then dup's), for ->matmul_dx_b. Each element's gate and up are
-     * read before its outputs are written. */
+     * values (dgate's n, then dup's), for ->matmul_dx_b and ->gemm_b; dgate and dup may be
+     * NULL (only the bf16 ones written). Each element's gate and up are read before its
+     * outputs are written. */
     void (*swiglu_bwd_packed_b)(lc_backend *be, float *dgate, float *dup, float *h, const float *dout, void *gu,
                                 size_t n);
     /* Optional (NULL where not offered; CUDA): ->matmul_dx given dy's bf16 rounding dyb
@@ -262,6 +263,12 @@ struct lc_backend {
      * anyway): the same bits as ->matmul_dx from the float32 dy. Returns false, having
      * done nothing, for other weights (the caller runs ->matmul_dx). */
     bool (*matmul_dx_b)(lc_backend *be, float *dx, const void *dyb, const lc_wt *w, int64_t N, bool accumulate);
+    /* Optional (NULL where not offered; CUDA): ->gemm where A (a16) or B (b16) or both are
+     * bf16 (row-major, their ld in elements); a float32 operand is rounded to bf16 first,
+     * and the products are bf16 × bf16 summed in float32 (as PyTorch's bf16 autocast
+     * multiplies an adapter): for the adapters' gradients from a bf16 dy. */
+    void (*gemm_b)(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A,
+                   int64_t lda, bool a16, const void *B, int64_t ldb, bool b16, float beta, float *C, int64_t ldc);
     /* Optional (NULL where not offered; CUDA): SwiGLU with the adapters' last products of
      * gate and up folded in: gate (N, I) += scale · ug bg and up += scale · uu bu, each
      * where its u (N, r) is not NULL (b (r, I); r <= 32; the sums as ->gemm's small-K

@@ -195,6 +195,11 @@ bool lc_model_packs_dy(const lc_model *m) {
     return !(e && !strcmp(e, "0")) && m->be->swiglu_bwd_packed_b && m->be->matmul_dx_b;
 }
 
+bool lc_model_dy16_adapters(const lc_model *m) {
+    const char *e = getenv("LORAC_PACKED_DY_ADAPTERS");
+    return !(e && !strcmp(e, "0")) && m->be->gemm_b && lc_model_packs_dy(m);
+}
+
 bool lc_model_folds_gate_up(const lc_model *m) {
     const char *e = getenv("LORAC_FOLD_GATE_UP");
     return !(e && !strcmp(e, "0")) && m->be->swiglu_lora && m->lcfg.dropout <= 0 && m->lcfg.rank <= 32;
@@ -1017,6 +1022,7 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
     float *dus[LC_GEMM_N_MAX] = {0};
     int64_t lds[LC_GEMM_N_MAX] = {0};
     int k = 0;
+    bool b16 = false; // dy only as bf16 (dy[i] NULL): gb and du as bf16 products (->gemm_b)
     for (int i = 0; i < n; i++) {
         if (!p[i]) continue;
         int64_t r = p[i]->r, o = p[i]->out;
@@ -1024,8 +1030,17 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
         lc_gemm_args b1 = {true, false, r, o, N, s, 0.0f, u[i], dy[i], r, o, o, p[i]->gb, NULL}; // gb = s u^T dy
         lc_gemm_args b2 = {false, true, N, r, o, s, 0.0f, dy[i], p[i]->b, o, o, lds[i], dus[i], NULL}; // du = s dy b^T
         gb[k] = b1, du[k++] = b2;
+        b16 |= !dy[i];
     }
-    if (k) {
+    if (k && b16) {
+        for (int i = 0; i < n; i++) {
+            if (!p[i]) continue;
+            int64_t r = p[i]->r, o = p[i]->out;
+            be->gemm_b(be, true, false, r, o, N, s, u[i], r, false, dyb[i], o, true, 0.0f, p[i]->gb, o);
+            be->gemm_b(be, false, true, N, r, o, s, dyb[i], o, true, p[i]->b, o, false, 0.0f, dus[i], lds[i]);
+        }
+        if (x) projs_ga_of(m, a, n, x, p, N);
+    } else if (k) {
         be->gemm_n(be, k, gb);
         be->gemm_n(be, k, du);
         if (x) projs_ga_of(m, a, n, x, p, N);
@@ -1189,6 +1204,8 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
     // rstd1/rstd2 again: the same kernel on the same input, the same values.)
     float *dh = a->g1, *dgate = s->gate, *dup = dh;
     bool dyb = s->gu && lc_model_packs_dy(m); // dgate's, dup's bf16 copies over gu, for their dx products
+    // and, without dropout, for their adapters' gb and du too: then no float32 dgate, dup
+    bool only16 = dyb && m->lcfg.dropout <= 0 && lc_model_dy16_adapters(m);
     {
         const float *y1 = a->dres;
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
@@ -1196,7 +1213,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         uint64_t d1 = DS(LC_KEY_DOWN);
         projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, NULL);
         float *hh = !fresh && p1 ? s->h : NULL;
-        if (dyb) be->swiglu_bwd_packed_b(be, dgate, dup, hh, dh, s->gu, (size_t)(N * I));
+        if (dyb) be->swiglu_bwd_packed_b(be, only16 ? NULL : dgate, only16 ? NULL : dup, hh, dh, s->gu, (size_t)(N * I));
         else if (s->gu) be->swiglu_bwd_packed(be, dgate, dup, hh, dh, s->gu, (size_t)(N * I));
         else be->swiglu_bwd(be, dgate, dup, hh, dh, s->gate, s->up, (size_t)(N * I));
         projs_ga(m, a, 1, s->h, &p1, N, &d1);
@@ -1204,7 +1221,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
     if (!fresh && (bk->lora[LC_KEY_GATE] || bk->lora[LC_KEY_UP]))
         be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
     {
-        const float *y2[2] = {dgate, dup};
+        const float *y2[2] = {only16 ? NULL : dgate, only16 ? NULL : dup};
         const lc_wt *w2[2] = {&bk->w[LC_KEY_GATE], &bk->w[LC_KEY_UP]};
         lc_lora_param *p2[2] = {bk->lora[LC_KEY_GATE], bk->lora[LC_KEY_UP]};
         float *u2[2] = {s->u[LC_KEY_GATE], s->u[LC_KEY_UP]};
@@ -1363,7 +1380,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     step_key k;
     memset(&k, 0, sizeof k);
     k.B = x->B, k.T = x->T, k.full = x->a->full, k.mlp = x->a->mlp, k.first = m->first, k.pack = x->a->pack;
-    k.fold = lc_model_folds_gate_up(m), k.dyb = lc_model_packs_dy(m);
+    k.fold = lc_model_folds_gate_up(m), k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m);
     k.hb = m->cfg.num_hidden_layers > 0 && lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]);
     k.arena = x->a->base, k.floats = x->a->floats;
     k.rope_cos = m->rope_cos, k.rope_sin = m->rope_sin, k.rope_len = m->rope_len;

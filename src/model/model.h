@@ -224,6 +224,12 @@ bool lc_model_packs_gate_up(const lc_model *m);
  * the backend offers ->swiglu_bwd_packed_b and ->matmul_dx_b (CUDA); LORAC_PACKED_DY=0
  * turns it off. */
 bool lc_model_packs_dy(const lc_model *m);
+/* Whether, with the above and without dropout, the gate and up adapters' gradient products
+ * (gb = s u^T dy, du = s dy b^T) also read those bf16 dgate and dup, as bf16 products
+ * (->gemm_b; u and b rounded to bf16, float32 sums: what PyTorch's bf16 autocast does),
+ * so their float32 copies are never written: gradients within bf16 rounding of the
+ * float32 products', not the same bits. LORAC_PACKED_DY_ADAPTERS=0 turns it off. */
+bool lc_model_dy16_adapters(const lc_model *m);
 /* Whether such a block's SwiGLU also writes h rounded to bf16 (into the arena's gradient
  * scratch, free during the forward) for down's frozen product, which would otherwise round
  * h in a pass of its own (the same bits): down a bf16 weight (not quantized), the backend

@@ -682,6 +682,56 @@ static void test_gemm(void) {
         }
 }
 
+/* ->gemm_b (the gate/up adapters' gb = s u^T dy and du = s dy b^T from a bf16 dy) against
+ * the CPU's ->gemm of both operands rounded to bf16 (lc_from_f32's round to nearest even):
+ * each operand given as bf16 or float32, padded leading dimensions, beta 0 over a
+ * NaN-poisoned C and beta 0.5. */
+static void test_gemm_b(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    CHECK_MSG(gpu->gemm_b != NULL, "the CUDA backend offers no ->gemm_b");
+    if (!gpu->gemm_b) return;
+    static const int64_t shapes[][5] = {{16, 300, 136, 1, 0}, {136, 16, 300, 0, 1}, {45, 33, 70, 0, 0}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
+        for (int mode = 0; mode < 4; mode++) {
+            int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+            bool ta = shapes[si][3], tb = shapes[si][4], a16 = mode & 1, b16 = mode & 2;
+            int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+            size_t na = (size_t)((ta ? K : M) * lda), nb = (size_t)((tb ? N : K) * ldb), nc = (size_t)(M * ldc);
+            float *A = rnd(na, 1), *B = rnd(nb, 1), *C = rnd(nc, 1), *ref = malloc(nc * 4);
+            uint16_t *Ah = malloc(na * 2), *Bh = malloc(nb * 2);
+            CHECK_OK(lc_from_f32(Ah, LC_DT_BF16, A, na));
+            CHECK_OK(lc_from_f32(Bh, LC_DT_BF16, B, nb));
+            float *Ar = malloc(na * 4), *Br = malloc(nb * 4);
+            lc_to_f32(Ar, Ah, LC_DT_BF16, na), lc_to_f32(Br, Bh, LC_DT_BF16, nb);
+            void *dA = a16 ? up(Ah, na * 2) : up(A, na * 4), *dB = b16 ? up(Bh, nb * 2) : up(B, nb * 4);
+            for (int beta1 = 0; beta1 < 2; beta1++) {
+                float beta = beta1 ? 0.5f : 0.0f;
+                float *dC = beta1 ? up(C, nc * 4) : poisoned(nc);
+                memcpy(ref, C, nc * 4);
+                cpu->gemm(cpu, ta, tb, M, N, K, 0.7f, Ar, lda, Br, ldb, beta, ref, ldc);
+                gpu->gemm_b(gpu, ta, tb, M, N, K, 0.7f, dA, lda, a16, dB, ldb, b16, beta, dC, ldc);
+                float *h = down(dC, nc);
+                double num = 0, den = 0;
+                bool bad = false;
+                for (int64_t i = 0; i < M; i++)
+                    for (int64_t j = 0; j < N; j++) {
+                        float a = h[i * ldc + j], b = ref[i * ldc + j];
+                        bad |= isnan(a);
+                        num += ((double)a - b) * ((double)a - b), den += (double)b * b;
+                    }
+                double e = bad ? INFINITY : sqrt(num / den);
+                CHECK_MSG(e <= 1e-5, "gemm_b %lldx%lldx%lld ta=%d tb=%d A %s B %s beta %.1f: rel err %.3e", (long long)M,
+                          (long long)N, (long long)K, ta, tb, a16 ? "bf16" : "f32", b16 ? "bf16" : "f32", beta, e);
+                free(h);
+                gpu->release(gpu, dC);
+            }
+            printf("  gemm_b %lldx%lldx%lld ta=%d tb=%d A %s B %s: within 1e-5 of the bf16-rounded CPU product\n",
+                   (long long)M, (long long)N, (long long)K, ta, tb, a16 ? "bf16" : "f32", b16 ? "bf16" : "f32");
+            free(A), free(B), free(C), free(ref), free(Ah), free(Bh), free(Ar), free(Br);
+            gpu->release(gpu, dA), gpu->release(gpu, dB);
+        }
+}
+
 /* n ->gemm products of one shape (M, N, K, ta, tb) in a row, each with its own A, B and
  * C (or one shared A when shareA), against the CPU: beta 0 over NaN-poisoned C (every
  * element written, none read), then beta 1 (accumulate). */
@@ -1110,6 +1160,9 @@ static void test_norm_rope_swiglu(void) {
             float *eg = up(rg, n * 4), *eu = up(ru, n * 4), *ed = up(d2, n * 4), *eh = poisoned(n);
             void *gu2 = gpu->alloc(gpu, 2 * n * 2);
             gpu->swiglu_pack(gpu, eh, gu2, eg, eu, n, NULL); // the same bf16 gate/up as gu
+            void *gu3 = gpu->alloc(gpu, 2 * n * 2); // the same with no float32 dgate, dup
+            gpu->swiglu_pack(gpu, eh, gu3, eg, eu, n, NULL);
+            gpu->swiglu_bwd_packed_b(gpu, NULL, NULL, NULL, ed, gu3, n);
             gpu->swiglu_bwd_packed_b(gpu, eg, ed, eh, ed, gu2, n); // in place, as the model calls it
             float *ag = down(eg, n), *bg = down(dg2, n), *au = down(ed, n), *bu = down(dd2, n), *ah = down(eh, n);
             float *bh = down(ph, n);
@@ -1121,6 +1174,10 @@ static void test_norm_rope_swiglu(void) {
             gpu->download(gpu, gb2, gu2, 2 * n * 2);
             CHECK_OK(gpu->sync(gpu));
             CHECK_MSG(!memcmp(gb2, wb, 2 * n * 2), "swiglu_bwd_packed_b's bf16 dgate/dup differ from round-to-nearest-even");
+            gpu->download(gpu, gb2, gu3, 2 * n * 2);
+            CHECK_OK(gpu->sync(gpu));
+            CHECK_MSG(!memcmp(gb2, wb, 2 * n * 2), "swiglu_bwd_packed_b without dgate/dup: other bf16 dgate/dup");
+            gpu->release(gpu, gu3);
             printf("  %-28s bit for bit (= swiglu_bwd_packed, gu = bf16 dgate/dup)\n", "swiglu_bwd_packed_b");
             free(ag), free(bg), free(au), free(bu), free(ah), free(bh), free(wb), free(gb2);
             void *ev[] = {eg, eu, ed, eh, gu2};
@@ -1366,6 +1423,7 @@ int main(void) {
     RUN(test_quantized_order);
     RUN(test_gemm);
     RUN(test_gemm_adapters);
+    RUN(test_gemm_b);
     RUN(test_gemm_groups);
     RUN(test_gemm_many_rows);
     RUN(test_matmul_n);

@@ -737,6 +737,32 @@ static bool cu_matmul_b(lc_backend *be, float *out, const void *xb, const lc_wt 
     return true;
 }
 
+/* ->gemm_b: the float32 operands rounded into the bf16 scratch (A first, B after it on a
+ * 16-byte boundary), then one cublasGemmEx (bf16 inputs, float32 sums and output). Row-major
+ * C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, as in cu_gemm. */
+static void cu_gemm_b(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A,
+                      int64_t lda, bool a16, const void *B, int64_t ldb, bool b16, float beta, float *C, int64_t ldc) {
+    lc_cuda *c = impl(be);
+    LC_PROF(c, "gemm_b (LoRA) M=%lld", M);
+    if (M <= 0 || N <= 0) return;
+    size_t na = a16 ? 0 : (size_t)((ta ? K : M) * lda), nb = b16 ? 0 : (size_t)((tb ? N : K) * ldb);
+    size_t na8 = (na + 7) & ~(size_t)7;
+    __nv_bfloat16 *s = na + nb ? (__nv_bfloat16 *)xb_get(c, (na8 + nb) * sizeof(__nv_bfloat16)) : NULL;
+    if (na) {
+        k_to_bf16<<<blocks_for(na), 256, 0, c->st>>>(s, (const float *)A, na);
+        LC_LAUNCHED(c);
+        A = s;
+    }
+    if (nb) {
+        k_to_bf16<<<blocks_for(nb), 256, 0, c->st>>>(s + na8, (const float *)B, nb);
+        LC_LAUNCHED(c);
+        B = s + na8;
+    }
+    LC_BK(c, cublasGemmEx(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M,
+                          (int)K, &alpha, B, CUDA_R_16BF, (int)ldb, A, CUDA_R_16BF, (int)lda, &beta, C, CUDA_R_32F,
+                          (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 /* cu_matmul_dx's bf16 path from dy's bf16 rounding (no as_bf16 pass). */
 static bool cu_matmul_dx_b(lc_backend *be, float *dx, const void *dyb, const lc_wt *w, int64_t N, bool accumulate) {
     lc_cuda *c = impl(be);
@@ -1042,7 +1068,8 @@ __device__ __forceinline__ void swiglu_grad(float *dgate, float *dup, float *h, 
     float e = 1.0f + expf(-g), s = 1.0f / e;
     if (h) h[i] = g / e * u;
     float dU = d * g * s, dG = d * u * s * (1.0f + g * (1.0f - s));
-    dup[i] = dU, dgate[i] = dG;
+    if (dup) dup[i] = dU;
+    if (dgate) dgate[i] = dG;
     if (gub) gub[i] = __float2bfloat16_rn(dG), gub[n + i] = __float2bfloat16_rn(dU);
 }
 
@@ -1265,6 +1292,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->swiglu_bwd_packed_b = cu_swiglu_bwd_packed_b;
     be->matmul_dx_b = cu_matmul_dx_b;
     be->matmul_b = cu_matmul_b;
+    be->gemm_b = cu_gemm_b;
     be->swiglu_lora = lc_cuda_swiglu_lora;
     be->cross_entropy = cu_cross_entropy;
     be->cross_entropy_sum = cu_cross_entropy_sum;
