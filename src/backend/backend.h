@@ -134,6 +134,11 @@ struct lc_backend {
      * once; at few rows ->gemm_n's grouped launches are quicker. 0: always; INT64_MAX:
      * never (the adapters one by one, dx after the frozen products). */
     int64_t lora_group_rows;
+    /* Whether ->gemm may multiply on TF32 tensor cores (inputs rounded to 10-bit
+     * mantissas, float32 sums) where it would run a float32 GEMM: the model sets it
+     * around its blocks while its frozen weights are bf16 or quantized, whose products
+     * round the activations to bf16 anyway (lc_model_lora_tf32); false otherwise. */
+    bool lora_tf32;
 
     /* ---- memory ---- */
     void *(*alloc)(lc_backend *be, size_t bytes);        // zeroed; aborts when out of memory

@@ -195,6 +195,15 @@ bool lc_model_packs_dy(const lc_model *m) {
     return !(e && !strcmp(e, "0")) && m->be->swiglu_bwd_packed_b && m->be->matmul_dx_b;
 }
 
+bool lc_model_lora_tf32(const lc_model *m) {
+    const char *e = getenv("LORAC_LORA_TF32");
+    if ((e && !strcmp(e, "0")) || strcmp(m->be->name, "cuda") != 0) return false;
+    for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++)
+        for (int k = 0; k < LC_NKEYS; k++)
+            if (!m->blocks[l].w[k].q && m->blocks[l].w[k].dtype == LC_DT_F32) return false;
+    return true;
+}
+
 bool lc_model_dy16_adapters(const lc_model *m) {
     const char *e = getenv("LORAC_PACKED_DY_ADAPTERS");
     return !(e && !strcmp(e, "0")) && m->be->gemm_b && lc_model_packs_dy(m);
@@ -1172,6 +1181,7 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
 void lc_block_forward(lc_model *m, int l, lc_acts *s, const float *x, float *xout, int64_t B,
                       int64_t T, int64_t pos0, float *kdst, float *vdst, const float *kall,
                       const float *vall, int64_t S, bool train, uint64_t seed, lc_arena *a) {
+    m->be->lora_tf32 = lc_model_lora_tf32(m);
     block_attn_fwd(m, l, s, x, B, T, pos0, kdst, vdst, kall, vall, S, train, seed, a);
     block_mlp_fwd(m, l, s, xout, B, T, train, seed, a, 2);
 }
@@ -1197,6 +1207,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
     int64_t N = B * T, C = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
     int64_t D = c->head_dim, I = c->intermediate_size;
     float eps = (float)c->rms_norm_eps;
+    be->lora_tf32 = lc_model_lora_tf32(m);
 #define DS(k) drop_seed(seed, l, k)
     // dh = d(down's input), then SwiGLU's input gradients in place (dgate over gate, dup
     // over dh), with h written again beside them when stale: down's adapter gradient
@@ -1329,7 +1340,7 @@ static double scalars_loss(lc_model *m) {
  * Zeroed before filling (padding); the adapters' descriptors follow it. */
 typedef struct {
     int64_t B, T;
-    int32_t full, mlp, first, pack, fold, dyb, hb;
+    int32_t full, mlp, first, pack, fold, dyb, hb, tf32;
     const float *arena, *rope_cos, *rope_sin, *lora_mem, *grad_mem;
     const void *scal, *params;
     size_t n_params, floats;
@@ -1381,6 +1392,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     memset(&k, 0, sizeof k);
     k.B = x->B, k.T = x->T, k.full = x->a->full, k.mlp = x->a->mlp, k.first = m->first, k.pack = x->a->pack;
     k.fold = lc_model_folds_gate_up(m), k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m);
+    k.tf32 = lc_model_lora_tf32(m);
     k.hb = m->cfg.num_hidden_layers > 0 && lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]);
     k.arena = x->a->base, k.floats = x->a->floats;
     k.rope_cos = m->rope_cos, k.rope_sin = m->rope_sin, k.rope_len = m->rope_len;

@@ -230,6 +230,11 @@ bool lc_model_packs_dy(const lc_model *m);
  * so their float32 copies are never written: gradients within bf16 rounding of the
  * float32 products', not the same bits. LORAC_PACKED_DY_ADAPTERS=0 turns it off. */
 bool lc_model_dy16_adapters(const lc_model *m);
+/* Whether m's adapters' float32 products that the card runs through cuBLAS may use TF32
+ * tensor cores (->lora_tf32): on CUDA, when no frozen block weight is float32 (bf16 or
+ * quantized bases, whose products round the activations to bf16 anyway; the float32
+ * fixtures keep float32 products); LORAC_LORA_TF32=0 turns it off. */
+bool lc_model_lora_tf32(const lc_model *m);
 /* Whether such a block's SwiGLU also writes h rounded to bf16 (into the arena's gradient
  * scratch, free during the forward) for down's frozen product, which would otherwise round
  * h in a pass of its own (the same bits): down a bf16 weight (not quantized), the backend

@@ -682,6 +682,38 @@ static void test_gemm(void) {
         }
 }
 
+/* ->gemm with ->lora_tf32 on, at shapes cuBLAS runs (many rows; u = x a, du = dy b^T,
+ * ga = x^T du, gb = u^T dy at 8 x 512's proportions): within TF32 rounding of the CPU's
+ * float32 product, and not the float32 GEMM's bits (the tensor cores did run). */
+static void test_gemm_tf32(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    static const int64_t shapes[][5] = {{600, 48, 1000, 0, 0}, {600, 16, 700, 0, 1}, {1000, 16, 600, 1, 0},
+                                        {16, 700, 600, 1, 0}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        bool ta = shapes[si][3], tb = shapes[si][4];
+        int64_t lda = ta ? M : K, ldb = tb ? K : N, ldc = N;
+        size_t na = (size_t)((ta ? K : M) * lda), nb = (size_t)((tb ? N : K) * ldb), nc = (size_t)(M * ldc);
+        float *A = rnd(na, 1), *B = rnd(nb, 1), *ref = malloc(nc * 4);
+        cpu->gemm(cpu, ta, tb, M, N, K, 0.7f, A, lda, B, ldb, 0.0f, ref, ldc);
+        float *dA = up(A, na * 4), *dB = up(B, nb * 4), *d32 = poisoned(nc), *dtf = poisoned(nc);
+        gpu->gemm(gpu, ta, tb, M, N, K, 0.7f, dA, lda, dB, ldb, 0.0f, d32, ldc);
+        gpu->lora_tf32 = true;
+        gpu->gemm(gpu, ta, tb, M, N, K, 0.7f, dA, lda, dB, ldb, 0.0f, dtf, ldc);
+        gpu->lora_tf32 = false;
+        char what[96];
+        snprintf(what, sizeof what, "gemm tf32 %lldx%lldx%lld ta=%d tb=%d", (long long)M, (long long)N, (long long)K, ta,
+                 tb);
+        float *h32 = down(d32, nc), *htf = down(dtf, nc);
+        double e = rel(htf, ref, nc), e32 = rel(h32, ref, nc);
+        CHECK_MSG(e <= 2e-3 && e > 4 * e32, "%s: rel err %.3e (float32 GEMM %.3e): want TF32's, within 2e-3", what,
+                  e, e32);
+        printf("  %-34s rel err %.1e (float32 GEMM %.1e)\n", what, e, e32);
+        free(A), free(B), free(ref), free(h32), free(htf);
+        gpu->release(gpu, dA), gpu->release(gpu, dB), gpu->release(gpu, d32), gpu->release(gpu, dtf);
+    }
+}
+
 /* ->gemm_b (the gate/up adapters' gb = s u^T dy and du = s dy b^T from a bf16 dy) against
  * the CPU's ->gemm of both operands rounded to bf16 (lc_from_f32's round to nearest even):
  * each operand given as bf16 or float32, padded leading dimensions, beta 0 over a
@@ -1424,6 +1456,7 @@ int main(void) {
     RUN(test_gemm);
     RUN(test_gemm_adapters);
     RUN(test_gemm_b);
+    RUN(test_gemm_tf32);
     RUN(test_gemm_groups);
     RUN(test_gemm_many_rows);
     RUN(test_matmul_n);
