@@ -284,7 +284,8 @@ struct lc_backend {
                         const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale,
                         void *outb);
     /* (->swiglu_pack and ->swiglu_lora: outb, when not NULL, also receives out rounded to
-     * bf16 (round to nearest even), for ->matmul_b; it must not overlap gate, up or gu.) */
+     * bf16 (round to nearest even), for ->matmul_b and ->gemm_b; it must not overlap gate,
+     * up or gu; out may then be NULL: only the bf16 copy written.) */
     /* Optional (NULL where not offered; CUDA): ->matmul of more than 8 rows given x's bf16
      * rounding xb (N, I) instead of x, where w is bf16 (not quantized): the same bits as
      * ->matmul from the float32 x. Returns false, having done nothing, otherwise. */

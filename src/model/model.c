@@ -954,6 +954,9 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
         int64_t in = m->cfg.hidden_size;
         be->gemm(be, false, false, N, kg * r, in, 1.0f, x, in, ag, kg * r, 0.0f, a->du, kg * r);
         for (int j = 0; j < kg; j++) be->copy2d(be, g[j].C, r, a->du + j * r, kg * r, N, r);
+    } else if (!x) { // x only as bf16 (one projection): u = xb a as a bf16 product
+        be->gemm_b(be, false, false, N, p[0]->r, p[0]->in, 1.0f, xb, p[0]->in, true, p[0]->a, p[0]->r, false, 0.0f,
+                   u[0], p[0]->r);
     } else {
         be->gemm_n(be, k, g); // u = x a
     }
@@ -1134,6 +1137,13 @@ static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64
     }
 }
 
+/* Whether a block's forward at N rows over acts s keeps h only as bf16 (no float32 h: see
+ * block_mlp_fwd), given that it writes the bf16 copy: at the many rows where the frozen
+ * and adapter products all take it (->lora_group_rows), without dropout, packing. */
+static bool h_only16(const lc_model *m, const lc_acts *s, int64_t N) {
+    return s->gu && m->lcfg.dropout <= 0 && N >= m->be->lora_group_rows && m->be->gemm_b;
+}
+
 /* Block l's MLP half: s->xmid -> xout (N, C), its activations into s. down: 2 the whole
  * half; 1 all but down's frozen product and xout (a recompute: the backward needs down's
  * u = h a, not the block's output); 0 gate, up and h only. */
@@ -1149,8 +1159,11 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
     // without dropout: projs_fwd's grouped path)
     lc_lora_param *pg = bk->lora[LC_KEY_GATE], *pu = bk->lora[LC_KEY_UP];
     bool fold = train && (pg || pu) && lc_model_folds_gate_up(m);
-    // h's bf16 copy for down's frozen product (the arena's g1 is free in the forward)
+    // h's bf16 copy for down's frozen product (the arena's g1 is free in the forward); at
+    // many rows the only copy: down's adapter takes u from it too (->gemm_b) and the
+    // backward writes h again (h_only16)
     void *hb = down == 2 && train && m->lcfg.dropout <= 0 && s->gu && lc_model_packs_h(m, &bk->w[LC_KEY_DOWN]) ? a->g1 : NULL;
+    float *hout = hb && h_only16(m, s, N) ? NULL : s->h;
     {
         float *o2[2] = {s->gate, s->up};
         const lc_wt *w2[2] = {&bk->w[LC_KEY_GATE], &bk->w[LC_KEY_UP]};
@@ -1161,16 +1174,16 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
         projs_fwd(m, a, 2, o2, false, NULL, s->xn2, w2, b2, p2, u2, N, train, d2, fold, NULL);
     }
     if (fold)
-        be->swiglu_lora(be, s->h, s->gu, s->gate, s->up, N, I, pg ? s->u[LC_KEY_GATE] : NULL, pg ? pg->b : NULL,
+        be->swiglu_lora(be, hout, s->gu, s->gate, s->up, N, I, pg ? s->u[LC_KEY_GATE] : NULL, pg ? pg->b : NULL,
                         pu ? s->u[LC_KEY_UP] : NULL, pu ? pu->b : NULL, (int)m->lcfg.rank, m->lcfg.scale, hb);
-    else if (s->gu) be->swiglu_pack(be, s->h, s->gu, s->gate, s->up, (size_t)(N * I), hb);
+    else if (s->gu) be->swiglu_pack(be, hout, s->gu, s->gate, s->up, (size_t)(N * I), hb);
     else be->swiglu(be, s->h, s->gate, s->up, (size_t)(N * I));
     lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
     uint64_t d1 = drop_seed(seed, l, LC_KEY_DOWN);
     if (down == 2) {
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN]; // xout = xmid + h Wd^T
         const float *b1 = NULL;
-        projs_fwd(m, a, 1, &xout, true, s->xmid, s->h, &w1, &b1, &p1, &s->u[LC_KEY_DOWN], N, train, &d1, false, hb);
+        projs_fwd(m, a, 1, &xout, true, s->xmid, hout, &w1, &b1, &p1, &s->u[LC_KEY_DOWN], N, train, &d1, false, hb);
     } else if (down == 1 && p1) {
         proj_u(m, a, s->h, p1, s->u[LC_KEY_DOWN], N, d1);
     }
@@ -1200,7 +1213,7 @@ static void block_recompute(lc_model *m, int l, lc_acts *s, const float *x, int6
  * block's forward was the last to write the shared xn and h (so they hold its xn2 and h);
  * else they are recomputed here, and xn1 always is, where an adapter needs them. */
 static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64_t B, int64_t T,
-                           bool need_dx, bool fresh, uint64_t seed, lc_arena *a) {
+                           bool need_dx, bool fresh, bool h_fresh, uint64_t seed, lc_arena *a) {
     lc_backend *be = m->be;
     const lc_model_config *c = &m->cfg;
     lc_block *bk = &m->blocks[l];
@@ -1223,7 +1236,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
         uint64_t d1 = DS(LC_KEY_DOWN);
         projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, NULL);
-        float *hh = !fresh && p1 ? s->h : NULL;
+        float *hh = !(fresh && h_fresh) && p1 ? s->h : NULL;
         if (dyb) be->swiglu_bwd_packed_b(be, only16 ? NULL : dgate, only16 ? NULL : dup, hh, dh, s->gu, (size_t)(N * I));
         else if (s->gu) be->swiglu_bwd_packed(be, dgate, dup, hh, dh, s->gu, (size_t)(N * I));
         else be->swiglu_bwd(be, dgate, dup, hh, dh, s->gate, s->up, (size_t)(N * I));
@@ -1344,7 +1357,7 @@ typedef struct {
     const float *arena, *rope_cos, *rope_sin, *lora_mem, *grad_mem;
     const void *scal, *params;
     size_t n_params, floats;
-    int64_t rope_len;
+    int64_t rope_len, group_rows; // group_rows: the backend's lora_group_rows (tests move it)
     lc_lora_config lcfg;
 } step_key;
 
@@ -1373,7 +1386,9 @@ static void step_body(void *ctx) {
         int keep = a->saved[l].keep;
         if (l < L - 1 && keep != LC_KEEP_ALL) // recompute what the block did not keep (the top's is fresh)
             block_recompute(m, l, s, xin(m, a, l), B, T, keep == LC_KEEP_INPUT, x->seed, a);
-        block_backward(m, l, s, xin(m, a, l), B, T, l > m->first, keep != LC_KEEP_ALL || l == L - 1, x->seed, a);
+        bool rec = l < L - 1 && keep != LC_KEEP_ALL; // recomputed above (h in float32 again)
+        block_backward(m, l, s, xin(m, a, l), B, T, l > m->first, rec || l == L - 1,
+                       rec || !h_only16(m, s, N) || !lc_model_packs_h(m, &m->blocks[l].w[LC_KEY_DOWN]), x->seed, a);
     }
 }
 
@@ -1392,7 +1407,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     memset(&k, 0, sizeof k);
     k.B = x->B, k.T = x->T, k.full = x->a->full, k.mlp = x->a->mlp, k.first = m->first, k.pack = x->a->pack;
     k.fold = lc_model_folds_gate_up(m), k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m);
-    k.tf32 = lc_model_lora_tf32(m);
+    k.tf32 = lc_model_lora_tf32(m), k.group_rows = be->lora_group_rows;
     k.hb = m->cfg.num_hidden_layers > 0 && lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]);
     k.arena = x->a->base, k.floats = x->a->floats;
     k.rope_cos = m->rope_cos, k.rope_sin = m->rope_sin, k.rope_len = m->rope_len;

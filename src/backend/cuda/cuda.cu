@@ -1061,7 +1061,7 @@ __global__ void k_swiglu_pack(float *out, __nv_bfloat16 *gu, const float *gate, 
     LC_PDL_TRIGGER();
     GRID_STRIDE(i, n) {
         float g = gate[i], u = up[i], h = g / (1.0f + expf(-g)) * u;
-        out[i] = h;
+        if (out) out[i] = h;
         if (outb) outb[i] = __float2bfloat16_rn(h);
         gu[i] = __float2bfloat16_rn(g), gu[n + i] = __float2bfloat16_rn(u);
     }

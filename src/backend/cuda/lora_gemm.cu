@@ -145,7 +145,7 @@ __device__ __forceinline__ void lg_swiglu_rows(const lg_swi &a, const float (*sg
         }
         int64_t i = (m0 + r) * I + n;
         float hv = g / (1.0f + expf(-g)) * u;
-        a.h[i] = hv;
+        if (a.h) a.h[i] = hv;
         if (a.hb) a.hb[i] = __float2bfloat16_rn(hv);
         if (a.gu) a.gu[i] = __float2bfloat16_rn(g), a.gu[a.N * I + i] = __float2bfloat16_rn(u);
         else a.gate[i] = g, a.up[i] = u;
