@@ -291,6 +291,14 @@ struct lc_backend {
      * ->matmul from the float32 x. Returns false, having done nothing, otherwise. */
     bool (*matmul_b)(lc_backend *be, float *out, const void *xb, const lc_wt *w, const float *bias, int64_t N,
                      bool accumulate);
+    /* Optional (NULL where not offered; CUDA): ->matmul_n given x's bf16 rounding xb, on
+     * the same terms as ->matmul_b (every weight bf16, more than 8 rows; else false). */
+    bool (*matmul_n_b)(lc_backend *be, int n, float *const *out, const void *xb, const lc_wt *const *w,
+                       const float *const *bias, int64_t N, bool accumulate);
+    /* Optional (NULL where not offered; CUDA): ->rmsnorm that also writes out's bf16
+     * rounding (round to nearest even) into outb; out may be NULL (only outb written). */
+    void (*rmsnorm_b)(lc_backend *be, float *out, void *outb, float *rstd, const float *x, const float *w,
+                      int64_t N, int64_t C, float eps);
     /* Cross-entropy over rows of logits (N,V): returns the sum over rows with
      * targets[n] >= 0 of logsumexp(row) - row[target] (rows with -1 are ignored). When
      * grad_scale != 0, logits are overwritten (=) with grad_scale * d(loss)/d(logits)

@@ -923,7 +923,8 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
     // the frozen products, from x's bf16 copy xb (one projection) where there is one
 #define MATMUL_N(accum)                                                                           \
     do {                                                                                          \
-        if (!(xb && n == 1 && be->matmul_b(be, out[0], xb, w[0], bias[0], N, (accum))))           \
+        if (!(xb && (n == 1 ? be->matmul_b(be, out[0], xb, w[0], bias[0], N, (accum))             \
+                            : be->matmul_n_b(be, n, out, xb, w, bias, N, (accum)))))              \
             be->matmul_n(be, n, out, x, w, bias, N, (accum));                                      \
     } while (0)
     int np = 0;
@@ -952,11 +953,14 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
     if (kg) { // u side by side in a->du (free outside the backward), then each to its place
         const float *ag = group_a(m, a, n, p, r);
         int64_t in = m->cfg.hidden_size;
-        be->gemm(be, false, false, N, kg * r, in, 1.0f, x, in, ag, kg * r, 0.0f, a->du, kg * r);
+        if (x) be->gemm(be, false, false, N, kg * r, in, 1.0f, x, in, ag, kg * r, 0.0f, a->du, kg * r);
+        else be->gemm_b(be, false, false, N, kg * r, in, 1.0f, xb, in, true, ag, kg * r, false, 0.0f, a->du, kg * r);
         for (int j = 0; j < kg; j++) be->copy2d(be, g[j].C, r, a->du + j * r, kg * r, N, r);
-    } else if (!x) { // x only as bf16 (one projection): u = xb a as a bf16 product
-        be->gemm_b(be, false, false, N, p[0]->r, p[0]->in, 1.0f, xb, p[0]->in, true, p[0]->a, p[0]->r, false, 0.0f,
-                   u[0], p[0]->r);
+    } else if (!x) { // x only as bf16: u = xb a as bf16 products
+        for (int i = 0; i < n; i++)
+            if (p[i])
+                be->gemm_b(be, false, false, N, p[i]->r, p[i]->in, 1.0f, xb, p[i]->in, true, p[i]->a, p[i]->r, false,
+                           0.0f, u[i], p[i]->r);
     } else {
         be->gemm_n(be, k, g); // u = x a
     }
@@ -981,10 +985,31 @@ static void proj_u(lc_model *m, lc_arena *a, const float *x, lc_lora_param *p, f
 /* The adapters' ga = x^T du with each du where projs_bwd wrote it (no dropout): one
  * product over x into a->lg's second half, copied to each ga, when grouped; else one
  * ->gemm_n. */
-static void projs_ga_of(lc_model *m, lc_arena *a, int n, const float *x, lc_lora_param *const *p, int64_t N) {
+static void projs_ga_of(lc_model *m, lc_arena *a, int n, const float *x, lc_lora_param *const *p, int64_t N,
+                        const void *xb) {
     lc_backend *be = m->be;
     int64_t r;
     int kg = projs_group(m, n, p, N, &r);
+    if (!x) { // x only as bf16 (xn16): bf16 products
+        int64_t in = p[0] ? p[0]->in : m->cfg.hidden_size;
+        for (int i = 0; i < n && !p[0]; i++)
+            if (p[i]) in = p[i]->in;
+        if (kg) {
+            int64_t kr = kg * r;
+            float *gg = a->lg + (size_t)(in * 3 * m->lcfg.rank);
+            be->gemm_b(be, true, false, in, kr, N, 1.0f, xb, in, true, a->du, kr, false, 0.0f, gg, kr);
+            for (int i = 0, j = 0; i < n; i++)
+                if (p[i]) be->copy2d(be, p[i]->ga, r, gg + j++ * r, kr, in, r);
+            return;
+        }
+        for (int i = 0, k = 0; i < n; i++) {
+            if (!p[i]) continue;
+            int64_t ld;
+            const float *du = du_at(a, k++, 0, false, N, p[i]->r, &ld);
+            be->gemm_b(be, true, false, in, p[i]->r, N, 1.0f, xb, in, true, du, ld, false, 0.0f, p[i]->ga, p[i]->r);
+        }
+        return;
+    }
     if (kg) {
         int64_t in = m->cfg.hidden_size, kr = kg * r;
         float *gg = a->lg + (size_t)(in * 3 * m->lcfg.rank);
@@ -1015,7 +1040,7 @@ static void projs_ga_of(lc_model *m, lc_arena *a, int n, const float *x, lc_lora
  * projection: proj_bwd keeps one du). */
 static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, const float *const *dy,
                       const float *x, const lc_wt *const *w, lc_lora_param *const *p, float *const *u,
-                      int64_t N, bool need_dx, const uint64_t *ds, const void *const *dyb) {
+                      int64_t N, bool need_dx, const uint64_t *ds, const void *const *dyb, const void *xb) {
     lc_backend *be = m->be;
     // the frozen input-gradient product of projection i, from dy's bf16 copy where there is one
 #define MATMUL_DX(i, accum)                                                                       \
@@ -1051,11 +1076,11 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
             be->gemm_b(be, true, false, r, o, N, s, u[i], r, false, dyb[i], o, true, 0.0f, p[i]->gb, o);
             be->gemm_b(be, false, true, N, r, o, s, dyb[i], o, true, p[i]->b, o, false, 0.0f, dus[i], lds[i]);
         }
-        if (x) projs_ga_of(m, a, n, x, p, N);
+        if (x || xb) projs_ga_of(m, a, n, x, p, N, xb);
     } else if (k) {
         be->gemm_n(be, k, gb);
         be->gemm_n(be, k, du);
-        if (x) projs_ga_of(m, a, n, x, p, N);
+        if (x || xb) projs_ga_of(m, a, n, x, p, N, xb);
     }
     if (!need_dx) return;
     if (k && N >= be->lora_group_rows) { // dx (+)= the adapters' du a^T, then the frozen products add
@@ -1090,7 +1115,7 @@ static void projs_ga(lc_model *m, lc_arena *a, int n, const float *x, lc_lora_pa
                      const uint64_t *ds) {
     lc_backend *be = m->be;
     if (m->lcfg.dropout <= 0) {
-        projs_ga_of(m, a, n, x, p, N);
+        projs_ga_of(m, a, n, x, p, N, NULL);
         return;
     }
     for (int i = 0; i < n; i++) { // proj_bwd's order: one du, in a->du
@@ -1103,6 +1128,27 @@ static void projs_ga(lc_model *m, lc_arena *a, int n, const float *x, lc_lora_pa
 
 /* ------------------------------------------------------------ blocks */
 
+/* Where a training step at N rows keeps the normed inputs (xn1, xn2) only as bf16, or
+ * NULL: the arena's logits chunk (free outside the head's loss), when it holds N x C bf16
+ * values, at the many rows where their products all take bf16 (->lora_group_rows), the
+ * frozen weights bf16 (->matmul_n_b), no dropout; LORAC_PACKED_XN=0 turns it off. Their
+ * products (frozen: ->matmul_n_b; the adapters' u and ga: ->gemm_b) read that copy, and
+ * the backward recomputes it where an adapter needs it (the top block's too). */
+static void *xn16(const lc_model *m, lc_arena *a, int64_t N) {
+    const char *e = getenv("LORAC_PACKED_XN");
+    lc_backend *be = m->be;
+    if ((e && !strcmp(e, "0")) || !be->rmsnorm_b || !be->matmul_n_b || !be->matmul_b || !be->gemm_b ||
+        m->lcfg.dropout > 0 || N < be->lora_group_rows || a->mode != LC_MODE_TRAIN || !a->logits)
+        return NULL;
+    int64_t C = m->cfg.hidden_size;
+    if ((size_t)a->chunk * (size_t)m->cfg.vocab_size < (size_t)(N * C + 1) / 2) return NULL;
+    for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++)
+        for (int k = 0; k < LC_NKEYS; k++)
+            if (k != LC_KEY_O && k != LC_KEY_DOWN && (m->blocks[l].w[k].q || m->blocks[l].w[k].dtype != LC_DT_BF16))
+                return NULL;
+    return a->logits;
+}
+
 /* Block l's attention half: x (N, C) -> s->xmid, its activations into s. New keys/values
  * go to kdst/vdst (rows of (B, S, KV, D) at pos0); attention reads kall/vall (B, S, KV, D). */
 static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64_t B, int64_t T, int64_t pos0,
@@ -1114,7 +1160,9 @@ static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64
     int64_t N = B * T, C = c->hidden_size, H = c->num_attention_heads, KV = c->num_key_value_heads;
     int64_t D = c->head_dim;
     float eps = (float)c->rms_norm_eps;
-    be->rmsnorm(be, s->xn1, s->rstd1, x, bk->ln1, N, C, eps);
+    void *xnb = train ? xn16(m, a, N) : NULL; // xn1 only as bf16
+    if (xnb) be->rmsnorm_b(be, NULL, xnb, s->rstd1, x, bk->ln1, N, C, eps);
+    else be->rmsnorm(be, s->xn1, s->rstd1, x, bk->ln1, N, C, eps);
     {
         float *o3[3] = {s->q, kdst, vdst};
         const lc_wt *w3[3] = {&bk->w[LC_KEY_Q], &bk->w[LC_KEY_K], &bk->w[LC_KEY_V]};
@@ -1122,7 +1170,7 @@ static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p3[3] = {bk->lora[LC_KEY_Q], bk->lora[LC_KEY_K], bk->lora[LC_KEY_V]};
         float *u3[3] = {s->u[LC_KEY_Q], s->u[LC_KEY_K], s->u[LC_KEY_V]};
         uint64_t d3[3] = {drop_seed(seed, l, LC_KEY_Q), drop_seed(seed, l, LC_KEY_K), drop_seed(seed, l, LC_KEY_V)};
-        projs_fwd(m, a, 3, o3, false, NULL, s->xn1, w3, b3, p3, u3, N, train, d3, false, NULL);
+        projs_fwd(m, a, 3, o3, false, NULL, xnb ? NULL : s->xn1, w3, b3, p3, u3, N, train, d3, false, xnb);
     }
     be->rope(be, s->q, m->rope_cos, m->rope_sin, B, T, H, D, pos0);
     be->rope(be, kdst, m->rope_cos, m->rope_sin, B, T, KV, D, pos0);
@@ -1154,7 +1202,9 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
     lc_block *bk = &m->blocks[l];
     int64_t N = B * T, C = c->hidden_size, I = c->intermediate_size;
     float eps = (float)c->rms_norm_eps;
-    be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
+    void *xnb = train ? xn16(m, a, N) : NULL; // xn2 only as bf16
+    if (xnb) be->rmsnorm_b(be, NULL, xnb, s->rstd2, s->xmid, bk->ln2, N, C, eps);
+    else be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
     // gate's and up's out += s u b folded into SwiGLU where the backend can (training
     // without dropout: projs_fwd's grouped path)
     lc_lora_param *pg = bk->lora[LC_KEY_GATE], *pu = bk->lora[LC_KEY_UP];
@@ -1171,7 +1221,7 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
         lc_lora_param *p2[2] = {bk->lora[LC_KEY_GATE], bk->lora[LC_KEY_UP]};
         float *u2[2] = {s->u[LC_KEY_GATE], s->u[LC_KEY_UP]};
         uint64_t d2[2] = {drop_seed(seed, l, LC_KEY_GATE), drop_seed(seed, l, LC_KEY_UP)};
-        projs_fwd(m, a, 2, o2, false, NULL, s->xn2, w2, b2, p2, u2, N, train, d2, fold, NULL);
+        projs_fwd(m, a, 2, o2, false, NULL, xnb ? NULL : s->xn2, w2, b2, p2, u2, N, train, d2, fold, xnb);
     }
     if (fold)
         be->swiglu_lora(be, hout, s->gu, s->gate, s->up, N, I, pg ? s->u[LC_KEY_GATE] : NULL, pg ? pg->b : NULL,
@@ -1235,14 +1285,17 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
         lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
         uint64_t d1 = DS(LC_KEY_DOWN);
-        projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, NULL);
+        projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, NULL, NULL);
         float *hh = !(fresh && h_fresh) && p1 ? s->h : NULL;
         if (dyb) be->swiglu_bwd_packed_b(be, only16 ? NULL : dgate, only16 ? NULL : dup, hh, dh, s->gu, (size_t)(N * I));
         else if (s->gu) be->swiglu_bwd_packed(be, dgate, dup, hh, dh, s->gu, (size_t)(N * I));
         else be->swiglu_bwd(be, dgate, dup, hh, dh, s->gate, s->up, (size_t)(N * I));
         projs_ga(m, a, 1, s->h, &p1, N, &d1);
     }
-    if (!fresh && (bk->lora[LC_KEY_GATE] || bk->lora[LC_KEY_UP]))
+    void *xnb = xn16(m, a, N); // the normed inputs only as bf16 (recomputed: the forward's is gone)
+    if (xnb && (bk->lora[LC_KEY_GATE] || bk->lora[LC_KEY_UP]))
+        be->rmsnorm_b(be, NULL, xnb, s->rstd2, s->xmid, bk->ln2, N, C, eps);
+    else if (!fresh && (bk->lora[LC_KEY_GATE] || bk->lora[LC_KEY_UP]))
         be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
     {
         const float *y2[2] = {only16 ? NULL : dgate, only16 ? NULL : dup};
@@ -1251,7 +1304,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         float *u2[2] = {s->u[LC_KEY_GATE], s->u[LC_KEY_UP]};
         uint64_t d2[2] = {DS(LC_KEY_GATE), DS(LC_KEY_UP)};
         const void *yb2[2] = {s->gu, dyb ? (const uint16_t *)s->gu + N * I : NULL};
-        projs_bwd(m, a, 2, a->dxn, false, y2, s->xn2, w2, p2, u2, N, true, d2, dyb ? yb2 : NULL);
+        projs_bwd(m, a, 2, a->dxn, false, y2, xnb ? NULL : s->xn2, w2, p2, u2, N, true, d2, dyb ? yb2 : NULL, xnb);
     }
     be->rmsnorm_bwd(be, a->dres, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C); // dres = d xmid
     float *datt = a->g1, *dq = datt + N * H * D, *dk = dq + N * H * D, *dv = dk + N * KV * D;
@@ -1260,12 +1313,14 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         const lc_wt *w1 = &bk->w[LC_KEY_O];
         lc_lora_param *p1 = bk->lora[LC_KEY_O];
         uint64_t d1 = DS(LC_KEY_O);
-        projs_bwd(m, a, 1, datt, false, &y1, s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1, NULL);
+        projs_bwd(m, a, 1, datt, false, &y1, s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1, NULL, NULL);
     }
     be->attention_bwd(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
     be->rope_bwd(be, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
     be->rope_bwd(be, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
-    if (bk->lora[LC_KEY_Q] || bk->lora[LC_KEY_K] || bk->lora[LC_KEY_V])
+    if (xnb && (bk->lora[LC_KEY_Q] || bk->lora[LC_KEY_K] || bk->lora[LC_KEY_V]))
+        be->rmsnorm_b(be, NULL, xnb, s->rstd1, x, bk->ln1, N, C, eps);
+    else if (bk->lora[LC_KEY_Q] || bk->lora[LC_KEY_K] || bk->lora[LC_KEY_V])
         be->rmsnorm(be, s->xn1, s->rstd1, x, bk->ln1, N, C, eps);
     {
         const float *y3[3] = {dq, dk, dv};
@@ -1273,7 +1328,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p3[3] = {bk->lora[LC_KEY_Q], bk->lora[LC_KEY_K], bk->lora[LC_KEY_V]};
         float *u3[3] = {s->u[LC_KEY_Q], s->u[LC_KEY_K], s->u[LC_KEY_V]};
         uint64_t d3[3] = {DS(LC_KEY_Q), DS(LC_KEY_K), DS(LC_KEY_V)};
-        projs_bwd(m, a, 3, a->dxn, false, y3, s->xn1, w3, p3, u3, N, need_dx, d3, NULL);
+        projs_bwd(m, a, 3, a->dxn, false, y3, xnb ? NULL : s->xn1, w3, p3, u3, N, need_dx, d3, NULL, xnb);
     }
     if (need_dx) be->rmsnorm_bwd(be, a->dres, a->dxn, x, bk->ln1, s->rstd1, N, C); // dres = d x
 #undef DS
@@ -1353,7 +1408,7 @@ static double scalars_loss(lc_model *m) {
  * Zeroed before filling (padding); the adapters' descriptors follow it. */
 typedef struct {
     int64_t B, T;
-    int32_t full, mlp, first, pack, fold, dyb, hb, tf32;
+    int32_t full, mlp, first, pack, fold, dyb, hb, tf32, xn;
     const float *arena, *rope_cos, *rope_sin, *lora_mem, *grad_mem;
     const void *scal, *params;
     size_t n_params, floats;
@@ -1408,6 +1463,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     k.B = x->B, k.T = x->T, k.full = x->a->full, k.mlp = x->a->mlp, k.first = m->first, k.pack = x->a->pack;
     k.fold = lc_model_folds_gate_up(m), k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m);
     k.tf32 = lc_model_lora_tf32(m), k.group_rows = be->lora_group_rows;
+    k.xn = xn16(m, x->a, x->B * x->T) != NULL;
     k.hb = m->cfg.num_hidden_layers > 0 && lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]);
     k.arena = x->a->base, k.floats = x->a->floats;
     k.rope_cos = m->rope_cos, k.rope_sin = m->rope_sin, k.rope_len = m->rope_len;

@@ -986,6 +986,26 @@ static void check_matmul_n(int64_t N, int64_t I, int n, const int64_t *O) {
             CHECK_MSG(!memcmp(a, b, (size_t)(N * O[i]) * 4), "%s: differs from ->matmul", what);
             free(a), free(b);
         }
+        // ->matmul_n_b from x's bf16 rounding: ->matmul_n's bits (more than 8 rows), else declined
+        if (gpu->matmul_n_b && !accum) {
+            uint16_t *xh = malloc((size_t)(N * I) * 2);
+            CHECK_OK(lc_from_f32(xh, LC_DT_BF16, x, (size_t)(N * I)));
+            void *xb = up(xh, (size_t)(N * I) * 2);
+            float *ob[LC_GEMM_N_MAX];
+            for (int i = 0; i < n; i++) ob[i] = poisoned((size_t)(N * O[i]));
+            bool took = gpu->matmul_n_b(gpu, n, ob, xb, pwd, db, N, false);
+            CHECK_MSG(took == (N > 8), "matmul_n_b N=%lld: %s", (long long)N, took ? "took it" : "declined");
+            for (int i = 0; i < n && took; i++) {
+                float *a = down(o[i], (size_t)(N * O[i])), *b = down(ob[i], (size_t)(N * O[i]));
+                CHECK_MSG(!memcmp(a, b, (size_t)(N * O[i]) * 4), "matmul_n_b [%d/%d]: differs from ->matmul_n", i + 1, n);
+                free(a), free(b);
+            }
+            if (took) printf("  matmul_n_b N=%lld I=%lld, %d weights: the same bits as matmul_n\n", (long long)N,
+                             (long long)I, n);
+            for (int i = 0; i < n; i++) gpu->release(gpu, ob[i]);
+            gpu->release(gpu, xb);
+            free(xh);
+        }
     }
     for (int i = 0; i < n; i++) {
         free(hw[i]), free(wf[i]), free(ref[i]);
@@ -1104,6 +1124,27 @@ static void test_norm_rope_swiglu(void) {
         expect(what, o2, o2r, n2, 1e-6);
         expect("  rstd", r2, r2r, (size_t)N2, 1e-6);
         expect("  rmsnorm_bwd +=", dd2, d2r, n2, 1e-5);
+        { // ->rmsnorm_b: out's bf16 rounding (round to nearest even), with out and without it
+            CHECK_MSG(gpu->rmsnorm_b != NULL, "the CUDA backend offers no ->rmsnorm_b");
+            float *ho = down(o2, n2), *o3 = poisoned(n2), *r3 = poisoned((size_t)N2);
+            uint16_t *want = malloc(n2 * 2), *got = malloc(n2 * 2);
+            CHECK_OK(lc_from_f32(want, LC_DT_BF16, ho, n2));
+            for (int with = 0; with < 2; with++) {
+                void *ob = gpu->alloc(gpu, n2 * 2);
+                gpu->rmsnorm_b(gpu, with ? o3 : NULL, ob, r3, dx2, dw2, N2, C2, 1e-5f);
+                gpu->download(gpu, got, ob, n2 * 2);
+                CHECK_OK(gpu->sync(gpu));
+                CHECK_MSG(!memcmp(got, want, n2 * 2), "%s: rmsnorm_b's bf16 out differs from out rounded", what);
+                float *h3 = down(o3, n2), *hr = down(r3, (size_t)N2), *hr2 = down(r2, (size_t)N2);
+                if (with) CHECK_MSG(!memcmp(h3, ho, n2 * 4), "%s: rmsnorm_b's out differs from rmsnorm's", what);
+                CHECK_MSG(!memcmp(hr, hr2, (size_t)N2 * 4), "%s: rmsnorm_b's rstd differs", what);
+                gpu->release(gpu, ob);
+                free(h3), free(hr), free(hr2);
+            }
+            printf("  %-28s bf16 out bit for bit, with and without the float32 out\n", "rmsnorm_b");
+            free(ho), free(want), free(got);
+            gpu->release(gpu, o3), gpu->release(gpu, r3);
+        }
         free(x2), free(w2), free(g2), free(d2), free(o2r), free(r2r), free(d2r);
         void *dv[] = {dx2, dw2, o2, r2, dg2, dd2};
         for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu->release(gpu, dv[i]);

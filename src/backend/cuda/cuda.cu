@@ -763,6 +763,28 @@ static void cu_gemm_b(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, in
                           (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+/* cu_matmul_n's shared path from x's bf16 rounding: n bf16 weights (not quantized) over
+ * more than GEMV_MAXN rows. */
+static bool cu_matmul_n_b(lc_backend *be, int n, float *const *out, const void *xb, const lc_wt *const *w,
+                          const float *const *bias, int64_t N, bool accumulate) {
+    lc_cuda *c = impl(be);
+    if (N <= GEMV_MAXN || n <= 0) return false;
+    for (int i = 0; i < n; i++)
+        if (w[i]->q || w[i]->dtype != LC_DT_BF16 || w[i]->cols != w[0]->cols) return false;
+    int I = (int)w[0]->cols;
+    for (int i = 0; i < n; i++) {
+        LC_PROF(c, "matmul N=%lld", N);
+        int O = (int)w[i]->rows;
+        lc_cuda_gemm_bf16(c, true, O, (int)N, I, w[i]->data, I, (const __nv_bfloat16 *)xb, I, accumulate ? 1.0f : 0.0f,
+                          out[i], O);
+        if (bias && bias[i]) {
+            k_add_bias<<<blocks_for((size_t)N * O), 256, 0, c->st>>>(out[i], bias[i], (size_t)N, (size_t)O);
+            LC_LAUNCHED(c);
+        }
+    }
+    return true;
+}
+
 /* cu_matmul_dx's bf16 path from dy's bf16 rounding (no as_bf16 pass). */
 static bool cu_matmul_dx_b(lc_backend *be, float *dx, const void *dyb, const lc_wt *w, int64_t N, bool accumulate) {
     lc_cuda *c = impl(be);
@@ -879,17 +901,24 @@ static void cu_embedding(lc_backend *be, float *out, const int32_t *tokens, cons
     LC_LAUNCHED(impl(be));
 }
 
-__global__ void k_rmsnorm(float *out, float *rstd, const float *x, const float *w, int64_t C, float eps) {
+/* out (float32) and, where ob is not NULL, its bf16 rounding ob; out may then be NULL. */
+__global__ void k_rmsnorm(float *out, float *rstd, const float *x, const float *w, int64_t C, float eps,
+                          __nv_bfloat16 *ob = NULL) {
     LC_PDL_TRIGGER();
     __shared__ float sh[32];
     const float *xr = x + (size_t)blockIdx.x * C;
-    float *o = out + (size_t)blockIdx.x * C;
+    float *o = out ? out + (size_t)blockIdx.x * C : NULL;
+    __nv_bfloat16 *obr = ob ? ob + (size_t)blockIdx.x * C : NULL;
     float ss = 0;
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
     ss = block_sum(ss, sh);
     float r = (float)(1.0 / sqrt((double)ss / (double)C + (double)eps));
     if (rstd && threadIdx.x == 0) rstd[blockIdx.x] = r;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = w[c] * (xr[c] * r);
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+        float v = w[c] * (xr[c] * r);
+        if (o) o[c] = v;
+        if (obr) obr[c] = __float2bfloat16_rn(v);
+    }
 }
 
 /* Many rows (training): a block of NV_T threads a row, each holding its V float4s of the
@@ -899,11 +928,12 @@ __global__ void k_rmsnorm(float *out, float *rstd, const float *x, const float *
 #define NV_T 256
 template <int V>
 __global__ void __launch_bounds__(NV_T) k_rmsnorm_v(float *out, float *rstd, const float *x, const float *w,
-                                                    int64_t C, float eps) {
+                                                    int64_t C, float eps, __nv_bfloat16 *ob = NULL) {
     LC_PDL_TRIGGER();
     __shared__ float sh[32];
     const float4 *xr = (const float4 *)(x + (size_t)blockIdx.x * C), *w4 = (const float4 *)w;
-    float4 *o = (float4 *)(out + (size_t)blockIdx.x * C);
+    float4 *o = out ? (float4 *)(out + (size_t)blockIdx.x * C) : NULL;
+    uint2 *ob4 = ob ? (uint2 *)(ob + (size_t)blockIdx.x * C) : NULL;
     int c4 = (int)(C / 4);
     float4 v[V];
     float ss = 0;
@@ -921,7 +951,14 @@ __global__ void __launch_bounds__(NV_T) k_rmsnorm_v(float *out, float *rstd, con
         int c = (int)threadIdx.x + j * NV_T;
         if (c >= c4) break;
         float4 a = w4[c], b = v[j];
-        o[c] = make_float4(a.x * (b.x * r), a.y * (b.y * r), a.z * (b.z * r), a.w * (b.w * r));
+        float4 y = make_float4(a.x * (b.x * r), a.y * (b.y * r), a.z * (b.z * r), a.w * (b.w * r));
+        if (o) o[c] = y;
+        if (ob4) {
+            __nv_bfloat162 p = __floats2bfloat162_rn(y.x, y.y), q = __floats2bfloat162_rn(y.z, y.w);
+            uint2 u;
+            memcpy(&u.x, &p, 4), memcpy(&u.y, &q, 4);
+            ob4[c] = u;
+        }
     }
 }
 
@@ -968,20 +1005,32 @@ static int norm_vec(int64_t N, int64_t C, const void *a, const void *b, const vo
     return 0;
 }
 
+static void rmsnorm_run(lc_backend *be, float *out, __nv_bfloat16 *ob, float *rstd, const float *x, const float *w,
+                        int64_t N, int64_t C, float eps) {
+    if (N <= 0) return;
+    cudaStream_t st = impl(be)->st;
+    const void *al = out ? (const void *)out : (const void *)ob; // (ob: 8-byte rows suffice; 16 checked)
+    switch (norm_vec(N, C, al, x, w)) {
+    case 1: k_rmsnorm_v<1><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps, ob); break;
+    case 2: k_rmsnorm_v<2><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps, ob); break;
+    case 4: k_rmsnorm_v<4><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps, ob); break;
+    case 8: k_rmsnorm_v<8><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps, ob); break;
+    default: // few rows: more threads a row, so each thread has fewer dependent loads
+        k_rmsnorm<<<(unsigned)N, N < 512 ? 1024 : 256, 0, st>>>(out, rstd, x, w, C, eps, ob);
+    }
+    LC_LAUNCHED(impl(be));
+}
+
 static void cu_rmsnorm(lc_backend *be, float *out, float *rstd, const float *x, const float *w,
                        int64_t N, int64_t C, float eps) {
     LC_PROF(impl(be), "rmsnorm N=%lld", N);
-    if (N <= 0) return;
-    cudaStream_t st = impl(be)->st;
-    switch (norm_vec(N, C, out, x, w)) {
-    case 1: k_rmsnorm_v<1><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps); break;
-    case 2: k_rmsnorm_v<2><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps); break;
-    case 4: k_rmsnorm_v<4><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps); break;
-    case 8: k_rmsnorm_v<8><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps); break;
-    default: // few rows: more threads a row, so each thread has fewer dependent loads
-        k_rmsnorm<<<(unsigned)N, N < 512 ? 1024 : 256, 0, st>>>(out, rstd, x, w, C, eps);
-    }
-    LC_LAUNCHED(impl(be));
+    rmsnorm_run(be, out, NULL, rstd, x, w, N, C, eps);
+}
+
+static void cu_rmsnorm_b(lc_backend *be, float *out, void *outb, float *rstd, const float *x, const float *w,
+                         int64_t N, int64_t C, float eps) {
+    LC_PROF(impl(be), out ? "rmsnorm+bf16 N=%lld" : "rmsnorm (bf16) N=%lld", N);
+    rmsnorm_run(be, out, (__nv_bfloat16 *)outb, rstd, x, w, N, C, eps);
 }
 
 __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, const float *w,
@@ -1299,6 +1348,8 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->matmul_dx_b = cu_matmul_dx_b;
     be->matmul_b = cu_matmul_b;
     be->gemm_b = cu_gemm_b;
+    be->rmsnorm_b = cu_rmsnorm_b;
+    be->matmul_n_b = cu_matmul_n_b;
     be->swiglu_lora = lc_cuda_swiglu_lora;
     be->cross_entropy = cu_cross_entropy;
     be->cross_entropy_sum = cu_cross_entropy_sum;
