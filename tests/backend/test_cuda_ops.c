@@ -637,6 +637,20 @@ static void test_quantized_order(void) {
     }
 }
 
+/* ‖a − b‖ / ‖b‖ over the first N columns of M rows of ld (the padding left out);
+ * infinity when a holds a NaN there. */
+static double rel_rows(const float *a, const float *b, int64_t M, int64_t N, int64_t ld) {
+    double num = 0, den = 0;
+    bool bad = false;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            float x = a[i * ld + j], y = b[i * ld + j];
+            bad |= isnan(x);
+            num += ((double)x - y) * ((double)x - y), den += (double)y * y;
+        }
+    return bad ? INFINITY : sqrt(num / den);
+}
+
 static void test_gemm(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     // cuBLAS; the small-K kernel (K <= 32, M over one 8-row tile); the thin-output kernels
@@ -666,15 +680,7 @@ static void test_gemm(void) {
             gpu->gemm(gpu, ta, tb, M, N, K, 1.0f, dA, lda, dB, ldb, 0.0f, dP, ldc);
             float *h = down(dP, nc);
             // padding columns stay NaN on the card and hold the old values on the CPU
-            double num = 0, den = 0;
-            bool bad = false;
-            for (int64_t i = 0; i < M; i++)
-                for (int64_t j = 0; j < N; j++) {
-                    float a = h[i * ldc + j], b = ref[i * ldc + j];
-                    bad |= isnan(a);
-                    num += ((double)a - b) * ((double)a - b), den += (double)b * b;
-                }
-            double e = bad ? INFINITY : sqrt(num / den);
+            double e = rel_rows(h, ref, M, N, ldc);
             CHECK_MSG(e <= 1e-5, "gemm %lldx%lldx%lld ta=%d tb=%d beta=0: rel err %.3e", (long long)M,
                       (long long)N, (long long)K, ta, tb, e);
             free(A), free(B), free(C), free(ref), free(h);
@@ -743,15 +749,7 @@ static void test_gemm_b(void) {
                 cpu->gemm(cpu, ta, tb, M, N, K, 0.7f, Ar, lda, Br, ldb, beta, ref, ldc);
                 gpu->gemm_b(gpu, ta, tb, M, N, K, 0.7f, dA, lda, a16, dB, ldb, b16, beta, dC, ldc);
                 float *h = down(dC, nc);
-                double num = 0, den = 0;
-                bool bad = false;
-                for (int64_t i = 0; i < M; i++)
-                    for (int64_t j = 0; j < N; j++) {
-                        float a = h[i * ldc + j], b = ref[i * ldc + j];
-                        bad |= isnan(a);
-                        num += ((double)a - b) * ((double)a - b), den += (double)b * b;
-                    }
-                double e = bad ? INFINITY : sqrt(num / den);
+                double e = rel_rows(h, ref, M, N, ldc);
                 CHECK_MSG(e <= 1e-5, "gemm_b %lldx%lldx%lld ta=%d tb=%d A %s B %s beta %.1f: rel err %.3e", (long long)M,
                           (long long)N, (long long)K, ta, tb, a16 ? "bf16" : "f32", b16 ? "bf16" : "f32", beta, e);
                 free(h);
