@@ -990,32 +990,23 @@ static void projs_ga_of(lc_model *m, lc_arena *a, int n, const float *x, lc_lora
     lc_backend *be = m->be;
     int64_t r;
     int kg = projs_group(m, n, p, N, &r);
+    if (kg) {
+        int64_t in = m->cfg.hidden_size, kr = kg * r;
+        float *gg = a->lg + (size_t)(in * 3 * m->lcfg.rank);
+        if (x) be->gemm(be, true, false, in, kr, N, 1.0f, x, in, a->du, kr, 0.0f, gg, kr);
+        else be->gemm_b(be, true, false, in, kr, N, 1.0f, xb, in, true, a->du, kr, false, 0.0f, gg, kr); // xn16
+        for (int i = 0, j = 0; i < n; i++)
+            if (p[i]) be->copy2d(be, p[i]->ga, r, gg + j++ * r, kr, in, r);
+        return;
+    }
     if (!x) { // x only as bf16 (xn16): bf16 products
-        int64_t in = p[0] ? p[0]->in : m->cfg.hidden_size;
-        for (int i = 0; i < n && !p[0]; i++)
-            if (p[i]) in = p[i]->in;
-        if (kg) {
-            int64_t kr = kg * r;
-            float *gg = a->lg + (size_t)(in * 3 * m->lcfg.rank);
-            be->gemm_b(be, true, false, in, kr, N, 1.0f, xb, in, true, a->du, kr, false, 0.0f, gg, kr);
-            for (int i = 0, j = 0; i < n; i++)
-                if (p[i]) be->copy2d(be, p[i]->ga, r, gg + j++ * r, kr, in, r);
-            return;
-        }
         for (int i = 0, k = 0; i < n; i++) {
             if (!p[i]) continue;
             int64_t ld;
             const float *du = du_at(a, k++, 0, false, N, p[i]->r, &ld);
-            be->gemm_b(be, true, false, in, p[i]->r, N, 1.0f, xb, in, true, du, ld, false, 0.0f, p[i]->ga, p[i]->r);
+            be->gemm_b(be, true, false, p[i]->in, p[i]->r, N, 1.0f, xb, p[i]->in, true, du, ld, false, 0.0f, p[i]->ga,
+                       p[i]->r);
         }
-        return;
-    }
-    if (kg) {
-        int64_t in = m->cfg.hidden_size, kr = kg * r;
-        float *gg = a->lg + (size_t)(in * 3 * m->lcfg.rank);
-        be->gemm(be, true, false, in, kr, N, 1.0f, x, in, a->du, kr, 0.0f, gg, kr);
-        for (int i = 0, j = 0; i < n; i++)
-            if (p[i]) be->copy2d(be, p[i]->ga, r, gg + j++ * r, kr, in, r);
         return;
     }
     lc_gemm_args ga[LC_GEMM_N_MAX];
