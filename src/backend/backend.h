@@ -284,15 +284,12 @@ struct lc_backend {
                         const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale,
                         void *outb);
     /* (->swiglu_pack and ->swiglu_lora: outb, when not NULL, also receives out rounded to
-     * bf16 (round to nearest even), for ->matmul_b and ->gemm_b; it must not overlap gate,
+     * bf16 (round to nearest even), for ->matmul_n_b and ->gemm_b; it must not overlap gate,
      * up or gu; out may then be NULL: only the bf16 copy written.) */
-    /* Optional (NULL where not offered; CUDA): ->matmul of more than 8 rows given x's bf16
-     * rounding xb (N, I) instead of x, where w is bf16 (not quantized): the same bits as
-     * ->matmul from the float32 x. Returns false, having done nothing, otherwise. */
-    bool (*matmul_b)(lc_backend *be, float *out, const void *xb, const lc_wt *w, const float *bias, int64_t N,
-                     bool accumulate);
-    /* Optional (NULL where not offered; CUDA): ->matmul_n given x's bf16 rounding xb, on
-     * the same terms as ->matmul_b (every weight bf16, more than 8 rows; else false). */
+    /* Optional (NULL where not offered; CUDA): ->matmul_n (n >= 1) of more than 8 rows given
+     * x's bf16 rounding xb (N, I) instead of x, where every weight is bf16 (not quantized):
+     * the same bits as ->matmul_n from the float32 x. Returns false, having done nothing,
+     * otherwise. */
     bool (*matmul_n_b)(lc_backend *be, int n, float *const *out, const void *xb, const lc_wt *const *w,
                        const float *const *bias, int64_t N, bool accumulate);
     /* Optional (NULL where not offered; CUDA): ->rmsnorm that also writes out's bf16

@@ -187,7 +187,7 @@ bool lc_model_packs_gate_up(const lc_model *m) {
 
 bool lc_model_packs_h(const lc_model *m, const lc_wt *down) {
     const char *e = getenv("LORAC_PACKED_H");
-    return !(e && !strcmp(e, "0")) && m->be->matmul_b && !down->q && down->dtype == LC_DT_BF16;
+    return !(e && !strcmp(e, "0")) && m->be->matmul_n_b && !down->q && down->dtype == LC_DT_BF16;
 }
 
 bool lc_model_packs_dy(const lc_model *m) {
@@ -920,11 +920,10 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
                       const float *x, const lc_wt *const *w, const float *const *bias, lc_lora_param *const *p,
                       float *const *u, int64_t N, bool train, const uint64_t *ds, bool keep_b, const void *xb) {
     lc_backend *be = m->be;
-    // the frozen products, from x's bf16 copy xb (one projection) where there is one
+    // the frozen products, from x's bf16 copy xb where there is one
 #define MATMUL_N(accum)                                                                           \
     do {                                                                                          \
-        if (!(xb && (n == 1 ? be->matmul_b(be, out[0], xb, w[0], bias[0], N, (accum))             \
-                            : be->matmul_n_b(be, n, out, xb, w, bias, N, (accum)))))              \
+        if (!(xb && be->matmul_n_b(be, n, out, xb, w, bias, N, (accum))))                         \
             be->matmul_n(be, n, out, x, w, bias, N, (accum));                                      \
     } while (0)
     int np = 0;
@@ -1128,7 +1127,7 @@ static void projs_ga(lc_model *m, lc_arena *a, int n, const float *x, lc_lora_pa
 static void *xn16(const lc_model *m, lc_arena *a, int64_t N) {
     const char *e = getenv("LORAC_PACKED_XN");
     lc_backend *be = m->be;
-    if ((e && !strcmp(e, "0")) || !be->rmsnorm_b || !be->matmul_n_b || !be->matmul_b || !be->gemm_b ||
+    if ((e && !strcmp(e, "0")) || !be->rmsnorm_b || !be->matmul_n_b || !be->gemm_b ||
         m->lcfg.dropout > 0 || N < be->lora_group_rows || a->mode != LC_MODE_TRAIN || !a->logits)
         return NULL;
     int64_t C = m->cfg.hidden_size;

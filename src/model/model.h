@@ -238,7 +238,7 @@ bool lc_model_lora_tf32(const lc_model *m);
 /* Whether such a block's SwiGLU also writes h rounded to bf16 (into the arena's gradient
  * scratch, free during the forward) for down's frozen product, which would otherwise round
  * h in a pass of its own (the same bits): down a bf16 weight (not quantized), the backend
- * offering ->matmul_b (CUDA); LORAC_PACKED_H=0 turns it off. */
+ * offering ->matmul_n_b (CUDA); LORAC_PACKED_H=0 turns it off. */
 bool lc_model_packs_h(const lc_model *m, const lc_wt *down);
 /* Whether training m folds gate's and up's adapters' last products (out += s u b) into
  * SwiGLU (->swiglu_lora): when the backend offers it (CUDA), without dropout (projs' grouped

@@ -214,13 +214,13 @@ static void check_dx_b(const lc_wt *wd, const float *dy, const float *ddy, const
     gpu->release(gpu, dyb), gpu->release(gpu, a), gpu->release(gpu, b);
 }
 
-/* ->matmul_b from x's bf16 rounding against ->matmul from the float32 x (dx on the card),
+/* ->matmul_n_b of one weight from x's bf16 rounding against ->matmul from the float32 x (dx on the card),
  * with bias and accumulating: the same bits over bf16 weights at more than 8 rows; it
  * must decline (and write nothing) for other weights and for 8 rows or fewer. */
 static void check_x_b(const lc_wt *wd, const float *x, const float *dxv, const float *acc0, const float *dbias, int64_t N,
                       int64_t O, int64_t I, const char *name) {
-    CHECK_MSG(gpu->matmul_b != NULL, "the CUDA backend offers no matmul_b");
-    if (!gpu->matmul_b) return;
+    CHECK_MSG(gpu->matmul_n_b != NULL, "the CUDA backend offers no matmul_n_b");
+    if (!gpu->matmul_n_b) return;
     uint16_t *hb = malloc((size_t)(N * I) * 2);
     CHECK_OK(lc_from_f32(hb, LC_DT_BF16, x, (size_t)(N * I)));
     void *xb = up(hb, (size_t)(N * I) * 2);
@@ -230,9 +230,10 @@ static void check_x_b(const lc_wt *wd, const float *x, const float *dxv, const f
     for (int acc = 0; acc < 2; acc++) {
         if (acc) gpu->upload(gpu, a, acc0, (size_t)(N * O) * 4), gpu->upload(gpu, b, acc0, (size_t)(N * O) * 4);
         gpu->matmul(gpu, a, dxv, wd, acc ? NULL : dbias, N, acc);
-        bool took = gpu->matmul_b(gpu, b, xb, wd, acc ? NULL : dbias, N, acc);
+        const float *bi = acc ? NULL : dbias;
+        bool took = gpu->matmul_n_b(gpu, 1, &b, xb, &wd, &bi, N, acc);
         float *ha = down(a, (size_t)(N * O)), *hbx = down(b, (size_t)(N * O));
-        snprintf(what, sizeof what, "matmul_b %s N=%lld%s", name, (long long)N, acc ? " +=" : " + bias");
+        snprintf(what, sizeof what, "matmul_n_b %s N=%lld%s", name, (long long)N, acc ? " +=" : " + bias");
         if (!want) {
             bool untouched = true;
             for (int64_t i = 0; i < N * O && !acc; i++) untouched = untouched && isnan(hbx[i]);

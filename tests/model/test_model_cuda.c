@@ -700,7 +700,7 @@ static void test_packed_gate_up(void) {
         CHECK_MSG(m->ar[LC_MODE_TRAIN].pack, "the arena did not pack");
         // dgate's and dup's bf16 copies left over gu for their input-gradient products
         // (->swiglu_bwd_packed_b, ->matmul_dx_b) and h's written by SwiGLU for down's
-        // (->matmul_b), or each rounded by those products: the same bits; the gate/up
+        // (->matmul_n_b), or each rounded by those products: the same bits; the gate/up
         // adapters' gb and du from the bf16 dgate/dup (->gemm_b, the default): the same
         // loss (the forward), gradients within bf16 rounding
         {

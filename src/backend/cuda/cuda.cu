@@ -720,23 +720,6 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
 }
 
 
-/* cu_matmul's cuBLASLt path from x's bf16 rounding (no as_bf16 pass): more than GEMV_MAXN
- * rows (fewer read float32 x) over bf16 weights. */
-static bool cu_matmul_b(lc_backend *be, float *out, const void *xb, const lc_wt *w, const float *bias, int64_t N,
-                        bool accumulate) {
-    lc_cuda *c = impl(be);
-    if (w->q || w->dtype != LC_DT_BF16 || N <= GEMV_MAXN) return false;
-    LC_PROF(c, "matmul N=%lld", N);
-    int O = (int)w->rows, I = (int)w->cols;
-    if (O <= 0) return true;
-    lc_cuda_gemm_bf16(c, true, O, (int)N, I, w->data, I, (const __nv_bfloat16 *)xb, I, accumulate ? 1.0f : 0.0f, out, O);
-    if (bias) {
-        k_add_bias<<<blocks_for((size_t)N * O), 256, 0, c->st>>>(out, bias, (size_t)N, (size_t)O);
-        LC_LAUNCHED(c);
-    }
-    return true;
-}
-
 /* ->gemm_b: the float32 operands rounded into the bf16 scratch (A first, B after it on a
  * 16-byte boundary), then one cublasGemmEx (bf16 inputs, float32 sums and output). Row-major
  * C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, as in cu_gemm. */
@@ -763,8 +746,8 @@ static void cu_gemm_b(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, in
                           (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-/* cu_matmul_n's shared path from x's bf16 rounding: n bf16 weights (not quantized) over
- * more than GEMV_MAXN rows. */
+/* ->matmul_n_b, and cu_matmul_n's shared path after its as_bf16: n bf16 weights (not
+ * quantized) of one width over more than GEMV_MAXN rows, one cuBLASLt product each. */
 static bool cu_matmul_n_b(lc_backend *be, int n, float *const *out, const void *xb, const lc_wt *const *w,
                           const float *const *bias, int64_t N, bool accumulate) {
     lc_cuda *c = impl(be);
@@ -817,17 +800,7 @@ static void cu_matmul_n(lc_backend *be, int n, float *const *out, const float *x
         for (int i = 0; i < n; i++) cu_matmul(be, out[i], x, w[i], bias ? bias[i] : NULL, N, accumulate);
         return;
     }
-    int I = (int)w[0]->cols;
-    const __nv_bfloat16 *xb = as_bf16(c, x, (size_t)N * I);
-    for (int i = 0; i < n; i++) {
-        LC_PROF(c, "matmul N=%lld", N);
-        int O = (int)w[i]->rows;
-        lc_cuda_gemm_bf16(c, true, O, (int)N, I, w[i]->data, I, xb, I, accumulate ? 1.0f : 0.0f, out[i], O);
-        if (bias && bias[i]) {
-            k_add_bias<<<blocks_for((size_t)N * O), 256, 0, c->st>>>(out[i], bias[i], (size_t)N, (size_t)O);
-            LC_LAUNCHED(c);
-        }
-    }
+    cu_matmul_n_b(be, n, out, as_bf16(c, x, (size_t)N * w[0]->cols), w, bias, N, accumulate);
 }
 
 /* Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, where each row-major
@@ -1346,7 +1319,6 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->swiglu_bwd_packed = cu_swiglu_bwd_packed;
     be->swiglu_bwd_packed_b = cu_swiglu_bwd_packed_b;
     be->matmul_dx_b = cu_matmul_dx_b;
-    be->matmul_b = cu_matmul_b;
     be->gemm_b = cu_gemm_b;
     be->rmsnorm_b = cu_rmsnorm_b;
     be->matmul_n_b = cu_matmul_n_b;
