@@ -19,6 +19,7 @@ extern "C" {
 #include "backend/backend.h"
 #include "core/error.h"
 }
+#include "backend/cuda/cuda.h"
 
 __global__ void k_empty(int *p) {
     if (p && threadIdx.x == 1234567) *p = 1;
@@ -136,6 +137,104 @@ static void bench_lora_rows(void) {
     for (void *p : all) be->release(be, p);
 }
 
+/* Whether the adapters' weight-gradient products (memory-bound) can run beside the frozen
+ * bf16 products (compute-bound) on a second stream: one 8 × 512 block's gate/up input
+ * gradients (two products 4096 × 4096 × 14336, from bf16 dy) on one stream, the adapters'
+ * gb and ga of gate, up, q and o (rank 16, TF32 / bf16 as the model runs them) on another
+ * (a second backend: its own cuBLAS handle and scratch), alone and together, with the
+ * second stream at lower, equal and higher priority. */
+static void bench_overlap(void) {
+    const int N = 4096, C = 4096, I = 14336, r = 16;
+    lc_backend *be2 = lc_backend_cuda_new(0);
+    if (!be2) {
+        fprintf(stderr, "error: %s\n", lc_errmsg());
+        exit(1);
+    }
+    lc_cuda *c1 = (lc_cuda *)be->impl, *c2 = (lc_cuda *)be2->impl;
+    __nv_bfloat16 *W = (__nv_bfloat16 *)be->alloc(be, (size_t)2 * I * C * 2);
+    __nv_bfloat16 *dyb = (__nv_bfloat16 *)be->alloc(be, (size_t)2 * N * I * 2);
+    __nv_bfloat16 *xb = (__nv_bfloat16 *)be->alloc(be, (size_t)N * C * 2);
+    float *dx = (float *)be->alloc(be, (size_t)N * C * 4);
+    float *y = (float *)be2->alloc(be2, (size_t)N * C * 4), *x = (float *)be2->alloc(be2, (size_t)N * C * 4);
+    float *u = (float *)be2->alloc(be2, (size_t)N * 64 * 4), *du = (float *)be2->alloc(be2, (size_t)N * 64 * 4);
+    float *g = (float *)be2->alloc(be2, (size_t)I * 64 * 4);
+    k_fill<<<1024, 256>>>(W, (size_t)2 * I * C, 1);
+    k_fill<<<1024, 256>>>(dyb, (size_t)2 * N * I, 2);
+    k_fill<<<1024, 256>>>(xb, (size_t)N * C, 3);
+    k_fillf<<<1024, 256>>>(y, (size_t)N * C, 4);
+    k_fillf<<<1024, 256>>>(x, (size_t)N * C, 5);
+    k_fillf<<<1024, 256>>>(u, (size_t)N * 64, 6);
+    k_fillf<<<1024, 256>>>(du, (size_t)N * 64, 7);
+    CK(cudaDeviceSynchronize());
+    be2->lora_tf32 = true;
+    auto G = [&]() { // gate's and up's dx products, accumulating
+        for (int j = 0; j < 2; j++)
+            lc_cuda_gemm_bf16(c1, false, C, N, I, W + (size_t)j * I * C, C, dyb + (size_t)j * N * I, I, 1.0f, dx, C);
+    };
+    auto A = [&]() { // gb, ga of gate and up (bf16 dy, bf16 xn), of q and o (float32, TF32)
+        for (int j = 0; j < 2; j++)
+            be2->gemm_b(be2, true, false, r, I, N, 1.0f, u, r, false, dyb + (size_t)j * N * I, I, true, 0.0f, g, I);
+        be2->gemm_b(be2, true, false, C, 2 * r, N, 1.0f, xb, C, true, du, 2 * r, false, 0.0f, g, 2 * r);
+        for (int j = 0; j < 2; j++) {
+            be2->gemm(be2, true, false, r, C, N, 1.0f, u, r, y, C, 0.0f, g, C);
+            be2->gemm(be2, true, false, C, r, N, 1.0f, x, C, du, r, 0.0f, g, r);
+        }
+    };
+    G(), A(); // first-use tuning on the legacy stream
+    CK(cudaDeviceSynchronize());
+    int lo, hi;
+    CK(cudaDeviceGetStreamPriorityRange(&lo, &hi));
+    cudaStream_t s1, s2[3];
+    int mid = (lo + hi) / 2, pr[3] = {lo, mid, hi}; // greater priorities are numerically lower
+    const char *pn[3] = {"lower", "equal", "higher"};
+    CK(cudaStreamCreateWithPriority(&s1, cudaStreamNonBlocking, mid));
+    for (int v = 0; v < 3; v++) CK(cudaStreamCreateWithPriority(&s2[v], cudaStreamNonBlocking, pr[v]));
+    printf("stream priorities %d (least) .. %d (greatest); the frozen products' stream %d\n", lo, hi, mid);
+    cudaEvent_t e0, e1, f;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    CK(cudaEventCreateWithFlags(&f, cudaEventDisableTiming));
+    const int reps = 10;
+    for (int round = 0; round < 3; round++)
+        for (int v = 0; v < 3; v++) {
+            c1->st = s1, cublasSetStream(c1->blas, s1);
+            c2->st = s2[v], cublasSetStream(c2->blas, s2[v]);
+            float tg, ta, tb;
+            CK(cudaEventRecord(e0, s1));
+            for (int i = 0; i < reps; i++) G();
+            CK(cudaEventRecord(e1, s1));
+            CK(cudaEventSynchronize(e1));
+            CK(cudaEventElapsedTime(&tg, e0, e1));
+            CK(cudaEventRecord(e0, s2[v]));
+            for (int i = 0; i < reps; i++) A();
+            CK(cudaEventRecord(e1, s2[v]));
+            CK(cudaEventSynchronize(e1));
+            CK(cudaEventElapsedTime(&ta, e0, e1));
+            CK(cudaEventRecord(e0, s1));
+            CK(cudaStreamWaitEvent(s2[v], e0, 0));
+            for (int i = 0; i < reps; i++) G(), A();
+            CK(cudaEventRecord(f, s2[v]));
+            CK(cudaStreamWaitEvent(s1, f, 0));
+            CK(cudaEventRecord(e1, s1));
+            CK(cudaEventSynchronize(e1));
+            CK(cudaEventElapsedTime(&tb, e0, e1));
+            if (be->sync(be) || be2->sync(be2)) {
+                fprintf(stderr, "error: %s\n", lc_errmsg());
+                exit(1);
+            }
+            printf("| overlap, second stream %s priority | frozen %.3f ms | adapters %.3f ms | sum %.3f | together "
+                   "%.3f ms | adapters hidden %.0f%% |\n",
+                   pn[v], tg / reps, ta / reps, (tg + ta) / reps, tb / reps, 100.0 * (tg + ta - tb) / ta);
+        }
+    c1->st = 0, cublasSetStream(c1->blas, 0);
+    c2->st = 0, cublasSetStream(c2->blas, 0);
+    void *all1[] = {W, dyb, xb, dx};
+    for (void *p : all1) be->release(be, p);
+    void *all2[] = {y, x, u, du, g};
+    for (void *p : all2) be2->release(be2, p);
+    be2->free(be2);
+}
+
 int main(int argc, char **argv) {
     be = lc_backend_cuda_new(0);
     if (!be) {
@@ -145,6 +244,11 @@ int main(int argc, char **argv) {
     printf("card: %s\n", be->device_name);
     if (argc > 1 && !strcmp(argv[1], "lora")) { // the adapters' products at 4096 rows alone
         bench_lora_rows();
+        be->free(be);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "overlap")) { // frozen and adapter products on two streams
+        bench_overlap();
         be->free(be);
         return 0;
     }

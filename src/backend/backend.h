@@ -296,6 +296,16 @@ struct lc_backend {
      * rounding (round to nearest even) into outb; out may be NULL (only outb written). */
     void (*rmsnorm_b)(lc_backend *be, float *out, void *outb, float *rstd, const float *x, const float *w,
                       int64_t N, int64_t C, float eps);
+    /* Optional (NULL where not offered; CUDA): ->rmsnorm_bwd that also writes the updated
+     * dx's bf16 rounding (round to nearest even) into dxb (N, C): the same dx bits. */
+    void (*rmsnorm_bwd_b)(lc_backend *be, float *dx, void *dxb, const float *dout, const float *x, const float *w,
+                          const float *rstd, int64_t N, int64_t C);
+    /* Optional (NULL where not offered; CUDA): ->rope_bwd out of place, rounded: outb
+     * (B,T,H,D bf16) = the bf16 rounding of R^T dx; dx is left as it was. */
+    void (*rope_bwd_b)(lc_backend *be, void *outb, const float *dx, const float *cos, const float *sin, int64_t B,
+                       int64_t T, int64_t H, int64_t D, int64_t pos0);
+    /* Optional (NULL where not offered; CUDA): out (n bf16) = x rounded to nearest even. */
+    void (*to_bf16)(lc_backend *be, void *out, const float *x, size_t n);
     /* Cross-entropy over rows of logits (N,V): returns the sum over rows with
      * targets[n] >= 0 of logsumexp(row) - row[target] (rows with -1 are ignored). When
      * grad_scale != 0, logits are overwritten (=) with grad_scale * d(loss)/d(logits)

@@ -1139,6 +1139,42 @@ static void *xn16(const lc_model *m, lc_arena *a, int64_t N) {
     return a->logits;
 }
 
+/* The backward's bf16 copies of the residual stream's gradient (dres: o's and down's dy)
+ * and of dq|dk|dv after RoPE's backward, written by the ops that make them
+ * (->rmsnorm_bwd_b, ->rope_bwd_b, ->to_bf16) instead of a rounding pass before each
+ * frozen input-gradient product (->matmul_dx_b: the bits as_bf16 made); the adapters' gb
+ * and du read them too (->gemm_b: bf16 products from bf16 dy, as bf16 autocast forms
+ * them), so no float32 dy is read after them and none of dq/dk/dv is rotated in place.
+ * Where: dres's in the logits chunk past xn16's half (free outside the head's loss); dq's,
+ * dk's, dv's past dv in g1, or else past dres's in the chunk. At the many rows where the
+ * adapters' products take bf16 (->lora_group_rows), without dropout, over block weights
+ * that are bf16 or quantized; LORAC_PACKED_DRES=0 turns it off. Returns whether on,
+ * with *dres and *dqkv set (NULL when off). */
+static bool dy16(const lc_model *m, const lc_arena *a, int64_t N, void **dres, void **dqkv) {
+    const char *e = getenv("LORAC_PACKED_DRES");
+    lc_backend *be = m->be;
+    const lc_model_config *c = &m->cfg;
+    *dres = *dqkv = NULL;
+    if ((e && !strcmp(e, "0")) || !be->rmsnorm_bwd_b || !be->rope_bwd_b || !be->to_bf16 || !be->gemm_b ||
+        !be->matmul_dx_b || m->lcfg.dropout > 0 || N < be->lora_group_rows || a->mode != LC_MODE_TRAIN || !a->logits)
+        return false;
+    for (int64_t l = 0; l < c->num_hidden_layers; l++)
+        for (int k = 0; k < LC_NKEYS; k++)
+            if (!m->blocks[l].w[k].q && m->blocks[l].w[k].dtype != LC_DT_BF16) return false;
+    size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, n = (size_t)N;
+    size_t HD = (size_t)(c->num_attention_heads * c->head_dim), KVD = (size_t)(c->num_key_value_heads * c->head_dim);
+    size_t room = (size_t)a->chunk * (size_t)c->vocab_size; // the logits chunk's floats
+    size_t half = ((n * C + 1) / 2 + 15) & ~(size_t)15;     // floats of one N x C bf16 copy, 64-byte steps
+    size_t qkv = (n * (HD + 2 * KVD) + 1) / 2, used = n * (2 * HD + 2 * KVD);
+    size_t g1 = n * (I > 2 * HD + 2 * KVD ? I : 2 * HD + 2 * KVD);
+    if (room < 2 * half) return false;
+    if (g1 >= ((used + 15) & ~(size_t)15) + qkv) *dqkv = a->g1 + ((used + 15) & ~(size_t)15);
+    else if (room >= 2 * half + qkv) *dqkv = a->logits + 2 * half;
+    else return false;
+    *dres = a->logits + half;
+    return true;
+}
+
 /* Block l's attention half: x (N, C) -> s->xmid, its activations into s. New keys/values
  * go to kdst/vdst (rows of (B, S, KV, D) at pos0); attention reads kall/vall (B, S, KV, D). */
 static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64_t B, int64_t T, int64_t pos0,
@@ -1270,12 +1306,17 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
     bool dyb = s->gu && lc_model_packs_dy(m); // dgate's, dup's bf16 copies over gu, for their dx products
     // and, without dropout, for their adapters' gb and du too: then no float32 dgate, dup
     bool only16 = dyb && m->lcfg.dropout <= 0 && lc_model_dy16_adapters(m);
+    // dres's bf16 copy (written with dres by the norm's backward after it, or the head's)
+    // and dq|dk|dv's (by RoPE's backward) for o's, down's and q/k/v's products (dy16)
+    void *drb, *dqkvb;
+    bool d16 = dy16(m, a, N, &drb, &dqkvb);
+    const void *yr16 = drb;
     {
-        const float *y1 = a->dres;
+        const float *y1 = d16 ? NULL : a->dres;
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
         lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
         uint64_t d1 = DS(LC_KEY_DOWN);
-        projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, NULL, NULL);
+        projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, d16 ? &yr16 : NULL, NULL);
         float *hh = !(fresh && h_fresh) && p1 ? s->h : NULL;
         if (dyb) be->swiglu_bwd_packed_b(be, only16 ? NULL : dgate, only16 ? NULL : dup, hh, dh, s->gu, (size_t)(N * I));
         else if (s->gu) be->swiglu_bwd_packed(be, dgate, dup, hh, dh, s->gu, (size_t)(N * I));
@@ -1296,31 +1337,42 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         const void *yb2[2] = {s->gu, dyb ? (const uint16_t *)s->gu + N * I : NULL};
         projs_bwd(m, a, 2, a->dxn, false, y2, xnb ? NULL : s->xn2, w2, p2, u2, N, true, d2, dyb ? yb2 : NULL, xnb);
     }
-    be->rmsnorm_bwd(be, a->dres, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C); // dres = d xmid
+    if (d16) be->rmsnorm_bwd_b(be, a->dres, drb, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C); // dres = d xmid
+    else be->rmsnorm_bwd(be, a->dres, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C);
     float *datt = a->g1, *dq = datt + N * H * D, *dk = dq + N * H * D, *dv = dk + N * KV * D;
     {
-        const float *y1 = a->dres;
+        const float *y1 = d16 ? NULL : a->dres;
         const lc_wt *w1 = &bk->w[LC_KEY_O];
         lc_lora_param *p1 = bk->lora[LC_KEY_O];
         uint64_t d1 = DS(LC_KEY_O);
-        projs_bwd(m, a, 1, datt, false, &y1, s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1, NULL, NULL);
+        projs_bwd(m, a, 1, datt, false, &y1, s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1, d16 ? &yr16 : NULL,
+                  NULL);
     }
     be->attention_bwd(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
-    be->rope_bwd(be, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
-    be->rope_bwd(be, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
+    uint16_t *dqb = dqkvb, *dkb = dqb ? dqb + N * H * D : NULL, *dvb = dkb ? dkb + N * KV * D : NULL;
+    if (d16) { // rotated and rounded into their bf16 copies (dq, dk, dv left as they are)
+        be->rope_bwd_b(be, dqb, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
+        be->rope_bwd_b(be, dkb, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
+        be->to_bf16(be, dvb, dv, (size_t)(N * KV * D));
+    } else {
+        be->rope_bwd(be, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
+        be->rope_bwd(be, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
+    }
     if (xnb && (bk->lora[LC_KEY_Q] || bk->lora[LC_KEY_K] || bk->lora[LC_KEY_V]))
         be->rmsnorm_b(be, NULL, xnb, s->rstd1, x, bk->ln1, N, C, eps);
     else if (bk->lora[LC_KEY_Q] || bk->lora[LC_KEY_K] || bk->lora[LC_KEY_V])
         be->rmsnorm(be, s->xn1, s->rstd1, x, bk->ln1, N, C, eps);
     {
-        const float *y3[3] = {dq, dk, dv};
+        const float *y3[3] = {d16 ? NULL : dq, d16 ? NULL : dk, d16 ? NULL : dv};
+        const void *yb3[3] = {dqb, dkb, dvb};
         const lc_wt *w3[3] = {&bk->w[LC_KEY_Q], &bk->w[LC_KEY_K], &bk->w[LC_KEY_V]};
         lc_lora_param *p3[3] = {bk->lora[LC_KEY_Q], bk->lora[LC_KEY_K], bk->lora[LC_KEY_V]};
         float *u3[3] = {s->u[LC_KEY_Q], s->u[LC_KEY_K], s->u[LC_KEY_V]};
         uint64_t d3[3] = {DS(LC_KEY_Q), DS(LC_KEY_K), DS(LC_KEY_V)};
-        projs_bwd(m, a, 3, a->dxn, false, y3, xnb ? NULL : s->xn1, w3, p3, u3, N, need_dx, d3, NULL, xnb);
+        projs_bwd(m, a, 3, a->dxn, false, y3, xnb ? NULL : s->xn1, w3, p3, u3, N, need_dx, d3, d16 ? yb3 : NULL, xnb);
     }
-    if (need_dx) be->rmsnorm_bwd(be, a->dres, a->dxn, x, bk->ln1, s->rstd1, N, C); // dres = d x
+    if (need_dx && d16) be->rmsnorm_bwd_b(be, a->dres, drb, a->dxn, x, bk->ln1, s->rstd1, N, C); // dres = d x
+    else if (need_dx) be->rmsnorm_bwd(be, a->dres, a->dxn, x, bk->ln1, s->rstd1, N, C);
 #undef DS
 }
 
@@ -1398,7 +1450,7 @@ static double scalars_loss(lc_model *m) {
  * Zeroed before filling (padding); the adapters' descriptors follow it. */
 typedef struct {
     int64_t B, T;
-    int32_t full, mlp, first, pack, fold, dyb, hb, tf32, xn;
+    int32_t full, mlp, first, pack, fold, dyb, hb, tf32, xn, d16;
     const float *arena, *rope_cos, *rope_sin, *lora_mem, *grad_mem;
     const void *scal, *params;
     size_t n_params, floats;
@@ -1425,7 +1477,9 @@ static void step_body(void *ctx) {
     forward_blocks(m, a, B, T, true, x->seed);
     head_loss(m, a, N, true);
     be->zero(be, a->dres, (size_t)(N * C));
-    be->rmsnorm_bwd(be, a->dres, a->dxn, a->xf, m->norm_f, a->rstdf, N, C);
+    void *drb, *dqkvb;
+    if (dy16(m, a, N, &drb, &dqkvb)) be->rmsnorm_bwd_b(be, a->dres, drb, a->dxn, a->xf, m->norm_f, a->rstdf, N, C);
+    else be->rmsnorm_bwd(be, a->dres, a->dxn, a->xf, m->norm_f, a->rstdf, N, C);
     for (int l = L - 1; l >= m->first; l--) {
         lc_acts *s = acts_of(m, a, l);
         int keep = a->saved[l].keep;
@@ -1454,6 +1508,8 @@ static void step_run(lc_model *m, step_ctx *x) {
     k.fold = lc_model_folds_gate_up(m), k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m);
     k.tf32 = lc_model_lora_tf32(m), k.group_rows = be->lora_group_rows;
     k.xn = xn16(m, x->a, x->B * x->T) != NULL;
+    void *drb, *dqkvb;
+    k.d16 = dy16(m, x->a, x->B * x->T, &drb, &dqkvb);
     k.hb = m->cfg.num_hidden_layers > 0 && lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]);
     k.arena = x->a->base, k.floats = x->a->floats;
     k.rope_cos = m->rope_cos, k.rope_sin = m->rope_sin, k.rope_len = m->rope_len;

@@ -1144,6 +1144,29 @@ static void test_norm_rope_swiglu(void) {
             free(ho), free(want), free(got);
             gpu->release(gpu, o3), gpu->release(gpu, r3);
         }
+        { // ->rmsnorm_bwd_b: the same dx bits as ->rmsnorm_bwd (dd2, from d2), and their bf16
+            // rounding; ->to_bf16 of that dx: the same bf16 bits
+            CHECK_MSG(gpu->rmsnorm_bwd_b && gpu->to_bf16, "the CUDA backend offers no ->rmsnorm_bwd_b / ->to_bf16");
+            float *hd = down(dd2, n2), *d3 = up(d2, n2 * 4);
+            uint16_t *want = malloc(n2 * 2), *got = malloc(n2 * 2);
+            CHECK_OK(lc_from_f32(want, LC_DT_BF16, hd, n2));
+            memset(got, 0xff, n2 * 2); // NaN bf16s: every element written
+            void *db = up(got, n2 * 2);
+            gpu->rmsnorm_bwd_b(gpu, d3, db, dg2, dx2, dw2, r2, N2, C2);
+            float *h3 = down(d3, n2);
+            gpu->download(gpu, got, db, n2 * 2);
+            CHECK_OK(gpu->sync(gpu));
+            CHECK_MSG(!memcmp(h3, hd, n2 * 4), "%s: rmsnorm_bwd_b's dx differs from rmsnorm_bwd's", what);
+            CHECK_MSG(!memcmp(got, want, n2 * 2), "%s: rmsnorm_bwd_b's bf16 dx differs from dx rounded", what);
+            void *tb = gpu->alloc(gpu, n2 * 2);
+            gpu->to_bf16(gpu, tb, dd2, n2);
+            gpu->download(gpu, got, tb, n2 * 2);
+            CHECK_OK(gpu->sync(gpu));
+            CHECK_MSG(!memcmp(got, want, n2 * 2), "%s: to_bf16 differs from the rounding", what);
+            printf("  %-28s the same dx bits, its bf16 rounding bit for bit (and ->to_bf16's)\n", "rmsnorm_bwd_b");
+            gpu->release(gpu, db), gpu->release(gpu, tb), gpu->release(gpu, d3);
+            free(hd), free(h3), free(want), free(got);
+        }
         free(x2), free(w2), free(g2), free(d2), free(o2r), free(r2r), free(d2r);
         void *dv[] = {dx2, dw2, o2, r2, dg2, dd2};
         for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu->release(gpu, dv[i]);
@@ -1163,6 +1186,23 @@ static void test_norm_rope_swiglu(void) {
     cpu->rope(cpu, ref, cs, sn, B, T, H, D, pos0);
     gpu->rope(gpu, dxr, dcs, dsn, B, T, H, D, pos0);
     expect("rope", dxr, ref, nx, 1e-6);
+    { // ->rope_bwd_b: out of place and rounded, the input left as it was
+        CHECK_MSG(gpu->rope_bwd_b != NULL, "the CUDA backend offers no ->rope_bwd_b");
+        float *before = down(dxr, nx), *t = up(before, nx * 4);
+        gpu->rope_bwd(gpu, t, dcs, dsn, B, T, H, D, pos0);
+        float *ht = down(t, nx);
+        uint16_t *want = malloc(nx * 2), *got = malloc(nx * 2);
+        CHECK_OK(lc_from_f32(want, LC_DT_BF16, ht, nx));
+        void *ob = gpu->alloc(gpu, nx * 2);
+        gpu->rope_bwd_b(gpu, ob, dxr, dcs, dsn, B, T, H, D, pos0);
+        gpu->download(gpu, got, ob, nx * 2);
+        float *after = down(dxr, nx);
+        CHECK_MSG(!memcmp(got, want, nx * 2), "rope_bwd_b differs from rope_bwd's values rounded");
+        CHECK_MSG(!memcmp(after, before, nx * 4), "rope_bwd_b changed its input");
+        printf("  %-28s rope_bwd's values rounded, bit for bit; its input untouched\n", "rope_bwd_b");
+        gpu->release(gpu, ob), gpu->release(gpu, t);
+        free(before), free(ht), free(want), free(got), free(after);
+    }
     cpu->rope_bwd(cpu, ref, cs, sn, B, T, H, D, pos0);
     gpu->rope_bwd(gpu, dxr, dcs, dsn, B, T, H, D, pos0);
     expect("rope_bwd (after rope)", dxr, ref, nx, 1e-6);

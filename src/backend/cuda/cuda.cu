@@ -558,15 +558,26 @@ __global__ void k_to_bf16_v4(uint2 *dst, const float4 *src, size_t n4) {
     }
 }
 
-static const __nv_bfloat16 *as_bf16(lc_cuda *c, const float *x, size_t n) {
-    __nv_bfloat16 *xb = (__nv_bfloat16 *)xb_get(c, n * sizeof(__nv_bfloat16));
+/* xb (n) = x rounded to bf16 (round to nearest even). */
+static void bf16_into(lc_cuda *c, __nv_bfloat16 *xb, const float *x, size_t n) {
+    if (!n) return;
     const char *e = getenv("LORAC_CUDA_VEC"); // 0: one element a thread
-    if (n % 4 == 0 && !((uintptr_t)x & 15) && !((uintptr_t)xb & 15) && !(e && !strcmp(e, "0")))
+    if (n % 4 == 0 && !((uintptr_t)x & 15) && !((uintptr_t)xb & 7) && !(e && !strcmp(e, "0")))
         k_to_bf16_v4<<<blocks_for(n / 4), 256, 0, c->st>>>((uint2 *)xb, (const float4 *)x, n / 4);
     else
         k_to_bf16<<<blocks_for(n), 256, 0, c->st>>>(xb, x, n);
     LC_LAUNCHED(c);
+}
+
+static const __nv_bfloat16 *as_bf16(lc_cuda *c, const float *x, size_t n) {
+    __nv_bfloat16 *xb = (__nv_bfloat16 *)xb_get(c, n * sizeof(__nv_bfloat16));
+    bf16_into(c, xb, x, n);
     return xb;
+}
+
+static void cu_to_bf16(lc_backend *be, void *out, const float *x, size_t n) {
+    LC_PROF(impl(be), "to_bf16", 0);
+    bf16_into(impl(be), (__nv_bfloat16 *)out, x, n);
 }
 
 /* Small-N products with BF16 weights (decoding: N = 1): out (N,O) = x (N,I) W^T, fp32 x
@@ -938,7 +949,7 @@ __global__ void __launch_bounds__(NV_T) k_rmsnorm_v(float *out, float *rstd, con
 /* The backward of k_rmsnorm_v's rows, likewise: dout and x held in registers. */
 template <int V>
 __global__ void __launch_bounds__(NV_T) k_rmsnorm_bwd_v(float *dx, const float *dout, const float *x, const float *w,
-                                                        const float *rstd, int64_t C) {
+                                                        const float *rstd, int64_t C, __nv_bfloat16 *db) {
     __shared__ float sh[32];
     size_t off = (size_t)blockIdx.x * C;
     const float4 *xr = (const float4 *)(x + off), *g = (const float4 *)(dout + off), *w4 = (const float4 *)w;
@@ -964,6 +975,12 @@ __global__ void __launch_bounds__(NV_T) k_rmsnorm_bwd_v(float *dx, const float *
         t.x += r * (a.x * gg.x - xx.x * r * m), t.y += r * (a.y * gg.y - xx.y * r * m);
         t.z += r * (a.z * gg.z - xx.z * r * m), t.w += r * (a.w * gg.w - xx.w * r * m);
         d[c] = t;
+        if (db) {
+            __nv_bfloat162 p = __floats2bfloat162_rn(t.x, t.y), q = __floats2bfloat162_rn(t.z, t.w);
+            uint2 u;
+            memcpy(&u.x, &p, 4), memcpy(&u.y, &q, 4);
+            ((uint2 *)(db + off))[c] = u;
+        }
     }
 }
 
@@ -1007,7 +1024,7 @@ static void cu_rmsnorm_b(lc_backend *be, float *out, void *outb, float *rstd, co
 }
 
 __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, const float *w,
-                              const float *rstd, int64_t C) {
+                              const float *rstd, int64_t C, __nv_bfloat16 *db) {
     __shared__ float sh[32];
     size_t off = (size_t)blockIdx.x * C;
     const float *xr = x + off, *g = dout + off;
@@ -1015,27 +1032,42 @@ __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, cons
     float dot = 0;
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) dot += w[c] * g[c] * xr[c] * r;
     float m = block_sum(dot, sh) / (float)C;
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) d[c] += r * (w[c] * g[c] - xr[c] * r * m);
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+        float v = d[c] + r * (w[c] * g[c] - xr[c] * r * m);
+        d[c] = v;
+        if (db) db[off + c] = __float2bfloat16_rn(v);
+    }
+}
+
+static void rmsnorm_bwd_run(lc_backend *be, float *dx, __nv_bfloat16 *db, const float *dout, const float *x,
+                            const float *w, const float *rstd, int64_t N, int64_t C) {
+    if (N <= 0) return;
+    cudaStream_t st = impl(be)->st;
+    switch ((uintptr_t)dout & 15 || (uintptr_t)db & 7 ? 0 : norm_vec(N, C, dx, x, w)) {
+    case 1: k_rmsnorm_bwd_v<1><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C, db); break;
+    case 2: k_rmsnorm_bwd_v<2><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C, db); break;
+    case 4: k_rmsnorm_bwd_v<4><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C, db); break;
+    case 8: k_rmsnorm_bwd_v<8><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C, db); break;
+    default: // few rows: more threads a row, so each thread has fewer dependent loads
+        k_rmsnorm_bwd<<<(unsigned)N, N < 512 ? 1024 : 256, 0, st>>>(dx, dout, x, w, rstd, C, db);
+    }
+    LC_LAUNCHED(impl(be));
 }
 
 static void cu_rmsnorm_bwd(lc_backend *be, float *dx, const float *dout, const float *x,
                            const float *w, const float *rstd, int64_t N, int64_t C) {
     LC_PROF(impl(be), "rmsnorm_bwd", 0);
-    if (N <= 0) return;
-    cudaStream_t st = impl(be)->st;
-    switch ((uintptr_t)dout & 15 ? 0 : norm_vec(N, C, dx, x, w)) {
-    case 1: k_rmsnorm_bwd_v<1><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C); break;
-    case 2: k_rmsnorm_bwd_v<2><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C); break;
-    case 4: k_rmsnorm_bwd_v<4><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C); break;
-    case 8: k_rmsnorm_bwd_v<8><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C); break;
-    default: // few rows: more threads a row, so each thread has fewer dependent loads
-        k_rmsnorm_bwd<<<(unsigned)N, N < 512 ? 1024 : 256, 0, st>>>(dx, dout, x, w, rstd, C);
-    }
-    LC_LAUNCHED(impl(be));
+    rmsnorm_bwd_run(be, dx, NULL, dout, x, w, rstd, N, C);
+}
+
+static void cu_rmsnorm_bwd_b(lc_backend *be, float *dx, void *dxb, const float *dout, const float *x,
+                             const float *w, const float *rstd, int64_t N, int64_t C) {
+    LC_PROF(impl(be), "rmsnorm_bwd+bf16", 0);
+    rmsnorm_bwd_run(be, dx, (__nv_bfloat16 *)dxb, dout, x, w, rstd, N, C);
 }
 
 __global__ void k_rope(float *x, const float *cs, const float *sn, int64_t T, int64_t H, int64_t D,
-                       int64_t pos0, float dir, size_t n) {
+                       int64_t pos0, float dir, size_t n, __nv_bfloat16 *ob) {
     LC_PDL_TRIGGER();
     int64_t h2 = D / 2;
     GRID_STRIDE(idx, n) {
@@ -1044,30 +1076,41 @@ __global__ void k_rope(float *x, const float *cs, const float *sn, int64_t T, in
         int64_t t = (int64_t)((row / H) % T);
         float *r = x + row * D;
         float c = cs[(pos0 + t) * h2 + i], s = dir * sn[(pos0 + t) * h2 + i];
-        float x1 = r[i], x2 = r[i + h2];
-        r[i] = x1 * c - x2 * s;
-        r[i + h2] = x2 * c + x1 * s;
+        float x1 = r[i], x2 = r[i + h2], y1 = x1 * c - x2 * s, y2 = x2 * c + x1 * s;
+        if (ob) { // out of place, rounded (x untouched)
+            ob[row * D + i] = __float2bfloat16_rn(y1);
+            ob[row * D + i + h2] = __float2bfloat16_rn(y2);
+        } else {
+            r[i] = y1;
+            r[i + h2] = y2;
+        }
     }
 }
 
 static void rope_run(lc_backend *be, float *x, const float *cs, const float *sn, int64_t B, int64_t T,
-                     int64_t H, int64_t D, int64_t pos0, float dir) {
+                     int64_t H, int64_t D, int64_t pos0, float dir, __nv_bfloat16 *ob) {
     size_t n = (size_t)(B * T * H * (D / 2));
     if (!n) return;
-    k_rope<<<blocks_for(n), 256, 0, impl(be)->st>>>(x, cs, sn, T, H, D, pos0, dir, n);
+    k_rope<<<blocks_for(n), 256, 0, impl(be)->st>>>(x, cs, sn, T, H, D, pos0, dir, n, ob);
     LC_LAUNCHED(impl(be));
 }
 
 static void cu_rope(lc_backend *be, float *x, const float *cos, const float *sin, int64_t B, int64_t T,
                     int64_t H, int64_t D, int64_t pos0) {
     LC_PROF(impl(be), "rope N=%lld", B * T);
-    rope_run(be, x, cos, sin, B, T, H, D, pos0, 1.0f);
+    rope_run(be, x, cos, sin, B, T, H, D, pos0, 1.0f, NULL);
 }
 
 static void cu_rope_bwd(lc_backend *be, float *dx, const float *cos, const float *sin, int64_t B,
                         int64_t T, int64_t H, int64_t D, int64_t pos0) {
     LC_PROF(impl(be), "rope_bwd", 0);
-    rope_run(be, dx, cos, sin, B, T, H, D, pos0, -1.0f);
+    rope_run(be, dx, cos, sin, B, T, H, D, pos0, -1.0f, NULL);
+}
+
+static void cu_rope_bwd_b(lc_backend *be, void *outb, const float *dx, const float *cos, const float *sin, int64_t B,
+                          int64_t T, int64_t H, int64_t D, int64_t pos0) {
+    LC_PROF(impl(be), "rope_bwd (bf16 out)", 0);
+    rope_run(be, (float *)dx, cos, sin, B, T, H, D, pos0, -1.0f, (__nv_bfloat16 *)outb);
 }
 
 __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t n) {
@@ -1321,6 +1364,9 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->matmul_dx_b = cu_matmul_dx_b;
     be->gemm_b = cu_gemm_b;
     be->rmsnorm_b = cu_rmsnorm_b;
+    be->rmsnorm_bwd_b = cu_rmsnorm_bwd_b;
+    be->rope_bwd_b = cu_rope_bwd_b;
+    be->to_bf16 = cu_to_bf16;
     be->matmul_n_b = cu_matmul_n_b;
     be->swiglu_lora = lc_cuda_swiglu_lora;
     be->cross_entropy = cu_cross_entropy;
