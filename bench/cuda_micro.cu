@@ -4,7 +4,8 @@
  * bandwidth, and the per-call time of the backend's products at the 7B model's shapes
  * (matmul with 1 and 136 rows, the adapters' fp32 products, attention), by events over many
  * calls; `cuda_micro attention` runs the attention rows alone, `cuda_micro lora` the
- * adapters' products at the 8 × 512 row's 4096 rows (default choice against cuBLAS).
+ * adapters' products at the 8 × 512 row's 4096 rows (default choice against cuBLAS),
+ * `cuda_micro overlap` frozen and adapter products on two streams, alone and together.
  * Built by hand on the development machine (see cuda_notes.md) against build/liblorac.a;
  * prints one table. A benchmark program: prints and exits on errors.
  */
