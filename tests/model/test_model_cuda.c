@@ -308,6 +308,25 @@ static void test_decode_graph_bf16(void) {
     rmdir(dir);
 }
 
+/* Writes dir/config.json (a Mistral of hidden 128, 4/2 heads of 32, vocab 256, the given
+ * intermediate size and depth) and makes dir/m from it with `lorac init` (bf16, seed). */
+static void init_model(const char *dir, int inter, int layers, const char *seed, char *out, size_t outn) {
+    char cfg[300], text[700];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    snprintf(out, outn, "%s/m", dir);
+    snprintf(text, sizeof text,
+             "{\"architectures\": [\"MistralForCausalLM\"], \"model_type\": \"mistral\", \"vocab_size\": 256,"
+             " \"hidden_size\": 128, \"intermediate_size\": %d, \"num_hidden_layers\": %d,"
+             " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 32,"
+             " \"max_position_embeddings\": 128, \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05,"
+             " \"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2}", inter, layers);
+    CHECK_OK(lc_write_file_atomic(cfg, text, strlen(text)));
+    char *argv[] = {"init", "--config", cfg, "--tokenizer", "tests/fixtures/tokenizers/bl-gpt2/tokenizer.json",
+                    "--out", out, "--dtype", "bf16", "--seed", (char *)seed, "-q", NULL};
+    fflush(stdout);
+    CHECK_EQ_INT(cmd_init(12, argv), 0);
+}
+
 /* The fused step over an NF4 base: a `lorac init` model (bf16, rows of 128 and 384: whole
  * NF4 blocks of 64 in every row) quantized at load with nested absmax (bitsandbytes'
  * default), adapters on every projection of both blocks. Its products read the codes and
@@ -319,19 +338,8 @@ static void test_decode_graph_bf16(void) {
 static void test_decode_graph_nf4(void) {
     char dir[] = "/tmp/lorac-test-nf4-XXXXXX";
     if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
-    char cfg[300], out[300];
-    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    snprintf(out, sizeof out, "%s/m", dir);
-    const char *text = "{\"architectures\": [\"MistralForCausalLM\"], \"model_type\": \"mistral\", \"vocab_size\": 256,"
-                       " \"hidden_size\": 128, \"intermediate_size\": 384, \"num_hidden_layers\": 2,"
-                       " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 32,"
-                       " \"max_position_embeddings\": 128, \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05,"
-                       " \"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2}";
-    CHECK_OK(lc_write_file_atomic(cfg, text, strlen(text)));
-    char *argv[] = {"init", "--config", cfg, "--tokenizer", "tests/fixtures/tokenizers/bl-gpt2/tokenizer.json",
-                    "--out", out, "--dtype", "bf16", "--seed", "7", "-q", NULL};
-    fflush(stdout);
-    CHECK_EQ_INT(cmd_init(12, argv), 0);
+    char out[300];
+    init_model(dir, 384, 2, "7", out, sizeof out);
     lc_load_options lo;
     memset(&lo, 0, sizeof lo);
     lo.device = "cuda";
@@ -852,19 +860,8 @@ static void test_packed_gate_up(void) {
 static void test_dres16_g1(void) {
     char dir[] = "/tmp/lorac-test-dres-XXXXXX";
     if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
-    char cfg[300], out[300];
-    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    snprintf(out, sizeof out, "%s/m", dir);
-    const char *text = "{\"architectures\": [\"MistralForCausalLM\"], \"model_type\": \"mistral\", \"vocab_size\": 256,"
-                       " \"hidden_size\": 128, \"intermediate_size\": 640, \"num_hidden_layers\": 3,"
-                       " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 32,"
-                       " \"max_position_embeddings\": 128, \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05,"
-                       " \"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2}";
-    CHECK_OK(lc_write_file_atomic(cfg, text, strlen(text)));
-    char *argv[] = {"init", "--config", cfg, "--tokenizer", "tests/fixtures/tokenizers/bl-gpt2/tokenizer.json",
-                    "--out", out, "--dtype", "bf16", "--seed", "9", "-q", NULL};
-    fflush(stdout);
-    CHECK_EQ_INT(cmd_init(12, argv), 0);
+    char out[300];
+    init_model(dir, 640, 3, "9", out, sizeof out);
     lc_model *m = NULL;
     CHECK_OK(lc_model_load_on(out, "cuda", &m));
     if (m) {
