@@ -1066,7 +1066,8 @@ static void cu_rmsnorm_bwd_b(lc_backend *be, float *dx, void *dxb, const float *
     rmsnorm_bwd_run(be, dx, (__nv_bfloat16 *)dxb, dout, x, w, rstd, N, C);
 }
 
-__global__ void k_rope(float *x, const float *cs, const float *sn, int64_t T, int64_t H, int64_t D,
+/* Rotates x's rows: into out (may be x: in place), or, with ob, rounded into ob (out NULL). */
+__global__ void k_rope(float *out, const float *x, const float *cs, const float *sn, int64_t T, int64_t H, int64_t D,
                        int64_t pos0, float dir, size_t n, __nv_bfloat16 *ob) {
     LC_PDL_TRIGGER();
     int64_t h2 = D / 2;
@@ -1074,43 +1075,43 @@ __global__ void k_rope(float *x, const float *cs, const float *sn, int64_t T, in
         int64_t i = (int64_t)(idx % h2);
         size_t row = idx / h2; // (b, t, h)
         int64_t t = (int64_t)((row / H) % T);
-        float *r = x + row * D;
+        const float *r = x + row * D;
         float c = cs[(pos0 + t) * h2 + i], s = dir * sn[(pos0 + t) * h2 + i];
         float x1 = r[i], x2 = r[i + h2], y1 = x1 * c - x2 * s, y2 = x2 * c + x1 * s;
-        if (ob) { // out of place, rounded (x untouched)
+        if (ob) {
             ob[row * D + i] = __float2bfloat16_rn(y1);
             ob[row * D + i + h2] = __float2bfloat16_rn(y2);
         } else {
-            r[i] = y1;
-            r[i + h2] = y2;
+            out[row * D + i] = y1;
+            out[row * D + i + h2] = y2;
         }
     }
 }
 
-static void rope_run(lc_backend *be, float *x, const float *cs, const float *sn, int64_t B, int64_t T,
-                     int64_t H, int64_t D, int64_t pos0, float dir, __nv_bfloat16 *ob) {
+static void rope_run(lc_backend *be, float *out, const float *x, const float *cs, const float *sn, int64_t B,
+                     int64_t T, int64_t H, int64_t D, int64_t pos0, float dir, __nv_bfloat16 *ob) {
     size_t n = (size_t)(B * T * H * (D / 2));
     if (!n) return;
-    k_rope<<<blocks_for(n), 256, 0, impl(be)->st>>>(x, cs, sn, T, H, D, pos0, dir, n, ob);
+    k_rope<<<blocks_for(n), 256, 0, impl(be)->st>>>(out, x, cs, sn, T, H, D, pos0, dir, n, ob);
     LC_LAUNCHED(impl(be));
 }
 
 static void cu_rope(lc_backend *be, float *x, const float *cos, const float *sin, int64_t B, int64_t T,
                     int64_t H, int64_t D, int64_t pos0) {
     LC_PROF(impl(be), "rope N=%lld", B * T);
-    rope_run(be, x, cos, sin, B, T, H, D, pos0, 1.0f, NULL);
+    rope_run(be, x, x, cos, sin, B, T, H, D, pos0, 1.0f, NULL);
 }
 
 static void cu_rope_bwd(lc_backend *be, float *dx, const float *cos, const float *sin, int64_t B,
                         int64_t T, int64_t H, int64_t D, int64_t pos0) {
     LC_PROF(impl(be), "rope_bwd", 0);
-    rope_run(be, dx, cos, sin, B, T, H, D, pos0, -1.0f, NULL);
+    rope_run(be, dx, dx, cos, sin, B, T, H, D, pos0, -1.0f, NULL);
 }
 
 static void cu_rope_bwd_b(lc_backend *be, void *outb, const float *dx, const float *cos, const float *sin, int64_t B,
                           int64_t T, int64_t H, int64_t D, int64_t pos0) {
     LC_PROF(impl(be), "rope_bwd (bf16 out)", 0);
-    rope_run(be, (float *)dx, cos, sin, B, T, H, D, pos0, -1.0f, (__nv_bfloat16 *)outb);
+    rope_run(be, NULL, dx, cos, sin, B, T, H, D, pos0, -1.0f, (__nv_bfloat16 *)outb);
 }
 
 __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t n) {
