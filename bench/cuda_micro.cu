@@ -5,7 +5,9 @@
  * (matmul with 1 and 136 rows, the adapters' fp32 products, attention), by events over many
  * calls; `cuda_micro attention` runs the attention rows alone, `cuda_micro lora` the
  * adapters' products at the 8 × 512 row's 4096 rows (default choice against cuBLAS),
- * `cuda_micro overlap` frozen and adapter products on two streams, alone and together.
+ * `cuda_micro overlap` frozen and adapter products on two streams, alone and together,
+ * `cuda_micro read` the card's read bandwidth (several launch shapes; the best is decoding's
+ * ceiling).
  * Built by hand on the development machine (see cuda_notes.md) against build/liblorac.a;
  * prints one table. A benchmark program: prints and exits on errors.
  */
@@ -78,6 +80,59 @@ template <class F> static double timed(int reps, F fn) {
     return ms / reps;
 }
 
+/* Streams n 16-byte words, U loads in flight a thread, and keeps their XOR (so the loads
+ * stay): the card's read bandwidth, the ceiling of batch-1 decoding. */
+template <int U> __global__ void k_read(const uint4 *p, size_t n, unsigned *out) {
+    unsigned acc = 0;
+    size_t step = (size_t)gridDim.x * blockDim.x, i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    for (; i + (U - 1) * step < n; i += U * step) {
+        uint4 v[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) v[u] = __ldcs(p + i + u * step);
+#pragma unroll
+        for (int u = 0; u < U; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    for (; i < n; i += step) {
+        uint4 v = __ldcs(p + i);
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (acc == 0x9e3779b9u) *out = acc;
+}
+
+/* Read bandwidth over a 4 GiB buffer for several launch shapes (the best is the ceiling),
+ * and the device-to-device copy's (bytes read plus written). */
+static void bench_read(void) {
+    size_t bytes = (size_t)4 << 30, n = bytes / 16;
+    uint4 *p;
+    unsigned *o;
+    CK(cudaMalloc(&p, bytes));
+    CK(cudaMalloc(&o, 4));
+    CK(cudaMemset(p, 1, bytes));
+    int sms;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    double best = 0;
+    printf("| read, 4 GiB | blocks a multiprocessor | threads | loads in flight | TB/s |\n| --- | --- | --- | --- | --- |\n");
+    for (int bpm : {2, 4, 8, 16})
+        for (int th : {256, 512, 1024})
+            for (int u : {2, 4, 8}) {
+                if (bpm * th > 2048) continue;
+                dim3 g((unsigned)(sms * bpm)), b((unsigned)th);
+                double ms = timed(10, [&](int) {
+                    if (u == 2) k_read<2><<<g, b>>>(p, n, o);
+                    else if (u == 4) k_read<4><<<g, b>>>(p, n, o);
+                    else k_read<8><<<g, b>>>(p, n, o);
+                });
+                double tb = bytes / (ms * 1e-3) / 1e12;
+                if (tb > best) best = tb;
+                printf("| | %d | %d | %d | %.3f |\n", bpm, th, u, tb);
+            }
+    double ms = timed(10, [&](int) { CK(cudaMemcpyAsync(p + n / 2, p, bytes / 2, cudaMemcpyDeviceToDevice, 0)); });
+    printf("read ceiling %.3f TB/s: a 14.50 GB bf16 7B token at that rate %.3f ms (%.1f tok/s); copy %.3f TB/s\n", best,
+           14.50e9 / (best * 1e12) * 1e3, best * 1e12 / 14.50e9, bytes / (ms * 1e-3) / 1e12);
+    CK(cudaFree(p));
+    CK(cudaFree(o));
+}
+
 /* Attention forward and backward at the recipe's, the 8x512 row's and a 2x1024 shape
  * (Mistral: H 32, KV 8, D 128), inputs uniform in (-1, 1); TFLOP/s counts the causal
  * half: forward 2 products, backward 5 (FlashAttention's count), 2·B·H·D·T²/2 each. */
@@ -135,6 +190,102 @@ static void bench_lora_rows(void) {
     }
     unsetenv("LORAC_CUDA_LORA_MANY");
     void *all[] = {x, y, A, Bm, u, g};
+    for (void *p : all) be->release(be, p);
+}
+
+/* The adapters' products at the 8 x 512 row's shapes (4096 rows, rank 16; q/k/v grouped 48
+ * wide) that the step's profile showed far over their bytes, each way the backend can run
+ * it: cuBLAS on TF32 or float32 (->gemm with lora_tf32 on / off), bf16 products (->gemm_b),
+ * and split or padded to another width. */
+static void bench_lora_shapes(void) {
+    const int M = 4096;
+    size_t big = (size_t)M * 14336;
+    float *x = (float *)be->alloc(be, big * 4), *y = (float *)be->alloc(be, big * 4);
+    __nv_bfloat16 *xb = (__nv_bfloat16 *)be->alloc(be, big * 2);
+    float *A = (float *)be->alloc(be, (size_t)14336 * 64 * 4), *u = (float *)be->alloc(be, (size_t)M * 64 * 4);
+    float *g = (float *)be->alloc(be, (size_t)14336 * 64 * 4);
+    k_fillf<<<1024, 256>>>(x, big, 1);
+    k_fillf<<<1024, 256>>>(y, big, 2);
+    k_fill<<<1024, 256>>>(xb, big, 3);
+    k_fillf<<<1024, 256>>>(A, (size_t)14336 * 64, 4);
+    k_fillf<<<1024, 256>>>(u, (size_t)M * 64, 5);
+    bool tf = be->lora_tf32;
+    auto row = [&](const char *what, double mb, std::initializer_list<std::pair<const char *, double>> v) {
+        printf("| %s | floor %.1f us |", what, mb / 3.0e6);
+        for (auto &e : v) printf(" %s %.1f |", e.first, 1e3 * e.second);
+        printf("\n");
+    };
+    auto T = [&](bool t32, auto fn) {
+        be->lora_tf32 = t32;
+        double ms = timed(40, fn);
+        be->lora_tf32 = tf;
+        return ms;
+    };
+    row("o: u = x a, x float32 (M4096 N16 K4096)", 64e6,
+        {{"tf32", T(true, [&](int) { be->gemm(be, false, false, M, 16, 4096, 1.0f, x, 4096, A, 16, 0.0f, u, 16); })},
+         {"fp32", T(false, [&](int) { be->gemm(be, false, false, M, 16, 4096, 1.0f, x, 4096, A, 16, 0.0f, u, 16); })},
+         {"bf16", T(true, [&](int) {
+              be->gemm_b(be, false, false, M, 16, 4096, 1.0f, x, 4096, false, A, 16, false, 0.0f, u, 16);
+          })}});
+    row("q/k/v: u = xn16 a, 48 wide (M4096 N48 K4096)", 32e6,
+        {{"N48", T(true, [&](int) {
+              be->gemm_b(be, false, false, M, 48, 4096, 1.0f, xb, 4096, true, A, 48, false, 0.0f, u, 48);
+          })},
+         {"3xN16", T(true, [&](int) {
+              for (int j = 0; j < 3; j++)
+                  be->gemm_b(be, false, false, M, 16, 4096, 1.0f, xb, 4096, true, A + 16 * j, 48, false, 0.0f, u + 16 * j, 48);
+          })},
+         {"N32+N16", T(true, [&](int) {
+              be->gemm_b(be, false, false, M, 32, 4096, 1.0f, xb, 4096, true, A, 48, false, 0.0f, u, 48);
+              be->gemm_b(be, false, false, M, 16, 4096, 1.0f, xb, 4096, true, A + 32, 48, false, 0.0f, u + 32, 48);
+          })},
+         {"N64", T(true, [&](int) {
+              be->gemm_b(be, false, false, M, 64, 4096, 1.0f, xb, 4096, true, A, 64, false, 0.0f, u, 64);
+          })},
+         {"N32", T(true, [&](int) {
+              be->gemm_b(be, false, false, M, 32, 4096, 1.0f, xb, 4096, true, A, 32, false, 0.0f, u, 32);
+          })}});
+    row("q/k/v: dx = du a^T, K 48 (M4096 N4096 K48)", 64e6,
+        {{"tf32", T(true, [&](int) { be->gemm(be, false, true, M, 4096, 48, 1.0f, u, 48, A, 48, 0.0f, y, 4096); })},
+         {"fp32", T(false, [&](int) { be->gemm(be, false, true, M, 4096, 48, 1.0f, u, 48, A, 48, 0.0f, y, 4096); })},
+         {"K32+K16", T(true, [&](int) {
+              be->gemm(be, false, true, M, 4096, 32, 1.0f, u, 48, A, 48, 0.0f, y, 4096);
+              be->gemm(be, false, true, M, 4096, 16, 1.0f, u + 32, 48, A + 32, 48, 1.0f, y, 4096);
+          })},
+         {"K64", T(true, [&](int) { be->gemm(be, false, true, M, 4096, 64, 1.0f, u, 64, A, 64, 0.0f, y, 4096); })},
+         {"K32", T(true, [&](int) { be->gemm(be, false, true, M, 4096, 32, 1.0f, u, 32, A, 32, 0.0f, y, 4096); })},
+         {"bf16", T(true, [&](int) {
+              be->gemm_b(be, false, true, M, 4096, 48, 1.0f, u, 48, false, A, 48, false, 0.0f, y, 4096);
+          })}});
+    unsetenv("LORAC_CUDA_LORA_MANY");
+    double d1 = T(true, [&](int) { be->gemm(be, false, true, M, 14336, 16, 1.0f, u, 16, A, 16, 0.0f, y, 14336); });
+    double d3 = T(false, [&](int) { be->gemm(be, false, true, M, 14336, 16, 1.0f, u, 16, A, 16, 0.0f, y, 14336); });
+    setenv("LORAC_CUDA_LORA_MANY", "0", 1);
+    double d2 = T(true, [&](int) { be->gemm(be, false, true, M, 14336, 16, 1.0f, u, 16, A, 16, 0.0f, y, 14336); });
+    double d4 = T(false, [&](int) { be->gemm(be, false, true, M, 14336, 16, 1.0f, u, 16, A, 16, 0.0f, y, 14336); });
+    unsetenv("LORAC_CUDA_LORA_MANY");
+    row("down: dx = du a^T (M4096 N14336 K16)", 235e6, {{"default", d1}, {"default fp32", d3}, {"cuBLAS tf32", d2}, {"cuBLAS fp32", d4}});
+    row("gate/up: gb = s u^T dy16 (M16 N14336 K4096)", 117e6,
+        {{"bf16", T(true, [&](int) {
+              be->gemm_b(be, true, false, 16, 14336, M, 2.0f, u, 16, false, xb, 14336, true, 0.0f, g, 14336);
+          })},
+         {"tf32 (float32 dy)", T(true, [&](int) { be->gemm(be, true, false, 16, 14336, M, 2.0f, u, 16, y, 14336, 0.0f, g, 14336); })}});
+    row("q/o/down: gb = s u^T dy16 (M16 N4096 K4096)", 32e6,
+        {{"bf16", T(true, [&](int) {
+              be->gemm_b(be, true, false, 16, 4096, M, 2.0f, u, 16, false, xb, 4096, true, 0.0f, g, 4096);
+          })},
+         {"tf32 (float32 dy)", T(true, [&](int) { be->gemm(be, true, false, 16, 4096, M, 2.0f, u, 16, y, 4096, 0.0f, g, 4096); })}});
+    row("down: u = h16 a (M4096 N16 K14336)", 117e6,
+        {{"bf16", T(true, [&](int) {
+              be->gemm_b(be, false, false, M, 16, 14336, 1.0f, xb, 14336, true, A, 16, false, 0.0f, u, 16);
+          })}});
+    row("down: ga = h^T du, h float32 (M14336 N16 K4096)", 235e6,
+        {{"tf32", T(true, [&](int) { be->gemm(be, true, false, 14336, 16, M, 1.0f, x, 14336, u, 16, 0.0f, g, 16); })},
+         {"fp32", T(false, [&](int) { be->gemm(be, true, false, 14336, 16, M, 1.0f, x, 14336, u, 16, 0.0f, g, 16); })},
+         {"bf16 (h16)", T(true, [&](int) {
+              be->gemm_b(be, true, false, 14336, 16, M, 1.0f, xb, 14336, true, u, 16, false, 0.0f, g, 16);
+          })}});
+    void *all[] = {x, y, xb, A, u, g};
     for (void *p : all) be->release(be, p);
 }
 
@@ -250,6 +401,16 @@ int main(int argc, char **argv) {
     }
     if (argc > 1 && !strcmp(argv[1], "overlap")) { // frozen and adapter products on two streams
         bench_overlap();
+        be->free(be);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "shapes")) { // the adapters' slow shapes, each way
+        bench_lora_shapes();
+        be->free(be);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "read")) { // the card's read bandwidth (decoding's ceiling)
+        bench_read();
         be->free(be);
         return 0;
     }

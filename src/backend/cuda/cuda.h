@@ -216,9 +216,10 @@ void lc_cuda_gemm_bf16(lc_cuda *c, bool ta, int m, int n, int k, const void *W, 
 #define LC_NCOUNTERS 128 // arrival counters at c->counter (LC_GEMM_N_MAX products × 16 row tiles)
 /* lora_gemm.cu: the adapters' fp32 product C = alpha op(A) op(B) + beta C (->gemm's
  * meaning) when a kernel there takes its shape (rank-sized side <= 32, few rows);
- * returns false, having done nothing, otherwise. */
+ * returns false, having done nothing, otherwise. tf32: cuBLAS would run it on TF32 tensor
+ * cores (->lora_tf32), which moves some shapes back to cuBLAS. */
 bool lc_cuda_lora_gemm(lc_cuda *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, bool tf32);
 /* ->gemm_n: products of one lora_gemm.cu kernel class in one launch (the same bits as
  * one by one), anything else as ->gemm calls in order. */
 void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *g);

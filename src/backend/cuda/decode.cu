@@ -31,8 +31,9 @@
  * single ops), LORAC_CUDA_GRAPH=0 launches the fused kernels directly, and the
  * profiler (LORAC_CUDA_PROFILE=1) declines so its per-op table stays whole;
  * LORAC_CUDA_DECODE_SPLIT, LORAC_CUDA_DECODE_PF=0 (no L2 prefetch of the adapters' B by the
- * products' adapter blocks) and, in measuring builds, LORAC_CUDA_DECODE_SKIP choose kernels
- * and are part of the recorded graph's key.
+ * products' adapter blocks), LORAC_CUDA_DECODE_L2PF (MB of the next product's weights the
+ * small kernels' extra blocks prefetch into L2; default 4, 0 off) and, in measuring builds,
+ * LORAC_CUDA_DECODE_SKIP choose kernels and are part of the recorded graph's key.
  *
  * Owns a stream of its own (blocking: ordered with the legacy stream the rest of the
  * backend uses), the step's scratch, the position's device and pinned host words and the
@@ -66,6 +67,26 @@ extern "C" {
 #define NSTG 3072 // shared floats staging the norm's adapter partial sums
 
 /* ------------------------------------------------------------ kernels */
+
+/* The next product's first weight bytes (up to 3 regions), fetched into L2 by nb extra
+ * blocks of a small kernel (blocks first, first + 1, ...), one `prefetch.global.L2` a
+ * 128-byte line, while the kernel's own blocks wait and work: the memory streams weights
+ * during the small kernel's chain of dependent reads (cuda_notes.md, "l2pf12"). */
+struct dl2 {
+    const char *p[3];
+    size_t n[3];
+    int first, nb;
+};
+
+/* Block b (0 <= b < nb) of f's extra blocks issues its share of the prefetches. */
+__device__ __forceinline__ void d_l2pf(const dl2 &f, int b) {
+    size_t t = (size_t)b * blockDim.x + threadIdx.x, step = (size_t)f.nb * blockDim.x;
+    for (int m = 0; m < 3; m++) {
+        const char *p = m == 0 ? f.p[0] : m == 1 ? f.p[1] : f.p[2];
+        size_t n = m == 0 ? f.n[0] : m == 1 ? f.n[1] : f.n[2];
+        for (size_t c = t; p && c * 128 < n; c += step) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + c * 128));
+    }
+}
 
 __device__ __forceinline__ float d_warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -397,8 +418,12 @@ __device__ __forceinline__ float d_norm_in(const dnorm &a, const float *u, size_
  * squares (the first XR columns a thread kept in registers, ln loaded before the wait),
  * then xn. The sums run in the order of a serial loop over c = t, t + NW, ... */
 template <int RB>
-__global__ void __launch_bounds__(NW) k_dnorm(dnorm a) {
+__global__ void __launch_bounds__(NW) k_dnorm(dnorm a, dl2 f) {
     LC_PDL_TRIGGER();
+    if ((int)blockIdx.x >= f.first) {
+        d_l2pf(f, (int)blockIdx.x - f.first);
+        return;
+    }
     __shared__ float u[3][RMAX], sh[32], stage[NSTG];
     int t = threadIdx.x, C = a.C;
     float lnv[XR], xv[XR];
@@ -453,8 +478,12 @@ struct dpost {
  * pos; then warp w takes keys w, w+AW, ... up to pos (the new one from shared memory)
  * with its own online softmax, and warp 0 merges them (cuda's decoding attention). */
 template <int RB>
-__global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float scale) {
+__global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float scale, dl2 pf) {
     LC_PDL_TRIGGER();
+    if ((int)blockIdx.x >= pf.first) {
+        d_l2pf(pf, (int)blockIdx.x - pf.first);
+        return;
+    }
     __shared__ float u[3][RMAX], qs[MAXD], ks[MAXD], vs[MAXD];
     __shared__ float sm_m[AW], sm_l[AW], sm_acc[AW][MAXD];
     int H = a.H, KV = a.KV, D = a.D, h2 = D / 2, HD = H * D, KVD = KV * D;
@@ -557,8 +586,12 @@ struct dswi {
 
 /* One element a thread (the grid covers I exactly): B's columns loaded before the wait. */
 template <int RB>
-__global__ void __launch_bounds__(256) k_dswiglu(dswi a) {
+__global__ void __launch_bounds__(256) k_dswiglu(dswi a, dl2 f) {
     LC_PDL_TRIGGER();
+    if ((int)blockIdx.x >= f.first) {
+        d_l2pf(f, (int)blockIdx.x - f.first);
+        return;
+    }
     __shared__ float u[3][RMAX], stage[3 * 512];
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     bool in = i < a.I;
@@ -700,13 +733,13 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
 }
 
 /* The switches a recording bakes in (LORAC_CUDA_DECODE_SPLIT, LORAC_CUDA_DECODE_PF,
- * LORAC_CUDA_DECODE_U, and LORAC_CUDA_DECODE_SKIP in measuring builds), hashed into one word:
+ * LORAC_CUDA_DECODE_U, LORAC_CUDA_DECODE_L2PF, and LORAC_CUDA_DECODE_SKIP in measuring builds), hashed into one word:
  * changing one records a new graph. */
 static unsigned tune_word(void) {
     const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP", "LORAC_CUDA_DECODE_PF",
-                           "LORAC_CUDA_DECODE_U"};
+                           "LORAC_CUDA_DECODE_U", "LORAC_CUDA_DECODE_L2PF"};
     unsigned h = 2166136261u;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         const char *e = getenv(names[i]);
         for (const char *p = e ? e : "-"; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
         h = (h ^ 0xffu) * 16777619u;
@@ -846,6 +879,39 @@ static int skip_mask(void) {
 #define SKIP(bit) 0
 #endif
 
+/* How much of the next product the small kernels prefetch into L2: LORAC_CUDA_DECODE_L2PF
+ * (MB, 0 off; default L2PF_MB, measured best of 2-32 on an H100), over L2PF_BLOCKS extra
+ * blocks. */
+#define L2PF_MB 4
+#define L2PF_BLOCKS 32
+struct l2cfg {
+    size_t bytes;
+    int nb;
+};
+static l2cfg l2_cfg(void) {
+    const char *e = getenv("LORAC_CUDA_DECODE_L2PF");
+    double mb = e ? atof(e) : L2PF_MB;
+    l2cfg c = {mb > 0 && mb < 1024 ? (size_t)(mb * 1048576.0) : 0, L2PF_BLOCKS};
+    if (!c.bytes) c.nb = 0;
+    return c;
+}
+
+/* The first c.bytes of regions (p[i], n[i] bytes) for a small kernel whose own blocks are
+ * [0, first). */
+static dl2 l2_of(const l2cfg &c, int first, const void *p0, size_t n0, const void *p1 = NULL, size_t n1 = 0,
+                 const void *p2 = NULL, size_t n2 = 0) {
+    dl2 f = {};
+    f.first = first, f.nb = c.nb;
+    const void *p[3] = {p0, p1, p2};
+    size_t n[3] = {n0, n1, n2}, left = c.bytes;
+    for (int i = 0; i < 3 && left; i++) {
+        if (!p[i]) continue;
+        size_t k = n[i] < left ? n[i] : left;
+        f.p[i] = (const char *)p[i], f.n[i] = k, left -= k;
+    }
+    return f;
+}
+
 /* Queues the whole step on d->st; returns the first launch error. */
 static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
 #ifdef LC_DECODE_MEASURE
@@ -855,6 +921,11 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
     int C = (int)s->C, H = (int)s->H, KV = (int)s->KV, D = (int)s->D, I = (int)s->I, r = s->r;
     int HD = H * D, KVD = KV * D, cC = (int)chunks_of(C), cHD = (int)chunks_of(HD), cI = (int)chunks_of(I);
     bool r16 = r <= 16;                       // the small kernels' unrolled rank bound
+    l2cfg lc = l2_cfg();
+    // bytes of a block weight of n rows over m inputs (NF4: the codes)
+    auto wb = [&](int64_t n, int64_t m) {
+        return (size_t)n * (size_t)m * (s->quant ? 1 : s->wdt == LC_DT_BF16 ? 2 : 4) / (s->quant ? 2 : 1);
+    };
     const float *pend = NULL, *pend_b = NULL; // the previous block's down adapter
     float *x = d->x[0];
     for (int64_t l = 0; l < s->L; l++) {
@@ -862,7 +933,8 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         float *xo = d->x[(l + 1) & 1];
         dnorm n1 = {x, d->xn, b->ln1, s->eps, C, l == 0 ? s->embed : NULL, s->edt == LC_DT_BF16, s->tok,
                     pend, pend_b, cI, r, s->scale};
-        if (!SKIP(1)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1), dim3(NW), n1));
+        dl2 f = l2_of(lc, 1, b->w[0], wb(HD, C), b->w[1], wb(KVD, C), b->w[2], wb(KVD, C));
+        if (!SKIP(1)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1 + f.nb), dim3(NW), n1, f));
         dgemv g = {};
         g.seg[0] = seg_of(b->w[0], b->bias[0], NULL, d->q, HD);
         g.seg[1] = seg_of(b->w[1], b->bias[1], NULL, d->kb, KVD);
@@ -873,7 +945,10 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale};
         for (int k = 0; k < 3; k++)
             if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
-        if (!SKIP(4)) GO(go(st, pdl, r16 ? k_dattn<16> : k_dattn<RMAX>, dim3((unsigned)H), dim3(AW * 32), d->att, p, 1.0f / sqrtf((float)D)));
+        f = l2_of(lc, H, b->w[3], wb(C, HD));
+        if (!SKIP(4))
+            GO(go(st, pdl, r16 ? k_dattn<16> : k_dattn<RMAX>, dim3((unsigned)(H + f.nb)), dim3(AW * 32), d->att, p,
+                  1.0f / sqrtf((float)D), f));
         g = dgemv{};
         g.seg[0] = seg_of(b->w[3], NULL, x, d->xmid, C);
         g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
@@ -881,7 +956,8 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         if (!SKIP(8)) GO(gemv_w(st, pdl, s, g, &b->q[3]));
         dnorm n2 = {d->xmid, d->xn, b->ln2, s->eps, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
                     cHD, r, s->scale};
-        if (!SKIP(16)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1), dim3(NW), n2));
+        f = l2_of(lc, 1, b->w[4], wb(I, C), b->w[5], wb(I, C));
+        if (!SKIP(16)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1 + f.nb), dim3(NW), n2, f));
         g = dgemv{};
         g.seg[0] = seg_of(b->w[4], NULL, NULL, d->gate, I);
         g.seg[1] = seg_of(b->w[5], NULL, NULL, d->up, I);
@@ -893,7 +969,8 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         for (int k = 0; k < 2; k++)
             if (b->la[4 + k]) w.part[k] = d->part[4 + k], w.b[k] = b->lb[4 + k];
         unsigned nb = (unsigned)((I + 255) / 256);
-        if (!SKIP(64)) GO(go(st, pdl, r16 ? k_dswiglu<16> : k_dswiglu<RMAX>, dim3(nb), dim3(256), w));
+        f = l2_of(lc, (int)nb, b->w[6], wb(C, I));
+        if (!SKIP(64)) GO(go(st, pdl, r16 ? k_dswiglu<16> : k_dswiglu<RMAX>, dim3(nb + f.nb), dim3(256), w, f));
         g = dgemv{};
         g.seg[0] = seg_of(b->w[6], NULL, d->xmid, xo, C);
         g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
@@ -903,7 +980,8 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         x = xo;
     }
     dnorm nf = {x, d->xn, s->norm_f, s->eps, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale};
-    if (!SKIP(256)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1), dim3(NW), nf));
+    dl2 f = l2_of(lc, 1, s->lm_head, (size_t)(s->V * s->C) * (s->hdt == LC_DT_BF16 ? 2 : 4));
+    if (!SKIP(256)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1 + f.nb), dim3(NW), nf, f));
     dgemv g = {};
     g.seg[0] = seg_of(s->lm_head, NULL, NULL, s->logits, (int)s->V);
     g.nseg = 1, g.chunks = 1, g.r = r, g.x = d->xn, g.I = C;

@@ -390,15 +390,16 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_tn(const __grid_constant__ lg
 enum { LG_NONE, LG_TN, LG_KSMALL, LG_THIN };
 
 /* Which kernel takes a product (->gemm's arguments), LG_NONE for cuBLAS. */
-static int lg_class(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
+static int lg_class(bool ta, bool tb, int64_t M, int64_t N, int64_t K, bool tf32) {
     if (M <= 0 || N <= 0 || K <= 0) return LG_NONE;
     if (ta && !tb && K <= 256 && (M <= 32 || N <= 32)) return LG_TN; // the batch rows are the inner size
     if (M > 256) { // many rows (8 × 512: 4096): cuBLAS, except the short-K products where
-        // k_lg_ksmall is faster (out += s u b at any width, dx += du a^T beyond 8192 columns;
-        // cuda_notes.md "The adapters' products at 4096 rows"); LORAC_CUDA_LORA_MANY=0: cuBLAS
-        const char *e = getenv("LORAC_CUDA_LORA_MANY");
-        bool off = e && !strcmp(e, "0");
-        return !off && K <= 32 && (!tb || N > 8192) ? LG_KSMALL : LG_NONE;
+        // k_lg_ksmall is faster (out += s u b at any width; dx += du a^T beyond 8192 columns
+        // where cuBLAS runs float32, not TF32: cuda_notes.md "The adapters' products at 4096
+        // rows", "l2pf12"); LORAC_CUDA_LORA_MANY=0: cuBLAS
+        const char *e = getenv("LORAC_CUDA_LORA_MANY"), *w = getenv("LORAC_CUDA_LORA_WIDE");
+        bool off = e && !strcmp(e, "0"), wide = !tf32 || (w && !strcmp(w, "1"));
+        return !off && K <= 32 && (!tb || (N > 8192 && wide)) ? LG_KSMALL : LG_NONE;
     }
     if (K <= 32) return LG_KSMALL;
     if (!ta && N <= 32) return LG_THIN;
@@ -477,8 +478,8 @@ static void lg_launch(lc_cuda *c, int cl, lg_grp *g, int n, size_t scratch) {
 }
 
 bool lc_cuda_lora_gemm(lc_cuda *c, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    int cl = lg_class(ta, tb, M, N, K);
+                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, bool tf32) {
+    int cl = lg_class(ta, tb, M, N, K, tf32);
     if (cl == LG_NONE) return false;
     lg_grp g;
     size_t scratch = 0;
@@ -490,11 +491,11 @@ bool lc_cuda_lora_gemm(lc_cuda *c, bool ta, bool tb, int64_t M, int64_t N, int64
 void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *a) {
     lc_cuda *c = (lc_cuda *)be->impl;
     if (n <= 0) return;
-    int cl = n <= LC_GEMM_N_MAX ? lg_class(a[0].ta, a[0].tb, a[0].M, a[0].N, a[0].K) : LG_NONE;
+    int cl = n <= LC_GEMM_N_MAX ? lg_class(a[0].ta, a[0].tb, a[0].M, a[0].N, a[0].K, be->lora_tf32) : LG_NONE;
     bool x = false; // some product reads beta's term from X
     for (int i = 0; i < n; i++) x |= a[i].X && a[i].X != a[i].C && a[i].beta != 0.0f;
     for (int i = 1; i < n && cl != LG_NONE; i++)
-        if (lg_class(a[i].ta, a[i].tb, a[i].M, a[i].N, a[i].K) != cl) cl = LG_NONE;
+        if (lg_class(a[i].ta, a[i].tb, a[i].M, a[i].N, a[i].K, be->lora_tf32) != cl) cl = LG_NONE;
     if (x && cl != LG_KSMALL) // only the small-K kernel reads X: the others take a copy first
         for (int i = 0; i < n; i++)
             if (a[i].X && a[i].X != a[i].C && a[i].beta != 0.0f)
