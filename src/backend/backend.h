@@ -260,9 +260,10 @@ struct lc_backend {
      * dgate and dup rounded to bf16 (round to nearest even) in gu, over gate's and up's
      * values (dgate's n, then dup's), for ->matmul_dx_b and ->gemm_b; dgate and dup may be
      * NULL (only the bf16 ones written). Each element's gate and up are read before its
-     * outputs are written. */
+     * outputs are written. hb (or NULL): h's bf16 rounding, n values, for down's adapter's
+     * ga from bf16 (->gemm_b); h may then be NULL. */
     void (*swiglu_bwd_packed_b)(lc_backend *be, float *dgate, float *dup, float *h, const float *dout, void *gu,
-                                size_t n);
+                                size_t n, void *hb);
     /* Optional (NULL where not offered; CUDA): ->matmul_dx given dy's bf16 rounding dyb
      * (N, O) instead of dy, where w is bf16 or quantized (whose products round dy to bf16
      * anyway): the same bits as ->matmul_dx from the float32 dy. Returns false, having

@@ -209,6 +209,11 @@ bool lc_model_dy16_adapters(const lc_model *m) {
     return !(e && !strcmp(e, "0")) && m->be->gemm_b && lc_model_packs_dy(m);
 }
 
+bool lc_model_h16_ga(const lc_model *m) {
+    const char *e = getenv("LORAC_PACKED_H_GA");
+    return !(e && !strcmp(e, "0")) && lc_model_dy16_adapters(m);
+}
+
 bool lc_model_folds_gate_up(const lc_model *m) {
     const char *e = getenv("LORAC_FOLD_GATE_UP");
     return !(e && !strcmp(e, "0")) && m->be->swiglu_lora && m->lcfg.dropout <= 0 && m->lcfg.rank <= 32;
@@ -1318,10 +1323,14 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         uint64_t d1 = DS(LC_KEY_DOWN);
         projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, d16 ? &yr16 : NULL, NULL);
         float *hh = !(fresh && h_fresh) && p1 ? s->h : NULL;
-        if (dyb) be->swiglu_bwd_packed_b(be, only16 ? NULL : dgate, only16 ? NULL : dup, hh, dh, s->gu, (size_t)(N * I));
+        void *hh16 = hh && only16 && lc_model_h16_ga(m) ? (void *)s->h : NULL; // h as bf16 for ga
+        if (dyb)
+            be->swiglu_bwd_packed_b(be, only16 ? NULL : dgate, only16 ? NULL : dup, hh16 ? NULL : hh, dh, s->gu,
+                                    (size_t)(N * I), hh16);
         else if (s->gu) be->swiglu_bwd_packed(be, dgate, dup, hh, dh, s->gu, (size_t)(N * I));
         else be->swiglu_bwd(be, dgate, dup, hh, dh, s->gate, s->up, (size_t)(N * I));
-        projs_ga(m, a, 1, s->h, &p1, N, &d1);
+        if (hh16) projs_ga_of(m, a, 1, NULL, &p1, N, hh16);
+        else projs_ga(m, a, 1, s->h, &p1, N, &d1);
     }
     void *xnb = xn16(m, a, N); // the normed inputs only as bf16 (recomputed: the forward's is gone)
     if (xnb && (bk->lora[LC_KEY_GATE] || bk->lora[LC_KEY_UP]))
@@ -1505,7 +1514,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     step_key k;
     memset(&k, 0, sizeof k);
     k.B = x->B, k.T = x->T, k.full = x->a->full, k.mlp = x->a->mlp, k.first = m->first, k.pack = x->a->pack;
-    k.fold = lc_model_folds_gate_up(m), k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m);
+    k.fold = lc_model_folds_gate_up(m), k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m) + 4 * lc_model_h16_ga(m);
     k.tf32 = lc_model_lora_tf32(m), k.group_rows = be->lora_group_rows;
     k.xn = xn16(m, x->a, x->B * x->T) != NULL;
     void *drb, *dqkvb;

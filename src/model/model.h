@@ -230,6 +230,11 @@ bool lc_model_packs_dy(const lc_model *m);
  * so their float32 copies are never written: gradients within bf16 rounding of the
  * float32 products', not the same bits. LORAC_PACKED_DY_ADAPTERS=0 turns it off. */
 bool lc_model_dy16_adapters(const lc_model *m);
+/* Whether, with the above, SwiGLU's backward writes h again only as its bf16 rounding (over
+ * h's float32 room) where the backward needs h, and down's adapter takes ga = h^T du from
+ * it as a bf16 product (->gemm_b, as bf16 autocast does): half the bytes written and read.
+ * LORAC_PACKED_H_GA=0 turns it off (h in float32, ga on TF32/float32). */
+bool lc_model_h16_ga(const lc_model *m);
 /* Whether m's adapters' float32 products that the card runs through cuBLAS may use TF32
  * tensor cores (->lora_tf32): on CUDA, when no frozen block weight is float32 (bf16 or
  * quantized bases, whose products round the activations to bf16 anyway; the float32

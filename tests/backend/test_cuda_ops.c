@@ -1274,8 +1274,9 @@ static void test_norm_rope_swiglu(void) {
             gpu->swiglu_pack(gpu, eh, gu2, eg, eu, n, NULL); // the same bf16 gate/up as gu
             void *gu3 = gpu->alloc(gpu, 2 * n * 2); // the same with no float32 dgate, dup
             gpu->swiglu_pack(gpu, eh, gu3, eg, eu, n, NULL);
-            gpu->swiglu_bwd_packed_b(gpu, NULL, NULL, NULL, ed, gu3, n);
-            gpu->swiglu_bwd_packed_b(gpu, eg, ed, eh, ed, gu2, n); // in place, as the model calls it
+            void *hb3 = gpu->alloc(gpu, n * 2); // and h only as bf16 (down's ga from it)
+            gpu->swiglu_bwd_packed_b(gpu, NULL, NULL, NULL, ed, gu3, n, hb3);
+            gpu->swiglu_bwd_packed_b(gpu, eg, ed, eh, ed, gu2, n, NULL); // in place, as the model calls it
             float *ag = down(eg, n), *bg = down(dg2, n), *au = down(ed, n), *bu = down(dd2, n), *ah = down(eh, n);
             float *bh = down(ph, n);
             CHECK_MSG(!memcmp(ag, bg, n * 4) && !memcmp(au, bu, n * 4) && !memcmp(ah, bh, n * 4),
@@ -1289,8 +1290,13 @@ static void test_norm_rope_swiglu(void) {
             gpu->download(gpu, gb2, gu3, 2 * n * 2);
             CHECK_OK(gpu->sync(gpu));
             CHECK_MSG(!memcmp(gb2, wb, 2 * n * 2), "swiglu_bwd_packed_b without dgate/dup: other bf16 dgate/dup");
+            CHECK_OK(lc_from_f32(wb, LC_DT_BF16, bh, n));
+            gpu->download(gpu, gb2, hb3, n * 2);
+            CHECK_OK(gpu->sync(gpu));
+            CHECK_MSG(!memcmp(gb2, wb, n * 2), "swiglu_bwd_packed_b's bf16 h differs from h's round-to-nearest-even");
             gpu->release(gpu, gu3);
-            printf("  %-28s bit for bit (= swiglu_bwd_packed, gu = bf16 dgate/dup)\n", "swiglu_bwd_packed_b");
+            gpu->release(gpu, hb3);
+            printf("  %-28s bit for bit (= swiglu_bwd_packed, gu = bf16 dgate/dup, bf16 h)\n", "swiglu_bwd_packed_b");
             free(ag), free(bg), free(au), free(bu), free(ah), free(bh), free(wb), free(gb2);
             void *ev[] = {eg, eu, ed, eh, gu2};
             for (size_t i = 0; i < sizeof ev / sizeof *ev; i++) gpu->release(gpu, ev[i]);

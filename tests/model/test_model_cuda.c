@@ -748,32 +748,43 @@ static void test_packed_gate_up(void) {
             int64_t gr = m->be->lora_group_rows;
             m->be->lora_group_rows = 0;
             float *gm = malloc(n * 4), *gprev = malloc(n * 4);
+            double lprev = 0;
             // (and then the residual's gradient and dq/dk/dv as bf16 for o's, down's and
-            // q/k/v's gb, du and frozen dx: LORAC_PACKED_DRES=0 keeps them float32)
-            static const char *what[] = {"h", "h and xn", "h, xn, dres and dq/dk/dv"};
-            static const double bounds[] = {1e-2, 2e-2, 2e-2};
-            for (int xn = 0; xn < 3; xn++) {
+            // q/k/v's gb, du and frozen dx: LORAC_PACKED_DRES=0 keeps them float32; the last
+            // pass with down's ga from float32 h, LORAC_PACKED_H_GA=0, where the others take
+            // the bf16 h the backward writes again)
+            static const char *what[] = {"h only as bf16", "h and xn only as bf16",
+                                         "h, xn, dres and dq/dk/dv only as bf16", "the same, down's ga from float32 h"};
+            static const double bounds[] = {1e-2, 2e-2, 2e-2, 2e-2};
+            for (int xn = 0; xn < 4; xn++) {
                 size_t nm = 0;
                 if (!xn) setenv("LORAC_PACKED_XN", "0", 1);
                 if (xn < 2) setenv("LORAC_PACKED_DRES", "0", 1);
+                if (xn == 3) setenv("LORAC_PACKED_H_GA", "0", 1);
+                CHECK_MSG(lc_model_h16_ga(m) == (xn < 3), "LORAC_PACKED_H_GA not read");
                 double lm = step_grads(m, f.tok, f.tgtm, f.B, f.T, gm, &nm);
                 unsetenv("LORAC_PACKED_XN");
                 unsetenv("LORAC_PACKED_DRES");
+                unsetenv("LORAC_PACKED_H_GA");
                 num = 0, den = 0;
                 for (size_t i = 0; i < n && nm == n; i++) {
                     double d = (double)gm[i] - gd[0][i];
                     num += d * d, den += (double)gd[0][i] * gd[0][i];
                 }
                 double em = den > 0 && nm == n ? sqrt(num / den) : INFINITY;
-                printf("  tiny-mistral bf16 as at many rows (%s only as bf16): loss %.9f (%.1e from float32 h's), "
+                printf("  tiny-mistral bf16 as at many rows (%s): loss %.9f (%.1e from float32 h's), "
                        "gradients rel err %.2e from float32 dy's (bound %.0e)\n", what[xn], lm, fabs(lm - lp) / lp, em,
                        bounds[xn]);
                 // each of dgate/dup, h, xn and the other dy rounded to bf16 before the adapters'
                 // products (as bf16 autocast multiplies them) moves the gradients by ~4e-3 more
-                CHECK_MSG(fabs(lm - lp) <= 1e-3 * lp && em <= bounds[xn], "many rows (%s as bf16): loss %.9g vs %.9g, "
+                CHECK_MSG(fabs(lm - lp) <= 1e-3 * lp && em <= bounds[xn], "many rows (%s): loss %.9g vs %.9g, "
                           "gradients rel err %.3e (bound %.0e)", what[xn], lm, lp, em, bounds[xn]);
                 if (xn == 2) // the switch took the bf16 path: o's, down's and q/k/v's gb and du moved
                     CHECK_MSG(nm == n && memcmp(gm, gprev, n * 4) != 0, "LORAC_PACKED_DRES changed no gradient");
+                if (xn == 3) // down's ga from float32 h: its gradients move, the loss does not
+                    CHECK_MSG(nm == n && memcmp(gm, gprev, n * 4) != 0 && lm == lprev,
+                              "LORAC_PACKED_H_GA=0 changed no gradient, or the loss");
+                lprev = lm;
                 memcpy(gprev, gm, n * 4);
             }
             m->be->lora_group_rows = gr;

@@ -1136,9 +1136,11 @@ __global__ void k_swiglu_pack(float *out, __nv_bfloat16 *gu, const float *gate, 
 /* Element i of SwiGLU's backward from its gate g, up u and dout d (h: k_swiglu's
  * expression, its bits). */
 __device__ __forceinline__ void swiglu_grad(float *dgate, float *dup, float *h, size_t i, float g, float u,
-                                            float d, __nv_bfloat16 *gub = NULL, size_t n = 0) {
-    float e = 1.0f + expf(-g), s = 1.0f / e;
-    if (h) h[i] = g / e * u;
+                                            float d, __nv_bfloat16 *gub = NULL, size_t n = 0,
+                                            __nv_bfloat16 *hb = NULL) {
+    float e = 1.0f + expf(-g), s = 1.0f / e, hv = g / e * u;
+    if (h) h[i] = hv;
+    if (hb) hb[i] = __float2bfloat16_rn(hv);
     float dU = d * g * s, dG = d * u * s * (1.0f + g * (1.0f - s));
     if (dup) dup[i] = dU;
     if (dgate) dgate[i] = dG;
@@ -1158,8 +1160,9 @@ __global__ void k_swiglu_bwd_packed(float *dgate, float *dup, float *h, const fl
 /* k_swiglu_bwd_packed, then dgate's and dup's bf16 roundings over gate's and up's in gu
  * (what as_bf16 would make of them for the input-gradient products). */
 __global__ void k_swiglu_bwd_packed_b(float *dgate, float *dup, float *h, const float *dout, __nv_bfloat16 *gu,
-                                      size_t n) {
-    GRID_STRIDE(i, n) swiglu_grad(dgate, dup, h, i, __bfloat162float(gu[i]), __bfloat162float(gu[n + i]), dout[i], gu, n);
+                                      size_t n, __nv_bfloat16 *hb) {
+    GRID_STRIDE(i, n)
+    swiglu_grad(dgate, dup, h, i, __bfloat162float(gu[i]), __bfloat162float(gu[n + i]), dout[i], gu, n, hb);
 }
 
 static void cu_swiglu(lc_backend *be, float *out, const float *gate, const float *up, size_t n) {
@@ -1186,10 +1189,11 @@ static void cu_swiglu_bwd_packed(lc_backend *be, float *dgate, float *dup, float
 }
 
 static void cu_swiglu_bwd_packed_b(lc_backend *be, float *dgate, float *dup, float *h, const float *dout, void *gu,
-                                   size_t n) {
-    LC_PROF(impl(be), h ? "swiglu_bwd+h (packed, bf16 dy)" : "swiglu_bwd (packed, bf16 dy)", 0);
+                                   size_t n, void *hb) {
+    LC_PROF(impl(be), hb ? "swiglu_bwd+h16 (packed, bf16 dy)" : h ? "swiglu_bwd+h (packed, bf16 dy)" : "swiglu_bwd (packed, bf16 dy)", 0);
     if (!n) return;
-    k_swiglu_bwd_packed_b<<<blocks_for(n), 256, 0, impl(be)->st>>>(dgate, dup, h, dout, (__nv_bfloat16 *)gu, n);
+    k_swiglu_bwd_packed_b<<<blocks_for(n), 256, 0, impl(be)->st>>>(dgate, dup, h, dout, (__nv_bfloat16 *)gu, n,
+                                                                    (__nv_bfloat16 *)hb);
     LC_LAUNCHED(impl(be));
 }
 
