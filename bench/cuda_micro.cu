@@ -111,7 +111,8 @@ static void bench_read(void) {
     int sms;
     CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     double best = 0;
-    printf("| read, 4 GiB | blocks a multiprocessor | threads | loads in flight | TB/s |\n| --- | --- | --- | --- | --- |\n");
+    printf("| read, 4 GiB | blocks a multiprocessor | threads | loads in flight | TB/s |\n");
+    printf("| --- | --- | --- | --- | --- |\n");
     for (int bpm : {2, 4, 8, 16})
         for (int th : {256, 512, 1024})
             for (int u : {2, 4, 8}) {
@@ -233,7 +234,8 @@ static void bench_lora_shapes(void) {
           })},
          {"3xN16", T(true, [&](int) {
               for (int j = 0; j < 3; j++)
-                  be->gemm_b(be, false, false, M, 16, 4096, 1.0f, xb, 4096, true, A + 16 * j, 48, false, 0.0f, u + 16 * j, 48);
+                  be->gemm_b(be, false, false, M, 16, 4096, 1.0f, xb, 4096, true, A + 16 * j, 48, false, 0.0f,
+                             u + 16 * j, 48);
           })},
          {"N32+N16", T(true, [&](int) {
               be->gemm_b(be, false, false, M, 32, 4096, 1.0f, xb, 4096, true, A, 48, false, 0.0f, u, 48);
@@ -264,17 +266,22 @@ static void bench_lora_shapes(void) {
     double d2 = T(true, [&](int) { be->gemm(be, false, true, M, 14336, 16, 1.0f, u, 16, A, 16, 0.0f, y, 14336); });
     double d4 = T(false, [&](int) { be->gemm(be, false, true, M, 14336, 16, 1.0f, u, 16, A, 16, 0.0f, y, 14336); });
     unsetenv("LORAC_CUDA_LORA_MANY");
-    row("down: dx = du a^T (M4096 N14336 K16)", 235e6, {{"default", d1}, {"default fp32", d3}, {"cuBLAS tf32", d2}, {"cuBLAS fp32", d4}});
+    row("down: dx = du a^T (M4096 N14336 K16)", 235e6,
+        {{"default", d1}, {"default fp32", d3}, {"cuBLAS tf32", d2}, {"cuBLAS fp32", d4}});
     row("gate/up: gb = s u^T dy16 (M16 N14336 K4096)", 117e6,
         {{"bf16", T(true, [&](int) {
               be->gemm_b(be, true, false, 16, 14336, M, 2.0f, u, 16, false, xb, 14336, true, 0.0f, g, 14336);
           })},
-         {"tf32 (float32 dy)", T(true, [&](int) { be->gemm(be, true, false, 16, 14336, M, 2.0f, u, 16, y, 14336, 0.0f, g, 14336); })}});
+         {"tf32 (float32 dy)", T(true, [&](int) {
+              be->gemm(be, true, false, 16, 14336, M, 2.0f, u, 16, y, 14336, 0.0f, g, 14336);
+          })}});
     row("q/o/down: gb = s u^T dy16 (M16 N4096 K4096)", 32e6,
         {{"bf16", T(true, [&](int) {
               be->gemm_b(be, true, false, 16, 4096, M, 2.0f, u, 16, false, xb, 4096, true, 0.0f, g, 4096);
           })},
-         {"tf32 (float32 dy)", T(true, [&](int) { be->gemm(be, true, false, 16, 4096, M, 2.0f, u, 16, y, 4096, 0.0f, g, 4096); })}});
+         {"tf32 (float32 dy)", T(true, [&](int) {
+              be->gemm(be, true, false, 16, 4096, M, 2.0f, u, 16, y, 4096, 0.0f, g, 4096);
+          })}});
     row("down: u = h16 a (M4096 N16 K14336)", 117e6,
         {{"bf16", T(true, [&](int) {
               be->gemm_b(be, false, false, M, 16, 14336, 1.0f, xb, 14336, true, A, 16, false, 0.0f, u, 16);

@@ -1514,7 +1514,8 @@ static void step_run(lc_model *m, step_ctx *x) {
     step_key k;
     memset(&k, 0, sizeof k);
     k.B = x->B, k.T = x->T, k.full = x->a->full, k.mlp = x->a->mlp, k.first = m->first, k.pack = x->a->pack;
-    k.fold = lc_model_folds_gate_up(m), k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m) + 4 * lc_model_h16_ga(m);
+    k.fold = lc_model_folds_gate_up(m);
+    k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m) + 4 * lc_model_h16_ga(m);
     k.tf32 = lc_model_lora_tf32(m), k.group_rows = be->lora_group_rows;
     k.xn = xn16(m, x->a, x->B * x->T) != NULL;
     void *drb, *dqkvb;

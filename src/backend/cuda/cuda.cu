@@ -822,7 +822,8 @@ static void cu_gemm(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int6
     LC_PROF(impl(be), "gemm (LoRA) M=%lld", M);
     lc_cuda *c = impl(be);
     if (M <= 0 || N <= 0) return;
-    if (lc_cuda_lora_gemm(c, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, be->lora_tf32)) return; // lora_gemm.cu
+    if (lc_cuda_lora_gemm(c, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, be->lora_tf32))
+        return; // lora_gemm.cu
     if (be->lora_tf32) { // float32 in and out, TF32 tensor-core products
         LC_BK(c, cublasGemmEx(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M,
                               (int)K, &alpha, B, CUDA_R_32F, (int)ldb, A, CUDA_R_32F, (int)lda, &beta, C, CUDA_R_32F,
@@ -1190,7 +1191,11 @@ static void cu_swiglu_bwd_packed(lc_backend *be, float *dgate, float *dup, float
 
 static void cu_swiglu_bwd_packed_b(lc_backend *be, float *dgate, float *dup, float *h, const float *dout, void *gu,
                                    size_t n, void *hb) {
-    LC_PROF(impl(be), hb ? "swiglu_bwd+h16 (packed, bf16 dy)" : h ? "swiglu_bwd+h (packed, bf16 dy)" : "swiglu_bwd (packed, bf16 dy)", 0);
+    LC_PROF(impl(be),
+            hb  ? "swiglu_bwd+h16 (packed, bf16 dy)"
+            : h ? "swiglu_bwd+h (packed, bf16 dy)"
+                : "swiglu_bwd (packed, bf16 dy)",
+            0);
     if (!n) return;
     k_swiglu_bwd_packed_b<<<blocks_for(n), 256, 0, impl(be)->st>>>(dgate, dup, h, dout, (__nv_bfloat16 *)gu, n,
                                                                     (__nv_bfloat16 *)hb);

@@ -733,8 +733,8 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
 }
 
 /* The switches a recording bakes in (LORAC_CUDA_DECODE_SPLIT, LORAC_CUDA_DECODE_PF,
- * LORAC_CUDA_DECODE_U, LORAC_CUDA_DECODE_L2PF, and LORAC_CUDA_DECODE_SKIP in measuring builds), hashed into one word:
- * changing one records a new graph. */
+ * LORAC_CUDA_DECODE_U, LORAC_CUDA_DECODE_L2PF, and LORAC_CUDA_DECODE_SKIP in measuring builds),
+ * hashed into one word: changing one records a new graph. */
 static unsigned tune_word(void) {
     const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP", "LORAC_CUDA_DECODE_PF",
                            "LORAC_CUDA_DECODE_U", "LORAC_CUDA_DECODE_L2PF"};
