@@ -1311,6 +1311,58 @@ static void test_norm_rope_swiglu(void) {
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++) gpu->release(gpu, dev[i]);
 }
 
+/* ->swiglu_bwd_packed_b four elements a thread (n a multiple of 4, aligned) and one (else,
+ * or LORAC_CUDA_VEC=0): both the bits of ->swiglu_bwd_packed (one element a thread), gu the
+ * rounding of dgate/dup, hb of h; in place as the model calls it, and with only the bf16
+ * outputs. */
+static void test_swiglu_bwd_wide(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    const size_t sizes[] = {4 * 12289, 4 * 12289 + 3};
+    for (int si = 0; si < 2; si++)
+        for (int vec = 1; vec >= 0; vec--) {
+            size_t n = sizes[si];
+            if (!vec) setenv("LORAC_CUDA_VEC", "0", 1);
+            float *g = rnd(n, 4), *u = rnd(n, 2), *d = rnd(n, 1);
+            float *dg = up(g, n * 4), *du = up(u, n * 4), *dd = up(d, n * 4), *h0 = poisoned(n);
+            void *gu0 = gpu->alloc(gpu, 2 * n * 2), *gu1 = gpu->alloc(gpu, 2 * n * 2);
+            void *gu2 = gpu->alloc(gpu, 2 * n * 2);
+            gpu->swiglu_pack(gpu, h0, gu0, dg, du, n, NULL);
+            gpu->swiglu_pack(gpu, h0, gu1, dg, du, n, NULL);
+            gpu->swiglu_pack(gpu, h0, gu2, dg, du, n, NULL);
+            float *rg = poisoned(n), *ru = up(d, n * 4), *rh = poisoned(n); // the reference: dup over dout
+            gpu->swiglu_bwd_packed(gpu, rg, ru, rh, ru, gu0, n);
+            float *eg = poisoned(n), *ed = up(d, n * 4), *eh = poisoned(n);
+            void *hb = gpu->alloc(gpu, n * 2);
+            gpu->swiglu_bwd_packed_b(gpu, eg, ed, eh, ed, gu1, n, NULL); // in place, as the model calls it
+            gpu->swiglu_bwd_packed_b(gpu, NULL, NULL, NULL, dd, gu2, n, hb); // only the bf16 outputs
+            unsetenv("LORAC_CUDA_VEC");
+            float *a[3] = {down(rg, n), down(ru, n), down(rh, n)}, *b[3] = {down(eg, n), down(ed, n), down(eh, n)};
+            for (int k = 0; k < 3; k++)
+                CHECK_MSG(!memcmp(a[k], b[k], n * 4), "n %zu%s: swiglu_bwd_packed_b's %s differs from "
+                          "swiglu_bwd_packed's", n, vec ? "" : " (LORAC_CUDA_VEC=0)",
+                          k == 0 ? "dgate" : k == 1 ? "dup" : "h");
+            uint16_t *want = malloc(2 * n * 2), *got = malloc(2 * n * 2);
+            CHECK_OK(lc_from_f32(want, LC_DT_BF16, a[0], n));
+            CHECK_OK(lc_from_f32(want + n, LC_DT_BF16, a[1], n));
+            for (int k = 0; k < 2; k++) {
+                gpu->download(gpu, got, k ? gu2 : gu1, 2 * n * 2);
+                CHECK_OK(gpu->sync(gpu));
+                CHECK_MSG(!memcmp(got, want, 2 * n * 2), "n %zu: bf16 dgate/dup (%s) differ from their rounding", n,
+                          k ? "bf16 only" : "in place");
+            }
+            CHECK_OK(lc_from_f32(want, LC_DT_BF16, a[2], n));
+            gpu->download(gpu, got, hb, n * 2);
+            CHECK_OK(gpu->sync(gpu));
+            CHECK_MSG(!memcmp(got, want, n * 2), "n %zu: bf16 h differs from h's rounding", n);
+            printf("  %-28s n %zu%s: bit for bit (= swiglu_bwd_packed)\n", "swiglu_bwd_packed_b", n,
+                   vec ? "" : ", LORAC_CUDA_VEC=0");
+            for (int k = 0; k < 3; k++) free(a[k]), free(b[k]);
+            free(g), free(u), free(d), free(want), free(got);
+            void *dv[] = {dg, du, dd, h0, gu0, gu1, gu2, rg, ru, rh, eg, ed, eh, hb};
+            for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu->release(gpu, dv[i]);
+        }
+}
+
 static void test_cross_entropy(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     int64_t N = 23, V = 5003;
@@ -1548,6 +1600,7 @@ int main(void) {
     RUN(test_matmul_n);
     RUN(test_norm_rope_swiglu);
     RUN(test_swiglu_lora);
+    RUN(test_swiglu_bwd_wide);
     RUN(test_cross_entropy);
     RUN(test_attention);
     RUN(test_attention_tc);
