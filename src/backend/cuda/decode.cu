@@ -78,14 +78,18 @@ struct dl2 {
     int first, nb;
 };
 
+/* Thread t of `step` threads prefetches its share of the n bytes at p into L2, one
+ * 128-byte line a `prefetch.global.L2` (p NULL: nothing). */
+__device__ __forceinline__ void d_pf_lines(const void *p, size_t n, size_t t, size_t step) {
+    for (size_t c = t; p && c * 128 < n; c += step)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)p + c * 128));
+}
+
 /* Block b (0 <= b < nb) of f's extra blocks issues its share of the prefetches. */
 __device__ __forceinline__ void d_l2pf(const dl2 &f, int b) {
     size_t t = (size_t)b * blockDim.x + threadIdx.x, step = (size_t)f.nb * blockDim.x;
-    for (int m = 0; m < 3; m++) {
-        const char *p = m == 0 ? f.p[0] : m == 1 ? f.p[1] : f.p[2];
-        size_t n = m == 0 ? f.n[0] : m == 1 ? f.n[1] : f.n[2];
-        for (size_t c = t; p && c * 128 < n; c += step) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + c * 128));
-    }
+    for (int m = 0; m < 3; m++)
+        d_pf_lines(m == 0 ? f.p[0] : m == 1 ? f.p[1] : f.p[2], m == 0 ? f.n[0] : m == 1 ? f.n[1] : f.n[2], t, step);
 }
 
 __device__ __forceinline__ float d_warp_sum(float v) {
@@ -214,13 +218,10 @@ __device__ __forceinline__ uint32_t d_zero(uint32_t) { return 0u; }
 
 /* Adapter block b of jb prefetches its share of g's pf matrices into L2 (128-byte lines). */
 __device__ __forceinline__ void d_prefetch_b(const dgemv &g, int b, int jb) {
-    for (int m = 0; m < 3; m++) {
-        const float *p = m == 0 ? g.pf[0] : m == 1 ? g.pf[1] : g.pf[2];
-        int n = m == 0 ? g.pfn[0] : m == 1 ? g.pfn[1] : g.pfn[2];
-        if (!p) continue;
-        for (int line = b * (int)blockDim.x + (int)threadIdx.x; line * 32 < n; line += jb * (int)blockDim.x)
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(p + (size_t)line * 32));
-    }
+    size_t t = (size_t)b * blockDim.x + threadIdx.x, step = (size_t)jb * blockDim.x;
+    for (int m = 0; m < 3; m++)
+        d_pf_lines(m == 0 ? g.pf[0] : m == 1 ? g.pf[1] : g.pf[2],
+                   (size_t)(m == 0 ? g.pfn[0] : m == 1 ? g.pfn[1] : g.pfn[2]) * sizeof(float), t, step);
 }
 
 __device__ __forceinline__ void d_vec(const uint4 &u, float *f, __nv_bfloat16) {
