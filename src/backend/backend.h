@@ -287,10 +287,10 @@ struct lc_backend {
     /* (->swiglu_pack and ->swiglu_lora: outb, when not NULL, also receives out rounded to
      * bf16 (round to nearest even), for ->matmul_n_b and ->gemm_b; it must not overlap gate,
      * up or gu; out may then be NULL: only the bf16 copy written.) */
-    /* Optional (NULL where not offered; CUDA): ->matmul_n (n >= 1) of more than 8 rows given
-     * x's bf16 rounding xb (N, I) instead of x, where every weight is bf16 (not quantized):
-     * the same bits as ->matmul_n from the float32 x. Returns false, having done nothing,
-     * otherwise. */
+    /* Optional (NULL where not offered; CUDA): ->matmul_n (n >= 1) given x's bf16 rounding
+     * xb (N, I) instead of x, where every weight is bf16 (not quantized): above 8 rows the
+     * same bits as ->matmul_n from the float32 x (at 8 or fewer, where ->matmul_n multiplies
+     * float32 x, the product of xb). Returns false, having done nothing, otherwise. */
     bool (*matmul_n_b)(lc_backend *be, int n, float *const *out, const void *xb, const lc_wt *const *w,
                        const float *const *bias, int64_t N, bool accumulate);
     /* Optional (NULL where not offered; CUDA): ->rmsnorm that also writes out's bf16
@@ -307,6 +307,19 @@ struct lc_backend {
                        int64_t T, int64_t H, int64_t D, int64_t pos0);
     /* Optional (NULL where not offered; CUDA): out (n bf16) = x rounded to nearest even. */
     void (*to_bf16)(lc_backend *be, void *out, const float *x, size_t n);
+    /* Optional (NULL where not offered; CUDA; offered with the two below): ->rope out of
+     * place, rounded: outb (B,T,H,D bf16) = the bf16 rounding of R x; x is left as it was. */
+    void (*rope_b)(lc_backend *be, void *outb, const float *x, const float *cos, const float *sin, int64_t B,
+                   int64_t T, int64_t H, int64_t D, int64_t pos0);
+    /* Optional (NULL where not offered; CUDA): ->attention of training (pos0 0, S = T) with
+     * q, k, v and out bf16 (the bf16 rounding of what ->attention writes from the same
+     * values; lse float32), and its backward from them (->attention_bwd's results from the
+     * same values): the activations training keeps only as bf16. */
+    void (*attention_b)(lc_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                        int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
+    void (*attention_bwd_b)(lc_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *q,
+                            const void *k, const void *v, const void *out, const float *lse, int64_t B, int64_t T,
+                            int64_t H, int64_t KV, int64_t D);
     /* Cross-entropy over rows of logits (N,V): returns the sum over rows with
      * targets[n] >= 0 of logsumexp(row) - row[target] (rows with -1 are ignored). When
      * grad_scale != 0, logits are overwritten (=) with grad_scale * d(loss)/d(logits)

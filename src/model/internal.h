@@ -52,6 +52,7 @@ typedef struct {
     int64_t B, T;
     int full, mlp; // training: the blocks recomputed whole / their gate and up (recompute_norm)
     bool pack; // saved blocks keep gate and up as bf16 (lc_model_packs_gate_up)
+    bool att16; // training keeps q, k, v and att as bf16 (lc_model_att16; the scratch's too)
     float *base;
     size_t floats;           // of this layout
     size_t cap;              // floats allocated at base (the largest layout so far)

@@ -49,10 +49,11 @@ static float *take(size_t *off, float *base, size_t n) {
  * every adapted block, a third of what a block keeps. gu (the arena's one pair, when it
  * has one): gate and up are gu[0], gu[1] (N, I), and with keep_gu the block keeps them
  * as bf16 (N·I floats of room) instead (packing); without, it keeps neither (they are
- * recomputed, or the block's backward follows its forward). */
+ * recomputed, or the block's backward follows its forward). att16 (training): q, k, v and
+ * att take bf16 values (lc_model_att16). */
 static void acts_layout(size_t *off, float *base, const lc_model_config *c, const lc_lora_config *lora,
                         int64_t B, int64_t T, bool with_x, bool train, float *xn, float *h, float *const *gu,
-                        bool keep_gu, lc_acts *s) {
+                        bool keep_gu, bool att16, lc_acts *s) {
     size_t N = (size_t)(B * T), C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     size_t HD = (size_t)(c->num_attention_heads * c->head_dim);
     size_t KVD = (size_t)(c->num_key_value_heads * c->head_dim);
@@ -61,10 +62,11 @@ static void acts_layout(size_t *off, float *base, const lc_model_config *c, cons
     t.rstd1 = take(off, base, N);
     t.rstd2 = take(off, base, N);
     t.xn1 = t.xn2 = xn;
-    t.q = take(off, base, N * HD);
-    t.k = take(off, base, N * KVD);
-    t.v = take(off, base, N * KVD);
-    t.att = take(off, base, N * HD);
+    size_t w = att16 ? 2 : 1; // values a float of room holds
+    t.q = take(off, base, (N * HD + w - 1) / w);
+    t.k = take(off, base, (N * KVD + w - 1) / w);
+    t.v = take(off, base, (N * KVD + w - 1) / w);
+    t.att = take(off, base, (N * HD + w - 1) / w);
     if (train) t.lse = take(off, base, (size_t)(B * c->num_attention_heads * T));
     t.xmid = take(off, base, N * C);
     if (gu) {
@@ -107,15 +109,16 @@ static int block_keep(int l, int L, int first, int full, int mlp) {
 
 /* The arena of a mode and shape: returns its size in floats; sets a's pointers when
  * a->base is set (a->saved then has L entries). full, mlp: normalized (recompute_norm;
- * ignored unless training). */
+ * ignored unless training); att16: lc_model_att16 (training only). */
 static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora, int mode, int64_t B,
-                           int64_t T, int full, int mlp, bool pack, lc_arena *a) {
+                           int64_t T, int full, int mlp, bool pack, bool att16, lc_arena *a) {
     float *base = a ? a->base : NULL;
     size_t off = 0, N = (size_t)(B * T), C = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
     size_t I = (size_t)c->intermediate_size, HD = (size_t)(c->num_attention_heads * c->head_dim);
     size_t KVD = (size_t)(c->num_key_value_heads * c->head_dim);
     int L = (int)c->num_hidden_layers, first = lc_lora_first_layer(c, lora);
     bool train = mode == LC_MODE_TRAIN;
+    att16 = att16 && train;
     float *xn = take(&off, base, N * C), *h = take(&off, base, N * I); // every block's, in turn
     bool scratch = !train || first > 0, pair = false;
     if (train)
@@ -136,11 +139,12 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
                 if (s) s->x = x;
             } else {
                 acts_layout(&off, base, c, lora, B, T, true, true, xn, h, k == LC_KEEP_ALL && !pack ? NULL : kgu,
-                            k == LC_KEEP_ALL, s);
+                            k == LC_KEEP_ALL, att16, s);
             }
             if (s) s->keep = k;
         }
-    if (scratch) acts_layout(&off, base, c, lora, B, T, false, train, xn, h, kgu, false, a ? &a->scratch : NULL);
+    if (scratch)
+        acts_layout(&off, base, c, lora, B, T, false, train, xn, h, kgu, false, att16, a ? &a->scratch : NULL);
     float *xpp0 = NULL, *xpp1 = NULL;
     if (!train || first > 0) xpp0 = take(&off, base, N * C), xpp1 = take(&off, base, N * C);
     float *xf = take(&off, base, N * C), *rstdf = take(&off, base, N), *xnf = take(&off, base, N * C);
@@ -214,6 +218,17 @@ bool lc_model_h16_ga(const lc_model *m) {
     return !(e && !strcmp(e, "0")) && lc_model_dy16_adapters(m);
 }
 
+bool lc_model_att16(const lc_model *m) {
+    const char *e = getenv("LORAC_PACKED_ATT");
+    lc_backend *be = m->be;
+    if ((e && !strcmp(e, "0")) || !be->attention_b || !be->attention_bwd_b || !be->rope_b || !be->to_bf16 ||
+        !be->matmul_n_b || !be->gemm_b || m->lcfg.dropout > 0)
+        return false;
+    for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++)
+        if (m->blocks[l].w[LC_KEY_O].q || m->blocks[l].w[LC_KEY_O].dtype != LC_DT_BF16) return false;
+    return true;
+}
+
 bool lc_model_folds_gate_up(const lc_model *m) {
     const char *e = getenv("LORAC_FOLD_GATE_UP");
     return !(e && !strcmp(e, "0")) && m->be->swiglu_lora && m->lcfg.dropout <= 0 && m->lcfg.rank <= 32;
@@ -223,12 +238,12 @@ size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, int fu
     int L = (int)m->cfg.num_hidden_layers, f, g;
     recompute_norm(L, m->first, full, mlp, &f, &g);
     return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_TRAIN, B, T, f, g,
-                        lc_model_packs_gate_up(m), NULL) *
+                        lc_model_packs_gate_up(m), lc_model_att16(m), NULL) *
            sizeof(float);
 }
 
 size_t lc_model_eval_bytes(const lc_model *m, int64_t B, int64_t T) {
-    return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_EVAL, B, T, 0, 0, false, NULL) *
+    return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_EVAL, B, T, 0, 0, false, false, NULL) *
            sizeof(float);
 }
 
@@ -266,12 +281,13 @@ int lc_model_fit_recompute(const lc_model *m, int64_t B, int64_t T, size_t budge
 
 lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
     lc_arena *a = &m->ar[mode];
-    bool train = mode == LC_MODE_TRAIN, pack = train && lc_model_packs_gate_up(m);
+    bool train = mode == LC_MODE_TRAIN, pack = train && lc_model_packs_gate_up(m), att16 = train && lc_model_att16(m);
     int full = 0, mlp = 0;
     if (train) recompute_norm((int)m->cfg.num_hidden_layers, m->first, m->rc_full, m->rc_mlp, &full, &mlp);
-    if (a->base && a->B == B && a->T == T && a->full == full && a->mlp == mlp && a->pack == pack) return a;
+    if (a->base && a->B == B && a->T == T && a->full == full && a->mlp == mlp && a->pack == pack && a->att16 == att16)
+        return a;
     const lc_lora_config *lora = m->has_lora ? &m->lcfg : NULL;
-    size_t need = arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, NULL);
+    size_t need = arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, att16, NULL);
     // a layout that fits keeps the allocation (its pointers, and so the recorded steps
     // of every shape laid out in it, stay valid: real training varies T step to step)
     float *base = a->base;
@@ -280,10 +296,10 @@ lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
     if (!base) base = m->be->alloc(m->be, need * sizeof(float)), cap = need;
     free(a->saved);
     memset(a, 0, sizeof *a);
-    a->mode = mode, a->B = B, a->T = T, a->full = full, a->mlp = mlp, a->pack = pack;
+    a->mode = mode, a->B = B, a->T = T, a->full = full, a->mlp = mlp, a->pack = pack, a->att16 = att16;
     a->floats = need, a->base = base, a->cap = cap;
     a->saved = xcalloc((size_t)m->cfg.num_hidden_layers, sizeof *a->saved);
-    arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, a);
+    arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, att16, a);
     return a;
 }
 
@@ -330,7 +346,7 @@ int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora,
     plan->optimizer = 2 * plan->adapters;
     int L = (int)cfg->num_hidden_layers, full, mlp;
     recompute_norm(L, lc_lora_first_layer(cfg, lora), grad_checkpoint ? -1 : 0, 0, &full, &mlp);
-    plan->activations = arena_layout(cfg, lora, LC_MODE_TRAIN, B, T, full, mlp, false, NULL) * sizeof(float);
+    plan->activations = arena_layout(cfg, lora, LC_MODE_TRAIN, B, T, full, mlp, false, false, NULL) * sizeof(float);
     plan->total = plan->weights + plan->adapters + plan->gradients + plan->optimizer + plan->activations;
     return 0;
 }
@@ -1194,8 +1210,13 @@ static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64
     void *xnb = train ? xn16(m, a, N) : NULL; // xn1 only as bf16
     if (xnb) be->rmsnorm_b(be, NULL, xnb, s->rstd1, x, bk->ln1, N, C, eps);
     else be->rmsnorm(be, s->xn1, s->rstd1, x, bk->ln1, N, C, eps);
+    // att16 (training, pos0 0, kdst = kall = s->k): q, k, v in float32 into g1 (free in the
+    // forward, and in the backward before a block recomputes), then rotated and rounded
+    // into s->q, s->k, s->v, and the attention writes s->att as bf16
+    bool b16 = train && a && a->att16;
+    float *qf = b16 ? a->g1 : s->q, *kf = b16 ? qf + N * H * D : kdst, *vf = b16 ? kf + N * KV * D : vdst;
     {
-        float *o3[3] = {s->q, kdst, vdst};
+        float *o3[3] = {qf, kf, vf};
         const lc_wt *w3[3] = {&bk->w[LC_KEY_Q], &bk->w[LC_KEY_K], &bk->w[LC_KEY_V]};
         const float *b3[3] = {bk->bias[0], bk->bias[1], bk->bias[2]};
         lc_lora_param *p3[3] = {bk->lora[LC_KEY_Q], bk->lora[LC_KEY_K], bk->lora[LC_KEY_V]};
@@ -1203,16 +1224,24 @@ static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64
         uint64_t d3[3] = {drop_seed(seed, l, LC_KEY_Q), drop_seed(seed, l, LC_KEY_K), drop_seed(seed, l, LC_KEY_V)};
         projs_fwd(m, a, 3, o3, false, NULL, xnb ? NULL : s->xn1, w3, b3, p3, u3, N, train, d3, false, xnb);
     }
-    be->rope(be, s->q, m->rope_cos, m->rope_sin, B, T, H, D, pos0);
-    be->rope(be, kdst, m->rope_cos, m->rope_sin, B, T, KV, D, pos0);
-    be->attention(be, s->att, s->lse, s->q, kall, vall, B, T, S, H, KV, D, pos0);
+    if (b16) {
+        be->rope_b(be, s->q, qf, m->rope_cos, m->rope_sin, B, T, H, D, 0);
+        be->rope_b(be, s->k, kf, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
+        be->to_bf16(be, s->v, vf, (size_t)(N * KV * D));
+        be->attention_b(be, s->att, s->lse, s->q, s->k, s->v, B, T, H, KV, D);
+    } else {
+        be->rope(be, s->q, m->rope_cos, m->rope_sin, B, T, H, D, pos0);
+        be->rope(be, kdst, m->rope_cos, m->rope_sin, B, T, KV, D, pos0);
+        be->attention(be, s->att, s->lse, s->q, kall, vall, B, T, S, H, KV, D, pos0);
+    }
     { // xmid = x + att Wo^T
         float *o1 = s->xmid;
         const lc_wt *w1 = &bk->w[LC_KEY_O];
         const float *b1 = NULL;
         lc_lora_param *p1 = bk->lora[LC_KEY_O];
         uint64_t d1 = drop_seed(seed, l, LC_KEY_O);
-        projs_fwd(m, a, 1, &o1, true, x, s->att, &w1, &b1, &p1, &s->u[LC_KEY_O], N, train, &d1, false, NULL);
+        projs_fwd(m, a, 1, &o1, true, x, b16 ? NULL : s->att, &w1, &b1, &p1, &s->u[LC_KEY_O], N, train, &d1, false,
+                  b16 ? s->att : NULL);
     }
 }
 
@@ -1354,10 +1383,11 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         const lc_wt *w1 = &bk->w[LC_KEY_O];
         lc_lora_param *p1 = bk->lora[LC_KEY_O];
         uint64_t d1 = DS(LC_KEY_O);
-        projs_bwd(m, a, 1, datt, false, &y1, s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1, d16 ? &yr16 : NULL,
-                  NULL);
+        projs_bwd(m, a, 1, datt, false, &y1, a->att16 ? NULL : s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1,
+                  d16 ? &yr16 : NULL, a->att16 ? s->att : NULL);
     }
-    be->attention_bwd(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
+    if (a->att16) be->attention_bwd_b(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
+    else be->attention_bwd(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
     uint16_t *dqb = dqkvb, *dkb = dqb ? dqb + N * H * D : NULL, *dvb = dkb ? dkb + N * KV * D : NULL;
     if (d16) { // rotated and rounded into their bf16 copies (dq, dk, dv left as they are)
         be->rope_bwd_b(be, dqb, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
@@ -1459,7 +1489,7 @@ static double scalars_loss(lc_model *m) {
  * Zeroed before filling (padding); the adapters' descriptors follow it. */
 typedef struct {
     int64_t B, T;
-    int32_t full, mlp, first, pack, fold, dyb, hb, tf32, xn, d16;
+    int32_t full, mlp, first, pack, fold, dyb, hb, tf32, xn, d16, att16;
     const float *arena, *rope_cos, *rope_sin, *lora_mem, *grad_mem;
     const void *scal, *params;
     size_t n_params, floats;
@@ -1514,6 +1544,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     step_key k;
     memset(&k, 0, sizeof k);
     k.B = x->B, k.T = x->T, k.full = x->a->full, k.mlp = x->a->mlp, k.first = m->first, k.pack = x->a->pack;
+    k.att16 = x->a->att16;
     k.fold = lc_model_folds_gate_up(m);
     k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m) + 4 * lc_model_h16_ga(m);
     k.tf32 = lc_model_lora_tf32(m), k.group_rows = be->lora_group_rows;

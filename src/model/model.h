@@ -235,6 +235,15 @@ bool lc_model_dy16_adapters(const lc_model *m);
  * it as a bf16 product (->gemm_b, as bf16 autocast does): half the bytes written and read.
  * LORAC_PACKED_H_GA=0 turns it off (h in float32, ga on TF32/float32). */
 bool lc_model_h16_ga(const lc_model *m);
+/* Whether training keeps each block's q, k, v (after RoPE) and attention output (o's
+ * input) only as their bf16 roundings, half their memory (~2.5 GiB of a 7B model's 8 x 512
+ * step): when the backend offers ->attention_b, ->attention_bwd_b, ->rope_b, ->to_bf16,
+ * ->matmul_n_b and ->gemm_b (CUDA, whose attention and o product round them to bf16
+ * anyway), every o weight is bf16 (not quantized) and there is no dropout. The attention's
+ * results are the same bits; o's adapter takes u = att a and ga = att^T du as bf16
+ * products (as bf16 autocast does), and the backward's D = rowsum(dout · out) reads the
+ * bf16 out. LORAC_PACKED_ATT=0 turns it off. The config-only plan counts float32. */
+bool lc_model_att16(const lc_model *m);
 /* Whether m's adapters' float32 products that the card runs through cuBLAS may use TF32
  * tensor cores (->lora_tf32): on CUDA, when no frozen block weight is float32 (bf16 or
  * quantized bases, whose products round the activations to bf16 anyway; the float32

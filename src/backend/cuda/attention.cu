@@ -17,7 +17,11 @@
  *
  * Training shapes (pos0 = 0, T ≥ 16, head_dim 64/128) go to the tensor-core kernels of
  * attention_tc.cu (bf16 operands, float32 softmax and sums) unless LORAC_CUDA_ATT=fp32.
+ * ->attention_b / ->attention_bwd_b take q, k, v and out as bf16 (training keeps them so):
+ * the tensor-core kernels read them as they are; other shapes run the float32 kernels
+ * on float32 copies (c->att32), the forward's out rounded after.
  */
+#include <cuda_bf16.h>
 #include <math.h>
 
 #include "backend/cuda/cuda.h"
@@ -177,7 +181,7 @@ void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, c
     }
     const void *al[] = {out, q, k, v};
     if (lc_cuda_att_tc_ok(Tq, S, D, pos0, al, 4)) {
-        lc_cuda_att_tc_fwd(c, out, lse, q, k, v, B, Tq, S, H, KV, D);
+        lc_cuda_att_tc_fwd(c, out, lse, q, k, v, false, B, Tq, S, H, KV, D);
         return;
     }
     size_t sm = fwd_smem((int)D);
@@ -189,15 +193,20 @@ void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, c
     LC_LAUNCHED(c);
 }
 
-/* Dr (B,H,T) = sum_d dout · out of each row; one warp a row. */
-__global__ void k_att_rowdot(float *Dr, const float *dout, const float *out, int T, int H, int D, size_t rows) {
+__device__ __forceinline__ float as_float(float x) { return x; }
+__device__ __forceinline__ float as_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+/* Dr (B,H,T) = sum_d dout · out of each row; one warp a row (out float32 or bf16). */
+template <typename TO>
+__global__ void k_att_rowdot(float *Dr, const float *dout, const TO *out, int T, int H, int D, size_t rows) {
     size_t r = (size_t)blockIdx.x * ROWS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (r >= rows) return;
     // r indexes (b, t, h) in the activations' order
-    const float *a = dout + r * D, *o = out + r * D;
+    const float *a = dout + r * D;
+    const TO *o = out + r * D;
     float s = 0.0f;
-    for (int d = lane; d < D; d += 32) s += a[d] * o[d];
+    for (int d = lane; d < D; d += 32) s += a[d] * as_float(o[d]);
     s = warp_sum(s);
     size_t h = r % H, bt = r / H, t = bt % T, b = bt / T;
     if (lane == 0) Dr[(b * H + h) * T + t] = s;
@@ -375,7 +384,7 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
                                                                        (int)D, rows);
     LC_LAUNCHED(c);
     if (tc) {
-        lc_cuda_att_tc_bwd(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV, D);
+        lc_cuda_att_tc_bwd(c, dq, dk, dv, dout, q, k, v, false, lse, Dr, B, T, H, KV, D);
         return;
     }
     float scale = 1.0f / sqrtf((float)D);
@@ -396,4 +405,94 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
         k_att_sum_heads<<<(unsigned)((nk + 255) / 256), 256, 0, c->st>>>(dk, dv, part, nk, (int)G);
         LC_LAUNCHED(c);
     }
+}
+
+/* ---- bf16 operands (training) ---- */
+
+__global__ void k_bf16_to_f32(float *dst, const __nv_bfloat16 *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __bfloat162float(src[i]);
+}
+
+__global__ void k_f32_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+static unsigned grid_of(size_t n) { return (unsigned)(n / 256 + 1 < 4096 ? n / 256 + 1 : 4096); }
+
+/* c->att32 with room for n floats (kept for the next call). */
+static float *att32(lc_cuda *c, size_t n) {
+    if (c->att32_cap < n) {
+        if (c->att32) LC_CK(c, cudaFree(c->att32));
+        c->att32 = NULL, c->att32_cap = 0;
+        if (cudaMalloc(&c->att32, n * sizeof(float)) != cudaSuccess) {
+            lc_cuda_error(c, __FILE__, __LINE__, "attention", "out of device memory for float32 attention operands");
+            return NULL;
+        }
+        c->att32_cap = n;
+    }
+    return c->att32;
+}
+
+/* Float32 copies of the n bf16 tensors src[i] (ns[i] values each) in c->att32, one after
+ * another (each from a 64-float boundary): dst[i]; returns false when there is no room. */
+static bool widen(lc_cuda *c, int n, const void *const *src, const size_t *ns, float **dst) {
+    size_t tot = 0;
+    for (int i = 0; i < n; i++) tot += (ns[i] + 63) & ~(size_t)63;
+    float *p = att32(c, tot);
+    if (!p) return false;
+    for (int i = 0; i < n; i++) {
+        dst[i] = p;
+        if (src[i]) {
+            k_bf16_to_f32<<<grid_of(ns[i]), 256, 0, c->st>>>(p, (const __nv_bfloat16 *)src[i], ns[i]);
+            LC_LAUNCHED(c);
+        }
+        p += (ns[i] + 63) & ~(size_t)63;
+    }
+    return true;
+}
+
+void lc_cuda_attention_b(lc_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                         int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
+    lc_cuda *c = (lc_cuda *)be->impl;
+    if (B <= 0 || T <= 0 || H <= 0) return;
+    const void *al[] = {out, q, k, v};
+    if (lc_cuda_att_tc_ok(T, T, D, 0, al, 4)) {
+        LC_PROF(c, "attention (bf16) T=%lld", T);
+        lc_cuda_att_tc_fwd(c, out, lse, q, k, v, true, B, T, T, H, KV, D);
+        return;
+    }
+    size_t nq = (size_t)(B * T * H * D), nk = (size_t)(B * T * KV * D);
+    const void *src[] = {q, k, v, NULL};
+    size_t ns[] = {nq, nk, nk, nq};
+    float *f[4];
+    if (!widen(c, 4, src, ns, f)) return;
+    lc_cuda_attention(be, f[3], lse, f[0], f[1], f[2], B, T, T, H, KV, D, 0);
+    k_f32_to_bf16<<<grid_of(nq), 256, 0, c->st>>>((__nv_bfloat16 *)out, f[3], nq);
+    LC_LAUNCHED(c);
+}
+
+void lc_cuda_attention_bwd_b(lc_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *q,
+                             const void *k, const void *v, const void *out, const float *lse, int64_t B, int64_t T,
+                             int64_t H, int64_t KV, int64_t D) {
+    lc_cuda *c = (lc_cuda *)be->impl;
+    if (B <= 0 || T <= 0 || H <= 0) return;
+    const void *al[] = {dq, dk, dv, dout, q, k, v};
+    if (lc_cuda_att_tc_ok(T, T, D, 0, al, 7)) {
+        LC_PROF(c, "attention_bwd (bf16)", 0);
+        size_t rows = (size_t)(B * T * H);
+        float *Dr = lc_cuda_rows(c, (rows + 63) & ~(size_t)63);
+        k_att_rowdot<<<(unsigned)((rows + ROWS - 1) / ROWS), ROWS * 32, 0, c->st>>>(
+            Dr, dout, (const __nv_bfloat16 *)out, (int)T, (int)H, (int)D, rows);
+        LC_LAUNCHED(c);
+        lc_cuda_att_tc_bwd(c, dq, dk, dv, dout, q, k, v, true, lse, Dr, B, T, H, KV, D);
+        return;
+    }
+    size_t nq = (size_t)(B * T * H * D), nk = (size_t)(B * T * KV * D);
+    const void *src[] = {q, k, v, out};
+    size_t ns[] = {nq, nk, nk, nq};
+    float *f[4];
+    if (!widen(c, 4, src, ns, f)) return;
+    lc_cuda_attention_bwd(be, dq, dk, dv, dout, f[0], f[1], f[2], f[3], lse, B, T, H, KV, D);
 }

@@ -2,8 +2,9 @@
  * attention_tc.cu — causal grouped-query attention of training shapes on the tensor
  * cores, forward and backward, in FlashAttention-2's structure: bf16 operands in
  * mma.sync m16n8k16 with float32 accumulation, a float32 online softmax, no T×T matrix
- * in memory. It reads the float32 activations of backend.h's layout and writes float32
- * results.
+ * in memory. It reads the activations of backend.h's layout, q, k, v (and the forward's
+ * out) in float32 or bf16 (->attention_b: training keeps them only as bf16), and writes
+ * float32 results (the forward's out in bf16 too).
  *
  * Tiles: every tile in shared memory is row-major bf16 (rows padded by 8 bf16, so the
  * 8 rows of an ldmatrix hit 8 different bank groups); fragments come from ldmatrix, and
@@ -13,6 +14,8 @@
  * staging area while the block computes on the previous tile; at the top of each step
  * the staged tile is rounded to bf16 and the copy of the next one is issued. Tiles read
  * once (a block's Q, dO or K, V) are read coalesced, all loads in flight, then rounded.
+ * bf16 sources stage as bf16 in the staging area's first half and are copied unchanged
+ * (the values a float32 source rounds to give the same bits).
  *
  * Forward: a block per (query tile of 128, head, batch), 8 warps of 16 query rows; key
  * tiles of 32 up to the diagonal; a warp skips the tiles wholly after its rows. Backward
@@ -47,6 +50,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <type_traits>
 
 #include "backend/cuda/cuda.h"
 
@@ -155,9 +160,35 @@ template <int R, int D> __device__ __forceinline__ void unstage(bf16 *dst, const
     }
 }
 
+/* The same from bf16 rows: the tile staged as bf16 (R, D) in stg's first half. */
+template <int R, int D>
+__device__ __forceinline__ void stage(float *stg, const bf16 *src, size_t rs, int row0, int lim) {
+    static_assert(R * D / 8 % TC_THREADS == 0, "tile not a multiple of the block");
+    bf16 *s = (bf16 *)stg;
+#pragma unroll
+    for (int i = 0; i < R * D / 8 / TC_THREADS; i++) {
+        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 8), c = idx % (D / 8) * 8, row = row0 + r;
+        cp16(s + r * D + c, src + (size_t)min(row, lim - 1) * rs + c, row < lim);
+    }
+}
+
+/* unstage of a tile staged from TI rows (bf16: copied as it is). */
+template <int R, int D, typename TI> __device__ __forceinline__ void unstage_t(bf16 *dst, const float *stg) {
+    if constexpr (std::is_same<TI, float>::value) {
+        unstage<R, D>(dst, stg);
+    } else {
+#pragma unroll
+        for (int i = 0; i < R * D / 8 / TC_THREADS; i++) {
+            int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 8), c = idx % (D / 8) * 8;
+            *reinterpret_cast<uint4 *>(dst + r * (D + 8) + c) =
+                *reinterpret_cast<const uint4 *>((const bf16 *)stg + r * D + c);
+        }
+    }
+}
+
 /* Issues the copies of the K and V tiles at key s0 into the staging area (K, then V). */
-template <int D>
-__device__ __forceinline__ void stage_kv(float *stg, const float *kb, const float *vb, size_t krs, int s0, int T) {
+template <int D, typename TI>
+__device__ __forceinline__ void stage_kv(float *stg, const TI *kb, const TI *vb, size_t krs, int s0, int T) {
     stage<TC_BK, D>(stg, kb, krs, s0, T);
     stage<TC_BK, D>(stg + TC_BK * D, vb, krs, s0, T);
     cp_commit();
@@ -165,13 +196,13 @@ __device__ __forceinline__ void stage_kv(float *stg, const float *kb, const floa
 
 /* The top of a key-tile step at s0: the staged tile rounded into Ks, Vs once every warp is
  * done with them, then the next tile's copy issued when there is one before kend. */
-template <int D>
-__device__ __forceinline__ void next_kv(bf16 *Ks, bf16 *Vs, float *stg, const float *kb, const float *vb, size_t krs,
-                                        int s0, int kend, int T) {
+template <int D, typename TI>
+__device__ __forceinline__ void next_kv(bf16 *Ks, bf16 *Vs, float *stg, const TI *kb, const TI *vb, size_t krs, int s0,
+                                        int kend, int T) {
     cp_wait();
     __syncthreads(); // every warp is done with Ks, Vs
-    unstage<TC_BK, D>(Ks, stg);
-    unstage<TC_BK, D>(Vs, stg + TC_BK * D);
+    unstage_t<TC_BK, D, TI>(Ks, stg);
+    unstage_t<TC_BK, D, TI>(Vs, stg + TC_BK * D);
     __syncthreads(); // Ks, Vs ready; the staging area is free
     if (s0 + TC_BK < kend) stage_kv<D>(stg, kb, vb, krs, s0 + TC_BK, T);
 }
@@ -194,21 +225,38 @@ __device__ __forceinline__ void load_tile(bf16 *dst, const float *src, size_t rs
     }
 }
 
+template <int R, int D>
+__device__ __forceinline__ void load_tile(bf16 *dst, const bf16 *src, size_t rs, int row0, int lim) {
+    constexpr int N = R * D / 8 / TC_THREADS;
+    static_assert(N * TC_THREADS == R * D / 8, "tile not a multiple of the block");
+    uint4 x[N];
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 8), c = idx % (D / 8) * 8, row = row0 + r;
+        x[i] = row < lim ? __ldg(reinterpret_cast<const uint4 *>(src + (size_t)row * rs + c)) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 8), c = idx % (D / 8) * 8;
+        *reinterpret_cast<uint4 *>(dst + r * (D + 8) + c) = x[i];
+    }
+}
+
 /* ---- forward ---- */
 
 /* grid (ceil(T/TC_BQ), H, B), TC_THREADS. out (B,T,H,D) =, lse (B,H,T) = (when not NULL);
  * k, v (B,S,KV,D) with S ≥ T; sl2 = log2(e)/sqrt(D). Query tiles run last first (the
  * longest rows start first). */
-template <int D>
-__global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(float *out, float *lse, const float *q, const float *k,
-                                                          const float *v, int T, int S, int H, int KV, float sl2) {
+template <int D, typename TI, typename TO>
+__global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(TO *out, float *lse, const TI *q, const TI *k, const TI *v,
+                                                          int T, int S, int H, int KV, float sl2) {
     extern __shared__ __align__(16) unsigned char smraw[];
     float *stg = (float *)smraw; // (2, TC_BK, D): the next K and V tiles
     bf16 *Qs = (bf16 *)(stg + 2 * TC_BK * D), *Ks = Qs + TC_BQ * (D + 8), *Vs = Ks + TC_BK * (D + 8);
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c4 = lane & 3;
     int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kh = h / (H / KV);
-    const float *qb = q + ((size_t)b * T * H + h) * D;
-    const float *kb = k + ((size_t)b * S * KV + kh) * D, *vb = v + ((size_t)b * S * KV + kh) * D;
+    const TI *qb = q + ((size_t)b * T * H + h) * D;
+    const TI *kb = k + ((size_t)b * S * KV + kh) * D, *vb = v + ((size_t)b * S * KV + kh) * D;
     size_t krs = (size_t)KV * D;
     stage_kv<D>(stg, kb, vb, krs, 0, T);
     load_tile<TC_BQ, D>(Qs, qb, (size_t)H * D, q0, T);
@@ -218,7 +266,7 @@ __global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(float *out, float *lse
     for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     int kend = min(q0 + TC_BQ, T);
     for (int s0 = 0; s0 < kend; s0 += TC_BK) {
-        next_kv<D>(Ks, Vs, stg, kb, vb, krs, s0, kend, T);
+        next_kv<D, TI>(Ks, Vs, stg, kb, vb, krs, s0, kend, T);
         if (s0 > q0 + r0 + 15) continue; // every key of the tile is after the warp's rows
         // S = Q K^T (log2 units, scaled)
         float sc[TC_BK / 8][4];
@@ -282,10 +330,15 @@ __global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(float *out, float *lse
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
         int t = t0 + r * 8;
         if (t >= T) continue;
-        float inv = 1.0f / l[r], *orow = out + (((size_t)b * T + t) * H + h) * D + c4 * 2;
+        float inv = 1.0f / l[r];
+        TO *orow = out + (((size_t)b * T + t) * H + h) * D + c4 * 2;
 #pragma unroll
-        for (int n = 0; n < D / 8; n++)
-            *reinterpret_cast<float2 *>(orow + n * 8) = make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+        for (int n = 0; n < D / 8; n++) {
+            if constexpr (std::is_same<TO, float>::value)
+                *reinterpret_cast<float2 *>(orow + n * 8) = make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+            else
+                *reinterpret_cast<uint32_t *>(orow + n * 8) = pack2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+        }
         if (lse && c4 == 0) lse[((size_t)b * H + h) * T + t] = (m[r] + log2f(l[r])) * (1.0f / TC_LOG2E);
     }
 }
@@ -296,9 +349,9 @@ __global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(float *out, float *lse
  * rowsum(dout·out). SMALL: the Q and dO tiles pass one after the other through the memory
  * of the K/V tiles and their staging, before the first K/V copy is issued (dq_smem; the
  * same arithmetic in the same order, so the same bits). */
-template <int D, bool SMALL>
-__global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *dout, const float *q, const float *k,
-                                                      const float *v, const float *lse, const float *Dr, int T,
+template <int D, bool SMALL, typename TI>
+__global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *dout, const TI *q, const TI *k,
+                                                      const TI *v, const float *lse, const float *Dr, int T,
                                                       int H, int KV, float sl2, float scale) {
     extern __shared__ __align__(16) unsigned char smraw[];
     float *stg = (float *)smraw; // (2, TC_BK, D): the next K and V tiles
@@ -341,7 +394,7 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
         stage_kv<D>(stg, k + koff, v + koff, krs, 0, T);
     }
     for (int s0 = 0; s0 < kend; s0 += TC_BK) {
-        next_kv<D>(Ks, Vs, stg, k + koff, v + koff, krs, s0, kend, T);
+        next_kv<D, TI>(Ks, Vs, stg, k + koff, v + koff, krs, s0, kend, T);
         if (s0 > q0 + r0 + 15) continue; // every key of the tile is after the warp's rows
         float sc[TC_BK / 8][4], dp[TC_BK / 8][4];
 #pragma unroll
@@ -398,9 +451,9 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
  * group in order and the queries at or after each key. grid (ceil(T/TC_BKV), KV, B).
  * BQ2: queries per streamed tile (TC_BQ2, or 32 where shared memory is short), each warp
  * taking BQ2/2 of them. */
-template <int D, int BQ2>
-__global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, const float *dout, const float *q,
-                                                        const float *k, const float *v, const float *lse,
+template <int D, int BQ2, typename TI>
+__global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, const float *dout, const TI *q,
+                                                        const TI *k, const TI *v, const float *lse,
                                                         const float *Dr, int T, int H, int KV, float sl2,
                                                         float scale) {
     extern __shared__ __align__(16) unsigned char smraw[];
@@ -440,7 +493,7 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
         int t0 = j0 + it % nt * BQ2;
         cp_wait();
         __syncthreads(); // every warp is done with Qs, Os, Ls, Ds
-        unstage<BQ2, D>(Qs, stg);
+        unstage_t<BQ2, D, TI>(Qs, stg);
         unstage<BQ2, D>(Os, stg + BQ2 * D);
         if (threadIdx.x < BQ2) Ls[threadIdx.x] = Lstg[threadIdx.x] * TC_LOG2E, Ds[threadIdx.x] = Dstg[threadIdx.x];
         __syncthreads(); // the tiles are ready; the staging area is free
@@ -576,44 +629,49 @@ bool lc_cuda_att_tc_ok(int64_t Tq, int64_t S, int64_t D, int64_t pos0, const voi
     return true;
 }
 
-template <int D>
-static void tc_fwd(lc_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v, int64_t B,
-                   int64_t T, int64_t S, int64_t H, int64_t KV) {
+template <int D, typename TI, typename TO>
+static void tc_fwd(lc_cuda *c, TO *out, float *lse, const TI *q, const TI *k, const TI *v, int64_t B, int64_t T,
+                   int64_t S, int64_t H, int64_t KV) {
     size_t sm = fwd_smem<D>();
-    LC_CK(c, cudaFuncSetAttribute(k_tc_fwd<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+    LC_CK(c, cudaFuncSetAttribute(k_tc_fwd<D, TI, TO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
     dim3 grid((unsigned)((T + TC_BQ - 1) / TC_BQ), (unsigned)H, (unsigned)B);
-    k_tc_fwd<D><<<grid, TC_THREADS, sm, c->st>>>(out, lse, q, k, v, (int)T, (int)S, (int)H, (int)KV,
-                                          TC_LOG2E / sqrtf((float)D));
+    k_tc_fwd<D, TI, TO><<<grid, TC_THREADS, sm, c->st>>>(out, lse, q, k, v, (int)T, (int)S, (int)H, (int)KV,
+                                                        TC_LOG2E / sqrtf((float)D));
     LC_LAUNCHED(c);
 }
 
-void lc_cuda_att_tc_fwd(lc_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v,
+void lc_cuda_att_tc_fwd(lc_cuda *c, void *out, float *lse, const void *q, const void *k, const void *v, bool b16,
                         int64_t B, int64_t T, int64_t S, int64_t H, int64_t KV, int64_t D) {
-    if (D == 64) tc_fwd<64>(c, out, lse, q, k, v, B, T, S, H, KV);
-    else tc_fwd<128>(c, out, lse, q, k, v, B, T, S, H, KV);
+    typedef const float *F;
+    typedef const bf16 *H16;
+    if (!b16 && D == 64) tc_fwd<64>(c, (float *)out, lse, (F)q, (F)k, (F)v, B, T, S, H, KV);
+    else if (!b16) tc_fwd<128>(c, (float *)out, lse, (F)q, (F)k, (F)v, B, T, S, H, KV);
+    else if (D == 64) tc_fwd<64>(c, (bf16 *)out, lse, (H16)q, (H16)k, (H16)v, B, T, S, H, KV);
+    else tc_fwd<128>(c, (bf16 *)out, lse, (H16)q, (H16)k, (H16)v, B, T, S, H, KV);
 }
 
-template <int D, bool SMALL>
-static void tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                   const float *v, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV) {
+template <int D, bool SMALL, typename TI>
+static void tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const TI *q, const TI *k,
+                   const TI *v, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV) {
     constexpr int BQ2 = SMALL ? 32 : TC_BQ2;
     float scale = 1.0f / sqrtf((float)D), sl2 = TC_LOG2E * scale;
     size_t sq = dq_smem<D, SMALL>(), skv = dkdv_smem<D, BQ2>();
-    LC_CK(c, cudaFuncSetAttribute(k_tc_dq<D, SMALL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
-    LC_CK(c, cudaFuncSetAttribute(k_tc_dkdv<D, BQ2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
+    LC_CK(c, cudaFuncSetAttribute(k_tc_dq<D, SMALL, TI>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
+    LC_CK(c, cudaFuncSetAttribute(k_tc_dkdv<D, BQ2, TI>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
     dim3 gq((unsigned)((T + TC_BQ - 1) / TC_BQ), (unsigned)H, (unsigned)B);
-    k_tc_dq<D, SMALL><<<gq, TC_THREADS, sq, c->st>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
+    k_tc_dq<D, SMALL, TI><<<gq, TC_THREADS, sq, c->st>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2,
+                                                         scale);
     LC_LAUNCHED(c);
     dim3 gk((unsigned)((T + TC_BKV - 1) / TC_BKV), (unsigned)KV, (unsigned)B);
-    k_tc_dkdv<D, BQ2><<<gk, TC_THREADS, skv, c->st>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2,
-                                                      scale);
+    k_tc_dkdv<D, BQ2, TI><<<gk, TC_THREADS, skv, c->st>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV,
+                                                          sl2, scale);
     LC_LAUNCHED(c);
 }
 
-/* The caller asked lc_cuda_att_tc_ok, so a configuration fits. */
-void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                        const float *k, const float *v, const float *lse, const float *Dr, int64_t B, int64_t T,
-                        int64_t H, int64_t KV, int64_t D) {
+template <typename TI>
+static void tc_bwd_of(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const TI *q, const TI *k,
+                      const TI *v, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV,
+                      int64_t D) {
     if (D == 64) {
         if (tc_config<64>() == 0) tc_bwd<64, false>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
         else tc_bwd<64, true>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
@@ -621,4 +679,14 @@ void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float
         if (tc_config<128>() == 0) tc_bwd<128, false>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
         else tc_bwd<128, true>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
     }
+}
+
+/* The caller asked lc_cuda_att_tc_ok, so a configuration fits. */
+void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const void *q, const void *k,
+                        const void *v, bool b16, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H,
+                        int64_t KV, int64_t D) {
+    if (b16)
+        tc_bwd_of(c, dq, dk, dv, dout, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, lse, Dr, B, T, H, KV, D);
+    else
+        tc_bwd_of(c, dq, dk, dv, dout, (const float *)q, (const float *)k, (const float *)v, lse, Dr, B, T, H, KV, D);
 }

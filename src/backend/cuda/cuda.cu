@@ -366,6 +366,7 @@ static void cu_free(lc_backend *be) {
     lc_cuda_qgemm_free(c);
     if (c->xb) cudaFree(c->xb);
     if (c->rows) cudaFree(c->rows);
+    if (c->att32) cudaFree(c->att32);
     if (c->counter) cudaFree(c->counter);
     if (c->flag) cudaFree(c->flag);
     if (c->part) cudaFree(c->part);
@@ -757,14 +758,15 @@ static void cu_gemm_b(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, in
                           (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-/* ->matmul_n_b, and cu_matmul_n's shared path after its as_bf16: n bf16 weights (not
- * quantized) of one width over more than GEMV_MAXN rows, one cuBLASLt product each. */
+/* ->matmul_n_b, and cu_matmul_n's shared path after its as_bf16 (over more than GEMV_MAXN
+ * rows): n bf16 weights (not quantized) of one width, one cuBLASLt product each. */
 static bool cu_matmul_n_b(lc_backend *be, int n, float *const *out, const void *xb, const lc_wt *const *w,
                           const float *const *bias, int64_t N, bool accumulate) {
     lc_cuda *c = impl(be);
-    if (N <= GEMV_MAXN || n <= 0) return false;
+    if (n <= 0) return false;
     for (int i = 0; i < n; i++)
         if (w[i]->q || w[i]->dtype != LC_DT_BF16 || w[i]->cols != w[0]->cols) return false;
+    if (N <= 0) return true;
     int I = (int)w[0]->cols;
     for (int i = 0; i < n; i++) {
         LC_PROF(c, "matmul N=%lld", N);
@@ -1109,6 +1111,12 @@ static void cu_rope_bwd(lc_backend *be, float *dx, const float *cos, const float
     rope_run(be, dx, dx, cos, sin, B, T, H, D, pos0, -1.0f, NULL);
 }
 
+static void cu_rope_b(lc_backend *be, void *outb, const float *x, const float *cos, const float *sin, int64_t B,
+                      int64_t T, int64_t H, int64_t D, int64_t pos0) {
+    LC_PROF(impl(be), "rope (bf16 out) N=%lld", B * T);
+    rope_run(be, NULL, x, cos, sin, B, T, H, D, pos0, 1.0f, (__nv_bfloat16 *)outb);
+}
+
 static void cu_rope_bwd_b(lc_backend *be, void *outb, const float *dx, const float *cos, const float *sin, int64_t B,
                           int64_t T, int64_t H, int64_t D, int64_t pos0) {
     LC_PROF(impl(be), "rope_bwd (bf16 out)", 0);
@@ -1421,6 +1429,9 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->rmsnorm_bwd_b = cu_rmsnorm_bwd_b;
     be->rope_bwd_b = cu_rope_bwd_b;
     be->to_bf16 = cu_to_bf16;
+    be->rope_b = cu_rope_b;
+    be->attention_b = lc_cuda_attention_b;
+    be->attention_bwd_b = lc_cuda_attention_bwd_b;
     be->matmul_n_b = cu_matmul_n_b;
     be->swiglu_lora = lc_cuda_swiglu_lora;
     be->cross_entropy = cu_cross_entropy;

@@ -40,6 +40,8 @@ typedef struct {
     size_t n_wqs, cap_wqs;
     float *rows;             // per-row scratch (cross-entropy losses, attention D)
     size_t rows_cap;         // floats
+    float *att32;            // float32 copies of bf16 attention operands the tensor cores cannot take
+    size_t att32_cap;        // floats
     float *host_rows;        // pinned host copy of rows' losses
     size_t host_rows_cap;
     bool pdl;                // launch the small-N product programmatically (sm_90+, LORAC_CUDA_PDL != 0)
@@ -242,13 +244,21 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
  * "fp32", and the kernels' shared memory fits the device (the default configuration or,
  * where it does not or LORAC_CUDA_ATT_SMALL=1, the small one). */
 bool lc_cuda_att_tc_ok(int64_t Tq, int64_t S, int64_t D, int64_t pos0, const void *const *ptrs, int n);
-/* Forward with pos0 = 0: out (B,T,H,D) =, lse (B,H,T) = (may be NULL); k, v (B,S,KV,D). */
-void lc_cuda_att_tc_fwd(lc_cuda *c, float *out, float *lse, const float *q, const float *k, const float *v,
+/* Forward with pos0 = 0: out (B,T,H,D) =, lse (B,H,T) = (may be NULL); k, v (B,S,KV,D);
+ * q, k, v and out float32, or with b16 all bf16. */
+void lc_cuda_att_tc_fwd(lc_cuda *c, void *out, float *lse, const void *q, const void *k, const void *v, bool b16,
                         int64_t B, int64_t T, int64_t S, int64_t H, int64_t KV, int64_t D);
-/* Backward (attention_bwd's contract: dq, dk, dv =) given Dr (B,H,T) = rowsum(dout·out). */
-void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                        const float *k, const float *v, const float *lse, const float *Dr, int64_t B, int64_t T,
-                        int64_t H, int64_t KV, int64_t D);
+/* Backward (attention_bwd's contract: dq, dk, dv =) given Dr (B,H,T) = rowsum(dout·out);
+ * q, k, v float32, or with b16 bf16. */
+void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const void *q, const void *k,
+                        const void *v, bool b16, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H,
+                        int64_t KV, int64_t D);
+/* ->attention_b and ->attention_bwd_b (attention.cu): q, k, v, out bf16, training's pos0 0. */
+void lc_cuda_attention_b(lc_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                         int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
+void lc_cuda_attention_bwd_b(lc_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *q,
+                             const void *k, const void *v, const void *out, const float *lse, int64_t B, int64_t T,
+                             int64_t H, int64_t KV, int64_t D);
 /* gemm.cu: the cuBLASLt workspace a recorded product points at, and its size (NULL, 0
  * before any product). */
 void lc_cuda_lt_ws(lc_cuda *c, const void **ws, size_t *bytes);
