@@ -59,6 +59,7 @@ typedef struct {
     lc_acts *saved;          // (L) training, l >= first: what block l keeps (.keep says what)
     lc_acts scratch;         // one block's activations (eval, unadapted blocks, recompute)
     float *xpp[2];           // (N, C) ping-pong residuals for blocks without saved input
+    void *gus;               // (2, N, I) bf16: gate and up of the adapted blocks that keep none (packing), or NULL
     float *xf, *rstdf, *xnf; // (N, C), (N), (N, C) final norm
     float *logits;           // (chunk, V)
     int64_t chunk;

@@ -50,10 +50,11 @@ static float *take(size_t *off, float *base, size_t n) {
  * has one): gate and up are gu[0], gu[1] (N, I), and with keep_gu the block keeps them
  * as bf16 (N·I floats of room) instead (packing); without, it keeps neither (they are
  * recomputed, or the block's backward follows its forward). att16 (training): q, k, v and
- * att take bf16 values (lc_model_att16). */
+ * att take bf16 values (lc_model_att16). gus: the arena's one bf16 pair for blocks that keep
+ * no gate/up of their own (NULL: none). */
 static void acts_layout(size_t *off, float *base, const lc_model_config *c, const lc_lora_config *lora,
                         int64_t B, int64_t T, bool with_x, bool train, float *xn, float *h, float *const *gu,
-                        bool keep_gu, bool att16, lc_acts *s) {
+                        bool keep_gu, bool att16, void *gus, lc_acts *s) {
     size_t N = (size_t)(B * T), C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     size_t HD = (size_t)(c->num_attention_heads * c->head_dim);
     size_t KVD = (size_t)(c->num_key_value_heads * c->head_dim);
@@ -75,6 +76,7 @@ static void acts_layout(size_t *off, float *base, const lc_model_config *c, cons
     } else {
         t.gate = take(off, base, N * I), t.up = take(off, base, N * I);
     }
+    if (!t.gu) t.gu = gus;
     t.h = h;
     if (lora && lora->rank > 0)
         for (int k = 0; k < LC_NKEYS; k++)
@@ -130,6 +132,13 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     // gate and up of the blocks that do not keep them as float32, the scratch's included
     float *gu[2] = {NULL, NULL}, *const *kgu = NULL;
     if (pair) gu[0] = take(&off, base, N * I), gu[1] = take(&off, base, N * I), kgu = gu;
+    // packing, the adapted blocks that keep no gate/up (the top one, those recomputing gate/up
+    // or their whole forward) pack them into one shared bf16 pair where their backward follows
+    // (the top block's forward, the others' recompute), for the packed backward's bf16 paths
+    bool shared = false;
+    if (train && pack)
+        for (int l = first; l < L; l++) shared |= block_keep(l, L, first, full, mlp) != LC_KEEP_ALL;
+    float *gus = shared ? take(&off, base, N * I) : NULL;
     if (train)
         for (int l = first; l < L; l++) {
             int k = block_keep(l, L, first, full, mlp);
@@ -139,12 +148,12 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
                 if (s) s->x = x;
             } else {
                 acts_layout(&off, base, c, lora, B, T, true, true, xn, h, k == LC_KEEP_ALL && !pack ? NULL : kgu,
-                            k == LC_KEEP_ALL, att16, s);
+                            k == LC_KEEP_ALL, att16, k == LC_KEEP_ALL ? NULL : gus, s);
             }
             if (s) s->keep = k;
         }
     if (scratch)
-        acts_layout(&off, base, c, lora, B, T, false, train, xn, h, kgu, false, att16, a ? &a->scratch : NULL);
+        acts_layout(&off, base, c, lora, B, T, false, train, xn, h, kgu, false, att16, gus, a ? &a->scratch : NULL);
     float *xpp0 = NULL, *xpp1 = NULL;
     if (!train || first > 0) xpp0 = take(&off, base, N * C), xpp1 = take(&off, base, N * C);
     float *xf = take(&off, base, N * C), *rstdf = take(&off, base, N), *xnf = take(&off, base, N * C);
@@ -171,7 +180,7 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     }
     int32_t *tok = (int32_t *)take(&off, base, N), *tgt = (int32_t *)take(&off, base, N);
     if (a && base) {
-        a->xpp[0] = xpp0, a->xpp[1] = xpp1;
+        a->xpp[0] = xpp0, a->xpp[1] = xpp1, a->gus = gus;
         a->xf = xf, a->rstdf = rstdf, a->xnf = xnf, a->logits = logits, a->chunk = chunk;
         a->dres = dres, a->dxn = dxn, a->g1 = g1, a->du = du, a->lg = lg, a->xd = xd, a->tok = tok, a->tgt = tgt;
     }
@@ -1436,7 +1445,9 @@ static void forward_blocks(lc_model *m, lc_arena *a, int64_t B, int64_t T, bool 
     int L = (int)m->cfg.num_hidden_layers;
     be->embedding(be, xin(m, a, 0), a->tok, &m->embed, B * T);
     for (int l = 0; l < L; l++) {
-        lc_acts *s = acts_of(m, a, l);
+        lc_acts *s = acts_of(m, a, l), t;
+        if (s->gu && s->gu == a->gus && l < L - 1) // packed by its recompute, not here
+            t = *s, t.gu = NULL, s = &t;
         lc_block_forward(m, l, s, xin(m, a, l), xin(m, a, l + 1), B, T, 0, s->k, s->v, s->k, s->v, T,
                          train, seed, a);
     }
@@ -1525,8 +1536,11 @@ static void step_body(void *ctx) {
         if (l < L - 1 && keep != LC_KEEP_ALL) // recompute what the block did not keep (the top's is fresh)
             block_recompute(m, l, s, xin(m, a, l), B, T, keep == LC_KEEP_INPUT, x->seed, a);
         bool rec = l < L - 1 && keep != LC_KEEP_ALL; // recomputed above (h in float32 again)
-        block_backward(m, l, s, xin(m, a, l), B, T, l > m->first, rec || l == L - 1,
-                       rec || !h_only16(m, s, N) || !lc_model_packs_h(m, &m->blocks[l].w[LC_KEY_DOWN]), x->seed, a);
+        // h as the kept blocks have it (again from the bf16 pair) where the block packed into
+        // a->gus: the gradients then do not depend on what the plan recomputes
+        bool hf = !(s->gu && s->gu == a->gus) &&
+                  (rec || !h_only16(m, s, N) || !lc_model_packs_h(m, &m->blocks[l].w[LC_KEY_DOWN]));
+        block_backward(m, l, s, xin(m, a, l), B, T, l > m->first, rec || l == L - 1, hf, x->seed, a);
     }
 }
 

@@ -840,29 +840,30 @@ static void test_packed_gate_up(void) {
                       "q/k/v/att as bf16: loss %.9g vs %.9g, gradients rel err %.3e (want (0, 3e-2])", lp, la, ea);
             free(g32);
         }
-        // blocks that recompute gate and up (or their whole forward) keep no bf16 copy: with
-        // none of the three keeping gate/up the gradients are the float32-kept ones bit for
-        // bit, packing on; recorded steps of each setting (a key each) replay the same
-        static const int rs[][2] = {{0, 3}, {1, 2}, {-1, 0}, {0, 3}};
+        // blocks that recompute gate and up (or their whole forward) keep no bf16 copy of
+        // their own: they pack into the arena's shared one when they recompute (the top
+        // block in its forward), and their backward takes the packed path from it, h written
+        // again from it as the kept blocks' is: whatever the plan, the gradients are the
+        // all-kept packed ones bit for bit; recorded steps of each setting (a key each)
+        // replay the same
+        static const int rs[][2] = {{0, 3}, {1, 2}, {-1, 0}, {0, 3}, {0, 2}};
         float *gr = malloc(n * 4);
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < 5; k++) {
             lc_model_set_recompute(m, rs[k][0], rs[k][1]);
             for (int rep = 0; rep < 3; rep++) { // direct, recorded, replayed
                 size_t n3 = 0;
                 double lr = step_grads(m, f.tok, f.tgtm, f.B, f.T, gr, &n3);
-                CHECK_MSG(n3 == n && lr == lf && !memcmp(gr, gf, n * 4),
-                          "recompute (%d, %d) step %d: loss %.9g vs %.9g, gradients %s the float32-kept ones", rs[k][0],
-                          rs[k][1], rep, lr, lf, memcmp(gr, gf, n * 4) ? "differ from" : "equal");
+                CHECK_MSG(n3 == n && lr == lp && !memcmp(gr, gp, n * 4),
+                          "recompute (%d, %d) step %d: loss %.9g vs %.9g, gradients %s the packed all-kept ones",
+                          rs[k][0], rs[k][1], rep, lr, lp, memcmp(gr, gp, n * 4) ? "differ from" : "equal");
             }
             CHECK_EQ_INT(lc_model_activation_bytes(m, f.B, f.T, rs[k][0], rs[k][1]),
                          m->ar[LC_MODE_TRAIN].floats * sizeof(float));
+            CHECK_MSG(m->ar[LC_MODE_TRAIN].gus != NULL, "recompute (%d, %d): no shared bf16 pair", rs[k][0], rs[k][1]);
         }
-        lc_model_set_recompute(m, 0, 2); // the lowest block still packs
-        size_t n4 = 0;
-        step_grads(m, f.tok, f.tgtm, f.B, f.T, gr, &n4);
-        CHECK_MSG(memcmp(gr, gf, n * 4) != 0, "recompute (0, 2): the packed block's gradients equal float32's");
-        printf("  tiny-mistral bf16, packing on: recompute (0, 3), (1, 2), checkpointing: the float32-kept gradients bit "
-               "for bit (3 steps each); activations %zu / %zu / %zu bytes\n",
+        CHECK_MSG(memcmp(gr, gf, n * 4) != 0, "recompute (0, 2): the packed gradients equal float32's");
+        printf("  tiny-mistral bf16, packing on: recompute (0, 3), (1, 2), checkpointing, (0, 2): the all-kept packed "
+               "gradients bit for bit (3 steps each); activations %zu / %zu / %zu bytes\n",
                lc_model_activation_bytes(m, f.B, f.T, 0, 3), lc_model_activation_bytes(m, f.B, f.T, 1, 2),
                lc_model_activation_bytes(m, f.B, f.T, -1, 0));
         lc_model_set_recompute(m, 0, 0);
