@@ -1283,6 +1283,7 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
     // backward writes h again (h_only16)
     void *hb = down == 2 && train && m->lcfg.dropout <= 0 && s->gu && lc_model_packs_h(m, &bk->w[LC_KEY_DOWN]) ? a->g1 : NULL;
     float *hout = hb && h_only16(m, s, N) ? NULL : s->h;
+    if (down == 0 && s->gu && s->gu == a->gus) hout = NULL; // its backward writes h again from the pair
     {
         float *o2[2] = {s->gate, s->up};
         const lc_wt *w2[2] = {&bk->w[LC_KEY_GATE], &bk->w[LC_KEY_UP]};
