@@ -119,8 +119,9 @@ void lc_model_set_grad_checkpoint(lc_model *m, bool on);
  * their forward again before their backward; the highest `mlp` of the others keep all but
  * their MLP's gate and up (the two largest activations), recomputed from the kept
  * residual by the two products that made them. -1: all. The gradients are the same bits
- * whatever the counts (the same ops on the same inputs), except that on the card blocks
- * that keep gate and up keep them as bf16 (lc_model_packs_gate_up). */
+ * whatever the counts (the same ops on the same inputs; on the card, packing, the blocks
+ * that keep no gate/up of their own pack them into one shared bf16 pair when they
+ * recompute, and their backward reads it as the kept blocks' reads theirs). */
 void lc_model_set_recompute(lc_model *m, int full, int mlp);
 /* The number of blocks that carry adapters (0 before lc_model_add_lora). */
 int lc_model_adapted_blocks(const lc_model *m);
