@@ -94,7 +94,9 @@ struct lc_model {
     float *lora_mem, *grad_mem;
     int first; // lowest block with adapters (L when none)
     int rc_full, rc_mlp; // lc_model_set_recompute's counts (-1: all)
-    lc_arena ar[2]; // by mode
+    lc_arena ar[2]; // by mode, both laid out in `arena` (the two never run at once)
+    float *arena;      // the arenas' one buffer (NULL until first laid out)
+    size_t arena_cap;  // its floats
     lc_step_scalars *scal; // backend memory: a step's loss sum and gradient scale (NULL until used)
 };
 

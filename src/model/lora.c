@@ -84,10 +84,11 @@ int lc_model_add_lora(lc_model *m, const lc_lora_config *c, uint64_t seed) {
     m->n_params = n;
     m->has_lora = true;
     for (int mode = 0; mode < 2; mode++) { // the arenas now need room for adapters
-        if (m->ar[mode].base) be->release(be, m->ar[mode].base);
         free(m->ar[mode].saved);
         memset(&m->ar[mode], 0, sizeof m->ar[mode]);
     }
+    be->release(be, m->arena);
+    m->arena = NULL, m->arena_cap = 0;
     return 0;
 }
 

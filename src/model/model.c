@@ -297,12 +297,21 @@ lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
         return a;
     const lc_lora_config *lora = m->has_lora ? &m->lcfg : NULL;
     size_t need = arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, att16, NULL);
-    // a layout that fits keeps the allocation (its pointers, and so the recorded steps
-    // of every shape laid out in it, stay valid: real training varies T step to step)
-    float *base = a->base;
-    size_t cap = a->cap;
-    if (base && need > cap) m->be->release(m->be, base), base = NULL;
-    if (!base) base = m->be->alloc(m->be, need * sizeof(float)), cap = need;
+    // Both modes lay out in the model's one buffer: evaluation (and decoding) runs between
+    // training steps, never inside one, and a step keeps nothing in its arena from one step
+    // to the next, so validating costs no memory beside training's. A layout that fits
+    // keeps the buffer (its pointers, and so the recorded steps of every shape laid out in
+    // it, stay valid: real training varies T step to step); a larger one replaces it, and
+    // the other mode lays out again when next used.
+    if (need > m->arena_cap) {
+        if (m->arena) m->be->release(m->be, m->arena);
+        m->arena = m->be->alloc(m->be, need * sizeof(float)), m->arena_cap = need;
+        lc_arena *o = &m->ar[!mode];
+        free(o->saved);
+        memset(o, 0, sizeof *o);
+    }
+    float *base = m->arena;
+    size_t cap = m->arena_cap;
     free(a->saved);
     memset(a, 0, sizeof *a);
     a->mode = mode, a->B = B, a->T = T, a->full = full, a->mlp = mlp, a->pack = pack, a->att16 = att16;
@@ -715,8 +724,7 @@ void lc_model_free(lc_model *m) {
     if (!m) return;
     lc_backend *be = m->be;
     if (be) {
-        for (int mode = 0; mode < 2; mode++)
-            if (m->ar[mode].base) be->release(be, m->ar[mode].base);
+        be->release(be, m->arena);
         if (m->blocks)
             for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
                 lc_block *b = &m->blocks[l];

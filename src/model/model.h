@@ -263,8 +263,9 @@ bool lc_model_folds_gate_up(const lc_model *m);
  * full, mlp: lc_memory_plan's activations as this model and backend will allocate them
  * (packing included). */
 size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, int full, int mlp);
-/* The bytes of the evaluation arena (lc_model_loss, lc_model_logits) for batches of
- * (B, T): it lives beside the training arena once a run has validated. */
+/* The bytes of the evaluation arena (lc_model_loss, lc_model_logits, decoding) for batches
+ * of (B, T). It shares one buffer with the training arena (the two never run at once), so
+ * a run that trains and validates holds the larger of the two. */
 size_t lc_model_eval_bytes(const lc_model *m, int64_t B, int64_t T);
 
 #endif

@@ -84,9 +84,10 @@ static int plan_memory(lc_model *m, const lc_lora_config *lc, const lc_train_opt
     /* the weights as the model really holds them (the config's estimate may differ: which
      * tensors a quantized folder left in bf16, nested NF4 maxima, ...) */
     size_t held = lc_model_weight_bytes(m), owned = lc_model_owned_weight_bytes(m);
-    /* the backend's scratch, and the evaluation arena, which stays beside the training
-     * one once the run has validated (T_eval 0: no validation or test set) */
-    size_t scratch = lc_model_scratch_bytes(m, B, T) + (T_eval > 0 ? lc_model_eval_bytes(m, B, T_eval) : 0);
+    /* the backend's scratch; the evaluation arena (T_eval 0: no validation or test set)
+     * shares the training arena's buffer, so it counts only where it is the larger (below) */
+    size_t scratch = lc_model_scratch_bytes(m, B, T);
+    size_t ev = T_eval > 0 ? lc_model_eval_bytes(m, B, T_eval) : 0;
     size_t fixed = held + p.adapters + p.gradients + p.optimizer + scratch; // all but the activations
     /* where the run lives: on a card, what is not allocated yet (the activations, the
      * optimizer's moments, the backend's scratch) must fit its free memory; on the host,
@@ -129,6 +130,12 @@ static int plan_memory(lc_model *m, const lc_lora_config *lc, const lc_train_opt
                        "max_seq_length (now %lld)%s",
                        (long long)B, (long long)T, why, gib(acts), gib(budget), (long long)B,
                        (long long)o->max_seq_length, limit ? ", or raise memory_limit" : "");
+    if (ev > budget)
+        return lc_fail("the evaluation batches of %lld x %lld tokens do not fit %s (%.2f GiB; %.2f GiB left for "
+                       "them): lower batch_size (now %lld) or max_seq_length (now %lld)%s",
+                       (long long)B, (long long)T_eval, why, gib(ev), gib(budget), (long long)B,
+                       (long long)o->max_seq_length, limit ? ", or raise memory_limit" : "");
+    if (ev > acts) scratch += ev - acts, fixed += ev - acts; // the shared buffer takes evaluation's size
     lc_model_set_recompute(m, full, mlp);
     p.total = fixed + acts;
     p.weights = held, p.activations = acts;

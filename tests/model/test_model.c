@@ -450,6 +450,31 @@ static void test_memory_plan(void) {
         printf("  plan (ckpt %d): weights %zu, adapters %zu, activations %zu bytes\n", ck, p.weights,
                p.adapters, p.activations);
     }
+    { // evaluation lays out in the training arena's buffer (the two never run at once): a
+        // loss between two training steps leaves the second step's loss and gradients the
+        // first's bits, and the model holds one buffer, of the larger layout
+        lc_model_set_grad_checkpoint(f.m, false);
+        lc_batch bt = {f.B, f.T, f.tok, f.tgt, 0};
+        size_t np;
+        lc_lora_param *ps = lc_model_lora(f.m, &np);
+        size_t n = (size_t)(ps[0].in * ps[0].r), m = (size_t)(ps[0].out * ps[0].r);
+        float *ga = malloc(n * 4), *gb = malloc(m * 4);
+        double l1 = NAN, l2 = NAN, le = NAN;
+        int64_t nt;
+        CHECK_OK(lc_model_forward_backward(f.m, &bt, &l1, &nt));
+        memcpy(ga, ps[0].ga, n * 4), memcpy(gb, ps[0].gb, m * 4);
+        CHECK_OK(lc_model_loss(f.m, &bt, &le, &nt));
+        CHECK_OK(lc_model_forward_backward(f.m, &bt, &l2, &nt));
+        const lc_arena *tr = &f.m->ar[LC_MODE_TRAIN], *ev = &f.m->ar[LC_MODE_EVAL];
+        CHECK_MSG(l1 == l2 && !memcmp(ga, ps[0].ga, n * 4) && !memcmp(gb, ps[0].gb, m * 4),
+                  "a loss between two steps changed the second (%.9g vs %.9g)", l1, l2);
+        CHECK_MSG(tr->base == f.m->arena && ev->base == f.m->arena, "the arenas do not share one buffer");
+        size_t big = tr->floats > ev->floats ? tr->floats : ev->floats;
+        CHECK_EQ_INT(f.m->arena_cap, big);
+        printf("  training %zu and evaluation %zu bytes in one buffer of %zu; a loss between two steps: the same "
+               "loss and gradient bits\n", tr->floats * 4, ev->floats * 4, f.m->arena_cap * 4);
+        free(ga), free(gb);
+    }
     lc_memory_plan p0, p1;
     CHECK_OK(lc_model_memory_plan(lc_model_cfg(f.m), lc_model_lora_config(f.m), 8, 512, false, &p0));
     CHECK_OK(lc_model_memory_plan(lc_model_cfg(f.m), lc_model_lora_config(f.m), 8, 512, true, &p1));
