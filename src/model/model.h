@@ -127,7 +127,7 @@ void lc_model_set_recompute(lc_model *m, int full, int mlp);
 int lc_model_adapted_blocks(const lc_model *m);
 /* The cheapest counts for lc_model_set_recompute whose activations (as
  * lc_model_activation_bytes counts them) fit budget bytes for a batch of (B, T): the
- * least recomputation, a block's whole forward counted 1 and its gate/up products 0.55
+ * least recomputation, a block's whole forward counted 1 and its gate/up products 0.7
  * (the ratio measured on an H100), fewer bytes on a tie. Returns 0, or -1 (counts set
  * to full checkpointing) when even that does not fit. */
 int lc_model_fit_recompute(const lc_model *m, int64_t B, int64_t T, size_t budget, int *full, int *mlp);
