@@ -55,7 +55,6 @@ typedef struct {
     bool att16; // training keeps q, k, v and att as bf16 (lc_model_att16; the scratch's too)
     float *base;
     size_t floats;           // of this layout
-    size_t cap;              // floats allocated at base (the largest layout so far)
     lc_acts *saved;          // (L) training, l >= first: what block l keeps (.keep says what)
     lc_acts scratch;         // one block's activations (eval, unadapted blocks, recompute)
     float *xpp[2];           // (N, C) ping-pong residuals for blocks without saved input

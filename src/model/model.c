@@ -310,12 +310,10 @@ lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
         free(o->saved);
         memset(o, 0, sizeof *o);
     }
-    float *base = m->arena;
-    size_t cap = m->arena_cap;
     free(a->saved);
     memset(a, 0, sizeof *a);
     a->mode = mode, a->B = B, a->T = T, a->full = full, a->mlp = mlp, a->pack = pack, a->att16 = att16;
-    a->floats = need, a->base = base, a->cap = cap;
+    a->floats = need, a->base = m->arena;
     a->saved = xcalloc((size_t)m->cfg.num_hidden_layers, sizeof *a->saved);
     arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, att16, a);
     return a;
