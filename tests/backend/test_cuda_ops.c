@@ -1109,6 +1109,32 @@ static void test_swiglu_lora(void) {
     check_swiglu_lora(5, 1000, 8, true, true);
 }
 
+/* ->rope_b (bwd: ->rope_bwd_b) from the float32 values x: the bf16 rounding of what ->rope
+ * (->rope_bwd) makes of x in place, bit for bit, written out of place with x left as it was. */
+static void check_rope_b(bool bwd, const float *x, const float *dcs, const float *dsn, int64_t B, int64_t T,
+                         int64_t H, int64_t D, int64_t pos0) {
+    const char *name = bwd ? "rope_bwd_b" : "rope_b";
+    void (*op_b)(lc_backend *, void *, const float *, const float *, const float *, int64_t, int64_t, int64_t,
+                 int64_t, int64_t) = bwd ? gpu->rope_bwd_b : gpu->rope_b;
+    CHECK_MSG(op_b != NULL, "the CUDA backend offers no ->%s", name);
+    if (!op_b) return;
+    size_t nx = (size_t)(B * T * H * D);
+    float *t = up(x, nx * 4), *xi = up(x, nx * 4);
+    (bwd ? gpu->rope_bwd : gpu->rope)(gpu, t, dcs, dsn, B, T, H, D, pos0);
+    float *ht = down(t, nx);
+    uint16_t *want = malloc(nx * 2), *got = malloc(nx * 2);
+    CHECK_OK(lc_from_f32(want, LC_DT_BF16, ht, nx));
+    void *ob = gpu->alloc(gpu, nx * 2);
+    op_b(gpu, ob, xi, dcs, dsn, B, T, H, D, pos0);
+    gpu->download(gpu, got, ob, nx * 2);
+    float *after = down(xi, nx);
+    CHECK_MSG(!memcmp(got, want, nx * 2), "%s differs from %s's values rounded", name, bwd ? "rope_bwd" : "rope");
+    CHECK_MSG(!memcmp(after, x, nx * 4), "%s changed its input", name);
+    printf("  %-28s %s's values rounded, bit for bit; its input untouched\n", name, bwd ? "rope_bwd" : "rope");
+    gpu->release(gpu, ob), gpu->release(gpu, t), gpu->release(gpu, xi);
+    free(ht), free(want), free(got), free(after);
+}
+
 static void test_norm_rope_swiglu(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     int64_t N = 29, C = 320;
@@ -1209,40 +1235,10 @@ static void test_norm_rope_swiglu(void) {
     cpu->rope(cpu, ref, cs, sn, B, T, H, D, pos0);
     gpu->rope(gpu, dxr, dcs, dsn, B, T, H, D, pos0);
     expect("rope", dxr, ref, nx, 1e-6);
-    { // ->rope_bwd_b: out of place and rounded, the input left as it was
-        CHECK_MSG(gpu->rope_bwd_b != NULL, "the CUDA backend offers no ->rope_bwd_b");
-        float *before = down(dxr, nx), *t = up(before, nx * 4);
-        gpu->rope_bwd(gpu, t, dcs, dsn, B, T, H, D, pos0);
-        float *ht = down(t, nx);
-        uint16_t *want = malloc(nx * 2), *got = malloc(nx * 2);
-        CHECK_OK(lc_from_f32(want, LC_DT_BF16, ht, nx));
-        void *ob = gpu->alloc(gpu, nx * 2);
-        gpu->rope_bwd_b(gpu, ob, dxr, dcs, dsn, B, T, H, D, pos0);
-        gpu->download(gpu, got, ob, nx * 2);
-        float *after = down(dxr, nx);
-        CHECK_MSG(!memcmp(got, want, nx * 2), "rope_bwd_b differs from rope_bwd's values rounded");
-        CHECK_MSG(!memcmp(after, before, nx * 4), "rope_bwd_b changed its input");
-        printf("  %-28s rope_bwd's values rounded, bit for bit; its input untouched\n", "rope_bwd_b");
-        gpu->release(gpu, ob), gpu->release(gpu, t);
-        free(before), free(ht), free(want), free(got), free(after);
-    }
-    { // ->rope_b: the forward rotation, out of place and rounded
-        CHECK_MSG(gpu->rope_b != NULL, "the CUDA backend offers no ->rope_b");
-        float *x0 = rnd(nx, 1), *t = up(x0, nx * 4), *x1 = up(x0, nx * 4);
-        gpu->rope(gpu, t, dcs, dsn, B, T, H, D, pos0);
-        float *ht = down(t, nx);
-        uint16_t *want = malloc(nx * 2), *got = malloc(nx * 2);
-        CHECK_OK(lc_from_f32(want, LC_DT_BF16, ht, nx));
-        void *ob = gpu->alloc(gpu, nx * 2);
-        gpu->rope_b(gpu, ob, x1, dcs, dsn, B, T, H, D, pos0);
-        gpu->download(gpu, got, ob, nx * 2);
-        float *after = down(x1, nx);
-        CHECK_MSG(!memcmp(got, want, nx * 2), "rope_b differs from rope's values rounded");
-        CHECK_MSG(!memcmp(after, x0, nx * 4), "rope_b changed its input");
-        printf("  %-28s rope's values rounded, bit for bit; its input untouched\n", "rope_b");
-        gpu->release(gpu, ob), gpu->release(gpu, t), gpu->release(gpu, x1);
-        free(x0), free(ht), free(want), free(got), free(after);
-    }
+    float *before = down(dxr, nx), *x0 = rnd(nx, 1);
+    check_rope_b(true, before, dcs, dsn, B, T, H, D, pos0); // on rope's output, as training does
+    check_rope_b(false, x0, dcs, dsn, B, T, H, D, pos0);
+    free(before), free(x0);
     cpu->rope_bwd(cpu, ref, cs, sn, B, T, H, D, pos0);
     gpu->rope_bwd(gpu, dxr, dcs, dsn, B, T, H, D, pos0);
     expect("rope_bwd (after rope)", dxr, ref, nx, 1e-6);

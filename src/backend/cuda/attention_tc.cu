@@ -135,54 +135,42 @@ __device__ __forceinline__ void cp4(void *dst, const void *src, bool ok) {
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
-/* Rows row0..row0+R-1 of a float32 matrix whose row r starts at src + r·rs (D floats):
- * stage copies them by cp.async into the float32 tile stg (R, D), unstage rounds that to
- * the bf16 tile dst (R, D+8), load_tile does both at once with plain loads (all in flight
- * before the first store). Rows at or after lim are zeros. Every thread of the block takes
- * part, each handling the same float4s in stage and unstage (so cp_wait alone makes its
- * own copies visible to it); a warp covers whole rows (coalesced). */
-template <int R, int D>
-__device__ __forceinline__ void stage(float *stg, const float *src, size_t rs, int row0, int lim) {
-    static_assert(R * D / 4 % TC_THREADS == 0, "tile not a multiple of the block");
-#pragma unroll
-    for (int i = 0; i < R * D / 4 / TC_THREADS; i++) {
-        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 4), c = idx % (D / 4) * 4, row = row0 + r;
-        cp16(stg + r * D + c, src + (size_t)min(row, lim - 1) * rs + c, row < lim);
-    }
+/* Rows row0..row0+R-1 of a float32 or bf16 (TI) matrix whose row r starts at src + r·rs (D
+ * values), moved in 16-byte chunks of E = 16 / sizeof(TI) values: stage copies them by
+ * cp.async into the staging tile stg (R, D, as TI: a bf16 tile fills its first half),
+ * unstage turns that into the bf16 tile dst (R, D+8), load_tile does both at once with plain
+ * loads (all in flight before the first store). put16 writes one chunk to a bf16 tile:
+ * float32 values rounded, bf16 ones copied unchanged (the same bits a float32 source rounds
+ * to). Rows at or after lim are zeros. Every thread of the block takes part, each handling
+ * the same chunks in stage and unstage (so cp_wait alone makes its own copies visible to it);
+ * a warp covers whole rows (coalesced). */
+template <typename TI> __device__ __forceinline__ void put16(bf16 *dst, uint4 x) {
+    if constexpr (std::is_same<TI, float>::value)
+        *reinterpret_cast<uint2 *>(dst) = make_uint2(pack2(__uint_as_float(x.x), __uint_as_float(x.y)),
+                                                     pack2(__uint_as_float(x.z), __uint_as_float(x.w)));
+    else
+        *reinterpret_cast<uint4 *>(dst) = x;
 }
 
-template <int R, int D> __device__ __forceinline__ void unstage(bf16 *dst, const float *stg) {
+template <int R, int D, typename TI>
+__device__ __forceinline__ void stage(float *stg, const TI *src, size_t rs, int row0, int lim) {
+    constexpr int E = 16 / sizeof(TI);
+    static_assert(R * D / E % TC_THREADS == 0, "tile not a multiple of the block");
+    TI *s = (TI *)stg;
 #pragma unroll
-    for (int i = 0; i < R * D / 4 / TC_THREADS; i++) {
-        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 4), c = idx % (D / 4) * 4;
-        float4 x = *reinterpret_cast<const float4 *>(stg + r * D + c);
-        *reinterpret_cast<uint2 *>(dst + r * (D + 8) + c) = make_uint2(pack2(x.x, x.y), pack2(x.z, x.w));
-    }
-}
-
-/* The same from bf16 rows: the tile staged as bf16 (R, D) in stg's first half. */
-template <int R, int D>
-__device__ __forceinline__ void stage(float *stg, const bf16 *src, size_t rs, int row0, int lim) {
-    static_assert(R * D / 8 % TC_THREADS == 0, "tile not a multiple of the block");
-    bf16 *s = (bf16 *)stg;
-#pragma unroll
-    for (int i = 0; i < R * D / 8 / TC_THREADS; i++) {
-        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 8), c = idx % (D / 8) * 8, row = row0 + r;
+    for (int i = 0; i < R * D / E / TC_THREADS; i++) {
+        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / E), c = idx % (D / E) * E, row = row0 + r;
         cp16(s + r * D + c, src + (size_t)min(row, lim - 1) * rs + c, row < lim);
     }
 }
 
-/* unstage of a tile staged from TI rows (bf16: copied as it is). */
-template <int R, int D, typename TI> __device__ __forceinline__ void unstage_t(bf16 *dst, const float *stg) {
-    if constexpr (std::is_same<TI, float>::value) {
-        unstage<R, D>(dst, stg);
-    } else {
+template <int R, int D, typename TI> __device__ __forceinline__ void unstage(bf16 *dst, const float *stg) {
+    constexpr int E = 16 / sizeof(TI);
+    const TI *s = (const TI *)stg;
 #pragma unroll
-        for (int i = 0; i < R * D / 8 / TC_THREADS; i++) {
-            int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 8), c = idx % (D / 8) * 8;
-            *reinterpret_cast<uint4 *>(dst + r * (D + 8) + c) =
-                *reinterpret_cast<const uint4 *>((const bf16 *)stg + r * D + c);
-        }
+    for (int i = 0; i < R * D / E / TC_THREADS; i++) {
+        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / E), c = idx % (D / E) * E;
+        put16<TI>(dst + r * (D + 8) + c, *reinterpret_cast<const uint4 *>(s + r * D + c));
     }
 }
 
@@ -201,44 +189,26 @@ __device__ __forceinline__ void next_kv(bf16 *Ks, bf16 *Vs, float *stg, const TI
                                         int kend, int T) {
     cp_wait();
     __syncthreads(); // every warp is done with Ks, Vs
-    unstage_t<TC_BK, D, TI>(Ks, stg);
-    unstage_t<TC_BK, D, TI>(Vs, stg + TC_BK * D);
+    unstage<TC_BK, D, TI>(Ks, stg);
+    unstage<TC_BK, D, TI>(Vs, stg + TC_BK * D);
     __syncthreads(); // Ks, Vs ready; the staging area is free
     if (s0 + TC_BK < kend) stage_kv<D>(stg, kb, vb, krs, s0 + TC_BK, T);
 }
 
-template <int R, int D>
-__device__ __forceinline__ void load_tile(bf16 *dst, const float *src, size_t rs, int row0, int lim) {
-    constexpr int N = R * D / 4 / TC_THREADS;
-    static_assert(N * TC_THREADS == R * D / 4, "tile not a multiple of the block");
-    float4 x[N];
-#pragma unroll
-    for (int i = 0; i < N; i++) {
-        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 4), c = idx % (D / 4) * 4, row = row0 + r;
-        x[i] = row < lim ? __ldg(reinterpret_cast<const float4 *>(src + (size_t)row * rs + c))
-                         : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
-#pragma unroll
-    for (int i = 0; i < N; i++) {
-        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 4), c = idx % (D / 4) * 4;
-        *reinterpret_cast<uint2 *>(dst + r * (D + 8) + c) = make_uint2(pack2(x[i].x, x[i].y), pack2(x[i].z, x[i].w));
-    }
-}
-
-template <int R, int D>
-__device__ __forceinline__ void load_tile(bf16 *dst, const bf16 *src, size_t rs, int row0, int lim) {
-    constexpr int N = R * D / 8 / TC_THREADS;
-    static_assert(N * TC_THREADS == R * D / 8, "tile not a multiple of the block");
+template <int R, int D, typename TI>
+__device__ __forceinline__ void load_tile(bf16 *dst, const TI *src, size_t rs, int row0, int lim) {
+    constexpr int E = 16 / sizeof(TI), N = R * D / E / TC_THREADS;
+    static_assert(N * TC_THREADS == R * D / E, "tile not a multiple of the block");
     uint4 x[N];
 #pragma unroll
     for (int i = 0; i < N; i++) {
-        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 8), c = idx % (D / 8) * 8, row = row0 + r;
+        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / E), c = idx % (D / E) * E, row = row0 + r;
         x[i] = row < lim ? __ldg(reinterpret_cast<const uint4 *>(src + (size_t)row * rs + c)) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int i = 0; i < N; i++) {
-        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 8), c = idx % (D / 8) * 8;
-        *reinterpret_cast<uint4 *>(dst + r * (D + 8) + c) = x[i];
+        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / E), c = idx % (D / E) * E;
+        put16<TI>(dst + r * (D + 8) + c, x[i]);
     }
 }
 
@@ -493,8 +463,8 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
         int t0 = j0 + it % nt * BQ2;
         cp_wait();
         __syncthreads(); // every warp is done with Qs, Os, Ls, Ds
-        unstage_t<BQ2, D, TI>(Qs, stg);
-        unstage<BQ2, D>(Os, stg + BQ2 * D);
+        unstage<BQ2, D, TI>(Qs, stg);
+        unstage<BQ2, D, float>(Os, stg + BQ2 * D);
         if (threadIdx.x < BQ2) Ls[threadIdx.x] = Lstg[threadIdx.x] * TC_LOG2E, Ds[threadIdx.x] = Dstg[threadIdx.x];
         __syncthreads(); // the tiles are ready; the staging area is free
         if (it + 1 < nit) issue(it + 1);
