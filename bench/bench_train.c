@@ -13,7 +13,8 @@
  * blocks only (default -1: all). The AdamW update runs through the model's device
  * (lc_model_adam, one call over every adapter, whose weights and gradients are each one
  * contiguous run; --host-optimizer: a loop on the host); its time is reported apart
- * (opt_s) and is part of step_s. --recompute F,M sets lc_model_set_recompute's counts;
+ * (opt_s) and is part of step_s. --eval N times N evaluation passes (lc_model_loss, after one
+ * untimed) over the last step's batch: eval_tokens_per_s, eval_loss. --recompute F,M sets lc_model_set_recompute's counts;
  * --memory-limit GIB picks them as `lorac train --memory-limit` does (the whole run:
  * weights, adapters, gradients, AdamW moments, the backend's scratch estimate and the
  * activations); the JSON line reports the counts and the planned bytes (plan_bytes).
@@ -63,7 +64,7 @@ static void adamw(float *w, const float *g, float *m1, float *m2, size_t n, int 
 
 int main(int argc, char **argv) {
     const char *dir = NULL;
-    int B = 4, T = 128, steps = 10, warmup = 2, rank = 16, decode = 0, ckpt = 0, fp32 = 0, nl = -1;
+    int B = 4, T = 128, steps = 10, warmup = 2, rank = 16, decode = 0, ckpt = 0, fp32 = 0, nl = -1, evals = 0;
     const char *device = "cpu";
     const char *quant = NULL; // --quantize nf4|q4|q8: the base quantized at load time
     int host_opt = 0; // --host-optimizer: the AdamW loop on the host (the CPU bench's way)
@@ -76,7 +77,7 @@ int main(int argc, char **argv) {
                                          {"fp32", 0, 0, 'f'},   {"device", 1, 0, 'D'},
                                          {"num-layers", 1, 0, 'L'}, {"host-optimizer", 0, 0, 'H'},
                                          {"quantize", 1, 0, 'Q'}, {"recompute", 1, 0, 'R'},
-                                         {"memory-limit", 1, 0, 'M'},
+                                         {"memory-limit", 1, 0, 'M'}, {"eval", 1, 0, 'E'},
                                          {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -101,11 +102,12 @@ int main(int argc, char **argv) {
             }
             break;
         case 'M': limit_gib = atof(optarg); break;
+        case 'E': evals = atoi(optarg); break;
         default:
             fprintf(stderr, "usage: bench_train --model DIR [--batch 4] [--seq 128] [--steps 10] "
                             "[--warmup 2] [--rank 16] [--decode N] [--checkpoint] [--fp32] "
                             "[--device cpu|cuda] [--num-layers N] [--quantize nf4|q4|q8] "
-                            "[--recompute F,M] [--memory-limit GIB]\n");
+                            "[--recompute F,M] [--memory-limit GIB] [--eval N]\n");
             return 2;
         }
     }
@@ -191,6 +193,16 @@ int main(int argc, char **argv) {
     qsort(dt, (size_t)steps, sizeof *dt, cmp_double);
     double med = dt[steps / 2];
 
+    double eval_tps = 0, eval_loss = 0;
+    if (evals > 0) { // the last step's batch (its ids are still in tok, tgt)
+        lc_batch bt = {B, T, tok, tgt, 0};
+        double sum;
+        if (lc_model_loss(m, &bt, &sum, &ntok) < 0) die();
+        double t0 = lc_now();
+        for (int i = 0; i < evals; i++)
+            if (lc_model_loss(m, &bt, &sum, &ntok) < 0) die();
+        eval_tps = (double)N * evals / (lc_now() - t0), eval_loss = sum / (double)ntok;
+    }
     double dec_tps = 0;
     if (decode > 0) {
         int64_t V = c->vocab_size, P = 16;
@@ -216,9 +228,10 @@ int main(int argc, char **argv) {
     printf("{\"impl\": \"lorac-%s\", \"B\": %d, \"T\": %d, \"steps\": %d, \"lora_params\": %zu, "
            "\"step_s\": %.5f, \"mean_step_s\": %.5f, \"tokens_per_s\": %.2f, "
            "\"peak_rss_bytes\": %lld, \"loss\": %.17g, \"decode_tokens_per_s\": %.3f, "
-           "\"opt_s\": %.5f, \"device\": \"%s\", \"recompute\": [%d, %d], \"plan_bytes\": %zu}\n",
+           "\"opt_s\": %.5f, \"device\": \"%s\", \"recompute\": [%d, %d], \"plan_bytes\": %zu, "
+           "\"eval_tokens_per_s\": %.2f, \"eval_loss\": %.17g}\n",
            bf16 ? "bf16" : "fp32", B, T, steps, nparam, med, t_all / steps, (double)N / med, (long long)ru.ru_maxrss * 1024,
-           loss, dec_tps, t_opt / steps, lc_model_device(m), rc_full, rc_mlp, plan);
+           loss, dec_tps, t_opt / steps, lc_model_device(m), rc_full, rc_mlp, plan, eval_tps, eval_loss);
     free(dt), free(tok), free(tgt);
     lc_model_shared_free(m, mom);
     lc_model_free(m);

@@ -152,7 +152,15 @@ static void bench_attention(void) {
         double f = 2.0 * Bt * H * D * (double)T * T / 2;
         printf("| attention B%d T%d | fwd %.1f us (%.1f TFLOP/s) | bwd %.1f us (%.1f TFLOP/s) |\n", Bt, T, 1e3 * tf,
                2 * f / tf / 1e9, 1e3 * tb, 5 * f / tb / 1e9);
-        void *all[] = {q, k, v, o, lse, dq, dk, dv};
+        // the bf16 ops training runs (q, k, v and out kept as bf16; dout float32)
+        void *qb = be->alloc(be, nq * 2), *kb = be->alloc(be, nk * 2), *vb = be->alloc(be, nk * 2);
+        void *ob = be->alloc(be, nq * 2);
+        be->to_bf16(be, qb, q, nq), be->to_bf16(be, kb, k, nk), be->to_bf16(be, vb, v, nk);
+        tf = timed(20, [&](int) { be->attention_b(be, ob, lse, qb, kb, vb, Bt, T, H, KV, D); });
+        tb = timed(20, [&](int) { be->attention_bwd_b(be, dq, dk, dv, o, qb, kb, vb, ob, lse, Bt, T, H, KV, D); });
+        printf("| attention_b B%d T%d | fwd %.1f us (%.1f TFLOP/s) | bwd %.1f us (%.1f TFLOP/s) |\n", Bt, T,
+               1e3 * tf, 2 * f / tf / 1e9, 1e3 * tb, 5 * f / tb / 1e9);
+        void *all[] = {q, k, v, o, lse, dq, dk, dv, qb, kb, vb, ob};
         for (void *p : all) be->release(be, p);
     }
 }

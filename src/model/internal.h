@@ -36,7 +36,9 @@ typedef struct {
 /* What an adapted block keeps for its backward (model.c, block_keep). */
 enum { LC_KEEP_ALL, LC_KEEP_NO_MLP, LC_KEEP_INPUT };
 
-enum { LC_MODE_EVAL, LC_MODE_TRAIN };
+/* Arena modes. LC_MODE_KV: decoding's forward over a key/value cache, laid out in the
+ * evaluation arena (ar[LC_MODE_EVAL]) but with float32 attention operands (the cache's). */
+enum { LC_MODE_EVAL, LC_MODE_TRAIN, LC_MODE_KV };
 
 /* The numbers of a step that live in backend memory, so a recorded step (->replay)
  * reads and writes them on the device: filled before the step, read after its sync. */
@@ -93,7 +95,7 @@ struct lc_model {
     float *lora_mem, *grad_mem;
     int first; // lowest block with adapters (L when none)
     int rc_full, rc_mlp; // lc_model_set_recompute's counts (-1: all)
-    lc_arena ar[2]; // by mode, both laid out in `arena` (the two never run at once)
+    lc_arena ar[2]; // evaluation (and decoding), training: both in `arena` (never run at once)
     float *arena;      // the arenas' one buffer (NULL until first laid out)
     size_t arena_cap;  // its floats
     lc_step_scalars *scal; // backend memory: a step's loss sum and gradient scale (NULL until used)

@@ -106,7 +106,7 @@ int lc_model_step(lc_model *m, lc_kv_cache *kv, const int32_t *tokens, int64_t n
     int64_t C = m->cfg.hidden_size, V = m->cfg.vocab_size, pos0 = kv->len;
     int L = (int)m->cfg.num_hidden_layers;
     lc_rope_ensure(m, pos0 + n);
-    lc_arena *a = lc_arena_prepare(m, LC_MODE_EVAL, 1, n);
+    lc_arena *a = lc_arena_prepare(m, LC_MODE_KV, 1, n);
     be->upload(be, a->tok, tokens, (size_t)n * sizeof(int32_t));
     if (n != 1 || step_fused(m, kv, a) != 0) {
         be->embedding(be, a->xpp[0], a->tok, &m->embed, n);

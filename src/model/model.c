@@ -111,7 +111,8 @@ static int block_keep(int l, int L, int first, int full, int mlp) {
 
 /* The arena of a mode and shape: returns its size in floats; sets a's pointers when
  * a->base is set (a->saved then has L entries). full, mlp: normalized (recompute_norm;
- * ignored unless training); att16: lc_model_att16 (training only). */
+ * ignored unless training); att16: q, k, v and att as bf16 (training's and evaluation's,
+ * lc_arena_prepare). */
 static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora, int mode, int64_t B,
                            int64_t T, int full, int mlp, bool pack, bool att16, lc_arena *a) {
     float *base = a ? a->base : NULL;
@@ -120,7 +121,6 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     size_t KVD = (size_t)(c->num_key_value_heads * c->head_dim);
     int L = (int)c->num_hidden_layers, first = lc_lora_first_layer(c, lora);
     bool train = mode == LC_MODE_TRAIN;
-    att16 = att16 && train;
     float *xn = take(&off, base, N * C), *h = take(&off, base, N * I); // every block's, in turn
     bool scratch = !train || first > 0, pair = false;
     if (train)
@@ -251,8 +251,17 @@ size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, int fu
            sizeof(float);
 }
 
+/* Whether evaluation takes the bf16 attention operands too (lc_model_att16): its forward
+ * puts q, k, v in float32 in h first (free until the MLP half), which must hold them. */
+static bool eval_att16(const lc_model *m) {
+    const lc_model_config *c = &m->cfg;
+    return lc_model_att16(m) &&
+           c->intermediate_size >= (c->num_attention_heads + 2 * c->num_key_value_heads) * c->head_dim;
+}
+
 size_t lc_model_eval_bytes(const lc_model *m, int64_t B, int64_t T) {
-    return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_EVAL, B, T, 0, 0, false, false, NULL) *
+    return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_EVAL, B, T, 0, 0, false, eval_att16(m),
+                        NULL) *
            sizeof(float);
 }
 
@@ -289,8 +298,10 @@ int lc_model_fit_recompute(const lc_model *m, int64_t B, int64_t T, size_t budge
 }
 
 lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
+    bool train = mode == LC_MODE_TRAIN, pack = train && lc_model_packs_gate_up(m);
+    bool att16 = train ? lc_model_att16(m) : mode == LC_MODE_EVAL && eval_att16(m);
+    mode = train ? LC_MODE_TRAIN : LC_MODE_EVAL; // decoding lays out in evaluation's arena
     lc_arena *a = &m->ar[mode];
-    bool train = mode == LC_MODE_TRAIN, pack = train && lc_model_packs_gate_up(m), att16 = train && lc_model_att16(m);
     int full = 0, mlp = 0;
     if (train) recompute_norm((int)m->cfg.num_hidden_layers, m->first, m->rc_full, m->rc_mlp, &full, &mlp);
     if (a->base && a->B == B && a->T == T && a->full == full && a->mlp == mlp && a->pack == pack && a->att16 == att16)
@@ -968,7 +979,8 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
     for (int i = 0; i < n; i++) np += p[i] != NULL;
     bool first = train && m->lcfg.dropout <= 0 && !keep_b && np == n && N >= be->lora_group_rows;
     if (res && !first) be->copy(be, out[0], res, (size_t)(N * w[0]->rows)), acc = true;
-    if (!train || m->lcfg.dropout > 0) { // inference (decoding) keeps its plain sequence
+    if ((!train && x) || m->lcfg.dropout > 0) { // inference keeps its plain sequence (x only as
+                                                // bf16: evaluation's o, below, as training's)
         for (int i = 0; i < n; i++) proj_fwd(m, a, out[i], acc, x, w[i], bias[i], p[i], u[i], N, train, ds[i]);
         return;
     }
@@ -1227,11 +1239,12 @@ static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64
     void *xnb = train ? xn16(m, a, N) : NULL; // xn1 only as bf16
     if (xnb) be->rmsnorm_b(be, NULL, xnb, s->rstd1, x, bk->ln1, N, C, eps);
     else be->rmsnorm(be, s->xn1, s->rstd1, x, bk->ln1, N, C, eps);
-    // att16 (training, pos0 0, kdst = kall = s->k): q, k, v in float32 into g1 (free in the
-    // forward, and in the backward before a block recomputes), then rotated and rounded
-    // into s->q, s->k, s->v, and the attention writes s->att as bf16
-    bool b16 = train && a && a->att16;
-    float *qf = b16 ? a->g1 : s->q, *kf = b16 ? qf + N * H * D : kdst, *vf = b16 ? kf + N * KV * D : vdst;
+    // att16 (training and evaluation, pos0 0, kdst = kall = s->k): q, k, v in float32 into
+    // g1 (training's: free in the forward, and in the backward before a block recomputes) or
+    // h (evaluation's: free until the MLP half), then rotated and rounded into s->q, s->k,
+    // s->v, and the attention writes s->att as bf16
+    bool b16 = a && a->att16;
+    float *qf = b16 ? (a->g1 ? a->g1 : s->h) : s->q, *kf = b16 ? qf + N * H * D : kdst, *vf = b16 ? kf + N * KV * D : vdst;
     {
         float *o3[3] = {qf, kf, vf};
         const lc_wt *w3[3] = {&bk->w[LC_KEY_Q], &bk->w[LC_KEY_K], &bk->w[LC_KEY_V]};

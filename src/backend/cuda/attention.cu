@@ -161,6 +161,41 @@ __global__ void k_att_dec(float *out, float *lse, const float *q, const float *k
     if (lse && lane == 0) lse[(size_t)b * H + h] = M + logf(L);
 }
 
+__global__ void k_bf16_to_f32(float *dst, const __nv_bfloat16 *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __bfloat162float(src[i]);
+}
+
+__global__ void k_f32_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+static unsigned grid_of(size_t n) { return (unsigned)(n / 256 + 1 < 4096 ? n / 256 + 1 : 4096); }
+
+/* Room for n bf16 tensors of ns[i] values each in the backend's bf16 scratch, one after
+ * another (each from a 64-value boundary): p[i]. */
+static void bf16_room(lc_cuda *c, int n, const size_t *ns, __nv_bfloat16 **p) {
+    size_t tot = 0;
+    for (int i = 0; i < n; i++) tot += (ns[i] + 63) & ~(size_t)63;
+    __nv_bfloat16 *b = (__nv_bfloat16 *)lc_cuda_xb(c, tot * sizeof(__nv_bfloat16));
+    for (int i = 0; i < n; i++) p[i] = b, b += (ns[i] + 63) & ~(size_t)63;
+}
+
+/* dst[i] (ns[i] values, room the caller has) = src[i] rounded to bf16. */
+static void narrow_into(lc_cuda *c, int n, const float *const *src, const size_t *ns, __nv_bfloat16 *const *dst) {
+    for (int i = 0; i < n; i++) {
+        k_f32_to_bf16<<<grid_of(ns[i]), 256, 0, c->st>>>(dst[i], src[i], ns[i]);
+        LC_LAUNCHED(c);
+    }
+}
+
+/* bf16 copies of the n float32 tensors src[i] in the bf16 scratch: b[i]. */
+static void narrow(lc_cuda *c, int n, const float *const *src, const size_t *ns, __nv_bfloat16 **b) {
+    bf16_room(c, n, ns, b);
+    narrow_into(c, n, src, ns, b);
+}
+
 static size_t fwd_smem(int D) { return (size_t)(2 * TILE * (D + 1) + ROWS * D) * sizeof(float); }
 
 void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, const float *k,
@@ -181,7 +216,11 @@ void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, c
     }
     const void *al[] = {out, q, k, v};
     if (lc_cuda_att_tc_ok(Tq, S, D, pos0, al, 4)) {
-        lc_cuda_att_tc_fwd(c, out, lse, q, k, v, false, B, Tq, S, H, KV, D);
+        __nv_bfloat16 *b[3];
+        size_t nq = (size_t)(B * Tq * H * D), nk = (size_t)(B * S * KV * D), ns[] = {nq, nk, nk};
+        const float *src[] = {q, k, v};
+        narrow(c, 3, src, ns, b);
+        lc_cuda_att_tc_fwd(c, out, false, lse, b[0], b[1], b[2], B, Tq, S, H, KV, D);
         return;
     }
     size_t sm = fwd_smem((int)D);
@@ -196,9 +235,11 @@ void lc_cuda_attention(lc_backend *be, float *out, float *lse, const float *q, c
 __device__ __forceinline__ float as_float(float x) { return x; }
 __device__ __forceinline__ float as_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 
-/* Dr (B,H,T) = sum_d dout · out of each row; one warp a row (out float32 or bf16). */
+/* Dr (B,H,T) = sum_d dout · out of each row; one warp a row (out float32 or bf16); db (when
+ * not NULL) = dout rounded to bf16 (the tensor-core backward's operand). */
 template <typename TO>
-__global__ void k_att_rowdot(float *Dr, const float *dout, const TO *out, int T, int H, int D, size_t rows) {
+__global__ void k_att_rowdot(float *Dr, __nv_bfloat16 *db, const float *dout, const TO *out, int T, int H, int D,
+                             size_t rows) {
     size_t r = (size_t)blockIdx.x * ROWS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (r >= rows) return;
@@ -207,6 +248,8 @@ __global__ void k_att_rowdot(float *Dr, const float *dout, const TO *out, int T,
     const TO *o = out + r * D;
     float s = 0.0f;
     for (int d = lane; d < D; d += 32) s += a[d] * as_float(o[d]);
+    if (db)
+        for (int d = lane; d < D; d += 32) db[r * D + d] = __float2bfloat16_rn(a[d]);
     s = warp_sum(s);
     size_t h = r % H, bt = r / H, t = bt % T, b = bt / T;
     if (lane == 0) Dr[(b * H + h) * T + t] = s;
@@ -380,11 +423,17 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
     size_t rows_al = (rows + 63) & ~(size_t)63;
     float *Dr = lc_cuda_rows(c, rows_al + (hsplit ? 2 * (size_t)G * nk : 0));
     float *part = hsplit ? Dr + rows_al : NULL;
-    k_att_rowdot<<<(unsigned)((rows + ROWS - 1) / ROWS), ROWS * 32, 0, c->st>>>(Dr, dout, out, (int)T, (int)H,
+    // the tensor-core kernels read bf16: dout's copy made beside D, then q's, k's and v's
+    __nv_bfloat16 *b[4] = {NULL, NULL, NULL, NULL};
+    size_t ns[] = {rows * D, rows * D, nk, nk};
+    if (tc) bf16_room(c, 4, ns, b);
+    k_att_rowdot<<<(unsigned)((rows + ROWS - 1) / ROWS), ROWS * 32, 0, c->st>>>(Dr, b[0], dout, out, (int)T, (int)H,
                                                                        (int)D, rows);
     LC_LAUNCHED(c);
     if (tc) {
-        lc_cuda_att_tc_bwd(c, dq, dk, dv, dout, q, k, v, false, lse, Dr, B, T, H, KV, D);
+        const float *src[] = {q, k, v};
+        narrow_into(c, 3, src, ns + 1, b + 1);
+        lc_cuda_att_tc_bwd(c, dq, dk, dv, b[0], b[1], b[2], b[3], lse, Dr, B, T, H, KV, D);
         return;
     }
     float scale = 1.0f / sqrtf((float)D);
@@ -409,17 +458,6 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
 
 /* ---- bf16 operands (training) ---- */
 
-__global__ void k_bf16_to_f32(float *dst, const __nv_bfloat16 *src, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = __bfloat162float(src[i]);
-}
-
-__global__ void k_f32_to_bf16(__nv_bfloat16 *dst, const float *src, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = __float2bfloat16_rn(src[i]);
-}
-
-static unsigned grid_of(size_t n) { return (unsigned)(n / 256 + 1 < 4096 ? n / 256 + 1 : 4096); }
 
 /* c->att32 with room for n floats (kept for the next call). */
 static float *att32(lc_cuda *c, size_t n) {
@@ -460,7 +498,7 @@ void lc_cuda_attention_b(lc_backend *be, void *out, float *lse, const void *q, c
     const void *al[] = {out, q, k, v};
     if (lc_cuda_att_tc_ok(T, T, D, 0, al, 4)) {
         LC_PROF(c, "attention (bf16) T=%lld", T);
-        lc_cuda_att_tc_fwd(c, out, lse, q, k, v, true, B, T, T, H, KV, D);
+        lc_cuda_att_tc_fwd(c, out, true, lse, q, k, v, B, T, T, H, KV, D);
         return;
     }
     size_t nq = (size_t)(B * T * H * D), nk = (size_t)(B * T * KV * D);
@@ -483,10 +521,13 @@ void lc_cuda_attention_bwd_b(lc_backend *be, float *dq, float *dk, float *dv, co
         LC_PROF(c, "attention_bwd (bf16)", 0);
         size_t rows = (size_t)(B * T * H);
         float *Dr = lc_cuda_rows(c, (rows + 63) & ~(size_t)63);
+        __nv_bfloat16 *db;
+        size_t nd = rows * D;
+        bf16_room(c, 1, &nd, &db);
         k_att_rowdot<<<(unsigned)((rows + ROWS - 1) / ROWS), ROWS * 32, 0, c->st>>>(
-            Dr, dout, (const __nv_bfloat16 *)out, (int)T, (int)H, (int)D, rows);
+            Dr, db, dout, (const __nv_bfloat16 *)out, (int)T, (int)H, (int)D, rows);
         LC_LAUNCHED(c);
-        lc_cuda_att_tc_bwd(c, dq, dk, dv, dout, q, k, v, true, lse, Dr, B, T, H, KV, D);
+        lc_cuda_att_tc_bwd(c, dq, dk, dv, db, q, k, v, lse, Dr, B, T, H, KV, D);
         return;
     }
     size_t nq = (size_t)(B * T * H * D), nk = (size_t)(B * T * KV * D);

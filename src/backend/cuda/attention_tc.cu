@@ -2,20 +2,19 @@
  * attention_tc.cu — causal grouped-query attention of training shapes on the tensor
  * cores, forward and backward, in FlashAttention-2's structure: bf16 operands in
  * mma.sync m16n8k16 with float32 accumulation, a float32 online softmax, no T×T matrix
- * in memory. It reads the activations of backend.h's layout, q, k, v (and the forward's
- * out) in float32 or bf16 (->attention_b: training keeps them only as bf16), and writes
- * float32 results (the forward's out in bf16 too).
+ * in memory. It reads q, k, v and the backward's dout as bf16 in backend.h's layout
+ * (attention.cu makes bf16 copies of float32 operands, and of dout while it sums
+ * D = rowsum(dout·out)) and writes float32 results (the forward's out in bf16 too).
  *
  * Tiles: every tile in shared memory is row-major bf16 (rows padded by 8 bf16, so the
  * 8 rows of an ldmatrix hit 8 different bank groups); fragments come from ldmatrix, and
  * ldmatrix.trans where a tile is a B operand along its columns (V in P V, K in dS K, Q
- * and dO in the dk/dv products), so nothing is stored transposed. Tiles that a block
- * streams (K/V in the forward and dq, Q/dO in dk/dv) arrive by cp.async into a float32
- * staging area while the block computes on the previous tile; at the top of each step
- * the staged tile is rounded to bf16 and the copy of the next one is issued. Tiles read
- * once (a block's Q, dO or K, V) are read coalesced, all loads in flight, then rounded.
- * bf16 sources stage as bf16 in the staging area's first half and are copied unchanged
- * (the values a float32 source rounds to give the same bits).
+ * and dO in the dk/dv products), so nothing is stored transposed. Every tile arrives by
+ * cp.async straight into its padded place (rows past the end as zeros). Tiles a block
+ * streams (K/V in the forward and dq, Q/dO with their lse/D in dk/dv) have two buffers:
+ * at the top of each step the block waits for the tile it is about to use, passes one
+ * barrier (after which nobody reads the other buffer any more) and issues the next
+ * tile's copy into the other buffer, which lands while the block computes.
  *
  * Forward: a block per (query tile of 128, head, batch), 8 warps of 16 query rows; key
  * tiles of 32 up to the diagonal; a warp skips the tiles wholly after its rows. Backward
@@ -29,12 +28,13 @@
  * through shared memory). No atomics: every sum has a fixed order, so results repeat bit
  * for bit on a card.
  *
- * Shared memory: for D 128 this needs up to 133 KB a block, more than compute capability
+ * Shared memory: for D 128 this needs up to 103 KB a block, more than compute capability
  * 8.6 and 8.9 allow (99 KB). Where the default does not fit (the device's opt-in limit,
  * asked once) or LORAC_CUDA_ATT_SMALL=1, a small configuration runs the backward: dq
- * reads its Q and dO tiles through the memory of the K/V tiles before streaming them (the
- * same sums, the same bits), dk/dv streams query tiles of 32 (16 a warp). The forward
- * (83 KB) is the same in both. Where neither fits, lc_cuda_att_tc_ok says no.
+ * takes its Q and dO rows into registers through the memory of the K/V buffers before
+ * streaming them (the same sums, the same bits), dk/dv streams query tiles of 32 (16 a
+ * warp). The forward (68 KB) is the same in both. Where neither fits, lc_cuda_att_tc_ok
+ * says no.
  *
  * Scope: pos0 = 0 (query t sees keys 0..t), head_dim 64 or 128, 16-byte aligned
  * tensors; attention.cu decides (lc_cuda_att_tc_ok) and keeps its float32 kernels for
@@ -135,81 +135,38 @@ __device__ __forceinline__ void cp4(void *dst, const void *src, bool ok) {
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
-/* Rows row0..row0+R-1 of a float32 or bf16 (TI) matrix whose row r starts at src + r·rs (D
- * values), moved in 16-byte chunks of E = 16 / sizeof(TI) values: stage copies them by
- * cp.async into the staging tile stg (R, D, as TI: a bf16 tile fills its first half),
- * unstage turns that into the bf16 tile dst (R, D+8), load_tile does both at once with plain
- * loads (all in flight before the first store). put16 writes one chunk to a bf16 tile:
- * float32 values rounded, bf16 ones copied unchanged (the same bits a float32 source rounds
- * to). Rows at or after lim are zeros. Every thread of the block takes part, each handling
- * the same chunks in stage and unstage (so cp_wait alone makes its own copies visible to it);
- * a warp covers whole rows (coalesced). */
-template <typename TI> __device__ __forceinline__ void put16(bf16 *dst, uint4 x) {
-    if constexpr (std::is_same<TI, float>::value)
-        *reinterpret_cast<uint2 *>(dst) = make_uint2(pack2(__uint_as_float(x.x), __uint_as_float(x.y)),
-                                                     pack2(__uint_as_float(x.z), __uint_as_float(x.w)));
-    else
-        *reinterpret_cast<uint4 *>(dst) = x;
-}
-
-template <int R, int D, typename TI>
-__device__ __forceinline__ void stage(float *stg, const TI *src, size_t rs, int row0, int lim) {
-    constexpr int E = 16 / sizeof(TI);
-    static_assert(R * D / E % TC_THREADS == 0, "tile not a multiple of the block");
-    TI *s = (TI *)stg;
+/* Issues the copies of rows row0..row0+R-1 of a bf16 matrix whose row r starts at src + r·rs
+ * (D values) into the tile dst (R, D+8), in 16-byte chunks; rows at or after lim become
+ * zeros. Every thread of the block takes part; a warp covers whole rows (coalesced). The
+ * caller commits and waits. */
+template <int R, int D> __device__ __forceinline__ void tile_async(bf16 *dst, const bf16 *src, size_t rs, int row0, int lim) {
+    static_assert(R * D / 8 % TC_THREADS == 0, "tile not a multiple of the block");
 #pragma unroll
-    for (int i = 0; i < R * D / E / TC_THREADS; i++) {
-        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / E), c = idx % (D / E) * E, row = row0 + r;
-        cp16(s + r * D + c, src + (size_t)min(row, lim - 1) * rs + c, row < lim);
+    for (int i = 0; i < R * D / 8 / TC_THREADS; i++) {
+        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / 8), c = idx % (D / 8) * 8, row = row0 + r;
+        cp16(dst + r * (D + 8) + c, src + (size_t)min(row, lim - 1) * rs + c, row < lim);
     }
 }
 
-template <int R, int D, typename TI> __device__ __forceinline__ void unstage(bf16 *dst, const float *stg) {
-    constexpr int E = 16 / sizeof(TI);
-    const TI *s = (const TI *)stg;
-#pragma unroll
-    for (int i = 0; i < R * D / E / TC_THREADS; i++) {
-        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / E), c = idx % (D / E) * E;
-        put16<TI>(dst + r * (D + 8) + c, *reinterpret_cast<const uint4 *>(s + r * D + c));
-    }
-}
-
-/* Issues the copies of the K and V tiles at key s0 into the staging area (K, then V). */
-template <int D, typename TI>
-__device__ __forceinline__ void stage_kv(float *stg, const TI *kb, const TI *vb, size_t krs, int s0, int T) {
-    stage<TC_BK, D>(stg, kb, krs, s0, T);
-    stage<TC_BK, D>(stg + TC_BK * D, vb, krs, s0, T);
+/* The K and V tiles at key s0 into the buffer pair kv (K, then V), committed as one group. */
+template <int D>
+__device__ __forceinline__ void kv_async(bf16 *kv, const bf16 *kb, const bf16 *vb, size_t krs, int s0, int T) {
+    tile_async<TC_BK, D>(kv, kb, krs, s0, T);
+    tile_async<TC_BK, D>(kv + TC_BK * (D + 8), vb, krs, s0, T);
     cp_commit();
 }
 
-/* The top of a key-tile step at s0: the staged tile rounded into Ks, Vs once every warp is
- * done with them, then the next tile's copy issued when there is one before kend. */
-template <int D, typename TI>
-__device__ __forceinline__ void next_kv(bf16 *Ks, bf16 *Vs, float *stg, const TI *kb, const TI *vb, size_t krs, int s0,
-                                        int kend, int T) {
+/* The top of key-tile step j (keys s0..): waits for its tiles (the only copy in flight),
+ * one barrier (every warp is then done with step j−1's buffer), then the next tile's copy
+ * into that buffer when there is one before kend. Returns the pair to read: K, then V. */
+template <int D>
+__device__ __forceinline__ const bf16 *next_kv(bf16 *kv2, const bf16 *kb, const bf16 *vb, size_t krs, int j,
+                                               int s0, int kend, int T) {
+    constexpr int PAIR = 2 * TC_BK * (D + 8);
     cp_wait();
-    __syncthreads(); // every warp is done with Ks, Vs
-    unstage<TC_BK, D, TI>(Ks, stg);
-    unstage<TC_BK, D, TI>(Vs, stg + TC_BK * D);
-    __syncthreads(); // Ks, Vs ready; the staging area is free
-    if (s0 + TC_BK < kend) stage_kv<D>(stg, kb, vb, krs, s0 + TC_BK, T);
-}
-
-template <int R, int D, typename TI>
-__device__ __forceinline__ void load_tile(bf16 *dst, const TI *src, size_t rs, int row0, int lim) {
-    constexpr int E = 16 / sizeof(TI), N = R * D / E / TC_THREADS;
-    static_assert(N * TC_THREADS == R * D / E, "tile not a multiple of the block");
-    uint4 x[N];
-#pragma unroll
-    for (int i = 0; i < N; i++) {
-        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / E), c = idx % (D / E) * E, row = row0 + r;
-        x[i] = row < lim ? __ldg(reinterpret_cast<const uint4 *>(src + (size_t)row * rs + c)) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int i = 0; i < N; i++) {
-        int idx = threadIdx.x + i * TC_THREADS, r = idx / (D / E), c = idx % (D / E) * E;
-        put16<TI>(dst + r * (D + 8) + c, x[i]);
-    }
+    __syncthreads();
+    if (s0 + TC_BK < kend) kv_async<D>(kv2 + ((j + 1) & 1) * PAIR, kb, vb, krs, s0 + TC_BK, T);
+    return kv2 + (j & 1) * PAIR;
 }
 
 /* ---- forward ---- */
@@ -217,26 +174,25 @@ __device__ __forceinline__ void load_tile(bf16 *dst, const TI *src, size_t rs, i
 /* grid (ceil(T/TC_BQ), H, B), TC_THREADS. out (B,T,H,D) =, lse (B,H,T) = (when not NULL);
  * k, v (B,S,KV,D) with S ≥ T; sl2 = log2(e)/sqrt(D). Query tiles run last first (the
  * longest rows start first). */
-template <int D, typename TI, typename TO>
-__global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(TO *out, float *lse, const TI *q, const TI *k, const TI *v,
+template <int D, typename TO>
+__global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(TO *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                                                           int T, int S, int H, int KV, float sl2) {
     extern __shared__ __align__(16) unsigned char smraw[];
-    float *stg = (float *)smraw; // (2, TC_BK, D): the next K and V tiles
-    bf16 *Qs = (bf16 *)(stg + 2 * TC_BK * D), *Ks = Qs + TC_BQ * (D + 8), *Vs = Ks + TC_BK * (D + 8);
+    bf16 *Qs = (bf16 *)smraw, *kv2 = Qs + TC_BQ * (D + 8); // kv2: two (K, V) buffer pairs
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c4 = lane & 3;
     int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kh = h / (H / KV);
-    const TI *qb = q + ((size_t)b * T * H + h) * D;
-    const TI *kb = k + ((size_t)b * S * KV + kh) * D, *vb = v + ((size_t)b * S * KV + kh) * D;
+    const bf16 *qb = q + ((size_t)b * T * H + h) * D;
+    const bf16 *kb = k + ((size_t)b * S * KV + kh) * D, *vb = v + ((size_t)b * S * KV + kh) * D;
     size_t krs = (size_t)KV * D;
-    stage_kv<D>(stg, kb, vb, krs, 0, T);
-    load_tile<TC_BQ, D>(Qs, qb, (size_t)H * D, q0, T);
+    tile_async<TC_BQ, D>(Qs, qb, (size_t)H * D, q0, T);
+    kv_async<D>(kv2, kb, vb, krs, 0, T); // one group with Q's copies
     int r0 = w * 16, t0 = q0 + r0 + (lane >> 2); // this thread's rows: t0 and t0 + 8
     float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     int kend = min(q0 + TC_BQ, T);
-    for (int s0 = 0; s0 < kend; s0 += TC_BK) {
-        next_kv<D, TI>(Ks, Vs, stg, kb, vb, krs, s0, kend, T);
+    for (int s0 = 0, j = 0; s0 < kend; s0 += TC_BK, j++) {
+        const bf16 *Ks = next_kv<D>(kv2, kb, vb, krs, j, s0, kend, T), *Vs = Ks + TC_BK * (D + 8);
         if (s0 > q0 + r0 + 15) continue; // every key of the tile is after the warp's rows
         // S = Q K^T (log2 units, scaled)
         float sc[TC_BK / 8][4];
@@ -316,32 +272,24 @@ __global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(TO *out, float *lse, c
 /* ---- backward ---- */
 
 /* dq (B,T,H,D) = scale · Σ_s dS K. grid (ceil(T/TC_BQ), H, B), TC_THREADS; Dr (B,H,T) =
- * rowsum(dout·out). SMALL: the Q and dO tiles pass one after the other through the memory
- * of the K/V tiles and their staging, before the first K/V copy is issued (dq_smem; the
- * same arithmetic in the same order, so the same bits). */
-template <int D, bool SMALL, typename TI>
-__global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *dout, const TI *q, const TI *k,
-                                                      const TI *v, const float *lse, const float *Dr, int T,
+ * rowsum(dout·out). The Q and dO tiles are read once, into the warps' registers as A
+ * fragments; SMALL: they lie where the K/V buffers go, which are filled only after
+ * (dq_smem; the same arithmetic in the same order, so the same bits). */
+template <int D, bool SMALL>
+__global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
+                                                      const bf16 *v, const float *lse, const float *Dr, int T,
                                                       int H, int KV, float sl2, float scale) {
     extern __shared__ __align__(16) unsigned char smraw[];
-    float *stg = (float *)smraw; // (2, TC_BK, D): the next K and V tiles
-    bf16 *Qs = SMALL ? (bf16 *)smraw : (bf16 *)(stg + 2 * TC_BK * D), *Os = SMALL ? Qs : Qs + TC_BQ * (D + 8);
-    bf16 *Ks = SMALL ? (bf16 *)(stg + 2 * TC_BK * D) : Os + TC_BQ * (D + 8), *Vs = Ks + TC_BK * (D + 8);
+    bf16 *Qs = (bf16 *)smraw, *Os = Qs + TC_BQ * (D + 8), *kv2 = SMALL ? Qs : Os + TC_BQ * (D + 8);
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c4 = lane & 3;
     int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kh = h / (H / KV);
     size_t qoff = ((size_t)b * T * H + h) * D, koff = ((size_t)b * T * KV + kh) * D, krs = (size_t)KV * D;
+    const bf16 *kb = k + koff, *vb = v + koff;
     int kend = min(q0 + TC_BQ, T);
-    if (!SMALL) stage_kv<D>(stg, k + koff, v + koff, krs, 0, T);
-    // the warp's Q and dO rows stay in registers as A fragments (the block's rows are fixed)
-    uint32_t qf[D / 16][4], of[D / 16][4];
-    load_tile<TC_BQ, D>(Qs, q + qoff, (size_t)H * D, q0, T);
-    if (SMALL) {
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) frag_a(qf[kk], Qs, D + 8, w * 16, kk * 16, lane);
-        __syncthreads(); // every warp has its Q rows: Os (= Qs) may be overwritten
-    }
-    load_tile<TC_BQ, D>(Os, dout + qoff, (size_t)H * D, q0, T);
+    tile_async<TC_BQ, D>(Qs, q + qoff, (size_t)H * D, q0, T);
+    tile_async<TC_BQ, D>(Os, dout + qoff, (size_t)H * D, q0, T);
+    cp_commit();
+    if (!SMALL) kv_async<D>(kv2, kb, vb, krs, 0, T);
     int r0 = w * 16, t0 = q0 + r0 + (lane >> 2);
     float L[2], Dd[2];
 #pragma unroll
@@ -353,18 +301,22 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
     float acc[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    // the warp's Q and dO rows stay in registers as A fragments (the block's rows are fixed)
+    uint32_t qf[D / 16][4], of[D / 16][4];
+    if (SMALL) cp_wait();
+    else asm volatile("cp.async.wait_group 1;" ::: "memory"); // Q and dO (the K/V copy may fly on)
     __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
-        if (!SMALL) frag_a(qf[kk], Qs, D + 8, r0, kk * 16, lane);
+        frag_a(qf[kk], Qs, D + 8, r0, kk * 16, lane);
         frag_a(of[kk], Os, D + 8, r0, kk * 16, lane);
     }
     if (SMALL) {
-        __syncthreads(); // every warp has its dO rows: the K/V tiles may come in
-        stage_kv<D>(stg, k + koff, v + koff, krs, 0, T);
+        __syncthreads(); // every warp has its rows: the K/V buffers may come in over them
+        kv_async<D>(kv2, kb, vb, krs, 0, T);
     }
-    for (int s0 = 0; s0 < kend; s0 += TC_BK) {
-        next_kv<D, TI>(Ks, Vs, stg, k + koff, v + koff, krs, s0, kend, T);
+    for (int s0 = 0, j = 0; s0 < kend; s0 += TC_BK, j++) {
+        const bf16 *Ks = next_kv<D>(kv2, kb, vb, krs, j, s0, kend, T), *Vs = Ks + TC_BK * (D + 8);
         if (s0 > q0 + r0 + 15) continue; // every key of the tile is after the warp's rows
         float sc[TC_BK / 8][4], dp[TC_BK / 8][4];
 #pragma unroll
@@ -421,38 +373,37 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const float *do
  * group in order and the queries at or after each key. grid (ceil(T/TC_BKV), KV, B).
  * BQ2: queries per streamed tile (TC_BQ2, or 32 where shared memory is short), each warp
  * taking BQ2/2 of them. */
-template <int D, int BQ2, typename TI>
-__global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, const float *dout, const TI *q,
-                                                        const TI *k, const TI *v, const float *lse,
+template <int D, int BQ2>
+__global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, const bf16 *dout, const bf16 *q,
+                                                        const bf16 *k, const bf16 *v, const float *lse,
                                                         const float *Dr, int T, int H, int KV, float sl2,
                                                         float scale) {
     extern __shared__ __align__(16) unsigned char smraw[];
-    constexpr int QW = BQ2 / 2; // queries a warp
-    float *stg = (float *)smraw;                         // (2, BQ2, D): the next Q and dO tiles
-    float *Lstg = stg + 2 * BQ2 * D, *Dstg = Lstg + BQ2; // their lse and D
-    float *Ls = Dstg + BQ2, *Ds = Ls + BQ2;
-    bf16 *Ks = (bf16 *)(Ds + BQ2), *Vs = Ks + TC_BKV * (D + 8), *Qs = Vs + TC_BKV * (D + 8);
-    bf16 *Os = Qs + BQ2 * (D + 8);
+    constexpr int QW = BQ2 / 2, QO = 2 * BQ2 * (D + 8); // queries a warp; one Q/dO buffer pair
+    float *LD2 = (float *)smraw; // two buffers of (lse, D), BQ2 each
+    bf16 *Ks = (bf16 *)(LD2 + 4 * BQ2), *Vs = Ks + TC_BKV * (D + 8), *QO2 = Vs + TC_BKV * (D + 8);
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c4 = lane & 3;
     int j0 = blockIdx.x * TC_BKV, kh = blockIdx.y, b = blockIdx.z, G = H / KV;
     int kr = (w & 3) * 16, qh = (w >> 2) * QW; // the warp's keys j0+kr.. and query half qh..
     size_t koff = ((size_t)b * T * KV + kh) * D, qrs = (size_t)H * D;
     int nt = (T - j0 + BQ2 - 1) / BQ2, nit = G * nt; // query tiles a head, steps
-    auto issue = [&](int it) { // stage step it: head kh·G + it/nt, queries j0 + (it%nt)·BQ2..
+    auto issue = [&](int it) { // step it's tiles: head kh·G + it/nt, queries j0 + (it%nt)·BQ2..
         int h = kh * G + it / nt, t0 = j0 + it % nt * BQ2;
         size_t qoff = ((size_t)b * T * H + h) * D, loff = ((size_t)b * H + h) * T;
-        stage<BQ2, D>(stg, q + qoff, qrs, t0, T);
-        stage<BQ2, D>(stg + BQ2 * D, dout + qoff, qrs, t0, T);
+        bf16 *Qb = QO2 + (it & 1) * QO;
+        float *Lb = LD2 + (it & 1) * 2 * BQ2;
+        tile_async<BQ2, D>(Qb, q + qoff, qrs, t0, T);
+        tile_async<BQ2, D>(Qb + BQ2 * (D + 8), dout + qoff, qrs, t0, T);
         if (threadIdx.x < BQ2) {
             int t = t0 + threadIdx.x, tc = min(t, T - 1);
-            cp4(Lstg + threadIdx.x, lse + loff + tc, t < T);
-            cp4(Dstg + threadIdx.x, Dr + loff + tc, t < T);
+            cp4(Lb + threadIdx.x, lse + loff + tc, t < T);
+            cp4(Lb + BQ2 + threadIdx.x, Dr + loff + tc, t < T);
         }
         cp_commit();
     };
-    issue(0);
-    load_tile<TC_BKV, D>(Ks, k + koff, (size_t)KV * D, j0, T);
-    load_tile<TC_BKV, D>(Vs, v + koff, (size_t)KV * D, j0, T);
+    tile_async<TC_BKV, D>(Ks, k + koff, (size_t)KV * D, j0, T);
+    tile_async<TC_BKV, D>(Vs, v + koff, (size_t)KV * D, j0, T);
+    issue(0); // one group with K's and V's copies
     int s0 = j0 + kr + (lane >> 2); // this thread's keys: s0 and s0 + 8
     float adk[D / 8][4], adv[D / 8][4];
 #pragma unroll
@@ -462,12 +413,10 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
     for (int it = 0; it < nit; it++) {
         int t0 = j0 + it % nt * BQ2;
         cp_wait();
-        __syncthreads(); // every warp is done with Qs, Os, Ls, Ds
-        unstage<BQ2, D, TI>(Qs, stg);
-        unstage<BQ2, D, float>(Os, stg + BQ2 * D);
-        if (threadIdx.x < BQ2) Ls[threadIdx.x] = Lstg[threadIdx.x] * TC_LOG2E, Ds[threadIdx.x] = Dstg[threadIdx.x];
-        __syncthreads(); // the tiles are ready; the staging area is free
+        __syncthreads(); // step it's tiles are in; every warp is done with the other buffer
         if (it + 1 < nit) issue(it + 1);
+        const bf16 *Qs = QO2 + (it & 1) * QO, *Os = Qs + BQ2 * (D + 8);
+        const float *Ls = LD2 + (it & 1) * 2 * BQ2, *Ds = Ls + BQ2;
         if (t0 + qh + QW - 1 < j0 + kr) continue; // every query of the warp's half precedes its keys
         float sc[QW / 8][4], dp[QW / 8][4]; // the warp's queries
 #pragma unroll
@@ -494,7 +443,7 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int tl = qh + n * 8 + c4 * 2 + (i & 1), t = t0 + tl, s = s0 + (i >> 1) * 8;
-                float p = (t < s || t >= T) ? 0.0f : ex2(sc[n][i] * sl2 - Ls[tl]);
+                float p = (t < s || t >= T) ? 0.0f : ex2(sc[n][i] * sl2 - Ls[tl] * TC_LOG2E);
                 sc[n][i] = p, dp[n][i] = p * (dp[n][i] - Ds[tl]);
             }
         // dv += P^T dO (forward: O = P V), dk += dS^T Q (forward: S = Q K^T)
@@ -517,7 +466,7 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
     // the second query half's sums (warps 4-7) join the first's (warps 0-3) through shared
     // memory (from its start: no tile is read any more, no copy is in flight), in that order
     __syncthreads();
-    float *rk = stg + ((w & 3) * (D / 8) * 4) * 32 + lane, *rv = rk + 4 * (D / 8) * 4 * 32;
+    float *rk = (float *)smraw + ((w & 3) * (D / 8) * 4) * 32 + lane, *rv = rk + 4 * (D / 8) * 4 * 32;
     if (w >= 4) {
 #pragma unroll
         for (int n = 0; n < D / 8; n++)
@@ -545,17 +494,18 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
 /* ---- launch ---- */
 
 /* Dynamic shared memory of each kernel (bytes). The default configuration needs, for D 128,
- * 83 KB (forward), 117 KB (dq) and 133 KB (dk/dv): more than the 99 KB a block may have on
- * compute capability 8.6 and 8.9. The small one (dq through one Q/dO tile over the K/V
- * memory, dk/dv on query tiles of 32) needs 83, 49 and 84 KB. dk/dv also needs room for
- * the sums of warps 4-7 at its end. */
-template <int D> static size_t fwd_smem() { return (size_t)2 * TC_BK * D * 4 + (size_t)(TC_BQ + 2 * TC_BK) * (D + 8) * 2; }
+ * 68 KB (forward), 102 KB (dq) and 103 KB (dk/dv): more than the 99 KB a block may have on
+ * compute capability 8.6 and 8.9. The small one (dq's K/V buffers over its Q tile, dk/dv on
+ * query tiles of 32) needs 68, 68 and 69 KB. dk/dv also needs room for the sums of warps
+ * 4-7 at its end. */
+template <int D> static size_t fwd_smem() { return (size_t)(TC_BQ + 4 * TC_BK) * (D + 8) * 2; }
 template <int D, bool SMALL> static size_t dq_smem() {
-    size_t kv = (size_t)2 * TC_BK * D * 4 + (size_t)2 * TC_BK * (D + 8) * 2, qo = (size_t)TC_BQ * (D + 8) * 2;
-    return SMALL ? (kv > qo ? kv : qo) : kv + 2 * qo;
+    size_t kv = (size_t)4 * TC_BK * (D + 8) * 2, qo = (size_t)2 * TC_BQ * (D + 8) * 2;
+    static_assert(4 * TC_BK <= TC_BQ, "the small dq's K/V buffers must fit over its Q tile");
+    return SMALL ? qo : qo + kv;
 }
 template <int D, int BQ2> static size_t dkdv_smem() {
-    size_t tiles = (size_t)(2 * BQ2 * D + 4 * BQ2) * 4 + (size_t)(2 * TC_BKV + 2 * BQ2) * (D + 8) * 2;
+    size_t tiles = (size_t)4 * BQ2 * 4 + (size_t)(2 * TC_BKV + 4 * BQ2) * (D + 8) * 2;
     size_t sums = (size_t)2 * 4 * (D / 8) * 4 * 32 * 4;
     return tiles > sums ? tiles : sums;
 }
@@ -599,64 +549,54 @@ bool lc_cuda_att_tc_ok(int64_t Tq, int64_t S, int64_t D, int64_t pos0, const voi
     return true;
 }
 
-template <int D, typename TI, typename TO>
-static void tc_fwd(lc_cuda *c, TO *out, float *lse, const TI *q, const TI *k, const TI *v, int64_t B, int64_t T,
+template <int D, typename TO>
+static void tc_fwd(lc_cuda *c, TO *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int64_t B, int64_t T,
                    int64_t S, int64_t H, int64_t KV) {
     size_t sm = fwd_smem<D>();
-    LC_CK(c, cudaFuncSetAttribute(k_tc_fwd<D, TI, TO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
+    LC_CK(c, cudaFuncSetAttribute(k_tc_fwd<D, TO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
     dim3 grid((unsigned)((T + TC_BQ - 1) / TC_BQ), (unsigned)H, (unsigned)B);
-    k_tc_fwd<D, TI, TO><<<grid, TC_THREADS, sm, c->st>>>(out, lse, q, k, v, (int)T, (int)S, (int)H, (int)KV,
-                                                        TC_LOG2E / sqrtf((float)D));
+    k_tc_fwd<D, TO><<<grid, TC_THREADS, sm, c->st>>>(out, lse, q, k, v, (int)T, (int)S, (int)H, (int)KV,
+                                                    TC_LOG2E / sqrtf((float)D));
     LC_LAUNCHED(c);
 }
 
-void lc_cuda_att_tc_fwd(lc_cuda *c, void *out, float *lse, const void *q, const void *k, const void *v, bool b16,
+void lc_cuda_att_tc_fwd(lc_cuda *c, void *out, bool out16, float *lse, const void *q, const void *k, const void *v,
                         int64_t B, int64_t T, int64_t S, int64_t H, int64_t KV, int64_t D) {
-    typedef const float *F;
     typedef const bf16 *H16;
-    if (!b16 && D == 64) tc_fwd<64>(c, (float *)out, lse, (F)q, (F)k, (F)v, B, T, S, H, KV);
-    else if (!b16) tc_fwd<128>(c, (float *)out, lse, (F)q, (F)k, (F)v, B, T, S, H, KV);
+    if (!out16 && D == 64) tc_fwd<64>(c, (float *)out, lse, (H16)q, (H16)k, (H16)v, B, T, S, H, KV);
+    else if (!out16) tc_fwd<128>(c, (float *)out, lse, (H16)q, (H16)k, (H16)v, B, T, S, H, KV);
     else if (D == 64) tc_fwd<64>(c, (bf16 *)out, lse, (H16)q, (H16)k, (H16)v, B, T, S, H, KV);
     else tc_fwd<128>(c, (bf16 *)out, lse, (H16)q, (H16)k, (H16)v, B, T, S, H, KV);
 }
 
-template <int D, bool SMALL, typename TI>
-static void tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const TI *q, const TI *k,
-                   const TI *v, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV) {
+template <int D, bool SMALL>
+static void tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
+                   const bf16 *v, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV) {
     constexpr int BQ2 = SMALL ? 32 : TC_BQ2;
     float scale = 1.0f / sqrtf((float)D), sl2 = TC_LOG2E * scale;
     size_t sq = dq_smem<D, SMALL>(), skv = dkdv_smem<D, BQ2>();
-    LC_CK(c, cudaFuncSetAttribute(k_tc_dq<D, SMALL, TI>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
-    LC_CK(c, cudaFuncSetAttribute(k_tc_dkdv<D, BQ2, TI>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
+    LC_CK(c, cudaFuncSetAttribute(k_tc_dq<D, SMALL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
+    LC_CK(c, cudaFuncSetAttribute(k_tc_dkdv<D, BQ2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
     dim3 gq((unsigned)((T + TC_BQ - 1) / TC_BQ), (unsigned)H, (unsigned)B);
-    k_tc_dq<D, SMALL, TI><<<gq, TC_THREADS, sq, c->st>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2,
-                                                         scale);
+    k_tc_dq<D, SMALL><<<gq, TC_THREADS, sq, c->st>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
     LC_LAUNCHED(c);
     dim3 gk((unsigned)((T + TC_BKV - 1) / TC_BKV), (unsigned)KV, (unsigned)B);
-    k_tc_dkdv<D, BQ2, TI><<<gk, TC_THREADS, skv, c->st>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV,
-                                                          sl2, scale);
+    k_tc_dkdv<D, BQ2><<<gk, TC_THREADS, skv, c->st>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2,
+                                                      scale);
     LC_LAUNCHED(c);
-}
-
-template <typename TI>
-static void tc_bwd_of(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const TI *q, const TI *k,
-                      const TI *v, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV,
-                      int64_t D) {
-    if (D == 64) {
-        if (tc_config<64>() == 0) tc_bwd<64, false>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
-        else tc_bwd<64, true>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
-    } else {
-        if (tc_config<128>() == 0) tc_bwd<128, false>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
-        else tc_bwd<128, true>(c, dq, dk, dv, dout, q, k, v, lse, Dr, B, T, H, KV);
-    }
 }
 
 /* The caller asked lc_cuda_att_tc_ok, so a configuration fits. */
-void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const void *q, const void *k,
-                        const void *v, bool b16, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H,
-                        int64_t KV, int64_t D) {
-    if (b16)
-        tc_bwd_of(c, dq, dk, dv, dout, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, lse, Dr, B, T, H, KV, D);
-    else
-        tc_bwd_of(c, dq, dk, dv, dout, (const float *)q, (const float *)k, (const float *)v, lse, Dr, B, T, H, KV, D);
+void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const void *dout, const void *q, const void *k,
+                        const void *v, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV,
+                        int64_t D) {
+    typedef const bf16 *H16;
+    H16 o = (H16)dout, qb = (H16)q, kb = (H16)k, vb = (H16)v;
+    if (D == 64) {
+        if (tc_config<64>() == 0) tc_bwd<64, false>(c, dq, dk, dv, o, qb, kb, vb, lse, Dr, B, T, H, KV);
+        else tc_bwd<64, true>(c, dq, dk, dv, o, qb, kb, vb, lse, Dr, B, T, H, KV);
+    } else {
+        if (tc_config<128>() == 0) tc_bwd<128, false>(c, dq, dk, dv, o, qb, kb, vb, lse, Dr, B, T, H, KV);
+        else tc_bwd<128, true>(c, dq, dk, dv, o, qb, kb, vb, lse, Dr, B, T, H, KV);
+    }
 }

@@ -233,6 +233,8 @@ static void *xb_get(lc_cuda *c, size_t bytes) {
     return c->xb;
 }
 
+void *lc_cuda_xb(lc_cuda *c, size_t bytes) { return xb_get(c, bytes); }
+
 /* Keeps device pointer d to free with the backend. */
 static void keep_weight(lc_cuda *c, void *d) {
     if (c->n_weights == c->cap_weights) {

@@ -209,6 +209,9 @@ void lc_cuda_quant_buffers(lc_cuda *c, const void **bufs, size_t *cap);
 
 /* Grows the backend's per-row scratch to n floats; returns it. */
 float *lc_cuda_rows(lc_cuda *c, size_t n);
+/* The backend's bf16 scratch with room for `bytes` (grown as needed, kept): what one op
+ * rounds its float32 operands into; nothing in it outlives the op. */
+void *lc_cuda_xb(lc_cuda *c, size_t bytes);
 
 /* gemm.cu. Column-major out (m,n) = op(W) (m,k) · x (k,n) + beta out, W and x bf16, out
  * float32 (cublasGemmEx's meaning, op(W) = W^T when ta), through cuBLASLt with the
@@ -244,15 +247,15 @@ void lc_cuda_attention_bwd(lc_backend *be, float *dq, float *dk, float *dv, cons
  * "fp32", and the kernels' shared memory fits the device (the default configuration or,
  * where it does not or LORAC_CUDA_ATT_SMALL=1, the small one). */
 bool lc_cuda_att_tc_ok(int64_t Tq, int64_t S, int64_t D, int64_t pos0, const void *const *ptrs, int n);
-/* Forward with pos0 = 0: out (B,T,H,D) =, lse (B,H,T) = (may be NULL); k, v (B,S,KV,D);
- * q, k, v and out float32, or with b16 all bf16. */
-void lc_cuda_att_tc_fwd(lc_cuda *c, void *out, float *lse, const void *q, const void *k, const void *v, bool b16,
+/* Forward with pos0 = 0: out (B,T,H,D) =, lse (B,H,T) = (may be NULL); q, k, v (B,S,KV,D)
+ * bf16; out float32, or with out16 bf16. */
+void lc_cuda_att_tc_fwd(lc_cuda *c, void *out, bool out16, float *lse, const void *q, const void *k, const void *v,
                         int64_t B, int64_t T, int64_t S, int64_t H, int64_t KV, int64_t D);
 /* Backward (attention_bwd's contract: dq, dk, dv =) given Dr (B,H,T) = rowsum(dout·out);
- * q, k, v float32, or with b16 bf16. */
-void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const float *dout, const void *q, const void *k,
-                        const void *v, bool b16, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H,
-                        int64_t KV, int64_t D);
+ * dout, q, k, v bf16. */
+void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const void *dout, const void *q, const void *k,
+                        const void *v, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV,
+                        int64_t D);
 /* ->attention_b and ->attention_bwd_b (attention.cu): q, k, v, out bf16, training's pos0 0. */
 void lc_cuda_attention_b(lc_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                          int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
