@@ -171,6 +171,12 @@ struct lc_backend {
      * owned by the backend, freed with it) and points w->data there. Returns 0 or -1
      * (out of device memory; a dtype the backend cannot multiply). */
     int (*weight)(lc_backend *be, lc_wt *w);
+    /* Optional (NULL where not offered; CUDA): ->weight for the n weights w, laid out one
+     * after another in one allocation (w[i + 1]'s first row right after w[i]'s last), so
+     * that a product may take them as one weight of Σ rows (lc_model: q, k and v's input
+     * gradients as one product). Returns 0, 1 when it cannot (quantized, not bf16, unequal
+     * column counts: ->weight each then), or -1 (out of device memory). */
+    int (*weight_n)(lc_backend *be, int n, lc_wt *const *w);
 
     /* ---- elementwise ---- */
     void (*zero)(lc_backend *be, float *x, size_t n);                            // x = 0
@@ -302,15 +308,20 @@ struct lc_backend {
     void (*rmsnorm_bwd_b)(lc_backend *be, float *dx, void *dxb, const float *dout, const float *x, const float *w,
                           const float *rstd, int64_t N, int64_t C);
     /* Optional (NULL where not offered; CUDA): ->rope_bwd out of place, rounded: outb
-     * (B,T,H,D bf16) = the bf16 rounding of R^T dx; dx is left as it was. */
-    void (*rope_bwd_b)(lc_backend *be, void *outb, const float *dx, const float *cos, const float *sin, int64_t B,
-                       int64_t T, int64_t H, int64_t D, int64_t pos0);
+     * (B,T,H,D bf16, ldo values from one token's row of heads to the next: H·D packed) = the
+     * bf16 rounding of R^T dx; dx is left as it was. */
+    void (*rope_bwd_b)(lc_backend *be, void *outb, int64_t ldo, const float *dx, const float *cos, const float *sin,
+                       int64_t B, int64_t T, int64_t H, int64_t D, int64_t pos0);
     /* Optional (NULL where not offered; CUDA): out (n bf16) = x rounded to nearest even. */
     void (*to_bf16)(lc_backend *be, void *out, const float *x, size_t n);
+    /* Optional (NULL where not offered; CUDA): out (rows, cols bf16; row stride ldo) = x
+     * (rows, cols, packed) rounded to nearest even; cols even. */
+    void (*to_bf16_rows)(lc_backend *be, void *out, int64_t ldo, const float *x, int64_t rows, int64_t cols);
     /* Optional (NULL where not offered; CUDA; offered with the two below): ->rope out of
-     * place, rounded: outb (B,T,H,D bf16) = the bf16 rounding of R x; x is left as it was. */
-    void (*rope_b)(lc_backend *be, void *outb, const float *x, const float *cos, const float *sin, int64_t B,
-                   int64_t T, int64_t H, int64_t D, int64_t pos0);
+     * place, rounded: outb (B,T,H,D bf16, row stride ldo as ->rope_bwd_b's) = the bf16
+     * rounding of R x; x is left as it was. */
+    void (*rope_b)(lc_backend *be, void *outb, int64_t ldo, const float *x, const float *cos, const float *sin,
+                   int64_t B, int64_t T, int64_t H, int64_t D, int64_t pos0);
     /* Optional (NULL where not offered; CUDA): ->attention of training (pos0 0, S = T) with
      * q, k, v and out bf16 (the bf16 rounding of what ->attention writes from the same
      * values; lse float32), and its backward from them (->attention_bwd's results from the

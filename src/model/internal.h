@@ -15,6 +15,8 @@ typedef struct {
     float *ln1, *ln2;       // (C) input / post-attention RMSNorm weights, fp32
     float *bias[3];         // (out) q, k, v biases (Qwen2), fp32, else NULL
     lc_lora_param *lora[LC_NKEYS]; // NULL where no adapter
+    lc_wt qkv; // q, k, v as one (H*D + 2*KV*D, C) weight where ->weight_n laid them out one
+               // after another (CUDA, bf16), else data NULL
 } lc_block;
 
 /* One block's activations (pointers into an arena; NULL where not kept). */

@@ -687,11 +687,26 @@ int lc_model_load_opts(const char *dir, const lc_load_options *o, lc_model **out
     if (rc == 0 && !(m->norm_f = vec_of(m, "model.norm.weight", dir))) rc = -1;
     for (int l = 0; l < L && rc == 0; l++) {
         lc_block *b = &m->blocks[l];
+        // q, k and v first read, then placed together where the backend can (weight_n)
+        for (int k = 0; k < 3 && rc == 0; k++) {
+            int64_t in, outd;
+            lc_lora_key_dims(c, (lc_lora_key)k, &in, &outd);
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, KEY_PATH[k]);
+            rc = weight_load(m, name, dir, outd, in, want, &b->w[k]);
+        }
+        lc_wt *w3[3] = {&b->w[0], &b->w[1], &b->w[2]};
+        int placed = rc == 0 && m->be->weight_n ? m->be->weight_n(m->be, 3, w3) : 1;
+        if (placed < 0) rc = lc_fail_prefix("%s: layer %d's q, k, v", dir, l);
+        if (placed == 0) {
+            b->qkv = b->w[0];
+            b->qkv.rows = b->w[0].rows + b->w[1].rows + b->w[2].rows;
+        }
         for (int k = 0; k < LC_NKEYS && rc == 0; k++) {
             int64_t in, outd;
             lc_lora_key_dims(c, (lc_lora_key)k, &in, &outd);
             snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, KEY_PATH[k]);
-            rc = weight_of(m, name, dir, outd, in, want, &b->w[k]);
+            if (k >= 3) rc = weight_of(m, name, dir, outd, in, want, &b->w[k]);
+            else if (placed == 1 && m->be->weight(m->be, &b->w[k]) != 0) rc = lc_fail_prefix("%s: %s", dir, name);
             if (rc == 0 && k < 3 && c->attention_bias) {
                 snprintf(name, sizeof name, "model.layers.%d.%s.bias", l, KEY_PATH[k]);
                 if (!(b->bias[k] = vec_of(m, name, dir))) rc = -1;
@@ -1077,10 +1092,13 @@ static void projs_ga_of(lc_model *m, lc_arena *a, int n, const float *x, lc_lora
  * when grouped), and the frozen products add to it (the card adds in the products'
  * epilogue rather than reading and writing dx again); else each frozen product, then its
  * adapter's. x NULL: the ga products are left to projs_ga (with dropout, only for one
- * projection: proj_bwd keeps one du). */
+ * projection: proj_bwd keeps one du). wcat (with dyb): the n weights side by side as one
+ * (lc_block.qkv), the n dyb interleaved in rows of ldy values (dyb[0] the row's start):
+ * the frozen products are one; ldy 0: each dyb its own packed (N, out). */
 static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, const float *const *dy,
                       const float *x, const lc_wt *const *w, lc_lora_param *const *p, float *const *u,
-                      int64_t N, bool need_dx, const uint64_t *ds, const void *const *dyb, const void *xb) {
+                      int64_t N, bool need_dx, const uint64_t *ds, const void *const *dyb, const void *xb,
+                      const lc_wt *wcat, int64_t ldy) {
     lc_backend *be = m->be;
     // the frozen input-gradient product of projection i, from dy's bf16 copy where there is one
 #define MATMUL_DX(i, accum)                                                                       \
@@ -1113,8 +1131,9 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
         for (int i = 0; i < n; i++) {
             if (!p[i]) continue;
             int64_t r = p[i]->r, o = p[i]->out;
-            be->gemm_b(be, true, false, r, o, N, s, u[i], r, false, dyb[i], o, true, 0.0f, p[i]->gb, o);
-            be->gemm_b(be, false, true, N, r, o, s, dyb[i], o, true, p[i]->b, o, false, 0.0f, dus[i], lds[i]);
+            int64_t ly = ldy ? ldy : o;
+            be->gemm_b(be, true, false, r, o, N, s, u[i], r, false, dyb[i], ly, true, 0.0f, p[i]->gb, o);
+            be->gemm_b(be, false, true, N, r, o, s, dyb[i], ly, true, p[i]->b, o, false, 0.0f, dus[i], lds[i]);
         }
         if (x || xb) projs_ga_of(m, a, n, x, p, N, xb);
     } else if (k) {
@@ -1137,11 +1156,14 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
                 first = false;
             }
         }
-        for (int i = 0; i < n; i++) MATMUL_DX(i, true);
+        if (wcat) be->matmul_dx_b(be, dx, dyb[0], wcat, N, true); // the n products as one
+        else
+            for (int i = 0; i < n; i++) MATMUL_DX(i, true);
         return;
     }
+    if (wcat) be->matmul_dx_b(be, dx, dyb[0], wcat, N, acc);
     for (int i = 0; i < n; i++) {
-        MATMUL_DX(i, acc || i > 0);
+        if (!wcat) MATMUL_DX(i, acc || i > 0);
         if (p[i]) // dx += du a^T
             be->gemm(be, false, true, N, p[i]->in, p[i]->r, 1.0f, dus[i], lds[i], p[i]->a, p[i]->r, 1.0f, dx,
                      p[i]->in);
@@ -1200,6 +1222,13 @@ static void *xn16(const lc_model *m, lc_arena *a, int64_t N) {
  * adapters' products take bf16 (->lora_group_rows), without dropout, over block weights
  * that are bf16 or quantized; LORAC_PACKED_DRES=0 turns it off. Returns whether on,
  * with *dres and *dqkv set (NULL when off). */
+/* Whether block bk's q/k/v input-gradient products run as one (its weights side by side,
+ * the bf16 dq | dk | dv interleaved a token a row); LORAC_QKV_DX=0 turns it off. */
+static bool qkv_cat(const lc_model *m, const lc_block *bk) {
+    const char *e = getenv("LORAC_QKV_DX");
+    return !(e && !strcmp(e, "0")) && bk->qkv.data && m->be->to_bf16_rows && m->be->matmul_dx_b;
+}
+
 static bool dy16(const lc_model *m, const lc_arena *a, int64_t N, void **dres, void **dqkv) {
     const char *e = getenv("LORAC_PACKED_DRES");
     lc_backend *be = m->be;
@@ -1255,8 +1284,8 @@ static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64
         projs_fwd(m, a, 3, o3, false, NULL, xnb ? NULL : s->xn1, w3, b3, p3, u3, N, train, d3, false, xnb);
     }
     if (b16) {
-        be->rope_b(be, s->q, qf, m->rope_cos, m->rope_sin, B, T, H, D, 0);
-        be->rope_b(be, s->k, kf, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
+        be->rope_b(be, s->q, H * D, qf, m->rope_cos, m->rope_sin, B, T, H, D, 0);
+        be->rope_b(be, s->k, KV * D, kf, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
         be->to_bf16(be, s->v, vf, (size_t)(N * KV * D));
         be->attention_b(be, s->att, s->lse, s->q, s->k, s->v, B, T, H, KV, D);
     } else {
@@ -1381,7 +1410,8 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
         lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
         uint64_t d1 = DS(LC_KEY_DOWN);
-        projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, d16 ? &yr16 : NULL, NULL);
+        projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, d16 ? &yr16 : NULL, NULL,
+                  NULL, 0);
         float *hh = !(fresh && h_fresh) && p1 ? s->h : NULL;
         void *hh16 = hh && only16 && lc_model_h16_ga(m) ? (void *)s->h : NULL; // h as bf16 for ga
         if (dyb)
@@ -1404,7 +1434,8 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         float *u2[2] = {s->u[LC_KEY_GATE], s->u[LC_KEY_UP]};
         uint64_t d2[2] = {DS(LC_KEY_GATE), DS(LC_KEY_UP)};
         const void *yb2[2] = {s->gu, dyb ? (const uint16_t *)s->gu + N * I : NULL};
-        projs_bwd(m, a, 2, a->dxn, false, y2, xnb ? NULL : s->xn2, w2, p2, u2, N, true, d2, dyb ? yb2 : NULL, xnb);
+        projs_bwd(m, a, 2, a->dxn, false, y2, xnb ? NULL : s->xn2, w2, p2, u2, N, true, d2, dyb ? yb2 : NULL, xnb,
+                  NULL, 0);
     }
     if (d16) be->rmsnorm_bwd_b(be, a->dres, drb, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C); // dres = d xmid
     else be->rmsnorm_bwd(be, a->dres, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C);
@@ -1415,15 +1446,21 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p1 = bk->lora[LC_KEY_O];
         uint64_t d1 = DS(LC_KEY_O);
         projs_bwd(m, a, 1, datt, false, &y1, a->att16 ? NULL : s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1,
-                  d16 ? &yr16 : NULL, a->att16 ? s->att : NULL);
+                  d16 ? &yr16 : NULL, a->att16 ? s->att : NULL, NULL, 0);
     }
     if (a->att16) be->attention_bwd_b(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
     else be->attention_bwd(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
-    uint16_t *dqb = dqkvb, *dkb = dqb ? dqb + N * H * D : NULL, *dvb = dkb ? dkb + N * KV * D : NULL;
+    // the bf16 copies: one after another, or with q, k, v's weights side by side (qkv_cat)
+    // interleaved, a token's dq | dk | dv in one row, for one input-gradient product over all
+    bool cat = d16 && qkv_cat(m, bk);
+    int64_t ld = cat ? (H + 2 * KV) * D : 0;
+    uint16_t *dqb = dqkvb, *dkb = NULL, *dvb = NULL;
+    if (dqb) dkb = dqb + (cat ? H * D : N * H * D), dvb = dkb + (cat ? KV * D : N * KV * D);
     if (d16) { // rotated and rounded into their bf16 copies (dq, dk, dv left as they are)
-        be->rope_bwd_b(be, dqb, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
-        be->rope_bwd_b(be, dkb, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
-        be->to_bf16(be, dvb, dv, (size_t)(N * KV * D));
+        be->rope_bwd_b(be, dqb, cat ? ld : H * D, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
+        be->rope_bwd_b(be, dkb, cat ? ld : KV * D, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
+        if (cat) be->to_bf16_rows(be, dvb, ld, dv, N, KV * D);
+        else be->to_bf16(be, dvb, dv, (size_t)(N * KV * D));
     } else {
         be->rope_bwd(be, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
         be->rope_bwd(be, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
@@ -1439,7 +1476,8 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p3[3] = {bk->lora[LC_KEY_Q], bk->lora[LC_KEY_K], bk->lora[LC_KEY_V]};
         float *u3[3] = {s->u[LC_KEY_Q], s->u[LC_KEY_K], s->u[LC_KEY_V]};
         uint64_t d3[3] = {DS(LC_KEY_Q), DS(LC_KEY_K), DS(LC_KEY_V)};
-        projs_bwd(m, a, 3, a->dxn, false, y3, xnb ? NULL : s->xn1, w3, p3, u3, N, need_dx, d3, d16 ? yb3 : NULL, xnb);
+        projs_bwd(m, a, 3, a->dxn, false, y3, xnb ? NULL : s->xn1, w3, p3, u3, N, need_dx, d3, d16 ? yb3 : NULL, xnb,
+                  cat ? &bk->qkv : NULL, ld);
     }
     if (need_dx && d16) be->rmsnorm_bwd_b(be, a->dres, drb, a->dxn, x, bk->ln1, s->rstd1, N, C); // dres = d x
     else if (need_dx) be->rmsnorm_bwd(be, a->dres, a->dxn, x, bk->ln1, s->rstd1, N, C);
@@ -1587,6 +1625,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     k.xn = xn16(m, x->a, x->B * x->T) != NULL;
     void *drb, *dqkvb;
     k.d16 = dy16(m, x->a, x->B * x->T, &drb, &dqkvb);
+    k.d16 += 2 * (k.d16 && m->cfg.num_hidden_layers > 0 && qkv_cat(m, &m->blocks[m->cfg.num_hidden_layers - 1]));
     k.hb = m->cfg.num_hidden_layers > 0 && lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]);
     k.arena = x->a->base, k.floats = x->a->floats;
     k.rope_cos = m->rope_cos, k.rope_sin = m->rope_sin, k.rope_len = m->rope_len;

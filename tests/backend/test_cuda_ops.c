@@ -1110,12 +1110,13 @@ static void test_swiglu_lora(void) {
 }
 
 /* ->rope_b (bwd: ->rope_bwd_b) from the float32 values x: the bf16 rounding of what ->rope
- * (->rope_bwd) makes of x in place, bit for bit, written out of place with x left as it was. */
+ * (->rope_bwd) makes of x in place, bit for bit, written out of place with x left as it was;
+ * then into rows of a wider stride (a token's heads, then 8 values it leaves alone). */
 static void check_rope_b(bool bwd, const float *x, const float *dcs, const float *dsn, int64_t B, int64_t T,
                          int64_t H, int64_t D, int64_t pos0) {
     const char *name = bwd ? "rope_bwd_b" : "rope_b";
-    void (*op_b)(lc_backend *, void *, const float *, const float *, const float *, int64_t, int64_t, int64_t,
-                 int64_t, int64_t) = bwd ? gpu->rope_bwd_b : gpu->rope_b;
+    void (*op_b)(lc_backend *, void *, int64_t, const float *, const float *, const float *, int64_t, int64_t,
+                 int64_t, int64_t, int64_t) = bwd ? gpu->rope_bwd_b : gpu->rope_b;
     CHECK_MSG(op_b != NULL, "the CUDA backend offers no ->%s", name);
     if (!op_b) return;
     size_t nx = (size_t)(B * T * H * D);
@@ -1125,12 +1126,28 @@ static void check_rope_b(bool bwd, const float *x, const float *dcs, const float
     uint16_t *want = malloc(nx * 2), *got = malloc(nx * 2);
     CHECK_OK(lc_from_f32(want, LC_DT_BF16, ht, nx));
     void *ob = gpu->alloc(gpu, nx * 2);
-    op_b(gpu, ob, xi, dcs, dsn, B, T, H, D, pos0);
+    op_b(gpu, ob, H * D, xi, dcs, dsn, B, T, H, D, pos0);
     gpu->download(gpu, got, ob, nx * 2);
     float *after = down(xi, nx);
     CHECK_MSG(!memcmp(got, want, nx * 2), "%s differs from %s's values rounded", name, bwd ? "rope_bwd" : "rope");
     CHECK_MSG(!memcmp(after, x, nx * 4), "%s changed its input", name);
-    printf("  %-28s %s's values rounded, bit for bit; its input untouched\n", name, bwd ? "rope_bwd" : "rope");
+    size_t nt = (size_t)(B * T), w = (size_t)(H * D), ld = w + 8;
+    uint16_t *wide = malloc(nt * ld * 2);
+    memset(wide, 0xff, nt * ld * 2);
+    void *obw = up(wide, nt * ld * 2);
+    op_b(gpu, obw, (int64_t)ld, xi, dcs, dsn, B, T, H, D, pos0);
+    gpu->download(gpu, wide, obw, nt * ld * 2);
+    CHECK_OK(gpu->sync(gpu));
+    bool rows_ok = true;
+    for (size_t t = 0; t < nt; t++) {
+        rows_ok &= !memcmp(wide + t * ld, want + t * w, w * 2);
+        for (size_t j = w; j < ld; j++) rows_ok &= wide[t * ld + j] == 0xffff;
+    }
+    CHECK_MSG(rows_ok, "%s at row stride %zu: not the packed rows' bits, or the gaps written", name, ld);
+    gpu->release(gpu, obw);
+    free(wide);
+    printf("  %-28s %s's values rounded, bit for bit; its input untouched; strided rows too\n", name,
+           bwd ? "rope_bwd" : "rope");
     gpu->release(gpu, ob), gpu->release(gpu, t), gpu->release(gpu, xi);
     free(ht), free(want), free(got), free(after);
 }
@@ -1659,6 +1676,72 @@ static void test_attention_b(void) {
     unsetenv("LORAC_CUDA_ATT");
 }
 
+/* ->weight_n: three bf16 weights of one column count laid out one after another, so that
+ * ->matmul_dx_b over the view of all their rows with dy's three parts interleaved a row at a
+ * time is the sum of the three products (against the CPU's, float32 over the same values);
+ * it declines float32 weights and unequal column counts. And ->to_bf16_rows: the rounding
+ * into rows of a wider stride, the gaps untouched. */
+static void test_weight_n(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    CHECK_MSG(gpu->weight_n && gpu->to_bf16_rows, "the CUDA backend offers no ->weight_n / ->to_bf16_rows");
+    if (!gpu->weight_n || !gpu->to_bf16_rows) return;
+    int64_t rows[3] = {96, 32, 32}, I = 72, N = 40, O = 160; // q, k, v-like: rows 96 + 32 + 32
+    void *host[3];
+    float *f[3];
+    lc_wt w[3], *wp[3] = {&w[0], &w[1], &w[2]};
+    for (int i = 0; i < 3; i++) w[i] = make_wt(LC_DT_BF16, rows[i], I, &host[i], &f[i]);
+    CHECK_EQ_INT(gpu->weight_n(gpu, 3, wp), 0);
+    CHECK_MSG((char *)w[1].data == (char *)w[0].data + rows[0] * I * 2 &&
+                  (char *)w[2].data == (char *)w[1].data + rows[1] * I * 2,
+              "weight_n: the weights are not one after another");
+    lc_wt cat = w[0];
+    cat.rows = O;
+    // dy's three parts (N, rows[i]) at bf16 values, interleaved into rows of O
+    float *dy[3], *ref = malloc((size_t)(N * I) * 4), *part = malloc((size_t)(N * I) * 4);
+    uint16_t *dyi = malloc((size_t)(N * O) * 2);
+    for (int i = 0, c0 = 0; i < 3; c0 += (int)rows[i], i++) {
+        dy[i] = rnd((size_t)(N * rows[i]), 1);
+        round_bf16(dy[i], (size_t)(N * rows[i]));
+        float *ddy = up(dy[i], (size_t)(N * rows[i]) * 4);
+        void *rb = gpu->alloc(gpu, (size_t)(N * O) * 2);
+        gpu->to_bf16_rows(gpu, rb, O, ddy, N, rows[i]); // only this part's columns of each row
+        uint16_t *got = malloc((size_t)(N * O) * 2);
+        gpu->download(gpu, got, rb, (size_t)(N * O) * 2);
+        CHECK_OK(gpu->sync(gpu));
+        for (int64_t r = 0; r < N; r++) memcpy(dyi + r * O + c0, got + r * O, (size_t)rows[i] * 2);
+        uint16_t *want = malloc((size_t)(N * rows[i]) * 2);
+        CHECK_OK(lc_from_f32(want, LC_DT_BF16, dy[i], (size_t)(N * rows[i])));
+        bool same = true;
+        for (int64_t r = 0; r < N; r++) same &= !memcmp(got + r * O, want + r * rows[i], (size_t)rows[i] * 2);
+        CHECK_MSG(same, "to_bf16_rows: rows of stride %lld differ from the rounding", (long long)O);
+        lc_wt wf = {f[i], LC_DT_F32, rows[i], I, NULL};
+        cpu->matmul_dx(cpu, i ? part : ref, dy[i], &wf, N, false);
+        if (i)
+            for (int64_t j = 0; j < N * I; j++) ref[j] += part[j];
+        gpu->release(gpu, ddy), gpu->release(gpu, rb);
+        free(got), free(want);
+    }
+    void *db = up(dyi, (size_t)(N * O) * 2);
+    float *dx = poisoned((size_t)(N * I));
+    CHECK_MSG(gpu->matmul_dx_b(gpu, dx, db, &cat, N, false), "matmul_dx_b declined the joined weights");
+    expect("weight_n: one product over q|k|v", dx, ref, (size_t)(N * I), 1e-5);
+    // declined: float32 weights, unequal column counts (left for ->weight)
+    void *ha, *hb, *hc;
+    float *fa, *fb, *fc;
+    lc_wt a = make_wt(LC_DT_F32, 8, 16, &ha, &fa), b = make_wt(LC_DT_BF16, 8, 16, &hb, &fb);
+    lc_wt c = make_wt(LC_DT_BF16, 8, 24, &hc, &fc);
+    lc_wt *p1[2] = {&b, &a}, *p2[2] = {&b, &c};
+    CHECK_EQ_INT(gpu->weight_n(gpu, 2, p1), 1);
+    CHECK_EQ_INT(gpu->weight_n(gpu, 2, p2), 1);
+    CHECK_MSG(a.data == ha && b.data == hb && c.data == hc, "weight_n declined but moved a weight");
+    printf("  %-28s q|k|v side by side, one product = the three (CPU); declines float32, unequal columns\n",
+           "weight_n");
+    free(ha), free(hb), free(hc), free(fa), free(fb), free(fc);
+    for (int i = 0; i < 3; i++) free(host[i]), free(f[i]), free(dy[i]);
+    free(ref), free(part), free(dyi);
+    gpu->release(gpu, db), gpu->release(gpu, dx);
+}
+
 static void test_adam(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     size_t n = 70001;
@@ -1715,6 +1798,7 @@ int main(void) {
     RUN(test_attention);
     RUN(test_attention_tc);
     RUN(test_attention_b);
+    RUN(test_weight_n);
     RUN(test_adam);
     RUN(test_errors);
     if (gpu) gpu->free(gpu);

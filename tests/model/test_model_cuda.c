@@ -747,25 +747,31 @@ static void test_packed_gate_up(void) {
             // norming again; LORAC_PACKED_XN=0 keeps them float32)
             int64_t gr = m->be->lora_group_rows;
             m->be->lora_group_rows = 0;
-            float *gm = malloc(n * 4), *gprev = malloc(n * 4);
+            float *gm = malloc(n * 4), *gprev = malloc(n * 4), *g2 = malloc(n * 4);
             double lprev = 0;
             // (and then the residual's gradient and dq/dk/dv as bf16 for o's, down's and
             // q/k/v's gb, du and frozen dx: LORAC_PACKED_DRES=0 keeps them float32; the last
             // pass with down's ga from float32 h, LORAC_PACKED_H_GA=0, where the others take
-            // the bf16 h the backward writes again)
+            // the bf16 h the backward writes again; then the third's with q/k/v's frozen input
+            // gradients as three products, LORAC_QKV_DX=0, where the others take one over the
+            // three weights side by side)
             static const char *what[] = {"h only as bf16", "h and xn only as bf16",
-                                         "h, xn, dres and dq/dk/dv only as bf16", "the same, down's ga from float32 h"};
-            static const double bounds[] = {1e-2, 2e-2, 2e-2, 2e-2};
-            for (int xn = 0; xn < 4; xn++) {
+                                         "h, xn, dres and dq/dk/dv only as bf16", "the same, down's ga from float32 h",
+                                         "the third, q/k/v's dx as three products"};
+            static const double bounds[] = {1e-2, 2e-2, 2e-2, 2e-2, 2e-2};
+            CHECK_MSG(m->blocks[0].qkv.data != NULL, "q, k, v were not laid out side by side (->weight_n)");
+            for (int xn = 0; xn < 5; xn++) {
                 size_t nm = 0;
                 if (!xn) setenv("LORAC_PACKED_XN", "0", 1);
                 if (xn < 2) setenv("LORAC_PACKED_DRES", "0", 1);
                 if (xn == 3) setenv("LORAC_PACKED_H_GA", "0", 1);
-                CHECK_MSG(lc_model_h16_ga(m) == (xn < 3), "LORAC_PACKED_H_GA not read");
+                if (xn == 4) setenv("LORAC_QKV_DX", "0", 1);
+                CHECK_MSG(lc_model_h16_ga(m) == (xn != 3), "LORAC_PACKED_H_GA not read");
                 double lm = step_grads(m, f.tok, f.tgtm, f.B, f.T, gm, &nm);
                 unsetenv("LORAC_PACKED_XN");
                 unsetenv("LORAC_PACKED_DRES");
                 unsetenv("LORAC_PACKED_H_GA");
+                unsetenv("LORAC_QKV_DX");
                 num = 0, den = 0;
                 for (size_t i = 0; i < n && nm == n; i++) {
                     double d = (double)gm[i] - gd[0][i];
@@ -784,11 +790,25 @@ static void test_packed_gate_up(void) {
                 if (xn == 3) // down's ga from float32 h: its gradients move, the loss does not
                     CHECK_MSG(nm == n && memcmp(gm, gprev, n * 4) != 0 && lm == lprev,
                               "LORAC_PACKED_H_GA=0 changed no gradient, or the loss");
+                if (xn == 2) memcpy(g2, gm, n * 4);
+                if (xn == 4) { // one product or three: the same sums in another order (here, with
+                               // K 64 + 32 + 32, bf16 products whose float32 sums come out exact: equal)
+                    double a = 0, b = 0;
+                    for (size_t i = 0; i < n && nm == n; i++) {
+                        double d = (double)gm[i] - g2[i];
+                        a += d * d, b += (double)g2[i] * g2[i];
+                    }
+                    double e3 = b > 0 && nm == n ? sqrt(a / b) : INFINITY;
+                    printf("  q/k/v's dx as one product against three: gradients rel err %.2e (bound 1e-3), "
+                           "the loss the same bits\n", e3);
+                    CHECK_MSG(e3 <= 1e-3 && lm == lprev, "LORAC_QKV_DX=0: gradients %.3e from one product's "
+                              "(bound 1e-3), or the loss moved", e3);
+                }
                 lprev = lm;
                 memcpy(gprev, gm, n * 4);
             }
             m->be->lora_group_rows = gr;
-            free(gm), free(gprev);
+            free(gm), free(gprev), free(g2);
             for (int i = 0; i < 3; i++) free(gd[i]);
         }
         setenv("LORAC_PACK_GATE_UP", "0", 1);

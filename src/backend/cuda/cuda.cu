@@ -352,6 +352,33 @@ static int cu_weight(lc_backend *be, lc_wt *w) {
     return 0;
 }
 
+/* ->weight_n: n bf16 weights of one column count in one allocation, one after another. */
+static int cu_weight_n(lc_backend *be, int n, lc_wt *const *w) {
+    lc_cuda *c = impl(be);
+    size_t tot = 0;
+    for (int i = 0; i < n; i++) {
+        if (w[i]->q || w[i]->dtype != LC_DT_BF16 || w[i]->cols != w[0]->cols) return 1;
+        tot += (size_t)(w[i]->rows * w[i]->cols) * 2;
+    }
+    char *d = NULL;
+    if (cudaMalloc((void **)&d, tot) != cudaSuccess) {
+        cudaGetLastError();
+        size_t fr = 0, all = 0;
+        cudaMemGetInfo(&fr, &all);
+        return lc_fail("cuda backend: out of GPU memory copying %d weights of %lld columns to %s (%.1f MiB; "
+                       "%.1f MiB free of %.1f); the model does not fit this card",
+                       n, (long long)w[0]->cols, c->name, tot / 1048576.0, fr / 1048576.0, all / 1048576.0);
+    }
+    keep_weight(c, d);
+    for (int i = 0; i < n; i++) {
+        size_t b = (size_t)(w[i]->rows * w[i]->cols) * 2;
+        LC_CK(c, cudaMemcpy(d, w[i]->data, b, cudaMemcpyHostToDevice));
+        w[i]->data = d, d += b;
+    }
+    if (c->err[0]) return cu_sync(be);
+    return 0;
+}
+
 static void cu_free(lc_backend *be) {
     if (!be) return;
     lc_cuda *c = impl(be);
@@ -581,6 +608,27 @@ static const __nv_bfloat16 *as_bf16(lc_cuda *c, const float *x, size_t n) {
 static void cu_to_bf16(lc_backend *be, void *out, const float *x, size_t n) {
     LC_PROF(impl(be), "to_bf16", 0);
     bf16_into(impl(be), (__nv_bfloat16 *)out, x, n);
+}
+
+/* out (rows, cols; row stride ldo) = x (rows, cols, packed) rounded; a thread a pair. */
+__global__ void k_to_bf16_rows(__nv_bfloat16 *out, int64_t ldo, const float *x, int64_t cols, size_t n2) {
+    GRID_STRIDE(i, n2) {
+        size_t e = 2 * i, r = e / (size_t)cols, k = e % (size_t)cols;
+        *reinterpret_cast<__nv_bfloat162 *>(out + r * ldo + k) = __floats2bfloat162_rn(x[e], x[e + 1]);
+    }
+}
+
+static void cu_to_bf16_rows(lc_backend *be, void *out, int64_t ldo, const float *x, int64_t rows, int64_t cols) {
+    lc_cuda *c = impl(be);
+    LC_PROF(c, "to_bf16 (rows)", 0);
+    if (rows <= 0 || cols <= 0) return;
+    if (ldo == cols) {
+        bf16_into(c, (__nv_bfloat16 *)out, x, (size_t)(rows * cols));
+        return;
+    }
+    size_t n2 = (size_t)(rows * cols) / 2;
+    k_to_bf16_rows<<<blocks_for(n2), 256, 0, c->st>>>((__nv_bfloat16 *)out, ldo, x, cols, n2);
+    LC_LAUNCHED(c);
 }
 
 /* Small-N products with BF16 weights (decoding: N = 1): out (N,O) = x (N,I) W^T, fp32 x
@@ -1071,9 +1119,10 @@ static void cu_rmsnorm_bwd_b(lc_backend *be, float *dx, void *dxb, const float *
     rmsnorm_bwd_run(be, dx, (__nv_bfloat16 *)dxb, dout, x, w, rstd, N, C);
 }
 
-/* Rotates x's rows: into out (may be x: in place), or, with ob, rounded into ob (out NULL). */
+/* Rotates x's rows: into out (may be x: in place), or, with ob, rounded into ob (out NULL;
+ * ldo values from one token's heads to the next's). */
 __global__ void k_rope(float *out, const float *x, const float *cs, const float *sn, int64_t T, int64_t H, int64_t D,
-                       int64_t pos0, float dir, size_t n, __nv_bfloat16 *ob) {
+                       int64_t pos0, float dir, size_t n, __nv_bfloat16 *ob, int64_t ldo) {
     LC_PDL_TRIGGER();
     int64_t h2 = D / 2;
     GRID_STRIDE(idx, n) {
@@ -1084,8 +1133,9 @@ __global__ void k_rope(float *out, const float *x, const float *cs, const float 
         float c = cs[(pos0 + t) * h2 + i], s = dir * sn[(pos0 + t) * h2 + i];
         float x1 = r[i], x2 = r[i + h2], y1 = x1 * c - x2 * s, y2 = x2 * c + x1 * s;
         if (ob) {
-            ob[row * D + i] = __float2bfloat16_rn(y1);
-            ob[row * D + i + h2] = __float2bfloat16_rn(y2);
+            __nv_bfloat16 *o = ob + (row / H) * ldo + (row % H) * D;
+            o[i] = __float2bfloat16_rn(y1);
+            o[i + h2] = __float2bfloat16_rn(y2);
         } else {
             out[row * D + i] = y1;
             out[row * D + i + h2] = y2;
@@ -1094,35 +1144,35 @@ __global__ void k_rope(float *out, const float *x, const float *cs, const float 
 }
 
 static void rope_run(lc_backend *be, float *out, const float *x, const float *cs, const float *sn, int64_t B,
-                     int64_t T, int64_t H, int64_t D, int64_t pos0, float dir, __nv_bfloat16 *ob) {
+                     int64_t T, int64_t H, int64_t D, int64_t pos0, float dir, __nv_bfloat16 *ob, int64_t ldo) {
     size_t n = (size_t)(B * T * H * (D / 2));
     if (!n) return;
-    k_rope<<<blocks_for(n), 256, 0, impl(be)->st>>>(out, x, cs, sn, T, H, D, pos0, dir, n, ob);
+    k_rope<<<blocks_for(n), 256, 0, impl(be)->st>>>(out, x, cs, sn, T, H, D, pos0, dir, n, ob, ldo);
     LC_LAUNCHED(impl(be));
 }
 
 static void cu_rope(lc_backend *be, float *x, const float *cos, const float *sin, int64_t B, int64_t T,
                     int64_t H, int64_t D, int64_t pos0) {
     LC_PROF(impl(be), "rope N=%lld", B * T);
-    rope_run(be, x, x, cos, sin, B, T, H, D, pos0, 1.0f, NULL);
+    rope_run(be, x, x, cos, sin, B, T, H, D, pos0, 1.0f, NULL, 0);
 }
 
 static void cu_rope_bwd(lc_backend *be, float *dx, const float *cos, const float *sin, int64_t B,
                         int64_t T, int64_t H, int64_t D, int64_t pos0) {
     LC_PROF(impl(be), "rope_bwd", 0);
-    rope_run(be, dx, dx, cos, sin, B, T, H, D, pos0, -1.0f, NULL);
+    rope_run(be, dx, dx, cos, sin, B, T, H, D, pos0, -1.0f, NULL, 0);
 }
 
-static void cu_rope_b(lc_backend *be, void *outb, const float *x, const float *cos, const float *sin, int64_t B,
-                      int64_t T, int64_t H, int64_t D, int64_t pos0) {
+static void cu_rope_b(lc_backend *be, void *outb, int64_t ldo, const float *x, const float *cos, const float *sin,
+                      int64_t B, int64_t T, int64_t H, int64_t D, int64_t pos0) {
     LC_PROF(impl(be), "rope (bf16 out) N=%lld", B * T);
-    rope_run(be, NULL, x, cos, sin, B, T, H, D, pos0, 1.0f, (__nv_bfloat16 *)outb);
+    rope_run(be, NULL, x, cos, sin, B, T, H, D, pos0, 1.0f, (__nv_bfloat16 *)outb, ldo);
 }
 
-static void cu_rope_bwd_b(lc_backend *be, void *outb, const float *dx, const float *cos, const float *sin, int64_t B,
-                          int64_t T, int64_t H, int64_t D, int64_t pos0) {
+static void cu_rope_bwd_b(lc_backend *be, void *outb, int64_t ldo, const float *dx, const float *cos,
+                          const float *sin, int64_t B, int64_t T, int64_t H, int64_t D, int64_t pos0) {
     LC_PROF(impl(be), "rope_bwd (bf16 out)", 0);
-    rope_run(be, NULL, dx, cos, sin, B, T, H, D, pos0, -1.0f, (__nv_bfloat16 *)outb);
+    rope_run(be, NULL, dx, cos, sin, B, T, H, D, pos0, -1.0f, (__nv_bfloat16 *)outb, ldo);
 }
 
 __global__ void k_swiglu(float *out, const float *gate, const float *up, size_t n) {
@@ -1401,6 +1451,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->alloc_shared = cu_alloc_shared;
     be->sync = cu_sync;
     be->weight = cu_weight;
+    be->weight_n = cu_weight_n;
     be->zero = cu_zero;
     be->copy = cu_copy;
     be->copy2d = cu_copy2d;
@@ -1431,6 +1482,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->rmsnorm_bwd_b = cu_rmsnorm_bwd_b;
     be->rope_bwd_b = cu_rope_bwd_b;
     be->to_bf16 = cu_to_bf16;
+    be->to_bf16_rows = cu_to_bf16_rows;
     be->rope_b = cu_rope_b;
     be->attention_b = lc_cuda_attention_b;
     be->attention_bwd_b = lc_cuda_attention_bwd_b;
