@@ -16,7 +16,10 @@
  * and the per-head partial dk/dv).
  *
  * Training shapes (pos0 = 0, T ≥ 16, head_dim 64/128) go to the tensor-core kernels of
- * attention_tc.cu (bf16 operands, float32 softmax and sums) unless LORAC_CUDA_ATT=fp32.
+ * attention_tc.cu (bf16 operands, float32 softmax and sums) unless LORAC_CUDA_ATT=fp32;
+ * they read bf16 only: the float32 entry points round q, k, v into the backend's bf16
+ * scratch first (the values the kernels multiply), and the backward's D kernel writes
+ * dout's bf16 rounding there beside D.
  * ->attention_b / ->attention_bwd_b take q, k, v and out as bf16 (training keeps them so):
  * the tensor-core kernels read them as they are; other shapes run the float32 kernels
  * on float32 copies (c->att32), the forward's out rounded after.
