@@ -4,13 +4,14 @@
  * comparing the fused decoding step's switches (src/backend/cuda/decode.cu) on one card.
  *
  * Usage: bench_decode --model DIR [--device cuda] [--num-layers 16] [--rank 16]
- *        [--tokens 64] [--reps 2] [--quantize nf4|q4|q8] VARIANT...
+ *        [--tokens 64] [--reps 2] [--quantize nf4|q4|q8] [--fuse] VARIANT...
  * A VARIANT is "-" (the environment as given) or NAME=VALUE[,NAME=VALUE...]: those
  * variables are set for the variant's runs and unset after. Each run: a fresh cache, a
  * 16-token random prompt, 8 untimed tokens, then --tokens timed ones (greedy, the argmax
  * on the host as bench_train's --decode does). Adapters (rank --rank on the last
- * --num-layers blocks, B set non-zero) are added as the recipe does. Prints one JSON line
- * a run. A benchmark program: prints errors and exits.
+ * --num-layers blocks, B set non-zero) are added as the recipe does; --fuse then merges them
+ * into the weights (lc_model_merge_lora, `lorac generate --fuse`). Prints one JSON line a
+ * run. A benchmark program: prints errors and exits.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -50,10 +51,10 @@ static int32_t argmax(const float *v, int64_t n) {
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *device = "cuda", *quant = NULL; // quant: the base quantized at load
-    int nl = 16, rank = 16, tokens = 64, reps = 2;
+    int nl = 16, rank = 16, tokens = 64, reps = 2, fuse = 0;
     static struct option opts[] = {{"model", 1, 0, 'm'},  {"device", 1, 0, 'D'}, {"num-layers", 1, 0, 'n'},
                                    {"rank", 1, 0, 'r'},   {"tokens", 1, 0, 't'}, {"reps", 1, 0, 'R'},
-                                   {"quantize", 1, 0, 'Q'}, {0, 0, 0, 0}};
+                                   {"quantize", 1, 0, 'Q'}, {"fuse", 0, 0, 'F'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -64,6 +65,7 @@ int main(int argc, char **argv) {
         case 't': tokens = atoi(optarg); break;
         case 'R': reps = atoi(optarg); break;
         case 'Q': quant = optarg; break;
+        case 'F': fuse = 1; break;
         default: fprintf(stderr, "usage: bench_decode --model DIR [options] VARIANT...\n"); return 2;
         }
     }
@@ -86,6 +88,7 @@ int main(int argc, char **argv) {
     lc_lora_param *ps = lc_model_lora(m, &np);
     for (size_t i = 0; i < np; i++)
         for (int64_t j = 0; j < ps[i].r * ps[i].out; j++) ps[i].b[j] = 1e-3f * (float)((j % 7) - 3);
+    if (fuse && lc_model_merge_lora(m) < 0) die();
     int64_t V = cfg->vocab_size, P = 16;
     float *logits = xmalloc((size_t)V * sizeof(float));
     uint64_t seed = 7;

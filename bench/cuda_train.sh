@@ -12,7 +12,9 @@
 #             run (its only setting under 24 GiB)
 #   generate  batch 1, greedy, 64 new tokens after a 16-token prompt: lorac with the recipe
 #             row's trained adapters (16 blocks) in place, PEFT without adapters; then both
-#             without (lorac: build/bench_decode --rank 0, the median of 3 runs)
+#             without (lorac: build/bench_decode --rank 0, the median of 3 runs); then lorac
+#             with adapters of the recipe's shape merged into the weights in memory
+#             (bench_decode --fuse, as `lorac generate --fuse`), PEFT without
 #   recipe-nf4, 8x512-nf4  the recipe and 8x512 rows over an NF4 base (--quantize nf4:
 #             bitsandbytes' layout, nested absmax, quantized at load time), against lorac's
 #             own bf16 rows; the PyTorch + PEFT + bitsandbytes column is filled only where
@@ -96,6 +98,7 @@ peak lorac-recipe-nf4 "$BENCH" --device cuda --model "$M" --quantize nf4 --batch
 peak lorac-8x512-nf4 "$BENCH" --device cuda --model "$M" --quantize nf4 --batch 8 --seq 512 --num-layers -1 --steps "$STEPS" --warmup 2 || true
 peak peft-generate "$PY" bench/cuda_train_peft.py generate --model "$M" --tokens 64 || true
 peak lorac-generate "$DECODE" --device cuda --model "$M" --rank 0 --tokens 64 --reps 3 - || true
+peak lorac-generate-fused "$DECODE" --device cuda --model "$M" --num-layers 16 --fuse --tokens 64 --reps 3 - || true
 if [ "${PROFILE:-0}" = 1 ]; then
     LORAC_CUDA_PROFILE=1 "$BENCH" --device cuda --model "$M" --batch 2 --seq 68 --num-layers 16 --steps $((STEPS * 3)) --warmup 3 --decode 64 >"$W/runs/lorac-recipe-prof.json" 2>"$W/runs/lorac-recipe-prof.err" || true
     if [ -z "$ROWS" ] || [[ " $ROWS " == *" lorac-8x512 "* ]]; then
@@ -165,6 +168,11 @@ dp = decode_median("lorac-generate")
 rows.append("| same, no adapters on either side | %s | %s | %s | %s | %s | | |" % (
     "%.1f tok/s" % dp[0] if dp else "failed", gp, "%.2fx" % (dp[0] / pg["tokens_per_s"]) if dp and pg else "",
     "%.1f GiB" % dp[1] if dp else "", "%.1f GiB" % pg["mem_gib"] if pg else ""))
+df = decode_median("lorac-generate-fused")
+rows.append("| same, lorac with the recipe's adapters merged in memory (`generate --fuse`), PEFT without | %s | %s | "
+                "%s | %s | %s | | |" % ("%.1f tok/s" % df[0] if df else "failed", gp,
+                                        "%.2fx" % (df[0] / pg["tokens_per_s"]) if df and pg else "",
+                                        "%.1f GiB" % df[1] if df else "", "%.1f GiB" % pg["mem_gib"] if pg else ""))
 print("card: %s; date: %s; commit: %s" % (dev, datetime.date.today().isoformat(), commit))
 print("| work | lorac (CUDA) | PyTorch + PEFT | ratio | lorac peak | PEFT peak | lorac MFU | PEFT MFU |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")

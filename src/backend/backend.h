@@ -171,6 +171,12 @@ struct lc_backend {
      * owned by the backend, freed with it) and points w->data there. Returns 0 or -1
      * (out of device memory; a dtype the backend cannot multiply). */
     int (*weight)(lc_backend *be, lc_wt *w);
+    /* Optional (NULL: the model merges on the host; CUDA): w (out, in; bf16 or float32, not
+     * quantized, made usable by ->weight) += scale · (a b)^T in place, a (in, r) and b (r,
+     * out) float32 in shared memory: each element's delta summed in float32 over k in
+     * order, scaled, added to the weight's value and rounded once to its dtype (to nearest
+     * even), as PEFT's merge does. Returns 0 or -1. */
+    int (*merge_lora)(lc_backend *be, lc_wt *w, const float *a, const float *b, int64_t r, float scale);
     /* Optional (NULL where not offered; CUDA): ->weight for the n weights w, laid out one
      * after another in one allocation (w[i + 1]'s first row right after w[i]'s last), so
      * that a product may take them as one weight of Σ rows (lc_model: q, k and v's input

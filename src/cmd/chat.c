@@ -23,6 +23,8 @@ static void usage(FILE *f) {
             "An interactive session: type a question, get a streamed answer; 'quit' or 'exit' ends.\n\n"
             "  --model DIR            model folder\n"
             "  --adapter-path PATH    LoRA adapters (mlx-lm or PEFT folder, or a .safetensors)\n"
+            "  --fuse                 merge the adapters into the weights in memory first: faster\n"
+            "                         (rounded to the weights' dtype, as `lorac fuse` writes them)\n"
             LC_DEVICE_HELP
             "  --prefix TEXT          put TEXT before every question (e.g. the recipe's\n"
             "                         'Write the RISC-V assembly instruction for the following operation:\\n')\n"
@@ -48,11 +50,11 @@ int cmd_chat(int argc, char **argv) {
         {"prefix", required_argument, 0, 'x'},     {"system-prompt", required_argument, 0, 's'},
         {"no-history", no_argument, 0, 'H'},       {"max-tokens", required_argument, 0, 'n'},
         LC_SAMPLE_OPTIONS,                         {"chat-template", required_argument, 0, 'c'},
-        LC_DEVICE_OPTION, LC_QUANT_OPTIONS,                          {"help", no_argument, 0, 'h'},
+        LC_DEVICE_OPTION, LC_QUANT_OPTIONS,        LC_FUSE_OPTION,   {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model = NULL, *adapters = NULL, *prefix = "", *system = NULL, *chat = NULL;
     long long max_tokens = 256;
-    bool history = true;
+    bool history = true, fuse = false;
     lc_sample_config sc = lc_sample_defaults();
     int c;
     lc_load_options lo = {0};
@@ -72,6 +74,7 @@ int cmd_chat(int argc, char **argv) {
             if (lc_cmd_parse_int(optarg, "--max-tokens", 1, 1 << 24, &max_tokens)) return 2;
             break;
         case 'c': chat = optarg; break;
+        case 0x160: fuse = true; break;
         case 0x151:
         case 0x152:
             if (lc_cmd_quant_opt(c, optarg, "chat", &lo) == 2) return 2;
@@ -83,6 +86,7 @@ int cmd_chat(int argc, char **argv) {
     if (optind < argc) return lc_cmd_usage_error("chat", "unexpected argument '%s'", argv[optind]);
     if (!model) return lc_cmd_usage_error("chat", "give --model DIR");
     if (lc_sample_validate(&sc) != 0) return lc_cmd_fail();
+    if (fuse && !adapters) return lc_cmd_usage_error("chat", "--fuse needs --adapter-path");
     /* C-style escapes in --prefix ("\n") as the recipe writes it on a command line */
     lc_buf pre = {0};
     for (const char *p = prefix; *p; p++) {
@@ -91,7 +95,16 @@ int cmd_chat(int argc, char **argv) {
     }
     lc_model *m;
     lc_tokenizer *t;
-    if (lc_cmd_load_model_opts(model, adapters, &lo, &m, &t) != 0) return lc_cmd_fail();
+    if (lc_cmd_load_model_opts(model, adapters, &lo, &m, &t) != 0) {
+        lc_buf_free(&pre);
+        return lc_cmd_fail();
+    }
+    if (fuse && lc_cmd_fuse(m, adapters) != 0) {
+        lc_buf_free(&pre);
+        lc_tokenizer_free(t);
+        lc_model_free(m);
+        return lc_cmd_fail();
+    }
     lc_chat_family fam;
     if (lc_cmd_chat_family(t, chat, &fam) != 0) {
         lc_tokenizer_free(t);

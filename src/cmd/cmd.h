@@ -50,6 +50,11 @@ int lc_cmd_load_model(const char *model_dir, const char *adapter_path, const cha
 #define LC_DEVICE_HELP                                                                             \
     "  --device DEV            cpu, cuda or cuda:N (default: cuda when built in and a GPU "           \
     "answers, else cpu)\n"
+/* --fuse (generate, chat): getopt_long entry; lc_cmd_fuse merges the adapters the model
+ * was loaded with into its weights (lc_model_merge_lora). Returns 0 or -1 (lc_fail: no
+ * --adapter-path, or the merge's error). */
+#define LC_FUSE_OPTION {"fuse", no_argument, 0, 0x160}
+int lc_cmd_fuse(lc_model *m, const char *adapter_path);
 /* lc_cmd_load_model with load options (--quantize ..., o->device; o may be NULL). */
 int lc_cmd_load_model_opts(const char *model_dir, const char *adapter_path,
                            const lc_load_options *o, lc_model **m, lc_tokenizer **t);

@@ -85,6 +85,12 @@ fail:
     return -1;
 }
 
+int lc_cmd_fuse(lc_model *m, const char *adapter_path) {
+    if (!adapter_path) return lc_fail("--fuse merges adapters into the weights: give --adapter-path too");
+    if (lc_model_merge_lora(m) != 0) return lc_fail_prefix("%s", adapter_path);
+    return 0;
+}
+
 int lc_cmd_chat_family(const lc_tokenizer *t, const char *name, lc_chat_family *f) {
     if (name) return lc_chat_family_parse(name, f);
     if (!lc_tokenizer_chat_template(t))

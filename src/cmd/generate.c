@@ -24,6 +24,8 @@ static void usage(FILE *f) {
             "Generates an answer to one prompt, streaming it to the terminal.\n\n"
             "  --model DIR             model folder\n"
             "  --adapter-path PATH     LoRA adapters (mlx-lm or PEFT folder, or a .safetensors)\n"
+            "  --fuse                  merge the adapters into the weights in memory first: faster\n"
+            "                          (rounded to the weights' dtype, as `lorac fuse` writes them)\n"
             LC_DEVICE_HELP
             "  --prompt TEXT           the prompt ('-' reads standard input)\n"
             "  --system-prompt TEXT    a system message before the prompt\n"
@@ -60,11 +62,11 @@ int cmd_generate(int argc, char **argv) {
         {"max-tokens", required_argument, 0, 'n'},  LC_SAMPLE_OPTIONS,
         {"chat-template", required_argument, 0, 'c'}, {"ignore-chat-template", no_argument, 0, 'r'},
         {"json", no_argument, 0, 'j'},              {"verbose", no_argument, 0, 'v'},
-        LC_DEVICE_OPTION, LC_QUANT_OPTIONS,                           {"help", no_argument, 0, 'h'},
+        LC_DEVICE_OPTION, LC_QUANT_OPTIONS,         LC_FUSE_OPTION,   {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *model = NULL, *adapters = NULL, *prompt = NULL, *system = NULL, *chat = NULL;
     long long max_tokens = 100;
-    bool raw = false, json = false, verbose = false;
+    bool raw = false, json = false, verbose = false, fuse = false;
     lc_sample_config sc = lc_sample_defaults();
     int c;
     lc_load_options lo = {0};
@@ -86,6 +88,7 @@ int cmd_generate(int argc, char **argv) {
         case 'r': raw = true; break;
         case 'j': json = true; break;
         case 'v': verbose = true; break;
+        case 0x160: fuse = true; break;
         case 0x151:
         case 0x152:
             if (lc_cmd_quant_opt(c, optarg, "generate", &lo) == 2) return 2;
@@ -98,6 +101,7 @@ int cmd_generate(int argc, char **argv) {
     if (!model) return lc_cmd_usage_error("generate", "give --model DIR");
     if (!prompt) return lc_cmd_usage_error("generate", "give --prompt TEXT");
     if (lc_sample_validate(&sc) != 0) return lc_cmd_fail();
+    if (fuse && !adapters) return lc_cmd_usage_error("generate", "--fuse needs --adapter-path");
 
     lc_buf in = {0};
     if (!strcmp(prompt, "-")) {
@@ -108,6 +112,12 @@ int cmd_generate(int argc, char **argv) {
     lc_tokenizer *t;
     if (lc_cmd_load_model_opts(model, adapters, &lo, &m, &t) != 0) {
         lc_buf_free(&in);
+        return lc_cmd_fail();
+    }
+    if (fuse && lc_cmd_fuse(m, adapters) != 0) {
+        lc_buf_free(&in);
+        lc_tokenizer_free(t);
+        lc_model_free(m);
         return lc_cmd_fail();
     }
     lc_ids ids = {0}, out = {0};

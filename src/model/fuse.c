@@ -395,8 +395,13 @@ static int write_converted(lc_st_writer *w, const char *name, const void *src, l
 
 /* W (out, in) in fp32 += scale · (A B)^T: C (out, in) = scale · op(B) op(A) with
  * op(B) = B^T (out, r) from B stored (r, out), op(A) = A^T (r, in) from A stored (in, r). */
+void lc_fuse_add_delta(lc_backend *be, float *w, const float *a, const float *b, int64_t in, int64_t out, int64_t r,
+                       float scale) {
+    be->gemm(be, true, true, out, in, r, scale, b, out, a, r, 1.0f, w, in);
+}
+
 static void add_delta(lc_backend *be, float *w, const lc_lora_tensor *t, float scale) {
-    be->gemm(be, true, true, t->out, t->in, t->r, scale, t->b, t->out, t->a, t->r, 1.0f, w, t->in);
+    lc_fuse_add_delta(be, w, t->a, t->b, t->in, t->out, t->r, scale);
 }
 
 /* Writes the quantized weight of spec i as dtype dt: rows dequantized into fp32 a panel

@@ -39,6 +39,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "backend/backend.h"
 #include "io/adapters.h"
 #include "io/config.h"
 #include "io/safetensors.h"
@@ -69,6 +70,11 @@ typedef struct {
 } lc_fuse_plan;
 
 typedef struct lc_fuser lc_fuser;
+
+/* w (out, in, float32) += scale · (a b)^T over backend be's ->gemm (float32), a (in, r), b
+ * (r, out): the merge `lorac fuse` writes, and lc_model_merge_lora's on the host. */
+void lc_fuse_add_delta(lc_backend *be, float *w, const float *a, const float *b, int64_t in, int64_t out, int64_t r,
+                       float scale);
 
 /* Prepares a fusion of adapters s (copied; `what` names them in errors) into the model
  * folder model_dir: reads config.json, maps the weights, checks that the weights match

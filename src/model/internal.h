@@ -112,6 +112,8 @@ void lc_rope_inv_freq(const lc_model_config *c, float *inv);
 /* Makes the model's cos/sin tables cover positions [0, n). */
 void lc_rope_ensure(lc_model *m, int64_t n);
 
+/* Host memory of `bytes` that the model owns (freed with it; counted in its weight bytes). */
+void *lc_model_own(lc_model *m, size_t bytes);
 /* Prepares the arena of a mode for (B, T); returns it. */
 lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T);
 /* One block forward; see model.c. */

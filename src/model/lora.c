@@ -15,6 +15,8 @@
 #include "core/error.h"
 #include "core/mem.h"
 #include "core/rng.h"
+#include "io/safetensors.h"
+#include "model/fuse.h"
 #include "model/internal.h"
 
 void lc_lora_config_default(lc_lora_config *c) {
@@ -84,6 +86,57 @@ int lc_model_add_lora(lc_model *m, const lc_lora_config *c, uint64_t seed) {
     m->n_params = n;
     m->has_lora = true;
     for (int mode = 0; mode < 2; mode++) { // the arenas now need room for adapters
+        free(m->ar[mode].saved);
+        memset(&m->ar[mode], 0, sizeof m->ar[mode]);
+    }
+    be->release(be, m->arena);
+    m->arena = NULL, m->arena_cap = 0;
+    return 0;
+}
+
+/* The host's merge of adapter p into weight w (mapped from the file, read-only): the weight
+ * widened to float32, the delta added by the backend's float32 ->gemm (lorac fuse's
+ * arithmetic), rounded back into a copy the model owns. */
+static void merge_on_host(lc_model *m, lc_wt *w, const lc_lora_param *p) {
+    size_t n = (size_t)(w->rows * w->cols), es = lc_dtype_size(w->dtype);
+    float *f = xmalloc(n * sizeof *f);
+    lc_to_f32(f, w->data, w->dtype, n);
+    lc_fuse_add_delta(m->be, f, p->a, p->b, p->in, p->out, p->r, m->lcfg.scale);
+    void *d = lc_model_own(m, n * es);
+    lc_from_f32(d, w->dtype, f, n);
+    free(f);
+    w->data = d;
+}
+
+int lc_model_merge_lora(lc_model *m) {
+    if (!m->has_lora) return lc_fail("merge: the model has no adapters");
+    lc_backend *be = m->be;
+    for (size_t i = 0; i < m->n_params; i++) { // every weight first: nothing merged on a refusal
+        const lc_wt *w = &m->blocks[m->params[i].layer].w[m->params[i].key];
+        if (w->q)
+            return lc_fail("merge: %s's base weight is quantized; merging needs bf16/f16/f32 weights (write a "
+                           "merged model with `lorac fuse`, then quantize that)", m->params[i].name);
+        if (w->dtype != LC_DT_BF16 && w->dtype != LC_DT_F16 && w->dtype != LC_DT_F32)
+            return lc_fail("merge: %s's base weight is %s; merging needs bf16, f16 or f32", m->params[i].name,
+                           lc_dtype_name(w->dtype));
+    }
+    if (be->sync(be) != 0) return -1; // the adapters' values are readable on the host from here
+    for (size_t i = 0; i < m->n_params; i++) {
+        lc_lora_param *p = &m->params[i];
+        lc_wt *w = &m->blocks[p->layer].w[p->key];
+        if (be->merge_lora) {
+            if (be->merge_lora(be, w, p->a, p->b, p->r, m->lcfg.scale) != 0) return -1;
+        } else {
+            merge_on_host(m, w, p);
+        }
+        m->blocks[p->layer].lora[p->key] = NULL;
+    }
+    if (be->sync(be) != 0) return -1;
+    be->release(be, m->lora_mem), be->release(be, m->grad_mem);
+    free(m->params);
+    m->lora_mem = m->grad_mem = NULL, m->params = NULL, m->n_params = 0;
+    m->has_lora = false, m->first = (int)m->cfg.num_hidden_layers;
+    for (int mode = 0; mode < 2; mode++) { // the arenas had room for adapters
         free(m->ar[mode].saved);
         memset(&m->ar[mode], 0, sizeof m->ar[mode]);
     }

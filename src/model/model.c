@@ -523,6 +523,8 @@ static void *own(lc_model *m, size_t bytes) {
     return p;
 }
 
+void *lc_model_own(lc_model *m, size_t bytes) { return own(m, bytes); }
+
 /* Lets the kernel drop the mapped pages of a tensor already converted (they are read
  * again from the file if ever needed), so a model quantized at load never has its whole
  * file resident. */

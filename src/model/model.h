@@ -109,6 +109,15 @@ const lc_model_config *lc_model_cfg(const lc_model *m);
 int lc_model_add_lora(lc_model *m, const lc_lora_config *c, uint64_t seed);
 /* The adapters (n of them, by layer then key q,k,v,o,gate,up,down); NULL when none. */
 lc_lora_param *lc_model_lora(lc_model *m, size_t *n);
+/* Merges the model's adapters into its frozen weights and drops them, so that it runs
+ * without the adapters' products (what `lorac fuse` writes, held in memory): each adapted
+ * weight W (out, in) becomes W + scale · (A B)^T, the delta summed in float32 and the sum
+ * rounded once to the weight's dtype (PEFT's merge). The card merges in place
+ * (->merge_lora); on the CPU each adapted weight is first copied out of the mapped file
+ * (the model owns the copy). Quantized weights are refused before anything changes.
+ * Returns 0, or -1 (lc_fail; after a backend error mid-way the model is half merged: free
+ * it). The model may take new adapters afterwards (lc_model_add_lora). */
+int lc_model_merge_lora(lc_model *m);
 /* The LoRA config in force (NULL before lc_model_add_lora). */
 const lc_lora_config *lc_model_lora_config(const lc_model *m);
 /* Recompute each block's activations in the backward instead of keeping them (on:

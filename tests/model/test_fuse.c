@@ -380,6 +380,55 @@ static void test_bf16(void) {
     }
 }
 
+/* lc_model_merge_lora (`generate --fuse`) on the CPU: the model with its adapters merged in
+ * memory gives the logits, bit for bit, of the folder `lorac fuse` writes in the base's
+ * dtype (float32 and bf16 bases; that folder is checked against transformers + PEFT above),
+ * has no adapters after, and refuses a second merge. */
+static void test_merge_in_memory(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    refcase r;
+    if (!open_ref(&r, NAMES[0])) {
+        CHECK_MSG(0, "%s: fixture", NAMES[0]);
+        close_ref(&r);
+        return;
+    }
+    char base[256];
+    snprintf(base, sizeof base, MODELS "%s", NAMES[0]);
+    char *b16 = tpath("%s-merge-base-bf16%s", NAMES[0], "");
+    CHECK_OK(make_bf16_base(base, b16));
+    const char *bases[2] = {base, b16};
+    for (int k = 0; k < 2; k++) {
+        char *out = tpath("%s-merge-fused-%s", NAMES[0], k ? "bf16" : "f32");
+        CHECK_OK(fuse(bases[k], &r.ad, out, true, LC_DT_COUNT, 0, false)); // the base's dtype
+        int64_t V = 0;
+        float *want = logits_of(out, NULL, &r, &V);
+        lc_model *m = NULL;
+        CHECK_OK(lc_model_load(bases[k], &m));
+        float *got = NULL;
+        if (m) {
+            lc_model_set_bf16_matmul(m, false);
+            CHECK_OK(lc_model_apply_adapters(m, &r.ad, "adapters"));
+            CHECK_OK(lc_model_merge_lora(m));
+            CHECK_MSG(lc_model_lora_config(m) == NULL, "adapters left after the merge");
+            CHECK_FAILS(lc_model_merge_lora(m), "no adapters");
+            got = xmalloc((size_t)(r.B * r.T * V) * sizeof *got);
+            lc_batch b = {r.B, r.T, r.tok, NULL, 0};
+            CHECK_OK(lc_model_logits(m, &b, got));
+        }
+        CHECK(want && got);
+        if (want && got) {
+            bool same = !memcmp(want, got, (size_t)(r.B * r.T * V) * sizeof *got);
+            printf("  %s %s base: merged in memory, logits %s those of `lorac fuse`'s folder\n", NAMES[0],
+                   k ? "bf16" : "f32", same ? "the same bits as" : "DIFFER from");
+            CHECK_MSG(same, "%s: merged logits differ from the fused folder's", k ? "bf16" : "f32");
+        }
+        lc_model_free(m);
+        free(want), free(got), free(out);
+    }
+    free(b16);
+    close_ref(&r);
+}
+
 static void test_shards_and_index(void) {
     if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
     refcase r;
@@ -541,6 +590,7 @@ int main(int argc, char **argv) {
     if (!mkdtemp(tmpdir)) return perror("mkdtemp"), 1;
     RUN(test_f32_matches_transformers);
     RUN(test_bf16);
+    RUN(test_merge_in_memory);
     RUN(test_shards_and_index);
     RUN(test_config_text);
     RUN(test_bad_input);

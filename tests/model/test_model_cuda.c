@@ -308,6 +308,70 @@ static void test_decode_graph_bf16(void) {
     rmdir(dir);
 }
 
+/* lc_model_merge_lora (`generate --fuse`) on the card (->merge_lora, in place) against the
+ * CPU's merge (checked bit for bit against `lorac fuse`'s folder by test_fuse): every merged
+ * bf16 weight the same, or one ulp apart where the float32 deltas round differently (at most
+ * 1%); generation after the merge the CPU's tokens, logits within float32 order; and the
+ * merged model's logits within bf16 rounding of the unmerged one's. */
+static void test_merge_lora(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    char dir[] = "/tmp/lorac-test-merge-XXXXXX";
+    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
+    CHECK_OK(write_bf16_model("tiny-mistral", dir));
+    lc_model *mc = NULL, *mh = NULL;
+    CHECK_OK(load_bf16(dir, "cuda", LC_KEYS_ALL, 8, &mc));
+    CHECK_OK(load_bf16(dir, "cpu", LC_KEYS_ALL, 8, &mh));
+    if (mh) lc_model_set_bf16_matmul(mh, false);
+    if (mc && mh) {
+        int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
+        int64_t V = lc_model_cfg(mc)->vocab_size;
+        size_t nl = (size_t)GEN * (size_t)V;
+        gen_out un, gc, gh;
+        un.lg = malloc(nl * 4), gc.lg = malloc(nl * 4), gh.lg = malloc(nl * 4);
+        lc_kv_cache *kv, *kh;
+        CHECK_OK(lc_kv_cache_create(mc, 32, &kv));
+        CHECK_OK(run_gen(mc, kv, prompt, 7, un.tok, un.lg)); // with the adapters as products
+        lc_kv_cache_free(kv);
+        CHECK_OK(lc_model_merge_lora(mc));
+        CHECK_OK(lc_model_merge_lora(mh));
+        size_t total = 0, off1 = 0, worse = 0;
+        for (int l = 0; l < (int)mc->cfg.num_hidden_layers; l++)
+            for (int k = 0; k < LC_NKEYS; k++) {
+                const lc_wt *wc = &mc->blocks[l].w[k], *wh = &mh->blocks[l].w[k];
+                size_t n = (size_t)(wc->rows * wc->cols);
+                uint16_t *hc = malloc(n * 2);
+                mc->be->download(mc->be, hc, wc->data, n * 2);
+                CHECK_OK(lc_model_sync(mc));
+                const uint16_t *hh = wh->data;
+                for (size_t i = 0; i < n; i++) {
+                    int d = (int)hc[i] - (int)hh[i];
+                    off1 += d == 1 || d == -1, worse += d > 1 || d < -1;
+                }
+                total += n;
+                free(hc);
+            }
+        printf("  merged bf16 weights, card vs CPU: %zu of %zu one ulp apart, %zu more\n", off1, total, worse);
+        CHECK_MSG(worse == 0 && off1 * 100 <= total, "merge: %zu weights one ulp apart, %zu more, of %zu", off1, worse,
+                  total);
+        CHECK_OK(lc_kv_cache_create(mc, 32, &kv));
+        CHECK_OK(lc_kv_cache_create(mh, 32, &kh));
+        CHECK_OK(run_gen(mc, kv, prompt, 7, gc.tok, gc.lg));
+        CHECK_OK(run_gen(mh, kh, prompt, 7, gh.tok, gh.lg));
+        double e_ch = frel(gc.lg, gh.lg, nl), e_un = frel(gc.lg, un.lg, nl);
+        printf("  generation merged: tokens %s the CPU's, logits rel err %.1e; merged vs the adapters as products "
+               "%.1e\n", memcmp(gc.tok, gh.tok, sizeof gc.tok) ? "NOT" : "equal to", e_ch, e_un);
+        CHECK_MSG(!memcmp(gc.tok, gh.tok, sizeof gc.tok) && e_ch < 1e-3, "merged: card vs CPU rel err %.3e", e_ch);
+        CHECK_MSG(e_un < 2e-2 && e_un > 0, "merged vs unmerged: rel err %.3e (want (0, 2e-2))", e_un);
+        lc_kv_cache_free(kv), lc_kv_cache_free(kh);
+        free(un.lg), free(gc.lg), free(gh.lg);
+    }
+    lc_model_free(mc), lc_model_free(mh);
+    char p[600];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir), unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", dir), unlink(p);
+    rmdir(dir);
+}
+
 /* Writes dir/config.json (a Mistral of hidden 128, 4/2 heads of 32, vocab 256, the given
  * intermediate size and depth) and makes dir/m from it with `lorac init` (bf16, seed). */
 static void init_model(const char *dir, int inter, int layers, const char *seed, char *out, size_t outn) {
@@ -1025,6 +1089,7 @@ static void test_grad_ops_card(void) {
 static void extra_tests(void) {
     RUN(test_decode_graph);
     RUN(test_decode_graph_bf16);
+    RUN(test_merge_lora);
     RUN(test_decode_graph_nf4);
     RUN(test_step_graph);
     RUN(test_step_graph_off);

@@ -35,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "backend/cuda/cuda.h"
 
 extern "C" {
@@ -350,6 +352,35 @@ static int cu_weight(lc_backend *be, lc_wt *w) {
     w->data = d;
     if (c->err[0]) return cu_sync(be);
     return 0;
+}
+
+/* w (out, in) += scale · (a b)^T, element (o, i) a thread: the delta summed in float32 over
+ * k in order (a (in, r), b (r, out)), scaled, added to the weight's value, rounded once. */
+template <typename TW>
+__global__ void k_merge_lora(TW *w, const float *a, const float *b, int64_t in, int64_t out, int r, float scale) {
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < (size_t)(in * out);
+         idx += (size_t)gridDim.x * blockDim.x) {
+        size_t o = idx / (size_t)in, i = idx % (size_t)in;
+        float d = 0.0f;
+        for (int k = 0; k < r; k++) d = fmaf(a[i * r + k], b[(size_t)k * out + o], d);
+        if constexpr (std::is_same<TW, float>::value) w[idx] = w[idx] + scale * d;
+        else w[idx] = __float2bfloat16_rn(__bfloat162float(w[idx]) + scale * d);
+    }
+}
+
+static int cu_merge_lora(lc_backend *be, lc_wt *w, const float *a, const float *b, int64_t r, float scale) {
+    lc_cuda *c = impl(be);
+    if (w->q || (w->dtype != LC_DT_BF16 && w->dtype != LC_DT_F32))
+        return lc_fail("cuda backend: merging adapters needs a bf16 or float32 weight on the card (this one is %s)",
+                       w->q ? "quantized" : lc_dtype_name(w->dtype));
+    size_t n = (size_t)(w->rows * w->cols);
+    if (!n) return 0;
+    if (w->dtype == LC_DT_BF16)
+        k_merge_lora<<<blocks_for(n), 256, 0, c->st>>>((__nv_bfloat16 *)w->data, a, b, w->cols, w->rows, (int)r, scale);
+    else
+        k_merge_lora<<<blocks_for(n), 256, 0, c->st>>>((float *)w->data, a, b, w->cols, w->rows, (int)r, scale);
+    LC_LAUNCHED(c);
+    return c->err[0] ? cu_sync(be) : 0;
 }
 
 /* ->weight_n: n bf16 weights of one column count in one allocation, one after another. */
@@ -1452,6 +1483,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->sync = cu_sync;
     be->weight = cu_weight;
     be->weight_n = cu_weight_n;
+    be->merge_lora = cu_merge_lora;
     be->zero = cu_zero;
     be->copy = cu_copy;
     be->copy2d = cu_copy2d;
