@@ -236,6 +236,23 @@ static int load_bf16(const char *dir, const char *device, unsigned keys, int ran
     return 0;
 }
 
+/* The same bf16 model (dir, write_bf16_model's) with the same adapters on the card (*mc)
+ * and on the CPU (*mh, float32 products as the card's); NULL where a load failed. */
+static void load_pair(const char *dir, unsigned keys, int rank, lc_model **mc, lc_model **mh) {
+    *mc = *mh = NULL;
+    CHECK_OK(load_bf16(dir, "cuda", keys, rank, mc));
+    CHECK_OK(load_bf16(dir, "cpu", keys, rank, mh));
+    if (*mh) lc_model_set_bf16_matmul(*mh, false);
+}
+
+/* Removes write_bf16_model's folder. */
+static void remove_bf16_model(const char *dir) {
+    char p[600];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir), unlink(p);
+    snprintf(p, sizeof p, "%s/config.json", dir), unlink(p);
+    rmdir(dir);
+}
+
 /* The products with each weight row split over 1, 2 and 4 warps (the tiny rows would
  * take 1) against the single ops. */
 static void check_splits(lc_model *m, const int32_t *prompt, int np) {
@@ -268,10 +285,8 @@ static void test_decode_graph_bf16(void) {
     char dir[] = "/tmp/lorac-test-bf16-XXXXXX";
     if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
     CHECK_OK(write_bf16_model("tiny-mistral", dir));
-    lc_model *mc = NULL, *mh = NULL;
-    CHECK_OK(load_bf16(dir, "cuda", LC_KEYS_ALL, 8, &mc));
-    CHECK_OK(load_bf16(dir, "cpu", LC_KEYS_ALL, 8, &mh));
-    if (mh) lc_model_set_bf16_matmul(mh, false); // float32 products on the CPU too
+    lc_model *mc, *mh;
+    load_pair(dir, LC_KEYS_ALL, 8, &mc, &mh);
     if (mc && mh) {
         CHECK_MSG(mc->blocks[0].w[0].dtype == LC_DT_BF16, "the bf16 copy did not load as bf16");
         int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
@@ -282,30 +297,20 @@ static void test_decode_graph_bf16(void) {
     lc_model_free(mc), lc_model_free(mh);
     // adapters on some projections only: up without gate (the gate/up launch's adapter
     // jobs shift), o and down without the rest
-    mc = mh = NULL;
-    unsigned some = LC_KEY_K | LC_KEY_O | LC_KEY_UP | LC_KEY_DOWN;
-    CHECK_OK(load_bf16(dir, "cuda", some, 8, &mc));
-    CHECK_OK(load_bf16(dir, "cpu", some, 8, &mh));
-    if (mh) lc_model_set_bf16_matmul(mh, false);
+    load_pair(dir, LC_KEY_K | LC_KEY_O | LC_KEY_UP | LC_KEY_DOWN, 8, &mc, &mh);
     if (mc && mh) {
         int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
         compare_paths("tiny-mistral bf16, k/o/up/down adapters", mc, mh, prompt, 7, 1e-5 * TOL);
     }
     lc_model_free(mc), lc_model_free(mh);
     // rank 24: the small kernels' unrolled bound of 32 (ranks up to 16 take the bound 16)
-    mc = mh = NULL;
-    CHECK_OK(load_bf16(dir, "cuda", LC_KEYS_ALL, 24, &mc));
-    CHECK_OK(load_bf16(dir, "cpu", LC_KEYS_ALL, 24, &mh));
-    if (mh) lc_model_set_bf16_matmul(mh, false);
+    load_pair(dir, LC_KEYS_ALL, 24, &mc, &mh);
     if (mc && mh) {
         int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
         compare_paths("tiny-mistral bf16, rank 24", mc, mh, prompt, 7, 1e-5 * TOL);
     }
     lc_model_free(mc), lc_model_free(mh);
-    char p[600];
-    snprintf(p, sizeof p, "%s/model.safetensors", dir), unlink(p);
-    snprintf(p, sizeof p, "%s/config.json", dir), unlink(p);
-    rmdir(dir);
+    remove_bf16_model(dir);
 }
 
 /* lc_model_merge_lora (`generate --fuse`) on the card (->merge_lora, in place) against the
@@ -318,10 +323,8 @@ static void test_merge_lora(void) {
     char dir[] = "/tmp/lorac-test-merge-XXXXXX";
     if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
     CHECK_OK(write_bf16_model("tiny-mistral", dir));
-    lc_model *mc = NULL, *mh = NULL;
-    CHECK_OK(load_bf16(dir, "cuda", LC_KEYS_ALL, 8, &mc));
-    CHECK_OK(load_bf16(dir, "cpu", LC_KEYS_ALL, 8, &mh));
-    if (mh) lc_model_set_bf16_matmul(mh, false);
+    lc_model *mc, *mh;
+    load_pair(dir, LC_KEYS_ALL, 8, &mc, &mh);
     if (mc && mh) {
         int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
         int64_t V = lc_model_cfg(mc)->vocab_size;
@@ -366,10 +369,7 @@ static void test_merge_lora(void) {
         free(un.lg), free(gc.lg), free(gh.lg);
     }
     lc_model_free(mc), lc_model_free(mh);
-    char p[600];
-    snprintf(p, sizeof p, "%s/model.safetensors", dir), unlink(p);
-    snprintf(p, sizeof p, "%s/config.json", dir), unlink(p);
-    rmdir(dir);
+    remove_bf16_model(dir);
 }
 
 /* Writes dir/config.json (a Mistral of hidden 128, 4/2 heads of 32, vocab 256, the given
@@ -646,10 +646,7 @@ static void test_step_graph(void) {
     setenv("LORAC_CUDA_TUNE", "0", 1);
     compare_graph("tiny-mistral bf16", "tiny-mistral", dir);
     unsetenv("LORAC_CUDA_TUNE");
-    char p[600];
-    snprintf(p, sizeof p, "%s/model.safetensors", dir), unlink(p);
-    snprintf(p, sizeof p, "%s/config.json", dir), unlink(p);
-    rmdir(dir);
+    remove_bf16_model(dir);
 }
 
 /* The recorded step over a quantized base (NF4 with nested absmax; MLX affine 4-bit in
@@ -973,10 +970,7 @@ static void test_packed_gate_up(void) {
     }
     lc_model_free(m);
     if (ok) close_fixture(&f);
-    char p[600];
-    snprintf(p, sizeof p, "%s/model.safetensors", dir), unlink(p);
-    snprintf(p, sizeof p, "%s/config.json", dir), unlink(p);
-    rmdir(dir);
+    remove_bf16_model(dir);
 }
 
 /* The backward's bf16 copies of dres and dq/dk/dv (LORAC_PACKED_DRES) where g1 has room for
