@@ -24,6 +24,8 @@ static void usage(FILE *f) {
             "POST /v1/completions (stream: true for server-sent events), GET /health.\n\n"
             "  --model DIR               model folder or Hugging Face repo id\n"
             "  --adapter-path PATH       LoRA adapters loaded at start (mlx-lm or PEFT folder)\n"
+            "  --fuse                    merge those into the weights in memory (faster; per-request\n"
+            "                            adapters still load onto a base of their own)\n"
             "  --device DEV              cpu, cuda or cuda:N (default: cuda when built in and a\n"
             "                            GPU answers, else cpu)\n"
             "  --quantize nf4|q4|q8      quantize the base weights at load time (default: as\n"
@@ -62,7 +64,7 @@ int cmd_serve(int argc, char **argv) {
         {"timeout", required_argument, 0, 'T'},        {"queue", required_argument, 0, 'q'},
         {"max-connections", required_argument, 0, 'C'}, {"adapter-cache", required_argument, 0, 'A'},
         {"chat-template", required_argument, 0, 'c'},  {"model-id", required_argument, 0, 'i'},
-        {"help", no_argument, 0, 'h'},                 LC_QUANT_OPTIONS,
+        {"help", no_argument, 0, 'h'},                 LC_QUANT_OPTIONS, LC_FUSE_OPTION,
         {0, 0, 0, 0}};
     lc_load_options lo = {0};
     lc_serve_config sc;
@@ -72,6 +74,7 @@ int cmd_serve(int argc, char **argv) {
     if (sc.api_key && !*sc.api_key) sc.api_key = NULL;
     long long v;
     int c;
+    bool fuse = false;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -118,6 +121,7 @@ int cmd_serve(int argc, char **argv) {
         case 'V': sc.device = optarg; break;
         case 'i': sc.model_id = optarg; break;
         case 'h': usage(stdout); return 0;
+        case 0x160: fuse = true; break;
         case 0x151:
         case 0x152:
             if (lc_cmd_quant_opt(c, optarg, "serve", &lo) == 2) return 2;
@@ -127,6 +131,7 @@ int cmd_serve(int argc, char **argv) {
     }
     if (optind < argc) return lc_cmd_usage_error("serve", "unexpected argument '%s'", argv[optind]);
     if (!model) return lc_cmd_usage_error("serve", "give --model DIR");
+    if (fuse && !sc.adapter_path) return lc_cmd_usage_error("serve", "--fuse needs --adapter-path");
     if (!sc.model_id) sc.model_id = model;
     if (lo.quantize_embeddings && lo.quantize.fmt == LC_QUANT_NONE)
         return lc_cmd_usage_error("serve", "--quantize-embeddings needs --quantize");
@@ -137,7 +142,10 @@ int cmd_serve(int argc, char **argv) {
     char *dir = NULL;
     lc_model *m = NULL;
     lc_tokenizer *t = NULL;
-    if (lc_hub_resolve_model(model, &dir) != 0 || lc_cmd_load_model_opts(dir, sc.adapter_path, &lo, &m, &t) != 0) {
+    if (lc_hub_resolve_model(model, &dir) != 0 || lc_cmd_load_model_opts(dir, sc.adapter_path, &lo, &m, &t) != 0 ||
+        (fuse && lc_cmd_fuse(m, sc.adapter_path) != 0)) {
+        lc_tokenizer_free(t);
+        lc_model_free(m);
         free(dir);
         return lc_cmd_fail();
     }

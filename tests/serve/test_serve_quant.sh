@@ -1,6 +1,7 @@
 # test_serve_quant.sh — `lorac serve --quantize`: answers equal `lorac generate --quantize`
 # for the same prompts (greedy decoding is deterministic), with and without per-request
-# adapters (whose models must load quantized the same way), and the option errors.
+# adapters (whose models must load quantized the same way), and the option errors. Also
+# `serve --fuse` (the startup adapters merged into the weights): `generate --fuse`'s answers.
 . tests/lib.sh
 . tests/serve/serve_lib.sh
 P0="Adds rs1 and rs2 into rd"
@@ -32,14 +33,27 @@ answers_equal_generate_quantized() {
     [ "$REF_QA" != "$REF_A" ] || skip "q8 and bf16 give the same adapted answer: the per-request check is weaker"
 }
 
+answers_equal_generate_fused() {
+    ref=$(gen --adapter-path "$T_TMP/ad" --fuse)
+    [ -n "$ref" ] || fail "generate --fuse answered nothing"
+    start_server "$T_TMP/serve-fuse.log" --adapter-path "$T_TMP/ad" --fuse || return
+    got=$(chat_text)
+    [ "$got" = "$ref" ] || fail "serve --fuse answered '$got', generate --fuse '$ref'"
+    kill -TERM $PID; wait $PID || fail "the server exited $? on SIGTERM"
+}
+
 option_errors() {
     expect_exit 2 "$LORAC" serve --model "$M" --quantize q5
     contains "$ERR_TXT" "nf4, q4, q8"
     one_line "$ERR_TXT"
     expect_exit 2 "$LORAC" serve --model "$M" --quantize-embeddings
     contains "$ERR_TXT" "needs --quantize"
+    expect_exit 2 "$LORAC" serve --model "$M" --fuse
+    contains "$ERR_TXT" "--fuse needs --adapter-path"
+    one_line "$ERR_TXT"
 }
 
 run_test answers_equal_generate_quantized
+run_test answers_equal_generate_fused
 run_test option_errors
 finish
