@@ -31,6 +31,24 @@ run_test() {
 }
 finish() { echo "RESULT $T_PASSED $T_FAILED $T_SKIPPED"; [ "$T_FAILED" -eq 0 ]; }
 
+# tiny_model DIR DTYPE : a 2-block Mistral (hidden 64, vocab 1024, the demo SentencePiece
+# tokenizer) made by `lorac init` in DIR, its weights DTYPE ("float32", "bfloat16"), and
+# DIR.data/train.jsonl: eight copies of one recipe-style row. Returns init's status.
+tiny_model() {
+    mkdir -p "$1.cfg" "$1.data"
+    cat >"$1.cfg/config.json" <<EOF
+{"architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": 1024,
+ "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+ "num_key_value_heads": 2, "head_dim": 16, "hidden_act": "silu", "max_position_embeddings": 512,
+ "rope_theta": 10000.0, "rms_norm_eps": 1e-05, "tie_word_embeddings": false,
+ "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "$2"}
+EOF
+    for i in 1 2 3 4 5 6 7 8; do echo '{"text": "<s>[INST] Adds rs1 and rs2 into rd[/INST] add rd, rs1, rs2</s>"}'; done \
+        >"$1.data/train.jsonl"
+    "$LORAC" init --config "$1.cfg/config.json" --tokenizer tests/fixtures/tokenizers/demo-spm/tokenizer.json \
+        --out "$1" -q >/dev/null 2>&1
+}
+
 # record_count KEY N : writes a number the test suite counted (kill points survived,
 # bad-input cases, ...) to $LORAC_BUILD/reliability/KEY, for scripts/reliability_table.sh.
 record_count() {

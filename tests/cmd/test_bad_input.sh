@@ -14,20 +14,11 @@ FX="$PWD/tests/fixtures"
 SPM="$PWD/fuzz/corpus/fuzz_spm/bytes.model"
 TOKJ="$FX/tokenizers/demo-spm/tokenizer.json"
 M="$T_TMP/model"
-D="$T_TMP/data"
+D="$T_TMP/model.data"
 AD="$T_TMP/adapters"
 
 # a small model, a data folder and an adapter folder (both layouts) to break copies of
-mkdir -p "$T_TMP/cfg" "$D"
-cat >"$T_TMP/cfg/config.json" <<'EOF'
-{"architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": 1024,
- "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
- "num_key_value_heads": 2, "head_dim": 16, "hidden_act": "silu", "max_position_embeddings": 512,
- "rope_theta": 10000.0, "rms_norm_eps": 1e-05, "tie_word_embeddings": false,
- "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"}
-EOF
-"$LORAC" init --config "$T_TMP/cfg/config.json" --tokenizer "$TOKJ" --out "$M" -q >/dev/null 2>&1 || echo "  FAIL: init"
-for i in 1 2 3 4 5 6 7 8; do echo '{"text": "<s>[INST] Adds rs1 and rs2 into rd[/INST] add rd, rs1, rs2</s>"}'; done >"$D/train.jsonl"
+tiny_model "$M" float32 || echo "  FAIL: init"
 "$LORAC" train --model "$M" --data "$D" --adapter-path "$AD" --iters 2 --batch-size 2 --lora-rank 2 \
     --num-layers 2 >/dev/null 2>&1 || echo "  FAIL: training the adapters to break"
 

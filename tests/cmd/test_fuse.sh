@@ -110,19 +110,9 @@ bad_input() {
 # `lorac generate --fuse` (the adapters merged in memory) answers what the folder `lorac fuse`
 # writes in the base's dtype answers, token for token, over bf16 weights and a real tokenizer
 generate_fuse_matches_folder() {
-    mkdir -p "$T_TMP/g/cfg" "$T_TMP/g/data"
-    cat >"$T_TMP/g/cfg/config.json" <<'EOF2'
-{"architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": 1024,
- "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
- "num_key_value_heads": 2, "head_dim": 16, "hidden_act": "silu", "max_position_embeddings": 512,
- "rope_theta": 10000.0, "rms_norm_eps": 1e-05, "tie_word_embeddings": false,
- "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"}
-EOF2
-    expect_exit 0 "$LORAC" init --config "$T_TMP/g/cfg/config.json" --tokenizer tests/fixtures/tokenizers/demo-spm/tokenizer.json \
-        --out "$T_TMP/g/m" --seed 3 -q
-    for i in 1 2 3 4 5 6 7 8; do echo '{"text": "<s>[INST] Adds rs1 and rs2 into rd[/INST] add rd, rs1, rs2</s>"}'; done \
-        >"$T_TMP/g/data/train.jsonl"
-    expect_exit 0 "$LORAC" train --model "$T_TMP/g/m" --data "$T_TMP/g/data" --adapter-path "$T_TMP/g/ad" --iters 4 \
+    mkdir -p "$T_TMP/g"
+    tiny_model "$T_TMP/g/m" bfloat16 || fail "init"
+    expect_exit 0 "$LORAC" train --model "$T_TMP/g/m" --data "$T_TMP/g/m.data" --adapter-path "$T_TMP/g/ad" --iters 4 \
         --batch-size 2 --lora-rank 4 --learning-rate 0.05 --num-layers 2 --device cpu
     expect_exit 0 "$LORAC" fuse --model "$T_TMP/g/m" --adapter-path "$T_TMP/g/ad" --save-path "$T_TMP/g/f" -q
     set -- --prompt "Adds rs1 and rs2" --ignore-chat-template --max-tokens 12 --json --device cpu
