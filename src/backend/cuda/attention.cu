@@ -494,6 +494,16 @@ static bool widen(lc_cuda *c, int n, const void *const *src, const size_t *ns, f
     return true;
 }
 
+/* Float32 copies of training's bf16 q (B,T,H,D), k, v (B,T,KV,D) and, when not NULL, out
+ * (B,T,H,D): f[0..3] (f[3] room only when out is NULL); false when there is no room. */
+static bool widen_qkvo(lc_cuda *c, const void *q, const void *k, const void *v, const void *out, int64_t B, int64_t T,
+                       int64_t H, int64_t KV, int64_t D, float **f) {
+    size_t nq = (size_t)(B * T * H * D), nk = (size_t)(B * T * KV * D);
+    const void *src[] = {q, k, v, out};
+    size_t ns[] = {nq, nk, nk, nq};
+    return widen(c, 4, src, ns, f);
+}
+
 void lc_cuda_attention_b(lc_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                          int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
     lc_cuda *c = (lc_cuda *)be->impl;
@@ -504,12 +514,10 @@ void lc_cuda_attention_b(lc_backend *be, void *out, float *lse, const void *q, c
         lc_cuda_att_tc_fwd(c, out, true, lse, q, k, v, B, T, T, H, KV, D);
         return;
     }
-    size_t nq = (size_t)(B * T * H * D), nk = (size_t)(B * T * KV * D);
-    const void *src[] = {q, k, v, NULL};
-    size_t ns[] = {nq, nk, nk, nq};
     float *f[4];
-    if (!widen(c, 4, src, ns, f)) return;
+    if (!widen_qkvo(c, q, k, v, NULL, B, T, H, KV, D, f)) return;
     lc_cuda_attention(be, f[3], lse, f[0], f[1], f[2], B, T, T, H, KV, D, 0);
+    size_t nq = (size_t)(B * T * H * D);
     k_f32_to_bf16<<<grid_of(nq), 256, 0, c->st>>>((__nv_bfloat16 *)out, f[3], nq);
     LC_LAUNCHED(c);
 }
@@ -533,10 +541,7 @@ void lc_cuda_attention_bwd_b(lc_backend *be, float *dq, float *dk, float *dv, co
         lc_cuda_att_tc_bwd(c, dq, dk, dv, db, q, k, v, lse, Dr, B, T, H, KV, D);
         return;
     }
-    size_t nq = (size_t)(B * T * H * D), nk = (size_t)(B * T * KV * D);
-    const void *src[] = {q, k, v, out};
-    size_t ns[] = {nq, nk, nk, nq};
     float *f[4];
-    if (!widen(c, 4, src, ns, f)) return;
+    if (!widen_qkvo(c, q, k, v, out, B, T, H, KV, D, f)) return;
     lc_cuda_attention_bwd(be, dq, dk, dv, dout, f[0], f[1], f[2], f[3], lse, B, T, H, KV, D);
 }
