@@ -7,8 +7,10 @@
  *        [--tokens 64] [--reps 2] [--quantize nf4|q4|q8] [--fuse] VARIANT...
  * A VARIANT is "-" (the environment as given) or NAME=VALUE[,NAME=VALUE...]: those
  * variables are set for the variant's runs and unset after. Each run: a fresh cache, a
- * 16-token random prompt, 8 untimed tokens, then --tokens timed ones (greedy, the argmax
- * on the host as bench_train's --decode does). Adapters (rank --rank on the last
+ * 16-token random prompt, 8 untimed tokens, then --tokens timed ones (greedy through
+ * lc_model_greedy, as `lorac generate` decodes at temperature 0: the argmax on the card,
+ * each step queued before the host reads the last one's token; LORAC_GREEDY_AHEAD=0 as a
+ * variant reads every step's logits back and takes the argmax on the host). Adapters (rank --rank on the last
  * --num-layers blocks, B set non-zero) are added as the recipe does; --fuse then merges them
  * into the weights (lc_model_merge_lora, `lorac generate --fuse`). Prints one JSON line a
  * run. A benchmark program: prints errors and exits.
@@ -40,6 +42,12 @@ static void apply(const char *spec, int on) {
         else unsetenv(t);
     }
     free(s);
+}
+
+/* lc_model_greedy's callback: keeps the last token handed over (the next one to feed). */
+static int keep_last(void *ctx, int32_t id) {
+    *(int32_t *)ctx = id;
+    return 0;
 }
 
 static int32_t argmax(const float *v, int64_t n) {
@@ -100,15 +108,10 @@ int main(int argc, char **argv) {
             int32_t prompt[16], next;
             for (int i = 0; i < P; i++) prompt[i] = (int32_t)((seed = seed * 6364136223846793005ULL + 1) >> 33) % (int32_t)V;
             if (lc_model_step(m, kv, prompt, P, logits) < 0) die();
-            for (int i = 0; i < 8; i++) {
-                next = argmax(logits, V);
-                if (lc_model_step(m, kv, &next, 1, logits) < 0) die();
-            }
+            next = argmax(logits, V);
+            if (lc_model_greedy(m, kv, next, 8, keep_last, &next) < 0) die();
             double t0 = lc_now();
-            for (int i = 0; i < tokens; i++) {
-                next = argmax(logits, V);
-                if (lc_model_step(m, kv, &next, 1, logits) < 0) die();
-            }
+            if (lc_model_greedy(m, kv, next, tokens, keep_last, &next) < 0) die();
             double dt = lc_now() - t0;
             printf("{\"variant\": \"%s\", \"rep\": %d, \"decode_tokens_per_s\": %.2f, \"ms_per_token\": %.4f}\n", argv[a],
                    rep, tokens / dt, 1e3 * dt / tokens);

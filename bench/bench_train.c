@@ -6,7 +6,8 @@
  * adapter, on random token ids (targets: the next id, the last position ignored). The
  * first --warmup steps are not timed. Prints one JSON line on stdout: tokens/s, the
  * median step time, the peak resident set (getrusage) and, with --decode N, decoding
- * tokens/s (batch 1, greedy, N new tokens after a 16-token prompt). Owns everything it
+ * tokens/s (batch 1, greedy through lc_model_greedy as `lorac generate` decodes, N new tokens
+ * after a 16-token prompt). Owns everything it
  * allocates; a benchmark program, so it prints errors and exits. --fp32 turns off bf16
  * products (lc_model_set_bf16_matmul), which are on by default where the CPU has them.
  * --device cuda runs on the card (bench/cuda_train.sh); --num-layers N adapts the last N
@@ -42,6 +43,12 @@ static uint64_t rnd(uint64_t *s) { // splitmix64
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return z ^ (z >> 31);
+}
+
+/* lc_model_greedy's callback: keeps the last token handed over. */
+static int keep_last(void *ctx, int32_t id) {
+    *(int32_t *)ctx = id;
+    return 0;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -213,12 +220,10 @@ int main(int argc, char **argv) {
         for (int i = 0; i < P; i++) prompt[i] = (int32_t)(rnd(&seed) % (uint64_t)V);
         if (lc_model_step(m, kv, prompt, P, logits) < 0) die();
         double t0 = lc_now();
-        for (int i = 0; i < decode; i++) {
-            next = 0;
-            for (int64_t v = 1; v < V; v++)
-                if (logits[v] > logits[next]) next = (int32_t)v;
-            if (lc_model_step(m, kv, &next, 1, logits) < 0) die();
-        }
+        next = 0;
+        for (int64_t v = 1; v < V; v++)
+            if (logits[v] > logits[next]) next = (int32_t)v;
+        if (lc_model_greedy(m, kv, next, decode, keep_last, &next) < 0) die();
         dec_tps = decode / (lc_now() - t0);
         free(logits);
         lc_kv_cache_free(kv);

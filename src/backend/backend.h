@@ -122,6 +122,7 @@ typedef struct {
 typedef struct lc_backend lc_backend;
 
 #define LC_GEMM_N_MAX 8 // products of one ->gemm_n / ->matmul_n call
+#define LC_ARGMAX_SLOTS 4 // ->argmax's host slots
 
 struct lc_backend {
     const char *name;
@@ -356,9 +357,18 @@ struct lc_backend {
      * the block's key/value rows stored at pos. Returns 0 (queued; errors come at ->sync),
      * or 1 when this backend does not run this step (shapes, dtypes, a switch): the caller
      * then runs the ops above. CUDA records the step as a graph once and replays it while
-     * the descriptor stays the same. */
+     * the descriptor stays the same. The host may queue up to 8 steps before it waits. */
     int (*decode)(lc_backend *be, const lc_decode_step *s, int64_t pos);
     long long decode_captures, decode_replays; // graphs recorded / replayed (tests, notes)
+    /* Optional, both or neither (NULL: the model downloads the logits and takes the argmax
+     * on the host). argmax queues dst[0] = the argmax of logits[0..V) — lc_sample's greedy:
+     * the lowest index among equal largest values, 0 when logits[0] is NaN, other NaNs
+     * never chosen — and a copy of it into the host's slot (0 <= slot < LC_ARGMAX_SLOTS),
+     * so the next step can read its token from dst without the host in between.
+     * argmax_read waits for the work queued up to that slot's argmax and gives its value.
+     * Returns 0, or -1 (lc_fail) with the first error since the last sync, as ->sync. */
+    void (*argmax)(lc_backend *be, int32_t *dst, const float *logits, int64_t V, int slot);
+    int (*argmax_read)(lc_backend *be, int slot, int32_t *id);
 
     /* ---- recorded steps (optional: NULL where the backend has none, e.g. CPU) ---- */
     /* Runs body(ctx), which queues this backend's operations, either directly or as a

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/mem.h"
 #include "model/internal.h"
+#include "model/sample.h"
 
 struct lc_kv_cache {
     lc_backend *be;
@@ -91,23 +92,26 @@ static int step_fused(lc_model *m, lc_kv_cache *kv, lc_arena *a) {
     return be->decode(be, s, kv->len);
 }
 
-int lc_model_step(lc_model *m, lc_kv_cache *kv, const int32_t *tokens, int64_t n, float *logits) {
+/* Queues the step for n tokens at the cache's end (tokens NULL: the one token the last
+ * ->argmax wrote into the arena) and advances the cache; *ap the arena whose logits
+ * (V) follow the last token once the step has run. Returns 0 or -1 (nothing queued). */
+static int step_queue(lc_model *m, lc_kv_cache *kv, const int32_t *tokens, int64_t n, lc_arena **ap) {
     if (n <= 0) return lc_fail("step: needs at least one token");
     if (kv->len + n > kv->cap)
         return lc_fail("step: %lld cached + %lld new positions exceed the cache's capacity %lld; "
                        "create a larger cache or shorten the prompt",
                        (long long)kv->len, (long long)n, (long long)kv->cap);
-    if (lc_check_ids(m, tokens, NULL, 1, n) < 0) return -1;
+    if (tokens && lc_check_ids(m, tokens, NULL, 1, n) < 0) return -1;
     if (m->cfg.sliding_window > 0 && kv->len + n > m->cfg.sliding_window)
         return lc_fail("step: position %lld is past the model's sliding_window (%lld), which lorac "
                        "does not implement",
                        (long long)(kv->len + n), (long long)m->cfg.sliding_window);
     lc_backend *be = m->be;
-    int64_t C = m->cfg.hidden_size, V = m->cfg.vocab_size, pos0 = kv->len;
+    int64_t C = m->cfg.hidden_size, pos0 = kv->len;
     int L = (int)m->cfg.num_hidden_layers;
     lc_rope_ensure(m, pos0 + n);
     lc_arena *a = lc_arena_prepare(m, LC_MODE_KV, 1, n);
-    be->upload(be, a->tok, tokens, (size_t)n * sizeof(int32_t));
+    if (tokens) be->upload(be, a->tok, tokens, (size_t)n * sizeof(int32_t));
     if (n != 1 || step_fused(m, kv, a) != 0) {
         be->embedding(be, a->xpp[0], a->tok, &m->embed, n);
         for (int l = 0; l < L; l++) {
@@ -120,8 +124,67 @@ int lc_model_step(lc_model *m, lc_kv_cache *kv, const int32_t *tokens, int64_t n
         be->rmsnorm(be, a->xnf, a->rstdf, last, m->norm_f, 1, C, (float)m->cfg.rms_norm_eps);
         be->matmul(be, a->logits, a->xnf, &m->lm_head, NULL, 1, false);
     }
-    be->download(be, logits, a->logits, (size_t)V * sizeof(float));
-    if (be->sync(be) != 0) return -1;
     kv->len += n;
+    *ap = a;
     return 0;
+}
+
+int lc_model_step(lc_model *m, lc_kv_cache *kv, const int32_t *tokens, int64_t n, float *logits) {
+    lc_arena *a;
+    if (step_queue(m, kv, tokens, n, &a) != 0) return -1;
+    m->be->download(m->be, logits, a->logits, (size_t)m->cfg.vocab_size * sizeof(float));
+    if (m->be->sync(m->be) != 0) {
+        kv->len -= n;
+        return -1;
+    }
+    return 0;
+}
+
+/* The greedy loop with the argmax on the host: one step, its logits read back, the next
+ * token chosen, each in turn. */
+static int greedy_host(lc_model *m, lc_kv_cache *kv, int32_t tok, int64_t max, lc_token_fn on_token, void *ctx) {
+    int64_t V = m->cfg.vocab_size;
+    float *logits = xmalloc((size_t)V * sizeof *logits);
+    lc_sampler s;
+    lc_sample_config sc = lc_sample_defaults();
+    lc_sampler_init(&s, &sc);
+    int rc = 0;
+    for (int64_t i = 0; i < max && rc == 0; i++) {
+        if (lc_model_step(m, kv, &tok, 1, logits) != 0) rc = -1;
+        else if ((rc = on_token(ctx, tok = lc_sample(&s, logits, V))) > 0) rc = 0, max = 0;
+    }
+    lc_sampler_free(&s);
+    free(logits);
+    return rc < 0 ? -1 : 0;
+}
+
+int lc_model_greedy(lc_model *m, lc_kv_cache *kv, int32_t first, int64_t max, lc_token_fn on_token, void *ctx) {
+    lc_backend *be = m->be;
+    const char *e = getenv("LORAC_GREEDY_AHEAD");
+    if (max <= 0) return 0;
+    if (!be->argmax || !be->argmax_read || (e && strcmp(e, "0") == 0))
+        return greedy_host(m, kv, first, max, on_token, ctx);
+    int64_t V = m->cfg.vocab_size, queued = 0, len0 = kv->len, i = 0;
+    lc_arena *a;
+    // step i feeds the token step i - 1 chose (the first: `first`) and its argmax goes to
+    // slot i % LC_ARGMAX_SLOTS; step i + 1 is queued before the host waits for step i's
+    // token, so the card runs on while the host hands the token over
+    for (; i < max; i++) {
+        for (; queued < max && queued <= i + 1; queued++) {
+            if (step_queue(m, kv, queued ? NULL : &first, 1, &a) != 0) goto fail;
+            be->argmax(be, a->tok, a->logits, V, (int)(queued % LC_ARGMAX_SLOTS));
+        }
+        int32_t id;
+        if (be->argmax_read(be, (int)(i % LC_ARGMAX_SLOTS), &id) != 0) goto fail;
+        int rc = on_token(ctx, id);
+        if (rc != 0) { // the step queued past i fed a token the caller did not take
+            kv->len = len0 + i + 1;
+            return be->sync(be) != 0 || rc < 0 ? -1 : 0;
+        }
+    }
+    return be->sync(be) != 0 ? -1 : 0;
+fail: // the cache keeps the steps whose tokens were read
+    be->sync(be);
+    kv->len = len0 + i;
+    return -1;
 }

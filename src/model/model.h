@@ -202,6 +202,18 @@ int64_t lc_kv_cache_len(const lc_kv_cache *kv);
 /* Appends n tokens at the cache's end and writes the logits (V) that follow the last
  * one (prefill: n = prompt length; decode: n = 1). Returns 0 or -1. */
 int lc_model_step(lc_model *m, lc_kv_cache *kv, const int32_t *tokens, int64_t n, float *logits);
+/* Called with each token greedy decoding chooses: 0 goes on, 1 stops, -1 stops with an
+ * error (lc_fail'd by the callback). */
+typedef int (*lc_token_fn)(void *ctx, int32_t id);
+/* Greedy decoding from the cache's end: feeds `first`, takes the argmax of the logits that
+ * follow (lc_sample's greedy), hands it to on_token, feeds it, and so on, up to max tokens
+ * handed over (the last one not fed) or until on_token stops; the cache then holds every
+ * token fed (`first` and those handed over but the last). Where the backend takes the
+ * argmax itself (->argmax), the step that feeds a token is queued before the host hears of
+ * it, so the device never waits on the host; LORAC_GREEDY_AHEAD=0 reads every step's
+ * logits back instead (the same tokens). Returns 0 or -1 (the cache then holds the tokens
+ * fed before the failing step). */
+int lc_model_greedy(lc_model *m, lc_kv_cache *kv, int32_t first, int64_t max, lc_token_fn on_token, void *ctx);
 
 /* ---- memory ---- */
 typedef struct {

@@ -28,6 +28,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
+#include "model/sample.h"
 #include "harness.h"
 #include "train/optim.h"
 
@@ -1762,6 +1763,67 @@ static void test_adam(void) {
     }
 }
 
+/* ->argmax against lc_sample's greedy on the host: random logits of several sizes, equal
+ * largest values (the lowest index wins), -inf everywhere, NaNs at 0 and elsewhere; the
+ * token lands in the device word and in the host slot, slots read in any order. */
+static void test_argmax(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    CHECK_MSG(gpu->argmax && gpu->argmax_read, "the CUDA backend offers no ->argmax");
+    if (!gpu->argmax || !gpu->argmax_read) return;
+    int64_t sizes[] = {1, 5, 1023, 1025, 32768, 50001};
+    lc_sampler s;
+    lc_sample_config sc = lc_sample_defaults();
+    lc_sampler_init(&s, &sc);
+    int32_t *dst = gpu->alloc(gpu, sizeof(int32_t));
+    int cases = 0, wrong = 0;
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++)
+        for (int kind = 0; kind < 5; kind++) {
+            int64_t V = sizes[k];
+            float *lg = rnd((size_t)V, 3);
+            int64_t a = V / 3, b = V - 1 - V / 5; // two places for equal largest values
+            if (kind == 1) lg[a] = lg[b] = 100.0f;
+            if (kind == 2)
+                for (int64_t i = 0; i < V; i++) lg[i] = -INFINITY;
+            if (kind == 3) lg[0] = NAN;
+            if (kind == 4) lg[a] = NAN, lg[b] = 50.0f;
+            float *d = up(lg, (size_t)V * 4);
+            int32_t want = lc_sample(&s, lg, V), got = -1, got_dev = -1;
+            int slot = (int)((k * 5 + (size_t)kind) % LC_ARGMAX_SLOTS);
+            gpu->argmax(gpu, dst, d, V, slot);
+            CHECK_OK(gpu->argmax_read(gpu, slot, &got));
+            gpu->download(gpu, &got_dev, dst, sizeof got_dev);
+            CHECK_OK(gpu->sync(gpu));
+            cases++;
+            if (got != want || got_dev != want) {
+                wrong++;
+                printf("    V %lld case %d: host slot %d, device %d, lc_sample %d\n", (long long)V, kind, got, got_dev,
+                       want);
+            }
+            gpu->release(gpu, d);
+            free(lg);
+        }
+    // every slot queued before any is read
+    int32_t want[LC_ARGMAX_SLOTS];
+    float *ds[LC_ARGMAX_SLOTS];
+    for (int slot = 0; slot < LC_ARGMAX_SLOTS; slot++) {
+        float *lg = rnd(4099, 1);
+        want[slot] = lc_sample(&s, lg, 4099);
+        ds[slot] = up(lg, 4099 * 4);
+        gpu->argmax(gpu, dst, ds[slot], 4099, slot);
+        free(lg);
+    }
+    for (int slot = LC_ARGMAX_SLOTS - 1; slot >= 0; slot--) {
+        int32_t got = -1;
+        CHECK_OK(gpu->argmax_read(gpu, slot, &got));
+        cases++, wrong += got != want[slot];
+        gpu->release(gpu, ds[slot]);
+    }
+    CHECK_MSG(wrong == 0, "argmax: %d of %d cases differ from lc_sample's greedy", wrong, cases);
+    printf("  argmax: %d cases, each lc_sample's greedy token\n", cases);
+    gpu->release(gpu, dst);
+    lc_sampler_free(&s);
+}
+
 static void test_errors(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     // a dtype the card cannot multiply is one clear error
@@ -1800,6 +1862,7 @@ int main(void) {
     RUN(test_attention_b);
     RUN(test_weight_n);
     RUN(test_adam);
+    RUN(test_argmax);
     RUN(test_errors);
     if (gpu) gpu->free(gpu);
     cpu->free(cpu);

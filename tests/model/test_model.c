@@ -384,6 +384,72 @@ static void test_recompute(void) {
         }
 }
 
+/* lc_model_greedy's callback: records the tokens, stops at the stop-th. */
+typedef struct {
+    int32_t got[64];
+    int n, stop;
+} greedy_rec;
+
+static int rec_token(void *ctx, int32_t id) {
+    greedy_rec *r = ctx;
+    if (r->n < 64) r->got[r->n] = id;
+    return ++r->n == r->stop;
+}
+
+/* An ->argmax on the host for a backend without one (CPU: its memory is the host's and
+ * its ops have run when they return), so lc_model_greedy's queued path runs here too. */
+static int32_t host_slots[LC_ARGMAX_SLOTS];
+static void host_argmax(lc_backend *be, int32_t *dst, const float *lg, int64_t V, int slot) {
+    (void)be;
+    int32_t best = 0;
+    for (int64_t v = 1; v < V; v++) best = lg[v] > lg[best] ? (int32_t)v : best;
+    dst[0] = host_slots[slot] = best;
+}
+static int host_argmax_read(lc_backend *be, int slot, int32_t *id) {
+    (void)be;
+    *id = host_slots[slot];
+    return 0;
+}
+
+/* lc_model_greedy from the prompt against the reference's greedy tokens (want[0] fed, the
+ * rest handed over), queued (->argmax; the host's stand-in where the backend has none) and
+ * with every step's logits read back (LORAC_GREEDY_AHEAD=0): the same tokens, the cache
+ * holding what was fed; stopped half way, the cache continues with the reference's logits. */
+static void check_greedy_loop(fixture *f, const char *name, const int32_t *prompt, int np, const int32_t *want,
+                              int ng, const double *rl) {
+    lc_backend *be = f->m->be;
+    bool stand_in = !be->argmax;
+    float *lg = malloc((size_t)f->V * 4);
+    for (int mode = 0; mode < 2; mode++) {
+        if (mode == 1) setenv("LORAC_GREEDY_AHEAD", "0", 1);
+        if (stand_in && mode == 0) be->argmax = host_argmax, be->argmax_read = host_argmax_read;
+        for (int stop = 0; stop < 2; stop++) {
+            lc_kv_cache *kv;
+            CHECK_OK(lc_kv_cache_create(f->m, 32, &kv));
+            CHECK_OK(lc_model_step(f->m, kv, prompt, np, lg));
+            greedy_rec r = {{0}, 0, stop ? ng / 2 : -1};
+            CHECK_OK(lc_model_greedy(f->m, kv, want[0], ng - 1, rec_token, &r));
+            int n = stop ? ng / 2 : ng - 1;
+            CHECK_MSG(r.n == n, "%s %s: %d tokens handed over, want %d", name, mode ? "read back" : "queued", r.n, n);
+            bool same = r.n == n;
+            for (int i = 0; i < n && same; i++) same = r.got[i] == want[i + 1];
+            CHECK_MSG(same, "%s %s: greedy tokens differ from the reference's", name, mode ? "read back" : "queued");
+            CHECK_EQ_INT(lc_kv_cache_len(kv), np + n);
+            if (stop && rl) { // the last token handed over was not fed: feed it, the reference's next logits
+                CHECK_OK(lc_model_step(f->m, kv, &want[n], 1, lg));
+                double e = rel_err(lg, rl + (size_t)(n + 1) * f->V, (size_t)f->V, NULL);
+                CHECK_MSG(e < 1e-5 * TOL, "%s after a stop: logits rel err %.3e", name, e);
+            }
+            lc_kv_cache_free(kv);
+        }
+        if (stand_in) be->argmax = NULL, be->argmax_read = NULL;
+        unsetenv("LORAC_GREEDY_AHEAD");
+    }
+    printf("  %s: lc_model_greedy queued and read back: the reference's tokens, stopped half way too%s\n", name,
+           stand_in ? " (host argmax standing in)" : "");
+    free(lg);
+}
+
 static void test_greedy(void) {
     if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
     for (int i = 0; i < 3; i++) {
@@ -420,6 +486,8 @@ static void test_greedy(void) {
         CHECK_FAILS(lc_model_step(f.m, kv, many, 32, lg), "capacity");
         free(lg);
         lc_kv_cache_free(kv);
+        if (ng >= 4) check_greedy_loop(&f, NAMES[i], prompt, np, want, ng, rl);
+        else CHECK_MSG(0, "%s: the fixture has %d greedy tokens, the loop check needs 4", NAMES[i], ng);
         close_fixture(&f);
     }
 }

@@ -429,6 +429,10 @@ static void cu_free(lc_backend *be) {
     if (c->att32) cudaFree(c->att32);
     if (c->counter) cudaFree(c->counter);
     if (c->flag) cudaFree(c->flag);
+    if (c->amax_host) {
+        cudaFreeHost(c->amax_host);
+        for (int k = 0; k < LC_ARGMAX_SLOTS; k++) cudaEventDestroy(c->amax_ev[k]);
+    }
     if (c->part) cudaFree(c->part);
     free(c->host_rows);
     if (c->blas) cublasDestroy(c->blas);
@@ -538,6 +542,71 @@ static bool cu_all_finite(lc_backend *be, const float *x, size_t n) {
     LC_CK(c, cudaMemcpyAsync(&h, c->flag, sizeof h, cudaMemcpyDeviceToHost, c->st));
     LC_CK(c, cudaStreamSynchronize(c->st));
     return h == 0;
+}
+
+/* The better of two (value, index) candidates: the larger value, the lower index among
+ * equals; an index of -1 (no candidate) loses to any. Values are never NaN. */
+__device__ __forceinline__ void amax_pick(float &v, int &i, float v2, int i2) {
+    if (i2 >= 0 && (i < 0 || v2 > v || (v2 == v && i2 < i))) v = v2, i = i2;
+}
+
+/* One block: dst[0] = *host = the argmax of logits[0..V) as lc_sample's greedy takes it
+ * (a serial scan keeping the first strictly larger value: NaNs other than logits[0]'s
+ * never win, and a NaN logits[0] wins outright). */
+__global__ void __launch_bounds__(1024) k_argmax(int32_t *dst, volatile int32_t *host, const float *logits, int V) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    float v = 0.0f;
+    int idx = -1;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float x = logits[i];
+        if (x == x) amax_pick(v, idx, x, i);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float v2 = __shfl_xor_sync(0xffffffffu, v, o);
+        int i2 = __shfl_xor_sync(0xffffffffu, idx, o);
+        amax_pick(v, idx, v2, i2);
+    }
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    if (lane == 0) sv[w] = v, si[w] = idx;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int k = 1; k < (int)(blockDim.x >> 5); k++) amax_pick(v, idx, sv[k], si[k]);
+        if (idx < 0 || logits[0] != logits[0]) idx = 0;
+        dst[0] = idx, *host = idx;
+    }
+}
+
+/* The kernel writes the token where the next step reads it and into a slot of mapped
+ * pinned host memory; an event a slot tells the host when the slot holds it. Queued on
+ * the decoding step's stream (blocking, so still ordered with the legacy stream). */
+static void cu_argmax(lc_backend *be, int32_t *dst, const float *logits, int64_t V, int slot) {
+    lc_cuda *c = impl(be);
+    if (!c->amax_host) {
+        if (cudaHostAlloc((void **)&c->amax_host, LC_ARGMAX_SLOTS * sizeof(int32_t), cudaHostAllocMapped) !=
+            cudaSuccess) {
+            cudaGetLastError();
+            fatal_oom(c, LC_ARGMAX_SLOTS * sizeof(int32_t), "pinned host words");
+        }
+        for (int k = 0; k < LC_ARGMAX_SLOTS; k++)
+            LC_CK(c, cudaEventCreateWithFlags(&c->amax_ev[k], cudaEventDisableTiming));
+    }
+    int32_t *h = NULL;
+    cudaStream_t st = lc_cuda_decode_stream(c);
+    LC_CK(c, cudaHostGetDevicePointer((void **)&h, c->amax_host + slot, 0));
+    k_argmax<<<1, 1024, 0, st>>>(dst, h, logits, (int)V);
+    LC_LAUNCHED(c);
+    LC_CK(c, cudaEventRecord(c->amax_ev[slot], st));
+}
+
+static int cu_argmax_read(lc_backend *be, int slot, int32_t *id) {
+    lc_cuda *c = impl(be);
+    LC_CK(c, cudaEventSynchronize(c->amax_ev[slot]));
+    *id = ((volatile int32_t *)c->amax_host)[slot];
+    if (!c->err[0]) return 0;
+    lc_fail("%s", c->err);
+    c->err[0] = 0;
+    return -1;
 }
 
 #define SUMSQ_BLOCKS 256
@@ -1528,5 +1597,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->sumsq = cu_sumsq;
     be->scale = cu_scale;
     be->decode = lc_cuda_decode;
+    be->argmax = cu_argmax;
+    be->argmax_read = cu_argmax_read;
     return be;
 }

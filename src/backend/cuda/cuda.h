@@ -47,6 +47,8 @@ typedef struct {
     bool pdl;                // launch the small-N product programmatically (sm_90+, LORAC_CUDA_PDL != 0)
     unsigned *counter;       // LC_NCOUNTERS device words for single-launch reductions (zero between launches)
     unsigned *flag;          // one device word for ->all_finite (NULL until used)
+    int32_t *amax_host;      // ->argmax's slots, mapped pinned host memory (NULL until used)
+    cudaEvent_t amax_ev[LC_ARGMAX_SLOTS]; // recorded after each slot's argmax
     double *part;            // ->sumsq's partial sums (NULL until used)
     struct lc_cuda_prof *prof; // LORAC_CUDA_PROFILE=1: per-op event timings (else NULL)
     struct lc_cuda_lt *lt;     // gemm.cu: cuBLASLt handle, tuned plans, workspace (NULL until used)
@@ -275,5 +277,8 @@ void lc_cuda_graph_free(lc_cuda *c);
  * release of its stream, scratch and graph (called by ->free). */
 int lc_cuda_decode(lc_backend *be, const lc_decode_step *s, int64_t pos);
 void lc_cuda_decode_free(lc_cuda *c);
+/* The decoding step's stream once it has one (ops that follow a step there, ->argmax,
+ * queue behind it without a wait across streams), else c->st. */
+cudaStream_t lc_cuda_decode_stream(lc_cuda *c);
 
 #endif

@@ -65,6 +65,7 @@ extern "C" {
 #define DPL (MAXD / 32)
 #define XR 4      // columns of the norm a thread keeps in registers (more are re-read)
 #define NSTG 3072 // shared floats staging the norm's adapter partial sums
+#define NPOS 8    // pinned host words of the position: steps the host may queue before waiting
 
 /* ------------------------------------------------------------ kernels */
 
@@ -614,7 +615,8 @@ __global__ void __launch_bounds__(256) k_dswiglu(dswi a, dl2 f) {
 
 struct lc_cuda_dec {
     cudaStream_t st;
-    int *dpos, *hpos;   // the position: device word, pinned host word
+    int *dpos, *hpos;   // the position: device word, pinned host words (NPOS, a ring)
+    unsigned npos;      // steps queued so far (the next host word: npos % NPOS)
     float *buf;         // scratch
     size_t cap;         // floats
     float *x[2], *xmid, *xn, *q, *kb, *vb, *att, *gate, *up, *h, *part[7];
@@ -718,6 +720,8 @@ void lc_cuda_decode_free(lc_cuda *c) {
     c->dec = NULL;
 }
 
+cudaStream_t lc_cuda_decode_stream(lc_cuda *c) { return c->dec && c->st == 0 ? c->dec->st : c->st; }
+
 /* The decoding state, made on first use; NULL (error recorded) when the card refuses. */
 static lc_cuda_dec *dec_of(lc_cuda *c) {
     if (c->dec) return c->dec;
@@ -725,7 +729,7 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
     c->dec = d;
     LC_CK(c, cudaStreamCreate(&d->st)); // blocking: ordered with the legacy stream
     LC_CK(c, cudaMalloc(&d->dpos, sizeof(int)));
-    LC_CK(c, cudaMallocHost(&d->hpos, sizeof(int)));
+    LC_CK(c, cudaMallocHost(&d->hpos, NPOS * sizeof(int)));
     if (c->err[0]) {
         lc_cuda_decode_free(c);
         return NULL;
@@ -1028,9 +1032,11 @@ int lc_cuda_decode(lc_backend *be, const lc_decode_step *s, int64_t pos) {
         d->cap = need;
     }
     layout(d, d->buf, s);
-    // the previous step is over (the model syncs every step): the host word is free
-    *d->hpos = (int)pos;
-    LC_CK(c, cudaMemcpyAsync(d->dpos, d->hpos, sizeof(int), cudaMemcpyHostToDevice, d->st));
+    // the copy reads its host word when it runs: a ring of them lets the host queue up to
+    // NPOS steps ahead of the card (lc_model_greedy queues one)
+    int *hp = d->hpos + d->npos++ % NPOS;
+    *hp = (int)pos;
+    LC_CK(c, cudaMemcpyAsync(d->dpos, hp, sizeof(int), cudaMemcpyHostToDevice, d->st));
     if (!env_off("LORAC_CUDA_GRAPH")) {
         bool same = same_key(d, s);
         if (same && d->exec) {
