@@ -558,7 +558,24 @@ __global__ void __launch_bounds__(1024) k_argmax(int32_t *dst, volatile int32_t 
     __shared__ int si[32];
     float v = 0.0f;
     int idx = -1;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+    // 16-byte loads where V and the row allow, 8 in flight a thread (one round trip for
+    // V = 32768); the rest, or all, one float at a time
+    int n4 = V % 4 == 0 && ((uintptr_t)logits & 15) == 0 ? V / 4 : 0, step = (int)blockDim.x;
+    const float4 *l4 = (const float4 *)logits;
+    for (int j0 = threadIdx.x; j0 < n4; j0 += 8 * step) {
+        float4 q[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) q[u] = j0 + u * step < n4 ? l4[j0 + u * step] : make_float4(NAN, NAN, NAN, NAN);
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            int i = 4 * (j0 + u * step);
+            float e[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                if (e[k] == e[k]) amax_pick(v, idx, e[k], i + k);
+        }
+    }
+    for (int i = 4 * n4 + threadIdx.x; i < V; i += step) {
         float x = logits[i];
         if (x == x) amax_pick(v, idx, x, i);
     }

@@ -402,6 +402,7 @@ struct dnorm {
     const float *part, *b; // pending adapter (chunks, r) partials and B (r, C), or NULL
     int chunks, r;
     float scale;
+    int *bump; // the final norm: the device position, advanced by one once every block has read it
 };
 
 /* Element c of the norm's input: the embedding row's or x's, plus a pending adapter's s·u B
@@ -435,6 +436,7 @@ __global__ void __launch_bounds__(NW) k_dnorm(dnorm a, dl2 f) {
         lnv[q] = c < C ? __ldg(a.ln + c) : 0.0f;
     }
     LC_PDL_WAIT();
+    if (a.bump && t == 0) *a.bump += 1; // every attention kernel before has read it
     if (a.part) d_sum_u(u, a.part, NULL, NULL, a.chunks, a.r, stage, NSTG);
     size_t row = a.emb ? (size_t)*a.tok * (size_t)C : 0;
     float ss = 0.0f;
@@ -616,7 +618,8 @@ __global__ void __launch_bounds__(256) k_dswiglu(dswi a, dl2 f) {
 struct lc_cuda_dec {
     cudaStream_t st;
     int *dpos, *hpos;   // the position: device word, pinned host words (NPOS, a ring)
-    unsigned npos;      // steps queued so far (the next host word: npos % NPOS)
+    unsigned npos;      // copies of the position queued so far (the next host word: npos % NPOS)
+    int64_t dev_pos;    // what dpos will hold once the queued steps have run (-1: unknown)
     float *buf;         // scratch
     size_t cap;         // floats
     float *x[2], *xmid, *xn, *q, *kb, *vb, *att, *gate, *up, *h, *part[7];
@@ -728,6 +731,7 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
     lc_cuda_dec *d = (lc_cuda_dec *)xcalloc(1, sizeof *d);
     c->dec = d;
     LC_CK(c, cudaStreamCreate(&d->st)); // blocking: ordered with the legacy stream
+    d->dev_pos = -1;
     LC_CK(c, cudaMalloc(&d->dpos, sizeof(int)));
     LC_CK(c, cudaMallocHost(&d->hpos, NPOS * sizeof(int)));
     if (c->err[0]) {
@@ -937,7 +941,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         const lc_decode_block *b = &s->blocks[l];
         float *xo = d->x[(l + 1) & 1];
         dnorm n1 = {x, d->xn, b->ln1, s->eps, C, l == 0 ? s->embed : NULL, s->edt == LC_DT_BF16, s->tok,
-                    pend, pend_b, cI, r, s->scale};
+                    pend, pend_b, cI, r, s->scale, NULL};
         dl2 f = l2_of(lc, 1, b->w[0], wb(HD, C), b->w[1], wb(KVD, C), b->w[2], wb(KVD, C));
         if (!SKIP(1)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1 + f.nb), dim3(NW), n1, f));
         dgemv g = {};
@@ -960,7 +964,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         add_job(g, b, 3, d->part[3], r, C);
         if (!SKIP(8)) GO(gemv_w(st, pdl, s, g, &b->q[3]));
         dnorm n2 = {d->xmid, d->xn, b->ln2, s->eps, C, NULL, 0, NULL, b->la[3] ? d->part[3] : NULL, b->lb[3],
-                    cHD, r, s->scale};
+                    cHD, r, s->scale, NULL};
         f = l2_of(lc, 1, b->w[4], wb(I, C), b->w[5], wb(I, C));
         if (!SKIP(16)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1 + f.nb), dim3(NW), n2, f));
         g = dgemv{};
@@ -984,7 +988,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         pend = b->la[6] ? d->part[6] : NULL, pend_b = b->lb[6];
         x = xo;
     }
-    dnorm nf = {x, d->xn, s->norm_f, s->eps, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale};
+    dnorm nf = {x, d->xn, s->norm_f, s->eps, C, NULL, 0, NULL, pend, pend_b, cI, r, s->scale, d->dpos};
     dl2 f = l2_of(lc, 1, s->lm_head, (size_t)(s->V * s->C) * (s->hdt == LC_DT_BF16 ? 2 : 4));
     if (!SKIP(256)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1 + f.nb), dim3(NW), nf, f));
     dgemv g = {};
@@ -1032,11 +1036,19 @@ int lc_cuda_decode(lc_backend *be, const lc_decode_step *s, int64_t pos) {
         d->cap = need;
     }
     layout(d, d->buf, s);
-    // the copy reads its host word when it runs: a ring of them lets the host queue up to
-    // NPOS steps ahead of the card (lc_model_greedy queues one)
-    int *hp = d->hpos + d->npos++ % NPOS;
-    *hp = (int)pos;
-    LC_CK(c, cudaMemcpyAsync(d->dpos, hp, sizeof(int), cudaMemcpyHostToDevice, d->st));
+    // each step's final norm advances the device position, so consecutive tokens need no
+    // copy; otherwise the copy reads its host word when it runs: a ring of them lets the
+    // host queue up to NPOS steps ahead of the card (lc_model_greedy queues one)
+    bool copy = d->dev_pos != pos;
+#ifdef LC_DECODE_MEASURE
+    copy = true; // a skipped final norm would not advance it
+#endif
+    if (copy) {
+        int *hp = d->hpos + d->npos++ % NPOS;
+        *hp = (int)pos;
+        LC_CK(c, cudaMemcpyAsync(d->dpos, hp, sizeof(int), cudaMemcpyHostToDevice, d->st));
+    }
+    d->dev_pos = pos + 1;
     if (!env_off("LORAC_CUDA_GRAPH")) {
         bool same = same_key(d, s);
         if (same && d->exec) {
