@@ -4,10 +4,10 @@
  * comparing the fused decoding step's switches (src/backend/cuda/decode.cu) on one card.
  *
  * Usage: bench_decode --model DIR [--device cuda] [--num-layers 16] [--rank 16]
- *        [--tokens 64] [--reps 2] [--quantize nf4|q4|q8] [--fuse] VARIANT...
+ *        [--tokens 64] [--reps 2] [--prompt 16] [--quantize nf4|q4|q8] [--fuse] VARIANT...
  * A VARIANT is "-" (the environment as given) or NAME=VALUE[,NAME=VALUE...]: those
  * variables are set for the variant's runs and unset after. Each run: a fresh cache, a
- * 16-token random prompt, 8 untimed tokens, then --tokens timed ones (greedy through
+ * random prompt of --prompt tokens (16), 8 untimed tokens, then --tokens timed ones (greedy through
  * lc_model_greedy, as `lorac generate` decodes at temperature 0: the argmax on the card,
  * each step queued before the host reads the last one's token; LORAC_GREEDY_AHEAD=0 as a
  * variant reads every step's logits back and takes the argmax on the host). Adapters (rank --rank on the last
@@ -59,10 +59,11 @@ static int32_t argmax(const float *v, int64_t n) {
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *device = "cuda", *quant = NULL; // quant: the base quantized at load
-    int nl = 16, rank = 16, tokens = 64, reps = 2, fuse = 0;
+    int nl = 16, rank = 16, tokens = 64, reps = 2, fuse = 0, P = 16;
     static struct option opts[] = {{"model", 1, 0, 'm'},  {"device", 1, 0, 'D'}, {"num-layers", 1, 0, 'n'},
                                    {"rank", 1, 0, 'r'},   {"tokens", 1, 0, 't'}, {"reps", 1, 0, 'R'},
-                                   {"quantize", 1, 0, 'Q'}, {"fuse", 0, 0, 'F'}, {0, 0, 0, 0}};
+                                   {"quantize", 1, 0, 'Q'}, {"fuse", 0, 0, 'F'}, {"prompt", 1, 0, 'P'},
+                                   {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -74,10 +75,11 @@ int main(int argc, char **argv) {
         case 'R': reps = atoi(optarg); break;
         case 'Q': quant = optarg; break;
         case 'F': fuse = 1; break;
+        case 'P': P = atoi(optarg); break;
         default: fprintf(stderr, "usage: bench_decode --model DIR [options] VARIANT...\n"); return 2;
         }
     }
-    if (!dir || tokens <= 0 || reps <= 0 || optind >= argc) {
+    if (!dir || tokens <= 0 || reps <= 0 || P <= 0 || optind >= argc) {
         fprintf(stderr, "bench_decode: --model DIR and at least one VARIANT are required\n");
         return 2;
     }
@@ -97,7 +99,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < np; i++)
         for (int64_t j = 0; j < ps[i].r * ps[i].out; j++) ps[i].b[j] = 1e-3f * (float)((j % 7) - 3);
     if (fuse && lc_model_merge_lora(m) < 0) die();
-    int64_t V = cfg->vocab_size, P = 16;
+    int64_t V = cfg->vocab_size;
     float *logits = xmalloc((size_t)V * sizeof(float));
     uint64_t seed = 7;
     for (int a = optind; a < argc; a++) {
@@ -105,7 +107,7 @@ int main(int argc, char **argv) {
         for (int rep = 0; rep < reps; rep++) {
             lc_kv_cache *kv;
             if (lc_kv_cache_create(m, P + 8 + tokens, &kv) < 0) die();
-            int32_t prompt[16], next;
+            int32_t *prompt = xmalloc((size_t)P * sizeof *prompt), next;
             for (int i = 0; i < P; i++) prompt[i] = (int32_t)((seed = seed * 6364136223846793005ULL + 1) >> 33) % (int32_t)V;
             if (lc_model_step(m, kv, prompt, P, logits) < 0) die();
             next = argmax(logits, V);
@@ -116,6 +118,7 @@ int main(int argc, char **argv) {
             printf("{\"variant\": \"%s\", \"rep\": %d, \"decode_tokens_per_s\": %.2f, \"ms_per_token\": %.4f}\n", argv[a],
                    rep, tokens / dt, 1e3 * dt / tokens);
             fflush(stdout);
+            free(prompt);
             lc_kv_cache_free(kv);
         }
         apply(argv[a], 0);

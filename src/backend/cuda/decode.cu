@@ -477,10 +477,13 @@ struct dpost {
     float scale;
 };
 
+static_assert(AW == 32, "k_dattn merges one warp's partial a lane");
+
 /* One query row a head (grid H): first the head's q and its kv head's new k, v (adapters,
  * RoPE) into shared memory, the first head of each kv group storing k, v in the cache at
  * pos; then warp w takes keys w, w+AW, ... up to pos (the new one from shared memory)
- * with its own online softmax, and warp 0 merges them (cuda's decoding attention). */
+ * with its own online softmax, and the warps merge them, output columns spread over the warps
+ * (cuda's decoding attention). */
 template <int RB>
 __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float scale, dl2 pf) {
     LC_PDL_TRIGGER();
@@ -489,7 +492,7 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
         return;
     }
     __shared__ float u[3][RMAX], qs[MAXD], ks[MAXD], vs[MAXD];
-    __shared__ float sm_m[AW], sm_l[AW], sm_acc[AW][MAXD];
+    __shared__ float sm_m[AW], sm_l[AW], sm_acc[MAXD][AW + 1]; // acc (d, warp), padded
     int H = a.H, KV = a.KV, D = a.D, h2 = D / 2, HD = H * D, KVD = KV * D;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = threadIdx.x;
     int h = blockIdx.x, g = h / (H / KV), p = *a.pos; // the position: written before the graph
@@ -563,18 +566,18 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
 #pragma unroll
     for (int i = 0; i < DPL; i++) {
         int d = lane + 32 * i;
-        if (d < D) sm_acc[w][d] = acc[i];
+        if (d < D) sm_acc[d][w] = acc[i];
     }
     __syncthreads();
-    if (w) return;
-    float M = -INFINITY, L = 0.0f, f[AW];
-    for (int j = 0; j < AW; j++) M = fmaxf(M, sm_m[j]);
-    for (int j = 0; j < AW; j++) f[j] = sm_m[j] == -INFINITY ? 0.0f : expf(sm_m[j] - M), L += sm_l[j] * f[j];
-    float inv = 1.0f / L, *o = out + (size_t)h * D;
-    for (int d = lane; d < D; d += 32) {
-        float tt = 0.0f;
-        for (int j = 0; j < AW; j++) tt += sm_acc[j][d] * f[j];
-        o[d] = tt * inv;
+    // the merge, spread over the warps: lane j holds warp j's partial (AW == 32), every warp
+    // forms the weights, warp w the outputs d = w, w + AW, ... each as one warp sum
+    float mj = sm_m[lane], M = mj;
+    for (int k = 16; k > 0; k >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, k));
+    float fj = mj == -INFINITY ? 0.0f : expf(mj - M), inv = 1.0f / d_warp_sum(sm_l[lane] * fj);
+    float *o = out + (size_t)h * D;
+    for (int d = w; d < D; d += AW) {
+        float tt = d_warp_sum(sm_acc[d][lane] * fj);
+        if (lane == 0) o[d] = tt * inv;
     }
 }
 
