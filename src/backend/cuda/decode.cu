@@ -482,9 +482,10 @@ static_assert(AW == 32, "k_dattn merges one warp's partial a lane");
 /* One query row a head (grid H): first the head's q and its kv head's new k, v (adapters,
  * RoPE) into shared memory, the first head of each kv group storing k, v in the cache at
  * pos; then warp w takes keys w, w+AW, ... up to pos (the new one from shared memory)
- * with its own online softmax, and the warps merge them, output columns spread over the warps
- * (cuda's decoding attention). */
-template <int RB>
+ * with its own online softmax — each cached key's rows loaded while the one before is
+ * multiplied, the first before the wait — and the warps merge them, output columns spread
+ * over the warps (cuda's decoding attention). DP: head_dim / 32 rounded up (4 or DPL). */
+template <int RB, int DP>
 __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float scale, dl2 pf) {
     LC_PDL_TRIGGER();
     if ((int)blockIdx.x >= pf.first) {
@@ -510,6 +511,18 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
         d_bcol<RB>(b1, bb, a.r, rot ? out_n : KVD, rot ? j1 : jv);
         if (rot) d_bcol<RB>(b2, bb, a.r, out_n, j2);
     }
+    // a cached key's k and v rows (DP values a lane), the next one's in flight while the
+    // current one is multiplied; the warp's first (written by earlier steps) before the wait
+    float kn[DP], vn[DP];
+    auto rows = [&](int s) {
+        const float *kr = a.kc + ((size_t)s * KV + g) * D, *vr = a.vc + ((size_t)s * KV + g) * D;
+#pragma unroll
+        for (int i = 0; i < DP; i++) {
+            int d = lane + 32 * i;
+            kn[i] = d < D ? kr[d] : 0.0f, vn[i] = d < D ? vr[d] : 0.0f;
+        }
+    };
+    if (w < p) rows(w);
     LC_PDL_WAIT();
     float x1 = 0.0f, x2 = 0.0f;
     if (rot) {
@@ -535,28 +548,30 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
         size_t off = (size_t)p * KVD + (size_t)g * D + t;
         a.kc[off] = ks[t], a.vc[off] = vs[t];
     }
-    float qv[DPL], acc[DPL], m = -INFINITY, l = 0.0f;
+    float qv[DP], acc[DP], m = -INFINITY, l = 0.0f;
 #pragma unroll
-    for (int i = 0; i < DPL; i++) {
+    for (int i = 0; i < DP; i++) {
         int d = lane + 32 * i;
         qv[i] = d < D ? qs[d] : 0.0f;
         acc[i] = 0.0f;
     }
     for (int s = w; s <= p; s += AW) {
-        size_t off = ((size_t)s * KV + g) * D;
-        const float *kr = s == p ? ks : a.kc + off, *vr = s == p ? vs : a.vc + off;
-        float dot = 0.0f, vv[DPL];
+        float dot = 0.0f, kv[DP], vv[DP];
 #pragma unroll
-        for (int i = 0; i < DPL; i++) {
+        for (int i = 0; i < DP; i++) {
             int d = lane + 32 * i;
-            vv[i] = d < D ? vr[d] : 0.0f;
-            if (d < D) dot += qv[i] * kr[d];
+            kv[i] = s == p ? (d < D ? ks[d] : 0.0f) : kn[i];
+            vv[i] = s == p ? (d < D ? vs[d] : 0.0f) : vn[i];
         }
+        if (s + AW < p) rows(s + AW);
+#pragma unroll
+        for (int i = 0; i < DP; i++)
+            if (lane + 32 * i < D) dot += qv[i] * kv[i];
         float sc = d_warp_sum(dot) * scale;
         float mn = fmaxf(m, sc), corr = expf(m - mn), pr = expf(sc - mn);
         l = l * corr + pr;
 #pragma unroll
-        for (int i = 0; i < DPL; i++) {
+        for (int i = 0; i < DP; i++) {
             int d = lane + 32 * i;
             if (d < D) acc[i] = acc[i] * corr + pr * vv[i];
         }
@@ -564,7 +579,7 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
     }
     if (lane == 0) sm_m[w] = m, sm_l[w] = l;
 #pragma unroll
-    for (int i = 0; i < DPL; i++) {
+    for (int i = 0; i < DP; i++) {
         int d = lane + 32 * i;
         if (d < D) sm_acc[d][w] = acc[i];
     }
@@ -959,7 +974,8 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
             if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
         f = l2_of(lc, H, b->w[3], wb(C, HD));
         if (!SKIP(4))
-            GO(go(st, pdl, r16 ? k_dattn<16> : k_dattn<RMAX>, dim3((unsigned)(H + f.nb)), dim3(AW * 32), d->att, p,
+            GO(go(st, pdl, D <= 128 ? (r16 ? k_dattn<16, 4> : k_dattn<RMAX, 4>) : (r16 ? k_dattn<16, DPL> : k_dattn<RMAX, DPL>),
+                  dim3((unsigned)(H + f.nb)), dim3(AW * 32), d->att, p,
                   1.0f / sqrtf((float)D), f));
         g = dgemv{};
         g.seg[0] = seg_of(b->w[3], NULL, x, d->xmid, C);
