@@ -280,6 +280,57 @@ static void check_splits(lc_model *m, const int32_t *prompt, int np) {
     free(ls), free(lk);
 }
 
+/* The decoding attention split over several blocks a head (long caches take it by default;
+ * LORAC_CUDA_DECODE_ASPLIT forces it here): on each fixture model, ns 3 and 5 (some blocks
+ * with no keys at the first positions), graph and direct against the single ops and the
+ * CPU; then 12 more steps from a 60-token prompt with ns 4 against the single ops. */
+static void test_decode_attention_split(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    const char *ns[] = {"3", "5"};
+    for (int i = 0; i < 3; i++) {
+        fixture fc, fh;
+        fixture_device = "cuda";
+        bool okc = open_fixture(&fc, NAMES[i], true);
+        fixture_device = "cpu";
+        bool okh = open_fixture(&fh, NAMES[i], true);
+        fixture_device = TEST_DEVICE;
+        CHECK_MSG(okc && okh, "%s: fixture", NAMES[i]);
+        if (okc && okh) {
+            int32_t prompt[64];
+            int np;
+            gen_prompt(&fc, prompt, &np);
+            for (int k = 0; k < 2; k++) {
+                char name[96];
+                snprintf(name, sizeof name, "%s, attention over %s blocks a head", NAMES[i], ns[k]);
+                setenv("LORAC_CUDA_DECODE_ASPLIT", ns[k], 1);
+                compare_paths(name, fc.m, fh.m, prompt, np, 1e-5 * TOL);
+                unsetenv("LORAC_CUDA_DECODE_ASPLIT");
+            }
+            int64_t V = lc_model_cfg(fc.m)->vocab_size;
+            int32_t longp[60];
+            for (int t = 0; t < 60; t++) longp[t] = (int32_t)((t * 37 + 11) % V);
+            size_t nl = (size_t)GEN * (size_t)V;
+            gen_out a, b;
+            a.lg = malloc(nl * 4), b.lg = malloc(nl * 4);
+            lc_kv_cache *kv;
+            CHECK_OK(lc_kv_cache_create(fc.m, 60 + GEN + 1, &kv));
+            setenv("LORAC_CUDA_DECODE", "0", 1);
+            CHECK_OK(run_gen(fc.m, kv, longp, 60, a.tok, a.lg));
+            unsetenv("LORAC_CUDA_DECODE");
+            setenv("LORAC_CUDA_DECODE_ASPLIT", "4", 1);
+            CHECK_OK(run_gen(fc.m, kv, longp, 60, b.tok, b.lg));
+            unsetenv("LORAC_CUDA_DECODE_ASPLIT");
+            double e = frel(b.lg, a.lg, nl);
+            CHECK_MSG(e < 1e-5 * TOL && !memcmp(a.tok, b.tok, sizeof a.tok),
+                      "%s: 60-token prompt, attention over 4 blocks: rel err %.3e vs the single ops", NAMES[i], e);
+            printf("  %s: 60-token prompt, attention over 4 blocks a head: tokens equal, rel err %.1e\n", NAMES[i], e);
+            lc_kv_cache_free(kv);
+            free(a.lg), free(b.lg);
+        }
+        close_fixture(&fc), close_fixture(&fh);
+    }
+}
+
 static void test_decode_graph_bf16(void) {
     if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
     char dir[] = "/tmp/lorac-test-bf16-XXXXXX";
@@ -1083,6 +1134,7 @@ static void test_grad_ops_card(void) {
 static void extra_tests(void) {
     RUN(test_decode_graph);
     RUN(test_decode_graph_bf16);
+    RUN(test_decode_attention_split);
     RUN(test_merge_lora);
     RUN(test_decode_graph_nf4);
     RUN(test_step_graph);

@@ -32,8 +32,10 @@
  * profiler (LORAC_CUDA_PROFILE=1) declines so its per-op table stays whole;
  * LORAC_CUDA_DECODE_SPLIT, LORAC_CUDA_DECODE_PF=0 (no L2 prefetch of the adapters' B by the
  * products' adapter blocks), LORAC_CUDA_DECODE_L2PF (MB of the next product's weights the
- * small kernels' extra blocks prefetch into L2; default 4, 0 off) and, in measuring builds,
- * LORAC_CUDA_DECODE_SKIP choose kernels and are part of the recorded graph's key.
+ * small kernels' extra blocks prefetch into L2; default 4, 0 off), LORAC_CUDA_DECODE_ASPLIT
+ * (blocks a head's attention is split over; default one per 256 positions of the cache, at
+ * most 8) and, in measuring builds, LORAC_CUDA_DECODE_SKIP choose kernels and are part of the
+ * recorded graph's key.
  *
  * Owns a stream of its own (blocking: ordered with the legacy stream the rest of the
  * backend uses), the step's scratch, the position's device and pinned host words and the
@@ -65,6 +67,8 @@ extern "C" {
 #define DPL (MAXD / 32)
 #define XR 4      // columns of the norm a thread keeps in registers (more are re-read)
 #define NSTG 3072 // shared floats staging the norm's adapter partial sums
+#define ASPLIT_KEYS 256 // cache positions a block of a head's decoding attention (attn_splits)
+#define ASPLIT_MAX 8
 #define NPOS 8    // pinned host words of the position: steps the host may queue before waiting
 
 /* ------------------------------------------------------------ kernels */
@@ -475,17 +479,23 @@ struct dpost {
     const float *part[3], *b[3];
     int chunks, r;
     float scale;
+    int ns;          // blocks a head, each over its share of the keys (1: one block, no merge)
+    float *sp;       // ns > 1: each block's (D + 2) partial floats, (H, ns, D + 2)
+    unsigned *cnt;   // ns > 1: (H) arrivals, zero before the kernel (the last block resets)
 };
 
 static_assert(AW == 32, "k_dattn merges one warp's partial a lane");
 
-/* One query row a head (grid H): first the head's q and its kv head's new k, v (adapters,
- * RoPE) into shared memory, the first head of each kv group storing k, v in the cache at
- * pos; then warp w takes keys w, w+AW, ... up to pos (the new one from shared memory)
- * with its own online softmax — each cached key's rows loaded while the one before is
- * multiplied, the first before the wait — and the warps merge them, output columns spread
- * over the warps (cuda's decoding attention). DP: head_dim / 32 rounded up (4 or DPL). */
-template <int RB, int DP>
+/* One query row a head (grid H · ns): first the head's q and its kv head's new k, v
+ * (adapters, RoPE) into shared memory, the first head of each kv group storing k, v in the
+ * cache at pos; then warp w takes keys w, w+AW, ... of the block's keys (all of 0..pos when
+ * ns is 1, else its ns-th share; the new one from shared memory) with its own online
+ * softmax — each cached key's rows loaded while the one before is multiplied, the first
+ * before the wait — and the warps merge them, output columns spread over the warps (cuda's
+ * decoding attention). With ns > 1 (long caches) each block writes its unnormalised partial
+ * and its max and sum, and the last of a head's blocks to arrive merges them in block order.
+ * DP: head_dim / 32 rounded up (4 or DPL). */
+template <int RB, int DP, bool SPL>
 __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float scale, dl2 pf) {
     LC_PDL_TRIGGER();
     if ((int)blockIdx.x >= pf.first) {
@@ -496,7 +506,11 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
     __shared__ float sm_m[AW], sm_l[AW], sm_acc[MAXD][AW + 1]; // acc (d, warp), padded
     int H = a.H, KV = a.KV, D = a.D, h2 = D / 2, HD = H * D, KVD = KV * D;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = threadIdx.x;
-    int h = blockIdx.x, g = h / (H / KV), p = *a.pos; // the position: written before the graph
+    int ns = SPL ? a.ns : 1, h = SPL ? (int)blockIdx.x / ns : (int)blockIdx.x, sp = SPL ? (int)blockIdx.x % ns : 0;
+    int g = h / (H / KV);
+    int p = *a.pos; // the position: written before the graph (or by the step before)
+    int per = SPL ? (p + ns) / ns : p + 1, s0 = sp * per, s1 = min(p + 1, s0 + per); // this block's keys
+    bool mine = s0 <= p && p < s1;                                     // holds the new key
     // before the wait, what no earlier kernel writes: the rotation and B's columns
     int isq = t < h2, i = isq ? t : t - h2, which = isq ? 0 : 1, out_n = isq ? HD : KVD;
     int j1 = (isq ? h : g) * D + i, j2 = j1 + h2, jv = g * D + (t - 2 * h2);
@@ -522,7 +536,7 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
             kn[i] = d < D ? kr[d] : 0.0f, vn[i] = d < D ? vr[d] : 0.0f;
         }
     };
-    if (w < p) rows(w);
+    if (s0 + w < min(s1, p)) rows(s0 + w);
     LC_PDL_WAIT();
     float x1 = 0.0f, x2 = 0.0f;
     if (rot) {
@@ -544,7 +558,7 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
         vs[t - 2 * h2] = x1;
     }
     __syncthreads();
-    if (h % (H / KV) == 0 && t < D) {
+    if (mine && h % (H / KV) == 0 && t < D) {
         size_t off = (size_t)p * KVD + (size_t)g * D + t;
         a.kc[off] = ks[t], a.vc[off] = vs[t];
     }
@@ -555,7 +569,7 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
         qv[i] = d < D ? qs[d] : 0.0f;
         acc[i] = 0.0f;
     }
-    for (int s = w; s <= p; s += AW) {
+    for (int s = s0 + w; s < s1; s += AW) {
         float dot = 0.0f, kv[DP], vv[DP];
 #pragma unroll
         for (int i = 0; i < DP; i++) {
@@ -563,7 +577,7 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
             kv[i] = s == p ? (d < D ? ks[d] : 0.0f) : kn[i];
             vv[i] = s == p ? (d < D ? vs[d] : 0.0f) : vn[i];
         }
-        if (s + AW < p) rows(s + AW);
+        if (s + AW < min(s1, p)) rows(s + AW);
 #pragma unroll
         for (int i = 0; i < DP; i++)
             if (lane + 32 * i < D) dot += qv[i] * kv[i];
@@ -588,12 +602,38 @@ __global__ void __launch_bounds__(AW * 32) k_dattn(float *out, dpost a, float sc
     // forms the weights, warp w the outputs d = w, w + AW, ... each as one warp sum
     float mj = sm_m[lane], M = mj;
     for (int k = 16; k > 0; k >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, k));
-    float fj = mj == -INFINITY ? 0.0f : expf(mj - M), inv = 1.0f / d_warp_sum(sm_l[lane] * fj);
+    float fj = mj == -INFINITY ? 0.0f : expf(mj - M), L = d_warp_sum(sm_l[lane] * fj), inv = 1.0f / L;
     float *o = out + (size_t)h * D;
+    if constexpr (!SPL) {
+        for (int d = w; d < D; d += AW) {
+            float tt = d_warp_sum(sm_acc[d][lane] * fj);
+            if (lane == 0) o[d] = tt * inv;
+        }
+        return;
+    }
+    float *mypart = a.sp + ((size_t)h * ns + sp) * (D + 2);
     for (int d = w; d < D; d += AW) {
         float tt = d_warp_sum(sm_acc[d][lane] * fj);
-        if (lane == 0) o[d] = tt * inv;
+        if (lane == 0) mypart[d] = tt;
     }
+    if (t == 0) mypart[D] = M, mypart[D + 1] = L;
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last;
+    if (t == 0) last = atomicAdd(a.cnt + h, 1u) == (unsigned)(ns - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence(); // every block of the head has written its partial: merge them in order
+    const float *hp = a.sp + (size_t)h * ns * (D + 2);
+    float mb = lane < ns ? hp[(size_t)lane * (D + 2) + D] : -INFINITY, Mh = mb;
+    for (int k = 16; k > 0; k >>= 1) Mh = fmaxf(Mh, __shfl_xor_sync(0xffffffffu, Mh, k));
+    float fb = mb == -INFINITY ? 0.0f : expf(mb - Mh);
+    float Lh = d_warp_sum(lane < ns ? hp[(size_t)lane * (D + 2) + D + 1] * fb : 0.0f), ih = 1.0f / Lh;
+    for (int d = w; d < D; d += AW) {
+        float tt = d_warp_sum(lane < ns ? hp[(size_t)lane * (D + 2) + d] * fb : 0.0f);
+        if (lane == 0) o[d] = tt * ih;
+    }
+    if (t == 0) a.cnt[h] = 0;
 }
 
 /* h = silu(gate + s·u B) · (up + s·u B). */
@@ -641,6 +681,9 @@ struct lc_cuda_dec {
     float *buf;         // scratch
     size_t cap;         // floats
     float *x[2], *xmid, *xn, *q, *kb, *vb, *att, *gate, *up, *h, *part[7];
+    int ns;             // attention's blocks a head (attn_splits); with ns > 1 its partials
+    float *asp;         // (H, ns, D + 2) and arrival counters (H), zeroed before each step
+    unsigned *acnt;
     lc_decode_step key; // what exec replays (blocks pointer NULL)
     lc_decode_block *kblk;
     int64_t kL;
@@ -701,6 +744,27 @@ static bool usable(const lc_decode_step *s, int64_t pos) {
 static size_t chunks_of(int64_t in) { return (size_t)((in + CH - 1) / CH); }
 
 /* Lays out the scratch for s (pointers set when base is given); returns its floats. */
+/* Blocks a head's decoding attention is split over (dpost.ns): LORAC_CUDA_DECODE_ASPLIT
+ * (1..16), else one per ASPLIT_KEYS positions of the cache's capacity, at most ASPLIT_MAX
+ * (a graph is recorded for a cache, so the split follows its capacity, not the position). */
+typedef void (*attn_fn)(float *, dpost, float, dl2);
+/* The attention kernel for head_dim D, rank bound 16 or RMAX, split over blocks or not. */
+static attn_fn attn_kernel(int D, bool r16, bool split) {
+    if (split)
+        return D <= 128 ? (r16 ? k_dattn<16, 4, true> : k_dattn<RMAX, 4, true>)
+                        : (r16 ? k_dattn<16, DPL, true> : k_dattn<RMAX, DPL, true>);
+    return D <= 128 ? (r16 ? k_dattn<16, 4, false> : k_dattn<RMAX, 4, false>)
+                    : (r16 ? k_dattn<16, DPL, false> : k_dattn<RMAX, DPL, false>);
+}
+
+static int attn_splits(const lc_decode_step *s) {
+    const char *e = getenv("LORAC_CUDA_DECODE_ASPLIT");
+    int n = e ? atoi(e) : 0;
+    if (n >= 1 && n <= 16) return n;
+    n = (int)(s->S / ASPLIT_KEYS);
+    return n < 1 ? 1 : n > ASPLIT_MAX ? ASPLIT_MAX : n;
+}
+
 static size_t layout(lc_cuda_dec *d, float *base, const lc_decode_step *s) {
     size_t off = 0, r = (size_t)(s->r > 0 ? s->r : 1), HD = (size_t)(s->H * s->D), KVD = (size_t)(s->KV * s->D);
     size_t C = (size_t)s->C, I = (size_t)s->I;
@@ -714,7 +778,11 @@ static size_t layout(lc_cuda_dec *d, float *base, const lc_decode_step *s) {
     int64_t in[7] = {s->C, s->C, s->C, s->H * s->D, s->C, s->C, s->I};
     float *part[7];
     for (int k = 0; k < 7; k++) part[k] = take(chunks_of(in[k]) * r);
+    int ns = attn_splits(s);
+    float *asp = ns > 1 ? take((size_t)(s->H * ns) * (size_t)(s->D + 2)) : NULL;
+    float *acnt = ns > 1 ? take((size_t)s->H) : NULL;
     if (base) {
+        d->ns = ns, d->asp = asp, d->acnt = (unsigned *)acnt;
         d->x[0] = x0, d->x[1] = x1, d->xmid = xmid, d->xn = xn, d->q = q, d->kb = kb, d->vb = vb;
         d->att = att, d->gate = gate, d->up = up, d->h = h;
         for (int k = 0; k < 7; k++) d->part[k] = part[k];
@@ -760,13 +828,14 @@ static lc_cuda_dec *dec_of(lc_cuda *c) {
 }
 
 /* The switches a recording bakes in (LORAC_CUDA_DECODE_SPLIT, LORAC_CUDA_DECODE_PF,
- * LORAC_CUDA_DECODE_U, LORAC_CUDA_DECODE_L2PF, and LORAC_CUDA_DECODE_SKIP in measuring builds),
+ * LORAC_CUDA_DECODE_U, LORAC_CUDA_DECODE_L2PF, LORAC_CUDA_DECODE_ASPLIT, and
+ * LORAC_CUDA_DECODE_SKIP in measuring builds),
  * hashed into one word: changing one records a new graph. */
 static unsigned tune_word(void) {
     const char *names[] = {"LORAC_CUDA_DECODE_SPLIT", "LORAC_CUDA_DECODE_SKIP", "LORAC_CUDA_DECODE_PF",
-                           "LORAC_CUDA_DECODE_U", "LORAC_CUDA_DECODE_L2PF"};
+                           "LORAC_CUDA_DECODE_U", "LORAC_CUDA_DECODE_L2PF", "LORAC_CUDA_DECODE_ASPLIT"};
     unsigned h = 2166136261u;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         const char *e = getenv(names[i]);
         for (const char *p = e ? e : "-"; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
         h = (h ^ 0xffu) * 16777619u;
@@ -969,13 +1038,13 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
         for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k], r, k ? KVD : HD);
         if (!SKIP(2)) GO(gemv_w(st, pdl, s, g, &b->q[0]));
-        dpost p = {d->q, d->kb, d->vb, b->kc, b->vc, s->cos, s->sin, d->dpos, H, KV, D, {}, {}, cC, r, s->scale};
+        dpost p = {d->q,  d->kb, d->vb, b->kc,     b->vc, s->cos, s->sin, d->dpos, H,      KV,
+                   D,     {},    {},    cC,        r,     s->scale, d->ns, d->asp, d->acnt};
         for (int k = 0; k < 3; k++)
             if (b->la[k]) p.part[k] = d->part[k], p.b[k] = b->lb[k];
-        f = l2_of(lc, H, b->w[3], wb(C, HD));
+        f = l2_of(lc, H * d->ns, b->w[3], wb(C, HD));
         if (!SKIP(4))
-            GO(go(st, pdl, D <= 128 ? (r16 ? k_dattn<16, 4> : k_dattn<RMAX, 4>) : (r16 ? k_dattn<16, DPL> : k_dattn<RMAX, DPL>),
-                  dim3((unsigned)(H + f.nb)), dim3(AW * 32), d->att, p,
+            GO(go(st, pdl, attn_kernel(D, r16, d->ns > 1), dim3((unsigned)(H * d->ns + f.nb)), dim3(AW * 32), d->att, p,
                   1.0f / sqrtf((float)D), f));
         g = dgemv{};
         g.seg[0] = seg_of(b->w[3], NULL, x, d->xmid, C);
@@ -1068,6 +1137,7 @@ int lc_cuda_decode(lc_backend *be, const lc_decode_step *s, int64_t pos) {
         LC_CK(c, cudaMemcpyAsync(d->dpos, hp, sizeof(int), cudaMemcpyHostToDevice, d->st));
     }
     d->dev_pos = pos + 1;
+    if (d->ns > 1) LC_CK(c, cudaMemsetAsync(d->acnt, 0, (size_t)s->H * sizeof(unsigned), d->st));
     if (!env_off("LORAC_CUDA_GRAPH")) {
         bool same = same_key(d, s);
         if (same && d->exec) {
