@@ -170,20 +170,26 @@ static void gen_prompt(const fixture *f, int32_t *prompt, int *np) {
     for (const cJSON *v = cJSON_GetObjectItem(f->j, "gen_prompt")->child; v; v = v->next) prompt[(*np)++] = (int32_t)v->valuedouble;
 }
 
+/* Fixture model `name` on the card (*fc) and on the CPU (*fh) with its greedy prompt; false
+ * (a failed check) when either did not open. Close both either way. */
+static bool open_pair(const char *name, fixture *fc, fixture *fh, int32_t *prompt, int *np) {
+    fixture_device = "cuda";
+    bool okc = open_fixture(fc, name, true);
+    fixture_device = "cpu";
+    bool okh = open_fixture(fh, name, true);
+    fixture_device = TEST_DEVICE;
+    CHECK_MSG(okc && okh, "%s: fixture", name);
+    if (okc && okh) gen_prompt(fc, prompt, np);
+    return okc && okh;
+}
+
 static void test_decode_graph(void) {
     if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
     for (int i = 0; i < 3; i++) {
         fixture fc, fh;
-        fixture_device = "cuda";
-        bool okc = open_fixture(&fc, NAMES[i], true);
-        fixture_device = "cpu";
-        bool okh = open_fixture(&fh, NAMES[i], true);
-        fixture_device = TEST_DEVICE;
-        CHECK_MSG(okc && okh, "%s: fixture", NAMES[i]);
-        if (okc && okh) {
-            int32_t prompt[64];
-            int np;
-            gen_prompt(&fc, prompt, &np);
+        int32_t prompt[64];
+        int np;
+        if (open_pair(NAMES[i], &fc, &fh, prompt, &np)) {
             compare_paths(NAMES[i], fc.m, fh.m, prompt, np, 1e-5 * TOL);
         }
         close_fixture(&fc), close_fixture(&fh);
@@ -289,16 +295,9 @@ static void test_decode_attention_split(void) {
     const char *ns[] = {"3", "5"};
     for (int i = 0; i < 3; i++) {
         fixture fc, fh;
-        fixture_device = "cuda";
-        bool okc = open_fixture(&fc, NAMES[i], true);
-        fixture_device = "cpu";
-        bool okh = open_fixture(&fh, NAMES[i], true);
-        fixture_device = TEST_DEVICE;
-        CHECK_MSG(okc && okh, "%s: fixture", NAMES[i]);
-        if (okc && okh) {
-            int32_t prompt[64];
-            int np;
-            gen_prompt(&fc, prompt, &np);
+        int32_t prompt[64];
+        int np;
+        if (open_pair(NAMES[i], &fc, &fh, prompt, &np)) {
             for (int k = 0; k < 2; k++) {
                 char name[96];
                 snprintf(name, sizeof name, "%s, attention over %s blocks a head", NAMES[i], ns[k]);
