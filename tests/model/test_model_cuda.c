@@ -11,8 +11,10 @@
  * the recorded graph replayed, after a cache reset, with every adapter rewritten in
  * place between generations (the graph must read the new values), with a second cache
  * (a new graph), against the CPU backend; once on the float32 fixtures and once on a
- * bf16 copy of tiny-mistral (the bf16 product kernels). Batch 1 only: the cache's step
- * has no batch.
+ * bf16 copy of tiny-mistral (the bf16 product kernels). The same models without adapters
+ * (and NF4, and adapters on some projections only: products without adapter blocks beside
+ * products with) against the single ops and the CPU, with lc_model_greedy's queued loop.
+ * Batch 1 only: the cache's step has no batch.
  *
  * Then the recorded training step (->replay, src/backend/cuda/graph.cu): 14 training
  * steps with AdamW updates on the card, changing T and back and turning gradient
@@ -172,15 +174,75 @@ static void gen_prompt(const fixture *f, int32_t *prompt, int *np) {
 
 /* Fixture model `name` on the card (*fc) and on the CPU (*fh) with its greedy prompt; false
  * (a failed check) when either did not open. Close both either way. */
-static bool open_pair(const char *name, fixture *fc, fixture *fh, int32_t *prompt, int *np) {
+static bool open_pair_lora(const char *name, bool with_lora, fixture *fc, fixture *fh, int32_t *prompt, int *np) {
     fixture_device = "cuda";
-    bool okc = open_fixture(fc, name, true);
+    bool okc = open_fixture(fc, name, with_lora);
     fixture_device = "cpu";
-    bool okh = open_fixture(fh, name, true);
+    bool okh = open_fixture(fh, name, with_lora);
     fixture_device = TEST_DEVICE;
     CHECK_MSG(okc && okh, "%s: fixture", name);
     if (okc && okh) gen_prompt(fc, prompt, np);
     return okc && okh;
+}
+
+/* open_pair_lora with the fixture's adapters. */
+static bool open_pair(const char *name, fixture *fc, fixture *fh, int32_t *prompt, int *np) {
+    return open_pair_lora(name, true, fc, fh, prompt, np);
+}
+
+/* The fused step of a model without adapters on the card (mc; its products have no adapter
+ * blocks, its small kernels nothing pending): the recorded graph against the same kernels
+ * launched directly (bit for bit), the single ops and the CPU's model mh (when given), tol
+ * apart, the same tokens everywhere; then lc_model_greedy (queued: the position advanced on
+ * the card between its steps) gives the graph's tokens. */
+static void check_plain(const char *name, lc_model *mc, lc_model *mh, const int32_t *prompt, int np, double tol) {
+    lc_backend *be = mc->be;
+    int64_t V = lc_model_cfg(mc)->vocab_size;
+    size_t nl = (size_t)GEN * (size_t)V;
+    gen_out single, direct, graph, cpu;
+    gen_out *all[] = {&single, &direct, &graph, &cpu};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) all[i]->lg = malloc(nl * 4);
+    lc_kv_cache *kv;
+    CHECK_OK(lc_kv_cache_create(mc, 32, &kv));
+    setenv("LORAC_CUDA_DECODE", "0", 1);
+    CHECK_OK(run_gen(mc, kv, prompt, np, single.tok, single.lg));
+    unsetenv("LORAC_CUDA_DECODE");
+    setenv("LORAC_CUDA_GRAPH", "0", 1);
+    CHECK_OK(run_gen(mc, kv, prompt, np, direct.tok, direct.lg));
+    unsetenv("LORAC_CUDA_GRAPH");
+    long long c0 = be->decode_captures, r0 = be->decode_replays;
+    CHECK_OK(run_gen(mc, kv, prompt, np, graph.tok, graph.lg));
+    CHECK_MSG(be->decode_captures == c0 + 1 && be->decode_replays == r0 + GEN - 1,
+              "%s: %lld graphs recorded, %lld replays (want 1, %d)", name, be->decode_captures - c0,
+              be->decode_replays - r0, GEN - 1);
+    double e_gd = frel(graph.lg, direct.lg, nl), e_gs = frel(graph.lg, single.lg, nl), e_gc = -1;
+    CHECK_MSG(e_gd == 0.0, "%s: graph vs direct %.3e (want 0)", name, e_gd);
+    CHECK_MSG(e_gs < tol, "%s: vs single ops %.3e", name, e_gs);
+    CHECK_MSG(!memcmp(graph.tok, single.tok, sizeof single.tok), "%s: tokens differ from the single ops'", name);
+    if (mh) {
+        lc_kv_cache *kh;
+        CHECK_OK(lc_kv_cache_create(mh, 32, &kh));
+        CHECK_OK(run_gen(mh, kh, prompt, np, cpu.tok, cpu.lg));
+        e_gc = frel(graph.lg, cpu.lg, nl);
+        CHECK_MSG(e_gc < tol && !memcmp(graph.tok, cpu.tok, sizeof cpu.tok), "%s: graph vs CPU %.3e", name, e_gc);
+        lc_kv_cache_free(kh);
+    }
+    // queued greedy decoding: no position copy between its steps
+    float *lg = malloc((size_t)V * 4);
+    lc_kv_cache_reset(kv);
+    CHECK_OK(lc_model_step(mc, kv, prompt, np, lg));
+    greedy_rec r = {{0}, 0, -1};
+    CHECK_OK(lc_model_greedy(mc, kv, graph.tok[0], GEN - 1, rec_token, &r));
+    bool same = r.n == GEN - 1;
+    for (int i = 0; i < GEN - 1 && same; i++) same = r.got[i] == graph.tok[i + 1];
+    CHECK_MSG(same, "%s: lc_model_greedy's tokens differ from the step by step graph's", name);
+    char cpu_e[32] = "not compared";
+    if (mh) snprintf(cpu_e, sizeof cpu_e, "%.1e", e_gc);
+    printf("  %s, no adapters: graph = direct, vs single ops %.1e, vs CPU %s; greedy %s\n", name, e_gs, cpu_e,
+           same ? "same" : "differs");
+    free(lg);
+    lc_kv_cache_free(kv);
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->lg);
 }
 
 static void test_decode_graph(void) {
@@ -330,6 +392,18 @@ static void test_decode_attention_split(void) {
     }
 }
 
+/* check_plain on each fixture model (float32 products) without adapters. */
+static void test_decode_plain(void) {
+    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
+    for (int i = 0; i < 3; i++) {
+        fixture fc, fh;
+        int32_t prompt[64];
+        int np;
+        if (open_pair_lora(NAMES[i], false, &fc, &fh, prompt, &np)) check_plain(NAMES[i], fc.m, fh.m, prompt, np, 1e-5 * TOL);
+        close_fixture(&fc), close_fixture(&fh);
+    }
+}
+
 static void test_decode_graph_bf16(void) {
     if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
     char dir[] = "/tmp/lorac-test-bf16-XXXXXX";
@@ -351,6 +425,35 @@ static void test_decode_graph_bf16(void) {
     if (mc && mh) {
         int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
         compare_paths("tiny-mistral bf16, k/o/up/down adapters", mc, mh, prompt, 7, 1e-5 * TOL);
+    }
+    lc_model_free(mc), lc_model_free(mh);
+    // adapters on o only, on q and down only: blocks whose products run without adapter
+    // blocks beside blocks with
+    unsigned only[] = {LC_KEY_O, LC_KEY_Q | LC_KEY_DOWN};
+    const char *only_name[] = {"tiny-mistral bf16, o adapters", "tiny-mistral bf16, q and down adapters"};
+    for (int k = 0; k < 2; k++) {
+        load_pair(dir, only[k], 8, &mc, &mh);
+        if (mc && mh) {
+            int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
+            compare_paths(only_name[k], mc, mh, prompt, 7, 1e-5 * TOL);
+        }
+        lc_model_free(mc), lc_model_free(mh);
+    }
+    // no adapters: rows over 1, 2 and 4 warps
+    mc = mh = NULL;
+    CHECK_OK(lc_model_load_on(dir, "cuda", &mc));
+    CHECK_OK(lc_model_load_on(dir, "cpu", &mh));
+    if (mc && mh) {
+        lc_model_set_bf16_matmul(mh, false);
+        int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
+        const char *ks[] = {NULL, "1", "2", "4"};
+        for (int i = 0; i < 4; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "tiny-mistral bf16, rows split %s", ks[i] ? ks[i] : "by default");
+            if (ks[i]) setenv("LORAC_CUDA_DECODE_SPLIT", ks[i], 1);
+            check_plain(name, mc, mh, prompt, 7, 1e-5 * TOL);
+            unsetenv("LORAC_CUDA_DECODE_SPLIT");
+        }
     }
     lc_model_free(mc), lc_model_free(mh);
     // rank 24: the small kernels' unrolled bound of 32 (ranks up to 16 take the bound 16)
@@ -533,6 +636,15 @@ static void test_decode_graph_nf4(void) {
                GEN, e_ds, e_gd, e_changed, e_sw);
         lc_kv_cache_free(kv);
         for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->lg);
+    }
+    lc_model_free(m);
+    // no adapters (against the single ops; the CPU's float32 dequantization is 1e-2 away,
+    // above)
+    m = NULL;
+    CHECK_OK(lc_model_load_opts(out, &lo, &m));
+    if (m) {
+        int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
+        check_plain("nf4", m, NULL, prompt, 7, 1e-5 * TOL);
     }
     lc_model_free(m);
     char cmdline[400];
@@ -1132,6 +1244,7 @@ static void test_grad_ops_card(void) {
 
 static void extra_tests(void) {
     RUN(test_decode_graph);
+    RUN(test_decode_plain);
     RUN(test_decode_graph_bf16);
     RUN(test_decode_attention_split);
     RUN(test_merge_lora);
