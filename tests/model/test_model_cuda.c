@@ -245,17 +245,21 @@ static void check_plain(const char *name, lc_model *mc, lc_model *mh, const int3
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->lg);
 }
 
+/* compare_paths on each fixture model with its adapters, then check_plain on it without
+ * (float32 products). */
 static void test_decode_graph(void) {
     if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
-    for (int i = 0; i < 3; i++) {
-        fixture fc, fh;
-        int32_t prompt[64];
-        int np;
-        if (open_pair(NAMES[i], &fc, &fh, prompt, &np)) {
-            compare_paths(NAMES[i], fc.m, fh.m, prompt, np, 1e-5 * TOL);
+    for (int i = 0; i < 3; i++)
+        for (int lora = 1; lora >= 0; lora--) {
+            fixture fc, fh;
+            int32_t prompt[64];
+            int np;
+            if (open_pair_lora(NAMES[i], lora, &fc, &fh, prompt, &np)) {
+                if (lora) compare_paths(NAMES[i], fc.m, fh.m, prompt, np, 1e-5 * TOL);
+                else check_plain(NAMES[i], fc.m, fh.m, prompt, np, 1e-5 * TOL);
+            }
+            close_fixture(&fc), close_fixture(&fh);
         }
-        close_fixture(&fc), close_fixture(&fh);
-    }
 }
 
 /* A bf16 copy of fixture model `name` in folder dir (config.json says bfloat16). */
@@ -388,18 +392,6 @@ static void test_decode_attention_split(void) {
             lc_kv_cache_free(kv);
             free(a.lg), free(b.lg);
         }
-        close_fixture(&fc), close_fixture(&fh);
-    }
-}
-
-/* check_plain on each fixture model (float32 products) without adapters. */
-static void test_decode_plain(void) {
-    if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
-    for (int i = 0; i < 3; i++) {
-        fixture fc, fh;
-        int32_t prompt[64];
-        int np;
-        if (open_pair_lora(NAMES[i], false, &fc, &fh, prompt, &np)) check_plain(NAMES[i], fc.m, fh.m, prompt, np, 1e-5 * TOL);
         close_fixture(&fc), close_fixture(&fh);
     }
 }
@@ -1244,7 +1236,6 @@ static void test_grad_ops_card(void) {
 
 static void extra_tests(void) {
     RUN(test_decode_graph);
-    RUN(test_decode_plain);
     RUN(test_decode_graph_bf16);
     RUN(test_decode_attention_split);
     RUN(test_merge_lora);
