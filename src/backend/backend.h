@@ -191,6 +191,10 @@ struct lc_backend {
     /* out (rows, cols; row stride ldo) = x (rows, cols; row stride ldx); no overlap. */
     void (*copy2d)(lc_backend *be, float *out, int64_t ldo, const float *x, int64_t ldx, int64_t rows,
                    int64_t cols);
+    /* n (<= LC_GEMM_N_MAX) such copies of one shape, out[i] (row stride ldo[i]) = x[i] (row
+     * stride ldx[i]), in one call: the adapters' side-by-side groups (their A, u and ga). */
+    void (*copy2d_n)(lc_backend *be, int n, float *const *out, const int64_t *ldo, const float *const *x,
+                     const int64_t *ldx, int64_t rows, int64_t cols);
     void (*add)(lc_backend *be, float *out, const float *a, const float *b, size_t n); // out = a + b
     void (*axpy)(lc_backend *be, float *y, float a, const float *x, size_t n);   // y += a x
     /* Inverted dropout: out[i] = x[i] * keep(seed, i) / (1 - p), keep false with

@@ -954,13 +954,28 @@ static int projs_group(const lc_model *m, int n, lc_lora_param *const *p, int64_
     return k >= 2 && k * *r <= 3 * m->lcfg.rank ? k : 0;
 }
 
+/* k copies of (rows, cols): out[j] (row stride ldo[j]) = x[j] (row stride ldx[j]), in one
+ * backend call where it has ->copy2d_n. */
+static void copies(lc_backend *be, int k, float *const *out, const int64_t *ldo, const float *const *x,
+                   const int64_t *ldx, int64_t rows, int64_t cols) {
+    if (be->copy2d_n && k <= LC_GEMM_N_MAX) {
+        be->copy2d_n(be, k, out, ldo, x, ldx, rows, cols);
+        return;
+    }
+    for (int j = 0; j < k; j++) be->copy2d(be, out[j], ldo[j], x[j], ldx[j], rows, cols);
+}
+
 /* a->lg's first half = the k adapters' A side by side: (in, k r). */
 static float *group_a(lc_model *m, lc_arena *a, int n, lc_lora_param *const *p, int64_t r) {
     int64_t k = 0, in = m->cfg.hidden_size;
+    float *out[LC_GEMM_N_MAX];
+    const float *x[LC_GEMM_N_MAX];
+    int64_t ldo[LC_GEMM_N_MAX], ldx[LC_GEMM_N_MAX];
     for (int i = 0; i < n; i++)
         if (p[i]) k++;
     for (int i = 0, j = 0; i < n; i++)
-        if (p[i]) m->be->copy2d(m->be, a->lg + j++ * r, k * r, p[i]->a, r, in, r);
+        if (p[i]) out[j] = a->lg + j * r, ldo[j] = k * r, x[j] = p[i]->a, ldx[j] = r, j++;
+    copies(m->be, (int)k, out, ldo, x, ldx, in, r);
     return a->lg;
 }
 
@@ -1021,7 +1036,11 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
         int64_t in = m->cfg.hidden_size;
         if (x) be->gemm(be, false, false, N, kg * r, in, 1.0f, x, in, ag, kg * r, 0.0f, a->du, kg * r);
         else be->gemm_b(be, false, false, N, kg * r, in, 1.0f, xb, in, true, ag, kg * r, false, 0.0f, a->du, kg * r);
-        for (int j = 0; j < kg; j++) be->copy2d(be, g[j].C, r, a->du + j * r, kg * r, N, r);
+        float *uo[LC_GEMM_N_MAX];
+        const float *ux[LC_GEMM_N_MAX];
+        int64_t lo[LC_GEMM_N_MAX], lx[LC_GEMM_N_MAX];
+        for (int j = 0; j < kg; j++) uo[j] = g[j].C, lo[j] = r, ux[j] = a->du + j * r, lx[j] = kg * r;
+        copies(be, kg, uo, lo, ux, lx, N, r);
     } else if (!x) { // x only as bf16: u = xb a as bf16 products
         for (int i = 0; i < n; i++)
             if (p[i])
@@ -1061,8 +1080,13 @@ static void projs_ga_of(lc_model *m, lc_arena *a, int n, const float *x, lc_lora
         float *gg = a->lg + (size_t)(in * 3 * m->lcfg.rank);
         if (x) be->gemm(be, true, false, in, kr, N, 1.0f, x, in, a->du, kr, 0.0f, gg, kr);
         else be->gemm_b(be, true, false, in, kr, N, 1.0f, xb, in, true, a->du, kr, false, 0.0f, gg, kr); // xn16
-        for (int i = 0, j = 0; i < n; i++)
-            if (p[i]) be->copy2d(be, p[i]->ga, r, gg + j++ * r, kr, in, r);
+        float *go[LC_GEMM_N_MAX];
+        const float *gx[LC_GEMM_N_MAX];
+        int64_t lo[LC_GEMM_N_MAX], lx[LC_GEMM_N_MAX];
+        int j = 0;
+        for (int i = 0; i < n; i++)
+            if (p[i]) go[j] = p[i]->ga, lo[j] = r, gx[j] = gg + j * r, lx[j] = kr, j++;
+        copies(be, j, go, lo, gx, lx, in, r);
         return;
     }
     if (!x) { // x only as bf16 (xn16): bf16 products

@@ -176,6 +176,39 @@ static void test_elementwise(void) {
         CHECK_EQ_INT(bad, 0);
         free(g), free(h), gpu->release(gpu, d);
     }
+    // copy2d_n: three adapters' columns side by side into one group (the 16-byte path), then
+    // back out of it; and two odd copies (4-byte path); against the CPU's ->copy2d_n
+    CHECK_MSG(gpu->copy2d_n != NULL && cpu->copy2d_n != NULL, "a backend offers no ->copy2d_n");
+    if (gpu->copy2d_n && cpu->copy2d_n) {
+        static const int64_t ns[][5] = {{1000, 16, 16, 48, 3}, {1000, 16, 48, 16, 3}, {777, 5, 7, 13, 2}};
+        for (int k = 0; k < 3; k++) {
+            int64_t rows = ns[k][0], cols = ns[k][1], ldx = ns[k][2], ldo = ns[k][3];
+            int cn = (int)ns[k][4];
+            // sources: copy j reads a (or da) at j·cols when the source is the wide side, else
+            // j·rows·ldx; destinations likewise
+            bool wide_out = ldo > ldx, wide_in = ldx > ldo;
+            size_t no = (size_t)(rows * ldo) * (wide_out ? 1 : (size_t)cn);
+            float *d = poisoned(no), *h = malloc(no * 4);
+            for (size_t i = 0; i < no; i++) h[i] = NAN;
+            float *ho[LC_GEMM_N_MAX], *go[LC_GEMM_N_MAX];
+            const float *hx[LC_GEMM_N_MAX], *gx[LC_GEMM_N_MAX];
+            int64_t lo[LC_GEMM_N_MAX], lx[LC_GEMM_N_MAX];
+            for (int j = 0; j < cn; j++) {
+                size_t oo = wide_out ? (size_t)(j * cols) : (size_t)(j * rows * ldo);
+                size_t ox = wide_in ? (size_t)(j * cols) : (size_t)(j * rows * ldx);
+                ho[j] = h + oo, go[j] = d + oo, hx[j] = a + ox, gx[j] = da + ox, lo[j] = ldo, lx[j] = ldx;
+            }
+            cpu->copy2d_n(cpu, cn, ho, lo, hx, lx, rows, cols);
+            gpu->copy2d_n(gpu, cn, go, lo, gx, lx, rows, cols);
+            float *g = down(d, no);
+            size_t bad = 0;
+            for (size_t i = 0; i < no; i++) bad += memcmp(&g[i], &h[i], 4) != 0;
+            printf("  copy2d_n %d × %lld x %lld (ld %lld -> %lld): %zu of %zu floats differ from the CPU's\n", cn,
+                   (long long)rows, (long long)cols, (long long)ldx, (long long)ldo, bad, no);
+            CHECK_EQ_INT(bad, 0);
+            free(g), free(h), gpu->release(gpu, d);
+        }
+    }
     free(a), free(b), free(ref);
     gpu->release(gpu, da), gpu->release(gpu, db), gpu->release(gpu, o);
 }
@@ -1047,9 +1080,33 @@ static void test_matmul_n(void) {
     check_matmul_n(20, 64, 1, one);
 }
 
+/* The outputs of one ->swiglu_lora call on fresh copies of its inputs (h, then gate and up
+ * written back or their bf16 pair, then h's bf16 copy), as host bytes. */
+static uint8_t *swiglu_lora_bytes(int64_t N, int64_t I, int r, bool both, bool pack, const float *g, const float *u,
+                                  const float *ug, const float *uu, const float *bg, const float *bu, float s,
+                                  size_t *len) {
+    size_t n = (size_t)(N * I), nh = n * 4, ngu = pack ? 2 * n * 2 : 2 * n * 4, nb = pack ? n * 2 : 0;
+    float *dg = up(g, n * 4), *du = up(u, n * 4), *dug = up(ug, (size_t)N * r * 4), *duu = up(uu, (size_t)N * r * 4);
+    float *dbg = up(bg, (size_t)r * I * 4), *dbu = up(bu, (size_t)r * I * 4), *dh = poisoned(n);
+    void *gu = pack ? gpu->alloc(gpu, 2 * n * 2) : NULL, *hb = pack ? gpu->alloc(gpu, n * 2) : NULL;
+    gpu->swiglu_lora(gpu, dh, gu, dg, du, N, I, dug, dbg, both ? duu : NULL, both ? dbu : NULL, r, s, hb);
+    uint8_t *o = malloc(nh + ngu + nb);
+    gpu->download(gpu, o, dh, nh);
+    if (pack) gpu->download(gpu, o + nh, gu, ngu), gpu->download(gpu, o + nh + ngu, hb, nb);
+    else gpu->download(gpu, o + nh, dg, n * 4), gpu->download(gpu, o + nh + n * 4, du, n * 4);
+    CHECK_OK(gpu->sync(gpu));
+    void *dv[] = {dg, du, dug, duu, dbg, dbu, dh, gu, hb};
+    for (size_t i = 0; i < sizeof dv / sizeof *dv; i++)
+        if (dv[i]) gpu->release(gpu, dv[i]);
+    *len = nh + ngu + nb;
+    return o;
+}
+
 /* ->swiglu_lora against the CPU's out += s u b (->gemm) then ->swiglu: rows and columns
  * off the tiles, ranks 16 and 24 (the two kernel widths), one adapter or both, gate/up
- * written back or kept as bf16. */
+ * written back or kept as bf16; then the default against the one-column kernel
+ * (LORAC_CUDA_VEC=0), every output bit for bit — the pair kernel (two columns a thread)
+ * where it runs: rank ≤ 16, I even, 1024 rows or more. */
 static void check_swiglu_lora(int64_t N, int64_t I, int r, bool both, bool pack) {
     size_t n = (size_t)(N * I);
     float s = 1.7f;
@@ -1095,6 +1152,16 @@ static void check_swiglu_lora(int64_t N, int64_t I, int r, bool both, bool pack)
         expect("  gate written back", dg, rg, n, 1e-6);
         expect("  up written back", du, ru, n, 1e-6);
     }
+    size_t la, lb;
+    uint8_t *wide = swiglu_lora_bytes(N, I, r, both, pack, g, u, ug, uu, bg, bu, s, &la);
+    setenv("LORAC_CUDA_VEC", "0", 1);
+    uint8_t *one = swiglu_lora_bytes(N, I, r, both, pack, g, u, ug, uu, bg, bu, s, &lb);
+    unsetenv("LORAC_CUDA_VEC");
+    CHECK_MSG(la == lb && !memcmp(wide, one, la), "%s: the pair kernel's outputs differ from the one-column kernel's",
+              what);
+    printf("  %-28s default = LORAC_CUDA_VEC=0, every output bit for bit%s\n", what,
+           r <= 16 && I % 2 == 0 && N >= 1024 ? " (pair kernel)" : "");
+    free(wide), free(one);
     free(g), free(u), free(ug), free(uu), free(bg), free(bu), free(rg), free(ru), free(rh);
     void *dv[] = {dg, du, dug, duu, dbg, dbu, dh};
     for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu->release(gpu, dv[i]);
@@ -1108,6 +1175,11 @@ static void test_swiglu_lora(void) {
     check_swiglu_lora(37, 300, 16, true, true);
     check_swiglu_lora(70, 520, 24, false, false);
     check_swiglu_lora(5, 1000, 8, true, true);
+    // the pair kernel (lora_gemm.cu's SW2_ROWS: 1024 rows or more): past a 512-column tile,
+    // a last row tile of 2 rows; both adapters written back; I odd (one column a thread)
+    check_swiglu_lora(1090, 1030, 16, false, true);
+    check_swiglu_lora(1024, 600, 16, true, false);
+    check_swiglu_lora(1024, 301, 16, true, true);
 }
 
 /* ->rope_b (bwd: ->rope_bwd_b) from the float32 values x: the bf16 rounding of what ->rope

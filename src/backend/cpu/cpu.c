@@ -93,6 +93,11 @@ static void cpu_copy2d(lc_backend *be, float *out, int64_t ldo, const float *x, 
     for (int64_t i = 0; i < rows; i++) memcpy(out + i * ldo, x + i * ldx, (size_t)cols * sizeof(float));
 }
 
+static void cpu_copy2d_n(lc_backend *be, int n, float *const *out, const int64_t *ldo, const float *const *x,
+                         const int64_t *ldx, int64_t rows, int64_t cols) {
+    for (int i = 0; i < n; i++) cpu_copy2d(be, out[i], ldo[i], x[i], ldx[i], rows, cols);
+}
+
 static void cpu_add(lc_backend *be, float *out, const float *a, const float *b, size_t n) {
     int nt = ((lc_cpu *)be->impl)->nt;
 #pragma omp parallel for num_threads(nt) schedule(static) if (n > 65536)
@@ -415,6 +420,7 @@ lc_backend *lc_backend_cpu_new(int threads) {
     be->zero = cpu_zero;
     be->copy = cpu_copy;
     be->copy2d = cpu_copy2d;
+    be->copy2d_n = cpu_copy2d_n;
     be->add = cpu_add;
     be->axpy = cpu_axpy;
     be->dropout = cpu_dropout;

@@ -178,6 +178,95 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu(const __grid_constant_
         lg_swiglu_rows<KM>(a, sg + c0, su + c0, bg, bu, t0 + c0, min(KS_RT, trows - c0), n);
 }
 
+/* Two columns a thread (rank bound 16): the same sums, in the same order, as
+ * lg_swiglu_rows — each u row's values read 4 at a time from shared memory and used for
+ * both columns, gate/up/h moved as pairs (8-byte float32, 4-byte bf16 accesses) — so half
+ * the shared-memory loads and memory instructions an element. Needs I even and 8-byte
+ * aligned rows (sw2_ok). grid (ceil(I/512), ceil(N/SW_ROWS)). */
+#define SW2_RT 8 // rows a chunk: 2 × 2 pairs of loads in flight a row
+__device__ __forceinline__ float sw2_sum(const float *ur, const float *bc) {
+    float s = 0.0f;
+#pragma unroll
+    for (int k4 = 0; k4 < 4; k4++) {
+        float4 q = *(const float4 *)(ur + 4 * k4);
+        s += q.x * bc[4 * k4];
+        s += q.y * bc[4 * k4 + 1];
+        s += q.z * bc[4 * k4 + 2];
+        s += q.w * bc[4 * k4 + 3];
+    }
+    return s;
+}
+
+__global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu2(const __grid_constant__ lg_swi a) {
+    LC_PDL_TRIGGER();
+    __shared__ __align__(16) float sg[SW_ROWS][16], su[SW_ROWS][16];
+    const int K = a.r;
+    const int64_t t0 = (int64_t)blockIdx.y * SW_ROWS, I = a.I;
+    const int64_t n = 2 * ((int64_t)blockIdx.x * LG_THREADS + threadIdx.x);
+    const int trows = (int)min((int64_t)SW_ROWS, a.N - t0);
+    const bool on = n < I;
+    float bg[2][16], bu[2][16];
+    for (int i = threadIdx.x; i < SW_ROWS * 16; i += LG_THREADS) {
+        int rr = i / 16, k = i % 16;
+        bool ok = rr < trows && k < K;
+        sg[rr][k] = ok && a.ug ? a.ug[(t0 + rr) * K + k] : 0.0f;
+        su[rr][k] = ok && a.uu ? a.uu[(t0 + rr) * K + k] : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < 16; k++) {
+        float2 vg = on && k < K && a.bg ? *(const float2 *)(a.bg + (int64_t)k * I + n) : make_float2(0.0f, 0.0f);
+        float2 vu = on && k < K && a.bu ? *(const float2 *)(a.bu + (int64_t)k * I + n) : make_float2(0.0f, 0.0f);
+        bg[0][k] = vg.x, bg[1][k] = vg.y, bu[0][k] = vu.x, bu[1][k] = vu.y;
+    }
+    __syncthreads();
+    if (!on) return;
+    for (int c0 = 0; c0 < trows; c0 += SW2_RT) {
+        const int rows = min(SW2_RT, trows - c0);
+        const int64_t m0 = t0 + c0;
+        float2 g0[SW2_RT], u0[SW2_RT];
+#pragma unroll
+        for (int r = 0; r < SW2_RT; r++) {
+            g0[r] = r < rows ? *(const float2 *)(a.gate + (m0 + r) * I + n) : make_float2(0.0f, 0.0f);
+            u0[r] = r < rows ? *(const float2 *)(a.up + (m0 + r) * I + n) : make_float2(0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int r = 0; r < SW2_RT; r++) {
+            if (r >= rows) break;
+            float g[2] = {g0[r].x, g0[r].y}, u[2] = {u0[r].x, u0[r].y}, hv[2];
+#pragma unroll
+            for (int c = 0; c < 2; c++) { // lg_swiglu_rows' expressions, column by column
+                if (a.ug) g[c] = a.scale * sw2_sum(sg[c0 + r], bg[c]) + 1.0f * g[c];
+                if (a.uu) u[c] = a.scale * sw2_sum(su[c0 + r], bu[c]) + 1.0f * u[c];
+                hv[c] = g[c] / (1.0f + expf(-g[c])) * u[c];
+            }
+            int64_t i = (m0 + r) * I + n;
+            if (a.h) *(float2 *)(a.h + i) = make_float2(hv[0], hv[1]);
+            if (a.hb) *(__nv_bfloat162 *)(a.hb + i) = __floats2bfloat162_rn(hv[0], hv[1]);
+            if (a.gu) {
+                *(__nv_bfloat162 *)(a.gu + i) = __floats2bfloat162_rn(g[0], g[1]);
+                *(__nv_bfloat162 *)(a.gu + a.N * I + i) = __floats2bfloat162_rn(u[0], u[1]);
+            } else {
+                *(float2 *)(a.gate + i) = make_float2(g[0], g[1]);
+                *(float2 *)(a.up + i) = make_float2(u[0], u[1]);
+            }
+        }
+    }
+}
+
+/* Whether k_lg_swiglu2 takes a: rank ≤ 16, I even, every array 8-byte aligned (so each
+ * row's pairs are), LORAC_CUDA_VEC not 0, and SW2_ROWS rows or more (its blocks cover twice
+ * the columns: at the recipe's 136 rows it left multiprocessors idle, 1% slower a step;
+ * at 4096, 1% faster; cuda_notes.md "r17"). */
+#define SW2_ROWS 1024
+static bool sw2_ok(const lg_swi &a) {
+    const char *e = getenv("LORAC_CUDA_VEC"); // 0: a column a thread
+    if ((e && !strcmp(e, "0")) || a.r > 16 || a.I % 2 || a.N < SW2_ROWS) return false;
+    const void *p[] = {a.h, a.gate, a.up, a.gu, a.hb, a.bg, a.bu};
+    for (size_t i = 0; i < sizeof p / sizeof *p; i++)
+        if ((uintptr_t)p[i] & 7) return false;
+    return true;
+}
+
 void lc_cuda_swiglu_lora(lc_backend *be, float *h, void *gu, float *gate, float *up, int64_t N, int64_t I,
                          const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale,
                          void *hb) {
@@ -185,6 +274,12 @@ void lc_cuda_swiglu_lora(lc_backend *be, float *h, void *gu, float *gate, float 
     LC_PROF(c, gu ? "swiglu_lora+pack n=%lld" : "swiglu_lora n=%lld", N * I);
     if (N <= 0 || I <= 0) return;
     lg_swi a = {h, gate, up, (__nv_bfloat16 *)gu, (__nv_bfloat16 *)hb, ug, bg, uu, bu, N, I, r, scale};
+    if (sw2_ok(a)) {
+        dim3 g2((unsigned)((I / 2 + LG_THREADS - 1) / LG_THREADS), (unsigned)((N + SW_ROWS - 1) / SW_ROWS));
+        k_lg_swiglu2<<<g2, LG_THREADS, 0, c->st>>>(a);
+        LC_LAUNCHED(c);
+        return;
+    }
     dim3 grid((unsigned)((I + LG_THREADS - 1) / LG_THREADS), (unsigned)((N + SW_ROWS - 1) / SW_ROWS));
     if (r > 16) k_lg_swiglu<32><<<grid, LG_THREADS, 0, c->st>>>(a);
     else k_lg_swiglu<16><<<grid, LG_THREADS, 0, c->st>>>(a);
