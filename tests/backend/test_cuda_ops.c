@@ -968,6 +968,48 @@ static void test_gemm_groups(void) {
     check_gemm_group("many rows cuBLAS with X", 1, false, false, cub1);
 }
 
+/* A ->gemm_n group of small-K products (!ta, !tb; shapes sh[i] = {M, N, K}) run by default and
+ * with LORAC_CUDA_VEC=0 (k_lg_ksmall, a column a thread) on the same inputs: every output bit
+ * for bit — at 1024 rows or more, rank ≤ 16 and even widths the default is k_lg_ksmall2 (two
+ * columns a thread). with_x: C = X + alpha A B (the residual's path), else C = alpha A B;
+ * alpha 0.75, so the epilogue's rounding shows. */
+static void check_ksmall_pair(const char *name, int n, const int64_t (*sh)[3], bool with_x) {
+    enum { NMAX = 4 };
+    float *dA[NMAX], *dB[NMAX], *dX[NMAX], *dC[2][NMAX];
+    lc_gemm_args g[2][NMAX];
+    size_t nc[NMAX];
+    for (int i = 0; i < n; i++) {
+        int64_t M = sh[i][0], N = sh[i][1], K = sh[i][2];
+        size_t na = (size_t)(M * K), nb = (size_t)(K * N);
+        nc[i] = (size_t)(M * N);
+        float *hA = rnd(na, 1), *hB = rnd(nb, 1), *hX = rnd(nc[i], 1);
+        dA[i] = up(hA, na * 4), dB[i] = up(hB, nb * 4), dX[i] = with_x ? up(hX, nc[i] * 4) : NULL;
+        for (int v = 0; v < 2; v++) {
+            dC[v][i] = poisoned(nc[i]);
+            lc_gemm_args a = {false, false, M, N, K, 0.75f, with_x ? 1.0f : 0.0f, dA[i], dB[i], K, N, N, dC[v][i],
+                              dX[i]};
+            g[v][i] = a;
+        }
+        free(hA), free(hB), free(hX);
+    }
+    gpu->gemm_n(gpu, n, g[0]);
+    setenv("LORAC_CUDA_VEC", "0", 1);
+    gpu->gemm_n(gpu, n, g[1]);
+    unsetenv("LORAC_CUDA_VEC");
+    for (int i = 0; i < n; i++) {
+        float *a = down(dC[0][i], nc[i]), *b = down(dC[1][i], nc[i]);
+        bool same = !memcmp(a, b, nc[i] * 4);
+        CHECK_MSG(same, "%s [%d/%d] %lldx%lld: default and LORAC_CUDA_VEC=0 differ", name, i + 1, n,
+                  (long long)sh[i][0], (long long)sh[i][1]);
+        if (same)
+            printf("  %-28s [%d/%d] %lld x %lld x %lld%s: default = LORAC_CUDA_VEC=0 bit for bit\n", name, i + 1, n,
+                   (long long)sh[i][0], (long long)sh[i][1], (long long)sh[i][2], with_x ? ", X +" : "");
+        free(a), free(b);
+        gpu->release(gpu, dA[i]), gpu->release(gpu, dB[i]), gpu->release(gpu, dC[0][i]), gpu->release(gpu, dC[1][i]);
+        if (dX[i]) gpu->release(gpu, dX[i]);
+    }
+}
+
 /* The adapters' short-K products at many rows (the 8 × 512 row has 4096): out += s u b
  * and dx += du a^T wider than 8192 go to k_lg_ksmall, the others stay with cuBLAS
  * (LORAC_CUDA_LORA_MANY=0: all cuBLAS) — each way against the CPU within 1e-5, several
@@ -988,6 +1030,15 @@ static void test_gemm_many_rows(void) {
         check_gemm_group("rows out += u b (q/k/v)", 3, false, false, out3);
     }
     unsetenv("LORAC_CUDA_LORA_MANY");
+    // the pair kernel (1024 rows or more) against the one-column kernel: q/k/v's group (row
+    // tiles off 64, past one 512-column tile), the residual's X + (o, down: 4096 wide), an odd
+    // width beside rank 8 (the group falls back)
+    static const int64_t q3[][3] = {{1100, 1030, 16}, {1100, 300, 16}, {1100, 300, 16}};
+    static const int64_t x1[][3] = {{1024, 700, 16}, {1030, 4096, 16}};
+    static const int64_t odd[][3] = {{1030, 301, 16}, {1030, 200, 8}};
+    check_ksmall_pair("small-K pairs (q/k/v)", 3, q3, false);
+    check_ksmall_pair("small-K pairs", 2, x1, true);
+    check_ksmall_pair("small-K odd width, r8", 2, odd, false);
 }
 
 /* ->matmul_n over BF16 weights of one input (the card converts x once) against the CPU's

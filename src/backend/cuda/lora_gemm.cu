@@ -253,6 +253,73 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu2(const __grid_constant
     }
 }
 
+/* k_lg_ksmall for many rows (K ≤ 16, !tb): tiles of KS2_ROWS rows (op(A)'s tile in shared
+ * memory, B's columns read once a tile, not once a 16-row one), two columns a thread (each A
+ * value read 4 at a time and used for both; C, X and B as 8-byte pairs). The same sums in the
+ * same order as k_lg_ksmall<16>, and its epilogue as nvcc forms it there (alpha s rounded,
+ * then fma(beta, x, that)), written out so that no other fusion is chosen: the same bits.
+ * grid (ceil(N/512), ceil(M/KS2_ROWS), n). */
+#define KS2_ROWS 64
+#define KS2_RT 8
+__global__ void __launch_bounds__(LG_THREADS) k_lg_ksmall2(const __grid_constant__ lg_grp g) {
+    LC_PDL_TRIGGER();
+    const lg_prod &p = g.p[blockIdx.z];
+    const bool ta = p.ta;
+    const int M = p.M, N = p.N, K = p.K;
+    const float alpha = p.alpha, beta = p.beta, *__restrict__ A = p.A, *__restrict__ B = p.B;
+    const int64_t lda = p.lda, ldb = p.ldb, ldc = p.ldc;
+    float *C = p.C;
+    const float *X = p.X;
+    if ((int)blockIdx.y * KS2_ROWS >= M || (int)blockIdx.x * LG_THREADS * 2 >= N) return; // past this product
+    __shared__ __align__(16) float as[KS2_ROWS][16];
+    const int m0 = blockIdx.y * KS2_ROWS, trows = min(KS2_ROWS, M - m0);
+    const int n = 2 * (blockIdx.x * LG_THREADS + threadIdx.x);
+    const bool on = n < N;
+    for (int i = threadIdx.x; i < KS2_ROWS * 16; i += LG_THREADS) {
+        int r = i / 16, k = i % 16;
+        as[r][k] = r < trows && k < K ? (ta ? A[(size_t)k * lda + m0 + r] : A[(size_t)(m0 + r) * lda + k]) : 0.0f;
+    }
+    float b[2][16];
+#pragma unroll
+    for (int k = 0; k < 16; k++) {
+        float2 v = on && k < K ? *(const float2 *)(B + (size_t)k * ldb + n) : make_float2(0.0f, 0.0f);
+        b[0][k] = v.x, b[1][k] = v.y;
+    }
+    __syncthreads();
+    if (!on) return;
+    for (int c0 = 0; c0 < trows; c0 += KS2_RT) {
+        const int rows = min(KS2_RT, trows - c0);
+        float2 cv[KS2_RT];
+#pragma unroll
+        for (int r = 0; r < KS2_RT; r++)
+            cv[r] = beta != 0.0f && r < rows ? *(const float2 *)(X + (size_t)(m0 + c0 + r) * ldc + n)
+                                             : make_float2(0.0f, 0.0f);
+#pragma unroll
+        for (int r = 0; r < KS2_RT; r++) {
+            if (r >= rows) break;
+            float t0 = __fmul_rn(alpha, sw2_sum(as[c0 + r], b[0])), t1 = __fmul_rn(alpha, sw2_sum(as[c0 + r], b[1]));
+            float2 o = beta == 0.0f ? make_float2(t0, t1)
+                                    : make_float2(__fmaf_rn(beta, cv[r].x, t0), __fmaf_rn(beta, cv[r].y, t1));
+            *(float2 *)(C + (size_t)(m0 + c0 + r) * ldc + n) = o;
+        }
+    }
+}
+
+/* Whether k_lg_ksmall2 takes a launch of n small-K products: each !tb, K ≤ 16, at least
+ * KS2_MIN rows, N, ldb and ldc even, B, C and X 8-byte aligned; LORAC_CUDA_VEC not 0. */
+#define KS2_MIN 1024
+static bool ks2_ok(const lg_grp *g, int n) {
+    const char *e = getenv("LORAC_CUDA_VEC"); // 0: a column a thread
+    if (e && !strcmp(e, "0")) return false;
+    for (int i = 0; i < n; i++) {
+        const lg_prod &p = g->p[i];
+        if (p.tb || p.K > 16 || p.M < KS2_MIN || p.N % 2 || p.ldb % 2 || p.ldc % 2 ||
+            ((uintptr_t)p.B | (uintptr_t)p.C | (uintptr_t)p.X) & 7)
+            return false;
+    }
+    return true;
+}
+
 /* Whether k_lg_swiglu2 takes a: rank ≤ 16, I even, every array 8-byte aligned (so each
  * row's pairs are), LORAC_CUDA_VEC not 0, and SW2_ROWS rows or more (its blocks cover twice
  * the columns: at the recipe's 136 rows it left multiprocessors idle, 1% slower a step;
@@ -562,8 +629,18 @@ static void lg_launch(lc_cuda *c, int cl, lg_grp *g, int n, size_t scratch) {
         if (big) k_lg_tn<32><<<grid, LG_THREADS, sm, c->st>>>(*g);
         else k_lg_tn<16><<<grid, LG_THREADS, sm, c->st>>>(*g);
     } else if (cl == LG_KSMALL) {
-        if (big) k_lg_ksmall<32><<<grid, LG_THREADS, 0, c->st>>>(*g);
-        else k_lg_ksmall<16><<<grid, LG_THREADS, 0, c->st>>>(*g);
+        if (!big && ks2_ok(g, n)) {
+            unsigned x2 = 1, y2 = 1;
+            for (int i = 0; i < n; i++) {
+                unsigned x = (unsigned)((g->p[i].N + 2 * LG_THREADS - 1) / (2 * LG_THREADS));
+                unsigned y = (unsigned)((g->p[i].M + KS2_ROWS - 1) / KS2_ROWS);
+                x2 = x > x2 ? x : x2, y2 = y > y2 ? y : y2;
+            }
+            k_lg_ksmall2<<<dim3(x2, y2, (unsigned)n), LG_THREADS, 0, c->st>>>(*g);
+        } else if (big)
+            k_lg_ksmall<32><<<grid, LG_THREADS, 0, c->st>>>(*g);
+        else
+            k_lg_ksmall<16><<<grid, LG_THREADS, 0, c->st>>>(*g);
     } else {
         sm = (size_t)kcmax * ((big ? 32 : 16) + 1) * sizeof(float);
         if (big) k_lg_thin<32><<<grid, LG_THREADS, sm, c->st>>>(*g, c->counter);
