@@ -23,7 +23,10 @@
  * it does alone, so a group gives the same bits as its products one by one: q/k/v's and
  * gate/up's products each cost one launch's latency instead of two or three.
  * Also ->swiglu_lora: SwiGLU with gate's and up's out += s u b folded in (the small-K
- * tiling, both products' sums exactly as the small-K kernel forms them).
+ * tiling, both products' sums exactly as the small-K kernel forms them). At 1,024 rows or
+ * more (rank ≤ 16, even widths) the small-K products and SwiGLU run as pair kernels: two
+ * columns a thread over 64-row tiles, the same sums in the same order (the same bits;
+ * LORAC_CUDA_VEC=0 keeps a column a thread).
  * Owns nothing: partial sums live in the backend's row scratch (lc_cuda_rows), the
  * arrival counters are the backend's (zero between launches; each last block resets its
  * own). Must not: take shapes outside the three classes (the caller runs cuBLAS).
