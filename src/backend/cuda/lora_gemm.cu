@@ -267,27 +267,25 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu2(const __grid_constant
 __global__ void __launch_bounds__(LG_THREADS) k_lg_ksmall2(const __grid_constant__ lg_grp g) {
     LC_PDL_TRIGGER();
     const lg_prod &p = g.p[blockIdx.z];
-    const bool ta = p.ta;
-    const int M = p.M, N = p.N, K = p.K;
-    const float alpha = p.alpha, beta = p.beta, *__restrict__ A = p.A, *__restrict__ B = p.B;
-    const int64_t lda = p.lda, ldb = p.ldb, ldc = p.ldc;
-    float *C = p.C;
-    const float *X = p.X;
-    if ((int)blockIdx.y * KS2_ROWS >= M || (int)blockIdx.x * LG_THREADS * 2 >= N) return; // past this product
+    if ((int)blockIdx.y * KS2_ROWS >= p.M || (int)blockIdx.x * LG_THREADS * 2 >= p.N) return; // past this product
     __shared__ __align__(16) float as[KS2_ROWS][16];
-    const int m0 = blockIdx.y * KS2_ROWS, trows = min(KS2_ROWS, M - m0);
+    const int m0 = blockIdx.y * KS2_ROWS, trows = min(KS2_ROWS, p.M - m0), K = p.K;
     const int n = 2 * (blockIdx.x * LG_THREADS + threadIdx.x);
-    const bool on = n < N;
-    for (int i = threadIdx.x; i < KS2_ROWS * 16; i += LG_THREADS) {
+    const bool on = n < p.N;
+    for (int i = threadIdx.x; i < KS2_ROWS * 16; i += LG_THREADS) { // op(A)'s tile
         int r = i / 16, k = i % 16;
-        as[r][k] = r < trows && k < K ? (ta ? A[(size_t)k * lda + m0 + r] : A[(size_t)(m0 + r) * lda + k]) : 0.0f;
+        as[r][k] = r < trows && k < K ? (p.ta ? p.A[(size_t)k * p.lda + m0 + r] : p.A[(size_t)(m0 + r) * p.lda + k])
+                                      : 0.0f;
     }
-    float b[2][16];
+    float b[2][16]; // B's two columns
 #pragma unroll
     for (int k = 0; k < 16; k++) {
-        float2 v = on && k < K ? *(const float2 *)(B + (size_t)k * ldb + n) : make_float2(0.0f, 0.0f);
+        float2 v = on && k < K ? *(const float2 *)(p.B + (size_t)k * p.ldb + n) : make_float2(0.0f, 0.0f);
         b[0][k] = v.x, b[1][k] = v.y;
     }
+    const float alpha = p.alpha, beta = p.beta, *X = p.X;
+    const int64_t ldc = p.ldc;
+    float *C = p.C;
     __syncthreads();
     if (!on) return;
     for (int c0 = 0; c0 < trows; c0 += KS2_RT) {
