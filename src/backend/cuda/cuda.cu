@@ -750,11 +750,15 @@ __global__ void k_to_bf16_v4(uint2 *dst, const float4 *src, size_t n4) {
     }
 }
 
+bool lc_cuda_vec(void) {
+    const char *e = getenv("LORAC_CUDA_VEC");
+    return !(e && !strcmp(e, "0"));
+}
+
 /* xb (n) = x rounded to bf16 (round to nearest even). */
 static void bf16_into(lc_cuda *c, __nv_bfloat16 *xb, const float *x, size_t n) {
     if (!n) return;
-    const char *e = getenv("LORAC_CUDA_VEC"); // 0: one element a thread
-    if (n % 4 == 0 && !((uintptr_t)x & 15) && !((uintptr_t)xb & 7) && !(e && !strcmp(e, "0")))
+    if (n % 4 == 0 && !((uintptr_t)x & 15) && !((uintptr_t)xb & 7) && lc_cuda_vec()) // else one element a thread
         k_to_bf16_v4<<<blocks_for(n / 4), 256, 0, c->st>>>((uint2 *)xb, (const float4 *)x, n / 4);
     else
         k_to_bf16<<<blocks_for(n), 256, 0, c->st>>>(xb, x, n);
@@ -1203,8 +1207,7 @@ __global__ void __launch_bounds__(NV_T) k_rmsnorm_bwd_v(float *dx, const float *
  * row does not suit it (the row-loop kernels run). */
 static int norm_vec(int64_t N, int64_t C, const void *a, const void *b, const void *c) {
     if (N < 512 || C % 4 || ((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) & 15) return 0;
-    const char *e = getenv("LORAC_CUDA_VEC"); // 0: the row-loop kernels (and scalar bf16 copies)
-    if (e && !strcmp(e, "0")) return 0;
+    if (!lc_cuda_vec()) return 0; // the row-loop kernels (and scalar bf16 copies)
     for (int v = 1; v <= 8; v *= 2)
         if (C <= (int64_t)4 * NV_T * v) return v;
     return 0;
@@ -1456,8 +1459,7 @@ static void cu_swiglu_bwd_packed_b(lc_backend *be, float *dgate, float *dup, flo
             0);
     if (!n) return;
     const void *ps[] = {dgate, dup, h, dout, gu, hb};
-    const char *e = getenv("LORAC_CUDA_VEC"); // 0: one element a thread
-    bool wide = n % 4 == 0 && !(e && !strcmp(e, "0"));
+    bool wide = n % 4 == 0 && lc_cuda_vec(); // else one element a thread
     for (const void *p : ps) wide = wide && !((uintptr_t)p & 15);
     if (wide)
         k_swiglu_bwd_packed_b4<<<blocks_for(n / 4), 256, 0, impl(be)->st>>>(dgate, dup, h, dout, (__nv_bfloat16 *)gu,

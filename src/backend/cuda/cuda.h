@@ -211,6 +211,9 @@ void lc_cuda_quant_buffers(lc_cuda *c, const void **bufs, size_t *cap);
 
 /* Grows the backend's per-row scratch to n floats; returns it. */
 float *lc_cuda_rows(lc_cuda *c, size_t n);
+/* Whether the wide kernels may run (16-byte, pair and row-vector twins of the elementwise,
+ * norm and adapter kernels, the same bits): false when LORAC_CUDA_VEC=0. */
+bool lc_cuda_vec(void);
 /* The backend's bf16 scratch with room for `bytes` (grown as needed, kept): what one op
  * rounds its float32 operands into; nothing in it outlives the op. */
 void *lc_cuda_xb(lc_cuda *c, size_t bytes);

@@ -310,8 +310,7 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_ksmall2(const __grid_constant
  * KS2_MIN rows, N, ldb and ldc even, B, C and X 8-byte aligned; LORAC_CUDA_VEC not 0. */
 #define KS2_MIN 1024
 static bool ks2_ok(const lg_grp *g, int n) {
-    const char *e = getenv("LORAC_CUDA_VEC"); // 0: a column a thread
-    if (e && !strcmp(e, "0")) return false;
+    if (!lc_cuda_vec()) return false; // a column a thread
     for (int i = 0; i < n; i++) {
         const lg_prod &p = g->p[i];
         if (p.tb || p.K > 16 || p.M < KS2_MIN || p.N % 2 || p.ldb % 2 || p.ldc % 2 ||
@@ -327,8 +326,7 @@ static bool ks2_ok(const lg_grp *g, int n) {
  * at 4096, 1% faster; cuda_notes.md "r17"). */
 #define SW2_ROWS 1024
 static bool sw2_ok(const lg_swi &a) {
-    const char *e = getenv("LORAC_CUDA_VEC"); // 0: a column a thread
-    if ((e && !strcmp(e, "0")) || a.r > 16 || a.I % 2 || a.N < SW2_ROWS) return false;
+    if (!lc_cuda_vec() || a.r > 16 || a.I % 2 || a.N < SW2_ROWS) return false; // else a column a thread
     const void *p[] = {a.h, a.gate, a.up, a.gu, a.hb, a.bg, a.bu};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++)
         if ((uintptr_t)p[i] & 7) return false;
