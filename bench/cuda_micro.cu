@@ -99,6 +99,118 @@ template <int U> __global__ void k_read(const uint4 *p, size_t n, unsigned *out)
     if (acc == 0x9e3779b9u) *out = acc;
 }
 
+/* The decoding products' read pattern without their arithmetic choices: a warp a row of
+ * rowv 16-byte words, U loads in flight a lane with the next round issued before this one is
+ * used (k_dgemv's pipeline), 4 warps a block. TILED lays a block's 4 rows out chunk by chunk
+ * (each warp's 512-byte round beside the other three's), DOT adds k_dgemv's x loads and sums. */
+template <int U, bool TILED, bool DOT>
+__global__ void __launch_bounds__(128) k_rows(const uint4 *W, int rowv, int nrows, const float *x, float *out) {
+    extern __shared__ float pad[]; // only its size: it sets how many blocks a multiprocessor holds
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, row = blockIdx.x * 4 + w;
+    if (row >= nrows) return;
+    auto at = [&](int v) -> const uint4 * {
+        if (!TILED) return W + (size_t)row * rowv + v;
+        size_t g = (size_t)blockIdx.x * 4 * rowv;
+        return W + g + (size_t)(v >> 5) * 128 + w * 32 + (v & 31);
+    };
+    uint4 cur[U], nxt[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        int v = u * 32 + lane;
+        cur[u] = v < rowv ? __ldcs(at(v)) : make_uint4(0, 0, 0, 0);
+    }
+    float acc = 0.0f;
+    unsigned xr = 0;
+    for (int v0 = 0; v0 < rowv; v0 += 32 * U) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int v = v0 + 32 * U + u * 32 + lane;
+            nxt[u] = v < rowv ? __ldcs(at(v)) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int v = v0 + u * 32 + lane;
+            if (v >= rowv) break;
+            if (DOT) {
+                const __nv_bfloat162 *h = (const __nv_bfloat162 *)&cur[u];
+                const float4 *xp = (const float4 *)(x + (size_t)v * 8);
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float4 a = __ldg(xp + e);
+                    float2 p = __bfloat1622float2(h[2 * e]), q = __bfloat1622float2(h[2 * e + 1]);
+                    acc += p.x * a.x + p.y * a.y + q.x * a.z + q.y * a.w;
+                }
+            } else {
+                xr ^= cur[u].x ^ cur[u].y ^ cur[u].z ^ cur[u].w;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) cur[u] = nxt[u];
+    }
+    if (!DOT) acc = (float)xr;
+    for (int o = 16; o; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) out[row] = acc;
+}
+
+/* The products' read pattern against the grid-stride read: the pattern over 4 GiB (no
+ * launch edges), then launches of one product's size back to back (their edges included). */
+static void bench_rows(void) {
+    size_t bytes = (size_t)4 << 30, n = bytes / 16;
+    uint4 *p;
+    unsigned *o;
+    float *x, *out;
+    CK(cudaMalloc(&p, bytes));
+    CK(cudaMalloc(&o, 4));
+    CK(cudaMalloc(&x, 14336 * 4));
+    CK(cudaMalloc(&out, (size_t)(bytes / 8192) * 4));
+    CK(cudaMemset(p, 0, bytes));
+    CK(cudaMemset(x, 0, 14336 * 4));
+    int sms;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    double ms = timed(10, [&](int) { k_read<4><<<sms * 2, 1024>>>(p, n, o); });
+    printf("| grid-stride read, 4 GiB, 2 x 1024 threads a multiprocessor, 4 loads | %.3f TB/s |\n", bytes / (ms * 1e-3) / 1e12);
+    ms = timed(10, [&](int) { k_read<2><<<sms * 9, 128>>>(p, n, o); });
+    printf("| grid-stride read, 4 GiB, 9 x 128 threads a multiprocessor, 2 loads | %.3f TB/s |\n", bytes / (ms * 1e-3) / 1e12);
+    typedef void (*kf)(const uint4 *, int, int, const float *, float *);
+    struct { kf f; const char *name; } ks[] = {{k_rows<2, false, false>, "rows, U 2"},
+                                              {k_rows<2, true, false>, "rows tiled, U 2"},
+                                              {k_rows<2, false, true>, "rows + x sums, U 2"},
+                                              {k_rows<2, true, true>, "rows tiled + x sums, U 2"},
+                                              {k_rows<4, false, true>, "rows + x sums, U 4"}};
+    for (auto &k : ks) CK(cudaFuncSetAttribute(k.f, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
+    for (int rowb : {8192, 28672}) {
+        int rowv = rowb / 16, nrows = (int)(bytes / rowb) & ~3;
+        for (auto &k : ks)
+            for (int nb : {8, 9, 12, 16}) {
+                size_t sm = (size_t)(225 * 1024 / nb) - 1024;
+                int act;
+                CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&act, k.f, 128, sm));
+                ms = timed(5, [&](int) { k.f<<<nrows / 4, 128, sm>>>(p, rowv, nrows, x, out); });
+                printf("| %s, rows of %d bytes over 4 GiB | %d blocks a multiprocessor (%d resident) | %.3f TB/s |\n", k.name,
+                       rowb, nb, act, (double)nrows * rowb / (ms * 1e-3) / 1e12);
+            }
+    }
+    // one product's size at a time, launches back to back over rotating stretches (no L2 hits)
+    struct { int rows, rowb; const char *name; } pr[] = {{4096, 8192, "o 4096 x 4096"}, {6144, 8192, "q/k/v 6144 x 4096"},
+                                                         {28672, 8192, "gate/up 28672 x 4096"}, {4096, 28672, "down 4096 x 14336"}};
+    for (auto &q : pr)
+        for (int kk : {0, 2})
+            for (int nb : {9, 12}) {
+                kf f = ks[kk].f;
+                size_t one = (size_t)q.rows * q.rowb, sm = (size_t)(225 * 1024 / nb) - 1024;
+                int slots = (int)(bytes / one);
+                ms = timed(100, [&](int i) {
+                    f<<<q.rows / 4, 128, sm>>>(p + (size_t)(i % slots) * (one / 16), q.rowb / 16, q.rows, x, out);
+                });
+                printf("| %s, %s, launches back to back | %d blocks a multiprocessor | %.2f us | %.3f TB/s |\n", ks[kk].name, q.name,
+                       nb, ms * 1e3, one / (ms * 1e-3) / 1e12);
+            }
+    CK(cudaFree(p));
+    CK(cudaFree(o));
+    CK(cudaFree(x));
+    CK(cudaFree(out));
+}
+
 /* Read bandwidth over a 4 GiB buffer for several launch shapes (the best is the ceiling),
  * and the device-to-device copy's (bytes read plus written). */
 static void bench_read(void) {
@@ -426,6 +538,11 @@ int main(int argc, char **argv) {
     }
     if (argc > 1 && !strcmp(argv[1], "read")) { // the card's read bandwidth (decoding's ceiling)
         bench_read();
+        be->free(be);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "rows")) { // the decoding products' read pattern
+        bench_rows();
         be->free(be);
         return 0;
     }

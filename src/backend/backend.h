@@ -342,6 +342,16 @@ struct lc_backend {
     void (*attention_bwd_b)(lc_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *q,
                             const void *k, const void *v, const void *out, const float *lse, int64_t B, int64_t T,
                             int64_t H, int64_t KV, int64_t D);
+    /* Optional (NULL where not offered; CUDA; with ->attention_bwd_b, ->rope_bwd_b and
+     * ->to_bf16_rows): ->attention_bwd_b with its results rotated back and rounded as
+     * ->rope_bwd_b (dq, dk) and ->to_bf16_rows (dv) would: dqb (B,T,H,D), dkb and dvb
+     * (B,T,KV,D), bf16, ldq / ldkv values from one token's row to the next; cos/sin as
+     * ->rope's (positions 0..T-1). The same bits as those three calls. dq, dk, dv are room
+     * ->attention_bwd_b's float32 results may take (their contents after: undefined). */
+    void (*attention_bwd_rb)(lc_backend *be, void *dqb, void *dkb, void *dvb, int64_t ldq, int64_t ldkv, float *dq,
+                             float *dk, float *dv, const float *dout, const void *q, const void *k, const void *v,
+                             const void *out, const float *lse, const float *cos, const float *sin, int64_t B,
+                             int64_t T, int64_t H, int64_t KV, int64_t D);
     /* Cross-entropy over rows of logits (N,V): returns the sum over rows with
      * targets[n] >= 0 of logsumexp(row) - row[target] (rows with -1 are ignored). When
      * grad_scale != 0, logits are overwritten (=) with grad_scale * d(loss)/d(logits)

@@ -1255,6 +1255,14 @@ static bool qkv_cat(const lc_model *m, const lc_block *bk) {
     return !(e && !strcmp(e, "0")) && bk->qkv.data && m->be->to_bf16_rows && m->be->matmul_dx_b;
 }
 
+/* Whether the attention's backward writes dq|dk|dv's bf16 copies itself, rotated back
+ * (->attention_bwd_rb, where dy16 and the bf16 attention are on); LORAC_ATT_ROPE_BWD=0
+ * turns it off. */
+static bool att_rope_bwd(const lc_model *m) {
+    const char *e = getenv("LORAC_ATT_ROPE_BWD");
+    return !(e && !strcmp(e, "0")) && m->be->attention_bwd_rb;
+}
+
 static bool dy16(const lc_model *m, const lc_arena *a, int64_t N, void **dres, void **dqkv) {
     const char *e = getenv("LORAC_PACKED_DRES");
     lc_backend *be = m->be;
@@ -1474,20 +1482,26 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         projs_bwd(m, a, 1, datt, false, &y1, a->att16 ? NULL : s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1,
                   d16 ? &yr16 : NULL, a->att16 ? s->att : NULL, NULL, 0);
     }
-    if (a->att16) be->attention_bwd_b(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
-    else be->attention_bwd(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
     // the bf16 copies: one after another, or with q, k, v's weights side by side (qkv_cat)
     // interleaved, a token's dq | dk | dv in one row, for one input-gradient product over all
     bool cat = d16 && qkv_cat(m, bk);
     int64_t ld = cat ? (H + 2 * KV) * D : 0;
     uint16_t *dqb = dqkvb, *dkb = NULL, *dvb = NULL;
     if (dqb) dkb = dqb + (cat ? H * D : N * H * D), dvb = dkb + (cat ? KV * D : N * KV * D);
-    if (d16) { // rotated and rounded into their bf16 copies (dq, dk, dv left as they are)
+    // the attention's backward writing those copies itself (rotated, rounded: no float32
+    // dq, dk, dv in between) where the backend offers it; LORAC_ATT_ROPE_BWD=0 turns it off
+    bool rb = d16 && a->att16 && att_rope_bwd(m);
+    if (rb)
+        be->attention_bwd_rb(be, dqb, dkb, dvb, cat ? ld : H * D, cat ? ld : KV * D, dq, dk, dv, datt, s->q, s->k,
+                             s->v, s->att, s->lse, m->rope_cos, m->rope_sin, B, T, H, KV, D);
+    else if (a->att16) be->attention_bwd_b(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
+    else be->attention_bwd(be, dq, dk, dv, datt, s->q, s->k, s->v, s->att, s->lse, B, T, H, KV, D);
+    if (d16 && !rb) { // rotated and rounded into their bf16 copies (dq, dk, dv left as they are)
         be->rope_bwd_b(be, dqb, cat ? ld : H * D, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
         be->rope_bwd_b(be, dkb, cat ? ld : KV * D, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
         if (cat) be->to_bf16_rows(be, dvb, ld, dv, N, KV * D);
         else be->to_bf16(be, dvb, dv, (size_t)(N * KV * D));
-    } else {
+    } else if (!d16) {
         be->rope_bwd(be, dq, m->rope_cos, m->rope_sin, B, T, H, D, 0);
         be->rope_bwd(be, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
     }
@@ -1652,6 +1666,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     void *drb, *dqkvb;
     k.d16 = dy16(m, x->a, x->B * x->T, &drb, &dqkvb);
     k.d16 += 2 * (k.d16 && m->cfg.num_hidden_layers > 0 && qkv_cat(m, &m->blocks[m->cfg.num_hidden_layers - 1]));
+    k.d16 += 4 * (k.d16 && k.att16 && att_rope_bwd(m));
     k.hb = m->cfg.num_hidden_layers > 0 && lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]);
     k.arena = x->a->base, k.floats = x->a->floats;
     k.rope_cos = m->rope_cos, k.rope_sin = m->rope_sin, k.rope_len = m->rope_len;

@@ -1740,6 +1740,60 @@ static void *up_bf16(const float *x, size_t n, float **vals) {
     return d;
 }
 
+/* ->attention_bwd_rb against ->attention_bwd_b's results dq, dk, dv (on the same inputs)
+ * put through ->rope_bwd_b and ->to_bf16_rows, bit for bit: into three packed tensors, and
+ * into one row a token of dq | dk | dv (q/k/v's interleaved copies) with 8 values a row it
+ * leaves alone; and against the CPU's ->rope_bwd of the same dq, dk within bf16 rounding. */
+static void check_attention_bwd_rb(const char *what, const float *dq, const float *dk, const float *dv,
+                                   const float *ddo, const void *qb, const void *kb, const void *vb, const void *o16,
+                                   const float *lse, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
+    CHECK_MSG(gpu->attention_bwd_rb != NULL, "the CUDA backend offers no ->attention_bwd_rb");
+    if (!gpu->attention_bwd_rb) return;
+    size_t N = (size_t)(B * T), HD = (size_t)(H * D), KD = (size_t)(KV * D), nq = N * HD, nk = N * KD;
+    float *cs = malloc(N * (size_t)D / 2 * 4), *sn = malloc(N * (size_t)D / 2 * 4);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < D / 2; i++) {
+            float a = (float)t * powf(10000.0f, -(float)(2 * i) / (float)D);
+            cs[t * D / 2 + i] = cosf(a), sn[t * D / 2 + i] = sinf(a);
+        }
+    float *dcs = up(cs, (size_t)(T * D / 2) * 4), *dsn = up(sn, (size_t)(T * D / 2) * 4);
+    // the reference: the three calls it replaces, on copies (rope_bwd_b leaves its input)
+    for (int lay = 0; lay < 2; lay++) {
+        size_t ld = lay ? HD + 2 * KD + 8 : 0, tot = lay ? N * ld : nq + 2 * nk;
+        size_t ldq = lay ? ld : HD, ldk = lay ? ld : KD, oq = 0, ok = lay ? HD : nq, ov = lay ? HD + KD : nq + nk;
+        uint16_t *h = malloc(tot * 2), *want = malloc(tot * 2);
+        memset(h, 0xff, tot * 2);
+        uint16_t *rw = up(h, tot * 2), *rg = up(h, tot * 2);
+        gpu->rope_bwd_b(gpu, rw + oq, (int64_t)ldq, dq, dcs, dsn, B, T, H, D, 0);
+        gpu->rope_bwd_b(gpu, rw + ok, (int64_t)ldk, dk, dcs, dsn, B, T, KV, D, 0);
+        gpu->to_bf16_rows(gpu, rw + ov, (int64_t)ldk, dv, (int64_t)N, (int64_t)KD);
+        float *sq = poisoned(nq), *sk = poisoned(nk), *sv = poisoned(nk);
+        gpu->attention_bwd_rb(gpu, rg + oq, rg + ok, rg + ov, (int64_t)ldq, (int64_t)ldk, sq, sk, sv, ddo, qb, kb, vb,
+                              o16, lse, dcs, dsn, B, T, H, KV, D);
+        gpu->download(gpu, want, rw, tot * 2);
+        gpu->download(gpu, h, rg, tot * 2);
+        CHECK_OK(gpu->sync(gpu));
+        CHECK_MSG(!memcmp(h, want, tot * 2), "%s: attention_bwd_rb (%s) differs from attention_bwd_b, rope_bwd_b, "
+                  "to_bf16_rows", what, lay ? "interleaved rows" : "packed");
+        if (!lay) { // the CPU's rotation of the same float32 dq, dk: within bf16's rounding
+            float *fq = down(dq, nq), *fk = down(dk, nk), *gq = malloc(nq * 4), *gk = malloc(nk * 4);
+            cpu->rope_bwd(cpu, fq, cs, sn, B, T, H, D, 0);
+            cpu->rope_bwd(cpu, fk, cs, sn, B, T, KV, D, 0);
+            CHECK_OK(lc_to_f32(gq, h, LC_DT_BF16, nq));
+            CHECK_OK(lc_to_f32(gk, h + nq, LC_DT_BF16, nk));
+            double e = fmax(rel(gq, fq, nq), rel(gk, fk, nk));
+            CHECK_MSG(e < 4e-3, "%s: attention_bwd_rb's dq, dk off the CPU's rotation of them by %.2e", what, e);
+            free(fq), free(fk), free(gq), free(gk);
+        }
+        gpu->release(gpu, rw), gpu->release(gpu, rg), gpu->release(gpu, sq), gpu->release(gpu, sk),
+            gpu->release(gpu, sv);
+        free(h), free(want);
+    }
+    printf("  %-44s attention_bwd_rb: rope_bwd_b's and to_bf16_rows' bits\n", what);
+    gpu->release(gpu, dcs), gpu->release(gpu, dsn);
+    free(cs), free(sn);
+}
+
 /* ->attention_b and ->attention_bwd_b (training keeps q, k, v, out as bf16) against
  * ->attention and ->attention_bwd on the same values in float32, bit for bit: the forward's
  * out is the bf16 rounding of ->attention's, its lse the same; the backward's dq, dk, dv
@@ -1779,6 +1833,7 @@ static void check_attention_b(int64_t B, int64_t T, int64_t H, int64_t KV, int64
     CHECK_MSG(same_bits(gq, bq, nq) && same_bits(gk, bk, nk) && same_bits(gv, bv, nk),
               "%s: attention_bwd_b differs from ->attention_bwd on the same values", what);
     printf("  %-44s ->attention's bits (out rounded), backward too\n", what);
+    check_attention_bwd_rb(what, bq, bk, bv, ddo, qb, kb, vb, o16, lse16, B, T, H, KV, D);
     free(q0), free(k0), free(v0), free(dout), free(qv), free(kv), free(vv), free(ho), free(want), free(got), free(ov);
     void *dev[] = {qb, kb, vb, dq, dk, dv, ddo, o, lse, lse16, o16, dov, gq, gk, gv, bq, bk, bv};
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++) gpu->release(gpu, dev[i]);

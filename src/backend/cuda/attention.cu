@@ -522,6 +522,20 @@ void lc_cuda_attention_b(lc_backend *be, void *out, float *lse, const void *q, c
     LC_LAUNCHED(c);
 }
 
+/* The tensor-core backward's inputs from float32 dout and bf16 out: Dr (B,H,T) =
+ * rowsum(dout·out) and dout's bf16 copy *db (both in the backend's rooms). */
+static float *rowdot_b(lc_cuda *c, __nv_bfloat16 **db, const float *dout, const void *out, int64_t B, int64_t T,
+                       int64_t H, int64_t D) {
+    size_t rows = (size_t)(B * T * H);
+    float *Dr = lc_cuda_rows(c, (rows + 63) & ~(size_t)63);
+    size_t nd = rows * D;
+    bf16_room(c, 1, &nd, db);
+    k_att_rowdot<<<(unsigned)((rows + ROWS - 1) / ROWS), ROWS * 32, 0, c->st>>>(
+        Dr, *db, dout, (const __nv_bfloat16 *)out, (int)T, (int)H, (int)D, rows);
+    LC_LAUNCHED(c);
+    return Dr;
+}
+
 void lc_cuda_attention_bwd_b(lc_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *q,
                              const void *k, const void *v, const void *out, const float *lse, int64_t B, int64_t T,
                              int64_t H, int64_t KV, int64_t D) {
@@ -530,18 +544,35 @@ void lc_cuda_attention_bwd_b(lc_backend *be, float *dq, float *dk, float *dv, co
     const void *al[] = {dq, dk, dv, dout, q, k, v};
     if (lc_cuda_att_tc_ok(T, T, D, 0, al, 7)) {
         LC_PROF(c, "attention_bwd (bf16)", 0);
-        size_t rows = (size_t)(B * T * H);
-        float *Dr = lc_cuda_rows(c, (rows + 63) & ~(size_t)63);
         __nv_bfloat16 *db;
-        size_t nd = rows * D;
-        bf16_room(c, 1, &nd, &db);
-        k_att_rowdot<<<(unsigned)((rows + ROWS - 1) / ROWS), ROWS * 32, 0, c->st>>>(
-            Dr, db, dout, (const __nv_bfloat16 *)out, (int)T, (int)H, (int)D, rows);
-        LC_LAUNCHED(c);
+        float *Dr = rowdot_b(c, &db, dout, out, B, T, H, D);
         lc_cuda_att_tc_bwd(c, dq, dk, dv, db, q, k, v, lse, Dr, B, T, H, KV, D);
         return;
     }
     float *f[4];
     if (!widen_qkvo(c, q, k, v, out, B, T, H, KV, D, f)) return;
     lc_cuda_attention_bwd(be, dq, dk, dv, dout, f[0], f[1], f[2], f[3], lse, B, T, H, KV, D);
+}
+
+/* ->attention_bwd_rb: on the tensor cores, the kernels write the rotated, rounded results
+ * themselves (no float32 dq, dk, dv); elsewhere ->attention_bwd_b into dq, dk, dv, then
+ * ->rope_bwd_b and ->to_bf16_rows as the caller would have run them. */
+void lc_cuda_attention_bwd_rb(lc_backend *be, void *dqb, void *dkb, void *dvb, int64_t ldq, int64_t ldkv, float *dq,
+                              float *dk, float *dv, const float *dout, const void *q, const void *k, const void *v,
+                              const void *out, const float *lse, const float *cos, const float *sin, int64_t B,
+                              int64_t T, int64_t H, int64_t KV, int64_t D) {
+    lc_cuda *c = (lc_cuda *)be->impl;
+    if (B <= 0 || T <= 0 || H <= 0) return;
+    const void *al[] = {dout, q, k, v};
+    if (lc_cuda_att_tc_ok(T, T, D, 0, al, 4)) {
+        LC_PROF(c, "attention_bwd (bf16, rotated bf16 out)", 0);
+        __nv_bfloat16 *db;
+        float *Dr = rowdot_b(c, &db, dout, out, B, T, H, D);
+        lc_cuda_att_tc_bwd_rb(c, dqb, dkb, dvb, ldq, ldkv, db, q, k, v, lse, Dr, cos, sin, B, T, H, KV, D);
+        return;
+    }
+    lc_cuda_attention_bwd_b(be, dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, D);
+    be->rope_bwd_b(be, dqb, ldq, dq, cos, sin, B, T, H, D, 0);
+    be->rope_bwd_b(be, dkb, ldkv, dk, cos, sin, B, T, KV, D, 0);
+    be->to_bf16_rows(be, dvb, ldkv, dv, B * T, KV * D);
 }

@@ -271,12 +271,39 @@ __global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(TO *out, float *lse, c
 
 /* ---- backward ---- */
 
+/* Where the backward's results go: float32 dq, dk, dv (RB false), or (RB) rotated back
+ * (R^T, position t of row t) and rounded: dqb rows of ldq values, dkb and dvb rows of ldkv;
+ * cs/sn the (T, D/2) tables. k_rope's pair arithmetic (lc_rope_pair) and rounding. */
+struct tc_bout {
+    float *dq, *dk, *dv;
+    bf16 *dqb, *dkb, *dvb;
+    int64_t ldq, ldkv;
+    const float *cs, *sn;
+    float dir; // -1: the inverse rotation, s negated as k_rope's dir does
+};
+
+/* The rotated, rounded result of one row's values v[n][e] (columns n·8 + c + e of the
+ * fragment layout, c = 2·(lane % 4)) at position t into row: pairs (j, j + D/2) sit in the
+ * same thread (n and n + D/16). */
+template <int D, class V>
+__device__ __forceinline__ void tc_store_rot(bf16 *row, const tc_bout &o, int t, int c, V v) {
+    const float *cr = o.cs + (size_t)t * (D / 2) + c, *sr = o.sn + (size_t)t * (D / 2) + c;
+#pragma unroll
+    for (int n = 0; n < D / 16; n++) {
+        float y1[2], y2[2];
+#pragma unroll
+        for (int e = 0; e < 2; e++) lc_rope_pair(v(n, e), v(n + D / 16, e), cr[n * 8 + e], o.dir * sr[n * 8 + e], y1[e], y2[e]);
+        *reinterpret_cast<__nv_bfloat162 *>(row + c + n * 8) = __floats2bfloat162_rn(y1[0], y1[1]);
+        *reinterpret_cast<__nv_bfloat162 *>(row + c + n * 8 + D / 2) = __floats2bfloat162_rn(y2[0], y2[1]);
+    }
+}
+
 /* dq (B,T,H,D) = scale · Σ_s dS K. grid (ceil(T/TC_BQ), H, B), TC_THREADS; Dr (B,H,T) =
  * rowsum(dout·out). The Q and dO tiles are read once, into the warps' registers as A
  * fragments; SMALL: they lie where the K/V buffers go, which are filled only after
  * (dq_smem; the same arithmetic in the same order, so the same bits). */
-template <int D, bool SMALL>
-__global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
+template <int D, bool SMALL, bool RB>
+__global__ void __launch_bounds__(TC_THREADS) k_tc_dq(tc_bout ob, const bf16 *dout, const bf16 *q, const bf16 *k,
                                                       const bf16 *v, const float *lse, const float *Dr, int T,
                                                       int H, int KV, float sl2, float scale) {
     extern __shared__ __align__(16) unsigned char smraw[];
@@ -362,7 +389,12 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const bf16 *dou
     for (int r = 0; r < 2; r++) {
         int t = t0 + r * 8;
         if (t >= T) continue;
-        float *row = dq + (((size_t)b * T + t) * H + h) * D + c4 * 2;
+        if constexpr (RB) {
+            tc_store_rot<D>(ob.dqb + ((size_t)b * T + t) * ob.ldq + (size_t)h * D, ob, t, c4 * 2,
+                            [&](int n, int e) { return acc[n][2 * r + e] * scale; });
+            continue;
+        }
+        float *row = ob.dq + (((size_t)b * T + t) * H + h) * D + c4 * 2;
 #pragma unroll
         for (int n = 0; n < D / 8; n++)
             *reinterpret_cast<float2 *>(row + n * 8) = make_float2(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
@@ -373,8 +405,8 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(float *dq, const bf16 *dou
  * group in order and the queries at or after each key. grid (ceil(T/TC_BKV), KV, B).
  * BQ2: queries per streamed tile (TC_BQ2, or 32 where shared memory is short), each warp
  * taking BQ2/2 of them. */
-template <int D, int BQ2>
-__global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, const bf16 *dout, const bf16 *q,
+template <int D, int BQ2, bool RB>
+__global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(tc_bout ob, const bf16 *dout, const bf16 *q,
                                                         const bf16 *k, const bf16 *v, const float *lse,
                                                         const float *Dr, int T, int H, int KV, float sl2,
                                                         float scale) {
@@ -479,13 +511,25 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(float *dk, float *dv, co
     for (int r = 0; r < 2; r++) {
         int s = s0 + r * 8;
         if (s >= T) continue;
+        if constexpr (RB) {
+            size_t ro = ((size_t)b * T + s) * ob.ldkv + (size_t)kh * D;
+            tc_store_rot<D>(ob.dkb + ro, ob, s, c4 * 2,
+                            [&](int n, int e) { return (adk[n][2 * r + e] + rk[(n * 4 + 2 * r) * 32 + e * 32]) * scale; });
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) {
+                int i0 = (n * 4 + 2 * r) * 32, i1 = i0 + 32;
+                *reinterpret_cast<__nv_bfloat162 *>(ob.dvb + ro + c4 * 2 + n * 8) =
+                    __floats2bfloat162_rn(adv[n][2 * r] + rv[i0], adv[n][2 * r + 1] + rv[i1]);
+            }
+            continue;
+        }
         size_t off = (((size_t)b * T + s) * KV + kh) * D + c4 * 2;
 #pragma unroll
         for (int n = 0; n < D / 8; n++) {
             int i0 = (n * 4 + 2 * r) * 32, i1 = i0 + 32;
-            *reinterpret_cast<float2 *>(dk + off + n * 8) =
+            *reinterpret_cast<float2 *>(ob.dk + off + n * 8) =
                 make_float2((adk[n][2 * r] + rk[i0]) * scale, (adk[n][2 * r + 1] + rk[i1]) * scale);
-            *reinterpret_cast<float2 *>(dv + off + n * 8) =
+            *reinterpret_cast<float2 *>(ob.dv + off + n * 8) =
                 make_float2(adv[n][2 * r] + rv[i0], adv[n][2 * r + 1] + rv[i1]);
         }
     }
@@ -569,34 +613,48 @@ void lc_cuda_att_tc_fwd(lc_cuda *c, void *out, bool out16, float *lse, const voi
     else tc_fwd<128>(c, (bf16 *)out, lse, (H16)q, (H16)k, (H16)v, B, T, S, H, KV);
 }
 
-template <int D, bool SMALL>
-static void tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
-                   const bf16 *v, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV) {
+template <int D, bool SMALL, bool RB>
+static void tc_bwd(lc_cuda *c, const tc_bout &ob, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
+                   const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV) {
     constexpr int BQ2 = SMALL ? 32 : TC_BQ2;
     float scale = 1.0f / sqrtf((float)D), sl2 = TC_LOG2E * scale;
     size_t sq = dq_smem<D, SMALL>(), skv = dkdv_smem<D, BQ2>();
-    LC_CK(c, cudaFuncSetAttribute(k_tc_dq<D, SMALL>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
-    LC_CK(c, cudaFuncSetAttribute(k_tc_dkdv<D, BQ2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
+    LC_CK(c, cudaFuncSetAttribute(k_tc_dq<D, SMALL, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
+    LC_CK(c, cudaFuncSetAttribute(k_tc_dkdv<D, BQ2, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
     dim3 gq((unsigned)((T + TC_BQ - 1) / TC_BQ), (unsigned)H, (unsigned)B);
-    k_tc_dq<D, SMALL><<<gq, TC_THREADS, sq, c->st>>>(dq, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
+    k_tc_dq<D, SMALL, RB><<<gq, TC_THREADS, sq, c->st>>>(ob, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
     LC_LAUNCHED(c);
     dim3 gk((unsigned)((T + TC_BKV - 1) / TC_BKV), (unsigned)KV, (unsigned)B);
-    k_tc_dkdv<D, BQ2><<<gk, TC_THREADS, skv, c->st>>>(dk, dv, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2,
-                                                      scale);
+    k_tc_dkdv<D, BQ2, RB><<<gk, TC_THREADS, skv, c->st>>>(ob, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2,
+                                                          scale);
     LC_LAUNCHED(c);
+}
+
+template <bool RB>
+static void tc_bwd_d(lc_cuda *c, const tc_bout &ob, const void *dout, const void *q, const void *k, const void *v,
+                     const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
+    typedef const bf16 *H16;
+    H16 o = (H16)dout, qb = (H16)q, kb = (H16)k, vb = (H16)v;
+    if (D == 64) {
+        if (tc_config<64>() == 0) tc_bwd<64, false, RB>(c, ob, o, qb, kb, vb, lse, Dr, B, T, H, KV);
+        else tc_bwd<64, true, RB>(c, ob, o, qb, kb, vb, lse, Dr, B, T, H, KV);
+    } else {
+        if (tc_config<128>() == 0) tc_bwd<128, false, RB>(c, ob, o, qb, kb, vb, lse, Dr, B, T, H, KV);
+        else tc_bwd<128, true, RB>(c, ob, o, qb, kb, vb, lse, Dr, B, T, H, KV);
+    }
 }
 
 /* The caller asked lc_cuda_att_tc_ok, so a configuration fits. */
 void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const void *dout, const void *q, const void *k,
                         const void *v, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV,
                         int64_t D) {
-    typedef const bf16 *H16;
-    H16 o = (H16)dout, qb = (H16)q, kb = (H16)k, vb = (H16)v;
-    if (D == 64) {
-        if (tc_config<64>() == 0) tc_bwd<64, false>(c, dq, dk, dv, o, qb, kb, vb, lse, Dr, B, T, H, KV);
-        else tc_bwd<64, true>(c, dq, dk, dv, o, qb, kb, vb, lse, Dr, B, T, H, KV);
-    } else {
-        if (tc_config<128>() == 0) tc_bwd<128, false>(c, dq, dk, dv, o, qb, kb, vb, lse, Dr, B, T, H, KV);
-        else tc_bwd<128, true>(c, dq, dk, dv, o, qb, kb, vb, lse, Dr, B, T, H, KV);
-    }
+    tc_bout ob = {dq, dk, dv, NULL, NULL, NULL, 0, 0, NULL, NULL, 0.0f};
+    tc_bwd_d<false>(c, ob, dout, q, k, v, lse, Dr, B, T, H, KV, D);
+}
+
+void lc_cuda_att_tc_bwd_rb(lc_cuda *c, void *dqb, void *dkb, void *dvb, int64_t ldq, int64_t ldkv, const void *dout,
+                           const void *q, const void *k, const void *v, const float *lse, const float *Dr,
+                           const float *cos, const float *sin, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
+    tc_bout ob = {NULL, NULL, NULL, (bf16 *)dqb, (bf16 *)dkb, (bf16 *)dvb, ldq, ldkv, cos, sin, -1.0f};
+    tc_bwd_d<true>(c, ob, dout, q, k, v, lse, Dr, B, T, H, KV, D);
 }

@@ -1296,7 +1296,8 @@ __global__ void k_rope(float *out, const float *x, const float *cs, const float 
         int64_t t = (int64_t)((row / H) % T);
         const float *r = x + row * D;
         float c = cs[(pos0 + t) * h2 + i], s = dir * sn[(pos0 + t) * h2 + i];
-        float x1 = r[i], x2 = r[i + h2], y1 = x1 * c - x2 * s, y2 = x2 * c + x1 * s;
+        float y1, y2;
+        lc_rope_pair(r[i], r[i + h2], c, s, y1, y2);
         if (ob) {
             __nv_bfloat16 *o = ob + (row / H) * ldo + (row % H) * D;
             o[i] = __float2bfloat16_rn(y1);
@@ -1652,6 +1653,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->rope_b = cu_rope_b;
     be->attention_b = lc_cuda_attention_b;
     be->attention_bwd_b = lc_cuda_attention_bwd_b;
+    be->attention_bwd_rb = lc_cuda_attention_bwd_rb;
     be->matmul_n_b = cu_matmul_n_b;
     be->swiglu_lora = lc_cuda_swiglu_lora;
     be->cross_entropy = cu_cross_entropy;

@@ -122,6 +122,15 @@ void lc_cuda_error(lc_cuda *c, const char *file, int line, const char *what, con
 #define LC_PDL_WAIT() ((void)0)
 #endif
 
+/* One rotary pair of the rotate-half layout: (y1, y2) = (x1 c − x2 s, x2 c + x1 s) (the
+ * inverse rotation passes s negated), each with x1's product fused (fma(x1, c, −x2 s),
+ * fma(x1, s, x2 c)) and written out, so that no compiler choice moves a bit: ->rope's kernel
+ * and the attention backward that rotates its results (attention_tc.cu) give the same bits. */
+__device__ __forceinline__ void lc_rope_pair(float x1, float x2, float c, float s, float &y1, float &y2) {
+    y1 = __fmaf_rn(x1, c, -__fmul_rn(x2, s));
+    y2 = __fmaf_rn(x1, s, __fmul_rn(x2, c));
+}
+
 /* The end of a small-N product's warp (cuda.cu's bf16 rows, quant.cu's rows from codes):
  * lane sums s[0..NR) over the warp, and lane n writes row n's output o of O (+ bias[o];
  * added to what is there when acc). */
@@ -261,12 +270,23 @@ void lc_cuda_att_tc_fwd(lc_cuda *c, void *out, bool out16, float *lse, const voi
 void lc_cuda_att_tc_bwd(lc_cuda *c, float *dq, float *dk, float *dv, const void *dout, const void *q, const void *k,
                         const void *v, const float *lse, const float *Dr, int64_t B, int64_t T, int64_t H, int64_t KV,
                         int64_t D);
+/* The same backward with its results rotated back and rounded (->attention_bwd_rb's
+ * contract): dqb (B,T,H,D) = bf16(R^T dq), dkb = bf16(R^T dk), dvb = bf16(dv), rows of ldq
+ * (dq) and ldkv (dk, dv) values from one token to the next; cos/sin (T, D/2) at positions
+ * 0..T-1. The rotation and rounding are ->rope_bwd_b's and ->to_bf16's, so the same bits. */
+void lc_cuda_att_tc_bwd_rb(lc_cuda *c, void *dqb, void *dkb, void *dvb, int64_t ldq, int64_t ldkv, const void *dout,
+                           const void *q, const void *k, const void *v, const float *lse, const float *Dr,
+                           const float *cos, const float *sin, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
 /* ->attention_b and ->attention_bwd_b (attention.cu): q, k, v, out bf16, training's pos0 0. */
 void lc_cuda_attention_b(lc_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                          int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
 void lc_cuda_attention_bwd_b(lc_backend *be, float *dq, float *dk, float *dv, const float *dout, const void *q,
                              const void *k, const void *v, const void *out, const float *lse, int64_t B, int64_t T,
                              int64_t H, int64_t KV, int64_t D);
+void lc_cuda_attention_bwd_rb(lc_backend *be, void *dqb, void *dkb, void *dvb, int64_t ldq, int64_t ldkv, float *dq,
+                              float *dk, float *dv, const float *dout, const void *q, const void *k, const void *v,
+                              const void *out, const float *lse, const float *cos, const float *sin, int64_t B,
+                              int64_t T, int64_t H, int64_t KV, int64_t D);
 /* gemm.cu: the cuBLASLt workspace a recorded product points at, and its size (NULL, 0
  * before any product). */
 void lc_cuda_lt_ws(lc_cuda *c, const void **ws, size_t *bytes);
