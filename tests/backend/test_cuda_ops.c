@@ -1276,6 +1276,48 @@ static void check_rope_b(bool bwd, const float *x, const float *dcs, const float
     free(ht), free(want), free(got), free(after);
 }
 
+/* ->rope (in place) and ->rope_b, ->rope_bwd_b at the 7B model's q shape (rows of 32 heads
+ * of 128, 300 tokens of 2 sequences from position 0, written into rows of q|k|v's width):
+ * four pairs a thread by default against LORAC_CUDA_VEC=0's pair a thread, bit for bit. */
+static void check_rope_vec(void) {
+    int64_t B = 2, T = 150, H = 32, D = 128, N = B * T, ld = (H + 16) * D;
+    size_t nx = (size_t)(N * H * D), nt = (size_t)(T * D / 2);
+    float *cs = malloc(nt * 4), *sn = malloc(nt * 4), *x = rnd(nx, 3);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < D / 2; i++) {
+            float a = (float)t * powf(500000.0f, -(float)(2 * i) / (float)D);
+            cs[t * D / 2 + i] = cosf(a), sn[t * D / 2 + i] = sinf(a);
+        }
+    float *dcs = up(cs, nt * 4), *dsn = up(sn, nt * 4);
+    bool same = true;
+    for (int op = 0; op < 3; op++) {
+        size_t bytes = op ? (size_t)N * (size_t)ld * 2 : nx * 4;
+        unsigned char *got[2];
+        for (int v = 0; v < 2; v++) {
+            if (v) setenv("LORAC_CUDA_VEC", "0", 1);
+            float *dx = up(x, nx * 4);
+            unsigned char *h = malloc(bytes);
+            memset(h, 0xff, bytes);
+            void *o = op ? up(h, bytes) : NULL;
+            if (op == 0) gpu->rope(gpu, dx, dcs, dsn, B, T, H, D, 0);
+            else (op == 1 ? gpu->rope_b : gpu->rope_bwd_b)(gpu, o, ld, dx, dcs, dsn, B, T, H, D, 0);
+            gpu->download(gpu, h, op ? o : (void *)dx, bytes);
+            CHECK_OK(gpu->sync(gpu));
+            got[v] = h;
+            gpu->release(gpu, dx);
+            if (o) gpu->release(gpu, o);
+            unsetenv("LORAC_CUDA_VEC");
+        }
+        same &= !memcmp(got[0], got[1], bytes);
+        CHECK_MSG(!memcmp(got[0], got[1], bytes), "%s at 32 x 128: default and LORAC_CUDA_VEC=0 differ",
+                  op == 0 ? "rope" : op == 1 ? "rope_b" : "rope_bwd_b");
+        free(got[0]), free(got[1]);
+    }
+    if (same) printf("  %-28s rope, rope_b, rope_bwd_b: default = LORAC_CUDA_VEC=0 bit for bit\n", "rope 300 x 32 x 128");
+    gpu->release(gpu, dcs), gpu->release(gpu, dsn);
+    free(cs), free(sn), free(x);
+}
+
 static void test_norm_rope_swiglu(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     int64_t N = 29, C = 320;
@@ -1383,6 +1425,7 @@ static void test_norm_rope_swiglu(void) {
     cpu->rope_bwd(cpu, ref, cs, sn, B, T, H, D, pos0);
     gpu->rope_bwd(gpu, dxr, dcs, dsn, B, T, H, D, pos0);
     expect("rope_bwd (after rope)", dxr, ref, nx, 1e-6);
+    check_rope_vec();
     // swiglu
     size_t n = 50001;
     float *ga = rnd(n, 4), *u = rnd(n, 2), *dout = rnd(n, 1), *rs1 = malloc(n * 4), *rs2 = malloc(n * 4);

@@ -1309,11 +1309,55 @@ __global__ void k_rope(float *out, const float *x, const float *cs, const float 
     }
 }
 
+/* k_rope four pairs a thread (16-byte float32 loads and stores, 8-byte bf16 ones) with
+ * 32-bit index arithmetic (k_rope's 64-bit divisions cost more than its bytes): the same
+ * values. n4 = pairs / 4; needs D/2 a multiple of 4 and the alignment rope4_ok checks. */
+__global__ void k_rope4(float *out, const float *x, const float *cs, const float *sn, unsigned T, unsigned H,
+                        unsigned h2, unsigned pos0, float dir, unsigned n4, __nv_bfloat16 *ob, size_t ldo) {
+    LC_PDL_TRIGGER();
+    const unsigned q4 = h2 / 4;
+    for (unsigned idx = blockIdx.x * blockDim.x + threadIdx.x; idx < n4; idx += gridDim.x * blockDim.x) {
+        unsigned i = idx % q4 * 4, row = idx / q4, t = row / H % T;
+        const float *r = x + (size_t)row * 2 * h2;
+        size_t ti = (size_t)(pos0 + t) * h2 + i;
+        float4 a = *(const float4 *)(r + i), b = *(const float4 *)(r + i + h2);
+        float4 c = *(const float4 *)(cs + ti), s = *(const float4 *)(sn + ti);
+        float x1[4] = {a.x, a.y, a.z, a.w}, x2[4] = {b.x, b.y, b.z, b.w}, cv[4] = {c.x, c.y, c.z, c.w};
+        float sv[4] = {s.x, s.y, s.z, s.w}, y1[4], y2[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) lc_rope_pair(x1[e], x2[e], cv[e], dir * sv[e], y1[e], y2[e]);
+        if (ob) {
+            __nv_bfloat16 *o = ob + (size_t)(row / H) * ldo + (size_t)(row % H) * 2 * h2 + i;
+            __nv_bfloat162 p[4] = {__floats2bfloat162_rn(y1[0], y1[1]), __floats2bfloat162_rn(y1[2], y1[3]),
+                                   __floats2bfloat162_rn(y2[0], y2[1]), __floats2bfloat162_rn(y2[2], y2[3])};
+            *(uint2 *)o = make_uint2(*(unsigned *)&p[0], *(unsigned *)&p[1]);
+            *(uint2 *)(o + h2) = make_uint2(*(unsigned *)&p[2], *(unsigned *)&p[3]);
+        } else {
+            float *w = out + (size_t)row * 2 * h2;
+            *(float4 *)(w + i) = make_float4(y1[0], y1[1], y1[2], y1[3]);
+            *(float4 *)(w + i + h2) = make_float4(y2[0], y2[1], y2[2], y2[3]);
+        }
+    }
+}
+
+/* Whether k_rope4 takes a rope: D/2 a multiple of 4, x, out and the tables 16-byte aligned,
+ * ob 8-byte aligned with ldo a multiple of 4, the counts within 32 bits; LORAC_CUDA_VEC not 0. */
+static bool rope4_ok(const float *out, const float *x, const float *cs, const float *sn, int64_t D, int64_t pos0,
+                     int64_t T, size_t n, const __nv_bfloat16 *ob, int64_t ldo) {
+    if (!lc_cuda_vec() || (D / 2) % 4 || n / 4 > UINT32_MAX / 2 || pos0 + T > UINT32_MAX / 2 || D > 65536) return false;
+    if (((uintptr_t)x | (uintptr_t)cs | (uintptr_t)sn | (uintptr_t)(ob ? NULL : out)) & 15) return false;
+    return !ob || (!((uintptr_t)ob & 7) && ldo % 4 == 0);
+}
+
 static void rope_run(lc_backend *be, float *out, const float *x, const float *cs, const float *sn, int64_t B,
                      int64_t T, int64_t H, int64_t D, int64_t pos0, float dir, __nv_bfloat16 *ob, int64_t ldo) {
     size_t n = (size_t)(B * T * H * (D / 2));
     if (!n) return;
-    k_rope<<<blocks_for(n), 256, 0, impl(be)->st>>>(out, x, cs, sn, T, H, D, pos0, dir, n, ob, ldo);
+    if (rope4_ok(out, x, cs, sn, D, pos0, T, n, ob, ldo))
+        k_rope4<<<blocks_for(n / 4), 256, 0, impl(be)->st>>>(out, x, cs, sn, (unsigned)T, (unsigned)H,
+                                                            (unsigned)(D / 2), (unsigned)pos0, dir, (unsigned)(n / 4),
+                                                            ob, (size_t)ldo);
+    else k_rope<<<blocks_for(n), 256, 0, impl(be)->st>>>(out, x, cs, sn, T, H, D, pos0, dir, n, ob, ldo);
     LC_LAUNCHED(impl(be));
 }
 
