@@ -171,16 +171,18 @@ __device__ __forceinline__ const bf16 *next_kv(bf16 *kv2, const bf16 *kb, const 
 
 /* ---- forward ---- */
 
-/* grid (ceil(T/TC_BQ), H, B), TC_THREADS. out (B,T,H,D) =, lse (B,H,T) = (when not NULL);
- * k, v (B,S,KV,D) with S ≥ T; sl2 = log2(e)/sqrt(D). Query tiles run last first (the
- * longest rows start first). */
+/* grid (H, B, ceil(T/TC_BQ)), TC_THREADS. out (B,T,H,D) =, lse (B,H,T) = (when not NULL);
+ * k, v (B,S,KV,D) with S ≥ T; sl2 = log2(e)/sqrt(D). Query tiles run last first, and the
+ * tile is the grid's slowest index: every head's longest rows start before any shorter
+ * ones, so the last blocks to run are the shortest (the same for dq, and dk/dv's key tiles
+ * first to last). */
 template <int D, typename TO>
 __global__ void __launch_bounds__(TC_THREADS, 2) k_tc_fwd(TO *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
                                                           int T, int S, int H, int KV, float sl2) {
     extern __shared__ __align__(16) unsigned char smraw[];
     bf16 *Qs = (bf16 *)smraw, *kv2 = Qs + TC_BQ * (D + 8); // kv2: two (K, V) buffer pairs
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c4 = lane & 3;
-    int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kh = h / (H / KV);
+    int q0 = (gridDim.z - 1 - blockIdx.z) * TC_BQ, h = blockIdx.x, b = blockIdx.y, kh = h / (H / KV);
     const bf16 *qb = q + ((size_t)b * T * H + h) * D;
     const bf16 *kb = k + ((size_t)b * S * KV + kh) * D, *vb = v + ((size_t)b * S * KV + kh) * D;
     size_t krs = (size_t)KV * D;
@@ -298,7 +300,7 @@ __device__ __forceinline__ void tc_store_rot(bf16 *row, const tc_bout &o, int t,
     }
 }
 
-/* dq (B,T,H,D) = scale · Σ_s dS K. grid (ceil(T/TC_BQ), H, B), TC_THREADS; Dr (B,H,T) =
+/* dq (B,T,H,D) = scale · Σ_s dS K. grid (H, B, ceil(T/TC_BQ)), TC_THREADS; Dr (B,H,T) =
  * rowsum(dout·out). The Q and dO tiles are read once, into the warps' registers as A
  * fragments; SMALL: they lie where the K/V buffers go, which are filled only after
  * (dq_smem; the same arithmetic in the same order, so the same bits). */
@@ -309,7 +311,7 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(tc_bout ob, const bf16 *do
     extern __shared__ __align__(16) unsigned char smraw[];
     bf16 *Qs = (bf16 *)smraw, *Os = Qs + TC_BQ * (D + 8), *kv2 = SMALL ? Qs : Os + TC_BQ * (D + 8);
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c4 = lane & 3;
-    int q0 = (gridDim.x - 1 - blockIdx.x) * TC_BQ, h = blockIdx.y, b = blockIdx.z, kh = h / (H / KV);
+    int q0 = (gridDim.z - 1 - blockIdx.z) * TC_BQ, h = blockIdx.x, b = blockIdx.y, kh = h / (H / KV);
     size_t qoff = ((size_t)b * T * H + h) * D, koff = ((size_t)b * T * KV + kh) * D, krs = (size_t)KV * D;
     const bf16 *kb = k + koff, *vb = v + koff;
     int kend = min(q0 + TC_BQ, T);
@@ -402,7 +404,7 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dq(tc_bout ob, const bf16 *do
 }
 
 /* dk (B,T,KV,D) = scale · Σ dS^T Q, dv = Σ P^T dO, summed over the heads of the kv head's
- * group in order and the queries at or after each key. grid (ceil(T/TC_BKV), KV, B).
+ * group in order and the queries at or after each key. grid (KV, B, ceil(T/TC_BKV)).
  * BQ2: queries per streamed tile (TC_BQ2, or 32 where shared memory is short), each warp
  * taking BQ2/2 of them. */
 template <int D, int BQ2, bool RB>
@@ -415,7 +417,7 @@ __global__ void __launch_bounds__(TC_THREADS) k_tc_dkdv(tc_bout ob, const bf16 *
     float *LD2 = (float *)smraw; // two buffers of (lse, D), BQ2 each
     bf16 *Ks = (bf16 *)(LD2 + 4 * BQ2), *Vs = Ks + TC_BKV * (D + 8), *QO2 = Vs + TC_BKV * (D + 8);
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, c4 = lane & 3;
-    int j0 = blockIdx.x * TC_BKV, kh = blockIdx.y, b = blockIdx.z, G = H / KV;
+    int j0 = blockIdx.z * TC_BKV, kh = blockIdx.x, b = blockIdx.y, G = H / KV;
     int kr = (w & 3) * 16, qh = (w >> 2) * QW; // the warp's keys j0+kr.. and query half qh..
     size_t koff = ((size_t)b * T * KV + kh) * D, qrs = (size_t)H * D;
     int nt = (T - j0 + BQ2 - 1) / BQ2, nit = G * nt; // query tiles a head, steps
@@ -598,7 +600,7 @@ static void tc_fwd(lc_cuda *c, TO *out, float *lse, const bf16 *q, const bf16 *k
                    int64_t S, int64_t H, int64_t KV) {
     size_t sm = fwd_smem<D>();
     LC_CK(c, cudaFuncSetAttribute(k_tc_fwd<D, TO>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
-    dim3 grid((unsigned)((T + TC_BQ - 1) / TC_BQ), (unsigned)H, (unsigned)B);
+    dim3 grid((unsigned)H, (unsigned)B, (unsigned)((T + TC_BQ - 1) / TC_BQ));
     k_tc_fwd<D, TO><<<grid, TC_THREADS, sm, c->st>>>(out, lse, q, k, v, (int)T, (int)S, (int)H, (int)KV,
                                                     TC_LOG2E / sqrtf((float)D));
     LC_LAUNCHED(c);
@@ -621,10 +623,10 @@ static void tc_bwd(lc_cuda *c, const tc_bout &ob, const bf16 *dout, const bf16 *
     size_t sq = dq_smem<D, SMALL>(), skv = dkdv_smem<D, BQ2>();
     LC_CK(c, cudaFuncSetAttribute(k_tc_dq<D, SMALL, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sq));
     LC_CK(c, cudaFuncSetAttribute(k_tc_dkdv<D, BQ2, RB>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)skv));
-    dim3 gq((unsigned)((T + TC_BQ - 1) / TC_BQ), (unsigned)H, (unsigned)B);
+    dim3 gq((unsigned)H, (unsigned)B, (unsigned)((T + TC_BQ - 1) / TC_BQ));
     k_tc_dq<D, SMALL, RB><<<gq, TC_THREADS, sq, c->st>>>(ob, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2, scale);
     LC_LAUNCHED(c);
-    dim3 gk((unsigned)((T + TC_BKV - 1) / TC_BKV), (unsigned)KV, (unsigned)B);
+    dim3 gk((unsigned)KV, (unsigned)B, (unsigned)((T + TC_BKV - 1) / TC_BKV));
     k_tc_dkdv<D, BQ2, RB><<<gk, TC_THREADS, skv, c->st>>>(ob, dout, q, k, v, lse, Dr, (int)T, (int)H, (int)KV, sl2,
                                                           scale);
     LC_LAUNCHED(c);
