@@ -7,7 +7,7 @@
  * adapters' products at the 8 × 512 row's 4096 rows (default choice against cuBLAS),
  * `cuda_micro overlap` frozen and adapter products on two streams, alone and together,
  * `cuda_micro read` the card's read bandwidth (several launch shapes; the best is decoding's
- * ceiling).
+ * ceiling), `cuda_micro rows` the decoding products' read pattern against it.
  * Built by hand on the development machine (see cuda_notes.md) against build/liblorac.a;
  * prints one table. A benchmark program: prints and exits on errors.
  */
