@@ -517,23 +517,28 @@ static void test_merge_lora(void) {
     remove_bf16_model(dir);
 }
 
-/* Writes dir/config.json (a Mistral of hidden 128, 4/2 heads of 32, vocab 256, the given
- * intermediate size and depth) and makes dir/m from it with `lorac init` (bf16, seed). */
-static void init_model(const char *dir, int inter, int layers, const char *seed, char *out, size_t outn) {
+/* Writes dir/config.json (a Mistral of hidden 128, 4/2 heads of hd (32 unless set), vocab
+ * 256, the given intermediate size and depth) and makes dir/m from it with `lorac init`
+ * (bf16, seed). */
+static void init_model_hd(const char *dir, int inter, int layers, int hd, const char *seed, char *out, size_t outn) {
     char cfg[300], text[700];
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     snprintf(out, outn, "%s/m", dir);
     snprintf(text, sizeof text,
              "{\"architectures\": [\"MistralForCausalLM\"], \"model_type\": \"mistral\", \"vocab_size\": 256,"
              " \"hidden_size\": 128, \"intermediate_size\": %d, \"num_hidden_layers\": %d,"
-             " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 32,"
+             " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": %d,"
              " \"max_position_embeddings\": 128, \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05,"
-             " \"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2}", inter, layers);
+             " \"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2}", inter, layers, hd);
     CHECK_OK(lc_write_file_atomic(cfg, text, strlen(text)));
     char *argv[] = {"init", "--config", cfg, "--tokenizer", "tests/fixtures/tokenizers/bl-gpt2/tokenizer.json",
                     "--out", out, "--dtype", "bf16", "--seed", (char *)seed, "-q", NULL};
     fflush(stdout);
     CHECK_EQ_INT(cmd_init(12, argv), 0);
+}
+
+static void init_model(const char *dir, int inter, int layers, const char *seed, char *out, size_t outn) {
+    init_model_hd(dir, inter, layers, 32, seed, out, outn);
 }
 
 /* The fused step over an NF4 base: a `lorac init` model (bf16, rows of 128 and 384: whole
@@ -1182,6 +1187,57 @@ static void test_dres16_g1(void) {
     CHECK_EQ_INT(system(cmdline), 0);
 }
 
+/* The attention's backward writing dq|dk|dv's bf16 copies itself, dq and dk rotated back
+ * (->attention_bwd_rb, on the tensor cores: heads of 64, 24 tokens), against float32 dq,
+ * dk, dv then RoPE's backward and the rounding as separate passes (LORAC_ATT_ROPE_BWD=0): a
+ * `lorac init` bf16 model at "many rows" (the bf16 copies on), the same loss and gradient
+ * bits, direct and through the step graph; and the copies' path taken (LORAC_PACKED_DRES=0,
+ * float32 dy, moves the gradients). */
+static void test_att_rope_bwd(void) {
+    char dir[] = "/tmp/lorac-test-attrope-XXXXXX";
+    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
+    char out[300];
+    init_model_hd(dir, 1024, 2, 64, "5", out, sizeof out);
+    lc_model *m = NULL;
+    CHECK_OK(lc_model_load_on(out, "cuda", &m));
+    if (m) {
+        lc_lora_config lc;
+        lc_lora_config_default(&lc);
+        lc.rank = 8, lc.num_layers = -1, lc.scale = 2.0f;
+        CHECK_OK(lc_model_add_lora(m, &lc, 17));
+        rewrite_adapters(m, 0);
+        enum { B = 2, T = 24 };
+        int32_t tok[B * T], tgt[B * T];
+        for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 29 + 3) % 256), tgt[i] = (int32_t)((i * 41 + 7) % 256);
+        int64_t gr = m->be->lora_group_rows;
+        m->be->lora_group_rows = 0;
+        size_t n = 0, n2 = 0;
+        step_grads(m, tok, tgt, B, T, NULL, &n);
+        float *g[4];
+        double l[4];
+        for (int i = 0; i < 4; i++) g[i] = malloc(n * 4);
+        for (int i = 0; i < 4; i++) { // default direct, default again (replayed), the switch off, float32 dy
+            if (i == 2) setenv("LORAC_ATT_ROPE_BWD", "0", 1);
+            if (i == 3) setenv("LORAC_PACKED_DRES", "0", 1);
+            l[i] = step_grads(m, tok, tgt, B, T, g[i], &n2);
+            unsetenv("LORAC_ATT_ROPE_BWD");
+            unsetenv("LORAC_PACKED_DRES");
+        }
+        CHECK_MSG(l[1] == l[0] && !memcmp(g[1], g[0], n * 4), "a second step differs from the first");
+        CHECK_MSG(l[2] == l[0] && !memcmp(g[2], g[0], n * 4),
+                  "LORAC_ATT_ROPE_BWD=0: loss or gradients differ from the attention backward's own copies");
+        CHECK_MSG(memcmp(g[3], g[0], n * 4) != 0, "LORAC_PACKED_DRES=0 changed no gradient: the copies' path not taken");
+        printf("  init model, heads of 64, 2 x 24 tokens: loss %.9f; ->attention_bwd_rb's gradients the separate "
+               "passes' bits (direct and replayed)\n", l[0]);
+        m->be->lora_group_rows = gr;
+        for (int i = 0; i < 4; i++) free(g[i]);
+    }
+    lc_model_free(m);
+    char cmdline[400];
+    snprintf(cmdline, sizeof cmdline, "rm -rf '%s'", dir);
+    CHECK_EQ_INT(system(cmdline), 0);
+}
+
 /* The gradient arithmetic the trainer runs on the card (lc_model_all_finite, _sumsq,
  * _scale, _accumulate, _zero) on shared memory, against the host's loops: the same bits
  * for the elementwise ones, the sum of squares within double rounding of the host's. */
@@ -1245,5 +1301,6 @@ static void extra_tests(void) {
     RUN(test_step_graph_quant);
     RUN(test_packed_gate_up);
     RUN(test_dres16_g1);
+    RUN(test_att_rope_bwd);
     RUN(test_grad_ops_card);
 }
