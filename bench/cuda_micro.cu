@@ -7,7 +7,8 @@
  * adapters' products at the 8 × 512 row's 4096 rows (default choice against cuBLAS),
  * `cuda_micro overlap` frozen and adapter products on two streams, alone and together,
  * `cuda_micro read` the card's read bandwidth (several launch shapes; the best is decoding's
- * ceiling), `cuda_micro rows` the decoding products' read pattern against it.
+ * ceiling), `cuda_micro rows` the decoding products' read pattern against it, `cuda_micro
+ * dxk` the adapters' input gradient folded into the frozen product as more inner size.
  * Built by hand on the development machine (see cuda_notes.md) against build/liblorac.a;
  * prints one table. A benchmark program: prints and exits on errors.
  */
@@ -209,6 +210,38 @@ static void bench_rows(void) {
     CK(cudaFree(o));
     CK(cudaFree(x));
     CK(cudaFree(out));
+}
+
+/* The adapters' input-gradient path folded into the frozen one as more inner size: dx = dy W
+ * + du aᵀ as one bf16 product [dy | du] · [W ; aᵀ] (K = O + r) against today's two (du aᵀ
+ * in float32 / TF32 first, then the frozen product adding to it), at the 8 × 512 row's
+ * shapes. Times only (the operands are not laid out for real). */
+static void bench_dxk(void) {
+    lc_cuda *c = (lc_cuda *)be->impl;
+    const int N = 4096;
+    bool tf = be->lora_tf32;
+    be->lora_tf32 = true; // as training over bf16 weights sets it (lc_model_lora_tf32)
+    struct { int O, in, r; const char *name; } sh[] = {{4096, 4096, 16, "o"}, {6144, 4096, 48, "q/k/v (one product)"},
+                                                      {28672, 4096, 32, "gate/up (one product)"}, {4096, 14336, 16, "down"}};
+    for (auto &q : sh) {
+        int K2 = q.O + q.r;
+        __nv_bfloat16 *W = (__nv_bfloat16 *)be->alloc(be, (size_t)K2 * q.in * 2), *dy = (__nv_bfloat16 *)be->alloc(be, (size_t)N * K2 * 2);
+        float *dx = (float *)be->alloc(be, (size_t)N * q.in * 4), *du = (float *)be->alloc(be, (size_t)N * q.r * 4);
+        float *A = (float *)be->alloc(be, (size_t)q.in * q.r * 4);
+        k_fill<<<1024, 256>>>(W, (size_t)K2 * q.in, 1);
+        k_fill<<<1024, 256>>>(dy, (size_t)N * K2, 2);
+        k_fillf<<<1024, 256>>>(du, (size_t)N * q.r, 3);
+        k_fillf<<<1024, 256>>>(A, (size_t)q.in * q.r, 4);
+        double ta = timed(20, [&](int) { lc_cuda_gemm_bf16(c, false, q.in, N, q.O, W, q.in, dy, q.O, 1.0f, dx, q.in); });
+        double tc = timed(20, [&](int) { be->gemm(be, false, true, N, q.in, q.r, 1.0f, du, q.r, A, q.r, 0.0f, dx, q.in); });
+        double tb = timed(20, [&](int) { lc_cuda_gemm_bf16(c, false, q.in, N, K2, W, q.in, dy, K2, 0.0f, dx, q.in); });
+        double t0 = timed(20, [&](int) { lc_cuda_gemm_bf16(c, false, q.in, N, q.O, W, q.in, dy, q.O, 0.0f, dx, q.in); });
+        printf("| dx %s (N %d, O %d, in %d, r %d) | du aT %.1f us + frozen (beta 1) %.1f us = %.1f | one product K %d: %.1f us | frozen alone (beta 0) %.1f us |\n",
+               q.name, N, q.O, q.in, q.r, 1e3 * tc, 1e3 * ta, 1e3 * (ta + tc), K2, 1e3 * tb, 1e3 * t0);
+        void *all[] = {W, dy, dx, du, A};
+        for (void *p : all) be->release(be, p);
+    }
+    be->lora_tf32 = tf;
 }
 
 /* Read bandwidth over a 4 GiB buffer for several launch shapes (the best is the ceiling),
@@ -538,6 +571,11 @@ int main(int argc, char **argv) {
     }
     if (argc > 1 && !strcmp(argv[1], "read")) { // the card's read bandwidth (decoding's ceiling)
         bench_read();
+        be->free(be);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "dxk")) { // the adapters' dx folded into the frozen product
+        bench_dxk();
         be->free(be);
         return 0;
     }
