@@ -1132,6 +1132,36 @@ static void test_packed_gate_up(void) {
     remove_bf16_model(dir);
 }
 
+/* A `lorac init` bf16 model (init_model_hd's shape) in dir (a mkdtemp folder) loaded on the
+ * card, with rank-8 adapters (scale 2) on every projection of every block rewritten to
+ * nonzero values, at "many rows" (lora_group_rows 0; *gr the backend's before, for
+ * drop_lora_model); NULL when it did not load (the failure checked). */
+static lc_model *init_lora_model(const char *dir, int inter, int layers, int hd, const char *seed, uint64_t lseed,
+                                 int64_t *gr) {
+    char out[300];
+    init_model_hd(dir, inter, layers, hd, seed, out, sizeof out);
+    lc_model *m = NULL;
+    CHECK_OK(lc_model_load_on(out, "cuda", &m));
+    if (!m) return NULL;
+    lc_lora_config lc;
+    lc_lora_config_default(&lc);
+    lc.rank = 8, lc.num_layers = -1, lc.scale = 2.0f;
+    CHECK_OK(lc_model_add_lora(m, &lc, lseed));
+    rewrite_adapters(m, 0);
+    *gr = m->be->lora_group_rows;
+    m->be->lora_group_rows = 0;
+    return m;
+}
+
+/* init_lora_model's model freed (its lora_group_rows put back) and dir removed. */
+static void drop_lora_model(lc_model *m, int64_t gr, const char *dir) {
+    if (m) m->be->lora_group_rows = gr;
+    lc_model_free(m);
+    char cmdline[400];
+    snprintf(cmdline, sizeof cmdline, "rm -rf '%s'", dir);
+    CHECK_EQ_INT(system(cmdline), 0);
+}
+
 /* The backward's bf16 copies of dres and dq/dk/dv (LORAC_PACKED_DRES) where g1 has room for
  * dq|dk|dv past dv (intermediate 640 against 2·HD + 2·KVD = 384, as at the 7B shape; the
  * fixtures' shapes put them in the logits chunk instead, test_packed_gate_up): a `lorac
@@ -1141,21 +1171,12 @@ static void test_packed_gate_up(void) {
 static void test_dres16_g1(void) {
     char dir[] = "/tmp/lorac-test-dres-XXXXXX";
     if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
-    char out[300];
-    init_model(dir, 640, 3, "9", out, sizeof out);
-    lc_model *m = NULL;
-    CHECK_OK(lc_model_load_on(out, "cuda", &m));
+    int64_t gr = 0;
+    lc_model *m = init_lora_model(dir, 640, 3, 32, "9", 13, &gr);
     if (m) {
-        lc_lora_config lc;
-        lc_lora_config_default(&lc);
-        lc.rank = 8, lc.num_layers = -1, lc.scale = 2.0f;
-        CHECK_OK(lc_model_add_lora(m, &lc, 13));
-        rewrite_adapters(m, 0);
         enum { B = 2, T = 24 };
         int32_t tok[B * T], tgt[B * T];
         for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 37 + 11) % 256), tgt[i] = (int32_t)((i * 53 + 5) % 256);
-        int64_t gr = m->be->lora_group_rows;
-        m->be->lora_group_rows = 0;
         size_t n = 0, n2 = 0;
         step_grads(m, tok, tgt, B, T, NULL, &n);
         float *g0 = malloc(n * 4), *g1 = malloc(n * 4), *g2 = malloc(n * 4);
@@ -1178,13 +1199,9 @@ static void test_dres16_g1(void) {
                "from float32 dy's (bound 2e-2; 3 steps the same bits)\n", l1, e);
         CHECK_MSG(l1 == l0, "LORAC_PACKED_DRES changed the loss (%.9g vs %.9g)", l1, l0);
         CHECK_MSG(e > 0 && e <= 2e-2, "bf16 dres and dq/dk/dv: gradients rel err %.3e (want (0, 2e-2])", e);
-        m->be->lora_group_rows = gr;
         free(g0), free(g1), free(g2);
     }
-    lc_model_free(m);
-    char cmdline[400];
-    snprintf(cmdline, sizeof cmdline, "rm -rf '%s'", dir);
-    CHECK_EQ_INT(system(cmdline), 0);
+    drop_lora_model(m, gr, dir);
 }
 
 /* The attention's backward writing dq|dk|dv's bf16 copies itself, dq and dk rotated back
@@ -1196,21 +1213,12 @@ static void test_dres16_g1(void) {
 static void test_att_rope_bwd(void) {
     char dir[] = "/tmp/lorac-test-attrope-XXXXXX";
     if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
-    char out[300];
-    init_model_hd(dir, 1024, 2, 64, "5", out, sizeof out);
-    lc_model *m = NULL;
-    CHECK_OK(lc_model_load_on(out, "cuda", &m));
+    int64_t gr = 0;
+    lc_model *m = init_lora_model(dir, 1024, 2, 64, "5", 17, &gr);
     if (m) {
-        lc_lora_config lc;
-        lc_lora_config_default(&lc);
-        lc.rank = 8, lc.num_layers = -1, lc.scale = 2.0f;
-        CHECK_OK(lc_model_add_lora(m, &lc, 17));
-        rewrite_adapters(m, 0);
         enum { B = 2, T = 24 };
         int32_t tok[B * T], tgt[B * T];
         for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 29 + 3) % 256), tgt[i] = (int32_t)((i * 41 + 7) % 256);
-        int64_t gr = m->be->lora_group_rows;
-        m->be->lora_group_rows = 0;
         size_t n = 0, n2 = 0;
         step_grads(m, tok, tgt, B, T, NULL, &n);
         float *g[4];
@@ -1229,13 +1237,9 @@ static void test_att_rope_bwd(void) {
         CHECK_MSG(memcmp(g[3], g[0], n * 4) != 0, "LORAC_PACKED_DRES=0 changed no gradient: the copies' path not taken");
         printf("  init model, heads of 64, 2 x 24 tokens: loss %.9f; ->attention_bwd_rb's gradients the separate "
                "passes' bits (direct and replayed)\n", l[0]);
-        m->be->lora_group_rows = gr;
         for (int i = 0; i < 4; i++) free(g[i]);
     }
-    lc_model_free(m);
-    char cmdline[400];
-    snprintf(cmdline, sizeof cmdline, "rm -rf '%s'", dir);
-    CHECK_EQ_INT(system(cmdline), 0);
+    drop_lora_model(m, gr, dir);
 }
 
 /* The gradient arithmetic the trainer runs on the card (lc_model_all_finite, _sumsq,
