@@ -184,6 +184,15 @@ struct lc_backend {
      * gradients as one product). Returns 0, 1 when it cannot (quantized, not bf16, unequal
      * column counts: ->weight each then), or -1 (out of device memory). */
     int (*weight_n)(lc_backend *be, int n, lc_wt *const *w);
+    /* Optional (NULL where not offered; CUDA): the n bf16 weights w (made usable by ->weight,
+     * or by ->weight_n when n > 1: one after another in one allocation) moved into one new
+     * allocation with `extra` zeroed rows of their column count after the last one, the old
+     * allocation freed; each w[i]->data is updated, w[i]->rows unchanged. A product may then
+     * take w[n - 1]'s rows plus the extra ones (the caller writes them) as one weight
+     * (lc_model: the adapters' a^T beside the frozen weight, one input-gradient product).
+     * Returns 0, 1 having changed nothing (quantized, not bf16, not one allocation, no room
+     * on the card), or -1 (lc_fail: a copy on the card failed). */
+    int (*weight_room)(lc_backend *be, int n, lc_wt *const *w, int64_t extra);
 
     /* ---- elementwise ---- */
     void (*zero)(lc_backend *be, float *x, size_t n);                            // x = 0
@@ -315,9 +324,11 @@ struct lc_backend {
     void (*rmsnorm_b)(lc_backend *be, float *out, void *outb, float *rstd, const float *x, const float *w,
                       int64_t N, int64_t C, float eps);
     /* Optional (NULL where not offered; CUDA): ->rmsnorm_bwd that also writes the updated
-     * dx's bf16 rounding (round to nearest even) into dxb (N, C): the same dx bits. */
-    void (*rmsnorm_bwd_b)(lc_backend *be, float *dx, void *dxb, const float *dout, const float *x, const float *w,
-                          const float *rstd, int64_t N, int64_t C);
+     * dx's bf16 rounding (round to nearest even) into dxb (N, C; row stride ldb >= C, the
+     * columns beyond C untouched): the same dx bits (ldb even; an odd one may sum dx in
+     * another order). */
+    void (*rmsnorm_bwd_b)(lc_backend *be, float *dx, void *dxb, int64_t ldb, const float *dout, const float *x,
+                          const float *w, const float *rstd, int64_t N, int64_t C);
     /* Optional (NULL where not offered; CUDA): ->rope_bwd out of place, rounded: outb
      * (B,T,H,D bf16, ldo values from one token's row of heads to the next: H·D packed) = the
      * bf16 rounding of R^T dx; dx is left as it was. */
@@ -328,6 +339,9 @@ struct lc_backend {
     /* Optional (NULL where not offered; CUDA): out (rows, cols bf16; row stride ldo) = x
      * (rows, cols, packed) rounded to nearest even; cols even. */
     void (*to_bf16_rows)(lc_backend *be, void *out, int64_t ldo, const float *x, int64_t rows, int64_t cols);
+    /* Optional (NULL where not offered; CUDA): out (cols, rows bf16; row stride ldo) = x^T,
+     * x (rows, cols, packed) rounded to nearest even: an adapter's a (in, r) as a^T's rows. */
+    void (*to_bf16_t)(lc_backend *be, void *out, int64_t ldo, const float *x, int64_t rows, int64_t cols);
     /* Optional (NULL where not offered; CUDA; offered with the two below): ->rope out of
      * place, rounded: outb (B,T,H,D bf16, row stride ldo as ->rope_bwd_b's) = the bf16
      * rounding of R x; x is left as it was. */

@@ -17,6 +17,7 @@ typedef struct {
     lc_lora_param *lora[LC_NKEYS]; // NULL where no adapter
     lc_wt qkv; // q, k, v as one (H*D + 2*KV*D, C) weight where ->weight_n laid them out one
                // after another (CUDA, bf16), else data NULL
+    int64_t room[LC_NKEYS]; // spare rows after w[k] (->weight_room; q: after q|k|v's last), else 0
 } lc_block;
 
 /* One block's activations (pointers into an arena; NULL where not kept). */
@@ -66,6 +67,8 @@ typedef struct {
     float *xf, *rstdf, *xnf; // (N, C), (N), (N, C) final norm
     float *logits;           // (chunk, V)
     int64_t chunk;
+    size_t room;             // the logits chunk's floats: chunk · V, or a little more where the
+                             // backward's bf16 copies with the folds' spare columns need it (dy16)
     float *dres, *dxn;       // (N, C) gradient of the residual stream; of a normed input
     float *g1;               // (N, max(I, 2HD + 2KVD)) dh (then dup in place), later datt|dq|dk|dv
     float *du;               // (N, 3r) the adapters' du (of one input: q, k, v at most)
@@ -96,6 +99,11 @@ struct lc_model {
     size_t n_params;
     float *lora_mem, *grad_mem;
     int first; // lowest block with adapters (L when none)
+    // the fewest spare rows (lc_block.room) after o's and down's weights, and after q|k|v's
+    // placed together, over the blocks from first on whose adapters fold there
+    // (lc_model_make_room; 0: none): the adapters' a^T beside the frozen weight, for one
+    // input-gradient product [dy | du] [W ; a^T]
+    int64_t room_od, room_qkv;
     int rc_full, rc_mlp; // lc_model_set_recompute's counts (-1: all)
     lc_arena ar[2]; // evaluation (and decoding), training: both in `arena` (never run at once)
     float *arena;      // the arenas' one buffer (NULL until first laid out)
@@ -112,6 +120,12 @@ void lc_rope_inv_freq(const lc_model_config *c, float *inv);
 /* Makes the model's cos/sin tables cover positions [0, n). */
 void lc_rope_ensure(lc_model *m, int64_t n);
 
+/* Before training: gives the frozen weights that the adapters' input gradients fold into
+ * (o and down, q|k|v placed together) spare rows for the adapters' a^T where they have
+ * fewer, and sets lc_model.room_od, room_qkv, where the backend offers ->weight_room, every
+ * block from first on has those adapters and LORAC_DX_FOLD is not 0 (else they are 0).
+ * Returns 0 or -1 (lc_fail). */
+int lc_model_make_room(lc_model *m);
 /* Host memory of `bytes` that the model owns (freed with it; counted in its weight bytes). */
 void *lc_model_own(lc_model *m, size_t bytes);
 /* Prepares the arena of a mode for (B, T); returns it. */

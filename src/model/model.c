@@ -112,9 +112,9 @@ static int block_keep(int l, int L, int first, int full, int mlp) {
 /* The arena of a mode and shape: returns its size in floats; sets a's pointers when
  * a->base is set (a->saved then has L entries). full, mlp: normalized (recompute_norm;
  * ignored unless training); att16: q, k, v and att as bf16 (training's and evaluation's,
- * lc_arena_prepare). */
+ * lc_arena_prepare); d16: the backend writes the backward's bf16 dy copies (dy16). */
 static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora, int mode, int64_t B,
-                           int64_t T, int full, int mlp, bool pack, bool att16, lc_arena *a) {
+                           int64_t T, int full, int mlp, bool pack, bool att16, bool d16, lc_arena *a) {
     float *base = a ? a->base : NULL;
     size_t off = 0, N = (size_t)(B * T), C = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
     size_t I = (size_t)c->intermediate_size, HD = (size_t)(c->num_attention_heads * c->head_dim);
@@ -162,13 +162,22 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     int64_t chunk = (int64_t)((1u << 24) / V);
     if (chunk < 16) chunk = 16;
     if (chunk > (int64_t)N) chunk = (int64_t)N;
-    float *logits = take(&off, base, (size_t)chunk * V);
+    // in training, the backward's bf16 copies of dres and dq|dk|dv (with the adapters'
+    // spare columns, dx_fold) go into the chunk after xn16's (dy16): it grows to hold them
+    // (at the 7B shape by N · r bf16 at 8 × 512 rows; at 4 × 2048, twice 64 MiB)
+    size_t room = (size_t)chunk * V, g = I > 2 * HD + 2 * KVD ? I : 2 * HD + 2 * KVD;
+    if (train && d16 && lora && lora->rank > 0 && lora->dropout <= 0) {
+        size_t r = (size_t)lora->rank, used = (N * (2 * HD + 2 * KVD) + 15) & ~(size_t)15;
+        size_t half = ((N * C + 1) / 2 + 15) & ~(size_t)15, hr = ((N * (C + r) + 1) / 2 + 15) & ~(size_t)15;
+        size_t q1 = (N * (HD + 2 * KVD + 3 * r) + 1) / 2, need = half + hr + (N * g >= used + q1 ? 0 : q1);
+        if (need > room) room = need;
+    }
+    float *logits = take(&off, base, room);
     float *dres = NULL, *dxn = NULL, *g1 = NULL, *du = NULL, *lg = NULL, *xd = NULL;
     if (train) {
         dres = take(&off, base, N * C);
         dxn = take(&off, base, N * C);
-        size_t g = I > 2 * HD + 2 * KVD ? I : 2 * HD + 2 * KVD; // dh (dgate in h, dup over dh), or datt|dq|dk|dv
-        g1 = take(&off, base, N * g);
+        g1 = take(&off, base, N * g); // dh (dgate in h, dup over dh), or datt|dq|dk|dv
         if (lora && lora->rank > 0) {
             du = take(&off, base, 3 * N * (size_t)lora->rank); // q, k, v at once
             lg = take(&off, base, 6 * C * (size_t)lora->rank); // projs_group's A and ga
@@ -181,7 +190,7 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     int32_t *tok = (int32_t *)take(&off, base, N), *tgt = (int32_t *)take(&off, base, N);
     if (a && base) {
         a->xpp[0] = xpp0, a->xpp[1] = xpp1, a->gus = gus;
-        a->xf = xf, a->rstdf = rstdf, a->xnf = xnf, a->logits = logits, a->chunk = chunk;
+        a->xf = xf, a->rstdf = rstdf, a->xnf = xnf, a->logits = logits, a->chunk = chunk, a->room = room;
         a->dres = dres, a->dxn = dxn, a->g1 = g1, a->du = du, a->lg = lg, a->xd = xd, a->tok = tok, a->tgt = tgt;
     }
     return off;
@@ -247,7 +256,7 @@ size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, int fu
     int L = (int)m->cfg.num_hidden_layers, f, g;
     recompute_norm(L, m->first, full, mlp, &f, &g);
     return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_TRAIN, B, T, f, g,
-                        lc_model_packs_gate_up(m), lc_model_att16(m), NULL) *
+                        lc_model_packs_gate_up(m), lc_model_att16(m), m->be->rmsnorm_bwd_b != NULL, NULL) *
            sizeof(float);
 }
 
@@ -261,7 +270,7 @@ static bool eval_att16(const lc_model *m) {
 
 size_t lc_model_eval_bytes(const lc_model *m, int64_t B, int64_t T) {
     return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_EVAL, B, T, 0, 0, false, eval_att16(m),
-                        NULL) *
+                        false, NULL) *
            sizeof(float);
 }
 
@@ -307,7 +316,8 @@ lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
     if (a->base && a->B == B && a->T == T && a->full == full && a->mlp == mlp && a->pack == pack && a->att16 == att16)
         return a;
     const lc_lora_config *lora = m->has_lora ? &m->lcfg : NULL;
-    size_t need = arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, att16, NULL);
+    bool d16 = train && m->be->rmsnorm_bwd_b;
+    size_t need = arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, att16, d16, NULL);
     // Both modes lay out in the model's one buffer: evaluation (and decoding) runs between
     // training steps, never inside one, and a step keeps nothing in its arena from one step
     // to the next, so validating costs no memory beside training's. A layout that fits
@@ -326,7 +336,7 @@ lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
     a->mode = mode, a->B = B, a->T = T, a->full = full, a->mlp = mlp, a->pack = pack, a->att16 = att16;
     a->floats = need, a->base = m->arena;
     a->saved = xcalloc((size_t)m->cfg.num_hidden_layers, sizeof *a->saved);
-    arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, att16, a);
+    arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, att16, d16, a);
     return a;
 }
 
@@ -373,7 +383,8 @@ int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora,
     plan->optimizer = 2 * plan->adapters;
     int L = (int)cfg->num_hidden_layers, full, mlp;
     recompute_norm(L, lc_lora_first_layer(cfg, lora), grad_checkpoint ? -1 : 0, 0, &full, &mlp);
-    plan->activations = arena_layout(cfg, lora, LC_MODE_TRAIN, B, T, full, mlp, false, false, NULL) * sizeof(float);
+    plan->activations = arena_layout(cfg, lora, LC_MODE_TRAIN, B, T, full, mlp, false, false, false, NULL) *
+                        sizeof(float);
     plan->total = plan->weights + plan->adapters + plan->gradients + plan->optimizer + plan->activations;
     return 0;
 }
@@ -1120,11 +1131,15 @@ static void projs_ga_of(lc_model *m, lc_arena *a, int n, const float *x, lc_lora
  * adapter's. x NULL: the ga products are left to projs_ga (with dropout, only for one
  * projection: proj_bwd keeps one du). wcat (with dyb): the n weights side by side as one
  * (lc_block.qkv), the n dyb interleaved in rows of ldy values (dyb[0] the row's start):
- * the frozen products are one; ldy 0: each dyb its own packed (N, out). */
+ * the frozen products are one; ldy 0: each dyb its own packed (N, out). fold (> 0: every
+ * one of the n has an adapter, grouped when n > 1, with dyb; dx_fold): dyb[0]'s rows hold
+ * fold spare columns after the n dy (ldy = their sum + fold) and the weight (wcat, or w[0]
+ * when n is 1) as many spare rows (lc_block.room): the adapters' du and a^T are rounded
+ * into them and dx (+)= [dy | du] [W ; a^T] is one bf16 product. */
 static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, const float *const *dy,
                       const float *x, const lc_wt *const *w, lc_lora_param *const *p, float *const *u,
                       int64_t N, bool need_dx, const uint64_t *ds, const void *const *dyb, const void *xb,
-                      const lc_wt *wcat, int64_t ldy) {
+                      const lc_wt *wcat, int64_t ldy, int64_t fold) {
     lc_backend *be = m->be;
     // the frozen input-gradient product of projection i, from dy's bf16 copy where there is one
 #define MATMUL_DX(i, accum)                                                                       \
@@ -1168,6 +1183,20 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
         if (x || xb) projs_ga_of(m, a, n, x, p, N, xb);
     }
     if (!need_dx) return;
+    if (fold) { // du beside dy, a^T below W (the adapters in order, as du_at put their du)
+        lc_wt wf = wcat ? *wcat : *w[0];
+        int64_t O = wf.rows, in = wf.cols;
+        uint16_t *yb = (uint16_t *)dyb[0];
+        if (kg || n == 1) be->to_bf16_rows(be, yb + O, O + fold, a->du, N, fold); // side by side already
+        for (int i = 0, j = 0; i < n; i++) {
+            if (!p[i]) continue;
+            if (!kg && n > 1) be->to_bf16_rows(be, yb + O + j * p[i]->r, O + fold, dus[i], N, p[i]->r);
+            be->to_bf16_t(be, (uint16_t *)wf.data + (O + j++ * p[i]->r) * in, in, p[i]->a, in, p[i]->r);
+        }
+        wf.rows = O + fold;
+        be->matmul_dx_b(be, dx, yb, &wf, N, acc);
+        return;
+    }
     if (k && N >= be->lora_group_rows) { // dx (+)= the adapters' du a^T, then the frozen products add
         if (kg) {
             const float *ag = group_a(m, a, n, p, rg);
@@ -1237,17 +1266,6 @@ static void *xn16(const lc_model *m, lc_arena *a, int64_t N) {
     return a->logits;
 }
 
-/* The backward's bf16 copies of the residual stream's gradient (dres: o's and down's dy)
- * and of dq|dk|dv after RoPE's backward, written by the ops that make them
- * (->rmsnorm_bwd_b, ->rope_bwd_b, ->to_bf16) instead of a rounding pass before each
- * frozen input-gradient product (->matmul_dx_b: the bits as_bf16 made); the adapters' gb
- * and du read them too (->gemm_b: bf16 products from bf16 dy, as bf16 autocast forms
- * them), so no float32 dy is read after them and none of dq/dk/dv is rotated in place.
- * Where: dres's in the logits chunk past xn16's half (free outside the head's loss); dq's,
- * dk's, dv's past dv in g1, or else past dres's in the chunk. At the many rows where the
- * adapters' products take bf16 (->lora_group_rows), without dropout, over block weights
- * that are bf16 or quantized; LORAC_PACKED_DRES=0 turns it off. Returns whether on,
- * with *dres and *dqkv set (NULL when off). */
 /* Whether block bk's q/k/v input-gradient products run as one (its weights side by side,
  * the bf16 dq | dk | dv interleaved a token a row); LORAC_QKV_DX=0 turns it off. */
 static bool qkv_cat(const lc_model *m, const lc_block *bk) {
@@ -1263,29 +1281,99 @@ static bool att_rope_bwd(const lc_model *m) {
     return !(e && !strcmp(e, "0")) && m->be->attention_bwd_rb;
 }
 
-static bool dy16(const lc_model *m, const lc_arena *a, int64_t N, void **dres, void **dqkv) {
+/* The spare columns the backward's bf16 dy copies give the folded input-gradient products
+ * [dy | du] [W ; a^T] (projs_bwd): *od for dres's (o's and down's dy: the rank, where every
+ * adapted block's o and down weights have the room, lc_model_make_room), *qkv for
+ * dq|dk|dv's interleaved rows (3 ranks, where q|k|v's do and their products are one,
+ * qkv_cat); 0 where a product does not fold. LORAC_DX_FOLD=0 turns it off. */
+static void dx_fold(const lc_model *m, int64_t *od, int64_t *qkv) {
+    const char *e = getenv("LORAC_DX_FOLD");
+    int64_t r = m->lcfg.rank;
+    bool on = !(e && !strcmp(e, "0")) && m->has_lora && m->be->to_bf16_t && m->be->to_bf16_rows &&
+              m->lcfg.dropout <= 0 && m->first < m->cfg.num_hidden_layers;
+    *od = on && m->room_od >= r ? r : 0;
+    *qkv = on && m->room_qkv >= 3 * r && qkv_cat(m, &m->blocks[m->first]) ? 3 * r : 0;
+}
+
+/* The backward's bf16 copies of the residual stream's gradient (dres: o's and down's dy)
+ * and of dq|dk|dv after RoPE's backward, written by the ops that make them
+ * (->rmsnorm_bwd_b, ->rope_bwd_b, ->to_bf16) instead of a rounding pass before each
+ * frozen input-gradient product (->matmul_dx_b: the bits as_bf16 made); the adapters' gb
+ * and du read them too (->gemm_b: bf16 products from bf16 dy, as bf16 autocast forms
+ * them), so no float32 dy is read after them and none of dq/dk/dv is rotated in place.
+ * Where: dres's in the logits chunk past xn16's half (free outside the head's loss); dq's,
+ * dk's, dv's past dv in g1, or else past dres's in the chunk. At the many rows where the
+ * adapters' products take bf16 (->lora_group_rows), without dropout, over block weights
+ * that are bf16 or quantized; LORAC_PACKED_DRES=0 turns it off. Returns whether on,
+ * with *dres and *dqkv set (NULL when off) and their row strides *ldr (dres's: C, plus the
+ * spare columns of dx_fold's o and down) and *ldq (dq|dk|dv's interleaved rows: (H + 2 KV)
+ * D, plus q/k/v's spare columns); without room in the chunk for the spare columns, none. */
+static bool dy16(const lc_model *m, const lc_arena *a, int64_t N, void **dres, void **dqkv, int64_t *ldr,
+                 int64_t *ldq) {
     const char *e = getenv("LORAC_PACKED_DRES");
     lc_backend *be = m->be;
     const lc_model_config *c = &m->cfg;
     *dres = *dqkv = NULL;
+    size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, n = (size_t)N;
+    size_t HD = (size_t)(c->num_attention_heads * c->head_dim), KVD = (size_t)(c->num_key_value_heads * c->head_dim);
+    *ldr = (int64_t)C, *ldq = (int64_t)(HD + 2 * KVD);
     if ((e && !strcmp(e, "0")) || !be->rmsnorm_bwd_b || !be->rope_bwd_b || !be->to_bf16 || !be->gemm_b ||
         !be->matmul_dx_b || m->lcfg.dropout > 0 || N < be->lora_group_rows || a->mode != LC_MODE_TRAIN || !a->logits)
         return false;
     for (int64_t l = 0; l < c->num_hidden_layers; l++)
         for (int k = 0; k < LC_NKEYS; k++)
             if (!m->blocks[l].w[k].q && m->blocks[l].w[k].dtype != LC_DT_BF16) return false;
-    size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, n = (size_t)N;
-    size_t HD = (size_t)(c->num_attention_heads * c->head_dim), KVD = (size_t)(c->num_key_value_heads * c->head_dim);
-    size_t room = (size_t)a->chunk * (size_t)c->vocab_size; // the logits chunk's floats
-    size_t half = ((n * C + 1) / 2 + 15) & ~(size_t)15;     // floats of one N x C bf16 copy, 64-byte steps
-    size_t qkv = (n * (HD + 2 * KVD) + 1) / 2, used = n * (2 * HD + 2 * KVD);
-    size_t g1 = n * (I > 2 * HD + 2 * KVD ? I : 2 * HD + 2 * KVD);
-    if (room < 2 * half) return false;
-    if (g1 >= ((used + 15) & ~(size_t)15) + qkv) *dqkv = a->g1 + ((used + 15) & ~(size_t)15);
-    else if (room >= 2 * half + qkv) *dqkv = a->logits + 2 * half;
-    else return false;
-    *dres = a->logits + half;
-    return true;
+    int64_t fod, fqkv;
+    dx_fold(m, &fod, &fqkv);
+    size_t room = a->room;                              // the logits chunk's floats
+    size_t half = ((n * C + 1) / 2 + 15) & ~(size_t)15; // floats of one N x C bf16 copy, 64-byte steps
+    size_t used = n * (2 * HD + 2 * KVD), g1 = n * (I > 2 * HD + 2 * KVD ? I : 2 * HD + 2 * KVD);
+    for (int pass = 0; pass < 2; pass++, fod = fqkv = 0) { // with the folds' spare columns, else without
+        size_t hr = ((n * (C + (size_t)fod) + 1) / 2 + 15) & ~(size_t)15; // dres's copy (N, C + fod)
+        size_t qkv = (n * (HD + 2 * KVD + (size_t)fqkv) + 1) / 2;
+        if (room < half + hr) continue;
+        if (g1 >= ((used + 15) & ~(size_t)15) + qkv) *dqkv = a->g1 + ((used + 15) & ~(size_t)15);
+        else if (room >= half + hr + qkv) *dqkv = a->logits + half + hr;
+        else continue;
+        *dres = a->logits + half;
+        *ldr = (int64_t)C + fod, *ldq = (int64_t)(HD + 2 * KVD) + fqkv;
+        return true;
+    }
+    return false;
+}
+
+int lc_model_make_room(lc_model *m) {
+    lc_backend *be = m->be;
+    const char *e = getenv("LORAC_DX_FOLD");
+    int L = (int)m->cfg.num_hidden_layers;
+    int64_t r = m->lcfg.rank;
+    unsigned keys = m->lcfg.keys;
+    m->room_od = m->room_qkv = 0;
+    if ((e && !strcmp(e, "0")) || !m->has_lora || !be->weight_room || !be->to_bf16_t || m->first >= L) return 0;
+    bool od = (keys & (1u << LC_KEY_O)) && (keys & (1u << LC_KEY_DOWN));
+    bool qkv = (keys & 7u) == 7u;
+    for (int l = m->first; l < L && qkv; l++) qkv = m->blocks[l].qkv.data != NULL;
+    for (int l = m->first; l < L && (od || qkv); l++) {
+        lc_block *b = &m->blocks[l];
+        static const int ks[2] = {LC_KEY_O, LC_KEY_DOWN};
+        for (int j = 0; j < 2 && od; j++) {
+            lc_wt *w = &b->w[ks[j]];
+            if (b->room[ks[j]] >= r) continue;
+            int rc = be->weight_room(be, 1, &w, r);
+            if (rc < 0) return -1;
+            if (rc == 0) b->room[ks[j]] = r;
+            od = rc == 0;
+        }
+        if (qkv && b->room[LC_KEY_Q] < 3 * r) {
+            lc_wt *w3[3] = {&b->w[0], &b->w[1], &b->w[2]};
+            int rc = be->weight_room(be, 3, w3, 3 * r);
+            if (rc < 0) return -1;
+            if (rc == 0) b->room[LC_KEY_Q] = 3 * r, b->qkv.data = b->w[0].data;
+            qkv = rc == 0;
+        }
+    }
+    m->room_od = od ? r : 0, m->room_qkv = qkv ? 3 * r : 0;
+    return 0;
 }
 
 /* Block l's attention half: x (N, C) -> s->xmid, its activations into s. New keys/values
@@ -1437,7 +1525,9 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
     // dres's bf16 copy (written with dres by the norm's backward after it, or the head's)
     // and dq|dk|dv's (by RoPE's backward) for o's, down's and q/k/v's products (dy16)
     void *drb, *dqkvb;
-    bool d16 = dy16(m, a, N, &drb, &dqkvb);
+    int64_t ldr, ldq; // their row strides; dres's spare columns fod (o's and down's folds)
+    bool d16 = dy16(m, a, N, &drb, &dqkvb, &ldr, &ldq);
+    int64_t fod = d16 ? ldr - C : 0;
     const void *yr16 = drb;
     {
         const float *y1 = d16 ? NULL : a->dres;
@@ -1445,7 +1535,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
         uint64_t d1 = DS(LC_KEY_DOWN);
         projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, d16 ? &yr16 : NULL, NULL,
-                  NULL, 0);
+                  NULL, fod ? ldr : 0, fod);
         float *hh = !(fresh && h_fresh) && p1 ? s->h : NULL;
         void *hh16 = hh && only16 && lc_model_h16_ga(m) ? (void *)s->h : NULL; // h as bf16 for ga
         if (dyb)
@@ -1469,9 +1559,9 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         uint64_t d2[2] = {DS(LC_KEY_GATE), DS(LC_KEY_UP)};
         const void *yb2[2] = {s->gu, dyb ? (const uint16_t *)s->gu + N * I : NULL};
         projs_bwd(m, a, 2, a->dxn, false, y2, xnb ? NULL : s->xn2, w2, p2, u2, N, true, d2, dyb ? yb2 : NULL, xnb,
-                  NULL, 0);
+                  NULL, 0, 0);
     }
-    if (d16) be->rmsnorm_bwd_b(be, a->dres, drb, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C); // dres = d xmid
+    if (d16) be->rmsnorm_bwd_b(be, a->dres, drb, ldr, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C); // dres = d xmid
     else be->rmsnorm_bwd(be, a->dres, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C);
     float *datt = a->g1, *dq = datt + N * H * D, *dk = dq + N * H * D, *dv = dk + N * KV * D;
     {
@@ -1480,12 +1570,12 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p1 = bk->lora[LC_KEY_O];
         uint64_t d1 = DS(LC_KEY_O);
         projs_bwd(m, a, 1, datt, false, &y1, a->att16 ? NULL : s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1,
-                  d16 ? &yr16 : NULL, a->att16 ? s->att : NULL, NULL, 0);
+                  d16 ? &yr16 : NULL, a->att16 ? s->att : NULL, NULL, fod ? ldr : 0, fod);
     }
     // the bf16 copies: one after another, or with q, k, v's weights side by side (qkv_cat)
     // interleaved, a token's dq | dk | dv in one row, for one input-gradient product over all
     bool cat = d16 && qkv_cat(m, bk);
-    int64_t ld = cat ? (H + 2 * KV) * D : 0;
+    int64_t ld = cat ? ldq : 0, fqkv = cat ? ldq - (H + 2 * KV) * D : 0;
     uint16_t *dqb = dqkvb, *dkb = NULL, *dvb = NULL;
     if (dqb) dkb = dqb + (cat ? H * D : N * H * D), dvb = dkb + (cat ? KV * D : N * KV * D);
     // the attention's backward writing those copies itself (rotated, rounded: no float32
@@ -1517,9 +1607,9 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         float *u3[3] = {s->u[LC_KEY_Q], s->u[LC_KEY_K], s->u[LC_KEY_V]};
         uint64_t d3[3] = {DS(LC_KEY_Q), DS(LC_KEY_K), DS(LC_KEY_V)};
         projs_bwd(m, a, 3, a->dxn, false, y3, xnb ? NULL : s->xn1, w3, p3, u3, N, need_dx, d3, d16 ? yb3 : NULL, xnb,
-                  cat ? &bk->qkv : NULL, ld);
+                  cat ? &bk->qkv : NULL, ld, fqkv);
     }
-    if (need_dx && d16) be->rmsnorm_bwd_b(be, a->dres, drb, a->dxn, x, bk->ln1, s->rstd1, N, C); // dres = d x
+    if (need_dx && d16) be->rmsnorm_bwd_b(be, a->dres, drb, ldr, a->dxn, x, bk->ln1, s->rstd1, N, C); // dres = d x
     else if (need_dx) be->rmsnorm_bwd(be, a->dres, a->dxn, x, bk->ln1, s->rstd1, N, C);
 #undef DS
 }
@@ -1605,6 +1695,7 @@ typedef struct {
     const void *scal, *params;
     size_t n_params, floats;
     int64_t rope_len, group_rows; // group_rows: the backend's lora_group_rows (tests move it)
+    int64_t ldr, ldq;             // dy16's row strides
     lc_lora_config lcfg;
 } step_key;
 
@@ -1628,7 +1719,9 @@ static void step_body(void *ctx) {
     head_loss(m, a, N, true);
     be->zero(be, a->dres, (size_t)(N * C));
     void *drb, *dqkvb;
-    if (dy16(m, a, N, &drb, &dqkvb)) be->rmsnorm_bwd_b(be, a->dres, drb, a->dxn, a->xf, m->norm_f, a->rstdf, N, C);
+    int64_t ldr, ldq;
+    if (dy16(m, a, N, &drb, &dqkvb, &ldr, &ldq))
+        be->rmsnorm_bwd_b(be, a->dres, drb, ldr, a->dxn, a->xf, m->norm_f, a->rstdf, N, C);
     else be->rmsnorm_bwd(be, a->dres, a->dxn, a->xf, m->norm_f, a->rstdf, N, C);
     for (int l = L - 1; l >= m->first; l--) {
         lc_acts *s = acts_of(m, a, l);
@@ -1664,7 +1757,9 @@ static void step_run(lc_model *m, step_ctx *x) {
     k.tf32 = lc_model_lora_tf32(m), k.group_rows = be->lora_group_rows;
     k.xn = xn16(m, x->a, x->B * x->T) != NULL;
     void *drb, *dqkvb;
-    k.d16 = dy16(m, x->a, x->B * x->T, &drb, &dqkvb);
+    int64_t ldr, ldq;
+    k.d16 = dy16(m, x->a, x->B * x->T, &drb, &dqkvb, &ldr, &ldq);
+    k.ldr = ldr, k.ldq = ldq; // the folds' spare columns (dx_fold)
     k.d16 += 2 * (k.d16 && m->cfg.num_hidden_layers > 0 && qkv_cat(m, &m->blocks[m->cfg.num_hidden_layers - 1]));
     k.d16 += 4 * (k.d16 && k.att16 && att_rope_bwd(m));
     k.hb = m->cfg.num_hidden_layers > 0 && lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]);
@@ -1684,6 +1779,7 @@ int lc_model_forward_backward(lc_model *m, const lc_batch *b, double *loss, int6
     if (check_batch(m, b, true) < 0) return -1;
     int64_t B = b->B, T = b->T;
     lc_rope_ensure(m, T);
+    if (lc_model_make_room(m) < 0) return -1;
     lc_arena *a = lc_arena_prepare(m, LC_MODE_TRAIN, B, T);
     upload_ids(m, a, b);
     int64_t nt = count_targets(b);

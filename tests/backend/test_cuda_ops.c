@@ -1377,27 +1377,46 @@ static void test_norm_rope_swiglu(void) {
             gpu->release(gpu, o3), gpu->release(gpu, r3);
         }
         { // ->rmsnorm_bwd_b: the same dx bits as ->rmsnorm_bwd (dd2, from d2), and their bf16
-            // rounding; ->to_bf16 of that dx: the same bf16 bits
+            // rounding, packed and into rows of a wider stride (16 spare columns: 8-byte
+            // stores; 6: 4-byte), the spare columns untouched; ->to_bf16 of that dx: the same
+            // bf16 bits
             CHECK_MSG(gpu->rmsnorm_bwd_b && gpu->to_bf16, "the CUDA backend offers no ->rmsnorm_bwd_b / ->to_bf16");
-            float *hd = down(dd2, n2), *d3 = up(d2, n2 * 4);
+            float *hd = down(dd2, n2);
             uint16_t *want = malloc(n2 * 2), *got = malloc(n2 * 2);
             CHECK_OK(lc_from_f32(want, LC_DT_BF16, hd, n2));
-            memset(got, 0xff, n2 * 2); // NaN bf16s: every element written
-            void *db = up(got, n2 * 2);
-            gpu->rmsnorm_bwd_b(gpu, d3, db, dg2, dx2, dw2, r2, N2, C2);
-            float *h3 = down(d3, n2);
-            gpu->download(gpu, got, db, n2 * 2);
-            CHECK_OK(gpu->sync(gpu));
-            CHECK_MSG(!memcmp(h3, hd, n2 * 4), "%s: rmsnorm_bwd_b's dx differs from rmsnorm_bwd's", what);
-            CHECK_MSG(!memcmp(got, want, n2 * 2), "%s: rmsnorm_bwd_b's bf16 dx differs from dx rounded", what);
+            for (int64_t spare = 0; spare <= 16; spare += spare ? 10 : 6) {
+                int64_t ldb = C2 + spare;
+                size_t nb = (size_t)(N2 * ldb);
+                uint16_t *wide = malloc(nb * 2);
+                memset(wide, 0xff, nb * 2); // NaN bf16s: every element written, the spare ones kept
+                void *db = up(wide, nb * 2);
+                float *d3 = up(d2, n2 * 4);
+                gpu->rmsnorm_bwd_b(gpu, d3, db, ldb, dg2, dx2, dw2, r2, N2, C2);
+                float *h3 = down(d3, n2);
+                gpu->download(gpu, wide, db, nb * 2);
+                CHECK_OK(gpu->sync(gpu));
+                CHECK_MSG(!memcmp(h3, hd, n2 * 4), "%s: rmsnorm_bwd_b's dx differs from rmsnorm_bwd's (ldb %lld)",
+                          what, (long long)ldb);
+                bool same = true, kept = true;
+                for (int64_t r = 0; r < N2; r++) {
+                    same &= !memcmp(wide + r * ldb, want + r * C2, (size_t)C2 * 2);
+                    for (int64_t j = C2; j < ldb; j++) kept &= wide[r * ldb + j] == 0xffff;
+                }
+                CHECK_MSG(same, "%s: rmsnorm_bwd_b's bf16 dx differs from dx rounded (ldb %lld)", what,
+                          (long long)ldb);
+                CHECK_MSG(kept, "%s: rmsnorm_bwd_b wrote a spare column (ldb %lld)", what, (long long)ldb);
+                gpu->release(gpu, db), gpu->release(gpu, d3);
+                free(h3), free(wide);
+            }
             void *tb = gpu->alloc(gpu, n2 * 2);
             gpu->to_bf16(gpu, tb, dd2, n2);
             gpu->download(gpu, got, tb, n2 * 2);
             CHECK_OK(gpu->sync(gpu));
             CHECK_MSG(!memcmp(got, want, n2 * 2), "%s: to_bf16 differs from the rounding", what);
-            printf("  %-28s the same dx bits, its bf16 rounding bit for bit (and ->to_bf16's)\n", "rmsnorm_bwd_b");
-            gpu->release(gpu, db), gpu->release(gpu, tb), gpu->release(gpu, d3);
-            free(hd), free(h3), free(want), free(got);
+            printf("  %-28s the same dx bits, its bf16 rounding bit for bit at row strides C, C + 6, C + 16 "
+                   "(and ->to_bf16's)\n", "rmsnorm_bwd_b");
+            gpu->release(gpu, tb);
+            free(hd), free(want), free(got);
         }
         free(x2), free(w2), free(g2), free(d2), free(o2r), free(r2r), free(d2r);
         void *dv[] = {dx2, dw2, o2, r2, dg2, dd2};
@@ -1964,6 +1983,114 @@ static void test_weight_n(void) {
     gpu->release(gpu, db), gpu->release(gpu, dx);
 }
 
+/* ->weight_room: q|k|v-like weights laid out by ->weight_n, and one weight by ->weight,
+ * moved with spare rows after them: the rows kept (the joined product the same bits), the
+ * spare rows zero; ->to_bf16_t writes adapters' a^T rounded into them (against the host's
+ * rounding, the row's tail untouched) and ->matmul_dx_b over rows + spare with du beside
+ * dy in each row is dy W + du a^T (the CPU's, float32 over the bf16 values). Declines
+ * float32 weights and a weight that is not its allocation's start, changing nothing. */
+static void check_room(int n, const int64_t *rows, int64_t I, int64_t N, int r) {
+    void *host[3];
+    float *f[3];
+    lc_wt w[3], *wp[3] = {&w[0], &w[1], &w[2]};
+    int64_t O = 0, R = (int64_t)n * r;
+    for (int i = 0; i < n; i++) w[i] = make_wt(LC_DT_BF16, rows[i], I, &host[i], &f[i]), O += rows[i];
+    if (n > 1) CHECK_EQ_INT(gpu->weight_n(gpu, n, wp), 0);
+    else CHECK_OK(gpu->weight(gpu, &w[0]));
+    lc_wt cat = w[0];
+    cat.rows = O;
+    float *dy = rnd((size_t)(N * O), 1), *ref = malloc((size_t)(N * I) * 4), *part = malloc((size_t)(N * I) * 4);
+    round_bf16(dy, (size_t)(N * O));
+    uint16_t *dyb = malloc((size_t)(N * (O + R)) * 2), *packed = malloc((size_t)(N * O) * 2);
+    CHECK_OK(lc_from_f32(packed, LC_DT_BF16, dy, (size_t)(N * O)));
+    void *dp = up(packed, (size_t)(N * O) * 2);
+    float *dx0 = poisoned((size_t)(N * I)), *dx1 = poisoned((size_t)(N * I));
+    CHECK_MSG(gpu->matmul_dx_b(gpu, dx0, dp, &cat, N, false), "matmul_dx_b declined the weight");
+    const void *before = w[0].data;
+    CHECK_EQ_INT(gpu->weight_room(gpu, n, wp, R), 0);
+    CHECK_MSG(w[0].data != before, "weight_room: the weight did not move");
+    for (int i = 1; i < n; i++)
+        CHECK_MSG((char *)w[i].data == (char *)w[i - 1].data + rows[i - 1] * I * 2,
+                  "weight_room: the weights are no longer one after another");
+    cat.data = w[0].data;
+    CHECK_MSG(gpu->matmul_dx_b(gpu, dx1, dp, &cat, N, false), "matmul_dx_b declined the moved weight");
+    float *h0 = down(dx0, (size_t)(N * I)), *h1 = down(dx1, (size_t)(N * I));
+    CHECK_MSG(!memcmp(h0, h1, (size_t)(N * I) * 4), "weight_room: the product over the moved rows differs");
+    uint16_t *sp = malloc((size_t)(R * I) * 2);
+    gpu->download(gpu, sp, (const uint16_t *)w[0].data + O * I, (size_t)(R * I) * 2);
+    CHECK_OK(gpu->sync(gpu));
+    bool zero = true;
+    for (int64_t j = 0; j < R * I; j++) zero &= sp[j] == 0;
+    CHECK_MSG(zero, "weight_room: the spare rows are not zero");
+    // the adapters: a (I, r) each, du (N, r) each beside dy in rows of O + R
+    float *du = rnd((size_t)(N * R), 1), *wf = malloc((size_t)((O + R) * I) * 4);
+    round_bf16(du, (size_t)(N * R));
+    for (int i = 0, o = 0; i < n; o += (int)rows[i], i++) memcpy(wf + o * I, f[i], (size_t)(rows[i] * I) * 4);
+    for (int64_t t = 0; t < N; t++) {
+        CHECK_OK(lc_from_f32(dyb + t * (O + R), LC_DT_BF16, dy + t * O, (size_t)O));
+        CHECK_OK(lc_from_f32(dyb + t * (O + R) + O, LC_DT_BF16, du + t * R, (size_t)R));
+    }
+    for (int i = 0; i < n; i++) {
+        float *a = rnd((size_t)(I * r), 0.3f);
+        float *da = up(a, (size_t)(I * r) * 4);
+        gpu->to_bf16_t(gpu, (uint16_t *)w[0].data + (O + i * r) * I, I, da, I, r);
+        round_bf16(a, (size_t)(I * r));
+        for (int64_t k = 0; k < r; k++)
+            for (int64_t j = 0; j < I; j++) wf[(O + i * r + k) * I + j] = a[j * r + k];
+        gpu->release(gpu, da), free(a);
+    }
+    gpu->download(gpu, sp, (const uint16_t *)w[0].data + O * I, (size_t)(R * I) * 2);
+    CHECK_OK(gpu->sync(gpu));
+    uint16_t *want = malloc((size_t)(R * I) * 2);
+    CHECK_OK(lc_from_f32(want, LC_DT_BF16, wf + O * I, (size_t)(R * I)));
+    CHECK_MSG(!memcmp(sp, want, (size_t)(R * I) * 2), "to_bf16_t: a^T's rows differ from the rounding");
+    float *dyw = malloc((size_t)(N * (O + R)) * 4);
+    for (int64_t t = 0; t < N; t++)
+        memcpy(dyw + t * (O + R), dy + t * O, (size_t)O * 4), memcpy(dyw + t * (O + R) + O, du + t * R, (size_t)R * 4);
+    lc_wt whole = {wf, LC_DT_F32, O + R, I, NULL};
+    cpu->matmul_dx(cpu, ref, dyw, &whole, N, false);
+    void *db = up(dyb, (size_t)(N * (O + R)) * 2);
+    lc_wt fold = cat;
+    fold.rows = O + R;
+    float *dx2 = poisoned((size_t)(N * I));
+    CHECK_MSG(gpu->matmul_dx_b(gpu, dx2, db, &fold, N, false), "matmul_dx_b declined the folded view");
+    char what[96];
+    snprintf(what, sizeof what, "room: [dy | du] [W ; a^T] %d×", n);
+    expect(what, dx2, ref, (size_t)(N * I), 1e-5);
+    if (n > 1) { // not an allocation's start: declined, unchanged
+        const void *d1 = w[1].data;
+        lc_wt *p1 = &w[1];
+        CHECK_EQ_INT(gpu->weight_room(gpu, 1, &p1, r), 1);
+        CHECK_MSG(w[1].data == d1, "weight_room declined but moved a weight");
+    }
+    for (int i = 0; i < n; i++) free(host[i]), free(f[i]);
+    free(dy), free(ref), free(part), free(dyb), free(packed), free(h0), free(h1), free(sp), free(du), free(wf);
+    free(want), free(dyw);
+    gpu->release(gpu, dp), gpu->release(gpu, dx0), gpu->release(gpu, dx1), gpu->release(gpu, dx2);
+    gpu->release(gpu, db);
+}
+
+static void test_weight_room(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    CHECK_MSG(gpu->weight_room && gpu->to_bf16_t, "the CUDA backend offers no ->weight_room / ->to_bf16_t");
+    if (!gpu->weight_room || !gpu->to_bf16_t) return;
+    int64_t qkv[3] = {96, 32, 32}, o[1] = {72}, odd[1] = {40};
+    check_room(3, qkv, 72, 40, 16);
+    check_room(1, o, 72, 40, 16);
+    check_room(1, odd, 100, 33, 8); // rows and columns not multiples of 32
+    void *ha;
+    float *fa;
+    lc_wt a = make_wt(LC_DT_F32, 8, 16, &ha, &fa), *pa = &a;
+    CHECK_OK(gpu->weight(gpu, &a));
+    const void *da = a.data;
+    CHECK_EQ_INT(gpu->weight_room(gpu, 1, &pa, 4), 1);
+    CHECK_MSG(a.data == da, "weight_room declined a float32 weight but moved it");
+    printf("  %-28s rows kept, spare rows zero, a^T rounded into them, one product = dy W + du a^T (CPU); "
+           "declines float32 and inner weights\n",
+           "weight_room, to_bf16_t");
+    free(ha), free(fa);
+}
+
 static void test_adam(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     size_t n = 70001;
@@ -2082,6 +2209,7 @@ int main(void) {
     RUN(test_attention_tc);
     RUN(test_attention_b);
     RUN(test_weight_n);
+    RUN(test_weight_room);
     RUN(test_adam);
     RUN(test_argmax);
     RUN(test_errors);

@@ -520,21 +520,27 @@ static void test_merge_lora(void) {
 /* Writes dir/config.json (a Mistral of hidden 128, 4/2 heads of hd (32 unless set), vocab
  * 256, the given intermediate size and depth) and makes dir/m from it with `lorac init`
  * (bf16, seed). */
-static void init_model_hd(const char *dir, int inter, int layers, int hd, const char *seed, char *out, size_t outn) {
+static void init_model_c(const char *dir, int hidden, int inter, int layers, int hd, const char *seed, char *out,
+                         size_t outn) {
     char cfg[300], text[700];
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     snprintf(out, outn, "%s/m", dir);
     snprintf(text, sizeof text,
              "{\"architectures\": [\"MistralForCausalLM\"], \"model_type\": \"mistral\", \"vocab_size\": 256,"
-             " \"hidden_size\": 128, \"intermediate_size\": %d, \"num_hidden_layers\": %d,"
+             " \"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d,"
              " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": %d,"
              " \"max_position_embeddings\": 128, \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05,"
-             " \"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2}", inter, layers, hd);
+             " \"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2}", hidden, inter, layers,
+             hd);
     CHECK_OK(lc_write_file_atomic(cfg, text, strlen(text)));
     char *argv[] = {"init", "--config", cfg, "--tokenizer", "tests/fixtures/tokenizers/bl-gpt2/tokenizer.json",
                     "--out", out, "--dtype", "bf16", "--seed", (char *)seed, "-q", NULL};
     fflush(stdout);
     CHECK_EQ_INT(cmd_init(12, argv), 0);
+}
+
+static void init_model_hd(const char *dir, int inter, int layers, int hd, const char *seed, char *out, size_t outn) {
+    init_model_c(dir, 128, inter, layers, hd, seed, out, outn);
 }
 
 static void init_model(const char *dir, int inter, int layers, const char *seed, char *out, size_t outn) {
@@ -1011,18 +1017,20 @@ static void test_packed_gate_up(void) {
                     CHECK_MSG(nm == n && memcmp(gm, gprev, n * 4) != 0 && lm == lprev,
                               "LORAC_PACKED_H_GA=0 changed no gradient, or the loss");
                 if (xn == 2) memcpy(g2, gm, n * 4);
-                if (xn == 4) { // one product or three: the same sums in another order (here, with
-                               // K 64 + 32 + 32, bf16 products whose float32 sums come out exact: equal)
+                if (xn == 4) { // one product or three: the same frozen sums in another order
+                               // (here, with K 64 + 32 + 32, bf16 products whose float32 sums come
+                               // out exact), and the one folds the adapters' du a^T in as bf16
+                               // products (dx_fold) where the three add float32 du a^T's
                     double a = 0, b = 0;
                     for (size_t i = 0; i < n && nm == n; i++) {
                         double d = (double)gm[i] - g2[i];
                         a += d * d, b += (double)g2[i] * g2[i];
                     }
                     double e3 = b > 0 && nm == n ? sqrt(a / b) : INFINITY;
-                    printf("  q/k/v's dx as one product against three: gradients rel err %.2e (bound 1e-3), "
+                    printf("  q/k/v's dx as one product against three: gradients rel err %.2e (bound 5e-3), "
                            "the loss the same bits\n", e3);
-                    CHECK_MSG(e3 <= 1e-3 && lm == lprev, "LORAC_QKV_DX=0: gradients %.3e from one product's "
-                              "(bound 1e-3), or the loss moved", e3);
+                    CHECK_MSG(e3 <= 5e-3 && lm == lprev, "LORAC_QKV_DX=0: gradients %.3e from one product's "
+                              "(bound 5e-3), or the loss moved", e3);
                 }
                 lprev = lm;
                 memcpy(gprev, gm, n * 4);
@@ -1132,14 +1140,14 @@ static void test_packed_gate_up(void) {
     remove_bf16_model(dir);
 }
 
-/* A `lorac init` bf16 model (init_model_hd's shape) in dir (a mkdtemp folder) loaded on the
+/* A `lorac init` bf16 model (init_model_c's shape) in dir (a mkdtemp folder) loaded on the
  * card, with rank-8 adapters (scale 2) on every projection of every block rewritten to
  * nonzero values, at "many rows" (lora_group_rows 0; *gr the backend's before, for
  * drop_lora_model); NULL when it did not load (the failure checked). */
-static lc_model *init_lora_model(const char *dir, int inter, int layers, int hd, const char *seed, uint64_t lseed,
-                                 int64_t *gr) {
+static lc_model *init_lora_model(const char *dir, int hidden, int inter, int layers, int hd, const char *seed,
+                                 uint64_t lseed, int64_t *gr) {
     char out[300];
-    init_model_hd(dir, inter, layers, hd, seed, out, sizeof out);
+    init_model_c(dir, hidden, inter, layers, hd, seed, out, sizeof out);
     lc_model *m = NULL;
     CHECK_OK(lc_model_load_on(out, "cuda", &m));
     if (!m) return NULL;
@@ -1172,7 +1180,7 @@ static void test_dres16_g1(void) {
     char dir[] = "/tmp/lorac-test-dres-XXXXXX";
     if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
     int64_t gr = 0;
-    lc_model *m = init_lora_model(dir, 640, 3, 32, "9", 13, &gr);
+    lc_model *m = init_lora_model(dir, 128, 640, 3, 32, "9", 13, &gr);
     if (m) {
         enum { B = 2, T = 24 };
         int32_t tok[B * T], tgt[B * T];
@@ -1204,6 +1212,66 @@ static void test_dres16_g1(void) {
     drop_lora_model(m, gr, dir);
 }
 
+/* The adapters' input gradients folded into the frozen ones (lc_model_make_room, dx_fold):
+ * o's, down's and q|k|v's weights moved with spare rows for a^T, dres's and dq|dk|dv's bf16
+ * copies with spare columns for du (a model whose vocabulary is its hidden size: the logits
+ * chunk, where dres's copy lies, grows for them as at the 7B shape's 8 × 512 rows), one
+ * product [dy | du] [W ; a^T] each, against
+ * LORAC_DX_FOLD=0 (du a^T in float32 first, the frozen product adding to it): the same loss
+ * bits (the forward is unchanged), gradients within bf16 rounding of du and a^T and not
+ * their bits (the path taken), a direct, a recorded and a replayed step the same bits; and
+ * with the switch back on, the rooms found again without moving the weights. */
+static void test_dx_fold(void) {
+    char dir[] = "/tmp/lorac-test-dxfold-XXXXXX";
+    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
+    int64_t gr = 0;
+    lc_model *m = init_lora_model(dir, 256, 1280, 3, 64, "4", 21, &gr);
+    if (m) {
+        enum { B = 2, T = 24 };
+        int32_t tok[B * T], tgt[B * T];
+        for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 31 + 5) % 256), tgt[i] = (int32_t)((i * 43 + 9) % 256);
+        size_t n = 0, n2 = 0;
+        step_grads(m, tok, tgt, B, T, NULL, &n);
+        int64_t r = m->lcfg.rank;
+        CHECK_MSG(m->room_od == r && m->room_qkv == 3 * r, "rooms %lld / %lld after the first step (want %lld / %lld)",
+                  (long long)m->room_od, (long long)m->room_qkv, (long long)r, (long long)(3 * r));
+        // vocabulary = hidden size: xn16's and dres's bf16 copies fill the logits chunk
+        // exactly; it grows by dres's spare columns (dq|dk|dv's copy goes into g1)
+        const lc_arena *ar = &m->ar[LC_MODE_TRAIN];
+        CHECK_MSG(ar->room > (size_t)ar->chunk * 256, "the logits chunk did not grow for the spare columns (%zu floats)",
+                  ar->room);
+        for (int l = 0; l < (int)m->cfg.num_hidden_layers; l++)
+            CHECK_MSG(m->blocks[l].room[LC_KEY_O] == r && m->blocks[l].room[LC_KEY_DOWN] == r &&
+                          m->blocks[l].room[LC_KEY_Q] == 3 * r && m->blocks[l].qkv.data == m->blocks[l].w[0].data,
+                      "block %d: rooms not made, or q|k|v not at q's place", l);
+        const void *wo = m->blocks[0].w[LC_KEY_O].data;
+        float *g0 = malloc(n * 4), *g1 = malloc(n * 4), *g2 = malloc(n * 4);
+        setenv("LORAC_DX_FOLD", "0", 1);
+        double l0 = step_grads(m, tok, tgt, B, T, g0, &n2);
+        CHECK_MSG(m->room_od == 0 && m->room_qkv == 0, "LORAC_DX_FOLD=0 left the rooms in use");
+        unsetenv("LORAC_DX_FOLD");
+        double l1 = 0;
+        for (int rep = 0; rep < 3; rep++) { // direct, recorded, replayed
+            double l = step_grads(m, tok, tgt, B, T, rep ? g2 : g1, &n2);
+            if (!rep) l1 = l;
+            else CHECK_MSG(l == l1 && !memcmp(g2, g1, n * 4), "step %d: loss or gradients differ from the first", rep);
+        }
+        CHECK_MSG(m->room_od == r && m->blocks[0].w[LC_KEY_O].data == wo, "the rooms were made again (weights moved)");
+        double num = 0, den = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = (double)g1[i] - g0[i];
+            num += d * d, den += (double)g0[i] * g0[i];
+        }
+        double e = den > 0 ? sqrt(num / den) : INFINITY;
+        printf("  init model, rank 8: [dy | du] [W ; a^T] as one product: loss %.9f both ways, gradients rel err %.2e "
+               "from du a^T's in float32 (bound 5e-3; 3 steps the same bits)\n", l1, e);
+        CHECK_MSG(l1 == l0, "LORAC_DX_FOLD changed the loss (%.9g vs %.9g)", l1, l0);
+        CHECK_MSG(e > 0 && e <= 5e-3, "folded input gradients: rel err %.3e (want (0, 5e-3])", e);
+        free(g0), free(g1), free(g2);
+    }
+    drop_lora_model(m, gr, dir);
+}
+
 /* The attention's backward writing dq|dk|dv's bf16 copies itself, dq and dk rotated back
  * (->attention_bwd_rb, on the tensor cores: heads of 64, 24 tokens), against float32 dq,
  * dk, dv then RoPE's backward and the rounding as separate passes (LORAC_ATT_ROPE_BWD=0): a
@@ -1214,7 +1282,7 @@ static void test_att_rope_bwd(void) {
     char dir[] = "/tmp/lorac-test-attrope-XXXXXX";
     if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
     int64_t gr = 0;
-    lc_model *m = init_lora_model(dir, 1024, 2, 64, "5", 17, &gr);
+    lc_model *m = init_lora_model(dir, 128, 1024, 2, 64, "5", 17, &gr);
     if (m) {
         enum { B = 2, T = 24 };
         int32_t tok[B * T], tgt[B * T];
@@ -1306,5 +1374,6 @@ static void extra_tests(void) {
     RUN(test_packed_gate_up);
     RUN(test_dres16_g1);
     RUN(test_att_rope_bwd);
+    RUN(test_dx_fold);
     RUN(test_grad_ops_card);
 }

@@ -410,6 +410,37 @@ static int cu_weight_n(lc_backend *be, int n, lc_wt *const *w) {
     return 0;
 }
 
+/* ->weight_room: the n weights' one allocation (the first one's data, kept by keep_weight)
+ * copied on the card into a new one with `extra` zeroed rows after the last; the old freed. */
+static int cu_weight_room(lc_backend *be, int n, lc_wt *const *w, int64_t extra) {
+    lc_cuda *c = impl(be);
+    size_t tot = 0;
+    for (int i = 0; i < n; i++) {
+        if (w[i]->q || w[i]->dtype != LC_DT_BF16 || w[i]->cols != w[0]->cols ||
+            (const char *)w[i]->data != (const char *)w[0]->data + tot)
+            return 1;
+        tot += (size_t)(w[i]->rows * w[i]->cols) * 2;
+    }
+    size_t k = 0;
+    while (k < c->n_weights && c->weights[k] != w[0]->data) k++;
+    if (k == c->n_weights || extra < 0) return 1;
+    size_t more = (size_t)(extra * w[0]->cols) * 2;
+    char *d = NULL;
+    if (cudaMalloc((void **)&d, tot + more) != cudaSuccess) { // no room: the caller goes on without
+        cudaGetLastError();
+        return 1;
+    }
+    LC_CK(c, cudaMemcpy(d, w[0]->data, tot, cudaMemcpyDeviceToDevice));
+    LC_CK(c, cudaMemset(d + tot, 0, more));
+    LC_CK(c, cudaFree(c->weights[k]));
+    c->weights[k] = d;
+    for (int i = 0; i < n; i++) {
+        w[i]->data = d;
+        d += (size_t)(w[i]->rows * w[i]->cols) * 2;
+    }
+    return c->err[0] ? cu_sync(be) : 0;
+}
+
 static void cu_free(lc_backend *be) {
     if (!be) return;
     lc_cuda *c = impl(be);
@@ -797,6 +828,31 @@ static void cu_to_bf16_rows(lc_backend *be, void *out, int64_t ldo, const float 
     LC_LAUNCHED(c);
 }
 
+/* out (cols, rows; row stride ldo) = x (rows, cols, packed)^T rounded: 32 × 32 tiles
+ * through shared memory (both sides' accesses along rows). */
+__global__ void k_to_bf16_t(__nv_bfloat16 *out, int64_t ldo, const float *x, int64_t rows, int64_t cols) {
+    __shared__ float t[32][33];
+    int64_t r0 = (int64_t)blockIdx.y * 32, c0 = (int64_t)blockIdx.x * 32;
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+        int64_t r = r0 + i, c = c0 + threadIdx.x;
+        if (r < rows && c < cols) t[i][threadIdx.x] = x[r * cols + c];
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+        int64_t c = c0 + i, r = r0 + threadIdx.x;
+        if (r < rows && c < cols) out[c * ldo + r] = __float2bfloat16_rn(t[threadIdx.x][i]);
+    }
+}
+
+static void cu_to_bf16_t(lc_backend *be, void *out, int64_t ldo, const float *x, int64_t rows, int64_t cols) {
+    lc_cuda *c = impl(be);
+    LC_PROF(c, "to_bf16 (transposed)", 0);
+    if (rows <= 0 || cols <= 0) return;
+    dim3 grid((unsigned)((cols + 31) / 32), (unsigned)((rows + 31) / 32)), block(32, 8);
+    k_to_bf16_t<<<grid, block, 0, c->st>>>((__nv_bfloat16 *)out, ldo, x, rows, cols);
+    LC_LAUNCHED(c);
+}
+
 /* Small-N products with BF16 weights (decoding: N = 1): out (N,O) = x (N,I) W^T, fp32 x
  * read as it is (no bf16 pass), the weight row streamed once in 16-byte loads, GEMV_U
  * of them in flight per lane, fp32 accumulation. One warp per output row; every row of
@@ -1168,7 +1224,8 @@ __global__ void __launch_bounds__(NV_T) k_rmsnorm_v(float *out, float *rstd, con
 /* The backward of k_rmsnorm_v's rows, likewise: dout and x held in registers. */
 template <int V>
 __global__ void __launch_bounds__(NV_T) k_rmsnorm_bwd_v(float *dx, const float *dout, const float *x, const float *w,
-                                                        const float *rstd, int64_t C, __nv_bfloat16 *db) {
+                                                        const float *rstd, int64_t C, __nv_bfloat16 *db,
+                                                        int64_t ldb) {
     __shared__ float sh[32];
     size_t off = (size_t)blockIdx.x * C;
     const float4 *xr = (const float4 *)(x + off), *g = (const float4 *)(dout + off), *w4 = (const float4 *)w;
@@ -1194,11 +1251,16 @@ __global__ void __launch_bounds__(NV_T) k_rmsnorm_bwd_v(float *dx, const float *
         t.x += r * (a.x * gg.x - xx.x * r * m), t.y += r * (a.y * gg.y - xx.y * r * m);
         t.z += r * (a.z * gg.z - xx.z * r * m), t.w += r * (a.w * gg.w - xx.w * r * m);
         d[c] = t;
-        if (db) {
+        if (db) { // rows of ldb: 8-byte stores where ldb is a multiple of 4, else pairs
             __nv_bfloat162 p = __floats2bfloat162_rn(t.x, t.y), q = __floats2bfloat162_rn(t.z, t.w);
-            uint2 u;
-            memcpy(&u.x, &p, 4), memcpy(&u.y, &q, 4);
-            ((uint2 *)(db + off))[c] = u;
+            __nv_bfloat16 *row = db + (size_t)blockIdx.x * ldb;
+            if (!(ldb & 3)) {
+                uint2 u;
+                memcpy(&u.x, &p, 4), memcpy(&u.y, &q, 4);
+                ((uint2 *)row)[c] = u;
+            } else {
+                ((__nv_bfloat162 *)row)[2 * c] = p, ((__nv_bfloat162 *)row)[2 * c + 1] = q;
+            }
         }
     }
 }
@@ -1242,7 +1304,7 @@ static void cu_rmsnorm_b(lc_backend *be, float *out, void *outb, float *rstd, co
 }
 
 __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, const float *w,
-                              const float *rstd, int64_t C, __nv_bfloat16 *db) {
+                              const float *rstd, int64_t C, __nv_bfloat16 *db, int64_t ldb) {
     __shared__ float sh[32];
     size_t off = (size_t)blockIdx.x * C;
     const float *xr = x + off, *g = dout + off;
@@ -1253,21 +1315,21 @@ __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, cons
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
         float v = d[c] + r * (w[c] * g[c] - xr[c] * r * m);
         d[c] = v;
-        if (db) db[off + c] = __float2bfloat16_rn(v);
+        if (db) db[(size_t)blockIdx.x * ldb + c] = __float2bfloat16_rn(v);
     }
 }
 
-static void rmsnorm_bwd_run(lc_backend *be, float *dx, __nv_bfloat16 *db, const float *dout, const float *x,
-                            const float *w, const float *rstd, int64_t N, int64_t C) {
+static void rmsnorm_bwd_run(lc_backend *be, float *dx, __nv_bfloat16 *db, int64_t ldb, const float *dout,
+                            const float *x, const float *w, const float *rstd, int64_t N, int64_t C) {
     if (N <= 0) return;
     cudaStream_t st = impl(be)->st;
-    switch ((uintptr_t)dout & 15 || (uintptr_t)db & 7 ? 0 : norm_vec(N, C, dx, x, w)) {
-    case 1: k_rmsnorm_bwd_v<1><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C, db); break;
-    case 2: k_rmsnorm_bwd_v<2><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C, db); break;
-    case 4: k_rmsnorm_bwd_v<4><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C, db); break;
-    case 8: k_rmsnorm_bwd_v<8><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C, db); break;
+    switch ((uintptr_t)dout & 15 || (uintptr_t)db & 7 || ldb % 2 ? 0 : norm_vec(N, C, dx, x, w)) {
+    case 1: k_rmsnorm_bwd_v<1><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C, db, ldb); break;
+    case 2: k_rmsnorm_bwd_v<2><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C, db, ldb); break;
+    case 4: k_rmsnorm_bwd_v<4><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C, db, ldb); break;
+    case 8: k_rmsnorm_bwd_v<8><<<(unsigned)N, NV_T, 0, st>>>(dx, dout, x, w, rstd, C, db, ldb); break;
     default: // few rows: more threads a row, so each thread has fewer dependent loads
-        k_rmsnorm_bwd<<<(unsigned)N, N < 512 ? 1024 : 256, 0, st>>>(dx, dout, x, w, rstd, C, db);
+        k_rmsnorm_bwd<<<(unsigned)N, N < 512 ? 1024 : 256, 0, st>>>(dx, dout, x, w, rstd, C, db, ldb);
     }
     LC_LAUNCHED(impl(be));
 }
@@ -1275,13 +1337,13 @@ static void rmsnorm_bwd_run(lc_backend *be, float *dx, __nv_bfloat16 *db, const 
 static void cu_rmsnorm_bwd(lc_backend *be, float *dx, const float *dout, const float *x,
                            const float *w, const float *rstd, int64_t N, int64_t C) {
     LC_PROF(impl(be), "rmsnorm_bwd", 0);
-    rmsnorm_bwd_run(be, dx, NULL, dout, x, w, rstd, N, C);
+    rmsnorm_bwd_run(be, dx, NULL, C, dout, x, w, rstd, N, C);
 }
 
-static void cu_rmsnorm_bwd_b(lc_backend *be, float *dx, void *dxb, const float *dout, const float *x,
+static void cu_rmsnorm_bwd_b(lc_backend *be, float *dx, void *dxb, int64_t ldb, const float *dout, const float *x,
                              const float *w, const float *rstd, int64_t N, int64_t C) {
     LC_PROF(impl(be), "rmsnorm_bwd+bf16", 0);
-    rmsnorm_bwd_run(be, dx, (__nv_bfloat16 *)dxb, dout, x, w, rstd, N, C);
+    rmsnorm_bwd_run(be, dx, (__nv_bfloat16 *)dxb, ldb, dout, x, w, rstd, N, C);
 }
 
 /* Rotates x's rows: into out (may be x: in place), or, with ob, rounded into ob (out NULL;
@@ -1661,6 +1723,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->sync = cu_sync;
     be->weight = cu_weight;
     be->weight_n = cu_weight_n;
+    be->weight_room = cu_weight_room;
     be->merge_lora = cu_merge_lora;
     be->zero = cu_zero;
     be->copy = cu_copy;
@@ -1694,6 +1757,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->rope_bwd_b = cu_rope_bwd_b;
     be->to_bf16 = cu_to_bf16;
     be->to_bf16_rows = cu_to_bf16_rows;
+    be->to_bf16_t = cu_to_bf16_t;
     be->rope_b = cu_rope_b;
     be->attention_b = lc_cuda_attention_b;
     be->attention_bwd_b = lc_cuda_attention_bwd_b;
