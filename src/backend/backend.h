@@ -184,15 +184,20 @@ struct lc_backend {
      * gradients as one product). Returns 0, 1 when it cannot (quantized, not bf16, unequal
      * column counts: ->weight each then), or -1 (out of device memory). */
     int (*weight_n)(lc_backend *be, int n, lc_wt *const *w);
-    /* Optional (NULL where not offered; CUDA): the n bf16 weights w (made usable by ->weight,
-     * or by ->weight_n when n > 1: one after another in one allocation) moved into one new
-     * allocation with `extra` zeroed rows of their column count after the last one, the old
-     * allocation freed; each w[i]->data is updated, w[i]->rows unchanged. A product may then
-     * take w[n - 1]'s rows plus the extra ones (the caller writes them) as one weight
-     * (lc_model: the adapters' a^T beside the frozen weight, one input-gradient product).
-     * Returns 0, 1 having changed nothing (quantized, not bf16, not one allocation, no room
-     * on the card), or -1 (lc_fail: a copy on the card failed). */
-    int (*weight_room)(lc_backend *be, int n, lc_wt *const *w, int64_t extra);
+    /* Optional (NULL where not offered; CUDA): the n bf16 weights w (made usable by ->weight
+     * or ->weight_n) moved into one new allocation, one after another, each w[i] followed
+     * by extra[i] zeroed rows of its column count; a weight that followed the one before it
+     * in its allocation (->weight_n's, extra[i - 1] 0) still does, and each other one starts
+     * at a 256-byte offset; the allocations they started are freed. Each w[i]->data is
+     * updated, w[i]->rows unchanged. A product may then take a weight's rows (or ->weight_n's
+     * joined ones) plus its extra ones, which the caller writes, as one weight (lc_model: the
+     * adapters' a^T beside the frozen weight, one input-gradient product); one allocation for
+     * many weights rounds up once rather than once a weight. Returns 0, 1 having changed
+     * nothing (quantized, not bf16, a weight neither starting an allocation nor following the
+     * one before it, no room on the card), or -1 (lc_fail: a copy on the card failed). An
+     * allocation that holds several weights (->weight_n's) is freed: all of them must be
+     * among the n. */
+    int (*weight_room)(lc_backend *be, int n, lc_wt *const *w, const int64_t *extra);
 
     /* ---- elementwise ---- */
     void (*zero)(lc_backend *be, float *x, size_t n);                            // x = 0

@@ -1353,24 +1353,41 @@ int lc_model_make_room(lc_model *m) {
     bool od = (keys & (1u << LC_KEY_O)) && (keys & (1u << LC_KEY_DOWN));
     bool qkv = (keys & 7u) == 7u;
     for (int l = m->first; l < L && qkv; l++) qkv = m->blocks[l].qkv.data != NULL;
-    for (int l = m->first; l < L && (od || qkv); l++) {
-        lc_block *b = &m->blocks[l];
-        static const int ks[2] = {LC_KEY_O, LC_KEY_DOWN};
-        for (int j = 0; j < 2 && od; j++) {
-            lc_wt *w = &b->w[ks[j]];
-            if (b->room[ks[j]] >= r) continue;
-            int rc = be->weight_room(be, 1, &w, r);
+    // the blocks short of room moved a group at a time into one allocation (up to ~1 GiB:
+    // the allocation's rounding paid once for many weights, not once a weight, and no more
+    // than that much memory more while they move)
+    enum { GMAX = 60 };
+    lc_wt *w[GMAX];
+    int64_t ex[GMAX];
+    int grp[GMAX], n = 0, nb = 0;
+    size_t bytes = 0;
+    for (int l = m->first; l <= L && (od || qkv); l++) {
+        lc_block *b = l < L ? &m->blocks[l] : NULL;
+        bool need = b && ((od && (b->room[LC_KEY_O] < r || b->room[LC_KEY_DOWN] < r)) ||
+                          (qkv && b->room[LC_KEY_Q] < 3 * r));
+        if (n && (!b || (need && (n + 5 > GMAX || bytes >= ((size_t)1 << 30))))) { // the group so far
+            int rc = be->weight_room(be, n, w, ex);
             if (rc < 0) return -1;
-            if (rc == 0) b->room[ks[j]] = r;
-            od = rc == 0;
+            if (rc) {
+                od = qkv = false;
+                break;
+            }
+            for (int j = 0; j < nb; j++) {
+                lc_block *g = &m->blocks[grp[j]];
+                if (qkv) g->room[LC_KEY_Q] = 3 * r, g->qkv.data = g->w[0].data;
+                if (od) g->room[LC_KEY_O] = g->room[LC_KEY_DOWN] = r;
+            }
+            n = nb = 0, bytes = 0;
         }
-        if (qkv && b->room[LC_KEY_Q] < 3 * r) {
-            lc_wt *w3[3] = {&b->w[0], &b->w[1], &b->w[2]};
-            int rc = be->weight_room(be, 3, w3, 3 * r);
-            if (rc < 0) return -1;
-            if (rc == 0) b->room[LC_KEY_Q] = 3 * r, b->qkv.data = b->w[0].data;
-            qkv = rc == 0;
+        if (!need) continue;
+        for (int k = 0; k < LC_NKEYS; k++) {
+            bool in = qkv ? k <= LC_KEY_V : false;
+            in |= od && (k == LC_KEY_O || k == LC_KEY_DOWN);
+            if (!in) continue;
+            w[n] = &b->w[k], ex[n++] = k == LC_KEY_V ? 3 * r : k < LC_KEY_V ? 0 : r;
+            bytes += (size_t)(b->w[k].rows * b->w[k].cols) * 2;
         }
+        grp[nb++] = l;
     }
     m->room_od = od ? r : 0, m->room_qkv = qkv ? 3 * r : 0;
     return 0;

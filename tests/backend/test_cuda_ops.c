@@ -2007,7 +2007,9 @@ static void check_room(int n, const int64_t *rows, int64_t I, int64_t N, int r) 
     float *dx0 = poisoned((size_t)(N * I)), *dx1 = poisoned((size_t)(N * I));
     CHECK_MSG(gpu->matmul_dx_b(gpu, dx0, dp, &cat, N, false), "matmul_dx_b declined the weight");
     const void *before = w[0].data;
-    CHECK_EQ_INT(gpu->weight_room(gpu, n, wp, R), 0);
+    int64_t ex[3] = {0, 0, 0};
+    ex[n - 1] = R; // after the last (q|k|v stay one after another)
+    CHECK_EQ_INT(gpu->weight_room(gpu, n, wp, ex), 0);
     CHECK_MSG(w[0].data != before, "weight_room: the weight did not move");
     for (int i = 1; i < n; i++)
         CHECK_MSG((char *)w[i].data == (char *)w[i - 1].data + rows[i - 1] * I * 2,
@@ -2060,7 +2062,8 @@ static void check_room(int n, const int64_t *rows, int64_t I, int64_t N, int r) 
     if (n > 1) { // not an allocation's start: declined, unchanged
         const void *d1 = w[1].data;
         lc_wt *p1 = &w[1];
-        CHECK_EQ_INT(gpu->weight_room(gpu, 1, &p1, r), 1);
+        int64_t e1 = r;
+        CHECK_EQ_INT(gpu->weight_room(gpu, 1, &p1, &e1), 1);
         CHECK_MSG(w[1].data == d1, "weight_room declined but moved a weight");
     }
     for (int i = 0; i < n; i++) free(host[i]), free(f[i]);
@@ -2083,11 +2086,44 @@ static void test_weight_room(void) {
     lc_wt a = make_wt(LC_DT_F32, 8, 16, &ha, &fa), *pa = &a;
     CHECK_OK(gpu->weight(gpu, &a));
     const void *da = a.data;
-    CHECK_EQ_INT(gpu->weight_room(gpu, 1, &pa, 4), 1);
+    int64_t e4 = 4;
+    CHECK_EQ_INT(gpu->weight_room(gpu, 1, &pa, &e4), 1);
     CHECK_MSG(a.data == da, "weight_room declined a float32 weight but moved it");
+    // a block's group in one allocation: q|k|v (->weight_n), o and down (->weight each, other
+    // column counts, odd sizes), rooms after v, o and down: every weight's bytes kept, q|k|v
+    // still one after another, o and down at 256-byte offsets, the spare rows zero
+    int64_t gr[5] = {24, 8, 8, 40, 40}, gc[5] = {40, 40, 40, 24, 72}, gx[5] = {0, 0, 6, 2, 3};
+    void *gh[5];
+    float *gf[5];
+    lc_wt g[5], *gp[5];
+    for (int i = 0; i < 5; i++) g[i] = make_wt(LC_DT_BF16, gr[i], gc[i], &gh[i], &gf[i]), gp[i] = &g[i];
+    CHECK_EQ_INT(gpu->weight_n(gpu, 3, gp), 0);
+    CHECK_OK(gpu->weight(gpu, &g[3]));
+    CHECK_OK(gpu->weight(gpu, &g[4]));
+    CHECK_EQ_INT(gpu->weight_room(gpu, 5, gp, gx), 0);
+    CHECK_MSG((char *)g[1].data == (char *)g[0].data + gr[0] * gc[0] * 2 &&
+                  (char *)g[2].data == (char *)g[1].data + gr[1] * gc[1] * 2,
+              "weight_room: q|k|v no longer one after another");
+    CHECK_MSG(!((uintptr_t)g[3].data & 255) && !((uintptr_t)g[4].data & 255) &&
+                  (char *)g[3].data >= (char *)g[2].data + (gr[2] + gx[2]) * gc[2] * 2 &&
+                  (char *)g[4].data >= (char *)g[3].data + (gr[3] + gx[3]) * gc[3] * 2,
+              "weight_room: o and down not at 256-byte offsets after the rooms before them");
+    bool kept = true, zero = true;
+    for (int i = 0; i < 5; i++) {
+        size_t nb = (size_t)(gr[i] * gc[i]) * 2, ne = (size_t)(gx[i] * gc[i]) * 2;
+        uint8_t *h = malloc(nb + ne + 1);
+        gpu->download(gpu, h, g[i].data, nb + ne);
+        CHECK_OK(gpu->sync(gpu));
+        kept &= !memcmp(h, gh[i], nb);
+        for (size_t j = nb; j < nb + ne; j++) zero &= h[j] == 0;
+        free(h);
+    }
+    CHECK_MSG(kept, "weight_room: a weight's bytes changed in the move");
+    CHECK_MSG(zero, "weight_room: spare rows not zero");
     printf("  %-28s rows kept, spare rows zero, a^T rounded into them, one product = dy W + du a^T (CPU); "
-           "declines float32 and inner weights\n",
+           "q|k|v, o and down moved as one; declines float32 and inner weights\n",
            "weight_room, to_bf16_t");
+    for (int i = 0; i < 5; i++) free(gh[i]), free(gf[i]);
     free(ha), free(fa);
 }
 

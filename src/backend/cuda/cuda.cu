@@ -410,34 +410,47 @@ static int cu_weight_n(lc_backend *be, int n, lc_wt *const *w) {
     return 0;
 }
 
-/* ->weight_room: the n weights' one allocation (the first one's data, kept by keep_weight)
- * copied on the card into a new one with `extra` zeroed rows after the last; the old freed. */
-static int cu_weight_room(lc_backend *be, int n, lc_wt *const *w, int64_t extra) {
+/* ->weight_room: the n weights copied on the card into one new allocation, each followed by
+ * its extra zeroed rows (a weight that followed the one before it, with no extra rows between,
+ * still does; the others start at 256-byte offsets); the allocations they started freed. */
+static int cu_weight_room(lc_backend *be, int n, lc_wt *const *w, const int64_t *extra) {
     lc_cuda *c = impl(be);
-    size_t tot = 0;
-    for (int i = 0; i < n; i++) {
-        if (w[i]->q || w[i]->dtype != LC_DT_BF16 || w[i]->cols != w[0]->cols ||
-            (const char *)w[i]->data != (const char *)w[0]->data + tot)
-            return 1;
-        tot += (size_t)(w[i]->rows * w[i]->cols) * 2;
+    size_t tot = 0, *off = (size_t *)xmalloc((size_t)(n > 0 ? n : 1) * sizeof *off);
+    bool *starts = (bool *)xcalloc((size_t)(n > 0 ? n : 1), sizeof *starts);
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        size_t b = (size_t)(w[i]->rows * w[i]->cols) * 2;
+        bool follows = i > 0 && extra[i - 1] == 0 && (const char *)w[i]->data == (const char *)w[i - 1]->data +
+                                                                                     (size_t)(w[i - 1]->rows * w[i - 1]->cols) * 2;
+        for (size_t k = 0; k < c->n_weights && !follows && !starts[i]; k++) starts[i] = c->weights[k] == w[i]->data;
+        if (w[i]->q || w[i]->dtype != LC_DT_BF16 || extra[i] < 0 || !(follows || starts[i])) rc = 1;
+        if (!follows) tot = (tot + 255) & ~(size_t)255;
+        off[i] = tot, tot += b + (size_t)(extra[i] * w[i]->cols) * 2;
     }
-    size_t k = 0;
-    while (k < c->n_weights && c->weights[k] != w[0]->data) k++;
-    if (k == c->n_weights || extra < 0) return 1;
-    size_t more = (size_t)(extra * w[0]->cols) * 2;
     char *d = NULL;
-    if (cudaMalloc((void **)&d, tot + more) != cudaSuccess) { // no room: the caller goes on without
+    if (!rc && n > 0 && cudaMalloc((void **)&d, tot) != cudaSuccess) { // no room: the caller goes on without
         cudaGetLastError();
-        return 1;
+        rc = 1;
     }
-    LC_CK(c, cudaMemcpy(d, w[0]->data, tot, cudaMemcpyDeviceToDevice));
-    LC_CK(c, cudaMemset(d + tot, 0, more));
-    LC_CK(c, cudaFree(c->weights[k]));
-    c->weights[k] = d;
-    for (int i = 0; i < n; i++) {
-        w[i]->data = d;
-        d += (size_t)(w[i]->rows * w[i]->cols) * 2;
+    if (!rc && n > 0) {
+        for (int i = 0; i < n; i++) {
+            size_t b = (size_t)(w[i]->rows * w[i]->cols) * 2;
+            LC_CK(c, cudaMemcpy(d + off[i], w[i]->data, b, cudaMemcpyDeviceToDevice));
+            if (extra[i]) LC_CK(c, cudaMemset(d + off[i] + b, 0, (size_t)(extra[i] * w[i]->cols) * 2));
+        }
+        for (int i = 0; i < n; i++) {
+            for (size_t k = 0; starts[i] && k < c->n_weights; k++)
+                if (c->weights[k] == w[i]->data) {
+                    LC_CK(c, cudaFree(c->weights[k]));
+                    c->weights[k] = c->weights[--c->n_weights];
+                    break;
+                }
+            w[i]->data = d + off[i];
+        }
+        keep_weight(c, d);
     }
+    free(off), free(starts);
+    if (rc) return rc;
     return c->err[0] ? cu_sync(be) : 0;
 }
 
