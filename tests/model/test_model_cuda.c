@@ -1170,6 +1170,30 @@ static void drop_lora_model(lc_model *m, int64_t gr, const char *dir) {
     CHECK_EQ_INT(system(cmdline), 0);
 }
 
+/* A step of m with the switch sw set to 0 (its loss into *loff), then three with it unset
+ * (direct, recorded, replayed: checked the same bits; the first's loss into *lon): the
+ * default's gradients' ‖on − off‖ / ‖off‖ over the n of them. */
+static double switch_err(lc_model *m, const char *sw, const int32_t *tok, const int32_t *tgt, int64_t B, int64_t T,
+                         size_t n, double *loff, double *lon) {
+    size_t n2 = 0;
+    float *g0 = malloc(n * 4), *g1 = malloc(n * 4), *g2 = malloc(n * 4);
+    setenv(sw, "0", 1);
+    *loff = step_grads(m, tok, tgt, B, T, g0, &n2);
+    unsetenv(sw);
+    for (int rep = 0; rep < 3; rep++) { // direct, recorded, replayed
+        double l = step_grads(m, tok, tgt, B, T, rep ? g2 : g1, &n2);
+        if (!rep) *lon = l;
+        else CHECK_MSG(l == *lon && !memcmp(g2, g1, n * 4), "step %d: loss or gradients differ from the first", rep);
+    }
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)g1[i] - g0[i];
+        num += d * d, den += (double)g0[i] * g0[i];
+    }
+    free(g0), free(g1), free(g2);
+    return den > 0 ? sqrt(num / den) : INFINITY;
+}
+
 /* The backward's bf16 copies of dres and dq/dk/dv (LORAC_PACKED_DRES) where g1 has room for
  * dq|dk|dv past dv (intermediate 640 against 2·HD + 2·KVD = 384, as at the 7B shape; the
  * fixtures' shapes put them in the logits chunk instead, test_packed_gate_up): a `lorac
@@ -1185,29 +1209,13 @@ static void test_dres16_g1(void) {
         enum { B = 2, T = 24 };
         int32_t tok[B * T], tgt[B * T];
         for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 37 + 11) % 256), tgt[i] = (int32_t)((i * 53 + 5) % 256);
-        size_t n = 0, n2 = 0;
+        size_t n = 0;
         step_grads(m, tok, tgt, B, T, NULL, &n);
-        float *g0 = malloc(n * 4), *g1 = malloc(n * 4), *g2 = malloc(n * 4);
-        setenv("LORAC_PACKED_DRES", "0", 1);
-        double l0 = step_grads(m, tok, tgt, B, T, g0, &n2);
-        unsetenv("LORAC_PACKED_DRES");
-        double l1 = 0;
-        for (int rep = 0; rep < 3; rep++) { // direct, recorded, replayed
-            double l = step_grads(m, tok, tgt, B, T, rep ? g2 : g1, &n2);
-            if (!rep) l1 = l;
-            else CHECK_MSG(l == l1 && !memcmp(g2, g1, n * 4), "step %d: loss or gradients differ from the first", rep);
-        }
-        double num = 0, den = 0;
-        for (size_t i = 0; i < n; i++) {
-            double d = (double)g1[i] - g0[i];
-            num += d * d, den += (double)g0[i] * g0[i];
-        }
-        double e = den > 0 ? sqrt(num / den) : INFINITY;
+        double l0 = 0, l1 = 0, e = switch_err(m, "LORAC_PACKED_DRES", tok, tgt, B, T, n, &l0, &l1);
         printf("  init model, intermediate 640 (dq|dk|dv's copy in g1): loss %.9f both ways, gradients rel err %.2e "
                "from float32 dy's (bound 2e-2; 3 steps the same bits)\n", l1, e);
         CHECK_MSG(l1 == l0, "LORAC_PACKED_DRES changed the loss (%.9g vs %.9g)", l1, l0);
         CHECK_MSG(e > 0 && e <= 2e-2, "bf16 dres and dq/dk/dv: gradients rel err %.3e (want (0, 2e-2])", e);
-        free(g0), free(g1), free(g2);
     }
     drop_lora_model(m, gr, dir);
 }
@@ -1230,7 +1238,7 @@ static void test_dx_fold(void) {
         enum { B = 2, T = 24 };
         int32_t tok[B * T], tgt[B * T];
         for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 31 + 5) % 256), tgt[i] = (int32_t)((i * 43 + 9) % 256);
-        size_t n = 0, n2 = 0;
+        size_t n = 0;
         step_grads(m, tok, tgt, B, T, NULL, &n);
         int64_t r = m->lcfg.rank;
         CHECK_MSG(m->room_od == r && m->room_qkv == 3 * r, "rooms %lld / %lld after the first step (want %lld / %lld)",
@@ -1245,29 +1253,16 @@ static void test_dx_fold(void) {
                           m->blocks[l].room[LC_KEY_Q] == 3 * r && m->blocks[l].qkv.data == m->blocks[l].w[0].data,
                       "block %d: rooms not made, or q|k|v not at q's place", l);
         const void *wo = m->blocks[0].w[LC_KEY_O].data;
-        float *g0 = malloc(n * 4), *g1 = malloc(n * 4), *g2 = malloc(n * 4);
         setenv("LORAC_DX_FOLD", "0", 1);
-        double l0 = step_grads(m, tok, tgt, B, T, g0, &n2);
+        CHECK_EQ_INT(lc_model_make_room(m), 0);
         CHECK_MSG(m->room_od == 0 && m->room_qkv == 0, "LORAC_DX_FOLD=0 left the rooms in use");
         unsetenv("LORAC_DX_FOLD");
-        double l1 = 0;
-        for (int rep = 0; rep < 3; rep++) { // direct, recorded, replayed
-            double l = step_grads(m, tok, tgt, B, T, rep ? g2 : g1, &n2);
-            if (!rep) l1 = l;
-            else CHECK_MSG(l == l1 && !memcmp(g2, g1, n * 4), "step %d: loss or gradients differ from the first", rep);
-        }
+        double l0 = 0, l1 = 0, e = switch_err(m, "LORAC_DX_FOLD", tok, tgt, B, T, n, &l0, &l1);
         CHECK_MSG(m->room_od == r && m->blocks[0].w[LC_KEY_O].data == wo, "the rooms were made again (weights moved)");
-        double num = 0, den = 0;
-        for (size_t i = 0; i < n; i++) {
-            double d = (double)g1[i] - g0[i];
-            num += d * d, den += (double)g0[i] * g0[i];
-        }
-        double e = den > 0 ? sqrt(num / den) : INFINITY;
         printf("  init model, rank 8: [dy | du] [W ; a^T] as one product: loss %.9f both ways, gradients rel err %.2e "
                "from du a^T's in float32 (bound 5e-3; 3 steps the same bits)\n", l1, e);
         CHECK_MSG(l1 == l0, "LORAC_DX_FOLD changed the loss (%.9g vs %.9g)", l1, l0);
         CHECK_MSG(e > 0 && e <= 5e-3, "folded input gradients: rel err %.3e (want (0, 5e-3])", e);
-        free(g0), free(g1), free(g2);
     }
     drop_lora_model(m, gr, dir);
 }
