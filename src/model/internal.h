@@ -104,6 +104,8 @@ struct lc_model {
     // (lc_model_make_room; 0: none): the adapters' a^T beside the frozen weight, for one
     // input-gradient product [dy | du] [W ; a^T]
     int64_t room_od, room_qkv;
+    int64_t wmoves; // times lc_model_make_room moved weights (in the step graph's key: a
+                    // recorded step holds the weights' pointers)
     int rc_full, rc_mlp; // lc_model_set_recompute's counts (-1: all)
     lc_arena ar[2]; // evaluation (and decoding), training: both in `arena` (never run at once)
     float *arena;      // the arenas' one buffer (NULL until first laid out)

@@ -1372,6 +1372,7 @@ int lc_model_make_room(lc_model *m) {
                 od = qkv = false;
                 break;
             }
+            m->wmoves++;
             for (int j = 0; j < nb; j++) {
                 lc_block *g = &m->blocks[grp[j]];
                 if (qkv) g->room[LC_KEY_Q] = 3 * r, g->qkv.data = g->w[0].data;
@@ -1713,6 +1714,7 @@ typedef struct {
     size_t n_params, floats;
     int64_t rope_len, group_rows; // group_rows: the backend's lora_group_rows (tests move it)
     int64_t ldr, ldq;             // dy16's row strides
+    int64_t wmoves;               // lc_model.wmoves: the weights' pointers recorded
     lc_lora_config lcfg;
 } step_key;
 
@@ -1777,6 +1779,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     int64_t ldr, ldq;
     k.d16 = dy16(m, x->a, x->B * x->T, &drb, &dqkvb, &ldr, &ldq);
     k.ldr = ldr, k.ldq = ldq; // the folds' spare columns (dx_fold)
+    k.wmoves = m->wmoves;
     k.d16 += 2 * (k.d16 && m->cfg.num_hidden_layers > 0 && qkv_cat(m, &m->blocks[m->cfg.num_hidden_layers - 1]));
     k.d16 += 4 * (k.d16 && k.att16 && att_rope_bwd(m));
     k.hb = m->cfg.num_hidden_layers > 0 && lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]);
