@@ -841,6 +841,8 @@ bool lc_model_all_finite(lc_model *m, const float *x, size_t n) {
 
 bool lc_model_on_cpu(const lc_model *m) { return !strcmp(m->be->name, "cpu"); }
 
+int lc_model_train_prepare(lc_model *m) { return lc_model_make_room(m); }
+
 int lc_model_device_memory(const lc_model *m, size_t *free_bytes, size_t *total_bytes) {
     *free_bytes = *total_bytes = 0;
     if (!m->be->mem_info) return 0;

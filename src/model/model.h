@@ -179,6 +179,11 @@ void lc_model_accumulate(lc_model *m, float *acc, const float *g, size_t n);
 void lc_model_zero(lc_model *m, float *x, size_t n);
 /* Waits for the device's queued work. Returns 0, or -1 with its error. */
 int lc_model_sync(lc_model *m);
+/* What the model changes on its backend before its first training step (on a card: the
+ * weights the adapters' input gradients fold into moved next to spare rows;
+ * lc_model_forward_backward does it too), for a trainer to run before it reads the device's
+ * free memory. Returns 0 or -1 (lc_fail). */
+int lc_model_train_prepare(lc_model *m);
 /* The free and total memory of the model's device: 1 and both set on a card, 0 on the
  * host (the CPU backend: the caller reads the host's memory itself), -1 on an error. */
 int lc_model_device_memory(const lc_model *m, size_t *free_bytes, size_t *total_bytes);

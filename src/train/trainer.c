@@ -94,6 +94,7 @@ static int plan_memory(lc_model *m, const lc_lora_config *lc, const lc_train_opt
      * all but the mapped weights must fit the RAM available (weights quantized at load
      * are already allocated, and MemAvailable, read now, no longer counts them) */
     size_t dfree = 0, dtotal = 0, room = (size_t)-1;
+    if (lc_model_train_prepare(m) != 0) return -1; // what the first step would move, moved now
     int on_card = lc_model_device_memory(m, &dfree, &dtotal);
     if (on_card < 0) return -1;
     char where[96] = "";
