@@ -8,7 +8,9 @@
  * `cuda_micro overlap` frozen and adapter products on two streams, alone and together,
  * `cuda_micro read` the card's read bandwidth (several launch shapes; the best is decoding's
  * ceiling), `cuda_micro rows` the decoding products' read pattern against it, `cuda_micro
- * dxk` the adapters' input gradient folded into the frozen product as more inner size.
+ * dxk` the adapters' input gradient folded into the frozen product as more inner size,
+ * `cuda_micro gu16` gate's and up's products with float32 or bf16 out and SwiGLU reading
+ * either.
  * Built by hand on the development machine (see cuda_notes.md) against build/liblorac.a;
  * prints one table. A benchmark program: prints and exits on errors.
  */
@@ -547,6 +549,40 @@ static void bench_overlap(void) {
     be2->free(be2);
 }
 
+/* Gate's and up's products with float32 out against bf16 out (lc_cuda_gemm_bf16o, the
+ * heuristic's pick, or the tuned one with LORAC_CUDA_TUNE=1), and SwiGLU with the adapters
+ * folded in reading float32 gate/up (packing into gu) against reading gu's bf16 in place. */
+static void bench_gu16(void) {
+    lc_cuda *c = (lc_cuda *)be->impl;
+    const int C = 4096, I = 14336, r = 16;
+    int rows[] = {4096, 136};
+    for (int N : rows) {
+        __nv_bfloat16 *W = (__nv_bfloat16 *)be->alloc(be, (size_t)I * C * 2);
+        __nv_bfloat16 *x = (__nv_bfloat16 *)be->alloc(be, (size_t)N * C * 2);
+        float *g = (float *)be->alloc(be, (size_t)N * I * 4), *u = (float *)be->alloc(be, (size_t)N * I * 4);
+        __nv_bfloat16 *gu = (__nv_bfloat16 *)be->alloc(be, (size_t)N * I * 4);
+        __nv_bfloat16 *hb = (__nv_bfloat16 *)be->alloc(be, (size_t)N * I * 2);
+        float *ug = (float *)be->alloc(be, (size_t)N * r * 4), *uu = (float *)be->alloc(be, (size_t)N * r * 4);
+        float *bg = (float *)be->alloc(be, (size_t)r * I * 4), *bu = (float *)be->alloc(be, (size_t)r * I * 4);
+        k_fill<<<1024, 256>>>(W, (size_t)I * C, 1);
+        k_fill<<<1024, 256>>>(x, (size_t)N * C, 2);
+        k_fillf<<<1024, 256>>>(ug, (size_t)N * r, 3);
+        k_fillf<<<1024, 256>>>(uu, (size_t)N * r, 4);
+        k_fillf<<<1024, 256>>>(bg, (size_t)r * I, 5);
+        k_fillf<<<1024, 256>>>(bu, (size_t)r * I, 6);
+        double t32 = timed(20, [&](int) { lc_cuda_gemm_bf16(c, true, I, N, C, W, C, x, C, 0.0f, g, I); });
+        double t16 = timed(20, [&](int) { lc_cuda_gemm_bf16o(c, true, I, N, C, W, C, x, C, gu, I); });
+        lc_cuda_gemm_bf16(c, true, I, N, C, W, C, x, C, 0.0f, u, I);
+        double s32 = timed(20, [&](int) { be->swiglu_lora(be, NULL, gu, g, u, N, I, ug, bg, uu, bu, r, 2.0f, hb); });
+        double s16 = timed(20, [&](int) { be->swiglu_lora(be, NULL, gu, NULL, NULL, N, I, ug, bg, uu, bu, r, 2.0f, hb); });
+        printf("| gate/up N %d (O %d, in %d) | product float32 out %.1f us, bf16 out %.1f us "
+               "| swiglu_lora float32 in %.1f us, bf16 in place %.1f us |\n",
+               N, I, C, 1e3 * t32, 1e3 * t16, 1e3 * s32, 1e3 * s16);
+        void *all[] = {W, x, g, u, gu, hb, ug, uu, bg, bu};
+        for (void *p : all) be->release(be, p);
+    }
+}
+
 int main(int argc, char **argv) {
     be = lc_backend_cuda_new(0);
     if (!be) {
@@ -576,6 +612,11 @@ int main(int argc, char **argv) {
     }
     if (argc > 1 && !strcmp(argv[1], "dxk")) { // the adapters' dx folded into the frozen product
         bench_dxk();
+        be->free(be);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "gu16")) { // gate/up products with bf16 out, SwiGLU reading them
+        bench_gu16();
         be->free(be);
         return 0;
     }

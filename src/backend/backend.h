@@ -311,7 +311,9 @@ struct lc_backend {
      * where its u (N, r) is not NULL (b (r, I); r <= 32; the sums as ->gemm's small-K
      * path forms them), then out = swiglu(gate, up); gu NULL: gate and up are written
      * back, else they are kept only as bf16 in gu as ->swiglu_pack keeps them (gate and
-     * up then still hold their inputs). */
+     * up then still hold their inputs). gate and up both NULL (gu given): their values are
+     * read from gu itself (bf16, as ->matmul_n_bo writes them) and the sums written back
+     * over them, rounded again. */
     void (*swiglu_lora)(lc_backend *be, float *out, void *gu, float *gate, float *up, int64_t N, int64_t I,
                         const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale,
                         void *outb);
@@ -324,6 +326,13 @@ struct lc_backend {
      * float32 x, the product of xb). Returns false, having done nothing, otherwise. */
     bool (*matmul_n_b)(lc_backend *be, int n, float *const *out, const void *xb, const lc_wt *const *w,
                        const float *const *bias, int64_t N, bool accumulate);
+    /* Optional (NULL where not offered; CUDA): n frozen products with bf16 outputs: outb[i]
+     * (N, rows_i) = x W_i^T, summed in float32 and rounded once to bf16 (nearest even), from
+     * xb (x's bf16 rounding) or, when xb is NULL, x rounded by the backend; no bias, no
+     * accumulation (what a bf16 layer under PyTorch's autocast writes). Every weight bf16,
+     * not quantized, of one width; returns false, having done nothing, otherwise. */
+    bool (*matmul_n_bo)(lc_backend *be, int n, void *const *outb, const float *x, const void *xb,
+                        const lc_wt *const *w, int64_t N);
     /* Optional (NULL where not offered; CUDA): ->rmsnorm that also writes out's bf16
      * rounding (round to nearest even) into outb; out may be NULL (only outb written). */
     void (*rmsnorm_b)(lc_backend *be, float *out, void *outb, float *rstd, const float *x, const float *w,

@@ -58,6 +58,7 @@ typedef struct {
     int full, mlp; // training: the blocks recomputed whole / their gate and up (recompute_norm)
     bool pack; // saved blocks keep gate and up as bf16 (lc_model_packs_gate_up)
     bool att16; // training keeps q, k, v and att as bf16 (lc_model_att16; the scratch's too)
+    bool g16;   // training: gate's and up's products write bf16 into the pair (lc_model_gu16)
     float *base;
     size_t floats;           // of this layout
     lc_acts *saved;          // (L) training, l >= first: what block l keeps (.keep says what)

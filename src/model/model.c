@@ -54,7 +54,7 @@ static float *take(size_t *off, float *base, size_t n) {
  * no gate/up of their own (NULL: none). */
 static void acts_layout(size_t *off, float *base, const lc_model_config *c, const lc_lora_config *lora,
                         int64_t B, int64_t T, bool with_x, bool train, float *xn, float *h, float *const *gu,
-                        bool keep_gu, bool att16, void *gus, lc_acts *s) {
+                        bool keep_gu, bool att16, void *gus, bool g16, lc_acts *s) {
     size_t N = (size_t)(B * T), C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     size_t HD = (size_t)(c->num_attention_heads * c->head_dim);
     size_t KVD = (size_t)(c->num_key_value_heads * c->head_dim);
@@ -70,7 +70,9 @@ static void acts_layout(size_t *off, float *base, const lc_model_config *c, cons
     t.att = take(off, base, (N * HD + w - 1) / w);
     if (train) t.lse = take(off, base, (size_t)(B * c->num_attention_heads * T));
     t.xmid = take(off, base, N * C);
-    if (gu) {
+    if (g16) { // no float32 gate and up: the products write the bf16 pair (lc_model_gu16)
+        if (keep_gu) t.gu = take(off, base, N * I);
+    } else if (gu) {
         t.gate = gu[0], t.up = gu[1];
         if (keep_gu) t.gu = take(off, base, N * I);
     } else {
@@ -112,15 +114,18 @@ static int block_keep(int l, int L, int first, int full, int mlp) {
 /* The arena of a mode and shape: returns its size in floats; sets a's pointers when
  * a->base is set (a->saved then has L entries). full, mlp: normalized (recompute_norm;
  * ignored unless training); att16: q, k, v and att as bf16 (training's and evaluation's,
- * lc_arena_prepare); d16: the backend writes the backward's bf16 dy copies (dy16). */
+ * lc_arena_prepare); d16: the backend writes the backward's bf16 dy copies (dy16); g16
+ * (training, with pack): no float32 gate and up (lc_model_gu16): the blocks that keep none
+ * of their own, the scratch's included, write theirs into the shared bf16 pair. */
 static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora, int mode, int64_t B,
-                           int64_t T, int full, int mlp, bool pack, bool att16, bool d16, lc_arena *a) {
+                           int64_t T, int full, int mlp, bool pack, bool att16, bool d16, bool g16, lc_arena *a) {
     float *base = a ? a->base : NULL;
     size_t off = 0, N = (size_t)(B * T), C = (size_t)c->hidden_size, V = (size_t)c->vocab_size;
     size_t I = (size_t)c->intermediate_size, HD = (size_t)(c->num_attention_heads * c->head_dim);
     size_t KVD = (size_t)(c->num_key_value_heads * c->head_dim);
     int L = (int)c->num_hidden_layers, first = lc_lora_first_layer(c, lora);
     bool train = mode == LC_MODE_TRAIN;
+    g16 = g16 && train && pack;
     float *xn = take(&off, base, N * C), *h = take(&off, base, N * I); // every block's, in turn
     bool scratch = !train || first > 0, pair = false;
     if (train)
@@ -131,13 +136,14 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
         }
     // gate and up of the blocks that do not keep them as float32, the scratch's included
     float *gu[2] = {NULL, NULL}, *const *kgu = NULL;
-    if (pair) gu[0] = take(&off, base, N * I), gu[1] = take(&off, base, N * I), kgu = gu;
+    if (pair && !g16) gu[0] = take(&off, base, N * I), gu[1] = take(&off, base, N * I), kgu = gu;
     // packing, the adapted blocks that keep no gate/up (the top one, those recomputing gate/up
     // or their whole forward) pack them into one shared bf16 pair where their backward follows
     // (the top block's forward, the others' recompute), for the packed backward's bf16 paths
     bool shared = false;
     if (train && pack)
         for (int l = first; l < L; l++) shared |= block_keep(l, L, first, full, mlp) != LC_KEEP_ALL;
+    shared |= g16 && scratch;
     float *gus = shared ? take(&off, base, N * I) : NULL;
     if (train)
         for (int l = first; l < L; l++) {
@@ -148,12 +154,13 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
                 if (s) s->x = x;
             } else {
                 acts_layout(&off, base, c, lora, B, T, true, true, xn, h, k == LC_KEEP_ALL && !pack ? NULL : kgu,
-                            k == LC_KEEP_ALL, att16, k == LC_KEEP_ALL ? NULL : gus, s);
+                            k == LC_KEEP_ALL, att16, k == LC_KEEP_ALL ? NULL : gus, g16, s);
             }
             if (s) s->keep = k;
         }
     if (scratch)
-        acts_layout(&off, base, c, lora, B, T, false, train, xn, h, kgu, false, att16, gus, a ? &a->scratch : NULL);
+        acts_layout(&off, base, c, lora, B, T, false, train, xn, h, kgu, false, att16, gus, g16,
+                    a ? &a->scratch : NULL);
     float *xpp0 = NULL, *xpp1 = NULL;
     if (!train || first > 0) xpp0 = take(&off, base, N * C), xpp1 = take(&off, base, N * C);
     float *xf = take(&off, base, N * C), *rstdf = take(&off, base, N), *xnf = take(&off, base, N * C);
@@ -252,11 +259,23 @@ bool lc_model_folds_gate_up(const lc_model *m) {
     return !(e && !strcmp(e, "0")) && m->be->swiglu_lora && m->lcfg.dropout <= 0 && m->lcfg.rank <= 32;
 }
 
+bool lc_model_gu16(const lc_model *m) {
+    const char *e = getenv("LORAC_GU16");
+    if ((e && !strcmp(e, "0")) || !m->be->matmul_n_bo || !lc_model_packs_gate_up(m) || !lc_model_folds_gate_up(m) ||
+        !lc_model_dy16_adapters(m))
+        return false;
+    for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++)
+        for (int k = LC_KEY_GATE; k <= LC_KEY_UP; k++)
+            if (m->blocks[l].w[k].q || m->blocks[l].w[k].dtype != LC_DT_BF16) return false;
+    return true;
+}
+
 size_t lc_model_activation_bytes(const lc_model *m, int64_t B, int64_t T, int full, int mlp) {
     int L = (int)m->cfg.num_hidden_layers, f, g;
     recompute_norm(L, m->first, full, mlp, &f, &g);
     return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_TRAIN, B, T, f, g,
-                        lc_model_packs_gate_up(m), lc_model_att16(m), m->be->rmsnorm_bwd_b != NULL, NULL) *
+                        lc_model_packs_gate_up(m), lc_model_att16(m), m->be->rmsnorm_bwd_b != NULL, lc_model_gu16(m),
+                        NULL) *
            sizeof(float);
 }
 
@@ -270,7 +289,7 @@ static bool eval_att16(const lc_model *m) {
 
 size_t lc_model_eval_bytes(const lc_model *m, int64_t B, int64_t T) {
     return arena_layout(&m->cfg, m->has_lora ? &m->lcfg : NULL, LC_MODE_EVAL, B, T, 0, 0, false, eval_att16(m),
-                        false, NULL) *
+                        false, false, NULL) *
            sizeof(float);
 }
 
@@ -307,17 +326,18 @@ int lc_model_fit_recompute(const lc_model *m, int64_t B, int64_t T, size_t budge
 }
 
 lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
-    bool train = mode == LC_MODE_TRAIN, pack = train && lc_model_packs_gate_up(m);
+    bool train = mode == LC_MODE_TRAIN, pack = train && lc_model_packs_gate_up(m), g16 = pack && lc_model_gu16(m);
     bool att16 = train ? lc_model_att16(m) : mode == LC_MODE_EVAL && eval_att16(m);
     mode = train ? LC_MODE_TRAIN : LC_MODE_EVAL; // decoding lays out in evaluation's arena
     lc_arena *a = &m->ar[mode];
     int full = 0, mlp = 0;
     if (train) recompute_norm((int)m->cfg.num_hidden_layers, m->first, m->rc_full, m->rc_mlp, &full, &mlp);
-    if (a->base && a->B == B && a->T == T && a->full == full && a->mlp == mlp && a->pack == pack && a->att16 == att16)
+    if (a->base && a->B == B && a->T == T && a->full == full && a->mlp == mlp && a->pack == pack &&
+        a->att16 == att16 && a->g16 == g16)
         return a;
     const lc_lora_config *lora = m->has_lora ? &m->lcfg : NULL;
     bool d16 = train && m->be->rmsnorm_bwd_b;
-    size_t need = arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, att16, d16, NULL);
+    size_t need = arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, att16, d16, g16, NULL);
     // Both modes lay out in the model's one buffer: evaluation (and decoding) runs between
     // training steps, never inside one, and a step keeps nothing in its arena from one step
     // to the next, so validating costs no memory beside training's. A layout that fits
@@ -333,10 +353,10 @@ lc_arena *lc_arena_prepare(lc_model *m, int mode, int64_t B, int64_t T) {
     }
     free(a->saved);
     memset(a, 0, sizeof *a);
-    a->mode = mode, a->B = B, a->T = T, a->full = full, a->mlp = mlp, a->pack = pack, a->att16 = att16;
+    a->mode = mode, a->B = B, a->T = T, a->full = full, a->mlp = mlp, a->pack = pack, a->att16 = att16, a->g16 = g16;
     a->floats = need, a->base = m->arena;
     a->saved = xcalloc((size_t)m->cfg.num_hidden_layers, sizeof *a->saved);
-    arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, att16, d16, a);
+    arena_layout(&m->cfg, lora, mode, B, T, full, mlp, pack, att16, d16, g16, a);
     return a;
 }
 
@@ -383,7 +403,7 @@ int lc_model_memory_plan(const lc_model_config *cfg, const lc_lora_config *lora,
     plan->optimizer = 2 * plan->adapters;
     int L = (int)cfg->num_hidden_layers, full, mlp;
     recompute_norm(L, lc_lora_first_layer(cfg, lora), grad_checkpoint ? -1 : 0, 0, &full, &mlp);
-    plan->activations = arena_layout(cfg, lora, LC_MODE_TRAIN, B, T, full, mlp, false, false, false, NULL) *
+    plan->activations = arena_layout(cfg, lora, LC_MODE_TRAIN, B, T, full, mlp, false, false, false, false, NULL) *
                         sizeof(float);
     plan->total = plan->weights + plan->adapters + plan->gradients + plan->optimizer + plan->activations;
     return 0;
@@ -1020,16 +1040,21 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
         if (!(xb && be->matmul_n_b(be, n, out, xb, w, bias, N, (accum))))                         \
             be->matmul_n(be, n, out, x, w, bias, N, (accum));                                      \
     } while (0)
+    // out NULL (with keep_b, training without dropout): the caller ran the frozen products
+    // (block_mlp_fwd's bf16 gate and up), only the adapters' u = x a here
+    bool frozen = out != NULL;
+    float *none[LC_GEMM_N_MAX] = {NULL};
+    if (!frozen) out = none;
     int np = 0;
     for (int i = 0; i < n; i++) np += p[i] != NULL;
-    bool first = train && m->lcfg.dropout <= 0 && !keep_b && np == n && N >= be->lora_group_rows;
+    bool first = frozen && train && m->lcfg.dropout <= 0 && !keep_b && np == n && N >= be->lora_group_rows;
     if (res && !first) be->copy(be, out[0], res, (size_t)(N * w[0]->rows)), acc = true;
     if ((!train && x) || m->lcfg.dropout > 0) { // inference keeps its plain sequence (x only as
                                                 // bf16: evaluation's o, below, as training's)
         for (int i = 0; i < n; i++) proj_fwd(m, a, out[i], acc, x, w[i], bias[i], p[i], u[i], N, train, ds[i]);
         return;
     }
-    if (!first) MATMUL_N(acc);
+    if (!first && frozen) MATMUL_N(acc);
     lc_gemm_args g[LC_GEMM_N_MAX], h[LC_GEMM_N_MAX];
     int k = 0;
     for (int i = 0; i < n; i++) {
@@ -1476,6 +1501,10 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
     void *hb = down == 2 && train && m->lcfg.dropout <= 0 && s->gu && lc_model_packs_h(m, &bk->w[LC_KEY_DOWN]) ? a->g1 : NULL;
     float *hout = hb && h_only16(m, s, N) ? NULL : s->h;
     if (down == 0 && s->gu && s->gu == a->gus) hout = NULL; // its backward writes h again from the pair
+    // no float32 gate and up (lc_model_gu16): the products write the bf16 pair, the block's
+    // own or the arena's shared one (where the block packs only when it recomputes, or is
+    // below the adapters), and SwiGLU adds the adapters' part there in place
+    void *g16 = train && a->g16 ? (s->gu ? s->gu : a->gus) : NULL;
     {
         float *o2[2] = {s->gate, s->up};
         const lc_wt *w2[2] = {&bk->w[LC_KEY_GATE], &bk->w[LC_KEY_UP]};
@@ -1483,9 +1512,19 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
         lc_lora_param *p2[2] = {bk->lora[LC_KEY_GATE], bk->lora[LC_KEY_UP]};
         float *u2[2] = {s->u[LC_KEY_GATE], s->u[LC_KEY_UP]};
         uint64_t d2[2] = {drop_seed(seed, l, LC_KEY_GATE), drop_seed(seed, l, LC_KEY_UP)};
-        projs_fwd(m, a, 2, o2, false, NULL, xnb ? NULL : s->xn2, w2, b2, p2, u2, N, train, d2, fold, xnb);
+        if (g16) {
+            void *ob[2] = {g16, (uint16_t *)g16 + N * I};
+            be->matmul_n_bo(be, 2, ob, xnb ? NULL : s->xn2, xnb, w2, N); // lc_model_gu16: bf16 weights
+        }
+        if (!g16 || fold)
+            projs_fwd(m, a, 2, g16 ? NULL : o2, false, NULL, xnb ? NULL : s->xn2, w2, b2, p2, u2, N, train, d2, fold,
+                      xnb);
     }
-    if (fold)
+    if (g16)
+        be->swiglu_lora(be, hout, g16, NULL, NULL, N, I, fold && pg ? s->u[LC_KEY_GATE] : NULL,
+                        fold && pg ? pg->b : NULL, fold && pu ? s->u[LC_KEY_UP] : NULL, fold && pu ? pu->b : NULL,
+                        (int)m->lcfg.rank, m->lcfg.scale, hb);
+    else if (fold)
         be->swiglu_lora(be, hout, s->gu, s->gate, s->up, N, I, pg ? s->u[LC_KEY_GATE] : NULL, pg ? pg->b : NULL,
                         pu ? s->u[LC_KEY_UP] : NULL, pu ? pu->b : NULL, (int)m->lcfg.rank, m->lcfg.scale, hb);
     else if (s->gu) be->swiglu_pack(be, hout, s->gu, s->gate, s->up, (size_t)(N * I), hb);
@@ -1710,7 +1749,7 @@ static double scalars_loss(lc_model *m) {
  * Zeroed before filling (padding); the adapters' descriptors follow it. */
 typedef struct {
     int64_t B, T;
-    int32_t full, mlp, first, pack, fold, dyb, hb, tf32, xn, d16, att16;
+    int32_t full, mlp, first, pack, fold, dyb, hb, tf32, xn, d16, att16, g16;
     const float *arena, *rope_cos, *rope_sin, *lora_mem, *grad_mem;
     const void *scal, *params;
     size_t n_params, floats;
@@ -1772,7 +1811,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     step_key k;
     memset(&k, 0, sizeof k);
     k.B = x->B, k.T = x->T, k.full = x->a->full, k.mlp = x->a->mlp, k.first = m->first, k.pack = x->a->pack;
-    k.att16 = x->a->att16;
+    k.att16 = x->a->att16, k.g16 = x->a->g16;
     k.fold = lc_model_folds_gate_up(m);
     k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m) + 4 * lc_model_h16_ga(m);
     k.tf32 = lc_model_lora_tf32(m), k.group_rows = be->lora_group_rows;

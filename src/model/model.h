@@ -285,6 +285,16 @@ bool lc_model_packs_h(const lc_model *m, const lc_wt *down);
  * SwiGLU (->swiglu_lora): when the backend offers it (CUDA), without dropout (projs' grouped
  * path), rank <= 32; LORAC_FOLD_GATE_UP=0 turns it off. */
 bool lc_model_folds_gate_up(const lc_model *m);
+/* Whether training m writes gate's and up's frozen products as bf16 straight into the
+ * block's bf16 pair (->matmul_n_bo), which SwiGLU (->swiglu_lora) then reads, adds the
+ * adapters' s u b to and rounds again in place: no float32 gate and up anywhere (the
+ * arena's float32 pair and the scratch's gate/up are gone: 2 N I floats), half the bytes
+ * the products write and SwiGLU reads. The frozen part is rounded to bf16 before the
+ * adapters' part is added (a bf16 layer under PyTorch's autocast rounds it so too), so
+ * the forward moves within bf16 rounding. When m packs gate/up, folds them, takes the
+ * gradients from bf16 dy (lc_model_dy16_adapters), its backend offers ->matmul_n_bo and
+ * every gate/up weight is bf16, not quantized; LORAC_GU16=0 turns it off. */
+bool lc_model_gu16(const lc_model *m);
 /* The activation bytes training m at (B, T) lays out with lc_model_set_recompute's counts
  * full, mlp: lc_memory_plan's activations as this model and backend will allocate them
  * (packing included). */

@@ -896,12 +896,36 @@ static double step_grads(lc_model *m, const int32_t *tok, const int32_t *tgt, in
     return loss;
 }
 
+/* The gradients of m's step on (tok, tgt) under every recompute setting of rs (n of them;
+ * direct, recorded, replayed) against the all-kept step's loss l0 and gradients g0 (bits);
+ * each setting's lc_model_activation_bytes against its arena. */
+static void check_recompute_bits(lc_model *m, const int (*rs)[2], int nrs, const int32_t *tok, const int32_t *tgt,
+                                 int64_t B, int64_t T, double l0, const float *g0, size_t n) {
+    float *gr = malloc(n * 4);
+    for (int k = 0; k < nrs; k++) {
+        lc_model_set_recompute(m, rs[k][0], rs[k][1]);
+        for (int rep = 0; rep < 3; rep++) {
+            size_t n3 = 0;
+            double lr = step_grads(m, tok, tgt, B, T, gr, &n3);
+            CHECK_MSG(n3 == n && lr == l0 && !memcmp(gr, g0, n * 4),
+                      "recompute (%d, %d) step %d: loss %.9g vs %.9g, gradients %s the all-kept ones", rs[k][0],
+                      rs[k][1], rep, lr, l0, memcmp(gr, g0, n * 4) ? "differ from" : "equal");
+        }
+        CHECK_EQ_INT(lc_model_activation_bytes(m, B, T, rs[k][0], rs[k][1]), m->ar[LC_MODE_TRAIN].floats * sizeof(float));
+        CHECK_MSG(m->ar[LC_MODE_TRAIN].gus != NULL, "recompute (%d, %d): no shared bf16 pair", rs[k][0], rs[k][1]);
+    }
+    lc_model_set_recompute(m, 0, 0);
+    free(gr);
+}
+
 /* Training over bf16 weights keeps each saved block's gate and up as bf16
  * (->swiglu_pack): the same loss bits (the forward is unchanged), gradients within bf16
  * rounding of the float32-kept ones (LORAC_PACK_GATE_UP=0), less activation memory, and
  * lc_model_activation_bytes equal to what the arena lays out. The float32 fixtures keep
  * float32 (their products are float32), and so does a model with two adapted blocks
- * (nothing to save). */
+ * (nothing to save). Run with gate's and up's products in float32 (LORAC_GU16=0): the
+ * switches below turn off paths the bf16 products need, which would move the loss;
+ * test_gu16 checks those products against this path. */
 static void test_packed_gate_up(void) {
     if (!fixtures_present()) SKIP("tests/fixtures/model-ref is absent");
     char dir[] = "/tmp/lorac-test-bf16p-XXXXXX";
@@ -922,6 +946,7 @@ static void test_packed_gate_up(void) {
         CHECK_OK(lc_model_add_lora(m, &lc, 11));
         rewrite_adapters(m, 0);
     }
+    setenv("LORAC_GU16", "0", 1);
     if (ok && m) {
         CHECK_MSG(!lc_model_packs_gate_up(f.m), "the float32 fixture packs gate/up");
         CHECK_MSG(lc_model_packs_gate_up(m), "the bf16 copy does not pack gate/up");
@@ -1095,27 +1120,12 @@ static void test_packed_gate_up(void) {
         // all-kept packed ones bit for bit; recorded steps of each setting (a key each)
         // replay the same
         static const int rs[][2] = {{0, 3}, {1, 2}, {-1, 0}, {0, 3}, {0, 2}};
-        float *gr = malloc(n * 4);
-        for (int k = 0; k < 5; k++) {
-            lc_model_set_recompute(m, rs[k][0], rs[k][1]);
-            for (int rep = 0; rep < 3; rep++) { // direct, recorded, replayed
-                size_t n3 = 0;
-                double lr = step_grads(m, f.tok, f.tgtm, f.B, f.T, gr, &n3);
-                CHECK_MSG(n3 == n && lr == lp && !memcmp(gr, gp, n * 4),
-                          "recompute (%d, %d) step %d: loss %.9g vs %.9g, gradients %s the packed all-kept ones",
-                          rs[k][0], rs[k][1], rep, lr, lp, memcmp(gr, gp, n * 4) ? "differ from" : "equal");
-            }
-            CHECK_EQ_INT(lc_model_activation_bytes(m, f.B, f.T, rs[k][0], rs[k][1]),
-                         m->ar[LC_MODE_TRAIN].floats * sizeof(float));
-            CHECK_MSG(m->ar[LC_MODE_TRAIN].gus != NULL, "recompute (%d, %d): no shared bf16 pair", rs[k][0], rs[k][1]);
-        }
-        CHECK_MSG(memcmp(gr, gf, n * 4) != 0, "recompute (0, 2): the packed gradients equal float32's");
+        check_recompute_bits(m, rs, 5, f.tok, f.tgtm, f.B, f.T, lp, gp, n);
+        CHECK_MSG(memcmp(gp, gf, n * 4) != 0, "the packed gradients equal float32's");
         printf("  tiny-mistral bf16, packing on: recompute (0, 3), (1, 2), checkpointing, (0, 2): the all-kept packed "
                "gradients bit for bit (3 steps each); activations %zu / %zu / %zu bytes\n",
                lc_model_activation_bytes(m, f.B, f.T, 0, 3), lc_model_activation_bytes(m, f.B, f.T, 1, 2),
                lc_model_activation_bytes(m, f.B, f.T, -1, 0));
-        lc_model_set_recompute(m, 0, 0);
-        free(gr);
         // gate's and up's out += s u b folded into SwiGLU (->swiglu_lora) or not: float32
         // sums either way, the same terms
         CHECK_MSG(lc_model_folds_gate_up(m), "the card does not fold gate/up's adapters");
@@ -1135,6 +1145,7 @@ static void test_packed_gate_up(void) {
                   lp, lu);
         free(gp), free(gf);
     }
+    unsetenv("LORAC_GU16");
     lc_model_free(m);
     if (ok) close_fixture(&f);
     remove_bf16_model(dir);
@@ -1305,6 +1316,87 @@ static void test_att_rope_bwd(void) {
     drop_lora_model(m, gr, dir);
 }
 
+/* Gate's and up's frozen products written as bf16 into the block's bf16 pair, SwiGLU adding
+ * the adapters' s u b there in place (lc_model_gu16), against float32 products that SwiGLU
+ * reads and packs (LORAC_GU16=0): a `lorac init` bf16 model at "many rows", all 3 blocks
+ * adapted. The frozen part is rounded once more (as a bf16 layer under autocast rounds
+ * it): the loss within 1e-3 and not the same bits (the path taken), gradients within
+ * 1e-2; a direct, a recorded and a replayed step the same bits; no float32 pair in the
+ * arena (2 N I floats fewer, kept everything or checkpointed); every recompute setting
+ * the all-kept gradients bit for bit (at few rows). Then with the lowest block unadapted (the scratch's
+ * gate and up in the shared pair too): the loss within 1e-3 of float32 products'. */
+static void test_gu16(void) {
+    char dir[] = "/tmp/lorac-test-gu16-XXXXXX";
+    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
+    int64_t gr = 0;
+    lc_model *m = init_lora_model(dir, 128, 640, 3, 32, "6", 19, &gr);
+    enum { B = 2, T = 24, I = 640 };
+    int32_t tok[B * T], tgt[B * T];
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 29 + 7) % 256), tgt[i] = (int32_t)((i * 47 + 3) % 256);
+    if (m) {
+        CHECK_MSG(lc_model_gu16(m), "the card does not write gate/up as bf16");
+        size_t n = 0;
+        step_grads(m, tok, tgt, B, T, NULL, &n);
+        CHECK_MSG(m->ar[LC_MODE_TRAIN].g16, "the arena was not laid out for bf16 gate/up");
+        size_t on = lc_model_activation_bytes(m, B, T, 0, 0), onck = lc_model_activation_bytes(m, B, T, -1, 0);
+        CHECK_EQ_INT(on, m->ar[LC_MODE_TRAIN].floats * sizeof(float));
+        setenv("LORAC_GU16", "0", 1);
+        size_t off = lc_model_activation_bytes(m, B, T, 0, 0), offck = lc_model_activation_bytes(m, B, T, -1, 0);
+        unsetenv("LORAC_GU16");
+        CHECK_MSG(off - on == (size_t)(2 * B * T * I) * 4 && offck - onck == (size_t)(2 * B * T * I) * 4,
+                  "bf16 gate/up save %zu / %zu bytes (kept / checkpointed; want %d)", off - on, offck - onck,
+                  2 * B * T * I * 4);
+        double l0 = 0, l1 = 0, e = switch_err(m, "LORAC_GU16", tok, tgt, B, T, n, &l0, &l1);
+        printf("  init model, intermediate 640: gate/up as bf16 products: loss %.9f against %.9f (%.1e), gradients "
+               "rel err %.2e (bound 1e-2; 3 steps the same bits); activations %zu vs %zu bytes (checkpointed %zu vs "
+               "%zu)\n", l1, l0, fabs(l1 - l0) / l0, e, on, off, onck, offck);
+        CHECK_MSG(l1 != l0 && fabs(l1 - l0) <= 1e-3 * l0, "bf16 gate/up: loss %.9g vs %.9g (want within 1e-3, not equal)",
+                  l1, l0);
+        CHECK_MSG(e > 0 && e <= 1e-2, "bf16 gate/up: gradients rel err %.3e (want (0, 1e-2])", e);
+        // (at the backend's own lora_group_rows: at many rows a kept block's forward takes down's
+        // u from h's bf16 copy, a recomputing one's from float32 h, with or without bf16 gate/up)
+        int64_t many = m->be->lora_group_rows;
+        m->be->lora_group_rows = gr;
+        float *g0 = malloc(n * 4);
+        size_t n0 = 0;
+        double la = step_grads(m, tok, tgt, B, T, g0, &n0);
+        static const int rs[][2] = {{0, 3}, {1, 2}, {-1, 0}, {0, 2}};
+        check_recompute_bits(m, rs, 4, tok, tgt, B, T, la, g0, n);
+        printf("  the same at %lld rows, recompute (0, 3), (1, 2), checkpointing, (0, 2): the all-kept gradients bit "
+               "for bit\n", (long long)(B * T));
+        m->be->lora_group_rows = many;
+        free(g0);
+    }
+    drop_lora_model(m, gr, dir);
+    // blocks below the adapters run through the scratch: its gate and up in the shared pair
+    char dir2[] = "/tmp/lorac-test-gu16b-XXXXXX", out[300];
+    if (!mkdtemp(dir2)) return;
+    init_model_c(dir2, 128, 640, 4, 32, "7", out, sizeof out);
+    lc_model *m2 = NULL;
+    int64_t g2 = 0;
+    CHECK_OK(lc_model_load_on(out, "cuda", &m2));
+    if (m2) {
+        lc_lora_config lc;
+        lc_lora_config_default(&lc);
+        lc.rank = 8, lc.num_layers = 3, lc.scale = 2.0f;
+        CHECK_OK(lc_model_add_lora(m2, &lc, 23));
+        rewrite_adapters(m2, 0);
+        g2 = m2->be->lora_group_rows;
+        m2->be->lora_group_rows = 0;
+        size_t n = 0;
+        step_grads(m2, tok, tgt, B, T, NULL, &n);
+        double l0 = 0, l1 = 0, e = switch_err(m2, "LORAC_GU16", tok, tgt, B, T, n, &l0, &l1);
+        CHECK_MSG(lc_model_gu16(m2) && m2->ar[LC_MODE_TRAIN].g16 && m2->ar[LC_MODE_TRAIN].scratch.gu != NULL &&
+                      m2->ar[LC_MODE_TRAIN].scratch.gate == NULL,
+                  "the last 3 of 4 blocks adapted: the scratch keeps float32 gate/up");
+        printf("  the last 3 of 4 blocks adapted: loss %.9f against %.9f, gradients rel err %.2e (bound 1e-2)\n", l1,
+               l0, e);
+        CHECK_MSG(l1 != l0 && fabs(l1 - l0) <= 1e-3 * l0 && e > 0 && e <= 1e-2,
+                  "last 3 of 4: loss %.9g vs %.9g, gradients rel err %.3e", l1, l0, e);
+    }
+    drop_lora_model(m2, g2, dir2);
+}
+
 /* The gradient arithmetic the trainer runs on the card (lc_model_all_finite, _sumsq,
  * _scale, _accumulate, _zero) on shared memory, against the host's loops: the same bits
  * for the elementwise ones, the sum of squares within double rounding of the host's. */
@@ -1370,5 +1462,6 @@ static void extra_tests(void) {
     RUN(test_dres16_g1);
     RUN(test_att_rope_bwd);
     RUN(test_dx_fold);
+    RUN(test_gu16);
     RUN(test_grad_ops_card);
 }

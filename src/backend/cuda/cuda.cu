@@ -1066,6 +1066,25 @@ static bool cu_matmul_n_b(lc_backend *be, int n, float *const *out, const void *
     return true;
 }
 
+/* ->matmul_n_bo: cu_matmul_n_b's products with bf16 outputs (cuBLASLt rounds the float32
+ * sums once in its epilogue), from xb or x's as_bf16 copy. */
+static bool cu_matmul_n_bo(lc_backend *be, int n, void *const *outb, const float *x, const void *xb,
+                           const lc_wt *const *w, int64_t N) {
+    lc_cuda *c = impl(be);
+    if (n <= 0 || (!x && !xb)) return false;
+    for (int i = 0; i < n; i++)
+        if (w[i]->q || w[i]->dtype != LC_DT_BF16 || w[i]->cols != w[0]->cols) return false;
+    if (N <= 0) return true;
+    int I = (int)w[0]->cols;
+    if (!xb) xb = as_bf16(c, x, (size_t)N * I);
+    for (int i = 0; i < n; i++) {
+        LC_PROF(c, "matmul (bf16 out) N=%lld", N);
+        int O = (int)w[i]->rows;
+        lc_cuda_gemm_bf16o(c, true, O, (int)N, I, w[i]->data, I, xb, I, outb[i], O);
+    }
+    return true;
+}
+
 /* cu_matmul_dx's bf16 path from dy's bf16 rounding (no as_bf16 pass). */
 static bool cu_matmul_dx_b(lc_backend *be, float *dx, const void *dyb, const lc_wt *w, int64_t N, bool accumulate) {
     lc_cuda *c = impl(be);
@@ -1776,6 +1795,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->attention_bwd_b = lc_cuda_attention_bwd_b;
     be->attention_bwd_rb = lc_cuda_attention_bwd_rb;
     be->matmul_n_b = cu_matmul_n_b;
+    be->matmul_n_bo = cu_matmul_n_bo;
     be->swiglu_lora = lc_cuda_swiglu_lora;
     be->cross_entropy = cu_cross_entropy;
     be->cross_entropy_sum = cu_cross_entropy_sum;

@@ -232,6 +232,9 @@ void *lc_cuda_xb(lc_cuda *c, size_t bytes);
  * algorithm tuned for the shape on first use. */
 void lc_cuda_gemm_bf16(lc_cuda *c, bool ta, int m, int n, int k, const void *W, int lda, const void *x, int ldb,
                        float beta, float *out, int ldc);
+/* lc_cuda_gemm_bf16 with a bf16 out (the float32 sums rounded once, nearest even), beta 0. */
+void lc_cuda_gemm_bf16o(lc_cuda *c, bool ta, int m, int n, int k, const void *W, int lda, const void *x, int ldb,
+                        void *out, int ldc);
 #define LC_NCOUNTERS 128 // arrival counters at c->counter (LC_GEMM_N_MAX products × 16 row tiles)
 /* lora_gemm.cu: the adapters' fp32 product C = alpha op(A) op(B) + beta C (->gemm's
  * meaning) when a kernel there takes its shape (rank-sized side <= 32, few rows);

@@ -33,7 +33,7 @@ extern "C" {
 #define LT_SPLIT_BASES 3             // best heuristic results that also get split-K variants
 
 struct lt_plan {
-    int ta, m, n, k, lda, ldb, ldc, acc;
+    int ta, m, n, k, lda, ldb, ldc, acc, ob; // ob: out is bf16
     bool ok; // false: cuBLASLt offered nothing; cublasGemmEx runs it
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t A, B, C;
@@ -79,7 +79,7 @@ void lc_cuda_lt_free(lc_cuda *c) {
 }
 
 static bool lt_run(lc_cuda_lt *L, lt_plan *p, const cublasLtMatmulAlgo_t *algo, size_t ws, const void *W,
-                   const void *x, float beta, float *out, cudaStream_t st) {
+                   const void *x, float beta, void *out, cudaStream_t st) {
     float one = 1.0f;
     return cublasLtMatmul(L->h, p->op, &one, W, p->A, x, p->B, &beta, out, p->C, out, p->C, algo,
                           ws ? L->ws : NULL, ws, st) == CUBLAS_STATUS_SUCCESS;
@@ -185,11 +185,11 @@ done:
 }
 
 static lt_plan *lt_plan_of(lc_cuda *c, lc_cuda_lt *L, bool ta, int m, int n, int k, int lda, int ldb, int ldc,
-                           bool acc, const void *W, const void *x) {
+                           bool acc, bool ob, const void *W, const void *x) {
     for (size_t i = 0; i < L->n; i++) {
         lt_plan *p = &L->plans[i];
         if (p->ta == (int)ta && p->m == m && p->n == n && p->k == k && p->lda == lda && p->ldb == ldb &&
-            p->ldc == ldc && p->acc == (int)acc)
+            p->ldc == ldc && p->acc == (int)acc && p->ob == (int)ob)
             return p;
     }
     if (L->n == L->cap) {
@@ -198,14 +198,14 @@ static lt_plan *lt_plan_of(lc_cuda *c, lc_cuda_lt *L, bool ta, int m, int n, int
     }
     lt_plan *p = &L->plans[L->n++];
     memset(p, 0, sizeof *p);
-    p->ta = ta, p->m = m, p->n = n, p->k = k, p->lda = lda, p->ldb = ldb, p->ldc = ldc, p->acc = acc;
+    p->ta = ta, p->m = m, p->n = n, p->k = k, p->lda = lda, p->ldb = ldb, p->ldc = ldc, p->acc = acc, p->ob = ob;
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = CUBLAS_OP_N;
     if (cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS ||
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa) != CUBLAS_STATUS_SUCCESS ||
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb) != CUBLAS_STATUS_SUCCESS ||
         cublasLtMatrixLayoutCreate(&p->A, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda) != CUBLAS_STATUS_SUCCESS ||
         cublasLtMatrixLayoutCreate(&p->B, CUDA_R_16BF, k, n, ldb) != CUBLAS_STATUS_SUCCESS ||
-        cublasLtMatrixLayoutCreate(&p->C, CUDA_R_32F, m, n, ldc) != CUBLAS_STATUS_SUCCESS)
+        cublasLtMatrixLayoutCreate(&p->C, ob ? CUDA_R_16BF : CUDA_R_32F, m, n, ldc) != CUBLAS_STATUS_SUCCESS)
         return p; // ok stays false: cublasGemmEx
     lt_tune(c, L, p, W, x, acc ? 1.0f : 0.0f);
     if (p->ok && !ws_reserve(L, p->ws)) p->ok = false;
@@ -216,10 +216,22 @@ void lc_cuda_gemm_bf16(lc_cuda *c, bool ta, int m, int n, int k, const void *W, 
                        float beta, float *out, int ldc) {
     lc_cuda_lt *L = lt_of(c);
     if (L->h) {
-        lt_plan *p = lt_plan_of(c, L, ta, m, n, k, lda, ldb, ldc, beta != 0.0f, W, x);
+        lt_plan *p = lt_plan_of(c, L, ta, m, n, k, lda, ldb, ldc, beta != 0.0f, false, W, x);
         if (p->ok && lt_run(L, p, &p->algo, p->ws, W, x, beta, out, c->st)) return;
     }
     float one = 1.0f;
     LC_BK(c, cublasGemmEx(c->blas, ta ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, W, CUDA_R_16BF, lda, x,
                           CUDA_R_16BF, ldb, &beta, out, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void lc_cuda_gemm_bf16o(lc_cuda *c, bool ta, int m, int n, int k, const void *W, int lda, const void *x, int ldb,
+                        void *out, int ldc) {
+    lc_cuda_lt *L = lt_of(c);
+    if (L->h) {
+        lt_plan *p = lt_plan_of(c, L, ta, m, n, k, lda, ldb, ldc, false, true, W, x);
+        if (p->ok && lt_run(L, p, &p->algo, p->ws, W, x, 0.0f, out, c->st)) return;
+    }
+    float one = 1.0f, zero = 0.0f;
+    LC_BK(c, cublasGemmEx(c->blas, ta ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &one, W, CUDA_R_16BF, lda, x,
+                          CUDA_R_16BF, ldb, &zero, out, CUDA_R_16BF, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }

@@ -26,7 +26,9 @@
  * tiling, both products' sums exactly as the small-K kernel forms them). At 1,024 rows or
  * more (rank ≤ 16, even widths) the small-K products and SwiGLU run as pair kernels: two
  * columns a thread over 64-row tiles, the same sums in the same order (the same bits;
- * LORAC_CUDA_VEC=0 keeps a column a thread).
+ * LORAC_CUDA_VEC=0 keeps a column a thread). SwiGLU also reads gate and up from their bf16
+ * pair and writes the sums back over it in place (lc_model_gu16: the frozen products wrote
+ * them as bf16), each tile's next rows loaded before its stores.
  * Owns nothing: partial sums live in the backend's row scratch (lc_cuda_rows), the
  * arrival counters are the backend's (zero between launches; each last block resets its
  * own). Must not: take shapes outside the three classes (the caller runs cuBLAS).
@@ -105,7 +107,8 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_ksmall(const __grid_constant_
 }
 
 /* ->swiglu_lora's arguments: gate, up (N, I) += scale · u b where u (N, r) is given, then
- * h = swiglu; gu NULL: gate, up written back, else bf16 into gu (2, N, I). */
+ * h = swiglu; gu NULL: gate, up written back, else bf16 into gu (2, N, I); gate and up
+ * NULL: read from gu (bf16) and written back over it. */
 struct lg_swi {
     float *h, *gate, *up;
     __nv_bfloat16 *gu, *hb; // hb: h rounded to bf16 as well, or NULL
@@ -120,16 +123,30 @@ struct lg_swi {
  * in chunks of KS_RT as k_lg_ksmall takes them (its loads first, its sum in k order,
  * alpha s + beta c with beta 1), then k_swiglu's expression. */
 #define SW_ROWS 64
-template <int KM>
-__device__ __forceinline__ void lg_swiglu_rows(const lg_swi &a, const float (*sg)[KM], const float (*su)[KM],
-                                               const float *bg, const float *bu, int64_t m0, int rows, int64_t n) {
+/* gate and up of rows m0.. (up to rows) at column n from float32 gate/up, or their bf16
+ * bits from gu (in place: a.gate NULL) into gb/ub (the next chunk's, loaded before this
+ * chunk's stores: the compiler may not move loads of gu past stores to it). */
+__device__ __forceinline__ void lg_swiglu_load(const lg_swi &a, int64_t m0, int rows, int64_t n, float *g0,
+                                               float *u0, unsigned short *gb, unsigned short *ub) {
     const int64_t I = a.I;
-    float g0[KS_RT], u0[KS_RT];
 #pragma unroll
     for (int r = 0; r < KS_RT; r++) {
-        g0[r] = r < rows ? a.gate[(m0 + r) * I + n] : 0.0f;
-        u0[r] = r < rows ? a.up[(m0 + r) * I + n] : 0.0f;
+        const int64_t i = (m0 + r) * I + n;
+        if (a.gate) {
+            g0[r] = r < rows ? a.gate[i] : 0.0f;
+            u0[r] = r < rows ? a.up[i] : 0.0f;
+        } else {
+            gb[r] = r < rows ? ((const unsigned short *)a.gu)[i] : 0;
+            ub[r] = r < rows ? ((const unsigned short *)a.gu)[a.N * I + i] : 0;
+        }
     }
+}
+
+template <int KM>
+__device__ __forceinline__ void lg_swiglu_rows(const lg_swi &a, const float (*sg)[KM], const float (*su)[KM],
+                                               const float *bg, const float *bu, int64_t m0, int rows, int64_t n,
+                                               const float *g0, const float *u0) {
+    const int64_t I = a.I;
 #pragma unroll
     for (int r = 0; r < KS_RT; r++) {
         if (r >= rows) break;
@@ -177,8 +194,21 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu(const __grid_constant_
     }
     __syncthreads();
     if (!on) return;
-    for (int c0 = 0; c0 < trows; c0 += KS_RT)
-        lg_swiglu_rows<KM>(a, sg + c0, su + c0, bg, bu, t0 + c0, min(KS_RT, trows - c0), n);
+    float g0[KS_RT], u0[KS_RT];
+    unsigned short gb[KS_RT], ub[KS_RT];
+    if (!a.gate) lg_swiglu_load(a, t0, min(KS_RT, trows), n, g0, u0, gb, ub);
+    for (int c0 = 0; c0 < trows; c0 += KS_RT) {
+        if (a.gate) {
+            lg_swiglu_load(a, t0 + c0, min(KS_RT, trows - c0), n, g0, u0, gb, ub);
+        } else {
+#pragma unroll
+            for (int r = 0; r < KS_RT; r++)
+                g0[r] = __uint_as_float((unsigned)gb[r] << 16), u0[r] = __uint_as_float((unsigned)ub[r] << 16);
+            if (c0 + KS_RT < trows)
+                lg_swiglu_load(a, t0 + c0 + KS_RT, min(KS_RT, trows - c0 - KS_RT), n, g0, u0, gb, ub);
+        }
+        lg_swiglu_rows<KM>(a, sg + c0, su + c0, bg, bu, t0 + c0, min(KS_RT, trows - c0), n, g0, u0);
+    }
 }
 
 /* Two columns a thread (rank bound 16): the same sums, in the same order, as
@@ -200,7 +230,34 @@ __device__ __forceinline__ float sw2_sum(const float *ur, const float *bc) {
     return s;
 }
 
-__global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu2(const __grid_constant__ lg_swi a) {
+/* One row of k_lg_swiglu2: columns n, n + 1 of row m (index i) from their gate g and up u
+ * (the frozen products'), the adapters' sums added, h and the stores. */
+__device__ __forceinline__ void sw2_row(const lg_swi &a, const float *sgr, const float *sur, const float (*bg)[16],
+                                        const float (*bu)[16], float g[2], float u[2], int64_t i) {
+    float hv[2];
+#pragma unroll
+    for (int c = 0; c < 2; c++) { // lg_swiglu_rows' expressions, column by column
+        if (a.ug) g[c] = a.scale * sw2_sum(sgr, bg[c]) + 1.0f * g[c];
+        if (a.uu) u[c] = a.scale * sw2_sum(sur, bu[c]) + 1.0f * u[c];
+        hv[c] = g[c] / (1.0f + expf(-g[c])) * u[c];
+    }
+    if (a.h) *(float2 *)(a.h + i) = make_float2(hv[0], hv[1]);
+    if (a.hb) *(__nv_bfloat162 *)(a.hb + i) = __floats2bfloat162_rn(hv[0], hv[1]);
+    if (a.gu) {
+        *(__nv_bfloat162 *)(a.gu + i) = __floats2bfloat162_rn(g[0], g[1]);
+        *(__nv_bfloat162 *)(a.gu + a.N * a.I + i) = __floats2bfloat162_rn(u[0], u[1]);
+    } else {
+        *(float2 *)(a.gate + i) = make_float2(g[0], g[1]);
+        *(float2 *)(a.up + i) = make_float2(u[0], u[1]);
+    }
+}
+
+/* B16: gate and up read from gu's bf16 (in place, a.gate NULL), each chunk's pairs loaded
+ * before the previous chunk's stores (the compiler may not move loads of gu past stores to
+ * it); else from float32 gate/up. One instantiation each, so that neither holds the
+ * other's registers (128 at most: 2 blocks a multiprocessor). */
+template <bool B16>
+__global__ void __launch_bounds__(LG_THREADS, 2) k_lg_swiglu2(const __grid_constant__ lg_swi a) {
     LC_PDL_TRIGGER();
     __shared__ __align__(16) float sg[SW_ROWS][16], su[SW_ROWS][16];
     const int K = a.r;
@@ -223,34 +280,49 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu2(const __grid_constant
     }
     __syncthreads();
     if (!on) return;
-    for (int c0 = 0; c0 < trows; c0 += SW2_RT) {
-        const int rows = min(SW2_RT, trows - c0);
-        const int64_t m0 = t0 + c0;
-        float2 g0[SW2_RT], u0[SW2_RT];
+    if constexpr (B16) {
+        const unsigned *gu32 = (const unsigned *)a.gu, *uu32 = (const unsigned *)(a.gu + a.N * I);
+        unsigned gw[SW2_RT], uw[SW2_RT];
 #pragma unroll
         for (int r = 0; r < SW2_RT; r++) {
-            g0[r] = r < rows ? *(const float2 *)(a.gate + (m0 + r) * I + n) : make_float2(0.0f, 0.0f);
-            u0[r] = r < rows ? *(const float2 *)(a.up + (m0 + r) * I + n) : make_float2(0.0f, 0.0f);
+            const int64_t i = ((t0 + r) * I + n) / 2;
+            gw[r] = r < trows ? gu32[i] : 0u, uw[r] = r < trows ? uu32[i] : 0u;
         }
+        for (int c0 = 0; c0 < trows; c0 += SW2_RT) {
+            const int rows = min(SW2_RT, trows - c0), nrows = min(SW2_RT, trows - c0 - SW2_RT);
+            const int64_t m0 = t0 + c0;
+            unsigned gn[SW2_RT], un[SW2_RT];
 #pragma unroll
-        for (int r = 0; r < SW2_RT; r++) {
-            if (r >= rows) break;
-            float g[2] = {g0[r].x, g0[r].y}, u[2] = {u0[r].x, u0[r].y}, hv[2];
-#pragma unroll
-            for (int c = 0; c < 2; c++) { // lg_swiglu_rows' expressions, column by column
-                if (a.ug) g[c] = a.scale * sw2_sum(sg[c0 + r], bg[c]) + 1.0f * g[c];
-                if (a.uu) u[c] = a.scale * sw2_sum(su[c0 + r], bu[c]) + 1.0f * u[c];
-                hv[c] = g[c] / (1.0f + expf(-g[c])) * u[c];
+            for (int r = 0; r < SW2_RT; r++) {
+                const int64_t i = ((m0 + SW2_RT + r) * I + n) / 2;
+                gn[r] = r < nrows ? gu32[i] : 0u, un[r] = r < nrows ? uu32[i] : 0u;
             }
-            int64_t i = (m0 + r) * I + n;
-            if (a.h) *(float2 *)(a.h + i) = make_float2(hv[0], hv[1]);
-            if (a.hb) *(__nv_bfloat162 *)(a.hb + i) = __floats2bfloat162_rn(hv[0], hv[1]);
-            if (a.gu) {
-                *(__nv_bfloat162 *)(a.gu + i) = __floats2bfloat162_rn(g[0], g[1]);
-                *(__nv_bfloat162 *)(a.gu + a.N * I + i) = __floats2bfloat162_rn(u[0], u[1]);
-            } else {
-                *(float2 *)(a.gate + i) = make_float2(g[0], g[1]);
-                *(float2 *)(a.up + i) = make_float2(u[0], u[1]);
+#pragma unroll
+            for (int r = 0; r < SW2_RT; r++) {
+                if (r >= rows) break;
+                float g[2] = {__uint_as_float(gw[r] << 16), __uint_as_float(gw[r] & 0xffff0000u)};
+                float u[2] = {__uint_as_float(uw[r] << 16), __uint_as_float(uw[r] & 0xffff0000u)};
+                sw2_row(a, sg[c0 + r], su[c0 + r], bg, bu, g, u, (m0 + r) * I + n);
+            }
+#pragma unroll
+            for (int r = 0; r < SW2_RT; r++) gw[r] = gn[r], uw[r] = un[r];
+        }
+    } else {
+        for (int c0 = 0; c0 < trows; c0 += SW2_RT) {
+            const int rows = min(SW2_RT, trows - c0);
+            const int64_t m0 = t0 + c0;
+            float2 g0[SW2_RT], u0[SW2_RT];
+#pragma unroll
+            for (int r = 0; r < SW2_RT; r++) {
+                const int64_t i = (m0 + r) * I + n;
+                g0[r] = r < rows ? *(const float2 *)(a.gate + i) : make_float2(0.0f, 0.0f);
+                u0[r] = r < rows ? *(const float2 *)(a.up + i) : make_float2(0.0f, 0.0f);
+            }
+#pragma unroll
+            for (int r = 0; r < SW2_RT; r++) {
+                if (r >= rows) break;
+                float g[2] = {g0[r].x, g0[r].y}, u[2] = {u0[r].x, u0[r].y};
+                sw2_row(a, sg[c0 + r], su[c0 + r], bg, bu, g, u, (m0 + r) * I + n);
             }
         }
     }
@@ -342,7 +414,8 @@ void lc_cuda_swiglu_lora(lc_backend *be, float *h, void *gu, float *gate, float 
     lg_swi a = {h, gate, up, (__nv_bfloat16 *)gu, (__nv_bfloat16 *)hb, ug, bg, uu, bu, N, I, r, scale};
     if (sw2_ok(a)) {
         dim3 g2((unsigned)((I / 2 + LG_THREADS - 1) / LG_THREADS), (unsigned)((N + SW_ROWS - 1) / SW_ROWS));
-        k_lg_swiglu2<<<g2, LG_THREADS, 0, c->st>>>(a);
+        if (gate) k_lg_swiglu2<false><<<g2, LG_THREADS, 0, c->st>>>(a);
+        else k_lg_swiglu2<true><<<g2, LG_THREADS, 0, c->st>>>(a);
         LC_LAUNCHED(c);
         return;
     }
