@@ -1498,7 +1498,10 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
     // h's bf16 copy for down's frozen product (the arena's g1 is free in the forward); at
     // many rows the only copy: down's adapter takes u from it too (->gemm_b) and the
     // backward writes h again (h_only16)
-    void *hb = down == 2 && train && m->lcfg.dropout <= 0 && s->gu && lc_model_packs_h(m, &bk->w[LC_KEY_DOWN]) ? a->g1 : NULL;
+    // (with bf16 gate/up, a whole recompute's too where h is kept only as bf16: its down u
+    // from the same copy as the forward's; g1 is free before the block's backward)
+    bool hb_on = down == 2 || (down == 1 && a->g16 && h_only16(m, s, N));
+    void *hb = hb_on && train && m->lcfg.dropout <= 0 && s->gu && lc_model_packs_h(m, &bk->w[LC_KEY_DOWN]) ? a->g1 : NULL;
     float *hout = hb && h_only16(m, s, N) ? NULL : s->h;
     if (down == 0 && s->gu && s->gu == a->gus) hout = NULL; // its backward writes h again from the pair
     // no float32 gate and up (lc_model_gu16): the products write the bf16 pair, the block's
@@ -1535,6 +1538,10 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN]; // xout = xmid + h Wd^T
         const float *b1 = NULL;
         projs_fwd(m, a, 1, &xout, true, s->xmid, hout, &w1, &b1, &p1, &s->u[LC_KEY_DOWN], N, train, &d1, false, hb);
+    } else if (down == 1 && p1 && !hout) { // u = h a from h's bf16 copy, as the forward's
+        const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
+        const float *b1 = NULL;
+        projs_fwd(m, a, 1, NULL, false, NULL, NULL, &w1, &b1, &p1, &s->u[LC_KEY_DOWN], N, train, &d1, true, hb);
     } else if (down == 1 && p1) {
         proj_u(m, a, s->h, p1, s->u[LC_KEY_DOWN], N, d1);
     }
@@ -1695,7 +1702,9 @@ static void forward_blocks(lc_model *m, lc_arena *a, int64_t B, int64_t T, bool 
     be->embedding(be, xin(m, a, 0), a->tok, &m->embed, B * T);
     for (int l = 0; l < L; l++) {
         lc_acts *s = acts_of(m, a, l), t;
-        if (s->gu && s->gu == a->gus && l < L - 1) // packed by its recompute, not here
+        // packed by its recompute, not here (with bf16 gate/up the forward writes the shared
+        // pair anyway, and takes h's bf16 copy as the kept blocks do)
+        if (s->gu && s->gu == a->gus && l < L - 1 && !a->g16)
             t = *s, t.gu = NULL, s = &t;
         lc_block_forward(m, l, s, xin(m, a, l), xin(m, a, l + 1), B, T, 0, s->k, s->v, s->k, s->v, T,
                          train, seed, a);

@@ -1323,7 +1323,7 @@ static void test_att_rope_bwd(void) {
  * it): the loss within 1e-3 and not the same bits (the path taken), gradients within
  * 1e-2; a direct, a recorded and a replayed step the same bits; no float32 pair in the
  * arena (2 N I floats fewer, kept everything or checkpointed); every recompute setting
- * the all-kept gradients bit for bit (at few rows). Then with the lowest block unadapted (the scratch's
+ * the all-kept gradients bit for bit, at many rows and at few. Then with the lowest block unadapted (the scratch's
  * gate and up in the shared pair too): the loss within 1e-3 of float32 products'. */
 static void test_gu16(void) {
     char dir[] = "/tmp/lorac-test-gu16-XXXXXX";
@@ -1353,17 +1353,20 @@ static void test_gu16(void) {
         CHECK_MSG(l1 != l0 && fabs(l1 - l0) <= 1e-3 * l0, "bf16 gate/up: loss %.9g vs %.9g (want within 1e-3, not equal)",
                   l1, l0);
         CHECK_MSG(e > 0 && e <= 1e-2, "bf16 gate/up: gradients rel err %.3e (want (0, 1e-2])", e);
-        // (at the backend's own lora_group_rows: at many rows a kept block's forward takes down's
-        // u from h's bf16 copy, a recomputing one's from float32 h, with or without bf16 gate/up)
+        // at many rows (h kept only as bf16: the recomputing blocks' forwards and whole
+        // recomputes take down's u from h's bf16 copy as the kept blocks' do) and at the
+        // backend's own lora_group_rows (few rows: float32 h everywhere)
         int64_t many = m->be->lora_group_rows;
-        m->be->lora_group_rows = gr;
         float *g0 = malloc(n * 4);
-        size_t n0 = 0;
-        double la = step_grads(m, tok, tgt, B, T, g0, &n0);
         static const int rs[][2] = {{0, 3}, {1, 2}, {-1, 0}, {0, 2}};
-        check_recompute_bits(m, rs, 4, tok, tgt, B, T, la, g0, n);
-        printf("  the same at %lld rows, recompute (0, 3), (1, 2), checkpointing, (0, 2): the all-kept gradients bit "
-               "for bit\n", (long long)(B * T));
+        for (int few = 0; few < 2; few++) {
+            m->be->lora_group_rows = few ? gr : many;
+            size_t n0 = 0;
+            double la = step_grads(m, tok, tgt, B, T, g0, &n0);
+            check_recompute_bits(m, rs, 4, tok, tgt, B, T, la, g0, n);
+        }
+        printf("  the same at many and at few rows, recompute (0, 3), (1, 2), checkpointing, (0, 2): the all-kept "
+               "gradients bit for bit\n");
         m->be->lora_group_rows = many;
         free(g0);
     }
