@@ -1110,6 +1110,44 @@ static void check_matmul_n(int64_t N, int64_t I, int n, const int64_t *O) {
                 printf("  matmul_n_b N=%lld I=%lld, %d weights: rel err %.2e from matmul_n (bound 1e-2)\n", (long long)N,
                        (long long)I, n, emax);
             for (int i = 0; i < n; i++) gpu->release(gpu, ob[i]);
+            // ->matmul_n_bo: bf16 outputs from xb, and from x (rounded by the backend) the same
+            // bits; within bf16 rounding of ->matmul_n_b's float32 sums (another cuBLASLt
+            // kernel may sum in another order: most elements the same bf16, none far)
+            if (gpu->matmul_n_bo) {
+                void *b1[LC_GEMM_N_MAX], *b2[LC_GEMM_N_MAX];
+                float *of[LC_GEMM_N_MAX];
+                const float *nob[LC_GEMM_N_MAX] = {0};
+                for (int i = 0; i < n; i++) {
+                    b1[i] = gpu->alloc(gpu, (size_t)(N * O[i]) * 2), b2[i] = gpu->alloc(gpu, (size_t)(N * O[i]) * 2);
+                    of[i] = poisoned((size_t)(N * O[i]));
+                }
+                bool t1 = gpu->matmul_n_bo(gpu, n, b1, NULL, xb, pwd, N);
+                bool t2 = gpu->matmul_n_bo(gpu, n, b2, dx, NULL, pwd, N);
+                bool t3 = gpu->matmul_n_b(gpu, n, of, xb, pwd, nob, N, false);
+                CHECK_MSG(t1 && t2 && t3, "matmul_n_bo N=%lld: declined", (long long)N);
+                double emax = 0, same = 0, tot = 0;
+                for (int i = 0; i < n && t1 && t2 && t3; i++) {
+                    size_t k = (size_t)(N * O[i]);
+                    uint16_t *h1 = malloc(k * 2), *h2 = malloc(k * 2), *want = malloc(k * 2);
+                    float *f1 = malloc(k * 4), *fo = down(of[i], k);
+                    gpu->download(gpu, h1, b1[i], k * 2), gpu->download(gpu, h2, b2[i], k * 2);
+                    CHECK_OK(gpu->sync(gpu));
+                    CHECK_MSG(!memcmp(h1, h2, k * 2), "matmul_n_bo [%d/%d]: from x differs from from xb", i + 1, n);
+                    lc_to_f32(f1, h1, LC_DT_BF16, k);
+                    CHECK_OK(lc_from_f32(want, LC_DT_BF16, fo, k));
+                    for (size_t j = 0; j < k; j++) same += h1[j] == want[j];
+                    tot += (double)k;
+                    double e = rel(f1, fo, k);
+                    emax = e > emax ? e : emax;
+                    free(h1), free(h2), free(want), free(f1), free(fo);
+                }
+                printf("  matmul_n_bo N=%lld I=%lld, %d weights: from x = from xb bit for bit; %.1f%% of the outputs "
+                       "the float32 sums' bf16, rel err %.2e (bound 4e-3)\n", (long long)N, (long long)I, n,
+                       tot > 0 ? 100 * same / tot : 0.0, emax);
+                CHECK_MSG(emax <= 4e-3 && same >= 0.9 * tot, "matmul_n_bo: rel err %.3e, %.0f of %.0f the same bf16",
+                          emax, same, tot);
+                for (int i = 0; i < n; i++) gpu->release(gpu, b1[i]), gpu->release(gpu, b2[i]), gpu->release(gpu, of[i]);
+            }
             gpu->release(gpu, xb);
             free(xh);
         }
@@ -1151,6 +1189,42 @@ static uint8_t *swiglu_lora_bytes(int64_t N, int64_t I, int r, bool both, bool p
         if (dv[i]) gpu->release(gpu, dv[i]);
     *len = nh + ngu + nb;
     return o;
+}
+
+/* ->swiglu_lora reading gate and up from the bf16 pair and writing the sums back over it (gate
+ * and up NULL: lc_model_gu16) against the same call from float32 gate/up holding the pair's
+ * values exactly: h, the pair and h's bf16 copy bit for bit; with LORAC_CUDA_VEC=0 too. */
+static void check_swiglu_in_place(int64_t N, int64_t I, int r, bool both, const float *g, const float *u,
+                                  const float *ug, const float *uu, const float *bg, const float *bu, float s,
+                                  const char *what) {
+    size_t n = (size_t)(N * I);
+    uint16_t *pair = malloc(2 * n * 2);
+    float *gr = malloc(n * 4), *ur = malloc(n * 4);
+    CHECK_OK(lc_from_f32(pair, LC_DT_BF16, g, n));
+    CHECK_OK(lc_from_f32(pair + n, LC_DT_BF16, u, n));
+    lc_to_f32(gr, pair, LC_DT_BF16, n), lc_to_f32(ur, pair + n, LC_DT_BF16, n);
+    for (int vec = 1; vec >= 0; vec--) {
+        if (!vec) setenv("LORAC_CUDA_VEC", "0", 1);
+        size_t la;
+        uint8_t *want = swiglu_lora_bytes(N, I, r, both, true, gr, ur, ug, uu, bg, bu, s, &la);
+        float *dug = up(ug, (size_t)N * r * 4), *duu = up(uu, (size_t)N * r * 4), *dh = poisoned(n);
+        float *dbg = up(bg, (size_t)r * I * 4), *dbu = up(bu, (size_t)r * I * 4);
+        void *gu = up(pair, 2 * n * 2), *hb = gpu->alloc(gpu, n * 2);
+        gpu->swiglu_lora(gpu, dh, gu, NULL, NULL, N, I, dug, dbg, both ? duu : NULL, both ? dbu : NULL, r, s, hb);
+        uint8_t *got = malloc(la);
+        gpu->download(gpu, got, dh, n * 4), gpu->download(gpu, got + n * 4, gu, 2 * n * 2);
+        gpu->download(gpu, got + n * 4 + 2 * n * 2, hb, n * 2);
+        CHECK_OK(gpu->sync(gpu));
+        unsetenv("LORAC_CUDA_VEC");
+        CHECK_MSG(la == n * 4 + 3 * n * 2 && !memcmp(got, want, la),
+                  "%s: in place from the bf16 pair differs from float32 gate/up of the same values%s", what,
+                  vec ? "" : " (LORAC_CUDA_VEC=0)");
+        free(want), free(got);
+        void *dv[] = {dug, duu, dh, dbg, dbu, gu, hb};
+        for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu->release(gpu, dv[i]);
+    }
+    printf("  %-28s in place from the bf16 pair: h, the pair and bf16 h bit for bit (both kernels)\n", what);
+    free(pair), free(gr), free(ur);
 }
 
 /* ->swiglu_lora against the CPU's out += s u b (->gemm) then ->swiglu: rows and columns
@@ -1203,6 +1277,7 @@ static void check_swiglu_lora(int64_t N, int64_t I, int r, bool both, bool pack)
         expect("  gate written back", dg, rg, n, 1e-6);
         expect("  up written back", du, ru, n, 1e-6);
     }
+    if (pack) check_swiglu_in_place(N, I, r, both, g, u, ug, uu, bg, bu, s, what);
     size_t la, lb;
     uint8_t *wide = swiglu_lora_bytes(N, I, r, both, pack, g, u, ug, uu, bg, bu, s, &la);
     setenv("LORAC_CUDA_VEC", "0", 1);
@@ -1225,6 +1300,7 @@ static void test_swiglu_lora(void) {
     check_swiglu_lora(37, 300, 16, true, false);
     check_swiglu_lora(37, 300, 16, true, true);
     check_swiglu_lora(70, 520, 24, false, false);
+    check_swiglu_lora(70, 520, 24, true, true);
     check_swiglu_lora(5, 1000, 8, true, true);
     // the pair kernel (lora_gemm.cu's SW2_ROWS: 1024 rows or more): past a 512-column tile,
     // a last row tile of 2 rows; both adapters written back; I odd (one column a thread)

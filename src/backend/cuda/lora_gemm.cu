@@ -123,21 +123,22 @@ struct lg_swi {
  * in chunks of KS_RT as k_lg_ksmall takes them (its loads first, its sum in k order,
  * alpha s + beta c with beta 1), then k_swiglu's expression. */
 #define SW_ROWS 64
-/* gate and up of rows m0.. (up to rows) at column n from float32 gate/up, or their bf16
- * bits from gu (in place: a.gate NULL) into gb/ub (the next chunk's, loaded before this
- * chunk's stores: the compiler may not move loads of gu past stores to it). */
+/* gate and up of rows m0.. (up to rows) at column n, from float32 gate/up or (B16, in place)
+ * from their bf16 bits in gu. */
+template <bool B16>
 __device__ __forceinline__ void lg_swiglu_load(const lg_swi &a, int64_t m0, int rows, int64_t n, float *g0,
-                                               float *u0, unsigned short *gb, unsigned short *ub) {
+                                               float *u0) {
     const int64_t I = a.I;
+    const unsigned short *gb = (const unsigned short *)a.gu, *ub = gb + a.N * I;
 #pragma unroll
     for (int r = 0; r < KS_RT; r++) {
         const int64_t i = (m0 + r) * I + n;
-        if (a.gate) {
+        if (B16) {
+            g0[r] = r < rows ? __uint_as_float((unsigned)gb[i] << 16) : 0.0f;
+            u0[r] = r < rows ? __uint_as_float((unsigned)ub[i] << 16) : 0.0f;
+        } else {
             g0[r] = r < rows ? a.gate[i] : 0.0f;
             u0[r] = r < rows ? a.up[i] : 0.0f;
-        } else {
-            gb[r] = r < rows ? ((const unsigned short *)a.gu)[i] : 0;
-            ub[r] = r < rows ? ((const unsigned short *)a.gu)[a.N * I + i] : 0;
         }
     }
 }
@@ -172,7 +173,7 @@ __device__ __forceinline__ void lg_swiglu_rows(const lg_swi &a, const float (*sg
     }
 }
 
-template <int KM>
+template <int KM, bool B16>
 __global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu(const __grid_constant__ lg_swi a) {
     LC_PDL_TRIGGER();
     __shared__ float sg[SW_ROWS][KM], su[SW_ROWS][KM];
@@ -194,20 +195,35 @@ __global__ void __launch_bounds__(LG_THREADS) k_lg_swiglu(const __grid_constant_
     }
     __syncthreads();
     if (!on) return;
-    float g0[KS_RT], u0[KS_RT];
-    unsigned short gb[KS_RT], ub[KS_RT];
-    if (!a.gate) lg_swiglu_load(a, t0, min(KS_RT, trows), n, g0, u0, gb, ub);
-    for (int c0 = 0; c0 < trows; c0 += KS_RT) {
-        if (a.gate) {
-            lg_swiglu_load(a, t0 + c0, min(KS_RT, trows - c0), n, g0, u0, gb, ub);
-        } else {
+    // in place (B16): each chunk's bf16 bits loaded before the previous chunk's stores (at
+    // rank 32 that costs the second block a multiprocessor: there the loads follow the stores)
+    if constexpr (B16 && KM <= 16) {
+        const unsigned short *gp = (const unsigned short *)a.gu, *up = gp + a.N * I;
+        unsigned short gb[KS_RT], ub[KS_RT];
+#pragma unroll
+        for (int r = 0; r < KS_RT; r++) {
+            const int64_t i = (t0 + r) * I + n;
+            gb[r] = r < trows ? gp[i] : 0, ub[r] = r < trows ? up[i] : 0;
+        }
+        for (int c0 = 0; c0 < trows; c0 += KS_RT) {
+            float g0[KS_RT], u0[KS_RT];
 #pragma unroll
             for (int r = 0; r < KS_RT; r++)
                 g0[r] = __uint_as_float((unsigned)gb[r] << 16), u0[r] = __uint_as_float((unsigned)ub[r] << 16);
-            if (c0 + KS_RT < trows)
-                lg_swiglu_load(a, t0 + c0 + KS_RT, min(KS_RT, trows - c0 - KS_RT), n, g0, u0, gb, ub);
+            const int nrows = min(KS_RT, trows - c0 - KS_RT);
+#pragma unroll
+            for (int r = 0; r < KS_RT; r++) {
+                const int64_t i = (t0 + c0 + KS_RT + r) * I + n;
+                gb[r] = r < nrows ? gp[i] : 0, ub[r] = r < nrows ? up[i] : 0;
+            }
+            lg_swiglu_rows<KM>(a, sg + c0, su + c0, bg, bu, t0 + c0, min(KS_RT, trows - c0), n, g0, u0);
         }
-        lg_swiglu_rows<KM>(a, sg + c0, su + c0, bg, bu, t0 + c0, min(KS_RT, trows - c0), n, g0, u0);
+    } else {
+        for (int c0 = 0; c0 < trows; c0 += KS_RT) {
+            float g0[KS_RT], u0[KS_RT];
+            lg_swiglu_load<B16>(a, t0 + c0, min(KS_RT, trows - c0), n, g0, u0);
+            lg_swiglu_rows<KM>(a, sg + c0, su + c0, bg, bu, t0 + c0, min(KS_RT, trows - c0), n, g0, u0);
+        }
     }
 }
 
@@ -420,8 +436,10 @@ void lc_cuda_swiglu_lora(lc_backend *be, float *h, void *gu, float *gate, float 
         return;
     }
     dim3 grid((unsigned)((I + LG_THREADS - 1) / LG_THREADS), (unsigned)((N + SW_ROWS - 1) / SW_ROWS));
-    if (r > 16) k_lg_swiglu<32><<<grid, LG_THREADS, 0, c->st>>>(a);
-    else k_lg_swiglu<16><<<grid, LG_THREADS, 0, c->st>>>(a);
+    if (r > 16 && gate) k_lg_swiglu<32, false><<<grid, LG_THREADS, 0, c->st>>>(a);
+    else if (r > 16) k_lg_swiglu<32, true><<<grid, LG_THREADS, 0, c->st>>>(a);
+    else if (gate) k_lg_swiglu<16, false><<<grid, LG_THREADS, 0, c->st>>>(a);
+    else k_lg_swiglu<16, true><<<grid, LG_THREADS, 0, c->st>>>(a);
     LC_LAUNCHED(c);
 }
 
