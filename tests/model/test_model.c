@@ -763,6 +763,28 @@ static void test_rows(void) {
                       "tiny-rows on the card: loss %.10g vs %.10g, gradients %.3e / %.3e (bounds twice PyTorch's bf16 "
                       "path: %.3e / %.3e)", loss, lref, e, worst, 2 * pe, 2 * pw);
         }
+        // every block checkpointed: the recompute repeats the forward's ops on the same inputs,
+        // so the same loss and gradient bits (on the card at these many rows too)
+        size_t np, ng = 0;
+        lc_lora_param *ps = lc_model_lora(f.m, &np);
+        for (size_t i = 0; i < np; i++) ng += (size_t)((ps[i].in + ps[i].out) * ps[i].r);
+        float *g0 = malloc(ng * 4);
+        for (size_t i = 0, o = 0; i < np; i++) {
+            memcpy(g0 + o, ps[i].ga, (size_t)(ps[i].in * ps[i].r) * 4), o += (size_t)(ps[i].in * ps[i].r);
+            memcpy(g0 + o, ps[i].gb, (size_t)(ps[i].r * ps[i].out) * 4), o += (size_t)(ps[i].r * ps[i].out);
+        }
+        lc_model_set_grad_checkpoint(f.m, true);
+        double lc = 0;
+        CHECK_OK(lc_model_forward_backward(f.m, &bt, &lc, &nt));
+        bool same = lc == loss;
+        for (size_t i = 0, o = 0; i < np; i++) {
+            same = same && !memcmp(g0 + o, ps[i].ga, (size_t)(ps[i].in * ps[i].r) * 4), o += (size_t)(ps[i].in * ps[i].r);
+            same = same && !memcmp(g0 + o, ps[i].gb, (size_t)(ps[i].r * ps[i].out) * 4), o += (size_t)(ps[i].r * ps[i].out);
+        }
+        lc_model_set_grad_checkpoint(f.m, false);
+        printf("  tiny-rows checkpointed: loss and gradients %s\n", same ? "the same bits" : "DIFFER");
+        CHECK_MSG(same, "tiny-rows checkpointed: loss %.10g vs %.10g, or the gradients differ", lc, loss);
+        free(g0);
     }
     close_fixture(&f);
     snprintf(st, sizeof st, "rm -rf '%s'", dir);
