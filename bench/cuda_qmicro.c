@@ -72,7 +72,7 @@ static lc_wt nf4_weight(lc_backend *be, int64_t O, int64_t I, lc_wquant *q) {
     q->absmax = am, q->absmax2 = am2;
     memcpy(q->code, LC_NF4_CODE, sizeof q->code);
     lc_quant_dynamic_map(q->code2);
-    lc_wt wq = {codes, LC_DT_U8, O, I, q};
+    lc_wt wq = {codes, LC_DT_U8, O, I, q, 0};
     if (be->weight(be, &wq)) die();
     free(codes), free(am), free(am2);
     return wq;
@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
         size_t n = (size_t)(O * I);
         uint16_t *hb = xmalloc(n * 2);
         for (size_t i = 0; i < n; i++) hb[i] = (uint16_t)(0x3C00 + (rnd() & 0x3FF)) ^ (uint16_t)((rnd() & 1) << 15);
-        lc_wt wb = {hb, LC_DT_BF16, O, I, NULL};
+        lc_wt wb = {hb, LC_DT_BF16, O, I, NULL, 0};
         if (be->weight(be, &wb)) die();
         free(hb);
         lc_wquant q[2];

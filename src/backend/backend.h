@@ -63,7 +63,12 @@ typedef struct {
     lc_dtype dtype; // LC_DT_F32, LC_DT_F16 or LC_DT_BF16
     int64_t rows, cols;
     const lc_wquant *q; // NULL: stored as dtype
+    int64_t ld;         // elements from one row's start to the next's; 0: cols (only
+                        // ->weight_room with extra columns sets it)
 } lc_wt;
+
+/* A weight's row stride in elements. */
+static inline int64_t lc_wt_ld(const lc_wt *w) { return w->ld ? w->ld : w->cols; }
 
 /* The constants of one Adam/AdamW update (torch.optim's arithmetic), made by
  * train/optim.c's lc_adam_args_make. */
@@ -186,18 +191,23 @@ struct lc_backend {
     int (*weight_n)(lc_backend *be, int n, lc_wt *const *w);
     /* Optional (NULL where not offered; CUDA): the n bf16 weights w (made usable by ->weight
      * or ->weight_n) moved into one new allocation, one after another, each w[i] followed
-     * by extra[i] zeroed rows of its column count; a weight that followed the one before it
+     * by extra[i] zeroed rows of its row stride and, where xcols (or NULL) gives weight i
+     * xcols[i] > 0 columns more, each of its rows by that many zeroed columns (w[i]->ld then
+     * cols + xcols[i]: every product reads the weight at its row stride; a weight joined to
+     * others, ->weight_n's, takes none); a weight that followed the one before it
      * in its allocation (->weight_n's, extra[i - 1] 0) still does, and each other one starts
      * at a 256-byte offset; the allocations they started are freed. Each w[i]->data is
-     * updated, w[i]->rows unchanged. A product may then take a weight's rows (or ->weight_n's
-     * joined ones) plus its extra ones, which the caller writes, as one weight (lc_model: the
-     * adapters' a^T beside the frozen weight, one input-gradient product); one allocation for
+     * updated, w[i]->rows and ->cols unchanged. A product may then take a weight's rows (or
+     * ->weight_n's joined ones) plus its extra ones, which the caller writes, as one weight
+     * (lc_model: the adapters' a^T beside the frozen weight, one input-gradient product), or
+     * its columns plus the extra ones (the adapters' b^T beside it, one forward product over
+     * [x | u]); one allocation for
      * many weights rounds up once rather than once a weight. Returns 0, 1 having changed
      * nothing (quantized, not bf16, a weight neither starting an allocation nor following the
      * one before it, no room on the card), or -1 (lc_fail: a copy on the card failed). An
      * allocation that holds several weights (->weight_n's) is freed: all of them must be
      * among the n. */
-    int (*weight_room)(lc_backend *be, int n, lc_wt *const *w, const int64_t *extra);
+    int (*weight_room)(lc_backend *be, int n, lc_wt *const *w, const int64_t *extra, const int64_t *xcols);
 
     /* ---- elementwise ---- */
     void (*zero)(lc_backend *be, float *x, size_t n);                            // x = 0
@@ -313,7 +323,8 @@ struct lc_backend {
      * back, else they are kept only as bf16 in gu as ->swiglu_pack keeps them (gate and
      * up then still hold their inputs). gate and up both NULL (gu given): their values are
      * read from gu itself (bf16, as ->matmul_n_bo writes them) and the sums written back
-     * over them, rounded again. */
+     * over them, rounded again; with ug and uu NULL too, gu is only read (SwiGLU of a pair
+     * whose products already hold the adapters' part: ->matmul_n_bo's xk). */
     void (*swiglu_lora)(lc_backend *be, float *out, void *gu, float *gate, float *up, int64_t N, int64_t I,
                         const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale,
                         void *outb);
@@ -330,12 +341,16 @@ struct lc_backend {
      * (N, rows_i) = x W_i^T, summed in float32 and rounded once to bf16 (nearest even), from
      * xb (x's bf16 rounding) or, when xb is NULL, x rounded by the backend; no bias, no
      * accumulation (what a bf16 layer under PyTorch's autocast writes). Every weight bf16,
-     * not quantized, of one width; returns false, having done nothing, otherwise. */
+     * not quantized, of one width; returns false, having done nothing, otherwise. xk > 0
+     * (xb given, every weight's row stride at least its width + xk): the products run over
+     * xk more inner columns, each weight's spare columns (->weight_room) against the
+     * columns of xb (row stride width + xk) past x's — [x | u] [W | v]^T in one sum. */
     bool (*matmul_n_bo)(lc_backend *be, int n, void *const *outb, const float *x, const void *xb,
-                        const lc_wt *const *w, int64_t N);
+                        const lc_wt *const *w, int64_t N, int64_t xk);
     /* Optional (NULL where not offered; CUDA): ->rmsnorm that also writes out's bf16
-     * rounding (round to nearest even) into outb; out may be NULL (only outb written). */
-    void (*rmsnorm_b)(lc_backend *be, float *out, void *outb, float *rstd, const float *x, const float *w,
+     * rounding (round to nearest even) into outb, rows of ldb values (0: C; the columns
+     * past C left as they are); out may be NULL (only outb written). */
+    void (*rmsnorm_b)(lc_backend *be, float *out, void *outb, int64_t ldb, float *rstd, const float *x, const float *w,
                       int64_t N, int64_t C, float eps);
     /* Optional (NULL where not offered; CUDA): ->rmsnorm_bwd that also writes the updated
      * dx's bf16 rounding (round to nearest even) into dxb (N, C; row stride ldb >= C, the
@@ -353,9 +368,11 @@ struct lc_backend {
     /* Optional (NULL where not offered; CUDA): out (rows, cols bf16; row stride ldo) = x
      * (rows, cols, packed) rounded to nearest even; cols even. */
     void (*to_bf16_rows)(lc_backend *be, void *out, int64_t ldo, const float *x, int64_t rows, int64_t cols);
-    /* Optional (NULL where not offered; CUDA): out (cols, rows bf16; row stride ldo) = x^T,
-     * x (rows, cols, packed) rounded to nearest even: an adapter's a (in, r) as a^T's rows. */
-    void (*to_bf16_t)(lc_backend *be, void *out, int64_t ldo, const float *x, int64_t rows, int64_t cols);
+    /* Optional (NULL where not offered; CUDA): out (cols, rows bf16; row stride ldo) = scale
+     * x^T, x (rows, cols, packed), each value's product with scale rounded to nearest even:
+     * an adapter's a (in, r) as a^T's rows, or its b (r, out) times its scale as columns. */
+    void (*to_bf16_t)(lc_backend *be, void *out, int64_t ldo, const float *x, int64_t rows, int64_t cols,
+                      float scale);
     /* Optional (NULL where not offered; CUDA; offered with the two below): ->rope out of
      * place, rounded: outb (B,T,H,D bf16, row stride ldo as ->rope_bwd_b's) = the bf16
      * rounding of R x; x is left as it was. */

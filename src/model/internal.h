@@ -18,6 +18,7 @@ typedef struct {
     lc_wt qkv; // q, k, v as one (H*D + 2*KV*D, C) weight where ->weight_n laid them out one
                // after another (CUDA, bf16), else data NULL
     int64_t room[LC_NKEYS]; // spare rows after w[k] (->weight_room; q: after q|k|v's last), else 0
+    int64_t xroom[LC_NKEYS]; // spare columns in w[k]'s rows (->weight_room: gate's and up's), else 0
 } lc_block;
 
 /* One block's activations (pointers into an arena; NULL where not kept). */
@@ -105,6 +106,9 @@ struct lc_model {
     // (lc_model_make_room; 0: none): the adapters' a^T beside the frozen weight, for one
     // input-gradient product [dy | du] [W ; a^T]
     int64_t room_od, room_qkv;
+    // the fewest spare columns in gate's and up's rows over those blocks (lc_model_make_room;
+    // 0: none): [xn | u_gate | u_up] [W | s b^T]^T, the adapters in the frozen forward product
+    int64_t room_gu;
     int64_t wmoves; // times lc_model_make_room moved weights (in the step graph's key: a
                     // recorded step holds the weights' pointers)
     int rc_full, rc_mlp; // lc_model_set_recompute's counts (-1: all)
@@ -126,8 +130,10 @@ void lc_rope_ensure(lc_model *m, int64_t n);
 /* Before training: gives the frozen weights that the adapters' input gradients fold into
  * (o and down, q|k|v placed together) spare rows for the adapters' a^T where they have
  * fewer, and sets lc_model.room_od, room_qkv, where the backend offers ->weight_room, every
- * block from first on has those adapters and LORAC_DX_FOLD is not 0 (else they are 0).
- * Returns 0 or -1 (lc_fail). */
+ * block from first on has those adapters and LORAC_DX_FOLD is not 0 (else they are 0);
+ * likewise gate's and up's weights 2 r spare columns for their adapters' s b^T, and
+ * lc_model.room_gu, where their forward products fold (gu_fold). The moved weights' new
+ * bytes count in lc_model_weight_bytes. Returns 0 or -1 (lc_fail). */
 int lc_model_make_room(lc_model *m);
 /* Host memory of `bytes` that the model owns (freed with it; counted in its weight bytes). */
 void *lc_model_own(lc_model *m, size_t bytes);

@@ -64,7 +64,8 @@ static int step_fused(lc_model *m, lc_kv_cache *kv, lc_arena *a) {
     if (m->embed.q || m->lm_head.q) return 1;
     for (int l = 0; l < L; l++)
         for (int k = 0; k < LC_NKEYS; k++)
-            if ((m->blocks[l].w[k].q != NULL) != quant || m->blocks[l].w[k].dtype != wdt) return 1;
+            if ((m->blocks[l].w[k].q != NULL) != quant || m->blocks[l].w[k].dtype != wdt || m->blocks[l].w[k].ld)
+                return 1; // (spare columns, ->weight_room: the single ops read at the row stride)
     lc_rope_ensure(m, kv->cap); // one table for the whole cache: the descriptor stays the same
     lc_decode_step *s = &kv->step;
     memset(s, 0, sizeof *s);

@@ -85,7 +85,7 @@ int lc_model_add_lora(lc_model *m, const lc_lora_config *c, uint64_t seed) {
         }
     m->n_params = n;
     m->has_lora = true;
-    m->room_od = m->room_qkv = 0; // found again before the first training step (lc_model_make_room)
+    m->room_od = m->room_qkv = m->room_gu = 0; // found again before the first training step (lc_model_make_room)
     for (int mode = 0; mode < 2; mode++) { // the arenas now need room for adapters
         free(m->ar[mode].saved);
         memset(&m->ar[mode], 0, sizeof m->ar[mode]);
@@ -137,7 +137,7 @@ int lc_model_merge_lora(lc_model *m) {
     free(m->params);
     m->lora_mem = m->grad_mem = NULL, m->params = NULL, m->n_params = 0;
     m->has_lora = false, m->first = (int)m->cfg.num_hidden_layers;
-    m->room_od = m->room_qkv = 0;
+    m->room_od = m->room_qkv = m->room_gu = 0;
     for (int mode = 0; mode < 2; mode++) { // the arenas had room for adapters
         free(m->ar[mode].saved);
         memset(&m->ar[mode], 0, sizeof m->ar[mode]);

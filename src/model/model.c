@@ -171,11 +171,13 @@ static size_t arena_layout(const lc_model_config *c, const lc_lora_config *lora,
     if (chunk > (int64_t)N) chunk = (int64_t)N;
     // in training, the backward's bf16 copies of dres and dq|dk|dv (with the adapters'
     // spare columns, dx_fold) go into the chunk after xn16's (dy16): it grows to hold them
-    // (at the 7B shape by N · r bf16 at 8 × 512 rows; at 4 × 2048, twice 64 MiB)
+    // (at the 7B shape by N · r bf16 at 8 × 512 rows; at 4 × 2048, twice 64 MiB); with bf16
+    // gate/up, xn16's rows hold u_gate | u_up too (2 r more: gate/up's fold, gu_fold_on)
     size_t room = (size_t)chunk * V, g = I > 2 * HD + 2 * KVD ? I : 2 * HD + 2 * KVD;
     if (train && d16 && lora && lora->rank > 0 && lora->dropout <= 0) {
         size_t r = (size_t)lora->rank, used = (N * (2 * HD + 2 * KVD) + 15) & ~(size_t)15;
-        size_t half = ((N * C + 1) / 2 + 15) & ~(size_t)15, hr = ((N * (C + r) + 1) / 2 + 15) & ~(size_t)15;
+        size_t xk = g16 ? 2 * r : 0, half = ((N * (C + xk) + 1) / 2 + 15) & ~(size_t)15;
+        size_t hr = ((N * (C + r) + 1) / 2 + 15) & ~(size_t)15;
         size_t q1 = (N * (HD + 2 * KVD + 3 * r) + 1) / 2, need = half + hr + (N * g >= used + q1 ? 0 : q1);
         if (need > room) room = need;
     }
@@ -632,7 +634,7 @@ static int weight_load(lc_model *m, const char *name, const char *dir, int64_t r
                        const lc_quant_config *qc, lc_wt *w) {
     const lc_tensor *t = need(m, name, dir);
     if (!t) return -1;
-    *w = (lc_wt){t->data, t->dtype, rows, cols, NULL};
+    *w = (lc_wt){t->data, t->dtype, rows, cols, NULL, 0};
     if (is_float(t->dtype)) {
         if (!qc || qc->fmt == LC_QUANT_NONE) {
             m->wbytes += t->nbytes;
@@ -1212,13 +1214,13 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
     if (!need_dx) return;
     if (fold) { // du beside dy, a^T below W (the adapters in order, as du_at put their du)
         lc_wt wf = wcat ? *wcat : *w[0];
-        int64_t O = wf.rows, in = wf.cols;
+        int64_t O = wf.rows, in = lc_wt_ld(&wf);
         uint16_t *yb = (uint16_t *)dyb[0];
         if (kg || n == 1) be->to_bf16_rows(be, yb + O, O + fold, a->du, N, fold); // side by side already
         for (int i = 0, j = 0; i < n; i++) {
             if (!p[i]) continue;
             if (!kg && n > 1) be->to_bf16_rows(be, yb + O + j * p[i]->r, O + fold, dus[i], N, p[i]->r);
-            be->to_bf16_t(be, (uint16_t *)wf.data + (O + j++ * p[i]->r) * in, in, p[i]->a, in, p[i]->r);
+            be->to_bf16_t(be, (uint16_t *)wf.data + (O + j++ * p[i]->r) * in, in, p[i]->a, p[i]->in, p[i]->r, 1.0f);
         }
         wf.rows = O + fold;
         be->matmul_dx_b(be, dx, yb, &wf, N, acc);
@@ -1352,8 +1354,10 @@ static bool dy16(const lc_model *m, const lc_arena *a, int64_t N, void **dres, v
             if (!m->blocks[l].w[k].q && m->blocks[l].w[k].dtype != LC_DT_BF16) return false;
     int64_t fod, fqkv;
     dx_fold(m, &fod, &fqkv);
-    size_t room = a->room;                              // the logits chunk's floats
-    size_t half = ((n * C + 1) / 2 + 15) & ~(size_t)15; // floats of one N x C bf16 copy, 64-byte steps
+    size_t room = a->room; // the logits chunk's floats
+    // floats of xn16's copy (N, C), or (N, C + 2 r) where gate/up fold (the forward's, which
+    // a recompute writes while dres's copy is live), 64-byte steps
+    size_t half = ((n * (C + (size_t)(a->g16 ? m->room_gu : 0)) + 1) / 2 + 15) & ~(size_t)15;
     size_t used = n * (2 * HD + 2 * KVD), g1 = n * (I > 2 * HD + 2 * KVD ? I : 2 * HD + 2 * KVD);
     for (int pass = 0; pass < 2; pass++, fod = fqkv = 0) { // with the folds' spare columns, else without
         size_t hr = ((n * (C + (size_t)fod) + 1) / 2 + 15) & ~(size_t)15; // dres's copy (N, C + fod)
@@ -1369,55 +1373,75 @@ static bool dy16(const lc_model *m, const lc_arena *a, int64_t N, void **dres, v
     return false;
 }
 
+/* Whether gate's and up's adapters go into their frozen products (->matmul_n_bo over
+ * [xn | u_gate | u_up] and the weights' spare columns [W | s b^T], so SwiGLU only reads the
+ * pair): with the bf16 pair (lc_model_gu16), both adapted, a backend with ->weight_room and
+ * the bf16 roundings; LORAC_GU_FOLD=0 turns it off. */
+static bool gu_fold_on(const lc_model *m) {
+    const char *e = getenv("LORAC_GU_FOLD");
+    lc_backend *be = m->be;
+    unsigned keys = m->lcfg.keys;
+    return !(e && !strcmp(e, "0")) && m->has_lora && be->weight_room && be->to_bf16_t && be->to_bf16_rows &&
+           be->gemm_b && (keys >> LC_KEY_GATE & 1u) && (keys >> LC_KEY_UP & 1u) &&
+           m->first < (int)m->cfg.num_hidden_layers && lc_model_gu16(m);
+}
+
 int lc_model_make_room(lc_model *m) {
     lc_backend *be = m->be;
     const char *e = getenv("LORAC_DX_FOLD");
     int L = (int)m->cfg.num_hidden_layers;
     int64_t r = m->lcfg.rank;
     unsigned keys = m->lcfg.keys;
-    m->room_od = m->room_qkv = 0;
-    if ((e && !strcmp(e, "0")) || !m->has_lora || !be->weight_room || !be->to_bf16_t || m->first >= L) return 0;
-    bool od = (keys & (1u << LC_KEY_O)) && (keys & (1u << LC_KEY_DOWN));
-    bool qkv = (keys & 7u) == 7u;
+    m->room_od = m->room_qkv = m->room_gu = 0;
+    if (!m->has_lora || !be->weight_room || !be->to_bf16_t || m->first >= L) return 0;
+    bool dx = !(e && !strcmp(e, "0"));
+    bool od = dx && (keys & (1u << LC_KEY_O)) && (keys & (1u << LC_KEY_DOWN));
+    bool qkv = dx && (keys & 7u) == 7u;
+    bool gu = gu_fold_on(m);
     for (int l = m->first; l < L && qkv; l++) qkv = m->blocks[l].qkv.data != NULL;
     // the blocks short of room moved a group at a time into one allocation (up to ~1 GiB:
     // the allocation's rounding paid once for many weights, not once a weight, and no more
     // than that much memory more while they move)
-    enum { GMAX = 60 };
+    enum { GMAX = 70 };
     lc_wt *w[GMAX];
-    int64_t ex[GMAX];
+    int64_t ex[GMAX], xc[GMAX];
     int grp[GMAX], n = 0, nb = 0;
-    size_t bytes = 0;
-    for (int l = m->first; l <= L && (od || qkv); l++) {
+    size_t bytes = 0, grown = 0;
+    for (int l = m->first; l <= L && (od || qkv || gu); l++) {
         lc_block *b = l < L ? &m->blocks[l] : NULL;
         bool need = b && ((od && (b->room[LC_KEY_O] < r || b->room[LC_KEY_DOWN] < r)) ||
-                          (qkv && b->room[LC_KEY_Q] < 3 * r));
-        if (n && (!b || (need && (n + 5 > GMAX || bytes >= ((size_t)1 << 30))))) { // the group so far
-            int rc = be->weight_room(be, n, w, ex);
+                          (qkv && b->room[LC_KEY_Q] < 3 * r) ||
+                          (gu && (b->xroom[LC_KEY_GATE] < 2 * r || b->xroom[LC_KEY_UP] < 2 * r)));
+        if (n && (!b || (need && (n + 7 > GMAX || bytes >= ((size_t)1 << 30))))) { // the group so far
+            int rc = be->weight_room(be, n, w, ex, xc);
             if (rc < 0) return -1;
             if (rc) {
-                od = qkv = false;
+                od = qkv = gu = false;
                 break;
             }
-            m->wmoves++;
+            m->wmoves++, m->wbytes += grown;
             for (int j = 0; j < nb; j++) {
                 lc_block *g = &m->blocks[grp[j]];
                 if (qkv) g->room[LC_KEY_Q] = 3 * r, g->qkv.data = g->w[0].data;
                 if (od) g->room[LC_KEY_O] = g->room[LC_KEY_DOWN] = r;
+                if (gu) g->xroom[LC_KEY_GATE] = g->xroom[LC_KEY_UP] = 2 * r;
             }
-            n = nb = 0, bytes = 0;
+            n = nb = 0, bytes = grown = 0;
         }
         if (!need) continue;
         for (int k = 0; k < LC_NKEYS; k++) {
-            bool in = qkv ? k <= LC_KEY_V : false;
+            bool in = qkv ? k <= LC_KEY_V : false, cols = gu && (k == LC_KEY_GATE || k == LC_KEY_UP);
             in |= od && (k == LC_KEY_O || k == LC_KEY_DOWN);
-            if (!in) continue;
-            w[n] = &b->w[k], ex[n++] = k == LC_KEY_V ? 3 * r : k < LC_KEY_V ? 0 : r;
-            bytes += (size_t)(b->w[k].rows * b->w[k].cols) * 2;
+            if (!in && !cols) continue;
+            lc_wt *wk = &b->w[k];
+            w[n] = wk, ex[n] = k == LC_KEY_V ? 3 * r : k < LC_KEY_V || cols ? 0 : r, xc[n] = cols ? 2 * r : 0;
+            size_t now = (size_t)(wk->rows * lc_wt_ld(wk)) * 2;
+            size_t then = (size_t)((wk->rows + ex[n]) * (wk->cols + xc[n])) * 2;
+            grown += then > now ? then - now : 0, bytes += now, n++;
         }
         grp[nb++] = l;
     }
-    m->room_od = od ? r : 0, m->room_qkv = qkv ? 3 * r : 0;
+    m->room_od = od ? r : 0, m->room_qkv = qkv ? 3 * r : 0, m->room_gu = gu ? 2 * r : 0;
     return 0;
 }
 
@@ -1433,7 +1457,7 @@ static void block_attn_fwd(lc_model *m, int l, lc_acts *s, const float *x, int64
     int64_t D = c->head_dim;
     float eps = (float)c->rms_norm_eps;
     void *xnb = train ? xn16(m, a, N) : NULL; // xn1 only as bf16
-    if (xnb) be->rmsnorm_b(be, NULL, xnb, s->rstd1, x, bk->ln1, N, C, eps);
+    if (xnb) be->rmsnorm_b(be, NULL, xnb, 0, s->rstd1, x, bk->ln1, N, C, eps);
     else be->rmsnorm(be, s->xn1, s->rstd1, x, bk->ln1, N, C, eps);
     // att16 (training and evaluation, pos0 0, kdst = kall = s->k): q, k, v in float32 into
     // g1 (training's: free in the forward, and in the backward before a block recomputes) or
@@ -1489,12 +1513,20 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
     int64_t N = B * T, C = c->hidden_size, I = c->intermediate_size;
     float eps = (float)c->rms_norm_eps;
     void *xnb = train ? xn16(m, a, N) : NULL; // xn2 only as bf16
-    if (xnb) be->rmsnorm_b(be, NULL, xnb, s->rstd2, s->xmid, bk->ln2, N, C, eps);
-    else be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
     // gate's and up's out += s u b folded into SwiGLU where the backend can (training
     // without dropout: projs_fwd's grouped path)
     lc_lora_param *pg = bk->lora[LC_KEY_GATE], *pu = bk->lora[LC_KEY_UP];
     bool fold = train && (pg || pu) && lc_model_folds_gate_up(m);
+    void *g16 = train && a->g16 ? (s->gu ? s->gu : a->gus) : NULL;
+    // or into gate's and up's frozen products (gu_fold_on): xn2's bf16 rows with u_gate | u_up
+    // beside xn (the logits chunk holds them), s b^T in the weights' spare columns
+    int64_t r = m->lcfg.rank, xk = 0;
+    if (g16 && fold && xnb && pg && pu && pg->r == r && pu->r == r && m->room_gu >= 2 * r &&
+        bk->xroom[LC_KEY_GATE] >= 2 * r && bk->xroom[LC_KEY_UP] >= 2 * r &&
+        a->room >= (size_t)((N * (C + 2 * r) + 1) / 2))
+        xk = 2 * r;
+    if (xnb) be->rmsnorm_b(be, NULL, xnb, C + xk, s->rstd2, s->xmid, bk->ln2, N, C, eps);
+    else be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
     // h's bf16 copy for down's frozen product (the arena's g1 is free in the forward); at
     // many rows the only copy: down's adapter takes u from it too (->gemm_b) and the
     // backward writes h again (h_only16)
@@ -1506,8 +1538,7 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
     if (down == 0 && s->gu && s->gu == a->gus) hout = NULL; // its backward writes h again from the pair
     // no float32 gate and up (lc_model_gu16): the products write the bf16 pair, the block's
     // own or the arena's shared one (where the block packs only when it recomputes, or is
-    // below the adapters), and SwiGLU adds the adapters' part there in place
-    void *g16 = train && a->g16 ? (s->gu ? s->gu : a->gus) : NULL;
+    // below the adapters), and SwiGLU adds the adapters' part there in place (g16 above)
     {
         float *o2[2] = {s->gate, s->up};
         const lc_wt *w2[2] = {&bk->w[LC_KEY_GATE], &bk->w[LC_KEY_UP]};
@@ -1515,15 +1546,29 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
         lc_lora_param *p2[2] = {bk->lora[LC_KEY_GATE], bk->lora[LC_KEY_UP]};
         float *u2[2] = {s->u[LC_KEY_GATE], s->u[LC_KEY_UP]};
         uint64_t d2[2] = {drop_seed(seed, l, LC_KEY_GATE), drop_seed(seed, l, LC_KEY_UP)};
+        if (xk) { // u = xn a as projs_fwd's grouped path forms it, then [xn | u] [W | s b^T]^T
+            lc_lora_param *pp[2] = {pg, pu};
+            const float *ag = group_a(m, a, 2, pp, r);
+            be->gemm_b(be, false, false, N, 2 * r, C, 1.0f, xnb, C + xk, true, ag, 2 * r, false, 0.0f, a->du, 2 * r);
+            const float *ux[2] = {a->du, a->du + r};
+            int64_t lo[2] = {r, r}, lx[2] = {2 * r, 2 * r};
+            copies(be, 2, u2, lo, ux, lx, N, r);
+            be->to_bf16_rows(be, (uint16_t *)xnb + C, C + xk, a->du, N, 2 * r);
+            for (int j = 0; j < 2; j++) // gate's rows: s b^T, zeros; up's: zeros, s b^T
+                be->to_bf16_t(be, (uint16_t *)w2[j]->data + C + j * r, lc_wt_ld(w2[j]), pp[j]->b, r, I,
+                              m->lcfg.scale);
+        }
         if (g16) {
             void *ob[2] = {g16, (uint16_t *)g16 + N * I};
-            be->matmul_n_bo(be, 2, ob, xnb ? NULL : s->xn2, xnb, w2, N); // lc_model_gu16: bf16 weights
+            be->matmul_n_bo(be, 2, ob, xnb ? NULL : s->xn2, xnb, w2, N, xk); // lc_model_gu16: bf16 weights
         }
-        if (!g16 || fold)
+        if ((!g16 || fold) && !xk)
             projs_fwd(m, a, 2, g16 ? NULL : o2, false, NULL, xnb ? NULL : s->xn2, w2, b2, p2, u2, N, train, d2, fold,
                       xnb);
     }
-    if (g16)
+    if (g16 && xk) // the pair holds the adapters' part already: only read
+        be->swiglu_lora(be, hout, g16, NULL, NULL, N, I, NULL, NULL, NULL, NULL, (int)r, m->lcfg.scale, hb);
+    else if (g16)
         be->swiglu_lora(be, hout, g16, NULL, NULL, N, I, fold && pg ? s->u[LC_KEY_GATE] : NULL,
                         fold && pg ? pg->b : NULL, fold && pu ? s->u[LC_KEY_UP] : NULL, fold && pu ? pu->b : NULL,
                         (int)m->lcfg.rank, m->lcfg.scale, hb);
@@ -1614,7 +1659,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
     }
     void *xnb = xn16(m, a, N); // the normed inputs only as bf16 (recomputed: the forward's is gone)
     if (xnb && (bk->lora[LC_KEY_GATE] || bk->lora[LC_KEY_UP]))
-        be->rmsnorm_b(be, NULL, xnb, s->rstd2, s->xmid, bk->ln2, N, C, eps);
+        be->rmsnorm_b(be, NULL, xnb, 0, s->rstd2, s->xmid, bk->ln2, N, C, eps);
     else if (!fresh && (bk->lora[LC_KEY_GATE] || bk->lora[LC_KEY_UP]))
         be->rmsnorm(be, s->xn2, s->rstd2, s->xmid, bk->ln2, N, C, eps);
     {
@@ -1662,7 +1707,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         be->rope_bwd(be, dk, m->rope_cos, m->rope_sin, B, T, KV, D, 0);
     }
     if (xnb && (bk->lora[LC_KEY_Q] || bk->lora[LC_KEY_K] || bk->lora[LC_KEY_V]))
-        be->rmsnorm_b(be, NULL, xnb, s->rstd1, x, bk->ln1, N, C, eps);
+        be->rmsnorm_b(be, NULL, xnb, 0, s->rstd1, x, bk->ln1, N, C, eps);
     else if (bk->lora[LC_KEY_Q] || bk->lora[LC_KEY_K] || bk->lora[LC_KEY_V])
         be->rmsnorm(be, s->xn1, s->rstd1, x, bk->ln1, N, C, eps);
     {
@@ -1765,6 +1810,7 @@ typedef struct {
     int64_t rope_len, group_rows; // group_rows: the backend's lora_group_rows (tests move it)
     int64_t ldr, ldq;             // dy16's row strides
     int64_t wmoves;               // lc_model.wmoves: the weights' pointers recorded
+    int64_t room_gu;              // gate's and up's folded forward products (gu_fold_on)
     lc_lora_config lcfg;
 } step_key;
 
@@ -1829,7 +1875,7 @@ static void step_run(lc_model *m, step_ctx *x) {
     int64_t ldr, ldq;
     k.d16 = dy16(m, x->a, x->B * x->T, &drb, &dqkvb, &ldr, &ldq);
     k.ldr = ldr, k.ldq = ldq; // the folds' spare columns (dx_fold)
-    k.wmoves = m->wmoves;
+    k.wmoves = m->wmoves, k.room_gu = m->room_gu;
     k.d16 += 2 * (k.d16 && m->cfg.num_hidden_layers > 0 && qkv_cat(m, &m->blocks[m->cfg.num_hidden_layers - 1]));
     k.d16 += 4 * (k.d16 && k.att16 && att_rope_bwd(m));
     k.hb = m->cfg.num_hidden_layers > 0 && lc_model_packs_h(m, &m->blocks[0].w[LC_KEY_DOWN]);

@@ -81,8 +81,10 @@ static int plan_memory(lc_model *m, const lc_lora_config *lc, const lc_train_opt
     int64_t B = o->batch_size;
     lc_memory_plan p;
     if (lc_model_memory_plan(cfg, lc, B, T, o->grad_checkpoint, &p) != 0) return -1;
+    if (lc_model_train_prepare(m) != 0) return -1; // what the first step would move, moved now
     /* the weights as the model really holds them (the config's estimate may differ: which
-     * tensors a quantized folder left in bf16, nested NF4 maxima, ...) */
+     * tensors a quantized folder left in bf16, nested NF4 maxima, ...; the spare rows and
+     * columns the adapters fold into, once moved) */
     size_t held = lc_model_weight_bytes(m), owned = lc_model_owned_weight_bytes(m);
     /* the backend's scratch; the evaluation arena (T_eval 0: no validation or test set)
      * shares the training arena's buffer, so it counts only where it is the larger (below) */
@@ -94,7 +96,6 @@ static int plan_memory(lc_model *m, const lc_lora_config *lc, const lc_train_opt
      * all but the mapped weights must fit the RAM available (weights quantized at load
      * are already allocated, and MemAvailable, read now, no longer counts them) */
     size_t dfree = 0, dtotal = 0, room = (size_t)-1;
-    if (lc_model_train_prepare(m) != 0) return -1; // what the first step would move, moved now
     int on_card = lc_model_device_memory(m, &dfree, &dtotal);
     if (on_card < 0) return -1;
     char where[96] = "";

@@ -93,7 +93,7 @@ static bool have_gpu(void) { return gpu != NULL; }
 static lc_wt make_wt(lc_dtype dt, int64_t rows, int64_t cols, void **host, float **f32) {
     size_t n = (size_t)(rows * cols);
     float *v = rnd(n, 0.5f);
-    lc_wt w = {NULL, dt, rows, cols, NULL};
+    lc_wt w = {NULL, dt, rows, cols, NULL, 0};
     if (dt == LC_DT_F32) {
         *host = malloc(n * 4);
         memcpy(*host, v, n * 4);
@@ -406,7 +406,7 @@ static lc_wt make_qwt(qweight *h, lc_quant_format fmt, bool nested, int bits, in
         h->q.scales = h->a, h->q.biases = h->b;
     }
     free(v);
-    lc_wt w = {h->codes, LC_DT_BF16, O, I, &h->q};
+    lc_wt w = {h->codes, LC_DT_BF16, O, I, &h->q, 0};
     return w;
 }
 
@@ -1121,8 +1121,8 @@ static void check_matmul_n(int64_t N, int64_t I, int n, const int64_t *O) {
                     b1[i] = gpu->alloc(gpu, (size_t)(N * O[i]) * 2), b2[i] = gpu->alloc(gpu, (size_t)(N * O[i]) * 2);
                     of[i] = poisoned((size_t)(N * O[i]));
                 }
-                bool t1 = gpu->matmul_n_bo(gpu, n, b1, NULL, xb, pwd, N);
-                bool t2 = gpu->matmul_n_bo(gpu, n, b2, dx, NULL, pwd, N);
+                bool t1 = gpu->matmul_n_bo(gpu, n, b1, NULL, xb, pwd, N, 0);
+                bool t2 = gpu->matmul_n_bo(gpu, n, b2, dx, NULL, pwd, N, 0);
                 bool t3 = gpu->matmul_n_b(gpu, n, of, xb, pwd, nob, N, false);
                 CHECK_MSG(t1 && t2 && t3, "matmul_n_bo N=%lld: declined", (long long)N);
                 double emax = 0, same = 0, tot = 0;
@@ -1293,6 +1293,57 @@ static void check_swiglu_lora(int64_t N, int64_t I, int r, bool both, bool pack)
     for (size_t i = 0; i < sizeof dv / sizeof *dv; i++) gpu->release(gpu, dv[i]);
 }
 
+/* ->swiglu_lora in place with no adapter (the pair's products held the adapters' part
+ * already): h and its bf16 copy from the bf16 pair, the pair left as it was; the default
+ * (k_swiglu_pair where N·I is a multiple of 8) against the one-column kernel
+ * (LORAC_CUDA_VEC=0) bit for bit, and h within 1e-6 of the CPU's ->swiglu of the pair's
+ * values; with h's float32 and without (only the bf16 copy). */
+static void check_swiglu_pair(int64_t N, int64_t I) {
+    size_t n = (size_t)(N * I);
+    float *g = rnd(n, 3), *u = rnd(n, 2), *gr = malloc(n * 4), *ur = malloc(n * 4), *rh = malloc(n * 4);
+    uint16_t *pair = malloc(2 * n * 2);
+    CHECK_OK(lc_from_f32(pair, LC_DT_BF16, g, n));
+    CHECK_OK(lc_from_f32(pair + n, LC_DT_BF16, u, n));
+    lc_to_f32(gr, pair, LC_DT_BF16, n), lc_to_f32(ur, pair + n, LC_DT_BF16, n);
+    cpu->swiglu(cpu, rh, gr, ur, n);
+    uint8_t *got[2];
+    size_t nb = n * 4 + 3 * n * 2;
+    double e = 0;
+    for (int vec = 1; vec >= 0; vec--) {
+        if (!vec) setenv("LORAC_CUDA_VEC", "0", 1);
+        got[vec] = malloc(nb);
+        for (int with = 0; with < 2; with++) {
+            void *gu = up(pair, 2 * n * 2), *hb = gpu->alloc(gpu, n * 2);
+            float *dh = with ? poisoned(n) : NULL;
+            gpu->swiglu_lora(gpu, dh, gu, NULL, NULL, N, I, NULL, NULL, NULL, NULL, 16, 1.5f, hb);
+            uint16_t *p2 = malloc(2 * n * 2), *h2 = malloc(n * 2);
+            gpu->download(gpu, p2, gu, 2 * n * 2), gpu->download(gpu, h2, hb, n * 2);
+            if (with) gpu->download(gpu, got[vec], dh, n * 4);
+            CHECK_OK(gpu->sync(gpu));
+            CHECK_MSG(!memcmp(p2, pair, 2 * n * 2), "swiglu_lora %lldx%lld in place, no adapter: the pair changed",
+                      (long long)N, (long long)I);
+            if (with) memcpy(got[vec] + n * 4, p2, 2 * n * 2), memcpy(got[vec] + n * 4 + 2 * n * 2, h2, n * 2);
+            if (!with) { // the bf16 copy written without h, kept to compare with the one written with it
+                got[vec] = realloc(got[vec], nb + n * 2);
+                memcpy(got[vec] + nb, h2, n * 2);
+            }
+            free(p2), free(h2);
+            gpu->release(gpu, gu), gpu->release(gpu, hb);
+            if (dh) gpu->release(gpu, dh);
+        }
+        unsetenv("LORAC_CUDA_VEC");
+        if (vec) e = rel((const float *)got[1], rh, n);
+    }
+    CHECK_MSG(!memcmp(got[0], got[1], nb + n * 2), "swiglu_lora %lldx%lld in place, no adapter: the default differs "
+              "from the one-column kernel (LORAC_CUDA_VEC=0)", (long long)N, (long long)I);
+    CHECK_MSG(!memcmp(got[1] + nb, got[1] + n * 4 + 2 * n * 2, n * 2),
+              "swiglu_lora in place, no adapter: bf16 h without float32 h differs from with it");
+    CHECK_MSG(e <= 1e-6, "swiglu_lora in place, no adapter: h rel err %.3e from the CPU (bound 1e-6)", e);
+    printf("  %-28s in place, no adapter: the pair untouched, h and bf16 h the one-column kernel's bits, "
+           "h rel err %.1e (CPU)\n", "swiglu_lora (pair only)", e);
+    free(got[0]), free(got[1]), free(g), free(u), free(gr), free(ur), free(rh), free(pair);
+}
+
 static void test_swiglu_lora(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     CHECK_MSG(gpu->swiglu_lora != NULL, "the CUDA backend offers no ->swiglu_lora");
@@ -1307,6 +1358,8 @@ static void test_swiglu_lora(void) {
     check_swiglu_lora(1090, 1030, 16, false, true);
     check_swiglu_lora(1024, 600, 16, true, false);
     check_swiglu_lora(1024, 301, 16, true, true);
+    check_swiglu_pair(1090, 1032);
+    check_swiglu_pair(37, 301); // N·I not a multiple of 8: the one-column kernel both ways
 }
 
 /* ->rope_b (bwd: ->rope_bwd_b) from the float32 values x: the bf16 rounding of what ->rope
@@ -1438,7 +1491,7 @@ static void test_norm_rope_swiglu(void) {
             CHECK_OK(lc_from_f32(want, LC_DT_BF16, ho, n2));
             for (int with = 0; with < 2; with++) {
                 void *ob = gpu->alloc(gpu, n2 * 2);
-                gpu->rmsnorm_b(gpu, with ? o3 : NULL, ob, r3, dx2, dw2, N2, C2, 1e-5f);
+                gpu->rmsnorm_b(gpu, with ? o3 : NULL, ob, 0, r3, dx2, dw2, N2, C2, 1e-5f);
                 gpu->download(gpu, got, ob, n2 * 2);
                 CHECK_OK(gpu->sync(gpu));
                 CHECK_MSG(!memcmp(got, want, n2 * 2), "%s: rmsnorm_b's bf16 out differs from out rounded", what);
@@ -2031,7 +2084,7 @@ static void test_weight_n(void) {
         bool same = true;
         for (int64_t r = 0; r < N; r++) same &= !memcmp(got + r * O, want + r * rows[i], (size_t)rows[i] * 2);
         CHECK_MSG(same, "to_bf16_rows: rows of stride %lld differ from the rounding", (long long)O);
-        lc_wt wf = {f[i], LC_DT_F32, rows[i], I, NULL};
+        lc_wt wf = {f[i], LC_DT_F32, rows[i], I, NULL, 0};
         cpu->matmul_dx(cpu, i ? part : ref, dy[i], &wf, N, false);
         if (i)
             for (int64_t j = 0; j < N * I; j++) ref[j] += part[j];
@@ -2085,7 +2138,7 @@ static void check_room(int n, const int64_t *rows, int64_t I, int64_t N, int r) 
     const void *before = w[0].data;
     int64_t ex[3] = {0, 0, 0};
     ex[n - 1] = R; // after the last (q|k|v stay one after another)
-    CHECK_EQ_INT(gpu->weight_room(gpu, n, wp, ex), 0);
+    CHECK_EQ_INT(gpu->weight_room(gpu, n, wp, ex, NULL), 0);
     CHECK_MSG(w[0].data != before, "weight_room: the weight did not move");
     for (int i = 1; i < n; i++)
         CHECK_MSG((char *)w[i].data == (char *)w[i - 1].data + rows[i - 1] * I * 2,
@@ -2111,7 +2164,7 @@ static void check_room(int n, const int64_t *rows, int64_t I, int64_t N, int r) 
     for (int i = 0; i < n; i++) {
         float *a = rnd((size_t)(I * r), 0.3f);
         float *da = up(a, (size_t)(I * r) * 4);
-        gpu->to_bf16_t(gpu, (uint16_t *)w[0].data + (O + i * r) * I, I, da, I, r);
+        gpu->to_bf16_t(gpu, (uint16_t *)w[0].data + (O + i * r) * I, I, da, I, r, 1.0f);
         round_bf16(a, (size_t)(I * r));
         for (int64_t k = 0; k < r; k++)
             for (int64_t j = 0; j < I; j++) wf[(O + i * r + k) * I + j] = a[j * r + k];
@@ -2125,7 +2178,7 @@ static void check_room(int n, const int64_t *rows, int64_t I, int64_t N, int r) 
     float *dyw = malloc((size_t)(N * (O + R)) * 4);
     for (int64_t t = 0; t < N; t++)
         memcpy(dyw + t * (O + R), dy + t * O, (size_t)O * 4), memcpy(dyw + t * (O + R) + O, du + t * R, (size_t)R * 4);
-    lc_wt whole = {wf, LC_DT_F32, O + R, I, NULL};
+    lc_wt whole = {wf, LC_DT_F32, O + R, I, NULL, 0};
     cpu->matmul_dx(cpu, ref, dyw, &whole, N, false);
     void *db = up(dyb, (size_t)(N * (O + R)) * 2);
     lc_wt fold = cat;
@@ -2139,7 +2192,7 @@ static void check_room(int n, const int64_t *rows, int64_t I, int64_t N, int r) 
         const void *d1 = w[1].data;
         lc_wt *p1 = &w[1];
         int64_t e1 = r;
-        CHECK_EQ_INT(gpu->weight_room(gpu, 1, &p1, &e1), 1);
+        CHECK_EQ_INT(gpu->weight_room(gpu, 1, &p1, &e1, NULL), 1);
         CHECK_MSG(w[1].data == d1, "weight_room declined but moved a weight");
     }
     for (int i = 0; i < n; i++) free(host[i]), free(f[i]);
@@ -2147,6 +2200,180 @@ static void check_room(int n, const int64_t *rows, int64_t I, int64_t N, int r) 
     free(want), free(dyw);
     gpu->release(gpu, dp), gpu->release(gpu, dx0), gpu->release(gpu, dx1), gpu->release(gpu, dx2);
     gpu->release(gpu, db);
+}
+
+/* bf16 bits (n) as float32 values. */
+static float *bf16_vals(const uint16_t *h, size_t n) {
+    float *f = malloc((n ? n : 1) * 4);
+    lc_to_f32(f, h, LC_DT_BF16, n);
+    return f;
+}
+
+/* ->weight_room with spare columns (xcols): two gate/up-like weights (O, I), each moved with
+ * 2r zeroed columns a row (row stride I + 2r); the rows kept and the spare columns zero;
+ * ->to_bf16_t writes s b^T into them (the host's rounding of s·b, the rest untouched); then
+ * ->matmul_n_bo over [x | u] (xk = 2r) against the CPU's float32 product of the same bf16
+ * values, [x | u] [W | v]^T; and the single ops reading the moved weights at their row
+ * stride — ->matmul at 3 rows (the GEMV) and at 40, ->matmul_dx_b, ->matmul_n_bo without
+ * xk, ->merge_lora — against the same ops over unmoved copies (the GEMV and merge bit for
+ * bit; cuBLASLt may pick another kernel for another row stride: within 1e-6). A weight
+ * joined to others (->weight_n's) is declined with columns, unchanged. */
+static void check_cols(int64_t O, int64_t I, int64_t N, int r) {
+    void *host[2], *hc[2];
+    float *f[2], *fc[2];
+    lc_wt w[2], c[2], *wp[2] = {&w[0], &w[1]};
+    int64_t R = 2 * r, ld = I + R, ex[2] = {0, 0}, xc[2] = {R, R};
+    for (int i = 0; i < 2; i++) {
+        w[i] = make_wt(LC_DT_BF16, O, I, &host[i], &f[i]);
+        c[i] = w[i], hc[i] = NULL, fc[i] = NULL;
+        CHECK_OK(gpu->weight(gpu, &w[i]));
+        CHECK_OK(gpu->weight(gpu, &c[i])); // the unmoved copy
+    }
+    CHECK_EQ_INT(gpu->weight_room(gpu, 2, wp, ex, xc), 0);
+    bool kept = true, zero = true;
+    uint16_t *row = malloc((size_t)(O * ld) * 2);
+    for (int i = 0; i < 2; i++) {
+        CHECK_MSG(w[i].ld == ld && lc_wt_ld(&w[i]) == ld && w[i].cols == I && w[i].rows == O,
+                  "weight_room: row stride %lld (want %lld)", (long long)w[i].ld, (long long)ld);
+        gpu->download(gpu, row, w[i].data, (size_t)(O * ld) * 2);
+        CHECK_OK(gpu->sync(gpu));
+        for (int64_t o = 0; o < O; o++) {
+            kept &= !memcmp(row + o * ld, (const uint16_t *)host[i] + o * I, (size_t)I * 2);
+            for (int64_t j = I; j < ld; j++) zero &= row[o * ld + j] == 0;
+        }
+    }
+    CHECK_MSG(kept && zero, "weight_room with columns: rows %s, spare columns %s", kept ? "kept" : "changed",
+              zero ? "zero" : "not zero");
+    // s b^T: weight 0's in its first r spare columns, weight 1's in its last r
+    float s = 0.75f, *b[2], *v = calloc((size_t)(2 * O * R), 4); // v (2 O, R): the spare columns' values
+    for (int i = 0; i < 2; i++) {
+        b[i] = rnd((size_t)(r * O), 0.4f);
+        float *db = up(b[i], (size_t)(r * O) * 4);
+        gpu->to_bf16_t(gpu, (uint16_t *)w[i].data + I + i * r, ld, db, r, O, s);
+        for (int64_t k = 0; k < r; k++)
+            for (int64_t o = 0; o < O; o++) v[(i * O + o) * R + i * r + k] = s * b[i][k * O + o];
+        gpu->release(gpu, db);
+    }
+    round_bf16(v, (size_t)(2 * O * R));
+    bool cols = true;
+    for (int i = 0; i < 2; i++) {
+        gpu->download(gpu, row, w[i].data, (size_t)(O * ld) * 2);
+        CHECK_OK(gpu->sync(gpu));
+        float *rv = bf16_vals(row, (size_t)(O * ld));
+        for (int64_t o = 0; o < O; o++) {
+            cols &= !memcmp(rv + o * ld, f[i] + o * I, (size_t)I * 4);
+            cols &= !memcmp(rv + o * ld + I, v + (i * O + o) * R, (size_t)R * 4);
+        }
+        free(rv);
+    }
+    CHECK_MSG(cols, "to_bf16_t: s b^T's columns differ from the host's rounding, or the row changed");
+    // [x | u] (N, I + R) at bf16 values; the CPU's product over [W | v] in float32
+    float *xu = rnd((size_t)(N * ld), 1), *wv = malloc((size_t)(2 * O * ld) * 4), *ref = malloc((size_t)(2 * N * O) * 4);
+    round_bf16(xu, (size_t)(N * ld));
+    for (int i = 0; i < 2; i++)
+        for (int64_t o = 0; o < O; o++)
+            memcpy(wv + (i * O + o) * ld, f[i] + o * I, (size_t)I * 4),
+                memcpy(wv + (i * O + o) * ld + I, v + (i * O + o) * R, (size_t)R * 4);
+    lc_wt whole = {wv, LC_DT_F32, 2 * O, ld, NULL, 0};
+    float *both = malloc((size_t)(N * 2 * O) * 4);
+    cpu->matmul(cpu, both, xu, &whole, NULL, N, false);
+    for (int64_t t = 0; t < N; t++)
+        for (int i = 0; i < 2; i++) memcpy(ref + (i * N + t) * O, both + t * 2 * O + i * O, (size_t)O * 4);
+    uint16_t *xb = malloc((size_t)(N * ld) * 2);
+    CHECK_OK(lc_from_f32(xb, LC_DT_BF16, xu, (size_t)(N * ld)));
+    void *dxb = up(xb, (size_t)(N * ld) * 2), *ob[2];
+    for (int i = 0; i < 2; i++) ob[i] = gpu->alloc(gpu, (size_t)(N * O) * 2);
+    const lc_wt *cw[2] = {&w[0], &w[1]}, *cc[2] = {&c[0], &c[1]};
+    CHECK_MSG(gpu->matmul_n_bo(gpu, 2, ob, NULL, dxb, cw, N, R), "matmul_n_bo declined xk %lld", (long long)R);
+    CHECK_MSG(!gpu->matmul_n_bo(gpu, 2, ob, NULL, dxb, cc, N, R), "matmul_n_bo took xk over weights without room");
+    double emax = 0;
+    for (int i = 0; i < 2; i++) {
+        uint16_t *h = malloc((size_t)(N * O) * 2);
+        gpu->download(gpu, h, ob[i], (size_t)(N * O) * 2);
+        CHECK_OK(gpu->sync(gpu));
+        float *hv = bf16_vals(h, (size_t)(N * O));
+        double e = rel(hv, ref + i * N * O, (size_t)(N * O));
+        emax = e > emax ? e : emax;
+        free(h), free(hv);
+    }
+    CHECK_MSG(emax <= 4e-3, "matmul_n_bo [x | u] [W | v]^T: rel err %.3e from the CPU (bound 4e-3: bf16 out)", emax);
+    // the single ops at the row stride, against the unmoved copies
+    float *x = rnd((size_t)(N * I), 1), *dy = rnd((size_t)(N * O), 1);
+    round_bf16(dy, (size_t)(N * O));
+    float *dxd = up(x, (size_t)(N * I) * 4);
+    uint16_t *dyh = malloc((size_t)(N * O) * 2);
+    CHECK_OK(lc_from_f32(dyh, LC_DT_BF16, dy, (size_t)(N * O)));
+    void *dyd = up(dyh, (size_t)(N * O) * 2);
+    double e2 = 0, e3 = 0;
+    bool gemv = true;
+    for (int k = 0; k < 3; k++) {
+        int64_t n = k == 0 ? 3 : N, m = k == 2 ? N * I : n * O;
+        float *p = poisoned((size_t)m), *q = poisoned((size_t)m);
+        if (k < 2) gpu->matmul(gpu, p, dxd, &w[0], NULL, n, false), gpu->matmul(gpu, q, dxd, &c[0], NULL, n, false);
+        else gpu->matmul_dx_b(gpu, p, dyd, &w[1], N, false), gpu->matmul_dx_b(gpu, q, dyd, &c[1], N, false);
+        float *hp = down(p, (size_t)m), *hq = down(q, (size_t)m);
+        double e = rel(hp, hq, (size_t)m);
+        if (k == 0) gemv = !memcmp(hp, hq, (size_t)m * 4);
+        else if (k == 1) e2 = e;
+        else e3 = e;
+        free(hp), free(hq);
+        gpu->release(gpu, p), gpu->release(gpu, q);
+    }
+    CHECK_MSG(gemv, "matmul at 3 rows (GEMV): the moved weight's result differs from the unmoved's bits");
+    CHECK_MSG(e2 <= 1e-6 && e3 <= 1e-6, "matmul %.2e, matmul_dx_b %.2e from the unmoved weights' (bound 1e-6)", e2, e3);
+    void *o1[2], *o2[2];
+    for (int i = 0; i < 2; i++) o1[i] = gpu->alloc(gpu, (size_t)(N * O) * 2), o2[i] = gpu->alloc(gpu, (size_t)(N * O) * 2);
+    CHECK(gpu->matmul_n_bo(gpu, 2, o1, dxd, NULL, cw, N, 0) && gpu->matmul_n_bo(gpu, 2, o2, dxd, NULL, cc, N, 0));
+    double e4 = 0;
+    for (int i = 0; i < 2; i++) {
+        uint16_t *h1 = malloc((size_t)(N * O) * 2), *h2 = malloc((size_t)(N * O) * 2);
+        gpu->download(gpu, h1, o1[i], (size_t)(N * O) * 2), gpu->download(gpu, h2, o2[i], (size_t)(N * O) * 2);
+        CHECK_OK(gpu->sync(gpu));
+        float *v1 = bf16_vals(h1, (size_t)(N * O)), *v2 = bf16_vals(h2, (size_t)(N * O));
+        double e = rel(v1, v2, (size_t)(N * O));
+        e4 = e > e4 ? e : e4;
+        free(h1), free(h2), free(v1), free(v2);
+    }
+    CHECK_MSG(e4 <= 4e-3, "matmul_n_bo without xk: rel err %.2e from the unmoved weights' (bound 4e-3)", e4);
+    // merge at the row stride: the row's values as merging into the unmoved copy, the spare
+    // columns untouched
+    bool merged = true;
+    if (gpu->merge_lora) {
+        float *a = rnd((size_t)(I * r), 0.3f), *bb = rnd((size_t)(r * O), 0.3f);
+        float *ha = up(a, (size_t)(I * r) * 4), *hb = up(bb, (size_t)(r * O) * 4);
+        CHECK_OK(gpu->merge_lora(gpu, &w[0], ha, hb, r, 0.5f));
+        CHECK_OK(gpu->merge_lora(gpu, &c[0], ha, hb, r, 0.5f));
+        uint16_t *h2 = malloc((size_t)(O * I) * 2);
+        gpu->download(gpu, row, w[0].data, (size_t)(O * ld) * 2), gpu->download(gpu, h2, c[0].data, (size_t)(O * I) * 2);
+        CHECK_OK(gpu->sync(gpu));
+        float *rv = bf16_vals(row, (size_t)(O * ld));
+        for (int64_t o = 0; o < O; o++) {
+            merged &= !memcmp(row + o * ld, h2 + o * I, (size_t)I * 2);
+            merged &= !memcmp(rv + o * ld + I, v + o * R, (size_t)R * 4);
+        }
+        free(rv), free(h2), free(a), free(bb);
+        gpu->release(gpu, ha), gpu->release(gpu, hb);
+        CHECK_MSG(merged, "merge_lora at a row stride: values differ from the unmoved weight's, or a spare column changed");
+    }
+    printf("  %-28s %lld x %lld + %lld columns: rows kept, spare columns zero, s b^T rounded into them; [x | u] "
+           "[W | v]^T rel err %.2e (CPU); GEMV the same bits, matmul %.1e, matmul_dx_b %.1e, bf16 out %.1e%s\n",
+           "weight_room (columns)", (long long)O, (long long)I, (long long)R, emax, e2, e3, e4,
+           gpu->merge_lora ? ", merge the same bits" : "");
+    // joined weights take no columns
+    void *jh[2];
+    float *jf[2];
+    lc_wt j[2], *jp[2] = {&j[0], &j[1]};
+    for (int i = 0; i < 2; i++) j[i] = make_wt(LC_DT_BF16, 16, 32, &jh[i], &jf[i]);
+    CHECK_EQ_INT(gpu->weight_n(gpu, 2, jp), 0);
+    const void *j0 = j[0].data;
+    int64_t jx[2] = {0, 0}, jc[2] = {0, 8};
+    CHECK_EQ_INT(gpu->weight_room(gpu, 2, jp, jx, jc), 1);
+    CHECK_MSG(j[0].data == j0 && !j[1].ld, "weight_room declined columns on a joined weight but changed it");
+    for (int i = 0; i < 2; i++) free(jh[i]), free(jf[i]), free(host[i]), free(f[i]), free(b[i]);
+    for (int i = 0; i < 2; i++) gpu->release(gpu, ob[i]), gpu->release(gpu, o1[i]), gpu->release(gpu, o2[i]);
+    free(row), free(v), free(xu), free(wv), free(ref), free(both), free(xb), free(x), free(dy), free(dyh);
+    gpu->release(gpu, dxb), gpu->release(gpu, dxd), gpu->release(gpu, dyd);
+    (void)hc, (void)fc;
 }
 
 static void test_weight_room(void) {
@@ -2157,13 +2384,15 @@ static void test_weight_room(void) {
     check_room(3, qkv, 72, 40, 16);
     check_room(1, o, 72, 40, 16);
     check_room(1, odd, 100, 33, 8); // rows and columns not multiples of 32
+    check_cols(96, 72, 40, 8);
+    check_cols(200, 64, 300, 16); // many rows: cuBLASLt's kernels
     void *ha;
     float *fa;
     lc_wt a = make_wt(LC_DT_F32, 8, 16, &ha, &fa), *pa = &a;
     CHECK_OK(gpu->weight(gpu, &a));
     const void *da = a.data;
     int64_t e4 = 4;
-    CHECK_EQ_INT(gpu->weight_room(gpu, 1, &pa, &e4), 1);
+    CHECK_EQ_INT(gpu->weight_room(gpu, 1, &pa, &e4, NULL), 1);
     CHECK_MSG(a.data == da, "weight_room declined a float32 weight but moved it");
     // a block's group in one allocation: q|k|v (->weight_n), o and down (->weight each, other
     // column counts, odd sizes), rooms after v, o and down: every weight's bytes kept, q|k|v
@@ -2176,7 +2405,7 @@ static void test_weight_room(void) {
     CHECK_EQ_INT(gpu->weight_n(gpu, 3, gp), 0);
     CHECK_OK(gpu->weight(gpu, &g[3]));
     CHECK_OK(gpu->weight(gpu, &g[4]));
-    CHECK_EQ_INT(gpu->weight_room(gpu, 5, gp, gx), 0);
+    CHECK_EQ_INT(gpu->weight_room(gpu, 5, gp, gx, NULL), 0);
     CHECK_MSG((char *)g[1].data == (char *)g[0].data + gr[0] * gc[0] * 2 &&
                   (char *)g[2].data == (char *)g[1].data + gr[1] * gc[1] * 2,
               "weight_room: q|k|v no longer one after another");
@@ -2288,7 +2517,7 @@ static void test_errors(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     // a dtype the card cannot multiply is one clear error
     uint8_t raw[16] = {0};
-    lc_wt w = {raw, LC_DT_I8, 4, 4, NULL};
+    lc_wt w = {raw, LC_DT_I8, 4, 4, NULL, 0};
     CHECK_FAILS(gpu->weight(gpu, &w), "not supported");
     CHECK(lc_backend_new("cuda:200") == NULL);
     CHECK(lc_backend_new("tpu") == NULL);

@@ -52,7 +52,7 @@ static bool nf4_of(const char *c, lc_wt *w, lc_wquant *q) {
                      .absmax2 = na->data, .block2 = 256, .offset = (float)off};
     memcpy(q->code, map->data, sizeof q->code);
     memcpy(q->code2, nm->data, sizeof q->code2);
-    *w = (lc_wt){wt->data, LC_DT_U8, src->shape[0], src->shape[1], q};
+    *w = (lc_wt){wt->data, LC_DT_U8, src->shape[0], src->shape[1], q, 0};
     return true;
 }
 
@@ -62,7 +62,7 @@ static bool affine_of(const char *c, lc_wt *w, lc_wquant *q) {
     int64_t R = src->shape[0], C = src->shape[1];
     *q = (lc_wquant){.fmt = LC_QUANT_AFFINE, .bits = (int)(wt->shape[1] * 32 / C),
                      .group = C / sc->shape[1], .scales = sc->data, .biases = bi->data, .sdtype = sc->dtype};
-    *w = (lc_wt){wt->data, LC_DT_U32, R, C, q};
+    *w = (lc_wt){wt->data, LC_DT_U32, R, C, q, 0};
     return true;
 }
 
@@ -236,10 +236,10 @@ static void test_quantized_products(void) {
             q.absmax = qa, q.absmax2 = a2;
             free(am);
         }
-        lc_wt w = {codes, LC_DT_U8, O, I, &q};
+        lc_wt w = {codes, LC_DT_U8, O, I, &q, 0};
         float *deq = malloc((size_t)(O * I) * 4);
         lc_wt_dequantize_rows(deq, &w, 0, O);
-        lc_wt wf = {deq, LC_DT_F32, O, I, NULL};
+        lc_wt wf = {deq, LC_DT_F32, O, I, NULL, 0};
         float *x = malloc((size_t)(N * I) * 4), *dy = malloc((size_t)(N * O) * 4), *bias = malloc((size_t)O * 4);
         for (int64_t i = 0; i < N * I; i++) x[i] = (float)(2 * urand() - 1);
         for (int64_t i = 0; i < N * O; i++) dy[i] = (float)(2 * urand() - 1);

@@ -1400,6 +1400,54 @@ static void test_gu16(void) {
     drop_lora_model(m2, g2, dir2);
 }
 
+/* Gate's and up's adapters in their frozen products (the default with bf16 gate/up):
+ * [xn | u_gate | u_up] [W | s b^T]^T as one bf16 product over the weights' 2 r spare columns
+ * (->weight_room), SwiGLU only reading the pair, against SwiGLU adding s u b to the pair in
+ * float32 (LORAC_GU_FOLD=0): a `lorac init` bf16 model at "many rows", all 3 blocks adapted.
+ * u and s b are rounded to bf16 (as PEFT's adapters under autocast multiply) and the pair
+ * once instead of twice: the loss within 1e-4 and not the same bits (the path taken),
+ * gradients within 1e-2; a direct, a recorded and a replayed step the same bits; the
+ * columns found again without moving the weights; every recompute setting the all-kept
+ * bits. test_rows checks this path against transformers + PEFT. */
+static void test_gu_fold(void) {
+    char dir[] = "/tmp/lorac-test-gufold-XXXXXX";
+    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
+    int64_t gr = 0;
+    lc_model *m = init_lora_model(dir, 128, 640, 3, 32, "8", 29, &gr);
+    enum { B = 2, T = 24, C = 128 };
+    int32_t tok[B * T], tgt[B * T];
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 23 + 9) % 256), tgt[i] = (int32_t)((i * 59 + 1) % 256);
+    if (m) {
+        size_t n = 0;
+        step_grads(m, tok, tgt, B, T, NULL, &n);
+        int64_t r = m->lcfg.rank;
+        CHECK_MSG(m->room_gu == 2 * r, "room_gu %lld after the first step (want %lld)", (long long)m->room_gu,
+                  (long long)(2 * r));
+        for (int l = 0; l < (int)m->cfg.num_hidden_layers; l++)
+            for (int k = LC_KEY_GATE; k <= LC_KEY_UP; k++)
+                CHECK_MSG(m->blocks[l].xroom[k] == 2 * r && lc_wt_ld(&m->blocks[l].w[k]) == C + 2 * r,
+                          "block %d key %d: %lld spare columns, row stride %lld", l, k, (long long)m->blocks[l].xroom[k],
+                          (long long)lc_wt_ld(&m->blocks[l].w[k]));
+        const void *wg = m->blocks[0].w[LC_KEY_GATE].data;
+        double l0 = 0, l1 = 0, e = switch_err(m, "LORAC_GU_FOLD", tok, tgt, B, T, n, &l0, &l1);
+        CHECK_MSG(m->room_gu == 2 * r && m->blocks[0].w[LC_KEY_GATE].data == wg,
+                  "the columns were made again (weights moved)");
+        printf("  init model, rank 8: gate/up's adapters in the frozen products: loss %.9f against %.9f (%.1e), "
+               "gradients rel err %.2e (bound 1e-2; 3 steps the same bits)\n", l1, l0, fabs(l1 - l0) / l0, e);
+        CHECK_MSG(l1 != l0 && fabs(l1 - l0) <= 1e-4 * l0, "gate/up fold: loss %.9g vs %.9g (want within 1e-4, not equal)",
+                  l1, l0);
+        CHECK_MSG(e > 0 && e <= 1e-2, "gate/up fold: gradients rel err %.3e (want (0, 1e-2])", e);
+        float *g0 = malloc(n * 4);
+        static const int rs[][2] = {{0, 3}, {1, 2}, {-1, 0}, {0, 2}};
+        size_t n0 = 0;
+        double la = step_grads(m, tok, tgt, B, T, g0, &n0);
+        check_recompute_bits(m, rs, 4, tok, tgt, B, T, la, g0, n);
+        printf("  recompute (0, 3), (1, 2), checkpointing, (0, 2): the all-kept gradients bit for bit\n");
+        free(g0);
+    }
+    drop_lora_model(m, gr, dir);
+}
+
 /* The gradient arithmetic the trainer runs on the card (lc_model_all_finite, _sumsq,
  * _scale, _accumulate, _zero) on shared memory, against the host's loops: the same bits
  * for the elementwise ones, the sum of squares within double rounding of the host's. */
@@ -1466,5 +1514,6 @@ static void extra_tests(void) {
     RUN(test_att_rope_bwd);
     RUN(test_dx_fold);
     RUN(test_gu16);
+    RUN(test_gu_fold);
     RUN(test_grad_ops_card);
 }

@@ -357,14 +357,15 @@ static int cu_weight(lc_backend *be, lc_wt *w) {
 /* w (out, in) += scale · (a b)^T, element (o, i) a thread: the delta summed in float32 over
  * k in order (a (in, r), b (r, out)), scaled, added to the weight's value, rounded once. */
 template <typename TW>
-__global__ void k_merge_lora(TW *w, const float *a, const float *b, int64_t in, int64_t out, int r, float scale) {
+__global__ void k_merge_lora(TW *w, const float *a, const float *b, int64_t in, int64_t out, int64_t ld, int r,
+                             float scale) {
     for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < (size_t)(in * out);
          idx += (size_t)gridDim.x * blockDim.x) {
-        size_t o = idx / (size_t)in, i = idx % (size_t)in;
+        size_t o = idx / (size_t)in, i = idx % (size_t)in, e = o * (size_t)ld + i;
         float d = 0.0f;
         for (int k = 0; k < r; k++) d = fmaf(a[i * r + k], b[(size_t)k * out + o], d);
-        if constexpr (std::is_same<TW, float>::value) w[idx] = w[idx] + scale * d;
-        else w[idx] = __float2bfloat16_rn(__bfloat162float(w[idx]) + scale * d);
+        if constexpr (std::is_same<TW, float>::value) w[e] = w[e] + scale * d;
+        else w[e] = __float2bfloat16_rn(__bfloat162float(w[e]) + scale * d);
     }
 }
 
@@ -376,9 +377,11 @@ static int cu_merge_lora(lc_backend *be, lc_wt *w, const float *a, const float *
     size_t n = (size_t)(w->rows * w->cols);
     if (!n) return 0;
     if (w->dtype == LC_DT_BF16)
-        k_merge_lora<<<blocks_for(n), 256, 0, c->st>>>((__nv_bfloat16 *)w->data, a, b, w->cols, w->rows, (int)r, scale);
+        k_merge_lora<<<blocks_for(n), 256, 0, c->st>>>((__nv_bfloat16 *)w->data, a, b, w->cols, w->rows, lc_wt_ld(w),
+                                                        (int)r, scale);
     else
-        k_merge_lora<<<blocks_for(n), 256, 0, c->st>>>((float *)w->data, a, b, w->cols, w->rows, (int)r, scale);
+        k_merge_lora<<<blocks_for(n), 256, 0, c->st>>>((float *)w->data, a, b, w->cols, w->rows, lc_wt_ld(w), (int)r,
+                                                        scale);
     LC_LAUNCHED(c);
     return c->err[0] ? cu_sync(be) : 0;
 }
@@ -388,7 +391,7 @@ static int cu_weight_n(lc_backend *be, int n, lc_wt *const *w) {
     lc_cuda *c = impl(be);
     size_t tot = 0;
     for (int i = 0; i < n; i++) {
-        if (w[i]->q || w[i]->dtype != LC_DT_BF16 || w[i]->cols != w[0]->cols) return 1;
+        if (w[i]->q || w[i]->dtype != LC_DT_BF16 || w[i]->cols != w[0]->cols || w[i]->ld) return 1;
         tot += (size_t)(w[i]->rows * w[i]->cols) * 2;
     }
     char *d = NULL;
@@ -411,21 +414,35 @@ static int cu_weight_n(lc_backend *be, int n, lc_wt *const *w) {
 }
 
 /* ->weight_room: the n weights copied on the card into one new allocation, each followed by
- * its extra zeroed rows (a weight that followed the one before it, with no extra rows between,
- * still does; the others start at 256-byte offsets); the allocations they started freed. */
-static int cu_weight_room(lc_backend *be, int n, lc_wt *const *w, const int64_t *extra) {
+ * its extra zeroed rows and, with xcols, each row by its extra zeroed columns (a weight that
+ * followed the one before it, with no extra rows between, still does; the others start at
+ * 256-byte offsets); the allocations they started freed. */
+static int cu_weight_room(lc_backend *be, int n, lc_wt *const *w, const int64_t *extra, const int64_t *xcols) {
     lc_cuda *c = impl(be);
     size_t tot = 0, *off = (size_t *)xmalloc((size_t)(n > 0 ? n : 1) * sizeof *off);
     bool *starts = (bool *)xcalloc((size_t)(n > 0 ? n : 1), sizeof *starts);
+    int64_t *ld = (int64_t *)xmalloc((size_t)(n > 0 ? n : 1) * sizeof *ld);
     int rc = 0;
+    // an allocation's start (->weight's, ->weight_n's first), or one that follows the weight
+    // before it in that weight's allocation (->weight_n's others; two allocations may also lie
+    // side by side: a start never follows)
+    for (int i = 0; i < n; i++)
+        for (size_t k = 0; k < c->n_weights && !starts[i]; k++) starts[i] = c->weights[k] == w[i]->data;
     for (int i = 0; i < n && !rc; i++) {
-        size_t b = (size_t)(w[i]->rows * w[i]->cols) * 2;
-        bool follows = i > 0 && extra[i - 1] == 0 && (const char *)w[i]->data == (const char *)w[i - 1]->data +
-                                                                                     (size_t)(w[i - 1]->rows * w[i - 1]->cols) * 2;
-        for (size_t k = 0; k < c->n_weights && !follows && !starts[i]; k++) starts[i] = c->weights[k] == w[i]->data;
-        if (w[i]->q || w[i]->dtype != LC_DT_BF16 || extra[i] < 0 || !(follows || starts[i])) rc = 1;
+        int64_t xc = xcols ? xcols[i] : 0;
+        ld[i] = w[i]->cols + xc;
+        bool follows = i > 0 && !starts[i] && extra[i - 1] == 0 &&
+                       (const char *)w[i]->data ==
+                           (const char *)w[i - 1]->data + (size_t)(w[i - 1]->rows * lc_wt_ld(w[i - 1])) * 2;
+        // a joined weight keeps its followers' layout: no extra columns on either side of a join
+        bool joined = follows || (i + 1 < n && !starts[i + 1] && extra[i] == 0 &&
+                                  (const char *)w[i + 1]->data ==
+                                      (const char *)w[i]->data + (size_t)(w[i]->rows * lc_wt_ld(w[i])) * 2);
+        if (w[i]->q || w[i]->dtype != LC_DT_BF16 || extra[i] < 0 || xc < 0 || (xc && joined) ||
+            (follows && ld[i] != ld[i - 1]) || !(follows || starts[i]))
+            rc = 1;
         if (!follows) tot = (tot + 255) & ~(size_t)255;
-        off[i] = tot, tot += b + (size_t)(extra[i] * w[i]->cols) * 2;
+        off[i] = tot, tot += (size_t)((w[i]->rows + extra[i]) * ld[i]) * 2;
     }
     char *d = NULL;
     if (!rc && n > 0 && cudaMalloc((void **)&d, tot) != cudaSuccess) { // no room: the caller goes on without
@@ -433,11 +450,10 @@ static int cu_weight_room(lc_backend *be, int n, lc_wt *const *w, const int64_t 
         rc = 1;
     }
     if (!rc && n > 0) {
-        for (int i = 0; i < n; i++) {
-            size_t b = (size_t)(w[i]->rows * w[i]->cols) * 2;
-            LC_CK(c, cudaMemcpy(d + off[i], w[i]->data, b, cudaMemcpyDeviceToDevice));
-            if (extra[i]) LC_CK(c, cudaMemset(d + off[i] + b, 0, (size_t)(extra[i] * w[i]->cols) * 2));
-        }
+        LC_CK(c, cudaMemset(d, 0, tot)); // the spare rows and columns
+        for (int i = 0; i < n; i++)
+            LC_CK(c, cudaMemcpy2D(d + off[i], (size_t)ld[i] * 2, w[i]->data, (size_t)lc_wt_ld(w[i]) * 2,
+                                  (size_t)w[i]->cols * 2, (size_t)w[i]->rows, cudaMemcpyDeviceToDevice));
         for (int i = 0; i < n; i++) {
             for (size_t k = 0; starts[i] && k < c->n_weights; k++)
                 if (c->weights[k] == w[i]->data) {
@@ -446,10 +462,11 @@ static int cu_weight_room(lc_backend *be, int n, lc_wt *const *w, const int64_t 
                     break;
                 }
             w[i]->data = d + off[i];
+            w[i]->ld = ld[i] == w[i]->cols ? 0 : ld[i];
         }
         keep_weight(c, d);
     }
-    free(off), free(starts);
+    free(off), free(starts), free(ld);
     if (rc) return rc;
     return c->err[0] ? cu_sync(be) : 0;
 }
@@ -841,9 +858,10 @@ static void cu_to_bf16_rows(lc_backend *be, void *out, int64_t ldo, const float 
     LC_LAUNCHED(c);
 }
 
-/* out (cols, rows; row stride ldo) = x (rows, cols, packed)^T rounded: 32 × 32 tiles
+/* out (cols, rows; row stride ldo) = scale x (rows, cols, packed)^T rounded: 32 × 32 tiles
  * through shared memory (both sides' accesses along rows). */
-__global__ void k_to_bf16_t(__nv_bfloat16 *out, int64_t ldo, const float *x, int64_t rows, int64_t cols) {
+__global__ void k_to_bf16_t(__nv_bfloat16 *out, int64_t ldo, const float *x, int64_t rows, int64_t cols,
+                            float scale) {
     __shared__ float t[32][33];
     int64_t r0 = (int64_t)blockIdx.y * 32, c0 = (int64_t)blockIdx.x * 32;
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
@@ -853,16 +871,17 @@ __global__ void k_to_bf16_t(__nv_bfloat16 *out, int64_t ldo, const float *x, int
     __syncthreads();
     for (int i = threadIdx.y; i < 32; i += blockDim.y) {
         int64_t c = c0 + i, r = r0 + threadIdx.x;
-        if (r < rows && c < cols) out[c * ldo + r] = __float2bfloat16_rn(t[threadIdx.x][i]);
+        if (r < rows && c < cols) out[c * ldo + r] = __float2bfloat16_rn(__fmul_rn(scale, t[threadIdx.x][i]));
     }
 }
 
-static void cu_to_bf16_t(lc_backend *be, void *out, int64_t ldo, const float *x, int64_t rows, int64_t cols) {
+static void cu_to_bf16_t(lc_backend *be, void *out, int64_t ldo, const float *x, int64_t rows, int64_t cols,
+                         float scale) {
     lc_cuda *c = impl(be);
     LC_PROF(c, "to_bf16 (transposed)", 0);
     if (rows <= 0 || cols <= 0) return;
     dim3 grid((unsigned)((cols + 31) / 32), (unsigned)((rows + 31) / 32)), block(32, 8);
-    k_to_bf16_t<<<grid, block, 0, c->st>>>((__nv_bfloat16 *)out, ldo, x, rows, cols);
+    k_to_bf16_t<<<grid, block, 0, c->st>>>((__nv_bfloat16 *)out, ldo, x, rows, cols, scale);
     LC_LAUNCHED(c);
 }
 
@@ -885,11 +904,11 @@ __device__ __forceinline__ void bf16x8_to_f32(const uint4 &u, float *f) {
 
 template <int NR>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(float *out, const float *x, const __nv_bfloat16 *W,
-                                                            const float *bias, int O, int I, int acc) {
+                                                            const float *bias, int O, int I, int ldw, int acc) {
     LC_PDL_TRIGGER();
     int o = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     bool live = o < O;
-    const uint4 *w = (const uint4 *)(W + (size_t)(live ? o : 0) * I);
+    const uint4 *w = (const uint4 *)(W + (size_t)(live ? o : 0) * ldw);
     int nv = I / 8; // 16-byte vectors in the row
     uint4 cur[GEMV_U], nxt[GEMV_U];
     // the weights never change: the first loads go out before waiting on the previous op
@@ -932,7 +951,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_bf16(float *out, const
 
 template <int NR>
 static void gemv_launch(lc_cuda *c, dim3 grid, float *out, const float *x, const __nv_bfloat16 *W,
-                        const float *bias, int O, int I, int a) {
+                        const float *bias, int O, int I, int ldw, int a) {
     if (c->pdl) {
         cudaLaunchConfig_t cfg = {};
         cudaLaunchAttribute at[1];
@@ -940,23 +959,23 @@ static void gemv_launch(lc_cuda *c, dim3 grid, float *out, const float *x, const
         at[0].val.programmaticStreamSerializationAllowed = 1;
         cfg.gridDim = grid, cfg.blockDim = dim3(GEMV_WARPS * 32), cfg.dynamicSmemBytes = 0, cfg.stream = c->st;
         cfg.attrs = at, cfg.numAttrs = 1;
-        if (cudaLaunchKernelEx(&cfg, k_gemv_bf16<NR>, out, x, W, bias, O, I, a) == cudaSuccess) return;
+        if (cudaLaunchKernelEx(&cfg, k_gemv_bf16<NR>, out, x, W, bias, O, I, ldw, a) == cudaSuccess) return;
         cudaGetLastError(); // not on this stream or driver: plain launches from now on
         c->pdl = false;
     }
-    k_gemv_bf16<NR><<<grid, GEMV_WARPS * 32, 0, c->st>>>(out, x, W, bias, O, I, a);
+    k_gemv_bf16<NR><<<grid, GEMV_WARPS * 32, 0, c->st>>>(out, x, W, bias, O, I, ldw, a);
 }
 
 /* Runs the small-N path when it applies; returns whether it did. */
 static bool gemv_bf16(lc_cuda *c, float *out, const float *x, const lc_wt *w, const float *bias, int64_t N,
                       bool accumulate) {
-    int O = (int)w->rows, I = (int)w->cols;
-    if (N > GEMV_MAXN || I % 8 || ((uintptr_t)x & 15) || ((uintptr_t)w->data & 15)) return false;
+    int O = (int)w->rows, I = (int)w->cols, ldw = (int)lc_wt_ld(w);
+    if (N > GEMV_MAXN || I % 8 || ldw % 8 || ((uintptr_t)x & 15) || ((uintptr_t)w->data & 15)) return false;
     dim3 grid((unsigned)((O + GEMV_WARPS - 1) / GEMV_WARPS));
     const __nv_bfloat16 *W = (const __nv_bfloat16 *)w->data;
     int a = accumulate ? 1 : 0;
     switch (N) {
-#define GEMV_CASE(K) case K: gemv_launch<K>(c, grid, out, x, W, bias, O, I, a); break;
+#define GEMV_CASE(K) case K: gemv_launch<K>(c, grid, out, x, W, bias, O, I, ldw, a); break;
         GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7) GEMV_CASE(8)
 #undef GEMV_CASE
     default: return false;
@@ -979,16 +998,16 @@ static void cu_matmul(lc_backend *be, float *out, const float *x, const lc_wt *w
     }
     if (w->q) wq = lc_cuda_dequantized(c, w, false), w = &wq;
     LC_PROF(impl(be), "matmul N=%lld", N);
-    int O = (int)w->rows, I = (int)w->cols;
+    int O = (int)w->rows, I = (int)w->cols, ldw = (int)lc_wt_ld(w);
     if (N <= 0 || O <= 0) return;
     float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     if (w->dtype == LC_DT_BF16 && gemv_bf16(c, out, x, w, bias, N, accumulate)) return;
     if (w->dtype == LC_DT_BF16) {
         const __nv_bfloat16 *xb = as_bf16(c, x, (size_t)N * I);
-        lc_cuda_gemm_bf16(c, true, O, (int)N, I, w->data, I, xb, I, beta, out, O);
+        lc_cuda_gemm_bf16(c, true, O, (int)N, I, w->data, ldw, xb, I, beta, out, O);
     } else {
         LC_BK(c, cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, O, (int)N, I, &one,
-                             (const float *)w->data, I, x, I, &beta, out, O));
+                             (const float *)w->data, ldw, x, I, &beta, out, O));
     }
     if (bias) {
         k_add_bias<<<blocks_for((size_t)N * O), 256, 0, c->st>>>(out, bias, (size_t)N, (size_t)O);
@@ -1004,15 +1023,15 @@ static void cu_matmul_dx(lc_backend *be, float *dx, const float *dy, const lc_wt
     lc_wt wq;
     if (w->q) wq = lc_cuda_dequantized(c, w, true), w = &wq;
     LC_PROF(impl(be), "matmul_dx N=%lld", N);
-    int O = (int)w->rows, I = (int)w->cols;
+    int O = (int)w->rows, I = (int)w->cols, ldw = (int)lc_wt_ld(w);
     if (N <= 0 || I <= 0) return;
     float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     if (w->dtype == LC_DT_BF16) {
         const __nv_bfloat16 *db = as_bf16(c, dy, (size_t)N * O);
-        lc_cuda_gemm_bf16(c, false, I, (int)N, O, w->data, I, db, O, beta, dx, I);
+        lc_cuda_gemm_bf16(c, false, I, (int)N, O, w->data, ldw, db, O, beta, dx, I);
     } else {
         LC_BK(c, cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, I, (int)N, O, &one,
-                             (const float *)w->data, I, dy, O, &beta, dx, I));
+                             (const float *)w->data, ldw, dy, O, &beta, dx, I));
     }
 }
 
@@ -1056,8 +1075,8 @@ static bool cu_matmul_n_b(lc_backend *be, int n, float *const *out, const void *
     for (int i = 0; i < n; i++) {
         LC_PROF(c, "matmul N=%lld", N);
         int O = (int)w[i]->rows;
-        lc_cuda_gemm_bf16(c, true, O, (int)N, I, w[i]->data, I, (const __nv_bfloat16 *)xb, I, accumulate ? 1.0f : 0.0f,
-                          out[i], O);
+        lc_cuda_gemm_bf16(c, true, O, (int)N, I, w[i]->data, (int)lc_wt_ld(w[i]), (const __nv_bfloat16 *)xb, I,
+                          accumulate ? 1.0f : 0.0f, out[i], O);
         if (bias && bias[i]) {
             k_add_bias<<<blocks_for((size_t)N * O), 256, 0, c->st>>>(out[i], bias[i], (size_t)N, (size_t)O);
             LC_LAUNCHED(c);
@@ -1067,20 +1086,22 @@ static bool cu_matmul_n_b(lc_backend *be, int n, float *const *out, const void *
 }
 
 /* ->matmul_n_bo: cu_matmul_n_b's products with bf16 outputs (cuBLASLt rounds the float32
- * sums once in its epilogue), from xb or x's as_bf16 copy. */
+ * sums once in its epilogue), from xb or x's as_bf16 copy; with xk, over xk more inner
+ * columns of xb and of each weight's rows. */
 static bool cu_matmul_n_bo(lc_backend *be, int n, void *const *outb, const float *x, const void *xb,
-                           const lc_wt *const *w, int64_t N) {
+                           const lc_wt *const *w, int64_t N, int64_t xk) {
     lc_cuda *c = impl(be);
-    if (n <= 0 || (!x && !xb)) return false;
+    if (n <= 0 || (!x && !xb) || xk < 0 || (xk && !xb)) return false;
     for (int i = 0; i < n; i++)
-        if (w[i]->q || w[i]->dtype != LC_DT_BF16 || w[i]->cols != w[0]->cols) return false;
+        if (w[i]->q || w[i]->dtype != LC_DT_BF16 || w[i]->cols != w[0]->cols || lc_wt_ld(w[i]) < w[i]->cols + xk)
+            return false;
     if (N <= 0) return true;
-    int I = (int)w[0]->cols;
+    int I = (int)w[0]->cols, K = I + (int)xk;
     if (!xb) xb = as_bf16(c, x, (size_t)N * I);
     for (int i = 0; i < n; i++) {
-        LC_PROF(c, "matmul (bf16 out) N=%lld", N);
+        LC_PROF(c, xk ? "matmul (bf16 out, folded) N=%lld" : "matmul (bf16 out) N=%lld", N);
         int O = (int)w[i]->rows;
-        lc_cuda_gemm_bf16o(c, true, O, (int)N, I, w[i]->data, I, xb, I, outb[i], O);
+        lc_cuda_gemm_bf16o(c, true, O, (int)N, K, w[i]->data, (int)lc_wt_ld(w[i]), xb, K, outb[i], O);
     }
     return true;
 }
@@ -1094,8 +1115,8 @@ static bool cu_matmul_dx_b(lc_backend *be, float *dx, const void *dyb, const lc_
     LC_PROF(impl(be), "matmul_dx N=%lld", N);
     int O = (int)w->rows, I = (int)w->cols;
     if (N <= 0 || I <= 0) return true;
-    lc_cuda_gemm_bf16(c, false, I, (int)N, O, w->data, I, (const __nv_bfloat16 *)dyb, O, accumulate ? 1.0f : 0.0f,
-                      dx, I);
+    lc_cuda_gemm_bf16(c, false, I, (int)N, O, w->data, (int)lc_wt_ld(w), (const __nv_bfloat16 *)dyb, O,
+                      accumulate ? 1.0f : 0.0f, dx, I);
     return true;
 }
 
@@ -1192,14 +1213,15 @@ static void cu_embedding(lc_backend *be, float *out, const int32_t *tokens, cons
     LC_LAUNCHED(impl(be));
 }
 
-/* out (float32) and, where ob is not NULL, its bf16 rounding ob; out may then be NULL. */
+/* out (float32) and, where ob is not NULL, its bf16 rounding ob (rows of ldb); out may then
+ * be NULL. */
 __global__ void k_rmsnorm(float *out, float *rstd, const float *x, const float *w, int64_t C, float eps,
-                          __nv_bfloat16 *ob = NULL) {
+                          __nv_bfloat16 *ob, int64_t ldb) {
     LC_PDL_TRIGGER();
     __shared__ float sh[32];
     const float *xr = x + (size_t)blockIdx.x * C;
     float *o = out ? out + (size_t)blockIdx.x * C : NULL;
-    __nv_bfloat16 *obr = ob ? ob + (size_t)blockIdx.x * C : NULL;
+    __nv_bfloat16 *obr = ob ? ob + (size_t)blockIdx.x * ldb : NULL;
     float ss = 0;
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
     ss = block_sum(ss, sh);
@@ -1219,12 +1241,12 @@ __global__ void k_rmsnorm(float *out, float *rstd, const float *x, const float *
 #define NV_T 256
 template <int V>
 __global__ void __launch_bounds__(NV_T) k_rmsnorm_v(float *out, float *rstd, const float *x, const float *w,
-                                                    int64_t C, float eps, __nv_bfloat16 *ob = NULL) {
+                                                    int64_t C, float eps, __nv_bfloat16 *ob, int64_t ldb) {
     LC_PDL_TRIGGER();
     __shared__ float sh[32];
     const float4 *xr = (const float4 *)(x + (size_t)blockIdx.x * C), *w4 = (const float4 *)w;
     float4 *o = out ? (float4 *)(out + (size_t)blockIdx.x * C) : NULL;
-    uint2 *ob4 = ob ? (uint2 *)(ob + (size_t)blockIdx.x * C) : NULL;
+    uint2 *ob4 = ob ? (uint2 *)(ob + (size_t)blockIdx.x * ldb) : NULL; // (ldb a multiple of 4)
     int c4 = (int)(C / 4);
     float4 v[V];
     float ss = 0;
@@ -1307,18 +1329,18 @@ static int norm_vec(int64_t N, int64_t C, const void *a, const void *b, const vo
     return 0;
 }
 
-static void rmsnorm_run(lc_backend *be, float *out, __nv_bfloat16 *ob, float *rstd, const float *x, const float *w,
-                        int64_t N, int64_t C, float eps) {
+static void rmsnorm_run(lc_backend *be, float *out, __nv_bfloat16 *ob, int64_t ldb, float *rstd, const float *x,
+                        const float *w, int64_t N, int64_t C, float eps) {
     if (N <= 0) return;
     cudaStream_t st = impl(be)->st;
     const void *al = out ? (const void *)out : (const void *)ob; // (ob: 8-byte rows suffice; 16 checked)
-    switch (norm_vec(N, C, al, x, w)) {
-    case 1: k_rmsnorm_v<1><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps, ob); break;
-    case 2: k_rmsnorm_v<2><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps, ob); break;
-    case 4: k_rmsnorm_v<4><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps, ob); break;
-    case 8: k_rmsnorm_v<8><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps, ob); break;
+    switch (ob && ldb % 4 ? 0 : norm_vec(N, C, al, x, w)) {
+    case 1: k_rmsnorm_v<1><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps, ob, ldb); break;
+    case 2: k_rmsnorm_v<2><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps, ob, ldb); break;
+    case 4: k_rmsnorm_v<4><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps, ob, ldb); break;
+    case 8: k_rmsnorm_v<8><<<(unsigned)N, NV_T, 0, st>>>(out, rstd, x, w, C, eps, ob, ldb); break;
     default: // few rows: more threads a row, so each thread has fewer dependent loads
-        k_rmsnorm<<<(unsigned)N, N < 512 ? 1024 : 256, 0, st>>>(out, rstd, x, w, C, eps, ob);
+        k_rmsnorm<<<(unsigned)N, N < 512 ? 1024 : 256, 0, st>>>(out, rstd, x, w, C, eps, ob, ldb);
     }
     LC_LAUNCHED(impl(be));
 }
@@ -1326,13 +1348,13 @@ static void rmsnorm_run(lc_backend *be, float *out, __nv_bfloat16 *ob, float *rs
 static void cu_rmsnorm(lc_backend *be, float *out, float *rstd, const float *x, const float *w,
                        int64_t N, int64_t C, float eps) {
     LC_PROF(impl(be), "rmsnorm N=%lld", N);
-    rmsnorm_run(be, out, NULL, rstd, x, w, N, C, eps);
+    rmsnorm_run(be, out, NULL, C, rstd, x, w, N, C, eps);
 }
 
-static void cu_rmsnorm_b(lc_backend *be, float *out, void *outb, float *rstd, const float *x, const float *w,
-                         int64_t N, int64_t C, float eps) {
+static void cu_rmsnorm_b(lc_backend *be, float *out, void *outb, int64_t ldb, float *rstd, const float *x,
+                         const float *w, int64_t N, int64_t C, float eps) {
     LC_PROF(impl(be), out ? "rmsnorm+bf16 N=%lld" : "rmsnorm (bf16) N=%lld", N);
-    rmsnorm_run(be, out, (__nv_bfloat16 *)outb, rstd, x, w, N, C, eps);
+    rmsnorm_run(be, out, (__nv_bfloat16 *)outb, ldb ? ldb : C, rstd, x, w, N, C, eps);
 }
 
 __global__ void k_rmsnorm_bwd(float *dx, const float *dout, const float *x, const float *w,

@@ -168,8 +168,11 @@ __device__ __forceinline__ void lg_swiglu_rows(const lg_swi &a, const float (*sg
         float hv = g / (1.0f + expf(-g)) * u;
         if (a.h) a.h[i] = hv;
         if (a.hb) a.hb[i] = __float2bfloat16_rn(hv);
-        if (a.gu) a.gu[i] = __float2bfloat16_rn(g), a.gu[a.N * I + i] = __float2bfloat16_rn(u);
-        else a.gate[i] = g, a.up[i] = u;
+        if (a.gu) {
+            if (a.gate || a.ug || a.uu) a.gu[i] = __float2bfloat16_rn(g), a.gu[a.N * I + i] = __float2bfloat16_rn(u);
+        } else {
+            a.gate[i] = g, a.up[i] = u;
+        }
     }
 }
 
@@ -260,6 +263,7 @@ __device__ __forceinline__ void sw2_row(const lg_swi &a, const float *sgr, const
     if (a.h) *(float2 *)(a.h + i) = make_float2(hv[0], hv[1]);
     if (a.hb) *(__nv_bfloat162 *)(a.hb + i) = __floats2bfloat162_rn(hv[0], hv[1]);
     if (a.gu) {
+        if (!(a.gate || a.ug || a.uu)) return; // in place with no adapter: the pair as it was
         *(__nv_bfloat162 *)(a.gu + i) = __floats2bfloat162_rn(g[0], g[1]);
         *(__nv_bfloat162 *)(a.gu + a.N * a.I + i) = __floats2bfloat162_rn(u[0], u[1]);
     } else {
@@ -421,6 +425,48 @@ static bool sw2_ok(const lg_swi &a) {
     return true;
 }
 
+/* SwiGLU of the bf16 pair alone (in place with no adapter: the frozen products held the
+ * adapters' part already, ->matmul_n_bo's xk): 8 elements a thread, the pair's 16-byte
+ * loads, h (float32, optional) and its bf16 copy (optional) as 16-byte stores; the pair is
+ * only read. The same expression per element as lg_swiglu_rows and sw2_row, so the same bits.
+ * n a multiple of 8, every array 16-byte aligned (sw8_ok). */
+__global__ void __launch_bounds__(256) k_swiglu_pair(float *h, __nv_bfloat16 *hb, const __nv_bfloat16 *gu, int64_t n) {
+    LC_PDL_TRIGGER();
+    const int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (i >= n) return;
+    uint4 gw = *(const uint4 *)(gu + i), uw = *(const uint4 *)(gu + n + i);
+    const unsigned *gp = (const unsigned *)&gw, *up = (const unsigned *)&uw;
+    float hv[8];
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        unsigned gb = k & 1 ? gp[k / 2] & 0xffff0000u : gp[k / 2] << 16;
+        unsigned ub = k & 1 ? up[k / 2] & 0xffff0000u : up[k / 2] << 16;
+        float g = __uint_as_float(gb), u = __uint_as_float(ub);
+        hv[k] = g / (1.0f + expf(-g)) * u;
+    }
+    if (h) {
+        *(float4 *)(h + i) = make_float4(hv[0], hv[1], hv[2], hv[3]);
+        *(float4 *)(h + i + 4) = make_float4(hv[4], hv[5], hv[6], hv[7]);
+    }
+    if (hb) {
+        uint4 o;
+        unsigned *op = (unsigned *)&o;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            __nv_bfloat162 t = __floats2bfloat162_rn(hv[2 * k], hv[2 * k + 1]);
+            memcpy(&op[k], &t, 4);
+        }
+        *(uint4 *)(hb + i) = o;
+    }
+}
+
+/* Whether k_swiglu_pair takes a: in place (gu, no float32 gate/up), no adapter, N·I a
+ * multiple of 8, the arrays 16-byte aligned; LORAC_CUDA_VEC not 0. */
+static bool sw8_ok(const lg_swi &a) {
+    if (!lc_cuda_vec() || !a.gu || a.gate || a.up || a.ug || a.uu || (a.N * a.I) % 8) return false;
+    return !(((uintptr_t)a.h | (uintptr_t)a.gu | (uintptr_t)a.hb) & 15);
+}
+
 void lc_cuda_swiglu_lora(lc_backend *be, float *h, void *gu, float *gate, float *up, int64_t N, int64_t I,
                          const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale,
                          void *hb) {
@@ -428,6 +474,12 @@ void lc_cuda_swiglu_lora(lc_backend *be, float *h, void *gu, float *gate, float 
     LC_PROF(c, gu ? "swiglu_lora+pack n=%lld" : "swiglu_lora n=%lld", N * I);
     if (N <= 0 || I <= 0) return;
     lg_swi a = {h, gate, up, (__nv_bfloat16 *)gu, (__nv_bfloat16 *)hb, ug, bg, uu, bu, N, I, r, scale};
+    if (sw8_ok(a)) {
+        int64_t n = N * I;
+        k_swiglu_pair<<<(unsigned)((n / 8 + 255) / 256), 256, 0, c->st>>>(h, (__nv_bfloat16 *)hb, a.gu, n);
+        LC_LAUNCHED(c);
+        return;
+    }
     if (sw2_ok(a)) {
         dim3 g2((unsigned)((I / 2 + LG_THREADS - 1) / LG_THREADS), (unsigned)((N + SW_ROWS - 1) / SW_ROWS));
         if (gate) k_lg_swiglu2<false><<<g2, LG_THREADS, 0, c->st>>>(a);

@@ -337,7 +337,7 @@ static int dq_depth(void) {
 
 /* Queues on the side stream: buffer b (once its last product is done) = weight d. */
 static void fill(lc_cuda *c, lc_cuda_q *q, int b, const lc_cuda_wq *d) {
-    lc_wt w = {d->codes, LC_DT_U8, d->rows, d->cols, &d->q};
+    lc_wt w = {d->codes, LC_DT_U8, d->rows, d->cols, &d->q, 0};
     LC_CK(c, cudaStreamWaitEvent(q->s, q->freed[b], 0));
     dq_launch(c, q->buf[b], dq_of(&w), 0, (size_t)d->rows * (size_t)d->cols, q->s);
     LC_CK(c, cudaEventRecord(q->ready[b], q->s));
@@ -403,12 +403,12 @@ lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx) {
     if ((q->cap < bytes || q->nbuf < n) && q->capturing) { // cudaMalloc (and a synchronize): never inside a recording
         lc_cuda_error(c, __FILE__, __LINE__, "lc_cuda_dequantized",
                       "the dequantization buffers would grow while a step is recorded (the step runs directly)");
-        lc_wt none = {NULL, LC_DT_BF16, w->rows, w->cols, NULL};
+        lc_wt none = {NULL, LC_DT_BF16, w->rows, w->cols, NULL, 0};
         return none;
     }
     if (q->cap < bytes || q->nbuf < n) grow(c, q, n, bytes);
     if (c->err[0]) {
-        lc_wt none = {NULL, LC_DT_BF16, w->rows, w->cols, NULL};
+        lc_wt none = {NULL, LC_DT_BF16, w->rows, w->cols, NULL, 0};
         return none;
     }
     // the last product (queued on main_s by now) releases its buffer
@@ -443,7 +443,7 @@ lc_wt lc_cuda_dequantized(lc_cuda *c, const lc_wt *w, bool dx) {
             keep[nk++] = nx;
         }
     }
-    lc_wt v = {q->buf[b], LC_DT_BF16, w->rows, w->cols, NULL};
+    lc_wt v = {q->buf[b], LC_DT_BF16, w->rows, w->cols, NULL, 0};
     return v;
 }
 
