@@ -575,9 +575,24 @@ static void bench_gu16(void) {
         lc_cuda_gemm_bf16(c, true, I, N, C, W, C, x, C, 0.0f, u, I);
         double s32 = timed(20, [&](int) { be->swiglu_lora(be, NULL, gu, g, u, N, I, ug, bg, uu, bu, r, 2.0f, hb); });
         double s16 = timed(20, [&](int) { be->swiglu_lora(be, NULL, gu, NULL, NULL, N, I, ug, bg, uu, bu, r, 2.0f, hb); });
+        double s8 = timed(20, [&](int) { be->swiglu_lora(be, NULL, gu, NULL, NULL, N, I, NULL, NULL, NULL, NULL, r, 2.0f, hb); });
         printf("| gate/up N %d (O %d, in %d) | product float32 out %.1f us, bf16 out %.1f us "
-               "| swiglu_lora float32 in %.1f us, bf16 in place %.1f us |\n",
-               N, I, C, 1e3 * t32, 1e3 * t16, 1e3 * s32, 1e3 * s16);
+               "| swiglu_lora float32 in %.1f us, bf16 in place %.1f us, the pair only (no adapter) %.1f us |\n",
+               N, I, C, 1e3 * t32, 1e3 * t16, 1e3 * s32, 1e3 * s16, 1e3 * s8);
+        // the adapters folded into the product as more inner size: [x | u] [W | s b^T]^T over
+        // K = C + xk columns of rows ld apart (W's and x's), bf16 out
+        const int fk[][2] = {{C, C}, {C + 2 * r, C + 2 * r}, {C + 2 * r, C + 64}, {C + 64, C + 64}, {C + 2 * r, C + 128}};
+        __nv_bfloat16 *Wf = (__nv_bfloat16 *)be->alloc(be, (size_t)I * (C + 128) * 2);
+        __nv_bfloat16 *xf = (__nv_bfloat16 *)be->alloc(be, (size_t)N * (C + 128) * 2);
+        k_fill<<<1024, 256>>>(Wf, (size_t)I * (C + 128), 7);
+        k_fill<<<1024, 256>>>(xf, (size_t)N * (C + 128), 8);
+        printf("| folded, N %d |", N);
+        for (auto &f : fk) {
+            double t = timed(20, [&](int) { lc_cuda_gemm_bf16o(c, true, I, N, f[0], Wf, f[1], xf, f[1], gu, I); });
+            printf(" K %d ld %d: %.1f us |", f[0], f[1], 1e3 * t);
+        }
+        printf("\n");
+        be->release(be, Wf), be->release(be, xf);
         void *all[] = {W, x, g, u, gu, hb, ug, uu, bg, bu};
         for (void *p : all) be->release(be, p);
     }

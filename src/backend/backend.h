@@ -99,6 +99,7 @@ typedef struct {
 typedef struct {
     const void *w[7];        // q, k, v, o, gate, up, down weights (lc_decode_step.wdt), or their codes
     const void *q[7];        // with lc_decode_step.quant: the backend's handles of them (lc_wt.q)
+    int64_t ld[7];           // plain weights: elements from row to row (lc_wt_ld; 0: the width)
     const float *bias[3];    // q, k, v biases, or NULL
     const float *ln1, *ln2;  // (C) the two RMSNorm weights
     const float *la[7], *lb[7]; // adapter A (in, r) and B (r, out) per projection, or NULL

@@ -64,8 +64,8 @@ static int step_fused(lc_model *m, lc_kv_cache *kv, lc_arena *a) {
     if (m->embed.q || m->lm_head.q) return 1;
     for (int l = 0; l < L; l++)
         for (int k = 0; k < LC_NKEYS; k++)
-            if ((m->blocks[l].w[k].q != NULL) != quant || m->blocks[l].w[k].dtype != wdt || m->blocks[l].w[k].ld)
-                return 1; // (spare columns, ->weight_room: the single ops read at the row stride)
+            if ((m->blocks[l].w[k].q != NULL) != quant || m->blocks[l].w[k].dtype != wdt || m->blocks[l].w[k].ld % 8)
+                return 1; // (spare columns, ->weight_room: rows of 16-byte loads)
     lc_rope_ensure(m, kv->cap); // one table for the whole cache: the descriptor stays the same
     lc_decode_step *s = &kv->step;
     memset(s, 0, sizeof *s);
@@ -83,7 +83,7 @@ static int step_fused(lc_model *m, lc_kv_cache *kv, lc_arena *a) {
         lc_block *bk = &m->blocks[l];
         lc_decode_block *d = &kv->blocks[l];
         for (int k = 0; k < LC_NKEYS; k++) {
-            d->w[k] = bk->w[k].data, d->q[k] = bk->w[k].q;
+            d->w[k] = bk->w[k].data, d->q[k] = bk->w[k].q, d->ld[k] = bk->w[k].ld;
             if (bk->lora[k]) d->la[k] = bk->lora[k]->a, d->lb[k] = bk->lora[k]->b;
         }
         for (int k = 0; k < 3; k++) d->bias[k] = bk->bias[k];

@@ -1381,8 +1381,10 @@ static bool gu_fold_on(const lc_model *m) {
     const char *e = getenv("LORAC_GU_FOLD");
     lc_backend *be = m->be;
     unsigned keys = m->lcfg.keys;
+    // (rows of whole 16-byte steps: the rank a multiple of 4, the hidden size of 8)
     return !(e && !strcmp(e, "0")) && m->has_lora && be->weight_room && be->to_bf16_t && be->to_bf16_rows &&
-           be->gemm_b && (keys >> LC_KEY_GATE & 1u) && (keys >> LC_KEY_UP & 1u) &&
+           be->gemm_b && (keys >> LC_KEY_GATE & 1u) && (keys >> LC_KEY_UP & 1u) && m->lcfg.rank % 4 == 0 &&
+           m->cfg.hidden_size % 8 == 0 &&
            m->first < (int)m->cfg.num_hidden_layers && lc_model_gu16(m);
 }
 

@@ -1408,7 +1408,9 @@ static void test_gu16(void) {
  * once instead of twice: the loss within 1e-4 and not the same bits (the path taken),
  * gradients within 1e-2; a direct, a recorded and a replayed step the same bits; the
  * columns found again without moving the weights; every recompute setting the all-kept
- * bits. test_rows checks this path against transformers + PEFT. */
+ * bits; then decoding over the moved weights (the fused step reads gate's and up's rows at
+ * their stride) against the single ops and the CPU. test_rows checks the training path
+ * against transformers + PEFT. */
 static void test_gu_fold(void) {
     char dir[] = "/tmp/lorac-test-gufold-XXXXXX";
     if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
@@ -1444,6 +1446,24 @@ static void test_gu_fold(void) {
         check_recompute_bits(m, rs, 4, tok, tgt, B, T, la, g0, n);
         printf("  recompute (0, 3), (1, 2), checkpointing, (0, 2): the all-kept gradients bit for bit\n");
         free(g0);
+        // decoding after training, over the moved weights (gate's and up's rows C + 2r apart):
+        // the fused step and its graph against the single ops and the CPU (float32 products)
+        // on the same weights and adapters
+        char path[300];
+        snprintf(path, sizeof path, "%s/m", dir);
+        lc_model *mh = NULL;
+        CHECK_OK(lc_model_load_on(path, "cpu", &mh));
+        if (mh) {
+            lc_lora_config lc;
+            lc_lora_config_default(&lc);
+            lc.rank = 8, lc.num_layers = -1, lc.scale = 2.0f;
+            CHECK_OK(lc_model_add_lora(mh, &lc, 29));
+            rewrite_adapters(mh, 0);
+            lc_model_set_bf16_matmul(mh, false);
+            int32_t prompt[] = {3, 17, 99, 5, 250, 8, 41};
+            compare_paths("init model, gate/up rows with spare columns", m, mh, prompt, 7, 1e-5 * TOL);
+        }
+        lc_model_free(mh);
     }
     drop_lora_model(m, gr, dir);
 }

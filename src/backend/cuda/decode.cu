@@ -183,6 +183,7 @@ struct dseg {
     const float *bias, *res; // (rows) or NULL: out = x W^T + bias + res
     float *out;
     int rows;
+    int ld; // elements from one weight row to the next (0: the product's width I; plain weights)
     // NF4: the blocks' scales, float32 absmax, or (nested) uint8 codes into the map with
     // absmax2 (one a 2^b2sh blocks) and the offset
     const void *am;
@@ -310,7 +311,7 @@ __global__ void __launch_bounds__(GW * 32) k_dgemv(dgemv g) {
     bool live = si < g.nseg && o < (si == 0 ? g.seg[0].rows : si == 1 ? g.seg[1].rows : g.seg[2].rows);
     const dseg s = si == 0 ? g.seg[0] : si == 1 ? g.seg[1] : g.seg[2];
     int nv = g.I / VEC, per = (nv + KS - 1) / KS, vb = kp * per, ve = min(nv, vb + per);
-    size_t rowb = Q ? (size_t)g.I / 2 : (size_t)g.I * sizeof(T); // bytes of a weight row
+    size_t rowb = Q ? (size_t)g.I / 2 : (size_t)(s.ld ? s.ld : g.I) * sizeof(T); // bytes from row to row
     typedef typename dvec<T>::L LT;
     const LT *w = (const LT *)((const uint8_t *)s.W + (size_t)(live ? o : 0) * rowb) + vb;
     int n = live ? ve - vb : 0;
@@ -937,11 +938,12 @@ static cudaError_t gemv_w(cudaStream_t st, bool pdl, const lc_decode_step *s, dg
     return ks == 4 ? gemv_go<dnf4, 4>(st, pdl, g) : ks == 2 ? gemv_go<dnf4, 2>(st, pdl, g) : gemv_go<dnf4, 1>(st, pdl, g);
 }
 
-/* A product segment: out = x W^T (+ bias) (+ res) over `rows` rows (NF4 fields zero). */
-static dseg seg_of(const void *W, const float *bias, const float *res, float *out, int64_t rows) {
+/* A product segment: out = x W^T (+ bias) (+ res) over `rows` rows ld apart (0: the
+ * product's width; NF4 fields zero). */
+static dseg seg_of(const void *W, const float *bias, const float *res, float *out, int64_t rows, int64_t ld = 0) {
     dseg sg;
     memset(&sg, 0, sizeof sg);
-    sg.W = W, sg.bias = bias, sg.res = res, sg.out = out, sg.rows = (int)rows;
+    sg.W = W, sg.bias = bias, sg.res = res, sg.out = out, sg.rows = (int)rows, sg.ld = (int)ld;
     return sg;
 }
 
@@ -1032,9 +1034,9 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         dl2 f = l2_of(lc, 1, b->w[0], wb(HD, C), b->w[1], wb(KVD, C), b->w[2], wb(KVD, C));
         if (!SKIP(1)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1 + f.nb), dim3(NW), n1, f));
         dgemv g = {};
-        g.seg[0] = seg_of(b->w[0], b->bias[0], NULL, d->q, HD);
-        g.seg[1] = seg_of(b->w[1], b->bias[1], NULL, d->kb, KVD);
-        g.seg[2] = seg_of(b->w[2], b->bias[2], NULL, d->vb, KVD);
+        g.seg[0] = seg_of(b->w[0], b->bias[0], NULL, d->q, HD, b->ld[0]);
+        g.seg[1] = seg_of(b->w[1], b->bias[1], NULL, d->kb, KVD, b->ld[1]);
+        g.seg[2] = seg_of(b->w[2], b->bias[2], NULL, d->vb, KVD, b->ld[2]);
         g.nseg = 3, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
         for (int k = 0; k < 3; k++) add_job(g, b, k, d->part[k], r, k ? KVD : HD);
         if (!SKIP(2)) GO(gemv_w(st, pdl, s, g, &b->q[0]));
@@ -1047,7 +1049,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
             GO(go(st, pdl, attn_kernel(D, r16, d->ns > 1), dim3((unsigned)(H * d->ns + f.nb)), dim3(AW * 32), d->att, p,
                   1.0f / sqrtf((float)D), f));
         g = dgemv{};
-        g.seg[0] = seg_of(b->w[3], NULL, x, d->xmid, C);
+        g.seg[0] = seg_of(b->w[3], NULL, x, d->xmid, C, b->ld[3]);
         g.nseg = 1, g.chunks = cHD, g.r = r, g.x = d->att, g.I = HD;
         add_job(g, b, 3, d->part[3], r, C);
         if (!SKIP(8)) GO(gemv_w(st, pdl, s, g, &b->q[3]));
@@ -1056,8 +1058,8 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         f = l2_of(lc, 1, b->w[4], wb(I, C), b->w[5], wb(I, C));
         if (!SKIP(16)) GO(go(st, pdl, r16 ? k_dnorm<16> : k_dnorm<RMAX>, dim3(1 + f.nb), dim3(NW), n2, f));
         g = dgemv{};
-        g.seg[0] = seg_of(b->w[4], NULL, NULL, d->gate, I);
-        g.seg[1] = seg_of(b->w[5], NULL, NULL, d->up, I);
+        g.seg[0] = seg_of(b->w[4], NULL, NULL, d->gate, I, b->ld[4]);
+        g.seg[1] = seg_of(b->w[5], NULL, NULL, d->up, I, b->ld[5]);
         g.nseg = 2, g.chunks = cC, g.r = r, g.x = d->xn, g.I = C;
         add_job(g, b, 4, d->part[4], r, I);
         add_job(g, b, 5, d->part[5], r, I);
@@ -1069,7 +1071,7 @@ static cudaError_t enqueue(lc_cuda_dec *d, const lc_decode_step *s, bool pdl) {
         f = l2_of(lc, (int)nb, b->w[6], wb(C, I));
         if (!SKIP(64)) GO(go(st, pdl, r16 ? k_dswiglu<16> : k_dswiglu<RMAX>, dim3(nb + f.nb), dim3(256), w, f));
         g = dgemv{};
-        g.seg[0] = seg_of(b->w[6], NULL, d->xmid, xo, C);
+        g.seg[0] = seg_of(b->w[6], NULL, d->xmid, xo, C, b->ld[6]);
         g.nseg = 1, g.chunks = cI, g.r = r, g.x = d->h, g.I = I;
         add_job(g, b, 6, d->part[6], r, C);
         if (!SKIP(128)) GO(gemv_w(st, pdl, s, g, &b->q[6]));
