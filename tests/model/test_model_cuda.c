@@ -1181,6 +1181,33 @@ static void drop_lora_model(lc_model *m, int64_t gr, const char *dir) {
     CHECK_EQ_INT(system(cmdline), 0);
 }
 
+/* The "many rows" tests' set-up: init_lora_model in a new temporary folder named for the
+ * test, 2 × 24 token ids and targets (k: their multipliers and offsets over the vocabulary
+ * of 256), and one step taken (the adapters' gradient floats in n). */
+enum { MR_B = 2, MR_T = 24 };
+typedef struct {
+    char dir[64];
+    lc_model *m; // NULL when it did not load (the failure checked)
+    int64_t gr;
+    int32_t tok[MR_B * MR_T], tgt[MR_B * MR_T];
+    size_t n;
+} many_rows;
+
+/* Returns false when no folder could be made; many_rows_close frees what it made. */
+static bool many_rows_open(many_rows *t, const char *name, int hidden, int inter, int layers, int hd,
+                           const char *seed, uint64_t lseed, const int k[4]) {
+    snprintf(t->dir, sizeof t->dir, "/tmp/lorac-test-%s-XXXXXX", name);
+    t->m = NULL, t->gr = 0, t->n = 0;
+    if (!mkdtemp(t->dir)) return false;
+    for (int i = 0; i < MR_B * MR_T; i++)
+        t->tok[i] = (int32_t)((i * k[0] + k[1]) % 256), t->tgt[i] = (int32_t)((i * k[2] + k[3]) % 256);
+    t->m = init_lora_model(t->dir, hidden, inter, layers, hd, seed, lseed, &t->gr);
+    if (t->m) step_grads(t->m, t->tok, t->tgt, MR_B, MR_T, NULL, &t->n);
+    return true;
+}
+
+static void many_rows_close(many_rows *t) { drop_lora_model(t->m, t->gr, t->dir); }
+
 /* A step of m with the switch sw set to 0 (its loss into *loff), then three with it unset
  * (direct, recorded, replayed: checked the same bits; the first's loss into *lon): the
  * default's gradients' ‖on − off‖ / ‖off‖ over the n of them. */
@@ -1212,23 +1239,17 @@ static double switch_err(lc_model *m, const char *sw, const int32_t *tok, const 
  * unchanged), gradients within bf16 rounding of the float32-dy ones and not their bits,
  * and a direct, a recorded and a replayed step the same bits. */
 static void test_dres16_g1(void) {
-    char dir[] = "/tmp/lorac-test-dres-XXXXXX";
-    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
-    int64_t gr = 0;
-    lc_model *m = init_lora_model(dir, 128, 640, 3, 32, "9", 13, &gr);
-    if (m) {
-        enum { B = 2, T = 24 };
-        int32_t tok[B * T], tgt[B * T];
-        for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 37 + 11) % 256), tgt[i] = (int32_t)((i * 53 + 5) % 256);
-        size_t n = 0;
-        step_grads(m, tok, tgt, B, T, NULL, &n);
-        double l0 = 0, l1 = 0, e = switch_err(m, "LORAC_PACKED_DRES", tok, tgt, B, T, n, &l0, &l1);
+    many_rows t;
+    static const int k[4] = {37, 11, 53, 5};
+    if (!many_rows_open(&t, "dres", 128, 640, 3, 32, "9", 13, k)) SKIP("cannot make a temporary folder");
+    if (t.m) {
+        double l0 = 0, l1 = 0, e = switch_err(t.m, "LORAC_PACKED_DRES", t.tok, t.tgt, MR_B, MR_T, t.n, &l0, &l1);
         printf("  init model, intermediate 640 (dq|dk|dv's copy in g1): loss %.9f both ways, gradients rel err %.2e "
                "from float32 dy's (bound 2e-2; 3 steps the same bits)\n", l1, e);
         CHECK_MSG(l1 == l0, "LORAC_PACKED_DRES changed the loss (%.9g vs %.9g)", l1, l0);
         CHECK_MSG(e > 0 && e <= 2e-2, "bf16 dres and dq/dk/dv: gradients rel err %.3e (want (0, 2e-2])", e);
     }
-    drop_lora_model(m, gr, dir);
+    many_rows_close(&t);
 }
 
 /* The adapters' input gradients folded into the frozen ones (lc_model_make_room, dx_fold):
@@ -1241,16 +1262,11 @@ static void test_dres16_g1(void) {
  * their bits (the path taken), a direct, a recorded and a replayed step the same bits; and
  * with the switch back on, the rooms found again without moving the weights. */
 static void test_dx_fold(void) {
-    char dir[] = "/tmp/lorac-test-dxfold-XXXXXX";
-    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
-    int64_t gr = 0;
-    lc_model *m = init_lora_model(dir, 256, 1280, 3, 64, "4", 21, &gr);
+    many_rows t;
+    static const int k[4] = {31, 5, 43, 9};
+    if (!many_rows_open(&t, "dxfold", 256, 1280, 3, 64, "4", 21, k)) SKIP("cannot make a temporary folder");
+    lc_model *m = t.m;
     if (m) {
-        enum { B = 2, T = 24 };
-        int32_t tok[B * T], tgt[B * T];
-        for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 31 + 5) % 256), tgt[i] = (int32_t)((i * 43 + 9) % 256);
-        size_t n = 0;
-        step_grads(m, tok, tgt, B, T, NULL, &n);
         int64_t r = m->lcfg.rank;
         CHECK_MSG(m->room_od == r && m->room_qkv == 3 * r, "rooms %lld / %lld after the first step (want %lld / %lld)",
                   (long long)m->room_od, (long long)m->room_qkv, (long long)r, (long long)(3 * r));
@@ -1268,14 +1284,14 @@ static void test_dx_fold(void) {
         CHECK_EQ_INT(lc_model_make_room(m), 0);
         CHECK_MSG(m->room_od == 0 && m->room_qkv == 0, "LORAC_DX_FOLD=0 left the rooms in use");
         unsetenv("LORAC_DX_FOLD");
-        double l0 = 0, l1 = 0, e = switch_err(m, "LORAC_DX_FOLD", tok, tgt, B, T, n, &l0, &l1);
+        double l0 = 0, l1 = 0, e = switch_err(m, "LORAC_DX_FOLD", t.tok, t.tgt, MR_B, MR_T, t.n, &l0, &l1);
         CHECK_MSG(m->room_od == r && m->blocks[0].w[LC_KEY_O].data == wo, "the rooms were made again (weights moved)");
         printf("  init model, rank 8: [dy | du] [W ; a^T] as one product: loss %.9f both ways, gradients rel err %.2e "
                "from du a^T's in float32 (bound 5e-3; 3 steps the same bits)\n", l1, e);
         CHECK_MSG(l1 == l0, "LORAC_DX_FOLD changed the loss (%.9g vs %.9g)", l1, l0);
         CHECK_MSG(e > 0 && e <= 5e-3, "folded input gradients: rel err %.3e (want (0, 5e-3])", e);
     }
-    drop_lora_model(m, gr, dir);
+    many_rows_close(&t);
 }
 
 /* The attention's backward writing dq|dk|dv's bf16 copies itself, dq and dk rotated back
@@ -1285,23 +1301,19 @@ static void test_dx_fold(void) {
  * bits, direct and through the step graph; and the copies' path taken (LORAC_PACKED_DRES=0,
  * float32 dy, moves the gradients). */
 static void test_att_rope_bwd(void) {
-    char dir[] = "/tmp/lorac-test-attrope-XXXXXX";
-    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
-    int64_t gr = 0;
-    lc_model *m = init_lora_model(dir, 128, 1024, 2, 64, "5", 17, &gr);
+    many_rows t;
+    static const int k[4] = {29, 3, 41, 7};
+    if (!many_rows_open(&t, "attrope", 128, 1024, 2, 64, "5", 17, k)) SKIP("cannot make a temporary folder");
+    lc_model *m = t.m;
     if (m) {
-        enum { B = 2, T = 24 };
-        int32_t tok[B * T], tgt[B * T];
-        for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 29 + 3) % 256), tgt[i] = (int32_t)((i * 41 + 7) % 256);
-        size_t n = 0, n2 = 0;
-        step_grads(m, tok, tgt, B, T, NULL, &n);
+        size_t n = t.n, n2 = 0;
         float *g[4];
         double l[4];
         for (int i = 0; i < 4; i++) g[i] = malloc(n * 4);
         for (int i = 0; i < 4; i++) { // default direct, default again (replayed), the switch off, float32 dy
             if (i == 2) setenv("LORAC_ATT_ROPE_BWD", "0", 1);
             if (i == 3) setenv("LORAC_PACKED_DRES", "0", 1);
-            l[i] = step_grads(m, tok, tgt, B, T, g[i], &n2);
+            l[i] = step_grads(m, t.tok, t.tgt, MR_B, MR_T, g[i], &n2);
             unsetenv("LORAC_ATT_ROPE_BWD");
             unsetenv("LORAC_PACKED_DRES");
         }
@@ -1313,7 +1325,7 @@ static void test_att_rope_bwd(void) {
                "passes' bits (direct and replayed)\n", l[0]);
         for (int i = 0; i < 4; i++) free(g[i]);
     }
-    drop_lora_model(m, gr, dir);
+    many_rows_close(&t);
 }
 
 /* Gate's and up's frozen products written as bf16 into the block's bf16 pair, SwiGLU adding
@@ -1326,17 +1338,16 @@ static void test_att_rope_bwd(void) {
  * the all-kept gradients bit for bit, at many rows and at few. Then with the lowest block unadapted (the scratch's
  * gate and up in the shared pair too): the loss within 1e-3 of float32 products'. */
 static void test_gu16(void) {
-    char dir[] = "/tmp/lorac-test-gu16-XXXXXX";
-    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
-    int64_t gr = 0;
-    lc_model *m = init_lora_model(dir, 128, 640, 3, 32, "6", 19, &gr);
-    enum { B = 2, T = 24, I = 640 };
-    int32_t tok[B * T], tgt[B * T];
-    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 29 + 7) % 256), tgt[i] = (int32_t)((i * 47 + 3) % 256);
+    many_rows t;
+    static const int k[4] = {29, 7, 47, 3};
+    if (!many_rows_open(&t, "gu16", 128, 640, 3, 32, "6", 19, k)) SKIP("cannot make a temporary folder");
+    lc_model *m = t.m;
+    enum { B = MR_B, T = MR_T, I = 640 };
+    const int32_t *tok = t.tok, *tgt = t.tgt;
+    int64_t gr = t.gr;
     if (m) {
         CHECK_MSG(lc_model_gu16(m), "the card does not write gate/up as bf16");
-        size_t n = 0;
-        step_grads(m, tok, tgt, B, T, NULL, &n);
+        size_t n = t.n;
         CHECK_MSG(m->ar[LC_MODE_TRAIN].g16, "the arena was not laid out for bf16 gate/up");
         size_t on = lc_model_activation_bytes(m, B, T, 0, 0), onck = lc_model_activation_bytes(m, B, T, -1, 0);
         CHECK_EQ_INT(on, m->ar[LC_MODE_TRAIN].floats * sizeof(float));
@@ -1370,7 +1381,7 @@ static void test_gu16(void) {
         m->be->lora_group_rows = many;
         free(g0);
     }
-    drop_lora_model(m, gr, dir);
+    many_rows_close(&t);
     // blocks below the adapters run through the scratch: its gate and up in the shared pair
     char dir2[] = "/tmp/lorac-test-gu16b-XXXXXX", out[300];
     if (!mkdtemp(dir2)) return;
@@ -1412,16 +1423,14 @@ static void test_gu16(void) {
  * their stride) against the single ops and the CPU. test_rows checks the training path
  * against transformers + PEFT. */
 static void test_gu_fold(void) {
-    char dir[] = "/tmp/lorac-test-gufold-XXXXXX";
-    if (!mkdtemp(dir)) SKIP("cannot make a temporary folder");
-    int64_t gr = 0;
-    lc_model *m = init_lora_model(dir, 128, 640, 3, 32, "8", 29, &gr);
-    enum { B = 2, T = 24, C = 128 };
-    int32_t tok[B * T], tgt[B * T];
-    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 23 + 9) % 256), tgt[i] = (int32_t)((i * 59 + 1) % 256);
+    many_rows t;
+    static const int k[4] = {23, 9, 59, 1};
+    if (!many_rows_open(&t, "gufold", 128, 640, 3, 32, "8", 29, k)) SKIP("cannot make a temporary folder");
+    lc_model *m = t.m;
+    enum { B = MR_B, T = MR_T, C = 128 };
+    const int32_t *tok = t.tok, *tgt = t.tgt;
     if (m) {
-        size_t n = 0;
-        step_grads(m, tok, tgt, B, T, NULL, &n);
+        size_t n = t.n;
         int64_t r = m->lcfg.rank;
         CHECK_MSG(m->room_gu == 2 * r, "room_gu %lld after the first step (want %lld)", (long long)m->room_gu,
                   (long long)(2 * r));
@@ -1450,7 +1459,7 @@ static void test_gu_fold(void) {
         // the fused step and its graph against the single ops and the CPU (float32 products)
         // on the same weights and adapters
         char path[300];
-        snprintf(path, sizeof path, "%s/m", dir);
+        snprintf(path, sizeof path, "%s/m", t.dir);
         lc_model *mh = NULL;
         CHECK_OK(lc_model_load_on(path, "cpu", &mh));
         if (mh) {
@@ -1465,7 +1474,7 @@ static void test_gu_fold(void) {
         }
         lc_model_free(mh);
     }
-    drop_lora_model(m, gr, dir);
+    many_rows_close(&t);
 }
 
 /* The gradient arithmetic the trainer runs on the card (lc_model_all_finite, _sumsq,
