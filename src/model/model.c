@@ -1437,7 +1437,8 @@ int lc_model_make_room(lc_model *m) {
             if (!in && !cols) continue;
             lc_wt *wk = &b->w[k];
             w[n] = wk, ex[n] = k == LC_KEY_V ? 3 * r : k < LC_KEY_V || cols ? 0 : r, xc[n] = cols ? 2 * r : 0;
-            size_t now = (size_t)(wk->rows * lc_wt_ld(wk)) * 2;
+            int64_t had = k == LC_KEY_V ? b->room[LC_KEY_Q] : k == LC_KEY_O || k == LC_KEY_DOWN ? b->room[k] : 0;
+            size_t now = (size_t)((wk->rows + had) * lc_wt_ld(wk)) * 2; // (spare rows from a move before)
             size_t then = (size_t)((wk->rows + ex[n]) * (wk->cols + xc[n])) * 2;
             grown += then > now ? then - now : 0, bytes += now, n++;
         }
