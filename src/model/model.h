@@ -293,7 +293,11 @@ bool lc_model_folds_gate_up(const lc_model *m);
  * adapters' part is added (a bf16 layer under PyTorch's autocast rounds it so too), so
  * the forward moves within bf16 rounding. When m packs gate/up, folds them, takes the
  * gradients from bf16 dy (lc_model_dy16_adapters), its backend offers ->matmul_n_bo and
- * every gate/up weight is bf16, not quantized; LORAC_GU16=0 turns it off. */
+ * every gate/up weight is bf16, not quantized; LORAC_GU16=0 turns it off. At many rows,
+ * where gate and up both carry adapters of a rank that is a multiple of 4, the adapters'
+ * part goes into the products themselves instead ([xn | u] [W | s b^T]^T over spare
+ * columns the weights get before the first step, lc_model_make_room; SwiGLU then only
+ * reads the pair); LORAC_GU_FOLD=0 keeps it in SwiGLU. */
 bool lc_model_gu16(const lc_model *m);
 /* The activation bytes training m at (B, T) lays out with lc_model_set_recompute's counts
  * full, mlp: lc_memory_plan's activations as this model and backend will allocate them
