@@ -1014,6 +1014,23 @@ static float *group_a(lc_model *m, lc_arena *a, int n, lc_lora_param *const *p, 
     return a->lg;
 }
 
+/* The kg adapters' u = x a over one input (all of rank r) as one product over their A side
+ * by side (group_a): u side by side in a->du (free outside the backward; left there), then
+ * each copied to uo[j], the adapted ones in order. x float32, or else its bf16 copy xb in
+ * rows ldxb apart. */
+static void group_u(lc_model *m, lc_arena *a, int n, lc_lora_param *const *p, int64_t r, int kg, int64_t N,
+                    const float *x, const void *xb, int64_t ldxb, float *const *uo) {
+    lc_backend *be = m->be;
+    const float *ag = group_a(m, a, n, p, r);
+    int64_t in = m->cfg.hidden_size;
+    if (x) be->gemm(be, false, false, N, kg * r, in, 1.0f, x, in, ag, kg * r, 0.0f, a->du, kg * r);
+    else be->gemm_b(be, false, false, N, kg * r, in, 1.0f, xb, ldxb, true, ag, kg * r, false, 0.0f, a->du, kg * r);
+    const float *ux[LC_GEMM_N_MAX];
+    int64_t lo[LC_GEMM_N_MAX], lx[LC_GEMM_N_MAX];
+    for (int j = 0; j < kg; j++) lo[j] = r, ux[j] = a->du + j * r, lx[j] = kg * r;
+    copies(be, kg, uo, lo, ux, lx, N, r);
+}
+
 /* Where projs_bwd puts the j-th adapter's du (N, r): side by side (row stride k r) when
  * grouped, else one after another (row stride r). */
 static float *du_at(lc_arena *a, int j, int k, bool grouped, int64_t N, int64_t r, int64_t *ld) {
@@ -1071,16 +1088,10 @@ static void projs_fwd(lc_model *m, lc_arena *a, int n, float *const *out, bool a
     if (!k) return;
     int64_t r;
     int kg = projs_group(m, n, p, N, &r);
-    if (kg) { // u side by side in a->du (free outside the backward), then each to its place
-        const float *ag = group_a(m, a, n, p, r);
-        int64_t in = m->cfg.hidden_size;
-        if (x) be->gemm(be, false, false, N, kg * r, in, 1.0f, x, in, ag, kg * r, 0.0f, a->du, kg * r);
-        else be->gemm_b(be, false, false, N, kg * r, in, 1.0f, xb, in, true, ag, kg * r, false, 0.0f, a->du, kg * r);
+    if (kg) { // u side by side in a->du, then each to its place
         float *uo[LC_GEMM_N_MAX];
-        const float *ux[LC_GEMM_N_MAX];
-        int64_t lo[LC_GEMM_N_MAX], lx[LC_GEMM_N_MAX];
-        for (int j = 0; j < kg; j++) uo[j] = g[j].C, lo[j] = r, ux[j] = a->du + j * r, lx[j] = kg * r;
-        copies(be, kg, uo, lo, ux, lx, N, r);
+        for (int j = 0; j < kg; j++) uo[j] = g[j].C;
+        group_u(m, a, n, p, r, kg, N, x, xb, m->cfg.hidden_size, uo);
     } else if (!x) { // x only as bf16: u = xb a as bf16 products
         for (int i = 0; i < n; i++)
             if (p[i])
@@ -1551,11 +1562,7 @@ static void block_mlp_fwd(lc_model *m, int l, lc_acts *s, float *xout, int64_t B
         uint64_t d2[2] = {drop_seed(seed, l, LC_KEY_GATE), drop_seed(seed, l, LC_KEY_UP)};
         if (xk) { // u = xn a as projs_fwd's grouped path forms it, then [xn | u] [W | s b^T]^T
             lc_lora_param *pp[2] = {pg, pu};
-            const float *ag = group_a(m, a, 2, pp, r);
-            be->gemm_b(be, false, false, N, 2 * r, C, 1.0f, xnb, C + xk, true, ag, 2 * r, false, 0.0f, a->du, 2 * r);
-            const float *ux[2] = {a->du, a->du + r};
-            int64_t lo[2] = {r, r}, lx[2] = {2 * r, 2 * r};
-            copies(be, 2, u2, lo, ux, lx, N, r);
+            group_u(m, a, 2, pp, r, 2, N, NULL, xnb, C + xk, u2);
             be->to_bf16_rows(be, (uint16_t *)xnb + C, C + xk, a->du, N, 2 * r);
             for (int j = 0; j < 2; j++) // gate's rows: s b^T, zeros; up's: zeros, s b^T
                 be->to_bf16_t(be, (uint16_t *)w2[j]->data + C + j * r, lc_wt_ld(w2[j]), pp[j]->b, r, I,
