@@ -10,7 +10,8 @@
  * ceiling), `cuda_micro rows` the decoding products' read pattern against it, `cuda_micro
  * dxk` the adapters' input gradient folded into the frozen product as more inner size,
  * `cuda_micro gu16` gate's and up's products with float32 or bf16 out and SwiGLU reading
- * either.
+ * either, `cuda_micro dy` the adapters' gb and du from bf16 dy as two products or one pass
+ * (->lora_dy).
  * Built by hand on the development machine (see cuda_notes.md) against build/liblorac.a;
  * prints one table. A benchmark program: prints and exits on errors.
  */
@@ -598,6 +599,98 @@ static void bench_gu16(void) {
     }
 }
 
+/* The adapters' gb = s u^T dy and du = s dy b^T from bf16 dy at the 8 × 512 row's shapes
+ * (4096 rows, rank 16): two ->gemm_b calls an adapter against one ->lora_dy for the group
+ * (q/k/v's dy interleaved in rows with 48 spare columns; gate and up; o alone). Floor: dy
+ * read once at 3.0 TB/s. Several copies of dy rotate so L2 does not hold the one read. */
+static void bench_lora_dy(void) {
+    const int64_t M = 4096, r = 16;
+    struct grp {
+        const char *name;
+        int n;
+        int64_t o[3], ldy;
+    } gs[] = {{"q/k/v (dq|dk|dv rows + 48)", 3, {4096, 1024, 1024}, 6144 + 48},
+              {"gate/up", 2, {14336, 14336, 0}, 0},
+              {"o (dres + 16)", 1, {4096, 0, 0}, 4096 + 16}};
+    const int ROT = 3;
+    for (auto &g : gs) {
+        size_t per = 0; // bf16 values of one copy of the group's dy
+        for (int i = 0; i < g.n; i++) per += (size_t)M * (g.ldy ? 0 : g.o[i]);
+        if (g.ldy) per = (size_t)M * g.ldy;
+        __nv_bfloat16 *y = (__nv_bfloat16 *)be->alloc(be, per * 2 * ROT);
+        k_fill<<<1024, 256>>>(y, per * ROT, 7);
+        float *u[3], *b[3], *gb[3], *du[3];
+        double mb = 0;
+        for (int i = 0; i < g.n; i++) {
+            u[i] = (float *)be->alloc(be, (size_t)M * r * 4), b[i] = (float *)be->alloc(be, (size_t)r * g.o[i] * 4);
+            gb[i] = (float *)be->alloc(be, (size_t)r * g.o[i] * 4), du[i] = (float *)be->alloc(be, (size_t)M * r * 4);
+            k_fillf<<<256, 256>>>(u[i], (size_t)M * r, 8 + i);
+            k_fillf<<<256, 256>>>(b[i], (size_t)r * g.o[i], 11 + i);
+            mb += (double)M * g.o[i] * 2;
+        }
+        auto dyp = [&](int rot, int i) {
+            __nv_bfloat16 *base = y + (size_t)rot * per;
+            if (g.ldy) {
+                int64_t off = 0;
+                for (int j = 0; j < i; j++) off += g.o[j];
+                return base + off;
+            }
+            size_t off = 0;
+            for (int j = 0; j < i; j++) off += (size_t)M * g.o[j];
+            return base + off;
+        };
+        double two = timed(30, [&](int it) {
+            for (int i = 0; i < g.n; i++) {
+                int64_t ly = g.ldy ? g.ldy : g.o[i];
+                be->gemm_b(be, true, false, r, g.o[i], M, 2.0f, u[i], r, false, dyp(it % ROT, i), ly, true, 0.0f,
+                           gb[i], g.o[i]);
+                be->gemm_b(be, false, true, M, r, g.o[i], 2.0f, dyp(it % ROT, i), ly, true, b[i], g.o[i], false, 0.0f,
+                           du[i], r);
+            }
+        });
+        double one = timed(30, [&](int it) {
+            lc_dy_args a[3];
+            for (int i = 0; i < g.n; i++) {
+                lc_dy_args d = {dyp(it % ROT, i), g.ldy ? g.ldy : g.o[i], g.o[i], u[i], b[i], gb[i], du[i], r};
+                a[i] = d;
+            }
+            if (!be->lora_dy(be, g.n, M, r, 2.0f, a)) {
+                fprintf(stderr, "lora_dy declined %s\n", g.name);
+                exit(1);
+            }
+        });
+        // as in the step: dy just written (a copy into it first, its time taken off)
+        __nv_bfloat16 *src = y + per; // another copy of the same size
+        auto wr = [&]() { CK(cudaMemcpyAsync(y, src, per * 2, cudaMemcpyDeviceToDevice, 0)); };
+        double cp = timed(30, [&](int) { wr(); });
+        double two_w = timed(30, [&](int) {
+            wr();
+            for (int i = 0; i < g.n; i++) {
+                int64_t ly = g.ldy ? g.ldy : g.o[i];
+                be->gemm_b(be, true, false, r, g.o[i], M, 2.0f, u[i], r, false, dyp(0, i), ly, true, 0.0f, gb[i],
+                           g.o[i]);
+                be->gemm_b(be, false, true, M, r, g.o[i], 2.0f, dyp(0, i), ly, true, b[i], g.o[i], false, 0.0f,
+                           du[i], r);
+            }
+        });
+        double one_w = timed(30, [&](int) {
+            wr();
+            lc_dy_args a[3];
+            for (int i = 0; i < g.n; i++) {
+                lc_dy_args d = {dyp(0, i), g.ldy ? g.ldy : g.o[i], g.o[i], u[i], b[i], gb[i], du[i], r};
+                a[i] = d;
+            }
+            be->lora_dy(be, g.n, M, r, 2.0f, a);
+        });
+        printf("| %s: gb and du | floor %.1f us | 2 x gemm_b each %.1f us | lora_dy %.1f us | dy just written: "
+               "%.1f / %.1f us |\n",
+               g.name, mb / 3.0e6, 1e3 * two, 1e3 * one, 1e3 * (two_w - cp), 1e3 * (one_w - cp));
+        for (int i = 0; i < g.n; i++)
+            be->release(be, u[i]), be->release(be, b[i]), be->release(be, gb[i]), be->release(be, du[i]);
+        be->release(be, y);
+    }
+}
+
 int main(int argc, char **argv) {
     be = lc_backend_cuda_new(0);
     if (!be) {
@@ -637,6 +730,11 @@ int main(int argc, char **argv) {
     }
     if (argc > 1 && !strcmp(argv[1], "rows")) { // the decoding products' read pattern
         bench_rows();
+        be->free(be);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "dy")) { // the adapters' gb and du, two products or one pass
+        bench_lora_dy();
         be->free(be);
         return 0;
     }

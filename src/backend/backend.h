@@ -95,6 +95,16 @@ typedef struct {
     const float *X; // NULL: C
 } lc_gemm_args;
 
+/* One adapter of ->lora_dy: its output gradient dy (bf16, (N, o), row stride ldy), u (N,
+ * r) and b (r, o) (float32), and where gb (r, o) and du (N, r; row stride ldu) go. */
+typedef struct {
+    const void *dy;
+    int64_t ldy, o;
+    const float *u, *b;
+    float *gb, *du;
+    int64_t ldu;
+} lc_dy_args;
+
 /* One block of the one-token decoding step (->decode): device pointers. */
 typedef struct {
     const void *w[7];        // q, k, v, o, gate, up, down weights (lc_decode_step.wdt), or their codes
@@ -317,6 +327,12 @@ struct lc_backend {
      * multiplies an adapter): for the adapters' gradients from a bf16 dy. */
     void (*gemm_b)(lc_backend *be, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A,
                    int64_t lda, bool a16, const void *B, int64_t ldb, bool b16, float beta, float *C, int64_t ldc);
+    /* Optional (NULL where not offered; CUDA): for n (<= LC_GEMM_N_MAX) adapters of rank r
+     * over N rows, both products of each from one read of its bf16 dy: gb = s u^T dy and
+     * du = s dy b^T, u and b rounded to bf16 and the sums in float32 (->gemm_b's two
+     * products, summed in another fixed order). Returns false, having done nothing, where
+     * it does not take the shapes (the caller runs ->gemm_b). */
+    bool (*lora_dy)(lc_backend *be, int n, int64_t N, int64_t r, float s, const lc_dy_args *a);
     /* Optional (NULL where not offered; CUDA): SwiGLU with the adapters' last products of
      * gate and up folded in: gate (N, I) += scale · ug bg and up += scale · uu bu, each
      * where its u (N, r) is not NULL (b (r, I); r <= 32; the sums as ->gemm's small-K

@@ -1209,13 +1209,25 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
         b16 |= !dy[i];
     }
     if (k && b16) {
-        for (int i = 0; i < n; i++) {
+        // both products of every adapter from one read of its dy (->lora_dy), else two each
+        lc_dy_args da[LC_GEMM_N_MAX];
+        int nd = 0;
+        int64_t r0 = 0;
+        bool one = be->lora_dy != NULL;
+        for (int i = 0; i < n && one; i++) {
             if (!p[i]) continue;
-            int64_t r = p[i]->r, o = p[i]->out;
-            int64_t ly = ldy ? ldy : o;
-            be->gemm_b(be, true, false, r, o, N, s, u[i], r, false, dyb[i], ly, true, 0.0f, p[i]->gb, o);
-            be->gemm_b(be, false, true, N, r, o, s, dyb[i], ly, true, p[i]->b, o, false, 0.0f, dus[i], lds[i]);
+            int64_t o = p[i]->out;
+            lc_dy_args d = {dyb[i], ldy ? ldy : o, o, u[i], p[i]->b, p[i]->gb, dus[i], lds[i]};
+            one = nd < LC_GEMM_N_MAX && (!nd || p[i]->r == r0), r0 = p[i]->r, da[nd++] = d;
         }
+        if (!(one && nd && be->lora_dy(be, nd, N, r0, s, da)))
+            for (int i = 0; i < n; i++) {
+                if (!p[i]) continue;
+                int64_t r = p[i]->r, o = p[i]->out;
+                int64_t ly = ldy ? ldy : o;
+                be->gemm_b(be, true, false, r, o, N, s, u[i], r, false, dyb[i], ly, true, 0.0f, p[i]->gb, o);
+                be->gemm_b(be, false, true, N, r, o, s, dyb[i], ly, true, p[i]->b, o, false, 0.0f, dus[i], lds[i]);
+            }
         if (x || xb) projs_ga_of(m, a, n, x, p, N, xb);
     } else if (k) {
         be->gemm_n(be, k, gb);

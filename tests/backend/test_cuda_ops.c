@@ -2432,6 +2432,106 @@ static void test_weight_room(void) {
     free(ha), free(fa);
 }
 
+/* ->lora_dy: n adapters of rank r over N rows, their bf16 dy side by side in rows of ldy
+ * values (q/k/v's interleaved dq|dk|dv, with spare columns after) or each its own, against
+ * the CPU in float64 over the same bf16 values (u and b rounded as ->gemm_b rounds them):
+ * gb = s u^T dy and du = s dy b^T into NaN-poisoned outputs, du in rows wider than r
+ * (the columns past r untouched); then the same call again, the same bits. */
+static void check_lora_dy(int n, const int64_t *o, int64_t N, int64_t r, bool joined) {
+    int64_t ldy = 0, off[LC_GEMM_N_MAX], ldu = r + 6;
+    for (int i = 0; i < n; i++) off[i] = joined ? ldy : 0, ldy = joined ? ldy + o[i] : ldy;
+    if (joined) ldy += 8; // spare columns, as the folded input-gradient products leave
+    float s = 1.75f;
+    uint16_t *yh[LC_GEMM_N_MAX] = {0};
+    float *yv[LC_GEMM_N_MAX], *uv[LC_GEMM_N_MAX], *bv[LC_GEMM_N_MAX], *ur[LC_GEMM_N_MAX], *br[LC_GEMM_N_MAX];
+    void *dy[LC_GEMM_N_MAX];
+    float *du[LC_GEMM_N_MAX], *dgb[LC_GEMM_N_MAX], *ddu[LC_GEMM_N_MAX], *dgb2[LC_GEMM_N_MAX], *ddu2[LC_GEMM_N_MAX];
+    lc_dy_args a[LC_GEMM_N_MAX];
+    for (int i = 0; i < n; i++) {
+        int64_t ly = joined ? ldy : o[i];
+        size_t ny = (size_t)(N * ly);
+        if (!joined || i == 0) {
+            float *y = rnd(ny, 1);
+            yh[i] = malloc(ny * 2);
+            CHECK_OK(lc_from_f32(yh[i], LC_DT_BF16, y, ny));
+            free(y);
+            dy[i] = up(yh[i], ny * 2);
+        } else {
+            dy[i] = (uint16_t *)dy[0] + off[i];
+        }
+        yv[i] = bf16_vals(joined ? yh[0] : yh[i], ny);
+        uv[i] = rnd((size_t)(N * r), 1), bv[i] = rnd((size_t)(r * o[i]), 1);
+        ur[i] = malloc((size_t)(N * r) * 4), br[i] = malloc((size_t)(r * o[i]) * 4);
+        memcpy(ur[i], uv[i], (size_t)(N * r) * 4), memcpy(br[i], bv[i], (size_t)(r * o[i]) * 4);
+        round_bf16(ur[i], (size_t)(N * r)), round_bf16(br[i], (size_t)(r * o[i]));
+        du[i] = up(uv[i], (size_t)(N * r) * 4);
+        float *db = up(bv[i], (size_t)(r * o[i]) * 4);
+        dgb[i] = poisoned((size_t)(r * o[i])), ddu[i] = poisoned((size_t)(N * ldu));
+        lc_dy_args d = {dy[i], ly, o[i], du[i], db, dgb[i], ddu[i], ldu};
+        a[i] = d;
+    }
+    bool took = gpu->lora_dy(gpu, n, N, r, s, a);
+    CHECK_MSG(took, "lora_dy declined %d products of rank %lld over %lld rows", n, (long long)r, (long long)N);
+    for (int i = 0; i < n && took; i++) {
+        int64_t ly = joined ? ldy : o[i], c0 = joined ? off[i] : 0;
+        float *gref = malloc((size_t)(r * o[i]) * 4), *dref = calloc((size_t)(N * ldu), 4); // du's rows of ldu
+        for (int64_t k = 0; k < r; k++)
+            for (int64_t j = 0; j < o[i]; j++) {
+                double t = 0;
+                for (int64_t m = 0; m < N; m++) t += (double)ur[i][m * r + k] * yv[i][m * ly + c0 + j];
+                gref[k * o[i] + j] = (float)(s * t);
+            }
+        for (int64_t m = 0; m < N; m++)
+            for (int64_t k = 0; k < r; k++) {
+                double t = 0;
+                for (int64_t j = 0; j < o[i]; j++) t += (double)yv[i][m * ly + c0 + j] * br[i][k * o[i] + j];
+                dref[m * ldu + k] = (float)(s * t);
+            }
+        float *g = down(dgb[i], (size_t)(r * o[i])), *d = down(ddu[i], (size_t)(N * ldu));
+        double eg = rel(g, gref, (size_t)(r * o[i])), ed = rel_rows(d, dref, N, r, ldu);
+        bool pad = true; // du's columns past r: still the poison
+        for (int64_t m = 0; m < N; m++)
+            for (int64_t k = r; k < ldu; k++) pad &= isnan(d[m * ldu + k]);
+        printf("  lora_dy %d×(N %lld o %lld r %lld)%s #%d: gb %.2e du %.2e\n", n, (long long)N, (long long)o[i],
+               (long long)r, joined ? " joined" : "", i, eg, ed);
+        CHECK_MSG(eg <= 1e-5 && ed <= 1e-5, "lora_dy #%d: gb %.3e du %.3e over 1e-5", i, eg, ed);
+        CHECK_MSG(pad, "lora_dy #%d wrote du's columns past the rank", i);
+        free(g), free(d), free(gref), free(dref);
+    }
+    // the same call again: the same bits
+    for (int i = 0; i < n; i++) {
+        dgb2[i] = poisoned((size_t)(r * o[i])), ddu2[i] = poisoned((size_t)(N * ldu));
+        lc_dy_args d = a[i];
+        d.gb = dgb2[i], d.du = ddu2[i], a[i] = d;
+    }
+    if (took) gpu->lora_dy(gpu, n, N, r, s, a);
+    for (int i = 0; i < n && took; i++)
+        CHECK_MSG(same_bits(dgb[i], dgb2[i], (size_t)(r * o[i])) && same_bits(ddu[i], ddu2[i], (size_t)(N * ldu)),
+                  "lora_dy #%d: a second call gave other bits", i);
+    for (int i = 0; i < n; i++) {
+        if (!joined || i == 0) gpu->release(gpu, dy[i]);
+        gpu->release(gpu, du[i]), gpu->release(gpu, (void *)a[i].b), gpu->release(gpu, dgb[i]);
+        gpu->release(gpu, ddu[i]), gpu->release(gpu, dgb2[i]), gpu->release(gpu, ddu2[i]);
+        free(yh[i]), free(yv[i]), free(uv[i]), free(bv[i]), free(ur[i]), free(br[i]);
+    }
+}
+
+static void test_lora_dy(void) {
+    if (!have_gpu()) SKIP("no CUDA backend: %s", why);
+    CHECK_MSG(gpu->lora_dy != NULL, "the CUDA backend offers no ->lora_dy");
+    if (!gpu->lora_dy) return;
+    static const int64_t qkv[] = {256, 64, 64}, gu[] = {1000, 1000}, one[] = {136};
+    check_lora_dy(3, qkv, 600, 16, true);  // q/k/v: two row groups, the last one short
+    check_lora_dy(2, gu, 1100, 16, false); // gate/up: column groups, rows not a tile's multiple
+    check_lora_dy(1, one, 300, 8, false);  // one row group, rank 8
+    check_lora_dy(3, qkv, 1030, 12, true); // rank 12 (padded to 16)
+    // declined: a rank past 16, a width not of 8 columns
+    lc_dy_args d = {NULL, 100, 100, NULL, NULL, NULL, NULL, 32};
+    CHECK_MSG(!gpu->lora_dy(gpu, 1, 64, 32, 1.0f, &d), "lora_dy took rank 32");
+    d.o = d.ldy = 101;
+    CHECK_MSG(!gpu->lora_dy(gpu, 1, 64, 16, 1.0f, &d), "lora_dy took 101 columns");
+}
+
 static void test_adam(void) {
     if (!have_gpu()) SKIP("no CUDA backend: %s", why);
     size_t n = 70001;
@@ -2551,6 +2651,7 @@ int main(void) {
     RUN(test_attention_b);
     RUN(test_weight_n);
     RUN(test_weight_room);
+    RUN(test_lora_dy);
     RUN(test_adam);
     RUN(test_argmax);
     RUN(test_errors);

@@ -1806,6 +1806,7 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->swiglu_bwd_packed_b = cu_swiglu_bwd_packed_b;
     be->matmul_dx_b = cu_matmul_dx_b;
     be->gemm_b = cu_gemm_b;
+    be->lora_dy = lc_cuda_lora_dy;
     be->rmsnorm_b = cu_rmsnorm_b;
     be->rmsnorm_bwd_b = cu_rmsnorm_bwd_b;
     be->rope_bwd_b = cu_rope_bwd_b;

@@ -245,6 +245,8 @@ bool lc_cuda_lora_gemm(lc_cuda *c, bool ta, bool tb, int64_t M, int64_t N, int64
 /* ->gemm_n: products of one lora_gemm.cu kernel class in one launch (the same bits as
  * one by one), anything else as ->gemm calls in order. */
 void lc_cuda_gemm_n(lc_backend *be, int n, const lc_gemm_args *g);
+/* ->lora_dy (lora_dy.cu). */
+bool lc_cuda_lora_dy(lc_backend *be, int n, int64_t N, int64_t r, float s, const lc_dy_args *a);
 /* ->swiglu_lora (lora_gemm.cu; rank r <= 32). */
 void lc_cuda_swiglu_lora(lc_backend *be, float *h, void *gu, float *gate, float *up, int64_t N, int64_t I,
                          const float *ug, const float *bg, const float *uu, const float *bu, int r, float scale,
