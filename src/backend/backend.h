@@ -316,11 +316,19 @@ struct lc_backend {
      * ga from bf16 (->gemm_b); h may then be NULL. */
     void (*swiglu_bwd_packed_b)(lc_backend *be, float *dgate, float *dup, float *h, const float *dout, void *gu,
                                 size_t n, void *hb);
+    /* Optional (NULL where not offered; CUDA): ->swiglu_bwd_packed_b from dout's bf16 values
+     * doutb (n of them; ->matmul_dx_bo's), writing only dgate's and dup's bf16 roundings into
+     * gu, and h's into hb when not NULL. */
+    void (*swiglu_bwd_packed_bb)(lc_backend *be, const void *doutb, void *gu, size_t n, void *hb);
     /* Optional (NULL where not offered; CUDA): ->matmul_dx given dy's bf16 rounding dyb
      * (N, O) instead of dy, where w is bf16 or quantized (whose products round dy to bf16
      * anyway): the same bits as ->matmul_dx from the float32 dy. Returns false, having
      * done nothing, for other weights (the caller runs ->matmul_dx). */
     bool (*matmul_dx_b)(lc_backend *be, float *dx, const void *dyb, const lc_wt *w, int64_t N, bool accumulate);
+    /* Optional (NULL where not offered; CUDA): ->matmul_dx_b with a bf16 out: dxb (N, in) =
+     * dyb W, the float32 sums rounded once to bf16 (nearest even), written (no accumulation).
+     * Returns false, having done nothing, where w is not a plain bf16 weight. */
+    bool (*matmul_dx_bo)(lc_backend *be, void *dxb, const void *dyb, const lc_wt *w, int64_t N);
     /* Optional (NULL where not offered; CUDA): ->gemm where A (a16) or B (b16) or both are
      * bf16 (row-major, their ld in elements); a float32 operand is rounded to bf16 first,
      * and the products are bf16 × bf16 summed in float32 (as PyTorch's bf16 autocast

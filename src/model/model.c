@@ -245,6 +245,16 @@ bool lc_model_h16_ga(const lc_model *m) {
     return !(e && !strcmp(e, "0")) && lc_model_dy16_adapters(m);
 }
 
+/* Whether the backward's dh (down's input gradient) is written only as bf16 — down's folded
+ * input-gradient product rounding its sums (->matmul_dx_bo) and SwiGLU's backward reading
+ * them (->swiglu_bwd_packed_bb), as PyTorch's bf16 layers hand their input gradients on —
+ * over down's plain bf16 weight w; LORAC_DH16=0 keeps float32 dh. */
+static bool dh16_on(const lc_model *m, const lc_wt *w) {
+    const char *e = getenv("LORAC_DH16");
+    return !(e && !strcmp(e, "0")) && m->be->matmul_dx_bo && m->be->swiglu_bwd_packed_bb && !w->q &&
+           w->dtype == LC_DT_BF16;
+}
+
 bool lc_model_att16(const lc_model *m) {
     const char *e = getenv("LORAC_PACKED_ATT");
     lc_backend *be = m->be;
@@ -1175,11 +1185,13 @@ static void projs_ga_of(lc_model *m, lc_arena *a, int n, const float *x, lc_lora
  * one of the n has an adapter, grouped when n > 1, with dyb; dx_fold): dyb[0]'s rows hold
  * fold spare columns after the n dy (ldy = their sum + fold) and the weight (wcat, or w[0]
  * when n is 1) as many spare rows (lc_block.room): the adapters' du and a^T are rounded
- * into them and dx (+)= [dy | du] [W ; a^T] is one bf16 product. */
+ * into them and dx (+)= [dy | du] [W ; a^T] is one bf16 product; dxb (with fold, !acc, where
+ * ->matmul_dx_bo takes the weight): that product's sums rounded to bf16 into dxb instead,
+ * dx not written (the caller checks dh16_on first). */
 static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, const float *const *dy,
                       const float *x, const lc_wt *const *w, lc_lora_param *const *p, float *const *u,
                       int64_t N, bool need_dx, const uint64_t *ds, const void *const *dyb, const void *xb,
-                      const lc_wt *wcat, int64_t ldy, int64_t fold) {
+                      const lc_wt *wcat, int64_t ldy, int64_t fold, void *dxb) {
     lc_backend *be = m->be;
     // the frozen input-gradient product of projection i, from dy's bf16 copy where there is one
 #define MATMUL_DX(i, accum)                                                                       \
@@ -1246,7 +1258,8 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
             be->to_bf16_t(be, (uint16_t *)wf.data + (O + j++ * p[i]->r) * in, in, p[i]->a, p[i]->in, p[i]->r, 1.0f);
         }
         wf.rows = O + fold;
-        be->matmul_dx_b(be, dx, yb, &wf, N, acc);
+        if (!(dxb && !acc && be->matmul_dx_bo && be->matmul_dx_bo(be, dxb, yb, &wf, N)))
+            be->matmul_dx_b(be, dx, yb, &wf, N, acc);
         return;
     }
     if (k && N >= be->lora_group_rows) { // dx (+)= the adapters' du a^T, then the frozen products add
@@ -1667,11 +1680,15 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         const lc_wt *w1 = &bk->w[LC_KEY_DOWN];
         lc_lora_param *p1 = bk->lora[LC_KEY_DOWN];
         uint64_t d1 = DS(LC_KEY_DOWN);
-        projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, d16 ? &yr16 : NULL, NULL,
-                  NULL, fod ? ldr : 0, fod);
         float *hh = !(fresh && h_fresh) && p1 ? s->h : NULL;
         void *hh16 = hh && only16 && lc_model_h16_ga(m) ? (void *)s->h : NULL; // h as bf16 for ga
-        if (dyb)
+        // dh only as bf16 (down's folded product rounds it; SwiGLU's backward reads that)
+        bool b16 = only16 && fod && (!hh || hh16) && dh16_on(m, w1);
+        projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, d16 ? &yr16 : NULL, NULL,
+                  NULL, fod ? ldr : 0, fod, b16 ? (void *)dh : NULL);
+        if (b16)
+            be->swiglu_bwd_packed_bb(be, dh, s->gu, (size_t)(N * I), hh16);
+        else if (dyb)
             be->swiglu_bwd_packed_b(be, only16 ? NULL : dgate, only16 ? NULL : dup, hh16 ? NULL : hh, dh, s->gu,
                                     (size_t)(N * I), hh16);
         else if (s->gu) be->swiglu_bwd_packed(be, dgate, dup, hh, dh, s->gu, (size_t)(N * I));
@@ -1692,7 +1709,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         uint64_t d2[2] = {DS(LC_KEY_GATE), DS(LC_KEY_UP)};
         const void *yb2[2] = {s->gu, dyb ? (const uint16_t *)s->gu + N * I : NULL};
         projs_bwd(m, a, 2, a->dxn, false, y2, xnb ? NULL : s->xn2, w2, p2, u2, N, true, d2, dyb ? yb2 : NULL, xnb,
-                  NULL, 0, 0);
+                  NULL, 0, 0, NULL);
     }
     if (d16) be->rmsnorm_bwd_b(be, a->dres, drb, ldr, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C); // dres = d xmid
     else be->rmsnorm_bwd(be, a->dres, a->dxn, s->xmid, bk->ln2, s->rstd2, N, C);
@@ -1703,7 +1720,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         lc_lora_param *p1 = bk->lora[LC_KEY_O];
         uint64_t d1 = DS(LC_KEY_O);
         projs_bwd(m, a, 1, datt, false, &y1, a->att16 ? NULL : s->att, &w1, &p1, &s->u[LC_KEY_O], N, true, &d1,
-                  d16 ? &yr16 : NULL, a->att16 ? s->att : NULL, NULL, fod ? ldr : 0, fod);
+                  d16 ? &yr16 : NULL, a->att16 ? s->att : NULL, NULL, fod ? ldr : 0, fod, NULL);
     }
     // the bf16 copies: one after another, or with q, k, v's weights side by side (qkv_cat)
     // interleaved, a token's dq | dk | dv in one row, for one input-gradient product over all
@@ -1740,7 +1757,7 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         float *u3[3] = {s->u[LC_KEY_Q], s->u[LC_KEY_K], s->u[LC_KEY_V]};
         uint64_t d3[3] = {DS(LC_KEY_Q), DS(LC_KEY_K), DS(LC_KEY_V)};
         projs_bwd(m, a, 3, a->dxn, false, y3, xnb ? NULL : s->xn1, w3, p3, u3, N, need_dx, d3, d16 ? yb3 : NULL, xnb,
-                  cat ? &bk->qkv : NULL, ld, fqkv);
+                  cat ? &bk->qkv : NULL, ld, fqkv, NULL);
     }
     if (need_dx && d16) be->rmsnorm_bwd_b(be, a->dres, drb, ldr, a->dxn, x, bk->ln1, s->rstd1, N, C); // dres = d x
     else if (need_dx) be->rmsnorm_bwd(be, a->dres, a->dxn, x, bk->ln1, s->rstd1, N, C);
@@ -1890,7 +1907,8 @@ static void step_run(lc_model *m, step_ctx *x) {
     k.B = x->B, k.T = x->T, k.full = x->a->full, k.mlp = x->a->mlp, k.first = m->first, k.pack = x->a->pack;
     k.att16 = x->a->att16, k.g16 = x->a->g16;
     k.fold = lc_model_folds_gate_up(m);
-    k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m) + 4 * lc_model_h16_ga(m);
+    k.dyb = lc_model_packs_dy(m) + 2 * lc_model_dy16_adapters(m) + 4 * lc_model_h16_ga(m) +
+            8 * (m->first < m->cfg.num_hidden_layers && dh16_on(m, &m->blocks[m->first].w[LC_KEY_DOWN]));
     k.tf32 = lc_model_lora_tf32(m), k.group_rows = be->lora_group_rows;
     k.xn = xn16(m, x->a, x->B * x->T) != NULL;
     void *drb, *dqkvb;

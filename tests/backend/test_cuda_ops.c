@@ -244,8 +244,32 @@ static void check_dx_b(const lc_wt *wd, const float *dy, const float *ddy, const
         }
         free(ha), free(hbx);
     }
-    free(hb);
-    gpu->release(gpu, dyb), gpu->release(gpu, a), gpu->release(gpu, b);
+    // ->matmul_dx_bo: the float32 product's sums rounded once to bf16 (cuBLASLt may sum in
+    // another order for a bf16 out: within one rounding of matmul_dx's values, 2^-8)
+    CHECK_MSG(gpu->matmul_dx_bo != NULL, "the CUDA backend offers no matmul_dx_bo");
+    uint16_t *pz = malloc((size_t)(N * I) * 2);
+    memset(pz, 0xff, (size_t)(N * I) * 2); // NaN
+    void *ob = up(pz, (size_t)(N * I) * 2);
+    bool took = gpu->matmul_dx_bo && gpu->matmul_dx_bo(gpu, ob, dyb, wd, N);
+    snprintf(what, sizeof what, "matmul_dx_bo %s", name);
+    if (wd->q || wd->dtype != LC_DT_BF16) {
+        CHECK_MSG(!took, "%s: took a weight that is not plain bf16", what);
+        printf("  %-28s declined (not plain bf16)\n", what);
+    } else if (took) {
+        gpu->matmul_dx(gpu, a, ddy, wd, N, false);
+        float *ha = down(a, (size_t)(N * I)), *got = malloc((size_t)(N * I) * 4);
+        gpu->download(gpu, pz, ob, (size_t)(N * I) * 2);
+        CHECK_OK(gpu->sync(gpu));
+        lc_to_f32(got, pz, LC_DT_BF16, (size_t)(N * I));
+        double e = rel(got, ha, (size_t)(N * I));
+        printf("  %-28s rel err %.2e from matmul_dx (bound 4e-3)\n", what, e);
+        CHECK_MSG(e <= 4e-3, "%s: rel err %.3e over 4e-3", what, e);
+        free(ha), free(got);
+    } else {
+        CHECK_MSG(took, "%s: declined a plain bf16 weight", what);
+    }
+    free(pz), free(hb);
+    gpu->release(gpu, ob), gpu->release(gpu, dyb), gpu->release(gpu, a), gpu->release(gpu, b);
 }
 
 /* ->matmul_n_b of one weight from x's bf16 rounding against ->matmul from the float32 x (dx on the card),
@@ -1703,6 +1727,30 @@ static void test_swiglu_bwd_wide(void) {
             void *hb = gpu->alloc(gpu, n * 2);
             gpu->swiglu_bwd_packed_b(gpu, eg, ed, eh, ed, gu1, n, NULL); // in place, as the model calls it
             gpu->swiglu_bwd_packed_b(gpu, NULL, NULL, NULL, dd, gu2, n, hb); // only the bf16 outputs
+            // from dout's bf16 values (->swiglu_bwd_packed_bb): the float32 op's bits from the same values
+            float *d16 = malloc(n * 4);
+            uint16_t *dh = malloc(n * 2);
+            CHECK_OK(lc_from_f32(dh, LC_DT_BF16, d, n));
+            lc_to_f32(d16, dh, LC_DT_BF16, n);
+            float *dd16 = up(d16, n * 4);
+            void *ddb = up(dh, n * 2), *gu3 = gpu->alloc(gpu, 2 * n * 2), *gu4 = gpu->alloc(gpu, 2 * n * 2);
+            void *hb3 = gpu->alloc(gpu, n * 2), *hb4 = gpu->alloc(gpu, n * 2);
+            gpu->swiglu_pack(gpu, h0, gu3, dg, du, n, NULL);
+            gpu->swiglu_pack(gpu, h0, gu4, dg, du, n, NULL);
+            gpu->swiglu_bwd_packed_b(gpu, NULL, NULL, NULL, dd16, gu3, n, hb3);
+            gpu->swiglu_bwd_packed_bb(gpu, ddb, gu4, n, hb4);
+            {
+                uint16_t *x3 = malloc(3 * n * 2), *x4 = malloc(3 * n * 2);
+                gpu->download(gpu, x3, gu3, 2 * n * 2), gpu->download(gpu, x3 + 2 * n, hb3, n * 2);
+                gpu->download(gpu, x4, gu4, 2 * n * 2), gpu->download(gpu, x4 + 2 * n, hb4, n * 2);
+                CHECK_OK(gpu->sync(gpu));
+                CHECK_MSG(!memcmp(x3, x4, 3 * n * 2), "n %zu%s: swiglu_bwd_packed_bb differs from "
+                          "swiglu_bwd_packed_b over the same dout values", n, vec ? "" : " (LORAC_CUDA_VEC=0)");
+                free(x3), free(x4);
+            }
+            free(d16), free(dh);
+            void *dv16[] = {dd16, ddb, gu3, gu4, hb3, hb4};
+            for (size_t i = 0; i < sizeof dv16 / sizeof *dv16; i++) gpu->release(gpu, dv16[i]);
             unsetenv("LORAC_CUDA_VEC");
             float *a[3] = {down(rg, n), down(ru, n), down(rh, n)}, *b[3] = {down(eg, n), down(ed, n), down(eh, n)};
             for (int k = 0; k < 3; k++)
@@ -1722,7 +1770,8 @@ static void test_swiglu_bwd_wide(void) {
             gpu->download(gpu, got, hb, n * 2);
             CHECK_OK(gpu->sync(gpu));
             CHECK_MSG(!memcmp(got, want, n * 2), "n %zu: bf16 h differs from h's rounding", n);
-            printf("  %-28s n %zu%s: bit for bit (= swiglu_bwd_packed)\n", "swiglu_bwd_packed_b", n,
+            printf("  %-28s n %zu%s: bit for bit (= swiglu_bwd_packed; _bb = _b over bf16 dout)\n",
+                   "swiglu_bwd_packed_b", n,
                    vec ? "" : ", LORAC_CUDA_VEC=0");
             for (int k = 0; k < 3; k++) free(a[k]), free(b[k]);
             free(g), free(u), free(d), free(want), free(got);

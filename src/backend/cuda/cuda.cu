@@ -1120,6 +1120,16 @@ static bool cu_matmul_dx_b(lc_backend *be, float *dx, const void *dyb, const lc_
     return true;
 }
 
+static bool cu_matmul_dx_bo(lc_backend *be, void *dxb, const void *dyb, const lc_wt *w, int64_t N) {
+    lc_cuda *c = impl(be);
+    if (w->q || w->dtype != LC_DT_BF16) return false;
+    LC_PROF(impl(be), "matmul_dx (bf16 out) N=%lld", N);
+    int O = (int)w->rows, I = (int)w->cols;
+    if (N <= 0 || I <= 0) return true;
+    lc_cuda_gemm_bf16o(c, false, I, (int)N, O, w->data, (int)lc_wt_ld(w), dyb, O, dxb, I);
+    return true;
+}
+
 /* ->matmul_n: NF4 weights the tensor-core product takes run in one launch of it (qgemm.cu);
  * BF16 weights (not quantized) of more than GEMV_MAXN rows share one bf16 copy of x;
  * anything else runs as ->matmul calls. */
@@ -1551,12 +1561,16 @@ __global__ void k_swiglu_bwd_packed(float *dgate, float *dup, float *h, const fl
     GRID_STRIDE(i, n) swiglu_grad(dgate, dup, h, i, __bfloat162float(gu[i]), __bfloat162float(gu[n + i]), dout[i]);
 }
 
+__device__ __forceinline__ float as_f32(float x) { return x; }
+__device__ __forceinline__ float as_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+
 /* k_swiglu_bwd_packed, then dgate's and dup's bf16 roundings over gate's and up's in gu
- * (what as_bf16 would make of them for the input-gradient products). */
-__global__ void k_swiglu_bwd_packed_b(float *dgate, float *dup, float *h, const float *dout, __nv_bfloat16 *gu,
+ * (what as_bf16 would make of them for the input-gradient products); dout float32 or bf16. */
+template <typename TD>
+__global__ void k_swiglu_bwd_packed_b(float *dgate, float *dup, float *h, const TD *dout, __nv_bfloat16 *gu,
                                       size_t n, __nv_bfloat16 *hb) {
     GRID_STRIDE(i, n)
-    swiglu_grad(dgate, dup, h, i, __bfloat162float(gu[i]), __bfloat162float(gu[n + i]), dout[i], gu, n, hb);
+    swiglu_grad(dgate, dup, h, i, __bfloat162float(gu[i]), __bfloat162float(gu[n + i]), as_f32(dout[i]), gu, n, hb);
 }
 
 static void cu_swiglu(lc_backend *be, float *out, const float *gate, const float *up, size_t n) {
@@ -1584,12 +1598,21 @@ static void cu_swiglu_bwd_packed(lc_backend *be, float *dgate, float *dup, float
 
 /* k_swiglu_bwd_packed_b four elements a thread (n a multiple of 4, every array 16-byte
  * aligned): the same arithmetic, 16-byte float32 and 8-byte bf16 loads and stores. */
-__global__ void k_swiglu_bwd_packed_b4(float *dgate, float *dup, float *h, const float *dout, __nv_bfloat16 *gu,
+template <typename TD>
+__global__ void k_swiglu_bwd_packed_b4(float *dgate, float *dup, float *h, const TD *dout, __nv_bfloat16 *gu,
                                        size_t n, __nv_bfloat16 *hb) {
     GRID_STRIDE(j, n / 4) {
         size_t i = 4 * j;
         uint2 gw = *(const uint2 *)(gu + i), uw = *(const uint2 *)(gu + n + i);
-        float4 dv = *(const float4 *)(dout + i);
+        float4 dv;
+        if constexpr (std::is_same<TD, float>::value) {
+            dv = *(const float4 *)(dout + i);
+        } else {
+            uint2 dw = *(const uint2 *)(dout + i);
+            const __nv_bfloat162 *d2 = (const __nv_bfloat162 *)&dw;
+            float2 da = __bfloat1622float2(d2[0]), db = __bfloat1622float2(d2[1]);
+            dv = make_float4(da.x, da.y, db.x, db.y);
+        }
         const __nv_bfloat162 *g2 = (const __nv_bfloat162 *)&gw, *u2 = (const __nv_bfloat162 *)&uw;
         float2 ga = __bfloat1622float2(g2[0]), gb = __bfloat1622float2(g2[1]);
         float2 ua = __bfloat1622float2(u2[0]), ub = __bfloat1622float2(u2[1]);
@@ -1628,6 +1651,22 @@ static void cu_swiglu_bwd_packed_b(lc_backend *be, float *dgate, float *dup, flo
     else
         k_swiglu_bwd_packed_b<<<blocks_for(n), 256, 0, impl(be)->st>>>(dgate, dup, h, dout, (__nv_bfloat16 *)gu, n,
                                                                         (__nv_bfloat16 *)hb);
+    LC_LAUNCHED(impl(be));
+}
+
+static void cu_swiglu_bwd_packed_bb(lc_backend *be, const void *doutb, void *gu, size_t n, void *hb) {
+    LC_PROF(impl(be), hb ? "swiglu_bwd+h16 (packed, bf16 dy, bf16 dout)" : "swiglu_bwd (packed, bf16 dy, bf16 dout)",
+            0);
+    if (!n) return;
+    typedef __nv_bfloat16 b16;
+    const b16 *d = (const b16 *)doutb;
+    bool wide = n % 4 == 0 && lc_cuda_vec() && !((uintptr_t)doutb & 7) && !((uintptr_t)gu & 7) &&
+                !((uintptr_t)hb & 7); // 8-byte bf16 accesses
+    if (wide)
+        k_swiglu_bwd_packed_b4<<<blocks_for(n / 4), 256, 0, impl(be)->st>>>(NULL, NULL, NULL, d, (b16 *)gu, n,
+                                                                             (b16 *)hb);
+    else
+        k_swiglu_bwd_packed_b<<<blocks_for(n), 256, 0, impl(be)->st>>>(NULL, NULL, NULL, d, (b16 *)gu, n, (b16 *)hb);
     LC_LAUNCHED(impl(be));
 }
 
@@ -1804,7 +1843,9 @@ extern "C" lc_backend *lc_backend_cuda_new(int device) {
     be->swiglu_pack = cu_swiglu_pack;
     be->swiglu_bwd_packed = cu_swiglu_bwd_packed;
     be->swiglu_bwd_packed_b = cu_swiglu_bwd_packed_b;
+    be->swiglu_bwd_packed_bb = cu_swiglu_bwd_packed_bb;
     be->matmul_dx_b = cu_matmul_dx_b;
+    be->matmul_dx_bo = cu_matmul_dx_bo;
     be->gemm_b = cu_gemm_b;
     be->lora_dy = lc_cuda_lora_dy;
     be->rmsnorm_b = cu_rmsnorm_b;
