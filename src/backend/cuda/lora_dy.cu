@@ -99,16 +99,25 @@ __global__ void __launch_bounds__(DY_THREADS) k_lora_dy(const __grid_constant__ 
     };
     for (int st = 0; st < DY_ST - 1; st++)
         issue(st);
-    // u's rows of the block, rounded to bf16 (zeros past r and N), and the first b chunk
-    for (int i = threadIdx.x; i < DY_RB * DY_RP / 4; i += DY_THREADS) {
-        int rr = i / (DY_RP / 4), k = i % (DY_RP / 4) * 4, row = row0 + rr;
-        float4 v = row < N && k < r ? *reinterpret_cast<const float4 *>(p.u + (size_t)row * r + k)
-                                    : make_float4(0.f, 0.f, 0.f, 0.f);
-        bf16 *d = us + rr * DY_LU + k;
-        *reinterpret_cast<__nv_bfloat162 *>(d) = __floats2bfloat162_rn(v.x, v.y);
-        *reinterpret_cast<__nv_bfloat162 *>(d + 2) = __floats2bfloat162_rn(v.z, v.w);
+    // u's rows of the block, rounded to bf16 (zeros past r and N), and the first b chunk:
+    // every load issued before the first store
+    constexpr int UL = DY_RB * DY_RP / 4 / DY_THREADS; // float4s of u a thread
+    static_assert(DY_RB * DY_RP / 4 % DY_THREADS == 0, "u's rows are not a multiple of the block");
+    float4 uv[UL], b0 = b_load(p, r, ch0 * DY_TC);
+#pragma unroll
+    for (int j = 0; j < UL; j++) {
+        int i = threadIdx.x + j * DY_THREADS, k = i % (DY_RP / 4) * 4, row = row0 + i / (DY_RP / 4);
+        uv[j] = row < N && k < r ? *reinterpret_cast<const float4 *>(p.u + (size_t)row * r + k)
+                                 : make_float4(0.f, 0.f, 0.f, 0.f);
     }
-    b_store(bs, b_load(p, r, ch0 * DY_TC));
+#pragma unroll
+    for (int j = 0; j < UL; j++) {
+        int i = threadIdx.x + j * DY_THREADS;
+        bf16 *d = us + i / (DY_RP / 4) * DY_LU + i % (DY_RP / 4) * 4;
+        *reinterpret_cast<__nv_bfloat162 *>(d) = __floats2bfloat162_rn(uv[j].x, uv[j].y);
+        *reinterpret_cast<__nv_bfloat162 *>(d + 2) = __floats2bfloat162_rn(uv[j].z, uv[j].w);
+    }
+    b_store(bs, b0);
     float4 bn = make_float4(0.f, 0.f, 0.f, 0.f); // the next chunk's b, on its way
     float du[DY_NT][2][4];
 #pragma unroll
