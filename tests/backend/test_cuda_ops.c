@@ -2579,6 +2579,17 @@ static void test_lora_dy(void) {
     CHECK_MSG(!gpu->lora_dy(gpu, 1, 64, 32, 1.0f, &d), "lora_dy took rank 32");
     d.o = d.ldy = 101;
     CHECK_MSG(!gpu->lora_dy(gpu, 1, 64, 16, 1.0f, &d), "lora_dy took 101 columns");
+    // declined before reading anything: partial sums past the backend's allowance (gate and
+    // up over 32,768 rows)
+    void *tiny = gpu->alloc(gpu, 256);
+    lc_dy_args big[2];
+    for (int i = 0; i < 2; i++) {
+        lc_dy_args b = {tiny, 14336, 14336, tiny, tiny, tiny, tiny, 16};
+        big[i] = b;
+    }
+    CHECK_MSG(!gpu->lora_dy(gpu, 2, 32768, 16, 1.0f, big), "lora_dy took gate and up over 32,768 rows");
+    CHECK_OK(gpu->sync(gpu));
+    gpu->release(gpu, tiny);
 }
 
 static void test_adam(void) {

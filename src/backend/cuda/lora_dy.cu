@@ -15,11 +15,12 @@
  * block writes its du sums (over its columns) as a partial sum, and where several row groups
  * share columns its gb sums (over its rows), into the backend's row scratch; a second kernel
  * adds them in group order and scales by s. No atomics: a call gives the same bits every
- * time. Measured (bench/results/cuda_notes.md, "gb and du from one read of dy (r22)"):
- * gate/up's pair at 8 × 512 116 µs against 191 µs for the four ->gemm_b products.
+ * time. Measured (bench/results/cuda_notes.md, "gb and du from one read of dy, and dh as bf16
+ * (r22)"): gate/up's pair at 8 × 512 116 µs against 191 µs for the four ->gemm_b products.
  *
  * Scope: r <= 16 and a multiple of 4, o and dy's row stride multiples of 8, dy 16-byte
- * aligned, u with row stride r; anything else is declined (the caller runs ->gemm_b).
+ * aligned, u with row stride r, partial sums of at most DY_SCRATCH bytes (gate and up over up
+ * to ~11,500 rows); anything else is declined (the caller runs ->gemm_b).
  * LORAC_CUDA_LORA_DY=0 declines everything. Owns nothing.
  */
 #include <cuda_bf16.h>
@@ -40,6 +41,8 @@
 #define DY_RP 16 // ranks, padded
 #define DY_LU (DY_RP + 8) // a u row in shared memory
 #define DY_THREADS 256
+#define DY_SCRATCH                                                                                 \
+    ((size_t)48 << 20) // partial sums' bytes at most (8 × 512: 22 MiB for gate and up)
 
 typedef __nv_bfloat16 bf16;
 
@@ -249,7 +252,6 @@ bool lc_cuda_lora_dy(lc_backend *be, int n, int64_t N, int64_t r, float s, const
             (uintptr_t)a[i].u % 16 || (uintptr_t)a[i].b % 16 || (uintptr_t)a[i].gb % 8 ||
             (uintptr_t)a[i].du % 8 || a[i].ldu % 2 || a[i].o > (1 << 30))
             return false;
-    LC_PROF(c, "lora_dy (LoRA gb, du) M=%lld", N);
     dy_grp g;
     memset(&g, 0, sizeof g);
     g.N = (int)N, g.r = (int)r, g.s = s, g.ngr = (int)((N + DY_RB - 1) / DY_RB);
@@ -272,6 +274,10 @@ bool lc_cuda_lora_dy(lc_backend *be, int n, int64_t N, int64_t r, float s, const
         if (g.ngr > 1) scratch += (size_t)g.ngr * r * p.o;
         if (p.ngc > 1) scratch += (size_t)p.ngc * N * DY_RP;
     }
+    // the partial sums grow with the rows (gb's: 3.6 KB a row for gate and up together); past
+    // DY_SCRATCH the products run as ->gemm_b (lc_model_scratch_bytes allows the backend ~96 MB)
+    if (scratch * sizeof(float) > DY_SCRATCH) return false;
+    LC_PROF(c, "lora_dy (LoRA gb, du) M=%lld", N);
     if (scratch) {
         float *part = lc_cuda_rows(c, scratch);
         for (int i = 0; i < n; i++) {
