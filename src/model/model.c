@@ -1187,8 +1187,8 @@ static void projs_ga_of(lc_model *m, lc_arena *a, int n, const float *x, lc_lora
  * when n is 1) as many spare rows (lc_block.room): the adapters' du and a^T are rounded
  * into them and dx (+)= [dy | du] [W ; a^T] is one bf16 product; dxb (with fold, !acc, where
  * ->matmul_dx_bo takes the weight): that product's sums rounded to bf16 into dxb instead,
- * dx not written (the caller checks dh16_on first). */
-static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, const float *const *dy,
+ * dx not written. Returns whether dxb took dx. */
+static bool projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, const float *const *dy,
                       const float *x, const lc_wt *const *w, lc_lora_param *const *p, float *const *u,
                       int64_t N, bool need_dx, const uint64_t *ds, const void *const *dyb, const void *xb,
                       const lc_wt *wcat, int64_t ldy, int64_t fold, void *dxb) {
@@ -1201,7 +1201,7 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
     } while (0)
     if (m->lcfg.dropout > 0) {
         for (int i = 0; i < n; i++) proj_bwd(m, a, dx, acc || i > 0, dy[i], x, w[i], p[i], u[i], N, need_dx, ds[i]);
-        return;
+        return false;
     }
     float s = m->lcfg.scale;
     int64_t rg;
@@ -1228,9 +1228,13 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
         bool one = be->lora_dy != NULL;
         for (int i = 0; i < n && one; i++) {
             if (!p[i]) continue;
+            if (nd == LC_GEMM_N_MAX || (nd && p[i]->r != r0)) { // one rank a call
+                one = false;
+                break;
+            }
             int64_t o = p[i]->out;
             lc_dy_args d = {dyb[i], ldy ? ldy : o, o, u[i], p[i]->b, p[i]->gb, dus[i], lds[i]};
-            one = nd < LC_GEMM_N_MAX && (!nd || p[i]->r == r0), r0 = p[i]->r, da[nd++] = d;
+            r0 = p[i]->r, da[nd++] = d;
         }
         if (!(one && nd && be->lora_dy(be, nd, N, r0, s, da)))
             for (int i = 0; i < n; i++) {
@@ -1246,7 +1250,7 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
         be->gemm_n(be, k, du);
         if (x || xb) projs_ga_of(m, a, n, x, p, N, xb);
     }
-    if (!need_dx) return;
+    if (!need_dx) return false;
     if (fold) { // du beside dy, a^T below W (the adapters in order, as du_at put their du)
         lc_wt wf = wcat ? *wcat : *w[0];
         int64_t O = wf.rows, in = lc_wt_ld(&wf);
@@ -1258,9 +1262,9 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
             be->to_bf16_t(be, (uint16_t *)wf.data + (O + j++ * p[i]->r) * in, in, p[i]->a, p[i]->in, p[i]->r, 1.0f);
         }
         wf.rows = O + fold;
-        if (!(dxb && !acc && be->matmul_dx_bo && be->matmul_dx_bo(be, dxb, yb, &wf, N)))
-            be->matmul_dx_b(be, dx, yb, &wf, N, acc);
-        return;
+        if (dxb && !acc && be->matmul_dx_bo && be->matmul_dx_bo(be, dxb, yb, &wf, N)) return true;
+        be->matmul_dx_b(be, dx, yb, &wf, N, acc);
+        return false;
     }
     if (k && N >= be->lora_group_rows) { // dx (+)= the adapters' du a^T, then the frozen products add
         if (kg) {
@@ -1279,7 +1283,7 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
         if (wcat) be->matmul_dx_b(be, dx, dyb[0], wcat, N, true); // the n products as one
         else
             for (int i = 0; i < n; i++) MATMUL_DX(i, true);
-        return;
+        return false;
     }
     if (wcat) be->matmul_dx_b(be, dx, dyb[0], wcat, N, acc);
     for (int i = 0; i < n; i++) {
@@ -1288,6 +1292,7 @@ static void projs_bwd(lc_model *m, lc_arena *a, int n, float *dx, bool acc, cons
             be->gemm(be, false, true, N, p[i]->in, p[i]->r, 1.0f, dus[i], lds[i], p[i]->a, p[i]->r, 1.0f, dx,
                      p[i]->in);
     }
+    return false;
 #undef MATMUL_DX
 }
 
@@ -1684,8 +1689,8 @@ static void block_backward(lc_model *m, int l, lc_acts *s, const float *x, int64
         void *hh16 = hh && only16 && lc_model_h16_ga(m) ? (void *)s->h : NULL; // h as bf16 for ga
         // dh only as bf16 (down's folded product rounds it; SwiGLU's backward reads that)
         bool b16 = only16 && fod && (!hh || hh16) && dh16_on(m, w1);
-        projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1, d16 ? &yr16 : NULL, NULL,
-                  NULL, fod ? ldr : 0, fod, b16 ? (void *)dh : NULL);
+        b16 = projs_bwd(m, a, 1, dh, false, &y1, NULL, &w1, &p1, &s->u[LC_KEY_DOWN], N, true, &d1,
+                        d16 ? &yr16 : NULL, NULL, NULL, fod ? ldr : 0, fod, b16 ? (void *)dh : NULL);
         if (b16)
             be->swiglu_bwd_packed_bb(be, dh, s->gu, (size_t)(N * I), hh16);
         else if (dyb)
