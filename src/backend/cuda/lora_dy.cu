@@ -36,13 +36,13 @@
 #define DY_NT 4   // row tiles of a block
 #define DY_RB (DY_TR * DY_NT)
 #define DY_ST 3 // dy tiles in flight, plus the one in use
-#define DY_LD                                                                                      \
-    (DY_TC + 8)  // a dy tile's row in shared memory (bf16; 8 rows of an ldmatrix on 8 bank groups)
-#define DY_RP 16 // ranks, padded
+// a dy tile's row in shared memory (bf16; the 8 rows of an ldmatrix on 8 bank groups)
+#define DY_LD (DY_TC + 8)
+#define DY_RP 16          // ranks, padded
 #define DY_LU (DY_RP + 8) // a u row in shared memory
 #define DY_THREADS 256
-#define DY_SCRATCH                                                                                 \
-    ((size_t)48 << 20) // partial sums' bytes at most (8 × 512: 22 MiB for gate and up)
+// the partial sums' bytes at most (8 × 512: 22 MiB for gate and up)
+#define DY_SCRATCH ((size_t)48 << 20)
 
 typedef __nv_bfloat16 bf16;
 
@@ -50,8 +50,8 @@ struct dy_prod {
     const bf16 *dy;
     const float *u, *b;
     float *gb, *du;
-    float *gw, *dw; // partial sums: gb's (row groups, r, o), du's (column groups, N, r); NULL with
-                    // one group
+    // partial sums: gb's (row groups, r, o), du's (column groups, N, 16); NULL with one group
+    float *gw, *dw;
     int64_t ldy, ldu;
     int o, chunks, cpg, ngc; // columns, chunks, chunks a column group, column groups
 };
@@ -275,7 +275,7 @@ bool lc_cuda_lora_dy(lc_backend *be, int n, int64_t N, int64_t r, float s, const
         if (p.ngc > 1) scratch += (size_t)p.ngc * N * DY_RP;
     }
     // the partial sums grow with the rows (gb's: 3.6 KB a row for gate and up together); past
-    // DY_SCRATCH the products run as ->gemm_b (lc_model_scratch_bytes allows the backend ~96 MB)
+    // DY_SCRATCH the products run as ->gemm_b (lc_model_scratch_bytes allows the backend 96 MiB)
     if (scratch * sizeof(float) > DY_SCRATCH) return false;
     LC_PROF(c, "lora_dy (LoRA gb, du) M=%lld", N);
     if (scratch) {
