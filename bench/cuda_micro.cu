@@ -639,49 +639,34 @@ static void bench_lora_dy(void) {
             for (int j = 0; j < i; j++) off += (size_t)M * g.o[j];
             return base + off;
         };
-        double two = timed(30, [&](int it) {
+        auto two_of = [&](int rot) { // two ->gemm_b products an adapter
             for (int i = 0; i < g.n; i++) {
                 int64_t ly = g.ldy ? g.ldy : g.o[i];
-                be->gemm_b(be, true, false, r, g.o[i], M, 2.0f, u[i], r, false, dyp(it % ROT, i), ly, true, 0.0f,
-                           gb[i], g.o[i]);
-                be->gemm_b(be, false, true, M, r, g.o[i], 2.0f, dyp(it % ROT, i), ly, true, b[i], g.o[i], false, 0.0f,
+                be->gemm_b(be, true, false, r, g.o[i], M, 2.0f, u[i], r, false, dyp(rot, i), ly, true, 0.0f, gb[i],
+                           g.o[i]);
+                be->gemm_b(be, false, true, M, r, g.o[i], 2.0f, dyp(rot, i), ly, true, b[i], g.o[i], false, 0.0f,
                            du[i], r);
             }
-        });
-        double one = timed(30, [&](int it) {
+        };
+        auto one_of = [&](int rot) { // one ->lora_dy for the group
             lc_dy_args a[3];
             for (int i = 0; i < g.n; i++) {
-                lc_dy_args d = {dyp(it % ROT, i), g.ldy ? g.ldy : g.o[i], g.o[i], u[i], b[i], gb[i], du[i], r};
+                lc_dy_args d = {dyp(rot, i), g.ldy ? g.ldy : g.o[i], g.o[i], u[i], b[i], gb[i], du[i], r};
                 a[i] = d;
             }
             if (!be->lora_dy(be, g.n, M, r, 2.0f, a)) {
                 fprintf(stderr, "lora_dy declined %s\n", g.name);
                 exit(1);
             }
-        });
+        };
+        double two = timed(30, [&](int it) { two_of(it % ROT); });
+        double one = timed(30, [&](int it) { one_of(it % ROT); });
         // as in the step: dy just written (a copy into it first, its time taken off)
         __nv_bfloat16 *src = y + per; // another copy of the same size
         auto wr = [&]() { CK(cudaMemcpyAsync(y, src, per * 2, cudaMemcpyDeviceToDevice, 0)); };
         double cp = timed(30, [&](int) { wr(); });
-        double two_w = timed(30, [&](int) {
-            wr();
-            for (int i = 0; i < g.n; i++) {
-                int64_t ly = g.ldy ? g.ldy : g.o[i];
-                be->gemm_b(be, true, false, r, g.o[i], M, 2.0f, u[i], r, false, dyp(0, i), ly, true, 0.0f, gb[i],
-                           g.o[i]);
-                be->gemm_b(be, false, true, M, r, g.o[i], 2.0f, dyp(0, i), ly, true, b[i], g.o[i], false, 0.0f,
-                           du[i], r);
-            }
-        });
-        double one_w = timed(30, [&](int) {
-            wr();
-            lc_dy_args a[3];
-            for (int i = 0; i < g.n; i++) {
-                lc_dy_args d = {dyp(0, i), g.ldy ? g.ldy : g.o[i], g.o[i], u[i], b[i], gb[i], du[i], r};
-                a[i] = d;
-            }
-            be->lora_dy(be, g.n, M, r, 2.0f, a);
-        });
+        double two_w = timed(30, [&](int) { wr(), two_of(0); });
+        double one_w = timed(30, [&](int) { wr(), one_of(0); });
         printf("| %s: gb and du | floor %.1f us | 2 x gemm_b each %.1f us | lora_dy %.1f us | dy just written: "
                "%.1f / %.1f us |\n",
                g.name, mb / 3.0e6, 1e3 * two, 1e3 * one, 1e3 * (two_w - cp), 1e3 * (one_w - cp));
